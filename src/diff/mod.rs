@@ -1,0 +1,420 @@
+//! The field diff: `(legacy, candidate, rules) -> Vec<Difference>`.
+//!
+//! Pure and synchronous: no I/O, no async, no allocation beyond the result and the alignment of
+//! arrays. The proxy calls it off the request path; `shadowdiff diff` calls it on files.
+//!
+//! How values compare:
+//! - objects member by member; a member only in legacy is `missing`, only in candidate `extra`;
+//! - numbers by decimal value (`10` = `10.0`, exact beyond 2^53), within `number_tolerance`;
+//! - values of different JSON types are `type_changed`, other unequal scalars `changed`;
+//! - arrays: by a key member (`array_keys`), as multisets (`unordered`), or, by default, aligned
+//!   as sequences (Myers over structural hashes), so that an inserted element is one `extra` and
+//!   not a cascade of `changed`. Elements the alignment pairs up are compared recursively.
+//!
+//! Pointers name legacy coordinates, except for `extra`, which names candidate coordinates; when
+//! the candidate's coordinates of a compared node differ (array realignment) the difference also
+//! carries `candidate_pointer`.
+
+pub mod glob;
+pub mod number;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use serde::Serialize;
+use serde_json::Value;
+use similar::{Algorithm, DiffOp};
+
+pub use glob::{Glob, GlobError, GlobSet, Seg};
+
+/// What kind of difference a field shows (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// In legacy, not in candidate.
+    Missing,
+    /// In candidate only.
+    Extra,
+    /// Same JSON type, other value.
+    Changed,
+    /// Another JSON type.
+    TypeChanged,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Extra => "extra",
+            Self::Changed => "changed",
+            Self::TypeChanged => "type_changed",
+        }
+    }
+}
+
+/// One difference between the two documents.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    /// RFC 6901 pointer (legacy coordinates; candidate coordinates for `extra`).
+    pub pointer: String,
+    /// The pointer with array indices replaced by `*`.
+    pub field: String,
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Value>,
+    /// Where the candidate's value sits, when that differs from `pointer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_pointer: Option<String>,
+}
+
+/// The comparison rules of one route (global `[diff]` plus the route's own).
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub ignore: GlobSet,
+    /// Arrays matched by a member instead of by position: (array glob, member name).
+    pub array_keys: Vec<(Glob, String)>,
+    pub unordered: GlobSet,
+    pub number_tolerance: f64,
+    pub null_equals_missing: bool,
+}
+
+impl Rules {
+    /// Adds `other`'s rules to these (a route's rules add to the global ones). For scalar settings
+    /// the stricter-to-looser choice is `other`'s when it is set.
+    pub fn extend(&mut self, other: &Self) {
+        self.ignore.extend(&other.ignore);
+        self.unordered.extend(&other.unordered);
+        for (g, k) in &other.array_keys {
+            self.array_keys.retain(|(mine, _)| mine != g);
+            self.array_keys.push((g.clone(), k.clone()));
+        }
+        if other.number_tolerance > 0.0 {
+            self.number_tolerance = other.number_tolerance;
+        }
+        self.null_equals_missing |= other.null_equals_missing;
+    }
+
+    /// Whether a difference at `path` is ignored (the path or one of its ancestors is selected).
+    pub fn is_ignored(&self, path: &[Seg<'_>]) -> bool {
+        !self.ignore.is_empty() && self.ignore.matches_prefix(path)
+    }
+
+    fn array_key(&self, path: &[Seg<'_>]) -> Option<&str> {
+        self.array_keys
+            .iter()
+            .find(|(g, _)| g.matches(path))
+            .map(|(_, k)| k.as_str())
+    }
+}
+
+/// Compares two JSON documents.
+pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+    let mut w = Walker {
+        rules,
+        lpath: Vec::new(),
+        cpath: Vec::new(),
+        out: Vec::new(),
+    };
+    w.value(legacy, candidate);
+    w.out
+}
+
+/// Compares one pseudo-field of the response head (`@status`, `@header/NAME`), applying the
+/// ignore rules to it. `None` is an absent value.
+pub fn diff_meta(
+    field: &[Seg<'_>],
+    legacy: Option<Value>,
+    candidate: Option<Value>,
+    rules: &Rules,
+) -> Option<Difference> {
+    if legacy == candidate || rules.is_ignored(field) {
+        return None;
+    }
+    let kind = match (&legacy, &candidate) {
+        (Some(_), None) => Kind::Missing,
+        (None, Some(_)) => Kind::Extra,
+        _ => Kind::Changed,
+    };
+    let name = field
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => (*k).to_owned(),
+            Seg::Index(i) => i.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    Some(Difference {
+        pointer: name.clone(),
+        field: name,
+        kind,
+        legacy,
+        candidate,
+        candidate_pointer: None,
+    })
+}
+
+struct Walker<'r, 'a> {
+    rules: &'r Rules,
+    lpath: Vec<Seg<'a>>,
+    cpath: Vec<Seg<'a>>,
+    out: Vec<Difference>,
+}
+
+impl<'a> Walker<'_, 'a> {
+    fn value(&mut self, l: &'a Value, c: &'a Value) {
+        match (l, c) {
+            (Value::Object(lo), Value::Object(co)) => self.object(lo, co),
+            (Value::Array(la), Value::Array(ca)) => self.array(la, ca),
+            (Value::Number(a), Value::Number(b)) => {
+                if !number::equal(a, b, self.rules.number_tolerance) {
+                    self.emit(Kind::Changed, Some(l), Some(c));
+                }
+            }
+            (Value::String(a), Value::String(b)) if a == b => {}
+            (Value::Bool(a), Value::Bool(b)) if a == b => {}
+            (Value::Null, Value::Null) => {}
+            (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_)) => {
+                self.emit(Kind::Changed, Some(l), Some(c));
+            }
+            _ => self.emit(Kind::TypeChanged, Some(l), Some(c)),
+        }
+    }
+
+    fn object(&mut self, lo: &'a serde_json::Map<String, Value>, co: &'a serde_json::Map<String, Value>) {
+        let nem = self.rules.null_equals_missing;
+        for (k, lv) in lo {
+            self.lpath.push(Seg::Key(k));
+            self.cpath.push(Seg::Key(k));
+            match co.get(k) {
+                Some(cv) => self.value(lv, cv),
+                None if nem && lv.is_null() => {}
+                None => self.emit(Kind::Missing, Some(lv), None),
+            }
+            self.lpath.pop();
+            self.cpath.pop();
+        }
+        for (k, cv) in co {
+            if lo.contains_key(k) || (nem && cv.is_null()) {
+                continue;
+            }
+            self.lpath.push(Seg::Key(k));
+            self.cpath.push(Seg::Key(k));
+            self.emit(Kind::Extra, None, Some(cv));
+            self.lpath.pop();
+            self.cpath.pop();
+        }
+    }
+
+    fn array(&mut self, la: &'a [Value], ca: &'a [Value]) {
+        if let Some(key) = self.rules.array_key(&self.lpath) {
+            if let (Some(lk), Some(ck)) = (key_index(la, key), key_index(ca, key)) {
+                return self.keyed(la, ca, &lk, &ck);
+            }
+        }
+        let lh: Vec<u64> = la.iter().map(|v| self.element_hash(v)).collect();
+        let ch: Vec<u64> = ca.iter().map(|v| self.element_hash(v)).collect();
+        if !self.rules.unordered.is_empty() && self.rules.unordered.matches(&self.lpath) {
+            return self.unordered(la, ca, &lh, &ch);
+        }
+        if lh == ch {
+            return;
+        }
+        for op in similar::capture_diff_slices(Algorithm::Myers, &lh, &ch) {
+            match op {
+                DiffOp::Equal { .. } => {}
+                DiffOp::Delete {
+                    old_index, old_len, ..
+                } => (old_index..old_index + old_len).for_each(|i| self.missing_at(la, i)),
+                DiffOp::Insert {
+                    new_index, new_len, ..
+                } => (new_index..new_index + new_len).for_each(|j| self.extra_at(ca, j)),
+                DiffOp::Replace {
+                    old_index,
+                    old_len,
+                    new_index,
+                    new_len,
+                } => {
+                    let paired = old_len.min(new_len);
+                    for k in 0..paired {
+                        self.pair(la, old_index + k, ca, new_index + k);
+                    }
+                    (old_index + paired..old_index + old_len).for_each(|i| self.missing_at(la, i));
+                    (new_index + paired..new_index + new_len).for_each(|j| self.extra_at(ca, j));
+                }
+            }
+        }
+    }
+
+    fn keyed(&mut self, la: &'a [Value], ca: &'a [Value], lk: &KeyIndex, ck: &KeyIndex) {
+        for (i, key) in lk.order.iter().enumerate() {
+            match ck.by_key.get(key) {
+                Some(&j) => self.pair(la, i, ca, j),
+                None => self.missing_at(la, i),
+            }
+        }
+        for (j, key) in ck.order.iter().enumerate() {
+            if !lk.by_key.contains_key(key) {
+                self.extra_at(ca, j);
+            }
+        }
+    }
+
+    fn unordered(&mut self, la: &'a [Value], ca: &'a [Value], lh: &[u64], ch: &[u64]) {
+        let mut pool: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (j, h) in ch.iter().enumerate().rev() {
+            pool.entry(*h).or_default().push(j);
+        }
+        let mut used = vec![false; ca.len()];
+        for (i, h) in lh.iter().enumerate() {
+            match pool.get_mut(h).and_then(Vec::pop) {
+                Some(j) => used[j] = true,
+                None => self.missing_at(la, i),
+            }
+        }
+        for (j, u) in used.iter().enumerate() {
+            if !u {
+                self.extra_at(ca, j);
+            }
+        }
+    }
+
+    fn pair(&mut self, la: &'a [Value], i: usize, ca: &'a [Value], j: usize) {
+        self.lpath.push(Seg::Index(i));
+        self.cpath.push(Seg::Index(j));
+        self.value(&la[i], &ca[j]);
+        self.lpath.pop();
+        self.cpath.pop();
+    }
+
+    fn missing_at(&mut self, la: &'a [Value], i: usize) {
+        self.lpath.push(Seg::Index(i));
+        self.emit(Kind::Missing, Some(&la[i]), None);
+        self.lpath.pop();
+    }
+
+    fn extra_at(&mut self, ca: &'a [Value], j: usize) {
+        self.cpath.push(Seg::Index(j));
+        self.emit(Kind::Extra, None, Some(&ca[j]));
+        self.cpath.pop();
+    }
+
+    fn emit(&mut self, kind: Kind, l: Option<&Value>, c: Option<&Value>) {
+        let path = if kind == Kind::Extra { &self.cpath } else { &self.lpath };
+        if self.rules.is_ignored(path) {
+            return;
+        }
+        let pointer = glob::pointer(path);
+        let candidate_pointer = match kind {
+            Kind::Changed | Kind::TypeChanged if self.cpath != self.lpath => Some(glob::pointer(&self.cpath)),
+            _ => None,
+        };
+        self.out.push(Difference {
+            pointer,
+            field: glob::field_pattern(path),
+            kind,
+            legacy: l.cloned(),
+            candidate: c.cloned(),
+            candidate_pointer,
+        });
+    }
+
+    /// A structural hash of an array element under the rules that can be applied without a
+    /// counterpart: ignored members are left out, object member order does not matter, numbers
+    /// hash by value, and (with `null_equals_missing`) null members are left out.
+    fn element_hash(&mut self, v: &'a Value) -> u64 {
+        let mut h = DefaultHasher::new();
+        let mut path = std::mem::take(&mut self.lpath);
+        path.push(Seg::Index(0));
+        hash_value(v, self.rules, &mut path, &mut h);
+        path.pop();
+        self.lpath = path;
+        h.finish()
+    }
+}
+
+fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut DefaultHasher) {
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            b.hash(h);
+        }
+        Value::Number(n) => {
+            h.write_u8(2);
+            number::hash(n, h);
+        }
+        Value::String(s) => {
+            h.write_u8(3);
+            s.hash(h);
+        }
+        Value::Array(a) => {
+            h.write_u8(4);
+            h.write_usize(a.len());
+            for (i, e) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                hash_value(e, rules, path, h);
+                path.pop();
+            }
+        }
+        Value::Object(o) => {
+            h.write_u8(5);
+            // Members combine by wrapping addition: independent of their order.
+            let mut sum: u64 = 0;
+            for (k, e) in o {
+                if rules.null_equals_missing && e.is_null() {
+                    continue;
+                }
+                path.push(Seg::Key(k));
+                if rules.ignore.is_empty() || !rules.ignore.matches(path) {
+                    let mut mh = DefaultHasher::new();
+                    k.hash(&mut mh);
+                    hash_value(e, rules, path, &mut mh);
+                    sum = sum.wrapping_add(mh.finish());
+                }
+                path.pop();
+            }
+            h.write_u64(sum);
+        }
+    }
+}
+
+/// Elements of an array indexed by a key member; `None` when an element is not an object with
+/// a scalar value for the key, or when two elements share a key (the array then falls back to
+/// sequence alignment).
+struct KeyIndex {
+    order: Vec<String>,
+    by_key: HashMap<String, usize>,
+}
+
+fn key_index(a: &[Value], key: &str) -> Option<KeyIndex> {
+    let mut order = Vec::with_capacity(a.len());
+    let mut by_key = HashMap::with_capacity(a.len());
+    for (i, e) in a.iter().enumerate() {
+        let k = match e.as_object()?.get(key)? {
+            Value::String(s) => format!("s{s}"),
+            Value::Number(n) => match number::parse(n.as_str()) {
+                Some(d) => format!("n{d}"),
+                None => format!("n{n}"),
+            },
+            Value::Bool(b) => format!("b{b}"),
+            _ => return None,
+        };
+        if by_key.insert(k.clone(), i).is_some() {
+            return None;
+        }
+        order.push(k);
+    }
+    Some(KeyIndex { order, by_key })
+}
+
+/// Parses a body as JSON with serde_json's nesting limit (128 levels): deeper documents are
+/// refused, never recursed into.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn rules() -> Rules {
+    Rules::default()
+}
+
+fn kinds(d: &[Difference]) -> Vec<(&str, &str)> {
+    d.iter().map(|d| (d.pointer.as_str(), d.kind.as_str())).collect()
+}
+
+#[test]
+fn equal_documents_have_no_difference() {
+    let a = json!({"a": [1, 2, {"b": null}], "c": "x", "d": true, "e": 1.5});
+    assert!(diff(&a, &a.clone(), &rules()).is_empty());
+}
+
+#[test]
+fn the_four_kinds() {
+    let l = json!({"gone": 1, "same": 1, "num": 1, "s": "a", "t": "1"});
+    let c = json!({"new": 2, "same": 1, "num": 2, "s": "b", "t": 1});
+    let d = diff(&l, &c, &rules());
+    assert_eq!(
+        kinds(&d),
+        vec![("/gone", "missing"), ("/num", "changed"), ("/s", "changed"), ("/t", "type_changed"), ("/new", "extra")]
+    );
+    assert_eq!(d[0].legacy, Some(json!(1)));
+    assert_eq!(d[0].candidate, None);
+    assert_eq!(d[4].candidate, Some(json!(2)));
+}
+
+#[test]
+fn null_is_a_type() {
+    let d = diff(&json!({"a": null}), &json!({"a": 0}), &rules());
+    assert_eq!(kinds(&d), vec![("/a", "type_changed")]);
+}
+
+#[test]
+fn numbers_compare_by_value() {
+    let l: Value = serde_json::from_str(r#"{"a": 10, "b": 9007199254740993, "c": 1e2}"#).unwrap();
+    let c: Value = serde_json::from_str(r#"{"a": 10.0, "b": 9007199254740992, "c": 100}"#).unwrap();
+    assert_eq!(kinds(&diff(&l, &c, &rules())), vec![("/b", "changed")]);
+}
+
+#[test]
+fn number_tolerance() {
+    let r = Rules {
+        number_tolerance: 0.01,
+        ..rules()
+    };
+    assert!(diff(&json!({"a": 1.0}), &json!({"a": 1.005}), &r).is_empty());
+    assert_eq!(diff(&json!({"a": 1.0}), &json!({"a": 1.02}), &r).len(), 1);
+}
+
+#[test]
+fn ignore_globs_select_subtrees() {
+    let r = Rules {
+        ignore: GlobSet::new(&["**/updated_at", "/meta"]).unwrap(),
+        ..rules()
+    };
+    let l = json!({"a": {"updated_at": 1, "x": 1}, "meta": {"n": 1}, "list": [{"updated_at": 1}]});
+    let c = json!({"a": {"updated_at": 2, "x": 1}, "meta": {"n": 2, "m": 3}, "list": [{"updated_at": 2}]});
+    assert!(diff(&l, &c, &r).is_empty());
+    let c2 = json!({"a": {"updated_at": 2, "x": 2}, "meta": {}, "list": [{"updated_at": 2}]});
+    assert_eq!(kinds(&diff(&l, &c2, &r)), vec![("/a/x", "changed")]);
+}
+
+#[test]
+fn null_equals_missing() {
+    let l = json!({"a": null, "b": 1});
+    let c = json!({"b": 1, "c": null});
+    assert_eq!(diff(&l, &c, &rules()).len(), 2);
+    let r = Rules {
+        null_equals_missing: true,
+        ..rules()
+    };
+    assert!(diff(&l, &c, &r).is_empty());
+}
+
+#[test]
+fn insertion_at_the_front_is_one_extra() {
+    let l: Vec<Value> = (0..20).map(|i| json!({"id": i, "name": format!("n{i}")})).collect();
+    let mut c = l.clone();
+    c.insert(0, json!({"id": 99, "name": "new"}));
+    let d = diff(&json!(l), &json!(c), &rules());
+    assert_eq!(kinds(&d), vec![("/0", "extra")]);
+}
+
+#[test]
+fn deletion_in_the_middle_is_one_missing() {
+    let l = json!([1, 2, 3, 4, 5]);
+    let c = json!([1, 2, 4, 5]);
+    assert_eq!(kinds(&diff(&l, &c, &rules())), vec![("/2", "missing")]);
+}
+
+#[test]
+fn changed_element_is_compared_field_by_field() {
+    let l = json!([{"id": 1, "a": 1}, {"id": 2, "a": 2}]);
+    let c = json!([{"id": 1, "a": 1}, {"id": 2, "a": 3}]);
+    let d = diff(&l, &c, &rules());
+    assert_eq!(kinds(&d), vec![("/1/a", "changed")]);
+    assert_eq!(d[0].field, "/*/a");
+}
+
+#[test]
+fn alignment_sees_through_ignored_members() {
+    // Every element differs in an ignored member and one is inserted at the front: still one extra.
+    let l: Vec<Value> = (0..10).map(|i| json!({"n": i, "updated_at": "old"})).collect();
+    let mut c: Vec<Value> = (0..10).map(|i| json!({"n": i, "updated_at": "new"})).collect();
+    c.insert(0, json!({"n": -1, "updated_at": "new"}));
+    let r = Rules {
+        ignore: GlobSet::new(&["**/updated_at"]).unwrap(),
+        ..rules()
+    };
+    assert_eq!(kinds(&diff(&json!(l), &json!(c), &r)), vec![("/0", "extra")]);
+}
+
+#[test]
+fn array_keys_match_by_member() {
+    let r = Rules {
+        array_keys: vec![(Glob::new("/individuals").unwrap(), "id".into())],
+        ..rules()
+    };
+    let l = json!({"individuals": [{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "c", "v": 3}]});
+    let c = json!({"individuals": [{"id": "c", "v": 3}, {"id": "b", "v": 5}, {"id": "d", "v": 4}]});
+    let d = diff(&l, &c, &r);
+    assert_eq!(
+        kinds(&d),
+        vec![("/individuals/0", "missing"), ("/individuals/1/v", "changed"), ("/individuals/2", "extra")]
+    );
+    assert_eq!(d[1].candidate_pointer, None);
+    // Reordered but equal: nothing.
+    let c2 = json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 1}, {"id": "b", "v": 2}]});
+    assert!(diff(&l, &c2, &r).is_empty());
+    // A changed element at another index names the candidate's coordinates too.
+    let c3 = json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 9}, {"id": "b", "v": 2}]});
+    let d3 = diff(&l, &c3, &r);
+    assert_eq!(kinds(&d3), vec![("/individuals/0/v", "changed")]);
+    assert_eq!(d3[0].candidate_pointer.as_deref(), Some("/individuals/1/v"));
+}
+
+#[test]
+fn array_keys_fall_back_when_keys_are_not_unique() {
+    let r = Rules {
+        array_keys: vec![(Glob::new("/x").unwrap(), "id".into())],
+        ..rules()
+    };
+    let l = json!({"x": [{"id": 1}, {"id": 1}]});
+    let c = json!({"x": [{"id": 1}, {"id": 1}, {"id": 2}]});
+    assert_eq!(kinds(&diff(&l, &c, &r)), vec![("/x/2", "extra")]);
+}
+
+#[test]
+fn unordered_arrays_are_multisets() {
+    let r = Rules {
+        unordered: GlobSet::new(&["/tags"]).unwrap(),
+        ..rules()
+    };
+    assert!(diff(&json!({"tags": ["a", "b", "b"]}), &json!({"tags": ["b", "a", "b"]}), &r).is_empty());
+    let d = diff(&json!({"tags": ["a", "b", "b"]}), &json!({"tags": ["b", "c", "a"]}), &r);
+    assert_eq!(kinds(&d), vec![("/tags/2", "missing"), ("/tags/1", "extra")]);
+}
+
+#[test]
+fn object_member_order_does_not_matter_inside_arrays() {
+    let l: Value = serde_json::from_str(r#"[{"a":1,"b":2}]"#).unwrap();
+    let c: Value = serde_json::from_str(r#"[{"b":2,"a":1.0}]"#).unwrap();
+    assert!(diff(&l, &c, &rules()).is_empty());
+}
+
+#[test]
+fn route_rules_add_to_global_ones() {
+    let mut g = Rules {
+        ignore: GlobSet::new(&["/a"]).unwrap(),
+        ..rules()
+    };
+    let route = Rules {
+        ignore: GlobSet::new(&["/b"]).unwrap(),
+        null_equals_missing: true,
+        ..rules()
+    };
+    g.extend(&route);
+    assert!(diff(&json!({"a": 1, "b": 1, "c": null}), &json!({"a": 2, "b": 2}), &g).is_empty());
+}
+
+#[test]
+fn meta_fields() {
+    let r = rules();
+    let d = diff_meta(&[Seg::Key("@status")], Some(json!(200)), Some(json!(404)), &r).unwrap();
+    assert_eq!((d.pointer.as_str(), d.field.as_str(), d.kind), ("@status", "@status", Kind::Changed));
+    let d = diff_meta(&[Seg::Key("@header"), Seg::Key("etag")], Some(json!("x")), None, &r).unwrap();
+    assert_eq!((d.pointer.as_str(), d.kind), ("@header/etag", Kind::Missing));
+    let ig = Rules {
+        ignore: GlobSet::new(&["@header/etag"]).unwrap(),
+        ..rules()
+    };
+    assert!(diff_meta(&[Seg::Key("@header"), Seg::Key("etag")], Some(json!("x")), None, &ig).is_none());
+}
+
+#[test]
+fn escaped_pointers() {
+    let d = diff(&json!({"a/b": {"c~d": 1}}), &json!({"a/b": {"c~d": 2}}), &rules());
+    assert_eq!(d[0].pointer, "/a~1b/c~0d");
+}
+
+#[test]
+fn root_type_change() {
+    let d = diff(&json!([1]), &json!({"a": 1}), &rules());
+    assert_eq!(kinds(&d), vec![("", "type_changed")]);
+}
+
+#[test]
+fn too_deep_documents_are_refused_by_the_parser() {
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    assert!(parse_json(deep.as_bytes()).is_err());
+}
+
+// ----------------------------------------------------------------------------- properties
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-5i64..5).prop_map(|n| json!(n)),
+        "[a-c]{0,2}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-d~/]{1,2}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Resolves an RFC 6901 pointer.
+fn resolve<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
+    v.pointer(ptr)
+}
+
+proptest! {
+    #[test]
+    fn diff_of_a_document_with_itself_is_empty(a in arb_json()) {
+        prop_assert!(diff(&a, &a, &rules()).is_empty());
+    }
+
+    #[test]
+    fn reported_pointers_resolve_on_the_sides_their_kind_names(a in arb_json(), b in arb_json()) {
+        for d in diff(&a, &b, &rules()) {
+            match d.kind {
+                Kind::Missing => {
+                    prop_assert_eq!(resolve(&a, &d.pointer), d.legacy.as_ref());
+                }
+                Kind::Extra => {
+                    prop_assert_eq!(resolve(&b, &d.pointer), d.candidate.as_ref());
+                }
+                Kind::Changed | Kind::TypeChanged => {
+                    prop_assert_eq!(resolve(&a, &d.pointer), d.legacy.as_ref());
+                    let cp = d.candidate_pointer.as_deref().unwrap_or(&d.pointer);
+                    prop_assert_eq!(resolve(&b, cp), d.candidate.as_ref());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_element_inserted_into_a_keyless_array_is_one_difference(
+        items in prop::collection::vec(arb_json(), 0..12),
+        extra in arb_json(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut with = items.clone();
+        let i = at.index(items.len() + 1);
+        with.insert(i, extra.clone());
+        let with = Value::Array(with);
+        let d = diff(&Value::Array(items), &with, &rules());
+        prop_assert_eq!(d.len(), 1);
+        prop_assert_eq!(d[0].kind, Kind::Extra);
+        // The alignment may place an equal element at a neighbouring index; the value must be the one inserted.
+        prop_assert_eq!(d[0].candidate.as_ref(), Some(&extra));
+        prop_assert_eq!(resolve(&with, &d[0].pointer), Some(&extra));
+    }
+
+    #[test]
+    fn diff_is_symmetric_in_count(a in arb_json(), b in arb_json()) {
+        prop_assert_eq!(diff(&a, &b, &rules()).is_empty(), diff(&b, &a, &rules()).is_empty());
+    }
+}

@@ -1,0 +1,17 @@
+//! shadowdiff: a parallel-run shadow proxy and JSON diff for API vendor migrations.
+//!
+//! Map of the modules, in the order a request meets them:
+//!
+//! - [`config`]: the TOML file (or command-line defaults) turned into plain, validated structs.
+//! - [`proxy`]: the caller-facing listener; forwards to legacy and streams its answer back.
+//! - [`translate`]: route matching, candidate request templates, the account crosswalk.
+//! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
+//! - [`encoding`]: Content-Encoding decoding of the copies kept for comparison.
+//! - [`diff`]: pure field diff of two JSON documents under the route's rules.
+//! - [`redact`]: removes secrets and configured fields before anything is stored.
+//! - [`store`]: the SQLite writer thread and retention.
+//! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
+//! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`server`]: wires the pieces together and owns the shutdown sequence.
+
+pub mod diff;
