@@ -15,3 +15,5 @@
 //! - [`server`]: wires the pieces together and owns the shutdown sequence.
 
 pub mod diff;
+pub mod config;
+pub mod translate;

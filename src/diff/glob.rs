@@ -210,6 +210,12 @@ impl GlobSet {
         self.globs.is_empty()
     }
 
+    pub fn push(&mut self, glob: Glob) {
+        if !self.globs.contains(&glob) {
+            self.globs.push(glob);
+        }
+    }
+
     pub fn extend(&mut self, other: &Self) {
         for g in &other.globs {
             if !self.globs.contains(g) {

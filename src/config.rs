@@ -1,0 +1,831 @@
+//! Configuration: the TOML file of SPEC §3 turned into plain, validated structs.
+//!
+//! Parsing happens once, at start-up. Every string goes through `${VAR}` / `${VAR:-default}`
+//! expansion; durations, sizes, globs, templates and header names are checked while the file is
+//! read, so an error names the file, the line and the key. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::diff::{Glob, GlobSet, Rules};
+use crate::translate::{Accounts, CandidateTemplate, KeySource, PathPattern, Template};
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/shadowdiff.toml";
+
+/// A configuration that cannot be used. The message names the file, key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+// ------------------------------------------------------------------------------ value types
+
+/// Expands `${VAR}` and `${VAR:-default}` in `s`. `$$` is a literal `$`.
+pub fn expand_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !s.contains('$') {
+        return Ok(s.to_owned());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('{') {
+            let end = r.find('}').ok_or_else(|| format!("unclosed '${{' in {s:?}"))?;
+            let inner = &r[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("invalid variable name {name:?} in {s:?}"));
+            }
+            match (env(name).filter(|v| default.is_none() || !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {name} is not set (use ${{{name}:-default}})")),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A string after environment expansion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Str(pub String);
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw, process_env).map(Str).map_err(de::Error::custom)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `24h`, `30d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 250ms, 30s, 5m, 24h, 30d)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h or d)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+/// Parses `512KiB`, `10MiB`, `1GiB`, `100B`, `2KB`, `3MB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?} (e.g. 512KiB, 10MiB)"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+macro_rules! parsed_string {
+    ($(#[$m:meta])* $name:ident($ty:ty), $parse:expr) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub $ty);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let Str(s) = Str::deserialize(d)?;
+                let f: fn(&str) -> Result<$ty, String> = $parse;
+                f(&s).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+parsed_string!(
+    /// A duration such as `30s`.
+    Dur(Duration),
+    parse_duration
+);
+parsed_string!(
+    /// A size such as `10MiB`.
+    Size(usize),
+    parse_size
+);
+parsed_string!(
+    /// A field glob.
+    GlobStr(Glob),
+    |s| Glob::new(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A route path pattern.
+    PathStr(PathPattern),
+    |s| PathPattern::parse(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A template string.
+    TemplateStr(Template),
+    |s| Template::parse(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A header name (lower-cased).
+    HeaderNameStr(HeaderName),
+    |s| HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes()).map_err(|_| format!("invalid header name {s:?}"))
+);
+parsed_string!(
+    /// An HTTP method.
+    MethodStr(Method),
+    |s| Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes()).map_err(|_| format!("invalid method {s:?}"))
+);
+parsed_string!(
+    /// An upstream base URL.
+    BaseUrl(Uri),
+    parse_base_url
+);
+parsed_string!(
+    /// The account key source.
+    KeySourceStr(KeySource),
+    KeySource::parse
+);
+
+/// Parses an upstream base URL: http or https, a host, an optional path prefix, no query.
+pub fn parse_base_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s.trim().parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("URL {s:?} must start with http:// or https://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("URL {s:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL {s:?} must not have a query"));
+    }
+    Ok(uri)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    Mirror,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bodies {
+    Never,
+    OnDiff,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Shadow,
+    Canary,
+    Ramp,
+    Ga,
+    Rollback,
+}
+
+// ------------------------------------------------------------------------------ file layout
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    proxy: RawProxy,
+    admin: RawAdmin,
+    legacy: RawLegacy,
+    candidate: RawCandidate,
+    accounts: Option<RawAccounts>,
+    shadow: RawShadow,
+    diff: RawDiff,
+    store: RawStore,
+    routes: Vec<RawRoute>,
+    rollout: RawRollout,
+    gate: BTreeMap<String, GateConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProxy {
+    listen: Option<Str>,
+    drain_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: Option<Str>,
+    token: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLegacy {
+    base_url: Option<BaseUrl>,
+    timeout: Option<Dur>,
+    ca_file: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCandidate {
+    base_url: Option<BaseUrl>,
+    timeout: Option<Dur>,
+    ca_file: Option<Str>,
+    headers: BTreeMap<String, Str>,
+    forward_headers: Option<Vec<HeaderNameStr>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    key: KeySourceStr,
+    file: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawShadow {
+    sample_rate: Option<f64>,
+    max_in_flight: Option<usize>,
+    max_rps: Option<f64>,
+    max_body: Option<Size>,
+    unmatched: Option<Unmatched>,
+    backoff_on_429: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiff {
+    ignore: Vec<GlobStr>,
+    array_keys: BTreeMap<String, Str>,
+    unordered: Vec<GlobStr>,
+    number_tolerance: Option<f64>,
+    null_equals_missing: Option<bool>,
+    headers: Option<Vec<HeaderNameStr>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    path: Option<Str>,
+    retention: Option<Dur>,
+    bodies: Option<Bodies>,
+    redact_headers: Option<Vec<HeaderNameStr>>,
+    redact_fields: Option<Vec<GlobStr>>,
+    queue: Option<usize>,
+    max_value_len: Option<Size>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: toml::Spanned<Str>,
+    method: Option<MethodStr>,
+    path: PathStr,
+    mirror: Option<bool>,
+    candidate: Option<RawRouteCandidate>,
+    #[serde(default)]
+    diff: RawDiff,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouteCandidate {
+    method: Option<MethodStr>,
+    path: Option<TemplateStr>,
+    query: Option<BTreeMap<String, TemplateStr>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRollout {
+    phase: Option<Phase>,
+}
+
+/// Criteria to leave a rollout phase (`[gate.NAME]`); evaluated by the `gate` command.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    pub min_compared: Option<u64>,
+    pub min_parity: Option<f64>,
+    pub max_candidate_error_rate: Option<f64>,
+    pub max_auth_error_accounts: Option<u64>,
+    pub max_latency_ratio: Option<f64>,
+    pub routes: BTreeMap<String, GateConfig>,
+}
+
+// ------------------------------------------------------------------------------ resolved
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub legacy: UpstreamConfig,
+    pub candidate: UpstreamConfig,
+    pub accounts: Option<Accounts>,
+    pub shadow: ShadowConfig,
+    pub diff: DiffConfig,
+    pub store: StoreConfig,
+    pub routes: Vec<Route>,
+    pub rollout_phase: Phase,
+    pub gates: BTreeMap<String, GateConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: String,
+    /// How long in-flight exchanges may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None` disables the admin listener (`listen = ""`).
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// Scheme, authority and path prefix (without a trailing `/`).
+    pub base_url: Option<Uri>,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Set on every request to this upstream (candidate only).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Caller headers copied to this upstream (candidate only).
+    pub forward_headers: Vec<HeaderName>,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    // Header values are credentials: never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("forward_headers", &self.forward_headers)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShadowConfig {
+    pub sample_rate: f64,
+    pub max_in_flight: usize,
+    /// Candidate calls per second; 0 = unlimited.
+    pub max_rps: f64,
+    pub max_body: usize,
+    pub unmatched: Unmatched,
+    pub backoff_on_429: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiffConfig {
+    pub rules: Rules,
+    /// Response headers compared besides the status code.
+    pub headers: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub retention: Duration,
+    pub bodies: Bodies,
+    pub redact_headers: Vec<HeaderName>,
+    pub redact_fields: GlobSet,
+    /// Exchanges waiting for the writer; beyond, they are dropped (and counted).
+    pub queue: usize,
+    /// Longest stored value text (diff values, body sizes are bounded by `max_body`).
+    pub max_value_len: usize,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// `None` matches every method.
+    pub method: Option<Method>,
+    pub path: PathPattern,
+    /// `None`: mirrored when the method is GET or HEAD.
+    pub mirror: Option<bool>,
+    pub candidate: CandidateTemplate,
+    /// Global rules plus the route's own.
+    pub rules: Rules,
+}
+
+impl Route {
+    /// Whether a request with this method is mirrored.
+    pub fn mirrors(&self, method: &Method) -> bool {
+        self.mirror.unwrap_or_else(|| is_safe(method))
+    }
+}
+
+/// GET and HEAD: mirrored by default.
+pub fn is_safe(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub legacy: Option<String>,
+    pub candidate: Option<String>,
+    pub db: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// The configuration with every default, for `serve --legacy URL --candidate URL`.
+    pub fn defaults() -> Self {
+        Self::parse("", None).expect("the defaults are valid")
+    }
+
+    /// Loads `path` when it exists; otherwise, when the overrides name both upstreams, uses the
+    /// defaults. Then applies the overrides.
+    pub fn load_or_defaults(path: &Path, explicit: bool, ov: &Overrides) -> Result<Self, ConfigError> {
+        let mut cfg = if path.exists() || explicit || ov.legacy.is_none() || ov.candidate.is_none() {
+            Self::load(path)?
+        } else {
+            Self::defaults()
+        };
+        cfg.apply(ov)?;
+        Ok(cfg)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, ov: &Overrides) -> Result<(), ConfigError> {
+        let bad = |flag: &str, message: String| ConfigError::Invalid {
+            path: flag.to_owned(),
+            message,
+        };
+        if let Some(l) = &ov.listen {
+            self.proxy.listen.clone_from(l);
+        }
+        if let Some(u) = &ov.legacy {
+            self.legacy.base_url = Some(parse_base_url(u).map_err(|m| bad("--legacy", m))?);
+        }
+        if let Some(u) = &ov.candidate {
+            self.candidate.base_url = Some(parse_base_url(u).map_err(|m| bad("--candidate", m))?);
+        }
+        if let Some(db) = &ov.db {
+            self.store.path.clone_from(db);
+        }
+        Ok(())
+    }
+
+    /// Parses config text; `path` is used in messages and to resolve relative paths.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let base_dir = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rel = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let line_of = |offset: usize| text[..offset.min(text.len())].lines().count().max(1);
+
+        let accounts = match raw.accounts {
+            None => None,
+            Some(a) => Some(Accounts::load(a.key.0, &rel(&a.file.0)).map_err(|e| invalid(format!("[accounts] file: {e}")))?),
+        };
+
+        check_array_keys(&raw.diff).map_err(|m| invalid(format!("[diff] array_keys: {m}")))?;
+        let global_rules = rules_of(&raw.diff);
+        let shadow = ShadowConfig {
+            sample_rate: raw.shadow.sample_rate.unwrap_or(1.0),
+            max_in_flight: raw.shadow.max_in_flight.unwrap_or(512),
+            max_rps: raw.shadow.max_rps.unwrap_or(0.0),
+            max_body: raw.shadow.max_body.map_or(10 << 20, |s| s.0),
+            unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
+            backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
+        };
+        if !(0.0..=1.0).contains(&shadow.sample_rate) {
+            return Err(invalid(format!("[shadow] sample_rate: {} is not between 0 and 1", shadow.sample_rate)));
+        }
+        if shadow.max_rps < 0.0 || !shadow.max_rps.is_finite() {
+            return Err(invalid("[shadow] max_rps: must be 0 (unlimited) or positive".into()));
+        }
+        if shadow.max_in_flight == 0 {
+            return Err(invalid("[shadow] max_in_flight: must be at least 1".into()));
+        }
+        if let Some(t) = raw.diff.number_tolerance.filter(|t| *t < 0.0 || !t.is_finite()) {
+            return Err(invalid(format!("[diff] number_tolerance: {t} must be zero or positive")));
+        }
+
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            let line = line_of(r.name.span().start);
+            let name = r.name.into_inner().0;
+            let at = |m: String| invalid(format!("line {line}: route {name:?}: {m}"));
+            if name.is_empty() {
+                return Err(at("name must not be empty".into()));
+            }
+            if routes.iter().any(|x| x.name == name) {
+                return Err(at("another route has the same name".into()));
+            }
+            let c = r.candidate.unwrap_or_default();
+            let candidate = CandidateTemplate {
+                method: c.method.map(|m| m.0),
+                path: c.path.map(|p| p.0),
+                query: c.query.map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
+            };
+            check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
+            check_array_keys(&r.diff).map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
+            let mut rules = global_rules.clone();
+            rules.extend(&rules_of(&r.diff));
+            if r.diff.headers.is_some() {
+                return Err(at("[routes.diff] headers: response headers to compare are set in [diff] only".into()));
+            }
+            routes.push(Route {
+                name,
+                method: r.method.map(|m| m.0),
+                path: r.path.0,
+                mirror: r.mirror,
+                candidate,
+                rules,
+            });
+        }
+
+        let admin_listen = raw.admin.listen.map_or_else(|| "127.0.0.1:9090".to_owned(), |s| s.0);
+        let mut candidate_headers = Vec::new();
+        for (k, v) in raw.candidate.headers {
+            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| invalid(format!("[candidate] headers: invalid header name {k:?}")))?;
+            let value = HeaderValue::from_str(&v.0)
+                .map_err(|_| invalid(format!("[candidate] headers.{k}: invalid header value")))?;
+            candidate_headers.push((name, value));
+        }
+        let names = |v: Option<Vec<HeaderNameStr>>, default: &[&'static str]| -> Vec<HeaderName> {
+            match v {
+                Some(v) => v.into_iter().map(|h| h.0).collect(),
+                None => default.iter().copied().map(HeaderName::from_static).collect(),
+            }
+        };
+
+        Ok(Self {
+            source: path.map(Path::to_path_buf),
+            proxy: ProxyConfig {
+                listen: raw.proxy.listen.map_or_else(|| "127.0.0.1:8080".to_owned(), |s| s.0),
+                drain_timeout: raw.proxy.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            },
+            admin: AdminConfig {
+                listen: (!admin_listen.is_empty()).then_some(admin_listen),
+                token: raw.admin.token.map(|t| t.0).filter(|t| !t.is_empty()),
+            },
+            legacy: UpstreamConfig {
+                base_url: raw.legacy.base_url.map(|u| u.0),
+                timeout: raw.legacy.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                ca_file: raw.legacy.ca_file.map(|f| rel(&f.0)),
+                headers: Vec::new(),
+                forward_headers: Vec::new(),
+            },
+            candidate: UpstreamConfig {
+                base_url: raw.candidate.base_url.map(|u| u.0),
+                timeout: raw.candidate.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                ca_file: raw.candidate.ca_file.map(|f| rel(&f.0)),
+                headers: candidate_headers,
+                forward_headers: names(raw.candidate.forward_headers, &["accept", "accept-language", "user-agent"]),
+            },
+            accounts,
+            shadow,
+            diff: DiffConfig {
+                rules: global_rules,
+                headers: names(raw.diff.headers, &["content-type"]),
+            },
+            store: StoreConfig {
+                path: rel(raw.store.path.as_ref().map_or("shadowdiff.db", |p| p.0.as_str())),
+                retention: raw.store.retention.map_or(Duration::from_secs(30 * 86400), |d| d.0),
+                bodies: raw.store.bodies.unwrap_or(Bodies::OnDiff),
+                redact_headers: names(raw.store.redact_headers, &["authorization", "cookie", "set-cookie", "x-api-key"]),
+                redact_fields: match raw.store.redact_fields {
+                    Some(v) => glob_set(v),
+                    None => GlobSet::default(),
+                },
+                queue: raw.store.queue.unwrap_or(10_000).max(1),
+                max_value_len: raw.store.max_value_len.map_or(1024, |s| s.0).max(16),
+            },
+            routes,
+            rollout_phase: raw.rollout.phase.unwrap_or(Phase::Shadow),
+            gates: raw.gate,
+        })
+    }
+
+    /// Both upstream URLs, or an error saying which is missing.
+    pub fn upstreams(&self) -> Result<(&Uri, &Uri), ConfigError> {
+        let missing = |key: &str| ConfigError::Invalid {
+            path: self
+                .source
+                .as_ref()
+                .map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string()),
+            message: format!("{key}: required (or pass --{})", key.trim_start_matches('[').split(']').next().unwrap_or("")),
+        };
+        Ok((
+            self.legacy.base_url.as_ref().ok_or_else(|| missing("[legacy] base_url"))?,
+            self.candidate.base_url.as_ref().ok_or_else(|| missing("[candidate] base_url"))?,
+        ))
+    }
+
+    /// The rules for a route (or the global ones for `None`).
+    pub fn rules_for(&self, route: Option<&str>) -> Option<&Rules> {
+        match route {
+            None => Some(&self.diff.rules),
+            Some(n) => self.routes.iter().find(|r| r.name == n).map(|r| &r.rules),
+        }
+    }
+}
+
+fn glob_set(v: Vec<GlobStr>) -> GlobSet {
+    let mut set = GlobSet::default();
+    for g in v {
+        set.push(g.0);
+    }
+    set
+}
+
+fn rules_of(d: &RawDiff) -> Rules {
+    Rules {
+        ignore: glob_set(d.ignore.clone()),
+        array_keys: d
+            .array_keys
+            .iter()
+            .filter_map(|(k, v)| Glob::new(k).ok().map(|g| (g, v.0.clone())))
+            .collect(),
+        unordered: glob_set(d.unordered.clone()),
+        number_tolerance: d.number_tolerance.unwrap_or(0.0),
+        null_equals_missing: d.null_equals_missing.unwrap_or(false),
+    }
+}
+
+fn check_array_keys(d: &RawDiff) -> Result<(), String> {
+    for (k, v) in &d.array_keys {
+        Glob::new(k).map_err(|e| e.to_string())?;
+        if v.0.is_empty() {
+            return Err(format!("{k:?}: the key member must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+/// Template placeholders must have a source: a capture of the route's path, or `[accounts]`.
+fn check_vars(c: &CandidateTemplate, path: &PathPattern, has_accounts: bool) -> Result<(), String> {
+    let templates = c.path.iter().chain(c.query.iter().flatten().map(|(_, t)| t));
+    for t in templates {
+        for v in t.vars() {
+            match v {
+                crate::translate::Var::Capture(n) if !path.captures().any(|c| c == n) => {
+                    return Err(format!("{} in {:?}: the route's path has no capture {{{n}}}", v, t.as_str()));
+                }
+                crate::translate::Var::Account(_) if !has_accounts => {
+                    return Err(format!("{} in {:?}: needs an [accounts] section", v, t.as_str()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Some(Path::new("t.toml"))).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::defaults();
+        assert_eq!(c.proxy.listen, "127.0.0.1:8080");
+        assert_eq!(c.shadow.max_body, 10 << 20);
+        assert_eq!(c.store.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.candidate.forward_headers.len(), 3);
+        assert!(c.legacy.base_url.is_none());
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |n: &str| (n == "SET").then(|| "v".to_owned());
+        assert_eq!(expand_env("a${SET}b", env).unwrap(), "avb");
+        assert_eq!(expand_env("${UNSET:-d}", env).unwrap(), "d");
+        assert_eq!(expand_env("${SET:-d}", env).unwrap(), "v");
+        assert_eq!(expand_env("$$x", env).unwrap(), "$x");
+        assert!(expand_env("${UNSET}", env).unwrap_err().contains("UNSET"));
+        assert!(expand_env("${SET", env).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert!(parse_size("10XB").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let e = err("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+        assert!(e.contains("t.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_line() {
+        let e = err("[legacy]\nbase_url = \"http://x\"\ntimeout = \"30 parsecs\"\n");
+        assert!(e.contains("line 3") && e.contains("duration"), "{e}");
+        let e = err("[legacy]\nbase_url = \"ftp://x\"\n");
+        assert!(e.contains("line 2") && e.contains("http"), "{e}");
+        let e = err("[diff]\nignore = [\"updated_at\"]\n");
+        assert!(e.contains("line 2") && e.contains("glob"), "{e}");
+        let e = err("[shadow]\nsample_rate = 2.0\n");
+        assert!(e.contains("sample_rate"), "{e}");
+        let e = err("[legacy]\nbase_url = \"${SHADOWDIFF_TEST_SURELY_UNSET}\"\n");
+        assert!(e.contains("line 2") && e.contains("SHADOWDIFF_TEST_SURELY_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        let ok = "[[routes]]\nname = \"ind\"\npath = \"/individual/{id}\"\n[routes.candidate]\npath = \"/employees/{id}\"\nquery = { q = \"{query.q}\" }\n[routes.diff]\nignore = [\"/x\"]\n";
+        let c = Config::parse(ok, None).unwrap();
+        assert_eq!(c.routes[0].name, "ind");
+        assert!(c.routes[0].mirrors(&Method::GET));
+        assert!(!c.routes[0].mirrors(&Method::POST));
+        let e = err("\n[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{id}\"\n");
+        assert!(e.contains("line 3") && e.contains("{id}"), "{e}");
+        let e = err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{account.cid}\"\n");
+        assert!(e.contains("[accounts]"), "{e}");
+        let e = err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[[routes]]\nname = \"r\"\npath = \"/b\"\n");
+        assert!(e.contains("line 5") && e.contains("same name"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = Config::parse("[store]\npath = \"data/x.db\"\n", Some(Path::new("/etc/sd/shadowdiff.toml"))).unwrap();
+        assert_eq!(c.store.path, Path::new("/etc/sd/data/x.db"));
+    }
+}

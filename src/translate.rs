@@ -1,0 +1,521 @@
+//! Translation of a caller's request into the candidate's: route matching, request templates and
+//! the account crosswalk.
+//!
+//! A route's `path` is a template of literal segments and `{name}` captures. The candidate request
+//! is built from templates that may name those captures, the caller's query parameters
+//! (`{query.NAME}`) and the columns of the caller's account (`{account.COLUMN}`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
+/// Characters left as they are in a path segment or a query component.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A template could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unclosed '{{' in {0:?}")]
+    Unclosed(String),
+    #[error("empty placeholder '{{}}' in {0:?}")]
+    Empty(String),
+    #[error("unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}} or {{account.COLUMN}}")]
+    Unknown(String, String),
+    #[error("path template {0:?} must start with '/'")]
+    NotAbsolute(String),
+    #[error("a capture must be a whole path segment in {0:?}")]
+    PartialCapture(String),
+}
+
+/// Where a placeholder takes its value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    Capture(String),
+    Query(String),
+    Account(String),
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Capture(n) => write!(f, "{{{n}}}"),
+            Self::Query(n) => write!(f, "{{query.{n}}}"),
+            Self::Account(n) => write!(f, "{{account.{n}}}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Var(Var),
+}
+
+/// A string with `{...}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
+        let mut pieces = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Lit(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| TemplateError::Unclosed(s.to_owned()))?;
+            let name = &rest[open + 1..open + close];
+            let var = if name.is_empty() {
+                return Err(TemplateError::Empty(s.to_owned()));
+            } else if let Some(q) = name.strip_prefix("query.") {
+                Var::Query(q.to_owned())
+            } else if let Some(a) = name.strip_prefix("account.") {
+                Var::Account(a.to_owned())
+            } else if name.contains('.') || name.contains('{') {
+                return Err(TemplateError::Unknown(s.to_owned(), name.to_owned()));
+            } else {
+                Var::Capture(name.to_owned())
+            };
+            pieces.push(Piece::Var(var));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Lit(rest.to_owned()));
+        }
+        Ok(Self {
+            source: s.to_owned(),
+            pieces,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The placeholders the template uses.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var(v) => Some(v),
+            Piece::Lit(_) => None,
+        })
+    }
+
+    /// Renders the template. Values from the query and the account are passed through `encode`;
+    /// captures are inserted as they appeared in the caller's path (still percent-encoded).
+    /// Fails with the first placeholder that has no value.
+    pub fn render(&self, ctx: &Context<'_>, encode: fn(&str) -> String) -> Result<String, Var> {
+        let mut out = String::with_capacity(self.source.len() + 16);
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Var(v) => {
+                    let value = ctx.get(v).ok_or_else(|| v.clone())?;
+                    match v {
+                        Var::Capture(_) => out.push_str(value),
+                        _ => out.push_str(&encode(value)),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Percent-encodes a value for a path segment or a query component.
+pub fn encode_component(s: &str) -> String {
+    utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
+fn identity(s: &str) -> String {
+    s.to_owned()
+}
+
+/// What templates can refer to for one request.
+#[derive(Debug, Default)]
+pub struct Context<'a> {
+    pub captures: Vec<(&'a str, &'a str)>,
+    pub query: Vec<(String, String)>,
+    pub account: Option<&'a Account>,
+}
+
+impl Context<'_> {
+    fn get(&self, v: &Var) -> Option<&str> {
+        match v {
+            Var::Capture(n) => self.captures.iter().find(|(k, _)| k == n).map(|(_, v)| *v),
+            Var::Query(n) => self.query.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+            Var::Account(c) => self.account.and_then(|a| a.get(c)),
+        }
+    }
+}
+
+/// Parses a query string into decoded pairs (`+` is a space, as in HTML forms).
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_decode_str(&s).decode_utf8_lossy().into_owned()
+}
+
+// ------------------------------------------------------------------------------------ paths
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathSeg {
+    Lit(String),
+    Capture(String),
+}
+
+/// A route's path: literal segments and `{name}` captures, e.g. `/employer/individual/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    source: String,
+    segs: Vec<PathSeg>,
+}
+
+impl PathPattern {
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
+        let rest = s.strip_prefix('/').ok_or_else(|| TemplateError::NotAbsolute(s.to_owned()))?;
+        let segs = rest
+            .split('/')
+            .map(|seg| {
+                if let Some(name) = seg.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                    if name.is_empty() || name.contains(['{', '}', '.']) {
+                        return Err(TemplateError::Unknown(s.to_owned(), name.to_owned()));
+                    }
+                    Ok(PathSeg::Capture(name.to_owned()))
+                } else if seg.contains(['{', '}']) {
+                    Err(TemplateError::PartialCapture(s.to_owned()))
+                } else {
+                    Ok(PathSeg::Lit(seg.to_owned()))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            source: s.to_owned(),
+            segs,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn captures(&self) -> impl Iterator<Item = &str> {
+        self.segs.iter().filter_map(|s| match s {
+            PathSeg::Capture(n) => Some(n.as_str()),
+            PathSeg::Lit(_) => None,
+        })
+    }
+
+    /// Matches a request path (without its query); returns the captures.
+    pub fn matches<'p>(&'p self, path: &'p str) -> Option<Vec<(&'p str, &'p str)>> {
+        let rest = path.strip_prefix('/')?;
+        let mut caps = Vec::new();
+        let mut parts = rest.split('/');
+        for seg in &self.segs {
+            let part = parts.next()?;
+            match seg {
+                PathSeg::Lit(l) if l == part => {}
+                PathSeg::Lit(_) => return None,
+                PathSeg::Capture(_) if part.is_empty() => return None,
+                PathSeg::Capture(n) => caps.push((n.as_str(), part)),
+            }
+        }
+        parts.next().is_none().then_some(caps)
+    }
+}
+
+// ------------------------------------------------------------------------------------ routes
+
+/// How a route builds its candidate request.
+#[derive(Debug, Clone)]
+pub struct CandidateTemplate {
+    pub method: Option<http::Method>,
+    pub path: Option<Template>,
+    /// `None`: the caller's query string is passed through as it is.
+    pub query: Option<Vec<(String, Template)>>,
+}
+
+/// The candidate request line, once translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateTarget {
+    pub method: http::Method,
+    /// Path and query, e.g. `/unified/hris/employees?integrated_account_id=42`.
+    pub path_and_query: String,
+}
+
+impl CandidateTemplate {
+    /// Builds the candidate's method, path and query for a request that matched the route.
+    /// A path placeholder without a value is an error; a query parameter without one is left out.
+    pub fn build(
+        &self,
+        method: &http::Method,
+        path: &str,
+        raw_query: Option<&str>,
+        ctx: &Context<'_>,
+    ) -> Result<CandidateTarget, Var> {
+        let mut out = match &self.path {
+            Some(t) => t.render(ctx, encode_component)?,
+            None => path.to_owned(),
+        };
+        match &self.query {
+            None => {
+                if let Some(q) = raw_query.filter(|q| !q.is_empty()) {
+                    out.push('?');
+                    out.push_str(q);
+                }
+            }
+            Some(params) => {
+                let mut first = true;
+                for (name, t) in params {
+                    let Ok(value) = t.render(ctx, identity) else {
+                        continue;
+                    };
+                    out.push(if first { '?' } else { '&' });
+                    first = false;
+                    out.push_str(&encode_component(name));
+                    out.push('=');
+                    out.push_str(&encode_component(&value));
+                }
+            }
+        }
+        Ok(CandidateTarget {
+            method: self.method.clone().unwrap_or_else(|| method.clone()),
+            path_and_query: out,
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------ accounts
+
+/// Where the account key is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(http::HeaderName),
+    Query(String),
+}
+
+impl KeySource {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(h) = s.strip_prefix("header:") {
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map(Self::Header)
+                .map_err(|_| format!("invalid header name {h:?}"))
+        } else if let Some(q) = s.strip_prefix("query:") {
+            if q.is_empty() {
+                return Err("empty query parameter name".into());
+            }
+            Ok(Self::Query(q.to_owned()))
+        } else {
+            Err(format!("{s:?} must be \"header:NAME\" or \"query:NAME\""))
+        }
+    }
+
+    /// The key's whole value as the caller sent it.
+    pub fn extract<'a>(&self, headers: &'a http::HeaderMap, query: &'a [(String, String)]) -> Option<&'a [u8]> {
+        match self {
+            Self::Header(h) => headers.get(h).map(|v| v.as_bytes()),
+            Self::Query(q) => query.iter().find(|(k, _)| k == q).map(|(_, v)| v.as_bytes()),
+        }
+    }
+}
+
+/// One customer account from the accounts CSV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    columns: HashMap<String, String>,
+}
+
+impl Account {
+    pub fn get(&self, column: &str) -> Option<&str> {
+        if column == "name" {
+            return Some(&self.name);
+        }
+        self.columns.get(column).map(String::as_str)
+    }
+}
+
+/// The accounts file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("{path}: {source}")]
+    Csv { path: String, source: csv::Error },
+    #[error("{path}: missing column {column:?} (the header needs key_sha256 and name)")]
+    MissingColumn { path: String, column: &'static str },
+    #[error("{path}: line {line}: key_sha256 must be 64 hex digits")]
+    BadKey { path: String, line: u64 },
+}
+
+/// The crosswalk from a caller's key (by its sha256) to the account.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    pub source: KeySource,
+    by_hash: HashMap<[u8; 32], Account>,
+}
+
+impl Accounts {
+    pub fn load(source: KeySource, path: &Path) -> Result<Self, AccountsError> {
+        let p = path.display().to_string();
+        let csv_err = |source| AccountsError::Csv { path: p.clone(), source };
+        let mut rd = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(csv_err)?;
+        let headers = rd.headers().map_err(csv_err)?.clone();
+        let col = |name: &'static str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or(AccountsError::MissingColumn { path: p.clone(), column: name })
+        };
+        let (ki, ni) = (col("key_sha256")?, col("name")?);
+        let mut by_hash = HashMap::new();
+        for rec in rd.records() {
+            let rec = rec.map_err(csv_err)?;
+            let line = rec.position().map_or(0, |p| p.line());
+            let key = decode_hex32(rec.get(ki).unwrap_or("")).ok_or(AccountsError::BadKey { path: p.clone(), line })?;
+            let columns = headers
+                .iter()
+                .zip(rec.iter())
+                .enumerate()
+                .filter(|(i, _)| *i != ki && *i != ni)
+                .map(|(_, (h, v))| (h.to_owned(), v.to_owned()))
+                .collect();
+            let name = rec.get(ni).unwrap_or("").to_owned();
+            by_hash.insert(key, Account { name, columns });
+        }
+        Ok(Self { source, by_hash })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The account of a request, if its key is known.
+    pub fn lookup(&self, headers: &http::HeaderMap, query: &[(String, String)]) -> Option<&Account> {
+        let key = self.source.extract(headers, query)?;
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        self.by_hash.get(&digest)
+    }
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// The hex sha256 of a key, as the accounts CSV wants it.
+pub fn key_sha256_hex(key: &[u8]) -> String {
+    Sha256::digest(key).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns() {
+        let p = PathPattern::parse("/employer/individual/{id}").unwrap();
+        assert_eq!(p.matches("/employer/individual/42"), Some(vec![("id", "42")]));
+        assert_eq!(p.matches("/employer/individual/"), None);
+        assert_eq!(p.matches("/employer/individual/42/x"), None);
+        assert_eq!(p.matches("/employer/other/42"), None);
+        assert!(PathPattern::parse("employer").is_err());
+        assert!(PathPattern::parse("/a/x{id}").is_err());
+        assert_eq!(PathPattern::parse("/").unwrap().matches("/"), Some(vec![]));
+    }
+
+    #[test]
+    fn templates() {
+        assert!(Template::parse("/a/{id").is_err());
+        assert!(Template::parse("/a/{}").is_err());
+        assert!(Template::parse("/a/{x.y}").is_err());
+        let t = Template::parse("/u/{id}/{query.q}/{account.cid}").unwrap();
+        let acct = Account {
+            name: "acme".into(),
+            columns: [("cid".to_owned(), "c 1".to_owned())].into(),
+        };
+        let ctx = Context {
+            captures: vec![("id", "7")],
+            query: vec![("q".into(), "a/b".into())],
+            account: Some(&acct),
+        };
+        assert_eq!(t.render(&ctx, encode_component).unwrap(), "/u/7/a%2Fb/c%201");
+        let none = Context::default();
+        assert_eq!(t.render(&none, encode_component), Err(Var::Capture("id".into())));
+    }
+
+    #[test]
+    fn candidate_query_leaves_out_absent_parameters() {
+        let ct = CandidateTemplate {
+            method: None,
+            path: Some(Template::parse("/unified/employees").unwrap()),
+            query: Some(vec![
+                ("page".into(), Template::parse("{query.page}").unwrap()),
+                ("cursor".into(), Template::parse("{query.cursor}").unwrap()),
+                ("limit".into(), Template::parse("50").unwrap()),
+            ]),
+        };
+        let ctx = Context {
+            query: parse_query("page=2&other=x"),
+            ..Context::default()
+        };
+        let t = ct.build(&http::Method::GET, "/directory", Some("page=2&other=x"), &ctx).unwrap();
+        assert_eq!(t.path_and_query, "/unified/employees?page=2&limit=50");
+        let pass = CandidateTemplate {
+            method: None,
+            path: None,
+            query: None,
+        };
+        let t = pass.build(&http::Method::GET, "/d", Some("a=1"), &ctx).unwrap();
+        assert_eq!(t.path_and_query, "/d?a=1");
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("a=1&b=x+y&c=%2F&d"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "/".into()),
+                ("d".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn key_sources() {
+        assert!(KeySource::parse("header:authorization").is_ok());
+        assert!(KeySource::parse("query:api_key").is_ok());
+        assert!(KeySource::parse("cookie:x").is_err());
+        assert_eq!(key_sha256_hex(b"abc").len(), 64);
+        assert_eq!(decode_hex32(&key_sha256_hex(b"abc")).unwrap()[0], 0xba);
+    }
+}
