@@ -17,3 +17,6 @@
 pub mod diff;
 pub mod config;
 pub mod translate;
+pub mod encoding;
+pub mod redact;
+pub mod store;

@@ -1,0 +1,113 @@
+//! Redaction: secrets and configured fields are replaced before anything is stored or reported.
+//!
+//! `redact_fields` globs select JSON fields (a selected node is replaced whole, whatever is
+//! beneath it); `redact_headers` select response headers. The replacement is the JSON string
+//! `"[redacted]"`.
+
+use serde_json::Value;
+
+use crate::diff::{GlobSet, Seg};
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Redacts a JSON value that sits at `pointer` in its document.
+pub fn redact_at(pointer: &str, value: &mut Value, fields: &GlobSet) {
+    if fields.is_empty() {
+        return;
+    }
+    let tokens = parse_pointer(pointer);
+    let mut path: Vec<Seg<'_>> = tokens.iter().map(|t| Seg::Key(t)).collect();
+    if fields.matches_prefix(&path) {
+        *value = Value::String(REDACTED.to_owned());
+        return;
+    }
+    walk(value, fields, &mut path);
+}
+
+/// Redacts a whole document.
+pub fn redact_document(value: &mut Value, fields: &GlobSet) {
+    redact_at("", value, fields);
+}
+
+fn walk<'a>(value: &'a mut Value, fields: &GlobSet, path: &mut Vec<Seg<'a>>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(Seg::Key(k));
+                if fields.matches(path) {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    walk(v, fields, path);
+                }
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                path.push(Seg::Index(i));
+                if fields.matches(path) {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    walk(v, fields, path);
+                }
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Splits an RFC 6901 pointer into its unescaped tokens. Pseudo-fields (`@status`,
+/// `@header/NAME`) split on `/` as well.
+pub fn parse_pointer(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    let body = pointer.strip_prefix('/').unwrap_or(pointer);
+    body.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+/// Whether a header's value must be redacted.
+pub fn is_redacted_header(name: &str, redact: &[http::HeaderName]) -> bool {
+    redact.iter().any(|h| h.as_str().eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(g: &[&str]) -> GlobSet {
+        GlobSet::new(g).unwrap()
+    }
+
+    #[test]
+    fn documents() {
+        let mut v = json!({"people": [{"ssn": "123", "name": "a", "dob": {"y": 1}}], "ssn": 1});
+        redact_document(&mut v, &set(&["**/ssn", "/people/*/dob"]));
+        assert_eq!(
+            v,
+            json!({"people": [{"ssn": "[redacted]", "name": "a", "dob": "[redacted]"}], "ssn": "[redacted]"})
+        );
+    }
+
+    #[test]
+    fn values_at_a_pointer() {
+        let mut v = json!({"ssn": "1", "x": 2});
+        redact_at("/people/3", &mut v, &set(&["**/ssn"]));
+        assert_eq!(v, json!({"ssn": "[redacted]", "x": 2}));
+        let mut s = json!("123-45");
+        redact_at("/people/3/ssn", &mut s, &set(&["**/ssn"]));
+        assert_eq!(s, json!("[redacted]"));
+        let mut deep = json!("x");
+        redact_at("/secret/a/b", &mut deep, &set(&["/secret"]));
+        assert_eq!(deep, json!("[redacted]"));
+    }
+
+    #[test]
+    fn pointers() {
+        assert_eq!(parse_pointer("/a~1b/0/c~0"), vec!["a/b", "0", "c~"]);
+        assert!(parse_pointer("").is_empty());
+        assert_eq!(parse_pointer("@header/etag"), vec!["@header", "etag"]);
+    }
+}

@@ -1,0 +1,486 @@
+//! The SQLite store (SPEC §4): one writer thread fed by a bounded channel.
+//!
+//! The proxy never waits for the disk: `StoreHandle::record` is a `try_send`, and a full queue
+//! counts the exchange as dropped. The writer batches whatever is queued (up to
+//! [`BATCH`] exchanges) into one transaction, and prunes expired exchanges periodically.
+//! The database runs in WAL mode with `synchronous=NORMAL`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+use crate::diff::Difference;
+
+/// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
+/// holds the write lock against readers such as `report`.
+const BATCH: usize = 1000;
+/// How often the writer prunes expired exchanges while serving.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Diff rows stored per exchange at most; `diff_count` keeps the real count.
+pub const MAX_DIFF_ROWS: usize = 1000;
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS exchanges(
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    route TEXT,
+    method TEXT,
+    path TEXT,
+    account TEXT,
+    legacy_status INTEGER,
+    candidate_status INTEGER,
+    legacy_ms REAL,
+    candidate_ms REAL,
+    outcome TEXT NOT NULL,
+    diff_count INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
+CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
+CREATE TABLE IF NOT EXISTS diffs(
+    exchange_id INTEGER NOT NULL,
+    pointer TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    legacy TEXT,
+    candidate TEXT
+);
+CREATE INDEX IF NOT EXISTS diffs_exchange_id ON diffs(exchange_id);
+CREATE INDEX IF NOT EXISTS diffs_field ON diffs(field);
+CREATE TABLE IF NOT EXISTS bodies(
+    exchange_id INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    body TEXT,
+    PRIMARY KEY(exchange_id, side)
+);
+";
+
+/// How an exchange ended (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Match,
+    Diff,
+    CandidateError,
+    CandidateTimeout,
+    CandidateAuthError,
+    CandidateRateLimited,
+    LegacyError,
+    NotJson,
+    TooLarge,
+    MappingError,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Match => "match",
+            Self::Diff => "diff",
+            Self::CandidateError => "candidate_error",
+            Self::CandidateTimeout => "candidate_timeout",
+            Self::CandidateAuthError => "candidate_auth_error",
+            Self::CandidateRateLimited => "candidate_rate_limited",
+            Self::LegacyError => "legacy_error",
+            Self::NotJson => "not_json",
+            Self::TooLarge => "too_large",
+            Self::MappingError => "mapping_error",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One side's response as stored (already redacted).
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    pub side: &'static str,
+    pub status: Option<u16>,
+    pub headers: Value,
+    pub body: Value,
+}
+
+/// One exchange, ready to be written (already redacted).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub started_at: SystemTime,
+    pub request_id: String,
+    pub route: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub account: Option<String>,
+    pub legacy_status: Option<u16>,
+    pub candidate_status: Option<u16>,
+    pub legacy_ms: Option<f64>,
+    pub candidate_ms: Option<f64>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub diff_count: usize,
+    pub diffs: Vec<Difference>,
+    pub bodies: Vec<StoredBody>,
+}
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("store {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+enum Msg {
+    Record(Box<Record>),
+    Flush(SyncSender<()>),
+}
+
+/// Counters of the writer, shared with the proxy.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// The producer side of the store: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: SyncSender<Msg>,
+    stats: Arc<StoreStats>,
+}
+
+impl StoreHandle {
+    /// Queues an exchange; when the queue is full it is dropped and counted.
+    pub fn record(&self, r: Record) {
+        match self.tx.try_send(Msg::Record(Box::new(r))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("store queue full: exchange dropped");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until everything queued before this call is committed. Blocks the calling thread.
+    pub fn flush_blocking(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Like [`flush_blocking`](Self::flush_blocking), from async code.
+    pub async fn flush(&self) {
+        let h = self.clone();
+        let _ = tokio::task::spawn_blocking(move || h.flush_blocking()).await;
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+}
+
+/// The writer thread and its handle.
+pub struct Store {
+    handle: StoreHandle,
+    thread: JoinHandle<()>,
+    path: PathBuf,
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub queue: usize,
+    pub retention: Duration,
+    pub max_value_len: usize,
+}
+
+impl Store {
+    /// Opens (creating it and its folder if needed) the database and starts the writer.
+    pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
+        let conn = open(path)?;
+        let (tx, rx) = mpsc::sync_channel(opts.queue);
+        let stats = Arc::new(StoreStats::default());
+        let st = stats.clone();
+        let p = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(conn, &rx, &st, &opts, &p))
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self {
+            handle: StoreHandle { tx, stats },
+            thread,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes everything queued and stops the writer. Handles cloned from this store must be
+    /// dropped first, or this waits for them.
+    pub fn close(self) -> Arc<StoreStats> {
+        let stats = self.handle.stats.clone();
+        drop(self.handle);
+        let _ = self.thread.join();
+        stats
+    }
+}
+
+/// Opens the database with the store's settings and schema.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, opts: &WriterOptions, path: &str) {
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
+    let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
+    let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    loop {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            match prune(&conn, SystemTime::now() - opts.retention) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "pruned expired exchanges"),
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+        }
+        let first = match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                Msg::Record(r) => batch.push(r),
+                Msg::Flush(done) => flushes.push(done),
+            }
+            next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            match write_batch(&mut conn, &batch, opts.max_value_len) {
+                Ok(()) => stats.written.fetch_add(n, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::error!(error = %e, path, "store write failed");
+                    stats.failed.fetch_add(n, Ordering::Relaxed)
+                }
+            };
+            batch.clear();
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Box<Record>], max_len: usize) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut ex = tx.prepare_cached(
+            "INSERT INTO exchanges(started_at, route, method, path, account, legacy_status, candidate_status,
+             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut df = tx.prepare_cached(
+            "INSERT INTO diffs(exchange_id, pointer, field, kind, legacy, candidate) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut bd = tx.prepare_cached(
+            "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for r in batch {
+            ex.execute(params![
+                rfc3339(r.started_at),
+                r.route,
+                r.method,
+                r.path,
+                r.account,
+                r.legacy_status,
+                r.candidate_status,
+                r.legacy_ms,
+                r.candidate_ms,
+                r.outcome.as_str(),
+                r.diff_count as i64,
+                r.reason.as_deref().map(|s| cut(s, max_len)),
+                r.request_id,
+            ])?;
+            let id = tx.last_insert_rowid();
+            for d in r.diffs.iter().take(MAX_DIFF_ROWS) {
+                df.execute(params![
+                    id,
+                    d.pointer,
+                    d.field,
+                    d.kind.as_str(),
+                    d.legacy.as_ref().map(|v| value_text(v, max_len)),
+                    d.candidate.as_ref().map(|v| value_text(v, max_len)),
+                ])?;
+            }
+            for b in &r.bodies {
+                bd.execute(params![id, b.side, b.status, b.headers.to_string(), b.body.to_string()])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
+/// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
+pub fn value_text(v: &Value, max: usize) -> String {
+    let text = v.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds (sortable as text).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Deletes exchanges that started before `cutoff`, with their diffs and bodies, in batches.
+pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
+    let cutoff = rfc3339(cutoff);
+    let mut total = 0;
+    loop {
+        let tx = conn.unchecked_transaction()?;
+        let ids: Vec<i64> = {
+            let mut q = tx.prepare_cached("SELECT id FROM exchanges WHERE started_at < ?1 LIMIT 5000")?;
+            let rows = q.query_map([&cutoff], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            rows
+        };
+        if ids.is_empty() {
+            return Ok(total);
+        }
+        for id in &ids {
+            tx.execute("DELETE FROM diffs WHERE exchange_id = ?1", [id])?;
+            tx.execute("DELETE FROM bodies WHERE exchange_id = ?1", [id])?;
+            tx.execute("DELETE FROM exchanges WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        total += ids.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::Kind;
+    use serde_json::json;
+
+    fn record(at: SystemTime) -> Record {
+        Record {
+            started_at: at,
+            request_id: "r1".into(),
+            route: Some("directory".into()),
+            method: "GET".into(),
+            path: "/d".into(),
+            account: None,
+            legacy_status: Some(200),
+            candidate_status: Some(200),
+            legacy_ms: Some(1.5),
+            candidate_ms: Some(2.5),
+            outcome: Outcome::Diff,
+            reason: None,
+            diff_count: 1,
+            diffs: vec![Difference {
+                pointer: "/a".into(),
+                field: "/a".into(),
+                kind: Kind::Changed,
+                legacy: Some(json!("x".repeat(100))),
+                candidate: Some(json!(2)),
+                candidate_pointer: None,
+            }],
+            bodies: vec![],
+        }
+    }
+
+    #[test]
+    fn writes_flushes_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/x.db");
+        let store = Store::open(
+            &path,
+            WriterOptions {
+                queue: 16,
+                retention: Duration::from_secs(3600),
+                max_value_len: 32,
+            },
+        )
+        .unwrap();
+        let h = store.handle();
+        h.record(record(SystemTime::now()));
+        h.record(record(SystemTime::now() - Duration::from_secs(7200)));
+        h.flush_blocking();
+        let conn = open(&path).unwrap();
+        let n: i64 = conn.query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+        let legacy: String = conn.query_row("SELECT legacy FROM diffs LIMIT 1", [], |r| r.get(0)).unwrap();
+        assert!(legacy.ends_with("…[truncated]\""), "{legacy}");
+        assert!(serde_json::from_str::<Value>(&legacy).is_ok());
+        assert_eq!(prune(&conn, SystemTime::now() - Duration::from_secs(3600)).unwrap(), 1);
+        let n: i64 = conn.query_row("SELECT count(*) FROM diffs", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        drop(h);
+        let stats = store.close();
+        assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_full_queue_drops_instead_of_blocking() {
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let h = StoreHandle {
+            tx,
+            stats: Arc::default(),
+        };
+        h.record(record(SystemTime::now()));
+        h.record(record(SystemTime::now()));
+        assert_eq!(h.stats().dropped.load(Ordering::Relaxed), 1);
+    }
+}
