@@ -1,1 +1,18 @@
-fn main(){}
+//! The `shadowdiff` binary: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = shadowdiff::cli::Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn,shadowdiff=info",
+        1 => "info,shadowdiff=debug",
+        _ => "debug,shadowdiff=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    shadowdiff::cli::run(cli)
+}

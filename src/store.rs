@@ -139,6 +139,8 @@ pub enum StoreError {
 enum Msg {
     Record(Box<Record>),
     Flush(SyncSender<()>),
+    /// Write what came before, then stop (other handles may still exist).
+    Stop,
 }
 
 /// Counters of the writer, shared with the proxy.
@@ -235,10 +237,11 @@ impl Store {
         &self.path
     }
 
-    /// Writes everything queued and stops the writer. Handles cloned from this store must be
-    /// dropped first, or this waits for them.
+    /// Writes everything queued and stops the writer. Blocks the calling thread. Records sent
+    /// through remaining handles afterwards are counted as dropped.
     pub fn close(self) -> Arc<StoreStats> {
         let stats = self.handle.stats.clone();
+        let _ = self.handle.tx.send(Msg::Stop);
         drop(self.handle);
         let _ = self.thread.join();
         stats
@@ -284,10 +287,15 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, op
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut next = Some(first);
+        let mut stop = false;
         while let Some(m) = next {
             match m {
                 Msg::Record(r) => batch.push(r),
                 Msg::Flush(done) => flushes.push(done),
+                Msg::Stop => stop = true,
+            }
+            if stop {
+                break;
             }
             next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
         }
@@ -304,6 +312,9 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, op
         }
         for f in flushes.drain(..) {
             let _ = f.send(());
+        }
+        if stop {
+            break;
         }
     }
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");

@@ -1,0 +1,276 @@
+//! The command line: `serve`, `check`, `diff` and `prune` (SPEC §2).
+//!
+//! Exit codes: 0 success or positive verdict, 1 negative verdict (differences found), 2 bad
+//! usage or invalid config, 3 any other failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::{self, Config, ConfigError, Overrides};
+use crate::diff;
+use crate::server::{self, Server};
+use crate::store;
+
+#[derive(Debug, Parser)]
+#[command(name = "shadowdiff", version, about = "Parallel-run shadow proxy and JSON diff for API migrations")]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and the admin listener until SIGINT/SIGTERM.
+    Serve {
+        /// Proxy listen address (overrides [proxy] listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Legacy base URL (overrides [legacy] base_url).
+        #[arg(long)]
+        legacy: Option<String>,
+        /// Candidate base URL (overrides [candidate] base_url).
+        #[arg(long)]
+        candidate: Option<String>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Admin listen address (overrides [admin] listen; "" disables it).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Validate the config, compile every rule, print the resolved routes.
+    Check,
+    /// Compare two JSON files with the same engine and rules as the proxy.
+    Diff {
+        legacy: PathBuf,
+        candidate: PathBuf,
+        /// Use this route's rules (default: the global [diff] rules).
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+    },
+    /// Delete exchanges older than the retention.
+    Prune {
+        /// Age limit (default: [store] retention), e.g. 30d.
+        #[arg(long, value_parser = config::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            legacy,
+            candidate,
+            db,
+            admin,
+        } => {
+            let ov = Overrides {
+                listen,
+                legacy,
+                candidate,
+                db,
+            };
+            serve(&cli.config, explicit, &ov, admin)
+        }
+        Command::Check => check(&cli.config),
+        Command::Diff {
+            legacy,
+            candidate,
+            route,
+            format,
+        } => diff_files(&cli.config, explicit, &legacy, &candidate, route.as_deref(), format),
+        Command::Prune { older_than, db } => prune(&cli.config, explicit, older_than, db),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.is::<ConfigError>() || c.is::<UsageError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// Bad command-line input (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+fn serve(path: &Path, explicit: bool, ov: &Overrides, admin: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load_or_defaults(path, explicit, ov)?;
+    if let Some(a) = admin {
+        cfg.admin.listen = (!a.is_empty()).then_some(a);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let server = Server::bind(cfg).await?;
+        eprintln!(
+            "shadowdiff: proxy on http://{}{}",
+            server.proxy_addr(),
+            server
+                .admin_addr()
+                .map(|a| format!(", admin on http://{a}"))
+                .unwrap_or_default()
+        );
+        let summary = server.run(server::shutdown_signal()).await;
+        eprintln!(
+            "shadowdiff: stopped ({} exchanges written, {} dropped, {} abandoned)",
+            summary.written, summary.dropped, summary.abandoned
+        );
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path)?;
+    let (legacy, candidate) = cfg.upstreams()?;
+    println!("{}: ok", path.display());
+    println!("proxy      {}  (drain {:?})", cfg.proxy.listen, cfg.proxy.drain_timeout);
+    println!("admin      {}", cfg.admin.listen.as_deref().unwrap_or("(disabled)"));
+    println!("legacy     {legacy}  timeout {:?}", cfg.legacy.timeout);
+    let set: Vec<&str> = cfg.candidate.headers.iter().map(|(k, _)| k.as_str()).collect();
+    let fwd: Vec<&str> = cfg.candidate.forward_headers.iter().map(http::HeaderName::as_str).collect();
+    println!(
+        "candidate  {candidate}  timeout {:?}  sets [{}]  forwards [{}]",
+        cfg.candidate.timeout,
+        set.join(", "),
+        fwd.join(", ")
+    );
+    if let Some(a) = &cfg.accounts {
+        println!("accounts   {:?}  ({} accounts)", a.source, a.len());
+    }
+    let s = &cfg.shadow;
+    println!(
+        "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {}  unmatched {:?}  backoff_on_429 {}",
+        s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429
+    );
+    println!("store      {}  retention {:?}  bodies {:?}", cfg.store.path.display(), cfg.store.retention, cfg.store.bodies);
+    println!("routes ({}):", cfg.routes.len());
+    for r in &cfg.routes {
+        let method = r.method.as_ref().map_or("*", http::Method::as_str);
+        let mirror = match r.mirror {
+            Some(true) => "mirror",
+            Some(false) => "no mirror",
+            None => "mirror GET/HEAD",
+        };
+        let cm = r.candidate.method.as_ref().map_or("(same method)", http::Method::as_str);
+        let cp = r.candidate.path.as_ref().map_or("(same path)", |t| t.as_str());
+        let q = match &r.candidate.query {
+            None => "(caller's query)".to_owned(),
+            Some(q) => q
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str()))
+                .collect::<Vec<_>>()
+                .join("&"),
+        };
+        println!("  {:<16} {method} {}  [{mirror}]  -> {cm} {cp} ? {q}", r.name, r.path.as_str());
+        print_rules("    ", &r.rules);
+    }
+    println!("unmatched requests: {:?}; global rules:", cfg.shadow.unmatched);
+    print_rules("    ", &cfg.diff.rules);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rules(indent: &str, r: &diff::Rules) {
+    let globs = |s: &diff::GlobSet| s.iter().map(diff::Glob::as_str).collect::<Vec<_>>().join(", ");
+    let keys: Vec<String> = r.array_keys.iter().map(|(g, k)| format!("{}={k}", g.as_str())).collect();
+    println!(
+        "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}",
+        globs(&r.ignore),
+        keys.join(", "),
+        globs(&r.unordered),
+        r.number_tolerance,
+        r.null_equals_missing
+    );
+}
+
+fn config_or_defaults(path: &Path, explicit: bool) -> anyhow::Result<Config> {
+    if explicit || path.exists() {
+        Ok(Config::load(path)?)
+    } else {
+        Ok(Config::defaults())
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    diff::parse_json(&bytes).map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())).into())
+}
+
+fn diff_files(
+    config: &Path,
+    explicit: bool,
+    legacy: &Path,
+    candidate: &Path,
+    route: Option<&str>,
+    format: DiffFormat,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let rules = cfg
+        .rules_for(route)
+        .ok_or_else(|| UsageError(format!("no route named {:?} in {}", route.unwrap_or(""), config.display())))?;
+    let (l, c) = (read_json(legacy)?, read_json(candidate)?);
+    let diffs = diff::diff(&l, &c, rules);
+    match format {
+        DiffFormat::Json => {
+            let out = json!({ "equal": diffs.is_empty(), "differences": diffs });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        DiffFormat::Text => {
+            for d in &diffs {
+                let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "(absent)".to_owned(), ToString::to_string);
+                let ptr = if d.pointer.is_empty() { "(root)" } else { &d.pointer };
+                println!("{:<12} {ptr}  {} -> {}", d.kind.as_str(), show(&d.legacy), show(&d.candidate));
+            }
+            println!("{} difference{}", diffs.len(), if diffs.len() == 1 { "" } else { "s" });
+        }
+    }
+    Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn prune(
+    config: &Path,
+    explicit: bool,
+    older_than: Option<std::time::Duration>,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let path = db.unwrap_or(cfg.store.path);
+    let age = older_than.unwrap_or(cfg.store.retention);
+    let conn = store::open(&path)?;
+    let n = store::prune(&conn, SystemTime::now() - age).with_context(|| format!("pruning {}", path.display()))?;
+    println!("{}: deleted {n} exchange{} older than {age:?}", path.display(), if n == 1 { "" } else { "s" });
+    Ok(ExitCode::SUCCESS)
+}

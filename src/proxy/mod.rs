@@ -1,0 +1,241 @@
+//! The caller-facing side: every request goes to legacy, and legacy's answer streams back
+//! unchanged. Mirroring is decided by [`crate::shadow`]; this module only hands it the request
+//! and, through the tee, a copy of legacy's body.
+//!
+//! The caller's latency is legacy's: the candidate call runs on its own task, and the comparison
+//! starts once the tee has seen legacy's last byte.
+
+pub mod body;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::shadow::{self, compare, Decision, LegacyPending, Shadow};
+use crate::store::Outcome;
+use crate::upstream::{self, HttpClient};
+use body::{ReqBody, ResBody};
+
+/// The proxy's shared state.
+pub struct Proxy {
+    pub shadow: Arc<Shadow>,
+    client: HttpClient<ReqBody>,
+    base: Uri,
+    timeout: Duration,
+    max_body: usize,
+}
+
+/// Why legacy could not answer; becomes a 502 or 504 with a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    #[error("legacy did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("legacy unreachable: {0}")]
+    Unreachable(String),
+    #[error("invalid legacy request: {0}")]
+    Request(String),
+}
+
+impl LegacyError {
+    /// The one place legacy errors become responses.
+    fn into_response(&self) -> Response<ResBody> {
+        let (status, code) = match self {
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "legacy_timeout"),
+            Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "legacy_unreachable"),
+            Self::Request(_) => (StatusCode::BAD_GATEWAY, "legacy_request_invalid"),
+        };
+        json_response(status, code, &self.to_string())
+    }
+}
+
+/// A small JSON error response of the proxy's own.
+pub fn json_response(status: StatusCode, error: &str, detail: &str) -> Response<ResBody> {
+    let body = serde_json::json!({ "error": error, "detail": detail }).to_string();
+    let mut res = Response::new(ResBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+impl Proxy {
+    pub fn new(shadow: Arc<Shadow>, client: HttpClient<ReqBody>) -> Self {
+        let cfg = &shadow.cfg;
+        Self {
+            base: cfg.legacy.base_url.clone().expect("checked at start-up"),
+            timeout: cfg.legacy.timeout,
+            max_body: cfg.shadow.max_body,
+            client,
+            shadow,
+        }
+    }
+
+    /// Serves one caller request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| format!("{:016x}", shadow::random_u64()), str::to_owned);
+        let span = tracing::info_span!(
+            "exchange",
+            request_id = %request_id,
+            method = %req.method(),
+            path = req.uri().path(),
+            route = tracing::field::Empty,
+            account = tracing::field::Empty,
+        );
+        self.exchange(req, peer, request_id).instrument(span).await
+    }
+
+    async fn exchange(&self, req: Request<Incoming>, peer: SocketAddr, request_id: String) -> Response<ResBody> {
+        let t0 = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let (meta, decision) = self.shadow.decide(&parts, request_id);
+        let span = tracing::Span::current();
+        if let Some(r) = &meta.route {
+            span.record("route", r.as_str());
+        }
+        if let Some(a) = &meta.account {
+            span.record("account", a.as_str());
+        }
+
+        // For a mirrored request, read its body first (up to max_body): both vendors get it.
+        let mut mirror = None;
+        let mut skip = None;
+        let legacy_body = match decision {
+            Decision::Off => ReqBody::streaming(body),
+            Decision::Skip(reason) => {
+                skip = Some((Outcome::Skipped, reason));
+                ReqBody::streaming(body)
+            }
+            Decision::Mirror(plan) => {
+                let (head, rest) = if body.is_end_stream() {
+                    (Bytes::new(), None)
+                } else {
+                    match buffer(body, self.max_body).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return json_response(StatusCode::BAD_REQUEST, "request_body", &format!("reading the request body: {e}"))
+                        }
+                    }
+                };
+                if rest.is_some() {
+                    // Too large to mirror: legacy still gets all of it.
+                    skip = Some((Outcome::TooLarge, format!("request body over {} bytes", self.max_body)));
+                } else {
+                    let route = plan.route;
+                    mirror = Some((self.shadow.spawn_candidate(plan, &parts.headers, head.clone()), route));
+                }
+                ReqBody::buffered(head, rest)
+            }
+        };
+
+        let res = self.forward(&mut parts, legacy_body, peer).await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match res {
+            Err(e) => {
+                tracing::warn!(error = %e, "legacy failed");
+                if let Some((candidate, route)) = mirror {
+                    let legacy = LegacyPending::Failed {
+                        ms,
+                        reason: e.to_string(),
+                    };
+                    self.shadow.spawn_compare(meta, route, legacy, candidate);
+                }
+                e.into_response()
+            }
+            Ok(res) => {
+                let (mut rparts, body) = res.into_parts();
+                upstream::strip_hop_by_hop(&mut rparts.headers);
+                let status = rparts.status;
+                let body = if let Some((candidate, route)) = mirror {
+                    let (tee, copy) = ResBody::tee(body, self.max_body);
+                    let legacy = LegacyPending::Response {
+                        status,
+                        headers: rparts.headers.clone(),
+                        ms,
+                        body: copy,
+                    };
+                    self.shadow.spawn_compare(meta, route, legacy, candidate);
+                    tee
+                } else {
+                    if let Some((outcome, reason)) = skip {
+                        let r = compare::unmirrored(meta, outcome, Some(status.as_u16()), Some(ms), reason);
+                        self.shadow.store().record(r);
+                    }
+                    ResBody::plain(body)
+                };
+                Response::from_parts(rparts, body)
+            }
+        }
+    }
+
+    /// Sends the request to legacy: its path prefix kept, Host set to legacy's, hop-by-hop
+    /// headers dropped, `x-forwarded-*` added.
+    async fn forward(
+        &self,
+        parts: &mut http::request::Parts,
+        body: ReqBody,
+        peer: SocketAddr,
+    ) -> Result<Response<Incoming>, LegacyError> {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = upstream::join(&self.base, pq).map_err(|e| LegacyError::Request(e.to_string()))?;
+        let headers = &mut parts.headers;
+        let original_host = headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        upstream::strip_hop_by_hop(headers);
+        let ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if !headers.contains_key("x-forwarded-proto") {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if let (false, Some(h)) = (headers.contains_key("x-forwarded-host"), original_host) {
+            headers.insert("x-forwarded-host", h);
+        }
+        if let Some(a) = self.base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(header::HOST, a);
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = std::mem::take(&mut parts.headers);
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(LegacyError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(LegacyError::Unreachable(shadow::error_chain(&e))),
+            Ok(Ok(res)) => Ok(res),
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes. Returns the bytes and, when the body is larger,
+/// the rest of it still to be read.
+async fn buffer(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            buf.extend_from_slice(d);
+            if buf.len() > limit {
+                return Ok((buf.freeze(), Some(body)));
+            }
+        }
+    }
+    Ok((buf.freeze(), None))
+}

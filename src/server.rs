@@ -1,0 +1,262 @@
+//! Wires the pieces together: binds the listeners, runs the accept loops, and owns the shutdown
+//! sequence (stop accepting → drain connections → wait for shadow work → flush the store).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::shadow::{Shadow, Tracker};
+use crate::store::{Store, StoreHandle, StoreStats, WriterOptions};
+use crate::upstream;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{side}: {source}")]
+    Client {
+        side: &'static str,
+        source: upstream::ClientError,
+    },
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    proxy_listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    proxy: Arc<Proxy>,
+    admin: Arc<AdminState>,
+    store: Store,
+    drain_timeout: Duration,
+}
+
+/// What tests (and the demo) need from a running server.
+#[derive(Clone)]
+pub struct Handle {
+    tracker: Arc<Tracker>,
+    store: StoreHandle,
+}
+
+impl Handle {
+    /// Waits until every started exchange is compared and written.
+    pub async fn quiesce(&self) {
+        self.tracker.wait_idle().await;
+        self.store.flush().await;
+    }
+
+    pub fn store_stats(&self) -> &StoreStats {
+        self.store.stats()
+    }
+}
+
+/// How the run ended.
+#[derive(Debug)]
+pub struct Summary {
+    pub written: u64,
+    pub dropped: u64,
+    /// Exchanges still running when the drain timeout expired.
+    pub abandoned: usize,
+}
+
+impl Server {
+    /// Binds the listeners, opens the store and builds the clients.
+    pub async fn bind(cfg: Config) -> Result<Self, StartError> {
+        cfg.upstreams()?;
+        let cfg = Arc::new(cfg);
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy_listener = bind(cfg.proxy.listen.clone()).await?;
+        let admin_listener = match &cfg.admin.listen {
+            Some(a) => Some(bind(a.clone()).await?),
+            None => None,
+        };
+        let store = Store::open(
+            &cfg.store.path,
+            WriterOptions {
+                queue: cfg.store.queue,
+                retention: cfg.store.retention,
+                max_value_len: cfg.store.max_value_len,
+            },
+        )?;
+        let legacy_client = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| StartError::Client {
+            side: "legacy",
+            source,
+        })?;
+        let candidate_client =
+            upstream::client(cfg.candidate.ca_file.as_deref()).map_err(|source| StartError::Client {
+                side: "candidate",
+                source,
+            })?;
+        let shadow = Arc::new(Shadow::new(cfg.clone(), candidate_client, store.handle()));
+        let proxy = Arc::new(Proxy::new(shadow, legacy_client));
+        let admin = Arc::new(AdminState {
+            ready: false.into(),
+            token: cfg.admin.token.clone(),
+        });
+        Ok(Self {
+            proxy_listener,
+            admin_listener,
+            proxy,
+            admin,
+            store,
+            drain_timeout: cfg.proxy.drain_timeout,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener.local_addr().expect("bound")
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().map(|l| l.local_addr().expect("bound"))
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tracker: self.proxy.shadow.tracker.clone(),
+            store: self.store.handle(),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then drains (bounded by the drain timeout) and flushes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Summary {
+        let addr = self.proxy_addr();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let proxy = self.proxy.clone();
+        let proxy_loop = tokio::spawn(accept_loop(
+            self.proxy_listener,
+            stop_rx.clone(),
+            graceful.clone(),
+            move |peer| {
+                let proxy = proxy.clone();
+                service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                })
+            },
+        ));
+        let admin_loop = self.admin_listener.map(|l| {
+            let admin = self.admin.clone();
+            tokio::spawn(accept_loop(l, stop_rx.clone(), graceful.clone(), move |_| {
+                let admin = admin.clone();
+                service_fn(move |req| {
+                    let res = admin::handle(&admin, &req);
+                    async move { Ok::<_, Infallible>(res) }
+                })
+            }))
+        });
+        self.admin.ready.store(true, Ordering::Release);
+        tracing::info!(%addr, "serving");
+
+        shutdown.await;
+        let deadline = Instant::now() + self.drain_timeout;
+        tracing::info!(drain_timeout = ?self.drain_timeout, "shutting down: no new connections");
+        self.admin.ready.store(false, Ordering::Release);
+        let _ = stop_tx.send(true);
+        let _ = proxy_loop.await;
+        if let Some(a) = admin_loop {
+            let _ = a.await;
+        }
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
+        if tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await.is_err() {
+            tracing::warn!("drain timeout: closing the remaining connections");
+        }
+        let tracker = self.proxy.shadow.tracker.clone();
+        if tokio::time::timeout_at(deadline.into(), tracker.wait_idle()).await.is_err() {
+            tracing::warn!(in_flight = tracker.count(), "drain timeout: abandoning shadow exchanges");
+        }
+        let abandoned = tracker.count();
+        drop(self.proxy);
+        let stats = tokio::task::spawn_blocking(move || self.store.close())
+            .await
+            .expect("store close does not panic");
+        let summary = Summary {
+            written: stats.written.load(Ordering::Relaxed),
+            dropped: stats.dropped.load(Ordering::Relaxed),
+            abandoned,
+        };
+        tracing::info!(written = summary.written, dropped = summary.dropped, abandoned, "stopped");
+        summary
+    }
+}
+
+async fn accept_loop<F, S, B>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            res = listener.accept() => {
+                let (stream, peer) = match res {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer)).into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("signal received");
+}

@@ -1,0 +1,515 @@
+//! The shadow side: which requests are mirrored, the candidate call, and the comparison, all off
+//! the caller's path.
+//!
+//! For each request the proxy asks [`Shadow::decide`]. A mirrored request gets its candidate call
+//! spawned at once (in parallel with legacy, holding a slot of `max_in_flight`), and a comparison
+//! task that waits for the legacy copy (from the tee) and the candidate's answer, then compares
+//! and hands the record to the store. Nothing here can delay, fail or change the caller's response.
+
+pub mod compare;
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use crate::config::{self, Config, Unmatched};
+use crate::proxy::body::Captured;
+use crate::store::StoreHandle;
+use crate::translate::{self, CandidateTarget, Context};
+use crate::upstream::{self, HttpClient};
+use compare::{Candidate, CandidateBody, Legacy, Meta};
+
+/// Longest pause after a candidate 429; a larger Retry-After is capped to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Pause after a 429 that says nothing about when to come back.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// Bodies at least this large are compared on the blocking pool, not on a runtime worker.
+const BLOCKING_COMPARE_BYTES: usize = 256 << 10;
+
+/// What to do with one request.
+pub enum Decision {
+    /// Not eligible (a write without opt-in, an unmatched request with `unmatched = "skip"`,
+    /// or sampled out): forwarded to legacy only, not recorded.
+    Off,
+    /// Eligible but not mirrored; recorded as `skipped` with this reason.
+    Skip(String),
+    /// Mirrored to the candidate.
+    Mirror(Plan),
+}
+
+/// A mirrored request: where it goes and the in-flight slot it holds.
+pub struct Plan {
+    pub target: CandidateTarget,
+    pub route: Option<usize>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Counts tasks that must finish before shutdown completes.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a tracked task.
+pub struct TrackGuard(Arc<Tracker>);
+
+impl Tracker {
+    pub fn track(self: &Arc<Self>) -> TrackGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        TrackGuard(self.clone())
+    }
+
+    /// Waits until no tracked task is running.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Token bucket for `max_rps` (burst: one second's worth).
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate.max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The shared state of the shadow side.
+pub struct Shadow {
+    pub cfg: Arc<Config>,
+    client: HttpClient<Full<Bytes>>,
+    store: StoreHandle,
+    in_flight: Arc<Semaphore>,
+    bucket: Option<Mutex<Bucket>>,
+    /// Milliseconds since `epoch` until which mirroring pauses (candidate 429).
+    paused_until: AtomicU64,
+    epoch: Instant,
+    pub tracker: Arc<Tracker>,
+}
+
+impl Shadow {
+    pub fn new(cfg: Arc<Config>, client: HttpClient<Full<Bytes>>, store: StoreHandle) -> Self {
+        let bucket = (cfg.shadow.max_rps > 0.0).then(|| {
+            Mutex::new(Bucket {
+                rate: cfg.shadow.max_rps,
+                tokens: cfg.shadow.max_rps.max(1.0),
+                last: Instant::now(),
+            })
+        });
+        Self {
+            in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
+            cfg,
+            client,
+            store,
+            bucket,
+            paused_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            tracker: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    /// Decides whether a request is mirrored, and builds its metadata.
+    pub fn decide(&self, parts: &http::request::Parts, request_id: String) -> (Meta, Decision) {
+        let cfg = &*self.cfg;
+        let path = parts.uri.path();
+        let route_idx = cfg
+            .routes
+            .iter()
+            .position(|r| r.method.as_ref().is_none_or(|m| m == parts.method) && r.path.matches(path).is_some());
+        let route = route_idx.map(|i| &cfg.routes[i]);
+        let query = match (&cfg.accounts, parts.uri.query()) {
+            (_, Some(q)) if cfg.accounts.is_some() || route.is_some_and(|r| r.candidate.query.is_some()) => {
+                translate::parse_query(q)
+            }
+            _ => Vec::new(),
+        };
+        let account = cfg.accounts.as_ref().and_then(|a| a.lookup(&parts.headers, &query));
+        let meta = Meta {
+            started_at: SystemTime::now(),
+            request_id,
+            route: route.map(|r| r.name.clone()),
+            method: parts.method.to_string(),
+            path: path.to_owned(),
+            account: account.map(|a| a.name.clone()),
+        };
+        let eligible = match route {
+            Some(r) => r.mirrors(&parts.method),
+            None => cfg.shadow.unmatched == Unmatched::Mirror && config::is_safe(&parts.method),
+        };
+        if !eligible || !sampled(cfg.shadow.sample_rate) {
+            return (meta, Decision::Off);
+        }
+        if self.paused() {
+            return (meta, Decision::Skip("rate_limited".into()));
+        }
+        if let Some(b) = &self.bucket {
+            if !b.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                return (meta, Decision::Skip("max_rps".into()));
+            }
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return (meta, Decision::Skip("overload".into()));
+        };
+        let target = match route {
+            None => Ok(CandidateTarget {
+                method: parts.method.clone(),
+                path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            }),
+            Some(r) => {
+                let ctx = Context {
+                    captures: r.path.matches(path).unwrap_or_default(),
+                    query,
+                    account,
+                };
+                r.candidate.build(&parts.method, path, parts.uri.query(), &ctx)
+            }
+        };
+        match target {
+            Ok(target) => (
+                meta,
+                Decision::Mirror(Plan {
+                    target,
+                    route: route_idx,
+                    permit,
+                }),
+            ),
+            Err(var) => (meta, Decision::Skip(format!("template: {var} has no value"))),
+        }
+    }
+
+    fn paused(&self) -> bool {
+        let until = self.paused_until.load(Ordering::Relaxed);
+        until != 0 && (self.epoch.elapsed().as_millis() as u64) < until
+    }
+
+    fn pause_for(&self, d: Duration) {
+        let until = (self.epoch.elapsed() + d.min(MAX_BACKOFF)).as_millis() as u64;
+        self.paused_until.fetch_max(until, Ordering::Relaxed);
+        tracing::warn!(pause_ms = d.min(MAX_BACKOFF).as_millis() as u64, "candidate answered 429: mirroring paused");
+    }
+
+    /// Builds the candidate request and sends it on a task of its own. The caller's headers are
+    /// not copied, except those in `forward_headers` (and `content-type` when there is a body).
+    pub fn spawn_candidate(
+        self: &Arc<Self>,
+        plan: Plan,
+        caller: &HeaderMap,
+        body: Bytes,
+    ) -> tokio::task::JoinHandle<Candidate> {
+        let cfg = &self.cfg.candidate;
+        let mut headers = HeaderMap::new();
+        for h in &cfg.forward_headers {
+            for v in caller.get_all(h) {
+                headers.append(h.clone(), v.clone());
+            }
+        }
+        if !body.is_empty() {
+            if let Some(ct) = caller.get(http::header::CONTENT_TYPE) {
+                headers.insert(http::header::CONTENT_TYPE, ct.clone());
+            }
+        }
+        for (k, v) in &cfg.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        let base = cfg.base_url.clone().expect("checked at start-up");
+        if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(http::header::HOST, host);
+        }
+        let req = upstream::join(&base, &plan.target.path_and_query).and_then(|uri| {
+            let mut req = Request::builder()
+                .method(plan.target.method.clone())
+                .uri(uri)
+                .body(Full::new(body))?;
+            *req.headers_mut() = headers;
+            Ok(req)
+        });
+        let this = self.clone();
+        let guard = self.tracker.track();
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                let _permit = plan.permit;
+                let t0 = Instant::now();
+                let ms = || t0.elapsed().as_secs_f64() * 1000.0;
+                let req = match req {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Candidate::Failed {
+                            ms: 0.0,
+                            reason: format!("invalid candidate request: {e}"),
+                        }
+                    }
+                };
+                let timeout = this.cfg.candidate.timeout;
+                let limit = this.cfg.shadow.max_body;
+                let call = async {
+                    let res = this.client.request(req).await.map_err(|e| error_chain(&e))?;
+                    let (parts, body) = res.into_parts();
+                    if parts.status == StatusCode::TOO_MANY_REQUESTS && this.cfg.shadow.backoff_on_429 {
+                        this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
+                    }
+                    let body = read_limited(body, limit).await.map_err(|e| format!("candidate body: {e}"))?;
+                    Ok::<_, String>((parts, body))
+                };
+                match tokio::time::timeout(timeout, call).await {
+                    Err(_) => Candidate::Timeout { ms: ms() },
+                    Ok(Err(reason)) => Candidate::Failed { ms: ms(), reason },
+                    Ok(Ok((parts, body))) => Candidate::Response {
+                        status: parts.status,
+                        headers: parts.headers,
+                        ms: ms(),
+                        body,
+                    },
+                }
+            }
+            .in_current_span(),
+        )
+    }
+
+    /// Waits for both sides, compares, and records. Runs on its own task.
+    pub fn spawn_compare(
+        self: &Arc<Self>,
+        meta: Meta,
+        route: Option<usize>,
+        legacy: LegacyPending,
+        candidate: tokio::task::JoinHandle<Candidate>,
+    ) {
+        let this = self.clone();
+        let guard = self.tracker.track();
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                let legacy = match legacy {
+                    LegacyPending::Failed { ms, reason } => Legacy::Failed { ms, reason },
+                    LegacyPending::Response {
+                        status,
+                        headers,
+                        ms,
+                        body,
+                    } => Legacy::Response {
+                        status,
+                        headers,
+                        ms,
+                        body: body.await.unwrap_or(Captured::Aborted),
+                    },
+                };
+                let candidate = candidate.await.unwrap_or_else(|e| Candidate::Failed {
+                    ms: 0.0,
+                    reason: format!("candidate task failed: {e}"),
+                });
+                let big = body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
+                let cfg = this.cfg.clone();
+                let run = move || {
+                    let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
+                    compare::compare(meta, legacy, candidate, rules, &cfg)
+                };
+                let record = if big {
+                    match tokio::task::spawn_blocking(run).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "comparison failed");
+                            return;
+                        }
+                    }
+                } else {
+                    run()
+                };
+                tracing::debug!(outcome = record.outcome.as_str(), diff_count = record.diff_count, "compared");
+                this.store.record(record);
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Legacy's answer as the proxy hands it over: the head at once, the body copy when the tee ends.
+pub enum LegacyPending {
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        ms: f64,
+        body: oneshot::Receiver<Captured>,
+    },
+    Failed {
+        ms: f64,
+        reason: String,
+    },
+}
+
+fn body_len(l: &Legacy) -> usize {
+    match l {
+        Legacy::Response {
+            body: Captured::Complete(b),
+            ..
+        } => b.len(),
+        _ => 0,
+    }
+}
+
+async fn read_limited(mut body: hyper::body::Incoming, limit: usize) -> Result<CandidateBody, hyper::Error> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            if buf.len() + d.len() > limit {
+                return Ok(CandidateBody::TooLarge);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(CandidateBody::Complete(buf.freeze()))
+}
+
+/// The error and its causes on one line ("connection reset by peer" hides two levels deep).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// How long a 429 asks us to wait: `Retry-After` (seconds or an HTTP date), `RateLimit-Reset`
+/// (seconds), or the `t` parameter of the structured `RateLimit` header.
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = get("retry-after") {
+        if let Ok(s) = v.parse::<u64>() {
+            return Some(Duration::from_secs(s));
+        }
+        if let Ok(t) = humantime::parse_rfc3339_weak(v).or_else(|_| httpdate(v)) {
+            return Some(t.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    if let Some(s) = get("ratelimit-reset").or_else(|| get("x-ratelimit-reset")).and_then(|v| v.parse::<u64>().ok()) {
+        // Some APIs send an epoch timestamp here; anything that large is one.
+        if s > 1_000_000_000 {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+            return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+        return Some(Duration::from_secs(s));
+    }
+    if let Some(v) = get("ratelimit") {
+        for item in v.split([';', ',']) {
+            if let Some(t) = item.trim().strip_prefix("t=").and_then(|t| t.parse::<u64>().ok()) {
+                return Some(Duration::from_secs(t));
+            }
+        }
+    }
+    None
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(v: &str) -> Result<SystemTime, ()> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, mon, year, time, "GMT"] = parts[..] else {
+        return Err(());
+    };
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == mon)
+        .ok_or(())?
+        + 1;
+    let s = format!("{year}-{month:02}-{day:0>2}T{time}Z");
+    humantime::parse_rfc3339(&s).map_err(|_| ())
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+}
+
+/// A pseudo-random u64 (xorshift64*; for sampling and request ids, not for secrets).
+pub fn random_u64() -> u64 {
+    RNG.with(|c| {
+        let mut x = c.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+fn sampled(rate: f64) -> bool {
+    rate >= 1.0 || (rate > 0.0 && ((random_u64() >> 11) as f64 / (1u64 << 53) as f64) < rate)
+}
+
+/// Whether a method's request body is read before forwarding (mirrored writes).
+pub fn has_body(m: &Method) -> bool {
+    !(m == Method::GET || m == Method::HEAD || m == Method::OPTIONS || m == Method::DELETE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit", "\"default\";r=0;t=5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(5)));
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn sampling_extremes() {
+        assert!((0..100).all(|_| sampled(1.0)));
+        assert!((0..100).all(|_| !sampled(0.0)));
+        let n = (0..10_000).filter(|_| sampled(0.5)).count();
+        assert!((4000..6000).contains(&n), "{n}");
+    }
+}

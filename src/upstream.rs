@@ -1,0 +1,135 @@
+//! The pooled HTTP client used for both vendors: HTTP/1.1 and HTTP/2 (by ALPN) over rustls with
+//! webpki roots plus an optional extra CA file, or plain HTTP/1.1.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The client type for a request body `B`.
+pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("CA file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Builds a client; `ca_file` (PEM) adds trusted roots to webpki's.
+pub fn client<B>(ca_file: Option<&Path>) -> Result<HttpClient<B>, ClientError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let err = |message: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| err(e.to_string()))?;
+            roots.add(cert).map_err(|e| err(e.to_string()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(err("no PEM certificate found".into()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(https))
+}
+
+/// Joins an upstream base URL (with its path prefix) and a request's path and query.
+pub fn join(base: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = if path_and_query.starts_with('/') {
+        format!("{prefix}{path_and_query}")
+    } else {
+        format!("{prefix}/{path_and_query}")
+    };
+    Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("http"))
+        .authority(base.authority().map_or("", |a| a.as_str()))
+        .path_and_query(pq)
+        .build()
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus
+/// those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in listed {
+        headers.remove(h);
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_keep_the_prefix() {
+        let b: Uri = "https://api.example/v2/".parse().unwrap();
+        assert_eq!(join(&b, "/employees?page=1").unwrap().to_string(), "https://api.example/v2/employees?page=1");
+        let b: Uri = "http://127.0.0.1:9".parse().unwrap();
+        assert_eq!(join(&b, "/x").unwrap().to_string(), "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}
