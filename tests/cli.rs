@@ -1,0 +1,225 @@
+//! The real binary: exit codes, messages, and SIGTERM handling across processes.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+}
+
+fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = bin().args(args).current_dir(cwd).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_resolved_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sd.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[legacy]
+base_url = "https://api.legacy.example/v1"
+[candidate]
+base_url = "https://api.candidate.example"
+headers = { authorization = "Bearer ${SD_TEST_KEY:-dev-key}" }
+[[routes]]
+name = "directory"
+method = "GET"
+path = "/employer/directory"
+[routes.candidate]
+path = "/unified/hris/employees"
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("directory") && out.contains("/unified/hris/employees"), "{out}");
+    assert!(out.contains("https://api.legacy.example/v1"), "{out}");
+    assert!(!out.contains("dev-key"), "check printed a credential: {out}");
+}
+
+#[test]
+fn invalid_config_exits_2_naming_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[legacy]\nbase_url = \"http://x\"\n\n[shadow]\nmax_body = \"ten megs\"\n").unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("line 5") && err.contains("max_body"), "{err}");
+
+    std::fs::write(&cfg, "[legacy]\nbase_url = \"http://x\"\ntimeout_ms = 5\n").unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("line 3") && err.contains("timeout_ms"), "{err}");
+
+    let (code, _, err) = run(&["check", "--config", "missing.toml"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn diff_exit_codes_and_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str, v: serde_json::Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let a = p("a.json", json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}));
+    let b = p("b.json", json!({"a": [0, 1, 2], "n": 10.0, "big": 9007199254740993u64}));
+    let c = p("c.json", json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}));
+    let (code, out, _) = run(&["diff", &a, &c], dir.path());
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = run(&["diff", &a, &b, "--format", "json"], dir.path());
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        json!({"equal": false, "differences": [{"pointer": "/a/0", "field": "/a/*", "kind": "extra", "candidate": 0}]})
+    );
+    let (code, out, _) = run(&["diff", &a, &b], dir.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("extra") && out.contains("/a/0") && out.contains("1 difference"), "{out}");
+    // Unknown route, and a file that is not JSON: usage errors.
+    let (code, _, err) = run(&["diff", &a, &b, "--route", "nope"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    std::fs::write(dir.path().join("x.json"), "{not json").unwrap();
+    let (code, _, err) = run(&["diff", &a, "x.json"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("x.json"), "{err}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, _) = run(&["frobnicate"], dir.path());
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["serve", "--legacy", "ftp://x", "--candidate", "http://y"], dir.path());
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn prune_deletes_old_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let conn = shadowdiff::store::open(&db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO exchanges(started_at, outcome) VALUES ('2000-01-01T00:00:00.000Z', 'match');
+         INSERT INTO diffs(exchange_id, pointer, field, kind) VALUES (last_insert_rowid(), '/a', '/a', 'changed');
+         INSERT INTO exchanges(started_at, outcome) VALUES ('2999-01-01T00:00:00.000Z', 'match');",
+    )
+    .unwrap();
+    drop(conn);
+    let (code, out, err) = run(&["prune", "--older-than", "30d", "--db", db.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted 1 exchange"), "{out}");
+    let left = query(&db, "SELECT (SELECT count(*) FROM exchanges), (SELECT count(*) FROM diffs)");
+    assert_eq!(left, vec![vec![json!(1), json!(0)]]);
+}
+
+/// Starts `shadowdiff serve` and returns the child and its proxy address (read from stderr).
+fn spawn_serve(args: &[&str], cwd: &Path) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    let mut child = bin()
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("proxy on http://").nth(1) {
+            addr = Some(rest.split(',').next().unwrap().trim().to_owned());
+            break;
+        }
+    }
+    let addr = addr.expect("serve printed its address");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    (child, addr, rest)
+}
+
+fn wait_exit(child: &mut std::process::Child) -> i32 {
+    // Bounded poll for the exit.
+    for _ in 0..1000 {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("shadowdiff did not exit within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    // The candidate answers after the signal: the exchanges are still in flight when it arrives.
+    let candidate = Upstream::start(|_| Reply::json(json!({"a": 1})).delay(Duration::from_millis(700))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n[legacy]\nbase_url = \"{}\"\n[candidate]\nbase_url = \"{}\"\n[store]\npath = \"data/sd.db\"\n",
+            legacy.url(),
+            candidate.url()
+        ),
+    )
+    .unwrap();
+    let cwd = dir.path().to_path_buf();
+    let (mut child, addr, stderr) =
+        tokio::task::spawn_blocking(move || spawn_serve(&["serve", "--config", "sd.toml"], &cwd)).await.unwrap();
+    for i in 0..3 {
+        let got = get(&format!("http://{addr}/item/{i}")).await;
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(legacy.count(), 3);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child)).await.unwrap();
+    let log = stderr.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("3 exchanges written"), "{log}");
+    let rows = query(&dir.path().join("data/sd.db"), "SELECT outcome FROM exchanges");
+    assert_eq!(rows, vec![vec![json!("match")]; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_a_config_file() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 2})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_path_buf();
+    let (l, c) = (legacy.url(), candidate.url());
+    let (mut child, addr, stderr) = tokio::task::spawn_blocking(move || {
+        spawn_serve(
+            &["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--legacy", &l, "--candidate", &c, "--db", "x.db"],
+            &cwd,
+        )
+    })
+    .await
+    .unwrap();
+    let got = get(&format!("http://{addr}/a")).await;
+    assert_eq!(got.json(), json!({"a": 1}));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child)).await.unwrap();
+    assert_eq!(code, 0, "{}", stderr.join().unwrap());
+    let rows = query(&dir.path().join("x.db"), "SELECT outcome, diff_count FROM exchanges");
+    assert_eq!(rows, vec![vec![json!("diff"), json!(1)]]);
+}
