@@ -1,1 +1,91 @@
-fn main(){}
+//! The diff core against `json_patch::diff` on the same documents.
+//!
+//! Run: `cargo bench --bench diff` (medians in target/criterion/*/new/estimates.json).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::{json, Value};
+
+use shadowdiff::diff::{diff, Rules};
+
+/// An HRIS directory page like the benchmark upstream's: `n` employees with nested objects and
+/// arrays. The candidate variant renames one member, changes 5 % of the statuses and reverses
+/// the key order of `location` (equal JSON).
+fn directory(n: usize, candidate: bool) -> Value {
+    let people: Vec<Value> = (0..n)
+        .map(|i| {
+            let status = if candidate && i % 20 == 7 { "on_leave" } else { "active" };
+            let mut e = json!({
+                "id": format!("emp-{i:05}"),
+                "first_name": format!("First{i}"),
+                "last_name": format!("Last{i}"),
+                "email": format!("person{i}@example.com"),
+                "employment": {"type": "full_time", "status": status, "start_date": "2019-04-01", "title": "Engineer"},
+                "department": {"id": i % 12, "name": format!("Dept {}", i % 12)},
+                "location": {"city": "Berlin", "country": "DE", "postal_code": "10115", "line1": "Street 1"},
+                "compensation": {"amount": 50000 + i * 10, "currency": "EUR", "period": "year"},
+                "phones": [{"type": "work", "number": format!("+49 30 {i:07}")}, {"type": "mobile", "number": null}],
+                "groups": ["all", format!("team-{}", i % 7)],
+            });
+            if candidate {
+                e["manager_employee_id"] = json!(format!("emp-{:05}", i / 10));
+            } else {
+                e["manager_id"] = json!(format!("emp-{:05}", i / 10));
+            }
+            e
+        })
+        .collect();
+    json!({"individuals": people, "paging": {"count": n, "offset": 0}})
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = Rules::default();
+    let cases = [
+        ("directory_50", directory(50, false), directory(50, true)),
+        (
+            "directory_1000",
+            directory(1000, false),
+            directory(1000, true),
+        ),
+        ("insert_at_head_2000", directory(2000, false), {
+            let mut v = directory(2000, false);
+            v["individuals"]
+                .as_array_mut()
+                .unwrap()
+                .insert(0, json!({"id": "new"}));
+            v
+        }),
+    ];
+    for (name, l, r) in &cases {
+        let text_l = l.to_string();
+        let text_r = r.to_string();
+        let mut g = c.benchmark_group(*name);
+        g.sample_size(20);
+        g.measurement_time(std::time::Duration::from_secs(3));
+        g.bench_function("shadowdiff", |b| {
+            b.iter(|| diff(black_box(l), black_box(r), &rules))
+        });
+        g.bench_function("json_patch", |b| {
+            b.iter(|| json_patch::diff(black_box(l), black_box(r)))
+        });
+        g.bench_function("parse_both", |b| {
+            b.iter(|| {
+                let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
+                let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
+                (a, b2)
+            })
+        });
+        g.bench_function("parse_and_shadowdiff", |b| {
+            b.iter(|| {
+                let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
+                let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
+                diff(&a, &b2, &rules).len()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

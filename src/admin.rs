@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
-use bytes::Bytes;
 
 /// State the admin routes read.
 #[derive(Debug, Default)]
@@ -25,13 +25,18 @@ pub fn handle<B>(state: &Arc<AdminState>, req: &Request<B>) -> Response<Full<Byt
     }
     if let Some(token) = &state.token {
         let expected = format!("Bearer {token}");
-        let given = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         if !given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
             return json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
         }
     }
     match path {
-        "/readyz" if state.ready.load(Ordering::Acquire) => json(StatusCode::OK, r#"{"status":"ready"}"#),
+        "/readyz" if state.ready.load(Ordering::Acquire) => {
+            json(StatusCode::OK, r#"{"status":"ready"}"#)
+        }
         "/readyz" => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#),
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
@@ -40,8 +45,10 @@ pub fn handle<B>(state: &Arc<AdminState>, req: &Request<B>) -> Response<Full<Byt
 fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -69,10 +76,16 @@ mod tests {
         });
         assert_eq!(get(&s, "/healthz", None), StatusCode::OK);
         assert_eq!(get(&s, "/readyz", None), StatusCode::UNAUTHORIZED);
-        assert_eq!(get(&s, "/readyz", Some("Bearer nope")), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get(&s, "/readyz", Some("Bearer nope")),
+            StatusCode::UNAUTHORIZED
+        );
         assert_eq!(get(&s, "/readyz", Some("Bearer t0k")), StatusCode::OK);
         s.ready.store(false, Ordering::Release);
-        assert_eq!(get(&s, "/readyz", Some("Bearer t0k")), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(&s, "/readyz", Some("Bearer t0k")),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(get(&s, "/nope", Some("Bearer t0k")), StatusCode::NOT_FOUND);
     }
 }

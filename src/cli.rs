@@ -17,7 +17,11 @@ use crate::server::{self, Server};
 use crate::store;
 
 #[derive(Debug, Parser)]
-#[command(name = "shadowdiff", version, about = "Parallel-run shadow proxy and JSON diff for API migrations")]
+#[command(
+    name = "shadowdiff",
+    version,
+    about = "Parallel-run shadow proxy and JSON diff for API migrations"
+)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
@@ -80,7 +84,8 @@ pub enum DiffFormat {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+    let explicit = std::env::args_os()
+        .any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
     let result = match cli.command {
         Command::Serve {
             listen,
@@ -103,14 +108,23 @@ pub fn run(cli: Cli) -> ExitCode {
             candidate,
             route,
             format,
-        } => diff_files(&cli.config, explicit, &legacy, &candidate, route.as_deref(), format),
+        } => diff_files(
+            &cli.config,
+            explicit,
+            &legacy,
+            &candidate,
+            route.as_deref(),
+            format,
+        ),
         Command::Prune { older_than, db } => prune(&cli.config, explicit, older_than, db),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain().any(|c| c.is::<ConfigError>() || c.is::<UsageError>()) {
+            if e.chain()
+                .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(3)
@@ -124,7 +138,12 @@ pub fn run(cli: Cli) -> ExitCode {
 #[error("{0}")]
 pub struct UsageError(String);
 
-fn serve(path: &Path, explicit: bool, ov: &Overrides, admin: Option<String>) -> anyhow::Result<ExitCode> {
+fn serve(
+    path: &Path,
+    explicit: bool,
+    ov: &Overrides,
+    admin: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load_or_defaults(path, explicit, ov)?;
     if let Some(a) = admin {
         cfg.admin.listen = (!a.is_empty()).then_some(a);
@@ -157,11 +176,27 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     let (legacy, candidate) = cfg.upstreams()?;
     println!("{}: ok", path.display());
-    println!("proxy      {}  (drain {:?})", cfg.proxy.listen, cfg.proxy.drain_timeout);
-    println!("admin      {}", cfg.admin.listen.as_deref().unwrap_or("(disabled)"));
+    println!(
+        "proxy      {}  (drain {:?})",
+        cfg.proxy.listen, cfg.proxy.drain_timeout
+    );
+    println!(
+        "admin      {}",
+        cfg.admin.listen.as_deref().unwrap_or("(disabled)")
+    );
     println!("legacy     {legacy}  timeout {:?}", cfg.legacy.timeout);
-    let set: Vec<&str> = cfg.candidate.headers.iter().map(|(k, _)| k.as_str()).collect();
-    let fwd: Vec<&str> = cfg.candidate.forward_headers.iter().map(http::HeaderName::as_str).collect();
+    let set: Vec<&str> = cfg
+        .candidate
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let fwd: Vec<&str> = cfg
+        .candidate
+        .forward_headers
+        .iter()
+        .map(http::HeaderName::as_str)
+        .collect();
     println!(
         "candidate  {candidate}  timeout {:?}  sets [{}]  forwards [{}]",
         cfg.candidate.timeout,
@@ -176,7 +211,12 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {}  unmatched {:?}  backoff_on_429 {}",
         s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429
     );
-    println!("store      {}  retention {:?}  bodies {:?}", cfg.store.path.display(), cfg.store.retention, cfg.store.bodies);
+    println!(
+        "store      {}  retention {:?}  bodies {:?}",
+        cfg.store.path.display(),
+        cfg.store.retention,
+        cfg.store.bodies
+    );
     println!("routes ({}):", cfg.routes.len());
     for r in &cfg.routes {
         let method = r.method.as_ref().map_or("*", http::Method::as_str);
@@ -185,8 +225,16 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             Some(false) => "no mirror",
             None => "mirror GET/HEAD",
         };
-        let cm = r.candidate.method.as_ref().map_or("(same method)", http::Method::as_str);
-        let cp = r.candidate.path.as_ref().map_or("(same path)", |t| t.as_str());
+        let cm = r
+            .candidate
+            .method
+            .as_ref()
+            .map_or("(same method)", http::Method::as_str);
+        let cp = r
+            .candidate
+            .path
+            .as_ref()
+            .map_or("(same path)", |t| t.as_str());
         let q = match &r.candidate.query {
             None => "(caller's query)".to_owned(),
             Some(q) => q
@@ -195,17 +243,33 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join("&"),
         };
-        println!("  {:<16} {method} {}  [{mirror}]  -> {cm} {cp} ? {q}", r.name, r.path.as_str());
+        println!(
+            "  {:<16} {method} {}  [{mirror}]  -> {cm} {cp} ? {q}",
+            r.name,
+            r.path.as_str()
+        );
         print_rules("    ", &r.rules);
     }
-    println!("unmatched requests: {:?}; global rules:", cfg.shadow.unmatched);
+    println!(
+        "unmatched requests: {:?}; global rules:",
+        cfg.shadow.unmatched
+    );
     print_rules("    ", &cfg.diff.rules);
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_rules(indent: &str, r: &diff::Rules) {
-    let globs = |s: &diff::GlobSet| s.iter().map(diff::Glob::as_str).collect::<Vec<_>>().join(", ");
-    let keys: Vec<String> = r.array_keys.iter().map(|(g, k)| format!("{}={k}", g.as_str())).collect();
+    let globs = |s: &diff::GlobSet| {
+        s.iter()
+            .map(diff::Glob::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let keys: Vec<String> = r
+        .array_keys
+        .iter()
+        .map(|(g, k)| format!("{}={k}", g.as_str()))
+        .collect();
     println!(
         "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}",
         globs(&r.ignore),
@@ -226,7 +290,8 @@ fn config_or_defaults(path: &Path, explicit: bool) -> anyhow::Result<Config> {
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    diff::parse_json(&bytes).map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())).into())
+    diff::parse_json(&bytes)
+        .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())).into())
 }
 
 fn diff_files(
@@ -238,9 +303,13 @@ fn diff_files(
     format: DiffFormat,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let rules = cfg
-        .rules_for(route)
-        .ok_or_else(|| UsageError(format!("no route named {:?} in {}", route.unwrap_or(""), config.display())))?;
+    let rules = cfg.rules_for(route).ok_or_else(|| {
+        UsageError(format!(
+            "no route named {:?} in {}",
+            route.unwrap_or(""),
+            config.display()
+        ))
+    })?;
     let (l, c) = (read_json(legacy)?, read_json(candidate)?);
     let diffs = diff::diff(&l, &c, rules);
     match format {
@@ -250,14 +319,34 @@ fn diff_files(
         }
         DiffFormat::Text => {
             for d in &diffs {
-                let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "(absent)".to_owned(), ToString::to_string);
-                let ptr = if d.pointer.is_empty() { "(root)" } else { &d.pointer };
-                println!("{:<12} {ptr}  {} -> {}", d.kind.as_str(), show(&d.legacy), show(&d.candidate));
+                let show = |v: &Option<serde_json::Value>| {
+                    v.as_ref()
+                        .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
+                };
+                let ptr = if d.pointer.is_empty() {
+                    "(root)"
+                } else {
+                    &d.pointer
+                };
+                println!(
+                    "{:<12} {ptr}  {} -> {}",
+                    d.kind.as_str(),
+                    show(&d.legacy),
+                    show(&d.candidate)
+                );
             }
-            println!("{} difference{}", diffs.len(), if diffs.len() == 1 { "" } else { "s" });
+            println!(
+                "{} difference{}",
+                diffs.len(),
+                if diffs.len() == 1 { "" } else { "s" }
+            );
         }
     }
-    Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn prune(
@@ -270,7 +359,12 @@ fn prune(
     let path = db.unwrap_or(cfg.store.path);
     let age = older_than.unwrap_or(cfg.store.retention);
     let conn = store::open(&path)?;
-    let n = store::prune(&conn, SystemTime::now() - age).with_context(|| format!("pruning {}", path.display()))?;
-    println!("{}: deleted {n} exchange{} older than {age:?}", path.display(), if n == 1 { "" } else { "s" });
+    let n = store::prune(&conn, SystemTime::now() - age)
+        .with_context(|| format!("pruning {}", path.display()))?;
+    println!(
+        "{}: deleted {n} exchange{} older than {age:?}",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
     Ok(ExitCode::SUCCESS)
 }

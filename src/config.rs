@@ -23,7 +23,10 @@ pub const DEFAULT_PATH: &str = "config/shadowdiff.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -44,7 +47,9 @@ pub fn expand_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Strin
             out.push('$');
             rest = r;
         } else if let Some(r) = after.strip_prefix('{') {
-            let end = r.find('}').ok_or_else(|| format!("unclosed '${{' in {s:?}"))?;
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed '${{' in {s:?}"))?;
             let inner = &r[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -53,10 +58,17 @@ pub fn expand_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Strin
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("invalid variable name {name:?} in {s:?}"));
             }
-            match (env(name).filter(|v| default.is_none() || !v.is_empty()), default) {
+            match (
+                env(name).filter(|v| default.is_none() || !v.is_empty()),
+                default,
+            ) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set (use ${{{name}:-default}})")),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}})"
+                    ))
+                }
             }
             rest = &r[end + 1..];
         } else {
@@ -79,23 +91,33 @@ pub struct Str(pub String);
 impl<'de> Deserialize<'de> for Str {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw, process_env).map(Str).map_err(de::Error::custom)
+        expand_env(&raw, process_env)
+            .map(Str)
+            .map_err(de::Error::custom)
     }
 }
 
 /// Parses `250ms`, `30s`, `5m`, `24h`, `30d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 250ms, 30s, 5m, 24h, 30d)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 250ms, 30s, 5m, 24h, 30d)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
 }
@@ -105,7 +127,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?} (e.g. 512KiB, 10MiB)"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 512KiB, 10MiB)"))?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -114,9 +138,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "KB" | "kB" => 1000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 macro_rules! parsed_string {
@@ -182,7 +211,10 @@ parsed_string!(
 
 /// Parses an upstream base URL: http or https, a host, an optional path prefix, no query.
 pub fn parse_base_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.trim().parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    let uri: Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid URL {s:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(format!("URL {s:?} must start with http:// or https://")),
@@ -403,7 +435,10 @@ impl fmt::Debug for UpstreamConfig {
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
             .field("ca_file", &self.ca_file)
-            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("forward_headers", &self.forward_headers)
             .finish()
     }
@@ -492,8 +527,13 @@ impl Config {
 
     /// Loads `path` when it exists; otherwise, when the overrides name both upstreams, uses the
     /// defaults. Then applies the overrides.
-    pub fn load_or_defaults(path: &Path, explicit: bool, ov: &Overrides) -> Result<Self, ConfigError> {
-        let mut cfg = if path.exists() || explicit || ov.legacy.is_none() || ov.candidate.is_none() {
+    pub fn load_or_defaults(
+        path: &Path,
+        explicit: bool,
+        ov: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = if path.exists() || explicit || ov.legacy.is_none() || ov.candidate.is_none()
+        {
             Self::load(path)?
         } else {
             Self::defaults()
@@ -530,7 +570,8 @@ impl Config {
             path: shown.clone(),
             message,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
         let base_dir = path
             .and_then(Path::parent)
             .map(Path::to_path_buf)
@@ -547,7 +588,10 @@ impl Config {
 
         let accounts = match raw.accounts {
             None => None,
-            Some(a) => Some(Accounts::load(a.key.0, &rel(&a.file.0)).map_err(|e| invalid(format!("[accounts] file: {e}")))?),
+            Some(a) => Some(
+                Accounts::load(a.key.0, &rel(&a.file.0))
+                    .map_err(|e| invalid(format!("[accounts] file: {e}")))?,
+            ),
         };
 
         check_array_keys(&raw.diff).map_err(|m| invalid(format!("[diff] array_keys: {m}")))?;
@@ -561,16 +605,27 @@ impl Config {
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
         };
         if !(0.0..=1.0).contains(&shadow.sample_rate) {
-            return Err(invalid(format!("[shadow] sample_rate: {} is not between 0 and 1", shadow.sample_rate)));
+            return Err(invalid(format!(
+                "[shadow] sample_rate: {} is not between 0 and 1",
+                shadow.sample_rate
+            )));
         }
         if shadow.max_rps < 0.0 || !shadow.max_rps.is_finite() {
-            return Err(invalid("[shadow] max_rps: must be 0 (unlimited) or positive".into()));
+            return Err(invalid(
+                "[shadow] max_rps: must be 0 (unlimited) or positive".into(),
+            ));
         }
         if shadow.max_in_flight == 0 {
             return Err(invalid("[shadow] max_in_flight: must be at least 1".into()));
         }
-        if let Some(t) = raw.diff.number_tolerance.filter(|t| *t < 0.0 || !t.is_finite()) {
-            return Err(invalid(format!("[diff] number_tolerance: {t} must be zero or positive")));
+        if let Some(t) = raw
+            .diff
+            .number_tolerance
+            .filter(|t| *t < 0.0 || !t.is_finite())
+        {
+            return Err(invalid(format!(
+                "[diff] number_tolerance: {t} must be zero or positive"
+            )));
         }
 
         let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
@@ -588,14 +643,19 @@ impl Config {
             let candidate = CandidateTemplate {
                 method: c.method.map(|m| m.0),
                 path: c.path.map(|p| p.0),
-                query: c.query.map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
+                query: c
+                    .query
+                    .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
             };
             check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
             check_array_keys(&r.diff).map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
             let mut rules = global_rules.clone();
             rules.extend(&rules_of(&r.diff));
             if r.diff.headers.is_some() {
-                return Err(at("[routes.diff] headers: response headers to compare are set in [diff] only".into()));
+                return Err(at(
+                    "[routes.diff] headers: response headers to compare are set in [diff] only"
+                        .into(),
+                ));
             }
             routes.push(Route {
                 name,
@@ -607,7 +667,10 @@ impl Config {
             });
         }
 
-        let admin_listen = raw.admin.listen.map_or_else(|| "127.0.0.1:9090".to_owned(), |s| s.0);
+        let admin_listen = raw
+            .admin
+            .listen
+            .map_or_else(|| "127.0.0.1:9090".to_owned(), |s| s.0);
         let mut candidate_headers = Vec::new();
         for (k, v) in raw.candidate.headers {
             let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -619,15 +682,25 @@ impl Config {
         let names = |v: Option<Vec<HeaderNameStr>>, default: &[&'static str]| -> Vec<HeaderName> {
             match v {
                 Some(v) => v.into_iter().map(|h| h.0).collect(),
-                None => default.iter().copied().map(HeaderName::from_static).collect(),
+                None => default
+                    .iter()
+                    .copied()
+                    .map(HeaderName::from_static)
+                    .collect(),
             }
         };
 
         Ok(Self {
             source: path.map(Path::to_path_buf),
             proxy: ProxyConfig {
-                listen: raw.proxy.listen.map_or_else(|| "127.0.0.1:8080".to_owned(), |s| s.0),
-                drain_timeout: raw.proxy.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
+                listen: raw
+                    .proxy
+                    .listen
+                    .map_or_else(|| "127.0.0.1:8080".to_owned(), |s| s.0),
+                drain_timeout: raw
+                    .proxy
+                    .drain_timeout
+                    .map_or(Duration::from_secs(30), |d| d.0),
             },
             admin: AdminConfig {
                 listen: (!admin_listen.is_empty()).then_some(admin_listen),
@@ -642,10 +715,16 @@ impl Config {
             },
             candidate: UpstreamConfig {
                 base_url: raw.candidate.base_url.map(|u| u.0),
-                timeout: raw.candidate.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                timeout: raw
+                    .candidate
+                    .timeout
+                    .map_or(Duration::from_secs(30), |d| d.0),
                 ca_file: raw.candidate.ca_file.map(|f| rel(&f.0)),
                 headers: candidate_headers,
-                forward_headers: names(raw.candidate.forward_headers, &["accept", "accept-language", "user-agent"]),
+                forward_headers: names(
+                    raw.candidate.forward_headers,
+                    &["accept", "accept-language", "user-agent"],
+                ),
             },
             accounts,
             shadow,
@@ -654,10 +733,20 @@ impl Config {
                 headers: names(raw.diff.headers, &["content-type"]),
             },
             store: StoreConfig {
-                path: rel(raw.store.path.as_ref().map_or("shadowdiff.db", |p| p.0.as_str())),
-                retention: raw.store.retention.map_or(Duration::from_secs(30 * 86400), |d| d.0),
+                path: rel(raw
+                    .store
+                    .path
+                    .as_ref()
+                    .map_or("shadowdiff.db", |p| p.0.as_str())),
+                retention: raw
+                    .store
+                    .retention
+                    .map_or(Duration::from_secs(30 * 86400), |d| d.0),
                 bodies: raw.store.bodies.unwrap_or(Bodies::OnDiff),
-                redact_headers: names(raw.store.redact_headers, &["authorization", "cookie", "set-cookie", "x-api-key"]),
+                redact_headers: names(
+                    raw.store.redact_headers,
+                    &["authorization", "cookie", "set-cookie", "x-api-key"],
+                ),
                 redact_fields: match raw.store.redact_fields {
                     Some(v) => glob_set(v),
                     None => GlobSet::default(),
@@ -678,11 +767,20 @@ impl Config {
                 .source
                 .as_ref()
                 .map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string()),
-            message: format!("{key}: required (or pass --{})", key.trim_start_matches('[').split(']').next().unwrap_or("")),
+            message: format!(
+                "{key}: required (or pass --{})",
+                key.trim_start_matches('[').split(']').next().unwrap_or("")
+            ),
         };
         Ok((
-            self.legacy.base_url.as_ref().ok_or_else(|| missing("[legacy] base_url"))?,
-            self.candidate.base_url.as_ref().ok_or_else(|| missing("[candidate] base_url"))?,
+            self.legacy
+                .base_url
+                .as_ref()
+                .ok_or_else(|| missing("[legacy] base_url"))?,
+            self.candidate
+                .base_url
+                .as_ref()
+                .ok_or_else(|| missing("[candidate] base_url"))?,
         ))
     }
 
@@ -729,15 +827,26 @@ fn check_array_keys(d: &RawDiff) -> Result<(), String> {
 
 /// Template placeholders must have a source: a capture of the route's path, or `[accounts]`.
 fn check_vars(c: &CandidateTemplate, path: &PathPattern, has_accounts: bool) -> Result<(), String> {
-    let templates = c.path.iter().chain(c.query.iter().flatten().map(|(_, t)| t));
+    let templates = c
+        .path
+        .iter()
+        .chain(c.query.iter().flatten().map(|(_, t)| t));
     for t in templates {
         for v in t.vars() {
             match v {
                 crate::translate::Var::Capture(n) if !path.captures().any(|c| c == n) => {
-                    return Err(format!("{} in {:?}: the route's path has no capture {{{n}}}", v, t.as_str()));
+                    return Err(format!(
+                        "{} in {:?}: the route's path has no capture {{{n}}}",
+                        v,
+                        t.as_str()
+                    ));
                 }
                 crate::translate::Var::Account(_) if !has_accounts => {
-                    return Err(format!("{} in {:?}: needs an [accounts] section", v, t.as_str()));
+                    return Err(format!(
+                        "{} in {:?}: needs an [accounts] section",
+                        v,
+                        t.as_str()
+                    ));
                 }
                 _ => {}
             }
@@ -751,7 +860,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse(text, Some(Path::new("t.toml"))).unwrap_err().to_string()
+        Config::parse(text, Some(Path::new("t.toml")))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -778,7 +889,10 @@ mod tests {
     #[test]
     fn durations_and_sizes() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("1w").is_err());
         assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
@@ -805,7 +919,10 @@ mod tests {
         let e = err("[shadow]\nsample_rate = 2.0\n");
         assert!(e.contains("sample_rate"), "{e}");
         let e = err("[legacy]\nbase_url = \"${SHADOWDIFF_TEST_SURELY_UNSET}\"\n");
-        assert!(e.contains("line 2") && e.contains("SHADOWDIFF_TEST_SURELY_UNSET"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("SHADOWDIFF_TEST_SURELY_UNSET"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -815,17 +932,25 @@ mod tests {
         assert_eq!(c.routes[0].name, "ind");
         assert!(c.routes[0].mirrors(&Method::GET));
         assert!(!c.routes[0].mirrors(&Method::POST));
-        let e = err("\n[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{id}\"\n");
+        let e = err(
+            "\n[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{id}\"\n",
+        );
         assert!(e.contains("line 3") && e.contains("{id}"), "{e}");
         let e = err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{account.cid}\"\n");
         assert!(e.contains("[accounts]"), "{e}");
-        let e = err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[[routes]]\nname = \"r\"\npath = \"/b\"\n");
+        let e = err(
+            "[[routes]]\nname = \"r\"\npath = \"/a\"\n[[routes]]\nname = \"r\"\npath = \"/b\"\n",
+        );
         assert!(e.contains("line 5") && e.contains("same name"), "{e}");
     }
 
     #[test]
     fn relative_paths_follow_the_config_file() {
-        let c = Config::parse("[store]\npath = \"data/x.db\"\n", Some(Path::new("/etc/sd/shadowdiff.toml"))).unwrap();
+        let c = Config::parse(
+            "[store]\npath = \"data/x.db\"\n",
+            Some(Path::new("/etc/sd/shadowdiff.toml")),
+        )
+        .unwrap();
         assert_eq!(c.store.path, Path::new("/etc/sd/data/x.db"));
     }
 }

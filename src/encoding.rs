@@ -17,7 +17,11 @@ pub enum DecodeError {
 }
 
 /// Decodes `body` by the comma-separated `content_encoding` (applied in order, so decoded in reverse).
-pub fn decode(content_encoding: Option<&str>, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, DecodeError> {
+pub fn decode(
+    content_encoding: Option<&str>,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
     let Some(ce) = content_encoding else {
         return Ok(body);
     };
@@ -25,13 +29,22 @@ pub fn decode(content_encoding: Option<&str>, body: Vec<u8>, limit: usize) -> Re
     for enc in ce.rsplit(',').map(|e| e.trim().to_ascii_lowercase()) {
         body = match enc.as_str() {
             "" | "identity" => body,
-            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&body[..]), &enc, limit)?,
+            "gzip" | "x-gzip" => {
+                read_limited(flate2::read::MultiGzDecoder::new(&body[..]), &enc, limit)?
+            }
             // "deflate" is zlib-wrapped by the RFC, but some servers send raw deflate.
             "deflate" => read_limited(flate2::read::ZlibDecoder::new(&body[..]), &enc, limit)
-                .or_else(|_| read_limited(flate2::read::DeflateDecoder::new(&body[..]), &enc, limit))?,
-            "br" => read_limited(brotli_decompressor::Decompressor::new(&body[..], 8192), &enc, limit)?,
+                .or_else(|_| {
+                    read_limited(flate2::read::DeflateDecoder::new(&body[..]), &enc, limit)
+                })?,
+            "br" => read_limited(
+                brotli_decompressor::Decompressor::new(&body[..], 8192),
+                &enc,
+                limit,
+            )?,
             "zstd" => {
-                let dec = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| corrupt(&enc, &e))?;
+                let dec =
+                    zstd::stream::read::Decoder::new(&body[..]).map_err(|e| corrupt(&enc, &e))?;
                 read_limited(dec, &enc, limit)?
             }
             other => return Err(DecodeError::Unsupported(other.to_owned())),
@@ -73,18 +86,31 @@ mod tests {
     #[test]
     fn identity_and_gzip() {
         assert_eq!(decode(None, b"x".to_vec(), 10).unwrap(), b"x");
-        assert_eq!(decode(Some("gzip"), gzip(b"{\"a\":1}"), 100).unwrap(), b"{\"a\":1}");
-        assert_eq!(decode(Some("gzip, identity"), gzip(b"hi"), 100).unwrap(), b"hi");
+        assert_eq!(
+            decode(Some("gzip"), gzip(b"{\"a\":1}"), 100).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert_eq!(
+            decode(Some("gzip, identity"), gzip(b"hi"), 100).unwrap(),
+            b"hi"
+        );
     }
 
     #[test]
     fn deflate_br_zstd() {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(b"zlib").unwrap();
-        assert_eq!(decode(Some("deflate"), z.finish().unwrap(), 100).unwrap(), b"zlib");
-        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        assert_eq!(
+            decode(Some("deflate"), z.finish().unwrap(), 100).unwrap(),
+            b"zlib"
+        );
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         raw.write_all(b"raw").unwrap();
-        assert_eq!(decode(Some("deflate"), raw.finish().unwrap(), 100).unwrap(), b"raw");
+        assert_eq!(
+            decode(Some("deflate"), raw.finish().unwrap(), 100).unwrap(),
+            b"raw"
+        );
         let z = zstd::encode_all(&b"zstd body"[..], 3).unwrap();
         assert_eq!(decode(Some("zstd"), z, 100).unwrap(), b"zstd body");
     }
@@ -99,8 +125,17 @@ mod tests {
     #[test]
     fn bombs_and_garbage_are_refused() {
         let big = gzip(&vec![b'a'; 1 << 20]);
-        assert_eq!(decode(Some("gzip"), big, 1000), Err(DecodeError::TooLarge { limit: 1000 }));
-        assert!(matches!(decode(Some("gzip"), b"not gzip".to_vec(), 100), Err(DecodeError::Corrupt { .. })));
-        assert!(matches!(decode(Some("compress"), vec![], 100), Err(DecodeError::Unsupported(_))));
+        assert_eq!(
+            decode(Some("gzip"), big, 1000),
+            Err(DecodeError::TooLarge { limit: 1000 })
+        );
+        assert!(matches!(
+            decode(Some("gzip"), b"not gzip".to_vec(), 100),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode(Some("compress"), vec![], 100),
+            Err(DecodeError::Unsupported(_))
+        ));
     }
 }

@@ -14,15 +14,15 @@
 //! - [`admin`]: `/healthz` and `/readyz`.
 //! - [`server`]: wires the pieces together and owns the shutdown sequence.
 
-pub mod diff;
-pub mod config;
-pub mod translate;
-pub mod encoding;
-pub mod redact;
-pub mod store;
 pub mod admin;
 pub mod cli;
+pub mod config;
+pub mod diff;
+pub mod encoding;
 pub mod proxy;
+pub mod redact;
 pub mod server;
 pub mod shadow;
+pub mod store;
+pub mod translate;
 pub mod upstream;

@@ -13,6 +13,9 @@ fn main() -> ExitCode {
         _ => "debug,shadowdiff=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     shadowdiff::cli::run(cli)
 }

@@ -64,7 +64,9 @@ pub fn parse_pointer(pointer: &str) -> Vec<String> {
         return Vec::new();
     }
     let body = pointer.strip_prefix('/').unwrap_or(pointer);
-    body.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect()
+    body.split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
 }
 
 /// Whether a header's value must be redacted.

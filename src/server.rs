@@ -28,7 +28,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{side}: {source}")]
@@ -99,14 +102,18 @@ impl Server {
                 max_value_len: cfg.store.max_value_len,
             },
         )?;
-        let legacy_client = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| StartError::Client {
-            side: "legacy",
-            source,
+        let legacy_client = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| {
+            StartError::Client {
+                side: "legacy",
+                source,
+            }
         })?;
         let candidate_client =
-            upstream::client(cfg.candidate.ca_file.as_deref()).map_err(|source| StartError::Client {
-                side: "candidate",
-                source,
+            upstream::client(cfg.candidate.ca_file.as_deref()).map_err(|source| {
+                StartError::Client {
+                    side: "candidate",
+                    source,
+                }
             })?;
         let shadow = Arc::new(Shadow::new(cfg.clone(), candidate_client, store.handle()));
         let proxy = Arc::new(Proxy::new(shadow, legacy_client));
@@ -129,7 +136,9 @@ impl Server {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener.as_ref().map(|l| l.local_addr().expect("bound"))
+        self.admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound"))
     }
 
     pub fn handle(&self) -> Handle {
@@ -159,13 +168,18 @@ impl Server {
         ));
         let admin_loop = self.admin_listener.map(|l| {
             let admin = self.admin.clone();
-            tokio::spawn(accept_loop(l, stop_rx.clone(), graceful.clone(), move |_| {
-                let admin = admin.clone();
-                service_fn(move |req| {
-                    let res = admin::handle(&admin, &req);
-                    async move { Ok::<_, Infallible>(res) }
-                })
-            }))
+            tokio::spawn(accept_loop(
+                l,
+                stop_rx.clone(),
+                graceful.clone(),
+                move |_| {
+                    let admin = admin.clone();
+                    service_fn(move |req| {
+                        let res = admin::handle(&admin, &req);
+                        async move { Ok::<_, Infallible>(res) }
+                    })
+                },
+            ))
         });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
@@ -180,12 +194,21 @@ impl Server {
             let _ = a.await;
         }
         let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
-        if tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain timeout: closing the remaining connections");
         }
         let tracker = self.proxy.shadow.tracker.clone();
-        if tokio::time::timeout_at(deadline.into(), tracker.wait_idle()).await.is_err() {
-            tracing::warn!(in_flight = tracker.count(), "drain timeout: abandoning shadow exchanges");
+        if tokio::time::timeout_at(deadline.into(), tracker.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tracker.count(),
+                "drain timeout: abandoning shadow exchanges"
+            );
         }
         let abandoned = tracker.count();
         drop(self.proxy);
@@ -197,7 +220,12 @@ impl Server {
             dropped: stats.dropped.load(Ordering::Relaxed),
             abandoned,
         };
-        tracing::info!(written = summary.written, dropped = summary.dropped, abandoned, "stopped");
+        tracing::info!(
+            written = summary.written,
+            dropped = summary.dropped,
+            abandoned,
+            "stopped"
+        );
         summary
     }
 }
@@ -209,8 +237,11 @@ async fn accept_loop<F, S, B>(
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Send
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,

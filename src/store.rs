@@ -131,9 +131,15 @@ pub struct Record {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
-    Sqlite { path: String, source: rusqlite::Error },
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("store {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 enum Msg {
@@ -262,13 +268,21 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
 }
 
-fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, opts: &WriterOptions, path: &str) {
+fn writer(
+    mut conn: Connection,
+    rx: &mpsc::Receiver<Msg>,
+    stats: &StoreStats,
+    opts: &WriterOptions,
+    path: &str,
+) {
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
@@ -297,7 +311,11 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, op
             if stop {
                 break;
             }
-            next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
+            next = if batch.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
@@ -320,7 +338,11 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>, stats: &StoreStats, op
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Box<Record>], max_len: usize) -> rusqlite::Result<()> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Box<Record>],
+    max_len: usize,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut ex = tx.prepare_cached(
@@ -362,7 +384,13 @@ fn write_batch(conn: &mut Connection, batch: &[Box<Record>], max_len: usize) -> 
                 ])?;
             }
             for b in &r.bodies {
-                bd.execute(params![id, b.side, b.status, b.headers.to_string(), b.body.to_string()])?;
+                bd.execute(params![
+                    id,
+                    b.side,
+                    b.status,
+                    b.headers.to_string(),
+                    b.body.to_string()
+                ])?;
             }
         }
     }
@@ -402,8 +430,11 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
     loop {
         let tx = conn.unchecked_transaction()?;
         let ids: Vec<i64> = {
-            let mut q = tx.prepare_cached("SELECT id FROM exchanges WHERE started_at < ?1 LIMIT 5000")?;
-            let rows = q.query_map([&cutoff], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut q =
+                tx.prepare_cached("SELECT id FROM exchanges WHERE started_at < ?1 LIMIT 5000")?;
+            let rows = q
+                .query_map([&cutoff], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             rows
         };
         if ids.is_empty() {
@@ -470,13 +501,22 @@ mod tests {
         h.record(record(SystemTime::now() - Duration::from_secs(7200)));
         h.flush_blocking();
         let conn = open(&path).unwrap();
-        let n: i64 = conn.query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 2);
-        let legacy: String = conn.query_row("SELECT legacy FROM diffs LIMIT 1", [], |r| r.get(0)).unwrap();
+        let legacy: String = conn
+            .query_row("SELECT legacy FROM diffs LIMIT 1", [], |r| r.get(0))
+            .unwrap();
         assert!(legacy.ends_with("…[truncated]\""), "{legacy}");
         assert!(serde_json::from_str::<Value>(&legacy).is_ok());
-        assert_eq!(prune(&conn, SystemTime::now() - Duration::from_secs(3600)).unwrap(), 1);
-        let n: i64 = conn.query_row("SELECT count(*) FROM diffs", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            prune(&conn, SystemTime::now() - Duration::from_secs(3600)).unwrap(),
+            1
+        );
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM diffs", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         drop(h);
         let stats = store.close();

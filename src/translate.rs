@@ -13,7 +13,11 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use sha2::{Digest, Sha256};
 
 /// Characters left as they are in a path segment or a query component.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A template could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,7 +26,9 @@ pub enum TemplateError {
     Unclosed(String),
     #[error("empty placeholder '{{}}' in {0:?}")]
     Empty(String),
-    #[error("unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}} or {{account.COLUMN}}")]
+    #[error(
+        "unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}} or {{account.COLUMN}}"
+    )]
     Unknown(String, String),
     #[error("path template {0:?} must start with '/'")]
     NotAbsolute(String),
@@ -150,7 +156,11 @@ impl Context<'_> {
     fn get(&self, v: &Var) -> Option<&str> {
         match v {
             Var::Capture(n) => self.captures.iter().find(|(k, _)| k == n).map(|(_, v)| *v),
-            Var::Query(n) => self.query.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+            Var::Query(n) => self
+                .query
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str()),
             Var::Account(c) => self.account.and_then(|a| a.get(c)),
         }
     }
@@ -189,7 +199,9 @@ pub struct PathPattern {
 
 impl PathPattern {
     pub fn parse(s: &str) -> Result<Self, TemplateError> {
-        let rest = s.strip_prefix('/').ok_or_else(|| TemplateError::NotAbsolute(s.to_owned()))?;
+        let rest = s
+            .strip_prefix('/')
+            .ok_or_else(|| TemplateError::NotAbsolute(s.to_owned()))?;
         let segs = rest
             .split('/')
             .map(|seg| {
@@ -327,10 +339,17 @@ impl KeySource {
     }
 
     /// The key's whole value as the caller sent it.
-    pub fn extract<'a>(&self, headers: &'a http::HeaderMap, query: &'a [(String, String)]) -> Option<&'a [u8]> {
+    pub fn extract<'a>(
+        &self,
+        headers: &'a http::HeaderMap,
+        query: &'a [(String, String)],
+    ) -> Option<&'a [u8]> {
         match self {
             Self::Header(h) => headers.get(h).map(|v| v.as_bytes()),
-            Self::Query(q) => query.iter().find(|(k, _)| k == q).map(|(_, v)| v.as_bytes()),
+            Self::Query(q) => query
+                .iter()
+                .find(|(k, _)| k == q)
+                .map(|(_, v)| v.as_bytes()),
         }
     }
 }
@@ -372,21 +391,33 @@ pub struct Accounts {
 impl Accounts {
     pub fn load(source: KeySource, path: &Path) -> Result<Self, AccountsError> {
         let p = path.display().to_string();
-        let csv_err = |source| AccountsError::Csv { path: p.clone(), source };
-        let mut rd = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(csv_err)?;
+        let csv_err = |source| AccountsError::Csv {
+            path: p.clone(),
+            source,
+        };
+        let mut rd = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(csv_err)?;
         let headers = rd.headers().map_err(csv_err)?.clone();
         let col = |name: &'static str| {
             headers
                 .iter()
                 .position(|h| h == name)
-                .ok_or(AccountsError::MissingColumn { path: p.clone(), column: name })
+                .ok_or(AccountsError::MissingColumn {
+                    path: p.clone(),
+                    column: name,
+                })
         };
         let (ki, ni) = (col("key_sha256")?, col("name")?);
         let mut by_hash = HashMap::new();
         for rec in rd.records() {
             let rec = rec.map_err(csv_err)?;
             let line = rec.position().map_or(0, |p| p.line());
-            let key = decode_hex32(rec.get(ki).unwrap_or("")).ok_or(AccountsError::BadKey { path: p.clone(), line })?;
+            let key = decode_hex32(rec.get(ki).unwrap_or("")).ok_or(AccountsError::BadKey {
+                path: p.clone(),
+                line,
+            })?;
             let columns = headers
                 .iter()
                 .zip(rec.iter())
@@ -409,7 +440,11 @@ impl Accounts {
     }
 
     /// The account of a request, if its key is known.
-    pub fn lookup(&self, headers: &http::HeaderMap, query: &[(String, String)]) -> Option<&Account> {
+    pub fn lookup(
+        &self,
+        headers: &http::HeaderMap,
+        query: &[(String, String)],
+    ) -> Option<&Account> {
         let key = self.source.extract(headers, query)?;
         let digest: [u8; 32] = Sha256::digest(key).into();
         self.by_hash.get(&digest)
@@ -432,7 +467,10 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
 
 /// The hex sha256 of a key, as the accounts CSV wants it.
 pub fn key_sha256_hex(key: &[u8]) -> String {
-    Sha256::digest(key).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -442,7 +480,10 @@ mod tests {
     #[test]
     fn path_patterns() {
         let p = PathPattern::parse("/employer/individual/{id}").unwrap();
-        assert_eq!(p.matches("/employer/individual/42"), Some(vec![("id", "42")]));
+        assert_eq!(
+            p.matches("/employer/individual/42"),
+            Some(vec![("id", "42")])
+        );
         assert_eq!(p.matches("/employer/individual/"), None);
         assert_eq!(p.matches("/employer/individual/42/x"), None);
         assert_eq!(p.matches("/employer/other/42"), None);
@@ -466,9 +507,15 @@ mod tests {
             query: vec![("q".into(), "a/b".into())],
             account: Some(&acct),
         };
-        assert_eq!(t.render(&ctx, encode_component).unwrap(), "/u/7/a%2Fb/c%201");
+        assert_eq!(
+            t.render(&ctx, encode_component).unwrap(),
+            "/u/7/a%2Fb/c%201"
+        );
         let none = Context::default();
-        assert_eq!(t.render(&none, encode_component), Err(Var::Capture("id".into())));
+        assert_eq!(
+            t.render(&none, encode_component),
+            Err(Var::Capture("id".into()))
+        );
     }
 
     #[test]
@@ -486,14 +533,23 @@ mod tests {
             query: parse_query("page=2&other=x"),
             ..Context::default()
         };
-        let t = ct.build(&http::Method::GET, "/directory", Some("page=2&other=x"), &ctx).unwrap();
+        let t = ct
+            .build(
+                &http::Method::GET,
+                "/directory",
+                Some("page=2&other=x"),
+                &ctx,
+            )
+            .unwrap();
         assert_eq!(t.path_and_query, "/unified/employees?page=2&limit=50");
         let pass = CandidateTemplate {
             method: None,
             path: None,
             query: None,
         };
-        let t = pass.build(&http::Method::GET, "/d", Some("a=1"), &ctx).unwrap();
+        let t = pass
+            .build(&http::Method::GET, "/d", Some("a=1"), &ctx)
+            .unwrap();
         assert_eq!(t.path_and_query, "/d?a=1");
     }
 

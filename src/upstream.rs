@@ -48,10 +48,12 @@ where
             return Err(err("no PEM certificate found".into()));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -116,7 +118,10 @@ mod tests {
     #[test]
     fn joins_keep_the_prefix() {
         let b: Uri = "https://api.example/v2/".parse().unwrap();
-        assert_eq!(join(&b, "/employees?page=1").unwrap().to_string(), "https://api.example/v2/employees?page=1");
+        assert_eq!(
+            join(&b, "/employees?page=1").unwrap().to_string(),
+            "https://api.example/v2/employees?page=1"
+        );
         let b: Uri = "http://127.0.0.1:9".parse().unwrap();
         assert_eq!(join(&b, "/x").unwrap().to_string(), "http://127.0.0.1:9/x");
     }

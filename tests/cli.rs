@@ -46,24 +46,40 @@ path = "/unified/hris/employees"
     .unwrap();
     let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("directory") && out.contains("/unified/hris/employees"), "{out}");
+    assert!(
+        out.contains("directory") && out.contains("/unified/hris/employees"),
+        "{out}"
+    );
     assert!(out.contains("https://api.legacy.example/v1"), "{out}");
-    assert!(!out.contains("dev-key"), "check printed a credential: {out}");
+    assert!(
+        !out.contains("dev-key"),
+        "check printed a credential: {out}"
+    );
 }
 
 #[test]
 fn invalid_config_exits_2_naming_file_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "[legacy]\nbase_url = \"http://x\"\n\n[shadow]\nmax_body = \"ten megs\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[legacy]\nbase_url = \"http://x\"\n\n[shadow]\nmax_body = \"ten megs\"\n",
+    )
+    .unwrap();
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("bad.toml") && err.contains("line 5") && err.contains("max_body"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("line 5") && err.contains("max_body"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "[legacy]\nbase_url = \"http://x\"\ntimeout_ms = 5\n").unwrap();
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
     assert_eq!(code, 2);
-    assert!(err.contains("line 3") && err.contains("timeout_ms"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("timeout_ms"),
+        "{err}"
+    );
 
     let (code, _, err) = run(&["check", "--config", "missing.toml"], dir.path());
     assert_eq!(code, 2, "{err}");
@@ -78,9 +94,18 @@ fn diff_exit_codes_and_json_shape() {
         std::fs::write(&path, v.to_string()).unwrap();
         path.to_str().unwrap().to_owned()
     };
-    let a = p("a.json", json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}));
-    let b = p("b.json", json!({"a": [0, 1, 2], "n": 10.0, "big": 9007199254740993u64}));
-    let c = p("c.json", json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}));
+    let a = p(
+        "a.json",
+        json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}),
+    );
+    let b = p(
+        "b.json",
+        json!({"a": [0, 1, 2], "n": 10.0, "big": 9007199254740993u64}),
+    );
+    let c = p(
+        "c.json",
+        json!({"a": [1, 2], "n": 10, "big": 9007199254740993u64}),
+    );
     let (code, out, _) = run(&["diff", &a, &c], dir.path());
     assert_eq!(code, 0, "{out}");
     let (code, out, _) = run(&["diff", &a, &b, "--format", "json"], dir.path());
@@ -92,7 +117,10 @@ fn diff_exit_codes_and_json_shape() {
     );
     let (code, out, _) = run(&["diff", &a, &b], dir.path());
     assert_eq!(code, 1);
-    assert!(out.contains("extra") && out.contains("/a/0") && out.contains("1 difference"), "{out}");
+    assert!(
+        out.contains("extra") && out.contains("/a/0") && out.contains("1 difference"),
+        "{out}"
+    );
     // Unknown route, and a file that is not JSON: usage errors.
     let (code, _, err) = run(&["diff", &a, &b, "--route", "nope"], dir.path());
     assert_eq!(code, 2, "{err}");
@@ -107,7 +135,10 @@ fn bad_usage_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, _) = run(&["frobnicate"], dir.path());
     assert_eq!(code, 2);
-    let (code, _, err) = run(&["serve", "--legacy", "ftp://x", "--candidate", "http://y"], dir.path());
+    let (code, _, err) = run(
+        &["serve", "--legacy", "ftp://x", "--candidate", "http://y"],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{err}");
 }
 
@@ -123,15 +154,24 @@ fn prune_deletes_old_exchanges() {
     )
     .unwrap();
     drop(conn);
-    let (code, out, err) = run(&["prune", "--older-than", "30d", "--db", db.to_str().unwrap()], dir.path());
+    let (code, out, err) = run(
+        &["prune", "--older-than", "30d", "--db", db.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("deleted 1 exchange"), "{out}");
-    let left = query(&db, "SELECT (SELECT count(*) FROM exchanges), (SELECT count(*) FROM diffs)");
+    let left = query(
+        &db,
+        "SELECT (SELECT count(*) FROM exchanges), (SELECT count(*) FROM diffs)",
+    );
     assert_eq!(left, vec![vec![json!(1), json!(0)]]);
 }
 
 /// Starts `shadowdiff serve` and returns the child and its proxy address (read from stderr).
-fn spawn_serve(args: &[&str], cwd: &Path) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+fn spawn_serve(
+    args: &[&str],
+    cwd: &Path,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
     let mut child = bin()
         .args(args)
         .current_dir(cwd)
@@ -150,7 +190,8 @@ fn spawn_serve(args: &[&str], cwd: &Path) -> (std::process::Child, String, std::
     }
     let addr = addr.expect("serve printed its address");
     // Keep draining stderr so the child never blocks on a full pipe.
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let rest =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
     (child, addr, rest)
 }
 
@@ -170,7 +211,8 @@ fn wait_exit(child: &mut std::process::Child) -> i32 {
 async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
     let legacy = Upstream::json(json!({"a": 1})).await;
     // The candidate answers after the signal: the exchanges are still in flight when it arrives.
-    let candidate = Upstream::start(|_| Reply::json(json!({"a": 1})).delay(Duration::from_millis(700))).await;
+    let candidate =
+        Upstream::start(|_| Reply::json(json!({"a": 1})).delay(Duration::from_millis(700))).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sd.toml");
     std::fs::write(
@@ -184,19 +226,29 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
     .unwrap();
     let cwd = dir.path().to_path_buf();
     let (mut child, addr, stderr) =
-        tokio::task::spawn_blocking(move || spawn_serve(&["serve", "--config", "sd.toml"], &cwd)).await.unwrap();
+        tokio::task::spawn_blocking(move || spawn_serve(&["serve", "--config", "sd.toml"], &cwd))
+            .await
+            .unwrap();
     for i in 0..3 {
         let got = get(&format!("http://{addr}/item/{i}")).await;
         assert_eq!(got.status, 200);
     }
     assert_eq!(legacy.count(), 3);
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child)).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .unwrap();
     let log = stderr.join().unwrap();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("3 exchanges written"), "{log}");
-    let rows = query(&dir.path().join("data/sd.db"), "SELECT outcome FROM exchanges");
+    let rows = query(
+        &dir.path().join("data/sd.db"),
+        "SELECT outcome FROM exchanges",
+    );
     assert_eq!(rows, vec![vec![json!("match")]; 3]);
 }
 
@@ -209,7 +261,19 @@ async fn serve_runs_without_a_config_file() {
     let (l, c) = (legacy.url(), candidate.url());
     let (mut child, addr, stderr) = tokio::task::spawn_blocking(move || {
         spawn_serve(
-            &["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--legacy", &l, "--candidate", &c, "--db", "x.db"],
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--legacy",
+                &l,
+                "--candidate",
+                &c,
+                "--db",
+                "x.db",
+            ],
             &cwd,
         )
     })
@@ -217,9 +281,25 @@ async fn serve_runs_without_a_config_file() {
     .unwrap();
     let got = get(&format!("http://{addr}/a")).await;
     assert_eq!(got.json(), json!({"a": 1}));
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child)).await.unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{}", stderr.join().unwrap());
-    let rows = query(&dir.path().join("x.db"), "SELECT outcome, diff_count FROM exchanges");
+    let rows = query(
+        &dir.path().join("x.db"),
+        "SELECT outcome, diff_count FROM exchanges",
+    );
     assert_eq!(rows, vec![vec![json!("diff"), json!(1)]]);
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = run(&["check", "--config", "config/shadowdiff.toml"], root);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("directory") && out.contains("individual"), "{out}");
 }

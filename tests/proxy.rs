@@ -22,8 +22,20 @@ async fn matching_bodies_are_a_match_and_the_caller_gets_legacy_bytes() {
     assert_eq!(got.json()["individuals"][0]["name"], "Ann");
     sd.quiesce().await;
     assert_eq!(sd.outcomes(), vec![("match".to_owned(), None)]);
-    let row = &sd.rows("SELECT route, method, path, legacy_status, candidate_status, diff_count FROM exchanges")[0];
-    assert_eq!(row[..], [json!(null), json!("GET"), json!("/employer/directory"), json!(200), json!(200), json!(0)]);
+    let row = &sd.rows(
+        "SELECT route, method, path, legacy_status, candidate_status, diff_count FROM exchanges",
+    )[0];
+    assert_eq!(
+        row[..],
+        [
+            json!(null),
+            json!("GET"),
+            json!("/employer/directory"),
+            json!(200),
+            json!(200),
+            json!(0)
+        ]
+    );
     assert_eq!(candidate.seen()[0].uri, "/employer/directory?page=1");
     sd.stop().await;
 }
@@ -31,12 +43,22 @@ async fn matching_bodies_are_a_match_and_the_caller_gets_legacy_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5mb_legacy_body_arrives_byte_identical() {
     // Not JSON-pretty, with every byte value, so any re-encoding would show.
-    let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i: usize| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..5 * 1024 * 1024)
+        .map(|i: usize| (i * 7 % 251) as u8)
+        .collect();
     let big = Bytes::from(big);
     let b = big.clone();
-    let legacy = Upstream::start(move |_| Reply::bytes(200, b.clone()).header("content-type", "application/octet-stream")).await;
+    let legacy = Upstream::start(move |_| {
+        Reply::bytes(200, b.clone()).header("content-type", "application/octet-stream")
+    })
+    .await;
     let candidate = Upstream::start(|_| Reply::bytes(200, "small")).await;
-    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "[shadow]\nmax_body = \"1MiB\"\n").await;
+    let sd = Shadowdiff::start(
+        &legacy.url(),
+        &candidate.url(),
+        "[shadow]\nmax_body = \"1MiB\"\n",
+    )
+    .await;
     let got = get(&sd.url("/export")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body.len(), big.len());
@@ -50,14 +72,18 @@ async fn a_5mb_legacy_body_arrives_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_candidate_does_not_slow_the_caller() {
     let legacy = Upstream::json(json!({"a": 1})).await;
-    let candidate = Upstream::start(|_| Reply::json(json!({"a": 1})).delay(Duration::from_secs(2))).await;
+    let candidate =
+        Upstream::start(|_| Reply::json(json!({"a": 1})).delay(Duration::from_secs(2))).await;
     let toml = "[candidate]\nbase_url = \"{candidate}\"\ntimeout = \"1s\"\n";
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
     let t0 = Instant::now();
     let got = get(&sd.url("/slow")).await;
     let caller = t0.elapsed();
     assert_eq!(got.status, 200);
-    assert!(caller < Duration::from_millis(500), "caller waited {caller:?}");
+    assert!(
+        caller < Duration::from_millis(500),
+        "caller waited {caller:?}"
+    );
     sd.quiesce().await;
     let o = sd.outcomes();
     assert_eq!(o[0].0, "candidate_timeout", "{o:?}");
@@ -69,8 +95,10 @@ async fn the_candidate_call_starts_before_legacy_answers() {
     // Legacy takes 600 ms, candidate 600 ms: run in parallel the exchange completes well before
     // the 1.2 s a sequential run would need, and the candidate saw the request while legacy was
     // still working.
-    let legacy = Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(600))).await;
-    let candidate = Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(600))).await;
+    let legacy =
+        Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(600))).await;
+    let candidate =
+        Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(600))).await;
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
     let client = client();
     let req = client.request(Request::get(sd.url("/p")).body(Full::default()).unwrap());
@@ -86,7 +114,10 @@ async fn the_candidate_call_starts_before_legacy_answers() {
     };
     let (res, seen_early) = tokio::join!(req, probe);
     assert_eq!(res.unwrap().status(), 200);
-    assert!(seen_early, "candidate did not receive the request while legacy was working");
+    assert!(
+        seen_early,
+        "candidate did not receive the request while legacy was working"
+    );
     sd.quiesce().await;
     assert_eq!(sd.outcomes()[0].0, "match");
     sd.stop().await;
@@ -111,8 +142,12 @@ async fn a_candidate_that_resets_or_sends_garbage_is_a_candidate_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_candidate_bodies_are_decoded_before_the_diff() {
-    let legacy = Upstream::json(json!({"employees": [{"id": 1, "status": "active"}, {"id": 2, "status": "active"}]})).await;
-    let cand_json = json!({"employees": [{"id": 1, "status": "active"}, {"id": 2, "status": "on_leave"}]});
+    let legacy = Upstream::json(
+        json!({"employees": [{"id": 1, "status": "active"}, {"id": 2, "status": "active"}]}),
+    )
+    .await;
+    let cand_json =
+        json!({"employees": [{"id": 1, "status": "active"}, {"id": 2, "status": "on_leave"}]});
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(cand_json.to_string().as_bytes()).unwrap();
     let gz = Bytes::from(gz.finish().unwrap());
@@ -162,8 +197,15 @@ mirror = true
     assert_eq!(got.status, 200);
     sd.quiesce().await;
     assert_eq!(legacy.count(), 1);
-    assert_eq!(legacy.seen()[0].body, Bytes::from_static(b"{\"text\":\"hi\"}"));
-    assert_eq!(candidate.count(), 0, "an unrouted POST reached the candidate");
+    assert_eq!(
+        legacy.seen()[0].body,
+        Bytes::from_static(b"{\"text\":\"hi\"}")
+    );
+    assert_eq!(
+        candidate.count(),
+        0,
+        "an unrouted POST reached the candidate"
+    );
     assert!(sd.outcomes().is_empty());
 
     send(post("/notes")).await;
@@ -173,7 +215,10 @@ mirror = true
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.body, Bytes::from_static(b"{\"text\":\"hi\"}"));
     assert_eq!(seen.headers["content-type"], "application/json");
-    assert_eq!(legacy.seen()[1].body, Bytes::from_static(b"{\"text\":\"hi\"}"));
+    assert_eq!(
+        legacy.seen()[1].body,
+        Bytes::from_static(b"{\"text\":\"hi\"}")
+    );
     assert_eq!(sd.outcomes(), vec![("match".to_owned(), None)]);
     sd.stop().await;
 }
@@ -207,21 +252,35 @@ bodies = "always"
     assert_eq!(got.status, 200);
     sd.quiesce().await;
     // Legacy gets the caller's credentials, the candidate only its own.
-    assert_eq!(legacy.seen()[0].headers["authorization"], "Bearer LEGACY-SECRET-TOKEN");
+    assert_eq!(
+        legacy.seen()[0].headers["authorization"],
+        "Bearer LEGACY-SECRET-TOKEN"
+    );
     let c = &candidate.seen()[0];
     assert_eq!(c.headers["authorization"], "Bearer CANDIDATE-KEY");
     assert_eq!(c.headers["accept"], "application/json");
     assert!(c.headers.get("cookie").is_none());
     for (k, v) in &c.headers {
-        assert!(!v.as_bytes().windows(6).any(|w| w == b"LEGACY"), "{k} leaked to the candidate");
+        assert!(
+            !v.as_bytes().windows(6).any(|w| w == b"LEGACY"),
+            "{k} leaked to the candidate"
+        );
     }
     let db = sd.db.clone();
     assert_eq!(sd.outcomes()[0].0, "diff");
     let (_, _dir) = sd.stop().await;
     let bytes = db_bytes(&db);
     assert!(!bytes.is_empty());
-    for secret in ["LEGACY-SECRET-TOKEN", "LEGACY-SESSION", "LEGACY-COOKIE-VALUE", "CANDIDATE-KEY"] {
-        assert!(!contains(&bytes, secret.as_bytes()), "{secret} is in the db file");
+    for secret in [
+        "LEGACY-SECRET-TOKEN",
+        "LEGACY-SESSION",
+        "LEGACY-COOKIE-VALUE",
+        "CANDIDATE-KEY",
+    ] {
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "{secret} is in the db file"
+        );
     }
     // The stored headers are there, redacted.
     let h = query(&db, "SELECT headers FROM bodies WHERE side = 'legacy'");
@@ -232,8 +291,14 @@ bodies = "always"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redacted_fields_are_absent_from_the_db_file() {
-    let legacy = Upstream::json(json!({"people": [{"id": 1, "ssn": "111-22-3333", "dob": "1980-01-01", "name": "A"}]})).await;
-    let candidate = Upstream::json(json!({"people": [{"id": 1, "ssn": "999-88-7777", "dob": "1981-02-02", "name": "B"}]})).await;
+    let legacy = Upstream::json(
+        json!({"people": [{"id": 1, "ssn": "111-22-3333", "dob": "1980-01-01", "name": "A"}]}),
+    )
+    .await;
+    let candidate = Upstream::json(
+        json!({"people": [{"id": 1, "ssn": "999-88-7777", "dob": "1981-02-02", "name": "B"}]}),
+    )
+    .await;
     let toml = r#"
 [store]
 path = "store/shadowdiff.db"
@@ -245,32 +310,57 @@ redact_fields = ["**/ssn", "**/dob"]
     sd.quiesce().await;
     let diffs = sd.rows("SELECT pointer, legacy, candidate FROM diffs ORDER BY pointer");
     assert_eq!(diffs.len(), 3, "{diffs:?}");
-    assert_eq!(diffs[0], vec![json!("/people/0/dob"), json!("\"[redacted]\""), json!("\"[redacted]\"")]);
-    assert_eq!(diffs[1], vec![json!("/people/0/name"), json!("\"A\""), json!("\"B\"")]);
+    assert_eq!(
+        diffs[0],
+        vec![
+            json!("/people/0/dob"),
+            json!("\"[redacted]\""),
+            json!("\"[redacted]\"")
+        ]
+    );
+    assert_eq!(
+        diffs[1],
+        vec![json!("/people/0/name"), json!("\"A\""), json!("\"B\"")]
+    );
     let db = sd.db.clone();
     let (_, _dir) = sd.stop().await;
     let bytes = db_bytes(&db);
     assert!(contains(&bytes, b"[redacted]"));
     for secret in ["111-22-3333", "999-88-7777", "1980-01-01", "1981-02-02"] {
-        assert!(!contains(&bytes, secret.as_bytes()), "{secret} is in the db file");
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "{secret} is in the db file"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_429_pauses_mirroring() {
     let legacy = Upstream::json(json!({"a": 1})).await;
-    let candidate = Upstream::start(|_| Reply::json(json!({"error": "slow down"})).status(429).header("retry-after", "60")).await;
+    let candidate = Upstream::start(|_| {
+        Reply::json(json!({"error": "slow down"}))
+            .status(429)
+            .header("retry-after", "60")
+    })
+    .await;
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
     for _ in 0..3 {
         let got = get(&sd.url("/a")).await;
         assert_eq!(got.status, 200);
         sd.quiesce().await;
     }
-    assert_eq!(candidate.count(), 1, "the candidate was called during the backoff");
+    assert_eq!(
+        candidate.count(),
+        1,
+        "the candidate was called during the backoff"
+    );
     assert_eq!(
         sd.outcomes(),
         vec![
-            ("candidate_rate_limited".to_owned(), Some("candidate answered 429".to_owned())),
+            (
+                "candidate_rate_limited".to_owned(),
+                Some("candidate answered 429".to_owned())
+            ),
             ("skipped".to_owned(), Some("rate_limited".to_owned())),
             ("skipped".to_owned(), Some("rate_limited".to_owned())),
         ]
@@ -280,7 +370,12 @@ async fn a_candidate_429_pauses_mirroring() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_429_is_passed_through_untouched() {
-    let legacy = Upstream::start(|_| Reply::json(json!({"error": "rate"})).status(429).header("retry-after", "5")).await;
+    let legacy = Upstream::start(|_| {
+        Reply::json(json!({"error": "rate"}))
+            .status(429)
+            .header("retry-after", "5")
+    })
+    .await;
     let candidate = Upstream::json(json!({})).await;
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
     let got = get(&sd.url("/a")).await;
@@ -346,7 +441,10 @@ async fn headers_are_forwarded_as_a_proxy_should() {
     assert_eq!(multi, ["one", "two"]);
     assert_eq!(got.headers.get_all("set-cookie").iter().count(), 2);
     let seen = &legacy.seen()[0];
-    assert_eq!(seen.uri, "/v1/employees?q=a%20b", "path prefix kept, query untouched");
+    assert_eq!(
+        seen.uri, "/v1/employees?q=a%20b",
+        "path prefix kept, query untouched"
+    );
     assert_eq!(seen.headers["host"], legacy.addr.to_string());
     assert!(seen.headers.get("x-hop").is_none());
     assert_eq!(seen.headers["x-custom"], "kept");
@@ -363,7 +461,11 @@ async fn routes_translate_paths_queries_and_accounts() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("accounts.csv");
     let key = shadowdiff::translate::key_sha256_hex(b"Bearer acme-token");
-    std::fs::write(&csv, format!("key_sha256,name,candidate_id\n{key},acme,cand-42\n")).unwrap();
+    std::fs::write(
+        &csv,
+        format!("key_sha256,name,candidate_id\n{key},acme,cand-42\n"),
+    )
+    .unwrap();
     let toml = format!(
         r#"
 [accounts]
@@ -400,8 +502,14 @@ query = {{ integrated_account_id = "{{account.candidate_id}}", expand = "{{query
         ]
     );
     let rows = sd.rows("SELECT route, account, outcome FROM exchanges ORDER BY id");
-    assert_eq!(rows[0], vec![json!("individual"), json!("acme"), json!("match")]);
-    assert_eq!(rows[1], vec![json!("individual"), json!(null), json!("match")]);
+    assert_eq!(
+        rows[0],
+        vec![json!("individual"), json!("acme"), json!("match")]
+    );
+    assert_eq!(
+        rows[1],
+        vec![json!("individual"), json!(null), json!("match")]
+    );
     sd.stop().await;
 }
 
@@ -416,15 +524,24 @@ async fn unmatched_requests_follow_the_unmatched_policy() {
     sd.quiesce().await;
     assert_eq!(candidate.count(), 1);
     assert_eq!(candidate.seen()[0].uri, "/d");
-    assert_eq!(sd.rows("SELECT route FROM exchanges"), vec![vec![json!("d")]]);
+    assert_eq!(
+        sd.rows("SELECT route FROM exchanges"),
+        vec![vec![json!("d")]]
+    );
     sd.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_in_flight_exchanges_are_skipped_as_overload() {
     let legacy = Upstream::json(json!({})).await;
-    let candidate = Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(800))).await;
-    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "[shadow]\nmax_in_flight = 1\n").await;
+    let candidate =
+        Upstream::start(|_| Reply::json(json!({})).delay(Duration::from_millis(800))).await;
+    let sd = Shadowdiff::start(
+        &legacy.url(),
+        &candidate.url(),
+        "[shadow]\nmax_in_flight = 1\n",
+    )
+    .await;
     let first = sd.url("/1");
     let (a, b) = tokio::join!(get(&first), async {
         // Bounded poll until the first candidate call holds the only slot.
@@ -440,7 +557,13 @@ async fn beyond_max_in_flight_exchanges_are_skipped_as_overload() {
     sd.quiesce().await;
     let mut o = sd.outcomes();
     o.sort();
-    assert_eq!(o, vec![("match".to_owned(), None), ("skipped".to_owned(), Some("overload".to_owned()))]);
+    assert_eq!(
+        o,
+        vec![
+            ("match".to_owned(), None),
+            ("skipped".to_owned(), Some("overload".to_owned()))
+        ]
+    );
     sd.stop().await;
 }
 
@@ -448,7 +571,12 @@ async fn beyond_max_in_flight_exchanges_are_skipped_as_overload() {
 async fn sample_rate_zero_mirrors_nothing() {
     let legacy = Upstream::json(json!({})).await;
     let candidate = Upstream::json(json!({})).await;
-    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "[shadow]\nsample_rate = 0.0\n").await;
+    let sd = Shadowdiff::start(
+        &legacy.url(),
+        &candidate.url(),
+        "[shadow]\nsample_rate = 0.0\n",
+    )
+    .await;
     for _ in 0..5 {
         get(&sd.url("/a")).await;
     }
@@ -480,7 +608,15 @@ async fn candidate_outcomes() {
     })
     .await;
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
-    for p in ["/auth", "/forbidden", "/boom", "/html", "/missing", "/text", "/text-same"] {
+    for p in [
+        "/auth",
+        "/forbidden",
+        "/boom",
+        "/html",
+        "/missing",
+        "/text",
+        "/text-same",
+    ] {
         assert_eq!(get(&sd.url(p)).await.status, 200);
         sd.quiesce().await;
     }
@@ -501,14 +637,22 @@ async fn candidate_outcomes() {
     assert_eq!(missing[0], vec![json!("/a"), json!("missing")]);
     assert!(missing.contains(&vec![json!("@status"), json!("changed")]));
     let text = sd.rows("SELECT d.pointer, d.legacy, d.candidate FROM diffs d JOIN exchanges e ON e.id = d.exchange_id WHERE e.path = '/text'");
-    assert_eq!(text, vec![vec![json!(""), json!("\"plain text\""), json!("\"other text\"")]]);
+    assert_eq!(
+        text,
+        vec![vec![
+            json!(""),
+            json!("\"plain text\""),
+            json!("\"other text\"")
+        ]]
+    );
     sd.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compared_headers_and_ignore_rules() {
     let legacy = Upstream::start(|_| {
-        Reply::json(json!({"a": 1, "updated_at": "x", "paging": {"count": 1}})).header("x-version", "1")
+        Reply::json(json!({"a": 1, "updated_at": "x", "paging": {"count": 1}}))
+            .header("x-version", "1")
     })
     .await;
     let candidate = Upstream::start(|_| {
@@ -538,8 +682,16 @@ ignore = ["/paging/count"]
             vec![json!("/d"), json!("@header/content-type"), json!("changed")],
             vec![json!("/d"), json!("@header/x-version"), json!("changed")],
             vec![json!("/other"), json!("/paging/count"), json!("changed")],
-            vec![json!("/other"), json!("@header/content-type"), json!("changed")],
-            vec![json!("/other"), json!("@header/x-version"), json!("changed")],
+            vec![
+                json!("/other"),
+                json!("@header/content-type"),
+                json!("changed")
+            ],
+            vec![
+                json!("/other"),
+                json!("@header/x-version"),
+                json!("changed")
+            ],
         ]
     );
     sd.stop().await;
@@ -554,7 +706,10 @@ async fn http2_callers_are_served() {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build_http();
-    let res = client.request(Request::get(sd.url("/h2")).body(Full::default()).unwrap()).await.unwrap();
+    let res = client
+        .request(Request::get(sd.url("/h2")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), 200);
     sd.quiesce().await;

@@ -17,7 +17,10 @@ pub enum Seg<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     /// A literal segment; `index` is set when the literal is also a valid array index.
-    Lit { text: String, index: Option<usize> },
+    Lit {
+        text: String,
+        index: Option<usize>,
+    },
     Star,
     DoubleStar,
 }
@@ -104,7 +107,9 @@ impl Glob {
 fn match_parts(parts: &[Part], path: &[Seg<'_>]) -> bool {
     match parts.split_first() {
         None => path.is_empty(),
-        Some((Part::DoubleStar, rest)) => (0..=path.len()).any(|skip| match_parts(rest, &path[skip..])),
+        Some((Part::DoubleStar, rest)) => {
+            (0..=path.len()).any(|skip| match_parts(rest, &path[skip..]))
+        }
         Some((part, rest)) => match path.split_first() {
             None => false,
             Some((seg, tail)) => {

@@ -183,7 +183,11 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    fn object(&mut self, lo: &'a serde_json::Map<String, Value>, co: &'a serde_json::Map<String, Value>) {
+    fn object(
+        &mut self,
+        lo: &'a serde_json::Map<String, Value>,
+        co: &'a serde_json::Map<String, Value>,
+    ) {
         let nem = self.rules.null_equals_missing;
         for (k, lv) in lo {
             self.lpath.push(Seg::Key(k));
@@ -302,13 +306,19 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn emit(&mut self, kind: Kind, l: Option<&Value>, c: Option<&Value>) {
-        let path = if kind == Kind::Extra { &self.cpath } else { &self.lpath };
+        let path = if kind == Kind::Extra {
+            &self.cpath
+        } else {
+            &self.lpath
+        };
         if self.rules.is_ignored(path) {
             return;
         }
         let pointer = glob::pointer(path);
         let candidate_pointer = match kind {
-            Kind::Changed | Kind::TypeChanged if self.cpath != self.lpath => Some(glob::pointer(&self.cpath)),
+            Kind::Changed | Kind::TypeChanged if self.cpath != self.lpath => {
+                Some(glob::pointer(&self.cpath))
+            }
             _ => None,
         };
         self.out.push(Difference {

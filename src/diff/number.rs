@@ -60,7 +60,11 @@ pub fn parse(text: &str) -> Option<Decimal<'_>> {
         Some(e) => {
             let e = e.strip_prefix('+').unwrap_or(e);
             // Exponents beyond i64 are not meaningful JSON in practice; saturate.
-            e.parse::<i64>().unwrap_or(if e.starts_with('-') { i64::MIN / 2 } else { i64::MAX / 2 })
+            e.parse::<i64>().unwrap_or(if e.starts_with('-') {
+                i64::MIN / 2
+            } else {
+                i64::MAX / 2
+            })
         }
         None => 0,
     };
@@ -68,7 +72,10 @@ pub fn parse(text: &str) -> Option<Decimal<'_>> {
         Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
         None => (mantissa, ""),
     };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     exp = exp.saturating_sub(frac.len() as i64);
@@ -104,7 +111,11 @@ pub fn parse(text: &str) -> Option<Decimal<'_>> {
 impl std::fmt::Display for Decimal<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = if self.neg { "-" } else { "" };
-        write!(f, "{sign}{}{}e{}", self.digits.int, self.digits.frac, self.exp)
+        write!(
+            f,
+            "{sign}{}{}e{}",
+            self.digits.int, self.digits.frac, self.exp
+        )
     }
 }
 
@@ -172,8 +183,14 @@ mod tests {
     fn beyond_two_to_the_53_is_exact() {
         assert!(!eq("9007199254740993", "9007199254740992"));
         assert!(eq("9007199254740993", "9007199254740993.0"));
-        assert!(!eq("123456789012345678901234567890", "123456789012345678901234567891"));
-        assert!(eq("123456789012345678901234567890", "1.2345678901234567890123456789e29"));
+        assert!(!eq(
+            "123456789012345678901234567890",
+            "123456789012345678901234567891"
+        ));
+        assert!(eq(
+            "123456789012345678901234567890",
+            "1.2345678901234567890123456789e29"
+        ));
     }
 
     #[test]

@@ -7,7 +7,9 @@ fn rules() -> Rules {
 }
 
 fn kinds(d: &[Difference]) -> Vec<(&str, &str)> {
-    d.iter().map(|d| (d.pointer.as_str(), d.kind.as_str())).collect()
+    d.iter()
+        .map(|d| (d.pointer.as_str(), d.kind.as_str()))
+        .collect()
 }
 
 #[test]
@@ -23,7 +25,13 @@ fn the_four_kinds() {
     let d = diff(&l, &c, &rules());
     assert_eq!(
         kinds(&d),
-        vec![("/gone", "missing"), ("/num", "changed"), ("/s", "changed"), ("/t", "type_changed"), ("/new", "extra")]
+        vec![
+            ("/gone", "missing"),
+            ("/num", "changed"),
+            ("/s", "changed"),
+            ("/t", "type_changed"),
+            ("/new", "extra")
+        ]
     );
     assert_eq!(d[0].legacy, Some(json!(1)));
     assert_eq!(d[0].candidate, None);
@@ -80,7 +88,9 @@ fn null_equals_missing() {
 
 #[test]
 fn insertion_at_the_front_is_one_extra() {
-    let l: Vec<Value> = (0..20).map(|i| json!({"id": i, "name": format!("n{i}")})).collect();
+    let l: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i, "name": format!("n{i}")}))
+        .collect();
     let mut c = l.clone();
     c.insert(0, json!({"id": 99, "name": "new"}));
     let d = diff(&json!(l), &json!(c), &rules());
@@ -106,14 +116,21 @@ fn changed_element_is_compared_field_by_field() {
 #[test]
 fn alignment_sees_through_ignored_members() {
     // Every element differs in an ignored member and one is inserted at the front: still one extra.
-    let l: Vec<Value> = (0..10).map(|i| json!({"n": i, "updated_at": "old"})).collect();
-    let mut c: Vec<Value> = (0..10).map(|i| json!({"n": i, "updated_at": "new"})).collect();
+    let l: Vec<Value> = (0..10)
+        .map(|i| json!({"n": i, "updated_at": "old"}))
+        .collect();
+    let mut c: Vec<Value> = (0..10)
+        .map(|i| json!({"n": i, "updated_at": "new"}))
+        .collect();
     c.insert(0, json!({"n": -1, "updated_at": "new"}));
     let r = Rules {
         ignore: GlobSet::new(&["**/updated_at"]).unwrap(),
         ..rules()
     };
-    assert_eq!(kinds(&diff(&json!(l), &json!(c), &r)), vec![("/0", "extra")]);
+    assert_eq!(
+        kinds(&diff(&json!(l), &json!(c), &r)),
+        vec![("/0", "extra")]
+    );
 }
 
 #[test]
@@ -127,14 +144,20 @@ fn array_keys_match_by_member() {
     let d = diff(&l, &c, &r);
     assert_eq!(
         kinds(&d),
-        vec![("/individuals/0", "missing"), ("/individuals/1/v", "changed"), ("/individuals/2", "extra")]
+        vec![
+            ("/individuals/0", "missing"),
+            ("/individuals/1/v", "changed"),
+            ("/individuals/2", "extra")
+        ]
     );
     assert_eq!(d[1].candidate_pointer, None);
     // Reordered but equal: nothing.
-    let c2 = json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 1}, {"id": "b", "v": 2}]});
+    let c2 =
+        json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 1}, {"id": "b", "v": 2}]});
     assert!(diff(&l, &c2, &r).is_empty());
     // A changed element at another index names the candidate's coordinates too.
-    let c3 = json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 9}, {"id": "b", "v": 2}]});
+    let c3 =
+        json!({"individuals": [{"id": "c", "v": 3}, {"id": "a", "v": 9}, {"id": "b", "v": 2}]});
     let d3 = diff(&l, &c3, &r);
     assert_eq!(kinds(&d3), vec![("/individuals/0/v", "changed")]);
     assert_eq!(d3[0].candidate_pointer.as_deref(), Some("/individuals/1/v"));
@@ -157,9 +180,21 @@ fn unordered_arrays_are_multisets() {
         unordered: GlobSet::new(&["/tags"]).unwrap(),
         ..rules()
     };
-    assert!(diff(&json!({"tags": ["a", "b", "b"]}), &json!({"tags": ["b", "a", "b"]}), &r).is_empty());
-    let d = diff(&json!({"tags": ["a", "b", "b"]}), &json!({"tags": ["b", "c", "a"]}), &r);
-    assert_eq!(kinds(&d), vec![("/tags/2", "missing"), ("/tags/1", "extra")]);
+    assert!(diff(
+        &json!({"tags": ["a", "b", "b"]}),
+        &json!({"tags": ["b", "a", "b"]}),
+        &r
+    )
+    .is_empty());
+    let d = diff(
+        &json!({"tags": ["a", "b", "b"]}),
+        &json!({"tags": ["b", "c", "a"]}),
+        &r,
+    );
+    assert_eq!(
+        kinds(&d),
+        vec![("/tags/2", "missing"), ("/tags/1", "extra")]
+    );
 }
 
 #[test]
@@ -181,26 +216,59 @@ fn route_rules_add_to_global_ones() {
         ..rules()
     };
     g.extend(&route);
-    assert!(diff(&json!({"a": 1, "b": 1, "c": null}), &json!({"a": 2, "b": 2}), &g).is_empty());
+    assert!(diff(
+        &json!({"a": 1, "b": 1, "c": null}),
+        &json!({"a": 2, "b": 2}),
+        &g
+    )
+    .is_empty());
 }
 
 #[test]
 fn meta_fields() {
     let r = rules();
-    let d = diff_meta(&[Seg::Key("@status")], Some(json!(200)), Some(json!(404)), &r).unwrap();
-    assert_eq!((d.pointer.as_str(), d.field.as_str(), d.kind), ("@status", "@status", Kind::Changed));
-    let d = diff_meta(&[Seg::Key("@header"), Seg::Key("etag")], Some(json!("x")), None, &r).unwrap();
-    assert_eq!((d.pointer.as_str(), d.kind), ("@header/etag", Kind::Missing));
+    let d = diff_meta(
+        &[Seg::Key("@status")],
+        Some(json!(200)),
+        Some(json!(404)),
+        &r,
+    )
+    .unwrap();
+    assert_eq!(
+        (d.pointer.as_str(), d.field.as_str(), d.kind),
+        ("@status", "@status", Kind::Changed)
+    );
+    let d = diff_meta(
+        &[Seg::Key("@header"), Seg::Key("etag")],
+        Some(json!("x")),
+        None,
+        &r,
+    )
+    .unwrap();
+    assert_eq!(
+        (d.pointer.as_str(), d.kind),
+        ("@header/etag", Kind::Missing)
+    );
     let ig = Rules {
         ignore: GlobSet::new(&["@header/etag"]).unwrap(),
         ..rules()
     };
-    assert!(diff_meta(&[Seg::Key("@header"), Seg::Key("etag")], Some(json!("x")), None, &ig).is_none());
+    assert!(diff_meta(
+        &[Seg::Key("@header"), Seg::Key("etag")],
+        Some(json!("x")),
+        None,
+        &ig
+    )
+    .is_none());
 }
 
 #[test]
 fn escaped_pointers() {
-    let d = diff(&json!({"a/b": {"c~d": 1}}), &json!({"a/b": {"c~d": 2}}), &rules());
+    let d = diff(
+        &json!({"a/b": {"c~d": 1}}),
+        &json!({"a/b": {"c~d": 2}}),
+        &rules(),
+    );
     assert_eq!(d[0].pointer, "/a~1b/c~0d");
 }
 

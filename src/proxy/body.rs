@@ -36,7 +36,10 @@ impl Body for ReqBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(h) = self.head.take() {
             return Poll::Ready(Some(Ok(Frame::data(h))));
         }
@@ -104,7 +107,10 @@ pub struct ResBody {
 }
 
 enum ResKind {
-    Tee { inner: Incoming, capture: Option<Capture> },
+    Tee {
+        inner: Incoming,
+        capture: Option<Capture>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -112,7 +118,10 @@ impl ResBody {
     /// Passes `inner` through without keeping a copy.
     pub fn plain(inner: Incoming) -> Self {
         Self {
-            kind: ResKind::Tee { inner, capture: None },
+            kind: ResKind::Tee {
+                inner,
+                capture: None,
+            },
         }
     }
 
@@ -170,7 +179,10 @@ impl Body for ResBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         match &mut this.kind {
             ResKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -219,7 +231,10 @@ impl Body for ResBody {
 
 impl Drop for ResBody {
     fn drop(&mut self) {
-        if let ResKind::Tee { capture: Some(c), .. } = &mut self.kind {
+        if let ResKind::Tee {
+            capture: Some(c), ..
+        } = &mut self.kind
+        {
             c.finish(|_| Captured::Aborted);
         }
     }

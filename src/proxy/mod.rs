@@ -45,7 +45,7 @@ pub enum LegacyError {
 
 impl LegacyError {
     /// The one place legacy errors become responses.
-    fn into_response(&self) -> Response<ResBody> {
+    fn to_response(&self) -> Response<ResBody> {
         let (status, code) = match self {
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "legacy_timeout"),
             Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "legacy_unreachable"),
@@ -60,8 +60,10 @@ pub fn json_response(status: StatusCode, error: &str, detail: &str) -> Response<
     let body = serde_json::json!({ "error": error, "detail": detail }).to_string();
     let mut res = Response::new(ResBody::full(body));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -78,7 +80,11 @@ impl Proxy {
     }
 
     /// Serves one caller request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ResBody> {
         let request_id = req
             .headers()
             .get("x-request-id")
@@ -96,7 +102,12 @@ impl Proxy {
         self.exchange(req, peer, request_id).instrument(span).await
     }
 
-    async fn exchange(&self, req: Request<Incoming>, peer: SocketAddr, request_id: String) -> Response<ResBody> {
+    async fn exchange(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: String,
+    ) -> Response<ResBody> {
         let t0 = Instant::now();
         let (mut parts, body) = req.into_parts();
         let (meta, decision) = self.shadow.decide(&parts, request_id);
@@ -124,16 +135,27 @@ impl Proxy {
                     match buffer(body, self.max_body).await {
                         Ok(v) => v,
                         Err(e) => {
-                            return json_response(StatusCode::BAD_REQUEST, "request_body", &format!("reading the request body: {e}"))
+                            return json_response(
+                                StatusCode::BAD_REQUEST,
+                                "request_body",
+                                &format!("reading the request body: {e}"),
+                            )
                         }
                     }
                 };
                 if rest.is_some() {
                     // Too large to mirror: legacy still gets all of it.
-                    skip = Some((Outcome::TooLarge, format!("request body over {} bytes", self.max_body)));
+                    skip = Some((
+                        Outcome::TooLarge,
+                        format!("request body over {} bytes", self.max_body),
+                    ));
                 } else {
                     let route = plan.route;
-                    mirror = Some((self.shadow.spawn_candidate(plan, &parts.headers, head.clone()), route));
+                    mirror = Some((
+                        self.shadow
+                            .spawn_candidate(plan, &parts.headers, head.clone()),
+                        route,
+                    ));
                 }
                 ReqBody::buffered(head, rest)
             }
@@ -151,7 +173,7 @@ impl Proxy {
                     };
                     self.shadow.spawn_compare(meta, route, legacy, candidate);
                 }
-                e.into_response()
+                e.to_response()
             }
             Ok(res) => {
                 let (mut rparts, body) = res.into_parts();
@@ -169,7 +191,13 @@ impl Proxy {
                     tee
                 } else {
                     if let Some((outcome, reason)) = skip {
-                        let r = compare::unmirrored(meta, outcome, Some(status.as_u16()), Some(ms), reason);
+                        let r = compare::unmirrored(
+                            meta,
+                            outcome,
+                            Some(status.as_u16()),
+                            Some(ms),
+                            reason,
+                        );
                         self.shadow.store().record(r);
                     }
                     ResBody::plain(body)
@@ -188,12 +216,15 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<Incoming>, LegacyError> {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri = upstream::join(&self.base, pq).map_err(|e| LegacyError::Request(e.to_string()))?;
+        let uri =
+            upstream::join(&self.base, pq).map_err(|e| LegacyError::Request(e.to_string()))?;
         let headers = &mut parts.headers;
-        let original_host = headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         upstream::strip_hop_by_hop(headers);
         let ip = peer.ip().to_string();
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -209,7 +240,11 @@ impl Proxy {
         if let (false, Some(h)) = (headers.contains_key("x-forwarded-host"), original_host) {
             headers.insert("x-forwarded-host", h);
         }
-        if let Some(a) = self.base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(a) = self
+            .base
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(header::HOST, a);
         }
         let mut req = Request::new(body);
@@ -227,7 +262,10 @@ impl Proxy {
 
 /// Reads a request body up to `limit` bytes. Returns the bytes and, when the body is larger,
 /// the rest of it still to be read.
-async fn buffer(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
+async fn buffer(
+    mut body: Incoming,
+    limit: usize,
+) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame?.data_ref() {

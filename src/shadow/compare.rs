@@ -87,7 +87,13 @@ impl Candidate {
 
 /// A record for an exchange that was eligible but not mirrored (`skipped`, or `too_large` for a
 /// request body over `max_body`).
-pub fn unmirrored(meta: Meta, outcome: Outcome, legacy_status: Option<u16>, legacy_ms: Option<f64>, reason: String) -> Record {
+pub fn unmirrored(
+    meta: Meta,
+    outcome: Outcome,
+    legacy_status: Option<u16>,
+    legacy_ms: Option<f64>,
+    reason: String,
+) -> Record {
     let mut r = base(meta, outcome);
     r.legacy_status = legacy_status;
     r.legacy_ms = legacy_ms;
@@ -145,48 +151,94 @@ pub fn compare(
         }
     };
     if l_status.is_server_error() || l_status == StatusCode::TOO_MANY_REQUESTS {
-        return outcome(r, Outcome::LegacyError, format!("legacy answered {}", l_status.as_u16()));
+        return outcome(
+            r,
+            Outcome::LegacyError,
+            format!("legacy answered {}", l_status.as_u16()),
+        );
     }
     let l_bytes = match l_body {
         Captured::Complete(b) => Some(b),
         Captured::TooLarge { .. } => None,
-        Captured::Error(e) => return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}")),
+        Captured::Error(e) => {
+            return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}"))
+        }
         Captured::Aborted => return outcome(r, Outcome::Skipped, "caller_aborted".into()),
     };
     let (c_status, c_headers, c_body) = match candidate {
         Candidate::Timeout { .. } => {
             let t = cfg.candidate.timeout;
-            return outcome(r, Outcome::CandidateTimeout, format!("no complete answer within {t:?}"));
+            return outcome(
+                r,
+                Outcome::CandidateTimeout,
+                format!("no complete answer within {t:?}"),
+            );
         }
         Candidate::Failed { reason, .. } => return outcome(r, Outcome::CandidateError, reason),
         Candidate::Response {
-            status, headers, body, ..
+            status,
+            headers,
+            body,
+            ..
         } => (status, headers, body),
     };
     if c_status == StatusCode::TOO_MANY_REQUESTS {
-        return outcome(r, Outcome::CandidateRateLimited, "candidate answered 429".into());
+        return outcome(
+            r,
+            Outcome::CandidateRateLimited,
+            "candidate answered 429".into(),
+        );
     }
-    if (c_status == StatusCode::UNAUTHORIZED || c_status == StatusCode::FORBIDDEN) && l_status.as_u16() < 400 {
-        return outcome(r, Outcome::CandidateAuthError, format!("candidate answered {}", c_status.as_u16()));
+    if (c_status == StatusCode::UNAUTHORIZED || c_status == StatusCode::FORBIDDEN)
+        && l_status.as_u16() < 400
+    {
+        return outcome(
+            r,
+            Outcome::CandidateAuthError,
+            format!("candidate answered {}", c_status.as_u16()),
+        );
     }
     if c_status.is_server_error() {
-        return outcome(r, Outcome::CandidateError, format!("candidate answered {}", c_status.as_u16()));
+        return outcome(
+            r,
+            Outcome::CandidateError,
+            format!("candidate answered {}", c_status.as_u16()),
+        );
     }
     let max = cfg.shadow.max_body;
     let (l_bytes, c_bytes) = match (l_bytes, c_body) {
-        (None, _) => return outcome(r, Outcome::TooLarge, format!("legacy body over {max} bytes")),
-        (_, CandidateBody::TooLarge) => return outcome(r, Outcome::TooLarge, format!("candidate body over {max} bytes")),
+        (None, _) => {
+            return outcome(
+                r,
+                Outcome::TooLarge,
+                format!("legacy body over {max} bytes"),
+            )
+        }
+        (_, CandidateBody::TooLarge) => {
+            return outcome(
+                r,
+                Outcome::TooLarge,
+                format!("candidate body over {max} bytes"),
+            )
+        }
         (Some(l), CandidateBody::Complete(c)) => (l, c),
     };
     let decode = |h: &HeaderMap, b: Bytes, side: &str| {
-        let ce = h.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let ce = h
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         encoding::decode(ce, b.to_vec(), max).map_err(|e| (side.to_owned(), e))
     };
-    let decoded = decode(&l_headers, l_bytes, "legacy").and_then(|l| Ok((l, decode(&c_headers, c_bytes, "candidate")?)));
+    let decoded = decode(&l_headers, l_bytes, "legacy")
+        .and_then(|l| Ok((l, decode(&c_headers, c_bytes, "candidate")?)));
     let (l_raw, c_raw) = match decoded {
         Ok(v) => v,
         Err((side, encoding::DecodeError::TooLarge { .. })) => {
-            return outcome(r, Outcome::TooLarge, format!("{side} body over {max} bytes once decoded"))
+            return outcome(
+                r,
+                Outcome::TooLarge,
+                format!("{side} body over {max} bytes once decoded"),
+            )
         }
         Err((side, e)) => return outcome(r, Outcome::NotJson, format!("{side} body: {e}")),
     };
@@ -202,7 +254,12 @@ pub fn compare(
     }
     for h in &cfg.diff.headers {
         let field = [Seg::Key("@header"), Seg::Key(h.as_str())];
-        if let Some(d) = diff::diff_meta(&field, header_value(&l_headers, h), header_value(&c_headers, h), rules) {
+        if let Some(d) = diff::diff_meta(
+            &field,
+            header_value(&l_headers, h),
+            header_value(&c_headers, h),
+            rules,
+        ) {
             diffs.push(d);
         }
     }
@@ -246,8 +303,10 @@ pub fn compare(
         Bodies::Always => true,
     };
     if keep {
-        r.bodies.push(stored("legacy", l_status, &l_headers, l_json, cfg));
-        r.bodies.push(stored("candidate", c_status, &c_headers, c_json, cfg));
+        r.bodies
+            .push(stored("legacy", l_status, &l_headers, l_json, cfg));
+        r.bodies
+            .push(stored("candidate", c_status, &c_headers, c_json, cfg));
     }
     r
 }
@@ -279,7 +338,11 @@ fn summary(b: &[u8]) -> String {
 
 /// A header's value as compared: its values joined by ", ", or `None` when absent.
 fn header_value(h: &HeaderMap, name: &http::HeaderName) -> Option<Value> {
-    let vals: Vec<&str> = h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let vals: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!vals.is_empty()).then(|| Value::String(vals.join(", ")))
 }
 
@@ -303,7 +366,13 @@ fn redact_difference(d: &mut Difference, cfg: &Config) {
 
 /// A side's response as stored: redacted headers, and the body when it is JSON (a body that is
 /// not JSON is not kept: field redaction cannot apply to it).
-fn stored(side: &'static str, status: StatusCode, headers: &HeaderMap, body: Option<Value>, cfg: &Config) -> StoredBody {
+fn stored(
+    side: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Option<Value>,
+    cfg: &Config,
+) -> StoredBody {
     let mut hs = Map::new();
     for name in headers.keys() {
         let value = if redact::is_redacted_header(name.as_str(), &cfg.store.redact_headers) {

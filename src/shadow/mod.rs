@@ -102,7 +102,8 @@ struct Bucket {
 impl Bucket {
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate.max(1.0));
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -155,18 +156,22 @@ impl Shadow {
     pub fn decide(&self, parts: &http::request::Parts, request_id: String) -> (Meta, Decision) {
         let cfg = &*self.cfg;
         let path = parts.uri.path();
-        let route_idx = cfg
-            .routes
-            .iter()
-            .position(|r| r.method.as_ref().is_none_or(|m| m == parts.method) && r.path.matches(path).is_some());
+        let route_idx = cfg.routes.iter().position(|r| {
+            r.method.as_ref().is_none_or(|m| m == parts.method) && r.path.matches(path).is_some()
+        });
         let route = route_idx.map(|i| &cfg.routes[i]);
         let query = match (&cfg.accounts, parts.uri.query()) {
-            (_, Some(q)) if cfg.accounts.is_some() || route.is_some_and(|r| r.candidate.query.is_some()) => {
+            (_, Some(q))
+                if cfg.accounts.is_some() || route.is_some_and(|r| r.candidate.query.is_some()) =>
+            {
                 translate::parse_query(q)
             }
             _ => Vec::new(),
         };
-        let account = cfg.accounts.as_ref().and_then(|a| a.lookup(&parts.headers, &query));
+        let account = cfg
+            .accounts
+            .as_ref()
+            .and_then(|a| a.lookup(&parts.headers, &query));
         let meta = Meta {
             started_at: SystemTime::now(),
             request_id,
@@ -186,7 +191,11 @@ impl Shadow {
             return (meta, Decision::Skip("rate_limited".into()));
         }
         if let Some(b) = &self.bucket {
-            if !b.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            if !b
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+            {
                 return (meta, Decision::Skip("max_rps".into()));
             }
         }
@@ -196,7 +205,11 @@ impl Shadow {
         let target = match route {
             None => Ok(CandidateTarget {
                 method: parts.method.clone(),
-                path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+                path_and_query: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
             }),
             Some(r) => {
                 let ctx = Context {
@@ -204,7 +217,8 @@ impl Shadow {
                     query,
                     account,
                 };
-                r.candidate.build(&parts.method, path, parts.uri.query(), &ctx)
+                r.candidate
+                    .build(&parts.method, path, parts.uri.query(), &ctx)
             }
         };
         match target {
@@ -216,7 +230,10 @@ impl Shadow {
                     permit,
                 }),
             ),
-            Err(var) => (meta, Decision::Skip(format!("template: {var} has no value"))),
+            Err(var) => (
+                meta,
+                Decision::Skip(format!("template: {var} has no value")),
+            ),
         }
     }
 
@@ -228,7 +245,10 @@ impl Shadow {
     fn pause_for(&self, d: Duration) {
         let until = (self.epoch.elapsed() + d.min(MAX_BACKOFF)).as_millis() as u64;
         self.paused_until.fetch_max(until, Ordering::Relaxed);
-        tracing::warn!(pause_ms = d.min(MAX_BACKOFF).as_millis() as u64, "candidate answered 429: mirroring paused");
+        tracing::warn!(
+            pause_ms = d.min(MAX_BACKOFF).as_millis() as u64,
+            "candidate answered 429: mirroring paused"
+        );
     }
 
     /// Builds the candidate request and sends it on a task of its own. The caller's headers are
@@ -255,7 +275,10 @@ impl Shadow {
             headers.insert(k.clone(), v.clone());
         }
         let base = cfg.base_url.clone().expect("checked at start-up");
-        if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(host) = base
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(http::header::HOST, host);
         }
         let req = upstream::join(&base, &plan.target.path_and_query).and_then(|uri| {
@@ -286,12 +309,20 @@ impl Shadow {
                 let timeout = this.cfg.candidate.timeout;
                 let limit = this.cfg.shadow.max_body;
                 let call = async {
-                    let res = this.client.request(req).await.map_err(|e| error_chain(&e))?;
+                    let res = this
+                        .client
+                        .request(req)
+                        .await
+                        .map_err(|e| error_chain(&e))?;
                     let (parts, body) = res.into_parts();
-                    if parts.status == StatusCode::TOO_MANY_REQUESTS && this.cfg.shadow.backoff_on_429 {
+                    if parts.status == StatusCode::TOO_MANY_REQUESTS
+                        && this.cfg.shadow.backoff_on_429
+                    {
                         this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
                     }
-                    let body = read_limited(body, limit).await.map_err(|e| format!("candidate body: {e}"))?;
+                    let body = read_limited(body, limit)
+                        .await
+                        .map_err(|e| format!("candidate body: {e}"))?;
                     Ok::<_, String>((parts, body))
                 };
                 match tokio::time::timeout(timeout, call).await {
@@ -357,7 +388,11 @@ impl Shadow {
                 } else {
                     run()
                 };
-                tracing::debug!(outcome = record.outcome.as_str(), diff_count = record.diff_count, "compared");
+                tracing::debug!(
+                    outcome = record.outcome.as_str(),
+                    diff_count = record.diff_count,
+                    "compared"
+                );
                 this.store.record(record);
             }
             .in_current_span(),
@@ -389,7 +424,10 @@ fn body_len(l: &Legacy) -> usize {
     }
 }
 
-async fn read_limited(mut body: hyper::body::Incoming, limit: usize) -> Result<CandidateBody, hyper::Error> {
+async fn read_limited(
+    mut body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<CandidateBody, hyper::Error> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame?.data_ref() {
@@ -426,7 +464,10 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
             return Some(t.duration_since(SystemTime::now()).unwrap_or_default());
         }
     }
-    if let Some(s) = get("ratelimit-reset").or_else(|| get("x-ratelimit-reset")).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(s) = get("ratelimit-reset")
+        .or_else(|| get("x-ratelimit-reset"))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         // Some APIs send an epoch timestamp here; anything that large is one.
         if s > 1_000_000_000 {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s);
@@ -436,7 +477,11 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
     }
     if let Some(v) = get("ratelimit") {
         for item in v.split([';', ',']) {
-            if let Some(t) = item.trim().strip_prefix("t=").and_then(|t| t.parse::<u64>().ok()) {
+            if let Some(t) = item
+                .trim()
+                .strip_prefix("t=")
+                .and_then(|t| t.parse::<u64>().ok())
+            {
                 return Some(Duration::from_secs(t));
             }
         }
@@ -450,10 +495,12 @@ fn httpdate(v: &str) -> Result<SystemTime, ()> {
     let [_, day, mon, year, time, "GMT"] = parts[..] else {
         return Err(());
     };
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == mon)
-        .ok_or(())?
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == mon)
+    .ok_or(())?
         + 1;
     let s = format!("{year}-{month:02}-{day:0>2}T{time}Z");
     humantime::parse_rfc3339(&s).map_err(|_| ())
@@ -500,7 +547,10 @@ mod tests {
         h.insert("ratelimit", "\"default\";r=0;t=5".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(5)));
         let mut h = HeaderMap::new();
-        h.insert("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }

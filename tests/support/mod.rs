@@ -88,14 +88,20 @@ impl Upstream {
         let s = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (handler, seen) = (handler.clone(), s.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (handler, seen) = (handler.clone(), seen.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let rec = Seen {
                                 method: parts.method.to_string(),
                                 uri: parts.uri.to_string(),
@@ -152,12 +158,16 @@ pub async fn broken_upstream(garbage: bool) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 if garbage {
-                    let _ = stream.write_all(b"SURPRISE \x00\x01 this is not http\r\n\r\n").await;
+                    let _ = stream
+                        .write_all(b"SURPRISE \x00\x01 this is not http\r\n\r\n")
+                        .await;
                     let _ = stream.shutdown().await;
                 } else {
                     // SO_LINGER 0 makes close() send a RST.
@@ -194,16 +204,22 @@ impl Shadowdiff {
             text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
         }
         if !toml.contains("[legacy]") {
-            text.push_str(&format!("[legacy]\nbase_url = \"{legacy}\"\ntimeout = \"5s\"\n"));
+            text.push_str(&format!(
+                "[legacy]\nbase_url = \"{legacy}\"\ntimeout = \"5s\"\n"
+            ));
         }
         if !toml.contains("[candidate]") {
-            text.push_str(&format!("[candidate]\nbase_url = \"{candidate}\"\ntimeout = \"5s\"\n"));
+            text.push_str(&format!(
+                "[candidate]\nbase_url = \"{candidate}\"\ntimeout = \"5s\"\n"
+            ));
         }
         if !toml.contains("[store]") {
             text.push_str("[store]\npath = \"store/shadowdiff.db\"\n");
         }
         text.push_str(toml);
-        let text = text.replace("{legacy}", legacy).replace("{candidate}", candidate);
+        let text = text
+            .replace("{legacy}", legacy)
+            .replace("{candidate}", candidate);
         let cfg_path = dir.path().join("shadowdiff.toml");
         std::fs::write(&cfg_path, &text).unwrap();
         let cfg = Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -250,7 +266,12 @@ impl Shadowdiff {
     pub fn outcomes(&self) -> Vec<(String, Option<String>)> {
         self.rows("SELECT outcome, reason FROM exchanges ORDER BY id")
             .into_iter()
-            .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_str().map(str::to_owned)))
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_owned(),
+                    r[1].as_str().map(str::to_owned),
+                )
+            })
             .collect()
     }
 }
@@ -266,8 +287,12 @@ pub fn query(db: &Path, sql: &str) -> Vec<Vec<serde_json::Value>> {
                     rusqlite::types::ValueRef::Null => serde_json::Value::Null,
                     rusqlite::types::ValueRef::Integer(v) => v.into(),
                     rusqlite::types::ValueRef::Real(v) => serde_json::json!(v),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-                    rusqlite::types::ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned().into(),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        String::from_utf8_lossy(t).into_owned().into()
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => {
+                        String::from_utf8_lossy(b).into_owned().into()
+                    }
                 })
             })
             .collect()
