@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let default = match cli.verbose {
         0 => "warn,shadowdiff=info",
         1 => "info,shadowdiff=debug",
-        _ => "debug,shadowdiff=trace",
+        _ => "info,shadowdiff=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -301,5 +301,8 @@ fn the_example_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (code, out, err) = run(&["check", "--config", "config/shadowdiff.toml"], root);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("directory") && out.contains("individual"), "{out}");
+    assert!(
+        out.contains("directory") && out.contains("individual"),
+        "{out}"
+    );
 }

@@ -733,3 +733,38 @@ async fn admin_health_and_readiness() {
     assert_eq!(send(req).await.status, 200);
     sd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rps_limits_candidate_calls() {
+    let legacy = Upstream::json(json!({})).await;
+    let candidate = Upstream::json(json!({})).await;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "[shadow]\nmax_rps = 1\n").await;
+    // The bucket holds one call; the next ones within the same second are skipped.
+    for _ in 0..3 {
+        get(&sd.url("/a")).await;
+    }
+    sd.quiesce().await;
+    assert_eq!(candidate.count(), 1);
+    let o = sd.outcomes();
+    assert_eq!(o[0].0, "match");
+    assert_eq!(o[1], ("skipped".to_owned(), Some("max_rps".to_owned())));
+    sd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_are_mirrored_and_compare_status_and_headers() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::start(|_| Reply::json(json!({"a": 1})).status(404)).await;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
+    let got = send(Request::head(sd.url("/h")).body(Full::default()).unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body.is_empty());
+    sd.quiesce().await;
+    assert_eq!(candidate.seen()[0].method, "HEAD");
+    assert_eq!(sd.outcomes()[0].0, "diff");
+    assert_eq!(
+        sd.rows("SELECT pointer FROM diffs"),
+        vec![vec![json!("@status")]]
+    );
+    sd.stop().await;
+}
