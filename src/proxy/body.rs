@@ -73,8 +73,8 @@ impl Body for ReqBody {
 /// What the tee saw of the legacy body.
 #[derive(Debug)]
 pub enum Captured {
-    /// The whole body (still content-encoded).
-    Complete(Bytes),
+    /// The whole body (still content-encoded), as the frames came; see [`join`].
+    Complete(Vec<Bytes>),
     /// The body went past the limit; only its length so far is known.
     TooLarge { seen: usize },
     /// Legacy failed mid-body.
@@ -84,7 +84,9 @@ pub enum Captured {
 }
 
 struct Capture {
-    buf: BytesMut,
+    /// The frames seen so far: `Bytes` clones share the caller's buffers, so the copy costs no
+    /// memcpy on the request path; they are joined when the body ends.
+    chunks: Vec<Bytes>,
     limit: usize,
     seen: usize,
     tx: Option<oneshot::Sender<Captured>>,
@@ -130,7 +132,7 @@ impl ResBody {
     pub fn tee(inner: Incoming, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
         let (tx, rx) = oneshot::channel();
         let capture = Capture {
-            buf: BytesMut::new(),
+            chunks: Vec::new(),
             limit,
             seen: 0,
             tx: Some(tx),
@@ -169,9 +171,23 @@ impl ResBody {
 
 fn complete(c: &mut Capture) -> Captured {
     if c.seen > c.limit {
-        Captured::TooLarge { seen: c.seen }
-    } else {
-        Captured::Complete(std::mem::take(&mut c.buf).freeze())
+        return Captured::TooLarge { seen: c.seen };
+    }
+    Captured::Complete(std::mem::take(&mut c.chunks))
+}
+
+/// Joins captured frames into one buffer (off the request path).
+pub fn join(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in chunks {
+                buf.extend_from_slice(&chunk);
+            }
+            buf.freeze()
+        }
     }
 }
 
@@ -194,9 +210,9 @@ impl Body for ResBody {
                             if let Some(data) = frame.data_ref() {
                                 c.seen += data.len();
                                 if c.seen <= c.limit {
-                                    c.buf.extend_from_slice(data);
-                                } else if !c.buf.is_empty() {
-                                    c.buf = BytesMut::new();
+                                    c.chunks.push(data.clone());
+                                } else if !c.chunks.is_empty() {
+                                    c.chunks = Vec::new();
                                 }
                             }
                         }

@@ -158,7 +158,7 @@ pub fn compare(
         );
     }
     let l_bytes = match l_body {
-        Captured::Complete(b) => Some(b),
+        Captured::Complete(chunks) => Some(crate::proxy::body::join(chunks)),
         Captured::TooLarge { .. } => None,
         Captured::Error(e) => {
             return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}"))

@@ -417,9 +417,9 @@ pub enum LegacyPending {
 fn body_len(l: &Legacy) -> usize {
     match l {
         Legacy::Response {
-            body: Captured::Complete(b),
+            body: Captured::Complete(chunks),
             ..
-        } => b.len(),
+        } => chunks.iter().map(Bytes::len).sum(),
         _ => 0,
     }
 }
