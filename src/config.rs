@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::background::Priority;
 use crate::diff::{Glob, GlobSet, Rules};
 use crate::translate::{Accounts, CandidateTemplate, KeySource, PathPattern, Template};
 
@@ -319,6 +320,8 @@ struct RawShadow {
     max_body: Option<Size>,
     unmatched: Option<Unmatched>,
     backoff_on_429: Option<bool>,
+    threads: Option<usize>,
+    priority: Option<Priority>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -453,6 +456,10 @@ pub struct ShadowConfig {
     pub max_body: usize,
     pub unmatched: Unmatched,
     pub backoff_on_429: bool,
+    /// Threads of the shadow runtime (candidate calls and comparisons).
+    pub threads: usize,
+    /// CPU priority of the shadow threads and the store writer.
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone)]
@@ -603,7 +610,12 @@ impl Config {
             max_body: raw.shadow.max_body.map_or(10 << 20, |s| s.0),
             unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
+            threads: raw.shadow.threads.unwrap_or(1),
+            priority: raw.shadow.priority.unwrap_or_default(),
         };
+        if shadow.threads == 0 {
+            return Err(invalid("[shadow] threads: must be at least 1".into()));
+        }
         if !(0.0..=1.0).contains(&shadow.sample_rate) {
             return Err(invalid(format!(
                 "[shadow] sample_rate: {} is not between 0 and 1",

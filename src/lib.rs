@@ -10,11 +10,13 @@
 //! - [`diff`]: pure field diff of two JSON documents under the route's rules.
 //! - [`redact`]: removes secrets and configured fields before anything is stored.
 //! - [`store`]: the SQLite writer thread and retention.
+//! - [`background`]: the lower CPU priority of the shadow threads and the store writer.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`admin`]: `/healthz` and `/readyz`.
 //! - [`server`]: wires the pieces together and owns the shutdown sequence.
 
 pub mod admin;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod diff;

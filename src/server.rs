@@ -34,6 +34,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("starting the shadow runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("{side}: {source}")]
     Client {
         side: &'static str,
@@ -48,6 +50,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     admin: Arc<AdminState>,
     store: Store,
+    /// Where candidate calls and comparisons run (see [`crate::background`]).
+    runtime: BackgroundRuntime,
     drain_timeout: Duration,
 }
 
@@ -98,6 +102,7 @@ impl Server {
             &cfg.store.path,
             WriterOptions {
                 queue: cfg.store.queue,
+                priority: cfg.shadow.priority,
                 retention: cfg.store.retention,
                 max_value_len: cfg.store.max_value_len,
             },
@@ -115,7 +120,20 @@ impl Server {
                     source,
                 }
             })?;
-        let shadow = Arc::new(Shadow::new(cfg.clone(), candidate_client, store.handle()));
+        let priority = cfg.shadow.priority;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.shadow.threads)
+            .thread_name("shadow")
+            .enable_all()
+            .on_thread_start(move || crate::background::lower_current_thread(priority))
+            .build()
+            .map_err(StartError::Runtime)?;
+        let shadow = Arc::new(Shadow::new(
+            cfg.clone(),
+            candidate_client,
+            store.handle(),
+            runtime.handle().clone(),
+        ));
         let proxy = Arc::new(Proxy::new(shadow, legacy_client));
         let admin = Arc::new(AdminState {
             ready: false.into(),
@@ -127,6 +145,7 @@ impl Server {
             proxy,
             admin,
             store,
+            runtime: BackgroundRuntime(Some(runtime)),
             drain_timeout: cfg.proxy.drain_timeout,
         })
     }
@@ -149,7 +168,7 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains (bounded by the drain timeout) and flushes.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Summary {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Summary {
         let addr = self.proxy_addr();
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
@@ -212,6 +231,11 @@ impl Server {
         }
         let abandoned = tracker.count();
         drop(self.proxy);
+        if let Some(rt) = self.runtime.take() {
+            let _ =
+                tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(1)))
+                    .await;
+        }
         let stats = tokio::task::spawn_blocking(move || self.store.close())
             .await
             .expect("store close does not panic");
@@ -227,6 +251,24 @@ impl Server {
             "stopped"
         );
         summary
+    }
+}
+
+/// The shadow runtime. Dropping a runtime blocks, which async code may not do: a server dropped
+/// without `run` (or a test that panics) shuts it down in the background instead.
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn take(&mut self) -> Option<tokio::runtime::Runtime> {
+        self.0.take()
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

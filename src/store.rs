@@ -209,6 +209,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     pub queue: usize,
+    pub priority: crate::background::Priority,
     pub retention: Duration,
     pub max_value_len: usize,
 }
@@ -223,7 +224,10 @@ impl Store {
         let p = path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(conn, &rx, &st, &opts, &p))
+            .spawn(move || {
+                crate::background::lower_current_thread(opts.priority);
+                writer(conn, &rx, &st, &opts, &p);
+            })
             .map_err(|source| StoreError::Io {
                 path: path.display().to_string(),
                 source,
@@ -491,6 +495,7 @@ mod tests {
             &path,
             WriterOptions {
                 queue: 16,
+                priority: crate::background::Priority::Normal,
                 retention: Duration::from_secs(3600),
                 max_value_len: 32,
             },

@@ -125,10 +125,17 @@ pub struct Shadow {
     paused_until: AtomicU64,
     epoch: Instant,
     pub tracker: Arc<Tracker>,
+    /// The background runtime the shadow tasks run on.
+    rt: tokio::runtime::Handle,
 }
 
 impl Shadow {
-    pub fn new(cfg: Arc<Config>, client: HttpClient<Full<Bytes>>, store: StoreHandle) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        client: HttpClient<Full<Bytes>>,
+        store: StoreHandle,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
         let bucket = (cfg.shadow.max_rps > 0.0).then(|| {
             Mutex::new(Bucket {
                 rate: cfg.shadow.max_rps,
@@ -145,6 +152,7 @@ impl Shadow {
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
             tracker: Arc::default(),
+            rt,
         }
     }
 
@@ -291,7 +299,7 @@ impl Shadow {
         });
         let this = self.clone();
         let guard = self.tracker.track();
-        tokio::spawn(
+        self.rt.spawn(
             async move {
                 let _guard = guard;
                 let _permit = plan.permit;
@@ -350,7 +358,7 @@ impl Shadow {
     ) {
         let this = self.clone();
         let guard = self.tracker.track();
-        tokio::spawn(
+        self.rt.spawn(
             async move {
                 let _guard = guard;
                 let legacy = match legacy {
