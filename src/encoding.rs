@@ -5,6 +5,8 @@
 
 use std::io::Read;
 
+use bytes::Bytes;
+
 /// A body could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -17,12 +19,16 @@ pub enum DecodeError {
 }
 
 /// Decodes `body` by the comma-separated `content_encoding` (applied in order, so decoded in reverse).
+/// A body without an encoding is passed through (no copy); any body over `limit` is refused.
 pub fn decode(
     content_encoding: Option<&str>,
-    body: Vec<u8>,
+    body: Bytes,
     limit: usize,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Bytes, DecodeError> {
     let Some(ce) = content_encoding else {
+        if body.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
         return Ok(body);
     };
     let mut body = body;
@@ -60,7 +66,7 @@ fn corrupt(enc: &str, e: &dyn std::fmt::Display) -> DecodeError {
     }
 }
 
-fn read_limited(r: impl Read, enc: &str, limit: usize) -> Result<Vec<u8>, DecodeError> {
+fn read_limited(r: impl Read, enc: &str, limit: usize) -> Result<Bytes, DecodeError> {
     let mut out = Vec::new();
     let n = r
         .take(limit as u64 + 1)
@@ -69,13 +75,21 @@ fn read_limited(r: impl Read, enc: &str, limit: usize) -> Result<Vec<u8>, Decode
     if n > limit {
         return Err(DecodeError::TooLarge { limit });
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn dec(
+        ce: Option<&str>,
+        body: impl Into<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<u8>, DecodeError> {
+        decode(ce, Bytes::from(body.into()), limit).map(|b| b.to_vec())
+    }
 
     fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -85,13 +99,17 @@ mod tests {
 
     #[test]
     fn identity_and_gzip() {
-        assert_eq!(decode(None, b"x".to_vec(), 10).unwrap(), b"x");
+        assert_eq!(dec(None, b"x".to_vec(), 10).unwrap(), b"x");
         assert_eq!(
-            decode(Some("gzip"), gzip(b"{\"a\":1}"), 100).unwrap(),
+            dec(None, b"xyz".to_vec(), 2),
+            Err(DecodeError::TooLarge { limit: 2 })
+        );
+        assert_eq!(
+            dec(Some("gzip"), gzip(b"{\"a\":1}"), 100).unwrap(),
             b"{\"a\":1}"
         );
         assert_eq!(
-            decode(Some("gzip, identity"), gzip(b"hi"), 100).unwrap(),
+            dec(Some("gzip, identity"), gzip(b"hi"), 100).unwrap(),
             b"hi"
         );
     }
@@ -101,40 +119,40 @@ mod tests {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(b"zlib").unwrap();
         assert_eq!(
-            decode(Some("deflate"), z.finish().unwrap(), 100).unwrap(),
+            dec(Some("deflate"), z.finish().unwrap(), 100).unwrap(),
             b"zlib"
         );
         let mut raw =
             flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         raw.write_all(b"raw").unwrap();
         assert_eq!(
-            decode(Some("deflate"), raw.finish().unwrap(), 100).unwrap(),
+            dec(Some("deflate"), raw.finish().unwrap(), 100).unwrap(),
             b"raw"
         );
         let z = zstd::encode_all(&b"zstd body"[..], 3).unwrap();
-        assert_eq!(decode(Some("zstd"), z, 100).unwrap(), b"zstd body");
+        assert_eq!(dec(Some("zstd"), z, 100).unwrap(), b"zstd body");
     }
 
     #[test]
     fn brotli_known_stream() {
         // "hello" compressed by brotli -q 11 (an uncompressed meta-block).
         let br = [0x0b, 0x02, 0x80, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x03];
-        assert_eq!(decode(Some("br"), br.to_vec(), 100).unwrap(), b"hello");
+        assert_eq!(dec(Some("br"), br.to_vec(), 100).unwrap(), b"hello");
     }
 
     #[test]
     fn bombs_and_garbage_are_refused() {
         let big = gzip(&vec![b'a'; 1 << 20]);
         assert_eq!(
-            decode(Some("gzip"), big, 1000),
+            dec(Some("gzip"), big, 1000),
             Err(DecodeError::TooLarge { limit: 1000 })
         );
         assert!(matches!(
-            decode(Some("gzip"), b"not gzip".to_vec(), 100),
+            dec(Some("gzip"), b"not gzip".to_vec(), 100),
             Err(DecodeError::Corrupt { .. })
         ));
         assert!(matches!(
-            decode(Some("compress"), vec![], 100),
+            dec(Some("compress"), vec![], 100),
             Err(DecodeError::Unsupported(_))
         ));
     }

@@ -104,7 +104,8 @@ pub struct StoredBody {
     pub side: &'static str,
     pub status: Option<u16>,
     pub headers: Value,
-    pub body: Value,
+    /// The redacted JSON text; `None` for a body that is not JSON (not kept).
+    pub body: Option<Arc<str>>,
 }
 
 /// One exchange, ready to be written (already redacted).
@@ -123,7 +124,8 @@ pub struct Record {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub diff_count: usize,
-    pub diffs: Vec<Difference>,
+    /// Shared with the comparison memo: identical pairs reuse one list.
+    pub diffs: Arc<Vec<Difference>>,
     pub bodies: Vec<StoredBody>,
 }
 
@@ -393,7 +395,7 @@ fn write_batch(
                     b.side,
                     b.status,
                     b.headers.to_string(),
-                    b.body.to_string()
+                    b.body.as_deref()
                 ])?;
             }
         }
@@ -475,14 +477,14 @@ mod tests {
             outcome: Outcome::Diff,
             reason: None,
             diff_count: 1,
-            diffs: vec![Difference {
+            diffs: Arc::new(vec![Difference {
                 pointer: "/a".into(),
                 field: "/a".into(),
                 kind: Kind::Changed,
                 legacy: Some(json!("x".repeat(100))),
                 candidate: Some(json!(2)),
                 candidate_pointer: None,
-            }],
+            }]),
             bodies: vec![],
         }
     }

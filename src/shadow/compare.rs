@@ -12,6 +12,7 @@
 //! 8. otherwise compared: no difference left → `match`, else `diff`. Two bodies that are both not
 //!    JSON are compared as bytes after decoding: a difference is reported at the root pointer `""`.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -24,6 +25,8 @@ use crate::encoding;
 use crate::proxy::body::Captured;
 use crate::redact;
 use crate::store::{Outcome, Record, StoredBody};
+
+use super::memo;
 
 /// Who the exchange is, known before either side answers.
 #[derive(Debug, Clone)]
@@ -116,18 +119,21 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
         outcome,
         reason: None,
         diff_count: 0,
-        diffs: Vec::new(),
+        diffs: Arc::default(),
         bodies: Vec::new(),
     }
 }
 
 /// Compares the two sides and builds the (redacted) record.
+/// With `memo`, the comparison of a pair of complete responses already seen (same route,
+/// statuses, compared headers and body bytes) is reused instead of computed again.
 pub fn compare(
     meta: Meta,
     legacy: Legacy,
     candidate: Candidate,
     rules: &Rules,
     cfg: &Config,
+    memo: Option<(&memo::Memo, Option<usize>)>,
 ) -> Record {
     let mut r = base(meta, Outcome::Match);
     r.candidate_ms = Some(candidate.ms());
@@ -223,47 +229,119 @@ pub fn compare(
         }
         (Some(l), CandidateBody::Complete(c)) => (l, c),
     };
-    let decode = |h: &HeaderMap, b: Bytes, side: &str| {
-        let ce = h
+    let legacy = Side {
+        status: l_status,
+        headers: &l_headers,
+        body: l_bytes,
+    };
+    let candidate = Side {
+        status: c_status,
+        headers: &c_headers,
+        body: c_bytes,
+    };
+    let compared = match memo {
+        Some((memo, route)) => {
+            let key = memo::key(route, &legacy, &candidate, cfg);
+            match memo.get(key) {
+                Some(hit) => hit,
+                None => {
+                    let size = legacy.body.len() + candidate.body.len();
+                    let fresh = Arc::new(compare_bodies(&legacy, &candidate, rules, cfg));
+                    memo.insert(key, size, fresh.clone());
+                    fresh
+                }
+            }
+        }
+        None => Arc::new(compare_bodies(&legacy, &candidate, rules, cfg)),
+    };
+    r.outcome = compared.outcome;
+    r.reason.clone_from(&compared.reason);
+    r.diff_count = compared.diffs.len();
+    r.diffs = compared.diffs.clone();
+    if let Some([lb, cb]) = &compared.bodies {
+        r.bodies.push(stored("legacy", &legacy, lb.clone(), cfg));
+        r.bodies
+            .push(stored("candidate", &candidate, cb.clone(), cfg));
+    }
+    r
+}
+
+/// One side's complete response.
+pub struct Side<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    /// As received (still content-encoded).
+    pub body: Bytes,
+}
+
+/// The result of comparing two complete responses: everything about it that depends only on
+/// their statuses, compared headers and bodies, so it can be reused for the same pair.
+#[derive(Debug)]
+pub struct Compared {
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    /// Redacted.
+    pub diffs: Arc<Vec<Difference>>,
+    /// The (redacted) JSON text of both bodies, when they are to be kept; `None` for a body that
+    /// is not JSON.
+    pub bodies: Option<[Option<Arc<str>>; 2]>,
+}
+
+/// Decodes, parses, diffs and redacts two complete responses.
+pub fn compare_bodies(
+    legacy: &Side<'_>,
+    candidate: &Side<'_>,
+    rules: &Rules,
+    cfg: &Config,
+) -> Compared {
+    let max = cfg.shadow.max_body;
+    let done = |outcome, reason: String| Compared {
+        outcome,
+        reason: Some(reason),
+        diffs: Arc::default(),
+        bodies: None,
+    };
+    let decode = |s: &Side<'_>, side: &'static str| {
+        let ce = s
+            .headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        encoding::decode(ce, b.to_vec(), max).map_err(|e| (side.to_owned(), e))
+        encoding::decode(ce, s.body.clone(), max).map_err(|e| (side, e))
     };
-    let decoded = decode(&l_headers, l_bytes, "legacy")
-        .and_then(|l| Ok((l, decode(&c_headers, c_bytes, "candidate")?)));
+    let decoded = decode(legacy, "legacy").and_then(|l| Ok((l, decode(candidate, "candidate")?)));
     let (l_raw, c_raw) = match decoded {
         Ok(v) => v,
         Err((side, encoding::DecodeError::TooLarge { .. })) => {
-            return outcome(
-                r,
+            return done(
                 Outcome::TooLarge,
                 format!("{side} body over {max} bytes once decoded"),
             )
         }
-        Err((side, e)) => return outcome(r, Outcome::NotJson, format!("{side} body: {e}")),
+        Err((side, e)) => return done(Outcome::NotJson, format!("{side} body: {e}")),
     };
 
     let mut diffs = Vec::new();
     if let Some(d) = diff::diff_meta(
         &[Seg::Key("@status")],
-        Some(Value::from(l_status.as_u16())),
-        Some(Value::from(c_status.as_u16())),
+        Some(Value::from(legacy.status.as_u16())),
+        Some(Value::from(candidate.status.as_u16())),
         rules,
     ) {
         diffs.push(d);
     }
     for h in &cfg.diff.headers {
         let field = [Seg::Key("@header"), Seg::Key(h.as_str())];
-        if let Some(d) = diff::diff_meta(
-            &field,
-            header_value(&l_headers, h),
-            header_value(&c_headers, h),
-            rules,
-        ) {
+        let (l, c) = (
+            header_value(legacy.headers, h),
+            header_value(candidate.headers, h),
+        );
+        if let Some(d) = diff::diff_meta(&field, l, c, rules) {
             diffs.push(d);
         }
     }
 
+    let mut outcome = Outcome::Match;
+    let mut reason = None;
     let (l_json, c_json) = (parse_body(&l_raw), parse_body(&c_raw));
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => diffs.extend(diff::diff(l, c, rules)),
@@ -280,35 +358,37 @@ pub fn compare(
             }
         }
         (Some(_), None) => {
-            r.outcome = Outcome::NotJson;
-            r.reason = Some("candidate body is not JSON".into());
+            outcome = Outcome::NotJson;
+            reason = Some("candidate body is not JSON".into());
         }
         (None, Some(_)) => {
-            r.outcome = Outcome::NotJson;
-            r.reason = Some("legacy body is not JSON".into());
+            outcome = Outcome::NotJson;
+            reason = Some("legacy body is not JSON".into());
         }
     }
-    if r.outcome == Outcome::Match && !diffs.is_empty() {
-        r.outcome = Outcome::Diff;
+    if outcome == Outcome::Match && !diffs.is_empty() {
+        outcome = Outcome::Diff;
     }
-    r.diff_count = diffs.len();
     for d in &mut diffs {
         redact_difference(d, cfg);
     }
-    r.diffs = diffs;
-
     let keep = match cfg.store.bodies {
         Bodies::Never => false,
-        Bodies::OnDiff => r.outcome != Outcome::Match,
+        Bodies::OnDiff => outcome != Outcome::Match,
         Bodies::Always => true,
     };
-    if keep {
-        r.bodies
-            .push(stored("legacy", l_status, &l_headers, l_json, cfg));
-        r.bodies
-            .push(stored("candidate", c_status, &c_headers, c_json, cfg));
+    let text = |v: Option<Value>| {
+        v.map(|mut b| {
+            redact::redact_document(&mut b, &cfg.store.redact_fields);
+            Arc::<str>::from(b.to_string())
+        })
+    };
+    Compared {
+        outcome,
+        reason,
+        diffs: Arc::new(diffs),
+        bodies: keep.then(|| [text(l_json), text(c_json)]),
     }
-    r
 }
 
 fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {
@@ -337,7 +417,7 @@ fn summary(b: &[u8]) -> String {
 }
 
 /// A header's value as compared: its values joined by ", ", or `None` when absent.
-fn header_value(h: &HeaderMap, name: &http::HeaderName) -> Option<Value> {
+pub fn header_value(h: &HeaderMap, name: &http::HeaderName) -> Option<Value> {
     let vals: Vec<&str> = h
         .get_all(name)
         .iter()
@@ -364,31 +444,20 @@ fn redact_difference(d: &mut Difference, cfg: &Config) {
     }
 }
 
-/// A side's response as stored: redacted headers, and the body when it is JSON (a body that is
-/// not JSON is not kept: field redaction cannot apply to it).
-fn stored(
-    side: &'static str,
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: Option<Value>,
-    cfg: &Config,
-) -> StoredBody {
+/// A side's response as stored: its redacted headers (from this response) and body text.
+fn stored(side: &'static str, s: &Side<'_>, body: Option<Arc<str>>, cfg: &Config) -> StoredBody {
     let mut hs = Map::new();
-    for name in headers.keys() {
+    for name in s.headers.keys() {
         let value = if redact::is_redacted_header(name.as_str(), &cfg.store.redact_headers) {
             Value::String(redact::REDACTED.into())
         } else {
-            header_value(headers, name).unwrap_or(Value::Null)
+            header_value(s.headers, name).unwrap_or(Value::Null)
         };
         hs.insert(name.as_str().to_owned(), value);
     }
-    let body = body.map_or(Value::Null, |mut b| {
-        redact::redact_document(&mut b, &cfg.store.redact_fields);
-        b
-    });
     StoredBody {
         side,
-        status: Some(status.as_u16()),
+        status: Some(s.status.as_u16()),
         headers: Value::Object(hs),
         body,
     }

@@ -7,6 +7,7 @@
 //! and hands the record to the store. Nothing here can delay, fail or change the caller's response.
 
 pub mod compare;
+pub mod memo;
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
@@ -127,6 +128,7 @@ pub struct Shadow {
     pub tracker: Arc<Tracker>,
     /// The background runtime the shadow tasks run on.
     rt: tokio::runtime::Handle,
+    memo: memo::Memo,
 }
 
 impl Shadow {
@@ -153,6 +155,7 @@ impl Shadow {
             epoch: Instant::now(),
             tracker: Arc::default(),
             rt,
+            memo: memo::Memo::default(),
         }
     }
 
@@ -380,10 +383,18 @@ impl Shadow {
                     reason: format!("candidate task failed: {e}"),
                 });
                 let big = body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
-                let cfg = this.cfg.clone();
+                let shadow = this.clone();
                 let run = move || {
+                    let cfg = &shadow.cfg;
                     let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
-                    compare::compare(meta, legacy, candidate, rules, &cfg)
+                    compare::compare(
+                        meta,
+                        legacy,
+                        candidate,
+                        rules,
+                        cfg,
+                        Some((&shadow.memo, route)),
+                    )
                 };
                 let record = if big {
                     match tokio::task::spawn_blocking(run).await {
