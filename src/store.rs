@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use crate::diff::Difference;
@@ -59,9 +59,18 @@ CREATE TABLE IF NOT EXISTS bodies(
     side TEXT NOT NULL,
     status INTEGER,
     headers TEXT,
-    body TEXT,
+    blob_id INTEGER,
     PRIMARY KEY(exchange_id, side)
 );
+CREATE INDEX IF NOT EXISTS bodies_blob_id ON bodies(blob_id);
+CREATE TABLE IF NOT EXISTS blobs(
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE VIEW IF NOT EXISTS exchange_bodies AS
+    SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
+    FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
 ";
 
 /// How an exchange ended (SPEC §4).
@@ -104,8 +113,25 @@ pub struct StoredBody {
     pub side: &'static str,
     pub status: Option<u16>,
     pub headers: Value,
-    /// The redacted JSON text; `None` for a body that is not JSON (not kept).
-    pub body: Option<Arc<str>>,
+    /// The redacted JSON text and its hash; `None` for a body that is not JSON (not kept).
+    pub body: Option<BodyText>,
+}
+
+/// A body's text with its content hash: the same text is stored once (table `blobs`).
+#[derive(Debug, Clone)]
+pub struct BodyText {
+    pub text: Arc<str>,
+    pub hash: u128,
+}
+
+impl BodyText {
+    pub fn new(text: String) -> Self {
+        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        Self {
+            text: text.into(),
+            hash,
+        }
+    }
 }
 
 /// One exchange, ready to be written (already redacted).
@@ -360,8 +386,10 @@ fn write_batch(
             "INSERT INTO diffs(exchange_id, pointer, field, kind, legacy, candidate) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut bd = tx.prepare_cached(
-            "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let mut blob_find = tx.prepare_cached("SELECT id FROM blobs WHERE hash = ?1")?;
+        let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         for r in batch {
             ex.execute(params![
                 rfc3339(r.started_at),
@@ -390,12 +418,28 @@ fn write_batch(
                 ])?;
             }
             for b in &r.bodies {
+                let blob_id: Option<i64> = match &b.body {
+                    None => None,
+                    Some(body) => {
+                        let hash = body.hash.to_le_bytes();
+                        match blob_find
+                            .query_row([&hash[..]], |row| row.get(0))
+                            .optional()?
+                        {
+                            Some(id) => Some(id),
+                            None => {
+                                blob_add.execute(params![&hash[..], &*body.text])?;
+                                Some(tx.last_insert_rowid())
+                            }
+                        }
+                    }
+                };
                 bd.execute(params![
                     id,
                     b.side,
                     b.status,
                     b.headers.to_string(),
-                    b.body.as_deref()
+                    blob_id
                 ])?;
             }
         }
@@ -444,6 +488,12 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
             rows
         };
         if ids.is_empty() {
+            if total > 0 {
+                conn.execute(
+                    "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
+                    [],
+                )?;
+            }
             return Ok(total);
         }
         for id in &ids {

@@ -307,9 +307,22 @@ redact_fields = ["**/ssn", "**/dob"]
 "#;
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
     get(&sd.url("/people")).await;
+    get(&sd.url("/people")).await;
     sd.quiesce().await;
-    let diffs = sd.rows("SELECT pointer, legacy, candidate FROM diffs ORDER BY pointer");
+    let diffs = sd.rows(
+        "SELECT pointer, legacy, candidate FROM diffs WHERE exchange_id = 1 ORDER BY pointer",
+    );
     assert_eq!(diffs.len(), 3, "{diffs:?}");
+    // Bodies are kept redacted, and the same body text once.
+    let bodies =
+        sd.rows("SELECT side, body FROM exchange_bodies WHERE exchange_id = 1 ORDER BY side");
+    let kept: serde_json::Value = serde_json::from_str(bodies[1][1].as_str().unwrap()).unwrap();
+    assert_eq!(kept["people"][0]["ssn"], "[redacted]");
+    assert_eq!(kept["people"][0]["name"], "A");
+    assert_eq!(
+        sd.rows("SELECT (SELECT count(*) FROM bodies), (SELECT count(*) FROM blobs)"),
+        vec![vec![json!(4), json!(2)]]
+    );
     assert_eq!(
         diffs[0],
         vec![

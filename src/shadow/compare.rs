@@ -24,7 +24,7 @@ use crate::diff::{self, Difference, Kind, Rules, Seg};
 use crate::encoding;
 use crate::proxy::body::Captured;
 use crate::redact;
-use crate::store::{Outcome, Record, StoredBody};
+use crate::store::{BodyText, Outcome, Record, StoredBody};
 
 use super::memo;
 
@@ -284,7 +284,7 @@ pub struct Compared {
     pub diffs: Arc<Vec<Difference>>,
     /// The (redacted) JSON text of both bodies, when they are to be kept; `None` for a body that
     /// is not JSON.
-    pub bodies: Option<[Option<Arc<str>>; 2]>,
+    pub bodies: Option<[Option<BodyText>; 2]>,
 }
 
 /// Decodes, parses, diffs and redacts two complete responses.
@@ -380,7 +380,7 @@ pub fn compare_bodies(
     let text = |v: Option<Value>| {
         v.map(|mut b| {
             redact::redact_document(&mut b, &cfg.store.redact_fields);
-            Arc::<str>::from(b.to_string())
+            BodyText::new(b.to_string())
         })
     };
     Compared {
@@ -445,7 +445,7 @@ fn redact_difference(d: &mut Difference, cfg: &Config) {
 }
 
 /// A side's response as stored: its redacted headers (from this response) and body text.
-fn stored(side: &'static str, s: &Side<'_>, body: Option<Arc<str>>, cfg: &Config) -> StoredBody {
+fn stored(side: &'static str, s: &Side<'_>, body: Option<BodyText>, cfg: &Config) -> StoredBody {
     let mut hs = Map::new();
     for name in s.headers.keys() {
         let value = if redact::is_redacted_header(name.as_str(), &cfg.store.redact_headers) {

@@ -153,7 +153,10 @@ mod tests {
             second.bodies[0].headers["date"],
             "Tue, 02 Jan 2029 00:00:00 GMT"
         );
-        assert_eq!(second.bodies[1].body.as_deref(), Some(r#"{"a":1,"b":3}"#));
+        assert_eq!(
+            second.bodies[1].body.as_ref().map(|b| &*b.text),
+            Some(r#"{"a":1,"b":3}"#)
+        );
         let other = exchange(
             &cfg,
             &memo,
