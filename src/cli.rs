@@ -23,9 +23,9 @@ use crate::store;
     about = "Parallel-run shadow proxy and JSON diff for API migrations"
 )]
 pub struct Cli {
-    /// Config file.
-    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Config file [default: config/shadowdiff.toml].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -84,8 +84,10 @@ pub enum DiffFormat {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let explicit = std::env::args_os()
-        .any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+    let explicit = cli.config.is_some();
+    let config = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let result = match cli.command {
         Command::Serve {
             listen,
@@ -100,23 +102,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 candidate,
                 db,
             };
-            serve(&cli.config, explicit, &ov, admin)
+            serve(&config, explicit, &ov, admin)
         }
-        Command::Check => check(&cli.config),
+        Command::Check => check(&config),
         Command::Diff {
             legacy,
             candidate,
             route,
             format,
         } => diff_files(
-            &cli.config,
+            &config,
             explicit,
             &legacy,
             &candidate,
             route.as_deref(),
             format,
         ),
-        Command::Prune { older_than, db } => prune(&cli.config, explicit, older_than, db),
+        Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
     };
     match result {
         Ok(code) => code,

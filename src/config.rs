@@ -532,18 +532,18 @@ impl Config {
         Self::parse("", None).expect("the defaults are valid")
     }
 
-    /// Loads `path` when it exists; otherwise, when the overrides name both upstreams, uses the
-    /// defaults. Then applies the overrides.
+    /// For `serve`: with both upstreams on the command line and no explicit `--config`, the
+    /// built-in defaults (SPEC §2: "runs without a config file"); otherwise the file. Then the
+    /// command-line overrides.
     pub fn load_or_defaults(
         path: &Path,
         explicit: bool,
         ov: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut cfg = if path.exists() || explicit || ov.legacy.is_none() || ov.candidate.is_none()
-        {
-            Self::load(path)?
-        } else {
+        let mut cfg = if !explicit && ov.legacy.is_some() && ov.candidate.is_some() {
             Self::defaults()
+        } else {
+            Self::load(path)?
         };
         cfg.apply(ov)?;
         Ok(cfg)

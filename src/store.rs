@@ -44,16 +44,17 @@ CREATE TABLE IF NOT EXISTS exchanges(
 );
 CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
 CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
+-- Clustered by exchange: one b-tree insert per row, and an exchange's rows are adjacent.
 CREATE TABLE IF NOT EXISTS diffs(
     exchange_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     pointer TEXT NOT NULL,
     field TEXT NOT NULL,
     kind TEXT NOT NULL,
     legacy TEXT,
-    candidate TEXT
-);
-CREATE INDEX IF NOT EXISTS diffs_exchange_id ON diffs(exchange_id);
-CREATE INDEX IF NOT EXISTS diffs_field ON diffs(field);
+    candidate TEXT,
+    PRIMARY KEY(exchange_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bodies(
     exchange_id INTEGER NOT NULL,
     side TEXT NOT NULL,
@@ -300,6 +301,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
+    conn.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 16);
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
@@ -382,9 +385,6 @@ fn write_batch(
              legacy_ms, candidate_ms, outcome, diff_count, reason, request_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        let mut df = tx.prepare_cached(
-            "INSERT INTO diffs(exchange_id, pointer, field, kind, legacy, candidate) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
         let mut bd = tx.prepare_cached(
             "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -407,15 +407,27 @@ fn write_batch(
                 r.request_id,
             ])?;
             let id = tx.last_insert_rowid();
-            for d in r.diffs.iter().take(MAX_DIFF_ROWS) {
-                df.execute(params![
-                    id,
-                    d.pointer,
-                    d.field,
-                    d.kind.as_str(),
-                    d.legacy.as_ref().map(|v| value_text(v, max_len)),
-                    d.candidate.as_ref().map(|v| value_text(v, max_len)),
-                ])?;
+            let rows = &r.diffs[..r.diffs.len().min(MAX_DIFF_ROWS)];
+            for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
+                let mut st = tx.prepare_cached(&diff_insert_sql(chunk.len()))?;
+                let mut p = 1;
+                for (k, d) in chunk.iter().enumerate() {
+                    st.raw_bind_parameter(p, id)?;
+                    st.raw_bind_parameter(p + 1, (c * ROWS_PER_INSERT + k) as i64)?;
+                    st.raw_bind_parameter(p + 2, &d.pointer)?;
+                    st.raw_bind_parameter(p + 3, &d.field)?;
+                    st.raw_bind_parameter(p + 4, d.kind.as_str())?;
+                    st.raw_bind_parameter(
+                        p + 5,
+                        d.legacy.as_ref().map(|v| value_text(v, max_len)),
+                    )?;
+                    st.raw_bind_parameter(
+                        p + 6,
+                        d.candidate.as_ref().map(|v| value_text(v, max_len)),
+                    )?;
+                    p += 7;
+                }
+                st.raw_execute()?;
             }
             for b in &r.bodies {
                 let blob_id: Option<i64> = match &b.body {
@@ -445,6 +457,24 @@ fn write_batch(
         }
     }
     tx.commit()
+}
+
+/// Diff rows per INSERT statement: one statement per row costs more than the row itself.
+const ROWS_PER_INSERT: usize = 16;
+
+/// `INSERT INTO diffs ... VALUES (...), (...)` for `n` rows.
+fn diff_insert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO diffs(exchange_id, seq, pointer, field, kind, legacy, candidate) VALUES ",
+    );
+    for i in 0..n {
+        sql.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?)"
+        });
+    }
+    sql
 }
 
 /// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
@@ -578,6 +608,53 @@ mod tests {
         drop(h);
         let stats = store.close();
         assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn many_differences_are_stored_in_order_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let store = Store::open(
+            &path,
+            WriterOptions {
+                queue: 4,
+                priority: crate::background::Priority::Normal,
+                retention: Duration::from_secs(3600),
+                max_value_len: 64,
+            },
+        )
+        .unwrap();
+        let mut r = record(SystemTime::now());
+        let one = r.diffs[0].clone();
+        r.diffs = Arc::new(
+            (0..MAX_DIFF_ROWS + 37)
+                .map(|i| Difference {
+                    pointer: format!("/a/{i}"),
+                    ..one.clone()
+                })
+                .collect(),
+        );
+        r.diff_count = r.diffs.len();
+        let h = store.handle();
+        h.record(r);
+        h.flush_blocking();
+        let conn = open(&path).unwrap();
+        let (n, first, last): (i64, String, String) = conn
+            .query_row(
+                "SELECT count(*), min(pointer), (SELECT pointer FROM diffs ORDER BY seq DESC LIMIT 1) FROM diffs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(n, MAX_DIFF_ROWS as i64);
+        assert_eq!(first, "/a/0");
+        assert_eq!(last, format!("/a/{}", MAX_DIFF_ROWS - 1));
+        let count: i64 = conn
+            .query_row("SELECT diff_count FROM exchanges", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, (MAX_DIFF_ROWS + 37) as i64);
+        drop(h);
+        store.close();
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn prune_deletes_old_exchanges() {
     let conn = shadowdiff::store::open(&db).unwrap();
     conn.execute_batch(
         "INSERT INTO exchanges(started_at, outcome) VALUES ('2000-01-01T00:00:00.000Z', 'match');
-         INSERT INTO diffs(exchange_id, pointer, field, kind) VALUES (last_insert_rowid(), '/a', '/a', 'changed');
+         INSERT INTO diffs(exchange_id, seq, pointer, field, kind) VALUES (last_insert_rowid(), 0, '/a', '/a', 'changed');
          INSERT INTO exchanges(started_at, outcome) VALUES ('2999-01-01T00:00:00.000Z', 'match');",
     )
     .unwrap();
