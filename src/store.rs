@@ -20,6 +20,9 @@ use crate::diff::Difference;
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
 const BATCH: usize = 1000;
+/// How long the writer waits for more records after the first of a batch: one commit per
+/// window instead of one per record. Records reach the database within about this delay.
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// How often the writer prunes expired exchanges while serving.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Diff rows stored per exchange at most; `diff_count` keeps the real count.
@@ -335,6 +338,9 @@ fn writer(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // Gather a batch: up to BATCH records, or what arrives within BATCH_WINDOW of the first;
+        // a flush or stop request ends the wait at once.
+        let window_end = Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         let mut stop = false;
         while let Some(m) = next {
@@ -343,13 +349,14 @@ fn writer(
                 Msg::Flush(done) => flushes.push(done),
                 Msg::Stop => stop = true,
             }
-            if stop {
+            if stop || !flushes.is_empty() || batch.len() >= BATCH {
                 break;
             }
-            next = if batch.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => rx
+                    .recv_timeout(window_end.saturating_duration_since(Instant::now()))
+                    .ok(),
             };
         }
         if !batch.is_empty() {
