@@ -13,6 +13,8 @@ use serde_json::json;
 
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::diff;
+use crate::gate;
+use crate::report;
 use crate::server::{self, Server};
 use crate::store;
 
@@ -65,6 +67,46 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
     },
+    /// Parity report over a time window (SPEC §5).
+    Report {
+        /// Window ending now, e.g. 24h [default: 24h].
+        #[arg(long, value_parser = config::parse_duration, conflicts_with_all = ["from", "to"])]
+        since: Option<std::time::Duration>,
+        /// Window start (RFC 3339, or a date = midnight UTC); needs --to.
+        #[arg(long, value_parser = parse_time, requires = "to")]
+        from: Option<SystemTime>,
+        /// Window end (exclusive); needs --from.
+        #[arg(long, value_parser = parse_time, requires = "from")]
+        to: Option<SystemTime>,
+        /// Only this route ("(unmatched)" for requests that matched none).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Output format [default: by --out's extension, else md].
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+        /// Write to this file (parent folders are created) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Check the thresholds of [gate.PHASE]: exit 0 pass, 1 fail.
+    Gate {
+        #[arg(long)]
+        phase: String,
+        /// Window ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Delete exchanges older than the retention.
     Prune {
         /// Age limit (default: [store] retention), e.g. 30d.
@@ -74,6 +116,30 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Md,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GateFormat {
+    Text,
+    Json,
+}
+
+/// Parses `--from`/`--to`: RFC 3339 (`2026-11-28T06:00:00Z`) or a date (midnight UTC).
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| format!("invalid time {s:?}: {e} (use e.g. 2026-11-28T06:00:00Z)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +183,32 @@ pub fn run(cli: Cli) -> ExitCode {
             &candidate,
             route.as_deref(),
             format,
+        ),
+        Command::Report {
+            since,
+            from,
+            to,
+            route,
+            account,
+            format,
+            out,
+            db,
+        } => {
+            let window = window(since, from, to);
+            report_cmd(&config, explicit, window, route, account, format, out, db)
+        }
+        Command::Gate {
+            phase,
+            since,
+            format,
+            db,
+        } => gate_cmd(
+            &config,
+            explicit,
+            &phase,
+            window(since, None, None),
+            format,
+            db,
         ),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
     };
@@ -369,4 +461,130 @@ fn prune(
         if n == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report window: `--from`/`--to`, or the `--since` (default 24 h) before now.
+fn window(
+    since: Option<std::time::Duration>,
+    from: Option<SystemTime>,
+    to: Option<SystemTime>,
+) -> (SystemTime, SystemTime) {
+    match (from, to) {
+        (Some(f), Some(t)) => (f, t),
+        _ => {
+            let now = SystemTime::now();
+            (now - since.unwrap_or(DEFAULT_WINDOW), now)
+        }
+    }
+}
+
+/// The default report and gate window.
+const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Opens an existing store for reading.
+fn open_existing(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+    if !path.exists() {
+        return Err(UsageError(format!(
+            "no store at {} (see [store] path or --db)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(store::open(path)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_cmd(
+    config: &Path,
+    explicit: bool,
+    (from, to): (SystemTime, SystemTime),
+    route: Option<String>,
+    account: Option<String>,
+    format: Option<ReportFormat>,
+    out: Option<PathBuf>,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let conn = open_existing(&db.unwrap_or(cfg.store.path))?;
+    let filter = report::Filter {
+        from,
+        to,
+        route,
+        account,
+    };
+    let r = report::build(&conn, &filter)?;
+    let format = format.unwrap_or_else(|| {
+        match out
+            .as_ref()
+            .and_then(|p| p.extension())
+            .and_then(|e| e.to_str())
+        {
+            Some("html" | "htm") => ReportFormat::Html,
+            Some("json") => ReportFormat::Json,
+            _ => ReportFormat::Md,
+        }
+    });
+    let text = match format {
+        ReportFormat::Json => report::render::json(&r),
+        ReportFormat::Md => report::render::markdown(&r),
+        ReportFormat::Html => report::render::html(&r),
+    };
+    match out {
+        Some(p) => {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "{}: parity {:.2}% over {} compared exchanges",
+                p.display(),
+                r.totals.parity * 100.0,
+                r.totals.compared
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gate_cmd(
+    config: &Path,
+    explicit: bool,
+    phase: &str,
+    (from, to): (SystemTime, SystemTime),
+    format: GateFormat,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let Some(gate) = cfg.gates.get(phase) else {
+        let known: Vec<&str> = cfg.gates.keys().map(String::as_str).collect();
+        return Err(UsageError(format!(
+            "unknown phase {phase:?}: {} has no [gate.{phase}] (configured: {})",
+            config.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
+    };
+    let conn = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let filter = report::Filter {
+        from,
+        to,
+        route: None,
+        account: None,
+    };
+    let v = gate::evaluate(&conn, phase, gate, &filter)?;
+    match format {
+        GateFormat::Text => print!("{}", gate::text(&v)),
+        GateFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+    }
+    Ok(if v.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -13,6 +13,8 @@
 //! - [`background`]: the lower CPU priority of the shadow threads and the store writer.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
+//! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
 //! - [`server`]: wires the pieces together and owns the shutdown sequence.
 
 pub mod admin;
@@ -21,8 +23,10 @@ pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod encoding;
+pub mod gate;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod server;
 pub mod shadow;
 pub mod store;

@@ -1,0 +1,217 @@
+//! The rollout gate: the thresholds of `[gate.PHASE]` checked against the store. A pipeline
+//! promotes a phase (shadow → canary → ramp → GA) only when every criterion passes.
+//!
+//! Too few samples is a failure that says so, never a pass: `min_parity` and the rates fail when
+//! nothing was compared, and when `min_compared` is not met the other criteria say why they
+//! cannot be trusted.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::config::GateConfig;
+use crate::report::{self, Counts, Filter, Report, ReportError};
+
+/// One checked criterion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub criterion: String,
+    /// `all`, or `route:NAME` for a per-route override.
+    pub scope: String,
+    pub threshold: f64,
+    /// `None` when it could not be measured (no samples).
+    pub measured: Option<f64>,
+    pub pass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The gate's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub phase: String,
+    pub pass: bool,
+    pub window: report::Window,
+    pub checks: Vec<Check>,
+}
+
+/// Evaluates `[gate.PHASE]` (with its per-route overrides) over the window of `filter`.
+pub fn evaluate(
+    conn: &Connection,
+    phase: &str,
+    gate: &GateConfig,
+    filter: &Filter,
+) -> Result<Verdict, ReportError> {
+    let report = report::build(conn, filter)?;
+    let mut checks = Vec::new();
+    let overall = Scope {
+        name: "all".into(),
+        counts: &report.totals,
+        latency: report::latency(conn, filter)?,
+    };
+    check_scope(&mut checks, gate, &overall);
+    if let Some(max) = gate.max_auth_error_accounts {
+        let n = report.needs_reauth.len() as f64;
+        checks.push(Check {
+            criterion: "max_auth_error_accounts".into(),
+            scope: "all".into(),
+            threshold: max as f64,
+            measured: Some(n),
+            pass: n <= max as f64,
+            note: (!report.needs_reauth.is_empty())
+                .then(|| format!("needs re-auth: {}", report.needs_reauth.join(", "))),
+        });
+    }
+    let empty = Counts::default();
+    for (route, rg) in &gate.routes {
+        let counts = route_counts(&report, route).unwrap_or(&empty);
+        let rf = Filter {
+            route: Some(route.clone()),
+            ..filter.clone()
+        };
+        let scope = Scope {
+            name: format!("route:{route}"),
+            counts,
+            latency: report::latency(conn, &rf)?,
+        };
+        check_scope(&mut checks, rg, &scope);
+    }
+    Ok(Verdict {
+        phase: phase.to_owned(),
+        // A gate without a criterion is more likely a mistake than a wish to promote blindly.
+        pass: !checks.is_empty() && checks.iter().all(|c| c.pass),
+        window: report.window,
+        checks,
+    })
+}
+
+fn route_counts<'a>(r: &'a Report, route: &str) -> Option<&'a Counts> {
+    r.routes
+        .iter()
+        .find(|x| x.route == route)
+        .map(|x| &x.counts)
+}
+
+struct Scope<'a> {
+    name: String,
+    counts: &'a Counts,
+    latency: report::Latency,
+}
+
+fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
+    let c = s.counts;
+    let too_few = g.min_compared.filter(|m| c.compared < *m);
+    let few_note = too_few.map(|m| format!("too few samples: {} compared, {m} needed", c.compared));
+    let mut push = |criterion: &str,
+                    threshold: f64,
+                    measured: Option<f64>,
+                    ok: fn(f64, f64) -> bool,
+                    none: &str| {
+        let pass = measured.is_some_and(|m| ok(m, threshold)) && too_few.is_none();
+        let note = match measured {
+            None => Some(none.to_owned()),
+            Some(_) if criterion != "min_compared" => few_note.clone(),
+            Some(_) => None,
+        };
+        out.push(Check {
+            criterion: criterion.into(),
+            scope: s.name.clone(),
+            threshold,
+            measured,
+            pass,
+            note,
+        });
+    };
+    if let Some(m) = g.min_compared {
+        push(
+            "min_compared",
+            m as f64,
+            Some(c.compared as f64),
+            |m, t| m >= t,
+            "",
+        );
+    }
+    if let Some(p) = g.min_parity {
+        let measured = (c.compared > 0).then_some(c.parity);
+        push(
+            "min_parity",
+            p,
+            measured,
+            |m, t| m >= t,
+            "too few samples: nothing compared",
+        );
+    }
+    if let Some(r) = g.max_candidate_error_rate {
+        let mirrored = c.mirrored();
+        let errors = c.outcome("candidate_error") + c.outcome("candidate_timeout");
+        let measured = (mirrored > 0).then(|| errors as f64 / mirrored as f64);
+        push(
+            "max_candidate_error_rate",
+            r,
+            measured,
+            |m, t| m <= t,
+            "too few samples: nothing mirrored",
+        );
+    }
+    if let Some(r) = g.max_latency_ratio {
+        let l = &s.latency;
+        let measured =
+            (l.legacy_p99 > 0.0 && l.candidate_p99 > 0.0).then(|| l.candidate_p99 / l.legacy_p99);
+        push(
+            "max_latency_ratio",
+            r,
+            measured,
+            |m, t| m <= t,
+            "too few samples: no latency measured",
+        );
+    }
+}
+
+/// The verdict for people: one line per criterion.
+pub fn text(v: &Verdict) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "gate {}: {} ({} → {})",
+        v.phase,
+        if v.pass { "PASS" } else { "FAIL" },
+        v.window.from,
+        v.window.to
+    );
+    let _ = writeln!(
+        o,
+        "  {:<26} {:<20} {:>10} {:>10}  result",
+        "criterion", "scope", "threshold", "measured"
+    );
+    for c in &v.checks {
+        let measured = c.measured.map_or_else(|| "-".to_owned(), fmt_num);
+        let _ = writeln!(
+            o,
+            "  {:<26} {:<20} {:>10} {:>10}  {}{}",
+            c.criterion,
+            c.scope,
+            fmt_num(c.threshold),
+            measured,
+            if c.pass { "pass" } else { "FAIL" },
+            c.note
+                .as_ref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    if v.checks.is_empty() {
+        let _ = writeln!(
+            o,
+            "  (no criterion configured for this phase: refusing to pass)"
+        );
+    }
+    o
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.4}")
+    }
+}

@@ -1,0 +1,397 @@
+//! Renders a [`Report`] for people: Markdown short enough for a chat message or a PR comment,
+//! and one self-contained HTML page (inline CSS and SVG, no script, no external resource).
+//! Both show the numbers of the one aggregation; nothing is computed here but formatting.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Counts, Day, FieldStat, Report, RouteReport};
+
+/// Fields listed per route in Markdown.
+const MD_FIELDS: usize = 5;
+/// A value shown inline when its JSON text is at most this long; longer ones as a unified diff.
+const INLINE_VALUE: usize = 60;
+
+pub fn json(r: &Report) -> String {
+    serde_json::to_string_pretty(r).expect("a report serialises")
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn outcomes_line(c: &Counts) -> String {
+    c.outcomes
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > INLINE_VALUE {
+        let cut: String = s.chars().take(INLINE_VALUE).collect();
+        format!("{cut}…")
+    } else {
+        s
+    }
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut o = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "## shadowdiff parity: {} ({} / {} compared)",
+        pct(t.parity),
+        t.matched,
+        t.compared
+    );
+    let _ = writeln!(
+        o,
+        "\n{} → {} · {} exchanges · {}\n",
+        r.window.from,
+        r.window.to,
+        t.exchanges,
+        outcomes_line(t)
+    );
+    if !r.routes.is_empty() {
+        o.push_str("| route | parity | compared | exchanges | legacy p50/p99 ms | candidate p50/p99 ms |\n");
+        o.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for rt in &r.routes {
+            let l = &rt.latency_ms;
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                rt.route,
+                parity_text(&rt.counts),
+                rt.counts.compared,
+                rt.counts.exchanges,
+                l.legacy_p50,
+                l.legacy_p99,
+                l.candidate_p50,
+                l.candidate_p99
+            );
+        }
+    }
+    for rt in r.routes.iter().filter(|rt| !rt.fields.is_empty()) {
+        let _ = writeln!(o, "\n**{}**: top differing fields", rt.route);
+        for f in rt.fields.iter().take(MD_FIELDS) {
+            let _ = writeln!(
+                o,
+                "- `{}` {} in {} exchanges ({}), e.g. `{}` → `{}`",
+                f.field,
+                f.kind,
+                f.exchanges,
+                pct(f.rate),
+                if f.kind == "extra" {
+                    "(absent)".to_owned()
+                } else {
+                    short(&f.example.legacy)
+                },
+                if f.kind == "missing" {
+                    "(absent)".to_owned()
+                } else {
+                    short(&f.example.candidate)
+                }
+            );
+        }
+        if rt.fields.len() > MD_FIELDS {
+            let _ = writeln!(o, "- … {} more", rt.fields.len() - MD_FIELDS);
+        }
+    }
+    if !r.needs_reauth.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n**Needs re-auth** (candidate 401/403): {}",
+            r.needs_reauth.join(", ")
+        );
+    }
+    o
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+:root { --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; --bg: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 14px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2328; margin: 0; background: #fff; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+.muted { color: var(--muted); }
+.cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 16px 0; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; min-width: 150px; background: var(--bg); }
+.card b { display: block; font-size: 22px; }
+table { border-collapse: collapse; width: 100%; margin: 8px 0; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { background: var(--bg); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, pre { font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { background: var(--bg); padding: 8px; border-radius: 6px; overflow-x: auto; margin: 4px 0; max-height: 260px; }
+.ok { color: var(--ok); } .warn { color: var(--warn); } .bad { color: var(--bad); }
+.pill { display: inline-block; padding: 0 6px; border-radius: 10px; font-size: 12px; background: var(--bg); border: 1px solid var(--line); }
+.del { color: var(--bad); } .add { color: var(--ok); }
+"#;
+
+/// Parity as shown to people: "–" when nothing was compared (the JSON keeps SPEC's 1.0).
+fn parity_text(c: &Counts) -> String {
+    if c.compared == 0 {
+        "–".to_owned()
+    } else {
+        pct(c.parity)
+    }
+}
+
+fn parity_cls(c: &Counts) -> &'static str {
+    if c.compared == 0 {
+        "muted"
+    } else {
+        parity_class(c.parity)
+    }
+}
+
+fn parity_class(p: f64) -> &'static str {
+    if p >= 0.99 {
+        "ok"
+    } else if p >= 0.95 {
+        "warn"
+    } else {
+        "bad"
+    }
+}
+
+pub fn html(r: &Report) -> String {
+    let t = &r.totals;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>shadowdiff parity {}</title><style>{CSS}</style></head><body><main>",
+        esc(&pct(t.parity))
+    );
+    let _ = write!(
+        o,
+        "<h1>shadowdiff parity report</h1><div class=\"muted\">{} → {}</div>",
+        esc(&r.window.from),
+        esc(&r.window.to)
+    );
+    let _ = write!(
+        o,
+        "<div class=\"cards\"><div class=\"card\">parity<b class=\"{}\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">matched<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div></div>",
+        parity_class(t.parity),
+        pct(t.parity),
+        t.compared,
+        t.matched,
+        t.exchanges
+    );
+    o.push_str("<h2>Outcomes</h2><p>");
+    for (k, v) in &t.outcomes {
+        let _ = write!(o, "<span class=\"pill\">{} <b>{v}</b></span> ", esc(k));
+    }
+    o.push_str("</p><h2>Routes</h2>");
+    o.push_str("<table><tr><th>route</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th class=\"num\">exchanges</th><th class=\"num\">legacy p50 / p99 ms</th><th class=\"num\">candidate p50 / p99 ms</th><th>outcomes</th></tr>");
+    for rt in &r.routes {
+        let l = &rt.latency_ms;
+        let _ = write!(
+            o,
+            "<tr><td><a href=\"#route-{id}\">{name}</a></td><td class=\"num {cls}\">{p}</td><td class=\"num\">{c}</td><td class=\"num\">{e}</td><td class=\"num\">{:.1} / {:.1}</td><td class=\"num\">{:.1} / {:.1}</td><td>{out}</td></tr>",
+            l.legacy_p50,
+            l.legacy_p99,
+            l.candidate_p50,
+            l.candidate_p99,
+            id = esc(&anchor(&rt.route)),
+            name = esc(&rt.route),
+            cls = parity_cls(&rt.counts),
+            p = parity_text(&rt.counts),
+            c = rt.counts.compared,
+            e = rt.counts.exchanges,
+            out = esc(&outcomes_line(&rt.counts)),
+        );
+    }
+    o.push_str("</table>");
+    for rt in &r.routes {
+        route_section(&mut o, rt);
+    }
+    o.push_str("<h2>Accounts</h2>");
+    if !r.needs_reauth.is_empty() {
+        let _ = write!(
+            o,
+            "<p><b class=\"bad\">Needs re-auth</b> (candidate answered 401/403): {}</p>",
+            esc(&r.needs_reauth.join(", "))
+        );
+    }
+    if r.accounts.is_empty() {
+        o.push_str("<p class=\"muted\">No exchange was attributed to an account (see <code>[accounts]</code>).</p>");
+    } else {
+        o.push_str("<table><tr><th>account</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th class=\"num\">exchanges</th><th>outcomes</th></tr>");
+        for a in &r.accounts {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"num {}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                esc(&a.account),
+                parity_cls(&a.counts),
+                parity_text(&a.counts),
+                a.counts.compared,
+                a.counts.exchanges,
+                esc(&outcomes_line(&a.counts))
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("<p class=\"muted\">Generated by shadowdiff. Parity = matched / compared exchanges; rate = exchanges with the difference / compared exchanges of the route.</p></main></body></html>\n");
+    o
+}
+
+fn anchor(route: &str) -> String {
+    route
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn route_section(o: &mut String, rt: &RouteReport) {
+    let _ = write!(
+        o,
+        "<h2 id=\"route-{}\">{}</h2><div class=\"muted\">parity <b class=\"{}\">{}</b> · {} compared · {} exchanges</div>",
+        esc(&anchor(&rt.route)),
+        esc(&rt.route),
+        parity_cls(&rt.counts),
+        parity_text(&rt.counts),
+        rt.counts.compared,
+        rt.counts.exchanges
+    );
+    if rt.trend.len() > 1 {
+        o.push_str("<h3>Daily parity</h3>");
+        o.push_str(&trend_svg(&rt.trend));
+    }
+    if rt.fields.is_empty() {
+        o.push_str("<p class=\"muted\">No differing field.</p>");
+        return;
+    }
+    o.push_str("<h3>Differing fields</h3><table><tr><th>field</th><th>kind</th><th class=\"num\">exchanges</th><th class=\"num\">rate</th><th class=\"num\">rows</th><th>example (legacy → candidate)</th></tr>");
+    for f in &rt.fields {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&f.field),
+            esc(&f.kind),
+            f.exchanges,
+            pct(f.rate),
+            f.count,
+            example(f)
+        );
+    }
+    o.push_str("</table>");
+}
+
+/// Small values side by side; larger ones as a unified diff of their pretty-printed JSON.
+fn example(f: &FieldStat) -> String {
+    let (l, c) = (&f.example.legacy, &f.example.candidate);
+    let side = |v: &Value, absent: bool| {
+        if absent {
+            "(absent)".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let (ls, cs) = (side(l, f.kind == "extra"), side(c, f.kind == "missing"));
+    if ls.len() <= INLINE_VALUE && cs.len() <= INLINE_VALUE {
+        return format!(
+            "<code class=\"del\">{}</code> → <code class=\"add\">{}</code>",
+            esc(&ls),
+            esc(&cs)
+        );
+    }
+    let pretty = |v: &Value| {
+        if v.is_null() {
+            String::new()
+        } else {
+            serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+        }
+    };
+    let (lp, cp) = (pretty(l), pretty(c));
+    let diff = similar::TextDiff::from_lines(&lp, &cp);
+    let mut out = String::from("<pre>");
+    for change in diff.iter_all_changes() {
+        let (class, sign) = match change.tag() {
+            similar::ChangeTag::Delete => ("del", '-'),
+            similar::ChangeTag::Insert => ("add", '+'),
+            similar::ChangeTag::Equal => ("", ' '),
+        };
+        let _ = write!(
+            out,
+            "<span class=\"{class}\">{sign}{}</span>",
+            esc(&change.to_string())
+        );
+    }
+    out.push_str("</pre>");
+    out
+}
+
+/// A line chart of daily parity (0–100 %), inline SVG.
+fn trend_svg(days: &[Day]) -> String {
+    let (w, h, pad) = (640.0, 160.0, 28.0);
+    let n = days.len().max(2) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+    let y = |p: f64| pad / 2.0 + (h - pad * 1.5) * (1.0 - p);
+    let mut points = String::new();
+    for (i, d) in days.iter().enumerate() {
+        let _ = write!(points, "{:.1},{:.1} ", x(i), y(d.parity));
+    }
+    let mut s = format!(
+        "<svg role=\"img\" aria-label=\"daily parity\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"10\" font-family=\"sans-serif\">"
+    );
+    for p in [0.0, 0.5, 1.0] {
+        let _ = write!(
+            s,
+            "<line x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d0d7de\"/><text x=\"2\" y=\"{:.1}\" fill=\"#57606a\">{}%</text>",
+            w - pad,
+            y(p) + 3.0,
+            (p * 100.0) as u32,
+            y = y(p)
+        );
+    }
+    let _ = write!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\" points=\"{}\"/>",
+        points.trim()
+    );
+    for (i, d) in days.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#0969da\"><title>{} {} ({} compared)</title></circle>",
+            x(i),
+            y(d.parity),
+            esc(&d.day),
+            pct(d.parity),
+            d.compared
+        );
+    }
+    if let (Some(first), Some(last)) = (days.first(), days.last()) {
+        let _ = write!(
+            s,
+            "<text x=\"{pad}\" y=\"{h}\" fill=\"#57606a\">{}</text><text x=\"{}\" y=\"{h}\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
+            esc(&first.day),
+            w - pad,
+            esc(&last.day)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
