@@ -42,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "INSERT INTO exchanges(id, started_at, route, method, path, account, legacy_status, candidate_status,
                  legacy_ms, candidate_ms, outcome, diff_count) VALUES (?1, ?2, ?3, 'GET', '/p', ?4, 200, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            let mut sum = tx.prepare_cached(
+                "INSERT INTO diff_fields(exchange_id, started_at, route, field, kind, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
             let mut df = tx.prepare_cached(
                 "INSERT INTO diffs(exchange_id, seq, pointer, field, kind, legacy, candidate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
@@ -69,9 +72,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 } else {
                     0
                 };
+                let started_at = store::rfc3339(at);
                 ex.execute(rusqlite::params![
                     id as i64,
-                    store::rfc3339(at),
+                    &started_at,
                     route,
                     account,
                     200,
@@ -90,6 +94,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         kinds[(f % 4) as usize],
                         "\"legacy value\"",
                         "\"candidate value\""
+                    ])?;
+                }
+                let mut per_field = std::collections::BTreeMap::new();
+                for seq in 0..n {
+                    *per_field.entry((seq + (r >> 40)) % 20).or_insert(0i64) += 1;
+                }
+                for (f, count) in per_field {
+                    sum.execute(rusqlite::params![
+                        id as i64,
+                        &started_at,
+                        route,
+                        format!("/individuals/*/field_{f}"),
+                        kinds[(f % 4) as usize],
+                        count
                     ])?;
                 }
                 written_diffs += n;

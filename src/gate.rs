@@ -41,12 +41,12 @@ pub fn evaluate(
     gate: &GateConfig,
     filter: &Filter,
 ) -> Result<Verdict, ReportError> {
-    let report = report::build(conn, filter)?;
+    let report = report::build_with(conn, filter, report::Options { details: false })?;
     let mut checks = Vec::new();
     let overall = Scope {
         name: "all".into(),
         counts: &report.totals,
-        latency: report::latency(conn, filter)?,
+        latency: report::latency(conn, filter, report.totals.exchanges)?,
     };
     check_scope(&mut checks, gate, &overall);
     if let Some(max) = gate.max_auth_error_accounts {
@@ -71,7 +71,7 @@ pub fn evaluate(
         let scope = Scope {
             name: format!("route:{route}"),
             counts,
-            latency: report::latency(conn, &rf)?,
+            latency: report::latency(conn, &rf, counts.exchanges)?,
         };
         check_scope(&mut checks, rg, &scope);
     }

@@ -45,8 +45,24 @@ CREATE TABLE IF NOT EXISTS exchanges(
     reason TEXT,
     request_id TEXT
 );
+-- Windows (prune, overall latency), per-route windows (trend, latency), and counts per
+-- (route, outcome) and (account, outcome) without sorting.
 CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
 CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
+CREATE INDEX IF NOT EXISTS exchanges_route_outcome ON exchanges(route, outcome, started_at);
+CREATE INDEX IF NOT EXISTS exchanges_account_outcome ON exchanges(account, outcome, started_at);
+-- One row per (exchange, field pattern, kind) with the number of differences: what reports
+-- aggregate, read in index order per route without touching the diffs themselves.
+CREATE TABLE IF NOT EXISTS diff_fields(
+    exchange_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    route TEXT,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(exchange_id, field, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS diff_fields_route ON diff_fields(route, field, kind, started_at, n);
 -- Clustered by exchange: one b-tree insert per row, and an exchange's rows are adjacent.
 CREATE TABLE IF NOT EXISTS diffs(
     exchange_id INTEGER NOT NULL,
@@ -395,11 +411,15 @@ fn write_batch(
         let mut bd = tx.prepare_cached(
             "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let mut df_sum = tx.prepare_cached(
+            "INSERT INTO diff_fields(exchange_id, started_at, route, field, kind, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         let mut blob_find = tx.prepare_cached("SELECT id FROM blobs WHERE hash = ?1")?;
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         for r in batch {
+            let started_at = rfc3339(r.started_at);
             ex.execute(params![
-                rfc3339(r.started_at),
+                &started_at,
                 r.route,
                 r.method,
                 r.path,
@@ -414,6 +434,16 @@ fn write_batch(
                 r.request_id,
             ])?;
             let id = tx.last_insert_rowid();
+            let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
+                std::collections::BTreeMap::new();
+            for d in r.diffs.iter() {
+                *per_field
+                    .entry((d.field.as_str(), d.kind.as_str()))
+                    .or_default() += 1;
+            }
+            for ((field, kind), n) in per_field {
+                df_sum.execute(params![id, &started_at, r.route, field, kind, n])?;
+            }
             let rows = &r.diffs[..r.diffs.len().min(MAX_DIFF_ROWS)];
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
                 let mut st = tx.prepare_cached(&diff_insert_sql(chunk.len()))?;
@@ -535,6 +565,7 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
         }
         for id in &ids {
             tx.execute("DELETE FROM diffs WHERE exchange_id = ?1", [id])?;
+            tx.execute("DELETE FROM diff_fields WHERE exchange_id = ?1", [id])?;
             tx.execute("DELETE FROM bodies WHERE exchange_id = ?1", [id])?;
             tx.execute("DELETE FROM exchanges WHERE id = ?1", [id])?;
         }

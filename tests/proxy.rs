@@ -172,6 +172,16 @@ async fn gzip_candidate_bodies_are_decoded_before_the_diff() {
             json!("\"on_leave\"")
         ]]
     );
+    // The per-field summary reports read.
+    assert_eq!(
+        sd.rows("SELECT route, field, kind, n FROM diff_fields"),
+        vec![vec![
+            json!(null),
+            json!("/employees/*/status"),
+            json!("changed"),
+            json!(1)
+        ]]
+    );
     sd.stop().await;
 }
 

@@ -122,6 +122,14 @@ fn fixture(dir: &Path) -> PathBuf {
             rusqlite::params![e, seq, ptr, field, kind, l, c],
         )
         .unwrap();
+        // What the store's writer keeps beside the rows: counts per (exchange, field, kind).
+        conn.execute(
+            "INSERT INTO diff_fields(exchange_id, started_at, route, field, kind, n)
+             SELECT id, started_at, route, ?2, ?3, 1 FROM exchanges WHERE id = ?1
+             ON CONFLICT(exchange_id, field, kind) DO UPDATE SET n = n + 1",
+            rusqlite::params![e, field, kind],
+        )
+        .unwrap();
     };
     d(
         a,

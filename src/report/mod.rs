@@ -167,26 +167,60 @@ fn where_clause(f: &Filter) -> (String, Vec<String>) {
     (sql, params)
 }
 
+/// What to compute besides the counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Per-route differing fields and daily trend (the gate needs neither).
+    pub details: bool,
+}
+
 /// Builds the report.
 pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
+    build_with(conn, f, Options { details: true })
+}
+
+/// Counts of exchanges per (`column`, outcome) in the window: the distinct pairs come from the
+/// `(column, outcome, started_at)` index, then each pair is counted over a range of that index,
+/// so nothing is sorted however large the window.
+fn counts_by(
+    conn: &Connection,
+    column: &str,
+    f: &Filter,
+) -> Result<Vec<(Option<String>, String, u64)>, ReportError> {
+    let pairs: Vec<(Option<String>, String)> = conn
+        .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let (cond, params) = where_clause(f);
+    let sql = format!(
+        "SELECT count(*) FROM exchanges e WHERE e.{column} IS ?{} AND e.outcome = ?{} AND {cond}",
+        params.len() + 1,
+        params.len() + 2
+    );
+    let mut q = conn.prepare(&sql)?;
+    let mut out = Vec::new();
+    for (key, outcome) in pairs {
+        let mut p: Vec<rusqlite::types::Value> = params.iter().cloned().map(Into::into).collect();
+        p.push(key.clone().map_or(rusqlite::types::Value::Null, Into::into));
+        p.push(outcome.clone().into());
+        let n: i64 = q.query_row(params_from_iter(p), |r| r.get(0))?;
+        if n > 0 {
+            out.push((key, outcome, n as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the report, computing what `opts` asks for.
+pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report, ReportError> {
     let mut totals = Counts::default();
     let mut routes: BTreeMap<String, Counts> = BTreeMap::new();
-    {
-        let mut q = conn.prepare(&format!(
-            "SELECT e.route, e.outcome, count(*) FROM exchanges e WHERE {cond} GROUP BY e.route, e.outcome"
-        ))?;
-        let mut rows = q.query(params_from_iter(&params))?;
-        while let Some(row) = rows.next()? {
-            let route: Option<String> = row.get(0)?;
-            let outcome: String = row.get(1)?;
-            let n: i64 = row.get(2)?;
-            totals.add(&outcome, n as u64);
-            routes
-                .entry(route.unwrap_or_else(|| UNMATCHED.to_owned()))
-                .or_default()
-                .add(&outcome, n as u64);
-        }
+    for (route, outcome, n) in counts_by(conn, "route", f)? {
+        totals.add(&outcome, n);
+        routes
+            .entry(route.unwrap_or_else(|| UNMATCHED.to_owned()))
+            .or_default()
+            .add(&outcome, n);
     }
 
     let mut route_reports = Vec::with_capacity(routes.len());
@@ -195,10 +229,16 @@ pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
             route: Some(route.clone()),
             ..f.clone()
         };
-        let latency = latency(conn, &rf)?;
-        let (rcond, rparams) = where_clause(&rf);
-        let fields = fields(conn, &rcond, &rparams, counts.compared)?;
-        let trend = trend(conn, &rcond, &rparams)?;
+        let latency = latency(conn, &rf, counts.exchanges)?;
+        let (fields, trend) = if opts.details {
+            let (rcond, rparams) = where_clause(&rf);
+            (
+                fields(conn, &rf, counts.compared)?,
+                trend(conn, &rcond, &rparams)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         route_reports.push(RouteReport {
             route,
             counts,
@@ -215,17 +255,9 @@ pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
     });
 
     let mut accounts: BTreeMap<String, Counts> = BTreeMap::new();
-    {
-        let mut q = conn.prepare(&format!(
-            "SELECT e.account, e.outcome, count(*) FROM exchanges e
-             WHERE {cond} AND e.account IS NOT NULL GROUP BY e.account, e.outcome"
-        ))?;
-        let mut rows = q.query(params_from_iter(&params))?;
-        while let Some(row) = rows.next()? {
-            let account: String = row.get(0)?;
-            let outcome: String = row.get(1)?;
-            let n: i64 = row.get(2)?;
-            accounts.entry(account).or_default().add(&outcome, n as u64);
+    for (account, outcome, n) in counts_by(conn, "account", f)? {
+        if let Some(a) = account {
+            accounts.entry(a).or_default().add(&outcome, n);
         }
     }
     let needs_reauth = accounts
@@ -256,77 +288,99 @@ pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
     })
 }
 
-/// Legacy and candidate latency percentiles of the filtered exchanges.
-pub fn latency(conn: &Connection, f: &Filter) -> Result<Latency, ReportError> {
+/// Latency percentiles are exact over up to this many exchanges per scope; beyond, they are
+/// computed over an evenly spread, deterministic sample (every k-th exchange by id) of about
+/// this size, so that a report never sorts millions of values.
+const LATENCY_SAMPLE: u64 = 20_000;
+
+/// Legacy and candidate latency percentiles of the filtered exchanges; `exchanges` is their
+/// number (it sets the sampling step).
+pub fn latency(conn: &Connection, f: &Filter, exchanges: u64) -> Result<Latency, ReportError> {
     let (cond, params) = where_clause(f);
+    let step = exchanges.div_ceil(LATENCY_SAMPLE).max(1);
+    let sample = |column: &str| -> Result<Vec<f64>, ReportError> {
+        let sampled = if step > 1 {
+            format!(" AND e.id % {step} = 0")
+        } else {
+            String::new()
+        };
+        let mut q = conn.prepare(&format!(
+            "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
+        ))?;
+        let v = q
+            .query_map(params_from_iter(&params), |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    };
+    let (l, c) = (sample("legacy_ms")?, sample("candidate_ms")?);
     Ok(Latency {
-        legacy_p50: percentile(conn, &cond, &params, "legacy_ms", 0.50)?,
-        legacy_p99: percentile(conn, &cond, &params, "legacy_ms", 0.99)?,
-        candidate_p50: percentile(conn, &cond, &params, "candidate_ms", 0.50)?,
-        candidate_p99: percentile(conn, &cond, &params, "candidate_ms", 0.99)?,
+        legacy_p50: nearest_rank(&l, 0.50),
+        legacy_p99: nearest_rank(&l, 0.99),
+        candidate_p50: nearest_rank(&c, 0.50),
+        candidate_p99: nearest_rank(&c, 0.99),
     })
 }
 
-/// The nearest-rank percentile of a latency column over the filtered exchanges that have it.
-fn percentile(
-    conn: &Connection,
-    cond: &str,
-    params: &[String],
-    column: &str,
-    p: f64,
-) -> Result<f64, ReportError> {
-    let n: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL"),
-        params_from_iter(params),
-        |r| r.get(0),
-    )?;
-    if n == 0 {
-        return Ok(0.0);
+/// The nearest-rank percentile of sorted values (0 for none).
+fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
     }
-    let rank = ((p * n as f64).ceil() as i64).clamp(1, n) - 1;
-    let v: Option<f64> = conn
-        .query_row(
-            &format!(
-                "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL
-                 ORDER BY e.{column} LIMIT 1 OFFSET {rank}"
-            ),
-            params_from_iter(params),
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(v.unwrap_or(0.0))
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
-fn fields(
-    conn: &Connection,
-    cond: &str,
-    params: &[String],
-    compared: u64,
-) -> Result<Vec<FieldStat>, ReportError> {
-    // Inner: one row per (exchange, field, kind), streamed in exchange order (diffs are
-    // clustered by exchange); outer: totals per (field, kind).
+/// The differing field patterns of one route, from `diff_fields` (one row per exchange, field
+/// and kind), read in the order of its `(route, field, kind, started_at)` index.
+fn fields(conn: &Connection, f: &Filter, compared: u64) -> Result<Vec<FieldStat>, ReportError> {
+    let mut params = vec![store::rfc3339(f.from), store::rfc3339(f.to)];
+    let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+    match f.route.as_deref() {
+        None => {}
+        Some(UNMATCHED) => cond.push_str(" AND x.route IS NULL"),
+        Some(r) => {
+            params.push(r.to_owned());
+            cond.push_str(&format!(" AND x.route = ?{}", params.len()));
+        }
+    }
+    let join = match &f.account {
+        Some(a) => {
+            params.push(a.clone());
+            format!(
+                " JOIN exchanges e ON e.id = x.exchange_id AND e.account = ?{}",
+                params.len()
+            )
+        }
+        None => String::new(),
+    };
     let mut q = conn.prepare(&format!(
-        "SELECT field, kind, sum(n), count(*), min(exchange_id) FROM (
-             SELECT d.exchange_id, d.field, d.kind, count(*) AS n
-             FROM exchanges e JOIN diffs d ON d.exchange_id = e.id
-             WHERE {cond} AND e.outcome = 'diff'
-             GROUP BY d.exchange_id, d.field, d.kind)
-         GROUP BY field, kind ORDER BY count(*) DESC, sum(n) DESC, field LIMIT {MAX_FIELDS}"
+        "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
+         WHERE {cond} GROUP BY x.field, x.kind"
     ))?;
-    let rows: Vec<(String, String, i64, i64, i64)> = q
-        .query_map(params_from_iter(params), |r| {
+    let mut rows: Vec<(String, String, i64, i64, i64)> = q
+        .query_map(params_from_iter(&params), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| {
+        b.3.cmp(&a.3)
+            .then(b.2.cmp(&a.2))
+            .then(a.0.cmp(&b.0))
+            .then(a.1.cmp(&b.1))
+    });
+    rows.truncate(MAX_FIELDS);
     let mut ex = conn.prepare_cached(
         "SELECT legacy, candidate FROM diffs WHERE exchange_id = ?1 AND field = ?2 AND kind = ?3 ORDER BY seq LIMIT 1",
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for (field, kind, count, exchanges, example_id) in rows {
+        // The example's row may be past the per-exchange cap of stored rows: then no values.
         let (l, c): (Option<String>, Option<String>) = ex
             .query_row(rusqlite::params![example_id, field, kind], |r| {
                 Ok((r.get(0)?, r.get(1)?))
-            })?;
+            })
+            .optional()?
+            .unwrap_or_default();
         let json = |s: Option<String>| {
             s.and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or(Value::Null)
