@@ -40,7 +40,13 @@ fn directory(n: usize, candidate: bool) -> Value {
 }
 
 fn bench(c: &mut Criterion) {
-    let rules = Rules::default();
+    // The defaults users get: arrays of objects with a unique `id` are matched by it.
+    let rules = shadowdiff::config::Config::defaults().diff.rules;
+    // The same without automatic keys: arrays aligned by structural hashes.
+    let aligned = Rules {
+        auto_keys: false,
+        ..rules.clone()
+    };
     let cases = [
         ("directory_50", directory(50, false), directory(50, true)),
         (
@@ -65,6 +71,9 @@ fn bench(c: &mut Criterion) {
         g.measurement_time(std::time::Duration::from_secs(3));
         g.bench_function("shadowdiff", |b| {
             b.iter(|| diff(black_box(l), black_box(r), &rules))
+        });
+        g.bench_function("shadowdiff_aligned", |b| {
+            b.iter(|| diff(black_box(l), black_box(r), &aligned))
         });
         g.bench_function("json_patch", |b| {
             b.iter(|| json_patch::diff(black_box(l), black_box(r)))

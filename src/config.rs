@@ -332,6 +332,7 @@ struct RawDiff {
     unordered: Vec<GlobStr>,
     number_tolerance: Option<f64>,
     null_equals_missing: Option<bool>,
+    auto_keys: Option<bool>,
     headers: Option<Vec<HeaderNameStr>>,
 }
 
@@ -663,6 +664,7 @@ impl Config {
             check_array_keys(&r.diff).map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
             let mut rules = global_rules.clone();
             rules.extend(&rules_of(&r.diff));
+            rules.auto_keys = r.diff.auto_keys.unwrap_or(global_rules.auto_keys);
             if r.diff.headers.is_some() {
                 return Err(at(
                     "[routes.diff] headers: response headers to compare are set in [diff] only"
@@ -824,6 +826,7 @@ fn rules_of(d: &RawDiff) -> Rules {
         unordered: glob_set(d.unordered.clone()),
         number_tolerance: d.number_tolerance.unwrap_or(0.0),
         null_equals_missing: d.null_equals_missing.unwrap_or(false),
+        auto_keys: d.auto_keys.unwrap_or(true),
     }
 }
 

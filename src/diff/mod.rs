@@ -7,7 +7,8 @@
 //! - objects member by member; a member only in legacy is `missing`, only in candidate `extra`;
 //! - numbers by decimal value (`10` = `10.0`, exact beyond 2^53), within `number_tolerance`;
 //! - values of different JSON types are `type_changed`, other unequal scalars `changed`;
-//! - arrays: by a key member (`array_keys`), as multisets (`unordered`), or, by default, aligned
+//! - arrays: by a key member (`array_keys`, or with `auto_keys` an `id`, `remote_id`, `uuid` or
+//!   `key` unique in every element on both sides), as multisets (`unordered`), or else aligned
 //!   as sequences (Myers over structural hashes), so that an inserted element is one `extra` and
 //!   not a cascade of `changed`. Elements the alignment pairs up are compared recursively.
 //!
@@ -18,13 +19,13 @@
 pub mod glob;
 pub mod number;
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 use serde_json::Value;
 use similar::{Algorithm, DiffOp};
+use xxhash_rust::xxh3::Xxh3Default;
 
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
@@ -79,6 +80,9 @@ pub struct Rules {
     pub unordered: GlobSet,
     pub number_tolerance: f64,
     pub null_equals_missing: bool,
+    /// Match arrays of objects by `id`, `remote_id`, `uuid` or `key` when every element has a
+    /// unique scalar one on both sides ([`AUTO_KEYS`]).
+    pub auto_keys: bool,
 }
 
 impl Rules {
@@ -213,14 +217,24 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn array(&mut self, la: &'a [Value], ca: &'a [Value]) {
+        let unordered =
+            !self.rules.unordered.is_empty() && self.rules.unordered.matches(&self.lpath);
         if let Some(key) = self.rules.array_key(&self.lpath) {
             if let (Some(lk), Some(ck)) = (key_index(la, key), key_index(ca, key)) {
                 return self.keyed(la, ca, &lk, &ck);
             }
+        } else if self.rules.auto_keys && !unordered && (la.len() + ca.len() > 1) {
+            // Every element an object with a unique scalar `id` (or remote_id, uuid, key) on
+            // both sides: match by it.
+            for key in AUTO_KEYS {
+                if let (Some(lk), Some(ck)) = (key_index(la, key), key_index(ca, key)) {
+                    return self.keyed(la, ca, &lk, &ck);
+                }
+            }
         }
         let lh: Vec<u64> = la.iter().map(|v| self.element_hash(v)).collect();
         let ch: Vec<u64> = ca.iter().map(|v| self.element_hash(v)).collect();
-        if !self.rules.unordered.is_empty() && self.rules.unordered.matches(&self.lpath) {
+        if unordered {
             return self.unordered(la, ca, &lh, &ch);
         }
         if lh == ch {
@@ -252,7 +266,7 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    fn keyed(&mut self, la: &'a [Value], ca: &'a [Value], lk: &KeyIndex, ck: &KeyIndex) {
+    fn keyed(&mut self, la: &'a [Value], ca: &'a [Value], lk: &KeyIndex<'a>, ck: &KeyIndex<'a>) {
         for (i, key) in lk.order.iter().enumerate() {
             match ck.by_key.get(key) {
                 Some(&j) => self.pair(la, i, ca, j),
@@ -335,7 +349,7 @@ impl<'a> Walker<'_, 'a> {
     /// counterpart: ignored members are left out, object member order does not matter, numbers
     /// hash by value, and (with `null_equals_missing`) null members are left out.
     fn element_hash(&mut self, v: &'a Value) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = Xxh3Default::new();
         let mut path = std::mem::take(&mut self.lpath);
         path.push(Seg::Index(0));
         hash_value(v, self.rules, &mut path, &mut h);
@@ -345,7 +359,7 @@ impl<'a> Walker<'_, 'a> {
     }
 }
 
-fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut DefaultHasher) {
+fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut Xxh3Default) {
     match v {
         Value::Null => h.write_u8(0),
         Value::Bool(b) => {
@@ -371,54 +385,67 @@ fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut 
         }
         Value::Object(o) => {
             h.write_u8(5);
-            // Members combine by wrapping addition: independent of their order.
-            let mut sum: u64 = 0;
+            // serde_json's map (without `preserve_order`) iterates members in key order, so the
+            // hash does not depend on the order they came in.
             for (k, e) in o {
                 if rules.null_equals_missing && e.is_null() {
                     continue;
                 }
                 path.push(Seg::Key(k));
                 if rules.ignore.is_empty() || !rules.ignore.matches(path) {
-                    let mut mh = DefaultHasher::new();
-                    k.hash(&mut mh);
-                    hash_value(e, rules, path, &mut mh);
-                    sum = sum.wrapping_add(mh.finish());
+                    k.hash(h);
+                    hash_value(e, rules, path, h);
                 }
                 path.pop();
             }
-            h.write_u64(sum);
+            h.write_u8(6);
         }
     }
+}
+
+/// An array element's key value. Strings are borrowed; numbers compare by value.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum KeyValue<'a> {
+    Str(&'a str),
+    Num(String),
+    Bool(bool),
 }
 
 /// Elements of an array indexed by a key member; `None` when an element is not an object with
 /// a scalar value for the key, or when two elements share a key (the array then falls back to
 /// sequence alignment).
-struct KeyIndex {
-    order: Vec<String>,
-    by_key: HashMap<String, usize>,
+struct KeyIndex<'a> {
+    order: Vec<KeyValue<'a>>,
+    by_key: HashMap<KeyValue<'a>, usize>,
 }
 
-fn key_index(a: &[Value], key: &str) -> Option<KeyIndex> {
+fn key_index<'a>(a: &'a [Value], key: &str) -> Option<KeyIndex<'a>> {
     let mut order = Vec::with_capacity(a.len());
     let mut by_key = HashMap::with_capacity(a.len());
     for (i, e) in a.iter().enumerate() {
         let k = match e.as_object()?.get(key)? {
-            Value::String(s) => format!("s{s}"),
-            Value::Number(n) => match number::parse(n.as_str()) {
-                Some(d) => format!("n{d}"),
-                None => format!("n{n}"),
-            },
-            Value::Bool(b) => format!("b{b}"),
+            Value::String(s) => KeyValue::Str(s),
+            Value::Number(n) => KeyValue::Num(
+                number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
+            ),
+            Value::Bool(b) => KeyValue::Bool(*b),
             _ => return None,
         };
-        if by_key.insert(k.clone(), i).is_some() {
+        let dup = match &k {
+            KeyValue::Str(s) => by_key.insert(KeyValue::Str(s), i),
+            KeyValue::Num(n) => by_key.insert(KeyValue::Num(n.clone()), i),
+            KeyValue::Bool(b) => by_key.insert(KeyValue::Bool(*b), i),
+        };
+        if dup.is_some() {
             return None;
         }
         order.push(k);
     }
     Some(KeyIndex { order, by_key })
 }
+
+/// Members tried, in order, as the key of an array without a configured one (`auto_keys`).
+pub const AUTO_KEYS: [&str; 4] = ["id", "remote_id", "uuid", "key"];
 
 /// Parses a body as JSON with serde_json's nesting limit (128 levels): deeper documents are
 /// refused, never recursed into.

@@ -355,3 +355,29 @@ proptest! {
         prop_assert_eq!(diff(&a, &b, &rules()).is_empty(), diff(&b, &a, &rules()).is_empty());
     }
 }
+
+#[test]
+fn auto_keys_match_objects_by_id() {
+    let auto = Rules {
+        auto_keys: true,
+        ..rules()
+    };
+    let l = json!([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]);
+    let c = json!([{"id": 3, "v": "c"}, {"id": 1, "v": "a"}, {"id": 2, "v": "B"}]);
+    let d = diff(&l, &c, &auto);
+    assert_eq!(kinds(&d), vec![("/1/v", "changed")]);
+    assert_eq!(d[0].candidate_pointer.as_deref(), Some("/2/v"));
+    // Without auto keys the reordering is aligned: one element moved is a missing and an extra.
+    let d = diff(&l, &c, &rules());
+    assert!(d.len() >= 2, "{d:?}");
+    // remote_id when there is no id; numbers compare by value.
+    let l: Value =
+        serde_json::from_str(r#"[{"remote_id": 1.0, "v": 1}, {"remote_id": 2, "v": 2}]"#).unwrap();
+    let c: Value =
+        serde_json::from_str(r#"[{"remote_id": 2, "v": 2}, {"remote_id": 1, "v": 1}]"#).unwrap();
+    assert!(diff(&l, &c, &auto).is_empty());
+    // A duplicate id: no key, back to alignment.
+    let l = json!([{"id": 1, "v": 1}, {"id": 1, "v": 2}]);
+    let c = json!([{"id": 1, "v": 1}, {"id": 1, "v": 2}, {"id": 5}]);
+    assert_eq!(kinds(&diff(&l, &c, &auto)), vec![("/2", "extra")]);
+}
