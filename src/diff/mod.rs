@@ -19,6 +19,7 @@
 pub mod glob;
 pub mod number;
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
@@ -192,27 +193,43 @@ impl<'a> Walker<'_, 'a> {
         lo: &'a serde_json::Map<String, Value>,
         co: &'a serde_json::Map<String, Value>,
     ) {
+        // serde_json's map iterates in key order (no `preserve_order`): walk both maps in one
+        // merge pass instead of looking every key up in the other map.
         let nem = self.rules.null_equals_missing;
-        for (k, lv) in lo {
-            self.lpath.push(Seg::Key(k));
-            self.cpath.push(Seg::Key(k));
-            match co.get(k) {
-                Some(cv) => self.value(lv, cv),
-                None if nem && lv.is_null() => {}
-                None => self.emit(Kind::Missing, Some(lv), None),
+        let (mut li, mut ci) = (lo.iter().peekable(), co.iter().peekable());
+        loop {
+            let step = match (li.peek(), ci.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((lk, _)), Some((ck, _))) => lk.as_str().cmp(ck.as_str()),
+            };
+            match step {
+                Ordering::Equal => {
+                    let ((k, lv), (_, cv)) = (li.next().unwrap(), ci.next().unwrap());
+                    self.lpath.push(Seg::Key(k));
+                    self.cpath.push(Seg::Key(k));
+                    self.value(lv, cv);
+                    self.lpath.pop();
+                    self.cpath.pop();
+                }
+                Ordering::Less => {
+                    let (k, lv) = li.next().unwrap();
+                    if !(nem && lv.is_null()) {
+                        self.lpath.push(Seg::Key(k));
+                        self.emit(Kind::Missing, Some(lv), None);
+                        self.lpath.pop();
+                    }
+                }
+                Ordering::Greater => {
+                    let (k, cv) = ci.next().unwrap();
+                    if !(nem && cv.is_null()) {
+                        self.cpath.push(Seg::Key(k));
+                        self.emit(Kind::Extra, None, Some(cv));
+                        self.cpath.pop();
+                    }
+                }
             }
-            self.lpath.pop();
-            self.cpath.pop();
-        }
-        for (k, cv) in co {
-            if lo.contains_key(k) || (nem && cv.is_null()) {
-                continue;
-            }
-            self.lpath.push(Seg::Key(k));
-            self.cpath.push(Seg::Key(k));
-            self.emit(Kind::Extra, None, Some(cv));
-            self.lpath.pop();
-            self.cpath.pop();
         }
     }
 
@@ -416,12 +433,13 @@ enum KeyValue<'a> {
 /// sequence alignment).
 struct KeyIndex<'a> {
     order: Vec<KeyValue<'a>>,
-    by_key: HashMap<KeyValue<'a>, usize>,
+    by_key: HashMap<KeyValue<'a>, usize, xxhash_rust::xxh3::Xxh3Builder>,
 }
 
 fn key_index<'a>(a: &'a [Value], key: &str) -> Option<KeyIndex<'a>> {
     let mut order = Vec::with_capacity(a.len());
-    let mut by_key = HashMap::with_capacity(a.len());
+    let mut by_key =
+        HashMap::with_capacity_and_hasher(a.len(), xxhash_rust::xxh3::Xxh3Builder::new());
     for (i, e) in a.iter().enumerate() {
         let k = match e.as_object()?.get(key)? {
             Value::String(s) => KeyValue::Str(s),

@@ -27,15 +27,15 @@ fn the_four_kinds() {
         kinds(&d),
         vec![
             ("/gone", "missing"),
+            ("/new", "extra"),
             ("/num", "changed"),
             ("/s", "changed"),
-            ("/t", "type_changed"),
-            ("/new", "extra")
+            ("/t", "type_changed")
         ]
     );
     assert_eq!(d[0].legacy, Some(json!(1)));
     assert_eq!(d[0].candidate, None);
-    assert_eq!(d[4].candidate, Some(json!(2)));
+    assert_eq!(d[1].candidate, Some(json!(2)));
 }
 
 #[test]
