@@ -55,6 +55,16 @@ pub enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Self-contained tour: fake legacy and candidate APIs on loopback, the proxy, traffic, a
+    /// parity report and the gate verdict. Needs no config file.
+    Demo {
+        /// Requests to send through the proxy.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Where reports/demo.html, demo.json and the demo's store go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
     /// Validate the config, compile every rule, print the resolved routes.
     Check,
     /// Compare two JSON files with the same engine and rules as the proxy.
@@ -171,6 +181,7 @@ pub fn run(cli: Cli) -> ExitCode {
             serve(&config, explicit, &ov, admin)
         }
         Command::Check => check(&config),
+        Command::Demo { requests, out } => demo(requests, &out),
         Command::Diff {
             legacy,
             candidate,
@@ -266,19 +277,68 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    eprintln!("shadowdiff demo: fake legacy HRIS API + fake unified API on 127.0.0.1, proxy in front, {requests} requests");
+    let o = rt.block_on(crate::demo::run(requests, out, |sent, total| {
+        use std::io::Write as _;
+        let width = 30;
+        let done = (sent * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
+        eprint!(
+            "\r  [{}{}] {sent}/{total}",
+            "#".repeat(done),
+            " ".repeat(width - done)
+        );
+        let _ = std::io::stderr().flush();
+    }))?;
+    eprintln!();
+    println!("{}", report::render::markdown(&o.report));
+    println!("{}", gate::text(&o.gate));
+    println!("report: {}  (JSON: {})", o.html.display(), o.json.display());
+    println!(
+        "store:  {}  (try: shadowdiff report --db {} --since 1h)",
+        o.db.display(),
+        o.db.display()
+    );
+    println!(
+        "verdict: the gate {} — {}",
+        if o.gate.pass {
+            "passes"
+        } else {
+            "refuses to promote"
+        },
+        if o.gate.pass {
+            "the candidate answers like legacy"
+        } else {
+            "see the differing fields and the accounts that need re-auth above"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     let (legacy, candidate) = cfg.upstreams()?;
     println!("{}: ok", path.display());
     println!(
-        "proxy      {}  (drain {:?})",
-        cfg.proxy.listen, cfg.proxy.drain_timeout
+        "proxy      {}  (drain {})",
+        cfg.proxy.listen,
+        humantime::format_duration(cfg.proxy.drain_timeout)
     );
     println!(
         "admin      {}",
         cfg.admin.listen.as_deref().unwrap_or("(disabled)")
     );
-    println!("legacy     {legacy}  timeout {:?}", cfg.legacy.timeout);
+    println!(
+        "legacy     {legacy}  timeout {}",
+        humantime::format_duration(cfg.legacy.timeout)
+    );
     let set: Vec<&str> = cfg
         .candidate
         .headers
@@ -292,8 +352,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         .map(http::HeaderName::as_str)
         .collect();
     println!(
-        "candidate  {candidate}  timeout {:?}  sets [{}]  forwards [{}]",
-        cfg.candidate.timeout,
+        "candidate  {candidate}  timeout {}  sets [{}]  forwards [{}]",
+        humantime::format_duration(cfg.candidate.timeout),
         set.join(", "),
         fwd.join(", ")
     );
@@ -302,13 +362,13 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let s = &cfg.shadow;
     println!(
-        "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {}  unmatched {:?}  backoff_on_429 {}",
-        s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429
+        "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {} B  unmatched {:?}  backoff_on_429 {}  threads {}  priority {:?}",
+        s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429, s.threads, s.priority
     );
     println!(
-        "store      {}  retention {:?}  bodies {:?}",
+        "store      {}  retention {}  bodies {:?}",
         cfg.store.path.display(),
-        cfg.store.retention,
+        humantime::format_duration(cfg.store.retention),
         cfg.store.bodies
     );
     println!("routes ({}):", cfg.routes.len());
@@ -365,12 +425,13 @@ fn print_rules(indent: &str, r: &diff::Rules) {
         .map(|(g, k)| format!("{}={k}", g.as_str()))
         .collect();
     println!(
-        "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}",
+        "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}  auto_keys {}",
         globs(&r.ignore),
         keys.join(", "),
         globs(&r.unordered),
         r.number_tolerance,
-        r.null_equals_missing
+        r.null_equals_missing,
+        r.auto_keys
     );
 }
 

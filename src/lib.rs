@@ -15,12 +15,14 @@
 //! - [`admin`]: `/healthz` and `/readyz`.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
+//! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
 //! - [`server`]: wires the pieces together and owns the shutdown sequence.
 
 pub mod admin;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod diff;
 pub mod encoding;
 pub mod gate;

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = shadowdiff::cli::Cli::parse();
+    let quiet = matches!(cli.command, shadowdiff::cli::Command::Demo { .. });
     let default = match cli.verbose {
+        0 if quiet => "warn",
         0 => "warn,shadowdiff=info",
         1 => "info,shadowdiff=debug",
         _ => "info,shadowdiff=trace",

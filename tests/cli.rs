@@ -306,3 +306,28 @@ fn the_example_config_is_valid() {
         "{out}"
     );
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["demo", "--requests", "60", "--out", "out"], dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/demo.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["totals"]["exchanges"], 60);
+    let html = std::fs::read_to_string(dir.path().join("out/demo.html")).unwrap();
+    assert!(
+        html.contains("/individuals/*/department"),
+        "the planted missing field is reported"
+    );
+    assert!(
+        html.contains("/employment/subtype"),
+        "the wrong enum is reported"
+    );
+    assert_eq!(json["needs_reauth"], json!(["initech"]));
+    assert!(out.contains("gate shadow: FAIL"), "{out}");
+    // Redacted before storage.
+    let bytes = db_bytes(&dir.path().join("out/demo/demo.db"));
+    assert!(!contains(&bytes, b"123-45-678"), "an ssn reached the store");
+}

@@ -1,0 +1,374 @@
+//! `shadowdiff demo`: a self-contained tour on loopback. It starts a fake legacy HRIS API and a
+//! fake unified API with known differences, runs the real proxy in front of them with a config
+//! parsed like any other, sends traffic through it, and writes the parity report and the gate
+//! verdict from the real store.
+//!
+//! The differences it plants, and what each shows:
+//! - the candidate never returns `department` (a field a mapping misses: systematic `missing`);
+//! - it spells the employment subtype `FULL_TIME` instead of `full_time` (an enum mapped wrongly);
+//! - the account "initech" has revoked candidate credentials (401: `candidate_auth_error`,
+//!   listed under "needs re-auth");
+//! - its company endpoint answers after 150 ms (candidate latency, never the caller's);
+//! - one employee's title drifts on some requests (sporadic data drift);
+//! - `ssn` and `dob` are redacted before anything is stored (the kept bodies included).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::report;
+use crate::server::Server;
+use crate::translate::key_sha256_hex;
+
+/// The demo's accounts: (name, legacy token, candidate account id).
+const ACCOUNTS: [(&str, &str, &str); 3] = [
+    ("acme", "Bearer legacy-acme-token", "ia_acme_01"),
+    ("globex", "Bearer legacy-globex-token", "ia_globex_02"),
+    ("initech", "Bearer legacy-initech-token", "ia_initech_03"),
+];
+/// The candidate id whose credentials are revoked.
+const REVOKED: &str = "ia_initech_03";
+
+const PEOPLE: [(&str, &str, &str, &str); 5] = [
+    ("emp-001", "Ada", "Lovelace", "Engineering"),
+    ("emp-002", "Grace", "Hopper", "Engineering"),
+    ("emp-003", "Katherine", "Johnson", "Research"),
+    ("emp-004", "Alan", "Turing", "Research"),
+    ("emp-005", "Edsger", "Dijkstra", "Operations"),
+];
+
+/// What the demo produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub html: PathBuf,
+    pub json: PathBuf,
+    pub db: PathBuf,
+    pub report: report::Report,
+    pub gate: crate::gate::Verdict,
+}
+
+fn individual(i: usize, candidate: bool, drift: bool) -> Value {
+    let (id, first, last, dept) = PEOPLE[i];
+    let mut v = json!({
+        "id": id,
+        "first_name": first,
+        "last_name": last,
+        "title": if drift { "Senior Engineer" } else { "Engineer" },
+        "emails": [{"data": format!("{}@example.com", first.to_lowercase()), "type": "work"}],
+        "employment": {"type": "employee", "subtype": if candidate { "FULL_TIME" } else { "full_time" }},
+        "department": {"name": dept},
+        "ssn": format!("123-45-678{i}"),
+        "dob": "1990-01-0".to_owned() + &(i + 1).to_string(),
+    });
+    if candidate {
+        v.as_object_mut().map(|o| o.remove("department"));
+    }
+    v
+}
+
+fn directory(candidate: bool) -> Value {
+    let people: Vec<Value> = (0..PEOPLE.len())
+        .map(|i| {
+            let (id, first, last, dept) = PEOPLE[i];
+            let mut p = json!({"id": id, "first_name": first, "last_name": last, "department": {"name": dept}, "is_active": true});
+            if candidate {
+                p.as_object_mut().map(|o| o.remove("department"));
+            }
+            p
+        })
+        .collect();
+    json!({"individuals": people, "paging": {"count": PEOPLE.len(), "offset": 0}})
+}
+
+fn company(account: &str) -> Value {
+    json!({"id": format!("co-{account}"), "legal_name": format!("{} Inc.", account), "ein": "12-3456789",
+           "locations": [{"city": "Springfield", "country": "US"}]})
+}
+
+fn respond(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(v.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// The legacy vendor: Finch-style paths, the caller's bearer token names the account.
+fn legacy(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some((account, _, _)) = ACCOUNTS.iter().find(|(_, token, _)| *token == auth) else {
+        return respond(StatusCode::UNAUTHORIZED, &json!({"error": "unknown token"}));
+    };
+    let path = req.uri().path();
+    if path == "/employer/directory" {
+        return respond(StatusCode::OK, &directory(false));
+    }
+    if path == "/employer/company" {
+        return respond(StatusCode::OK, &company(account));
+    }
+    if let Some(id) = path.strip_prefix("/employer/individual/") {
+        if let Some(i) = PEOPLE.iter().position(|p| p.0 == id) {
+            return respond(StatusCode::OK, &individual(i, false, false));
+        }
+    }
+    respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
+}
+
+/// The candidate platform: unified-API paths, its own key, the account as a query parameter.
+async fn candidate(req: Request<Incoming>, counter: Arc<AtomicU64>) -> Response<Full<Bytes>> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    if req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        != Some("Bearer demo-candidate-key")
+    {
+        return respond(StatusCode::UNAUTHORIZED, &json!({"error": "bad api key"}));
+    }
+    let q = req.uri().query().unwrap_or("");
+    let account = crate::translate::parse_query(q)
+        .into_iter()
+        .find(|(k, _)| k == "integrated_account_id")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    if account == REVOKED {
+        return respond(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "connection revoked, re-authenticate"}),
+        );
+    }
+    let Some((name, _, _)) = ACCOUNTS.iter().find(|a| a.2 == account) else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown integrated account"}),
+        );
+    };
+    let path = req.uri().path().to_owned();
+    if path == "/unified/hris/employees" {
+        return respond(StatusCode::OK, &directory(true));
+    }
+    if path == "/unified/hris/company" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        return respond(StatusCode::OK, &company(name));
+    }
+    if let Some(id) = path.strip_prefix("/unified/hris/employees/") {
+        if let Some(i) = PEOPLE.iter().position(|p| p.0 == id) {
+            // Data drift: one person's title changes on a few requests.
+            return respond(StatusCode::OK, &individual(i, true, i == 1 && n % 7 == 0));
+        }
+    }
+    respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
+}
+
+async fn serve_fake<F, Fut>(handler: F) -> anyhow::Result<SocketAddr>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The demo's configuration, parsed like a user's file.
+fn config_text(legacy: SocketAddr, candidate: SocketAddr) -> String {
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+[admin]
+listen = ""
+[legacy]
+base_url = "http://{legacy}"
+timeout = "5s"
+[candidate]
+base_url = "http://{candidate}"
+timeout = "5s"
+headers = {{ authorization = "Bearer demo-candidate-key" }}
+[accounts]
+key = "header:authorization"
+file = "accounts.csv"
+[diff]
+headers = ["content-type"]
+[store]
+path = "demo.db"
+bodies = "on_diff"
+redact_fields = ["**/ssn", "**/dob"]
+
+[[routes]]
+name = "directory"
+method = "GET"
+path = "/employer/directory"
+[routes.candidate]
+path = "/unified/hris/employees"
+query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+[routes.diff]
+ignore = ["/paging"]
+
+[[routes]]
+name = "individual"
+method = "GET"
+path = "/employer/individual/{{id}}"
+[routes.candidate]
+path = "/unified/hris/employees/{{id}}"
+query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+
+[[routes]]
+name = "company"
+method = "GET"
+path = "/employer/company"
+[routes.candidate]
+path = "/unified/hris/company"
+query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+
+[gate.shadow]
+min_compared = 50
+min_parity = 0.98
+max_candidate_error_rate = 0.02
+max_auth_error_accounts = 0
+max_latency_ratio = 50.0
+"#
+    )
+}
+
+/// Runs the tour: `requests` requests through the proxy; files go to `out_dir`.
+pub async fn run(
+    requests: usize,
+    out_dir: &Path,
+    progress: impl Fn(usize, usize),
+) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let work = out_dir.join("demo");
+    std::fs::create_dir_all(&work)?;
+    for stale in ["demo.db", "demo.db-wal", "demo.db-shm"] {
+        let _ = std::fs::remove_file(work.join(stale));
+    }
+    let mut csv = String::from("key_sha256,name,candidate_id\n");
+    for (name, token, cid) in ACCOUNTS {
+        csv.push_str(&format!(
+            "{},{name},{cid}\n",
+            key_sha256_hex(token.as_bytes())
+        ));
+    }
+    std::fs::write(work.join("accounts.csv"), csv)?;
+
+    let legacy_addr = serve_fake(|req: Request<Incoming>| async move { legacy(&req) }).await?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let candidate_addr = serve_fake(move |req| candidate(req, counter.clone())).await?;
+    let cfg_path = work.join("shadowdiff.toml");
+    std::fs::write(&cfg_path, config_text(legacy_addr, candidate_addr))?;
+    let cfg = Config::load(&cfg_path)?;
+    let gate_cfg = cfg.gates.get("shadow").cloned().unwrap_or_default();
+    let db = cfg.store.path.clone();
+
+    let started = SystemTime::now();
+    let server = Server::bind(cfg).await?;
+    let addr = server.proxy_addr();
+    let handle = server.handle();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let sent = Arc::new(AtomicU64::new(0));
+    let workers = 8.min(requests.max(1));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, sent) = (client.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < requests {
+                let (_, token, _) = ACCOUNTS[i % ACCOUNTS.len()];
+                let path = match i % 5 {
+                    0 | 1 => "/employer/directory".to_owned(),
+                    2 | 3 => format!("/employer/individual/{}", PEOPLE[(i / 5) % PEOPLE.len()].0),
+                    _ => "/employer/company".to_owned(),
+                };
+                let req = Request::get(format!("http://{addr}{path}"))
+                    .header("authorization", token)
+                    .body(Full::default())
+                    .expect("valid request");
+                if let Ok(res) = client.request(req).await {
+                    let _ = res.into_body().collect().await;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                i += workers;
+            }
+        }));
+    }
+    let mut last = 0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = sent.load(Ordering::Relaxed) as usize;
+        if now != last {
+            progress(now, requests);
+            last = now;
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    if last != requests {
+        progress(requests, requests);
+    }
+    handle.quiesce().await;
+    let _ = stop_tx.send(());
+    running.await?;
+
+    let conn = crate::store::open(&db)?;
+    let filter = report::Filter {
+        from: started - Duration::from_secs(1),
+        to: SystemTime::now() + Duration::from_secs(1),
+        route: None,
+        account: None,
+    };
+    let rep = report::build(&conn, &filter)?;
+    let gate = crate::gate::evaluate(&conn, "shadow", &gate_cfg, &filter)?;
+    let html = out_dir.join("demo.html");
+    let json = out_dir.join("demo.json");
+    std::fs::write(&html, report::render::html(&rep))?;
+    std::fs::write(&json, report::render::json(&rep))?;
+    Ok(Outcome {
+        html,
+        json,
+        db,
+        report: rep,
+        gate,
+    })
+}
