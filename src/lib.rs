@@ -12,7 +12,8 @@
 //! - [`store`]: the SQLite writer thread and retention.
 //! - [`background`]: the lower CPU priority of the shadow threads and the store writer.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
-//! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, the dashboard and its JSON API.
+//! - [`telemetry`]: Prometheus metrics with bounded labels.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
@@ -32,5 +33,6 @@ pub mod report;
 pub mod server;
 pub mod shadow;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod upstream;

@@ -15,9 +15,16 @@ fn main() -> ExitCode {
         _ => "info,shadowdiff=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        shadowdiff::cli::LogFormat::Pretty => fmt.init(),
+        shadowdiff::cli::LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     shadowdiff::cli::run(cli)
 }

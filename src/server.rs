@@ -87,6 +87,8 @@ impl Server {
     /// Binds the listeners, opens the store and builds the clients.
     pub async fn bind(cfg: Config) -> Result<Self, StartError> {
         cfg.upstreams()?;
+        crate::telemetry::install();
+        crate::telemetry::register_routes(cfg.routes.iter().map(|r| r.name.as_str()));
         let cfg = Arc::new(cfg);
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
@@ -138,6 +140,7 @@ impl Server {
         let admin = Arc::new(AdminState {
             ready: false.into(),
             token: cfg.admin.token.clone(),
+            db: cfg.store.path.clone(),
         });
         Ok(Self {
             proxy_listener,
@@ -194,8 +197,8 @@ impl Server {
                 move |_| {
                     let admin = admin.clone();
                     service_fn(move |req| {
-                        let res = admin::handle(&admin, &req);
-                        async move { Ok::<_, Infallible>(res) }
+                        let admin = admin.clone();
+                        async move { Ok::<_, Infallible>(admin::handle(admin, req).await) }
                     })
                 },
             ))

@@ -203,6 +203,8 @@ pub struct StoreStats {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub failed: AtomicU64,
+    /// Records sent and not yet taken by the writer.
+    pub queued: AtomicU64,
 }
 
 /// The producer side of the store: cheap to clone, never blocks.
@@ -216,13 +218,13 @@ impl StoreHandle {
     /// Queues an exchange; when the queue is full it is dropped and counted.
     pub fn record(&self, r: Record) {
         match self.tx.try_send(Msg::Record(Box::new(r))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("store queue full: exchange dropped");
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::dropped("store_queue_full");
+                tracing::debug!("store queue full: exchange dropped");
             }
         }
     }
@@ -377,7 +379,15 @@ fn writer(
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
-            match write_batch(&mut conn, &batch, opts.max_value_len) {
+            let depth = stats
+                .queued
+                .fetch_sub(n, Ordering::Relaxed)
+                .saturating_sub(n);
+            crate::telemetry::queue_depth(depth);
+            let t0 = Instant::now();
+            let res = write_batch(&mut conn, &batch, opts.max_value_len);
+            crate::telemetry::store_write(t0.elapsed().as_secs_f64());
+            match res {
                 Ok(()) => stats.written.fetch_add(n, Ordering::Relaxed),
                 Err(e) => {
                     tracing::error!(error = %e, path, "store write failed");

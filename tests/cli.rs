@@ -263,6 +263,9 @@ async fn serve_runs_without_a_config_file() {
         spawn_serve(
             &[
                 "serve",
+                "-vv",
+                "--log-format",
+                "json",
                 "--listen",
                 "127.0.0.1:0",
                 "--admin",
@@ -279,7 +282,11 @@ async fn serve_runs_without_a_config_file() {
     })
     .await
     .unwrap();
-    let got = get(&format!("http://{addr}/a")).await;
+    let req = http::Request::get(format!("http://{addr}/a?api_key=QUERY-SECRET"))
+        .header("authorization", "Bearer LOG-SECRET-TOKEN")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let got = send(req).await;
     assert_eq!(got.json(), json!({"a": 1}));
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -288,7 +295,25 @@ async fn serve_runs_without_a_config_file() {
     let code = tokio::task::spawn_blocking(move || wait_exit(&mut child))
         .await
         .unwrap();
-    assert_eq!(code, 0, "{}", stderr.join().unwrap());
+    let log = stderr.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+    // JSON lines at the most verbose level, with the exchange span's request id and route...
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["name"] == "exchange" && l["span"]["request_id"].is_string()),
+        "{log}"
+    );
+    // ...and no credential in any of them.
+    assert!(
+        !log.contains("LOG-SECRET-TOKEN") && !log.contains("QUERY-SECRET"),
+        "{log}"
+    );
     let rows = query(
         &dir.path().join("x.db"),
         "SELECT outcome, diff_count FROM exchanges",

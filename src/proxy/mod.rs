@@ -123,7 +123,10 @@ impl Proxy {
         let mut mirror = None;
         let mut skip = None;
         let legacy_body = match decision {
-            Decision::Off => ReqBody::streaming(body),
+            Decision::Off => {
+                crate::telemetry::not_mirrored(meta.route.as_deref());
+                ReqBody::streaming(body)
+            }
             Decision::Skip(reason) => {
                 skip = Some((Outcome::Skipped, reason));
                 ReqBody::streaming(body)
@@ -161,8 +164,10 @@ impl Proxy {
             }
         };
 
+        let route = meta.route.clone();
         let res = self.forward(&mut parts, legacy_body, peer).await;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        crate::telemetry::legacy_latency(route.as_deref(), ms);
         match res {
             Err(e) => {
                 tracing::warn!(error = %e, "legacy failed");
@@ -198,7 +203,7 @@ impl Proxy {
                             Some(ms),
                             reason,
                         );
-                        self.shadow.store().record(r);
+                        self.shadow.record(r);
                     }
                     ResBody::plain(body)
                 };

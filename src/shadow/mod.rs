@@ -163,6 +163,12 @@ impl Shadow {
         &self.store
     }
 
+    /// Counts an exchange in the metrics and hands it to the store.
+    pub fn record(&self, r: crate::store::Record) {
+        crate::telemetry::exchange(&r);
+        self.store.record(r);
+    }
+
     /// Decides whether a request is mirrored, and builds its metadata.
     pub fn decide(&self, parts: &http::request::Parts, request_id: String) -> (Meta, Decision) {
         let cfg = &*self.cfg;
@@ -412,7 +418,7 @@ impl Shadow {
                     diff_count = record.diff_count,
                     "compared"
                 );
-                this.store.record(record);
+                this.record(record);
             }
             .in_current_span(),
         );

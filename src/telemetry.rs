@@ -1,0 +1,151 @@
+//! Prometheus metrics, served by the admin listener at `/metrics`.
+//!
+//! Labels are bounded: route names come from the config (`(unmatched)` otherwise), outcomes and
+//! reasons from fixed sets; never raw paths, accounts or field names.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `shadowdiff_requests_total` | counter | `route`, `outcome` (SPEC §4 outcomes, or `not_mirrored`) |
+//! | `shadowdiff_upstream_latency_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
+//! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `store_queue_full`) |
+//! | `shadowdiff_store_queue_depth` | gauge | |
+//! | `shadowdiff_store_write_seconds` | histogram | |
+//! | `shadowdiff_mapping_errors_total` | counter | `route` |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::store::{Outcome, Record};
+
+/// Histogram buckets (seconds): sub-millisecond loopback to slow vendors.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it). `None` when another
+/// recorder was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "shadowdiff_requests_total",
+        "Caller requests by route and outcome"
+    );
+    metrics::describe_histogram!(
+        "shadowdiff_upstream_latency_seconds",
+        metrics::Unit::Seconds,
+        "Time to the upstream's answer (legacy: response head; candidate: whole body)"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_shadow_dropped_total",
+        "Exchanges not mirrored or not stored, by reason"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_store_queue_depth",
+        "Exchanges waiting for the store writer"
+    );
+    metrics::describe_histogram!(
+        "shadowdiff_store_write_seconds",
+        metrics::Unit::Seconds,
+        "Time to write one batch to SQLite"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_mapping_errors_total",
+        "Exchanges whose mapping failed, by route"
+    );
+}
+
+/// The exposition text, for `/metrics`.
+pub fn render() -> String {
+    match install() {
+        Some(h) => {
+            h.run_upkeep();
+            h.render()
+        }
+        None => String::from("# metrics recorder unavailable\n"),
+    }
+}
+
+/// The `route` label of an exchange.
+pub fn route_label(route: Option<&str>) -> String {
+    route.unwrap_or(crate::report::UNMATCHED).to_owned()
+}
+
+/// Counts a request that was forwarded to legacy only.
+pub fn not_mirrored(route: Option<&str>) {
+    metrics::counter!("shadowdiff_requests_total", "route" => route_label(route), "outcome" => "not_mirrored").increment(1);
+}
+
+/// Legacy's latency for one request.
+pub fn legacy_latency(route: Option<&str>, ms: f64) {
+    metrics::histogram!("shadowdiff_upstream_latency_seconds", "upstream" => "legacy", "route" => route_label(route))
+        .record(ms / 1000.0);
+}
+
+/// Counts an exchange on its way to the store (outcome, candidate latency, skip reasons).
+pub fn exchange(r: &Record) {
+    let route = route_label(r.route.as_deref());
+    metrics::counter!("shadowdiff_requests_total", "route" => route.clone(), "outcome" => r.outcome.as_str())
+        .increment(1);
+    if let Some(ms) = r
+        .candidate_ms
+        .filter(|_| r.candidate_status.is_some() || r.outcome == Outcome::CandidateTimeout)
+    {
+        metrics::histogram!("shadowdiff_upstream_latency_seconds", "upstream" => "candidate", "route" => route.clone())
+            .record(ms / 1000.0);
+    }
+    match r.outcome {
+        Outcome::Skipped => dropped(skip_reason(r.reason.as_deref().unwrap_or(""))),
+        Outcome::TooLarge if r.candidate_ms.is_none() => dropped("too_large"),
+        Outcome::MappingError => {
+            metrics::counter!("shadowdiff_mapping_errors_total", "route" => route).increment(1)
+        }
+        _ => {}
+    }
+}
+
+/// Bounds a skip reason to the fixed label set.
+fn skip_reason(reason: &str) -> &'static str {
+    match reason {
+        "overload" => "overload",
+        "rate_limited" => "rate_limited",
+        "max_rps" => "max_rps",
+        "caller_aborted" => "caller_aborted",
+        r if r.starts_with("template") => "template",
+        _ => "other",
+    }
+}
+
+/// Counts one dropped exchange.
+pub fn dropped(reason: &'static str) {
+    metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);
+}
+
+/// The store writer's queue depth.
+pub fn queue_depth(n: u64) {
+    metrics::gauge!("shadowdiff_store_queue_depth").set(n as f64);
+}
+
+/// One batch written.
+pub fn store_write(seconds: f64) {
+    metrics::histogram!("shadowdiff_store_write_seconds").record(seconds);
+}
+
+/// Registers the per-route series at zero, so dashboards see them before the first event.
+pub fn register_routes<'a>(routes: impl Iterator<Item = &'a str>) {
+    for r in routes {
+        metrics::counter!("shadowdiff_mapping_errors_total", "route" => r.to_owned()).absolute(0);
+    }
+}

@@ -1,0 +1,216 @@
+//! The admin listener after real traffic: /metrics, the JSON API, the dashboard (in headless
+//! Chromium too) and the token. One test: the metrics recorder is process-wide.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use http::Request;
+use http_body_util::Full;
+use serde_json::json;
+use support::*;
+
+async fn admin_get(admin: std::net::SocketAddr, path: &str, token: Option<&str>) -> Got {
+    let mut b = Request::get(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(b.body(Full::default()).unwrap()).await
+}
+
+/// The value of the exposition line for `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|lab| l.contains(lab)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_dashboard_and_api_after_traffic() {
+    let legacy = Upstream::json(json!({"individuals": [{"id": 1, "status": "active"}]})).await;
+    let candidate = Upstream::json(json!({"individuals": [{"id": 1, "status": "on_leave"}]})).await;
+    let toml = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n[[routes]]\nname = \"people\"\nmethod = \"GET\"\npath = \"/people\"\n";
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    let admin = sd.admin.unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&sd.url("/people")).await.status, 200);
+    }
+    let post = Request::post(sd.url("/people"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(post).await.status, 200);
+    sd.quiesce().await;
+
+    // The token guards everything but /healthz.
+    for p in ["/metrics", "/", "/api/summary", "/api/exchanges", "/readyz"] {
+        assert_eq!(
+            admin_get(admin, p, None).await.status,
+            401,
+            "{p} without the token"
+        );
+    }
+    assert_eq!(admin_get(admin, "/healthz", None).await.status, 200);
+
+    // Metrics: names, labels, counts.
+    let m = admin_get(admin, "/metrics", Some("s3cret")).await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    let req = "shadowdiff_requests_total";
+    assert_eq!(
+        sample(&text, req, &["route=\"people\"", "outcome=\"diff\""]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            req,
+            &["route=\"(unmatched)\"", "outcome=\"not_mirrored\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let lat = "shadowdiff_upstream_latency_seconds_count";
+    assert_eq!(
+        sample(&text, lat, &["upstream=\"legacy\"", "route=\"people\""]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, lat, &["upstream=\"candidate\"", "route=\"people\""]),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "shadowdiff_store_write_seconds_count", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "shadowdiff_store_queue_depth", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "shadowdiff_mapping_errors_total",
+            &["route=\"people\""]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    // Bounded labels: no raw path, account or field name.
+    assert!(
+        !text.contains("/people") && !text.contains("individuals"),
+        "{text}"
+    );
+
+    // The JSON API.
+    let s = admin_get(admin, "/api/summary?since=1h", Some("s3cret"))
+        .await
+        .json();
+    assert_eq!(s["totals"]["exchanges"], 3);
+    assert_eq!(s["routes"][0]["route"], "people");
+    assert_eq!(
+        s["routes"][0]["fields"][0]["field"],
+        "/individuals/*/status"
+    );
+    let list = admin_get(admin, "/api/exchanges?outcome=diff", Some("s3cret"))
+        .await
+        .json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    let id = list[0]["id"].as_i64().unwrap();
+    let e = admin_get(admin, &format!("/api/exchanges/{id}"), Some("s3cret"))
+        .await
+        .json();
+    assert_eq!(e["differences"][0]["pointer"], "/individuals/0/status");
+    assert_eq!(e["differences"][0]["candidate"], "on_leave");
+    assert_eq!(
+        admin_get(admin, "/api/exchanges/999999", Some("s3cret"))
+            .await
+            .status,
+        404
+    );
+
+    // The dashboard, server-rendered.
+    let page = admin_get(admin, "/", Some("s3cret")).await;
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(
+        html.contains("people") && html.contains("0.00%") && html.contains("/individuals/*/status")
+    );
+
+    // And in a browser: loads, shows the figures, and its script refreshes them from the API.
+    let url = format!("http://{admin}/?token=s3cret");
+    let (dom, png) = tokio::task::spawn_blocking(move || chromium(&url))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("class=\"route\"") && dom.contains("people"),
+        "route row missing"
+    );
+    assert!(dom.contains("0.00%"), "parity missing");
+    assert!(
+        dom.contains("/individuals/0/status") && dom.contains("on_leave"),
+        "field difference missing"
+    );
+    assert!(
+        dom.contains("updated "),
+        "the script did not refresh from the API: {}",
+        &dom[dom.len().saturating_sub(600)..]
+    );
+    assert!(std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0) > 10_000);
+    sd.stop().await;
+}
+
+/// Loads a page in headless Chromium: its DOM after 6 s of virtual time, and a screenshot.
+fn chromium(url: &str) -> (String, std::path::PathBuf) {
+    let bin = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
+    let profile = tempfile::tempdir().unwrap();
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("dashboard.png");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=6000",
+    ];
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin)
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "--window-size=1200,1000",
+        &format!("--screenshot={}", png.display()),
+    ]);
+    let dom = run(&["--dump-dom"]);
+    (dom, png)
+}
