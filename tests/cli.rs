@@ -324,7 +324,10 @@ async fn serve_runs_without_a_config_file() {
 #[test]
 fn the_example_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for example in ["config/examples/version-upgrade.toml", "config/examples/vendor-migration.toml"] {
+    for example in [
+        "config/examples/version-upgrade.toml",
+        "config/examples/vendor-migration.toml",
+    ] {
         let (code, _, err) = run(&["check", "--config", example], root);
         assert_eq!(code, 0, "{example}: {err}");
     }
