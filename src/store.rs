@@ -154,15 +154,22 @@ impl BodyText {
     }
 }
 
-/// One exchange, ready to be written (already redacted).
+/// Who an exchange is, known before either side answers.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub struct Meta {
     pub started_at: SystemTime,
     pub request_id: String,
     pub route: Option<String>,
     pub method: String,
+    /// Path without the query string (queries can carry credentials).
     pub path: String,
     pub account: Option<String>,
+}
+
+/// One exchange, ready to be written (already redacted).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub meta: Meta,
     pub legacy_status: Option<u16>,
     pub candidate_status: Option<u16>,
     pub legacy_ms: Option<f64>,
@@ -427,13 +434,14 @@ fn write_batch(
         let mut blob_find = tx.prepare_cached("SELECT id FROM blobs WHERE hash = ?1")?;
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         for r in batch {
-            let started_at = rfc3339(r.started_at);
+            let m = &r.meta;
+            let started_at = rfc3339(m.started_at);
             ex.execute(params![
                 &started_at,
-                r.route,
-                r.method,
-                r.path,
-                r.account,
+                m.route,
+                m.method,
+                m.path,
+                m.account,
                 r.legacy_status,
                 r.candidate_status,
                 r.legacy_ms,
@@ -441,7 +449,7 @@ fn write_batch(
                 r.outcome.as_str(),
                 r.diff_count as i64,
                 r.reason.as_deref().map(|s| cut(s, max_len)),
-                r.request_id,
+                m.request_id,
             ])?;
             let id = tx.last_insert_rowid();
             let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
@@ -452,7 +460,7 @@ fn write_batch(
                     .or_default() += 1;
             }
             for ((field, kind), n) in per_field {
-                df_sum.execute(params![id, &started_at, r.route, field, kind, n])?;
+                df_sum.execute(params![id, &started_at, m.route, field, kind, n])?;
             }
             let rows = &r.diffs[..r.diffs.len().min(MAX_DIFF_ROWS)];
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
@@ -592,12 +600,14 @@ mod tests {
 
     fn record(at: SystemTime) -> Record {
         Record {
-            started_at: at,
-            request_id: "r1".into(),
-            route: Some("directory".into()),
-            method: "GET".into(),
-            path: "/d".into(),
-            account: None,
+            meta: Meta {
+                started_at: at,
+                request_id: "r1".into(),
+                route: Some("directory".into()),
+                method: "GET".into(),
+                path: "/d".into(),
+                account: None,
+            },
             legacy_status: Some(200),
             candidate_status: Some(200),
             legacy_ms: Some(1.5),

@@ -96,7 +96,7 @@ pub fn legacy_latency(route: Option<&str>, ms: f64) {
 
 /// Counts an exchange on its way to the store (outcome, candidate latency, skip reasons).
 pub fn exchange(r: &Record) {
-    let route = route_label(r.route.as_deref());
+    let route = route_label(r.meta.route.as_deref());
     metrics::counter!("shadowdiff_requests_total", "route" => route.clone(), "outcome" => r.outcome.as_str())
         .increment(1);
     if let Some(ms) = r

@@ -13,7 +13,6 @@
 //!    JSON are compared as bytes after decoding: a difference is reported at the root pointer `""`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -28,17 +27,7 @@ use crate::store::{BodyText, Outcome, Record, StoredBody};
 
 use super::memo;
 
-/// Who the exchange is, known before either side answers.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    pub started_at: SystemTime,
-    pub request_id: String,
-    pub route: Option<String>,
-    pub method: String,
-    /// Path without the query string (queries can carry credentials).
-    pub path: String,
-    pub account: Option<String>,
-}
+pub use crate::store::Meta;
 
 /// What legacy answered.
 #[derive(Debug)]
@@ -106,12 +95,7 @@ pub fn unmirrored(
 
 fn base(meta: Meta, outcome: Outcome) -> Record {
     Record {
-        started_at: meta.started_at,
-        request_id: meta.request_id,
-        route: meta.route,
-        method: meta.method,
-        path: meta.path,
-        account: meta.account,
+        meta,
         legacy_status: None,
         candidate_status: None,
         legacy_ms: None,
