@@ -167,6 +167,8 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
 pub enum DiffFormat {
     Text,
     Json,
+    /// An RFC 6902 JSON Patch from legacy to candidate (exact: the rules do not apply).
+    Patch,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -477,12 +479,25 @@ fn diff_files(
         ))
     })?;
     let (l, c) = (read_json(legacy)?, read_json(candidate)?);
+    if format == DiffFormat::Patch {
+        let ops = diff::patch::patch(&l, &c);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Array(ops.clone()))?
+        );
+        return Ok(if ops.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let diffs = diff::diff(&l, &c, rules);
     match format {
         DiffFormat::Json => {
             let out = json!({ "equal": diffs.is_empty(), "differences": diffs });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
+        DiffFormat::Patch => unreachable!("handled above"),
         DiffFormat::Text => {
             for d in &diffs {
                 let show = |v: &Option<serde_json::Value>| {

@@ -121,6 +121,19 @@ fn diff_exit_codes_and_json_shape() {
         out.contains("extra") && out.contains("/a/0") && out.contains("1 difference"),
         "{out}"
     );
+    // An RFC 6902 patch from legacy to candidate: the one insertion, and 10 -> 10.0 kept exact.
+    let (code, out, _) = run(&["diff", &a, &b, "--format", "patch"], dir.path());
+    assert_eq!(code, 1);
+    let ops: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        ops,
+        json!([
+            {"op": "add", "path": "/a/0", "value": 0},
+            {"op": "replace", "path": "/n", "value": 10.0}
+        ])
+    );
+    let (code, out, _) = run(&["diff", &a, &c, "--format", "patch"], dir.path());
+    assert_eq!((code, out.trim()), (0, "[]"));
     // Unknown route, and a file that is not JSON: usage errors.
     let (code, _, err) = run(&["diff", &a, &b, "--route", "nope"], dir.path());
     assert_eq!(code, 2, "{err}");

@@ -18,6 +18,7 @@
 
 pub mod glob;
 pub mod number;
+pub mod patch;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
