@@ -205,6 +205,11 @@ parsed_string!(
     parse_base_url
 );
 parsed_string!(
+    /// A normalize rule name.
+    NormStr(crate::diff::normalize::Norm),
+    crate::diff::normalize::Norm::parse
+);
+parsed_string!(
     /// The account key source.
     KeySourceStr(KeySource),
     KeySource::parse
@@ -333,7 +338,16 @@ struct RawDiff {
     number_tolerance: Option<f64>,
     null_equals_missing: Option<bool>,
     auto_keys: Option<bool>,
+    normalize: Vec<RawNormalize>,
     headers: Option<Vec<HeaderNameStr>>,
+}
+
+/// One `normalize = [{ fields = [...], with = [...] }]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNormalize {
+    fields: Vec<GlobStr>,
+    with: Vec<NormStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -827,6 +841,16 @@ fn rules_of(d: &RawDiff) -> Rules {
         number_tolerance: d.number_tolerance.unwrap_or(0.0),
         null_equals_missing: d.null_equals_missing.unwrap_or(false),
         auto_keys: d.auto_keys.unwrap_or(true),
+        normalize: d
+            .normalize
+            .iter()
+            .map(|n| {
+                (
+                    glob_set(n.fields.clone()),
+                    n.with.iter().map(|w| w.0).collect(),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -957,6 +981,19 @@ mod tests {
             "[[routes]]\nname = \"r\"\npath = \"/a\"\n[[routes]]\nname = \"r\"\npath = \"/b\"\n",
         );
         assert!(e.contains("line 5") && e.contains("same name"), "{e}");
+    }
+
+    #[test]
+    fn normalize_rules_are_read_and_checked() {
+        let c = Config::parse(
+            "[diff]\nnormalize = [{ fields = [\"**/status\"], with = [\"lowercase\", \"trim\"] }]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.diff.rules.normalize.len(), 1);
+        assert_eq!(c.diff.rules.normalize[0].1.len(), 2);
+        let e = err("[diff]\nnormalize = [{ fields = [\"**/status\"], with = [\"uppercase\"] }]\n");
+        assert!(e.contains("line 2") && e.contains("uppercase"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! carries `candidate_pointer`.
 
 pub mod glob;
+pub mod normalize;
 pub mod number;
 pub mod patch;
 
@@ -85,6 +86,8 @@ pub struct Rules {
     /// Match arrays of objects by `id`, `remote_id`, `uuid` or `key` when every element has a
     /// unique scalar one on both sides ([`AUTO_KEYS`]).
     pub auto_keys: bool,
+    /// Equivalence rules applied to both documents before the comparison ([`normalize`]).
+    pub normalize: Vec<(GlobSet, Vec<normalize::Norm>)>,
 }
 
 impl Rules {
@@ -101,6 +104,7 @@ impl Rules {
             self.number_tolerance = other.number_tolerance;
         }
         self.null_equals_missing |= other.null_equals_missing;
+        self.normalize.extend(other.normalize.iter().cloned());
     }
 
     /// Whether a difference at `path` is ignored (the path or one of its ancestors is selected).
@@ -116,8 +120,18 @@ impl Rules {
     }
 }
 
-/// Compares two JSON documents.
+/// Compares two JSON documents. With `normalize` rules, both are rewritten first (on copies).
 pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+    if !rules.normalize.is_empty() {
+        let (mut l, mut c) = (legacy.clone(), candidate.clone());
+        normalize::apply(&mut l, &rules.normalize);
+        normalize::apply(&mut c, &rules.normalize);
+        return diff_exact(&l, &c, rules);
+    }
+    diff_exact(legacy, candidate, rules)
+}
+
+fn diff_exact(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
     let mut w = Walker {
         rules,
         lpath: Vec::new(),

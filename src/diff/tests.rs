@@ -381,3 +381,37 @@ fn auto_keys_match_objects_by_id() {
     let c = json!([{"id": 1, "v": 1}, {"id": 1, "v": 2}, {"id": 5}]);
     assert_eq!(kinds(&diff(&l, &c, &auto)), vec![("/2", "extra")]);
 }
+
+#[test]
+fn normalize_rules_make_equivalent_spellings_equal() {
+    use super::normalize::Norm;
+    let r = Rules {
+        normalize: vec![
+            (
+                GlobSet::new(&["**/status"]).unwrap(),
+                vec![Norm::Lowercase, Norm::Trim],
+            ),
+            (
+                GlobSet::new(&["**/amount"]).unwrap(),
+                vec![Norm::NumberFromString],
+            ),
+            (
+                GlobSet::new(&["**/hired_at"]).unwrap(),
+                vec![Norm::Datetime],
+            ),
+            (
+                GlobSet::new(&["**/middle_name"]).unwrap(),
+                vec![Norm::EmptyAsNull],
+            ),
+            (GlobSet::new(&["/tags"]).unwrap(), vec![Norm::Sort]),
+        ],
+        ..rules()
+    };
+    let l = json!({"status": "Active ", "amount": "12.50", "hired_at": "2026-01-01T09:00:00+01:00",
+                   "middle_name": "", "tags": ["b", "a"], "other": "X"});
+    let c = json!({"status": "active", "amount": 12.5, "hired_at": "2026-01-01T08:00:00Z",
+                   "middle_name": null, "tags": ["a", "b"], "other": "x"});
+    assert_eq!(kinds(&diff(&l, &c, &r)), vec![("/other", "changed")]);
+    // Without the rules every one of them differs (the reordered tags twice).
+    assert_eq!(diff(&l, &c, &rules()).len(), 7);
+}
