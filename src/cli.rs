@@ -167,7 +167,7 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
 pub enum DiffFormat {
     Text,
     Json,
-    /// An RFC 6902 JSON Patch from legacy to candidate (exact: the rules do not apply).
+    /// An RFC 6902 JSON Patch from the (normalised) legacy to the (normalised) candidate document.
     Patch,
 }
 
@@ -480,6 +480,10 @@ fn diff_files(
     })?;
     let (l, c) = (read_json(legacy)?, read_json(candidate)?);
     if format == DiffFormat::Patch {
+        // The patch turns the normalised legacy document into the normalised candidate one.
+        let (mut l, mut c) = (l, c);
+        diff::normalize::apply(&mut l, &rules.normalize);
+        diff::normalize::apply(&mut c, &rules.normalize);
         let ops = diff::patch::patch(&l, &c);
         println!(
             "{}",

@@ -134,6 +134,21 @@ fn diff_exit_codes_and_json_shape() {
     );
     let (code, out, _) = run(&["diff", &a, &c, "--format", "patch"], dir.path());
     assert_eq!((code, out.trim()), (0, "[]"));
+    // With a normalize rule, the patch goes between the normalised documents.
+    std::fs::write(
+        dir.path().join("n.toml"),
+        "[diff]\nnormalize = [{ fields = [\"/s\"], with = [\"lowercase\"] }]\n",
+    )
+    .unwrap();
+    let up = p("up.json", json!({"s": "ACTIVE", "t": 1}));
+    let low = p("low.json", json!({"s": "active", "t": 2}));
+    let (code, out, _) = run(
+        &["diff", "--config", "n.toml", &up, &low, "--format", "patch"],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    let ops: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ops, json!([{"op": "replace", "path": "/t", "value": 2}]));
     // Unknown route, and a file that is not JSON: usage errors.
     let (code, _, err) = run(&["diff", &a, &b, "--route", "nope"], dir.path());
     assert_eq!(code, 2, "{err}");
