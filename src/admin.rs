@@ -24,6 +24,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::report;
+use crate::report::render::{esc, pct};
 
 /// State the admin routes read.
 #[derive(Debug, Default)]
@@ -230,13 +231,6 @@ fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, String
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The dashboard page: the same numbers as `/api/summary`, rendered on the server; the script
 /// re-renders them from the API every few seconds.
 fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<String, String> {
@@ -263,10 +257,6 @@ fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<Str
          <script>const TOKEN={token_js}, SINCE={since_js};{DASH_JS}</script></body></html>",
         esc(since)
     ))
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.2}%", x * 100.0)
 }
 
 /// Renders the dashboard body from `{"summary": Report, "latest": [exchange with differences]}`.

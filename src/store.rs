@@ -5,7 +5,7 @@
 //! [`BATCH`] exchanges) into one transaction, and prunes expired exchanges periodically.
 //! The database runs in WAL mode with `synchronous=NORMAL`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -259,7 +259,6 @@ impl StoreHandle {
 pub struct Store {
     handle: StoreHandle,
     thread: JoinHandle<()>,
-    path: PathBuf,
 }
 
 /// Settings of the writer.
@@ -292,16 +291,11 @@ impl Store {
         Ok(Self {
             handle: StoreHandle { tx, stats },
             thread,
-            path: path.to_path_buf(),
         })
     }
 
     pub fn handle(&self) -> StoreHandle {
         self.handle.clone()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Writes everything queued and stops the writer. Blocks the calling thread. Records sent

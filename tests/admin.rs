@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use http::Request;
 use http_body_util::Full;
 use serde_json::json;
@@ -145,9 +142,10 @@ async fn metrics_dashboard_and_api_after_traffic() {
 
     // And in a browser: loads, shows the figures, and its script refreshes them from the API.
     let url = format!("http://{admin}/?token=s3cret");
-    let (dom, png) = tokio::task::spawn_blocking(move || chromium(&url))
-        .await
-        .unwrap();
+    let (dom, png) =
+        tokio::task::spawn_blocking(move || chromium(&url, "dashboard", "1200,1000", 6000))
+            .await
+            .unwrap();
     assert!(
         dom.contains("class=\"route\"") && dom.contains("people"),
         "route row missing"
@@ -164,53 +162,4 @@ async fn metrics_dashboard_and_api_after_traffic() {
     );
     assert!(std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0) > 10_000);
     sd.stop().await;
-}
-
-/// Loads a page in headless Chromium: its DOM after 6 s of virtual time, and a screenshot.
-fn chromium(url: &str) -> (String, std::path::PathBuf) {
-    let bin = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
-    let profile = tempfile::tempdir().unwrap();
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let png = shots.join("dashboard.png");
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=6000",
-    ];
-    let run = |extra: &[&str]| {
-        let out = Command::new(bin)
-            .args(common)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&[
-        "--window-size=1200,1000",
-        &format!("--screenshot={}", png.display()),
-    ]);
-    let dom = run(&["--dump-dom"]);
-    (dom, png)
 }

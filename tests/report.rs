@@ -1,5 +1,7 @@
 //! Reports and the gate over a store with known exchanges.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -487,61 +489,16 @@ fn report_and_gate_commands() {
 /// under target/ for people to look at. CI installs Debian's chromium (see .ci/run).
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path());
     let conn = shadowdiff::store::open(&db).unwrap();
     let r = shadowdiff::report::build(&conn, &filter()).unwrap();
     let page = dir.path().join("report.html");
     std::fs::write(&page, shadowdiff::report::render::html(&r)).unwrap();
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let png = shots.join("report.png");
-    let _ = std::fs::remove_file(&png);
-    let profile = dir.path().join("profile");
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
     let url = format!("file://{}", page.display());
-    let out = Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args([
-            "--window-size=1200,1800",
-            &format!("--screenshot={}", png.display()),
-            &url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dom, png) = support::chromium(&url, "report", "1200,1800", 1000);
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "screenshot missing or blank ({size} bytes)");
-    let dom = Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--dump-dom", &url])
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
         dom.contains("83.33%") && dom.contains("/individuals/*/status"),
         "rendered DOM lacks the figures"

@@ -164,10 +164,9 @@ impl Proxy {
             }
         };
 
-        let route = meta.route.clone();
         let res = self.forward(&mut parts, legacy_body, peer).await;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        crate::telemetry::legacy_latency(route.as_deref(), ms);
+        crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
         match res {
             Err(e) => {
                 tracing::warn!(error = %e, "legacy failed");

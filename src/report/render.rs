@@ -17,7 +17,8 @@ pub fn json(r: &Report) -> String {
     serde_json::to_string_pretty(r).expect("a report serialises")
 }
 
-fn pct(x: f64) -> String {
+/// A ratio as a percentage with two decimals.
+pub fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
@@ -112,7 +113,8 @@ pub fn markdown(r: &Report) -> String {
     o
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
@@ -549,11 +549,6 @@ pub fn random_u64() -> u64 {
 
 fn sampled(rate: f64) -> bool {
     rate >= 1.0 || (rate > 0.0 && ((random_u64() >> 11) as f64 / (1u64 << 53) as f64) < rate)
-}
-
-/// Whether a method's request body is read before forwarding (mirrored writes).
-pub fn has_body(m: &Method) -> bool {
-    !(m == Method::GET || m == Method::HEAD || m == Method::OPTIONS || m == Method::DELETE)
 }
 
 #[cfg(test)]

@@ -348,3 +348,56 @@ pub async fn send(req: Request<Full<Bytes>>) -> Got {
 pub async fn get(url: &str) -> Got {
     send(Request::get(url).body(Full::default()).unwrap()).await
 }
+
+/// Loads `url` in headless Chromium (Debian's; `.ci/run` installs it): writes a screenshot to
+/// `target/screenshots/NAME.png` (any older one removed first) and returns the page's DOM after
+/// `virtual_ms` of virtual time, so that timers such as a refresh have run.
+pub fn chromium(url: &str, name: &str, window: &str, virtual_ms: u32) -> (String, PathBuf) {
+    use std::process::Command;
+    let bin = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
+    let profile = tempfile::tempdir().unwrap();
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&png);
+    let budget = format!("--virtual-time-budget={virtual_ms}");
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &budget,
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        &format!("--window-size={window}"),
+        &format!("--screenshot={}", png.display()),
+    ]);
+    let dom = run(&["--dump-dom"]);
+    (dom, png)
+}
