@@ -34,6 +34,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The store, opened read-only per API call.
     pub db: PathBuf,
+    /// Classification settings of the summary (`[diff]`).
+    pub classes: crate::classify::Settings,
 }
 
 /// Serves one admin request.
@@ -142,7 +144,11 @@ fn summary(state: &AdminState, since: &str) -> Result<report::Report, String> {
         route: None,
         account: None,
     };
-    report::build(&open(state)?, &f).map_err(|e| e.to_string())
+    let opts = report::Options {
+        details: true,
+        classes: state.classes,
+    };
+    report::build_with(&open(state)?, &f, opts).map_err(|e| e.to_string())
 }
 
 fn latest(state: &AdminState, outcome: Option<&str>, limit: usize) -> Result<Value, String> {
@@ -434,6 +440,7 @@ mod tests {
             ready: AtomicBool::new(true),
             token: Some("t0k".into()),
             db: PathBuf::from("/nonexistent/x.db"),
+            classes: crate::classify::Settings::default(),
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         assert_eq!(get(&s, "/readyz", None).await, StatusCode::UNAUTHORIZED);

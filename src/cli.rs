@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use crate::classify;
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::diff;
 use crate::gate;
@@ -79,6 +80,13 @@ pub enum Command {
         route: Option<String>,
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
+        /// With --route: classify each difference from the store over this window
+        /// (systematic, sporadic, noise, or new) [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// SQLite file to classify from (overrides [store] path; skipped when absent).
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
     /// Parity report over a time window (SPEC §5).
     Report {
@@ -200,13 +208,15 @@ pub fn run(cli: Cli) -> ExitCode {
             candidate,
             route,
             format,
+            since,
+            db,
         } => diff_files(
             &config,
             explicit,
-            &legacy,
-            &candidate,
+            (&legacy, &candidate),
             route.as_deref(),
             format,
+            (window(since, None, None), db),
         ),
         Command::Report {
             since,
@@ -465,10 +475,10 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 fn diff_files(
     config: &Path,
     explicit: bool,
-    legacy: &Path,
-    candidate: &Path,
+    (legacy, candidate): (&Path, &Path),
     route: Option<&str>,
     format: DiffFormat,
+    (window, db): ((SystemTime, SystemTime), Option<PathBuf>),
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
     let rules = cfg.rules_for(route).ok_or_else(|| {
@@ -498,7 +508,28 @@ fn diff_files(
     let diffs = diff::diff(&l, &c, rules);
     match format {
         DiffFormat::Json => {
-            let out = json!({ "equal": diffs.is_empty(), "differences": diffs });
+            let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
+            // With a route and a store: each difference's class over the window.
+            let db = db.unwrap_or_else(|| cfg.store.path.clone());
+            if let (Some(route), true) = (route, db.exists()) {
+                let conn = store::open(&db)?;
+                let lookup = classify::Lookup::load(&conn, route, window, (&cfg.diff).into())
+                    .with_context(|| format!("reading {}", db.display()))?;
+                for (d, v) in diffs.iter().zip(
+                    out["differences"]
+                        .as_array_mut()
+                        .expect("an array")
+                        .iter_mut(),
+                ) {
+                    v["class"] = json!(lookup.class(&d.field));
+                }
+                out["classification"] = json!({
+                    "route": route,
+                    "from": store::rfc3339(window.0),
+                    "to": store::rfc3339(window.1),
+                    "compared": lookup.compared,
+                });
+            }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
@@ -603,7 +634,11 @@ fn report_cmd(
         route,
         account,
     };
-    let r = report::build(&conn, &filter)?;
+    let opts = report::Options {
+        details: true,
+        classes: (&cfg.diff).into(),
+    };
+    let r = report::build_with(&conn, &filter, opts)?;
     let format = format.unwrap_or_else(|| {
         match out
             .as_ref()
@@ -668,7 +703,7 @@ fn gate_cmd(
         route: None,
         account: None,
     };
-    let v = gate::evaluate(&conn, phase, gate, &filter)?;
+    let v = gate::evaluate_with(&conn, phase, gate, &filter, (&cfg.diff).into())?;
     match format {
         GateFormat::Text => print!("{}", gate::text(&v)),
         GateFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),

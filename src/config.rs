@@ -340,6 +340,16 @@ struct RawDiff {
     auto_keys: Option<bool>,
     normalize: Vec<RawNormalize>,
     headers: Option<Vec<HeaderNameStr>>,
+    systematic_rate: Option<f64>,
+    noise: Option<RawNoise>,
+}
+
+/// `[diff.noise]`: learning noise from a second legacy call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNoise {
+    secondary_sample_rate: Option<f64>,
+    min_count: Option<u64>,
 }
 
 /// One `normalize = [{ fields = [...], with = [...] }]` entry.
@@ -482,6 +492,29 @@ pub struct DiffConfig {
     pub rules: Rules,
     /// Response headers compared besides the status code.
     pub headers: Vec<HeaderName>,
+    /// A field pattern that differs in at least this share of the compared exchanges where it
+    /// is present is `systematic` (a mapping gap); below, `sporadic` (data drift).
+    pub systematic_rate: f64,
+    pub noise: NoiseConfig,
+}
+
+/// `[diff.noise]`: noise learned from a second legacy call on a sample of mirrored safe requests.
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseConfig {
+    /// Share of mirrored GET/HEAD requests that legacy answers twice (0 = off). Spends legacy
+    /// quota.
+    pub secondary_sample_rate: f64,
+    /// Times a field must have differed between two legacy answers to count as noise.
+    pub min_count: u64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        Self {
+            secondary_sample_rate: 0.0,
+            min_count: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -655,6 +688,28 @@ impl Config {
             )));
         }
 
+        let share = |key: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            Some(x) => Err(invalid(format!("{key}: {x} must be between 0 and 1"))),
+        };
+        let systematic_rate = share("[diff] systematic_rate", raw.diff.systematic_rate, 0.9)?;
+        let raw_noise = raw.diff.noise.clone().unwrap_or_default();
+        let noise = NoiseConfig {
+            secondary_sample_rate: share(
+                "[diff.noise] secondary_sample_rate",
+                raw_noise.secondary_sample_rate,
+                0.0,
+            )?,
+            min_count: match raw_noise.min_count {
+                Some(0) => {
+                    return Err(invalid("[diff.noise] min_count: must be at least 1".into()))
+                }
+                Some(n) => n,
+                None => NoiseConfig::default().min_count,
+            },
+        };
+
         let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
         for r in raw.routes {
             let line = line_of(r.name.span().start);
@@ -683,6 +738,11 @@ impl Config {
                 return Err(at(
                     "[routes.diff] headers: response headers to compare are set in [diff] only"
                         .into(),
+                ));
+            }
+            if r.diff.noise.is_some() || r.diff.systematic_rate.is_some() {
+                return Err(at(
+                    "[routes.diff] noise and systematic_rate are set in [diff] only".into(),
                 ));
             }
             routes.push(Route {
@@ -759,6 +819,8 @@ impl Config {
             diff: DiffConfig {
                 rules: global_rules,
                 headers: names(raw.diff.headers, &["content-type"]),
+                systematic_rate,
+                noise,
             },
             store: StoreConfig {
                 path: rel(raw
@@ -962,6 +1024,31 @@ mod tests {
             e.contains("line 2") && e.contains("SHADOWDIFF_TEST_SURELY_UNSET"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn noise_and_classification_settings() {
+        let c = Config::defaults();
+        assert_eq!(c.diff.systematic_rate, 0.9);
+        assert_eq!(c.diff.noise.secondary_sample_rate, 0.0);
+        assert_eq!(c.diff.noise.min_count, 2);
+        let c = Config::parse(
+            "[diff]\nsystematic_rate = 0.8\n[diff.noise]\nsecondary_sample_rate = 0.05\nmin_count = 3\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.diff.systematic_rate, 0.8);
+        assert_eq!(c.diff.noise.secondary_sample_rate, 0.05);
+        assert_eq!(c.diff.noise.min_count, 3);
+        let e = err("[diff.noise]\nsecondary_sample_rate = 1.5\n");
+        assert!(e.contains("secondary_sample_rate"), "{e}");
+        let e = err("[diff.noise]\nmin_count = 0\n");
+        assert!(e.contains("min_count"), "{e}");
+        let e = err("[diff.noise]\nsample = 0.1\n");
+        assert!(e.contains("line 2") && e.contains("sample"), "{e}");
+        let e =
+            err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.diff]\nsystematic_rate = 0.5\n");
+        assert!(e.contains("[diff] only"), "{e}");
     }
 
     #[test]

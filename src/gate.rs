@@ -34,14 +34,37 @@ pub struct Verdict {
     pub checks: Vec<Check>,
 }
 
-/// Evaluates `[gate.PHASE]` (with its per-route overrides) over the window of `filter`.
+/// Evaluates `[gate.PHASE]` (with its per-route overrides) over the window of `filter`, with
+/// the default classification settings.
 pub fn evaluate(
     conn: &Connection,
     phase: &str,
     gate: &GateConfig,
     filter: &Filter,
 ) -> Result<Verdict, ReportError> {
-    let report = report::build_with(conn, filter, report::Options { details: false })?;
+    evaluate_with(
+        conn,
+        phase,
+        gate,
+        filter,
+        crate::classify::Settings::default(),
+    )
+}
+
+/// [`evaluate`] with the config's classification settings (noise excluded from parity needs
+/// `[diff.noise] min_count`).
+pub fn evaluate_with(
+    conn: &Connection,
+    phase: &str,
+    gate: &GateConfig,
+    filter: &Filter,
+    classes: crate::classify::Settings,
+) -> Result<Verdict, ReportError> {
+    let opts = report::Options {
+        details: false,
+        classes,
+    };
+    let report = report::build_with(conn, filter, opts)?;
     let mut checks = Vec::new();
     let overall = Scope {
         name: "all".into(),

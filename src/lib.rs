@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod background;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;

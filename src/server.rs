@@ -130,9 +130,18 @@ impl Server {
             .on_thread_start(move || crate::background::lower_current_thread(priority))
             .build()
             .map_err(StartError::Runtime)?;
+        // Second legacy calls (noise learning) go out from the shadow runtime, on a pool of
+        // their own.
+        let legacy_again = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| {
+            StartError::Client {
+                side: "legacy",
+                source,
+            }
+        })?;
         let shadow = Arc::new(Shadow::new(
             cfg.clone(),
             candidate_client,
+            legacy_again,
             store.handle(),
             runtime.handle().clone(),
         ));
@@ -141,6 +150,7 @@ impl Server {
             ready: false.into(),
             token: cfg.admin.token.clone(),
             db: cfg.store.path.clone(),
+            classes: (&cfg.diff).into(),
         });
         Ok(Self {
             proxy_listener,

@@ -88,6 +88,30 @@ CREATE TABLE IF NOT EXISTS blobs(
     hash BLOB NOT NULL UNIQUE,
     body TEXT NOT NULL
 );
+-- Per route, field pattern and hour (`2026-11-29T13`): compared exchanges where the field was
+-- present in either body. The denominator of the classification (systematic / sporadic).
+CREATE TABLE IF NOT EXISTS field_presence(
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(route, field, hour)
+) WITHOUT ROWID;
+-- Noise learned from second legacy calls ([diff.noise]): per route, how many pairs of legacy
+-- answers were compared, and per field pattern how many of them differed there.
+CREATE TABLE IF NOT EXISTS noise_samples(
+    route TEXT PRIMARY KEY,
+    samples INTEGER NOT NULL,
+    last_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS noise_fields(
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    differed INTEGER NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY(route, field)
+) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS exchange_bodies AS
     SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
     FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
@@ -179,6 +203,8 @@ pub struct Record {
     pub diff_count: usize,
     /// Shared with the comparison memo: identical pairs reuse one list.
     pub diffs: Arc<Vec<Difference>>,
+    /// Field patterns present in either body of a compared exchange (table `field_presence`).
+    pub present: Arc<Vec<String>>,
     pub bodies: Vec<StoredBody>,
 }
 
@@ -197,8 +223,18 @@ pub enum StoreError {
     },
 }
 
+/// The fields that differed between two legacy answers to one request.
+#[derive(Debug, Clone)]
+pub struct NoiseSample {
+    /// `""` for requests that matched no route.
+    pub route: String,
+    pub at: SystemTime,
+    pub fields: Vec<String>,
+}
+
 enum Msg {
     Record(Box<Record>),
+    Noise(NoiseSample),
     Flush(SyncSender<()>),
     /// Write what came before, then stop (other handles may still exist).
     Stop,
@@ -233,6 +269,13 @@ impl StoreHandle {
                 crate::telemetry::dropped("store_queue_full");
                 tracing::debug!("store queue full: exchange dropped");
             }
+        }
+    }
+
+    /// Queues a noise sample; dropped (and counted) when the queue is full.
+    pub fn noise(&self, n: NoiseSample) {
+        if self.tx.try_send(Msg::Noise(n)).is_err() {
+            crate::telemetry::dropped("store_queue_full");
         }
     }
 
@@ -342,6 +385,7 @@ fn writer(
 ) {
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
+    let mut noise: Vec<NoiseSample> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     loop {
         if last_prune.elapsed() >= PRUNE_EVERY {
@@ -365,6 +409,7 @@ fn writer(
         while let Some(m) = next {
             match m {
                 Msg::Record(r) => batch.push(r),
+                Msg::Noise(n) => noise.push(n),
                 Msg::Flush(done) => flushes.push(done),
                 Msg::Stop => stop = true,
             }
@@ -397,6 +442,12 @@ fn writer(
             };
             batch.clear();
         }
+        if !noise.is_empty() {
+            if let Err(e) = write_noise(&mut conn, &noise) {
+                tracing::error!(error = %e, path, "store write failed (noise samples)");
+            }
+            noise.clear();
+        }
         for f in flushes.drain(..) {
             let _ = f.send(());
         }
@@ -426,6 +477,9 @@ fn write_batch(
             "INSERT INTO diff_fields(exchange_id, started_at, route, field, kind, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut blob_find = tx.prepare_cached("SELECT id FROM blobs WHERE hash = ?1")?;
+        let mut presence: std::collections::HashMap<(&str, &str, &str), i64> =
+            std::collections::HashMap::new();
+        let mut hours: Vec<String> = Vec::with_capacity(batch.len());
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         for r in batch {
             let m = &r.meta;
@@ -446,6 +500,7 @@ fn write_batch(
                 m.request_id,
             ])?;
             let id = tx.last_insert_rowid();
+            hours.push(started_at[..started_at.len().min(13)].to_owned());
             let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
                 std::collections::BTreeMap::new();
             for d in r.diffs.iter() {
@@ -502,6 +557,43 @@ fn write_batch(
                     b.headers.to_string(),
                     blob_id
                 ])?;
+            }
+        }
+        for (r, hour) in batch.iter().zip(&hours) {
+            let route = r.meta.route.as_deref().unwrap_or("");
+            for f in r.present.iter() {
+                *presence
+                    .entry((route, f.as_str(), hour.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        let mut pr = tx.prepare_cached(
+            "INSERT INTO field_presence(route, field, hour, n) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(route, field, hour) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((route, field, hour), n) in presence {
+            pr.execute(params![route, field, hour, n])?;
+        }
+    }
+    tx.commit()
+}
+
+fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut s = tx.prepare_cached(
+            "INSERT INTO noise_samples(route, samples, last_at) VALUES (?1, 1, ?2)
+             ON CONFLICT(route) DO UPDATE SET samples = samples + 1, last_at = excluded.last_at",
+        )?;
+        let mut f = tx.prepare_cached(
+            "INSERT INTO noise_fields(route, field, differed, first_at, last_at) VALUES (?1, ?2, 1, ?3, ?3)
+             ON CONFLICT(route, field) DO UPDATE SET differed = differed + 1, last_at = excluded.last_at",
+        )?;
+        for n in samples {
+            let at = rfc3339(n.at);
+            s.execute(params![n.route, at])?;
+            for field in &n.fields {
+                f.execute(params![n.route, field, at])?;
             }
         }
     }
@@ -567,6 +659,10 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
             rows
         };
         if ids.is_empty() {
+            conn.execute(
+                "DELETE FROM field_presence WHERE hour < substr(?1, 1, 13)",
+                [&cutoff],
+            )?;
             if total > 0 {
                 conn.execute(
                     "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
@@ -617,6 +713,7 @@ mod tests {
                 candidate: Some(json!(2)),
                 candidate_pointer: None,
             }]),
+            present: Arc::default(),
             bodies: vec![],
         }
     }

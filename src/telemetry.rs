@@ -62,6 +62,10 @@ fn describe() {
         "Time to write one batch to SQLite"
     );
     metrics::describe_counter!(
+        "shadowdiff_legacy_secondary_calls_total",
+        "Second legacy calls made to learn noise ([diff.noise]); they spend legacy quota"
+    );
+    metrics::describe_counter!(
         "shadowdiff_mapping_errors_total",
         "Exchanges whose mapping failed, by route"
     );
@@ -131,6 +135,11 @@ fn skip_reason(reason: &str) -> &'static str {
 /// Counts one dropped exchange.
 pub fn dropped(reason: &'static str) {
     metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);
+}
+
+/// One second legacy call for noise learning (`[diff.noise]`): legacy quota spent.
+pub fn secondary_call() {
+    metrics::counter!("shadowdiff_legacy_secondary_calls_total").increment(1);
 }
 
 /// The store writer's queue depth.

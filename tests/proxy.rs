@@ -793,3 +793,187 @@ async fn head_requests_are_mirrored_and_compare_status_and_headers() {
     );
     sd.stop().await;
 }
+
+/// `[diff.noise]`: legacy is called twice, the field that differs between its two answers is
+/// learned as noise, shown as such and left out of parity; the other fields are classified as
+/// systematic (every exchange) or sporadic (some), and `diff --format json` says so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_is_learned_from_a_second_legacy_call_and_fields_are_classified() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let calls = std::sync::Arc::new(AtomicU64::new(1));
+    let c = calls.clone();
+    let legacy = Upstream::start(move |s| {
+        let n = c.fetch_add(1, Ordering::Relaxed);
+        if s.uri.starts_with("/b") {
+            Reply::json(json!({"generated_at": n, "title": "x"}))
+        } else {
+            Reply::json(json!({"generated_at": n, "individuals": [{"id": "a", "dept": "x"}]}))
+        }
+    })
+    .await;
+    let candidate = Upstream::start(|s| {
+        if s.uri.starts_with("/b") {
+            Reply::json(json!({"generated_at": 0}))
+        } else {
+            let dept = if s.uri.contains("bad") { "y" } else { "x" };
+            Reply::json(json!({"generated_at": 0, "individuals": [{"id": "a", "dept": dept}]}))
+        }
+    })
+    .await;
+    let toml = "[diff.noise]\nsecondary_sample_rate = 1.0\nmin_count = 2\n\
+                [[routes]]\nname = \"a\"\npath = \"/a\"\n\
+                [[routes]]\nname = \"b\"\npath = \"/b\"\n";
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    for q in ["", "", "?bad=1", "", "?bad=1", ""] {
+        assert_eq!(get(&sd.url(&format!("/a{q}"))).await.status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&sd.url("/b")).await.status, 200);
+    }
+    sd.quiesce().await;
+    // Every mirrored GET reached legacy twice.
+    assert_eq!(calls.load(Ordering::Relaxed), 1 + 18);
+    assert_eq!(
+        sd.rows("SELECT route, field, differed FROM noise_fields ORDER BY route"),
+        vec![
+            vec![json!("a"), json!("/generated_at"), json!(6)],
+            vec![json!("b"), json!("/generated_at"), json!(3)],
+        ]
+    );
+    assert_eq!(
+        sd.rows("SELECT samples FROM noise_samples WHERE route = 'a'"),
+        vec![vec![json!(6)]]
+    );
+    assert_eq!(
+        sd.rows(
+            "SELECT sum(n) FROM field_presence WHERE route = 'a' AND field = '/individuals/*/dept'"
+        ),
+        vec![vec![json!(6)]]
+    );
+
+    let conn = rusqlite::Connection::open(&sd.db).unwrap();
+    let now = std::time::SystemTime::now();
+    let f = shadowdiff::report::Filter {
+        from: now - Duration::from_secs(3600),
+        to: now + Duration::from_secs(1),
+        route: None,
+        account: None,
+    };
+    let r = shadowdiff::report::build(&conn, &f).unwrap();
+    let a = r.routes.iter().find(|x| x.route == "a").unwrap();
+    // 4 exchanges differ only at the noise field: they count as matched.
+    assert_eq!((a.counts.compared, a.counts.matched), (6, 0));
+    assert_eq!(a.counts.noise_only, 4);
+    assert!(
+        (a.counts.parity - 4.0 / 6.0).abs() < 1e-9,
+        "{}",
+        a.counts.parity
+    );
+    let class = |rt: &shadowdiff::report::RouteReport, field: &str| {
+        let f = rt.fields.iter().find(|x| x.field == field).unwrap();
+        (f.class.as_str(), f.present)
+    };
+    assert_eq!(class(a, "/generated_at"), ("noise", 6));
+    assert_eq!(class(a, "/individuals/*/dept"), ("sporadic", 6));
+    assert_eq!(a.noise[0].field, "/generated_at");
+    assert_eq!((a.noise[0].differed, a.noise[0].samples), (6, 6));
+    let b = r.routes.iter().find(|x| x.route == "b").unwrap();
+    assert_eq!((b.counts.noise_only, b.counts.parity), (0, 0.0));
+    assert_eq!(class(b, "/title"), ("systematic", 3));
+    assert_eq!(r.totals.noise_only, 4);
+    let md = shadowdiff::report::render::markdown(&r);
+    assert!(md.contains("systematic"), "{md}");
+    assert!(md.contains("noise learned"), "{md}");
+
+    // The offline diff classifies from the same store.
+    let dir = sd.dir.path().to_owned();
+    std::fs::write(
+        dir.join("l.json"),
+        r#"{"generated_at": 1, "title": "x", "z": 1}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("c.json"), r#"{"generated_at": 2, "z": 2}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .current_dir(&dir)
+        .args([
+            "diff", "l.json", "c.json", "--route", "b", "--format", "json",
+        ])
+        .args(["--config", "shadowdiff.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let classes: Vec<(&str, &str)> = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["field"].as_str().unwrap(), d["class"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            ("/generated_at", "noise"),
+            ("/title", "systematic"),
+            ("/z", "new")
+        ]
+    );
+    assert_eq!(v["classification"]["compared"], 3);
+    sd.stop().await;
+}
+
+/// Guards: a 10,000-deep JSON body is refused as `not_json` (never recursed into) and a 100 MB
+/// candidate body as `too_large` (never buffered past `max_body`); the caller gets legacy's
+/// bytes either way and the process keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_and_huge_bodies_are_refused_not_crashed_on() {
+    let deep = Bytes::from("[".repeat(10_000) + &"]".repeat(10_000));
+    let huge = {
+        let mut v = Vec::with_capacity(100 << 20);
+        v.extend_from_slice(b"{\"x\":\"");
+        v.resize((100 << 20) - 2, b'a');
+        v.extend_from_slice(b"\"}");
+        Bytes::from(v)
+    };
+    let d = deep.clone();
+    let legacy = Upstream::start(move |s| {
+        if s.uri.starts_with("/deep") {
+            Reply::bytes(200, d.clone()).header("content-type", "application/json")
+        } else {
+            Reply::json(json!({"x": "a"}))
+        }
+    })
+    .await;
+    let d = deep.clone();
+    let candidate = Upstream::start(move |s| {
+        if s.uri.starts_with("/deep") {
+            Reply::bytes(200, d.clone()).header("content-type", "application/json")
+        } else {
+            Reply::bytes(200, huge.clone()).header("content-type", "application/json")
+        }
+    })
+    .await;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
+    let got = get(&sd.url("/deep")).await;
+    assert_eq!((got.status, got.body.len()), (200, deep.len()));
+    let got = get(&sd.url("/huge")).await;
+    assert_eq!(got.json(), json!({"x": "a"}));
+    sd.quiesce().await;
+    let o = sd.outcomes();
+    assert_eq!(o[0].0, "not_json");
+    assert!(
+        o[0].1.as_deref().unwrap().contains("deeper than 128"),
+        "{o:?}"
+    );
+    assert_eq!(o[1].0, "too_large");
+    assert!(
+        o[1].1.as_deref().unwrap().contains("candidate body over"),
+        "{o:?}"
+    );
+    assert_eq!(get(&sd.url("/after")).await.status, 200);
+    sd.stop().await;
+}

@@ -477,8 +477,51 @@ fn key_index<'a>(a: &'a [Value], key: &str) -> Option<KeyIndex<'a>> {
     Some(KeyIndex { order, by_key })
 }
 
+/// The field patterns present in a document: every member and element below the root
+/// (containers included, array indices as `*`), each once, in first-seen order, at most `limit`.
+/// Classification divides a field's differing exchanges by the exchanges where it is present.
+pub fn field_patterns(doc: &Value, limit: usize, out: &mut std::collections::HashSet<String>) {
+    fn walk(
+        v: &Value,
+        buf: &mut String,
+        limit: usize,
+        out: &mut std::collections::HashSet<String>,
+    ) {
+        let visit =
+            |buf: &mut String, child: &Value, out: &mut std::collections::HashSet<String>| {
+                if out.len() < limit && !out.contains(buf.as_str()) {
+                    out.insert(buf.clone());
+                }
+                walk(child, buf, limit, out);
+            };
+        match v {
+            Value::Object(o) => {
+                for (k, child) in o {
+                    let len = buf.len();
+                    glob::push_token(buf, k);
+                    visit(buf, child, out);
+                    buf.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                let len = buf.len();
+                buf.push_str("/*");
+                for child in a {
+                    visit(buf, child, out);
+                }
+                buf.truncate(len);
+            }
+            _ => {}
+        }
+    }
+    walk(doc, &mut String::new(), limit, out);
+}
+
 /// Members tried, in order, as the key of an array without a configured one (`auto_keys`).
 pub const AUTO_KEYS: [&str; 4] = ["id", "remote_id", "uuid", "key"];
+
+/// Nesting depth serde_json's parser accepts (its recursion limit).
+pub const MAX_DEPTH: usize = 128;
 
 /// Parses a body as JSON with serde_json's nesting limit (128 levels): deeper documents are
 /// refused, never recursed into.

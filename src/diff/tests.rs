@@ -415,3 +415,16 @@ fn normalize_rules_make_equivalent_spellings_equal() {
     // Without the rules every one of them differs (the reordered tags twice).
     assert_eq!(diff(&l, &c, &rules()).len(), 7);
 }
+
+#[test]
+fn field_patterns_lists_every_node_once_with_indices_as_stars() {
+    let doc = json!({"a": [{"b": 1, "c/d": 2}, {"b": 3}], "e": {"f": null}});
+    let mut set = std::collections::HashSet::new();
+    field_patterns(&doc, 100, &mut set);
+    let mut got: Vec<&str> = set.iter().map(String::as_str).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["/a", "/a/*", "/a/*/b", "/a/*/c~1d", "/e", "/e/f"]);
+    let mut few = std::collections::HashSet::new();
+    field_patterns(&doc, 2, &mut few);
+    assert_eq!(few.len(), 2);
+}

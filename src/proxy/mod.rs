@@ -154,10 +154,12 @@ impl Proxy {
                     ));
                 } else {
                     let route = plan.route;
+                    let secondary = self.shadow.secondary(&parts);
                     mirror = Some((
                         self.shadow
                             .spawn_candidate(plan, &parts.headers, head.clone()),
                         route,
+                        secondary,
                     ));
                 }
                 ReqBody::buffered(head, rest)
@@ -170,12 +172,13 @@ impl Proxy {
         match res {
             Err(e) => {
                 tracing::warn!(error = %e, "legacy failed");
-                if let Some((candidate, route)) = mirror {
+                if let Some((candidate, route, _)) = mirror {
                     let legacy = LegacyPending::Failed {
                         ms,
                         reason: e.to_string(),
                     };
-                    self.shadow.spawn_compare(meta, route, legacy, candidate);
+                    self.shadow
+                        .spawn_compare(meta, route, legacy, candidate, None);
                 }
                 e.to_response()
             }
@@ -183,7 +186,7 @@ impl Proxy {
                 let (mut rparts, body) = res.into_parts();
                 upstream::strip_hop_by_hop(&mut rparts.headers);
                 let status = rparts.status;
-                let body = if let Some((candidate, route)) = mirror {
+                let body = if let Some((candidate, route, secondary)) = mirror {
                     let (tee, copy) = ResBody::tee(body, self.max_body);
                     let legacy = LegacyPending::Response {
                         status,
@@ -191,7 +194,8 @@ impl Proxy {
                         ms,
                         body: copy,
                     };
-                    self.shadow.spawn_compare(meta, route, legacy, candidate);
+                    self.shadow
+                        .spawn_compare(meta, route, legacy, candidate, secondary);
                     tee
                 } else {
                     if let Some((outcome, reason)) = skip {

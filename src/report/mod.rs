@@ -2,9 +2,10 @@
 //! as JSON, Markdown or a self-contained HTML page.
 //!
 //! Definitions: `compared` counts exchanges whose two responses were both received and compared
-//! (outcomes `match` and `diff`), `matched` those with no difference left (`match`), and
-//! `parity = matched / compared` (1.0 when nothing was compared; the gate treats too few samples
-//! as a failure of its own).
+//! (outcomes `match` and `diff`), `matched` those with no difference left (`match`),
+//! `noise_only` those whose differences are all at fields learned as noise
+//! ([`crate::classify`]), and `parity = (matched + noise_only) / compared` (1.0 when nothing was
+//! compared; the gate treats too few samples as a failure of its own).
 
 pub mod render;
 
@@ -15,6 +16,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::classify::{self, Class, NoiseField, RouteClasses};
 use crate::store;
 
 /// The route name reports use for requests that matched no route.
@@ -49,6 +51,8 @@ pub struct Counts {
     pub exchanges: u64,
     pub compared: u64,
     pub matched: u64,
+    /// `diff` exchanges whose every difference is at a field learned as noise.
+    pub noise_only: u64,
     pub parity: f64,
     pub outcomes: BTreeMap<String, u64>,
 }
@@ -63,7 +67,12 @@ impl Counts {
             self.matched += n;
         }
         *self.outcomes.entry(outcome.to_owned()).or_default() += n;
-        self.parity = parity(self.matched, self.compared);
+        self.parity = parity(self.matched + self.noise_only, self.compared);
+    }
+
+    fn add_noise_only(&mut self, n: u64) {
+        self.noise_only += n;
+        self.parity = parity(self.matched + self.noise_only, self.compared);
     }
 
     /// Exchanges for which the candidate was called (everything but `skipped`).
@@ -109,6 +118,11 @@ pub struct FieldStat {
     pub exchanges: u64,
     /// `exchanges` / the route's compared exchanges.
     pub rate: f64,
+    /// Over the window: `systematic`, `sporadic` or `noise` ([`crate::classify`]); by field
+    /// pattern, all kinds together.
+    pub class: Class,
+    /// Compared exchanges where the field was present (the classification's denominator).
+    pub present: u64,
     pub example: Example,
 }
 
@@ -127,6 +141,8 @@ pub struct RouteReport {
     pub counts: Counts,
     pub latency_ms: Latency,
     pub fields: Vec<FieldStat>,
+    /// Fields learned as noise on this route (second legacy calls, `[diff.noise]`).
+    pub noise: Vec<NoiseField>,
     pub trend: Vec<Day>,
 }
 
@@ -172,11 +188,22 @@ fn where_clause(f: &Filter) -> (String, Vec<String>) {
 pub struct Options {
     /// Per-route differing fields and daily trend (the gate needs neither).
     pub details: bool,
+    /// Classification thresholds (`[diff] systematic_rate`, `[diff.noise] min_count`).
+    pub classes: classify::Settings,
 }
 
-/// Builds the report.
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            details: true,
+            classes: classify::Settings::default(),
+        }
+    }
+}
+
+/// Builds the report with the default options.
 pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
-    build_with(conn, f, Options { details: true })
+    build_with(conn, f, Options::default())
 }
 
 /// Counts of exchanges per (`column`, outcome) in the window: the distinct pairs come from the
@@ -222,6 +249,14 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
             .or_default()
             .add(&outcome, n);
     }
+    let (cond, params) = where_clause(f);
+    let noise_only = classify::noise_only(conn, &cond, &params, opts.classes.noise_min_count)?;
+    for (route, _, n) in &noise_only {
+        totals.add_noise_only(*n);
+        if let Some(c) = routes.get_mut(route.as_deref().unwrap_or(UNMATCHED)) {
+            c.add_noise_only(*n);
+        }
+    }
 
     let mut route_reports = Vec::with_capacity(routes.len());
     for (route, counts) in routes {
@@ -230,20 +265,30 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
             ..f.clone()
         };
         let latency = latency(conn, &rf, counts.exchanges)?;
-        let (fields, trend) = if opts.details {
+        let (fields, noise, trend) = if opts.details {
             let (rcond, rparams) = where_clause(&rf);
+            let classes = RouteClasses::load(
+                conn,
+                Some(&route),
+                (f.from, f.to),
+                counts.compared,
+                f.account.is_none(),
+                opts.classes,
+            )?;
             (
-                fields(conn, &rf, counts.compared)?,
+                fields(conn, &rf, counts.compared, &classes)?,
+                classes.noise,
                 trend(conn, &rcond, &rparams)?,
             )
         } else {
-            (Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new())
         };
         route_reports.push(RouteReport {
             route,
             counts,
             latency_ms: latency,
             fields,
+            noise,
             trend,
         });
     }
@@ -258,6 +303,11 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
     for (account, outcome, n) in counts_by(conn, "account", f)? {
         if let Some(a) = account {
             accounts.entry(a).or_default().add(&outcome, n);
+        }
+    }
+    for (_, account, n) in noise_only {
+        if let Some(c) = account.and_then(|a| accounts.get_mut(&a)) {
+            c.add_noise_only(n);
         }
     }
     let needs_reauth = accounts
@@ -332,7 +382,12 @@ fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
 
 /// The differing field patterns of one route, from `diff_fields` (one row per exchange, field
 /// and kind), read in the order of its `(route, field, kind, started_at)` index.
-fn fields(conn: &Connection, f: &Filter, compared: u64) -> Result<Vec<FieldStat>, ReportError> {
+fn fields(
+    conn: &Connection,
+    f: &Filter,
+    compared: u64,
+    classes: &RouteClasses,
+) -> Result<Vec<FieldStat>, ReportError> {
     let mut params = vec![store::rfc3339(f.from), store::rfc3339(f.to)];
     let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
     match f.route.as_deref() {
@@ -362,6 +417,15 @@ fn fields(conn: &Connection, f: &Filter, compared: u64) -> Result<Vec<FieldStat>
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<Result<_, _>>()?;
+    // A field pattern is classified over all its kinds.
+    let mut differing: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for r in &rows {
+        *differing.entry(r.0.as_str()).or_default() += r.3 as u64;
+    }
+    let verdicts: std::collections::HashMap<String, classify::Verdict> = differing
+        .into_iter()
+        .map(|(field, n)| (field.to_owned(), classes.classify(field, n)))
+        .collect();
     rows.sort_by(|a, b| {
         b.3.cmp(&a.3)
             .then(b.2.cmp(&a.2))
@@ -385,12 +449,15 @@ fn fields(conn: &Connection, f: &Filter, compared: u64) -> Result<Vec<FieldStat>
             s.and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or(Value::Null)
         };
+        let v = &verdicts[&field];
         out.push(FieldStat {
             rate: if compared == 0 {
                 0.0
             } else {
                 exchanges as f64 / compared as f64
             },
+            class: v.class,
+            present: v.present,
             field,
             kind,
             count: count as u64,

@@ -104,6 +104,7 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
         reason: None,
         diff_count: 0,
         diffs: Arc::default(),
+        present: Arc::default(),
         bodies: Vec::new(),
     }
 }
@@ -242,6 +243,7 @@ pub fn compare(
     r.reason.clone_from(&compared.reason);
     r.diff_count = compared.diffs.len();
     r.diffs = compared.diffs.clone();
+    r.present = compared.present.clone();
     if let Some([lb, cb]) = &compared.bodies {
         r.bodies.push(stored("legacy", &legacy, lb.clone(), cfg));
         r.bodies
@@ -269,6 +271,34 @@ pub struct Compared {
     /// The (redacted) JSON text of both bodies, when they are to be kept; `None` for a body that
     /// is not JSON.
     pub bodies: Option<[Option<BodyText>; 2]>,
+    /// The field patterns present in either body (JSON bodies only), for classification.
+    pub present: Arc<Vec<String>>,
+}
+
+/// Field patterns counted as present per exchange at most.
+const MAX_PRESENT: usize = 1000;
+
+/// The field patterns that differ between two answers of legacy to the same request (noise
+/// learning): `None` when the pair cannot tell (another status, a body that is not JSON).
+pub fn noise_sample(
+    first: &Side<'_>,
+    second: &Side<'_>,
+    rules: &Rules,
+    cfg: &Config,
+) -> Option<Vec<String>> {
+    if first.status != second.status {
+        return None;
+    }
+    let c = compare_sides(first, second, rules, cfg, false);
+    match c.outcome {
+        Outcome::Match | Outcome::Diff => {
+            let mut fields: Vec<String> = c.diffs.iter().map(|d| d.field.clone()).collect();
+            fields.sort_unstable();
+            fields.dedup();
+            Some(fields)
+        }
+        _ => None,
+    }
 }
 
 /// Decodes, parses, diffs and redacts two complete responses.
@@ -278,12 +308,25 @@ pub fn compare_bodies(
     rules: &Rules,
     cfg: &Config,
 ) -> Compared {
+    compare_sides(legacy, candidate, rules, cfg, true)
+}
+
+/// [`compare_bodies`]; `record` false skips what only a stored record needs (body texts, field
+/// presence).
+fn compare_sides(
+    legacy: &Side<'_>,
+    candidate: &Side<'_>,
+    rules: &Rules,
+    cfg: &Config,
+    record: bool,
+) -> Compared {
     let max = cfg.shadow.max_body;
     let done = |outcome, reason: String| Compared {
         outcome,
         reason: Some(reason),
         diffs: Arc::default(),
         bodies: None,
+        present: Arc::default(),
     };
     let decode = |s: &Side<'_>, side: &'static str| {
         let ce = s
@@ -326,9 +369,22 @@ pub fn compare_bodies(
 
     let mut outcome = Outcome::Match;
     let mut reason = None;
-    let (l_json, c_json) = (parse_body(&l_raw), parse_body(&c_raw));
+    let mut present = Vec::new();
+    let (l_json, c_json) = match (parse_body(&l_raw), parse_body(&c_raw)) {
+        (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
+        (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
+        (l, c) => (l.json(), c.json()),
+    };
     match (&l_json, &c_json) {
-        (Some(l), Some(c)) => diffs.extend(diff::diff(l, c, rules)),
+        (Some(l), Some(c)) => {
+            diffs.extend(diff::diff(l, c, rules));
+            if record {
+                let mut set = std::collections::HashSet::new();
+                diff::field_patterns(l, MAX_PRESENT, &mut set);
+                diff::field_patterns(c, MAX_PRESENT, &mut set);
+                present = set.into_iter().collect();
+            }
+        }
         (None, None) => {
             if l_raw != c_raw && !rules.is_ignored(&[]) {
                 diffs.push(Difference {
@@ -356,11 +412,12 @@ pub fn compare_bodies(
     for d in &mut diffs {
         redact_difference(d, cfg);
     }
-    let keep = match cfg.store.bodies {
-        Bodies::Never => false,
-        Bodies::OnDiff => outcome != Outcome::Match,
-        Bodies::Always => true,
-    };
+    let keep = record
+        && match cfg.store.bodies {
+            Bodies::Never => false,
+            Bodies::OnDiff => outcome != Outcome::Match,
+            Bodies::Always => true,
+        };
     let text = |v: Option<Value>| {
         v.map(|mut b| {
             redact::redact_document(&mut b, &cfg.store.redact_fields);
@@ -372,6 +429,7 @@ pub fn compare_bodies(
         reason,
         diffs: Arc::new(diffs),
         bodies: keep.then(|| [text(l_json), text(c_json)]),
+        present: Arc::new(present),
     }
 }
 
@@ -381,12 +439,40 @@ fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {
     r
 }
 
-/// A body parsed as JSON, or `None`. Empty bodies are not JSON.
-fn parse_body(b: &[u8]) -> Option<Value> {
-    if b.iter().all(u8::is_ascii_whitespace) {
-        return None;
+/// A body as parsed for the comparison.
+enum Parsed {
+    Json(Value),
+    /// Not JSON (or empty): compared as bytes when the other side is not JSON either.
+    NotJson,
+    /// JSON nested deeper than the parser's limit: refused, never recursed into.
+    TooDeep,
+}
+
+impl Parsed {
+    fn json(self) -> Option<Value> {
+        match self {
+            Self::Json(v) => Some(v),
+            _ => None,
+        }
     }
-    diff::parse_json(b).ok()
+}
+
+fn parse_body(b: &[u8]) -> Parsed {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Parsed::NotJson;
+    }
+    match diff::parse_json(b) {
+        Ok(v) => Parsed::Json(v),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Parsed::TooDeep,
+        Err(_) => Parsed::NotJson,
+    }
+}
+
+fn too_deep(side: &str) -> String {
+    format!(
+        "{side} body: JSON nested deeper than {} levels",
+        diff::MAX_DEPTH
+    )
 }
 
 /// A short description of a non-JSON body for the root difference.

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{self, Config, Unmatched};
+use crate::diff;
 use crate::proxy::body::Captured;
 use crate::store::StoreHandle;
 use crate::translate::{self, CandidateTarget, Context};
@@ -119,6 +120,8 @@ impl Bucket {
 pub struct Shadow {
     pub cfg: Arc<Config>,
     client: HttpClient<Full<Bytes>>,
+    /// For second legacy calls (`[diff.noise]`).
+    legacy_client: HttpClient<Full<Bytes>>,
     store: StoreHandle,
     in_flight: Arc<Semaphore>,
     bucket: Option<Mutex<Bucket>>,
@@ -135,6 +138,7 @@ impl Shadow {
     pub fn new(
         cfg: Arc<Config>,
         client: HttpClient<Full<Bytes>>,
+        legacy_client: HttpClient<Full<Bytes>>,
         store: StoreHandle,
         rt: tokio::runtime::Handle,
     ) -> Self {
@@ -149,6 +153,7 @@ impl Shadow {
             in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
             cfg,
             client,
+            legacy_client,
             store,
             bucket,
             paused_until: AtomicU64::new(0),
@@ -252,6 +257,52 @@ impl Shadow {
                 Decision::Skip(format!("template: {var} has no value")),
             ),
         }
+    }
+
+    /// For a sampled share (`[diff.noise] secondary_sample_rate`) of mirrored GET/HEAD requests:
+    /// the same request again for legacy, sent from the comparison task once legacy has answered
+    /// the caller. Its answer is compared with the first one to learn which fields are noise.
+    pub fn secondary(&self, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
+        let rate = self.cfg.diff.noise.secondary_sample_rate;
+        if !config::is_safe(&parts.method) || !sampled(rate) {
+            return None;
+        }
+        let base = self.cfg.legacy.base_url.as_ref()?;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = upstream::join(base, pq).ok()?;
+        let mut headers = parts.headers.clone();
+        upstream::strip_hop_by_hop(&mut headers);
+        if let Some(a) = base
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(http::header::HOST, a);
+        }
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+
+    /// Sends a second legacy call; `None` when it fails, times out or is too large.
+    async fn legacy_again(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Option<(StatusCode, HeaderMap, Bytes)> {
+        let call = async {
+            let res = self.legacy_client.request(req).await.ok()?;
+            let (parts, body) = res.into_parts();
+            match read_limited(body, self.cfg.shadow.max_body).await.ok()? {
+                CandidateBody::Complete(b) => Some((parts.status, parts.headers, b)),
+                CandidateBody::TooLarge => None,
+            }
+        };
+        crate::telemetry::secondary_call();
+        tokio::time::timeout(self.cfg.legacy.timeout, call)
+            .await
+            .ok()
+            .flatten()
     }
 
     fn paused(&self) -> bool {
@@ -364,12 +415,22 @@ impl Shadow {
         route: Option<usize>,
         legacy: LegacyPending,
         candidate: tokio::task::JoinHandle<Candidate>,
+        secondary: Option<Request<Full<Bytes>>>,
     ) {
         let this = self.clone();
         let guard = self.tracker.track();
         self.rt.spawn(
             async move {
                 let _guard = guard;
+                // Only when legacy answered: the second call starts as close to the first as
+                // possible, so that real changes in between stay rare.
+                let secondary = match (&legacy, secondary) {
+                    (LegacyPending::Response { .. }, Some(req)) => {
+                        let t = this.clone();
+                        Some(tokio::spawn(async move { t.legacy_again(req).await }))
+                    }
+                    _ => None,
+                };
                 let legacy = match legacy {
                     LegacyPending::Failed { ms, reason } => Legacy::Failed { ms, reason },
                     LegacyPending::Response {
@@ -388,11 +449,19 @@ impl Shadow {
                     ms: 0.0,
                     reason: format!("candidate task failed: {e}"),
                 });
+                let mut legacy = legacy;
+                let second = match secondary {
+                    Some(h) => h.await.ok().flatten(),
+                    None => None,
+                };
                 let big = body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
                 let shadow = this.clone();
                 let run = move || {
                     let cfg = &shadow.cfg;
                     let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
+                    if let Some(second) = second {
+                        shadow.learn_noise(&meta, &mut legacy, second, rules);
+                    }
                     compare::compare(
                         meta,
                         legacy,
@@ -422,6 +491,50 @@ impl Shadow {
             }
             .in_current_span(),
         );
+    }
+}
+
+impl Shadow {
+    /// Compares legacy's two answers and hands the differing fields to the store.
+    fn learn_noise(
+        &self,
+        meta: &Meta,
+        legacy: &mut Legacy,
+        (status, headers, body): (StatusCode, HeaderMap, Bytes),
+        rules: &diff::Rules,
+    ) {
+        let Legacy::Response {
+            status: l_status,
+            headers: l_headers,
+            body: Captured::Complete(chunks),
+            ..
+        } = legacy
+        else {
+            return;
+        };
+        if l_status.as_u16() >= 300 {
+            return;
+        }
+        let first = crate::proxy::body::join(std::mem::take(chunks));
+        chunks.push(first.clone());
+        let a = compare::Side {
+            status: *l_status,
+            headers: l_headers,
+            body: first,
+        };
+        let b = compare::Side {
+            status,
+            headers: &headers,
+            body,
+        };
+        if let Some(fields) = compare::noise_sample(&a, &b, rules, &self.cfg) {
+            tracing::debug!(fields = fields.len(), "noise sample");
+            self.store.noise(crate::store::NoiseSample {
+                route: meta.route.clone().unwrap_or_default(),
+                at: meta.started_at,
+                fields,
+            });
+        }
     }
 }
 
