@@ -39,6 +39,34 @@ fn directory(n: usize, candidate: bool) -> Value {
     json!({"individuals": people, "paging": {"count": n, "offset": 0}})
 }
 
+/// A deep document: 100 nested levels (an org chart down a reporting line), each level with a
+/// few members, a small array of objects and the next level. The candidate changes one value
+/// at the bottom and one array element half-way.
+fn deep(candidate: bool) -> Value {
+    let mut v = json!({"id": "leaf", "title": if candidate { "Intern" } else { "Apprentice" }});
+    for level in (0..100).rev() {
+        let peers: Vec<Value> = (0..3)
+            .map(|k| {
+                let name = if candidate && level == 50 && k == 1 {
+                    "Changed".to_owned()
+                } else {
+                    format!("Peer {level}.{k}")
+                };
+                json!({"id": format!("p{level}-{k}"), "name": name, "since": "2020-01-01"})
+            })
+            .collect();
+        v = json!({
+            "id": format!("m{level}"),
+            "level": level,
+            "name": format!("Manager {level}"),
+            "location": {"city": "Berlin", "country": "DE"},
+            "peers": peers,
+            "reports": v,
+        });
+    }
+    v
+}
+
 fn bench(c: &mut Criterion) {
     // The defaults users get: arrays of objects with a unique `id` are matched by it.
     let rules = shadowdiff::config::Config::defaults().diff.rules;
@@ -62,10 +90,19 @@ fn bench(c: &mut Criterion) {
                 .insert(0, json!({"id": "new"}));
             v
         }),
+        // A full export: ~5 MB of JSON per side.
+        ("export_5mb", directory(8000, false), directory(8000, true)),
+        ("deep_100", deep(false), deep(true)),
     ];
     for (name, l, r) in &cases {
         let text_l = l.to_string();
         let text_r = r.to_string();
+        eprintln!(
+            "{name}: {} + {} bytes, {} differences",
+            text_l.len(),
+            text_r.len(),
+            diff(l, r, &rules).len()
+        );
         let mut g = c.benchmark_group(*name);
         g.sample_size(20);
         g.measurement_time(std::time::Duration::from_secs(3));
@@ -90,6 +127,13 @@ fn bench(c: &mut Criterion) {
                 let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
                 let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
                 diff(&a, &b2, &rules).len()
+            })
+        });
+        g.bench_function("parse_and_json_patch", |b| {
+            b.iter(|| {
+                let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
+                let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
+                json_patch::diff(&a, &b2).len()
             })
         });
         g.finish();

@@ -14,6 +14,7 @@
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, the dashboard and its JSON API.
 //! - [`telemetry`]: Prometheus metrics with bounded labels.
+//! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.

@@ -176,6 +176,41 @@ pub fn diff_meta(
     })
 }
 
+/// Nodes an equality check may visit before a subtree is walked instead.
+const FAST_EQ_NODES: u32 = 16;
+
+/// Exact equality (same members, same elements in the same order, same number spelling) within
+/// a budget of visited nodes: `None` when the budget ran out. Identical subtrees cannot differ
+/// under any rule, so `Some(true)` means nothing to report.
+fn equal_within(a: &Value, b: &Value, budget: &mut u32) -> Option<bool> {
+    *budget = budget.checked_sub(1)?;
+    Some(match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            for ((kx, vx), (ky, vy)) in x.iter().zip(y) {
+                if kx != ky || !equal_within(vx, vy, budget)? {
+                    return Some(false);
+                }
+            }
+            true
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            for (vx, vy) in x.iter().zip(y) {
+                if !equal_within(vx, vy, budget)? {
+                    return Some(false);
+                }
+            }
+            true
+        }
+        _ => a == b,
+    })
+}
+
 struct Walker<'r, 'a> {
     rules: &'r Rules,
     lpath: Vec<Seg<'a>>,
@@ -186,8 +221,15 @@ struct Walker<'r, 'a> {
 impl<'a> Walker<'_, 'a> {
     fn value(&mut self, l: &'a Value, c: &'a Value) {
         match (l, c) {
+            // Small arrays (a list of phones, of tags) are usually equal: a tight equality check
+            // over at most FAST_EQ_NODES nodes is cheaper than keying, hashing and aligning
+            // them. The budget keeps it from going quadratic on deep documents.
             (Value::Object(lo), Value::Object(co)) => self.object(lo, co),
-            (Value::Array(la), Value::Array(ca)) => self.array(la, ca),
+            (Value::Array(la), Value::Array(ca)) => {
+                if equal_within(l, c, &mut FAST_EQ_NODES.clone()) != Some(true) {
+                    self.array(la, ca);
+                }
+            }
             (Value::Number(a), Value::Number(b)) => {
                 if !number::equal(a, b, self.rules.number_tolerance) {
                     self.emit(Kind::Changed, Some(l), Some(c));
@@ -252,15 +294,19 @@ impl<'a> Walker<'_, 'a> {
         let unordered =
             !self.rules.unordered.is_empty() && self.rules.unordered.matches(&self.lpath);
         if let Some(key) = self.rules.array_key(&self.lpath) {
-            if let (Some(lk), Some(ck)) = (key_index(la, key), key_index(ca, key)) {
-                return self.keyed(la, ca, &lk, &ck);
+            if self.try_keyed(la, ca, key) {
+                return;
             }
-        } else if self.rules.auto_keys && !unordered && (la.len() + ca.len() > 1) {
+        } else if self.rules.auto_keys
+            && !unordered
+            && (la.len() + ca.len() > 1)
+            && la.iter().chain(ca).all(Value::is_object)
+        {
             // Every element an object with a unique scalar `id` (or remote_id, uuid, key) on
             // both sides: match by it.
             for key in AUTO_KEYS {
-                if let (Some(lk), Some(ck)) = (key_index(la, key), key_index(ca, key)) {
-                    return self.keyed(la, ca, &lk, &ck);
+                if self.try_keyed(la, ca, key) {
+                    return;
                 }
             }
         }
@@ -298,18 +344,35 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    fn keyed(&mut self, la: &'a [Value], ca: &'a [Value], lk: &KeyIndex<'a>, ck: &KeyIndex<'a>) {
-        for (i, key) in lk.order.iter().enumerate() {
-            match ck.by_key.get(key) {
+    /// Matches elements by a key member; `false` (nothing done) when an element lacks a scalar
+    /// value for it or a key repeats on one side.
+    fn try_keyed(&mut self, la: &'a [Value], ca: &'a [Value], key: &str) -> bool {
+        let Some((lseq, cseq)) = key_seq(la, key).zip_lazy(|| key_seq(ca, key)) else {
+            return false;
+        };
+        if lseq == cseq {
+            // The same keys in the same order (the usual case): pairs by position, nothing to
+            // index. (Repeated keys pair up as the alignment would pair them.)
+            for i in 0..la.len() {
+                self.pair(la, i, ca, i);
+            }
+            return true;
+        }
+        let Some((lk, ck)) = unique_index(&lseq).zip_lazy(|| unique_index(&cseq)) else {
+            return false;
+        };
+        for (i, key) in lseq.iter().enumerate() {
+            match ck.get(key) {
                 Some(&j) => self.pair(la, i, ca, j),
                 None => self.missing_at(la, i),
             }
         }
-        for (j, key) in ck.order.iter().enumerate() {
-            if !lk.by_key.contains_key(key) {
+        for (j, key) in cseq.iter().enumerate() {
+            if !lk.contains_key(key) {
                 self.extra_at(ca, j);
             }
         }
+        true
     }
 
     fn unordered(&mut self, la: &'a [Value], ca: &'a [Value], lh: &[u64], ch: &[u64]) {
@@ -443,38 +506,39 @@ enum KeyValue<'a> {
     Bool(bool),
 }
 
-/// Elements of an array indexed by a key member; `None` when an element is not an object with
-/// a scalar value for the key, or when two elements share a key (the array then falls back to
-/// sequence alignment).
-struct KeyIndex<'a> {
-    order: Vec<KeyValue<'a>>,
-    by_key: HashMap<KeyValue<'a>, usize, xxhash_rust::xxh3::Xxh3Builder>,
+/// The key values of an array's elements, in order; `None` when an element is not an object
+/// with a scalar value for the key (the array then falls back to sequence alignment).
+fn key_seq<'a>(a: &'a [Value], key: &str) -> Option<Vec<KeyValue<'a>>> {
+    // Most arrays without the key fail on their first element: before allocating anything.
+    if let Some(first) = a.first() {
+        first.as_object()?.get(key)?;
+    }
+    a.iter()
+        .map(|e| {
+            Some(match e.as_object()?.get(key)? {
+                Value::String(s) => KeyValue::Str(s),
+                Value::Number(n) => KeyValue::Num(
+                    number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
+                ),
+                Value::Bool(b) => KeyValue::Bool(*b),
+                _ => return None,
+            })
+        })
+        .collect()
 }
 
-fn key_index<'a>(a: &'a [Value], key: &str) -> Option<KeyIndex<'a>> {
-    let mut order = Vec::with_capacity(a.len());
+type KeyMap<'k, 'a> = HashMap<&'k KeyValue<'a>, usize, xxhash_rust::xxh3::Xxh3Builder>;
+
+/// Position by key; `None` when a key repeats (the array then falls back to alignment).
+fn unique_index<'k, 'a>(seq: &'k [KeyValue<'a>]) -> Option<KeyMap<'k, 'a>> {
     let mut by_key =
-        HashMap::with_capacity_and_hasher(a.len(), xxhash_rust::xxh3::Xxh3Builder::new());
-    for (i, e) in a.iter().enumerate() {
-        let k = match e.as_object()?.get(key)? {
-            Value::String(s) => KeyValue::Str(s),
-            Value::Number(n) => KeyValue::Num(
-                number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
-            ),
-            Value::Bool(b) => KeyValue::Bool(*b),
-            _ => return None,
-        };
-        let dup = match &k {
-            KeyValue::Str(s) => by_key.insert(KeyValue::Str(s), i),
-            KeyValue::Num(n) => by_key.insert(KeyValue::Num(n.clone()), i),
-            KeyValue::Bool(b) => by_key.insert(KeyValue::Bool(*b), i),
-        };
-        if dup.is_some() {
+        HashMap::with_capacity_and_hasher(seq.len(), xxhash_rust::xxh3::Xxh3Builder::new());
+    for (i, k) in seq.iter().enumerate() {
+        if by_key.insert(k, i).is_some() {
             return None;
         }
-        order.push(k);
     }
-    Some(KeyIndex { order, by_key })
+    Some(by_key)
 }
 
 /// The field patterns present in a document: every member and element below the root
@@ -515,6 +579,18 @@ pub fn field_patterns(doc: &Value, limit: usize, out: &mut std::collections::Has
         }
     }
     walk(doc, &mut String::new(), limit, out);
+}
+
+/// `Option::zip` with the second value computed only when the first is `Some`.
+trait ZipLazy<A> {
+    fn zip_lazy<B>(self, f: impl FnOnce() -> Option<B>) -> Option<(A, B)>;
+}
+
+impl<A> ZipLazy<A> for Option<A> {
+    fn zip_lazy<B>(self, f: impl FnOnce() -> Option<B>) -> Option<(A, B)> {
+        let a = self?;
+        Some((a, f()?))
+    }
 }
 
 /// Members tried, in order, as the key of an array without a configured one (`auto_keys`).
