@@ -250,44 +250,48 @@ impl<'a> Walker<'_, 'a> {
         lo: &'a serde_json::Map<String, Value>,
         co: &'a serde_json::Map<String, Value>,
     ) {
-        // serde_json's map iterates in key order (no `preserve_order`): walk both maps in one
-        // merge pass instead of looking every key up in the other map.
+        // Maps keep their members in document order (serde_json's `preserve_order`, which the
+        // JSONata engine turns on). Members in the same order on both sides (the usual case)
+        // are walked in one pass; from the first difference in order on, legacy's remaining
+        // members are looked up in the candidate, then the candidate's own are listed.
+        let mut same = 0;
+        for ((lk, lv), (ck, cv)) in lo.iter().zip(co.iter()) {
+            if lk != ck {
+                break;
+            }
+            self.member(lk, lv, cv);
+            same += 1;
+        }
+        if same == lo.len() && same == co.len() {
+            return;
+        }
         let nem = self.rules.null_equals_missing;
-        let (mut li, mut ci) = (lo.iter().peekable(), co.iter().peekable());
-        loop {
-            let step = match (li.peek(), ci.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((lk, _)), Some((ck, _))) => lk.as_str().cmp(ck.as_str()),
-            };
-            match step {
-                Ordering::Equal => {
-                    let ((k, lv), (_, cv)) = (li.next().unwrap(), ci.next().unwrap());
+        for (k, lv) in lo.iter().skip(same) {
+            match co.get(k) {
+                Some(cv) => self.member(k, lv, cv),
+                None if nem && lv.is_null() => {}
+                None => {
                     self.lpath.push(Seg::Key(k));
-                    self.cpath.push(Seg::Key(k));
-                    self.value(lv, cv);
+                    self.emit(Kind::Missing, Some(lv), None);
                     self.lpath.pop();
-                    self.cpath.pop();
-                }
-                Ordering::Less => {
-                    let (k, lv) = li.next().unwrap();
-                    if !(nem && lv.is_null()) {
-                        self.lpath.push(Seg::Key(k));
-                        self.emit(Kind::Missing, Some(lv), None);
-                        self.lpath.pop();
-                    }
-                }
-                Ordering::Greater => {
-                    let (k, cv) = ci.next().unwrap();
-                    if !(nem && cv.is_null()) {
-                        self.cpath.push(Seg::Key(k));
-                        self.emit(Kind::Extra, None, Some(cv));
-                        self.cpath.pop();
-                    }
                 }
             }
         }
+        for (k, cv) in co.iter().skip(same) {
+            if !lo.contains_key(k) && !(nem && cv.is_null()) {
+                self.cpath.push(Seg::Key(k));
+                self.emit(Kind::Extra, None, Some(cv));
+                self.cpath.pop();
+            }
+        }
+    }
+
+    fn member(&mut self, k: &'a str, lv: &'a Value, cv: &'a Value) {
+        self.lpath.push(Seg::Key(k));
+        self.cpath.push(Seg::Key(k));
+        self.value(lv, cv);
+        self.lpath.pop();
+        self.cpath.pop();
     }
 
     fn array(&mut self, la: &'a [Value], ca: &'a [Value]) {
@@ -480,9 +484,13 @@ fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut 
         }
         Value::Object(o) => {
             h.write_u8(5);
-            // serde_json's map (without `preserve_order`) iterates members in key order, so the
-            // hash does not depend on the order they came in.
-            for (k, e) in o {
+            // Members are hashed in key order, so that the hash does not depend on the order
+            // they came in (maps keep document order).
+            let mut members: Vec<(&'a String, &'a Value)> = o.iter().collect();
+            if !members.is_sorted_by(|a, b| a.0 <= b.0) {
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            for (k, e) in members {
                 if rules.null_equals_missing && e.is_null() {
                     continue;
                 }
@@ -591,6 +599,43 @@ impl<A> ZipLazy<A> for Option<A> {
         let a = self?;
         Some((a, f()?))
     }
+}
+
+/// A value's JSON text with object members in key order: equal values (whatever the order
+/// their members came in) have the same canonical text.
+pub fn canonical(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(o) => {
+                let mut members: Vec<(&String, &Value)> = o.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (k, e)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(e, out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, e) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(e, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 /// Members tried, in order, as the key of an array without a configured one (`auto_keys`).

@@ -8,7 +8,7 @@
 //! | `number_from_string` | a string holding a JSON number becomes that number (`"12"` ≈ `12`) |
 //! | `datetime` | an RFC 3339 date-time (any offset, `T` or space) or a date becomes the UTC instant, to the millisecond |
 //! | `empty_as_null` | `""` becomes `null` |
-//! | `sort` | an array's elements sorted (by their JSON text): the array compares as a set |
+//! | `sort` | an array's elements sorted (by their JSON text, members in key order): the array compares as a set |
 //!
 //! Rules apply in the order written; a rule on a field applies to that node (and `sort` to the array
 //! itself, before its elements are compared). With `sort`, pointers into that array name positions
@@ -101,7 +101,7 @@ fn rewrite(v: &mut Value, n: Norm) {
             }
         }
         (Norm::EmptyAsNull, Value::String(s)) if s.is_empty() => *v = Value::Null,
-        (Norm::Sort, Value::Array(items)) => items.sort_by_cached_key(ToString::to_string),
+        (Norm::Sort, Value::Array(items)) => items.sort_by_cached_key(super::canonical),
         _ => {}
     }
 }

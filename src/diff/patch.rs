@@ -60,9 +60,9 @@ fn object(
     }
 }
 
-/// An exact hash of a value: its JSON text (object members come in key order).
+/// An exact hash of a value: its JSON text with object members in key order.
 fn exact_hash(v: &Value) -> u64 {
-    xxh3_64(v.to_string().as_bytes())
+    xxh3_64(super::canonical(v).as_bytes())
 }
 
 fn array(la: &[Value], ca: &[Value], path: &mut String, ops: &mut Vec<Value>) {

@@ -25,17 +25,18 @@ fn the_four_kinds() {
     let d = diff(&l, &c, &rules());
     assert_eq!(
         kinds(&d),
+        // Legacy's members in document order, then the candidate's own.
         vec![
             ("/gone", "missing"),
-            ("/new", "extra"),
             ("/num", "changed"),
             ("/s", "changed"),
-            ("/t", "type_changed")
+            ("/t", "type_changed"),
+            ("/new", "extra"),
         ]
     );
     assert_eq!(d[0].legacy, Some(json!(1)));
     assert_eq!(d[0].candidate, None);
-    assert_eq!(d[1].candidate, Some(json!(2)));
+    assert_eq!(d[4].candidate, Some(json!(2)));
 }
 
 #[test]
@@ -427,4 +428,20 @@ fn field_patterns_lists_every_node_once_with_indices_as_stars() {
     let mut few = std::collections::HashSet::new();
     field_patterns(&doc, 2, &mut few);
     assert_eq!(few.len(), 2);
+}
+
+#[test]
+fn member_order_never_matters() {
+    let l: Value =
+        serde_json::from_str(r#"{"b": 1, "a": {"y": 1, "x": [{"q": 1, "p": 2}]}}"#).unwrap();
+    let c: Value =
+        serde_json::from_str(r#"{"a": {"x": [{"p": 2, "q": 1}], "y": 1}, "b": 1}"#).unwrap();
+    assert!(diff(&l, &c, &rules()).is_empty());
+    assert_eq!(canonical(&l), canonical(&c));
+    let c: Value =
+        serde_json::from_str(r#"{"a": {"x": [{"p": 3, "q": 1}], "y": 1}, "b": 1}"#).unwrap();
+    assert_eq!(
+        kinds(&diff(&l, &c, &rules())),
+        vec![("/a/x/0/p", "changed")]
+    );
 }
