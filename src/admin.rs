@@ -36,6 +36,8 @@ pub struct AdminState {
     pub db: PathBuf,
     /// Classification settings of the summary (`[diff]`).
     pub classes: crate::classify::Settings,
+    /// `POST /api/reload`; `None` where nothing can be reloaded.
+    pub reloader: Option<Arc<crate::server::Reloader>>,
 }
 
 /// Serves one admin request.
@@ -63,7 +65,25 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
             return json_static(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
         }
     }
+    let method = req.method().clone();
     match path.as_str() {
+        "/api/reload" if method != http::Method::POST => json_static(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"POST /api/reload reloads the config"}"#,
+        ),
+        "/api/reload" => match &state.reloader {
+            None => json_static(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"nothing to reload here"}"#,
+            ),
+            Some(r) => match r.reload().await {
+                Ok(summary) => json_value(&json!({"reloaded": true, "running": summary})),
+                Err(e) => json_value_status(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"reloaded": false, "error": e}),
+                ),
+            },
+        },
         "/metrics" => {
             let mut res = Response::new(Full::new(Bytes::from(crate::telemetry::render())));
             res.headers_mut().insert(
@@ -143,6 +163,7 @@ fn summary(state: &AdminState, since: &str) -> Result<report::Report, String> {
         to: now,
         route: None,
         account: None,
+        mapping_version: None,
     };
     let opts = report::Options {
         details: true,
@@ -441,6 +462,7 @@ mod tests {
             token: Some("t0k".into()),
             db: PathBuf::from("/nonexistent/x.db"),
             classes: crate::classify::Settings::default(),
+            reloader: None,
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         assert_eq!(get(&s, "/readyz", None).await, StatusCode::UNAUTHORIZED);

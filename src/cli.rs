@@ -69,8 +69,23 @@ pub enum Command {
         #[arg(long, default_value = "reports")]
         out: PathBuf,
     },
-    /// Validate the config, compile every rule, print the resolved routes.
+    /// Validate the config, compile every rule and mapping, print the resolved routes.
     Check,
+    /// Apply a route's candidate mapping chain to a file and print the result.
+    Map {
+        input: PathBuf,
+        #[arg(long)]
+        route: String,
+        /// Apply this account's override too.
+        #[arg(long)]
+        account: Option<String>,
+        /// The route's legacy mapping instead of the candidate chain.
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// A mapping worker process (started by the proxy; reads requests on stdin).
+    #[command(hide = true)]
+    MappingWorker,
     /// Compare two JSON files with the same engine and rules as the proxy.
     Diff {
         legacy: PathBuf,
@@ -80,6 +95,9 @@ pub enum Command {
         route: Option<String>,
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
+        /// With --route: apply this account's mapping override.
+        #[arg(long)]
+        account: Option<String>,
         /// With --route: classify each difference from the store over this window
         /// (systematic, sporadic, noise, or new) [default: 24h].
         #[arg(long, value_parser = config::parse_duration)]
@@ -105,6 +123,10 @@ pub enum Command {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
+        /// Only exchanges compared with this mapping version (see `check`), e.g. the parity
+        /// since the last mapping change.
+        #[arg(long)]
+        mapping_version: Option<String>,
         /// Output format [default: by --out's extension, else md].
         #[arg(long, value_enum)]
         format: Option<ReportFormat>,
@@ -198,15 +220,33 @@ pub fn run(cli: Cli) -> ExitCode {
                 legacy,
                 candidate,
                 db,
+                admin: None,
             };
             serve(&config, explicit, &ov, admin)
         }
         Command::Check => check(&config),
+        Command::Map {
+            input,
+            route,
+            account,
+            legacy,
+        } => map_cmd(
+            &config,
+            explicit,
+            &input,
+            &route,
+            account.as_deref(),
+            legacy,
+        ),
+        Command::MappingWorker => {
+            return ExitCode::from(crate::mapping::runner::worker_main() as u8)
+        }
         Command::Demo { requests, out } => demo(requests, &out),
         Command::Diff {
             legacy,
             candidate,
             route,
+            account,
             format,
             since,
             db,
@@ -214,7 +254,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &config,
             explicit,
             (&legacy, &candidate),
-            route.as_deref(),
+            (route.as_deref(), account.as_deref()),
             format,
             (window(since, None, None), db),
         ),
@@ -224,12 +264,20 @@ pub fn run(cli: Cli) -> ExitCode {
             to,
             route,
             account,
+            mapping_version,
             format,
             out,
             db,
         } => {
             let window = window(since, from, to);
-            report_cmd(&config, explicit, window, route, account, format, out, db)
+            let filter = report::Filter {
+                from: window.0,
+                to: window.1,
+                route,
+                account,
+                mapping_version,
+            };
+            report_cmd(&config, explicit, filter, format, out, db)
         }
         Command::Gate {
             phase,
@@ -272,16 +320,24 @@ fn serve(
     ov: &Overrides,
     admin: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let mut cfg = Config::load_or_defaults(path, explicit, ov)?;
-    if let Some(a) = admin {
-        cfg.admin.listen = (!a.is_empty()).then_some(a);
-    }
+    let ov = Overrides {
+        admin,
+        ..ov.clone()
+    };
+    let cfg = Config::load_or_defaults(path, explicit, &ov)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let server = Server::bind(cfg).await?;
+        let server = Server::bind_with(
+            cfg,
+            crate::server::Options {
+                mapping_worker: None,
+                overrides: ov,
+            },
+        )
+        .await?;
         eprintln!(
             "shadowdiff: proxy on http://{}{}",
             server.proxy_addr(),
@@ -426,6 +482,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             r.path.as_str()
         );
         print_rules("    ", &r.rules);
+        print_mappings("    ", &r.mappings);
     }
     println!(
         "unmatched requests: {:?}; global rules:",
@@ -433,6 +490,18 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     print_rules("    ", &cfg.diff.rules);
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_mappings(indent: &str, m: &crate::mapping::RouteMappings) {
+    if let Some(c) = &m.candidate {
+        println!("{indent}candidate mapping: {}", c.describe());
+    }
+    for (account, c) in &m.accounts {
+        println!("{indent}  for account {account}: {}", c.describe());
+    }
+    if let Some(c) = &m.legacy {
+        println!("{indent}legacy mapping: {}", c.describe());
+    }
 }
 
 fn print_rules(indent: &str, r: &diff::Rules) {
@@ -476,7 +545,7 @@ fn diff_files(
     config: &Path,
     explicit: bool,
     (legacy, candidate): (&Path, &Path),
-    route: Option<&str>,
+    (route, account): (Option<&str>, Option<&str>),
     format: DiffFormat,
     (window, db): ((SystemTime, SystemTime), Option<PathBuf>),
 ) -> anyhow::Result<ExitCode> {
@@ -488,7 +557,22 @@ fn diff_files(
             config.display()
         ))
     })?;
-    let (l, c) = (read_json(legacy)?, read_json(candidate)?);
+    let (mut l, mut c) = (read_json(legacy)?, read_json(candidate)?);
+    // The route's mappings, as the proxy applies them.
+    if let Some(r) = route.and_then(|name| cfg.routes.iter().find(|r| r.name == name)) {
+        let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
+        let run = |chain: &crate::mapping::Chain, doc: &serde_json::Value, side: &str| {
+            runner
+                .run(chain, doc, cfg.mappings.timeout)
+                .map_err(|e| UsageError(format!("{side} mapping: {e}")))
+        };
+        if let Some(chain) = &r.mappings.legacy {
+            l = run(chain, &l, "legacy")?;
+        }
+        if let Some(chain) = r.mappings.candidate_for(account) {
+            c = run(chain, &c, "candidate")?;
+        }
+    }
     if format == DiffFormat::Patch {
         // The patch turns the normalised legacy document into the normalised candidate one.
         let (mut l, mut c) = (l, c);
@@ -565,6 +649,46 @@ fn diff_files(
     })
 }
 
+fn map_cmd(
+    config: &Path,
+    explicit: bool,
+    input: &Path,
+    route: &str,
+    account: Option<&str>,
+    legacy: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let r =
+        cfg.routes.iter().find(|r| r.name == route).ok_or_else(|| {
+            UsageError(format!("no route named {route:?} in {}", config.display()))
+        })?;
+    let chain = if legacy {
+        r.mappings.legacy.as_ref()
+    } else {
+        r.mappings.candidate_for(account)
+    };
+    let Some(chain) = chain else {
+        return Err(UsageError(format!(
+            "route {route:?} has no {} mapping",
+            if legacy { "legacy" } else { "candidate" }
+        ))
+        .into());
+    };
+    let doc = read_json(input)?;
+    eprintln!("{route}: {}", chain.describe());
+    let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
+    match runner.run(chain, &doc, cfg.mappings.timeout) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 fn prune(
     config: &Path,
     explicit: bool,
@@ -615,25 +739,16 @@ fn open_existing(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(store::open(path)?)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn report_cmd(
     config: &Path,
     explicit: bool,
-    (from, to): (SystemTime, SystemTime),
-    route: Option<String>,
-    account: Option<String>,
+    filter: report::Filter,
     format: Option<ReportFormat>,
     out: Option<PathBuf>,
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let conn = open_existing(&db.unwrap_or(cfg.store.path))?;
-    let filter = report::Filter {
-        from,
-        to,
-        route,
-        account,
-    };
+    let conn = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
     let opts = report::Options {
         details: true,
         classes: (&cfg.diff).into(),
@@ -702,6 +817,7 @@ fn gate_cmd(
         to,
         route: None,
         account: None,
+        mapping_version: None,
     };
     let v = gate::evaluate_with(&conn, phase, gate, &filter, (&cfg.diff).into())?;
     match format {

@@ -275,6 +275,16 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     rollout: RawRollout,
     gate: BTreeMap<String, GateConfig>,
+    mappings: RawMappings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMappings {
+    dir: Option<Str>,
+    environment: Option<Str>,
+    timeout: Option<Dur>,
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,8 +390,17 @@ struct RawRoute {
     path: PathStr,
     mirror: Option<bool>,
     candidate: Option<RawRouteCandidate>,
+    legacy: Option<RawRouteLegacy>,
     #[serde(default)]
     diff: RawDiff,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouteLegacy {
+    mapping: Option<Str>,
+    mapping_expr: Option<Str>,
+    mapping_lang: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +409,9 @@ struct RawRouteCandidate {
     method: Option<MethodStr>,
     path: Option<TemplateStr>,
     query: Option<BTreeMap<String, TemplateStr>>,
+    mapping: Option<Str>,
+    mapping_expr: Option<Str>,
+    mapping_lang: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,6 +450,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub rollout_phase: Phase,
     pub gates: BTreeMap<String, GateConfig>,
+    pub mappings: crate::mapping::MappingsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -542,6 +565,8 @@ pub struct Route {
     pub candidate: CandidateTemplate,
     /// Global rules plus the route's own.
     pub rules: Rules,
+    /// Response mappings (compiled), with their override chains.
+    pub mappings: crate::mapping::RouteMappings,
 }
 
 impl Route {
@@ -563,6 +588,8 @@ pub struct Overrides {
     pub legacy: Option<String>,
     pub candidate: Option<String>,
     pub db: Option<PathBuf>,
+    /// `""` disables the admin listener.
+    pub admin: Option<String>,
 }
 
 impl Config {
@@ -614,6 +641,9 @@ impl Config {
         }
         if let Some(db) = &ov.db {
             self.store.path.clone_from(db);
+        }
+        if let Some(a) = &ov.admin {
+            self.admin.listen = (!a.is_empty()).then(|| a.clone());
         }
         Ok(())
     }
@@ -710,6 +740,61 @@ impl Config {
             },
         };
 
+        let mappings_cfg = crate::mapping::MappingsConfig {
+            dir: rel(raw
+                .mappings
+                .dir
+                .as_ref()
+                .map_or("mappings", |d| d.0.as_str())),
+            environment: raw.mappings.environment.as_ref().map(|e| e.0.clone()),
+            timeout: raw
+                .mappings
+                .timeout
+                .as_ref()
+                .map_or(Duration::from_secs(1), |d| d.0),
+            workers: raw.mappings.workers.unwrap_or(2),
+        };
+        if mappings_cfg.workers == 0 {
+            return Err(invalid("[mappings] workers: must be at least 1".into()));
+        }
+        let source = |table: &str,
+                      file: &Option<Str>,
+                      expr: &Option<Str>,
+                      lang: &Option<Str>|
+         -> Result<Option<crate::mapping::Source>, String> {
+            use crate::mapping::{Lang, Source};
+            match (file, expr) {
+                (Some(_), Some(_)) => Err(format!(
+                    "[{table}] mapping and mapping_expr: set one of them"
+                )),
+                (Some(f), None) => {
+                    if lang.is_some() {
+                        return Err(format!(
+                            "[{table}] mapping_lang: the language of a mapping file comes from its extension"
+                        ));
+                    }
+                    let p = rel(&f.0);
+                    Lang::of_path(&p).ok_or_else(|| {
+                        format!("[{table}] mapping: {:?} must end in .jsonata or .jq", f.0)
+                    })?;
+                    Ok(Some(Source::File(p)))
+                }
+                (None, Some(e)) => {
+                    let l = match lang {
+                        None => Lang::Jsonata,
+                        Some(l) => Lang::parse(&l.0).ok_or_else(|| {
+                            format!("[{table}] mapping_lang: {:?} is not jsonata or jq", l.0)
+                        })?,
+                    };
+                    Ok(Some(Source::Expr(l, e.0.clone())))
+                }
+                (None, None) if lang.is_some() => {
+                    Err(format!("[{table}] mapping_lang: only with mapping_expr"))
+                }
+                (None, None) => Ok(None),
+            }
+        };
+
         let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
         for r in raw.routes {
             let line = line_of(r.name.span().start);
@@ -722,6 +807,25 @@ impl Config {
                 return Err(at("another route has the same name".into()));
             }
             let c = r.candidate.unwrap_or_default();
+            let l = r.legacy.unwrap_or_default();
+            let sources = crate::mapping::Sources {
+                base: source(
+                    "routes.candidate",
+                    &c.mapping,
+                    &c.mapping_expr,
+                    &c.mapping_lang,
+                )
+                .map_err(at)?,
+                legacy: source(
+                    "routes.legacy",
+                    &l.mapping,
+                    &l.mapping_expr,
+                    &l.mapping_lang,
+                )
+                .map_err(at)?,
+            };
+            let mappings = crate::mapping::load_route(&name, &sources, &mappings_cfg)
+                .map_err(|m| at(format!("mapping: {m}")))?;
             let candidate = CandidateTemplate {
                 method: c.method.map(|m| m.0),
                 path: c.path.map(|p| p.0),
@@ -752,6 +856,7 @@ impl Config {
                 mirror: r.mirror,
                 candidate,
                 rules,
+                mappings,
             });
         }
 
@@ -847,6 +952,7 @@ impl Config {
             routes,
             rollout_phase: raw.rollout.phase.unwrap_or(Phase::Shadow),
             gates: raw.gate,
+            mappings: mappings_cfg,
         })
     }
 

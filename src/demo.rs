@@ -357,6 +357,7 @@ pub async fn run(
         to: SystemTime::now() + Duration::from_secs(1),
         route: None,
         account: None,
+        mapping_version: None,
     };
     let rep = report::build(&conn, &filter)?;
     let gate = crate::gate::evaluate(&conn, "shadow", &gate_cfg, &filter)?;

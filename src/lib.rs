@@ -29,6 +29,7 @@ pub mod demo;
 pub mod diff;
 pub mod encoding;
 pub mod gate;
+pub mod mapping;
 pub mod proxy;
 pub mod redact;
 pub mod report;

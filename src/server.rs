@@ -36,6 +36,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("starting the shadow runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("mappings: {0}")]
+    Mapping(String),
     #[error("{side}: {source}")]
     Client {
         side: &'static str,
@@ -53,6 +55,7 @@ pub struct Server {
     /// Where candidate calls and comparisons run (see [`crate::background`]).
     runtime: BackgroundRuntime,
     drain_timeout: Duration,
+    reloader: Arc<Reloader>,
 }
 
 /// What tests (and the demo) need from a running server.
@@ -83,9 +86,134 @@ pub struct Summary {
     pub abandoned: usize,
 }
 
+/// Start-up settings that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The binary the mapping workers run (`shadowdiff mapping-worker`); this process's own
+    /// executable by default. Tests pass the built `shadowdiff` binary.
+    pub mapping_worker: Option<std::path::PathBuf>,
+    /// Command-line overrides, applied again on every reload.
+    pub overrides: crate::config::Overrides,
+}
+
+/// Reloads the config file (with its accounts and mappings) into the running server: on
+/// SIGHUP and `POST /api/reload`. A config that fails validation, or that changes a setting
+/// only read at start-up, is refused and the running one stays.
+pub struct Reloader {
+    shadow: Arc<Shadow>,
+    overrides: crate::config::Overrides,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Reloads; `Ok` says what is now running, `Err` why nothing changed.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let running = self.shadow.config();
+        let Some(path) = running.source.clone() else {
+            return Err("running on built-in defaults: there is no config file to reload".into());
+        };
+        let ov = self.overrides.clone();
+        // Loading compiles every mapping: off the async runtime.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut cfg = Config::load(&path)?;
+            cfg.apply(&ov)?;
+            Ok::<_, crate::config::ConfigError>(cfg)
+        })
+        .await
+        .map_err(|e| format!("reload task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+        let changed = startup_only_changes(&running, &loaded);
+        if !changed.is_empty() {
+            return Err(format!(
+                "{} changed; these take effect on restart only (nothing was reloaded)",
+                changed.join(", ")
+            ));
+        }
+        crate::telemetry::register_routes(loaded.routes.iter().map(|r| r.name.as_str()));
+        let summary = describe(&loaded);
+        self.shadow.set_config(Arc::new(loaded));
+        tracing::info!(%summary, "config reloaded");
+        Ok(summary)
+    }
+}
+
+/// What a reload put in place: routes and their mapping versions.
+fn describe(cfg: &Config) -> String {
+    let routes: Vec<String> = cfg
+        .routes
+        .iter()
+        .map(|r| match &r.mappings.candidate {
+            Some(c) => format!("{} (mapping {})", r.name, c.version),
+            None => r.name.clone(),
+        })
+        .collect();
+    format!("{} routes: {}", cfg.routes.len(), routes.join(", "))
+}
+
+/// Settings read once at start-up that differ between two configs.
+fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |name: &'static str, same: bool| {
+        if !same {
+            out.push(name);
+        }
+    };
+    check("[proxy] listen", a.proxy.listen == b.proxy.listen);
+    check(
+        "[proxy] drain_timeout",
+        a.proxy.drain_timeout == b.proxy.drain_timeout,
+    );
+    check(
+        "[admin]",
+        a.admin.listen == b.admin.listen && a.admin.token == b.admin.token,
+    );
+    check(
+        "[legacy]",
+        a.legacy.base_url == b.legacy.base_url
+            && a.legacy.ca_file == b.legacy.ca_file
+            && a.legacy.timeout == b.legacy.timeout,
+    );
+    check(
+        "[candidate] base_url/ca_file",
+        a.candidate.base_url == b.candidate.base_url && a.candidate.ca_file == b.candidate.ca_file,
+    );
+    check(
+        "[store] path/queue/retention/max_value_len",
+        a.store.path == b.store.path
+            && a.store.queue == b.store.queue
+            && a.store.retention == b.store.retention
+            && a.store.max_value_len == b.store.max_value_len,
+    );
+    check(
+        "[shadow] threads/priority/max_in_flight/max_rps/max_body",
+        a.shadow.threads == b.shadow.threads
+            && a.shadow.priority == b.shadow.priority
+            && a.shadow.max_in_flight == b.shadow.max_in_flight
+            && a.shadow.max_rps == b.shadow.max_rps
+            && a.shadow.max_body == b.shadow.max_body,
+    );
+    check(
+        "[mappings] workers",
+        a.mappings.workers == b.mappings.workers,
+    );
+    out
+}
+
 impl Server {
     /// Binds the listeners, opens the store and builds the clients.
     pub async fn bind(cfg: Config) -> Result<Self, StartError> {
+        Self::bind_with(cfg, Options::default()).await
+    }
+
+    /// [`bind`](Self::bind) with start-up options.
+    pub async fn bind_with(cfg: Config, opts: Options) -> Result<Self, StartError> {
         cfg.upstreams()?;
         crate::telemetry::install();
         crate::telemetry::register_routes(cfg.routes.iter().map(|r| r.name.as_str()));
@@ -138,19 +266,31 @@ impl Server {
                 source,
             }
         })?;
+        let mapper = match opts.mapping_worker {
+            Some(exe) => crate::mapping::runner::Runner::new(exe, cfg.mappings.workers),
+            None => crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)
+                .map_err(|e| StartError::Mapping(e.to_string()))?,
+        };
         let shadow = Arc::new(Shadow::new(
             cfg.clone(),
             candidate_client,
             legacy_again,
             store.handle(),
             runtime.handle().clone(),
+            mapper,
         ));
+        let reloader = Arc::new(Reloader {
+            shadow: shadow.clone(),
+            overrides: opts.overrides,
+            lock: tokio::sync::Mutex::new(()),
+        });
         let proxy = Arc::new(Proxy::new(shadow, legacy_client));
         let admin = Arc::new(AdminState {
             ready: false.into(),
             token: cfg.admin.token.clone(),
             db: cfg.store.path.clone(),
             classes: (&cfg.diff).into(),
+            reloader: Some(reloader.clone()),
         });
         Ok(Self {
             proxy_listener,
@@ -160,7 +300,13 @@ impl Server {
             store,
             runtime: BackgroundRuntime(Some(runtime)),
             drain_timeout: cfg.proxy.drain_timeout,
+            reloader,
         })
+    }
+
+    /// Reloads the config file now (what SIGHUP does).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -215,8 +361,10 @@ impl Server {
         });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
+        let hup = tokio::spawn(reload_on_sighup(self.reloader.clone()));
 
         shutdown.await;
+        hup.abort();
         let deadline = Instant::now() + self.drain_timeout;
         tracing::info!(drain_timeout = ?self.drain_timeout, "shutting down: no new connections");
         self.admin.ready.store(false, Ordering::Release);
@@ -326,6 +474,18 @@ async fn accept_loop<F, S, B>(
                 });
             }
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Reloads the config on every SIGHUP.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = reloader.reload().await {
+            tracing::error!(error = %e, "reload refused: the running config stays");
         }
     }
 }

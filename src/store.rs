@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS exchanges(
     outcome TEXT NOT NULL,
     diff_count INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
-    request_id TEXT
+    request_id TEXT,
+    mapping_version TEXT
 );
 -- Windows (prune, overall latency), per-route windows (trend, latency), and counts per
 -- (route, outcome) and (account, outcome) without sorting.
@@ -206,6 +207,8 @@ pub struct Record {
     /// Field patterns present in either body of a compared exchange (table `field_presence`).
     pub present: Arc<Vec<String>>,
     pub bodies: Vec<StoredBody>,
+    /// The version of the mappings applied (`None` without mappings).
+    pub mapping_version: Option<String>,
 }
 
 /// A store error.
@@ -372,8 +375,29 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
+    migrate(&conn).map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
+}
+
+/// Brings a store written by an older version up to the current schema (columns added since).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exchanges')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(());
+    }
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('exchanges')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "mapping_version") {
+        conn.execute_batch("ALTER TABLE exchanges ADD COLUMN mapping_version TEXT")?;
+    }
+    Ok(())
 }
 
 fn writer(
@@ -467,8 +491,8 @@ fn write_batch(
     {
         let mut ex = tx.prepare_cached(
             "INSERT INTO exchanges(started_at, route, method, path, account, legacy_status, candidate_status,
-             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id, mapping_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let mut bd = tx.prepare_cached(
             "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -498,6 +522,7 @@ fn write_batch(
                 r.diff_count as i64,
                 r.reason.as_deref().map(|s| cut(s, max_len)),
                 m.request_id,
+                r.mapping_version,
             ])?;
             let id = tx.last_insert_rowid();
             hours.push(started_at[..started_at.len().min(13)].to_owned());
@@ -715,6 +740,7 @@ mod tests {
             }]),
             present: Arc::default(),
             bodies: vec![],
+            mapping_version: None,
         }
     }
 

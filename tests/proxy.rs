@@ -858,6 +858,7 @@ async fn noise_is_learned_from_a_second_legacy_call_and_fields_are_classified() 
         to: now + Duration::from_secs(1),
         route: None,
         account: None,
+        mapping_version: None,
     };
     let r = shadowdiff::report::build(&conn, &f).unwrap();
     let a = r.routes.iter().find(|x| x.route == "a").unwrap();

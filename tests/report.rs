@@ -178,6 +178,7 @@ fn filter() -> shadowdiff::report::Filter {
         to: t(NOW),
         route: None,
         account: None,
+        mapping_version: None,
     }
 }
 
@@ -285,6 +286,7 @@ fn filters_by_route_and_account() {
     assert_eq!(r.routes.len(), 1);
     let f = shadowdiff::report::Filter {
         account: Some("beta".into()),
+        mapping_version: None,
         ..filter()
     };
     let r = shadowdiff::report::build(&conn, &f).unwrap();

@@ -21,7 +21,6 @@ pub mod normalize;
 pub mod number;
 pub mod patch;
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
@@ -278,7 +277,7 @@ impl<'a> Walker<'_, 'a> {
             }
         }
         for (k, cv) in co.iter().skip(same) {
-            if !lo.contains_key(k) && !(nem && cv.is_null()) {
+            if !(lo.contains_key(k) || nem && cv.is_null()) {
                 self.cpath.push(Seg::Key(k));
                 self.emit(Kind::Extra, None, Some(cv));
                 self.cpath.pop();

@@ -69,7 +69,7 @@ pub fn json_response(status: StatusCode, error: &str, detail: &str) -> Response<
 
 impl Proxy {
     pub fn new(shadow: Arc<Shadow>, client: HttpClient<ReqBody>) -> Self {
-        let cfg = &shadow.cfg;
+        let cfg = shadow.config();
         Self {
             base: cfg.legacy.base_url.clone().expect("checked at start-up"),
             timeout: cfg.legacy.timeout,
@@ -154,12 +154,14 @@ impl Proxy {
                     ));
                 } else {
                     let route = plan.route;
+                    let cfg = plan.cfg.clone();
                     let secondary = self.shadow.secondary(&parts);
                     mirror = Some((
                         self.shadow
                             .spawn_candidate(plan, &parts.headers, head.clone()),
                         route,
                         secondary,
+                        cfg,
                     ));
                 }
                 ReqBody::buffered(head, rest)
@@ -172,13 +174,13 @@ impl Proxy {
         match res {
             Err(e) => {
                 tracing::warn!(error = %e, "legacy failed");
-                if let Some((candidate, route, _)) = mirror {
+                if let Some((candidate, route, _, cfg)) = mirror {
                     let legacy = LegacyPending::Failed {
                         ms,
                         reason: e.to_string(),
                     };
                     self.shadow
-                        .spawn_compare(meta, route, legacy, candidate, None);
+                        .spawn_compare(meta, route, legacy, candidate, None, cfg);
                 }
                 e.to_response()
             }
@@ -186,7 +188,7 @@ impl Proxy {
                 let (mut rparts, body) = res.into_parts();
                 upstream::strip_hop_by_hop(&mut rparts.headers);
                 let status = rparts.status;
-                let body = if let Some((candidate, route, secondary)) = mirror {
+                let body = if let Some((candidate, route, secondary, cfg)) = mirror {
                     let (tee, copy) = ResBody::tee(body, self.max_body);
                     let legacy = LegacyPending::Response {
                         status,
@@ -195,7 +197,7 @@ impl Proxy {
                         body: copy,
                     };
                     self.shadow
-                        .spawn_compare(meta, route, legacy, candidate, secondary);
+                        .spawn_compare(meta, route, legacy, candidate, secondary, cfg);
                     tee
                 } else {
                     if let Some((outcome, reason)) = skip {

@@ -38,6 +38,8 @@ pub struct Filter {
     pub to: SystemTime,
     pub route: Option<String>,
     pub account: Option<String>,
+    /// Only exchanges compared with this mapping version (`exchanges.mapping_version`).
+    pub mapping_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,7 +145,21 @@ pub struct RouteReport {
     pub fields: Vec<FieldStat>,
     /// Fields learned as noise on this route (second legacy calls, `[diff.noise]`).
     pub noise: Vec<NoiseField>,
+    /// The mapping versions seen in the window, oldest first: `report --mapping-version V`
+    /// gives the parity since a mapping change.
+    pub mapping_versions: Vec<VersionStat>,
     pub trend: Vec<Day>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStat {
+    pub version: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub compared: u64,
+    pub matched: u64,
+    /// Without noise exclusion (see the route's parity for that).
+    pub parity: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +195,10 @@ fn where_clause(f: &Filter) -> (String, Vec<String>) {
     if let Some(a) = &f.account {
         params.push(a.clone());
         sql.push_str(&format!(" AND e.account = ?{}", params.len()));
+    }
+    if let Some(v) = &f.mapping_version {
+        params.push(v.clone());
+        sql.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
     }
     (sql, params)
 }
@@ -265,23 +285,24 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
             ..f.clone()
         };
         let latency = latency(conn, &rf, counts.exchanges)?;
-        let (fields, noise, trend) = if opts.details {
+        let (fields, noise, mapping_versions, trend) = if opts.details {
             let (rcond, rparams) = where_clause(&rf);
             let classes = RouteClasses::load(
                 conn,
                 Some(&route),
                 (f.from, f.to),
                 counts.compared,
-                f.account.is_none(),
+                f.account.is_none() && f.mapping_version.is_none(),
                 opts.classes,
             )?;
             (
                 fields(conn, &rf, counts.compared, &classes)?,
                 classes.noise,
+                versions(conn, &rcond, &rparams)?,
                 trend(conn, &rcond, &rparams)?,
             )
         } else {
-            (Vec::new(), Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
         };
         route_reports.push(RouteReport {
             route,
@@ -289,6 +310,7 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
             latency_ms: latency,
             fields,
             noise,
+            mapping_versions,
             trend,
         });
     }
@@ -398,16 +420,18 @@ fn fields(
             cond.push_str(&format!(" AND x.route = ?{}", params.len()));
         }
     }
-    let join = match &f.account {
-        Some(a) => {
+    let mut join = String::new();
+    if f.account.is_some() || f.mapping_version.is_some() {
+        join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
+        if let Some(a) = &f.account {
             params.push(a.clone());
-            format!(
-                " JOIN exchanges e ON e.id = x.exchange_id AND e.account = ?{}",
-                params.len()
-            )
+            join.push_str(&format!(" AND e.account = ?{}", params.len()));
         }
-        None => String::new(),
-    };
+        if let Some(v) = &f.mapping_version {
+            params.push(v.clone());
+            join.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
+        }
+    }
     let mut q = conn.prepare(&format!(
         "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
          WHERE {cond} GROUP BY x.field, x.kind"
@@ -470,6 +494,33 @@ fn fields(
         });
     }
     Ok(out)
+}
+
+fn versions(
+    conn: &Connection,
+    cond: &str,
+    params: &[String],
+) -> Result<Vec<VersionStat>, ReportError> {
+    let mut q = conn.prepare(&format!(
+        "SELECT e.mapping_version, min(e.started_at), max(e.started_at),
+                sum(e.outcome IN ('match', 'diff')), sum(e.outcome = 'match')
+         FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
+         GROUP BY e.mapping_version ORDER BY min(e.started_at)"
+    ))?;
+    let rows = q
+        .query_map(params_from_iter(params), |r| {
+            let (compared, matched): (i64, i64) = (r.get(3)?, r.get(4)?);
+            Ok(VersionStat {
+                version: r.get(0)?,
+                first_seen: r.get(1)?,
+                last_seen: r.get(2)?,
+                compared: compared as u64,
+                matched: matched as u64,
+                parity: parity(matched as u64, compared as u64),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 fn trend(conn: &Connection, cond: &str, params: &[String]) -> Result<Vec<Day>, ReportError> {

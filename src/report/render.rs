@@ -105,6 +105,27 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(o, "- … {} more", rt.fields.len() - MD_FIELDS);
         }
     }
+    for rt in r.routes.iter().filter(|rt| rt.mapping_versions.len() > 1) {
+        let list: Vec<String> = rt
+            .mapping_versions
+            .iter()
+            .map(|v| {
+                format!(
+                    "`{}` from {} ({} over {} compared)",
+                    v.version,
+                    v.first_seen,
+                    pct(v.parity),
+                    v.compared
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "\n**{}**: mapping versions: {}",
+            rt.route,
+            list.join(" → ")
+        );
+    }
     for rt in r.routes.iter().filter(|rt| !rt.noise.is_empty()) {
         let list: Vec<String> = rt
             .noise
@@ -305,6 +326,21 @@ fn route_section(o: &mut String, rt: &RouteReport) {
         rt.counts.compared,
         rt.counts.exchanges
     );
+    if !rt.mapping_versions.is_empty() {
+        o.push_str("<h3>Mapping versions</h3><table><tr><th>version</th><th>first seen</th><th>last seen</th><th class=\"num\">compared</th><th class=\"num\">parity</th></tr>");
+        for v in &rt.mapping_versions {
+            let _ = write!(
+                o,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&v.version),
+                esc(&v.first_seen),
+                esc(&v.last_seen),
+                v.compared,
+                pct(v.parity)
+            );
+        }
+        o.push_str("</table>");
+    }
     if rt.trend.len() > 1 {
         o.push_str("<h3>Daily parity</h3>");
         o.push_str(&trend_svg(&rt.trend));

@@ -9,7 +9,8 @@
 //! 5. candidate 5xx → `candidate_error`
 //! 6. a response body over `max_body` → `too_large`
 //! 7. a body that cannot be decoded, or JSON on one side only → `not_json`
-//! 8. otherwise compared: no difference left → `match`, else `diff`. Two bodies that are both not
+//! 8. a mapping that fails (error, nothing returned, time budget, crash) → `mapping_error`
+//! 9. otherwise compared: no difference left → `match`, else `diff`. Two bodies that are both not
 //!    JSON are compared as bytes after decoding: a difference is reported at the root pointer `""`.
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::config::{Bodies, Config};
 use crate::diff::{self, Difference, Kind, Rules, Seg};
 use crate::encoding;
+use crate::mapping::{runner::Runner, Chain};
 use crate::proxy::body::Captured;
 use crate::redact;
 use crate::store::{BodyText, Outcome, Record, StoredBody};
@@ -77,6 +79,43 @@ impl Candidate {
     }
 }
 
+/// The mappings that apply to one exchange, and where they run.
+#[derive(Clone, Copy, Default)]
+pub struct Maps<'m> {
+    pub candidate: Option<&'m Chain>,
+    pub legacy: Option<&'m Chain>,
+    pub runner: Option<&'m Runner>,
+    pub timeout: std::time::Duration,
+}
+
+impl Maps<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.candidate.is_none() && self.legacy.is_none()
+    }
+
+    /// The `mapping_version` recorded: the candidate chain's version, the legacy mapping's, or
+    /// a hash of both.
+    pub fn version(&self) -> Option<String> {
+        match (self.candidate, self.legacy) {
+            (None, None) => None,
+            (Some(c), None) => Some(c.version.clone()),
+            (None, Some(l)) => Some(l.version.clone()),
+            (Some(c), Some(l)) => {
+                let h =
+                    xxhash_rust::xxh3::xxh3_64(format!("{}+{}", c.version, l.version).as_bytes());
+                Some(format!("{h:016x}")[..12].to_owned())
+            }
+        }
+    }
+
+    fn apply(&self, chain: &Chain, doc: &Value) -> Result<Value, crate::mapping::MappingError> {
+        match self.runner {
+            Some(r) => r.run(chain, doc, self.timeout),
+            None => chain.apply(doc, &crate::mapping::Limits::new(self.timeout)),
+        }
+    }
+}
+
 /// A record for an exchange that was eligible but not mirrored (`skipped`, or `too_large` for a
 /// request body over `max_body`).
 pub fn unmirrored(
@@ -106,6 +145,7 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
         diffs: Arc::default(),
         present: Arc::default(),
         bodies: Vec::new(),
+        mapping_version: None,
     }
 }
 
@@ -119,8 +159,10 @@ pub fn compare(
     rules: &Rules,
     cfg: &Config,
     memo: Option<(&memo::Memo, Option<usize>)>,
+    maps: Maps<'_>,
 ) -> Record {
     let mut r = base(meta, Outcome::Match);
+    r.mapping_version = maps.version();
     r.candidate_ms = Some(candidate.ms());
     if let Candidate::Response { status, .. } = &candidate {
         r.candidate_status = Some(status.as_u16());
@@ -226,18 +268,28 @@ pub fn compare(
     };
     let compared = match memo {
         Some((memo, route)) => {
-            let key = memo::key(route, &legacy, &candidate, cfg);
+            let key = memo::key(
+                route,
+                r.mapping_version.as_deref(),
+                &legacy,
+                &candidate,
+                cfg,
+            );
             match memo.get(key) {
                 Some(hit) => hit,
                 None => {
                     let size = legacy.body.len() + candidate.body.len();
-                    let fresh = Arc::new(compare_bodies(&legacy, &candidate, rules, cfg));
-                    memo.insert(key, size, fresh.clone());
+                    let fresh =
+                        Arc::new(compare_sides(&legacy, &candidate, rules, cfg, true, maps));
+                    // A mapping that timed out or crashed may pass next time: not kept.
+                    if fresh.outcome != Outcome::MappingError {
+                        memo.insert(key, size, fresh.clone());
+                    }
                     fresh
                 }
             }
         }
-        None => Arc::new(compare_bodies(&legacy, &candidate, rules, cfg)),
+        None => Arc::new(compare_sides(&legacy, &candidate, rules, cfg, true, maps)),
     };
     r.outcome = compared.outcome;
     r.reason.clone_from(&compared.reason);
@@ -289,7 +341,7 @@ pub fn noise_sample(
     if first.status != second.status {
         return None;
     }
-    let c = compare_sides(first, second, rules, cfg, false);
+    let c = compare_sides(first, second, rules, cfg, false, Maps::default());
     match c.outcome {
         Outcome::Match | Outcome::Diff => {
             let mut fields: Vec<String> = c.diffs.iter().map(|d| d.field.clone()).collect();
@@ -308,7 +360,7 @@ pub fn compare_bodies(
     rules: &Rules,
     cfg: &Config,
 ) -> Compared {
-    compare_sides(legacy, candidate, rules, cfg, true)
+    compare_sides(legacy, candidate, rules, cfg, true, Maps::default())
 }
 
 /// [`compare_bodies`]; `record` false skips what only a stored record needs (body texts, field
@@ -319,6 +371,7 @@ fn compare_sides(
     rules: &Rules,
     cfg: &Config,
     record: bool,
+    maps: Maps<'_>,
 ) -> Compared {
     let max = cfg.shadow.max_body;
     let done = |outcome, reason: String| Compared {
@@ -374,6 +427,11 @@ fn compare_sides(
         (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
         (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
         (l, c) => (l.json(), c.json()),
+    };
+    // Mappings reshape the parsed documents before anything is compared.
+    let (l_json, c_json) = match map_sides(l_json, c_json, &maps) {
+        Ok(v) => v,
+        Err(e) => return done(Outcome::MappingError, e),
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
@@ -431,6 +489,25 @@ fn compare_sides(
         bodies: keep.then(|| [text(l_json), text(c_json)]),
         present: Arc::new(present),
     }
+}
+
+/// Applies the legacy and candidate mappings to JSON bodies; the error names the side.
+fn map_sides(
+    l: Option<Value>,
+    c: Option<Value>,
+    maps: &Maps<'_>,
+) -> Result<(Option<Value>, Option<Value>), String> {
+    let side = |doc: Option<Value>, chain: Option<&Chain>, name: &str| match (doc, chain) {
+        (Some(d), Some(ch)) => maps
+            .apply(ch, &d)
+            .map(Some)
+            .map_err(|e| format!("{name}: {e}")),
+        (d, _) => Ok(d),
+    };
+    Ok((
+        side(l, maps.legacy, "legacy")?,
+        side(c, maps.candidate, "candidate")?,
+    ))
 }
 
 fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {

@@ -36,6 +36,14 @@ impl Memo {
     }
 
     /// Keeps a result, unless the pair was too large.
+    /// Forgets every result (the config was reloaded).
+    pub fn clear(&self) {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     pub fn insert(&self, key: u128, pair_bytes: usize, v: Arc<Compared>) {
         if pair_bytes > MAX_PAIR_BYTES {
             return;
@@ -52,9 +60,19 @@ impl Memo {
 }
 
 /// The key of a pair of responses for a route: everything the comparison reads.
-pub fn key(route: Option<usize>, legacy: &Side<'_>, candidate: &Side<'_>, cfg: &Config) -> u128 {
+/// `mapping` is the version of the mappings applied (they depend on the account).
+pub fn key(
+    route: Option<usize>,
+    mapping: Option<&str>,
+    legacy: &Side<'_>,
+    candidate: &Side<'_>,
+    cfg: &Config,
+) -> u128 {
     let mut h = Xxh3::new();
     h.update(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
+    let m = mapping.unwrap_or("");
+    h.update(&(m.len() as u64).to_le_bytes());
+    h.update(m.as_bytes());
     for side in [legacy, candidate] {
         h.update(&side.status.as_u16().to_le_bytes());
         let ce = side.headers.get(http::header::CONTENT_ENCODING);
@@ -124,6 +142,7 @@ mod tests {
             &cfg.diff.rules,
             cfg,
             Some((memo, None)),
+            super::super::compare::Maps::default(),
         )
     }
 

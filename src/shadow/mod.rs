@@ -12,7 +12,7 @@ pub mod memo;
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::config::{self, Config, Unmatched};
 use crate::diff;
+use crate::mapping::runner::Runner;
 use crate::proxy::body::Captured;
 use crate::store::StoreHandle;
 use crate::translate::{self, CandidateTarget, Context};
@@ -51,6 +52,8 @@ pub enum Decision {
 pub struct Plan {
     pub target: CandidateTarget,
     pub route: Option<usize>,
+    /// The configuration the decision was made with (`route` indexes its routes).
+    pub cfg: Arc<Config>,
     permit: OwnedSemaphorePermit,
 }
 
@@ -118,7 +121,10 @@ impl Bucket {
 
 /// The shared state of the shadow side.
 pub struct Shadow {
-    pub cfg: Arc<Config>,
+    /// Swapped by a reload; each exchange keeps the one it started with.
+    cfg: RwLock<Arc<Config>>,
+    /// Mapping worker processes.
+    pub mapper: Arc<Runner>,
     client: HttpClient<Full<Bytes>>,
     /// For second legacy calls (`[diff.noise]`).
     legacy_client: HttpClient<Full<Bytes>>,
@@ -141,6 +147,7 @@ impl Shadow {
         legacy_client: HttpClient<Full<Bytes>>,
         store: StoreHandle,
         rt: tokio::runtime::Handle,
+        mapper: Arc<Runner>,
     ) -> Self {
         let bucket = (cfg.shadow.max_rps > 0.0).then(|| {
             Mutex::new(Bucket {
@@ -151,7 +158,8 @@ impl Shadow {
         });
         Self {
             in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
-            cfg,
+            cfg: RwLock::new(cfg),
+            mapper,
             client,
             legacy_client,
             store,
@@ -168,6 +176,25 @@ impl Shadow {
         &self.store
     }
 
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in place: exchanges that start from now on use it.
+    /// Settings read at start-up (listeners, upstreams, store, budgets) keep their values; the
+    /// caller checks that they did not change.
+    pub fn set_config(&self, cfg: Arc<Config>) {
+        *self
+            .cfg
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg;
+        self.memo.clear();
+    }
+
     /// Counts an exchange in the metrics and hands it to the store.
     pub fn record(&self, r: crate::store::Record) {
         crate::telemetry::exchange(&r);
@@ -176,7 +203,8 @@ impl Shadow {
 
     /// Decides whether a request is mirrored, and builds its metadata.
     pub fn decide(&self, parts: &http::request::Parts, request_id: String) -> (Meta, Decision) {
-        let cfg = &*self.cfg;
+        let cfg_arc = self.config();
+        let cfg = &*cfg_arc;
         let path = parts.uri.path();
         let route_idx = cfg.routes.iter().position(|r| {
             r.method.as_ref().is_none_or(|m| m == parts.method) && r.path.matches(path).is_some()
@@ -249,6 +277,7 @@ impl Shadow {
                 Decision::Mirror(Plan {
                     target,
                     route: route_idx,
+                    cfg: cfg_arc.clone(),
                     permit,
                 }),
             ),
@@ -263,11 +292,12 @@ impl Shadow {
     /// the same request again for legacy, sent from the comparison task once legacy has answered
     /// the caller. Its answer is compared with the first one to learn which fields are noise.
     pub fn secondary(&self, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
-        let rate = self.cfg.diff.noise.secondary_sample_rate;
+        let cfg = self.config();
+        let rate = cfg.diff.noise.secondary_sample_rate;
         if !config::is_safe(&parts.method) || !sampled(rate) {
             return None;
         }
-        let base = self.cfg.legacy.base_url.as_ref()?;
+        let base = cfg.legacy.base_url.as_ref()?;
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = upstream::join(base, pq).ok()?;
         let mut headers = parts.headers.clone();
@@ -290,16 +320,18 @@ impl Shadow {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Option<(StatusCode, HeaderMap, Bytes)> {
+        let cfg = self.config();
+        let max_body = cfg.shadow.max_body;
         let call = async {
             let res = self.legacy_client.request(req).await.ok()?;
             let (parts, body) = res.into_parts();
-            match read_limited(body, self.cfg.shadow.max_body).await.ok()? {
+            match read_limited(body, max_body).await.ok()? {
                 CandidateBody::Complete(b) => Some((parts.status, parts.headers, b)),
                 CandidateBody::TooLarge => None,
             }
         };
         crate::telemetry::secondary_call();
-        tokio::time::timeout(self.cfg.legacy.timeout, call)
+        tokio::time::timeout(cfg.legacy.timeout, call)
             .await
             .ok()
             .flatten()
@@ -327,7 +359,7 @@ impl Shadow {
         caller: &HeaderMap,
         body: Bytes,
     ) -> tokio::task::JoinHandle<Candidate> {
-        let cfg = &self.cfg.candidate;
+        let cfg = &plan.cfg.candidate;
         let mut headers = HeaderMap::new();
         for h in &cfg.forward_headers {
             for v in caller.get_all(h) {
@@ -359,6 +391,7 @@ impl Shadow {
         });
         let this = self.clone();
         let guard = self.tracker.track();
+        let cfg_arc = plan.cfg.clone();
         self.rt.spawn(
             async move {
                 let _guard = guard;
@@ -374,8 +407,8 @@ impl Shadow {
                         }
                     }
                 };
-                let timeout = this.cfg.candidate.timeout;
-                let limit = this.cfg.shadow.max_body;
+                let timeout = cfg_arc.candidate.timeout;
+                let limit = cfg_arc.shadow.max_body;
                 let call = async {
                     let res = this
                         .client
@@ -384,7 +417,7 @@ impl Shadow {
                         .map_err(|e| error_chain(&e))?;
                     let (parts, body) = res.into_parts();
                     if parts.status == StatusCode::TOO_MANY_REQUESTS
-                        && this.cfg.shadow.backoff_on_429
+                        && cfg_arc.shadow.backoff_on_429
                     {
                         this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
                     }
@@ -416,6 +449,7 @@ impl Shadow {
         legacy: LegacyPending,
         candidate: tokio::task::JoinHandle<Candidate>,
         secondary: Option<Request<Full<Bytes>>>,
+        cfg: Arc<Config>,
     ) {
         let this = self.clone();
         let guard = self.tracker.track();
@@ -454,14 +488,28 @@ impl Shadow {
                     Some(h) => h.await.ok().flatten(),
                     None => None,
                 };
-                let big = body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
+                let mapped = route.is_some_and(|i| !cfg.routes[i].mappings.is_empty());
+                let big = mapped || body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
                 let shadow = this.clone();
                 let run = move || {
-                    let cfg = &shadow.cfg;
+                    let cfg = &*cfg;
                     let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
                     if let Some(second) = second {
-                        shadow.learn_noise(&meta, &mut legacy, second, rules);
+                        shadow.learn_noise(&meta, &mut legacy, second, rules, cfg);
                     }
+                    let (cand, leg) = route.map_or((None, None), |i| {
+                        let m = &cfg.routes[i].mappings;
+                        (
+                            m.candidate_for(meta.account.as_deref()).map(|c| &**c),
+                            m.legacy.as_deref(),
+                        )
+                    });
+                    let maps = compare::Maps {
+                        candidate: cand,
+                        legacy: leg,
+                        runner: Some(&shadow.mapper),
+                        timeout: cfg.mappings.timeout,
+                    };
                     compare::compare(
                         meta,
                         legacy,
@@ -469,6 +517,7 @@ impl Shadow {
                         rules,
                         cfg,
                         Some((&shadow.memo, route)),
+                        maps,
                     )
                 };
                 let record = if big {
@@ -502,6 +551,7 @@ impl Shadow {
         legacy: &mut Legacy,
         (status, headers, body): (StatusCode, HeaderMap, Bytes),
         rules: &diff::Rules,
+        cfg: &Config,
     ) {
         let Legacy::Response {
             status: l_status,
@@ -527,7 +577,7 @@ impl Shadow {
             headers: &headers,
             body,
         };
-        if let Some(fields) = compare::noise_sample(&a, &b, rules, &self.cfg) {
+        if let Some(fields) = compare::noise_sample(&a, &b, rules, cfg) {
             tracing::debug!(fields = fields.len(), "noise sample");
             self.store.noise(crate::store::NoiseSample {
                 route: meta.route.clone().unwrap_or_default(),
