@@ -355,6 +355,7 @@ fn the_example_config_is_valid() {
     for example in [
         "config/examples/version-upgrade.toml",
         "config/examples/vendor-migration.toml",
+        "config/examples/finch-to-unified/shadowdiff.toml",
     ] {
         let (code, _, err) = run(&["check", "--config", example], root);
         assert_eq!(code, 0, "{example}: {err}");
@@ -390,4 +391,156 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
     // Redacted before storage.
     let bytes = db_bytes(&dir.path().join("out/demo/demo.db"));
     assert!(!contains(&bytes, b"123-45-678"), "an ssn reached the store");
+}
+
+#[test]
+fn map_applies_the_chain_or_says_where_the_mapping_fails() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = "config/examples/finch-to-unified/shadowdiff.toml";
+    let sample = "config/examples/finch-to-unified/samples/employees.json";
+    // check shows each route's chain, with the account overrides.
+    let (code, out, err) = run(&["check", "--config", cfg], root);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("candidate mapping: base"), "{out}");
+    assert!(out.contains("environment production"), "{out}");
+    assert!(out.contains("for account acme"), "{out}");
+    // map: the base and production levels for everyone, Acme's on top for Acme.
+    let (code, out, err) = run(
+        &["map", "--config", cfg, "--route", "directory", sample],
+        root,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["individuals"][0]["department"]["name"], "Engineering");
+    assert_eq!(v["individuals"][0]["middle_name"], serde_json::Value::Null);
+    assert_eq!(v["individuals"][1]["manager"]["id"], "fin-001");
+    let (code, out, _) = run(
+        &[
+            "map",
+            "--config",
+            cfg,
+            "--route",
+            "directory",
+            "--account",
+            "acme",
+            sample,
+        ],
+        root,
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["individuals"][0]["department"]["name"], "ENGINEERING");
+
+    // A mapping that does not compile: the config is invalid, naming file and position.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.jq"), ".a |\n  {b: }\n").unwrap();
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        "[[routes]]\nname = \"r\"\npath = \"/r\"\n[routes.candidate]\nmapping = \"bad.jq\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", "sd.toml"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.jq") && err.contains("line 2"), "{err}");
+    // A mapping that fails on this input: exit 1 and the error.
+    std::fs::write(dir.path().join("bad.jq"), "error(\"no \\(.a)\")\n").unwrap();
+    std::fs::write(dir.path().join("in.json"), r#"{"a": "way"}"#).unwrap();
+    let (code, _, err) = run(
+        &["map", "--config", "sd.toml", "--route", "r", "in.json"],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no way"), "{err}");
+}
+
+/// SIGHUP reloads the config and its mappings; a broken mapping is refused with a log line and
+/// the running one stays.
+#[test]
+fn sighup_reloads_mappings_and_refuses_broken_ones() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let legacy = rt.block_on(Upstream::json(json!({"name": "ANN"})));
+    let candidate = rt.block_on(Upstream::json(json!({"full_name": "ann"})));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.jsonata"), r#"{"name": full_name}"#).unwrap();
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n[legacy]\nbase_url = \"{}\"\n[candidate]\nbase_url = \"{}\"\n[store]\npath = \"sd.db\"\n[[routes]]\nname = \"p\"\npath = \"/p\"\n[routes.candidate]\nmapping = \"m.jsonata\"\n",
+            legacy.url(),
+            candidate.url()
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--config", "sd.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every stderr line, as it comes.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if l.contains(needle) {
+                return l;
+            }
+        }
+        panic!("no log line with {needle:?} within 20 s");
+    };
+    let first = wait_for("proxy on http://");
+    let addr = first.split("proxy on http://").nth(1).unwrap();
+    let url = format!("http://{}/p", addr.split(',').next().unwrap().trim());
+    let hup = || {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    assert_eq!(rt.block_on(get(&url)).status, 200);
+    // Broken: refused, with the file in the message.
+    std::fs::write(dir.path().join("m.jsonata"), "{\"name\": (full_name}").unwrap();
+    hup();
+    let refused = wait_for("reload refused");
+    assert!(refused.contains("m.jsonata"), "{refused}");
+    assert_eq!(rt.block_on(get(&url)).status, 200);
+    // Fixed (and different): reloaded.
+    std::fs::write(
+        dir.path().join("m.jsonata"),
+        r#"{"name": $uppercase(full_name)}"#,
+    )
+    .unwrap();
+    hup();
+    wait_for("config reloaded");
+    assert_eq!(rt.block_on(get(&url)).status, 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(wait_exit(&mut child), 0);
+    let rows = query(
+        &dir.path().join("sd.db"),
+        "SELECT outcome, mapping_version FROM exchanges ORDER BY id",
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // The first mapping (name "ann" vs "ANN") differs; the refused reload kept it; the new
+    // one (upper case) matches, under another version.
+    assert_eq!(rows[0][0], json!("diff"));
+    assert_eq!(rows[1], rows[0]);
+    assert_eq!(rows[2][0], json!("match"));
+    assert_ne!(rows[2][1], rows[0][1]);
 }

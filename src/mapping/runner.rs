@@ -329,17 +329,7 @@ fn serve_stdin() {
             (Ok(0), _) | (_, Ok(0)) | (Err(_), _) | (_, Err(_)) => return,
             _ => {}
         }
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            evaluate(&head, &doc, &mut cache)
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            Err(MappingError::Crash(format!("the engine panicked: {msg}")))
-        });
+        let answer = guarded(|| evaluate(&head, &doc, &mut cache));
         let text = match answer {
             Ok(v) => format!("{{\"ok\":true}}\n{v}\n"),
             Err(e) => {
@@ -359,6 +349,18 @@ fn serve_stdin() {
             return;
         }
     }
+}
+
+/// Runs an evaluation; a panic becomes an error (the worker goes on serving).
+fn guarded(f: impl FnOnce() -> Result<Value, MappingError>) -> Result<Value, MappingError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        Err(MappingError::Crash(format!("the engine panicked: {msg}")))
+    })
 }
 
 fn evaluate(
@@ -404,4 +406,29 @@ fn evaluate(
         }
     };
     chain.apply(&input, &Limits::new(Duration::from_millis(req.timeout_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_evaluation_is_an_error_not_a_dead_worker() {
+        let e = guarded(|| panic!("engine bug")).unwrap_err();
+        assert_eq!(
+            e,
+            MappingError::Crash("the engine panicked: engine bug".into())
+        );
+        assert_eq!(guarded(|| Ok(Value::Null)), Ok(Value::Null));
+    }
+
+    #[test]
+    fn a_worker_that_cannot_start_is_unavailable() {
+        let r = Runner::new("/nonexistent/shadowdiff".into(), 1);
+        let chain = Chain::new(vec![]);
+        let e = r
+            .run(&chain, &Value::Null, Duration::from_millis(100))
+            .unwrap_err();
+        assert!(matches!(e, MappingError::Unavailable(_)), "{e}");
+    }
 }

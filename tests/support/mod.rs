@@ -195,7 +195,21 @@ impl Shadowdiff {
     /// Starts shadowdiff with `toml` (listeners on port 0 and the store in a temp dir are added
     /// unless the text sets them).
     pub async fn start(legacy: &str, candidate: &str, toml: &str) -> Self {
+        Self::start_with_files(legacy, candidate, toml, None).await
+    }
+
+    /// Like [`start`](Self::start), with the files of `files` (a folder: mappings, accounts)
+    /// copied beside the config first.
+    pub async fn start_with_files(
+        legacy: &str,
+        candidate: &str,
+        toml: &str,
+        files: Option<&Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(src) = files {
+            copy_tree(src, dir.path());
+        }
         let mut text = String::new();
         if !toml.contains("[proxy]") {
             text.push_str("[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n");
@@ -224,7 +238,15 @@ impl Shadowdiff {
         std::fs::write(&cfg_path, &text).unwrap();
         let cfg = Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let db = cfg.store.path.clone();
-        let server = Server::bind(cfg).await.unwrap();
+        let server = Server::bind_with(
+            cfg,
+            shadowdiff::server::Options {
+                mapping_worker: Some(env!("CARGO_BIN_EXE_shadowdiff").into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         let (addr, admin, handle) = (server.proxy_addr(), server.admin_addr(), server.handle());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let join = tokio::spawn(server.run(async move {
@@ -273,6 +295,20 @@ impl Shadowdiff {
                 )
             })
             .collect()
+    }
+}
+
+/// Copies a folder's files and subfolders into another.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
     }
 }
 
