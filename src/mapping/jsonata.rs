@@ -76,7 +76,11 @@ impl Mapping for Jsonata {
     }
 
     fn apply(&self, input: &Value, limits: &Limits) -> Result<Value, MappingError> {
-        let data = JValue::from(input.clone());
+        let data = if limits.undefined_input {
+            JValue::Undefined
+        } else {
+            JValue::from(input.clone())
+        };
         let options = EvaluatorOptions {
             timeout_ms: Some(limits.timeout.as_millis().max(1) as u64),
             cancel: Some(limits.cancel.clone()),

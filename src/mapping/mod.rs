@@ -97,6 +97,9 @@ pub struct Limits {
     /// Longest JSONata sequence (its `sequence` option).
     pub max_sequence: usize,
     pub cancel: jsonata::Cancel,
+    /// Evaluate JSONata against no input at all (undefined), not against `null`: for the
+    /// conformance suite, never for exchanges.
+    pub undefined_input: bool,
     started: Instant,
 }
 
@@ -107,6 +110,7 @@ impl Limits {
             max_stack: 2_000,
             max_sequence: 10_000_000,
             cancel: jsonata::Cancel::new(),
+            undefined_input: false,
             started: Instant::now(),
         }
     }

@@ -36,6 +36,18 @@ const WORKER_STACK: usize = 256 << 20;
 struct Request {
     levels: Vec<LevelSpec>,
     timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_stack: Option<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    undefined_input: bool,
+}
+
+/// Evaluation settings beyond the time budget (the conformance suite's `depth` and undefined
+/// inputs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra {
+    pub max_stack: Option<usize>,
+    pub undefined_input: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -114,6 +126,17 @@ impl Runner {
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, MappingError> {
+        self.run_with(chain, input, timeout, Extra::default())
+    }
+
+    /// [`run`](Self::run) with extra settings.
+    pub fn run_with(
+        &self,
+        chain: &Chain,
+        input: &Value,
+        timeout: Duration,
+        extra: Extra,
+    ) -> Result<Value, MappingError> {
         let deadline = Instant::now() + timeout + GRACE;
         // A free slot.
         {
@@ -134,7 +157,7 @@ impl Runner {
             }
             *busy += 1;
         }
-        let result = self.run_in_slot(chain, input, timeout, deadline);
+        let result = self.run_in_slot(chain, input, timeout, deadline, extra);
         *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         self.freed.notify_one();
         result
@@ -146,6 +169,7 @@ impl Runner {
         input: &Value,
         timeout: Duration,
         deadline: Instant,
+        extra: Extra,
     ) -> Result<Value, MappingError> {
         let worker = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut worker = match worker {
@@ -164,6 +188,8 @@ impl Runner {
                 })
                 .collect(),
             timeout_ms: timeout.as_millis() as u64,
+            max_stack: extra.max_stack,
+            undefined_input: extra.undefined_input,
         };
         let mut msg = serde_json::to_string(&req).expect("a request serialises");
         msg.push('\n');
@@ -405,7 +431,12 @@ fn evaluate(
             c
         }
     };
-    chain.apply(&input, &Limits::new(Duration::from_millis(req.timeout_ms)))
+    let mut limits = Limits::new(Duration::from_millis(req.timeout_ms));
+    if let Some(d) = req.max_stack {
+        limits.max_stack = d;
+    }
+    limits.undefined_input = req.undefined_input;
+    chain.apply(&input, &limits)
 }
 
 #[cfg(test)]
