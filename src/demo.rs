@@ -3,9 +3,14 @@
 //! parsed like any other, sends traffic through it, and writes the parity report and the gate
 //! verdict from the real store.
 //!
+//! The candidate answers in its own (unified) schema; response mappings written beside the
+//! config (`mappings/*.jsonata`, `*.jq`) reshape it into the legacy schema before the diff.
+//!
 //! The differences it plants, and what each shows:
-//! - the candidate never returns `department` (a field a mapping misses: systematic `missing`);
-//! - it spells the employment subtype `FULL_TIME` instead of `full_time` (an enum mapped wrongly);
+//! - the unified API has no department, so the mapped document lacks `department` (a field the
+//!   mapping cannot fill: systematic `missing`);
+//! - the individual mapping copies `employment_type` as it is: `FULL_TIME` instead of
+//!   `full_time` (an enum mapped without `$lowercase`);
 //! - the account "initech" has revoked candidate credentials (401: `candidate_auth_error`,
 //!   listed under "needs re-auth");
 //! - its company endpoint answers after 150 ms (candidate latency, never the caller's);
@@ -61,43 +66,104 @@ pub struct Outcome {
     pub gate: crate::gate::Verdict,
 }
 
-fn individual(i: usize, candidate: bool, drift: bool) -> Value {
+/// An individual as legacy (Finch-style) returns it.
+fn individual(i: usize) -> Value {
     let (id, first, last, dept) = PEOPLE[i];
-    let mut v = json!({
+    json!({
         "id": id,
         "first_name": first,
         "last_name": last,
-        "title": if drift { "Senior Engineer" } else { "Engineer" },
+        "title": "Engineer",
         "emails": [{"data": format!("{}@example.com", first.to_lowercase()), "type": "work"}],
-        "employment": {"type": "employee", "subtype": if candidate { "FULL_TIME" } else { "full_time" }},
+        "employment": {"type": "employee", "subtype": "full_time"},
         "department": {"name": dept},
         "ssn": format!("123-45-678{i}"),
         "dob": "1990-01-0".to_owned() + &(i + 1).to_string(),
-    });
-    if candidate {
-        v.as_object_mut().map(|o| o.remove("department"));
-    }
-    v
+    })
 }
 
-fn directory(candidate: bool) -> Value {
+/// The same person as the unified API returns it: its own ids and member names, no department.
+fn employee(i: usize, drift: bool) -> Value {
+    let (id, first, last, _) = PEOPLE[i];
+    json!({
+        "id": format!("u-{}", 9000 + i),
+        "remote_id": id,
+        "first_name": first,
+        "last_name": last,
+        "job_title": if drift { "Senior Engineer" } else { "Engineer" },
+        "work_email": format!("{}@example.com", first.to_lowercase()),
+        "employment_type": "FULL_TIME",
+        "employment_status": "ACTIVE",
+        "ssn": format!("123-45-678{i}"),
+        "date_of_birth": "1990-01-0".to_owned() + &(i + 1).to_string(),
+    })
+}
+
+fn directory() -> Value {
     let people: Vec<Value> = (0..PEOPLE.len())
         .map(|i| {
             let (id, first, last, dept) = PEOPLE[i];
-            let mut p = json!({"id": id, "first_name": first, "last_name": last, "department": {"name": dept}, "is_active": true});
-            if candidate {
-                p.as_object_mut().map(|o| o.remove("department"));
-            }
-            p
+            json!({"id": id, "first_name": first, "last_name": last, "department": {"name": dept}, "is_active": true})
         })
         .collect();
     json!({"individuals": people, "paging": {"count": PEOPLE.len(), "offset": 0}})
+}
+
+fn employees() -> Value {
+    let results: Vec<Value> = (0..PEOPLE.len()).map(|i| employee(i, false)).collect();
+    json!({"next": null, "results": results})
 }
 
 fn company(account: &str) -> Value {
     json!({"id": format!("co-{account}"), "legal_name": format!("{} Inc.", account), "ein": "12-3456789",
            "locations": [{"city": "Springfield", "country": "US"}]})
 }
+
+fn unified_company(account: &str) -> Value {
+    json!({"id": format!("c-{account}"), "remote_id": format!("co-{account}"),
+           "legal_name": format!("{} Inc.", account), "eins": ["12-3456789"],
+           "locations": [{"city": "Springfield", "country": "US", "zip_code": null}]})
+}
+
+/// The demo's response mappings (unified schema → legacy schema), written beside its config.
+const MAPPINGS: [(&str, &str); 3] = [
+    (
+        "directory.jsonata",
+        r#"/* Unified employees page -> legacy directory. The unified API has no department. */
+{
+  "individuals": [results.{
+    "id": remote_id,
+    "first_name": first_name,
+    "last_name": last_name,
+    "is_active": employment_status = "ACTIVE"
+  }],
+  "paging": {"count": $count(results), "offset": 0}
+}
+"#,
+    ),
+    (
+        "individual.jsonata",
+        r#"/* Unified employee -> legacy individual. employment_type is copied as it is
+   (FULL_TIME); legacy spells it full_time: $lowercase() would fix it. */
+{
+  "id": remote_id,
+  "first_name": first_name,
+  "last_name": last_name,
+  "title": job_title,
+  "emails": [{"data": work_email, "type": "work"}],
+  "employment": {"type": "employee", "subtype": employment_type},
+  "ssn": ssn,
+  "dob": date_of_birth
+}
+"#,
+    ),
+    (
+        "company.jq",
+        "# Unified company -> legacy company.
+{id: .remote_id, legal_name, ein: .eins[0], locations: [.locations[] | {city, country}]}
+",
+    ),
+];
 
 fn respond(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(v.to_string())));
@@ -121,14 +187,14 @@ fn legacy(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     };
     let path = req.uri().path();
     if path == "/employer/directory" {
-        return respond(StatusCode::OK, &directory(false));
+        return respond(StatusCode::OK, &directory());
     }
     if path == "/employer/company" {
         return respond(StatusCode::OK, &company(account));
     }
     if let Some(id) = path.strip_prefix("/employer/individual/") {
         if let Some(i) = PEOPLE.iter().position(|p| p.0 == id) {
-            return respond(StatusCode::OK, &individual(i, false, false));
+            return respond(StatusCode::OK, &individual(i));
         }
     }
     respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
@@ -165,16 +231,16 @@ async fn candidate(req: Request<Incoming>, counter: Arc<AtomicU64>) -> Response<
     };
     let path = req.uri().path().to_owned();
     if path == "/unified/hris/employees" {
-        return respond(StatusCode::OK, &directory(true));
+        return respond(StatusCode::OK, &employees());
     }
     if path == "/unified/hris/company" {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        return respond(StatusCode::OK, &company(name));
+        return respond(StatusCode::OK, &unified_company(name));
     }
     if let Some(id) = path.strip_prefix("/unified/hris/employees/") {
         if let Some(i) = PEOPLE.iter().position(|p| p.0 == id) {
             // Data drift: one person's title changes on a few requests.
-            return respond(StatusCode::OK, &individual(i, true, i == 1 && n % 7 == 0));
+            return respond(StatusCode::OK, &employee(i, i == 1 && n % 7 == 0));
         }
     }
     respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
@@ -236,6 +302,7 @@ path = "/employer/directory"
 [routes.candidate]
 path = "/unified/hris/employees"
 query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+mapping = "mappings/directory.jsonata"
 [routes.diff]
 ignore = ["/paging"]
 
@@ -246,6 +313,7 @@ path = "/employer/individual/{{id}}"
 [routes.candidate]
 path = "/unified/hris/employees/{{id}}"
 query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+mapping = "mappings/individual.jsonata"
 
 [[routes]]
 name = "company"
@@ -254,6 +322,7 @@ path = "/employer/company"
 [routes.candidate]
 path = "/unified/hris/company"
 query = {{ integrated_account_id = "{{account.candidate_id}}" }}
+mapping = "mappings/company.jq"
 
 [gate.shadow]
 min_compared = 50
@@ -285,6 +354,10 @@ pub async fn run(
         ));
     }
     std::fs::write(work.join("accounts.csv"), csv)?;
+    std::fs::create_dir_all(work.join("mappings"))?;
+    for (file, text) in MAPPINGS {
+        std::fs::write(work.join("mappings").join(file), text)?;
+    }
 
     let legacy_addr = serve_fake(|req: Request<Incoming>| async move { legacy(&req) }).await?;
     let counter = Arc::new(AtomicU64::new(0));

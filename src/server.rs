@@ -271,6 +271,9 @@ impl Server {
             None => crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)
                 .map_err(|e| StartError::Mapping(e.to_string()))?,
         };
+        if cfg.routes.iter().any(|r| !r.mappings.is_empty()) {
+            mapper.warm();
+        }
         let shadow = Arc::new(Shadow::new(
             cfg.clone(),
             candidate_client,

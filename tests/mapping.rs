@@ -171,7 +171,8 @@ async fn failing_mappings_are_mapping_errors_and_never_stop_the_proxy() {
         )
     };
     let toml = [
-        "[mappings]\ntimeout = \"300ms\"\nworkers = 2\n".to_owned(),
+        // A worker per route: this test is about failures, not about queueing for workers.
+        "[mappings]\ntimeout = \"300ms\"\nworkers = 6\n".to_owned(),
         route("endless", "jq", "def f: f; f"),
         route("overflow", "jq", "def f: 1 + f; f"),
         route("nothing", "jsonata", "nothing.here"),

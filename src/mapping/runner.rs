@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use super::{Chain, Lang, Level, Limits, MappingError};
 
-/// Extra time the caller gives a worker beyond the evaluation budget (process round trip).
-const GRACE: Duration = Duration::from_millis(500);
+/// Extra time the caller gives a worker beyond the evaluation budget (the process round trip,
+/// and a loaded machine).
+const GRACE: Duration = Duration::from_secs(1);
 /// Stack of the evaluating thread in a worker.
 const WORKER_STACK: usize = 256 << 20;
 
@@ -111,6 +112,20 @@ impl Runner {
         })
     }
 
+    /// Starts the worker processes now, so that the first exchanges do not wait for them.
+    pub fn warm(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while idle.len() < self.max {
+            match self.spawn() {
+                Ok(w) => idle.push(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mapping worker did not start");
+                    return;
+                }
+            }
+        }
+    }
+
     /// The pool for this binary (`std::env::current_exe`).
     pub fn for_this_binary(workers: usize) -> Result<Arc<Self>, MappingError> {
         let exe = std::env::current_exe()
@@ -137,12 +152,12 @@ impl Runner {
         timeout: Duration,
         extra: Extra,
     ) -> Result<Value, MappingError> {
-        let deadline = Instant::now() + timeout + GRACE;
-        // A free slot.
+        // A free slot, waiting at most one budget (plus grace) for it.
         {
+            let wait_until = Instant::now() + timeout + GRACE;
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
             while *busy >= self.max {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = wait_until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(MappingError::Unavailable(format!(
                         "all {} mapping workers stayed busy for {timeout:?}",
@@ -157,7 +172,7 @@ impl Runner {
             }
             *busy += 1;
         }
-        let result = self.run_in_slot(chain, input, timeout, deadline, extra);
+        let result = self.run_in_slot(chain, input, timeout, extra);
         *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         self.freed.notify_one();
         result
@@ -168,7 +183,6 @@ impl Runner {
         chain: &Chain,
         input: &Value,
         timeout: Duration,
-        deadline: Instant,
         extra: Extra,
     ) -> Result<Value, MappingError> {
         let worker = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -176,6 +190,8 @@ impl Runner {
             Some(w) => w,
             None => self.spawn()?,
         };
+        // The budget starts once a worker is ready (starting one is not the mapping's time).
+        let deadline = Instant::now() + timeout + GRACE;
         let req = Request {
             levels: chain
                 .levels
