@@ -544,3 +544,37 @@ fn sighup_reloads_mappings_and_refuses_broken_ones() {
     assert_eq!(rows[2][0], json!("match"));
     assert_ne!(rows[2][1], rows[0][1]);
 }
+
+#[test]
+fn offline_diff_applies_the_route_mappings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("legacy.json");
+    std::fs::write(
+        &legacy,
+        json!({"individuals": [
+            {"id": "fin-001", "first_name": "Ada", "middle_name": null, "last_name": "Lovelace",
+             "manager": null, "department": {"name": "Engineering"}, "is_active": true},
+            {"id": "fin-002", "first_name": "Grace", "middle_name": "Brewster", "last_name": "Hopper",
+             "manager": {"id": "fin-001"}, "department": {"name": "Engineering"}, "is_active": false}],
+          "paging": {"count": 2, "offset": 0}})
+        .to_string(),
+    )
+    .unwrap();
+    let cfg = "config/examples/finch-to-unified/shadowdiff.toml";
+    let sample = "config/examples/finch-to-unified/samples/employees.json";
+    let l = legacy.to_str().unwrap();
+    // Mapped by the route's chain, the unified page equals the legacy directory...
+    let (code, out, err) = run(
+        &["diff", "--config", cfg, "--route", "directory", l, sample, "--db", "/nonexistent.db"],
+        root,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // ...and with Acme's override the departments differ (upper case).
+    let (code, out, _) = run(
+        &["diff", "--config", cfg, "--route", "directory", "--account", "acme", l, sample],
+        root,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("/individuals/0/department/name"), "{out}");
+}
