@@ -288,3 +288,48 @@ impl Lookup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn thresholds_presence_and_noise() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&dir.path().join("c.db")).unwrap();
+        let now = SystemTime::now();
+        let hour = &store::rfc3339(now)[..13];
+        conn.execute_batch(&format!(
+            "INSERT INTO field_presence VALUES ('r', '/a', '{hour}', 10), ('r', '/opt', '{hour}', 4);
+             INSERT INTO noise_samples VALUES ('r', 5, 'x');
+             INSERT INTO noise_fields VALUES ('r', '/ts', 5, 'x', 'x'), ('r', '/once', 1, 'x', 'x');"
+        ))
+        .unwrap();
+        let window = (now - Duration::from_secs(60), now + Duration::from_secs(60));
+        let s = Settings::default();
+        let c = RouteClasses::load(&conn, Some("r"), window, 20, true, s).unwrap();
+        // 9 of the 10 exchanges where /a is present: systematic (0.9 is the threshold).
+        let v = c.classify("/a", 9);
+        assert_eq!((v.class, v.present), (Class::Systematic, 10));
+        assert_eq!(c.classify("/a", 8).class, Class::Sporadic);
+        // An optional field differing every time it is present is systematic, although it
+        // differs in only 4 of the 20 compared exchanges.
+        assert_eq!(c.classify("/opt", 4).class, Class::Systematic);
+        // Without presence data the compared exchanges are the denominator.
+        assert_eq!(c.classify("/unknown", 4).present, 20);
+        assert_eq!(c.classify("@status", 20).class, Class::Systematic);
+        // Learned noise: at least min_count differences between two legacy answers.
+        assert_eq!(c.classify("/ts", 20).class, Class::Noise);
+        assert_eq!(c.classify("/once", 20).class, Class::Systematic);
+        assert_eq!(c.noise.len(), 1);
+        assert_eq!((c.noise[0].differed, c.noise[0].samples), (5, 5));
+        let strict = Settings {
+            systematic_rate: 0.5,
+            noise_min_count: 1,
+        };
+        let c = RouteClasses::load(&conn, Some("r"), window, 20, true, strict).unwrap();
+        assert_eq!(c.classify("/a", 5).class, Class::Systematic);
+        assert_eq!(c.classify("/once", 1).class, Class::Noise);
+    }
+}

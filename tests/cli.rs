@@ -566,13 +566,33 @@ fn offline_diff_applies_the_route_mappings() {
     let l = legacy.to_str().unwrap();
     // Mapped by the route's chain, the unified page equals the legacy directory...
     let (code, out, err) = run(
-        &["diff", "--config", cfg, "--route", "directory", l, sample, "--db", "/nonexistent.db"],
+        &[
+            "diff",
+            "--config",
+            cfg,
+            "--route",
+            "directory",
+            l,
+            sample,
+            "--db",
+            "/nonexistent.db",
+        ],
         root,
     );
     assert_eq!(code, 0, "{out}{err}");
     // ...and with Acme's override the departments differ (upper case).
     let (code, out, _) = run(
-        &["diff", "--config", cfg, "--route", "directory", "--account", "acme", l, sample],
+        &[
+            "diff",
+            "--config",
+            cfg,
+            "--route",
+            "directory",
+            "--account",
+            "acme",
+            l,
+            sample,
+        ],
         root,
     );
     assert_eq!(code, 1, "{out}");
