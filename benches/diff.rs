@@ -129,6 +129,15 @@ fn bench(c: &mut Criterion) {
                 diff(&a, &b2, &rules).len()
             })
         });
+        // Field presence counting (classification's denominator), both documents.
+        g.bench_function("field_patterns", |b| {
+            b.iter(|| {
+                let mut p = shadowdiff::diff::Patterns::default();
+                p.add(black_box(l), 1000);
+                p.add(black_box(r), 1000);
+                p.list.len()
+            })
+        });
         g.bench_function("parse_and_json_patch", |b| {
             b.iter(|| {
                 let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();

@@ -548,44 +548,88 @@ fn unique_index<'k, 'a>(seq: &'k [KeyValue<'a>]) -> Option<KeyMap<'k, 'a>> {
     Some(by_key)
 }
 
-/// The field patterns present in a document: every member and element below the root
+/// The field patterns present in documents: every member and element below the root
 /// (containers included, array indices as `*`), each once, in first-seen order, at most `limit`.
 /// Classification divides a field's differing exchanges by the exchanges where it is present.
-pub fn field_patterns(doc: &Value, limit: usize, out: &mut std::collections::HashSet<String>) {
-    fn walk(
-        v: &Value,
-        buf: &mut String,
-        limit: usize,
-        out: &mut std::collections::HashSet<String>,
-    ) {
-        let visit =
-            |buf: &mut String, child: &Value, out: &mut std::collections::HashSet<String>| {
-                if out.len() < limit && !out.contains(buf.as_str()) {
-                    out.insert(buf.clone());
-                }
-                walk(child, buf, limit, out);
-            };
+///
+/// Walked with a 64-bit hash of the pattern built segment by segment; a pattern's text is only
+/// built the first time its hash is seen, so a page of a thousand alike records costs one string
+/// per distinct pattern, not one per node.
+#[derive(Debug, Default)]
+pub struct Patterns {
+    seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
+    /// The patterns, in first-seen order.
+    pub list: Vec<String>,
+}
+
+impl Patterns {
+    /// Adds the patterns of `doc`.
+    pub fn add(&mut self, doc: &Value, limit: usize) {
+        let mut path = Vec::new();
+        self.walk(doc, 0, &mut path, limit);
+    }
+
+    fn walk<'a>(&mut self, v: &'a Value, h: u64, path: &mut Vec<Seg<'a>>, limit: usize) {
         match v {
             Value::Object(o) => {
                 for (k, child) in o {
-                    let len = buf.len();
-                    glob::push_token(buf, k);
-                    visit(buf, child, out);
-                    buf.truncate(len);
+                    let hc = mix(h ^ xxhash_rust::xxh3::xxh3_64(k.as_bytes()));
+                    path.push(Seg::Key(k));
+                    self.visit(hc, path, limit);
+                    self.walk(child, hc, path, limit);
+                    path.pop();
                 }
             }
-            Value::Array(a) => {
-                let len = buf.len();
-                buf.push_str("/*");
+            Value::Array(a) if !a.is_empty() => {
+                let hc = mix(h ^ STAR);
+                path.push(Seg::Index(0));
+                self.visit(hc, path, limit);
                 for child in a {
-                    visit(buf, child, out);
+                    self.walk(child, hc, path, limit);
                 }
-                buf.truncate(len);
+                path.pop();
             }
             _ => {}
         }
     }
-    walk(doc, &mut String::new(), limit, out);
+
+    fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
+        if self.list.len() < limit && self.seen.insert(h) {
+            self.list.push(glob::field_pattern(path));
+        }
+    }
+}
+
+/// The segment hash of `*` (any array element).
+const STAR: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A 64-bit finaliser (splitmix64's): every input bit affects every output bit.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Debug, Default)]
+pub struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0 ^ u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// `Option::zip` with the second value computed only when the first is `Some`.

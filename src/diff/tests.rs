@@ -419,15 +419,30 @@ fn normalize_rules_make_equivalent_spellings_equal() {
 
 #[test]
 fn field_patterns_lists_every_node_once_with_indices_as_stars() {
-    let doc = json!({"a": [{"b": 1, "c/d": 2}, {"b": 3}], "e": {"f": null}});
-    let mut set = std::collections::HashSet::new();
-    field_patterns(&doc, 100, &mut set);
-    let mut got: Vec<&str> = set.iter().map(String::as_str).collect();
-    got.sort_unstable();
-    assert_eq!(got, ["/a", "/a/*", "/a/*/b", "/a/*/c~1d", "/e", "/e/f"]);
-    let mut few = std::collections::HashSet::new();
-    field_patterns(&doc, 2, &mut few);
-    assert_eq!(few.len(), 2);
+    let doc = json!({"a": [{"b": 1, "c/d": 2}, {"b": 3, "e": 4}], "e": {"f": null}, "g": []});
+    let mut p = Patterns::default();
+    p.add(&doc, 100);
+    // First-seen order, each once; an empty array has no element pattern.
+    assert_eq!(
+        p.list,
+        [
+            "/a",
+            "/a/*",
+            "/a/*/b",
+            "/a/*/c~1d",
+            "/a/*/e",
+            "/e",
+            "/e/f",
+            "/g"
+        ]
+    );
+    // A second document adds only what is new.
+    p.add(&json!({"e": {"f": 1, "h": 2}}), 100);
+    assert_eq!(p.list.last().map(String::as_str), Some("/e/h"));
+    assert_eq!(p.list.len(), 9);
+    let mut few = Patterns::default();
+    few.add(&doc, 2);
+    assert_eq!(few.list.len(), 2);
 }
 
 #[test]

@@ -437,10 +437,10 @@ fn compare_sides(
         (Some(l), Some(c)) => {
             diffs.extend(diff::diff(l, c, rules));
             if record {
-                let mut set = std::collections::HashSet::new();
-                diff::field_patterns(l, MAX_PRESENT, &mut set);
-                diff::field_patterns(c, MAX_PRESENT, &mut set);
-                present = set.into_iter().collect();
+                let mut p = diff::Patterns::default();
+                p.add(l, MAX_PRESENT);
+                p.add(c, MAX_PRESENT);
+                present = p.list;
             }
         }
         (None, None) => {
