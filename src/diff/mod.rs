@@ -27,7 +27,6 @@ use std::hash::{Hash, Hasher};
 use serde::Serialize;
 use serde_json::Value;
 use similar::{Algorithm, DiffOp};
-use xxhash_rust::xxh3::Xxh3Default;
 
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
@@ -447,61 +446,71 @@ impl<'a> Walker<'_, 'a> {
     /// counterpart: ignored members are left out, object member order does not matter, numbers
     /// hash by value, and (with `null_equals_missing`) null members are left out.
     fn element_hash(&mut self, v: &'a Value) -> u64 {
-        let mut h = Xxh3Default::new();
         let mut path = std::mem::take(&mut self.lpath);
         path.push(Seg::Index(0));
-        hash_value(v, self.rules, &mut path, &mut h);
+        let h = hash_value(v, self.rules, &mut path);
         path.pop();
         self.lpath = path;
-        h.finish()
+        h
     }
 }
 
-fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>, h: &mut Xxh3Default) {
+/// A structural hash, computed bottom up: arrays fold their elements in order, objects add up
+/// their members' hashes (so member order does not count, without sorting anything).
+fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>) -> u64 {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
     match v {
-        Value::Null => h.write_u8(0),
-        Value::Bool(b) => {
-            h.write_u8(1);
-            b.hash(h);
-        }
+        Value::Null => 0x6e75_6c6c,
+        Value::Bool(true) => 0x7472_7565,
+        Value::Bool(false) => 0x6661_6c73,
         Value::Number(n) => {
-            h.write_u8(2);
-            number::hash(n, h);
+            let mut f = Fold(2);
+            number::hash(n, &mut f);
+            f.finish()
         }
-        Value::String(s) => {
-            h.write_u8(3);
-            s.hash(h);
-        }
+        Value::String(s) => xxh3_64_with_seed(s.as_bytes(), 3),
         Value::Array(a) => {
-            h.write_u8(4);
-            h.write_usize(a.len());
+            let mut acc = mix(4 ^ a.len() as u64);
             for (i, e) in a.iter().enumerate() {
                 path.push(Seg::Index(i));
-                hash_value(e, rules, path, h);
+                acc = mix(acc ^ hash_value(e, rules, path));
                 path.pop();
             }
+            acc
         }
         Value::Object(o) => {
-            h.write_u8(5);
-            // Members are hashed in key order, so that the hash does not depend on the order
-            // they came in (maps keep document order).
-            let mut members: Vec<(&'a String, &'a Value)> = o.iter().collect();
-            if !members.is_sorted_by(|a, b| a.0 <= b.0) {
-                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            }
-            for (k, e) in members {
+            let (mut acc, mut n) = (0u64, 0u64);
+            for (k, e) in o {
                 if rules.null_equals_missing && e.is_null() {
                     continue;
                 }
                 path.push(Seg::Key(k));
                 if rules.ignore.is_empty() || !rules.ignore.matches(path) {
-                    k.hash(h);
-                    hash_value(e, rules, path, h);
+                    let member = xxh3_64(k.as_bytes()) ^ hash_value(e, rules, path).rotate_left(29);
+                    acc = acc.wrapping_add(mix(member));
+                    n += 1;
                 }
                 path.pop();
             }
-            h.write_u8(6);
+            mix(acc ^ mix(5 ^ n))
         }
+    }
+}
+
+/// A hasher folding each written word into a 64-bit state (for numbers' canonical form).
+struct Fold(u64);
+
+impl Hasher for Fold {
+    fn finish(&self) -> u64 {
+        mix(self.0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix(self.0 ^ xxhash_rust::xxh3::xxh3_64(bytes));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0 ^ n);
     }
 }
 
