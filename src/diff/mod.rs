@@ -349,17 +349,29 @@ impl<'a> Walker<'_, 'a> {
     /// Matches elements by a key member; `false` (nothing done) when an element lacks a scalar
     /// value for it or a key repeats on one side.
     fn try_keyed(&mut self, la: &'a [Value], ca: &'a [Value], key: &str) -> bool {
+        // The usual case first: the same keys in the same order. Each pair is compared as soon
+        // as its keys are read, while the elements are in cache; at the first pair that does
+        // not qualify, what it reported is taken back and the general path below runs.
+        // (Repeated keys pair up by position, as the alignment would pair them.)
+        if la.len() == ca.len() {
+            let (mark, mut same) = (self.out.len(), true);
+            for i in 0..la.len() {
+                match (key_of(&la[i], key), key_of(&ca[i], key)) {
+                    (Some(a), Some(b)) if a == b => self.pair(la, i, ca, i),
+                    _ => {
+                        same = false;
+                        break;
+                    }
+                }
+            }
+            if same {
+                return true;
+            }
+            self.out.truncate(mark);
+        }
         let Some((lseq, cseq)) = key_seq(la, key).zip_lazy(|| key_seq(ca, key)) else {
             return false;
         };
-        if lseq == cseq {
-            // The same keys in the same order (the usual case): pairs by position, nothing to
-            // index. (Repeated keys pair up as the alignment would pair them.)
-            for i in 0..la.len() {
-                self.pair(la, i, ca, i);
-            }
-            return true;
-        }
         let Some((lk, ck)) = unique_index(&lseq).zip_lazy(|| unique_index(&cseq)) else {
             return false;
         };
@@ -529,18 +541,25 @@ fn key_seq<'a>(a: &'a [Value], key: &str) -> Option<Vec<KeyValue<'a>>> {
     if let Some(first) = a.first() {
         first.as_object()?.get(key)?;
     }
-    a.iter()
-        .map(|e| {
-            Some(match e.as_object()?.get(key)? {
-                Value::String(s) => KeyValue::Str(s),
-                Value::Number(n) => KeyValue::Num(
-                    number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
-                ),
-                Value::Bool(b) => KeyValue::Bool(*b),
-                _ => return None,
-            })
-        })
-        .collect()
+    a.iter().map(|e| key_of(e, key)).collect()
+}
+
+/// An element's key value; `None` when it is not an object with a scalar value for the key.
+fn key_of<'a>(e: &'a Value, key: &str) -> Option<KeyValue<'a>> {
+    let o = e.as_object()?;
+    // APIs mostly put the id first: looking at the first member spares a hash lookup.
+    let v = match o.iter().next() {
+        Some((k, v)) if k == key => v,
+        _ => o.get(key)?,
+    };
+    Some(match v {
+        Value::String(s) => KeyValue::Str(s),
+        Value::Number(n) => KeyValue::Num(
+            number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
+        ),
+        Value::Bool(b) => KeyValue::Bool(*b),
+        _ => return None,
+    })
 }
 
 type KeyMap<'k, 'a> = HashMap<&'k KeyValue<'a>, usize, xxhash_rust::xxh3::Xxh3Builder>;

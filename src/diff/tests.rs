@@ -460,3 +460,20 @@ fn member_order_never_matters() {
         vec![("/a/x/0/p", "changed")]
     );
 }
+
+#[test]
+fn keyed_pairing_takes_back_what_a_failed_same_order_pass_reported() {
+    let auto = Rules {
+        auto_keys: true,
+        ..rules()
+    };
+    // Same order up to index 1, then reordered: the difference at /0/v is reported once.
+    let l = json!([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]);
+    let c = json!([{"id": 1, "v": "A"}, {"id": 3, "v": "c"}, {"id": 2, "v": "b"}]);
+    assert_eq!(kinds(&diff(&l, &c, &auto)), vec![("/0/v", "changed")]);
+    // A later element without the key: the whole array is aligned instead, and the first
+    // element's difference is still reported once.
+    let c = json!([{"id": 1, "v": "A"}, {"id": 2, "v": "b"}, {"v": "c"}]);
+    let d = diff(&l, &c, &auto);
+    assert_eq!(d.iter().filter(|x| x.pointer == "/0/v").count(), 1, "{d:?}");
+}
