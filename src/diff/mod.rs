@@ -598,6 +598,9 @@ impl Patterns {
     }
 
     fn walk<'a>(&mut self, v: &'a Value, h: u64, path: &mut Vec<Seg<'a>>, limit: usize) {
+        if self.list.len() >= limit || path.len() >= PRESENCE_DEPTH {
+            return;
+        }
         match v {
             Value::Object(o) => {
                 for (k, child) in o {
@@ -627,6 +630,10 @@ impl Patterns {
         }
     }
 }
+
+/// Fields deeper than this many segments are not counted as present (their pattern texts grow
+/// with depth; classification then divides by the compared exchanges).
+const PRESENCE_DEPTH: usize = 32;
 
 /// The segment hash of `*` (any array element).
 const STAR: u64 = 0x9e37_79b9_7f4a_7c15;
