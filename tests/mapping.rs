@@ -38,6 +38,18 @@ fn example_toml(legacy: &str, candidate: &str) -> String {
         .replace("${SHADOWDIFF_DB:-data/finch-to-unified.db}", "store/x.db")
 }
 
+/// shadowdiff running the example config, with its mapping files, against these vendors.
+async fn start_example(legacy: &Upstream, candidate: &Upstream) -> Shadowdiff {
+    let toml = example_toml(&legacy.url(), &candidate.url());
+    Shadowdiff::start_with_files(
+        &legacy.url(),
+        &candidate.url(),
+        &toml,
+        Some(Path::new(EXAMPLE)),
+    )
+    .await
+}
+
 /// A Finch-style legacy API: Acme's connection reports departments in upper case (with
 /// `upper_for_all`, every account's does).
 async fn finch(upper_for_all: bool) -> Upstream {
@@ -88,14 +100,7 @@ async fn unified() -> Upstream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_finch_to_unified_example_maps_every_route_and_account() {
     let (legacy, candidate) = (finch(false).await, unified().await);
-    let toml = example_toml(&legacy.url(), &candidate.url());
-    let sd = Shadowdiff::start_with_files(
-        &legacy.url(),
-        &candidate.url(),
-        &toml,
-        Some(Path::new(EXAMPLE)),
-    )
-    .await;
+    let sd = start_example(&legacy, &candidate).await;
     for account in ["acme", "globex"] {
         let got = get_as(&sd.url("/employer/directory?limit=50"), account).await;
         assert_eq!(got.status, 200);
@@ -132,14 +137,7 @@ async fn the_finch_to_unified_example_maps_every_route_and_account() {
 async fn an_account_override_is_seen_by_its_account_only() {
     let legacy = finch(true).await;
     let candidate = unified().await;
-    let toml = example_toml(&legacy.url(), &candidate.url());
-    let sd = Shadowdiff::start_with_files(
-        &legacy.url(),
-        &candidate.url(),
-        &toml,
-        Some(Path::new(EXAMPLE)),
-    )
-    .await;
+    let sd = start_example(&legacy, &candidate).await;
     for account in ["acme", "globex"] {
         get_as(&sd.url("/employer/directory"), account).await;
     }

@@ -4,7 +4,7 @@
 //! time and depth limits, and runs on a mapping worker ([`super::runner`]).
 
 use jsonata_core::ast::AstNode;
-use jsonata_core::evaluator::{CancelToken, Context, Evaluator, EvaluatorOptions};
+use jsonata_core::evaluator::{Context, Evaluator, EvaluatorOptions};
 use jsonata_core::value::JValue;
 use serde_json::{Map, Number, Value};
 
@@ -83,7 +83,7 @@ impl Mapping for Jsonata {
         };
         let options = EvaluatorOptions {
             timeout_ms: Some(limits.timeout.as_millis().max(1) as u64),
-            cancel: Some(limits.cancel.clone()),
+            cancel: None,
             max_stack_depth: Some(limits.max_stack),
             max_sequence_length: Some(limits.max_sequence),
         };
@@ -96,9 +96,6 @@ impl Mapping for Jsonata {
         }
     }
 }
-
-/// Cancels evaluations from another thread (the caller that stopped waiting).
-pub type Cancel = CancelToken;
 
 /// A JSONata result as JSON: integral numbers as integers (as the reference implementation
 /// prints them), undefined members left out, functions refused.

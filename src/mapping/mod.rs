@@ -96,7 +96,6 @@ pub struct Limits {
     pub max_stack: usize,
     /// Longest JSONata sequence (its `sequence` option).
     pub max_sequence: usize,
-    pub cancel: jsonata::Cancel,
     /// Evaluate JSONata against no input at all (undefined), not against `null`: for the
     /// conformance suite, never for exchanges.
     pub undefined_input: bool,
@@ -109,7 +108,6 @@ impl Limits {
             timeout,
             max_stack: 2_000,
             max_sequence: 10_000_000,
-            cancel: jsonata::Cancel::new(),
             undefined_input: false,
             started: Instant::now(),
         }

@@ -155,7 +155,7 @@ impl Proxy {
                 } else {
                     let route = plan.route;
                     let cfg = plan.cfg.clone();
-                    let secondary = self.shadow.secondary(&parts);
+                    let secondary = Shadow::secondary(&cfg, &parts);
                     mirror = Some((
                         self.shadow
                             .spawn_candidate(plan, &parts.headers, head.clone()),

@@ -108,10 +108,13 @@ impl Maps<'_> {
         }
     }
 
+    /// Mappings only run in worker processes: without a runner there is nowhere safe to run one.
     fn apply(&self, chain: &Chain, doc: &Value) -> Result<Value, crate::mapping::MappingError> {
         match self.runner {
             Some(r) => r.run(chain, doc, self.timeout),
-            None => chain.apply(doc, &crate::mapping::Limits::new(self.timeout)),
+            None => Err(crate::mapping::MappingError::Unavailable(
+                "no mapping runner".into(),
+            )),
         }
     }
 }

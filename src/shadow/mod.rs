@@ -291,10 +291,11 @@ impl Shadow {
     /// For a sampled share (`[diff.noise] secondary_sample_rate`) of mirrored GET/HEAD requests:
     /// the same request again for legacy, sent from the comparison task once legacy has answered
     /// the caller. Its answer is compared with the first one to learn which fields are noise.
-    pub fn secondary(&self, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
-        let cfg = self.config();
+    /// `cfg` is the configuration the request was decided with. Off (the default) it costs one
+    /// comparison on the request path.
+    pub fn secondary(cfg: &Config, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
         let rate = cfg.diff.noise.secondary_sample_rate;
-        if !config::is_safe(&parts.method) || !sampled(rate) {
+        if rate <= 0.0 || !config::is_safe(&parts.method) || !sampled(rate) {
             return None;
         }
         let base = cfg.legacy.base_url.as_ref()?;
