@@ -38,6 +38,8 @@ pub struct AdminState {
     pub classes: crate::classify::Settings,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
     pub reloader: Option<Arc<crate::server::Reloader>>,
+    /// The store writer's counters: `/readyz` fails while its writes fail.
+    pub store: Option<Arc<crate::store::StoreStats>>,
 }
 
 /// Serves one admin request.
@@ -93,7 +95,13 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
             res
         }
         "/readyz" if state.ready.load(Ordering::Acquire) => {
-            json_static(StatusCode::OK, r#"{"status":"ready"}"#)
+            match state.store.as_ref().and_then(|s| s.failure()) {
+                None => json_static(StatusCode::OK, r#"{"status":"ready"}"#),
+                Some(e) => json_value_status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "store_failing", "error": e}),
+                ),
+            }
         }
         "/readyz" => json_static(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#),
         "/" => {
@@ -439,8 +447,15 @@ fn json_static(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> 
     res
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a presented secret with the expected one in time that depends on neither's content
+/// nor length: both are hashed (SHA-256) and the digests compared without an early exit.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(presented), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -463,6 +478,7 @@ mod tests {
             db: PathBuf::from("/nonexistent/x.db"),
             classes: crate::classify::Settings::default(),
             reloader: None,
+            store: None,
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         assert_eq!(get(&s, "/readyz", None).await, StatusCode::UNAUTHORIZED);

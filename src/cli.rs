@@ -325,11 +325,13 @@ fn serve(
         ..ov.clone()
     };
     let cfg = Config::load_or_defaults(path, explicit, &ov)?;
+    // A config that parses but lacks what `serve` needs is a config error too (exit 2).
+    cfg.upstreams()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async {
+    let failed = rt.block_on(async {
         let server = Server::bind_with(
             cfg,
             crate::server::Options {
@@ -337,7 +339,11 @@ fn serve(
                 overrides: ov,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            server::StartError::Config(c) => anyhow::Error::new(c),
+            e => anyhow::Error::new(e),
+        })?;
         eprintln!(
             "shadowdiff: proxy on http://{}{}",
             server.proxy_addr(),
@@ -348,11 +354,15 @@ fn serve(
         );
         let summary = server.run(server::shutdown_signal()).await;
         eprintln!(
-            "shadowdiff: stopped ({} exchanges written, {} dropped, {} abandoned)",
-            summary.written, summary.dropped, summary.abandoned
+            "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
+            summary.written, summary.dropped, summary.failed, summary.abandoned
         );
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(summary.failed)
     })?;
+    if failed > 0 {
+        // Exchanges were lost to store errors: say so to the supervisor too.
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

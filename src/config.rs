@@ -292,6 +292,9 @@ struct RawMappings {
 struct RawProxy {
     listen: Option<Str>,
     drain_timeout: Option<Dur>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +309,7 @@ struct RawAdmin {
 struct RawLegacy {
     base_url: Option<BaseUrl>,
     timeout: Option<Dur>,
+    body_timeout: Option<Dur>,
     ca_file: Option<Str>,
 }
 
@@ -317,6 +321,7 @@ struct RawCandidate {
     ca_file: Option<Str>,
     headers: BTreeMap<String, Str>,
     forward_headers: Option<Vec<HeaderNameStr>>,
+    forward_query: Option<Vec<Str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +338,7 @@ struct RawShadow {
     max_in_flight: Option<usize>,
     max_rps: Option<f64>,
     max_body: Option<Size>,
+    max_bytes_in_flight: Option<Size>,
     unmatched: Option<Unmatched>,
     backoff_on_429: Option<bool>,
     threads: Option<usize>,
@@ -458,6 +464,14 @@ pub struct ProxyConfig {
     pub listen: String,
     /// How long in-flight exchanges may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Caller connections open at once at most; past it the listener stops accepting (the
+    /// kernel's backlog holds the rest) until one closes.
+    pub max_connections: usize,
+    /// Longest wait for a complete request head, from the moment the connection (or, on a
+    /// kept-alive HTTP/1.1 connection, the previous response) is done.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -472,11 +486,17 @@ pub struct UpstreamConfig {
     /// Scheme, authority and path prefix (without a trailing `/`).
     pub base_url: Option<Uri>,
     pub timeout: Duration,
+    /// Longest pause between two pieces of the response body (legacy only; the candidate's
+    /// `timeout` covers its whole answer).
+    pub body_timeout: Duration,
     pub ca_file: Option<PathBuf>,
     /// Set on every request to this upstream (candidate only).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Caller headers copied to this upstream (candidate only).
     pub forward_headers: Vec<HeaderName>,
+    /// Caller query parameters copied to this upstream on routes without a `query` template
+    /// (candidate only); others are not.
+    pub forward_query: Vec<String>,
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -491,6 +511,7 @@ impl fmt::Debug for UpstreamConfig {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("forward_headers", &self.forward_headers)
+            .field("forward_query", &self.forward_query)
             .finish()
     }
 }
@@ -502,6 +523,9 @@ pub struct ShadowConfig {
     /// Candidate calls per second; 0 = unlimited.
     pub max_rps: f64,
     pub max_body: usize,
+    /// Bytes of response bodies held for comparisons at once at most (legacy copies and
+    /// candidate bodies); an exchange that would go past it is `skipped` (`memory`).
+    pub max_bytes_in_flight: usize,
     pub unmatched: Unmatched,
     pub backoff_on_429: bool,
     /// Threads of the shadow runtime (candidate calls and comparisons).
@@ -686,6 +710,7 @@ impl Config {
             max_in_flight: raw.shadow.max_in_flight.unwrap_or(512),
             max_rps: raw.shadow.max_rps.unwrap_or(0.0),
             max_body: raw.shadow.max_body.map_or(10 << 20, |s| s.0),
+            max_bytes_in_flight: raw.shadow.max_bytes_in_flight.map_or(256 << 20, |s| s.0),
             unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
             threads: raw.shadow.threads.unwrap_or(1),
@@ -704,6 +729,12 @@ impl Config {
             return Err(invalid(
                 "[shadow] max_rps: must be 0 (unlimited) or positive".into(),
             ));
+        }
+        if shadow.max_bytes_in_flight < shadow.max_body {
+            return Err(invalid(format!(
+                "[shadow] max_bytes_in_flight: {} is below max_body ({}): no body could be compared",
+                shadow.max_bytes_in_flight, shadow.max_body
+            )));
         }
         if shadow.max_in_flight == 0 {
             return Err(invalid("[shadow] max_in_flight: must be at least 1".into()));
@@ -860,6 +891,36 @@ impl Config {
             });
         }
 
+        for (key, d) in [
+            (
+                "[proxy] header_read_timeout",
+                &raw.proxy.header_read_timeout,
+            ),
+            ("[proxy] idle_timeout", &raw.proxy.idle_timeout),
+            ("[legacy] body_timeout", &raw.legacy.body_timeout),
+        ] {
+            if d.as_ref().is_some_and(|d| d.0.is_zero()) {
+                return Err(invalid(format!("{key}: must be longer than 0s")));
+            }
+        }
+        let forward_query: Vec<String> = raw
+            .candidate
+            .forward_query
+            .unwrap_or_default()
+            .into_iter()
+            .map(|q| q.0)
+            .collect();
+        if let Some(Accounts {
+            source: crate::translate::KeySource::Query(key),
+            ..
+        }) = &accounts
+        {
+            if forward_query.contains(key) {
+                return Err(invalid(format!(
+                    "[candidate] forward_query: {key:?} is the accounts key (a legacy credential): it never goes to the candidate"
+                )));
+            }
+        }
         let admin_listen = raw
             .admin
             .listen
@@ -894,6 +955,15 @@ impl Config {
                     .proxy
                     .drain_timeout
                     .map_or(Duration::from_secs(30), |d| d.0),
+                max_connections: raw.proxy.max_connections.unwrap_or(10_000).max(1),
+                header_read_timeout: raw
+                    .proxy
+                    .header_read_timeout
+                    .map_or(Duration::from_secs(30), |d| d.0),
+                idle_timeout: raw
+                    .proxy
+                    .idle_timeout
+                    .map_or(Duration::from_secs(120), |d| d.0),
             },
             admin: AdminConfig {
                 listen: (!admin_listen.is_empty()).then_some(admin_listen),
@@ -902,9 +972,14 @@ impl Config {
             legacy: UpstreamConfig {
                 base_url: raw.legacy.base_url.map(|u| u.0),
                 timeout: raw.legacy.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                body_timeout: raw
+                    .legacy
+                    .body_timeout
+                    .map_or(Duration::from_secs(30), |d| d.0),
                 ca_file: raw.legacy.ca_file.map(|f| rel(&f.0)),
                 headers: Vec::new(),
                 forward_headers: Vec::new(),
+                forward_query: Vec::new(),
             },
             candidate: UpstreamConfig {
                 base_url: raw.candidate.base_url.map(|u| u.0),
@@ -918,6 +993,8 @@ impl Config {
                     raw.candidate.forward_headers,
                     &["accept", "accept-language", "user-agent"],
                 ),
+                body_timeout: Duration::ZERO,
+                forward_query,
             },
             accounts,
             shadow,

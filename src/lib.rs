@@ -6,6 +6,7 @@
 //! - [`proxy`]: the caller-facing listener; forwards to legacy and streams its answer back.
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
+//! - [`budget`]: the bytes of response bodies held for comparisons, bounded.
 //! - [`encoding`]: Content-Encoding decoding of the copies kept for comparison.
 //! - [`diff`]: pure field diff of two JSON documents under the route's rules.
 //! - [`redact`]: removes secrets and configured fields before anything is stored.
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod background;
+pub mod budget;
 pub mod classify;
 pub mod cli;
 pub mod config;

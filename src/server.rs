@@ -4,12 +4,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -56,6 +56,49 @@ pub struct Server {
     runtime: BackgroundRuntime,
     drain_timeout: Duration,
     reloader: Arc<Reloader>,
+    limits: ConnLimits,
+}
+
+/// Bounds on the callers' connections of one listener.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    max: usize,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Connections the admin listener serves at once: its own budget, so that callers holding
+/// every proxy connection never take `/healthz` and `/metrics` down with them.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// File descriptors kept for everything but callers' connections: the store, mapping workers,
+/// listeners, the admin listener's connections, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// The proxy's connection cap: `[proxy] max_connections`, lowered when the process may not
+/// open enough files for it. The soft limit on open files is raised to the hard limit first.
+/// Each caller connection may hold a legacy connection too, and candidate calls hold up to
+/// `max_in_flight` more.
+fn connection_cap(configured: usize, max_in_flight: usize) -> usize {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit: [proxy] max_connections is not checked against it");
+            return configured;
+        }
+    };
+    let room = soft.saturating_sub(RESERVED_FDS + max_in_flight as u64) / 2;
+    let cap = configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1);
+    if cap < configured {
+        tracing::warn!(
+            open_files_limit = soft,
+            max_connections = configured,
+            using = cap,
+            "the open-files limit is too low for [proxy] max_connections: using a lower cap (raise LimitNOFILE / ulimit -n)"
+        );
+    }
+    cap
 }
 
 /// What tests (and the demo) need from a running server.
@@ -81,7 +124,10 @@ impl Handle {
 #[derive(Debug)]
 pub struct Summary {
     pub written: u64,
+    /// Not stored: the queue was full.
     pub dropped: u64,
+    /// Not stored: the store failed to write them.
+    pub failed: u64,
     /// Exchanges still running when the drain timeout expired.
     pub abandoned: usize,
 }
@@ -294,7 +340,13 @@ impl Server {
             db: cfg.store.path.clone(),
             classes: (&cfg.diff).into(),
             reloader: Some(reloader.clone()),
+            store: Some(store.handle().shared_stats()),
         });
+        let limits = ConnLimits {
+            max: connection_cap(cfg.proxy.max_connections, cfg.shadow.max_in_flight),
+            header_read_timeout: cfg.proxy.header_read_timeout,
+            idle_timeout: cfg.proxy.idle_timeout,
+        };
         Ok(Self {
             proxy_listener,
             admin_listener,
@@ -304,6 +356,7 @@ impl Server {
             runtime: BackgroundRuntime(Some(runtime)),
             drain_timeout: cfg.proxy.drain_timeout,
             reloader,
+            limits,
         })
     }
 
@@ -335,8 +388,17 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let proxy = self.proxy.clone();
+        let limits = self.limits;
+        tracing::info!(
+            max_connections = limits.max,
+            header_read_timeout = ?limits.header_read_timeout,
+            idle_timeout = ?limits.idle_timeout,
+            "connection limits"
+        );
         let proxy_loop = tokio::spawn(accept_loop(
+            "proxy",
             self.proxy_listener,
+            limits,
             stop_rx.clone(),
             graceful.clone(),
             move |peer| {
@@ -350,7 +412,12 @@ impl Server {
         let admin_loop = self.admin_listener.map(|l| {
             let admin = self.admin.clone();
             tokio::spawn(accept_loop(
+                "admin",
                 l,
+                ConnLimits {
+                    max: ADMIN_MAX_CONNECTIONS,
+                    ..limits
+                },
                 stop_rx.clone(),
                 graceful.clone(),
                 move |_| {
@@ -406,14 +473,26 @@ impl Server {
         let summary = Summary {
             written: stats.written.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
             abandoned,
         };
-        tracing::info!(
-            written = summary.written,
-            dropped = summary.dropped,
-            abandoned,
-            "stopped"
-        );
+        if summary.failed > 0 {
+            tracing::error!(
+                written = summary.written,
+                dropped = summary.dropped,
+                failed = summary.failed,
+                abandoned,
+                "stopped: the store could not write every exchange"
+            );
+        } else {
+            tracing::info!(
+                written = summary.written,
+                dropped = summary.dropped,
+                failed = summary.failed,
+                abandoned,
+                "stopped"
+            );
+        }
         summary
     }
 }
@@ -436,8 +515,87 @@ impl Drop for BackgroundRuntime {
     }
 }
 
+/// What the idle check knows of one connection: requests in flight, requests seen, and when the
+/// last one finished (milliseconds since the connection was accepted).
+#[derive(Default)]
+struct ConnState {
+    busy: AtomicUsize,
+    requests: AtomicUsize,
+    last_done_ms: AtomicU64,
+}
+
+/// Held by a request until its response body is done (or dropped).
+struct Busy {
+    state: Arc<ConnState>,
+    accepted: Instant,
+}
+
+impl Busy {
+    fn new(state: &Arc<ConnState>, accepted: Instant) -> Self {
+        state.busy.fetch_add(1, Ordering::AcqRel);
+        state.requests.fetch_add(1, Ordering::AcqRel);
+        Self {
+            state: state.clone(),
+            accepted,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.state.last_done_ms.fetch_max(ms, Ordering::AcqRel);
+        self.state.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnState {
+    /// When the connection becomes idle past its limits, as things stand; `None` while a
+    /// request is in flight.
+    fn deadline(&self, accepted: Instant, limits: &ConnLimits) -> Option<Instant> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if self.requests.load(Ordering::Acquire) == 0 {
+            // Nothing complete yet: covers the protocol detection of the auto builder, which
+            // waits for the first bytes before hyper's own header timer starts.
+            return Some(accepted + limits.header_read_timeout);
+        }
+        let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        Some(accepted + done + limits.idle_timeout)
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct Tracked<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn accept_loop<F, S, B>(
+    name: &'static str,
     listener: TcpListener,
+    limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
     make_service: F,
@@ -448,14 +606,42 @@ async fn accept_loop<F, S, B>(
             Response = http::Response<B>,
             Error = Infallible,
         > + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
+        // A free slot first: at the cap the listener stops accepting and the kernel's backlog
+        // holds new connections, instead of accepting sockets it cannot serve.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                crate::telemetry::connection_limit_reached(name);
+                tracing::warn!(
+                    listener = name,
+                    max_connections = limits.max,
+                    "connection cap reached: not accepting until one closes"
+                );
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        };
         tokio::select! {
             res = listener.accept() => {
                 let (stream, peer) = match res {
@@ -468,12 +654,45 @@ async fn accept_loop<F, S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer)).into_owned();
-                let fut = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                let accepted = Instant::now();
+                let state = Arc::new(ConnState::default());
+                let svc = make_service(peer);
+                let st = state.clone();
+                let service = service_fn(move |req| {
+                    let busy = Busy::new(&st, accepted);
+                    let fut = svc.call(req);
+                    async move {
+                        let res = fut.await?;
+                        Ok::<_, Infallible>(res.map(|inner| Tracked { inner, _busy: busy }))
                     }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let fut = graceful.watch(conn);
+                crate::telemetry::connections(name, open.fetch_add(1, Ordering::AcqRel) + 1);
+                let open = open.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    tokio::pin!(fut);
+                    loop {
+                        let wake = state
+                            .deadline(accepted, &limits)
+                            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+                        tokio::select! {
+                            res = &mut fut => {
+                                if let Err(e) = res {
+                                    tracing::debug!(error = %e, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            () = tokio::time::sleep_until(wake.into()) => {
+                                if state.deadline(accepted, &limits).is_some_and(|d| d <= Instant::now()) {
+                                    tracing::debug!(%peer, "closing an idle connection");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    crate::telemetry::connections(name, open.fetch_sub(1, Ordering::AcqRel) - 1);
                 });
             }
             _ = stop.changed() => break,

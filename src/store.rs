@@ -6,9 +6,9 @@
 //! The database runs in WAL mode with `synchronous=NORMAL`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -131,6 +131,8 @@ pub enum Outcome {
     NotJson,
     TooLarge,
     MappingError,
+    /// A bug: shadow work panicked; the message is in `reason`.
+    InternalError,
     Skipped,
 }
 
@@ -147,6 +149,7 @@ impl Outcome {
             Self::NotJson => "not_json",
             Self::TooLarge => "too_large",
             Self::MappingError => "mapping_error",
+            Self::InternalError => "internal_error",
             Self::Skipped => "skipped",
         }
     }
@@ -219,6 +222,8 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("store {path}: the file cannot be written (read-only file, folder or file system)")]
+    ReadOnly { path: String },
     #[error("store {path}: {source}")]
     Io {
         path: String,
@@ -251,6 +256,32 @@ pub struct StoreStats {
     pub failed: AtomicU64,
     /// Records sent and not yet taken by the writer.
     pub queued: AtomicU64,
+    /// The last write failed (cleared by the next one that succeeds): `/readyz` says so.
+    pub failing: AtomicBool,
+    /// Why the last write failed.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl StoreStats {
+    /// `Some(reason)` while the store cannot be written.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .or_else(|| Some("store write failed".into()))
+    }
+
+    fn set_failure(&self, e: Option<String>) {
+        self.failing.store(e.is_some(), Ordering::Release);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
+    }
 }
 
 /// The producer side of the store: cheap to clone, never blocks.
@@ -299,6 +330,11 @@ impl StoreHandle {
     pub fn stats(&self) -> &StoreStats {
         &self.stats
     }
+
+    /// The counters, shared (for `/readyz`).
+    pub fn shared_stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
+    }
 }
 
 /// The writer thread and its handle.
@@ -319,7 +355,7 @@ pub struct WriterOptions {
 impl Store {
     /// Opens (creating it and its folder if needed) the database and starts the writer.
     pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
-        let conn = open(path)?;
+        let conn = open_for_writing(path)?;
         let (tx, rx) = mpsc::sync_channel(opts.queue);
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
@@ -367,6 +403,10 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
             source,
         })?;
     }
+    create_private(path).map_err(|source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
@@ -378,6 +418,45 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     migrate(&conn).map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
+}
+
+/// Opens the store for writing and proves that it can be written: a store that only accepts
+/// reads (a read-only file or folder, a full disk) is refused here, at start-up, instead of
+/// losing every exchange later.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open(path)?;
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+        return Err(StoreError::ReadOnly {
+            path: path.display().to_string(),
+        });
+    }
+    // A real write (the schema version in the file's header), committed.
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// The version of this schema, kept in SQLite's `user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the database file, when it does not exist yet, readable and writable by its owner
+/// only (0600): SQLite gives its `-wal` and `-shm` files the same permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Brings a store written by an older version up to the current schema (columns added since).
@@ -458,10 +537,18 @@ fn writer(
             let res = write_batch(&mut conn, &batch, opts.max_value_len);
             crate::telemetry::store_write(t0.elapsed().as_secs_f64());
             match res {
-                Ok(()) => stats.written.fetch_add(n, Ordering::Relaxed),
+                Ok(()) => {
+                    stats.written.fetch_add(n, Ordering::Relaxed);
+                    if stats.failing.load(Ordering::Relaxed) {
+                        tracing::info!(path, "store writes succeed again");
+                        stats.set_failure(None);
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, path, "store write failed");
-                    stats.failed.fetch_add(n, Ordering::Relaxed)
+                    let lost = stats.failed.fetch_add(n, Ordering::Relaxed) + n;
+                    crate::telemetry::store_lost(n);
+                    tracing::error!(error = %e, path, lost_in_batch = n, lost_total = lost, "store write failed: exchanges lost");
+                    stats.set_failure(Some(e.to_string()));
                 }
             };
             batch.clear();
@@ -469,6 +556,7 @@ fn writer(
         if !noise.is_empty() {
             if let Err(e) = write_noise(&mut conn, &noise) {
                 tracing::error!(error = %e, path, "store write failed (noise samples)");
+                crate::telemetry::dropped("store_write_failed");
             }
             noise.clear();
         }
@@ -684,16 +772,17 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
             rows
         };
         if ids.is_empty() {
-            conn.execute(
+            // The last step runs in the transaction opened above, and must be committed like
+            // the others: dropped, it would roll back and keep every orphaned body.
+            tx.execute(
                 "DELETE FROM field_presence WHERE hour < substr(?1, 1, 13)",
                 [&cutoff],
             )?;
-            if total > 0 {
-                conn.execute(
-                    "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
-                    [],
-                )?;
-            }
+            tx.execute(
+                "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
+                [],
+            )?;
+            tx.commit()?;
             return Ok(total);
         }
         for id in &ids {

@@ -11,6 +11,10 @@
 //! | `shadowdiff_store_queue_depth` | gauge | |
 //! | `shadowdiff_store_write_seconds` | histogram | |
 //! | `shadowdiff_mapping_errors_total` | counter | `route` |
+//! | `shadowdiff_store_lost_total` | counter | |
+//! | `shadowdiff_internal_errors_total` | counter | `stage` |
+//! | `shadowdiff_connections` | gauge | `listener` (`proxy`, `admin`) |
+//! | `shadowdiff_connection_limit_reached_total` | counter | `listener` |
 
 use std::sync::OnceLock;
 
@@ -64,6 +68,22 @@ fn describe() {
     metrics::describe_counter!(
         "shadowdiff_legacy_secondary_calls_total",
         "Second legacy calls made to learn noise ([diff.noise]); they spend legacy quota"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_store_lost_total",
+        "Exchanges lost because the store could not write them"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_internal_errors_total",
+        "Panics caught in shadow work, by stage (each exchange is recorded as internal_error)"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_connections",
+        "Caller connections open, by listener"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_connection_limit_reached_total",
+        "Times a listener stopped accepting because its connection cap was reached"
     );
     metrics::describe_counter!(
         "shadowdiff_mapping_errors_total",
@@ -127,6 +147,8 @@ fn skip_reason(reason: &str) -> &'static str {
         "rate_limited" => "rate_limited",
         "max_rps" => "max_rps",
         "caller_aborted" => "caller_aborted",
+        "unsafe_path" => "unsafe_path",
+        "memory" => "memory",
         r if r.starts_with("template") => "template",
         _ => "other",
     }
@@ -148,6 +170,27 @@ pub fn queue_depth(n: u64) {
 }
 
 /// One batch written.
+/// Exchanges lost because the store could not write them.
+pub fn store_lost(n: u64) {
+    metrics::counter!("shadowdiff_store_lost_total").increment(n);
+}
+
+/// A panic caught in shadow work (the exchange is recorded as `internal_error`).
+pub fn panic_caught(stage: &'static str) {
+    metrics::counter!("shadowdiff_internal_errors_total", "stage" => stage).increment(1);
+}
+
+/// Caller connections open on a listener, and refusals at its cap.
+pub fn connections(listener: &'static str, open: usize) {
+    metrics::gauge!("shadowdiff_connections", "listener" => listener).set(open as f64);
+}
+
+/// A connection waited for a free slot (`[proxy] max_connections` reached).
+pub fn connection_limit_reached(listener: &'static str) {
+    metrics::counter!("shadowdiff_connection_limit_reached_total", "listener" => listener)
+        .increment(1);
+}
+
 pub fn store_write(seconds: f64) {
     metrics::histogram!("shadowdiff_store_write_seconds").record(seconds);
 }

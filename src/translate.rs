@@ -274,11 +274,15 @@ pub struct CandidateTarget {
 impl CandidateTemplate {
     /// Builds the candidate's method, path and query for a request that matched the route.
     /// A path placeholder without a value is an error; a query parameter without one is left out.
+    /// Without a `query` template only the parameters named in `forward_query` are passed on
+    /// (as the caller spelled them): a credential in the caller's query never reaches the
+    /// candidate by accident.
     pub fn build(
         &self,
         method: &http::Method,
         path: &str,
         raw_query: Option<&str>,
+        forward_query: &[String],
         ctx: &Context<'_>,
     ) -> Result<CandidateTarget, Var> {
         let mut out = match &self.path {
@@ -286,12 +290,7 @@ impl CandidateTemplate {
             None => path.to_owned(),
         };
         match &self.query {
-            None => {
-                if let Some(q) = raw_query.filter(|q| !q.is_empty()) {
-                    out.push('?');
-                    out.push_str(q);
-                }
-            }
+            None => push_allowed_query(&mut out, raw_query, forward_query),
             Some(params) => {
                 let mut first = true;
                 for (name, t) in params {
@@ -311,6 +310,96 @@ impl CandidateTemplate {
             path_and_query: out,
         })
     }
+}
+
+/// Appends to `out` the parameters of `raw_query` whose (decoded) name is in `allowed`, in the
+/// caller's order and spelling.
+pub fn push_allowed_query(out: &mut String, raw_query: Option<&str>, allowed: &[String]) {
+    let Some(q) = raw_query.filter(|q| !q.is_empty() && !allowed.is_empty()) else {
+        return;
+    };
+    let mut first = true;
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let name = decode(pair.split_once('=').map_or(pair, |(k, _)| k));
+        if allowed.contains(&name) {
+            out.push(if first { '?' } else { '&' });
+            first = false;
+            out.push_str(pair);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ paths
+
+/// A request path after RFC 3986 dot-segment removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath {
+    /// Always starts with `/`; `.` and `..` segments (also spelled `%2e`) removed.
+    pub path: String,
+    /// The path tried to climb above its root (more `..` than segments before them), or a
+    /// segment hides a `..` behind an encoded `/` or `\`: such a path is not mirrored.
+    pub escapes: bool,
+}
+
+/// Removes dot-segments from an absolute path (RFC 3986 §5.2.4), treating percent-encoded dots
+/// as dots (§6.2.2.2). A `..` at the root is dropped (as the RFC says) and reported in
+/// `escapes`.
+pub fn normalize_path(path: &str) -> NormalPath {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let segs: Vec<&str> = rest.split('/').collect();
+    let last = segs.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segs.len());
+    let mut escapes = false;
+    for (i, seg) in segs.iter().enumerate() {
+        match dots(seg) {
+            Some(1) => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            Some(2) => {
+                if out.pop().is_none() {
+                    escapes = true;
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            _ => {
+                if seg.contains('%') || seg.contains('\\') {
+                    let decoded = percent_decode_str(seg).decode_utf8_lossy();
+                    if decoded.split(['/', '\\']).any(|p| p == "..") {
+                        escapes = true;
+                    }
+                }
+                out.push(seg);
+            }
+        }
+    }
+    let mut p = String::with_capacity(path.len() + 1);
+    p.push('/');
+    p.push_str(&out.join("/"));
+    NormalPath { path: p, escapes }
+}
+
+/// `Some(n)` when a segment is `n` dots (each `.` or `%2e`), 1 or 2.
+fn dots(seg: &str) -> Option<usize> {
+    let b = seg.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'.' {
+            i += 1;
+        } else if b[i] == b'%' && b.len() >= i + 3 && b[i + 1] == b'2' && b[i + 2] | 0x20 == b'e' {
+            i += 3;
+        } else {
+            return None;
+        }
+        n += 1;
+        if n > 2 {
+            return None;
+        }
+    }
+    (n > 0).then_some(n)
 }
 
 // ------------------------------------------------------------------------------------ accounts
@@ -379,6 +468,8 @@ pub enum AccountsError {
     MissingColumn { path: String, column: &'static str },
     #[error("{path}: line {line}: key_sha256 must be 64 hex digits")]
     BadKey { path: String, line: u64 },
+    #[error("{path}: line {line}: the same key_sha256 as line {first} (one key, one account)")]
+    DuplicateKey { path: String, line: u64, first: u64 },
 }
 
 /// The crosswalk from a caller's key (by its sha256) to the account.
@@ -411,6 +502,7 @@ impl Accounts {
         };
         let (ki, ni) = (col("key_sha256")?, col("name")?);
         let mut by_hash = HashMap::new();
+        let mut lines: HashMap<[u8; 32], u64> = HashMap::new();
         for rec in rd.records() {
             let rec = rec.map_err(csv_err)?;
             let line = rec.position().map_or(0, |p| p.line());
@@ -426,6 +518,13 @@ impl Accounts {
                 .map(|(_, (h, v))| (h.to_owned(), v.to_owned()))
                 .collect();
             let name = rec.get(ni).unwrap_or("").to_owned();
+            if let Some(first) = lines.insert(key, line) {
+                return Err(AccountsError::DuplicateKey {
+                    path: p.clone(),
+                    line,
+                    first,
+                });
+            }
             by_hash.insert(key, Account { name, columns });
         }
         Ok(Self { source, by_hash })
@@ -538,6 +637,7 @@ mod tests {
                 &http::Method::GET,
                 "/directory",
                 Some("page=2&other=x"),
+                &[],
                 &ctx,
             )
             .unwrap();
@@ -548,9 +648,44 @@ mod tests {
             query: None,
         };
         let t = pass
-            .build(&http::Method::GET, "/d", Some("a=1"), &ctx)
+            .build(&http::Method::GET, "/d", Some("a=1"), &[], &ctx)
             .unwrap();
-        assert_eq!(t.path_and_query, "/d?a=1");
+        assert_eq!(
+            t.path_and_query, "/d",
+            "nothing passes without forward_query"
+        );
+        let allow = ["a".to_owned(), "c d".to_owned()];
+        let t = pass
+            .build(
+                &http::Method::GET,
+                "/d",
+                Some("a=1&api_key=s3cret&c+d=%2F&a=2"),
+                &allow,
+                &ctx,
+            )
+            .unwrap();
+        assert_eq!(t.path_and_query, "/d?a=1&c+d=%2F&a=2");
+    }
+
+    #[test]
+    fn dot_segments() {
+        let n = |p: &str| {
+            let r = normalize_path(p);
+            (r.path, r.escapes)
+        };
+        assert_eq!(n("/a/b/c"), ("/a/b/c".into(), false));
+        assert_eq!(n("/"), ("/".into(), false));
+        assert_eq!(n("/a/./b/../c"), ("/a/c".into(), false));
+        assert_eq!(n("/a/b/.."), ("/a/".into(), false));
+        assert_eq!(n("/a/b/."), ("/a/b/".into(), false));
+        assert_eq!(n("/../admin/users"), ("/admin/users".into(), true));
+        assert_eq!(n("/a/../../admin"), ("/admin".into(), true));
+        assert_eq!(n("/a/%2e%2E/%2e/b"), ("/b".into(), false));
+        assert_eq!(n("/%2e%2e/admin"), ("/admin".into(), true));
+        assert_eq!(n("/a/..%2Fadmin"), ("/a/..%2Fadmin".into(), true));
+        assert_eq!(n("/a/..%5cadmin"), ("/a/..%5cadmin".into(), true));
+        assert_eq!(n("/a/...b/..c"), ("/a/...b/..c".into(), false));
+        assert_eq!(n("/a//b"), ("/a//b".into(), false));
     }
 
     #[test]

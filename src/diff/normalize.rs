@@ -143,71 +143,72 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Parses `YYYY-MM-DD`, or `YYYY-MM-DD[T ]HH:MM[:SS[.frac]][Z|±HH:MM|±HHMM]` (no offset = UTC).
+/// Anything else, including a date that does not exist (`2026-02-31`), is `None`.
+///
+/// The input is hostile (a vendor's value): it is read byte by byte and never sliced, so no
+/// input can panic.
 pub fn parse_datetime(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    let mut c = Cursor(s.trim().as_bytes());
+    let y = c.digits(4)?;
+    c.byte(b'-')?;
+    let mo = c.digits(2)?;
+    c.byte(b'-')?;
+    let d = c.digits(2)?;
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
         return None;
     }
     let mut secs = days_from_civil(y, mo, d) * 86400;
     let mut nanos = 0u32;
-    let mut rest = &s[10..];
-    if !rest.is_empty() {
-        let sep = rest.as_bytes()[0];
-        if sep != b'T' && sep != b't' && sep != b' ' {
+    if !c.0.is_empty() {
+        if !matches!(c.next()?, b'T' | b't' | b' ') {
             return None;
         }
-        rest = &rest[1..];
-        let rb = rest.as_bytes();
-        if rb.len() < 5 || rb[2] != b':' {
-            return None;
-        }
-        let h: i64 = rest[0..2].parse().ok()?;
-        let mi: i64 = rest[3..5].parse().ok()?;
-        let mut sec = 0i64;
-        rest = &rest[5..];
-        if rest.starts_with(':') {
-            sec = rest.get(1..3)?.parse().ok()?;
-            rest = &rest[3..];
-            if let Some(frac) = rest.strip_prefix('.') {
-                let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-                if digits == 0 {
+        let h = c.digits(2)?;
+        c.byte(b':')?;
+        let mi = c.digits(2)?;
+        let mut sec = 0;
+        if c.peek() == Some(b':') {
+            c.next();
+            sec = c.digits(2)?;
+            if c.peek() == Some(b'.') {
+                c.next();
+                let mut n = 0usize;
+                while let Some(b) = c.peek().filter(u8::is_ascii_digit) {
+                    c.next();
+                    if n < 9 {
+                        nanos = nanos * 10 + u32::from(b - b'0');
+                    }
+                    n += 1;
+                }
+                if n == 0 {
                     return None;
                 }
-                let f = &frac[..digits.min(9)];
-                nanos = f.parse::<u32>().ok()? * 10u32.pow(9 - f.len() as u32);
-                rest = &frac[digits..];
+                nanos *= 10u32.pow(9 - n.min(9) as u32);
             }
         }
+        // 60: a leap second, as RFC 3339 allows.
         if h > 23 || mi > 59 || sec > 60 {
             return None;
         }
         secs += h * 3600 + mi * 60 + sec;
-        match rest {
-            "" | "Z" | "z" => {}
-            off => {
-                let sign = match off.as_bytes()[0] {
-                    b'+' => 1,
-                    b'-' => -1,
-                    _ => return None,
-                };
-                let o = off[1..].replace(':', "");
-                if o.len() != 4 {
+        match c.next() {
+            None | Some(b'Z' | b'z') => {}
+            Some(sign @ (b'+' | b'-')) => {
+                let oh = c.digits(2)?;
+                if c.peek() == Some(b':') {
+                    c.next();
+                }
+                let om = c.digits(2)?;
+                if oh > 23 || om > 59 {
                     return None;
                 }
-                let (oh, om): (i64, i64) = (o[0..2].parse().ok()?, o[2..4].parse().ok()?);
-                secs -= sign * (oh * 3600 + om * 60);
+                let off = oh * 3600 + om * 60;
+                secs -= if sign == b'+' { off } else { -off };
             }
+            Some(_) => return None,
+        }
+        if !c.0.is_empty() {
+            return None;
         }
     }
     let t = if secs >= 0 {
@@ -216,6 +217,44 @@ pub fn parse_datetime(s: &str) -> Option<SystemTime> {
         SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nanos)
     };
     Some(t)
+}
+
+/// Reads ASCII structure from bytes without ever slicing a `str`.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.0.first().copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn byte(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    /// Exactly `n` ASCII digits.
+    fn digits(&mut self, n: usize) -> Option<i64> {
+        let mut v = 0i64;
+        for _ in 0..n {
+            let b = self.next().filter(u8::is_ascii_digit)?;
+            v = v * 10 + i64::from(b - b'0');
+        }
+        Some(v)
+    }
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -314,6 +353,25 @@ mod tests {
             json!({"t": "1969-12-31T23:59:59.000Z"})
         );
         assert!(parse_datetime("2026-13-01").is_none());
+        // Dates that do not exist are not moved to the next month.
+        assert!(parse_datetime("2026-02-31").is_none());
+        assert!(parse_datetime("2026-02-29").is_none());
+        assert!(parse_datetime("2028-02-29").is_some());
+        assert!(parse_datetime("2100-02-29").is_none());
+        assert!(parse_datetime("2000-02-29").is_some());
+        assert!(parse_datetime("2026-04-31").is_none());
+        // Bytes past the end of a multi-byte character never panic.
+        assert!(parse_datetime("2026-01-01T12:0é").is_none());
+        assert!(parse_datetime("2026-01-01T12:00:0é").is_none());
+        assert!(parse_datetime("2026-01-01T12:00:00+0é:00").is_none());
+        assert!(parse_datetime("2026-01-01T12:00:00.é").is_none());
+        assert!(parse_datetime("é026-01-01").is_none());
+        assert!(parse_datetime("2026-01-01T12:00:00+25:00").is_none());
+        assert!(parse_datetime("2026-01-01T12:00:00Zjunk").is_none());
+        assert_eq!(
+            parse_datetime_ms("2026-01-01T12:00:00.1234567891Z"),
+            parse_datetime_ms("2026-01-01T12:00:00.123Z")
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Body types of the proxy: the request body sent to legacy and the response body streamed back
 //! to the caller, which keeps a bounded copy for the comparison (the tee).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
+
+use crate::budget::{Held, MemoryBudget};
 
 /// The request body forwarded to legacy: bytes already read (when the request is mirrored and
 /// its body was buffered) followed by whatever the caller still sends.
@@ -79,6 +83,8 @@ pub enum Captured {
     TooLarge { seen: usize },
     /// Legacy failed mid-body.
     Error(String),
+    /// The memory budget of the comparisons (`[shadow] max_bytes_in_flight`) could not hold it.
+    OverBudget,
     /// The caller went away before the body ended.
     Aborted,
 }
@@ -89,15 +95,38 @@ struct Capture {
     chunks: Vec<Bytes>,
     limit: usize,
     seen: usize,
-    tx: Option<oneshot::Sender<Captured>>,
+    /// The bytes of `chunks`, taken from the comparisons' memory budget.
+    held: Held,
+    over_budget: bool,
+    tx: Option<oneshot::Sender<(Captured, Held)>>,
 }
 
 impl Capture {
     fn finish(&mut self, c: impl FnOnce(&mut Self) -> Captured) {
         if let Some(tx) = self.tx.take() {
             let v = c(self);
-            let _ = tx.send(v);
+            let held = std::mem::take(&mut self.held);
+            let _ = tx.send((v, held));
         }
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        self.seen += data.len();
+        if self.over_budget || self.seen > self.limit {
+            self.drop_copy();
+        } else if self.held.grow(data.len()) {
+            self.chunks.push(data.clone());
+        } else {
+            self.over_budget = true;
+            self.drop_copy();
+        }
+    }
+
+    fn drop_copy(&mut self) {
+        if !self.chunks.is_empty() {
+            self.chunks = Vec::new();
+        }
+        self.held.release();
     }
 }
 
@@ -112,35 +141,76 @@ enum ResKind {
     Tee {
         inner: Incoming,
         capture: Option<Capture>,
+        stall: Stall,
     },
     Full(Option<Bytes>),
 }
 
+/// The error of a response body: legacy's own, or a stall past `[legacy] body_timeout`.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Legacy sent nothing of its body for the body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("legacy body stalled: no data for {0:?}")]
+pub struct Stalled(pub Duration);
+
+/// The longest pause allowed between two frames of legacy's body.
+struct Stall {
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Stall {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    fn progress(&mut self) {
+        let at = tokio::time::Instant::now() + self.limit;
+        self.timer.as_mut().reset(at);
+    }
+}
+
 impl ResBody {
-    /// Passes `inner` through without keeping a copy.
-    pub fn plain(inner: Incoming) -> Self {
+    /// Passes `inner` through without keeping a copy; a pause longer than `stall` between two
+    /// frames ends the body with an error.
+    pub fn plain(inner: Incoming, stall: Duration) -> Self {
         Self {
             kind: ResKind::Tee {
                 inner,
                 capture: None,
+                stall: Stall::new(stall),
             },
         }
     }
 
     /// Passes `inner` through and sends a copy of up to `limit` bytes to the returned receiver
     /// once the body ends (or fails, or the caller goes away).
-    pub fn tee(inner: Incoming, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
+    /// The copy's bytes are taken from `budget`: a copy the budget cannot hold is dropped and
+    /// reported as [`Captured::OverBudget`] (the caller's body is unaffected).
+    pub fn tee(
+        inner: Incoming,
+        limit: usize,
+        stall: Duration,
+        budget: &MemoryBudget,
+    ) -> (Self, oneshot::Receiver<(Captured, Held)>) {
         let (tx, rx) = oneshot::channel();
         let capture = Capture {
             chunks: Vec::new(),
             limit,
             seen: 0,
+            held: budget.hold(),
+            over_budget: false,
             tx: Some(tx),
         };
         let mut body = Self {
             kind: ResKind::Tee {
                 inner,
                 capture: Some(capture),
+                stall: Stall::new(stall),
             },
         };
         // An empty body (HEAD, 204, content-length: 0) may never be polled.
@@ -158,6 +228,7 @@ impl ResBody {
         if let ResKind::Tee {
             inner,
             capture: Some(c),
+            ..
         } = &mut self.kind
         {
             // hyper stops polling once is_end_stream() is true, so the final `None` may never
@@ -170,6 +241,9 @@ impl ResBody {
 }
 
 fn complete(c: &mut Capture) -> Captured {
+    if c.over_budget {
+        return Captured::OverBudget;
+    }
     if c.seen > c.limit {
         return Captured::TooLarge { seen: c.seen };
     }
@@ -193,27 +267,42 @@ pub fn join(mut chunks: Vec<Bytes>) -> Bytes {
 
 impl Body for ResBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         match &mut this.kind {
             ResKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResKind::Tee { inner, capture } => {
+            ResKind::Tee {
+                inner,
+                capture,
+                stall,
+            } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) => stall.progress(),
+                    Poll::Pending if stall.timer.as_mut().poll(cx).is_ready() => {
+                        // Headers were sent long ago: the only way left to tell the caller
+                        // is to end the body with an error (the connection is closed).
+                        let err = Stalled(stall.limit);
+                        tracing::warn!(error = %err, "legacy body stalled: closing the caller's response");
+                        if let Some(c) = capture.as_mut() {
+                            let msg = err.to_string();
+                            c.finish(|_| Captured::Error(msg));
+                        }
+                        *capture = None;
+                        return Poll::Ready(Some(Err(Box::new(err))));
+                    }
+                    _ => {}
+                }
                 if let Some(c) = capture.as_mut() {
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(data) = frame.data_ref() {
-                                c.seen += data.len();
-                                if c.seen <= c.limit {
-                                    c.chunks.push(data.clone());
-                                } else if !c.chunks.is_empty() {
-                                    c.chunks = Vec::new();
-                                }
+                                c.keep(data);
                             }
                         }
                         Poll::Ready(Some(Err(e))) => {
@@ -225,7 +314,7 @@ impl Body for ResBody {
                     }
                 }
                 this.check_end();
-                polled
+                polled.map_err(|e| -> BodyError { Box::new(e) })
             }
         }
     }

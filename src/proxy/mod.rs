@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::shadow::{self, compare, Decision, LegacyPending, Shadow};
 use crate::store::Outcome;
+use crate::translate;
 use crate::upstream::{self, HttpClient};
 use body::{ReqBody, ResBody};
 
@@ -29,6 +30,7 @@ pub struct Proxy {
     client: HttpClient<ReqBody>,
     base: Uri,
     timeout: Duration,
+    body_timeout: Duration,
     max_body: usize,
 }
 
@@ -73,6 +75,7 @@ impl Proxy {
         Self {
             base: cfg.legacy.base_url.clone().expect("checked at start-up"),
             timeout: cfg.legacy.timeout,
+            body_timeout: cfg.legacy.body_timeout,
             max_body: cfg.shadow.max_body,
             client,
             shadow,
@@ -110,7 +113,37 @@ impl Proxy {
     ) -> Response<ResBody> {
         let t0 = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let (meta, decision) = self.shadow.decide(&parts, request_id);
+        // shadowdiff is a reverse proxy: a request line naming another host (absolute form,
+        // what a forward proxy gets) or a tunnel is refused, never forwarded.
+        if parts.method == http::Method::CONNECT {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "CONNECT: shadowdiff is not a forward proxy",
+            );
+        }
+        if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                "absolute_form",
+                "a request target with a scheme and host: shadowdiff is not a forward proxy; send the path only",
+            );
+        }
+        // Dot-segments removed before routing and before either upstream URL is built.
+        let normal = translate::normalize_path(parts.uri.path());
+        if normal.path != parts.uri.path() {
+            match with_path(&parts.uri, &normal.path) {
+                Some(u) => parts.uri = u,
+                None => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_path",
+                        "the request path cannot be normalised",
+                    )
+                }
+            }
+        }
+        let (meta, decision) = self.shadow.decide(&parts, request_id, normal.escapes);
         let span = tracing::Span::current();
         if let Some(r) = &meta.route {
             span.record("route", r.as_str());
@@ -189,7 +222,8 @@ impl Proxy {
                 upstream::strip_hop_by_hop(&mut rparts.headers);
                 let status = rparts.status;
                 let body = if let Some((candidate, route, secondary, cfg)) = mirror {
-                    let (tee, copy) = ResBody::tee(body, self.max_body);
+                    let (tee, copy) =
+                        ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
                     let legacy = LegacyPending::Response {
                         status,
                         headers: rparts.headers.clone(),
@@ -210,7 +244,7 @@ impl Proxy {
                         );
                         self.shadow.record(r);
                     }
-                    ResBody::plain(body)
+                    ResBody::plain(body, self.body_timeout)
                 };
                 Response::from_parts(rparts, body)
             }
@@ -268,6 +302,17 @@ impl Proxy {
             Ok(Ok(res)) => Ok(res),
         }
     }
+}
+
+/// `uri` with another path (its query, and for HTTP/2 its scheme and authority, kept).
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// Reads a request body up to `limit` bytes. Returns the bytes and, when the body is larger,

@@ -51,6 +51,8 @@ pub enum Legacy {
 pub enum CandidateBody {
     Complete(Bytes),
     TooLarge,
+    /// The memory budget of the comparisons could not hold it.
+    OverBudget,
 }
 
 /// What the candidate answered.
@@ -61,6 +63,8 @@ pub enum Candidate {
         headers: HeaderMap,
         ms: f64,
         body: CandidateBody,
+        /// The body's bytes in the memory budget, given back when the exchange is recorded.
+        held: crate::budget::Held,
     },
     Timeout {
         ms: f64,
@@ -135,6 +139,13 @@ pub fn unmirrored(
     r
 }
 
+/// A record for an exchange whose comparison failed on a bug (a caught panic).
+pub fn internal_error(meta: Meta, reason: String) -> Record {
+    let mut r = base(meta, Outcome::InternalError);
+    r.reason = Some(reason);
+    r
+}
+
 fn base(meta: Meta, outcome: Outcome) -> Record {
     Record {
         meta,
@@ -200,6 +211,7 @@ pub fn compare(
             return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}"))
         }
         Captured::Aborted => return outcome(r, Outcome::Skipped, "caller_aborted".into()),
+        Captured::OverBudget => return outcome(r, Outcome::Skipped, "memory".into()),
     };
     let (c_status, c_headers, c_body) = match candidate {
         Candidate::Timeout { .. } => {
@@ -250,6 +262,7 @@ pub fn compare(
                 format!("legacy body over {max} bytes"),
             )
         }
+        (_, CandidateBody::OverBudget) => return outcome(r, Outcome::Skipped, "memory".into()),
         (_, CandidateBody::TooLarge) => {
             return outcome(
                 r,
@@ -555,15 +568,12 @@ fn too_deep(side: &str) -> String {
     )
 }
 
-/// A short description of a non-JSON body for the root difference.
+/// What is stored of a body that is not JSON: its length and a hash, never its content.
+/// Field redaction cannot apply to free text (an HTML error page can quote a token, a CSV can
+/// hold a whole directory), so none of it leaves the process.
 fn summary(b: &[u8]) -> String {
-    const SHOWN: usize = 200;
-    let text = String::from_utf8_lossy(&b[..b.len().min(SHOWN)]);
-    if b.len() > SHOWN {
-        format!("{text}… ({} bytes)", b.len())
-    } else {
-        text.into_owned()
-    }
+    let h = xxhash_rust::xxh3::xxh3_64(b);
+    format!("non-JSON body: {} bytes, xxh3 {h:016x}", b.len())
 }
 
 /// A header's value as compared: its values joined by ", ", or `None` when absent.

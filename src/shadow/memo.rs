@@ -134,6 +134,7 @@ mod tests {
             headers,
             ms: 1.0,
             body: CandidateBody::Complete(Bytes::from_static(candidate_body.as_bytes())),
+            held: crate::budget::Held::default(),
         };
         compare(
             meta,

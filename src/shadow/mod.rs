@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use crate::budget::{Held, MemoryBudget};
 use crate::config::{self, Config, Unmatched};
 use crate::diff;
 use crate::mapping::runner::Runner;
@@ -138,6 +139,8 @@ pub struct Shadow {
     /// The background runtime the shadow tasks run on.
     rt: tokio::runtime::Handle,
     memo: memo::Memo,
+    /// Bytes of response bodies held for comparisons (`[shadow] max_bytes_in_flight`).
+    pub budget: MemoryBudget,
 }
 
 impl Shadow {
@@ -156,6 +159,7 @@ impl Shadow {
                 last: Instant::now(),
             })
         });
+        let budget = MemoryBudget::new(cfg.shadow.max_bytes_in_flight);
         Self {
             in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
             cfg: RwLock::new(cfg),
@@ -169,6 +173,7 @@ impl Shadow {
             tracker: Arc::default(),
             rt,
             memo: memo::Memo::default(),
+            budget,
         }
     }
 
@@ -201,8 +206,15 @@ impl Shadow {
         self.store.record(r);
     }
 
-    /// Decides whether a request is mirrored, and builds its metadata.
-    pub fn decide(&self, parts: &http::request::Parts, request_id: String) -> (Meta, Decision) {
+    /// Decides whether a request is mirrored, and builds its metadata. The path is already
+    /// normalised (dot-segments removed); `escapes` says it tried to climb above its root, and
+    /// such a request is not mirrored (`skipped`, reason `unsafe_path`).
+    pub fn decide(
+        &self,
+        parts: &http::request::Parts,
+        request_id: String,
+        escapes: bool,
+    ) -> (Meta, Decision) {
         let cfg_arc = self.config();
         let cfg = &*cfg_arc;
         let path = parts.uri.path();
@@ -237,6 +249,9 @@ impl Shadow {
         if !eligible || !sampled(cfg.shadow.sample_rate) {
             return (meta, Decision::Off);
         }
+        if escapes {
+            return (meta, Decision::Skip("unsafe_path".into()));
+        }
         if self.paused() {
             return (meta, Decision::Skip("rate_limited".into()));
         }
@@ -252,15 +267,20 @@ impl Shadow {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return (meta, Decision::Skip("overload".into()));
         };
+        let forward_query = &cfg.candidate.forward_query;
         let target = match route {
-            None => Ok(CandidateTarget {
-                method: parts.method.clone(),
-                path_and_query: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-            }),
+            None => {
+                let mut path_and_query = path.to_owned();
+                translate::push_allowed_query(
+                    &mut path_and_query,
+                    parts.uri.query(),
+                    forward_query,
+                );
+                Ok(CandidateTarget {
+                    method: parts.method.clone(),
+                    path_and_query,
+                })
+            }
             Some(r) => {
                 let ctx = Context {
                     captures: r.path.matches(path).unwrap_or_default(),
@@ -268,7 +288,7 @@ impl Shadow {
                     account,
                 };
                 r.candidate
-                    .build(&parts.method, path, parts.uri.query(), &ctx)
+                    .build(&parts.method, path, parts.uri.query(), forward_query, &ctx)
             }
         };
         match target {
@@ -320,15 +340,19 @@ impl Shadow {
     async fn legacy_again(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Option<(StatusCode, HeaderMap, Bytes)> {
+    ) -> Option<(StatusCode, HeaderMap, Bytes, Held)> {
         let cfg = self.config();
         let max_body = cfg.shadow.max_body;
         let call = async {
             let res = self.legacy_client.request(req).await.ok()?;
             let (parts, body) = res.into_parts();
-            match read_limited(body, max_body).await.ok()? {
-                CandidateBody::Complete(b) => Some((parts.status, parts.headers, b)),
-                CandidateBody::TooLarge => None,
+            let hint = body_hint(&parts.headers);
+            match read_limited(body, max_body, hint, &self.budget)
+                .await
+                .ok()?
+            {
+                (CandidateBody::Complete(b), held) => Some((parts.status, parts.headers, b, held)),
+                _ => None,
             }
         };
         crate::telemetry::secondary_call();
@@ -417,12 +441,13 @@ impl Shadow {
                         .await
                         .map_err(|e| error_chain(&e))?;
                     let (parts, body) = res.into_parts();
+                    let hint = body_hint(&parts.headers);
                     if parts.status == StatusCode::TOO_MANY_REQUESTS
                         && cfg_arc.shadow.backoff_on_429
                     {
                         this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
                     }
-                    let body = read_limited(body, limit)
+                    let body = read_limited(body, limit, hint, &this.budget)
                         .await
                         .map_err(|e| format!("candidate body: {e}"))?;
                     Ok::<_, String>((parts, body))
@@ -430,11 +455,12 @@ impl Shadow {
                 match tokio::time::timeout(timeout, call).await {
                     Err(_) => Candidate::Timeout { ms: ms() },
                     Ok(Err(reason)) => Candidate::Failed { ms: ms(), reason },
-                    Ok(Ok((parts, body))) => Candidate::Response {
+                    Ok(Ok((parts, (body, held)))) => Candidate::Response {
                         status: parts.status,
                         headers: parts.headers,
                         ms: ms(),
                         body,
+                        held,
                     },
                 }
             }
@@ -466,6 +492,9 @@ impl Shadow {
                     }
                     _ => None,
                 };
+                // The bytes held for this exchange go back to the budget when the task ends,
+                // after the record is handed to the store.
+                let mut _held_legacy = Held::default();
                 let legacy = match legacy {
                     LegacyPending::Failed { ms, reason } => Legacy::Failed { ms, reason },
                     LegacyPending::Response {
@@ -473,12 +502,16 @@ impl Shadow {
                         headers,
                         ms,
                         body,
-                    } => Legacy::Response {
-                        status,
-                        headers,
-                        ms,
-                        body: body.await.unwrap_or(Captured::Aborted),
-                    },
+                    } => {
+                        let (body, held) = body.await.unwrap_or((Captured::Aborted, Held::default()));
+                        _held_legacy = held;
+                        Legacy::Response {
+                            status,
+                            headers,
+                            ms,
+                            body,
+                        }
+                    }
                 };
                 let candidate = candidate.await.unwrap_or_else(|e| Candidate::Failed {
                     ms: 0.0,
@@ -492,6 +525,7 @@ impl Shadow {
                 let mapped = route.is_some_and(|i| !cfg.routes[i].mappings.is_empty());
                 let big = mapped || body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
                 let shadow = this.clone();
+                let meta_copy = meta.clone();
                 let run = move || {
                     let cfg = &*cfg;
                     let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
@@ -521,16 +555,24 @@ impl Shadow {
                         maps,
                     )
                 };
-                let record = if big {
-                    match tokio::task::spawn_blocking(run).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "comparison failed");
-                            return;
-                        }
-                    }
+                // A panic in the comparison (a bug reached by hostile bytes) must not lose the
+                // exchange silently: it is caught and recorded as `internal_error`.
+                let caught = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                let result = if big {
+                    tokio::task::spawn_blocking(caught)
+                        .await
+                        .unwrap_or_else(|e| Err(Box::new(e.to_string())))
                 } else {
-                    run()
+                    caught()
+                };
+                let record = match result {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        let msg = panic_message(&*panic);
+                        tracing::error!(panic = %msg, "comparison panicked: recorded as internal_error");
+                        crate::telemetry::panic_caught("compare");
+                        compare::internal_error(meta_copy, format!("comparison panicked: {msg}"))
+                    }
                 };
                 tracing::debug!(
                     outcome = record.outcome.as_str(),
@@ -550,7 +592,7 @@ impl Shadow {
         &self,
         meta: &Meta,
         legacy: &mut Legacy,
-        (status, headers, body): (StatusCode, HeaderMap, Bytes),
+        (status, headers, body, _held): (StatusCode, HeaderMap, Bytes, Held),
         rules: &diff::Rules,
         cfg: &Config,
     ) {
@@ -595,7 +637,7 @@ pub enum LegacyPending {
         status: StatusCode,
         headers: HeaderMap,
         ms: f64,
-        body: oneshot::Receiver<Captured>,
+        body: oneshot::Receiver<(Captured, Held)>,
     },
     Failed {
         ms: f64,
@@ -613,20 +655,61 @@ fn body_len(l: &Legacy) -> usize {
     }
 }
 
+/// The body length announced by `content-length`, if any.
+fn body_hint(h: &HeaderMap) -> Option<usize> {
+    h.get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Reads a body up to `limit` bytes, every byte taken from `budget` first. With a
+/// `content-length` (`hint`) the buffer is allocated once at its size, not grown by doubling.
 async fn read_limited(
     mut body: hyper::body::Incoming,
     limit: usize,
-) -> Result<CandidateBody, hyper::Error> {
-    let mut buf = BytesMut::new();
+    hint: Option<usize>,
+    budget: &MemoryBudget,
+) -> Result<(CandidateBody, Held), hyper::Error> {
+    let mut held = budget.hold();
+    if let Some(n) = hint {
+        if n > limit {
+            return Ok((CandidateBody::TooLarge, Held::default()));
+        }
+        if !held.grow(n) {
+            return Ok((CandidateBody::OverBudget, Held::default()));
+        }
+    }
+    let mut buf = BytesMut::with_capacity(hint.unwrap_or(0));
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame?.data_ref() {
             if buf.len() + d.len() > limit {
-                return Ok(CandidateBody::TooLarge);
+                return Ok((CandidateBody::TooLarge, Held::default()));
+            }
+            let beyond = (buf.len() + d.len()).saturating_sub(held.bytes());
+            if beyond > 0 && !held.grow(beyond) {
+                return Ok((CandidateBody::OverBudget, Held::default()));
             }
             buf.extend_from_slice(d);
         }
     }
-    Ok(CandidateBody::Complete(buf.freeze()))
+    Ok((CandidateBody::Complete(buf.freeze()), held))
+}
+
+/// The text of a caught panic's payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let text = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    // The message can quote hostile input: keep it short.
+    let mut end = text.len().min(500);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The error and its causes on one line ("connection reset by peer" hides two levels deep).

@@ -1,0 +1,107 @@
+//! The memory budget of the comparison copies (`[shadow] max_bytes_in_flight`): every byte of a
+//! response body kept for a comparison (legacy's copy from the tee, the candidate's body) is
+//! taken from one budget and given back when the exchange is recorded. Taking never waits: an
+//! exchange that does not fit is not compared (`skipped`, reason `memory`), and the caller's
+//! response is never held back for it.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+/// The shared budget, in bytes.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    sem: Arc<Semaphore>,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            sem: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// An empty holding, to grow as a body arrives.
+    pub fn hold(&self) -> Held {
+        Held {
+            sem: Some(self.sem.clone()),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes not taken right now.
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
+    }
+}
+
+/// Bytes taken from the budget; given back on drop.
+#[derive(Debug, Default)]
+pub struct Held {
+    sem: Option<Arc<Semaphore>>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes `n` more bytes; `false` (and nothing taken) when the budget cannot spare them.
+    /// Without a budget, always `true`.
+    #[must_use]
+    pub fn grow(&mut self, n: usize) -> bool {
+        let Some(sem) = &self.sem else {
+            return true;
+        };
+        let Ok(n32) = u32::try_from(n) else {
+            return false;
+        };
+        match sem.try_acquire_many(n32) {
+            Ok(p) => {
+                p.forget();
+                self.bytes += n;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Gives everything back now.
+    pub fn release(&mut self) {
+        if let Some(sem) = &self.sem {
+            if self.bytes > 0 {
+                sem.add_permits(self.bytes);
+            }
+        }
+        self.bytes = 0;
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_and_gives_back() {
+        let b = MemoryBudget::new(100);
+        let mut h = b.hold();
+        assert!(h.grow(60));
+        assert!(!b.hold().grow(41));
+        let mut other = b.hold();
+        assert!(other.grow(40));
+        assert_eq!(b.available(), 0);
+        drop(h);
+        assert_eq!(b.available(), 60);
+        other.release();
+        assert_eq!(b.available(), 100);
+        let mut free = Held::default();
+        assert!(free.grow(usize::MAX));
+    }
+}
