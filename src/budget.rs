@@ -1,12 +1,18 @@
-//! The memory budget of the comparison copies (`[shadow] max_bytes_in_flight`): every byte of a
-//! response body kept for a comparison (legacy's copy from the tee, the candidate's body) is
-//! taken from one budget and given back when the exchange is recorded. Taking never waits: an
-//! exchange that does not fit is not compared (`skipped`, reason `memory`), and the caller's
-//! response is never held back for it.
+//! The memory budget of the comparisons (`[shadow] max_bytes_in_flight`): every response body
+//! kept for a comparison (legacy's copy from the tee, the candidate's body) takes its bytes from
+//! one budget as they arrive, and once complete [`COMPARE_COST`] times its size in all: what its
+//! comparison will hold (the copy, the decoded bytes, the parsed document, the differences).
+//! It is given back when the exchange is recorded. Taking never waits: an exchange that does
+//! not fit is not compared (`skipped`, reason `memory`), and the caller's response is never held
+//! back for it.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+
+/// Memory a comparison holds per byte of body, measured: 64 candidate bodies of 9.9 MB
+/// (60,000 objects) peaked at about 70 MB each above the idle process (see BENCHMARKS.md).
+pub const COMPARE_COST: usize = 8;
 
 /// The shared budget, in bytes.
 #[derive(Debug, Clone)]
@@ -63,6 +69,14 @@ impl Held {
         }
     }
 
+    /// The body is complete: takes the rest of its comparison's cost ([`COMPARE_COST`] times
+    /// `len` in all, the bytes already taken included).
+    #[must_use]
+    pub fn complete(&mut self, len: usize) -> bool {
+        let total = len.saturating_mul(COMPARE_COST);
+        self.grow(total.saturating_sub(self.bytes))
+    }
+
     /// Gives everything back now.
     pub fn release(&mut self) {
         if let Some(sem) = &self.sem {
@@ -103,5 +117,11 @@ mod tests {
         assert_eq!(b.available(), 100);
         let mut free = Held::default();
         assert!(free.grow(usize::MAX));
+        let mut body = b.hold();
+        assert!(body.grow(10));
+        assert!(body.complete(10));
+        assert_eq!(b.available(), 100 - 10 * COMPARE_COST);
+        assert!(!body.complete(100));
+        assert_eq!(body.bytes(), 10 * COMPARE_COST);
     }
 }

@@ -709,8 +709,15 @@ impl Config {
             sample_rate: raw.shadow.sample_rate.unwrap_or(1.0),
             max_in_flight: raw.shadow.max_in_flight.unwrap_or(512),
             max_rps: raw.shadow.max_rps.unwrap_or(0.0),
-            max_body: raw.shadow.max_body.map_or(10 << 20, |s| s.0),
-            max_bytes_in_flight: raw.shadow.max_bytes_in_flight.map_or(256 << 20, |s| s.0),
+            max_body: raw.shadow.max_body.as_ref().map_or(10 << 20, |s| s.0),
+            // By default room for at least one comparison of max_body.
+            max_bytes_in_flight: raw.shadow.max_bytes_in_flight.map_or_else(
+                || {
+                    let max_body = raw.shadow.max_body.as_ref().map_or(10 << 20, |s| s.0);
+                    (256usize << 20).max(max_body.saturating_mul(crate::budget::COMPARE_COST))
+                },
+                |s| s.0,
+            ),
             unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
             threads: raw.shadow.threads.unwrap_or(1),
@@ -730,10 +737,12 @@ impl Config {
                 "[shadow] max_rps: must be 0 (unlimited) or positive".into(),
             ));
         }
-        if shadow.max_bytes_in_flight < shadow.max_body {
+        let one = shadow.max_body.saturating_mul(crate::budget::COMPARE_COST);
+        if shadow.max_bytes_in_flight < one {
             return Err(invalid(format!(
-                "[shadow] max_bytes_in_flight: {} is below max_body ({}): no body could be compared",
-                shadow.max_bytes_in_flight, shadow.max_body
+                "[shadow] max_bytes_in_flight: {} is below {} x max_body ({one}): a body of max_body could never be compared",
+                shadow.max_bytes_in_flight,
+                crate::budget::COMPARE_COST
             )));
         }
         if shadow.max_in_flight == 0 {

@@ -415,6 +415,9 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
+    // Pruned rows hold personal data: their bytes are zeroed, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(err)?;
     migrate(&conn).map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
@@ -783,6 +786,11 @@ pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
                 [],
             )?;
             tx.commit()?;
+            if total > 0 {
+                // Old page images in the WAL may still hold what was deleted: checkpoint and
+                // truncate it (best effort: a long reader can keep it for now).
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
             return Ok(total);
         }
         for id in &ids {

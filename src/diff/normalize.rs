@@ -11,7 +11,7 @@
 //! | `sort` | an array's elements sorted (by their JSON text, members in key order): the array compares as a set |
 //!
 //! Rules apply in the order written; a rule on a field applies to that node (and `sort` to the array
-//! itself, before its elements are compared). With `sort`, pointers into that array name positions
+//! itself, once its elements are normalised, before they are compared). With `sort`, pointers into that array name positions
 //! after sorting.
 
 use std::time::{Duration, SystemTime};
@@ -60,10 +60,15 @@ pub fn apply(v: &mut Value, rules: &[(GlobSet, Vec<Norm>)]) {
 
 fn walk(v: &mut Value, rules: &[(GlobSet, Vec<Norm>)], path: &mut Vec<String>) {
     let segs: Vec<Seg<'_>> = path.iter().map(|s| Seg::Key(s)).collect();
+    let mut sort = false;
     for (globs, norms) in rules {
         if globs.matches(&segs) {
             for n in norms {
-                rewrite(v, *n);
+                if *n == Norm::Sort {
+                    sort = true;
+                } else {
+                    rewrite(v, *n);
+                }
             }
         }
     }
@@ -83,6 +88,11 @@ fn walk(v: &mut Value, rules: &[(GlobSet, Vec<Norm>)], path: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+    // After the elements are normalised: otherwise the order would depend on spellings that
+    // the other rules make equal (`["B", "a"]` and `["b", "A"]` under `lowercase`).
+    if sort {
+        rewrite(v, Norm::Sort);
     }
 }
 
@@ -304,6 +314,22 @@ mod tests {
         assert_eq!(
             norm(json!({"t": ["b", "a", "c"]}), "/t", &[Norm::Sort]),
             json!({"t": ["a", "b", "c"]})
+        );
+        // Sorted after the elements are normalised, so both spellings sort alike.
+        let both = |v: Value| {
+            let mut v = v;
+            apply(
+                &mut v,
+                &[
+                    (GlobSet::new(&["/t"]).unwrap(), vec![Norm::Sort]),
+                    (GlobSet::new(&["/t/*"]).unwrap(), vec![Norm::Lowercase]),
+                ],
+            );
+            v
+        };
+        assert_eq!(
+            both(json!({"t": ["B", "a"]})),
+            both(json!({"t": ["b", "A"]}))
         );
         assert_eq!(
             norm(json!([{"s": "X"}, {"s": "Y"}]), "/*/s", &[Norm::Lowercase]),

@@ -247,6 +247,10 @@ fn complete(c: &mut Capture) -> Captured {
     if c.seen > c.limit {
         return Captured::TooLarge { seen: c.seen };
     }
+    if !c.held.complete(c.seen) {
+        c.drop_copy();
+        return Captured::OverBudget;
+    }
     Captured::Complete(std::mem::take(&mut c.chunks))
 }
 

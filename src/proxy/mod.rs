@@ -41,6 +41,8 @@ pub enum LegacyError {
     Timeout(Duration),
     #[error("legacy unreachable: {0}")]
     Unreachable(String),
+    #[error("legacy sent an invalid response: {0}")]
+    InvalidResponse(String),
     #[error("invalid legacy request: {0}")]
     Request(String),
 }
@@ -51,6 +53,7 @@ impl LegacyError {
         let (status, code) = match self {
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "legacy_timeout"),
             Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "legacy_unreachable"),
+            Self::InvalidResponse(_) => (StatusCode::BAD_GATEWAY, "legacy_invalid_response"),
             Self::Request(_) => (StatusCode::BAD_GATEWAY, "legacy_request_invalid"),
         };
         json_response(status, code, &self.to_string())
@@ -298,10 +301,27 @@ impl Proxy {
         *req.headers_mut() = std::mem::take(&mut parts.headers);
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(LegacyError::Timeout(self.timeout)),
+            Ok(Err(e)) if is_parse_error(&e) => {
+                Err(LegacyError::InvalidResponse(shadow::error_chain(&e)))
+            }
             Ok(Err(e)) => Err(LegacyError::Unreachable(shadow::error_chain(&e))),
             Ok(Ok(res)) => Ok(res),
         }
     }
+}
+
+/// Legacy answered, but not in HTTP: a malformed status line, headers or framing.
+fn is_parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = src {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_parse_status())
+        {
+            return true;
+        }
+        src = c.source();
+    }
+    false
 }
 
 /// `uri` with another path (its query, and for HTTP/2 its scheme and authority, kept).

@@ -694,6 +694,9 @@ async fn read_limited(
             buf.extend_from_slice(d);
         }
     }
+    if !held.complete(buf.len()) {
+        return Ok((CandidateBody::OverBudget, Held::default()));
+    }
     Ok((CandidateBody::Complete(buf.freeze()), held))
 }
 
