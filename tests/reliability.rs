@@ -1137,7 +1137,7 @@ async fn soak() {
     // No descriptor leaks: 4 callers, their legacy connections, at most 32 candidate calls
     // (and their pooled connections), the store and the listeners.
     let max_fds = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    assert!(max_fds <= 128, "fds {:?}", samples);
+    assert!(max_fds <= 128, "fds {samples:?}");
     let served = ok.load(Ordering::Relaxed) as usize;
     let rows = tokio::task::block_in_place(|| p.wait_rows(served));
     assert!(rows
