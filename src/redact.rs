@@ -74,9 +74,67 @@ pub fn is_redacted_header(name: &str, redact: &[http::HeaderName]) -> bool {
     redact.iter().any(|h| h.as_str().eq_ignore_ascii_case(name))
 }
 
+/// An error message from a mapping engine with the values it quotes taken out: JSONata and jq
+/// quote the document's values (`cannot index "123-45-6789" with "b"`), which field redaction
+/// cannot reach. Quoted text becomes `"…"` and runs of three or more digits `#`; the engine's
+/// words and error codes (`D3030`) stay.
+pub fn scrub_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut chars = msg.chars().peekable();
+    let mut prev_alnum = false;
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '\'' {
+            // Up to the matching quote (or the end), backslash escapes included.
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if d == '\\' {
+                    escaped = true;
+                } else if d == c {
+                    break;
+                }
+            }
+            out.push(c);
+            out.push('…');
+            out.push(c);
+            prev_alnum = false;
+        } else if c.is_ascii_digit() && !prev_alnum {
+            let mut run = String::from(c);
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                run.push(d);
+                chars.next();
+            }
+            out.push_str(if run.len() >= 3 { "#" } else { &run });
+            prev_alnum = true;
+        } else {
+            out.push(c);
+            prev_alnum = c.is_alphanumeric();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_messages_lose_the_values_they_quote() {
+        assert_eq!(
+            scrub_message(r#"jq: cannot index "SSN-123-45-6789" with "b""#),
+            r#"jq: cannot index "…" with "…""#
+        );
+        assert_eq!(
+            scrub_message("jsonata: D3030: Cannot convert 'Ann \\'A\\' Smith' to number"),
+            "jsonata: D3030: Cannot convert '…' to number"
+        );
+        assert_eq!(
+            scrub_message("cannot use 123456789 (number) as key at 12"),
+            "cannot use # (number) as key at 12"
+        );
+        assert_eq!(scrub_message("unterminated \"é"), "unterminated \"…\"");
+    }
     use serde_json::json;
 
     fn set(g: &[&str]) -> GlobSet {

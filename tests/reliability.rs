@@ -729,6 +729,23 @@ async fn text_bodies_never_reach_the_store_or_the_api() {
     assert!(contains(&api.body, b"non-JSON body: 44 bytes"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_error_does_not_store_the_value_it_quotes() {
+    let legacy = Upstream::json(json!({"a": {"b": 1}})).await;
+    let candidate = Upstream::json(json!({"a": "SSN 123-45-6789"})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = "[[routes]]\nname = \"r\"\npath = \"/r\"\n[routes.candidate]\nmapping_expr = '{\"a\": {\"b\": .a.b}}'\nmapping_lang = \"jq\"\n".into();
+    let p = tokio::task::spawn_blocking(move || Proc::start(&cfg, None))
+        .await
+        .unwrap();
+    assert_eq!(get(&p.url("/r")).await.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(1));
+    assert_eq!(rows[0][0], json!("mapping_error"), "{rows:?}");
+    let reason = rows[0][1].as_str().unwrap();
+    assert!(reason.contains("cannot index"), "{reason}");
+    assert!(!contains(&db_bytes(&p.db()), b"123-45-6789"), "{reason}");
+}
+
 // ------------------------------------------- 7. what the candidate (and legacy) must not get
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

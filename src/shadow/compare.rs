@@ -517,7 +517,9 @@ fn map_sides(
         (Some(d), Some(ch)) => maps
             .apply(ch, &d)
             .map(Some)
-            .map_err(|e| format!("{name}: {e}")),
+            // The engine's message may quote the document's values: scrubbed before it is
+            // stored as the exchange's reason.
+            .map_err(|e| format!("{name}: {}", redact::scrub_message(&e.to_string()))),
         (d, _) => Ok(d),
     };
     Ok((
