@@ -478,21 +478,17 @@ impl Server {
         };
         if summary.failed > 0 {
             tracing::error!(
-                written = summary.written,
-                dropped = summary.dropped,
-                failed = summary.failed,
-                abandoned,
-                "stopped: the store could not write every exchange"
-            );
-        } else {
-            tracing::info!(
-                written = summary.written,
-                dropped = summary.dropped,
-                failed = summary.failed,
-                abandoned,
-                "stopped"
+                lost = summary.failed,
+                "the store could not write every exchange"
             );
         }
+        tracing::info!(
+            written = summary.written,
+            dropped = summary.dropped,
+            failed = summary.failed,
+            abandoned,
+            "stopped"
+        );
         summary
     }
 }

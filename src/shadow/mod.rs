@@ -513,10 +513,23 @@ impl Shadow {
                         }
                     }
                 };
-                let candidate = candidate.await.unwrap_or_else(|e| Candidate::Failed {
-                    ms: 0.0,
-                    reason: format!("candidate task failed: {e}"),
-                });
+                let candidate = match candidate.await {
+                    Ok(c) => c,
+                    Err(e) if e.is_panic() => {
+                        let msg = panic_message(&*e.into_panic());
+                        tracing::error!(panic = %msg, "candidate call panicked: recorded as internal_error");
+                        crate::telemetry::panic_caught("candidate");
+                        this.record(compare::internal_error(
+                            meta,
+                            format!("candidate call panicked: {msg}"),
+                        ));
+                        return;
+                    }
+                    Err(e) => Candidate::Failed {
+                        ms: 0.0,
+                        reason: format!("candidate task failed: {e}"),
+                    },
+                };
                 let mut legacy = legacy;
                 let second = match secondary {
                     Some(h) => h.await.ok().flatten(),
@@ -557,22 +570,17 @@ impl Shadow {
                 };
                 // A panic in the comparison (a bug reached by hostile bytes) must not lose the
                 // exchange silently: it is caught and recorded as `internal_error`.
-                let caught = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
-                let result = if big {
-                    tokio::task::spawn_blocking(caught)
-                        .await
-                        .unwrap_or_else(|e| Err(Box::new(e.to_string())))
-                } else {
-                    caught()
-                };
-                let record = match result {
-                    Ok(r) => r,
-                    Err(panic) => {
-                        let msg = panic_message(&*panic);
-                        tracing::error!(panic = %msg, "comparison panicked: recorded as internal_error");
-                        crate::telemetry::panic_caught("compare");
-                        compare::internal_error(meta_copy, format!("comparison panicked: {msg}"))
+                let record = if big {
+                    match tokio::task::spawn_blocking(move || caught(meta_copy, run)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Cancelled: the runtime is shutting down.
+                            tracing::warn!(error = %e, "comparison cancelled");
+                            return;
+                        }
                     }
+                } else {
+                    caught(meta_copy, run)
                 };
                 tracing::debug!(
                     outcome = record.outcome.as_str(),
@@ -700,6 +708,20 @@ async fn read_limited(
     Ok((CandidateBody::Complete(buf.freeze()), held))
 }
 
+/// Runs a comparison; a panic becomes an `internal_error` record (with the panic's message)
+/// instead of a lost exchange.
+fn caught(meta: Meta, run: impl FnOnce() -> crate::store::Record) -> crate::store::Record {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic_message(&*panic);
+            tracing::error!(panic = %msg, "comparison panicked: recorded as internal_error");
+            crate::telemetry::panic_caught("compare");
+            compare::internal_error(meta, format!("comparison panicked: {msg}"))
+        }
+    }
+}
+
 /// The text of a caught panic's payload.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     let text = p
@@ -823,6 +845,38 @@ mod tests {
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_panicking_comparison_is_recorded_as_internal_error() {
+        let meta = Meta {
+            started_at: SystemTime::now(),
+            request_id: "r".into(),
+            route: Some("x".into()),
+            method: "GET".into(),
+            path: "/x".into(),
+            account: None,
+        };
+        let r = caught(meta.clone(), || {
+            let s = "12:0é";
+            let _ = &s[..5]; // the bug the hardening probe found, as it was
+            unreachable!()
+        });
+        assert_eq!(r.outcome, crate::store::Outcome::InternalError);
+        let reason = r.reason.unwrap();
+        assert!(reason.starts_with("comparison panicked: "), "{reason}");
+        assert!(reason.contains("char boundary"), "{reason}");
+        assert_eq!(r.meta.request_id, "r");
+        let ok = caught(meta, || {
+            compare::internal_error(
+                Meta {
+                    request_id: "ok".into(),
+                    ..r.meta.clone()
+                },
+                String::new(),
+            )
+        });
+        assert_eq!(ok.meta.request_id, "ok");
     }
 
     #[test]
