@@ -27,6 +27,9 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls reuse it). `None` when another
@@ -37,6 +40,18 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            // Histograms keep every sample until upkeep drains them into their buckets. Without
+            // a scrape nothing else does: the soak run grew by ~0.1 MiB/s at 4,400 req/s.
+            let h = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    h.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until /metrics is scraped");
+            }
             Some(handle)
         })
         .as_ref()
