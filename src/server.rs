@@ -617,6 +617,7 @@ async fn accept_loop<F, S, B>(
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
     let open = Arc::new(AtomicUsize::new(0));
+    let mut last_warned = None;
     loop {
         // A free slot first: at the cap the listener stops accepting and the kernel's backlog
         // holds new connections, instead of accepting sockets it cannot serve.
@@ -624,11 +625,15 @@ async fn accept_loop<F, S, B>(
             Ok(p) => p,
             Err(_) => {
                 crate::telemetry::connection_limit_reached(name);
-                tracing::warn!(
-                    listener = name,
-                    max_connections = limits.max,
-                    "connection cap reached: not accepting until one closes"
-                );
+                // At most one line a minute: at the cap this happens on every accept.
+                if last_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warned = Some(Instant::now());
+                    tracing::warn!(
+                        listener = name,
+                        max_connections = limits.max,
+                        "connection cap reached: not accepting until one closes"
+                    );
+                }
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p {
                         Ok(p) => p,

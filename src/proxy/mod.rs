@@ -132,21 +132,31 @@ impl Proxy {
                 "a request target with a scheme and host: shadowdiff is not a forward proxy; send the path only",
             );
         }
-        // Dot-segments removed before routing and before either upstream URL is built.
-        let normal = translate::normalize_path(parts.uri.path());
-        if normal.path != parts.uri.path() {
-            match with_path(&parts.uri, &normal.path) {
-                Some(u) => parts.uri = u,
-                None => {
-                    return json_response(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_path",
-                        "the request path cannot be normalised",
-                    )
+        // Dot-segments removed before routing and before either upstream URL is built (most
+        // paths have no `.`, `%` or `\`: nothing to do).
+        let mut escapes = false;
+        if parts
+            .uri
+            .path()
+            .bytes()
+            .any(|b| matches!(b, b'.' | b'%' | b'\\'))
+        {
+            let normal = translate::normalize_path(parts.uri.path());
+            escapes = normal.escapes;
+            if normal.path != parts.uri.path() {
+                match with_path(&parts.uri, &normal.path) {
+                    Some(u) => parts.uri = u,
+                    None => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_path",
+                            "the request path cannot be normalised",
+                        )
+                    }
                 }
             }
         }
-        let (meta, decision) = self.shadow.decide(&parts, request_id, normal.escapes);
+        let (meta, decision) = self.shadow.decide(&parts, request_id, escapes);
         let span = tracing::Span::current();
         if let Some(r) = &meta.route {
             span.record("route", r.as_str());
