@@ -259,6 +259,32 @@ pub enum Phase {
     Rollback,
 }
 
+/// Caller query parameters the candidate gets by default (routes without a `query` template,
+/// unmatched requests): pagination, sorting and filtering, the parameters that make the two
+/// answers comparable. Credentials (`api_key`, `token`, `signature`, ...) are never on it.
+pub const DEFAULT_FORWARD_QUERY: &[&str] = &[
+    "page",
+    "page_size",
+    "per_page",
+    "limit",
+    "offset",
+    "cursor",
+    "after",
+    "before",
+    "sort",
+    "order",
+    "fields",
+    "include",
+    "expand",
+    "filter",
+    "q",
+    "since",
+    "until",
+    "updated_since",
+    "start_date",
+    "end_date",
+];
+
 // ------------------------------------------------------------------------------ file layout
 
 #[derive(Debug, Default, Deserialize)]
@@ -912,23 +938,25 @@ impl Config {
                 return Err(invalid(format!("{key}: must be longer than 0s")));
             }
         }
-        let forward_query: Vec<String> = raw
-            .candidate
-            .forward_query
-            .unwrap_or_default()
-            .into_iter()
-            .map(|q| q.0)
-            .collect();
+        let explicit_query = raw.candidate.forward_query.is_some();
+        let mut forward_query: Vec<String> = match raw.candidate.forward_query {
+            Some(v) => v.into_iter().map(|q| q.0).collect(),
+            None => DEFAULT_FORWARD_QUERY
+                .iter()
+                .map(|&q| q.to_owned())
+                .collect(),
+        };
         if let Some(Accounts {
             source: crate::translate::KeySource::Query(key),
             ..
         }) = &accounts
         {
-            if forward_query.contains(key) {
+            if explicit_query && forward_query.contains(key) {
                 return Err(invalid(format!(
                     "[candidate] forward_query: {key:?} is the accounts key (a legacy credential): it never goes to the candidate"
                 )));
             }
+            forward_query.retain(|q| q != key);
         }
         let admin_listen = raw
             .admin
@@ -1159,12 +1187,34 @@ mod tests {
     }
 
     #[test]
+    fn the_accounts_key_never_goes_to_the_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "key_sha256,name\n").unwrap();
+        let text = |fq: &str| {
+            format!("[accounts]\nkey = \"query:page\"\nfile = \"a.csv\"\n[candidate]\n{fq}")
+        };
+        let cfg = dir.path().join("t.toml");
+        let e = Config::parse(&text("forward_query = [\"page\"]\n"), Some(&cfg)).unwrap_err();
+        assert!(e.to_string().contains("accounts key"), "{e}");
+        // Left out of the default list.
+        let c = Config::parse(&text(""), Some(&cfg)).unwrap();
+        assert!(!c.candidate.forward_query.iter().any(|q| q == "page"));
+        assert!(c.candidate.forward_query.iter().any(|q| q == "cursor"));
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::defaults();
         assert_eq!(c.proxy.listen, "127.0.0.1:8080");
         assert_eq!(c.shadow.max_body, 10 << 20);
         assert_eq!(c.store.retention, Duration::from_secs(30 * 86400));
         assert_eq!(c.candidate.forward_headers.len(), 3);
+        assert!(c.candidate.forward_query.iter().any(|q| q == "page"));
+        assert!(!c
+            .candidate
+            .forward_query
+            .iter()
+            .any(|q| q.contains("key") || q.contains("token")));
         assert!(c.legacy.base_url.is_none());
     }
 
