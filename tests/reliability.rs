@@ -1069,8 +1069,8 @@ async fn paged_upstreams() -> (Upstream, Upstream) {
         Reply::json(json!({"page": n, "individuals": people}))
     };
     (
-        Upstream::start(move |s| page(s, false)).await,
-        Upstream::start(move |s| page(s, true)).await,
+        Upstream::start_unlogged(move |s| page(s, false)).await,
+        Upstream::start_unlogged(move |s| page(s, true)).await,
     )
 }
 
