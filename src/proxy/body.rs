@@ -154,23 +154,45 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("legacy body stalled: no data for {0:?}")]
 pub struct Stalled(pub Duration);
 
-/// The longest pause allowed between two frames of legacy's body.
+/// The longest pause allowed between two frames of legacy's body. The timer costs nothing
+/// until the body first makes the caller wait (most bodies arrive with their head) and is then
+/// armed once: a frame only notes the time, and the deadline is moved when it comes.
 struct Stall {
     limit: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    last: tokio::time::Instant,
 }
 
 impl Stall {
     fn new(limit: Duration) -> Self {
         Self {
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
+            last: tokio::time::Instant::now(),
         }
     }
 
     fn progress(&mut self) {
-        let at = tokio::time::Instant::now() + self.limit;
-        self.timer.as_mut().reset(at);
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// The body is pending: `true` once nothing came for the whole limit.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last + self.limit;
+            if deadline <= tokio::time::Instant::now() {
+                return true;
+            }
+            // Frames came since the timer was armed: wait from the last one.
+            timer.as_mut().reset(deadline);
+        }
     }
 }
 
@@ -288,7 +310,7 @@ impl Body for ResBody {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(_))) => stall.progress(),
-                    Poll::Pending if stall.timer.as_mut().poll(cx).is_ready() => {
+                    Poll::Pending if stall.expired(cx) => {
                         // Headers were sent long ago: the only way left to tell the caller
                         // is to end the body with an error (the connection is closed).
                         let err = Stalled(stall.limit);
