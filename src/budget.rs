@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-/// Memory a comparison holds per byte of body, measured: 64 candidate bodies of 9.9 MB
-/// (60,000 objects) peaked at about 70 MB each above the idle process (see BENCHMARKS.md).
+/// Memory a comparison is assumed to hold per byte of body (the copy, its decoded bytes, the
+/// parsed document, the differences): an estimate for pages that differ in a few fields. Pairs with a difference
+/// per element cost more (a 9.9 MB page against an empty list peaks at ~220 MiB alone:
+/// BENCHMARKS.md §8), so the budget bounds the common case, not the worst one.
 pub const COMPARE_COST: usize = 8;
 
 /// The shared budget, in bytes.

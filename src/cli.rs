@@ -339,11 +339,7 @@ fn serve(
                 overrides: ov,
             },
         )
-        .await
-        .map_err(|e| match e {
-            server::StartError::Config(c) => anyhow::Error::new(c),
-            e => anyhow::Error::new(e),
-        })?;
+        .await?;
         eprintln!(
             "shadowdiff: proxy on http://{}{}",
             server.proxy_addr(),

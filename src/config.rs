@@ -731,17 +731,15 @@ impl Config {
 
         check_array_keys(&raw.diff).map_err(|m| invalid(format!("[diff] array_keys: {m}")))?;
         let global_rules = rules_of(&raw.diff);
+        let max_body = raw.shadow.max_body.map_or(10 << 20, |s| s.0);
         let shadow = ShadowConfig {
             sample_rate: raw.shadow.sample_rate.unwrap_or(1.0),
             max_in_flight: raw.shadow.max_in_flight.unwrap_or(512),
             max_rps: raw.shadow.max_rps.unwrap_or(0.0),
-            max_body: raw.shadow.max_body.as_ref().map_or(10 << 20, |s| s.0),
+            max_body,
             // By default room for at least one comparison of max_body.
             max_bytes_in_flight: raw.shadow.max_bytes_in_flight.map_or_else(
-                || {
-                    let max_body = raw.shadow.max_body.as_ref().map_or(10 << 20, |s| s.0);
-                    (256usize << 20).max(max_body.saturating_mul(crate::budget::COMPARE_COST))
-                },
+                || (256usize << 20).max(max_body.saturating_mul(crate::budget::COMPARE_COST)),
                 |s| s.0,
             ),
             unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),

@@ -76,14 +76,15 @@ pub fn is_redacted_header(name: &str, redact: &[http::HeaderName]) -> bool {
 
 /// An error message from a mapping engine with the values it quotes taken out: JSONata and jq
 /// quote the document's values (`cannot index "123-45-6789" with "b"`), which field redaction
-/// cannot reach. Quoted text becomes `"…"` and runs of three or more digits `#`; the engine's
-/// words and error codes (`D3030`) stay.
+/// cannot reach; so do Rust's panic messages (`` of `12:0é` ``). Quoted text (`"…"`, `'…'`,
+/// `` `…` ``) becomes `"…"` and runs of three or more digits `#`; the words and error codes
+/// (`D3030`) stay.
 pub fn scrub_message(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut chars = msg.chars().peekable();
     let mut prev_alnum = false;
     while let Some(c) = chars.next() {
-        if c == '"' || c == '\'' {
+        if matches!(c, '"' | '\'' | '`') {
             // Up to the matching quote (or the end), backslash escapes included.
             let mut escaped = false;
             for d in chars.by_ref() {
@@ -134,6 +135,12 @@ mod tests {
             "cannot use # (number) as key at 12"
         );
         assert_eq!(scrub_message("unterminated \"é"), "unterminated \"…\"");
+        assert_eq!(
+            scrub_message(
+                "byte index 5 is not a char boundary; it is inside 'é' (bytes 4..6) of `12:0é`"
+            ),
+            "byte index 5 is not a char boundary; it is inside '…' (bytes 4..6) of `…`"
+        );
     }
     use serde_json::json;
 

@@ -340,7 +340,7 @@ impl Server {
             db: cfg.store.path.clone(),
             classes: (&cfg.diff).into(),
             reloader: Some(reloader.clone()),
-            store: Some(store.handle().shared_stats()),
+            store: Some(store.handle().stats().clone()),
         });
         let limits = ConnLimits {
             max: connection_cap(cfg.proxy.max_connections, cfg.shadow.max_in_flight),
@@ -616,7 +616,9 @@ async fn accept_loop<F, S, B>(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
-    let open = Arc::new(AtomicUsize::new(0));
+    // Connections open = slots taken.
+    let max = limits.max;
+    let open = move |slots: &tokio::sync::Semaphore| max - slots.available_permits();
     let mut last_warned = None;
     loop {
         // A free slot first: at the cap the listener stops accepting and the kernel's backlog
@@ -669,10 +671,9 @@ async fn accept_loop<F, S, B>(
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let fut = graceful.watch(conn);
-                crate::telemetry::connections(name, open.fetch_add(1, Ordering::AcqRel) + 1);
-                let open = open.clone();
+                crate::telemetry::connections(name, open(&slots));
+                let slots = slots.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
                     tokio::pin!(fut);
                     loop {
                         let wake = state
@@ -693,7 +694,8 @@ async fn accept_loop<F, S, B>(
                             }
                         }
                     }
-                    crate::telemetry::connections(name, open.fetch_sub(1, Ordering::AcqRel) - 1);
+                    drop(permit);
+                    crate::telemetry::connections(name, open(&slots));
                 });
             }
             _ = stop.changed() => break,

@@ -6,7 +6,7 @@
 //! The database runs in WAL mode with `synchronous=NORMAL`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -256,31 +256,25 @@ pub struct StoreStats {
     pub failed: AtomicU64,
     /// Records sent and not yet taken by the writer.
     pub queued: AtomicU64,
-    /// The last write failed (cleared by the next one that succeeds): `/readyz` says so.
-    pub failing: AtomicBool,
-    /// Why the last write failed.
-    pub last_error: Mutex<Option<String>>,
+    /// Why the last write failed, until a write succeeds again: `/readyz` says so.
+    last_error: Mutex<Option<String>>,
 }
 
 impl StoreStats {
     /// `Some(reason)` while the store cannot be written.
     pub fn failure(&self) -> Option<String> {
-        if !self.failing.load(Ordering::Acquire) {
-            return None;
-        }
+        self.last_error().clone()
+    }
+
+    /// Sets (or, with `None`, clears) the failure; returns the one it replaces.
+    fn set_failure(&self, e: Option<String>) -> Option<String> {
+        std::mem::replace(&mut *self.last_error(), e)
+    }
+
+    fn last_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.last_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .or_else(|| Some("store write failed".into()))
-    }
-
-    fn set_failure(&self, e: Option<String>) {
-        self.failing.store(e.is_some(), Ordering::Release);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
     }
 }
 
@@ -327,13 +321,8 @@ impl StoreHandle {
         let _ = tokio::task::spawn_blocking(move || h.flush_blocking()).await;
     }
 
-    pub fn stats(&self) -> &StoreStats {
+    pub fn stats(&self) -> &Arc<StoreStats> {
         &self.stats
-    }
-
-    /// The counters, shared (for `/readyz`).
-    pub fn shared_stats(&self) -> Arc<StoreStats> {
-        self.stats.clone()
     }
 }
 
@@ -542,9 +531,8 @@ fn writer(
             match res {
                 Ok(()) => {
                     stats.written.fetch_add(n, Ordering::Relaxed);
-                    if stats.failing.load(Ordering::Relaxed) {
+                    if stats.set_failure(None).is_some() {
                         tracing::info!(path, "store writes succeed again");
-                        stats.set_failure(None);
                     }
                 }
                 Err(e) => {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `shadowdiff_requests_total` | counter | `route`, `outcome` (SPEC §4 outcomes, or `not_mirrored`) |
 //! | `shadowdiff_upstream_latency_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
-//! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `store_queue_full`) |
+//! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `caller_aborted`, `unsafe_path`, `memory`, `other`, `store_queue_full`, `store_write_failed` for noise samples) |
 //! | `shadowdiff_store_queue_depth` | gauge | |
 //! | `shadowdiff_store_write_seconds` | histogram | |
 //! | `shadowdiff_mapping_errors_total` | counter | `route` |

@@ -41,31 +41,17 @@ impl Proc {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         std::fs::write(dir.path().join("sd.toml"), cfg.text()).unwrap();
-        Self::spawn(dir, &["serve", "--config", "sd.toml"], ulimit_nofile, None)
-    }
-
-    fn spawn(
-        dir: tempfile::TempDir,
-        args: &[&str],
-        ulimit_nofile: Option<u32>,
-        user: Option<&str>,
-    ) -> Self {
         let bin = env!("CARGO_BIN_EXE_shadowdiff");
-        let mut cmd = match (ulimit_nofile, user) {
-            (Some(n), _) => {
+        let mut cmd = match ulimit_nofile {
+            Some(n) => {
                 let mut c = Command::new("sh");
                 c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
                 c
             }
-            (None, Some(u)) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", u, "--", bin]);
-                c
-            }
-            (None, None) => Command::new(bin),
+            None => Command::new(bin),
         };
         let mut child = cmd
-            .args(args)
+            .args(["serve", "--config", "sd.toml"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -194,6 +180,20 @@ fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
     })
 }
 
+/// Writes `files` into a fresh folder and runs the binary there with `args` to its end.
+fn run_in(files: &[(&str, &str)], args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    (dir, out)
+}
+
 /// Calls `f` every 10 ms until it returns `Some`, for at most `limit`.
 fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + limit;
@@ -275,9 +275,9 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     }
 }
 
-/// A legacy upstream that answers every request with `head_and_start` and then holds the
-/// connection open without another byte, or with `rest` written and the connection closed.
-async fn raw_upstream(head_and_start: &'static [u8], hold: bool) -> SocketAddr {
+/// A legacy upstream that answers every request with `bytes`, then holds the connection open
+/// without another byte (`hold`) or closes it.
+async fn raw_upstream(bytes: &'static [u8], hold: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -294,7 +294,7 @@ async fn raw_upstream(head_and_start: &'static [u8], hold: bool) -> SocketAddr {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s.write_all(head_and_start).await;
+                let _ = s.write_all(bytes).await;
                 let _ = s.flush().await;
                 if hold {
                     // Held until the peer goes away.
@@ -563,26 +563,16 @@ async fn a_multibyte_datetime_from_the_candidate_is_compared_not_lost() {
 
 #[test]
 fn offline_diff_of_a_multibyte_datetime_exits_1_not_101() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("sd.toml"),
-        "[diff]\nnormalize = [{ fields = [\"/t\"], with = [\"datetime\"] }]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("l.json"),
-        r#"{"t": "2026-01-01T12:00:00Z"}"#,
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("c.json"), r#"{"t": "2026-01-01T12:0é"}"#).unwrap();
-    std::fs::write(dir.path().join("l2.json"), r#"{"t": "2026-03-03"}"#).unwrap();
-    std::fs::write(dir.path().join("c2.json"), r#"{"t": "2026-02-31"}"#).unwrap();
-    for (l, c) in [("l.json", "c.json"), ("l2.json", "c2.json")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args(["diff", l, c, "--config", "sd.toml"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+    let rules = "[diff]\nnormalize = [{ fields = [\"/t\"], with = [\"datetime\"] }]\n";
+    for (l, c) in [
+        (
+            r#"{"t": "2026-01-01T12:00:00Z"}"#,
+            r#"{"t": "2026-01-01T12:0é"}"#,
+        ),
+        (r#"{"t": "2026-03-03"}"#, r#"{"t": "2026-02-31"}"#),
+    ] {
+        let files = [("sd.toml", rules), ("l.json", l), ("c.json", c)];
+        let (_dir, out) = run_in(&files, &["diff", "l.json", "c.json", "--config", "sd.toml"]);
         assert_eq!(out.status.code(), Some(1), "{l} {c}: {out:?}");
     }
 }
@@ -883,45 +873,29 @@ async fn the_store_files_are_private() {
 
 #[test]
 fn a_missing_upstream_is_a_config_error_for_serve_too() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("sd.toml"),
-        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n",
-    )
-    .unwrap();
+    let files = [("sd.toml", "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n")];
     for cmd in ["serve", "check"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args([cmd, "--config", "sd.toml"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let (_dir, out) = run_in(&files, &[cmd, "--config", "sd.toml"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
     }
 }
 
 #[test]
 fn duplicate_account_keys_are_refused_naming_both_lines() {
-    let dir = tempfile::tempdir().unwrap();
     let k = shadowdiff::translate::key_sha256_hex(b"k1");
-    std::fs::write(
-        dir.path().join("accounts.csv"),
-        format!(
-            "key_sha256,name\n{k},acme\n{},other\n{k},globex\n",
-            "0".repeat(64)
+    let csv = format!(
+        "key_sha256,name\n{k},acme\n{},other\n{k},globex\n",
+        "0".repeat(64)
+    );
+    let files = [
+        ("accounts.csv", csv.as_str()),
+        (
+            "sd.toml",
+            "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+             [accounts]\nkey = \"header:authorization\"\nfile = \"accounts.csv\"\n",
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("sd.toml"),
-        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
-         [accounts]\nkey = \"header:authorization\"\nfile = \"accounts.csv\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .args(["check", "--config", "sd.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    ];
+    let (_dir, out) = run_in(&files, &["check", "--config", "sd.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

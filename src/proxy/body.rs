@@ -75,7 +75,7 @@ impl Body for ReqBody {
 }
 
 /// What the tee saw of the legacy body.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum Captured {
     /// The whole body (still content-encoded), as the frames came; see [`join`].
     Complete(Vec<Bytes>),
@@ -86,6 +86,7 @@ pub enum Captured {
     /// The memory budget of the comparisons (`[shadow] max_bytes_in_flight`) could not hold it.
     OverBudget,
     /// The caller went away before the body ended.
+    #[default]
     Aborted,
 }
 

@@ -494,23 +494,24 @@ impl Shadow {
                 };
                 // The bytes held for this exchange go back to the budget when the task ends,
                 // after the record is handed to the store.
-                let mut _held_legacy = Held::default();
-                let legacy = match legacy {
-                    LegacyPending::Failed { ms, reason } => Legacy::Failed { ms, reason },
+                let (legacy, _held_legacy) = match legacy {
+                    LegacyPending::Failed { ms, reason } => {
+                        (Legacy::Failed { ms, reason }, Held::default())
+                    }
                     LegacyPending::Response {
                         status,
                         headers,
                         ms,
                         body,
                     } => {
-                        let (body, held) = body.await.unwrap_or((Captured::Aborted, Held::default()));
-                        _held_legacy = held;
-                        Legacy::Response {
+                        let (body, held) = body.await.unwrap_or_default();
+                        let legacy = Legacy::Response {
                             status,
                             headers,
                             ms,
                             body,
-                        }
+                        };
+                        (legacy, held)
                     }
                 };
                 let candidate = match candidate.await {
@@ -722,19 +723,15 @@ fn caught(meta: Meta, run: impl FnOnce() -> crate::store::Record) -> crate::stor
     }
 }
 
-/// The text of a caught panic's payload.
+/// The text of a caught panic's payload, with the values it quotes taken out (a slicing panic
+/// quotes the string it sliced: a vendor's value). The store cuts it to `max_value_len`.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     let text = p
         .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-text panic payload".into());
-    // The message can quote hostile input: keep it short.
-    let mut end = text.len().min(500);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-text panic payload");
+    crate::redact::scrub_message(text)
 }
 
 /// The error and its causes on one line ("connection reset by peer" hides two levels deep).
@@ -767,8 +764,15 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
     {
         // Some APIs send an epoch timestamp here; anything that large is one.
         if s > 1_000_000_000 {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-            return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+            // A hostile value can lie past what SystemTime holds: then it is "as long as
+            // possible" (the pause is capped where it is used), never an overflow.
+            return Some(
+                SystemTime::UNIX_EPOCH
+                    .checked_add(Duration::from_secs(s))
+                    .map_or(Duration::MAX, |at| {
+                        at.duration_since(SystemTime::now()).unwrap_or_default()
+                    }),
+            );
         }
         return Some(Duration::from_secs(s));
     }
@@ -845,6 +849,10 @@ mod tests {
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+        // An epoch past what SystemTime holds panicked here (found by tests/parsers_unicode.rs).
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", "18446744073709551615".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::MAX));
     }
 
     #[test]
@@ -866,6 +874,10 @@ mod tests {
         let reason = r.reason.unwrap();
         assert!(reason.starts_with("comparison panicked: "), "{reason}");
         assert!(reason.contains("char boundary"), "{reason}");
+        assert!(
+            !reason.contains("12:0"),
+            "the sliced value is not kept: {reason}"
+        );
         assert_eq!(r.meta.request_id, "r");
         let ok = caught(meta, || {
             compare::internal_error(
