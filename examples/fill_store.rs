@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 } else {
                     0
                 };
-                let started_at = store::rfc3339(at);
+                let started_at = shadowdiff::record::rfc3339(at);
                 ex.execute(rusqlite::params![
                     id as i64,
                     &started_at,

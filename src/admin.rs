@@ -5,7 +5,7 @@
 //! | `/healthz` | the process is up (never needs the token) |
 //! | `/readyz` | accepting traffic and the store writer is running (503 while shutting down) |
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
-//! | `/` | the live dashboard: server-rendered, refreshed by a little JavaScript from the API below |
+//! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the SPEC §5 report over the window |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
@@ -23,8 +23,10 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
+use crate::record::{Outcome, RouteKey};
 use crate::report;
 use crate::report::render::{esc, pct};
+use crate::store::{ExchangeDetail, Reader};
 
 /// State the admin routes read.
 #[derive(Debug, Default)]
@@ -37,7 +39,7 @@ pub struct AdminState {
     /// Classification settings of the summary (`[diff]`).
     pub classes: crate::classify::Settings,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
-    pub reloader: Option<Arc<crate::server::Reloader>>,
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// The store writer's counters: `/readyz` fails while its writes fail.
     pub store: Option<Arc<crate::store::StoreStats>>,
 }
@@ -82,7 +84,7 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
                 Ok(summary) => json_value(&json!({"reloaded": true, "running": summary})),
                 Err(e) => json_value_status(
                     StatusCode::BAD_REQUEST,
-                    &json!({"reloaded": false, "error": e}),
+                    &json!({"reloaded": false, "error": e.to_string()}),
                 ),
             },
         },
@@ -111,11 +113,7 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
         }
         "/api/summary" => {
             let since = param("since").unwrap_or_else(|| "1h".into());
-            blocking(move || {
-                summary(&state, &since)
-                    .map(|r| json_value(&serde_json::to_value(r).unwrap_or_default()))
-            })
-            .await
+            blocking(move || summary(&state, &since).map(|r| json_serialize(&r))).await
         }
         "/api/exchanges" => {
             let outcome = param("outcome");
@@ -123,8 +121,12 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(20usize)
                 .min(500);
-            blocking(move || latest(&state, outcome.as_deref(), limit).map(|v| json_value(&v)))
-                .await
+            blocking(move || {
+                Ok(json_serialize(
+                    &open(&state)?.latest(outcome.as_deref(), limit)?,
+                ))
+            })
+            .await
         }
         p if p.starts_with("/api/exchanges/") => {
             let Ok(id) = p["/api/exchanges/".len()..].parse::<i64>() else {
@@ -139,13 +141,27 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
     }
 }
 
-/// Runs a store query on the blocking pool; an error becomes a 500 with its message.
+/// Why an admin request failed (a 500 with this message, or 400 for a bad query parameter).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Report(#[from] report::ReportError),
+    #[error("{0}")]
+    BadParameter(String),
+}
+
+/// Runs a store query on the blocking pool; an error becomes a JSON error with its message.
 async fn blocking(
-    f: impl FnOnce() -> Result<Response<Full<Bytes>>, String> + Send + 'static,
+    f: impl FnOnce() -> Result<Response<Full<Bytes>>, AdminError> + Send + 'static,
 ) -> Response<Full<Bytes>> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(res)) => res,
-        Ok(Err(e)) => json_value_status(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e})),
+        Ok(Err(e)) => json_value_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": e.to_string()}),
+        ),
         Err(e) => json_value_status(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": e.to_string()}),
@@ -153,18 +169,15 @@ async fn blocking(
     }
 }
 
-fn open(state: &AdminState) -> Result<rusqlite::Connection, String> {
-    let conn = rusqlite::Connection::open_with_flags(
+fn open(state: &AdminState) -> Result<Box<dyn Reader>, AdminError> {
+    Ok(crate::store::open_read_only(
         &state.db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("opening the store: {e}"))?;
-    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
-    Ok(conn)
+        std::time::Duration::from_secs(2),
+    )?)
 }
 
-fn summary(state: &AdminState, since: &str) -> Result<report::Report, String> {
-    let d = crate::config::parse_duration(since)?;
+fn summary(state: &AdminState, since: &str) -> Result<report::Report, AdminError> {
+    let d = crate::config::parse_duration(since).map_err(AdminError::BadParameter)?;
     let now = SystemTime::now();
     let f = report::Filter {
         from: now - d,
@@ -177,88 +190,15 @@ fn summary(state: &AdminState, since: &str) -> Result<report::Report, String> {
         details: true,
         classes: state.classes,
     };
-    report::build_with(&open(state)?, &f, opts).map_err(|e| e.to_string())
-}
-
-fn latest(state: &AdminState, outcome: Option<&str>, limit: usize) -> Result<Value, String> {
-    let conn = open(state)?;
-    let cond = if outcome.is_some() {
-        "WHERE outcome = ?1"
-    } else {
-        "WHERE ?1 IS NULL"
-    };
-    let mut q = conn
-        .prepare(&format!(
-            "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, outcome,
-             diff_count, reason FROM exchanges {cond} ORDER BY id DESC LIMIT {limit}"
-        ))
-        .map_err(|e| e.to_string())?;
-    let rows = q
-        .query_map([outcome], |r| {
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?, "started_at": r.get::<_, String>(1)?, "route": r.get::<_, Option<String>>(2)?,
-                "method": r.get::<_, Option<String>>(3)?, "path": r.get::<_, Option<String>>(4)?,
-                "account": r.get::<_, Option<String>>(5)?, "legacy_status": r.get::<_, Option<i64>>(6)?,
-                "candidate_status": r.get::<_, Option<i64>>(7)?, "outcome": r.get::<_, String>(8)?,
-                "diff_count": r.get::<_, i64>(9)?, "reason": r.get::<_, Option<String>>(10)?,
-            }))
-        })
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    Ok(Value::Array(rows))
+    Ok(report::build_with(&*open(state)?, &f, opts)?)
 }
 
 /// Differences shown per exchange at most.
 const MAX_SHOWN_DIFFS: usize = 200;
 
-fn exchange_value(conn: &rusqlite::Connection, id: i64) -> Result<Option<Value>, String> {
-    let row = conn
-        .query_row(
-            "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, legacy_ms,
-             candidate_ms, outcome, diff_count, reason, request_id FROM exchanges WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(json!({
-                    "id": r.get::<_, i64>(0)?, "started_at": r.get::<_, String>(1)?, "route": r.get::<_, Option<String>>(2)?,
-                    "method": r.get::<_, Option<String>>(3)?, "path": r.get::<_, Option<String>>(4)?,
-                    "account": r.get::<_, Option<String>>(5)?, "legacy_status": r.get::<_, Option<i64>>(6)?,
-                    "candidate_status": r.get::<_, Option<i64>>(7)?, "legacy_ms": r.get::<_, Option<f64>>(8)?,
-                    "candidate_ms": r.get::<_, Option<f64>>(9)?, "outcome": r.get::<_, String>(10)?,
-                    "diff_count": r.get::<_, i64>(11)?, "reason": r.get::<_, Option<String>>(12)?,
-                    "request_id": r.get::<_, Option<String>>(13)?,
-                }))
-            },
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e.to_string()),
-        })?;
-    let Some(mut row) = row else { return Ok(None) };
-    let mut q = conn
-        .prepare_cached(&format!(
-            "SELECT pointer, field, kind, legacy, candidate FROM diffs WHERE exchange_id = ?1 ORDER BY seq LIMIT {MAX_SHOWN_DIFFS}"
-        ))
-        .map_err(|e| e.to_string())?;
-    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
-    let diffs = q
-        .query_map([id], |r| {
-            Ok(json!({
-                "pointer": r.get::<_, String>(0)?, "field": r.get::<_, String>(1)?, "kind": r.get::<_, String>(2)?,
-                "legacy": parse(r.get(3)?), "candidate": parse(r.get(4)?),
-            }))
-        })
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    row["differences"] = Value::Array(diffs);
-    Ok(Some(row))
-}
-
-fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, String> {
-    match exchange_value(&open(state)?, id)? {
-        Some(v) => Ok(json_value(&v)),
+fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminError> {
+    match open(state)?.exchange(id, MAX_SHOWN_DIFFS)? {
+        Some(v) => Ok(json_serialize(&v)),
         None => Ok(json_static(
             StatusCode::NOT_FOUND,
             r#"{"error":"no such exchange"}"#,
@@ -266,22 +206,28 @@ fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, String
     }
 }
 
-/// The dashboard page: the same numbers as `/api/summary`, rendered on the server; the script
-/// re-renders them from the API every few seconds.
-fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<String, String> {
-    let r = summary(state, since)?;
-    let latest = latest(state, Some("diff"), 10)?;
-    let conn = open(state)?;
-    let mut details = Vec::new();
-    for e in latest.as_array().into_iter().flatten() {
-        if let Some(id) = e["id"].as_i64() {
-            if let Some(v) = exchange_value(&conn, id)? {
-                details.push(v);
-            }
+/// What the dashboard shows: the summary over the window and the latest differing exchanges.
+struct DashboardData {
+    summary: report::Report,
+    latest: Vec<ExchangeDetail>,
+}
+
+fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
+    let summary = summary(state, since)?;
+    let store = open(state)?;
+    let mut latest = Vec::new();
+    for e in store.latest(Some(Outcome::Diff.as_str()), 10)? {
+        if let Some(v) = store.exchange(e.id, MAX_SHOWN_DIFFS)? {
+            latest.push(v);
         }
     }
-    let data = json!({"summary": r, "latest": details});
-    let body = render_dashboard(&data);
+    Ok(DashboardData { summary, latest })
+}
+
+/// The dashboard page: rendered on the server; its script fetches the page again every few
+/// seconds and swaps in the new `#dash` (one renderer, no second copy in JavaScript).
+fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<String, AdminError> {
+    let body = render_dashboard(&dashboard_data(state, since)?);
     let token_js = serde_json::to_string(&token.unwrap_or("")).unwrap_or_default();
     let since_js = serde_json::to_string(since).unwrap_or_default();
     Ok(format!(
@@ -294,78 +240,71 @@ fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<Str
     ))
 }
 
-/// Renders the dashboard body from `{"summary": Report, "latest": [exchange with differences]}`.
-/// The script does the same from the API (see `DASH_JS`).
-fn render_dashboard(d: &Value) -> String {
-    let s = &d["summary"];
-    let t = &s["totals"];
+/// Renders the dashboard body.
+fn render_dashboard(d: &DashboardData) -> String {
+    let t = &d.summary.totals;
     let mut o = format!(
         "<div class=\"cards\"><div class=\"card\">parity<b id=\"parity\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div></div>",
-        pct(t["parity"].as_f64().unwrap_or(1.0)),
-        t["compared"],
-        t["exchanges"]
+        pct(t.parity),
+        t.compared,
+        t.exchanges
     );
     o.push_str("<h2>Routes</h2><table><tr><th>route</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th>outcomes</th><th>top differing fields</th></tr>");
-    for r in s["routes"].as_array().into_iter().flatten() {
-        let outcomes: Vec<String> = r["outcomes"]
-            .as_object()
-            .into_iter()
-            .flatten()
+    for r in &d.summary.routes {
+        let outcomes: Vec<String> = r
+            .counts
+            .outcomes
+            .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let fields: Vec<String> = r["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let fields: Vec<String> = r
+            .fields
+            .iter()
             .take(3)
             .map(|f| {
                 format!(
                     "<code>{}</code> {} ({})",
-                    esc(f["field"].as_str().unwrap_or("")),
-                    esc(f["kind"].as_str().unwrap_or("")),
-                    f["exchanges"]
+                    esc(&f.field),
+                    esc(&f.kind),
+                    f.exchanges
                 )
             })
             .collect();
         o.push_str(&format!(
             "<tr class=\"route\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(r["route"].as_str().unwrap_or("")),
-            pct(r["parity"].as_f64().unwrap_or(1.0)),
-            r["compared"],
+            esc(&r.route),
+            pct(r.counts.parity),
+            r.counts.compared,
             esc(&outcomes.join(", ")),
             fields.join("<br>")
         ));
     }
     o.push_str("</table><h2>Latest differing exchanges</h2>");
-    let latest = d["latest"].as_array().map_or(&[][..], Vec::as_slice);
-    if latest.is_empty() {
+    if d.latest.is_empty() {
         o.push_str("<p class=\"muted\">None in the window.</p>");
     }
-    for (i, e) in latest.iter().enumerate() {
+    for (i, e) in d.latest.iter().enumerate() {
         o.push_str(&format!(
             "<details{}><summary>#{} {} {} · {} · {} · {} differences</summary><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>",
             if i == 0 { " open" } else { "" },
-            e["id"],
-            esc(e["method"].as_str().unwrap_or("")),
-            esc(e["path"].as_str().unwrap_or("")),
-            esc(e["route"].as_str().unwrap_or("(unmatched)")),
-            esc(e["started_at"].as_str().unwrap_or("")),
-            e["diff_count"]
+            e.id,
+            esc(e.method.as_deref().unwrap_or("")),
+            esc(e.path.as_deref().unwrap_or("")),
+            esc(RouteKey::from_route(e.route.as_deref()).label()),
+            esc(&e.started_at),
+            e.diff_count
         ));
-        for f in e["differences"].as_array().into_iter().flatten() {
-            let show = |v: &Value| {
-                if v.is_null() {
-                    "(absent)".to_owned()
-                } else {
-                    esc(&v.to_string())
-                }
+        for f in &e.differences {
+            let show = |v: &Option<Value>| match v {
+                None | Some(Value::Null) => "(absent)".to_owned(),
+                Some(v) => esc(&v.to_string()),
             };
             o.push_str(&format!(
                 "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-                esc(f["pointer"].as_str().unwrap_or("")),
-                esc(f["kind"].as_str().unwrap_or("")),
-                show(&f["legacy"]),
-                show(&f["candidate"])
+                esc(&f.pointer),
+                esc(&f.kind),
+                show(&f.legacy),
+                show(&f.candidate)
             ));
         }
         o.push_str("</table></details>");
@@ -379,33 +318,24 @@ main{max-width:1100px;margin:0 auto;padding:24px}h1{font-size:22px}h2{font-size:
 .card b{display:block;font-size:22px}table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #d0d7de;vertical-align:top}\
 th{background:#f6f8fa}.num{text-align:right}code{font:12px ui-monospace,Menlo,Consolas,monospace}details{margin:6px 0;border:1px solid #d0d7de;border-radius:6px;padding:4px 10px}summary{cursor:pointer}";
 
-/// Re-renders the page from the JSON API every 5 s (the same layout as `render_dashboard`).
+/// Fetches the page again every 5 s and swaps in the server's new `#dash`.
 const DASH_JS: &str = r#"
 const q = (p) => p + (p.includes('?') ? '&' : '?') + (TOKEN ? 'token=' + encodeURIComponent(TOKEN) : '');
-const esc = (s) => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-const pct = (x) => (x * 100).toFixed(2) + '%';
-const show = (v) => v === null || v === undefined ? '(absent)' : esc(JSON.stringify(v));
 async function refresh() {
   try {
-    const s = await (await fetch(q('/api/summary?since=' + encodeURIComponent(SINCE)))).json();
-    const list = await (await fetch(q('/api/exchanges?outcome=diff&limit=10'))).json();
-    const latest = await Promise.all(list.map(e => fetch(q('/api/exchanges/' + e.id)).then(r => r.json())));
-    const t = s.totals;
-    let o = `<div class="cards"><div class="card">parity<b id="parity">${pct(t.parity)}</b></div><div class="card">compared<b>${t.compared}</b></div><div class="card">exchanges<b>${t.exchanges}</b></div></div>`;
-    o += '<h2>Routes</h2><table><tr><th>route</th><th class="num">parity</th><th class="num">compared</th><th>outcomes</th><th>top differing fields</th></tr>';
-    for (const r of s.routes) {
-      const outcomes = Object.entries(r.outcomes).map(([k, v]) => `${k} ${v}`).join(', ');
-      const fields = r.fields.slice(0, 3).map(f => `<code>${esc(f.field)}</code> ${esc(f.kind)} (${f.exchanges})`).join('<br>');
-      o += `<tr class="route"><td>${esc(r.route)}</td><td class="num">${pct(r.parity)}</td><td class="num">${r.compared}</td><td>${esc(outcomes)}</td><td>${fields}</td></tr>`;
+    const res = await fetch(q('/?since=' + encodeURIComponent(SINCE)));
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    const page = new DOMParser().parseFromString(await res.text(), 'text/html');
+    const fresh = page.getElementById('dash');
+    if (!fresh) throw new Error('no dashboard in the answer');
+    // Keep what the reader opened or closed across the refresh.
+    const open = new Set([...document.querySelectorAll('#dash details')].filter(d => d.open).map(d => d.querySelector('summary').textContent.split(' ')[0]));
+    const seen = new Set([...document.querySelectorAll('#dash details')].map(d => d.querySelector('summary').textContent.split(' ')[0]));
+    for (const d of fresh.querySelectorAll('details')) {
+      const id = d.querySelector('summary').textContent.split(' ')[0];
+      if (seen.has(id)) d.open = open.has(id);
     }
-    o += '</table><h2>Latest differing exchanges</h2>';
-    if (!latest.length) o += '<p class="muted">None in the window.</p>';
-    for (const [i, e] of latest.entries()) {
-      o += `<details${i === 0 ? ' open' : ''}><summary>#${e.id} ${esc(e.method)} ${esc(e.path)} · ${esc(e.route ?? '(unmatched)')} · ${esc(e.started_at)} · ${e.diff_count} differences</summary><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>`;
-      for (const f of e.differences) o += `<tr><td><code>${esc(f.pointer)}</code></td><td>${esc(f.kind)}</td><td><code>${show(f.legacy)}</code></td><td><code>${show(f.candidate)}</code></td></tr>`;
-      o += '</table></details>';
-    }
-    document.getElementById('dash').innerHTML = o;
+    document.getElementById('dash').innerHTML = fresh.innerHTML;
     document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
   } catch (err) {
     document.getElementById('updated').textContent = 'refresh failed: ' + err;
@@ -425,6 +355,23 @@ fn html(body: String) -> Response<Full<Bytes>> {
 
 fn json_value(v: &Value) -> Response<Full<Bytes>> {
     json_value_status(StatusCode::OK, v)
+}
+
+fn json_serialize(v: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string(v) {
+        Ok(text) => {
+            let mut res = Response::new(Full::new(Bytes::from(text)));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(e) => json_value_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": e.to_string()}),
+        ),
+    }
 }
 
 fn json_value_status(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {

@@ -15,6 +15,7 @@ use crate::classify;
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::diff;
 use crate::gate;
+use crate::record::{rfc3339, RouteKey};
 use crate::report;
 use crate::server::{self, Server};
 use crate::store;
@@ -273,7 +274,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let filter = report::Filter {
                 from: window.0,
                 to: window.1,
-                route,
+                route: route.as_deref().map(RouteKey::parse),
                 account,
                 mapping_version,
             };
@@ -602,8 +603,8 @@ fn diff_files(
             // With a route and a store: each difference's class over the window.
             let db = db.unwrap_or_else(|| cfg.store.path.clone());
             if let (Some(route), true) = (route, db.exists()) {
-                let conn = store::open(&db)?;
-                let lookup = classify::Lookup::load(&conn, route, window, (&cfg.diff).into())
+                let store = store::open_reader(&db)?;
+                let lookup = classify::Lookup::load(&*store, route, window, (&cfg.diff).into())
                     .with_context(|| format!("reading {}", db.display()))?;
                 for (d, v) in diffs.iter().zip(
                     out["differences"]
@@ -615,8 +616,8 @@ fn diff_files(
                 }
                 out["classification"] = json!({
                     "route": route,
-                    "from": store::rfc3339(window.0),
-                    "to": store::rfc3339(window.1),
+                    "from": rfc3339(window.0),
+                    "to": rfc3339(window.1),
                     "compared": lookup.compared,
                 });
             }
@@ -704,8 +705,7 @@ fn prune(
     let cfg = config_or_defaults(config, explicit)?;
     let path = db.unwrap_or(cfg.store.path);
     let age = older_than.unwrap_or(cfg.store.retention);
-    let conn = store::open(&path)?;
-    let n = store::prune(&conn, SystemTime::now() - age)
+    let n = store::prune_file(&path, SystemTime::now() - age)
         .with_context(|| format!("pruning {}", path.display()))?;
     println!(
         "{}: deleted {n} exchange{} older than {age:?}",
@@ -734,7 +734,7 @@ fn window(
 const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Opens an existing store for reading.
-fn open_existing(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
     if !path.exists() {
         return Err(UsageError(format!(
             "no store at {} (see [store] path or --db)",
@@ -742,7 +742,7 @@ fn open_existing(path: &Path) -> anyhow::Result<rusqlite::Connection> {
         ))
         .into());
     }
-    Ok(store::open(path)?)
+    Ok(store::open_reader(path)?)
 }
 
 fn report_cmd(
@@ -754,12 +754,12 @@ fn report_cmd(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let conn = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
     let opts = report::Options {
         details: true,
         classes: (&cfg.diff).into(),
     };
-    let r = report::build_with(&conn, &filter, opts)?;
+    let r = report::build_with(&*store, &filter, opts)?;
     let format = format.unwrap_or_else(|| {
         match out
             .as_ref()
@@ -817,7 +817,7 @@ fn gate_cmd(
         ))
         .into());
     };
-    let conn = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
     let filter = report::Filter {
         from,
         to,
@@ -825,7 +825,7 @@ fn gate_cmd(
         account: None,
         mapping_version: None,
     };
-    let v = gate::evaluate_with(&conn, phase, gate, &filter, (&cfg.diff).into())?;
+    let v = gate::evaluate_with(&*store, phase, gate, &filter, (&cfg.diff).into())?;
     match format {
         GateFormat::Text => print!("{}", gate::text(&v)),
         GateFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),

@@ -424,7 +424,7 @@ pub async fn run(
     let _ = stop_tx.send(());
     running.await?;
 
-    let conn = crate::store::open(&db)?;
+    let store = crate::store::open_reader(&db)?;
     let filter = report::Filter {
         from: started - Duration::from_secs(1),
         to: SystemTime::now() + Duration::from_secs(1),
@@ -432,8 +432,8 @@ pub async fn run(
         account: None,
         mapping_version: None,
     };
-    let rep = report::build(&conn, &filter)?;
-    let gate = crate::gate::evaluate(&conn, "shadow", &gate_cfg, &filter)?;
+    let rep = report::build(&*store, &filter)?;
+    let gate = crate::gate::evaluate(&*store, "shadow", &gate_cfg, &filter)?;
     let html = out_dir.join("demo.html");
     let json = out_dir.join("demo.json");
     std::fs::write(&html, report::render::html(&rep))?;

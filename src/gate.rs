@@ -5,11 +5,12 @@
 //! nothing was compared, and when `min_compared` is not met the other criteria say why they
 //! cannot be trusted.
 
-use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::GateConfig;
+use crate::record::{Outcome, RouteKey};
 use crate::report::{self, Counts, Filter, Report, ReportError};
+use crate::store::Reader;
 
 /// One checked criterion.
 #[derive(Debug, Clone, Serialize)]
@@ -37,13 +38,13 @@ pub struct Verdict {
 /// Evaluates `[gate.PHASE]` (with its per-route overrides) over the window of `filter`, with
 /// the default classification settings.
 pub fn evaluate(
-    conn: &Connection,
+    store: &dyn Reader,
     phase: &str,
     gate: &GateConfig,
     filter: &Filter,
 ) -> Result<Verdict, ReportError> {
     evaluate_with(
-        conn,
+        store,
         phase,
         gate,
         filter,
@@ -54,7 +55,7 @@ pub fn evaluate(
 /// [`evaluate`] with the config's classification settings (noise excluded from parity needs
 /// `[diff.noise] min_count`).
 pub fn evaluate_with(
-    conn: &Connection,
+    store: &dyn Reader,
     phase: &str,
     gate: &GateConfig,
     filter: &Filter,
@@ -64,12 +65,12 @@ pub fn evaluate_with(
         details: false,
         classes,
     };
-    let report = report::build_with(conn, filter, opts)?;
+    let report = report::build_with(store, filter, opts)?;
     let mut checks = Vec::new();
     let overall = Scope {
         name: "all".into(),
         counts: &report.totals,
-        latency: report::latency(conn, filter, report.totals.exchanges)?,
+        latency: report::latency(store, filter, report.totals.exchanges)?,
     };
     check_scope(&mut checks, gate, &overall);
     if let Some(max) = gate.max_auth_error_accounts {
@@ -88,13 +89,13 @@ pub fn evaluate_with(
     for (route, rg) in &gate.routes {
         let counts = route_counts(&report, route).unwrap_or(&empty);
         let rf = Filter {
-            route: Some(route.clone()),
+            route: Some(RouteKey::named(route.clone())),
             ..filter.clone()
         };
         let scope = Scope {
             name: format!("route:{route}"),
             counts,
-            latency: report::latency(conn, &rf, counts.exchanges)?,
+            latency: report::latency(store, &rf, counts.exchanges)?,
         };
         check_scope(&mut checks, rg, &scope);
     }
@@ -165,7 +166,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
     }
     if let Some(r) = g.max_candidate_error_rate {
         let mirrored = c.mirrored();
-        let errors = c.outcome("candidate_error") + c.outcome("candidate_timeout");
+        let errors = c.outcome(Outcome::CandidateError) + c.outcome(Outcome::CandidateTimeout);
         let measured = (mirrored > 0).then(|| errors as f64 / mirrored as f64);
         push(
             "max_candidate_error_rate",

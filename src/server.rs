@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::shadow::{Shadow, Tracker};
-use crate::store::{Store, StoreHandle, StoreStats, WriterOptions};
+use crate::store::{Store, StoreHandle, WriterOptions};
 use crate::upstream;
 
 /// The server could not start.
@@ -114,10 +115,6 @@ impl Handle {
         self.tracker.wait_idle().await;
         self.store.flush().await;
     }
-
-    pub fn store_stats(&self) -> &StoreStats {
-        self.store.stats()
-    }
 }
 
 /// How the run ended.
@@ -140,116 +137,6 @@ pub struct Options {
     pub mapping_worker: Option<std::path::PathBuf>,
     /// Command-line overrides, applied again on every reload.
     pub overrides: crate::config::Overrides,
-}
-
-/// Reloads the config file (with its accounts and mappings) into the running server: on
-/// SIGHUP and `POST /api/reload`. A config that fails validation, or that changes a setting
-/// only read at start-up, is refused and the running one stays.
-pub struct Reloader {
-    shadow: Arc<Shadow>,
-    overrides: crate::config::Overrides,
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for Reloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader").finish_non_exhaustive()
-    }
-}
-
-impl Reloader {
-    /// Reloads; `Ok` says what is now running, `Err` why nothing changed.
-    pub async fn reload(&self) -> Result<String, String> {
-        let _one_at_a_time = self.lock.lock().await;
-        let running = self.shadow.config();
-        let Some(path) = running.source.clone() else {
-            return Err("running on built-in defaults: there is no config file to reload".into());
-        };
-        let ov = self.overrides.clone();
-        // Loading compiles every mapping: off the async runtime.
-        let loaded = tokio::task::spawn_blocking(move || {
-            let mut cfg = Config::load(&path)?;
-            cfg.apply(&ov)?;
-            Ok::<_, crate::config::ConfigError>(cfg)
-        })
-        .await
-        .map_err(|e| format!("reload task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-        let changed = startup_only_changes(&running, &loaded);
-        if !changed.is_empty() {
-            return Err(format!(
-                "{} changed; these take effect on restart only (nothing was reloaded)",
-                changed.join(", ")
-            ));
-        }
-        crate::telemetry::register_routes(loaded.routes.iter().map(|r| r.name.as_str()));
-        let summary = describe(&loaded);
-        self.shadow.set_config(Arc::new(loaded));
-        tracing::info!(%summary, "config reloaded");
-        Ok(summary)
-    }
-}
-
-/// What a reload put in place: routes and their mapping versions.
-fn describe(cfg: &Config) -> String {
-    let routes: Vec<String> = cfg
-        .routes
-        .iter()
-        .map(|r| match &r.mappings.candidate {
-            Some(c) => format!("{} (mapping {})", r.name, c.version),
-            None => r.name.clone(),
-        })
-        .collect();
-    format!("{} routes: {}", cfg.routes.len(), routes.join(", "))
-}
-
-/// Settings read once at start-up that differ between two configs.
-fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut check = |name: &'static str, same: bool| {
-        if !same {
-            out.push(name);
-        }
-    };
-    check("[proxy] listen", a.proxy.listen == b.proxy.listen);
-    check(
-        "[proxy] drain_timeout",
-        a.proxy.drain_timeout == b.proxy.drain_timeout,
-    );
-    check(
-        "[admin]",
-        a.admin.listen == b.admin.listen && a.admin.token == b.admin.token,
-    );
-    check(
-        "[legacy]",
-        a.legacy.base_url == b.legacy.base_url
-            && a.legacy.ca_file == b.legacy.ca_file
-            && a.legacy.timeout == b.legacy.timeout,
-    );
-    check(
-        "[candidate] base_url/ca_file",
-        a.candidate.base_url == b.candidate.base_url && a.candidate.ca_file == b.candidate.ca_file,
-    );
-    check(
-        "[store] path/queue/retention/max_value_len",
-        a.store.path == b.store.path
-            && a.store.queue == b.store.queue
-            && a.store.retention == b.store.retention
-            && a.store.max_value_len == b.store.max_value_len,
-    );
-    check(
-        "[shadow] threads/priority/max_in_flight/max_rps/max_body",
-        a.shadow.threads == b.shadow.threads
-            && a.shadow.priority == b.shadow.priority
-            && a.shadow.max_in_flight == b.shadow.max_in_flight
-            && a.shadow.max_rps == b.shadow.max_rps
-            && a.shadow.max_body == b.shadow.max_body,
-    );
-    check(
-        "[mappings] workers",
-        a.mappings.workers == b.mappings.workers,
-    );
-    out
 }
 
 impl Server {
@@ -328,11 +215,7 @@ impl Server {
             runtime.handle().clone(),
             mapper,
         ));
-        let reloader = Arc::new(Reloader {
-            shadow: shadow.clone(),
-            overrides: opts.overrides,
-            lock: tokio::sync::Mutex::new(()),
-        });
+        let reloader = Arc::new(Reloader::new(shadow.clone(), opts.overrides));
         let proxy = Arc::new(Proxy::new(shadow, legacy_client));
         let admin = Arc::new(AdminState {
             ready: false.into(),
@@ -358,11 +241,6 @@ impl Server {
             reloader,
             limits,
         })
-    }
-
-    /// Reloads the config file now (what SIGHUP does).
-    pub fn reloader(&self) -> Arc<Reloader> {
-        self.reloader.clone()
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -431,7 +309,7 @@ impl Server {
         });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
-        let hup = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let hup = tokio::spawn(crate::reload::on_sighup(self.reloader.clone()));
 
         shutdown.await;
         hup.abort();
@@ -699,18 +577,6 @@ async fn accept_loop<F, S, B>(
                 });
             }
             _ = stop.changed() => break,
-        }
-    }
-}
-
-/// Reloads the config on every SIGHUP.
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        if let Err(e) = reloader.reload().await {
-            tracing::error!(error = %e, "reload refused: the running config stays");
         }
     }
 }

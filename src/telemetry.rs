@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `shadowdiff_requests_total` | counter | `route`, `outcome` (SPEC §4 outcomes, or `not_mirrored`) |
 //! | `shadowdiff_upstream_latency_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
-//! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `caller_aborted`, `unsafe_path`, `memory`, `other`, `store_queue_full`, `store_write_failed` for noise samples) |
+//! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `caller_aborted`, `unsafe_path`, `memory`, `store_queue_full`, `store_write_failed` for noise samples) |
 //! | `shadowdiff_store_queue_depth` | gauge | |
 //! | `shadowdiff_store_write_seconds` | histogram | |
 //! | `shadowdiff_mapping_errors_total` | counter | `route` |
@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::store::{Outcome, Record};
+use crate::record::{Outcome, Record, RouteKey};
 
 /// Histogram buckets (seconds): sub-millisecond loopback to slow vendors.
 const BUCKETS: [f64; 14] = [
@@ -119,7 +119,7 @@ pub fn render() -> String {
 
 /// The `route` label of an exchange.
 pub fn route_label(route: Option<&str>) -> String {
-    route.unwrap_or(crate::report::UNMATCHED).to_owned()
+    RouteKey::from_route(route).label().to_owned()
 }
 
 /// Counts a request that was forwarded to legacy only.
@@ -146,26 +146,12 @@ pub fn exchange(r: &Record) {
             .record(ms / 1000.0);
     }
     match r.outcome {
-        Outcome::Skipped => dropped(skip_reason(r.reason.as_deref().unwrap_or(""))),
+        Outcome::Skipped(why) => dropped(why.as_str()),
         Outcome::TooLarge if r.candidate_ms.is_none() => dropped("too_large"),
         Outcome::MappingError => {
             metrics::counter!("shadowdiff_mapping_errors_total", "route" => route).increment(1)
         }
         _ => {}
-    }
-}
-
-/// Bounds a skip reason to the fixed label set.
-fn skip_reason(reason: &str) -> &'static str {
-    match reason {
-        "overload" => "overload",
-        "rate_limited" => "rate_limited",
-        "max_rps" => "max_rps",
-        "caller_aborted" => "caller_aborted",
-        "unsafe_path" => "unsafe_path",
-        "memory" => "memory",
-        r if r.starts_with("template") => "template",
-        _ => "other",
     }
 }
 

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use shadowdiff::config::Config;
 use shadowdiff::diff::{self, normalize::Norm, Glob, GlobSet, Kind, Rules};
+use shadowdiff::record::Outcome;
 use shadowdiff::shadow::compare::{compare_bodies, Side};
-use shadowdiff::store::Outcome;
 
 fn cases() -> u32 {
     std::env::var("SHADOWDIFF_FUZZ_CASES")

@@ -366,6 +366,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[test]
 fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
+    use shadowdiff::record::*;
     use shadowdiff::store::*;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");

@@ -18,8 +18,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::record::Outcome;
 use crate::shadow::{self, compare, Decision, LegacyPending, Shadow};
-use crate::store::Outcome;
 use crate::translate;
 use crate::upstream::{self, HttpClient};
 use body::{ReqBody, ResBody};
@@ -173,8 +173,8 @@ impl Proxy {
                 crate::telemetry::not_mirrored(meta.route.as_deref());
                 ReqBody::streaming(body)
             }
-            Decision::Skip(reason) => {
-                skip = Some((Outcome::Skipped, reason));
+            Decision::Skip(why, reason) => {
+                skip = Some((Outcome::Skipped(why), reason));
                 ReqBody::streaming(body)
             }
             Decision::Mirror(plan) => {

@@ -10,17 +10,16 @@
 pub mod render;
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
-use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::classify::{self, Class, NoiseField, RouteClasses};
-use crate::store;
+use crate::record::{rfc3339, Outcome, RouteKey};
+use crate::store::{GroupBy, Reader, Side, StoreError};
 
-/// The route name reports use for requests that matched no route.
-pub const UNMATCHED: &str = "(unmatched)";
+pub use crate::record::UNMATCHED;
+pub use crate::store::Filter;
 /// Field patterns listed per route at most (the most frequent first).
 const MAX_FIELDS: usize = 50;
 
@@ -28,18 +27,7 @@ const MAX_FIELDS: usize = 50;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("reading the store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// What to report on.
-#[derive(Debug, Clone)]
-pub struct Filter {
-    pub from: SystemTime,
-    pub to: SystemTime,
-    pub route: Option<String>,
-    pub account: Option<String>,
-    /// Only exchanges compared with this mapping version (`exchanges.mapping_version`).
-    pub mapping_version: Option<String>,
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,10 +50,10 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, outcome: &str, n: u64) {
         self.exchanges += n;
-        if outcome == "match" || outcome == "diff" {
+        if Outcome::COMPARED.iter().any(|o| o.as_str() == outcome) {
             self.compared += n;
         }
-        if outcome == "match" {
+        if outcome == Outcome::Match.as_str() {
             self.matched += n;
         }
         *self.outcomes.entry(outcome.to_owned()).or_default() += n;
@@ -79,11 +67,12 @@ impl Counts {
 
     /// Exchanges for which the candidate was called (everything but `skipped`).
     pub fn mirrored(&self) -> u64 {
-        self.exchanges - self.outcome("skipped")
+        self.exchanges - self.outcomes.get("skipped").copied().unwrap_or(0)
     }
 
-    pub fn outcome(&self, name: &str) -> u64 {
-        self.outcomes.get(name).copied().unwrap_or(0)
+    /// Exchanges with this outcome (any skip reason for `Skipped`).
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.outcomes.get(o.as_str()).copied().unwrap_or(0)
     }
 }
 
@@ -180,29 +169,6 @@ pub struct Report {
     pub needs_reauth: Vec<String>,
 }
 
-/// The WHERE clause and its parameters for a filter (on `exchanges` aliased `e`).
-fn where_clause(f: &Filter) -> (String, Vec<String>) {
-    let mut sql = String::from("e.started_at >= ?1 AND e.started_at < ?2");
-    let mut params = vec![store::rfc3339(f.from), store::rfc3339(f.to)];
-    if let Some(r) = &f.route {
-        if r == UNMATCHED {
-            sql.push_str(" AND e.route IS NULL");
-        } else {
-            params.push(r.clone());
-            sql.push_str(&format!(" AND e.route = ?{}", params.len()));
-        }
-    }
-    if let Some(a) = &f.account {
-        params.push(a.clone());
-        sql.push_str(&format!(" AND e.account = ?{}", params.len()));
-    }
-    if let Some(v) = &f.mapping_version {
-        params.push(v.clone());
-        sql.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
-    }
-    (sql, params)
-}
-
 /// What to compute besides the counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -222,90 +188,56 @@ impl Default for Options {
 }
 
 /// Builds the report with the default options.
-pub fn build(conn: &Connection, f: &Filter) -> Result<Report, ReportError> {
-    build_with(conn, f, Options::default())
-}
-
-/// Counts of exchanges per (`column`, outcome) in the window: the distinct pairs come from the
-/// `(column, outcome, started_at)` index, then each pair is counted over a range of that index,
-/// so nothing is sorted however large the window.
-fn counts_by(
-    conn: &Connection,
-    column: &str,
-    f: &Filter,
-) -> Result<Vec<(Option<String>, String, u64)>, ReportError> {
-    let pairs: Vec<(Option<String>, String)> = conn
-        .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let (cond, params) = where_clause(f);
-    let sql = format!(
-        "SELECT count(*) FROM exchanges e WHERE e.{column} IS ?{} AND e.outcome = ?{} AND {cond}",
-        params.len() + 1,
-        params.len() + 2
-    );
-    let mut q = conn.prepare(&sql)?;
-    let mut out = Vec::new();
-    for (key, outcome) in pairs {
-        let mut p: Vec<rusqlite::types::Value> = params.iter().cloned().map(Into::into).collect();
-        p.push(key.clone().map_or(rusqlite::types::Value::Null, Into::into));
-        p.push(outcome.clone().into());
-        let n: i64 = q.query_row(params_from_iter(p), |r| r.get(0))?;
-        if n > 0 {
-            out.push((key, outcome, n as u64));
-        }
-    }
-    Ok(out)
+pub fn build(store: &dyn Reader, f: &Filter) -> Result<Report, ReportError> {
+    build_with(store, f, Options::default())
 }
 
 /// Builds the report, computing what `opts` asks for.
-pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report, ReportError> {
+pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Report, ReportError> {
     let mut totals = Counts::default();
-    let mut routes: BTreeMap<String, Counts> = BTreeMap::new();
-    for (route, outcome, n) in counts_by(conn, "route", f)? {
-        totals.add(&outcome, n);
+    let mut routes: BTreeMap<RouteKey, Counts> = BTreeMap::new();
+    for c in store.outcome_counts(GroupBy::Route, f)? {
+        totals.add(&c.outcome, c.n);
         routes
-            .entry(route.unwrap_or_else(|| UNMATCHED.to_owned()))
+            .entry(RouteKey::from_route(c.key.as_deref()))
             .or_default()
-            .add(&outcome, n);
+            .add(&c.outcome, c.n);
     }
-    let (cond, params) = where_clause(f);
-    let noise_only = classify::noise_only(conn, &cond, &params, opts.classes.noise_min_count)?;
-    for (route, _, n) in &noise_only {
-        totals.add_noise_only(*n);
-        if let Some(c) = routes.get_mut(route.as_deref().unwrap_or(UNMATCHED)) {
-            c.add_noise_only(*n);
+    let noise_only = store.noise_only(f, opts.classes.noise_min_count)?;
+    for x in &noise_only {
+        totals.add_noise_only(x.n);
+        if let Some(c) = routes.get_mut(&x.route) {
+            c.add_noise_only(x.n);
         }
     }
 
     let mut route_reports = Vec::with_capacity(routes.len());
-    for (route, counts) in routes {
+    for (key, counts) in routes {
         let rf = Filter {
-            route: Some(route.clone()),
+            route: Some(key.clone()),
             ..f.clone()
         };
-        let latency = latency(conn, &rf, counts.exchanges)?;
+        let latency = latency(store, &rf, counts.exchanges)?;
         let (fields, noise, mapping_versions, trend) = if opts.details {
-            let (rcond, rparams) = where_clause(&rf);
             let classes = RouteClasses::load(
-                conn,
-                Some(&route),
+                store,
+                &key,
                 (f.from, f.to),
                 counts.compared,
                 f.account.is_none() && f.mapping_version.is_none(),
                 opts.classes,
             )?;
             (
-                fields(conn, &rf, counts.compared, &classes)?,
+                fields(store, &rf, counts.compared, &classes)?,
                 classes.noise,
-                versions(conn, &rcond, &rparams)?,
-                trend(conn, &rcond, &rparams)?,
+                versions(store, &rf)?,
+                trend(store, &rf)?,
             )
         } else {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new())
         };
         route_reports.push(RouteReport {
-            route,
+            route: key.label().to_owned(),
             counts,
             latency_ms: latency,
             fields,
@@ -322,19 +254,19 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
     });
 
     let mut accounts: BTreeMap<String, Counts> = BTreeMap::new();
-    for (account, outcome, n) in counts_by(conn, "account", f)? {
-        if let Some(a) = account {
-            accounts.entry(a).or_default().add(&outcome, n);
+    for c in store.outcome_counts(GroupBy::Account, f)? {
+        if let Some(a) = c.key {
+            accounts.entry(a).or_default().add(&c.outcome, c.n);
         }
     }
-    for (_, account, n) in noise_only {
-        if let Some(c) = account.and_then(|a| accounts.get_mut(&a)) {
-            c.add_noise_only(n);
+    for x in noise_only {
+        if let Some(c) = x.account.and_then(|a| accounts.get_mut(&a)) {
+            c.add_noise_only(x.n);
         }
     }
     let needs_reauth = accounts
         .iter()
-        .filter(|(_, c)| c.outcome("candidate_auth_error") > 0)
+        .filter(|(_, c)| c.outcome(Outcome::CandidateAuthError) > 0)
         .map(|(a, _)| a.clone())
         .collect();
     let mut accounts: Vec<AccountReport> = accounts
@@ -350,8 +282,8 @@ pub fn build_with(conn: &Connection, f: &Filter, opts: Options) -> Result<Report
 
     Ok(Report {
         window: Window {
-            from: store::rfc3339(f.from),
-            to: store::rfc3339(f.to),
+            from: rfc3339(f.from),
+            to: rfc3339(f.to),
         },
         totals,
         routes: route_reports,
@@ -367,24 +299,10 @@ const LATENCY_SAMPLE: u64 = 20_000;
 
 /// Legacy and candidate latency percentiles of the filtered exchanges; `exchanges` is their
 /// number (it sets the sampling step).
-pub fn latency(conn: &Connection, f: &Filter, exchanges: u64) -> Result<Latency, ReportError> {
-    let (cond, params) = where_clause(f);
+pub fn latency(store: &dyn Reader, f: &Filter, exchanges: u64) -> Result<Latency, ReportError> {
     let step = exchanges.div_ceil(LATENCY_SAMPLE).max(1);
-    let sample = |column: &str| -> Result<Vec<f64>, ReportError> {
-        let sampled = if step > 1 {
-            format!(" AND e.id % {step} = 0")
-        } else {
-            String::new()
-        };
-        let mut q = conn.prepare(&format!(
-            "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
-        ))?;
-        let v = q
-            .query_map(params_from_iter(&params), |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(v)
-    };
-    let (l, c) = (sample("legacy_ms")?, sample("candidate_ms")?);
+    let l = store.latencies(f, Side::Legacy, step)?;
+    let c = store.latencies(f, Side::Candidate, step)?;
     Ok(Latency {
         legacy_p50: nearest_rank(&l, 0.50),
         legacy_p99: nearest_rank(&l, 0.99),
@@ -405,139 +323,86 @@ fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
 /// The differing field patterns of one route, from `diff_fields` (one row per exchange, field
 /// and kind), read in the order of its `(route, field, kind, started_at)` index.
 fn fields(
-    conn: &Connection,
+    store: &dyn Reader,
     f: &Filter,
     compared: u64,
     classes: &RouteClasses,
 ) -> Result<Vec<FieldStat>, ReportError> {
-    let mut params = vec![store::rfc3339(f.from), store::rfc3339(f.to)];
-    let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-    match f.route.as_deref() {
-        None => {}
-        Some(UNMATCHED) => cond.push_str(" AND x.route IS NULL"),
-        Some(r) => {
-            params.push(r.to_owned());
-            cond.push_str(&format!(" AND x.route = ?{}", params.len()));
-        }
-    }
-    let mut join = String::new();
-    if f.account.is_some() || f.mapping_version.is_some() {
-        join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
-        if let Some(a) = &f.account {
-            params.push(a.clone());
-            join.push_str(&format!(" AND e.account = ?{}", params.len()));
-        }
-        if let Some(v) = &f.mapping_version {
-            params.push(v.clone());
-            join.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
-        }
-    }
-    let mut q = conn.prepare(&format!(
-        "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
-         WHERE {cond} GROUP BY x.field, x.kind"
-    ))?;
-    let mut rows: Vec<(String, String, i64, i64, i64)> = q
-        .query_map(params_from_iter(&params), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut rows = store.fields(f)?;
     // A field pattern is classified over all its kinds.
     let mut differing: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for r in &rows {
-        *differing.entry(r.0.as_str()).or_default() += r.3 as u64;
+        *differing.entry(r.field.as_str()).or_default() += r.exchanges;
     }
     let verdicts: std::collections::HashMap<String, classify::Verdict> = differing
         .into_iter()
         .map(|(field, n)| (field.to_owned(), classes.classify(field, n)))
         .collect();
     rows.sort_by(|a, b| {
-        b.3.cmp(&a.3)
-            .then(b.2.cmp(&a.2))
-            .then(a.0.cmp(&b.0))
-            .then(a.1.cmp(&b.1))
+        b.exchanges
+            .cmp(&a.exchanges)
+            .then(b.count.cmp(&a.count))
+            .then(a.field.cmp(&b.field))
+            .then(a.kind.cmp(&b.kind))
     });
     rows.truncate(MAX_FIELDS);
-    let mut ex = conn.prepare_cached(
-        "SELECT legacy, candidate FROM diffs WHERE exchange_id = ?1 AND field = ?2 AND kind = ?3 ORDER BY seq LIMIT 1",
-    )?;
     let mut out = Vec::with_capacity(rows.len());
-    for (field, kind, count, exchanges, example_id) in rows {
+    for row in rows {
         // The example's row may be past the per-exchange cap of stored rows: then no values.
-        let (l, c): (Option<String>, Option<String>) = ex
-            .query_row(rusqlite::params![example_id, field, kind], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?
+        let (l, c) = store
+            .example(row.example_id, &row.field, &row.kind)?
             .unwrap_or_default();
         let json = |s: Option<String>| {
             s.and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or(Value::Null)
         };
-        let v = &verdicts[&field];
+        let v = &verdicts[&row.field];
         out.push(FieldStat {
             rate: if compared == 0 {
                 0.0
             } else {
-                exchanges as f64 / compared as f64
+                row.exchanges as f64 / compared as f64
             },
             class: v.class,
             present: v.present,
-            field,
-            kind,
-            count: count as u64,
-            exchanges: exchanges as u64,
+            field: row.field,
+            kind: row.kind,
+            count: row.count,
+            exchanges: row.exchanges,
             example: Example {
                 legacy: json(l),
                 candidate: json(c),
-                exchange_id: example_id,
+                exchange_id: row.example_id,
             },
         });
     }
     Ok(out)
 }
 
-fn versions(
-    conn: &Connection,
-    cond: &str,
-    params: &[String],
-) -> Result<Vec<VersionStat>, ReportError> {
-    let mut q = conn.prepare(&format!(
-        "SELECT e.mapping_version, min(e.started_at), max(e.started_at),
-                sum(e.outcome IN ('match', 'diff')), sum(e.outcome = 'match')
-         FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
-         GROUP BY e.mapping_version ORDER BY min(e.started_at)"
-    ))?;
-    let rows = q
-        .query_map(params_from_iter(params), |r| {
-            let (compared, matched): (i64, i64) = (r.get(3)?, r.get(4)?);
-            Ok(VersionStat {
-                version: r.get(0)?,
-                first_seen: r.get(1)?,
-                last_seen: r.get(2)?,
-                compared: compared as u64,
-                matched: matched as u64,
-                parity: parity(matched as u64, compared as u64),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+fn versions(store: &dyn Reader, f: &Filter) -> Result<Vec<VersionStat>, ReportError> {
+    Ok(store
+        .mapping_versions(f)?
+        .into_iter()
+        .map(|v| VersionStat {
+            parity: parity(v.matched, v.compared),
+            version: v.version,
+            first_seen: v.first_seen,
+            last_seen: v.last_seen,
+            compared: v.compared,
+            matched: v.matched,
+        })
+        .collect())
 }
 
-fn trend(conn: &Connection, cond: &str, params: &[String]) -> Result<Vec<Day>, ReportError> {
-    let mut q = conn.prepare(&format!(
-        "SELECT substr(e.started_at, 1, 10) AS day, sum(e.outcome IN ('match', 'diff')), sum(e.outcome = 'match')
-         FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day"
-    ))?;
-    let days = q
-        .query_map(params_from_iter(params), |r| {
-            let (compared, matched): (i64, i64) = (r.get(1)?, r.get(2)?);
-            Ok(Day {
-                day: r.get(0)?,
-                compared: compared as u64,
-                matched: matched as u64,
-                parity: parity(matched as u64, compared as u64),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(days)
+fn trend(store: &dyn Reader, f: &Filter) -> Result<Vec<Day>, ReportError> {
+    Ok(store
+        .days(f)?
+        .into_iter()
+        .map(|d| Day {
+            parity: parity(d.matched, d.compared),
+            day: d.day,
+            compared: d.compared,
+            matched: d.matched,
+        })
+        .collect())
 }

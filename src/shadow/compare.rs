@@ -24,12 +24,12 @@ use crate::diff::{self, Difference, Kind, Rules, Seg};
 use crate::encoding;
 use crate::mapping::{runner::Runner, Chain};
 use crate::proxy::body::Captured;
+use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
 use crate::redact;
-use crate::store::{BodyText, Outcome, Record, StoredBody};
 
 use super::memo;
 
-pub use crate::store::Meta;
+pub use crate::record::Meta;
 
 /// What legacy answered.
 #[derive(Debug)]
@@ -123,6 +123,11 @@ impl Maps<'_> {
     }
 }
 
+/// A record for an exchange that was not compared after all, for this reason.
+fn skipped(r: Record, why: SkipReason) -> Record {
+    outcome(r, Outcome::Skipped(why), why.as_str().to_owned())
+}
+
 /// A record for an exchange that was eligible but not mirrored (`skipped`, or `too_large` for a
 /// request body over `max_body`).
 pub fn unmirrored(
@@ -210,8 +215,8 @@ pub fn compare(
         Captured::Error(e) => {
             return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}"))
         }
-        Captured::Aborted => return outcome(r, Outcome::Skipped, "caller_aborted".into()),
-        Captured::OverBudget => return outcome(r, Outcome::Skipped, "memory".into()),
+        Captured::Aborted => return skipped(r, SkipReason::CallerAborted),
+        Captured::OverBudget => return skipped(r, SkipReason::Memory),
     };
     let (c_status, c_headers, c_body) = match candidate {
         Candidate::Timeout { .. } => {
@@ -262,7 +267,7 @@ pub fn compare(
                 format!("legacy body over {max} bytes"),
             )
         }
-        (_, CandidateBody::OverBudget) => return outcome(r, Outcome::Skipped, "memory".into()),
+        (_, CandidateBody::OverBudget) => return skipped(r, SkipReason::Memory),
         (_, CandidateBody::TooLarge) => {
             return outcome(
                 r,

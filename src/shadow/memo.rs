@@ -109,7 +109,7 @@ mod tests {
         memo: &Memo,
         candidate_body: &'static str,
         date: &str,
-    ) -> crate::store::Record {
+    ) -> crate::record::Record {
         let meta = Meta {
             started_at: SystemTime::now(),
             request_id: "r".into(),
@@ -184,6 +184,6 @@ mod tests {
             "Mon, 01 Jan 2029 00:00:00 GMT",
         );
         assert_eq!(other.diff_count, 0);
-        assert_eq!(other.outcome, crate::store::Outcome::Match);
+        assert_eq!(other.outcome, crate::record::Outcome::Match);
     }
 }

@@ -26,6 +26,7 @@ use crate::config::{self, Config, Unmatched};
 use crate::diff;
 use crate::mapping::runner::Runner;
 use crate::proxy::body::Captured;
+use crate::record::{RouteKey, SkipReason};
 use crate::store::StoreHandle;
 use crate::translate::{self, CandidateTarget, Context};
 use crate::upstream::{self, HttpClient};
@@ -43,10 +44,14 @@ pub enum Decision {
     /// Not eligible (a write without opt-in, an unmatched request with `unmatched = "skip"`,
     /// or sampled out): forwarded to legacy only, not recorded.
     Off,
-    /// Eligible but not mirrored; recorded as `skipped` with this reason.
-    Skip(String),
+    /// Eligible but not mirrored; recorded as `skipped` with this reason (and this text).
+    Skip(SkipReason, String),
     /// Mirrored to the candidate.
     Mirror(Plan),
+}
+
+fn skip(reason: SkipReason) -> Decision {
+    Decision::Skip(reason, reason.as_str().to_owned())
 }
 
 /// A mirrored request: where it goes and the in-flight slot it holds.
@@ -201,7 +206,7 @@ impl Shadow {
     }
 
     /// Counts an exchange in the metrics and hands it to the store.
-    pub fn record(&self, r: crate::store::Record) {
+    pub fn record(&self, r: crate::record::Record) {
         crate::telemetry::exchange(&r);
         self.store.record(r);
     }
@@ -250,10 +255,10 @@ impl Shadow {
             return (meta, Decision::Off);
         }
         if escapes {
-            return (meta, Decision::Skip("unsafe_path".into()));
+            return (meta, skip(SkipReason::UnsafePath));
         }
         if self.paused() {
-            return (meta, Decision::Skip("rate_limited".into()));
+            return (meta, skip(SkipReason::RateLimited));
         }
         if let Some(b) = &self.bucket {
             if !b
@@ -261,11 +266,11 @@ impl Shadow {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
             {
-                return (meta, Decision::Skip("max_rps".into()));
+                return (meta, skip(SkipReason::MaxRps));
             }
         }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return (meta, Decision::Skip("overload".into()));
+            return (meta, skip(SkipReason::Overload));
         };
         let forward_query = &cfg.candidate.forward_query;
         let target = match route {
@@ -303,7 +308,10 @@ impl Shadow {
             ),
             Err(var) => (
                 meta,
-                Decision::Skip(format!("template: {var} has no value")),
+                Decision::Skip(
+                    SkipReason::Template,
+                    format!("template: {var} has no value"),
+                ),
             ),
         }
     }
@@ -631,8 +639,8 @@ impl Shadow {
         };
         if let Some(fields) = compare::noise_sample(&a, &b, rules, cfg) {
             tracing::debug!(fields = fields.len(), "noise sample");
-            self.store.noise(crate::store::NoiseSample {
-                route: meta.route.clone().unwrap_or_default(),
+            self.store.noise(crate::record::NoiseSample {
+                route: RouteKey::from_route(meta.route.as_deref()),
                 at: meta.started_at,
                 fields,
             });
@@ -711,7 +719,7 @@ async fn read_limited(
 
 /// Runs a comparison; a panic becomes an `internal_error` record (with the panic's message)
 /// instead of a lost exchange.
-fn caught(meta: Meta, run: impl FnOnce() -> crate::store::Record) -> crate::store::Record {
+fn caught(meta: Meta, run: impl FnOnce() -> crate::record::Record) -> crate::record::Record {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(panic) => {
@@ -870,7 +878,7 @@ mod tests {
             let _ = &s[..5]; // the bug the hardening probe found, as it was
             unreachable!()
         });
-        assert_eq!(r.outcome, crate::store::Outcome::InternalError);
+        assert_eq!(r.outcome, crate::record::Outcome::InternalError);
         let reason = r.reason.unwrap();
         assert!(reason.starts_with("comparison panicked: "), "{reason}");
         assert!(reason.contains("char boundary"), "{reason}");

@@ -1,4 +1,4 @@
-//! The SQLite store (SPEC §4): one writer thread fed by a bounded channel.
+//! The writer: one thread fed by a bounded channel.
 //!
 //! The proxy never waits for the disk: `StoreHandle::record` is a `try_send`, and a full queue
 //! counts the exchange as dropped. The writer batches whatever is queued (up to
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use crate::diff::Difference;
+use super::{prune::prune, schema::open_for_writing, StoreError};
+use crate::record::{hour, rfc3339, NoiseSample, Record};
 
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
@@ -27,218 +28,6 @@ const BATCH_WINDOW: Duration = Duration::from_millis(25);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Diff rows stored per exchange at most; `diff_count` keeps the real count.
 pub const MAX_DIFF_ROWS: usize = 1000;
-
-const SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS exchanges(
-    id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    route TEXT,
-    method TEXT,
-    path TEXT,
-    account TEXT,
-    legacy_status INTEGER,
-    candidate_status INTEGER,
-    legacy_ms REAL,
-    candidate_ms REAL,
-    outcome TEXT NOT NULL,
-    diff_count INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    request_id TEXT,
-    mapping_version TEXT
-);
--- Windows (prune, overall latency), per-route windows (trend, latency), and counts per
--- (route, outcome) and (account, outcome) without sorting.
-CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
-CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
-CREATE INDEX IF NOT EXISTS exchanges_route_outcome ON exchanges(route, outcome, started_at);
-CREATE INDEX IF NOT EXISTS exchanges_account_outcome ON exchanges(account, outcome, started_at);
--- One row per (exchange, field pattern, kind) with the number of differences: what reports
--- aggregate, read in index order per route without touching the diffs themselves.
-CREATE TABLE IF NOT EXISTS diff_fields(
-    exchange_id INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    route TEXT,
-    field TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(exchange_id, field, kind)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS diff_fields_route ON diff_fields(route, field, kind, started_at, n);
--- Clustered by exchange: one b-tree insert per row, and an exchange's rows are adjacent.
-CREATE TABLE IF NOT EXISTS diffs(
-    exchange_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    pointer TEXT NOT NULL,
-    field TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    legacy TEXT,
-    candidate TEXT,
-    PRIMARY KEY(exchange_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bodies(
-    exchange_id INTEGER NOT NULL,
-    side TEXT NOT NULL,
-    status INTEGER,
-    headers TEXT,
-    blob_id INTEGER,
-    PRIMARY KEY(exchange_id, side)
-);
-CREATE INDEX IF NOT EXISTS bodies_blob_id ON bodies(blob_id);
-CREATE TABLE IF NOT EXISTS blobs(
-    id INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    body TEXT NOT NULL
-);
--- Per route, field pattern and hour (`2026-11-29T13`): compared exchanges where the field was
--- present in either body. The denominator of the classification (systematic / sporadic).
-CREATE TABLE IF NOT EXISTS field_presence(
-    route TEXT NOT NULL,
-    field TEXT NOT NULL,
-    hour TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(route, field, hour)
-) WITHOUT ROWID;
--- Noise learned from second legacy calls ([diff.noise]): per route, how many pairs of legacy
--- answers were compared, and per field pattern how many of them differed there.
-CREATE TABLE IF NOT EXISTS noise_samples(
-    route TEXT PRIMARY KEY,
-    samples INTEGER NOT NULL,
-    last_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS noise_fields(
-    route TEXT NOT NULL,
-    field TEXT NOT NULL,
-    differed INTEGER NOT NULL,
-    first_at TEXT NOT NULL,
-    last_at TEXT NOT NULL,
-    PRIMARY KEY(route, field)
-) WITHOUT ROWID;
-CREATE VIEW IF NOT EXISTS exchange_bodies AS
-    SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
-    FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
-";
-
-/// How an exchange ended (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Match,
-    Diff,
-    CandidateError,
-    CandidateTimeout,
-    CandidateAuthError,
-    CandidateRateLimited,
-    LegacyError,
-    NotJson,
-    TooLarge,
-    MappingError,
-    /// A bug: shadow work panicked; the message is in `reason`.
-    InternalError,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Match => "match",
-            Self::Diff => "diff",
-            Self::CandidateError => "candidate_error",
-            Self::CandidateTimeout => "candidate_timeout",
-            Self::CandidateAuthError => "candidate_auth_error",
-            Self::CandidateRateLimited => "candidate_rate_limited",
-            Self::LegacyError => "legacy_error",
-            Self::NotJson => "not_json",
-            Self::TooLarge => "too_large",
-            Self::MappingError => "mapping_error",
-            Self::InternalError => "internal_error",
-            Self::Skipped => "skipped",
-        }
-    }
-}
-
-/// One side's response as stored (already redacted).
-#[derive(Debug, Clone)]
-pub struct StoredBody {
-    pub side: &'static str,
-    pub status: Option<u16>,
-    pub headers: Value,
-    /// The redacted JSON text and its hash; `None` for a body that is not JSON (not kept).
-    pub body: Option<BodyText>,
-}
-
-/// A body's text with its content hash: the same text is stored once (table `blobs`).
-#[derive(Debug, Clone)]
-pub struct BodyText {
-    pub text: Arc<str>,
-    pub hash: u128,
-}
-
-impl BodyText {
-    pub fn new(text: String) -> Self {
-        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-        Self {
-            text: text.into(),
-            hash,
-        }
-    }
-}
-
-/// Who an exchange is, known before either side answers.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    pub started_at: SystemTime,
-    pub request_id: String,
-    pub route: Option<String>,
-    pub method: String,
-    /// Path without the query string (queries can carry credentials).
-    pub path: String,
-    pub account: Option<String>,
-}
-
-/// One exchange, ready to be written (already redacted).
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub meta: Meta,
-    pub legacy_status: Option<u16>,
-    pub candidate_status: Option<u16>,
-    pub legacy_ms: Option<f64>,
-    pub candidate_ms: Option<f64>,
-    pub outcome: Outcome,
-    pub reason: Option<String>,
-    pub diff_count: usize,
-    /// Shared with the comparison memo: identical pairs reuse one list.
-    pub diffs: Arc<Vec<Difference>>,
-    /// Field patterns present in either body of a compared exchange (table `field_presence`).
-    pub present: Arc<Vec<String>>,
-    pub bodies: Vec<StoredBody>,
-    /// The version of the mappings applied (`None` without mappings).
-    pub mapping_version: Option<String>,
-}
-
-/// A store error.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store {path}: {source}")]
-    Sqlite {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("store {path}: the file cannot be written (read-only file, folder or file system)")]
-    ReadOnly { path: String },
-    #[error("store {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-/// The fields that differed between two legacy answers to one request.
-#[derive(Debug, Clone)]
-pub struct NoiseSample {
-    /// `""` for requests that matched no route.
-    pub route: String,
-    pub at: SystemTime,
-    pub fields: Vec<String>,
-}
 
 enum Msg {
     Record(Box<Record>),
@@ -380,97 +169,6 @@ impl Store {
     }
 }
 
-/// Opens the database with the store's settings and schema.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-            path: parent.display().to_string(),
-            source,
-        })?;
-    }
-    create_private(path).map_err(|source| StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-    // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
-    conn.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 16);
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    // Pruned rows hold personal data: their bytes are zeroed, not left in free pages.
-    conn.pragma_update(None, "secure_delete", "ON")
-        .map_err(err)?;
-    migrate(&conn).map_err(err)?;
-    conn.execute_batch(SCHEMA).map_err(err)?;
-    Ok(conn)
-}
-
-/// Opens the store for writing and proves that it can be written: a store that only accepts
-/// reads (a read-only file or folder, a full disk) is refused here, at start-up, instead of
-/// losing every exchange later.
-pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
-    let conn = open(path)?;
-    let err = |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    };
-    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
-        return Err(StoreError::ReadOnly {
-            path: path.display().to_string(),
-        });
-    }
-    // A real write (the schema version in the file's header), committed.
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(err)?;
-    Ok(conn)
-}
-
-/// The version of this schema, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
-
-/// Creates the database file, when it does not exist yet, readable and writable by its owner
-/// only (0600): SQLite gives its `-wal` and `-shm` files the same permissions.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Brings a store written by an older version up to the current schema (columns added since).
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_table: bool = conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exchanges')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
-        return Ok(());
-    }
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('exchanges')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if !columns.iter().any(|c| c == "mapping_version") {
-        conn.execute_batch("ALTER TABLE exchanges ADD COLUMN mapping_version TEXT")?;
-    }
-    Ok(())
-}
-
 fn writer(
     mut conn: Connection,
     rx: &mpsc::Receiver<Msg>,
@@ -604,7 +302,7 @@ fn write_batch(
                 r.mapping_version,
             ])?;
             let id = tx.last_insert_rowid();
-            hours.push(started_at[..started_at.len().min(13)].to_owned());
+            hours.push(hour(m.started_at));
             let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
                 std::collections::BTreeMap::new();
             for d in r.diffs.iter() {
@@ -664,7 +362,7 @@ fn write_batch(
             }
         }
         for (r, hour) in batch.iter().zip(&hours) {
-            let route = r.meta.route.as_deref().unwrap_or("");
+            let route = super::aggregate_key(r.meta.route.as_deref());
             for f in r.present.iter() {
                 *presence
                     .entry((route, f.as_str(), hour.as_str()))
@@ -695,9 +393,10 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
         )?;
         for n in samples {
             let at = rfc3339(n.at);
-            s.execute(params![n.route, at])?;
+            let route = super::aggregate_key(n.route.name());
+            s.execute(params![route, at])?;
             for field in &n.fields {
-                f.execute(params![n.route, field, at])?;
+                f.execute(params![route, field, at])?;
             }
         }
     }
@@ -705,7 +404,7 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
 }
 
 /// Diff rows per INSERT statement: one statement per row costs more than the row itself.
-const ROWS_PER_INSERT: usize = 16;
+pub(super) const ROWS_PER_INSERT: usize = 16;
 
 /// `INSERT INTO diffs ... VALUES (...), (...)` for `n` rows.
 fn diff_insert_sql(n: usize) -> String {
@@ -724,7 +423,7 @@ fn diff_insert_sql(n: usize) -> String {
 
 /// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
 /// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
-pub fn value_text(v: &Value, max: usize) -> String {
+pub(crate) fn value_text(v: &Value, max: usize) -> String {
     let text = v.to_string();
     if text.len() <= max {
         return text;
@@ -743,59 +442,12 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Formats a time as RFC 3339 UTC with milliseconds (sortable as text).
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Deletes exchanges that started before `cutoff`, with their diffs and bodies, in batches.
-pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
-    let cutoff = rfc3339(cutoff);
-    let mut total = 0;
-    loop {
-        let tx = conn.unchecked_transaction()?;
-        let ids: Vec<i64> = {
-            let mut q =
-                tx.prepare_cached("SELECT id FROM exchanges WHERE started_at < ?1 LIMIT 5000")?;
-            let rows = q
-                .query_map([&cutoff], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            rows
-        };
-        if ids.is_empty() {
-            // The last step runs in the transaction opened above, and must be committed like
-            // the others: dropped, it would roll back and keep every orphaned body.
-            tx.execute(
-                "DELETE FROM field_presence WHERE hour < substr(?1, 1, 13)",
-                [&cutoff],
-            )?;
-            tx.execute(
-                "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
-                [],
-            )?;
-            tx.commit()?;
-            if total > 0 {
-                // Old page images in the WAL may still hold what was deleted: checkpoint and
-                // truncate it (best effort: a long reader can keep it for now).
-                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            }
-            return Ok(total);
-        }
-        for id in &ids {
-            tx.execute("DELETE FROM diffs WHERE exchange_id = ?1", [id])?;
-            tx.execute("DELETE FROM diff_fields WHERE exchange_id = ?1", [id])?;
-            tx.execute("DELETE FROM bodies WHERE exchange_id = ?1", [id])?;
-            tx.execute("DELETE FROM exchanges WHERE id = ?1", [id])?;
-        }
-        tx.commit()?;
-        total += ids.len();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::Kind;
+    use crate::diff::{Difference, Kind};
+    use crate::record::{Meta, Outcome};
+    use crate::store::schema::open;
     use serde_json::json;
 
     fn record(at: SystemTime) -> Record {

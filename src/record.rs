@@ -1,0 +1,276 @@
+//! What one exchange leaves behind, as every module sees it: its outcome, why it was skipped,
+//! who it was ([`Meta`]), the record the store writes ([`Record`]), and the two encodings every
+//! reader shares (a route key that says "unmatched" one way, and the time format). A leaf: it
+//! imports nothing from the rest of the crate but the diff's [`Difference`].
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::diff::Difference;
+
+/// How an exchange ended. [`Outcome::as_str`] is the one spelling of each outcome: the store's
+/// `outcome` column, the report's keys and the metrics' labels all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Match,
+    Diff,
+    CandidateError,
+    CandidateTimeout,
+    CandidateAuthError,
+    CandidateRateLimited,
+    LegacyError,
+    NotJson,
+    TooLarge,
+    MappingError,
+    /// A bug: shadow work panicked; the message is in `reason`.
+    InternalError,
+    /// Eligible for mirroring but not mirrored, for this reason.
+    Skipped(SkipReason),
+}
+
+impl Outcome {
+    /// Every outcome name, in the order reports list them.
+    pub const NAMES: [&'static str; 12] = [
+        "match",
+        "diff",
+        "candidate_error",
+        "candidate_timeout",
+        "candidate_auth_error",
+        "candidate_rate_limited",
+        "legacy_error",
+        "not_json",
+        "too_large",
+        "mapping_error",
+        "internal_error",
+        "skipped",
+    ];
+    /// The outcomes of an exchange whose two answers were compared.
+    pub const COMPARED: [Self; 2] = [Self::Match, Self::Diff];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Match => "match",
+            Self::Diff => "diff",
+            Self::CandidateError => "candidate_error",
+            Self::CandidateTimeout => "candidate_timeout",
+            Self::CandidateAuthError => "candidate_auth_error",
+            Self::CandidateRateLimited => "candidate_rate_limited",
+            Self::LegacyError => "legacy_error",
+            Self::NotJson => "not_json",
+            Self::TooLarge => "too_large",
+            Self::MappingError => "mapping_error",
+            Self::InternalError => "internal_error",
+            Self::Skipped(_) => "skipped",
+        }
+    }
+
+    /// `match` or `diff`: both answers were received and compared.
+    pub fn is_compared(self) -> bool {
+        matches!(self, Self::Match | Self::Diff)
+    }
+}
+
+/// Why an eligible exchange was not mirrored (outcome `skipped`). [`SkipReason::as_str`] is
+/// both the stored reason and the `reason` label of `shadowdiff_shadow_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// `[shadow] max_in_flight` candidate calls were already running.
+    Overload,
+    /// Mirroring is paused after a candidate 429.
+    RateLimited,
+    /// `[shadow] max_rps` reached.
+    MaxRps,
+    /// The candidate request template names a value this request lacks.
+    Template,
+    /// The caller went away before legacy's answer was complete.
+    CallerAborted,
+    /// The path climbs above its root (`..`): never sent to the candidate.
+    UnsafePath,
+    /// `[shadow] max_bytes_in_flight` could not hold the bodies.
+    Memory,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Overload => "overload",
+            Self::RateLimited => "rate_limited",
+            Self::MaxRps => "max_rps",
+            Self::Template => "template",
+            Self::CallerAborted => "caller_aborted",
+            Self::UnsafePath => "unsafe_path",
+            Self::Memory => "memory",
+        }
+    }
+}
+
+/// The name reports and metrics give the requests that matched no route.
+pub const UNMATCHED: &str = "(unmatched)";
+
+/// A route as reports, filters and the store's aggregates name it: a configured route or
+/// "unmatched". The one encoding of "unmatched" in the code; the store maps it to its columns
+/// (SQL `NULL` in `exchanges`, `''` in the aggregate tables) in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey(Option<String>);
+
+impl RouteKey {
+    pub fn named(name: impl Into<String>) -> Self {
+        Self(Some(name.into()))
+    }
+
+    pub fn unmatched() -> Self {
+        Self(None)
+    }
+
+    /// From a record's optional route.
+    pub fn from_route(route: Option<&str>) -> Self {
+        Self(route.map(str::to_owned))
+    }
+
+    /// From what a user typed (`--route`): [`UNMATCHED`] means the unmatched requests.
+    pub fn parse(s: &str) -> Self {
+        if s == UNMATCHED {
+            Self(None)
+        } else {
+            Self(Some(s.to_owned()))
+        }
+    }
+
+    /// The configured route's name; `None` for unmatched requests.
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// The name shown to people and in metric labels.
+    pub fn label(&self) -> &str {
+        self.0.as_deref().unwrap_or(UNMATCHED)
+    }
+}
+
+impl From<&str> for RouteKey {
+    fn from(s: &str) -> Self {
+        Self::parse(s)
+    }
+}
+
+impl From<String> for RouteKey {
+    fn from(s: String) -> Self {
+        Self::parse(&s)
+    }
+}
+
+/// Who an exchange is, known before either side answers.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub started_at: SystemTime,
+    pub request_id: String,
+    pub route: Option<String>,
+    pub method: String,
+    /// Path without the query string (queries can carry credentials).
+    pub path: String,
+    pub account: Option<String>,
+}
+
+/// One side's response as stored (already redacted).
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    pub side: &'static str,
+    pub status: Option<u16>,
+    pub headers: Value,
+    /// The redacted JSON text and its hash; `None` for a body that is not JSON (not kept).
+    pub body: Option<BodyText>,
+}
+
+/// A body's text with its content hash: the same text is stored once.
+#[derive(Debug, Clone)]
+pub struct BodyText {
+    pub text: Arc<str>,
+    pub hash: u128,
+}
+
+impl BodyText {
+    pub fn new(text: String) -> Self {
+        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        Self {
+            text: text.into(),
+            hash,
+        }
+    }
+}
+
+/// One exchange, ready to be written (already redacted).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub meta: Meta,
+    pub legacy_status: Option<u16>,
+    pub candidate_status: Option<u16>,
+    pub legacy_ms: Option<f64>,
+    pub candidate_ms: Option<f64>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub diff_count: usize,
+    /// Shared with the comparison memo: identical pairs reuse one list.
+    pub diffs: Arc<Vec<Difference>>,
+    /// Field patterns present in either body of a compared exchange.
+    pub present: Arc<Vec<String>>,
+    pub bodies: Vec<StoredBody>,
+    /// The version of the mappings applied (`None` without mappings).
+    pub mapping_version: Option<String>,
+}
+
+/// The fields that differed between two legacy answers to one request (noise learning).
+#[derive(Debug, Clone)]
+pub struct NoiseSample {
+    pub route: RouteKey,
+    pub at: SystemTime,
+    pub fields: Vec<String>,
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds (sortable as text): the store's timestamps
+/// and the report's window.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The hour a time falls in, as the store's hourly aggregates key it (`2026-11-29T13`).
+pub fn hour(t: SystemTime) -> String {
+    let mut s = rfc3339(t);
+    s.truncate(13);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_are_the_one_spelling() {
+        let all = [
+            Outcome::Match,
+            Outcome::Diff,
+            Outcome::CandidateError,
+            Outcome::CandidateTimeout,
+            Outcome::CandidateAuthError,
+            Outcome::CandidateRateLimited,
+            Outcome::LegacyError,
+            Outcome::NotJson,
+            Outcome::TooLarge,
+            Outcome::MappingError,
+            Outcome::InternalError,
+            Outcome::Skipped(SkipReason::Memory),
+        ];
+        let names: Vec<&str> = all.iter().map(|o| o.as_str()).collect();
+        assert_eq!(names, Outcome::NAMES);
+        assert!(Outcome::COMPARED.iter().all(|o| o.is_compared()));
+    }
+
+    #[test]
+    fn one_encoding_of_unmatched() {
+        assert_eq!(RouteKey::parse(UNMATCHED), RouteKey::unmatched());
+        assert_eq!(RouteKey::from_route(None).label(), UNMATCHED);
+        assert_eq!(RouteKey::parse("users").name(), Some("users"));
+        assert_eq!(hour(std::time::UNIX_EPOCH), "1970-01-01T00");
+    }
+}

@@ -1,0 +1,146 @@
+//! Reloading the configuration into a running server (SIGHUP, `POST /api/reload`): load →
+//! refuse changes to settings only read at start-up → swap.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::shadow::Shadow;
+
+/// Why a reload changed nothing (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("running on built-in defaults: there is no config file to reload")]
+    NoConfigFile,
+    #[error("reload task failed: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{} changed; these take effect on restart only (nothing was reloaded)", .0.join(", "))]
+    StartupOnly(Vec<&'static str>),
+}
+
+/// Reloads the config file (with its accounts and mappings) into the running server: on
+/// SIGHUP and `POST /api/reload`. A config that fails validation, or that changes a setting
+/// only read at start-up, is refused and the running one stays.
+pub struct Reloader {
+    shadow: Arc<Shadow>,
+    overrides: Overrides,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    pub fn new(shadow: Arc<Shadow>, overrides: Overrides) -> Self {
+        Self {
+            shadow,
+            overrides,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reloads; `Ok` says what is now running, `Err` why nothing changed.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let running = self.shadow.config();
+        let Some(path) = running.source.clone() else {
+            return Err(ReloadError::NoConfigFile);
+        };
+        let ov = self.overrides.clone();
+        // Loading compiles every mapping: off the async runtime.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut cfg = Config::load(&path)?;
+            cfg.apply(&ov)?;
+            Ok::<_, ConfigError>(cfg)
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))??;
+        let changed = startup_only_changes(&running, &loaded);
+        if !changed.is_empty() {
+            return Err(ReloadError::StartupOnly(changed));
+        }
+        crate::telemetry::register_routes(loaded.routes.iter().map(|r| r.name.as_str()));
+        let summary = describe(&loaded);
+        self.shadow.set_config(Arc::new(loaded));
+        tracing::info!(%summary, "config reloaded");
+        Ok(summary)
+    }
+}
+
+/// What a reload put in place: routes and their mapping versions.
+fn describe(cfg: &Config) -> String {
+    let routes: Vec<String> = cfg
+        .routes
+        .iter()
+        .map(|r| match &r.mappings.candidate {
+            Some(c) => format!("{} (mapping {})", r.name, c.version),
+            None => r.name.clone(),
+        })
+        .collect();
+    format!("{} routes: {}", cfg.routes.len(), routes.join(", "))
+}
+
+/// Settings read once at start-up that differ between two configs.
+fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |name: &'static str, same: bool| {
+        if !same {
+            out.push(name);
+        }
+    };
+    check("[proxy] listen", a.proxy.listen == b.proxy.listen);
+    check(
+        "[proxy] drain_timeout",
+        a.proxy.drain_timeout == b.proxy.drain_timeout,
+    );
+    check(
+        "[admin]",
+        a.admin.listen == b.admin.listen && a.admin.token == b.admin.token,
+    );
+    check(
+        "[legacy]",
+        a.legacy.base_url == b.legacy.base_url
+            && a.legacy.ca_file == b.legacy.ca_file
+            && a.legacy.timeout == b.legacy.timeout,
+    );
+    check(
+        "[candidate] base_url/ca_file",
+        a.candidate.base_url == b.candidate.base_url && a.candidate.ca_file == b.candidate.ca_file,
+    );
+    check(
+        "[store] path/queue/retention/max_value_len",
+        a.store.path == b.store.path
+            && a.store.queue == b.store.queue
+            && a.store.retention == b.store.retention
+            && a.store.max_value_len == b.store.max_value_len,
+    );
+    check(
+        "[shadow] threads/priority/max_in_flight/max_rps/max_body",
+        a.shadow.threads == b.shadow.threads
+            && a.shadow.priority == b.shadow.priority
+            && a.shadow.max_in_flight == b.shadow.max_in_flight
+            && a.shadow.max_rps == b.shadow.max_rps
+            && a.shadow.max_body == b.shadow.max_body,
+    );
+    check(
+        "[mappings] workers",
+        a.mappings.workers == b.mappings.workers,
+    );
+    out
+}
+
+/// Reloads the config on every SIGHUP.
+pub async fn on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = reloader.reload().await {
+            tracing::error!(error = %e, "reload refused: the running config stays");
+        }
+    }
+}

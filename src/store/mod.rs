@@ -1,0 +1,91 @@
+//! The store: the only module that knows the storage engine and its tables.
+//!
+//! - writing: one writer thread fed by a bounded channel ([`Store`], [`StoreHandle`]); the proxy
+//!   never waits for the disk;
+//! - reading: the typed query API ([`Reader`]) that reports, the classification, the gate, the
+//!   admin API and the command line use; SQLite implements it today;
+//! - the schema and its version (`schema.rs`), and retention ([`prune_file`]).
+//!
+//! Tables (SQLite): `exchanges` (one row per exchange), `diff_fields` (per exchange, field
+//! pattern and kind: the number of differences), `diffs` (the differences themselves, up to
+//! [`MAX_DIFF_ROWS`] per exchange), `bodies` + `blobs` (kept bodies, each text stored once),
+//! `field_presence` (per route, field pattern and hour: compared exchanges where the field was
+//! present), `noise_samples` + `noise_fields` (noise learned from second legacy calls).
+
+mod prune;
+mod query;
+mod schema;
+mod sqlite;
+mod writer;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+pub use query::{
+    DayRow, DiffRow, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy, NoiseField, NoiseOnly,
+    OutcomeCount, Reader, Side, VersionRow,
+};
+pub use schema::{open, SCHEMA_VERSION};
+pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store {path}: the file cannot be written (read-only file, folder or file system)")]
+    ReadOnly { path: String },
+    #[error("store {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("{0}")]
+    Query(#[from] rusqlite::Error),
+}
+
+/// The route column of the aggregate tables (`field_presence`, `noise_samples`,
+/// `noise_fields`), whose primary keys cannot hold SQL `NULL`: `''` for unmatched requests.
+/// (`exchanges.route` holds `NULL` for them.)
+fn aggregate_key(route: Option<&str>) -> &str {
+    route.unwrap_or("")
+}
+
+/// Opens a store for reading and writing (creating it with its schema when missing), for the
+/// commands that read it.
+pub fn open_reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
+    Ok(Box::new(open(path)?))
+}
+
+/// Opens an existing store read-only, for the admin API (a reader never takes the writer's
+/// lock); `busy` bounds how long a query waits on a checkpoint.
+pub fn open_read_only(
+    path: &Path,
+    busy: std::time::Duration,
+) -> Result<Box<dyn Reader>, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    let _ = conn.busy_timeout(busy);
+    Ok(Box::new(conn))
+}
+
+/// Deletes the exchanges of the store at `path` that started before `cutoff`, with their
+/// differences and bodies; returns how many.
+pub fn prune_file(path: &Path, cutoff: SystemTime) -> Result<usize, StoreError> {
+    let conn = open(path)?;
+    prune::prune(&conn, cutoff).map_err(|source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    })
+}

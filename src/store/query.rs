@@ -1,0 +1,202 @@
+//! The store's query API: what reports, the classification, the gate, the admin API and the
+//! command line read, as typed rows. [`Reader`] is the seam between them and a storage engine;
+//! the SQLite implementation is in `sqlite.rs`. The rows are raw: aggregation beyond SQL's
+//! (parity, classes, percentiles) belongs to the callers, so a second engine implements these
+//! queries once and every report follows.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StoreError;
+use crate::record::RouteKey;
+
+/// The exchanges a query reads.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub from: SystemTime,
+    /// Exclusive.
+    pub to: SystemTime,
+    pub route: Option<RouteKey>,
+    pub account: Option<String>,
+    /// Only exchanges compared with this mapping version.
+    pub mapping_version: Option<String>,
+}
+
+/// What [`Reader::outcome_counts`] groups by besides the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Route,
+    Account,
+}
+
+/// Exchanges with one outcome for one route or account (`key`: `None` for unmatched requests or
+/// exchanges without an account).
+#[derive(Debug, Clone)]
+pub struct OutcomeCount {
+    pub key: Option<String>,
+    /// An [`Outcome`](crate::record::Outcome) name.
+    pub outcome: String,
+    pub n: u64,
+}
+
+/// Noise-only exchanges (outcome `diff`, every difference at a learned noise field) of one
+/// (route, account).
+#[derive(Debug, Clone)]
+pub struct NoiseOnly {
+    pub route: RouteKey,
+    pub account: Option<String>,
+    pub n: u64,
+}
+
+/// Which side's latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Legacy,
+    Candidate,
+}
+
+/// One differing (field pattern, kind) over the filtered exchanges.
+#[derive(Debug, Clone)]
+pub struct FieldRow {
+    pub field: String,
+    pub kind: String,
+    /// Difference rows (an array field can differ several times in one exchange).
+    pub count: u64,
+    /// Exchanges with this difference.
+    pub exchanges: u64,
+    /// The first such exchange.
+    pub example_id: i64,
+}
+
+/// One mapping version seen in the window.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub version: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub compared: u64,
+    pub matched: u64,
+}
+
+/// Compared and matched exchanges of one UTC day (`2026-11-29`).
+#[derive(Debug, Clone)]
+pub struct DayRow {
+    pub day: String,
+    pub compared: u64,
+    pub matched: u64,
+}
+
+/// A field learned as noise on a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoiseField {
+    pub field: String,
+    /// Pairs of legacy answers that differed at this field.
+    pub differed: u64,
+    /// Pairs of legacy answers compared on the route.
+    pub samples: u64,
+    pub last_at: String,
+}
+
+/// An exchange as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeRow {
+    pub id: i64,
+    pub started_at: String,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub account: Option<String>,
+    pub legacy_status: Option<i64>,
+    pub candidate_status: Option<i64>,
+    pub outcome: String,
+    pub diff_count: i64,
+    pub reason: Option<String>,
+}
+
+/// One exchange with its timings and stored differences.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeDetail {
+    pub id: i64,
+    pub started_at: String,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub account: Option<String>,
+    pub legacy_status: Option<i64>,
+    pub candidate_status: Option<i64>,
+    pub legacy_ms: Option<f64>,
+    pub candidate_ms: Option<f64>,
+    pub outcome: String,
+    pub diff_count: i64,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub differences: Vec<DiffRow>,
+}
+
+/// One stored difference; the values are JSON (`None`: absent on that side, or unreadable).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffRow {
+    pub pointer: String,
+    pub field: String,
+    pub kind: String,
+    pub legacy: Option<Value>,
+    pub candidate: Option<Value>,
+}
+
+/// The read side of a store.
+pub trait Reader {
+    /// Exchanges per (`by`, outcome) in the window, zero counts left out.
+    fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError>;
+
+    /// Noise-only exchanges per (route, account) in the window: outcome `diff` with every
+    /// difference at a field that differed at least `min_count` times between two legacy answers.
+    fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError>;
+
+    /// One side's latencies (ms) of the filtered exchanges, sorted; with `step > 1` only those
+    /// whose id is a multiple of `step` (an even, deterministic sample).
+    fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError>;
+
+    /// The differing (field pattern, kind) pairs of the filtered exchanges.
+    fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError>;
+
+    /// The first stored difference of an exchange at a field and kind, as stored JSON text
+    /// (`None` when past the stored rows).
+    fn example(
+        &self,
+        exchange_id: i64,
+        field: &str,
+        kind: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError>;
+
+    /// The mapping versions of the filtered exchanges, oldest first.
+    fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError>;
+
+    /// Compared and matched exchanges per UTC day, in order.
+    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError>;
+
+    /// Fields learned as noise on a route (differed at least `min_count` times), most frequent
+    /// first.
+    fn learned_noise(
+        &self,
+        route: &RouteKey,
+        min_count: u64,
+    ) -> Result<Vec<NoiseField>, StoreError>;
+
+    /// Compared exchanges per field pattern where the field was present, over the hours that
+    /// overlap `[from, to]`.
+    fn presence(
+        &self,
+        route: &RouteKey,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<HashMap<String, u64>, StoreError>;
+
+    /// The latest exchanges, newest first, optionally with one outcome.
+    fn latest(&self, outcome: Option<&str>, limit: usize) -> Result<Vec<ExchangeRow>, StoreError>;
+
+    /// One exchange with up to `max_diffs` of its stored differences, in order.
+    fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError>;
+}

@@ -1,0 +1,189 @@
+//! The SQLite schema, its version, and opening a database with the store's settings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+pub(super) const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS exchanges(
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    route TEXT,
+    method TEXT,
+    path TEXT,
+    account TEXT,
+    legacy_status INTEGER,
+    candidate_status INTEGER,
+    legacy_ms REAL,
+    candidate_ms REAL,
+    outcome TEXT NOT NULL,
+    diff_count INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    request_id TEXT,
+    mapping_version TEXT
+);
+-- Windows (prune, overall latency), per-route windows (trend, latency), and counts per
+-- (route, outcome) and (account, outcome) without sorting.
+CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
+CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
+CREATE INDEX IF NOT EXISTS exchanges_route_outcome ON exchanges(route, outcome, started_at);
+CREATE INDEX IF NOT EXISTS exchanges_account_outcome ON exchanges(account, outcome, started_at);
+-- One row per (exchange, field pattern, kind) with the number of differences: what reports
+-- aggregate, read in index order per route without touching the diffs themselves.
+CREATE TABLE IF NOT EXISTS diff_fields(
+    exchange_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    route TEXT,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(exchange_id, field, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS diff_fields_route ON diff_fields(route, field, kind, started_at, n);
+-- Clustered by exchange: one b-tree insert per row, and an exchange's rows are adjacent.
+CREATE TABLE IF NOT EXISTS diffs(
+    exchange_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    pointer TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    legacy TEXT,
+    candidate TEXT,
+    PRIMARY KEY(exchange_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bodies(
+    exchange_id INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    blob_id INTEGER,
+    PRIMARY KEY(exchange_id, side)
+);
+CREATE INDEX IF NOT EXISTS bodies_blob_id ON bodies(blob_id);
+CREATE TABLE IF NOT EXISTS blobs(
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+-- Per route, field pattern and hour (`2026-11-29T13`): compared exchanges where the field was
+-- present in either body. The denominator of the classification (systematic / sporadic).
+CREATE TABLE IF NOT EXISTS field_presence(
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(route, field, hour)
+) WITHOUT ROWID;
+-- Noise learned from second legacy calls ([diff.noise]): per route, how many pairs of legacy
+-- answers were compared, and per field pattern how many of them differed there.
+CREATE TABLE IF NOT EXISTS noise_samples(
+    route TEXT PRIMARY KEY,
+    samples INTEGER NOT NULL,
+    last_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS noise_fields(
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    differed INTEGER NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY(route, field)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS exchange_bodies AS
+    SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
+    FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
+";
+
+/// Opens the database with the store's settings and schema.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    create_private(path).map_err(|source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
+    conn.set_prepared_statement_cache_capacity(super::writer::ROWS_PER_INSERT + 16);
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    // Pruned rows hold personal data: their bytes are zeroed, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(err)?;
+    migrate(&conn).map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+/// Opens the store for writing and proves that it can be written: a store that only accepts
+/// reads (a read-only file or folder, a full disk) is refused here, at start-up, instead of
+/// losing every exchange later.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open(path)?;
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+        return Err(StoreError::ReadOnly {
+            path: path.display().to_string(),
+        });
+    }
+    // A real write (the schema version in the file's header), committed.
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// The version of this schema, kept in SQLite's `user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the database file, when it does not exist yet, readable and writable by its owner
+/// only (0600): SQLite gives its `-wal` and `-shm` files the same permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Brings a store written by an older version up to the current schema (columns added since).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exchanges')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(());
+    }
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('exchanges')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "mapping_version") {
+        conn.execute_batch("ALTER TABLE exchanges ADD COLUMN mapping_version TEXT")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! The SQLite implementation of the query API ([`Reader`] for a `rusqlite::Connection`).
+//!
+//! Counts per (route or account, outcome) take the distinct pairs from the
+//! `(column, outcome, started_at)` indexes and count each over a range of that index, so
+//! nothing is sorted however large the window; field aggregates read `diff_fields` in the
+//! order of its `(route, field, kind, started_at)` index.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::query::{
+    DayRow, DiffRow, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy, NoiseField, NoiseOnly,
+    OutcomeCount, Reader, Side, VersionRow,
+};
+use super::{aggregate_key, StoreError};
+use crate::record::{hour, rfc3339, Outcome, RouteKey};
+
+/// `outcome IN ('match', 'diff')` and `outcome = 'match'`, from the one spelling of outcomes.
+fn compared_sql(column: &str) -> String {
+    let [m, d] = Outcome::COMPARED.map(Outcome::as_str);
+    format!("{column} IN ('{m}', '{d}')")
+}
+
+fn matched_sql(column: &str) -> String {
+    format!("{column} = '{}'", Outcome::Match.as_str())
+}
+
+/// The conditions of a filter on `exchanges` aliased `e`, and their parameters.
+fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
+    let mut sql = String::from("e.started_at >= ?1 AND e.started_at < ?2");
+    let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
+    if let Some(r) = &f.route {
+        match r.name() {
+            None => sql.push_str(" AND e.route IS NULL"),
+            Some(name) => {
+                params.push(name.to_owned().into());
+                sql.push_str(&format!(" AND e.route = ?{}", params.len()));
+            }
+        }
+    }
+    if let Some(a) = &f.account {
+        params.push(a.clone().into());
+        sql.push_str(&format!(" AND e.account = ?{}", params.len()));
+    }
+    if let Some(v) = &f.mapping_version {
+        params.push(v.clone().into());
+        sql.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
+    }
+    (sql, params)
+}
+
+impl Reader for Connection {
+    fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let pairs: Vec<(Option<String>, String)> = self
+            .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let (cond, params) = where_clause(f);
+        let sql = format!(
+            "SELECT count(*) FROM exchanges e WHERE e.{column} IS ?{} AND e.outcome = ?{} AND {cond}",
+            params.len() + 1,
+            params.len() + 2
+        );
+        let mut q = self.prepare(&sql)?;
+        let mut out = Vec::new();
+        for (key, outcome) in pairs {
+            let mut p = params.clone();
+            p.push(key.clone().map_or(Sql::Null, Into::into));
+            p.push(outcome.clone().into());
+            let n: i64 = q.query_row(params_from_iter(p), |r| r.get(0))?;
+            if n > 0 {
+                out.push(OutcomeCount {
+                    key,
+                    outcome,
+                    n: n as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
+        let any: bool = self.query_row(
+            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= ?1)",
+            [min_count as i64],
+            |r| r.get(0),
+        )?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let (cond, mut params) = where_clause(f);
+        params.push((min_count as i64).into());
+        let n = params.len();
+        let sql = format!(
+            "SELECT e.route, e.account, count(*) FROM exchanges e
+             WHERE {cond} AND e.outcome = '{diff}' AND NOT EXISTS (
+                 SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND x.field NOT IN (
+                     SELECT f.field FROM noise_fields f
+                     WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}))
+             GROUP BY e.route, e.account",
+            diff = Outcome::Diff.as_str()
+        );
+        let mut q = self.prepare(&sql)?;
+        let rows = q.query_map(params_from_iter(params), |r| {
+            Ok(NoiseOnly {
+                route: RouteKey::from_route(r.get::<_, Option<String>>(0)?.as_deref()),
+                account: r.get(1)?,
+                n: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
+        let column = match side {
+            Side::Legacy => "legacy_ms",
+            Side::Candidate => "candidate_ms",
+        };
+        let (cond, params) = where_clause(f);
+        let sampled = if step > 1 {
+            format!(" AND e.id % {step} = 0")
+        } else {
+            String::new()
+        };
+        let mut q = self.prepare(&format!(
+            "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
+        ))?;
+        let v = q
+            .query_map(params_from_iter(params), |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
+    fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
+        let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
+        let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+        if let Some(r) = &f.route {
+            match r.name() {
+                None => cond.push_str(" AND x.route IS NULL"),
+                Some(name) => {
+                    params.push(name.to_owned().into());
+                    cond.push_str(&format!(" AND x.route = ?{}", params.len()));
+                }
+            }
+        }
+        let mut join = String::new();
+        if f.account.is_some() || f.mapping_version.is_some() {
+            join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
+            if let Some(a) = &f.account {
+                params.push(a.clone().into());
+                join.push_str(&format!(" AND e.account = ?{}", params.len()));
+            }
+            if let Some(v) = &f.mapping_version {
+                params.push(v.clone().into());
+                join.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
+            }
+        }
+        let mut q = self.prepare(&format!(
+            "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
+             WHERE {cond} GROUP BY x.field, x.kind"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(FieldRow {
+                    field: r.get(0)?,
+                    kind: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                    exchanges: r.get::<_, i64>(3)? as u64,
+                    example_id: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn example(
+        &self,
+        exchange_id: i64,
+        field: &str,
+        kind: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        let mut q = self.prepare_cached(
+            "SELECT legacy, candidate FROM diffs WHERE exchange_id = ?1 AND field = ?2 AND kind = ?3 ORDER BY seq LIMIT 1",
+        )?;
+        Ok(q.query_row(params![exchange_id, field, kind], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
+    }
+
+    fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&format!(
+            "SELECT e.mapping_version, min(e.started_at), max(e.started_at), sum({}), sum({})
+             FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
+             GROUP BY e.mapping_version ORDER BY min(e.started_at)",
+            compared_sql("e.outcome"),
+            matched_sql("e.outcome")
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(VersionRow {
+                    version: r.get(0)?,
+                    first_seen: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    compared: r.get::<_, i64>(3)? as u64,
+                    matched: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&format!(
+            "SELECT substr(e.started_at, 1, 10) AS day, sum({}), sum({})
+             FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
+            compared_sql("e.outcome"),
+            matched_sql("e.outcome")
+        ))?;
+        let days = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(DayRow {
+                    day: r.get(0)?,
+                    compared: r.get::<_, i64>(1)? as u64,
+                    matched: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(days)
+    }
+
+    fn learned_noise(
+        &self,
+        route: &RouteKey,
+        min_count: u64,
+    ) -> Result<Vec<NoiseField>, StoreError> {
+        let mut q = self.prepare_cached(
+            "SELECT f.field, f.differed, s.samples, f.last_at FROM noise_fields f
+             JOIN noise_samples s ON s.route = f.route
+             WHERE f.route = ?1 AND f.differed >= ?2 ORDER BY f.differed DESC, f.field",
+        )?;
+        let rows = q.query_map(
+            params![aggregate_key(route.name()), min_count as i64],
+            |r| {
+                Ok(NoiseField {
+                    field: r.get(0)?,
+                    differed: r.get::<_, i64>(1)? as u64,
+                    samples: r.get::<_, i64>(2)? as u64,
+                    last_at: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn presence(
+        &self,
+        route: &RouteKey,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let mut q = self.prepare_cached(
+            "SELECT field, sum(n) FROM field_presence WHERE route = ?1 AND hour >= ?2 AND hour <= ?3
+             GROUP BY field",
+        )?;
+        let rows = q.query_map(
+            params![aggregate_key(route.name()), hour(from), hour(to)],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn latest(&self, outcome: Option<&str>, limit: usize) -> Result<Vec<ExchangeRow>, StoreError> {
+        let cond = if outcome.is_some() {
+            "WHERE outcome = ?1"
+        } else {
+            "WHERE ?1 IS NULL"
+        };
+        let mut q = self.prepare(&format!(
+            "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, outcome,
+             diff_count, reason FROM exchanges {cond} ORDER BY id DESC LIMIT {limit}"
+        ))?;
+        let rows = q
+            .query_map([outcome], |r| {
+                Ok(ExchangeRow {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    route: r.get(2)?,
+                    method: r.get(3)?,
+                    path: r.get(4)?,
+                    account: r.get(5)?,
+                    legacy_status: r.get(6)?,
+                    candidate_status: r.get(7)?,
+                    outcome: r.get(8)?,
+                    diff_count: r.get(9)?,
+                    reason: r.get(10)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError> {
+        let row = self
+            .query_row(
+                "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, legacy_ms,
+                 candidate_ms, outcome, diff_count, reason, request_id FROM exchanges WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(ExchangeDetail {
+                        id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        route: r.get(2)?,
+                        method: r.get(3)?,
+                        path: r.get(4)?,
+                        account: r.get(5)?,
+                        legacy_status: r.get(6)?,
+                        candidate_status: r.get(7)?,
+                        legacy_ms: r.get(8)?,
+                        candidate_ms: r.get(9)?,
+                        outcome: r.get(10)?,
+                        diff_count: r.get(11)?,
+                        reason: r.get(12)?,
+                        request_id: r.get(13)?,
+                        differences: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut row) = row else { return Ok(None) };
+        let mut q = self.prepare_cached(
+            "SELECT pointer, field, kind, legacy, candidate FROM diffs WHERE exchange_id = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        row.differences = q
+            .query_map(params![id, max_diffs as i64], |r| {
+                Ok(DiffRow {
+                    pointer: r.get(0)?,
+                    field: r.get(1)?,
+                    kind: r.get(2)?,
+                    legacy: parse(r.get(3)?),
+                    candidate: parse(r.get(4)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(row))
+    }
+}
