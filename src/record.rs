@@ -3,6 +3,8 @@
 //! reader shares (a route key that says "unmatched" one way, and the time format). A leaf: it
 //! imports nothing from the rest of the crate but the diff's [`Difference`].
 
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -239,6 +241,27 @@ pub fn hour(t: SystemTime) -> String {
     let mut s = rfc3339(t);
     s.truncate(13);
     s
+}
+
+/// A new request id: 16 hex digits.
+pub fn request_id() -> String {
+    format!("{:016x}", random_u64())
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+}
+
+/// A pseudo-random u64 (xorshift64*; for sampling and request ids, not for secrets).
+pub fn random_u64() -> u64 {
+    RNG.with(|c| {
+        let mut x = c.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
 #[cfg(test)]

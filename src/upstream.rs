@@ -138,3 +138,15 @@ mod tests {
         assert!(h.contains_key("accept"));
     }
 }
+
+/// The error and its causes on one line ("connection reset by peer" hides two levels deep).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -722,10 +722,65 @@ pub const AUTO_KEYS: [&str; 4] = ["id", "remote_id", "uuid", "key"];
 /// Nesting depth serde_json's parser accepts (its recursion limit).
 pub const MAX_DEPTH: usize = 128;
 
+/// Why a body is not a JSON document we compare.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Nested deeper than the parser's limit ([`MAX_DEPTH`]): refused, never recursed into.
+    #[error("{0}")]
+    TooDeep(serde_json::Error),
+    #[error("{0}")]
+    Invalid(serde_json::Error),
+}
+
 /// Parses a body as JSON with serde_json's nesting limit (128 levels): deeper documents are
 /// refused, never recursed into.
-pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice(bytes)
+pub fn parse_json(bytes: &[u8]) -> Result<Value, JsonError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if nesting_before(bytes, e.line(), e.column()) >= MAX_DEPTH {
+            JsonError::TooDeep(e)
+        } else {
+            JsonError::Invalid(e)
+        }
+    })
+}
+
+/// The deepest nesting of arrays and objects (outside strings) in `bytes` up to the position
+/// serde_json reported an error at (1-based line and byte column): where the parser stopped
+/// on its depth limit, this is the limit.
+fn nesting_before(bytes: &[u8], line: usize, column: usize) -> usize {
+    let (mut l, mut c) = (1, 0);
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if b == b'\n' {
+            l += 1;
+            c = 0;
+        } else {
+            c += 1;
+        }
+        if l > line || (l == line && c > column) {
+            break;
+        }
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 #[cfg(test)]

@@ -282,7 +282,22 @@ fn root_type_change() {
 #[test]
 fn too_deep_documents_are_refused_by_the_parser() {
     let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-    assert!(parse_json(deep.as_bytes()).is_err());
+    assert!(matches!(
+        parse_json(deep.as_bytes()),
+        Err(JsonError::TooDeep(_))
+    ));
+    // At the limit it parses; a syntax error deep inside is not "too deep".
+    let ok = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+    assert!(parse_json(ok.as_bytes()).is_ok());
+    let broken = "[".repeat(40) + "nope" + &"]".repeat(40);
+    assert!(matches!(
+        parse_json(broken.as_bytes()),
+        Err(JsonError::Invalid(_))
+    ));
+    assert!(matches!(
+        parse_json(br#"{"a": "[[[[ not nesting"#),
+        Err(JsonError::Invalid(_))
+    ));
 }
 
 // ----------------------------------------------------------------------------- properties

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::budget::{Held, MemoryBudget};
+use crate::shadow::capture::Captured;
 
 /// The request body forwarded to legacy: bytes already read (when the request is mirrored and
 /// its body was buffered) followed by whatever the caller still sends.
@@ -72,22 +73,6 @@ impl Body for ReqBody {
             }
         }
     }
-}
-
-/// What the tee saw of the legacy body.
-#[derive(Debug, Default)]
-pub enum Captured {
-    /// The whole body (still content-encoded), as the frames came; see [`join`].
-    Complete(Vec<Bytes>),
-    /// The body went past the limit; only its length so far is known.
-    TooLarge { seen: usize },
-    /// Legacy failed mid-body.
-    Error(String),
-    /// The memory budget of the comparisons (`[shadow] max_bytes_in_flight`) could not hold it.
-    OverBudget,
-    /// The caller went away before the body ended.
-    #[default]
-    Aborted,
 }
 
 struct Capture {
@@ -275,21 +260,6 @@ fn complete(c: &mut Capture) -> Captured {
         return Captured::OverBudget;
     }
     Captured::Complete(std::mem::take(&mut c.chunks))
-}
-
-/// Joins captured frames into one buffer (off the request path).
-pub fn join(mut chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks {
-                buf.extend_from_slice(&chunk);
-            }
-            buf.freeze()
-        }
-    }
 }
 
 impl Body for ResBody {

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::record::Outcome;
-use crate::shadow::{self, compare, Decision, LegacyPending, Shadow};
+use crate::shadow::{compare, Decision, LegacyPending, Shadow};
 use crate::translate;
 use crate::upstream::{self, HttpClient};
 use body::{ReqBody, ResBody};
@@ -96,7 +96,7 @@ impl Proxy {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| format!("{:016x}", shadow::random_u64()), str::to_owned);
+            .map_or_else(|| crate::record::request_id(), str::to_owned);
         let span = tracing::info_span!(
             "exchange",
             request_id = %request_id,
@@ -199,16 +199,7 @@ impl Proxy {
                         format!("request body over {} bytes", self.max_body),
                     ));
                 } else {
-                    let route = plan.route;
-                    let cfg = plan.cfg.clone();
-                    let secondary = Shadow::secondary(&cfg, &parts);
-                    mirror = Some((
-                        self.shadow
-                            .spawn_candidate(plan, &parts.headers, head.clone()),
-                        route,
-                        secondary,
-                        cfg,
-                    ));
+                    mirror = Some(self.shadow.start(plan, &parts, head.clone()));
                 }
                 ReqBody::buffered(head, rest)
             }
@@ -220,13 +211,12 @@ impl Proxy {
         match res {
             Err(e) => {
                 tracing::warn!(error = %e, "legacy failed");
-                if let Some((candidate, route, _, cfg)) = mirror {
+                if let Some(mirror) = mirror {
                     let legacy = LegacyPending::Failed {
                         ms,
                         reason: e.to_string(),
                     };
-                    self.shadow
-                        .spawn_compare(meta, route, legacy, candidate, None, cfg);
+                    mirror.finish(meta, legacy);
                 }
                 e.to_response()
             }
@@ -234,7 +224,7 @@ impl Proxy {
                 let (mut rparts, body) = res.into_parts();
                 upstream::strip_hop_by_hop(&mut rparts.headers);
                 let status = rparts.status;
-                let body = if let Some((candidate, route, secondary, cfg)) = mirror {
+                let body = if let Some(mirror) = mirror {
                     let (tee, copy) =
                         ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
                     let legacy = LegacyPending::Response {
@@ -243,8 +233,7 @@ impl Proxy {
                         ms,
                         body: copy,
                     };
-                    self.shadow
-                        .spawn_compare(meta, route, legacy, candidate, secondary, cfg);
+                    mirror.finish(meta, legacy);
                     tee
                 } else {
                     if let Some((outcome, reason)) = skip {
@@ -312,9 +301,9 @@ impl Proxy {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(LegacyError::Timeout(self.timeout)),
             Ok(Err(e)) if is_parse_error(&e) => {
-                Err(LegacyError::InvalidResponse(shadow::error_chain(&e)))
+                Err(LegacyError::InvalidResponse(upstream::error_chain(&e)))
             }
-            Ok(Err(e)) => Err(LegacyError::Unreachable(shadow::error_chain(&e))),
+            Ok(Err(e)) => Err(LegacyError::Unreachable(upstream::error_chain(&e))),
             Ok(Ok(res)) => Ok(res),
         }
     }

@@ -19,15 +19,16 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
+use super::capture::{self, Captured};
 use crate::config::{Bodies, Config};
 use crate::diff::{self, Difference, Kind, Rules, Seg};
 use crate::encoding;
 use crate::mapping::{runner::Runner, Chain};
-use crate::proxy::body::Captured;
 use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
 use crate::redact;
 
-use super::memo;
+use super::memo::Memo;
+use xxhash_rust::xxh3::Xxh3;
 
 pub use crate::record::Meta;
 
@@ -177,7 +178,7 @@ pub fn compare(
     candidate: Candidate,
     rules: &Rules,
     cfg: &Config,
-    memo: Option<(&memo::Memo, Option<usize>)>,
+    memo: Option<(&Memo<Compared>, Option<usize>)>,
     maps: Maps<'_>,
 ) -> Record {
     let mut r = base(meta, Outcome::Match);
@@ -210,7 +211,7 @@ pub fn compare(
         );
     }
     let l_bytes = match l_body {
-        Captured::Complete(chunks) => Some(crate::proxy::body::join(chunks)),
+        Captured::Complete(chunks) => Some(capture::join(chunks)),
         Captured::TooLarge { .. } => None,
         Captured::Error(e) => {
             return outcome(r, Outcome::LegacyError, format!("legacy body failed: {e}"))
@@ -289,7 +290,7 @@ pub fn compare(
     };
     let compared = match memo {
         Some((memo, route)) => {
-            let key = memo::key(
+            let key = memo_key(
                 route,
                 r.mapping_version.as_deref(),
                 &legacy,
@@ -563,8 +564,8 @@ fn parse_body(b: &[u8]) -> Parsed {
     }
     match diff::parse_json(b) {
         Ok(v) => Parsed::Json(v),
-        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Parsed::TooDeep,
-        Err(_) => Parsed::NotJson,
+        Err(diff::JsonError::TooDeep(_)) => Parsed::TooDeep,
+        Err(diff::JsonError::Invalid(_)) => Parsed::NotJson,
     }
 }
 
@@ -627,5 +628,133 @@ fn stored(side: &'static str, s: &Side<'_>, body: Option<BodyText>, cfg: &Config
         status: Some(s.status.as_u16()),
         headers: Value::Object(hs),
         body,
+    }
+}
+
+/// The key of a pair of responses for a route: everything the comparison reads.
+/// `mapping` is the version of the mappings applied (they depend on the account).
+pub(super) fn memo_key(
+    route: Option<usize>,
+    mapping: Option<&str>,
+    legacy: &Side<'_>,
+    candidate: &Side<'_>,
+    cfg: &Config,
+) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
+    let m = mapping.unwrap_or("");
+    h.update(&(m.len() as u64).to_le_bytes());
+    h.update(m.as_bytes());
+    for side in [legacy, candidate] {
+        h.update(&side.status.as_u16().to_le_bytes());
+        let ce = side.headers.get(http::header::CONTENT_ENCODING);
+        for value in std::iter::once(ce.map(|v| v.as_bytes().to_vec())).chain(
+            cfg.diff
+                .headers
+                .iter()
+                .map(|n| header_value(side.headers, n).map(|v| v.to_string().into_bytes())),
+        ) {
+            // Length-prefixed, so that adjacent fields cannot run into each other.
+            let v = value.unwrap_or_default();
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(&v);
+        }
+        h.update(&(side.body.len() as u64).to_le_bytes());
+        h.update(&side.body);
+    }
+    h.digest128()
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+    use crate::shadow::memo::Memo;
+
+    fn exchange(
+        cfg: &Config,
+        memo: &Memo<Compared>,
+        candidate_body: &'static str,
+        date: &str,
+    ) -> crate::record::Record {
+        let meta = Meta {
+            started_at: SystemTime::now(),
+            request_id: "r".into(),
+            route: None,
+            method: "GET".into(),
+            path: "/".into(),
+            account: None,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("date", date.parse().unwrap());
+        let legacy = Legacy::Response {
+            status: StatusCode::OK,
+            headers: headers.clone(),
+            ms: 1.0,
+            body: Captured::Complete(vec![
+                Bytes::from_static(b"{\"a\":1,"),
+                Bytes::from_static(b"\"b\":2}"),
+            ]),
+        };
+        let candidate = Candidate::Response {
+            status: StatusCode::OK,
+            headers,
+            ms: 1.0,
+            body: CandidateBody::Complete(Bytes::from_static(candidate_body.as_bytes())),
+            held: crate::budget::Held::default(),
+        };
+        compare(
+            meta,
+            legacy,
+            candidate,
+            &cfg.diff.rules,
+            cfg,
+            Some((memo, None)),
+            Maps::default(),
+        )
+    }
+
+    #[test]
+    fn the_same_pair_reuses_the_result_and_another_pair_does_not() {
+        let cfg = Config::parse("[store]\nbodies = \"always\"\n", None).unwrap();
+        let memo = Memo::default();
+        let first = exchange(
+            &cfg,
+            &memo,
+            r#"{"a":1,"b":3}"#,
+            "Mon, 01 Jan 2029 00:00:00 GMT",
+        );
+        let second = exchange(
+            &cfg,
+            &memo,
+            r#"{"a":1,"b":3}"#,
+            "Tue, 02 Jan 2029 00:00:00 GMT",
+        );
+        assert_eq!(first.diff_count, 1);
+        assert!(
+            Arc::ptr_eq(&first.diffs, &second.diffs),
+            "the second comparison was not reused"
+        );
+        // Headers stored are each response's own, bodies the shared text.
+        assert_eq!(
+            second.bodies[0].headers["date"],
+            "Tue, 02 Jan 2029 00:00:00 GMT"
+        );
+        assert_eq!(
+            second.bodies[1].body.as_ref().map(|b| &*b.text),
+            Some(r#"{"a":1,"b":3}"#)
+        );
+        let other = exchange(
+            &cfg,
+            &memo,
+            r#"{"a":1,"b":2}"#,
+            "Mon, 01 Jan 2029 00:00:00 GMT",
+        );
+        assert_eq!(other.diff_count, 0);
+        assert_eq!(other.outcome, crate::record::Outcome::Match);
     }
 }

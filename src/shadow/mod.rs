@@ -6,11 +6,10 @@
 //! task that waits for the legacy copy (from the tee) and the candidate's answer, then compares
 //! and hands the record to the store. Nothing here can delay, fail or change the caller's response.
 
+pub mod capture;
 pub mod compare;
 pub mod memo;
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,11 +24,11 @@ use crate::budget::{Held, MemoryBudget};
 use crate::config::{self, Config, Unmatched};
 use crate::diff;
 use crate::mapping::runner::Runner;
-use crate::proxy::body::Captured;
 use crate::record::{RouteKey, SkipReason};
 use crate::store::StoreHandle;
 use crate::translate::{self, CandidateTarget, Context};
 use crate::upstream::{self, HttpClient};
+use capture::Captured;
 use compare::{Candidate, CandidateBody, Legacy, Meta};
 
 /// Longest pause after a candidate 429; a larger Retry-After is capped to this.
@@ -143,7 +142,7 @@ pub struct Shadow {
     pub tracker: Arc<Tracker>,
     /// The background runtime the shadow tasks run on.
     rt: tokio::runtime::Handle,
-    memo: memo::Memo,
+    memo: memo::Memo<compare::Compared>,
     /// Bytes of response bodies held for comparisons (`[shadow] max_bytes_in_flight`).
     pub budget: MemoryBudget,
 }
@@ -180,10 +179,6 @@ impl Shadow {
             memo: memo::Memo::default(),
             budget,
         }
-    }
-
-    pub fn store(&self) -> &StoreHandle {
-        &self.store
     }
 
     /// The current configuration.
@@ -321,7 +316,7 @@ impl Shadow {
     /// the caller. Its answer is compared with the first one to learn which fields are noise.
     /// `cfg` is the configuration the request was decided with. Off (the default) it costs one
     /// comparison on the request path.
-    pub fn secondary(cfg: &Config, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
+    fn secondary(cfg: &Config, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
         let rate = cfg.diff.noise.secondary_sample_rate;
         if rate <= 0.0 || !config::is_safe(&parts.method) || !sampled(rate) {
             return None;
@@ -384,9 +379,29 @@ impl Shadow {
         );
     }
 
+    /// Starts a mirrored exchange: the candidate call goes out now, on a task of its own; the
+    /// comparison starts when the returned [`Mirror`] is given legacy's answer.
+    pub fn start(
+        self: &Arc<Self>,
+        plan: Plan,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Mirror {
+        let route = plan.route;
+        let cfg = plan.cfg.clone();
+        let secondary = Self::secondary(&cfg, parts);
+        Mirror {
+            shadow: self.clone(),
+            candidate: self.spawn_candidate(plan, &parts.headers, body),
+            route,
+            secondary,
+            cfg,
+        }
+    }
+
     /// Builds the candidate request and sends it on a task of its own. The caller's headers are
     /// not copied, except those in `forward_headers` (and `content-type` when there is a body).
-    pub fn spawn_candidate(
+    fn spawn_candidate(
         self: &Arc<Self>,
         plan: Plan,
         caller: &HeaderMap,
@@ -447,7 +462,7 @@ impl Shadow {
                         .client
                         .request(req)
                         .await
-                        .map_err(|e| error_chain(&e))?;
+                        .map_err(|e| upstream::error_chain(&e))?;
                     let (parts, body) = res.into_parts();
                     let hint = body_hint(&parts.headers);
                     if parts.status == StatusCode::TOO_MANY_REQUESTS
@@ -477,7 +492,7 @@ impl Shadow {
     }
 
     /// Waits for both sides, compares, and records. Runs on its own task.
-    pub fn spawn_compare(
+    fn spawn_compare(
         self: &Arc<Self>,
         meta: Meta,
         route: Option<usize>,
@@ -625,7 +640,7 @@ impl Shadow {
         if l_status.as_u16() >= 300 {
             return;
         }
-        let first = crate::proxy::body::join(std::mem::take(chunks));
+        let first = capture::join(std::mem::take(chunks));
         chunks.push(first.clone());
         let a = compare::Side {
             status: *l_status,
@@ -645,6 +660,35 @@ impl Shadow {
                 fields,
             });
         }
+    }
+}
+
+/// A mirrored exchange in flight: the candidate call started, legacy's answer awaited.
+pub struct Mirror {
+    shadow: Arc<Shadow>,
+    candidate: tokio::task::JoinHandle<Candidate>,
+    route: Option<usize>,
+    /// The second legacy call for noise learning, when this exchange was sampled for one.
+    secondary: Option<Request<Full<Bytes>>>,
+    /// The configuration the exchange was decided with.
+    cfg: Arc<Config>,
+}
+
+impl Mirror {
+    /// Hands over legacy's answer: the comparison runs (and is recorded) on its own task.
+    pub fn finish(self, meta: Meta, legacy: LegacyPending) {
+        let secondary = match legacy {
+            LegacyPending::Response { .. } => self.secondary,
+            LegacyPending::Failed { .. } => None,
+        };
+        self.shadow.spawn_compare(
+            meta,
+            self.route,
+            legacy,
+            self.candidate,
+            secondary,
+            self.cfg,
+        );
     }
 }
 
@@ -742,18 +786,6 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     crate::redact::scrub_message(text)
 }
 
-/// The error and its causes on one line ("connection reset by peer" hides two levels deep).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 /// How long a 429 asks us to wait: `Retry-After` (seconds or an HTTP date), `RateLimit-Reset`
 /// (seconds), or the `t` parameter of the structured `RateLimit` header.
 pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
@@ -815,24 +847,9 @@ fn httpdate(v: &str) -> Result<SystemTime, ()> {
     humantime::parse_rfc3339(&s).map_err(|_| ())
 }
 
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-}
-
-/// A pseudo-random u64 (xorshift64*; for sampling and request ids, not for secrets).
-pub fn random_u64() -> u64 {
-    RNG.with(|c| {
-        let mut x = c.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        c.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
-}
-
 fn sampled(rate: f64) -> bool {
-    rate >= 1.0 || (rate > 0.0 && ((random_u64() >> 11) as f64 / (1u64 << 53) as f64) < rate)
+    rate >= 1.0
+        || (rate > 0.0 && ((crate::record::random_u64() >> 11) as f64 / (1u64 << 53) as f64) < rate)
 }
 
 #[cfg(test)]
