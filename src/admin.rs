@@ -44,6 +44,57 @@ pub struct AdminState {
     pub store: Option<Arc<crate::store::StoreStats>>,
 }
 
+/// The body of an admin response as the listener sends it (compressed or not).
+pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long one admin request may take (a report over a large window included) before it is
+/// answered 503.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The admin listener's service: the routes below behind tower-http's layers: the
+/// `Authorization` header marked sensitive (so no trace shows the token), a trace span per
+/// request, gzip for clients that ask for it (the dashboard and the JSON API compress 5-10×),
+/// and a time limit per request.
+pub fn service(
+    state: Arc<AdminState>,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<AdminBody>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Send
+       + Sync
+       + 'static {
+    let svc = tower::ServiceBuilder::new()
+        .map_response(boxed)
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+            ]),
+        )
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .service_fn(move |req: Request<hyper::body::Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+        });
+    hyper_util::service::TowerToHyperService::new(svc)
+}
+
+fn boxed<B>(res: Response<B>) -> Response<AdminBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt as _;
+    res.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
 /// Serves one admin request.
 pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();

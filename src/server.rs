@@ -298,13 +298,7 @@ impl Server {
                 },
                 stop_rx.clone(),
                 graceful.clone(),
-                move |_| {
-                    let admin = admin.clone();
-                    service_fn(move |req| {
-                        let admin = admin.clone();
-                        async move { Ok::<_, Infallible>(admin::handle(admin, req).await) }
-                    })
-                },
+                move |_| admin::service(admin.clone()),
             ))
         });
         self.admin.ready.store(true, Ordering::Release);

@@ -133,6 +133,32 @@ async fn metrics_dashboard_and_api_after_traffic() {
         404
     );
 
+    // Compressed for a client that asks (tower-http on the admin listener), and the same
+    // document once decompressed.
+    let plain = admin_get(admin, "/api/summary?since=1h", Some("s3cret")).await;
+    let gz = send(
+        Request::get(format!("http://{admin}/api/summary?since=1h"))
+            .header("authorization", "Bearer s3cret")
+            .header("accept-encoding", "gzip")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(gz.status, 200);
+    assert_eq!(
+        gz.headers.get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    assert!(gz.body.len() < plain.body.len(), "not compressed");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text)
+        .unwrap();
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&text).unwrap(),
+        serde_json::from_slice(&plain.body).unwrap(),
+    );
+    assert_eq!(a["totals"], b["totals"]);
+
     // The dashboard, server-rendered.
     let page = admin_get(admin, "/", Some("s3cret")).await;
     let html = String::from_utf8(page.body.to_vec()).unwrap();
