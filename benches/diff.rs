@@ -107,27 +107,27 @@ fn bench(c: &mut Criterion) {
         g.sample_size(20);
         g.measurement_time(std::time::Duration::from_secs(3));
         g.bench_function("shadowdiff", |b| {
-            b.iter(|| diff(black_box(l), black_box(r), &rules))
+            b.iter(|| diff(black_box(l), black_box(r), &rules));
         });
         g.bench_function("shadowdiff_aligned", |b| {
-            b.iter(|| diff(black_box(l), black_box(r), &aligned))
+            b.iter(|| diff(black_box(l), black_box(r), &aligned));
         });
         g.bench_function("json_patch", |b| {
-            b.iter(|| json_patch::diff(black_box(l), black_box(r)))
+            b.iter(|| json_patch::diff(black_box(l), black_box(r)));
         });
         g.bench_function("parse_both", |b| {
             b.iter(|| {
                 let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
                 let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
                 (a, b2)
-            })
+            });
         });
         g.bench_function("parse_and_shadowdiff", |b| {
             b.iter(|| {
                 let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
                 let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
                 diff(&a, &b2, &rules).len()
-            })
+            });
         });
         // Field presence counting (classification's denominator), both documents.
         g.bench_function("field_patterns", |b| {
@@ -136,14 +136,14 @@ fn bench(c: &mut Criterion) {
                 p.add(black_box(l), 1000);
                 p.add(black_box(r), 1000);
                 p.list.len()
-            })
+            });
         });
         g.bench_function("parse_and_json_patch", |b| {
             b.iter(|| {
                 let a: Value = serde_json::from_str(black_box(&text_l)).unwrap();
                 let b2: Value = serde_json::from_str(black_box(&text_r)).unwrap();
                 json_patch::diff(&a, &b2).len()
-            })
+            });
         });
         g.finish();
     }

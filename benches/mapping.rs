@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("parse_input", |b| {
-        b.iter(|| serde_json::from_str::<Value>(black_box(&text)).unwrap())
+        b.iter(|| serde_json::from_str::<Value>(black_box(&text)).unwrap());
     });
     for (name, lang, src) in [("jsonata", Lang::Jsonata, JSONATA), ("jq", Lang::Jq, JQ)] {
         let m = compile(lang, src).unwrap();
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         let out = m.apply(&input, &limits).unwrap();
         assert_eq!(out["individuals"].as_array().unwrap().len(), 10_000);
         g.bench_function(format!("engine/{name}"), |b| {
-            b.iter(|| m.apply(black_box(&input), &limits).unwrap())
+            b.iter(|| m.apply(black_box(&input), &limits).unwrap());
         });
         if let Some(r) = &runner {
             let chain = Chain::new(vec![Level {
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     r.run(&chain, black_box(&input), Duration::from_secs(60))
                         .unwrap()
-                })
+                });
             });
         }
     }

@@ -3,10 +3,10 @@
 //! | route | what |
 //! |---|---|
 //! | `/healthz` | the process is up (never needs the token) |
-//! | `/readyz` | accepting traffic and the store writer is running (503 while shutting down) |
+//! | `/readyz` | 200 while serving and the store's writes succeed; 503 `not_ready` while starting or shutting down, 503 `store_failing` (with the error) while writes fail |
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
-//! | `/api/summary?since=1h` | the SPEC §5 report over the window |
+//! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
 //!

@@ -199,21 +199,78 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    use crate::record::{Meta, NoiseSample, Record};
+    use crate::store::{Store, WriterOptions};
+    use std::sync::Arc;
+
+    /// A store written by the writer: `/a` present in 10 compared exchanges of route `r`,
+    /// `/opt` in 4 of them; 5 pairs of legacy answers, all differing at `/ts`, one at `/once`.
+    fn fixture(path: &std::path::Path, now: SystemTime) {
+        let store = Store::open(
+            path,
+            WriterOptions {
+                queue: 64,
+                priority: crate::background::Priority::Normal,
+                retention: Duration::from_secs(3600),
+                max_value_len: 64,
+            },
+        )
+        .unwrap();
+        let h = store.handle();
+        for i in 0..10 {
+            let present: Vec<String> = if i < 4 {
+                vec!["/a".into(), "/opt".into()]
+            } else {
+                vec!["/a".into()]
+            };
+            h.record(Record {
+                meta: Meta {
+                    started_at: now,
+                    request_id: format!("r{i}"),
+                    route: Some("r".into()),
+                    method: "GET".into(),
+                    path: "/r".into(),
+                    account: None,
+                },
+                legacy_status: Some(200),
+                candidate_status: Some(200),
+                legacy_ms: Some(1.0),
+                candidate_ms: Some(1.0),
+                outcome: Outcome::Match,
+                reason: None,
+                diff_count: 0,
+                diffs: Arc::default(),
+                present: Arc::new(present),
+                bodies: vec![],
+                mapping_version: None,
+            });
+        }
+        for i in 0..5 {
+            let mut fields = vec!["/ts".to_owned()];
+            if i == 0 {
+                fields.push("/once".into());
+            }
+            h.noise(NoiseSample {
+                route: RouteKey::named("r"),
+                at: now,
+                fields,
+            });
+        }
+        h.flush_blocking();
+        drop(h);
+        store.close();
+    }
+
     #[test]
     fn thresholds_presence_and_noise() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("c.db")).unwrap();
         let now = SystemTime::now();
-        let hour = &crate::record::hour(now);
-        conn.execute_batch(&format!(
-            "INSERT INTO field_presence VALUES ('r', '/a', '{hour}', 10), ('r', '/opt', '{hour}', 4);
-             INSERT INTO noise_samples VALUES ('r', 5, 'x');
-             INSERT INTO noise_fields VALUES ('r', '/ts', 5, 'x', 'x'), ('r', '/once', 1, 'x', 'x');"
-        ))
-        .unwrap();
+        fixture(&dir.path().join("c.db"), now);
+        let conn = crate::store::open_reader(&dir.path().join("c.db")).unwrap();
+        let conn = &*conn;
         let window = (now - Duration::from_secs(60), now + Duration::from_secs(60));
         let s = Settings::default();
-        let c = RouteClasses::load(&conn, &RouteKey::named("r"), window, 20, true, s).unwrap();
+        let c = RouteClasses::load(conn, &RouteKey::named("r"), window, 20, true, s).unwrap();
         // 9 of the 10 exchanges where /a is present: systematic (0.9 is the threshold).
         let v = c.classify("/a", 9);
         assert_eq!((v.class, v.present), (Class::Systematic, 10));
@@ -233,7 +290,7 @@ mod tests {
             systematic_rate: 0.5,
             noise_min_count: 1,
         };
-        let c = RouteClasses::load(&conn, &RouteKey::named("r"), window, 20, true, strict).unwrap();
+        let c = RouteClasses::load(conn, &RouteKey::named("r"), window, 20, true, strict).unwrap();
         assert_eq!(c.classify("/a", 5).class, Class::Systematic);
         assert_eq!(c.classify("/once", 1).class, Class::Noise);
     }

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of SPEC §3 turned into plain, validated structs.
+//! Configuration: the TOML file (README "Configuration") turned into plain, validated structs.
 //!
 //! Parsing happens once, at start-up. Every string goes through `${VAR}` / `${VAR:-default}`
 //! expansion; durations, sizes, globs, templates and header names are checked while the file is
@@ -660,7 +660,7 @@ impl Config {
     }
 
     /// For `serve`: with both upstreams on the command line and no explicit `--config`, the
-    /// built-in defaults (SPEC §2: "runs without a config file"); otherwise the file. Then the
+    /// built-in defaults (every command runs without a config file); otherwise the file. Then the
     /// command-line overrides.
     pub fn load_or_defaults(
         path: &Path,

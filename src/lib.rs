@@ -3,23 +3,30 @@
 //! Map of the modules, in the order a request meets them:
 //!
 //! - [`config`]: the TOML file (or command-line defaults) turned into plain, validated structs.
+//! - [`server`]: binds the listeners, wires the pieces, owns the shutdown sequence;
+//!   [`reload`] swaps in a new configuration (SIGHUP, `POST /api/reload`).
 //! - [`proxy`]: the caller-facing listener; forwards to legacy and streams its answer back.
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
+//! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`budget`]: the bytes of response bodies held for comparisons, bounded.
 //! - [`encoding`]: Content-Encoding decoding of the copies kept for comparison.
+//! - [`mapping`]: response mappings (JSONata, jq) run in worker processes.
 //! - [`diff`]: pure field diff of two JSON documents under the route's rules.
 //! - [`redact`]: removes secrets and configured fields before anything is stored.
-//! - [`store`]: the SQLite writer thread and retention.
+//! - [`record`]: what an exchange leaves behind (outcome, skip reason, record); a leaf.
+//! - [`store`]: the only module that knows the storage engine: the writer thread, retention,
+//!   and the typed query API ([`store::Reader`]) everything else reads through.
 //! - [`background`]: the lower CPU priority of the shadow threads and the store writer.
-//! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, the dashboard and its JSON API.
 //! - [`telemetry`]: Prometheus metrics with bounded labels.
 //! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
-//! - [`server`]: wires the pieces together and owns the shutdown sequence.
+//! - [`cli`]: the command line, one thin function per command.
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod background;

@@ -48,6 +48,8 @@ impl Outcome {
         "internal_error",
         "skipped",
     ];
+    /// The name of every `Skipped(_)`, whatever the reason.
+    pub const SKIPPED: &'static str = "skipped";
     /// The outcomes of an exchange whose two answers were compared.
     pub const COMPARED: [Self; 2] = [Self::Match, Self::Diff];
 
@@ -64,7 +66,7 @@ impl Outcome {
             Self::TooLarge => "too_large",
             Self::MappingError => "mapping_error",
             Self::InternalError => "internal_error",
-            Self::Skipped(_) => "skipped",
+            Self::Skipped(_) => Self::SKIPPED,
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `shadowdiff_requests_total` | counter | `route`, `outcome` (SPEC §4 outcomes, or `not_mirrored`) |
+//! | `shadowdiff_requests_total` | counter | `route`, `outcome` (the exchange outcomes of `record::Outcome`, or `not_mirrored`) |
 //! | `shadowdiff_upstream_latency_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
 //! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `caller_aborted`, `unsafe_path`, `memory`, `store_queue_full`, `store_write_failed` for noise samples) |
 //! | `shadowdiff_store_queue_depth` | gauge | |
@@ -147,9 +147,9 @@ pub fn exchange(r: &Record) {
     }
     match r.outcome {
         Outcome::Skipped(why) => dropped(why.as_str()),
-        Outcome::TooLarge if r.candidate_ms.is_none() => dropped("too_large"),
+        Outcome::TooLarge if r.candidate_ms.is_none() => dropped(Outcome::TooLarge.as_str()),
         Outcome::MappingError => {
-            metrics::counter!("shadowdiff_mapping_errors_total", "route" => route).increment(1)
+            metrics::counter!("shadowdiff_mapping_errors_total", "route" => route).increment(1);
         }
         _ => {}
     }

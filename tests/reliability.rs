@@ -987,6 +987,7 @@ async fn the_admin_token_is_checked_whatever_its_length() {
 // ------------------------------------------------------------------ soak and SIGKILL
 
 /// Drives `p` with `workers` closed-loop callers until `stop` is set; counts answers.
+#[allow(clippy::needless_pass_by_value)] // each load thread owns its counters
 fn load(
     p: &Proc,
     workers: usize,

@@ -30,7 +30,7 @@ use similar::{Algorithm, DiffOp};
 
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
-/// What kind of difference a field shows (SPEC §4).
+/// What kind of difference a field shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

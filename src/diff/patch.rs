@@ -54,7 +54,7 @@ fn object(
     for (k, cv) in co {
         if !lo.contains_key(k) {
             with_token(path, k, |p| {
-                ops.push(json!({"op": "add", "path": p.as_str(), "value": cv}))
+                ops.push(json!({"op": "add", "path": p.as_str(), "value": cv}));
             });
         }
     }
@@ -86,7 +86,7 @@ fn array(la: &[Value], ca: &[Value], path: &mut String, ops: &mut Vec<Value>) {
             } => {
                 for i in (old_index..old_index + old_len).rev() {
                     at(path, i, &mut |p| {
-                        ops.push(json!({"op": "remove", "path": p.as_str()}))
+                        ops.push(json!({"op": "remove", "path": p.as_str()}));
                     });
                 }
             }
@@ -98,7 +98,7 @@ fn array(la: &[Value], ca: &[Value], path: &mut String, ops: &mut Vec<Value>) {
                 for k in 0..new_len {
                     let v = &ca[new_index + k];
                     at(path, old_index + k, &mut |p| {
-                        ops.push(json!({"op": "add", "path": p.as_str(), "value": v}))
+                        ops.push(json!({"op": "add", "path": p.as_str(), "value": v}));
                     });
                 }
             }
@@ -111,13 +111,13 @@ fn array(la: &[Value], ca: &[Value], path: &mut String, ops: &mut Vec<Value>) {
                 let paired = old_len.min(new_len);
                 for i in (old_index + paired..old_index + old_len).rev() {
                     at(path, i, &mut |p| {
-                        ops.push(json!({"op": "remove", "path": p.as_str()}))
+                        ops.push(json!({"op": "remove", "path": p.as_str()}));
                     });
                 }
                 for k in paired..new_len {
                     let v = &ca[new_index + k];
                     at(path, old_index + k, &mut |p| {
-                        ops.push(json!({"op": "add", "path": p.as_str(), "value": v}))
+                        ops.push(json!({"op": "add", "path": p.as_str(), "value": v}));
                     });
                 }
                 for k in (0..paired).rev() {

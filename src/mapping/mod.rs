@@ -357,6 +357,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[allow(clippy::needless_pass_by_value)] // the cases read better with owned documents
     fn run(lang: Lang, src: &str, input: Value) -> Result<Value, MappingError> {
         compile(lang, src)?.apply(&input, &Limits::new(Duration::from_secs(5)))
     }

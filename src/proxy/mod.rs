@@ -96,7 +96,7 @@ impl Proxy {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| crate::record::request_id(), str::to_owned);
+            .map_or_else(crate::record::request_id, str::to_owned);
         let span = tracing::info_span!(
             "exchange",
             request_id = %request_id,

@@ -1,4 +1,4 @@
-//! Parity reports (SPEC §5): one aggregation, computed in SQL over the store's indexes, rendered
+//! Parity reports: one aggregation, read through the store's query API, rendered
 //! as JSON, Markdown or a self-contained HTML page.
 //!
 //! Definitions: `compared` counts exchanges whose two responses were both received and compared
@@ -67,10 +67,10 @@ impl Counts {
 
     /// Exchanges for which the candidate was called (everything but `skipped`).
     pub fn mirrored(&self) -> u64 {
-        self.exchanges - self.outcomes.get("skipped").copied().unwrap_or(0)
+        self.exchanges - self.outcomes.get(Outcome::SKIPPED).copied().unwrap_or(0)
     }
 
-    /// Exchanges with this outcome (any skip reason for `Skipped`).
+    /// Exchanges with this outcome (all skip reasons together for `Skipped`).
     pub fn outcome(&self, o: Outcome) -> u64 {
         self.outcomes.get(o.as_str()).copied().unwrap_or(0)
     }
@@ -158,7 +158,8 @@ pub struct AccountReport {
     pub counts: Counts,
 }
 
-/// The whole report (SPEC §5 plus `needs_reauth` and per-route `trend`).
+/// The whole report: totals, per route (with fields, noise, mapping versions, trend), per
+/// account, and the accounts that need re-auth (README "Reports and the rollout gate").
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub window: Window,

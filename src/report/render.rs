@@ -200,7 +200,7 @@ pre { background: var(--bg); padding: 8px; border-radius: 6px; overflow-x: auto;
 .del { color: var(--bad); } .add { color: var(--ok); }
 "#;
 
-/// Parity as shown to people: "–" when nothing was compared (the JSON keeps SPEC's 1.0).
+/// Parity as shown to people: "–" when nothing was compared (the JSON keeps 1.0).
 fn parity_text(c: &Counts) -> String {
     if c.compared == 0 {
         "–".to_owned()

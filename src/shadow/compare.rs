@@ -113,6 +113,27 @@ impl Maps<'_> {
         }
     }
 
+    /// Applies each side's chain to its document (a side without a document or a chain is left
+    /// as it is): the mapping step of the proxy's comparison and of the offline `diff`.
+    pub fn apply_both(
+        &self,
+        legacy: Option<Value>,
+        candidate: Option<Value>,
+    ) -> Result<(Option<Value>, Option<Value>), SideMappingError> {
+        let side =
+            |doc: Option<Value>, chain: Option<&Chain>, side: &'static str| match (doc, chain) {
+                (Some(d), Some(ch)) => self
+                    .apply(ch, &d)
+                    .map(Some)
+                    .map_err(|error| SideMappingError { side, error }),
+                (d, _) => Ok(d),
+            };
+        Ok((
+            side(legacy, self.legacy, "legacy")?,
+            side(candidate, self.candidate, "candidate")?,
+        ))
+    }
+
     /// Mappings only run in worker processes: without a runner there is nowhere safe to run one.
     fn apply(&self, chain: &Chain, doc: &Value) -> Result<Value, crate::mapping::MappingError> {
         match self.runner {
@@ -127,6 +148,14 @@ impl Maps<'_> {
 /// A record for an exchange that was not compared after all, for this reason.
 fn skipped(r: Record, why: SkipReason) -> Record {
     outcome(r, Outcome::Skipped(why), why.as_str().to_owned())
+}
+
+/// A mapping that failed, and on which side (`legacy` or `candidate`).
+#[derive(Debug, thiserror::Error)]
+#[error("{side} mapping: {error}")]
+pub struct SideMappingError {
+    pub side: &'static str,
+    pub error: crate::mapping::MappingError,
 }
 
 /// A record for an exchange that was eligible but not mirrored (`skipped`, or `too_large` for a
@@ -519,19 +548,15 @@ fn map_sides(
     c: Option<Value>,
     maps: &Maps<'_>,
 ) -> Result<(Option<Value>, Option<Value>), String> {
-    let side = |doc: Option<Value>, chain: Option<&Chain>, name: &str| match (doc, chain) {
-        (Some(d), Some(ch)) => maps
-            .apply(ch, &d)
-            .map(Some)
-            // The engine's message may quote the document's values: scrubbed before it is
-            // stored as the exchange's reason.
-            .map_err(|e| format!("{name}: {}", redact::scrub_message(&e.to_string()))),
-        (d, _) => Ok(d),
-    };
-    Ok((
-        side(l, maps.legacy, "legacy")?,
-        side(c, maps.candidate, "candidate")?,
-    ))
+    // The engine's message may quote the document's values: scrubbed before it is stored as
+    // the exchange's reason.
+    maps.apply_both(l, c).map_err(|e| {
+        format!(
+            "{}: {}",
+            e.side,
+            redact::scrub_message(&e.error.to_string())
+        )
+    })
 }
 
 fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {

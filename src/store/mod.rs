@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 pub use query::{
-    DayRow, DiffRow, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy, NoiseField, NoiseOnly,
-    OutcomeCount, Reader, Side, VersionRow,
+    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 pub use schema::{open, SCHEMA_VERSION};
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};

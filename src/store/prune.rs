@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::record::rfc3339;
 
 /// Deletes exchanges that started before `cutoff`, with their diffs and bodies, in batches.
-pub fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
+pub(super) fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
     let cutoff = rfc3339(cutoff);
     let mut total = 0;
     loop {

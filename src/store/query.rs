@@ -146,6 +146,9 @@ pub struct DiffRow {
     pub candidate: Option<Value>,
 }
 
+/// A stored difference's legacy and candidate values, as stored JSON text.
+pub type ExampleValues = (Option<String>, Option<String>);
+
 /// The read side of a store.
 pub trait Reader {
     /// Exchanges per (`by`, outcome) in the window, zero counts left out.
@@ -169,7 +172,7 @@ pub trait Reader {
         exchange_id: i64,
         field: &str,
         kind: &str,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError>;
+    ) -> Result<Option<ExampleValues>, StoreError>;
 
     /// The mapping versions of the filtered exchanges, oldest first.
     fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError>;

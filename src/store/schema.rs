@@ -132,7 +132,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 /// Opens the store for writing and proves that it can be written: a store that only accepts
 /// reads (a read-only file or folder, a full disk) is refused here, at start-up, instead of
 /// losing every exchange later.
-pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     let conn = open(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),

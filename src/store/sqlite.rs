@@ -13,8 +13,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::query::{
-    DayRow, DiffRow, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy, NoiseField, NoiseOnly,
-    OutcomeCount, Reader, Side, VersionRow,
+    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
@@ -186,7 +186,7 @@ impl Reader for Connection {
         exchange_id: i64,
         field: &str,
         kind: &str,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+    ) -> Result<Option<ExampleValues>, StoreError> {
         let mut q = self.prepare_cached(
             "SELECT legacy, candidate FROM diffs WHERE exchange_id = ?1 AND field = ?2 AND kind = ?3 ORDER BY seq LIMIT 1",
         )?;

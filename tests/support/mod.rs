@@ -41,6 +41,7 @@ pub struct Reply {
 }
 
 impl Reply {
+    #[allow(clippy::needless_pass_by_value)] // called with `json!(..)` literals
     pub fn json(v: serde_json::Value) -> Self {
         Self {
             status: 200,

@@ -1,0 +1,129 @@
+//! `check`: validate the config and print what it resolves to.
+
+use super::*;
+
+pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(path)?;
+    let (legacy, candidate) = cfg.upstreams()?;
+    println!("{}: ok", path.display());
+    println!(
+        "proxy      {}  (drain {})",
+        cfg.proxy.listen,
+        humantime::format_duration(cfg.proxy.drain_timeout)
+    );
+    println!(
+        "admin      {}",
+        cfg.admin.listen.as_deref().unwrap_or("(disabled)")
+    );
+    println!(
+        "legacy     {legacy}  timeout {}",
+        humantime::format_duration(cfg.legacy.timeout)
+    );
+    let set: Vec<&str> = cfg
+        .candidate
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let fwd: Vec<&str> = cfg
+        .candidate
+        .forward_headers
+        .iter()
+        .map(http::HeaderName::as_str)
+        .collect();
+    println!(
+        "candidate  {candidate}  timeout {}  sets [{}]  forwards [{}]",
+        humantime::format_duration(cfg.candidate.timeout),
+        set.join(", "),
+        fwd.join(", ")
+    );
+    if let Some(a) = &cfg.accounts {
+        println!("accounts   {:?}  ({} accounts)", a.source, a.len());
+    }
+    let s = &cfg.shadow;
+    println!(
+        "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {} B  unmatched {:?}  backoff_on_429 {}  threads {}  priority {:?}",
+        s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429, s.threads, s.priority
+    );
+    println!(
+        "store      {}  retention {}  bodies {:?}",
+        cfg.store.path.display(),
+        humantime::format_duration(cfg.store.retention),
+        cfg.store.bodies
+    );
+    println!("routes ({}):", cfg.routes.len());
+    for r in &cfg.routes {
+        let method = r.method.as_ref().map_or("*", http::Method::as_str);
+        let mirror = match r.mirror {
+            Some(true) => "mirror",
+            Some(false) => "no mirror",
+            None => "mirror GET/HEAD",
+        };
+        let cm = r
+            .candidate
+            .method
+            .as_ref()
+            .map_or("(same method)", http::Method::as_str);
+        let cp = r
+            .candidate
+            .path
+            .as_ref()
+            .map_or("(same path)", |t| t.as_str());
+        let q = match &r.candidate.query {
+            None => "(caller's query)".to_owned(),
+            Some(q) => q
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str()))
+                .collect::<Vec<_>>()
+                .join("&"),
+        };
+        println!(
+            "  {:<16} {method} {}  [{mirror}]  -> {cm} {cp} ? {q}",
+            r.name,
+            r.path.as_str()
+        );
+        print_rules("    ", &r.rules);
+        print_mappings("    ", &r.mappings);
+    }
+    println!(
+        "unmatched requests: {:?}; global rules:",
+        cfg.shadow.unmatched
+    );
+    print_rules("    ", &cfg.diff.rules);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn print_mappings(indent: &str, m: &crate::mapping::RouteMappings) {
+    if let Some(c) = &m.candidate {
+        println!("{indent}candidate mapping: {}", c.describe());
+    }
+    for (account, c) in &m.accounts {
+        println!("{indent}  for account {account}: {}", c.describe());
+    }
+    if let Some(c) = &m.legacy {
+        println!("{indent}legacy mapping: {}", c.describe());
+    }
+}
+
+pub(super) fn print_rules(indent: &str, r: &diff::Rules) {
+    let globs = |s: &diff::GlobSet| {
+        s.iter()
+            .map(diff::Glob::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let keys: Vec<String> = r
+        .array_keys
+        .iter()
+        .map(|(g, k)| format!("{}={k}", g.as_str()))
+        .collect();
+    println!(
+        "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}  auto_keys {}",
+        globs(&r.ignore),
+        keys.join(", "),
+        globs(&r.unordered),
+        r.number_tolerance,
+        r.null_equals_missing,
+        r.auto_keys
+    );
+}

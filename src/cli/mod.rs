@@ -1,0 +1,374 @@
+//! The command line: the clap types, and one thin function per command (in the files beside
+//! this one) that calls into the library:
+//! `serve`, `demo`, `check`, `map`, `diff`, `report`, `gate`, `prune` (and the hidden
+//! `mapping-worker`, the process the proxy runs mappings in).
+//!
+//! Exit codes: 0 success or positive verdict, 1 negative verdict (differences found), 2 bad
+//! usage or invalid config, 3 any other failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::classify;
+use crate::config::{self, Config, ConfigError, Overrides};
+use crate::diff;
+use crate::gate;
+use crate::record::{rfc3339, RouteKey};
+use crate::report;
+use crate::server::{self, Server};
+use crate::shadow::compare::Maps;
+use crate::store;
+
+mod check;
+mod offline;
+mod serve;
+mod store_cmds;
+
+use check::check;
+use offline::{diff_files, map_cmd};
+use serve::{demo, serve};
+use store_cmds::{gate_cmd, prune, report_cmd};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shadowdiff",
+    version,
+    about = "Parallel-run shadow proxy and JSON diff for API migrations"
+)]
+pub struct Cli {
+    /// Config file [default: config/shadowdiff.toml].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and the admin listener until SIGINT/SIGTERM.
+    Serve {
+        /// Proxy listen address (overrides [proxy] listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Legacy base URL (overrides [legacy] base_url).
+        #[arg(long)]
+        legacy: Option<String>,
+        /// Candidate base URL (overrides [candidate] base_url).
+        #[arg(long)]
+        candidate: Option<String>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Admin listen address (overrides [admin] listen; "" disables it).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Self-contained tour: fake legacy and candidate APIs on loopback, the proxy, traffic, a
+    /// parity report and the gate verdict. Needs no config file.
+    Demo {
+        /// Requests to send through the proxy.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Where reports/demo.html, demo.json and the demo's store go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Validate the config, compile every rule and mapping, print the resolved routes.
+    Check,
+    /// Apply a route's candidate mapping chain to a file and print the result.
+    Map {
+        input: PathBuf,
+        #[arg(long)]
+        route: String,
+        /// Apply this account's override too.
+        #[arg(long)]
+        account: Option<String>,
+        /// The route's legacy mapping instead of the candidate chain.
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// A mapping worker process (started by the proxy; reads requests on stdin).
+    #[command(hide = true)]
+    MappingWorker,
+    /// Compare two JSON files with the same engine and rules as the proxy.
+    Diff {
+        legacy: PathBuf,
+        candidate: PathBuf,
+        /// Use this route's rules (default: the global [diff] rules).
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+        /// With --route: apply this account's mapping override.
+        #[arg(long)]
+        account: Option<String>,
+        /// With --route: classify each difference from the store over this window
+        /// (systematic, sporadic, noise, or new) [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// SQLite file to classify from (overrides [store] path; skipped when absent).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Parity report over a time window.
+    Report {
+        /// Window ending now, e.g. 24h [default: 24h].
+        #[arg(long, value_parser = config::parse_duration, conflicts_with_all = ["from", "to"])]
+        since: Option<std::time::Duration>,
+        /// Window start (RFC 3339, or a date = midnight UTC); needs --to.
+        #[arg(long, value_parser = parse_time, requires = "to")]
+        from: Option<SystemTime>,
+        /// Window end (exclusive); needs --from.
+        #[arg(long, value_parser = parse_time, requires = "from")]
+        to: Option<SystemTime>,
+        /// Only this route ("(unmatched)" for requests that matched none).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only exchanges compared with this mapping version (see `check`), e.g. the parity
+        /// since the last mapping change.
+        #[arg(long)]
+        mapping_version: Option<String>,
+        /// Output format [default: by --out's extension, else md].
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+        /// Write to this file (parent folders are created) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Check the thresholds of [gate.PHASE]: exit 0 pass, 1 fail.
+    Gate {
+        #[arg(long)]
+        phase: String,
+        /// Window ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Delete exchanges older than the retention.
+    Prune {
+        /// Age limit (default: [store] retention), e.g. 30d.
+        #[arg(long, value_parser = config::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// SQLite file (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, with the exchange span's fields (request id, route, account).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Md,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GateFormat {
+    Text,
+    Json,
+}
+
+/// Parses `--from`/`--to`: RFC 3339 (`2026-11-28T06:00:00Z`) or a date (midnight UTC).
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| format!("invalid time {s:?}: {e} (use e.g. 2026-11-28T06:00:00Z)"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    /// An RFC 6902 JSON Patch from the (normalised) legacy to the (normalised) candidate document.
+    Patch,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let explicit = cli.config.is_some();
+    let config = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            legacy,
+            candidate,
+            db,
+            admin,
+        } => {
+            let ov = Overrides {
+                listen,
+                legacy,
+                candidate,
+                db,
+                admin: None,
+            };
+            serve(&config, explicit, &ov, admin)
+        }
+        Command::Check => check(&config),
+        Command::Map {
+            input,
+            route,
+            account,
+            legacy,
+        } => map_cmd(
+            &config,
+            explicit,
+            &input,
+            &route,
+            account.as_deref(),
+            legacy,
+        ),
+        Command::MappingWorker => {
+            return ExitCode::from(crate::mapping::runner::worker_main() as u8)
+        }
+        Command::Demo { requests, out } => demo(requests, &out),
+        Command::Diff {
+            legacy,
+            candidate,
+            route,
+            account,
+            format,
+            since,
+            db,
+        } => diff_files(
+            &config,
+            explicit,
+            (&legacy, &candidate),
+            (route.as_deref(), account.as_deref()),
+            format,
+            (window(since, None, None), db),
+        ),
+        Command::Report {
+            since,
+            from,
+            to,
+            route,
+            account,
+            mapping_version,
+            format,
+            out,
+            db,
+        } => {
+            let window = window(since, from, to);
+            let filter = report::Filter {
+                from: window.0,
+                to: window.1,
+                route: route.as_deref().map(RouteKey::parse),
+                account,
+                mapping_version,
+            };
+            report_cmd(&config, explicit, &filter, format, out, db)
+        }
+        Command::Gate {
+            phase,
+            since,
+            format,
+            db,
+        } => gate_cmd(
+            &config,
+            explicit,
+            &phase,
+            window(since, None, None),
+            format,
+            db,
+        ),
+        Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain()
+                .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// Bad command-line input (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+fn config_or_defaults(path: &Path, explicit: bool) -> anyhow::Result<Config> {
+    if explicit || path.exists() {
+        Ok(Config::load(path)?)
+    } else {
+        Ok(Config::defaults())
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    diff::parse_json(&bytes)
+        .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())).into())
+}
+
+/// The report window: `--from`/`--to`, or the `--since` (default 24 h) before now.
+fn window(
+    since: Option<std::time::Duration>,
+    from: Option<SystemTime>,
+    to: Option<SystemTime>,
+) -> (SystemTime, SystemTime) {
+    match (from, to) {
+        (Some(f), Some(t)) => (f, t),
+        _ => {
+            let now = SystemTime::now();
+            (now - since.unwrap_or(DEFAULT_WINDOW), now)
+        }
+    }
+}
+
+/// The default report and gate window.
+const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Opens an existing store for reading.
+fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
+    if !path.exists() {
+        return Err(UsageError(format!(
+            "no store at {} (see [store] path or --db)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(store::open_reader(path)?)
+}

@@ -1,0 +1,151 @@
+//! `diff` and `map`: the comparison and the mappings, offline, on files.
+
+use super::*;
+
+pub(super) fn diff_files(
+    config: &Path,
+    explicit: bool,
+    (legacy, candidate): (&Path, &Path),
+    (route, account): (Option<&str>, Option<&str>),
+    format: DiffFormat,
+    (window, db): ((SystemTime, SystemTime), Option<PathBuf>),
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let rules = cfg.rules_for(route).ok_or_else(|| {
+        UsageError(format!(
+            "no route named {:?} in {}",
+            route.unwrap_or(""),
+            config.display()
+        ))
+    })?;
+    let (mut l, mut c) = (read_json(legacy)?, read_json(candidate)?);
+    // The route's mappings, as the proxy applies them.
+    if let Some(r) = route.and_then(|name| cfg.routes.iter().find(|r| r.name == name)) {
+        let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
+        let maps = Maps {
+            candidate: r.mappings.candidate_for(account).map(|c| &**c),
+            legacy: r.mappings.legacy.as_deref(),
+            runner: Some(&runner),
+            timeout: cfg.mappings.timeout,
+        };
+        // Documents in, documents out: `None` never comes back for a side that had one.
+        let (ml, mc) = maps
+            .apply_both(Some(l), Some(c))
+            .map_err(|e| UsageError(e.to_string()))?;
+        (l, c) = (ml.unwrap_or_default(), mc.unwrap_or_default());
+    }
+    if format == DiffFormat::Patch {
+        // The patch turns the normalised legacy document into the normalised candidate one.
+        let (mut l, mut c) = (l, c);
+        diff::normalize::apply(&mut l, &rules.normalize);
+        diff::normalize::apply(&mut c, &rules.normalize);
+        let ops = diff::patch::patch(&l, &c);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Array(ops.clone()))?
+        );
+        return Ok(if ops.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let diffs = diff::diff(&l, &c, rules);
+    match format {
+        DiffFormat::Json => {
+            let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
+            // With a route and a store: each difference's class over the window.
+            let db = db.unwrap_or_else(|| cfg.store.path.clone());
+            if let (Some(route), true) = (route, db.exists()) {
+                let store = store::open_reader(&db)?;
+                let lookup = classify::Lookup::load(&*store, route, window, (&cfg.diff).into())
+                    .with_context(|| format!("reading {}", db.display()))?;
+                for (d, v) in diffs.iter().zip(
+                    out["differences"]
+                        .as_array_mut()
+                        .expect("an array")
+                        .iter_mut(),
+                ) {
+                    v["class"] = json!(lookup.class(&d.field));
+                }
+                out["classification"] = json!({
+                    "route": route,
+                    "from": rfc3339(window.0),
+                    "to": rfc3339(window.1),
+                    "compared": lookup.compared,
+                });
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        DiffFormat::Patch => unreachable!("handled above"),
+        DiffFormat::Text => {
+            for d in &diffs {
+                let show = |v: &Option<serde_json::Value>| {
+                    v.as_ref()
+                        .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
+                };
+                let ptr = if d.pointer.is_empty() {
+                    "(root)"
+                } else {
+                    &d.pointer
+                };
+                println!(
+                    "{:<12} {ptr}  {} -> {}",
+                    d.kind.as_str(),
+                    show(&d.legacy),
+                    show(&d.candidate)
+                );
+            }
+            println!(
+                "{} difference{}",
+                diffs.len(),
+                if diffs.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(super) fn map_cmd(
+    config: &Path,
+    explicit: bool,
+    input: &Path,
+    route: &str,
+    account: Option<&str>,
+    legacy: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let r =
+        cfg.routes.iter().find(|r| r.name == route).ok_or_else(|| {
+            UsageError(format!("no route named {route:?} in {}", config.display()))
+        })?;
+    let chain = if legacy {
+        r.mappings.legacy.as_ref()
+    } else {
+        r.mappings.candidate_for(account)
+    };
+    let Some(chain) = chain else {
+        return Err(UsageError(format!(
+            "route {route:?} has no {} mapping",
+            if legacy { "legacy" } else { "candidate" }
+        ))
+        .into());
+    };
+    let doc = read_json(input)?;
+    eprintln!("{route}: {}", chain.describe());
+    let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
+    match runner.run(chain, &doc, cfg.mappings.timeout) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `serve` and `demo`: the commands that run the proxy.
+
+use super::*;
+
+pub(super) fn serve(
+    path: &Path,
+    explicit: bool,
+    ov: &Overrides,
+    admin: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let ov = Overrides {
+        admin,
+        ..ov.clone()
+    };
+    let cfg = Config::load_or_defaults(path, explicit, &ov)?;
+    // A config that parses but lacks what `serve` needs is a config error too (exit 2).
+    cfg.upstreams()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let failed = rt.block_on(async {
+        let server = Server::bind_with(
+            cfg,
+            crate::server::Options {
+                mapping_worker: None,
+                overrides: ov,
+            },
+        )
+        .await?;
+        eprintln!(
+            "shadowdiff: proxy on http://{}{}",
+            server.proxy_addr(),
+            server
+                .admin_addr()
+                .map(|a| format!(", admin on http://{a}"))
+                .unwrap_or_default()
+        );
+        let summary = server.run(server::shutdown_signal()).await;
+        eprintln!(
+            "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
+            summary.written, summary.dropped, summary.failed, summary.abandoned
+        );
+        Ok::<_, anyhow::Error>(summary.failed)
+    })?;
+    if failed > 0 {
+        // Exchanges were lost to store errors: say so to the supervisor too.
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    eprintln!("shadowdiff demo: fake legacy HRIS API + fake unified API on 127.0.0.1, proxy in front, {requests} requests");
+    let o = rt.block_on(crate::demo::run(requests, out, |sent, total| {
+        use std::io::Write as _;
+        let width = 30;
+        let done = (sent * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
+        eprint!(
+            "\r  [{}{}] {sent}/{total}",
+            "#".repeat(done),
+            " ".repeat(width - done)
+        );
+        let _ = std::io::stderr().flush();
+    }))?;
+    eprintln!();
+    println!("{}", report::render::markdown(&o.report));
+    println!("{}", gate::text(&o.gate));
+    println!("report: {}  (JSON: {})", o.html.display(), o.json.display());
+    println!(
+        "store:  {}  (try: shadowdiff report --db {} --since 1h)",
+        o.db.display(),
+        o.db.display()
+    );
+    println!(
+        "verdict: the gate {} — {}",
+        if o.gate.pass {
+            "passes"
+        } else {
+            "refuses to promote"
+        },
+        if o.gate.pass {
+            "the candidate answers like legacy"
+        } else {
+            "see the differing fields and the accounts that need re-auth above"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,114 @@
+//! `report`, `gate` and `prune`: the commands that read or trim the store.
+
+use super::*;
+
+pub(super) fn prune(
+    config: &Path,
+    explicit: bool,
+    older_than: Option<std::time::Duration>,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let path = db.unwrap_or(cfg.store.path);
+    let age = older_than.unwrap_or(cfg.store.retention);
+    let n = store::prune_file(&path, SystemTime::now() - age)
+        .with_context(|| format!("pruning {}", path.display()))?;
+    println!(
+        "{}: deleted {n} exchange{} older than {age:?}",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn report_cmd(
+    config: &Path,
+    explicit: bool,
+    filter: &report::Filter,
+    format: Option<ReportFormat>,
+    out: Option<PathBuf>,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let opts = report::Options {
+        details: true,
+        classes: (&cfg.diff).into(),
+    };
+    let r = report::build_with(&*store, filter, opts)?;
+    let format = format.unwrap_or_else(|| {
+        match out
+            .as_ref()
+            .and_then(|p| p.extension())
+            .and_then(|e| e.to_str())
+        {
+            Some("html" | "htm") => ReportFormat::Html,
+            Some("json") => ReportFormat::Json,
+            _ => ReportFormat::Md,
+        }
+    });
+    let text = match format {
+        ReportFormat::Json => report::render::json(&r),
+        ReportFormat::Md => report::render::markdown(&r),
+        ReportFormat::Html => report::render::html(&r),
+    };
+    match out {
+        Some(p) => {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "{}: parity {:.2}% over {} compared exchanges",
+                p.display(),
+                r.totals.parity * 100.0,
+                r.totals.compared
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn gate_cmd(
+    config: &Path,
+    explicit: bool,
+    phase: &str,
+    (from, to): (SystemTime, SystemTime),
+    format: GateFormat,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let Some(gate) = cfg.gates.get(phase) else {
+        let known: Vec<&str> = cfg.gates.keys().map(String::as_str).collect();
+        return Err(UsageError(format!(
+            "unknown phase {phase:?}: {} has no [gate.{phase}] (configured: {})",
+            config.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
+    };
+    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let filter = report::Filter {
+        from,
+        to,
+        route: None,
+        account: None,
+        mapping_version: None,
+    };
+    let v = gate::evaluate_with(&*store, phase, gate, &filter, (&cfg.diff).into())?;
+    match format {
+        GateFormat::Text => print!("{}", gate::text(&v)),
+        GateFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+    }
+    Ok(if v.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
