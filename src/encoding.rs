@@ -36,14 +36,14 @@ pub fn decode(
         body = match enc.as_str() {
             "" | "identity" => body,
             "gzip" | "x-gzip" => {
-                read_limited(flate2::read::MultiGzDecoder::new(&body[..]), &enc, limit)?
+                read_decoded(flate2::read::MultiGzDecoder::new(&body[..]), &enc, limit)?
             }
             // "deflate" is zlib-wrapped by the RFC, but some servers send raw deflate.
-            "deflate" => read_limited(flate2::read::ZlibDecoder::new(&body[..]), &enc, limit)
+            "deflate" => read_decoded(flate2::read::ZlibDecoder::new(&body[..]), &enc, limit)
                 .or_else(|_| {
-                    read_limited(flate2::read::DeflateDecoder::new(&body[..]), &enc, limit)
+                    read_decoded(flate2::read::DeflateDecoder::new(&body[..]), &enc, limit)
                 })?,
-            "br" => read_limited(
+            "br" => read_decoded(
                 brotli_decompressor::Decompressor::new(&body[..], 8192),
                 &enc,
                 limit,
@@ -51,7 +51,7 @@ pub fn decode(
             "zstd" => {
                 let dec =
                     zstd::stream::read::Decoder::new(&body[..]).map_err(|e| corrupt(&enc, &e))?;
-                read_limited(dec, &enc, limit)?
+                read_decoded(dec, &enc, limit)?
             }
             other => return Err(DecodeError::Unsupported(other.to_owned())),
         };
@@ -66,7 +66,7 @@ fn corrupt(enc: &str, e: &dyn std::fmt::Display) -> DecodeError {
     }
 }
 
-fn read_limited(r: impl Read, enc: &str, limit: usize) -> Result<Bytes, DecodeError> {
+fn read_decoded(r: impl Read, enc: &str, limit: usize) -> Result<Bytes, DecodeError> {
     let mut out = Vec::new();
     let n = r
         .take(limit as u64 + 1)

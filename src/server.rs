@@ -102,6 +102,18 @@ fn connection_cap(configured: usize, max_in_flight: usize) -> usize {
     cap
 }
 
+/// An upstream client for one side, its error naming the side.
+fn client<B>(
+    side: &'static str,
+    ca: Option<&std::path::Path>,
+) -> Result<upstream::HttpClient<B>, StartError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    upstream::client(ca).map_err(|source| StartError::Client { side, source })
+}
+
 /// What tests (and the demo) need from a running server.
 #[derive(Clone)]
 pub struct Handle {
@@ -124,7 +136,7 @@ pub struct Summary {
     /// Not stored: the queue was full.
     pub dropped: u64,
     /// Not stored: the store failed to write them.
-    pub failed: u64,
+    pub lost: u64,
     /// Exchanges still running when the drain timeout expired.
     pub abandoned: usize,
 }
@@ -170,19 +182,8 @@ impl Server {
                 max_value_len: cfg.store.max_value_len,
             },
         )?;
-        let legacy_client = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| {
-            StartError::Client {
-                side: "legacy",
-                source,
-            }
-        })?;
-        let candidate_client =
-            upstream::client(cfg.candidate.ca_file.as_deref()).map_err(|source| {
-                StartError::Client {
-                    side: "candidate",
-                    source,
-                }
-            })?;
+        let legacy_client = client("legacy", cfg.legacy.ca_file.as_deref())?;
+        let candidate_client = client("candidate", cfg.candidate.ca_file.as_deref())?;
         let priority = cfg.shadow.priority;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.shadow.threads)
@@ -192,13 +193,9 @@ impl Server {
             .build()
             .map_err(StartError::Runtime)?;
         // Second legacy calls (noise learning) go out from the shadow runtime, on a pool of
-        // their own.
-        let legacy_again = upstream::client(cfg.legacy.ca_file.as_deref()).map_err(|source| {
-            StartError::Client {
-                side: "legacy",
-                source,
-            }
-        })?;
+        // their own: a pooled connection's task runs on the runtime that opened it, and the
+        // caller's runtime must not carry shadow work.
+        let legacy_again = client("legacy", cfg.legacy.ca_file.as_deref())?;
         let mapper = match opts.mapping_worker {
             Some(exe) => crate::mapping::runner::Runner::new(exe, cfg.mappings.workers),
             None => crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)
@@ -343,21 +340,21 @@ impl Server {
             .await
             .expect("store close does not panic");
         let summary = Summary {
-            written: stats.written.load(Ordering::Relaxed),
-            dropped: stats.dropped.load(Ordering::Relaxed),
-            failed: stats.failed.load(Ordering::Relaxed),
+            written: stats.written(),
+            dropped: stats.dropped(),
+            lost: stats.lost(),
             abandoned,
         };
-        if summary.failed > 0 {
+        if summary.lost > 0 {
             tracing::error!(
-                lost = summary.failed,
+                lost = summary.lost,
                 "the store could not write every exchange"
             );
         }
         tracing::info!(
             written = summary.written,
             dropped = summary.dropped,
-            failed = summary.failed,
+            failed = summary.lost,
             abandoned,
             "stopped"
         );

@@ -85,6 +85,31 @@ pub fn join(base: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
         .build()
 }
 
+/// The one way a request to an upstream is built: `base`'s path prefix joined with the
+/// caller's path and query, hop-by-hop headers dropped, `Host` set to the upstream's.
+pub fn request<B>(
+    base: &Uri,
+    method: http::Method,
+    path_and_query: &str,
+    mut headers: HeaderMap,
+    body: B,
+) -> Result<http::Request<B>, http::Error> {
+    let uri = join(base, path_and_query)?;
+    strip_hop_by_hop(&mut headers);
+    if let Some(a) = base
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(http::header::HOST, a);
+    }
+    let mut req = http::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus
 /// those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -39,9 +39,9 @@ pub(super) fn serve(
         let summary = server.run(server::shutdown_signal()).await;
         eprintln!(
             "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
-            summary.written, summary.dropped, summary.failed, summary.abandoned
+            summary.written, summary.dropped, summary.lost, summary.abandoned
         );
-        Ok::<_, anyhow::Error>(summary.failed)
+        Ok::<_, anyhow::Error>(summary.lost)
     })?;
     if failed > 0 {
         // Exchanges were lost to store errors: say so to the supervisor too.

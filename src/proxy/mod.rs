@@ -261,9 +261,6 @@ impl Proxy {
         body: ReqBody,
         peer: SocketAddr,
     ) -> Result<Response<Incoming>, LegacyError> {
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri =
-            upstream::join(&self.base, pq).map_err(|e| LegacyError::Request(e.to_string()))?;
         let headers = &mut parts.headers;
         let original_host = headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -286,18 +283,15 @@ impl Proxy {
         if let (false, Some(h)) = (headers.contains_key("x-forwarded-host"), original_host) {
             headers.insert("x-forwarded-host", h);
         }
-        if let Some(a) = self
-            .base
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, a);
-        }
-        let mut req = Request::new(body);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = std::mem::take(&mut parts.headers);
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let req = upstream::request(
+            &self.base,
+            parts.method.clone(),
+            pq,
+            std::mem::take(&mut parts.headers),
+            body,
+        )
+        .map_err(|e| LegacyError::Request(e.to_string()))?;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(LegacyError::Timeout(self.timeout)),
             Ok(Err(e)) if is_parse_error(&e) => {

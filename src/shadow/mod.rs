@@ -6,17 +6,21 @@
 //! task that waits for the legacy copy (from the tee) and the candidate's answer, then compares
 //! and hands the record to the store. Nothing here can delay, fail or change the caller's response.
 
+mod candidate;
 pub mod capture;
 pub mod compare;
 pub mod memo;
+mod noise;
+
+pub use candidate::retry_after;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
@@ -31,10 +35,6 @@ use crate::upstream::{self, HttpClient};
 use capture::Captured;
 use compare::{Candidate, CandidateBody, Legacy, Meta};
 
-/// Longest pause after a candidate 429; a larger Retry-After is capped to this.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// Pause after a 429 that says nothing about when to come back.
-const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Bodies at least this large are compared on the blocking pool, not on a runtime worker.
 const BLOCKING_COMPARE_BYTES: usize = 256 << 10;
 
@@ -311,74 +311,6 @@ impl Shadow {
         }
     }
 
-    /// For a sampled share (`[diff.noise] secondary_sample_rate`) of mirrored GET/HEAD requests:
-    /// the same request again for legacy, sent from the comparison task once legacy has answered
-    /// the caller. Its answer is compared with the first one to learn which fields are noise.
-    /// `cfg` is the configuration the request was decided with. Off (the default) it costs one
-    /// comparison on the request path.
-    fn secondary(cfg: &Config, parts: &http::request::Parts) -> Option<Request<Full<Bytes>>> {
-        let rate = cfg.diff.noise.secondary_sample_rate;
-        if rate <= 0.0 || !config::is_safe(&parts.method) || !sampled(rate) {
-            return None;
-        }
-        let base = cfg.legacy.base_url.as_ref()?;
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri = upstream::join(base, pq).ok()?;
-        let mut headers = parts.headers.clone();
-        upstream::strip_hop_by_hop(&mut headers);
-        if let Some(a) = base
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(http::header::HOST, a);
-        }
-        let mut req = Request::new(Full::new(Bytes::new()));
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        Some(req)
-    }
-
-    /// Sends a second legacy call; `None` when it fails, times out or is too large.
-    async fn legacy_again(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Option<(StatusCode, HeaderMap, Bytes, Held)> {
-        let cfg = self.config();
-        let max_body = cfg.shadow.max_body;
-        let call = async {
-            let res = self.legacy_client.request(req).await.ok()?;
-            let (parts, body) = res.into_parts();
-            let hint = body_hint(&parts.headers);
-            match read_limited(body, max_body, hint, &self.budget)
-                .await
-                .ok()?
-            {
-                (CandidateBody::Complete(b), held) => Some((parts.status, parts.headers, b, held)),
-                _ => None,
-            }
-        };
-        crate::telemetry::secondary_call();
-        tokio::time::timeout(cfg.legacy.timeout, call)
-            .await
-            .ok()
-            .flatten()
-    }
-
-    fn paused(&self) -> bool {
-        let until = self.paused_until.load(Ordering::Relaxed);
-        until != 0 && (self.epoch.elapsed().as_millis() as u64) < until
-    }
-
-    fn pause_for(&self, d: Duration) {
-        let until = (self.epoch.elapsed() + d.min(MAX_BACKOFF)).as_millis() as u64;
-        self.paused_until.fetch_max(until, Ordering::Relaxed);
-        tracing::warn!(
-            pause_ms = d.min(MAX_BACKOFF).as_millis() as u64,
-            "candidate answered 429: mirroring paused"
-        );
-    }
-
     /// Starts a mirrored exchange: the candidate call goes out now, on a task of its own; the
     /// comparison starts when the returned [`Mirror`] is given legacy's answer.
     pub fn start(
@@ -397,98 +329,6 @@ impl Shadow {
             secondary,
             cfg,
         }
-    }
-
-    /// Builds the candidate request and sends it on a task of its own. The caller's headers are
-    /// not copied, except those in `forward_headers` (and `content-type` when there is a body).
-    fn spawn_candidate(
-        self: &Arc<Self>,
-        plan: Plan,
-        caller: &HeaderMap,
-        body: Bytes,
-    ) -> tokio::task::JoinHandle<Candidate> {
-        let cfg = &plan.cfg.candidate;
-        let mut headers = HeaderMap::new();
-        for h in &cfg.forward_headers {
-            for v in caller.get_all(h) {
-                headers.append(h.clone(), v.clone());
-            }
-        }
-        if !body.is_empty() {
-            if let Some(ct) = caller.get(http::header::CONTENT_TYPE) {
-                headers.insert(http::header::CONTENT_TYPE, ct.clone());
-            }
-        }
-        for (k, v) in &cfg.headers {
-            headers.insert(k.clone(), v.clone());
-        }
-        let base = cfg.base_url.clone().expect("checked at start-up");
-        if let Some(host) = base
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(http::header::HOST, host);
-        }
-        let req = upstream::join(&base, &plan.target.path_and_query).and_then(|uri| {
-            let mut req = Request::builder()
-                .method(plan.target.method.clone())
-                .uri(uri)
-                .body(Full::new(body))?;
-            *req.headers_mut() = headers;
-            Ok(req)
-        });
-        let this = self.clone();
-        let guard = self.tracker.track();
-        let cfg_arc = plan.cfg.clone();
-        self.rt.spawn(
-            async move {
-                let _guard = guard;
-                let _permit = plan.permit;
-                let t0 = Instant::now();
-                let ms = || t0.elapsed().as_secs_f64() * 1000.0;
-                let req = match req {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Candidate::Failed {
-                            ms: 0.0,
-                            reason: format!("invalid candidate request: {e}"),
-                        }
-                    }
-                };
-                let timeout = cfg_arc.candidate.timeout;
-                let limit = cfg_arc.shadow.max_body;
-                let call = async {
-                    let res = this
-                        .client
-                        .request(req)
-                        .await
-                        .map_err(|e| upstream::error_chain(&e))?;
-                    let (parts, body) = res.into_parts();
-                    let hint = body_hint(&parts.headers);
-                    if parts.status == StatusCode::TOO_MANY_REQUESTS
-                        && cfg_arc.shadow.backoff_on_429
-                    {
-                        this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
-                    }
-                    let body = read_limited(body, limit, hint, &this.budget)
-                        .await
-                        .map_err(|e| format!("candidate body: {e}"))?;
-                    Ok::<_, String>((parts, body))
-                };
-                match tokio::time::timeout(timeout, call).await {
-                    Err(_) => Candidate::Timeout { ms: ms() },
-                    Ok(Err(reason)) => Candidate::Failed { ms: ms(), reason },
-                    Ok(Ok((parts, (body, held)))) => Candidate::Response {
-                        status: parts.status,
-                        headers: parts.headers,
-                        ms: ms(),
-                        body,
-                        held,
-                    },
-                }
-            }
-            .in_current_span(),
-        )
     }
 
     /// Waits for both sides, compares, and records. Runs on its own task.
@@ -618,51 +458,6 @@ impl Shadow {
     }
 }
 
-impl Shadow {
-    /// Compares legacy's two answers and hands the differing fields to the store.
-    fn learn_noise(
-        &self,
-        meta: &Meta,
-        legacy: &mut Legacy,
-        (status, headers, body, _held): (StatusCode, HeaderMap, Bytes, Held),
-        rules: &diff::Rules,
-        cfg: &Config,
-    ) {
-        let Legacy::Response {
-            status: l_status,
-            headers: l_headers,
-            body: Captured::Complete(chunks),
-            ..
-        } = legacy
-        else {
-            return;
-        };
-        if l_status.as_u16() >= 300 {
-            return;
-        }
-        let first = capture::join(std::mem::take(chunks));
-        chunks.push(first.clone());
-        let a = compare::Side {
-            status: *l_status,
-            headers: l_headers,
-            body: first,
-        };
-        let b = compare::Side {
-            status,
-            headers: &headers,
-            body,
-        };
-        if let Some(fields) = compare::noise_sample(&a, &b, rules, cfg) {
-            tracing::debug!(fields = fields.len(), "noise sample");
-            self.store.noise(crate::record::NoiseSample {
-                route: RouteKey::from_route(meta.route.as_deref()),
-                at: meta.started_at,
-                fields,
-            });
-        }
-    }
-}
-
 /// A mirrored exchange in flight: the candidate call started, legacy's answer awaited.
 pub struct Mirror {
     shadow: Arc<Shadow>,
@@ -716,51 +511,6 @@ fn body_len(l: &Legacy) -> usize {
     }
 }
 
-/// The body length announced by `content-length`, if any.
-fn body_hint(h: &HeaderMap) -> Option<usize> {
-    h.get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Reads a body up to `limit` bytes, every byte taken from `budget` first. With a
-/// `content-length` (`hint`) the buffer is allocated once at its size, not grown by doubling.
-async fn read_limited(
-    mut body: hyper::body::Incoming,
-    limit: usize,
-    hint: Option<usize>,
-    budget: &MemoryBudget,
-) -> Result<(CandidateBody, Held), hyper::Error> {
-    let mut held = budget.hold();
-    if let Some(n) = hint {
-        if n > limit {
-            return Ok((CandidateBody::TooLarge, Held::default()));
-        }
-        if !held.grow(n) {
-            return Ok((CandidateBody::OverBudget, Held::default()));
-        }
-    }
-    let mut buf = BytesMut::with_capacity(hint.unwrap_or(0));
-    while let Some(frame) = body.frame().await {
-        if let Some(d) = frame?.data_ref() {
-            if buf.len() + d.len() > limit {
-                return Ok((CandidateBody::TooLarge, Held::default()));
-            }
-            let beyond = (buf.len() + d.len()).saturating_sub(held.bytes());
-            if beyond > 0 && !held.grow(beyond) {
-                return Ok((CandidateBody::OverBudget, Held::default()));
-            }
-            buf.extend_from_slice(d);
-        }
-    }
-    if !held.complete(buf.len()) {
-        return Ok((CandidateBody::OverBudget, Held::default()));
-    }
-    Ok((CandidateBody::Complete(buf.freeze()), held))
-}
-
 /// Runs a comparison; a panic becomes an `internal_error` record (with the panic's message)
 /// instead of a lost exchange.
 fn caught(meta: Meta, run: impl FnOnce() -> crate::record::Record) -> crate::record::Record {
@@ -786,67 +536,6 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     crate::redact::scrub_message(text)
 }
 
-/// How long a 429 asks us to wait: `Retry-After` (seconds or an HTTP date), `RateLimit-Reset`
-/// (seconds), or the `t` parameter of the structured `RateLimit` header.
-pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(v) = get("retry-after") {
-        if let Ok(s) = v.parse::<u64>() {
-            return Some(Duration::from_secs(s));
-        }
-        if let Ok(t) = humantime::parse_rfc3339_weak(v).or_else(|_| httpdate(v)) {
-            return Some(t.duration_since(SystemTime::now()).unwrap_or_default());
-        }
-    }
-    if let Some(s) = get("ratelimit-reset")
-        .or_else(|| get("x-ratelimit-reset"))
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        // Some APIs send an epoch timestamp here; anything that large is one.
-        if s > 1_000_000_000 {
-            // A hostile value can lie past what SystemTime holds: then it is "as long as
-            // possible" (the pause is capped where it is used), never an overflow.
-            return Some(
-                SystemTime::UNIX_EPOCH
-                    .checked_add(Duration::from_secs(s))
-                    .map_or(Duration::MAX, |at| {
-                        at.duration_since(SystemTime::now()).unwrap_or_default()
-                    }),
-            );
-        }
-        return Some(Duration::from_secs(s));
-    }
-    if let Some(v) = get("ratelimit") {
-        for item in v.split([';', ',']) {
-            if let Some(t) = item
-                .trim()
-                .strip_prefix("t=")
-                .and_then(|t| t.parse::<u64>().ok())
-            {
-                return Some(Duration::from_secs(t));
-            }
-        }
-    }
-    None
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(v: &str) -> Result<SystemTime, ()> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts[..] else {
-        return Err(());
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == mon)
-    .ok_or(())?
-        + 1;
-    let s = format!("{year}-{month:02}-{day:0>2}T{time}Z");
-    humantime::parse_rfc3339(&s).map_err(|_| ())
-}
-
 fn sampled(rate: f64) -> bool {
     rate >= 1.0
         || (rate > 0.0 && ((crate::record::random_u64() >> 11) as f64 / (1u64 << 53) as f64) < rate)
@@ -855,30 +544,6 @@ fn sampled(rate: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let mut h = HeaderMap::new();
-        h.insert("ratelimit-reset", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        let mut h = HeaderMap::new();
-        h.insert("ratelimit", "\"default\";r=0;t=5".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(5)));
-        let mut h = HeaderMap::new();
-        h.insert(
-            "retry-after",
-            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        assert_eq!(retry_after(&HeaderMap::new()), None);
-        // An epoch past what SystemTime holds panicked here (found by tests/parsers_unicode.rs).
-        let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-reset", "18446744073709551615".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::MAX));
-    }
 
     #[test]
     fn a_panicking_comparison_is_recorded_as_internal_error() {

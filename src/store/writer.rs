@@ -40,16 +40,31 @@ enum Msg {
 /// Counters of the writer, shared with the proxy.
 #[derive(Debug, Default)]
 pub struct StoreStats {
-    pub written: AtomicU64,
-    pub dropped: AtomicU64,
-    pub failed: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    lost: AtomicU64,
     /// Records sent and not yet taken by the writer.
-    pub queued: AtomicU64,
+    queued: AtomicU64,
     /// Why the last write failed, until a write succeeds again: `/readyz` says so.
     last_error: Mutex<Option<String>>,
 }
 
 impl StoreStats {
+    /// Exchanges committed.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Exchanges not stored because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Exchanges lost because the store failed to write them.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
     /// `Some(reason)` while the store cannot be written.
     pub fn failure(&self) -> Option<String> {
         self.last_error().clone()
@@ -234,7 +249,7 @@ fn writer(
                     }
                 }
                 Err(e) => {
-                    let lost = stats.failed.fetch_add(n, Ordering::Relaxed) + n;
+                    let lost = stats.lost.fetch_add(n, Ordering::Relaxed) + n;
                     crate::telemetry::store_lost(n);
                     tracing::error!(error = %e, path, lost_in_batch = n, lost_total = lost, "store write failed: exchanges lost");
                     stats.set_failure(Some(e.to_string()));
@@ -519,7 +534,7 @@ mod tests {
         assert_eq!(n, 1);
         drop(h);
         let stats = store.close();
-        assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.written(), 2);
     }
 
     #[test]
@@ -578,6 +593,6 @@ mod tests {
         };
         h.record(record(SystemTime::now()));
         h.record(record(SystemTime::now()));
-        assert_eq!(h.stats().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stats().dropped(), 1);
     }
 }

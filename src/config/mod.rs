@@ -1,0 +1,554 @@
+//! Configuration: the TOML file (README "Configuration") turned into plain, validated structs.
+//!
+//! Parsing happens once, at start-up. Every string goes through `${VAR}` / `${VAR:-default}`
+//! expansion; durations, sizes, globs, templates and header names are checked while the file is
+//! read, so an error names the file, the line and the key. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+use serde::Deserialize;
+
+use crate::background::Priority;
+use crate::diff::{Glob, GlobSet, Rules};
+use crate::translate::{Accounts, CandidateTemplate, PathPattern};
+
+mod raw;
+mod resolve;
+mod values;
+
+pub use values::*;
+/// The default of every key that has one (README "Configuration" lists them with the keys).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const PROXY_LISTEN: &str = "127.0.0.1:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// `[legacy] timeout` and `[candidate] timeout`.
+    pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const LEGACY_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const FORWARD_HEADERS: &[&str] = &["accept", "accept-language", "user-agent"];
+    pub const SAMPLE_RATE: f64 = 1.0;
+    pub const MAX_IN_FLIGHT: usize = 512;
+    /// 0: no limit.
+    pub const MAX_RPS: f64 = 0.0;
+    pub const MAX_BODY: usize = 10 << 20;
+    pub const SHADOW_THREADS: usize = 1;
+    pub const COMPARED_HEADERS: &[&str] = &["content-type"];
+    pub const STORE_PATH: &str = "shadowdiff.db";
+    pub const RETENTION: Duration = Duration::from_secs(30 * 86400);
+    pub const BODIES: super::Bodies = super::Bodies::OnDiff;
+    pub const REDACT_HEADERS: &[&str] = &["authorization", "cookie", "set-cookie", "x-api-key"];
+    pub const STORE_QUEUE: usize = 10_000;
+    pub const MAX_VALUE_LEN: usize = 1024;
+    pub const MAPPINGS_DIR: &str = "mappings";
+    pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const MAPPING_WORKERS: usize = 2;
+
+    /// `[shadow] max_bytes_in_flight`: 256 MiB, and at least room for one comparison of
+    /// `max_body`.
+    pub fn max_bytes_in_flight(max_body: usize) -> usize {
+        (256usize << 20).max(max_body.saturating_mul(crate::budget::COMPARE_COST))
+    }
+}
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/shadowdiff.toml";
+
+/// A configuration that cannot be used. The message names the file, key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    Mirror,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bodies {
+    Never,
+    OnDiff,
+    Always,
+}
+
+/// Caller query parameters the candidate gets by default (routes without a `query` template,
+/// unmatched requests): pagination, sorting and filtering, the parameters that make the two
+/// answers comparable. Credentials (`api_key`, `token`, `signature`, ...) are never on it.
+pub const DEFAULT_FORWARD_QUERY: &[&str] = &[
+    "page",
+    "page_size",
+    "per_page",
+    "limit",
+    "offset",
+    "cursor",
+    "after",
+    "before",
+    "sort",
+    "order",
+    "fields",
+    "include",
+    "expand",
+    "filter",
+    "q",
+    "since",
+    "until",
+    "updated_since",
+    "start_date",
+    "end_date",
+];
+
+/// Criteria to leave a rollout phase (`[gate.NAME]`); evaluated by the `gate` command.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    pub min_compared: Option<u64>,
+    pub min_parity: Option<f64>,
+    pub max_candidate_error_rate: Option<f64>,
+    pub max_auth_error_accounts: Option<u64>,
+    pub max_latency_ratio: Option<f64>,
+    pub routes: BTreeMap<String, GateConfig>,
+}
+
+// ------------------------------------------------------------------------------ resolved
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub legacy: UpstreamConfig,
+    pub candidate: UpstreamConfig,
+    pub accounts: Option<Accounts>,
+    pub shadow: ShadowConfig,
+    pub diff: DiffConfig,
+    pub store: StoreConfig,
+    pub routes: Vec<Route>,
+    pub gates: BTreeMap<String, GateConfig>,
+    pub mappings: crate::mapping::MappingsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: String,
+    /// How long in-flight exchanges may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// Caller connections open at once at most; past it the listener stops accepting (the
+    /// kernel's backlog holds the rest) until one closes.
+    pub max_connections: usize,
+    /// Longest wait for a complete request head, from the moment the connection (or, on a
+    /// kept-alive HTTP/1.1 connection, the previous response) is done.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None` disables the admin listener (`listen = ""`).
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// Scheme, authority and path prefix (without a trailing `/`).
+    pub base_url: Option<Uri>,
+    pub timeout: Duration,
+    /// Longest pause between two pieces of the response body (legacy only; the candidate's
+    /// `timeout` covers its whole answer).
+    pub body_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Set on every request to this upstream (candidate only).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Caller headers copied to this upstream (candidate only).
+    pub forward_headers: Vec<HeaderName>,
+    /// Caller query parameters copied to this upstream on routes without a `query` template
+    /// (candidate only); others are not.
+    pub forward_query: Vec<String>,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    // Header values are credentials: never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("forward_headers", &self.forward_headers)
+            .field("forward_query", &self.forward_query)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShadowConfig {
+    pub sample_rate: f64,
+    pub max_in_flight: usize,
+    /// Candidate calls per second; 0 = unlimited.
+    pub max_rps: f64,
+    pub max_body: usize,
+    /// Bytes of response bodies held for comparisons at once at most (legacy copies and
+    /// candidate bodies); an exchange that would go past it is `skipped` (`memory`).
+    pub max_bytes_in_flight: usize,
+    pub unmatched: Unmatched,
+    pub backoff_on_429: bool,
+    /// Threads of the shadow runtime (candidate calls and comparisons).
+    pub threads: usize,
+    /// CPU priority of the shadow threads and the store writer.
+    pub priority: Priority,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiffConfig {
+    pub rules: Rules,
+    /// Response headers compared besides the status code.
+    pub headers: Vec<HeaderName>,
+    /// A field pattern that differs in at least this share of the compared exchanges where it
+    /// is present is `systematic` (a mapping gap); below, `sporadic` (data drift).
+    pub systematic_rate: f64,
+    pub noise: NoiseConfig,
+}
+
+/// `[diff.noise]`: noise learned from a second legacy call on a sample of mirrored safe requests.
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseConfig {
+    /// Share of mirrored GET/HEAD requests that legacy answers twice (0 = off). Spends legacy
+    /// quota.
+    pub secondary_sample_rate: f64,
+    /// Times a field must have differed between two legacy answers to count as noise.
+    pub min_count: u64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        Self {
+            secondary_sample_rate: 0.0,
+            min_count: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub retention: Duration,
+    pub bodies: Bodies,
+    pub redact_headers: Vec<HeaderName>,
+    pub redact_fields: GlobSet,
+    /// Exchanges waiting for the writer; beyond, they are dropped (and counted).
+    pub queue: usize,
+    /// Longest stored value text (diff values, body sizes are bounded by `max_body`).
+    pub max_value_len: usize,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// `None` matches every method.
+    pub method: Option<Method>,
+    pub path: PathPattern,
+    /// `None`: mirrored when the method is GET or HEAD.
+    pub mirror: Option<bool>,
+    pub candidate: CandidateTemplate,
+    /// Global rules plus the route's own.
+    pub rules: Rules,
+    /// Response mappings (compiled), with their override chains.
+    pub mappings: crate::mapping::RouteMappings,
+}
+
+impl Route {
+    /// Whether a request with this method is mirrored.
+    pub fn mirrors(&self, method: &Method) -> bool {
+        self.mirror.unwrap_or_else(|| is_safe(method))
+    }
+}
+
+/// GET and HEAD: mirrored by default.
+pub fn is_safe(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub legacy: Option<String>,
+    pub candidate: Option<String>,
+    pub db: Option<PathBuf>,
+    /// `""` disables the admin listener.
+    pub admin: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// The configuration with every default, for `serve --legacy URL --candidate URL`.
+    pub fn defaults() -> Self {
+        Self::parse("", None).expect("the defaults are valid")
+    }
+
+    /// For `serve`: with both upstreams on the command line and no explicit `--config`, the
+    /// built-in defaults (every command runs without a config file); otherwise the file. Then the
+    /// command-line overrides.
+    pub fn load_or_defaults(
+        path: &Path,
+        explicit: bool,
+        ov: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = if !explicit && ov.legacy.is_some() && ov.candidate.is_some() {
+            Self::defaults()
+        } else {
+            Self::load(path)?
+        };
+        cfg.apply(ov)?;
+        Ok(cfg)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, ov: &Overrides) -> Result<(), ConfigError> {
+        let bad = |flag: &str, message: String| ConfigError::Invalid {
+            path: flag.to_owned(),
+            message,
+        };
+        if let Some(l) = &ov.listen {
+            self.proxy.listen.clone_from(l);
+        }
+        if let Some(u) = &ov.legacy {
+            self.legacy.base_url = Some(parse_base_url(u).map_err(|m| bad("--legacy", m))?);
+        }
+        if let Some(u) = &ov.candidate {
+            self.candidate.base_url = Some(parse_base_url(u).map_err(|m| bad("--candidate", m))?);
+        }
+        if let Some(db) = &ov.db {
+            self.store.path.clone_from(db);
+        }
+        if let Some(a) = &ov.admin {
+            self.admin.listen = (!a.is_empty()).then(|| a.clone());
+        }
+        Ok(())
+    }
+
+    /// Both upstream URLs, or an error saying which is missing.
+    pub fn upstreams(&self) -> Result<(&Uri, &Uri), ConfigError> {
+        let missing = |key: &str| ConfigError::Invalid {
+            path: self
+                .source
+                .as_ref()
+                .map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string()),
+            message: format!(
+                "{key}: required (or pass --{})",
+                key.trim_start_matches('[').split(']').next().unwrap_or("")
+            ),
+        };
+        Ok((
+            self.legacy
+                .base_url
+                .as_ref()
+                .ok_or_else(|| missing("[legacy] base_url"))?,
+            self.candidate
+                .base_url
+                .as_ref()
+                .ok_or_else(|| missing("[candidate] base_url"))?,
+        ))
+    }
+
+    /// The rules for a route (or the global ones for `None`).
+    pub fn rules_for(&self, route: Option<&str>) -> Option<&Rules> {
+        match route {
+            None => Some(&self.diff.rules),
+            Some(n) => self.routes.iter().find(|r| r.name == n).map(|r| &r.rules),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Some(Path::new("t.toml")))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_accounts_key_never_goes_to_the_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "key_sha256,name\n").unwrap();
+        let text = |fq: &str| {
+            format!("[accounts]\nkey = \"query:page\"\nfile = \"a.csv\"\n[candidate]\n{fq}")
+        };
+        let cfg = dir.path().join("t.toml");
+        let e = Config::parse(&text("forward_query = [\"page\"]\n"), Some(&cfg)).unwrap_err();
+        assert!(e.to_string().contains("accounts key"), "{e}");
+        // Left out of the default list.
+        let c = Config::parse(&text(""), Some(&cfg)).unwrap();
+        assert!(!c.candidate.forward_query.iter().any(|q| q == "page"));
+        assert!(c.candidate.forward_query.iter().any(|q| q == "cursor"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::defaults();
+        assert_eq!(c.proxy.listen, "127.0.0.1:8080");
+        assert_eq!(c.shadow.max_body, 10 << 20);
+        assert_eq!(c.store.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.candidate.forward_headers.len(), 3);
+        assert!(c.candidate.forward_query.iter().any(|q| q == "page"));
+        assert!(!c
+            .candidate
+            .forward_query
+            .iter()
+            .any(|q| q.contains("key") || q.contains("token")));
+        assert!(c.legacy.base_url.is_none());
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |n: &str| (n == "SET").then(|| "v".to_owned());
+        assert_eq!(expand_env("a${SET}b", env).unwrap(), "avb");
+        assert_eq!(expand_env("${UNSET:-d}", env).unwrap(), "d");
+        assert_eq!(expand_env("${SET:-d}", env).unwrap(), "v");
+        assert_eq!(expand_env("$$x", env).unwrap(), "$x");
+        assert!(expand_env("${UNSET}", env).unwrap_err().contains("UNSET"));
+        assert!(expand_env("${SET", env).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert!(parse_size("10XB").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let e = err("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+        assert!(e.contains("t.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_line() {
+        let e = err("[legacy]\nbase_url = \"http://x\"\ntimeout = \"30 parsecs\"\n");
+        assert!(e.contains("line 3") && e.contains("duration"), "{e}");
+        let e = err("[legacy]\nbase_url = \"ftp://x\"\n");
+        assert!(e.contains("line 2") && e.contains("http"), "{e}");
+        let e = err("[diff]\nignore = [\"updated_at\"]\n");
+        assert!(e.contains("line 2") && e.contains("glob"), "{e}");
+        let e = err("[shadow]\nsample_rate = 2.0\n");
+        assert!(e.contains("sample_rate"), "{e}");
+        let e = err("[legacy]\nbase_url = \"${SHADOWDIFF_TEST_SURELY_UNSET}\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("SHADOWDIFF_TEST_SURELY_UNSET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn noise_and_classification_settings() {
+        let c = Config::defaults();
+        assert_eq!(c.diff.systematic_rate, 0.9);
+        assert_eq!(c.diff.noise.secondary_sample_rate, 0.0);
+        assert_eq!(c.diff.noise.min_count, 2);
+        let c = Config::parse(
+            "[diff]\nsystematic_rate = 0.8\n[diff.noise]\nsecondary_sample_rate = 0.05\nmin_count = 3\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.diff.systematic_rate, 0.8);
+        assert_eq!(c.diff.noise.secondary_sample_rate, 0.05);
+        assert_eq!(c.diff.noise.min_count, 3);
+        let e = err("[diff.noise]\nsecondary_sample_rate = 1.5\n");
+        assert!(e.contains("secondary_sample_rate"), "{e}");
+        let e = err("[diff.noise]\nmin_count = 0\n");
+        assert!(e.contains("min_count"), "{e}");
+        let e = err("[diff.noise]\nsample = 0.1\n");
+        assert!(e.contains("line 2") && e.contains("sample"), "{e}");
+        let e =
+            err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.diff]\nsystematic_rate = 0.5\n");
+        assert!(e.contains("[diff] only"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        let ok = "[[routes]]\nname = \"ind\"\npath = \"/individual/{id}\"\n[routes.candidate]\npath = \"/employees/{id}\"\nquery = { q = \"{query.q}\" }\n[routes.diff]\nignore = [\"/x\"]\n";
+        let c = Config::parse(ok, None).unwrap();
+        assert_eq!(c.routes[0].name, "ind");
+        assert!(c.routes[0].mirrors(&Method::GET));
+        assert!(!c.routes[0].mirrors(&Method::POST));
+        let e = err(
+            "\n[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{id}\"\n",
+        );
+        assert!(e.contains("line 3") && e.contains("{id}"), "{e}");
+        let e = err("[[routes]]\nname = \"r\"\npath = \"/a\"\n[routes.candidate]\npath = \"/b/{account.cid}\"\n");
+        assert!(e.contains("[accounts]"), "{e}");
+        let e = err(
+            "[[routes]]\nname = \"r\"\npath = \"/a\"\n[[routes]]\nname = \"r\"\npath = \"/b\"\n",
+        );
+        assert!(e.contains("line 5") && e.contains("same name"), "{e}");
+    }
+
+    #[test]
+    fn normalize_rules_are_read_and_checked() {
+        let c = Config::parse(
+            "[diff]\nnormalize = [{ fields = [\"**/status\"], with = [\"lowercase\", \"trim\"] }]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.diff.rules.normalize.len(), 1);
+        assert_eq!(c.diff.rules.normalize[0].1.len(), 2);
+        let e = err("[diff]\nnormalize = [{ fields = [\"**/status\"], with = [\"uppercase\"] }]\n");
+        assert!(e.contains("line 2") && e.contains("uppercase"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = Config::parse(
+            "[store]\npath = \"data/x.db\"\n",
+            Some(Path::new("/etc/sd/shadowdiff.toml")),
+        )
+        .unwrap();
+        assert_eq!(c.store.path, Path::new("/etc/sd/data/x.db"));
+    }
+}

@@ -1,0 +1,451 @@
+//! From the file as read (`raw.rs`) to the resolved configuration: defaults filled in, paths
+//! made relative to the config file, cross-key rules checked, every error naming its key.
+
+use super::raw::*;
+use super::*;
+
+impl Config {
+    /// Parses config text; `path` is used in messages and to resolve relative paths.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let base_dir = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rel = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let line_of = |offset: usize| text[..offset.min(text.len())].lines().count().max(1);
+
+        let accounts = match raw.accounts {
+            None => None,
+            Some(a) => Some(
+                Accounts::load(a.key.0, &rel(&a.file.0))
+                    .map_err(|e| invalid(format!("[accounts] file: {e}")))?,
+            ),
+        };
+
+        check_array_keys(&raw.diff).map_err(|m| invalid(format!("[diff] array_keys: {m}")))?;
+        let global_rules = rules_of(&raw.diff);
+        let max_body = raw.shadow.max_body.map_or(defaults::MAX_BODY, |s| s.0);
+        let shadow = ShadowConfig {
+            sample_rate: raw.shadow.sample_rate.unwrap_or(defaults::SAMPLE_RATE),
+            max_in_flight: raw.shadow.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT),
+            max_rps: raw.shadow.max_rps.unwrap_or(defaults::MAX_RPS),
+            max_body,
+            // By default room for at least one comparison of max_body.
+            max_bytes_in_flight: raw
+                .shadow
+                .max_bytes_in_flight
+                .map_or_else(|| defaults::max_bytes_in_flight(max_body), |s| s.0),
+            unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
+            backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
+            threads: raw.shadow.threads.unwrap_or(defaults::SHADOW_THREADS),
+            priority: raw.shadow.priority.unwrap_or_default(),
+        };
+        if shadow.threads == 0 {
+            return Err(invalid("[shadow] threads: must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&shadow.sample_rate) {
+            return Err(invalid(format!(
+                "[shadow] sample_rate: {} is not between 0 and 1",
+                shadow.sample_rate
+            )));
+        }
+        if shadow.max_rps < 0.0 || !shadow.max_rps.is_finite() {
+            return Err(invalid(
+                "[shadow] max_rps: must be 0 (unlimited) or positive".into(),
+            ));
+        }
+        let one = shadow.max_body.saturating_mul(crate::budget::COMPARE_COST);
+        if shadow.max_bytes_in_flight < one {
+            return Err(invalid(format!(
+                "[shadow] max_bytes_in_flight: {} is below {} x max_body ({one}): a body of max_body could never be compared",
+                shadow.max_bytes_in_flight,
+                crate::budget::COMPARE_COST
+            )));
+        }
+        if shadow.max_in_flight == 0 {
+            return Err(invalid("[shadow] max_in_flight: must be at least 1".into()));
+        }
+        if let Some(t) = raw
+            .diff
+            .number_tolerance
+            .filter(|t| *t < 0.0 || !t.is_finite())
+        {
+            return Err(invalid(format!(
+                "[diff] number_tolerance: {t} must be zero or positive"
+            )));
+        }
+
+        let share = |key: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            Some(x) => Err(invalid(format!("{key}: {x} must be between 0 and 1"))),
+        };
+        let systematic_rate = share("[diff] systematic_rate", raw.diff.systematic_rate, 0.9)?;
+        let raw_noise = raw.diff.noise.clone().unwrap_or_default();
+        let noise = NoiseConfig {
+            secondary_sample_rate: share(
+                "[diff.noise] secondary_sample_rate",
+                raw_noise.secondary_sample_rate,
+                0.0,
+            )?,
+            min_count: match raw_noise.min_count {
+                Some(0) => {
+                    return Err(invalid("[diff.noise] min_count: must be at least 1".into()))
+                }
+                Some(n) => n,
+                None => NoiseConfig::default().min_count,
+            },
+        };
+
+        let mappings_cfg = crate::mapping::MappingsConfig {
+            dir: rel(raw
+                .mappings
+                .dir
+                .as_ref()
+                .map_or(defaults::MAPPINGS_DIR, |d| d.0.as_str())),
+            environment: raw.mappings.environment.as_ref().map(|e| e.0.clone()),
+            timeout: raw
+                .mappings
+                .timeout
+                .as_ref()
+                .map_or(defaults::MAPPING_TIMEOUT, |d| d.0),
+            workers: raw.mappings.workers.unwrap_or(defaults::MAPPING_WORKERS),
+        };
+        if mappings_cfg.workers == 0 {
+            return Err(invalid("[mappings] workers: must be at least 1".into()));
+        }
+        let source = |table: &str,
+                      file: &Option<Str>,
+                      expr: &Option<Str>,
+                      lang: &Option<Str>|
+         -> Result<Option<crate::mapping::Source>, String> {
+            use crate::mapping::{Lang, Source};
+            match (file, expr) {
+                (Some(_), Some(_)) => Err(format!(
+                    "[{table}] mapping and mapping_expr: set one of them"
+                )),
+                (Some(f), None) => {
+                    if lang.is_some() {
+                        return Err(format!(
+                            "[{table}] mapping_lang: the language of a mapping file comes from its extension"
+                        ));
+                    }
+                    let p = rel(&f.0);
+                    Lang::of_path(&p).ok_or_else(|| {
+                        format!("[{table}] mapping: {:?} must end in .jsonata or .jq", f.0)
+                    })?;
+                    Ok(Some(Source::File(p)))
+                }
+                (None, Some(e)) => {
+                    let l = match lang {
+                        None => Lang::Jsonata,
+                        Some(l) => Lang::parse(&l.0).ok_or_else(|| {
+                            format!("[{table}] mapping_lang: {:?} is not jsonata or jq", l.0)
+                        })?,
+                    };
+                    Ok(Some(Source::Expr(l, e.0.clone())))
+                }
+                (None, None) if lang.is_some() => {
+                    Err(format!("[{table}] mapping_lang: only with mapping_expr"))
+                }
+                (None, None) => Ok(None),
+            }
+        };
+
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            let line = line_of(r.name.span().start);
+            let name = r.name.into_inner().0;
+            let at = |m: String| invalid(format!("line {line}: route {name:?}: {m}"));
+            if name.is_empty() {
+                return Err(at("name must not be empty".into()));
+            }
+            if routes.iter().any(|x| x.name == name) {
+                return Err(at("another route has the same name".into()));
+            }
+            let c = r.candidate.unwrap_or_default();
+            let l = r.legacy.unwrap_or_default();
+            let sources = crate::mapping::Sources {
+                base: source(
+                    "routes.candidate",
+                    &c.mapping,
+                    &c.mapping_expr,
+                    &c.mapping_lang,
+                )
+                .map_err(at)?,
+                legacy: source(
+                    "routes.legacy",
+                    &l.mapping,
+                    &l.mapping_expr,
+                    &l.mapping_lang,
+                )
+                .map_err(at)?,
+            };
+            let mappings = crate::mapping::load_route(&name, &sources, &mappings_cfg)
+                .map_err(|m| at(format!("mapping: {m}")))?;
+            let candidate = CandidateTemplate {
+                method: c.method.map(|m| m.0),
+                path: c.path.map(|p| p.0),
+                query: c
+                    .query
+                    .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
+            };
+            check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
+            check_array_keys(&r.diff).map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
+            let mut rules = global_rules.clone();
+            rules.extend(&rules_of(&r.diff));
+            rules.auto_keys = r.diff.auto_keys.unwrap_or(global_rules.auto_keys);
+            if r.diff.headers.is_some() {
+                return Err(at(
+                    "[routes.diff] headers: response headers to compare are set in [diff] only"
+                        .into(),
+                ));
+            }
+            if r.diff.noise.is_some() || r.diff.systematic_rate.is_some() {
+                return Err(at(
+                    "[routes.diff] noise and systematic_rate are set in [diff] only".into(),
+                ));
+            }
+            routes.push(Route {
+                name,
+                method: r.method.map(|m| m.0),
+                path: r.path.0,
+                mirror: r.mirror,
+                candidate,
+                rules,
+                mappings,
+            });
+        }
+
+        for (key, d) in [
+            (
+                "[proxy] header_read_timeout",
+                &raw.proxy.header_read_timeout,
+            ),
+            ("[proxy] idle_timeout", &raw.proxy.idle_timeout),
+            ("[legacy] body_timeout", &raw.legacy.body_timeout),
+        ] {
+            if d.as_ref().is_some_and(|d| d.0.is_zero()) {
+                return Err(invalid(format!("{key}: must be longer than 0s")));
+            }
+        }
+        let explicit_query = raw.candidate.forward_query.is_some();
+        let mut forward_query: Vec<String> = match raw.candidate.forward_query {
+            Some(v) => v.into_iter().map(|q| q.0).collect(),
+            None => DEFAULT_FORWARD_QUERY
+                .iter()
+                .map(|&q| q.to_owned())
+                .collect(),
+        };
+        if let Some(Accounts {
+            source: crate::translate::KeySource::Query(key),
+            ..
+        }) = &accounts
+        {
+            if explicit_query && forward_query.contains(key) {
+                return Err(invalid(format!(
+                    "[candidate] forward_query: {key:?} is the accounts key (a legacy credential): it never goes to the candidate"
+                )));
+            }
+            forward_query.retain(|q| q != key);
+        }
+        let admin_listen = raw
+            .admin
+            .listen
+            .map_or_else(|| defaults::ADMIN_LISTEN.to_owned(), |s| s.0);
+        let mut candidate_headers = Vec::new();
+        for (k, v) in raw.candidate.headers {
+            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| invalid(format!("[candidate] headers: invalid header name {k:?}")))?;
+            let value = HeaderValue::from_str(&v.0)
+                .map_err(|_| invalid(format!("[candidate] headers.{k}: invalid header value")))?;
+            candidate_headers.push((name, value));
+        }
+        let names = |v: Option<Vec<HeaderNameStr>>, default: &[&'static str]| -> Vec<HeaderName> {
+            match v {
+                Some(v) => v.into_iter().map(|h| h.0).collect(),
+                None => default
+                    .iter()
+                    .copied()
+                    .map(HeaderName::from_static)
+                    .collect(),
+            }
+        };
+
+        Ok(Self {
+            source: path.map(Path::to_path_buf),
+            proxy: ProxyConfig {
+                listen: raw
+                    .proxy
+                    .listen
+                    .map_or_else(|| defaults::PROXY_LISTEN.to_owned(), |s| s.0),
+                drain_timeout: raw
+                    .proxy
+                    .drain_timeout
+                    .map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
+                max_connections: raw
+                    .proxy
+                    .max_connections
+                    .unwrap_or(defaults::MAX_CONNECTIONS)
+                    .max(1),
+                header_read_timeout: raw
+                    .proxy
+                    .header_read_timeout
+                    .map_or(defaults::HEADER_READ_TIMEOUT, |d| d.0),
+                idle_timeout: raw
+                    .proxy
+                    .idle_timeout
+                    .map_or(defaults::IDLE_TIMEOUT, |d| d.0),
+            },
+            admin: AdminConfig {
+                listen: (!admin_listen.is_empty()).then_some(admin_listen),
+                token: raw.admin.token.map(|t| t.0).filter(|t| !t.is_empty()),
+            },
+            legacy: UpstreamConfig {
+                base_url: raw.legacy.base_url.map(|u| u.0),
+                timeout: raw
+                    .legacy
+                    .timeout
+                    .map_or(defaults::UPSTREAM_TIMEOUT, |d| d.0),
+                body_timeout: raw
+                    .legacy
+                    .body_timeout
+                    .map_or(defaults::LEGACY_BODY_TIMEOUT, |d| d.0),
+                ca_file: raw.legacy.ca_file.map(|f| rel(&f.0)),
+                headers: Vec::new(),
+                forward_headers: Vec::new(),
+                forward_query: Vec::new(),
+            },
+            candidate: UpstreamConfig {
+                base_url: raw.candidate.base_url.map(|u| u.0),
+                timeout: raw
+                    .candidate
+                    .timeout
+                    .map_or(defaults::UPSTREAM_TIMEOUT, |d| d.0),
+                ca_file: raw.candidate.ca_file.map(|f| rel(&f.0)),
+                headers: candidate_headers,
+                forward_headers: names(raw.candidate.forward_headers, defaults::FORWARD_HEADERS),
+                body_timeout: Duration::ZERO,
+                forward_query,
+            },
+            accounts,
+            shadow,
+            diff: DiffConfig {
+                rules: global_rules,
+                headers: names(raw.diff.headers, defaults::COMPARED_HEADERS),
+                systematic_rate,
+                noise,
+            },
+            store: StoreConfig {
+                path: rel(raw
+                    .store
+                    .path
+                    .as_ref()
+                    .map_or(defaults::STORE_PATH, |p| p.0.as_str())),
+                retention: raw.store.retention.map_or(defaults::RETENTION, |d| d.0),
+                bodies: raw.store.bodies.unwrap_or(defaults::BODIES),
+                redact_headers: names(raw.store.redact_headers, defaults::REDACT_HEADERS),
+                redact_fields: match raw.store.redact_fields {
+                    Some(v) => glob_set(v),
+                    None => GlobSet::default(),
+                },
+                queue: raw.store.queue.unwrap_or(defaults::STORE_QUEUE).max(1),
+                max_value_len: raw
+                    .store
+                    .max_value_len
+                    .map_or(defaults::MAX_VALUE_LEN, |s| s.0)
+                    .max(16),
+            },
+            routes,
+            gates: raw.gate,
+            mappings: mappings_cfg,
+        })
+    }
+}
+
+fn glob_set(v: Vec<GlobStr>) -> GlobSet {
+    let mut set = GlobSet::default();
+    for g in v {
+        set.push(g.0);
+    }
+    set
+}
+
+fn rules_of(d: &RawDiff) -> Rules {
+    Rules {
+        ignore: glob_set(d.ignore.clone()),
+        array_keys: d
+            .array_keys
+            .iter()
+            .filter_map(|(k, v)| Glob::new(k).ok().map(|g| (g, v.0.clone())))
+            .collect(),
+        unordered: glob_set(d.unordered.clone()),
+        number_tolerance: d.number_tolerance.unwrap_or(0.0),
+        null_equals_missing: d.null_equals_missing.unwrap_or(false),
+        auto_keys: d.auto_keys.unwrap_or(true),
+        normalize: d
+            .normalize
+            .iter()
+            .map(|n| {
+                (
+                    glob_set(n.fields.clone()),
+                    n.with.iter().map(|w| w.0).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn check_array_keys(d: &RawDiff) -> Result<(), String> {
+    for (k, v) in &d.array_keys {
+        Glob::new(k).map_err(|e| e.to_string())?;
+        if v.0.is_empty() {
+            return Err(format!("{k:?}: the key member must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+/// Template placeholders must have a source: a capture of the route's path, or `[accounts]`.
+fn check_vars(c: &CandidateTemplate, path: &PathPattern, has_accounts: bool) -> Result<(), String> {
+    let templates = c
+        .path
+        .iter()
+        .chain(c.query.iter().flatten().map(|(_, t)| t));
+    for t in templates {
+        for v in t.vars() {
+            match v {
+                crate::translate::Var::Capture(n) if !path.captures().any(|c| c == n) => {
+                    return Err(format!(
+                        "{} in {:?}: the route's path has no capture {{{n}}}",
+                        v,
+                        t.as_str()
+                    ));
+                }
+                crate::translate::Var::Account(_) if !has_accounts => {
+                    return Err(format!(
+                        "{} in {:?}: needs an [accounts] section",
+                        v,
+                        t.as_str()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

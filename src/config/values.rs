@@ -1,0 +1,211 @@
+//! Value types of the config file: `${VAR}` expansion, durations, sizes, URLs, and the strings
+//! that are checked while the file is read (globs, templates, header names, methods, ...).
+
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::diff::Glob;
+use crate::translate::{KeySource, PathPattern, Template};
+
+/// Expands `${VAR}` and `${VAR:-default}` in `s`. `$$` is a literal `$`.
+pub fn expand_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !s.contains('$') {
+        return Ok(s.to_owned());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('{') {
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed '${{' in {s:?}"))?;
+            let inner = &r[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("invalid variable name {name:?} in {s:?}"));
+            }
+            match (
+                env(name).filter(|v| default.is_none() || !v.is_empty()),
+                default,
+            ) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}})"
+                    ))
+                }
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A string after environment expansion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Str(pub String);
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw, process_env)
+            .map(Str)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `24h`, `30d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 250ms, 30s, 5m, 24h, 30d)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+/// Parses `512KiB`, `10MiB`, `1GiB`, `100B`, `2KB`, `3MB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 512KiB, 10MiB)"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+macro_rules! parsed_string {
+    ($(#[$m:meta])* $name:ident($ty:ty), $parse:expr) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub $ty);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let Str(s) = Str::deserialize(d)?;
+                let f: fn(&str) -> Result<$ty, String> = $parse;
+                f(&s).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+parsed_string!(
+    /// A duration such as `30s`.
+    Dur(Duration),
+    parse_duration
+);
+parsed_string!(
+    /// A size such as `10MiB`.
+    Size(usize),
+    parse_size
+);
+parsed_string!(
+    /// A field glob.
+    GlobStr(Glob),
+    |s| Glob::new(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A route path pattern.
+    PathStr(PathPattern),
+    |s| PathPattern::parse(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A template string.
+    TemplateStr(Template),
+    |s| Template::parse(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A header name (lower-cased).
+    HeaderNameStr(HeaderName),
+    |s| HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes()).map_err(|_| format!("invalid header name {s:?}"))
+);
+parsed_string!(
+    /// An HTTP method.
+    MethodStr(Method),
+    |s| Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes()).map_err(|_| format!("invalid method {s:?}"))
+);
+parsed_string!(
+    /// An upstream base URL.
+    BaseUrl(Uri),
+    parse_base_url
+);
+parsed_string!(
+    /// A normalize rule name.
+    NormStr(crate::diff::normalize::Norm),
+    crate::diff::normalize::Norm::parse
+);
+parsed_string!(
+    /// The account key source.
+    KeySourceStr(KeySource),
+    KeySource::parse
+);
+
+/// Parses an upstream base URL: http or https, a host, an optional path prefix, no query.
+pub fn parse_base_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("URL {s:?} must start with http:// or https://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("URL {s:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL {s:?} must not have a query"));
+    }
+    Ok(uri)
+}
