@@ -1,0 +1,131 @@
+//! The layout rules of the source tree, checked on the files themselves so that they stay true:
+//! no two top-level modules import each other (directly or through others), and the storage
+//! engine (rusqlite, SQL text) appears only under `src/store/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The file's text without its `#[cfg(test)] mod tests` block (tests may reach anywhere).
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    match text.find("#[cfg(test)]\nmod ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// The top-level module a file belongs to (`src/store/sqlite.rs` → `store`); `None` for the
+/// crate roots.
+fn module_of(path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(src()).unwrap();
+    let first = rel.components().next()?.as_os_str().to_str()?.to_owned();
+    let name = first.trim_end_matches(".rs").to_owned();
+    (name != "lib" && name != "main").then_some(name)
+}
+
+/// The top-level modules a text names as `crate::NAME`.
+fn imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if modules.contains(&name) {
+            out.insert(name);
+        }
+        // `use crate::{a, b::c}` names several.
+        if rest.starts_with('{') {
+            let group = &rest[1..rest.find('}').unwrap_or(rest.len())];
+            for part in group.split(',') {
+                let name = part.trim().split("::").next().unwrap_or("").trim();
+                if modules.contains(name) {
+                    out.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_two_modules_import_each_other() {
+    let mut files = Vec::new();
+    sources(&src(), &mut files);
+    let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(f)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let Some(m) = module_of(f) else { continue };
+        let deps = imports(&code(f), &modules);
+        graph
+            .entry(m.clone())
+            .or_default()
+            .extend(deps.into_iter().filter(|d| *d != m));
+    }
+    assert!(
+        graph.len() > 10,
+        "the walk found too few modules: {graph:?}"
+    );
+    // Depth-first search for a path back to the start, from every module.
+    for start in graph.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((m, path)) = stack.pop() {
+            for d in graph.get(&m).into_iter().flatten() {
+                if d == start {
+                    panic!("import cycle: {} -> {start}", path.join(" -> "));
+                }
+                if seen.insert(d.clone()) {
+                    let mut p = path.clone();
+                    p.push(d.clone());
+                    stack.push((d.clone(), p));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_storage_engine_is_known_only_to_the_store() {
+    let mut files = Vec::new();
+    sources(&src(), &mut files);
+    let store = src().join("store");
+    let words = [
+        "rusqlite",
+        "SELECT ",
+        "INSERT ",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "CREATE INDEX",
+        "UPDATE ",
+        "PRAGMA",
+    ];
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| !f.starts_with(&store)) {
+        // The whole file, tests included: a test that writes SQL belongs with the store.
+        let text = std::fs::read_to_string(f).unwrap();
+        for w in words {
+            if text.contains(w) {
+                found.push(format!("{} contains {w:?}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
