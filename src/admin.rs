@@ -334,7 +334,8 @@ fn render_dashboard(d: &DashboardData) -> String {
     if d.latest.is_empty() {
         o.push_str("<p class=\"muted\">None in the window.</p>");
     }
-    for (i, e) in d.latest.iter().enumerate() {
+    for (i, detail) in d.latest.iter().enumerate() {
+        let e = &detail.exchange;
         o.push_str(&format!(
             "<details{}><summary>#{} {} {} · {} · {} · {} differences</summary><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>",
             if i == 0 { " open" } else { "" },
@@ -345,7 +346,7 @@ fn render_dashboard(d: &DashboardData) -> String {
             esc(&e.started_at),
             e.diff_count
         ));
-        for f in &e.differences {
+        for f in &detail.differences {
             let show = |v: &Option<Value>| match v {
                 None | Some(Value::Null) => "(absent)".to_owned(),
                 Some(v) => esc(&v.to_string()),

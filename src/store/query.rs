@@ -119,19 +119,10 @@ pub struct ExchangeRow {
 /// One exchange with its timings and stored differences.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExchangeDetail {
-    pub id: i64,
-    pub started_at: String,
-    pub route: Option<String>,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub account: Option<String>,
-    pub legacy_status: Option<i64>,
-    pub candidate_status: Option<i64>,
+    #[serde(flatten)]
+    pub exchange: ExchangeRow,
     pub legacy_ms: Option<f64>,
     pub candidate_ms: Option<f64>,
-    pub outcome: String,
-    pub diff_count: i64,
-    pub reason: Option<String>,
     pub request_id: Option<String>,
     pub differences: Vec<DiffRow>,
 }

@@ -29,28 +29,67 @@ fn matched_sql(column: &str) -> String {
     format!("{column} = '{}'", Outcome::Match.as_str())
 }
 
+/// Appends ` AND {alias}.{column} = ?n` (with its parameter) for each value given; a route
+/// key of the unmatched requests is `IS NULL`.
+fn push_conditions(
+    sql: &mut String,
+    params: &mut Vec<Sql>,
+    alias: &str,
+    route: Option<&RouteKey>,
+    equal: &[(&str, Option<&String>)],
+) {
+    if let Some(r) = route {
+        match r.name() {
+            None => sql.push_str(&format!(" AND {alias}.route IS NULL")),
+            Some(name) => {
+                params.push(name.to_owned().into());
+                sql.push_str(&format!(" AND {alias}.route = ?{}", params.len()));
+            }
+        }
+    }
+    for (column, value) in equal {
+        if let Some(v) = value {
+            params.push((*v).clone().into());
+            sql.push_str(&format!(" AND {alias}.{column} = ?{}", params.len()));
+        }
+    }
+}
+
 /// The conditions of a filter on `exchanges` aliased `e`, and their parameters.
 fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
     let mut sql = String::from("e.started_at >= ?1 AND e.started_at < ?2");
     let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
-    if let Some(r) = &f.route {
-        match r.name() {
-            None => sql.push_str(" AND e.route IS NULL"),
-            Some(name) => {
-                params.push(name.to_owned().into());
-                sql.push_str(&format!(" AND e.route = ?{}", params.len()));
-            }
-        }
-    }
-    if let Some(a) = &f.account {
-        params.push(a.clone().into());
-        sql.push_str(&format!(" AND e.account = ?{}", params.len()));
-    }
-    if let Some(v) = &f.mapping_version {
-        params.push(v.clone().into());
-        sql.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
-    }
+    push_conditions(
+        &mut sql,
+        &mut params,
+        "e",
+        f.route.as_ref(),
+        &[
+            ("account", f.account.as_ref()),
+            ("mapping_version", f.mapping_version.as_ref()),
+        ],
+    );
     (sql, params)
+}
+
+/// The columns of an [`ExchangeRow`], in the order [`exchange_row`] reads them.
+const EXCHANGE_COLUMNS: &str = "id, started_at, route, method, path, account, legacy_status, \
+     candidate_status, outcome, diff_count, reason";
+
+fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
+    Ok(ExchangeRow {
+        id: r.get(0)?,
+        started_at: r.get(1)?,
+        route: r.get(2)?,
+        method: r.get(3)?,
+        path: r.get(4)?,
+        account: r.get(5)?,
+        legacy_status: r.get(6)?,
+        candidate_status: r.get(7)?,
+        outcome: r.get(8)?,
+        diff_count: r.get(9)?,
+        reason: r.get(10)?,
+    })
 }
 
 impl Reader for Connection {
@@ -142,26 +181,21 @@ impl Reader for Connection {
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
         let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
         let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-        if let Some(r) = &f.route {
-            match r.name() {
-                None => cond.push_str(" AND x.route IS NULL"),
-                Some(name) => {
-                    params.push(name.to_owned().into());
-                    cond.push_str(&format!(" AND x.route = ?{}", params.len()));
-                }
-            }
-        }
+        push_conditions(&mut cond, &mut params, "x", f.route.as_ref(), &[]);
+        // Account and mapping version are on the exchange: joined only when asked for.
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
             join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
-            if let Some(a) = &f.account {
-                params.push(a.clone().into());
-                join.push_str(&format!(" AND e.account = ?{}", params.len()));
-            }
-            if let Some(v) = &f.mapping_version {
-                params.push(v.clone().into());
-                join.push_str(&format!(" AND e.mapping_version = ?{}", params.len()));
-            }
+            push_conditions(
+                &mut join,
+                &mut params,
+                "e",
+                None,
+                &[
+                    ("account", f.account.as_ref()),
+                    ("mapping_version", f.mapping_version.as_ref()),
+                ],
+            );
         }
         let mut q = self.prepare(&format!(
             "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
@@ -287,25 +321,10 @@ impl Reader for Connection {
             "WHERE ?1 IS NULL"
         };
         let mut q = self.prepare(&format!(
-            "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, outcome,
-             diff_count, reason FROM exchanges {cond} ORDER BY id DESC LIMIT {limit}"
+            "SELECT {EXCHANGE_COLUMNS} FROM exchanges {cond} ORDER BY id DESC LIMIT {limit}"
         ))?;
         let rows = q
-            .query_map([outcome], |r| {
-                Ok(ExchangeRow {
-                    id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    route: r.get(2)?,
-                    method: r.get(3)?,
-                    path: r.get(4)?,
-                    account: r.get(5)?,
-                    legacy_status: r.get(6)?,
-                    candidate_status: r.get(7)?,
-                    outcome: r.get(8)?,
-                    diff_count: r.get(9)?,
-                    reason: r.get(10)?,
-                })
-            })?
+            .query_map([outcome], exchange_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -313,24 +332,15 @@ impl Reader for Connection {
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError> {
         let row = self
             .query_row(
-                "SELECT id, started_at, route, method, path, account, legacy_status, candidate_status, legacy_ms,
-                 candidate_ms, outcome, diff_count, reason, request_id FROM exchanges WHERE id = ?1",
+                &format!(
+                    "SELECT {EXCHANGE_COLUMNS}, legacy_ms, candidate_ms, request_id FROM exchanges WHERE id = ?1"
+                ),
                 [id],
                 |r| {
                     Ok(ExchangeDetail {
-                        id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        route: r.get(2)?,
-                        method: r.get(3)?,
-                        path: r.get(4)?,
-                        account: r.get(5)?,
-                        legacy_status: r.get(6)?,
-                        candidate_status: r.get(7)?,
-                        legacy_ms: r.get(8)?,
-                        candidate_ms: r.get(9)?,
-                        outcome: r.get(10)?,
-                        diff_count: r.get(11)?,
-                        reason: r.get(12)?,
+                        exchange: exchange_row(r)?,
+                        legacy_ms: r.get(11)?,
+                        candidate_ms: r.get(12)?,
                         request_id: r.get(13)?,
                         differences: Vec::new(),
                     })
