@@ -213,6 +213,7 @@ mod tests {
                 priority: crate::background::Priority::Normal,
                 retention: Duration::from_secs(3600),
                 max_value_len: 64,
+                examples_per_field: 3,
             },
         )
         .unwrap();

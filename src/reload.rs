@@ -112,11 +112,12 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         a.candidate.base_url == b.candidate.base_url && a.candidate.ca_file == b.candidate.ca_file,
     );
     check(
-        "[store] path/queue/retention/max_value_len",
+        "[store] path/queue/retention/max_value_len/examples_per_field",
         a.store.path == b.store.path
             && a.store.queue == b.store.queue
             && a.store.retention == b.store.retention
-            && a.store.max_value_len == b.store.max_value_len,
+            && a.store.max_value_len == b.store.max_value_len
+            && a.store.examples_per_field == b.store.examples_per_field,
     );
     check(
         "[shadow] threads/priority/max_in_flight/max_rps/max_body",

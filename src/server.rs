@@ -180,6 +180,7 @@ impl Server {
                 priority: cfg.shadow.priority,
                 retention: cfg.store.retention,
                 max_value_len: cfg.store.max_value_len,
+                examples_per_field: cfg.store.examples_per_field,
             },
         )?;
         let legacy_client = client("legacy", cfg.legacy.ca_file.as_deref())?;

@@ -377,6 +377,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             priority: shadowdiff::background::Priority::Normal,
             retention: Duration::from_secs(365 * 86400),
             max_value_len: 1024,
+            examples_per_field: 3,
         },
     )
     .unwrap();

@@ -48,6 +48,7 @@ pub mod defaults {
     pub const REDACT_HEADERS: &[&str] = &["authorization", "cookie", "set-cookie", "x-api-key"];
     pub const STORE_QUEUE: usize = 10_000;
     pub const MAX_VALUE_LEN: usize = 1024;
+    pub const EXAMPLES_PER_FIELD: usize = 3;
     pub const MAPPINGS_DIR: &str = "mappings";
     pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
     pub const MAPPING_WORKERS: usize = 2;
@@ -263,6 +264,9 @@ pub struct StoreConfig {
     pub queue: usize,
     /// Longest stored value text (diff values, body sizes are bounded by `max_body`).
     pub max_value_len: usize,
+    /// Differences stored per exchange, field pattern and kind (the first ones found); the
+    /// counts of all of them are kept.
+    pub examples_per_field: usize,
 }
 
 /// One `[[routes]]` entry.

@@ -144,6 +144,7 @@ pub(super) struct RawStore {
     pub(super) redact_fields: Option<Vec<GlobStr>>,
     pub(super) queue: Option<usize>,
     pub(super) max_value_len: Option<Size>,
+    pub(super) examples_per_field: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -369,6 +369,11 @@ impl Config {
                     .max_value_len
                     .map_or(defaults::MAX_VALUE_LEN, |s| s.0)
                     .max(16),
+                examples_per_field: raw
+                    .store
+                    .examples_per_field
+                    .unwrap_or(defaults::EXAMPLES_PER_FIELD)
+                    .max(1),
             },
             routes,
             gates: raw.gate,

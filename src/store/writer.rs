@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::{prune::prune, schema::open_for_writing, StoreError};
+use crate::diff::Difference;
 use crate::record::{hour, rfc3339, NoiseSample, Record};
 
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
@@ -143,6 +144,8 @@ pub struct WriterOptions {
     pub priority: crate::background::Priority,
     pub retention: Duration,
     pub max_value_len: usize,
+    /// Differences stored per exchange, field pattern and kind.
+    pub examples_per_field: usize,
 }
 
 impl Store {
@@ -239,7 +242,7 @@ fn writer(
                 .saturating_sub(n);
             crate::telemetry::queue_depth(depth);
             let t0 = Instant::now();
-            let res = write_batch(&mut conn, &batch, opts.max_value_len);
+            let res = write_batch(&mut conn, &batch, opts);
             crate::telemetry::store_write(t0.elapsed().as_secs_f64());
             match res {
                 Ok(()) => {
@@ -277,8 +280,9 @@ fn writer(
 fn write_batch(
     conn: &mut Connection,
     batch: &[Box<Record>],
-    max_len: usize,
+    opts: &WriterOptions,
 ) -> rusqlite::Result<()> {
+    let max_len = opts.max_value_len;
     let tx = conn.transaction()?;
     {
         let mut ex = tx.prepare_cached(
@@ -328,7 +332,7 @@ fn write_batch(
             for ((field, kind), n) in per_field {
                 df_sum.execute(params![id, &started_at, m.route, field, kind, n])?;
             }
-            let rows = &r.diffs[..r.diffs.len().min(MAX_DIFF_ROWS)];
+            let rows = examples(&r.diffs, opts.examples_per_field);
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
                 let mut st = tx.prepare_cached(&diff_insert_sql(chunk.len()))?;
                 let mut p = 1;
@@ -416,6 +420,22 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
         }
     }
     tx.commit()
+}
+
+/// The differences stored for an exchange: the first `per_field` of each (field pattern, kind),
+/// in the order they were found, at most [`MAX_DIFF_ROWS`]. Their counts are all in
+/// `diff_fields`; what is not stored can be recomputed from kept bodies.
+fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
+    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    diffs
+        .iter()
+        .filter(|d| {
+            let n = seen.entry((d.field.as_str(), d.kind.as_str())).or_default();
+            *n += 1;
+            *n <= per_field
+        })
+        .take(MAX_DIFF_ROWS)
+        .collect()
 }
 
 /// Diff rows per INSERT statement: one statement per row costs more than the row itself.
@@ -507,6 +527,7 @@ mod tests {
                 priority: crate::background::Priority::Normal,
                 retention: Duration::from_secs(3600),
                 max_value_len: 32,
+                examples_per_field: 3,
             },
         )
         .unwrap();
@@ -548,15 +569,18 @@ mod tests {
                 priority: crate::background::Priority::Normal,
                 retention: Duration::from_secs(3600),
                 max_value_len: 64,
+                examples_per_field: 3,
             },
         )
         .unwrap();
         let mut r = record(SystemTime::now());
         let one = r.diffs[0].clone();
+        // Distinct field patterns, one difference each: only the row cap applies.
         r.diffs = Arc::new(
             (0..MAX_DIFF_ROWS + 37)
                 .map(|i| Difference {
                     pointer: format!("/a/{i}"),
+                    field: format!("/a/{i}"),
                     ..one.clone()
                 })
                 .collect(),
@@ -580,6 +604,89 @@ mod tests {
             .query_row("SELECT diff_count FROM exchanges", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, (MAX_DIFF_ROWS + 37) as i64);
+        drop(h);
+        store.close();
+    }
+
+    #[test]
+    fn the_first_examples_of_each_field_and_kind_are_stored_and_every_one_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let store = Store::open(
+            &path,
+            WriterOptions {
+                queue: 4,
+                priority: crate::background::Priority::Normal,
+                retention: Duration::from_secs(3600),
+                max_value_len: 64,
+                examples_per_field: 2,
+            },
+        )
+        .unwrap();
+        let mut r = record(SystemTime::now());
+        let one = r.diffs[0].clone();
+        let d = |i: usize, field: &str, kind: Kind| Difference {
+            pointer: format!("/people/{i}{}", &field["/people/*".len()..]),
+            field: field.to_owned(),
+            kind,
+            ..one.clone()
+        };
+        // 100 renamed managers (removed + added), 3 changed statuses, one changed name.
+        let mut diffs = Vec::new();
+        for i in 0..100 {
+            diffs.push(d(i, "/people/*/manager_id", Kind::Missing));
+            diffs.push(d(i, "/people/*/manager", Kind::Extra));
+        }
+        for i in [3, 7, 9] {
+            diffs.push(d(i, "/people/*/status", Kind::Changed));
+        }
+        diffs.push(d(5, "/people/*/name", Kind::Changed));
+        r.diff_count = diffs.len();
+        r.diffs = Arc::new(diffs);
+        let h = store.handle();
+        h.record(r);
+        h.flush_blocking();
+        let conn = open(&path).unwrap();
+        let stored: Vec<(String, String)> = conn
+            .prepare("SELECT pointer, kind FROM diffs ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let s = |p: &str, k: &str| (p.to_owned(), k.to_owned());
+        assert_eq!(
+            stored,
+            vec![
+                s("/people/0/manager_id", "missing"),
+                s("/people/0/manager", "extra"),
+                s("/people/1/manager_id", "missing"),
+                s("/people/1/manager", "extra"),
+                s("/people/3/status", "changed"),
+                s("/people/7/status", "changed"),
+                s("/people/5/name", "changed"),
+            ]
+        );
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT field, n FROM diff_fields ORDER BY field, kind")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            counts,
+            vec![
+                ("/people/*/manager".to_owned(), 100),
+                ("/people/*/manager_id".to_owned(), 100),
+                ("/people/*/name".to_owned(), 1),
+                ("/people/*/status".to_owned(), 3),
+            ]
+        );
+        let total: i64 = conn
+            .query_row("SELECT diff_count FROM exchanges", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(total, 204);
         drop(h);
         store.close();
     }
