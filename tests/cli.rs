@@ -598,3 +598,48 @@ fn offline_diff_applies_the_route_mappings() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("/individuals/0/department/name"), "{out}");
 }
+
+/// The store keeps the first few differences per field pattern; `diff --exchange` recomputes all
+/// of them from the kept bodies (with the status and compared headers), and says when there are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_exchange_recomputes_every_difference_from_kept_bodies() {
+    let people = |status: &str| json!({"people": (0..10).map(|i| json!({"id": i, "status": status})).collect::<Vec<_>>()});
+    let legacy = Upstream::json(people("active")).await;
+    let candidate = Upstream::json(people("ACTIVE")).await;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), "").await;
+    get(&sd.url("/people")).await;
+    sd.quiesce().await;
+    // Stored: the first 3 of the 10 (one field pattern, one kind); counted: all 10.
+    assert_eq!(
+        sd.rows("SELECT (SELECT count(*) FROM diffs), (SELECT diff_count FROM exchanges)"),
+        vec![vec![json!(3), json!(10)]]
+    );
+    let db = sd.db.to_str().unwrap().to_owned();
+    let dir = sd.dir.path().to_owned();
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &["diff", "--exchange", "1", "--db", &db, "--format", "json"],
+            &dir,
+        )
+    });
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["recorded_diff_count"], 10);
+    let d = v["differences"].as_array().unwrap();
+    assert_eq!(d.len(), 10, "{out}");
+    assert_eq!(d[9]["pointer"], "/people/9/status");
+    assert_eq!(d[9]["candidate"], "ACTIVE");
+    let (code, out, _) =
+        tokio::task::block_in_place(|| run(&["diff", "--exchange", "1", "--db", &db], &dir));
+    assert_eq!(code, 1);
+    assert!(out.ends_with("10 differences\n"), "{out}");
+    // An exchange that does not exist, and the two forms together: usage errors.
+    let (code, _, err) =
+        tokio::task::block_in_place(|| run(&["diff", "--exchange", "99", "--db", &db], &dir));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no exchange 99"), "{err}");
+    let (code, _, _) =
+        tokio::task::block_in_place(|| run(&["diff", "a.json", "b.json", "--exchange", "1"], &dir));
+    assert_eq!(code, 2);
+    sd.stop().await;
+}

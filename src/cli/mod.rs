@@ -30,7 +30,7 @@ mod serve;
 mod store_cmds;
 
 use check::check;
-use offline::{diff_files, map_cmd};
+use offline::{diff_exchange, diff_files, map_cmd};
 use serve::{demo, serve};
 use store_cmds::{gate_cmd, prune, report_cmd};
 
@@ -103,8 +103,14 @@ pub enum Command {
     MappingWorker,
     /// Compare two JSON files with the same engine and rules as the proxy.
     Diff {
-        legacy: PathBuf,
-        candidate: PathBuf,
+        #[arg(required_unless_present = "exchange")]
+        legacy: Option<PathBuf>,
+        #[arg(required_unless_present = "exchange")]
+        candidate: Option<PathBuf>,
+        /// Instead of two files: every difference of this recorded exchange, recomputed from its
+        /// kept bodies with its route's rules (the store keeps the first few per field pattern).
+        #[arg(long, conflicts_with_all = ["legacy", "candidate", "route", "account", "since"])]
+        exchange: Option<i64>,
         /// Use this route's rules (default: the global [diff] rules).
         #[arg(long)]
         route: Option<String>,
@@ -258,13 +264,20 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Demo { requests, out } => demo(requests, &out),
         Command::Diff {
-            legacy,
-            candidate,
+            exchange: Some(id),
+            format,
+            db,
+            ..
+        } => diff_exchange(&config, explicit, id, format, db),
+        Command::Diff {
+            legacy: Some(legacy),
+            candidate: Some(candidate),
             route,
             account,
             format,
             since,
             db,
+            exchange: None,
         } => diff_files(
             &config,
             explicit,
@@ -273,6 +286,10 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
             (window(since, None, None), db),
         ),
+        Command::Diff { .. } => Err(UsageError(
+            "diff needs two files (LEGACY CANDIDATE) or --exchange ID".into(),
+        )
+        .into()),
         Command::Report {
             since,
             from,

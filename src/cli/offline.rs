@@ -78,30 +78,7 @@ pub(super) fn diff_files(
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
-        DiffFormat::Text => {
-            for d in &diffs {
-                let show = |v: &Option<serde_json::Value>| {
-                    v.as_ref()
-                        .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
-                };
-                let ptr = if d.pointer.is_empty() {
-                    "(root)"
-                } else {
-                    &d.pointer
-                };
-                println!(
-                    "{:<12} {ptr}  {} -> {}",
-                    d.kind.as_str(),
-                    show(&d.legacy),
-                    show(&d.candidate)
-                );
-            }
-            println!(
-                "{} difference{}",
-                diffs.len(),
-                if diffs.len() == 1 { "" } else { "s" }
-            );
-        }
+        DiffFormat::Text => print_text(&diffs),
     }
     Ok(if diffs.is_empty() {
         ExitCode::SUCCESS
@@ -148,4 +125,79 @@ pub(super) fn map_cmd(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// One line per difference, then the count.
+fn print_text(diffs: &[diff::Difference]) {
+    for d in diffs {
+        let show = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
+        };
+        let ptr = if d.pointer.is_empty() {
+            "(root)"
+        } else {
+            &d.pointer
+        };
+        println!(
+            "{:<12} {ptr}  {} -> {}",
+            d.kind.as_str(),
+            show(&d.legacy),
+            show(&d.candidate)
+        );
+    }
+    println!(
+        "{} difference{}",
+        diffs.len(),
+        if diffs.len() == 1 { "" } else { "s" }
+    );
+}
+
+/// `diff --exchange ID`: every difference of a recorded exchange, recomputed from its kept
+/// responses with its route's rules (the store keeps the first few per field pattern).
+pub(super) fn diff_exchange(
+    config: &Path,
+    explicit: bool,
+    id: i64,
+    format: DiffFormat,
+    db: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let path = db.unwrap_or_else(|| cfg.store.path.clone());
+    let store = open_existing(&path)?;
+    let Some(kept) = store.kept_exchange(id)? else {
+        return Err(UsageError(format!("no exchange {id} in {}", path.display())).into());
+    };
+    let (Some(legacy), Some(candidate)) = (&kept.legacy, &kept.candidate) else {
+        return Err(UsageError(format!(
+            "exchange {id} has no kept bodies (see [store] bodies): only its {} stored differences are known",
+            kept.diff_count
+        ))
+        .into());
+    };
+    let rules = cfg
+        .rules_for(kept.route.as_deref())
+        .unwrap_or(&cfg.diff.rules);
+    let diffs = crate::shadow::compare::recompute(legacy, candidate, rules, &cfg);
+    match format {
+        DiffFormat::Patch => {
+            return Err(UsageError("--exchange gives text or json, not a patch".into()).into())
+        }
+        DiffFormat::Json => {
+            let out = json!({
+                "exchange": id,
+                "route": kept.route,
+                "recorded_diff_count": kept.diff_count,
+                "equal": diffs.is_empty(),
+                "differences": diffs,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        DiffFormat::Text => print_text(&diffs),
+    }
+    Ok(if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

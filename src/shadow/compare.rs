@@ -414,6 +414,66 @@ pub fn compare_bodies(
     compare_sides(legacy, candidate, rules, cfg, true, Maps::default())
 }
 
+/// Every difference of a recorded exchange, recomputed from what was kept of it (`diff
+/// --exchange`): the bodies as kept (decoded, mapped and redacted) and the headers as kept
+/// (redacted). Differences inside redacted values cannot be seen again.
+pub fn recompute(
+    legacy: &crate::store::KeptSide,
+    candidate: &crate::store::KeptSide,
+    rules: &Rules,
+    cfg: &Config,
+) -> Vec<Difference> {
+    let parts = |k: &crate::store::KeptSide| {
+        let status = k
+            .status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        let mut headers = HeaderMap::new();
+        let kept: Map<String, Value> = k
+            .headers
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok())
+            .unwrap_or_default();
+        for (name, v) in kept {
+            // The kept body is decoded already.
+            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            if name == http::header::CONTENT_ENCODING {
+                continue;
+            }
+            let values = match v {
+                Value::Array(a) => a,
+                v => vec![v],
+            };
+            for v in values {
+                if let Some(v) = v.as_str().and_then(|s| http::HeaderValue::from_str(s).ok()) {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+        let body = Bytes::from(k.body.clone().unwrap_or_default());
+        (status, headers, body)
+    };
+    let (ls, lh, lb) = parts(legacy);
+    let (cs, ch, cb) = parts(candidate);
+    let compared = compare_bodies(
+        &Side {
+            status: ls,
+            headers: &lh,
+            body: lb,
+        },
+        &Side {
+            status: cs,
+            headers: &ch,
+            body: cb,
+        },
+        rules,
+        cfg,
+    );
+    compared.diffs.as_ref().clone()
+}
+
 /// [`compare_bodies`]; `record` false skips what only a stored record needs (body texts, field
 /// presence).
 fn compare_sides(

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 pub use query::{
     DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
-    NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 pub use schema::{open, SCHEMA_VERSION};
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};

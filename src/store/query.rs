@@ -137,6 +137,24 @@ pub struct DiffRow {
     pub candidate: Option<Value>,
 }
 
+/// One side of an exchange as kept (`[store] bodies`): status, headers (redacted, a JSON object)
+/// and the body text (mapped and redacted; `None` when it was not JSON).
+#[derive(Debug, Clone)]
+pub struct KeptSide {
+    pub status: Option<u16>,
+    pub headers: Option<String>,
+    pub body: Option<String>,
+}
+
+/// An exchange with what was kept of its two responses.
+#[derive(Debug, Clone)]
+pub struct KeptExchange {
+    pub route: Option<String>,
+    pub diff_count: u64,
+    pub legacy: Option<KeptSide>,
+    pub candidate: Option<KeptSide>,
+}
+
 /// A stored difference's legacy and candidate values, as stored JSON text.
 pub type ExampleValues = (Option<String>, Option<String>);
 
@@ -190,6 +208,9 @@ pub trait Reader {
 
     /// The latest exchanges, newest first, optionally with one outcome.
     fn latest(&self, outcome: Option<&str>, limit: usize) -> Result<Vec<ExchangeRow>, StoreError>;
+
+    /// An exchange's route, difference count and kept responses (`None`: no such exchange).
+    fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError>;
 
     /// One exchange with up to `max_diffs` of its stored differences, in order.
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError>;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::query::{
     DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
-    NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
@@ -327,6 +327,49 @@ impl Reader for Connection {
             .query_map([outcome], exchange_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError> {
+        let head: Option<(Option<String>, i64)> = self
+            .query_row(
+                "SELECT route, diff_count FROM exchanges WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((route, diff_count)) = head else {
+            return Ok(None);
+        };
+        let mut out = KeptExchange {
+            route,
+            diff_count: diff_count as u64,
+            legacy: None,
+            candidate: None,
+        };
+        let mut q = self.prepare_cached(
+            "SELECT side, status, headers, body FROM exchange_bodies WHERE exchange_id = ?1",
+        )?;
+        let rows = q.query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                KeptSide {
+                    status: r
+                        .get::<_, Option<i64>>(1)?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    headers: r.get(2)?,
+                    body: r.get(3)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (side, kept) = row?;
+            match side.as_str() {
+                "legacy" => out.legacy = Some(kept),
+                "candidate" => out.candidate = Some(kept),
+                _ => {}
+            }
+        }
+        Ok(Some(out))
     }
 
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError> {
