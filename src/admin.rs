@@ -164,7 +164,8 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
         }
         "/api/summary" => {
             let since = param("since").unwrap_or_else(|| "1h".into());
-            blocking(move || summary(&state, &since).map(|r| json_serialize(&r))).await
+            blocking(move || summary(&state, &*open(&state)?, &since).map(|r| json_serialize(&r)))
+                .await
         }
         "/api/exchanges" => {
             let outcome = param("outcome");
@@ -227,11 +228,15 @@ fn open(state: &AdminState) -> Result<Box<dyn Reader>, AdminError> {
     )?)
 }
 
-fn summary(state: &AdminState, since: &str) -> Result<report::Report, AdminError> {
+fn summary(
+    state: &AdminState,
+    store: &dyn Reader,
+    since: &str,
+) -> Result<report::Report, AdminError> {
     let d = crate::config::parse_duration(since).map_err(AdminError::BadParameter)?;
     let now = SystemTime::now();
     let f = report::Filter {
-        from: now - d,
+        from: crate::record::ago(d),
         to: now,
         route: None,
         account: None,
@@ -241,7 +246,7 @@ fn summary(state: &AdminState, since: &str) -> Result<report::Report, AdminError
         details: true,
         classes: state.classes,
     };
-    Ok(report::build_with(&*open(state)?, &f, opts)?)
+    Ok(report::build_with(store, &f, opts)?)
 }
 
 /// Differences shown per exchange at most.
@@ -264,8 +269,8 @@ struct DashboardData {
 }
 
 fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
-    let summary = summary(state, since)?;
     let store = open(state)?;
+    let summary = summary(state, &*store, since)?;
     let mut latest = Vec::new();
     for e in store.latest(Some(Outcome::Diff.as_str()), 10)? {
         if let Some(v) = store.exchange(e.id, MAX_SHOWN_DIFFS)? {

@@ -170,7 +170,7 @@ impl Lookup {
         let compared = store
             .outcome_counts(GroupBy::Route, &f)?
             .iter()
-            .filter(|c| Outcome::COMPARED.iter().any(|o| o.as_str() == c.outcome))
+            .filter(|c| Outcome::is_compared_name(&c.outcome))
             .map(|c| c.n)
             .sum();
         let mut differing: HashMap<String, u64> = HashMap::new();

@@ -33,21 +33,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome name, in the order reports list them.
-    pub const NAMES: [&'static str; 12] = [
-        "match",
-        "diff",
-        "candidate_error",
-        "candidate_timeout",
-        "candidate_auth_error",
-        "candidate_rate_limited",
-        "legacy_error",
-        "not_json",
-        "too_large",
-        "mapping_error",
-        "internal_error",
-        "skipped",
-    ];
     /// The name of every `Skipped(_)`, whatever the reason.
     pub const SKIPPED: &'static str = "skipped";
     /// The outcomes of an exchange whose two answers were compared.
@@ -73,6 +58,12 @@ impl Outcome {
     /// `match` or `diff`: both answers were received and compared.
     pub fn is_compared(self) -> bool {
         matches!(self, Self::Match | Self::Diff)
+    }
+
+    /// Whether a stored outcome name is `match` or `diff`: both answers were received and
+    /// compared.
+    pub fn is_compared_name(name: &str) -> bool {
+        Self::COMPARED.iter().any(|o| o.as_str() == name)
     }
 }
 
@@ -238,6 +229,16 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The time `d` before now; a `d` reaching past 1970 (a `--since 99999999999d`, a `?since=` from
+/// the admin API, a `retention` of that size) gives the epoch instead of an overflow panic.
+pub fn ago(d: std::time::Duration) -> SystemTime {
+    // `SystemTime` can hold times before 1970, which the store's time format cannot write.
+    SystemTime::now()
+        .checked_sub(d)
+        .filter(|t| *t >= std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
 /// The hour a time falls in, as the store's hourly aggregates key it (`2026-11-29T13`).
 pub fn hour(t: SystemTime) -> String {
     let mut s = rfc3339(t);
@@ -287,8 +288,29 @@ mod tests {
             Outcome::Skipped(SkipReason::Memory),
         ];
         let names: Vec<&str> = all.iter().map(|o| o.as_str()).collect();
-        assert_eq!(names, Outcome::NAMES);
-        assert!(Outcome::COMPARED.iter().all(|o| o.is_compared()));
+        assert_eq!(
+            names,
+            [
+                "match",
+                "diff",
+                "candidate_error",
+                "candidate_timeout",
+                "candidate_auth_error",
+                "candidate_rate_limited",
+                "legacy_error",
+                "not_json",
+                "too_large",
+                "mapping_error",
+                "internal_error",
+                "skipped",
+            ]
+        );
+        let compared: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| Outcome::is_compared_name(n))
+            .collect();
+        assert_eq!(compared, ["match", "diff"]);
     }
 
     #[test]
@@ -297,5 +319,10 @@ mod tests {
         assert_eq!(RouteKey::from_route(None).label(), UNMATCHED);
         assert_eq!(RouteKey::parse("users").name(), Some("users"));
         assert_eq!(hour(std::time::UNIX_EPOCH), "1970-01-01T00");
+        let huge = std::time::Duration::from_secs(u64::MAX / 2);
+        assert_eq!(ago(huge), std::time::UNIX_EPOCH);
+        let before_1970 = std::time::Duration::from_secs(99_999_999_999 * 86_400);
+        assert_eq!(ago(before_1970), std::time::UNIX_EPOCH);
+        assert_eq!(rfc3339(ago(before_1970)), "1970-01-01T00:00:00.000Z");
     }
 }

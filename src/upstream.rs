@@ -86,7 +86,9 @@ pub fn join(base: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
 }
 
 /// The one way a request to an upstream is built: `base`'s path prefix joined with the
-/// caller's path and query, hop-by-hop headers dropped, `Host` set to the upstream's.
+/// caller's path and query, `Host` set to the upstream's. `headers` must already be without
+/// hop-by-hop headers ([`strip_hop_by_hop`]): the proxy strips them before it adds
+/// `x-forwarded-*`, and stripping again here would scan every caller's headers twice.
 pub fn request<B>(
     base: &Uri,
     method: http::Method,
@@ -95,7 +97,6 @@ pub fn request<B>(
     body: B,
 ) -> Result<http::Request<B>, http::Error> {
     let uri = join(base, path_and_query)?;
-    strip_hop_by_hop(&mut headers);
     if let Some(a) = base
         .authority()
         .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())

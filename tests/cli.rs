@@ -641,5 +641,43 @@ async fn diff_exchange_recomputes_every_difference_from_kept_bodies() {
     let (code, _, _) =
         tokio::task::block_in_place(|| run(&["diff", "a.json", "b.json", "--exchange", "1"], &dir));
     assert_eq!(code, 2);
+    // Kept bodies that can no longer be compared (edited into JSON too deep to parse) are an
+    // error that says so, never "0 differences".
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE blobs SET body = ?1 WHERE id = (SELECT blob_id FROM bodies WHERE side = 'candidate')",
+            ["[".repeat(500) + &"]".repeat(500)],
+        )
+        .unwrap();
+    let (code, out, err) =
+        tokio::task::block_in_place(|| run(&["diff", "--exchange", "1", "--db", &db], &dir));
+    assert_eq!(code, 3, "{out}");
+    assert!(err.contains("cannot be compared (not_json"), "{err}");
+    // A window reaching past 1970 starts there (it panicked on the subtraction, exit 101).
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "report",
+                "--db",
+                &db,
+                "--since",
+                "99999999999d",
+                "--format",
+                "json",
+            ],
+            &dir,
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["totals"]["exchanges"], 1);
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        run(
+            &["prune", "--db", &db, "--older-than", "99999999999d"],
+            &dir,
+        )
+    });
+    assert_eq!(code, 0, "{err}");
     sd.stop().await;
 }

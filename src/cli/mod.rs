@@ -370,7 +370,7 @@ fn window(
         (Some(f), Some(t)) => (f, t),
         _ => {
             let now = SystemTime::now();
-            (now - since.unwrap_or(DEFAULT_WINDOW), now)
+            (crate::record::ago(since.unwrap_or(DEFAULT_WINDOW)), now)
         }
     }
 }

@@ -178,7 +178,16 @@ pub(super) fn diff_exchange(
     let rules = cfg
         .rules_for(kept.route.as_deref())
         .unwrap_or(&cfg.diff.rules);
-    let diffs = crate::shadow::compare::recompute(legacy, candidate, rules, &cfg);
+    let compared = crate::shadow::compare::recompute(legacy, candidate, rules, &cfg);
+    if !compared.outcome.is_compared() {
+        // Not "no differences": the kept bodies could not be compared at all.
+        anyhow::bail!(
+            "exchange {id}: the kept bodies cannot be compared ({}: {})",
+            compared.outcome.as_str(),
+            compared.reason.as_deref().unwrap_or("")
+        );
+    }
+    let diffs: &[diff::Difference] = &compared.diffs;
     match format {
         DiffFormat::Patch => {
             return Err(UsageError("--exchange gives text or json, not a patch".into()).into())
@@ -193,7 +202,7 @@ pub(super) fn diff_exchange(
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        DiffFormat::Text => print_text(&diffs),
+        DiffFormat::Text => print_text(diffs),
     }
     Ok(if diffs.is_empty() {
         ExitCode::SUCCESS

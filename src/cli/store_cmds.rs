@@ -11,7 +11,7 @@ pub(super) fn prune(
     let cfg = config_or_defaults(config, explicit)?;
     let path = db.unwrap_or(cfg.store.path);
     let age = older_than.unwrap_or(cfg.store.retention);
-    let n = store::prune_file(&path, SystemTime::now() - age)
+    let n = store::prune_file(&path, crate::record::ago(age))
         .with_context(|| format!("pruning {}", path.display()))?;
     println!(
         "{}: deleted {n} exchange{} older than {age:?}",

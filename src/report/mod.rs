@@ -50,7 +50,7 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, outcome: &str, n: u64) {
         self.exchanges += n;
-        if Outcome::COMPARED.iter().any(|o| o.as_str() == outcome) {
+        if Outcome::is_compared_name(outcome) {
             self.compared += n;
         }
         if outcome == Outcome::Match.as_str() {

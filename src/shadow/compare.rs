@@ -416,13 +416,14 @@ pub fn compare_bodies(
 
 /// Every difference of a recorded exchange, recomputed from what was kept of it (`diff
 /// --exchange`): the bodies as kept (decoded, mapped and redacted) and the headers as kept
-/// (redacted). Differences inside redacted values cannot be seen again.
+/// (redacted). Differences inside redacted values cannot be seen again. The outcome says when the
+/// kept bodies cannot be compared (e.g. a body edited into something that is not JSON).
 pub fn recompute(
     legacy: &crate::store::KeptSide,
     candidate: &crate::store::KeptSide,
     rules: &Rules,
     cfg: &Config,
-) -> Vec<Difference> {
+) -> Compared {
     let parts = |k: &crate::store::KeptSide| {
         let status = k
             .status
@@ -457,7 +458,7 @@ pub fn recompute(
     };
     let (ls, lh, lb) = parts(legacy);
     let (cs, ch, cb) = parts(candidate);
-    let compared = compare_bodies(
+    compare_bodies(
         &Side {
             status: ls,
             headers: &lh,
@@ -470,8 +471,7 @@ pub fn recompute(
         },
         rules,
         cfg,
-    );
-    compared.diffs.as_ref().clone()
+    )
 }
 
 /// [`compare_bodies`]; `record` false skips what only a stored record needs (body texts, field

@@ -24,11 +24,13 @@ impl Shadow {
         }
         let base = cfg.legacy.base_url.as_ref()?;
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut headers = parts.headers.clone();
+        upstream::strip_hop_by_hop(&mut headers);
         upstream::request(
             base,
             parts.method.clone(),
             pq,
-            parts.headers.clone(),
+            headers,
             Full::new(Bytes::new()),
         )
         .ok()

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -201,7 +201,7 @@ fn writer(
     loop {
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            match prune(&conn, SystemTime::now() - opts.retention) {
+            match prune(&conn, crate::record::ago(opts.retention)) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "pruned expired exchanges"),
                 Err(e) => tracing::warn!(error = %e, "prune failed"),
@@ -483,6 +483,26 @@ mod tests {
     use crate::diff::{Difference, Kind};
     use crate::record::{Meta, Outcome};
     use crate::store::schema::open;
+    use std::time::SystemTime;
+
+    fn writer_at(
+        path: &Path,
+        queue: usize,
+        max_value_len: usize,
+        examples_per_field: usize,
+    ) -> Store {
+        Store::open(
+            path,
+            WriterOptions {
+                queue,
+                priority: crate::background::Priority::Normal,
+                retention: Duration::from_secs(3600),
+                max_value_len,
+                examples_per_field,
+            },
+        )
+        .unwrap()
+    }
     use serde_json::json;
 
     fn record(at: SystemTime) -> Record {
@@ -520,17 +540,7 @@ mod tests {
     fn writes_flushes_and_prunes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/x.db");
-        let store = Store::open(
-            &path,
-            WriterOptions {
-                queue: 16,
-                priority: crate::background::Priority::Normal,
-                retention: Duration::from_secs(3600),
-                max_value_len: 32,
-                examples_per_field: 3,
-            },
-        )
-        .unwrap();
+        let store = writer_at(&path, 16, 32, 3);
         let h = store.handle();
         h.record(record(SystemTime::now()));
         h.record(record(SystemTime::now() - Duration::from_secs(7200)));
@@ -562,17 +572,7 @@ mod tests {
     fn many_differences_are_stored_in_order_up_to_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        let store = Store::open(
-            &path,
-            WriterOptions {
-                queue: 4,
-                priority: crate::background::Priority::Normal,
-                retention: Duration::from_secs(3600),
-                max_value_len: 64,
-                examples_per_field: 3,
-            },
-        )
-        .unwrap();
+        let store = writer_at(&path, 4, 64, 3);
         let mut r = record(SystemTime::now());
         let one = r.diffs[0].clone();
         // Distinct field patterns, one difference each: only the row cap applies.
@@ -612,17 +612,7 @@ mod tests {
     fn the_first_examples_of_each_field_and_kind_are_stored_and_every_one_is_counted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        let store = Store::open(
-            &path,
-            WriterOptions {
-                queue: 4,
-                priority: crate::background::Priority::Normal,
-                retention: Duration::from_secs(3600),
-                max_value_len: 64,
-                examples_per_field: 2,
-            },
-        )
-        .unwrap();
+        let store = writer_at(&path, 4, 64, 2);
         let mut r = record(SystemTime::now());
         let one = r.diffs[0].clone();
         let d = |i: usize, field: &str, kind: Kind| Difference {
