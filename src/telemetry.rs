@@ -12,6 +12,7 @@
 //! | `shadowdiff_store_write_seconds` | histogram | |
 //! | `shadowdiff_mapping_errors_total` | counter | `route` |
 //! | `shadowdiff_store_lost_total` | counter | |
+//! | `shadowdiff_bodies_total` | counter | `decision` (`example`, `sample`, `not_sampled`, `over_budget`, `not_eligible`) |
 //! | `shadowdiff_internal_errors_total` | counter | `stage` |
 //! | `shadowdiff_connections` | gauge | `listener` (`proxy`, `admin`) |
 //! | `shadowdiff_connection_limit_reached_total` | counter | `listener` |
@@ -89,6 +90,10 @@ fn describe() {
         "Exchanges lost because the store could not write them"
     );
     metrics::describe_counter!(
+        "shadowdiff_bodies_total",
+        "Compared exchanges by whether their bodies were kept ([store] body_examples, body_sample, body_budget)"
+    );
+    metrics::describe_counter!(
         "shadowdiff_internal_errors_total",
         "Panics caught in shadow work, by stage (each exchange is recorded as internal_error)"
     );
@@ -156,6 +161,11 @@ pub fn exchange(r: &Record) {
 }
 
 /// Counts one dropped exchange.
+/// Whether a compared exchange's bodies were kept (`[store] body_*`).
+pub fn bodies(decision: &'static str) {
+    metrics::counter!("shadowdiff_bodies_total", "decision" => decision).increment(1);
+}
+
 pub fn dropped(reason: &'static str) {
     metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);
 }

@@ -992,3 +992,80 @@ async fn deep_and_huge_bodies_are_refused_not_crashed_on() {
     assert_eq!(get(&sd.url("/after")).await.status, 200);
     sd.stop().await;
 }
+
+/// A page per path: `{"id":"<path>","name":NAME}`, the same length on both sides.
+fn page(name: &'static str) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |s: &Seen| Reply::json(json!({"id": s.uri, "name": name}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_kept_for_the_first_examples_of_each_difference_and_all_are_counted() {
+    let legacy = Upstream::start(page("A")).await;
+    let candidate = Upstream::start(page("B")).await;
+    let toml = r#"
+[store]
+path = "store/shadowdiff.db"
+body_examples = 2
+body_sample = 0.0
+"#;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    // Distinct pages (compared afresh) and one page again and again (the memo answers).
+    for i in 0..6 {
+        get(&sd.url(&format!("/p/{i:03}"))).await;
+    }
+    for _ in 0..4 {
+        get(&sd.url("/p/000")).await;
+    }
+    sd.quiesce().await;
+    assert_eq!(
+        sd.rows("SELECT count(*), sum(diff_count) FROM exchanges WHERE outcome = 'diff'"),
+        vec![vec![json!(10), json!(10)]]
+    );
+    assert_eq!(
+        sd.rows("SELECT field, kind, sum(n) FROM diff_fields GROUP BY field, kind"),
+        vec![vec![json!("/name"), json!("changed"), json!(10)]],
+        "every difference is counted, kept bodies or not"
+    );
+    assert_eq!(
+        sd.rows("SELECT DISTINCT exchange_id FROM bodies ORDER BY exchange_id"),
+        vec![vec![json!(1)], vec![json!(2)]],
+        "the first two exchanges showing `name` changed keep their bodies, no other"
+    );
+    let kept =
+        sd.rows("SELECT body FROM exchange_bodies WHERE exchange_id = 2 AND side = 'candidate'");
+    assert_eq!(kept, vec![vec![json!(r#"{"id":"/p/001","name":"B"}"#)]]);
+    sd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_bodies_stop_at_the_hourly_byte_budget() {
+    let legacy = Upstream::start(page("A")).await;
+    let candidate = Upstream::start(page("B")).await;
+    // Each pair is 2 x 26 bytes: the budget holds three pairs, not four.
+    let pair = 2 * json!({"id": "/p/000", "name": "A"}).to_string().len();
+    assert_eq!(pair, 52);
+    let toml = format!(
+        r#"
+[store]
+path = "store/shadowdiff.db"
+body_examples = 100
+body_sample = 1.0
+body_budget = "{}B"
+"#,
+        3 * pair + pair / 2
+    );
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    for i in 0..8 {
+        get(&sd.url(&format!("/p/{i:03}"))).await;
+    }
+    sd.quiesce().await;
+    assert_eq!(
+        sd.rows("SELECT count(*) FROM exchanges WHERE outcome = 'diff'"),
+        vec![vec![json!(8)]]
+    );
+    assert_eq!(
+        sd.rows("SELECT count(DISTINCT exchange_id), sum(length(body)) FROM exchange_bodies"),
+        vec![vec![json!(3), json!(3 * pair)]]
+    );
+    sd.stop().await;
+}

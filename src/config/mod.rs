@@ -49,6 +49,9 @@ pub mod defaults {
     pub const STORE_QUEUE: usize = 10_000;
     pub const MAX_VALUE_LEN: usize = 1024;
     pub const EXAMPLES_PER_FIELD: usize = 3;
+    pub const BODY_EXAMPLES: usize = 3;
+    pub const BODY_SAMPLE: f64 = 0.001;
+    pub const BODY_BUDGET: usize = 64 << 20;
     pub const MAPPINGS_DIR: &str = "mappings";
     pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
     pub const MAPPING_WORKERS: usize = 2;
@@ -267,6 +270,13 @@ pub struct StoreConfig {
     /// Differences stored per exchange, field pattern and kind (the first ones found); the
     /// counts of all of them are kept.
     pub examples_per_field: usize,
+    /// Kept bodies: the first exchanges per hour, route, field pattern and kind of difference
+    /// (`0`: none by example).
+    pub body_examples: usize,
+    /// Kept bodies: the share of the other eligible exchanges kept at random.
+    pub body_sample: f64,
+    /// Kept bodies: bytes per hour at most (decoded size of both bodies as received).
+    pub body_budget: usize,
 }
 
 /// One `[[routes]]` entry.

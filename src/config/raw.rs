@@ -145,6 +145,9 @@ pub(super) struct RawStore {
     pub(super) queue: Option<usize>,
     pub(super) max_value_len: Option<Size>,
     pub(super) examples_per_field: Option<usize>,
+    pub(super) body_examples: Option<usize>,
+    pub(super) body_sample: Option<f64>,
+    pub(super) body_budget: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]

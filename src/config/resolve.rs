@@ -374,6 +374,13 @@ impl Config {
                     .examples_per_field
                     .unwrap_or(defaults::EXAMPLES_PER_FIELD)
                     .max(1),
+                body_examples: raw.store.body_examples.unwrap_or(defaults::BODY_EXAMPLES),
+                body_sample: share(
+                    "[store] body_sample",
+                    raw.store.body_sample,
+                    defaults::BODY_SAMPLE,
+                )?,
+                body_budget: raw.store.body_budget.map_or(defaults::BODY_BUDGET, |s| s.0),
             },
             routes,
             gates: raw.gate,

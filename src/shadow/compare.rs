@@ -28,6 +28,7 @@ use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
 use crate::redact;
 
 use super::memo::Memo;
+use super::sample::{BodySampler, Offer};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use crate::record::Meta;
@@ -198,16 +199,28 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
     }
 }
 
+/// What the proxy's comparisons share across exchanges.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// Results of pairs already seen.
+    pub memo: &'a Memo<Compared>,
+    /// Which exchanges keep their bodies.
+    pub sampler: &'a BodySampler,
+    /// The exchange's route (its index in the config).
+    pub route: Option<usize>,
+}
+
 /// Compares the two sides and builds the (redacted) record.
-/// With `memo`, the comparison of a pair of complete responses already seen (same route,
-/// statuses, compared headers and body bytes) is reused instead of computed again.
+/// With `shared`, the comparison of a pair of complete responses already seen (same route,
+/// statuses, compared headers and body bytes) is reused instead of computed again, and the
+/// bodies are kept when the sampler admits them; without it, every eligible body is kept.
 pub fn compare(
     meta: Meta,
     legacy: Legacy,
     candidate: Candidate,
     rules: &Rules,
     cfg: &Config,
-    memo: Option<(&Memo<Compared>, Option<usize>)>,
+    shared: Option<Shared<'_>>,
     maps: Maps<'_>,
 ) -> Record {
     let mut r = base(meta, Outcome::Match);
@@ -317,30 +330,62 @@ pub fn compare(
         headers: &c_headers,
         body: c_bytes,
     };
-    let compared = match memo {
-        Some((memo, route)) => {
+    let compared = match shared {
+        Some(sh) => {
             let key = memo_key(
-                route,
+                sh.route,
                 r.mapping_version.as_deref(),
                 &legacy,
                 &candidate,
                 cfg,
             );
-            match memo.get(key) {
-                Some(hit) => hit,
-                None => {
-                    let size = legacy.body.len() + candidate.body.len();
-                    let fresh =
-                        Arc::new(compare_sides(&legacy, &candidate, rules, cfg, true, maps));
-                    // A mapping that timed out or crashed may pass next time: not kept.
-                    if fresh.outcome != Outcome::MappingError {
-                        memo.insert(key, size, fresh.clone());
+            let fresh = |keep| {
+                let size = legacy.body.len() + candidate.body.len();
+                let fresh = Arc::new(compare_sides(&legacy, &candidate, rules, cfg, keep, maps));
+                // A mapping that timed out or crashed may pass next time: not kept.
+                if fresh.outcome != Outcome::MappingError {
+                    sh.memo.insert(key, size, fresh.clone());
+                }
+                fresh
+            };
+            match sh.memo.get(key) {
+                None => fresh(Keep::Sampled(sh.sampler, sh.route)),
+                Some(hit) => {
+                    let decision = sh.sampler.decide(
+                        &cfg.store,
+                        &Offer {
+                            route: sh.route,
+                            outcome: hit.outcome,
+                            diffs: &hit.diffs,
+                            bytes: hit.size,
+                        },
+                    );
+                    crate::telemetry::bodies(decision.as_str());
+                    match (decision.keeps(), hit.bodies.is_some()) {
+                        (true, true) => hit,
+                        // Admitted now, but not kept when first compared: compared again
+                        // to serialise them (rare: admissions are few per hour).
+                        (true, false) => fresh(Keep::Eligible),
+                        (false, _) => Arc::new(Compared {
+                            outcome: hit.outcome,
+                            reason: hit.reason.clone(),
+                            diffs: hit.diffs.clone(),
+                            bodies: None,
+                            present: hit.present.clone(),
+                            size: hit.size,
+                        }),
                     }
-                    fresh
                 }
             }
         }
-        None => Arc::new(compare_sides(&legacy, &candidate, rules, cfg, true, maps)),
+        None => Arc::new(compare_sides(
+            &legacy,
+            &candidate,
+            rules,
+            cfg,
+            Keep::Eligible,
+            maps,
+        )),
     };
     r.outcome = compared.outcome;
     r.reason.clone_from(&compared.reason);
@@ -376,6 +421,19 @@ pub struct Compared {
     pub bodies: Option<[Option<BodyText>; 2]>,
     /// The field patterns present in either body (JSON bodies only), for classification.
     pub present: Arc<Vec<String>>,
+    /// The decoded size of both bodies (what the body budget counts).
+    pub size: usize,
+}
+
+/// What a comparison keeps for the store.
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    /// Nothing (noise learning): no body texts, no field presence.
+    Nothing,
+    /// Field presence, and the bodies `[store] bodies` makes eligible.
+    Eligible,
+    /// Field presence, and the bodies the sampler admits (for the route).
+    Sampled(&'a BodySampler, Option<usize>),
 }
 
 /// Field patterns counted as present per exchange at most.
@@ -392,7 +450,7 @@ pub fn noise_sample(
     if first.status != second.status {
         return None;
     }
-    let c = compare_sides(first, second, rules, cfg, false, Maps::default());
+    let c = compare_sides(first, second, rules, cfg, Keep::Nothing, Maps::default());
     match c.outcome {
         Outcome::Match | Outcome::Diff => {
             let mut fields: Vec<String> = c.diffs.iter().map(|d| d.field.clone()).collect();
@@ -411,7 +469,14 @@ pub fn compare_bodies(
     rules: &Rules,
     cfg: &Config,
 ) -> Compared {
-    compare_sides(legacy, candidate, rules, cfg, true, Maps::default())
+    compare_sides(
+        legacy,
+        candidate,
+        rules,
+        cfg,
+        Keep::Eligible,
+        Maps::default(),
+    )
 }
 
 /// Every difference of a recorded exchange, recomputed from what was kept of it (`diff
@@ -474,23 +539,25 @@ pub fn recompute(
     )
 }
 
-/// [`compare_bodies`]; `record` false skips what only a stored record needs (body texts, field
-/// presence).
+/// [`compare_bodies`], keeping what `keep` says. Bodies are serialised (after redaction) only
+/// once they are to be kept.
 fn compare_sides(
     legacy: &Side<'_>,
     candidate: &Side<'_>,
     rules: &Rules,
     cfg: &Config,
-    record: bool,
+    keep: Keep<'_>,
     maps: Maps<'_>,
 ) -> Compared {
     let max = cfg.shadow.max_body;
+    let record = !matches!(keep, Keep::Nothing);
     let done = |outcome, reason: String| Compared {
         outcome,
         reason: Some(reason),
         diffs: Arc::default(),
         bodies: None,
         present: Arc::default(),
+        size: 0,
     };
     let decode = |s: &Side<'_>, side: &'static str| {
         let ce = s
@@ -581,12 +648,28 @@ fn compare_sides(
     for d in &mut diffs {
         redact_difference(d, cfg);
     }
-    let keep = record
-        && match cfg.store.bodies {
+    let size = l_raw.len() + c_raw.len();
+    let keep = match keep {
+        Keep::Nothing => false,
+        Keep::Eligible => match cfg.store.bodies {
             Bodies::Never => false,
             Bodies::OnDiff => outcome != Outcome::Match,
             Bodies::Always => true,
-        };
+        },
+        Keep::Sampled(sampler, route) => {
+            let decision = sampler.decide(
+                &cfg.store,
+                &Offer {
+                    route,
+                    outcome,
+                    diffs: &diffs,
+                    bytes: size,
+                },
+            );
+            crate::telemetry::bodies(decision.as_str());
+            decision.keeps()
+        }
+    };
     let text = |v: Option<Value>| {
         v.map(|mut b| {
             redact::redact_document(&mut b, &cfg.store.redact_fields);
@@ -599,6 +682,7 @@ fn compare_sides(
         diffs: Arc::new(diffs),
         bodies: keep.then(|| [text(l_json), text(c_json)]),
         present: Arc::new(present),
+        size,
     }
 }
 
@@ -798,7 +882,11 @@ mod memo_tests {
             candidate,
             &cfg.diff.rules,
             cfg,
-            Some((memo, None)),
+            Some(Shared {
+                memo,
+                sampler: &BodySampler::default(),
+                route: None,
+            }),
             Maps::default(),
         )
     }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod compare;
 pub mod memo;
 mod noise;
+pub mod sample;
 
 pub use candidate::retry_after;
 
@@ -143,6 +144,8 @@ pub struct Shadow {
     /// The background runtime the shadow tasks run on.
     rt: tokio::runtime::Handle,
     memo: memo::Memo<compare::Compared>,
+    /// Which exchanges keep their bodies (`[store] body_*`).
+    bodies: sample::BodySampler,
     /// Bytes of response bodies held for comparisons (`[shadow] max_bytes_in_flight`).
     pub budget: MemoryBudget,
 }
@@ -177,6 +180,7 @@ impl Shadow {
             tracker: Arc::default(),
             rt,
             memo: memo::Memo::default(),
+            bodies: sample::BodySampler::default(),
             budget,
         }
     }
@@ -428,7 +432,11 @@ impl Shadow {
                         candidate,
                         rules,
                         cfg,
-                        Some((&shadow.memo, route)),
+                        Some(compare::Shared {
+                            memo: &shadow.memo,
+                            sampler: &shadow.bodies,
+                            route,
+                        }),
                         maps,
                     )
                 };
