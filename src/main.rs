@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// The comparison allocates a node per JSON value and frees it soon after, from one thread per
+/// runtime: glibc's malloc spent ~30 % of the proxy's CPU in that churn (BENCHMARKS.md §10),
+/// mimalloc's thread-local free lists take a fraction of it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = shadowdiff::cli::Cli::parse();
     let quiet = matches!(cli.command, shadowdiff::cli::Command::Demo { .. });
