@@ -681,3 +681,128 @@ async fn diff_exchange_recomputes_every_difference_from_kept_bodies() {
     assert_eq!(code, 0, "{err}");
     sd.stop().await;
 }
+
+/// A store as the first wave wrote it: no `mapping_version` column, every difference of an
+/// exchange stored (10 rows for one field pattern, not the first 3), both bodies of every
+/// differing exchange kept. This version reads it (report, diff --exchange) and writes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_the_bounded_rows_is_read_and_extended() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("store")).unwrap();
+    let old = files.path().join("store/shadowdiff.db");
+    let at = shadowdiff::record::rfc3339(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let hour = &at[..13];
+    let people = |status: &str| {
+        json!({"people": (0..10).map(|i| json!({"id": i, "status": status})).collect::<Vec<_>>()})
+            .to_string()
+    };
+    {
+        let c = rusqlite::Connection::open(&old).unwrap();
+        c.execute_batch(
+            "CREATE TABLE exchanges(id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, route TEXT,
+               method TEXT, path TEXT, account TEXT, legacy_status INTEGER, candidate_status INTEGER,
+               legacy_ms REAL, candidate_ms REAL, outcome TEXT NOT NULL,
+               diff_count INTEGER NOT NULL DEFAULT 0, reason TEXT, request_id TEXT);
+             CREATE TABLE diff_fields(exchange_id INTEGER NOT NULL, started_at TEXT NOT NULL,
+               route TEXT, field TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+               PRIMARY KEY(exchange_id, field, kind)) WITHOUT ROWID;
+             CREATE TABLE diffs(exchange_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+               pointer TEXT NOT NULL, field TEXT NOT NULL, kind TEXT NOT NULL, legacy TEXT,
+               candidate TEXT, PRIMARY KEY(exchange_id, seq)) WITHOUT ROWID;
+             CREATE TABLE bodies(exchange_id INTEGER NOT NULL, side TEXT NOT NULL, status INTEGER,
+               headers TEXT, blob_id INTEGER, PRIMARY KEY(exchange_id, side));
+             CREATE TABLE blobs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, body TEXT NOT NULL);
+             CREATE TABLE field_presence(route TEXT NOT NULL, field TEXT NOT NULL, hour TEXT NOT NULL,
+               n INTEGER NOT NULL, PRIMARY KEY(route, field, hour)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO exchanges(id, started_at, route, method, path, legacy_status,
+               candidate_status, legacy_ms, candidate_ms, outcome, diff_count, request_id)
+             VALUES (1, ?1, NULL, 'GET', '/people', 200, 200, 1.0, 1.0, 'diff', 10, 'r1')",
+            [&at],
+        )
+        .unwrap();
+        for i in 0..10 {
+            c.execute(
+                "INSERT INTO diffs VALUES (1, ?1, ?2, '/people/*/status', 'changed', '\"active\"', '\"ACTIVE\"')",
+                rusqlite::params![i, format!("/people/{i}/status")],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO diff_fields VALUES (1, ?1, NULL, '/people/*/status', 'changed', 10)",
+            [&at],
+        )
+        .unwrap();
+        for (id, side, body) in [
+            (1, "legacy", people("active")),
+            (2, "candidate", people("ACTIVE")),
+        ] {
+            c.execute(
+                "INSERT INTO blobs VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, vec![id as u8; 16], body],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO bodies VALUES (1, ?1, 200, '{\"content-type\":\"application/json\"}', ?2)",
+                rusqlite::params![side, id],
+            )
+            .unwrap();
+        }
+        for f in ["/people", "/people/*", "/people/*/id", "/people/*/status"] {
+            c.execute(
+                "INSERT INTO field_presence VALUES ('', ?1, ?2, 1)",
+                [f, hour],
+            )
+            .unwrap();
+        }
+    }
+    let db = old.to_str().unwrap().to_owned();
+    let dir = files.path().to_owned();
+    // Read as it is: the report counts the old rows, diff --exchange recomputes from the bodies.
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &["report", "--db", &db, "--since", "24h", "--format", "json"],
+            &dir,
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/people/*/status"), "{out}");
+    let (code, out, err) =
+        tokio::task::block_in_place(|| run(&["diff", "--exchange", "1", "--db", &db], &dir));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.ends_with("10 differences\n"), "{out}");
+    // Served on: the column is added, new exchanges go in beside the old ones.
+    let legacy = Upstream::json(json!({"people": [{"id": 1, "status": "active"}]})).await;
+    let candidate = Upstream::json(json!({"people": [{"id": 1, "status": "ACTIVE"}]})).await;
+    let sd =
+        Shadowdiff::start_with_files(&legacy.url(), &candidate.url(), "", Some(files.path())).await;
+    get(&sd.url("/people")).await;
+    sd.quiesce().await;
+    assert_eq!(
+        sd.rows("SELECT id, diff_count, mapping_version FROM exchanges ORDER BY id"),
+        vec![
+            vec![json!(1), json!(10), json!(null)],
+            vec![json!(2), json!(1), json!(null)]
+        ]
+    );
+    assert_eq!(
+        sd.rows("SELECT exchange_id, count(*) FROM diffs GROUP BY 1 ORDER BY 1"),
+        vec![vec![json!(1), json!(10)], vec![json!(2), json!(1)]],
+        "the old rows are kept as they were"
+    );
+    let new_db = sd.db.to_str().unwrap().to_owned();
+    let (_, _keep) = sd.stop().await;
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "report", "--db", &new_db, "--since", "24h", "--format", "json",
+            ],
+            &dir,
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.to_string().contains("/people/*/status"), "{out}");
+}
