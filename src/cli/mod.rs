@@ -32,7 +32,7 @@ mod store_cmds;
 use check::check;
 use offline::{diff_exchange, diff_files, map_cmd};
 use serve::{demo, serve};
-use store_cmds::{gate_cmd, prune, report_cmd};
+use store_cmds::{gate_cmd, migrate, prune, report_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -180,6 +180,13 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Bring a store's schema up to this version (serve does it on start). Several processes
+    /// may run it at once: one migrates, the others find nothing left to do.
+    Migrate {
+        /// SQLite file or postgres:// URL (overrides [store] path).
+        #[arg(long)]
+        db: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -325,6 +332,7 @@ pub fn run(cli: Cli) -> ExitCode {
             db,
         ),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
+        Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -380,6 +388,7 @@ const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// Opens an existing store for reading.
 fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
+    store::sqlite_only(path)?;
     if !path.exists() {
         return Err(UsageError(format!(
             "no store at {} (see [store] path or --db)",

@@ -10,6 +10,7 @@ pub(super) fn prune(
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
     let path = db.unwrap_or(cfg.store.path);
+    store::sqlite_only(&path)?;
     let age = older_than.unwrap_or(cfg.store.retention);
     let n = store::prune_file(&path, crate::record::ago(age))
         .with_context(|| format!("pruning {}", path.display()))?;
@@ -18,6 +19,27 @@ pub(super) fn prune(
         path.display(),
         if n == 1 { "" } else { "s" }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow::Result<ExitCode> {
+    let location = match db {
+        Some(d) => store::Location::parse(d),
+        None => store::Location::Sqlite(config_or_defaults(config, explicit)?.store.path),
+    };
+    let done = store::migrate(&location)?;
+    match done.applied.as_slice() {
+        [] => println!("{location}: schema version {}, up to date", done.version),
+        applied => println!(
+            "{location}: schema version {} (applied {})",
+            done.version,
+            applied
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

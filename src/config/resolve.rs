@@ -111,6 +111,14 @@ impl Config {
             },
         };
 
+        if let Some(p) = raw.store.path.as_ref() {
+            if let crate::store::Location::Postgres(url) = crate::store::Location::parse(&p.0) {
+                return Err(invalid(format!(
+                    "[store] path: {url}: {}",
+                    crate::store::POSTGRES_NOT_SERVED
+                )));
+            }
+        }
         let mappings_cfg = crate::mapping::MappingsConfig {
             dir: rel(raw
                 .mappings

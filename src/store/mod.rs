@@ -12,6 +12,8 @@
 //! `field_presence` (per route, field pattern and hour: compared exchanges where the field was
 //! present), `noise_samples` + `noise_fields` (noise learned from second legacy calls).
 
+mod location;
+mod migrate;
 mod prune;
 mod query;
 mod schema;
@@ -21,6 +23,8 @@ mod writer;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub use location::{Location, PgUrl};
+pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use query::{
     DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
@@ -46,6 +50,70 @@ pub enum StoreError {
     /// A query failed.
     #[error("{0}")]
     Query(#[from] rusqlite::Error),
+    /// A PostgreSQL URL where this version only takes a SQLite file.
+    #[error("store {url}: {POSTGRES_NOT_SERVED}")]
+    NotServed { url: String },
+    /// PostgreSQL (the URL is shown with its password masked).
+    #[error("store {url}: {source}")]
+    Postgres {
+        url: String,
+        source: postgres::Error,
+    },
+}
+
+/// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
+/// schema and migrations are in; its writer and readers are not yet).
+pub const POSTGRES_NOT_SERVED: &str = "this version creates and migrates PostgreSQL stores \
+     (`shadowdiff migrate --db URL`) but does not yet serve, report on or prune them; use a SQLite file";
+
+/// Refuses a PostgreSQL URL given where a SQLite file is expected (it would otherwise become a
+/// file named after the URL).
+pub fn sqlite_only(path: &Path) -> Result<(), StoreError> {
+    match Location::parse(&path.to_string_lossy()) {
+        Location::Postgres(url) => Err(StoreError::NotServed {
+            url: url.to_string(),
+        }),
+        Location::Sqlite(_) => Ok(()),
+    }
+}
+
+/// What `shadowdiff migrate` did to a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The versions applied now, oldest first (empty: the store was current).
+    pub applied: Vec<i64>,
+    /// The store's version now.
+    pub version: i64,
+}
+
+/// Applies the pending migrations to the store at `location` (creating a SQLite file when
+/// missing). Safe to run from several processes at once: one migrates, the others wait and
+/// find nothing left to do.
+pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
+    match location {
+        Location::Sqlite(path) => {
+            let (_, applied) = schema::open_migrated(path)?;
+            Ok(Migrated {
+                applied,
+                version: SCHEMA_VERSION,
+            })
+        }
+        Location::Postgres(url) => {
+            let err = |source| StoreError::Postgres {
+                url: url.to_string(),
+                source,
+            };
+            let mut client =
+                postgres::Client::connect(url.secret(), postgres::NoTls).map_err(err)?;
+            let applied = migrate::apply_postgres(&mut client).map_err(err)?;
+            let version = migrate::postgres_versions(&mut client)
+                .map_err(err)?
+                .last()
+                .copied()
+                .unwrap_or(0);
+            Ok(Migrated { applied, version })
+        }
+    }
 }
 
 /// The route column of the aggregate tables (`field_presence`, `noise_samples`,
@@ -67,6 +135,7 @@ pub fn open_read_only(
     path: &Path,
     busy: std::time::Duration,
 ) -> Result<Box<dyn Reader>, StoreError> {
+    sqlite_only(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,

@@ -97,8 +97,15 @@ CREATE VIEW IF NOT EXISTS exchange_bodies AS
     FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
 ";
 
-/// Opens the database with the store's settings and schema.
+/// Opens the database with the store's settings and schema (migrations applied).
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let (conn, _) = open_migrated(path)?;
+    Ok(conn)
+}
+
+/// [`open`], with the migrations it applied now.
+pub(super) fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), StoreError> {
+    super::sqlite_only(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -113,20 +120,43 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         path: path.display().to_string(),
         source,
     })?;
-    let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    // Processes opening a new store at once (a fleet's first start) can meet SQLite's lock
+    // without its busy handler (switching a fresh file to WAL): such a start is tried again.
+    // Only while that is quick: a lock held past the busy timeout is an error at once.
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match connect_and_migrate(path) {
+            Err(e) if attempt < 20 && started.elapsed() < Duration::from_secs(1) && is_busy(&e) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(10 * attempt));
+            }
+            done => return done.map_err(err),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn connect_and_migrate(path: &Path) -> rusqlite::Result<(Connection, Vec<i64>)> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
     // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
     conn.set_prepared_statement_cache_capacity(super::writer::ROWS_PER_INSERT + 16);
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Pruned rows hold personal data: their bytes are zeroed, not left in free pages.
-    conn.pragma_update(None, "secure_delete", "ON")
-        .map_err(err)?;
-    migrate(&conn).map_err(err)?;
-    conn.execute_batch(SCHEMA).map_err(err)?;
-    Ok(conn)
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    let applied = super::migrate::apply_sqlite(&conn)?;
+    if !applied.is_empty() {
+        tracing::info!(store = %path.display(), ?applied, "store schema migrated");
+    }
+    Ok((conn, applied))
 }
 
 /// Opens the store for writing and proves that it can be written: a store that only accepts
@@ -149,8 +179,9 @@ pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The version of this schema, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The version of this schema (the newest migration), also kept in SQLite's `user_version`.
+pub const SCHEMA_VERSION: i64 =
+    super::migrate::MIGRATIONS[super::migrate::MIGRATIONS.len() - 1].version;
 
 /// Creates the database file, when it does not exist yet, readable and writable by its owner
 /// only (0600): SQLite gives its `-wal` and `-shm` files the same permissions.
@@ -166,24 +197,4 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Brings a store written by an older version up to the current schema (columns added since).
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_table: bool = conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exchanges')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
-        return Ok(());
-    }
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('exchanges')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if !columns.iter().any(|c| c == "mapping_version") {
-        conn.execute_batch("ALTER TABLE exchanges ADD COLUMN mapping_version TEXT")?;
-    }
-    Ok(())
 }

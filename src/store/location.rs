@@ -1,0 +1,158 @@
+//! Where a store is: a SQLite file, or a PostgreSQL database given by URL. The URL's password
+//! never reaches a log or an error message: [`Location`]'s `Display` masks it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A store's location, as given by `--db` or `[store] path`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(PgUrl),
+}
+
+/// A `postgres://` or `postgresql://` URL, kept whole for connecting, shown masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl {
+    url: String,
+    masked: String,
+}
+
+impl PgUrl {
+    /// The URL as given, password included: only for connecting.
+    pub fn secret(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked)
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({})", self.masked)
+    }
+}
+
+impl Location {
+    /// A URL with the `postgres` or `postgresql` scheme is PostgreSQL; anything else is a path.
+    pub fn parse(s: &str) -> Self {
+        let lower = s.get(..13).unwrap_or(s).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Self::Postgres(PgUrl {
+                url: s.to_owned(),
+                masked: mask(s),
+            })
+        } else {
+            Self::Sqlite(PathBuf::from(s))
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(u) => u.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// The URL with the password of its user info and any `password` query parameter replaced by
+/// `***`. Works on bytes found by `find` at ASCII delimiters, so it never splits a character.
+fn mask(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority_end, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority_end.rfind('@') {
+        Some(at) => {
+            let (info, host) = authority_end.split_at(at);
+            match info.split_once(':') {
+                Some((user, _)) => format!("{user}:***{host}"),
+                None => authority_end.to_owned(),
+            }
+        }
+        None => authority_end.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_are_recognised_and_shown_without_their_password() {
+        let cases = [
+            (
+                "postgres://app:s3cr%40t@db.example:5432/shadow?sslmode=require",
+                "postgres://app:***@db.example:5432/shadow?sslmode=require",
+            ),
+            (
+                "postgresql://app@db/shadow?password=hunter2&sslmode=verify-full",
+                "postgresql://app@db/shadow?password=***&sslmode=verify-full",
+            ),
+            ("POSTGRES://u:p@h", "POSTGRES://u:***@h"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("postgres://a:b:c@h:1/d", "postgres://a:***@h:1/d"),
+        ];
+        for (url, shown) in cases {
+            let loc = Location::parse(url);
+            assert!(matches!(loc, Location::Postgres(_)), "{url}");
+            assert_eq!(loc.to_string(), shown);
+            assert!(
+                !format!("{loc:?}").contains("s3cr") && !format!("{loc:?}").contains("hunter2")
+            );
+            if let Location::Postgres(u) = &loc {
+                assert_eq!(u.secret(), url);
+            }
+        }
+        assert_eq!(
+            Location::parse("store/shadowdiff.db"),
+            Location::Sqlite("store/shadowdiff.db".into())
+        );
+        assert_eq!(
+            Location::parse("postgres.db"),
+            Location::Sqlite("postgres.db".into())
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn masking_never_panics_and_never_shows_the_password(
+            user in "[a-zé]{1,8}",
+            pass in "\\PC{1,12}",
+            rest in "\\PC{0,20}",
+        ) {
+            let pass = pass.replace(['@', '/', '?', ':', '*'], "x");
+            let url = format!("postgres://{user}:{pass}@host/{rest}");
+            let shown = Location::parse(&url).to_string();
+            proptest::prop_assert!(shown.starts_with(&format!("postgres://{user}:***@host/")), "{}", shown);
+            let _ = Location::parse(&rest).to_string();
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The store's schema as one list of versioned migrations, each written for both engines, and
+//! the one way to apply them: `schema_version` records what was applied, and only one process
+//! applies at a time (SQLite: the write lock of `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock),
+//! so two instances starting at once never both migrate.
+
+use rusqlite::Connection;
+
+use super::schema::SCHEMA;
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Every migration, oldest first. A released step is never edited: changes are new steps.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "exchanges, differences per field, examples, kept bodies, presence, noise",
+    sqlite: SCHEMA,
+    postgres: POSTGRES_V1,
+}];
+
+/// The newest version.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// PostgreSQL's first schema. Choices (README "Fleet"):
+/// - ids: one sequence, taken by the writers in ranges (one `nextval` round trip per batch, not
+///   per row), so ids are unique across instances and increase roughly with time;
+/// - `started_at timestamptz`, and the per-exchange tables partitioned by day on it (retention
+///   drops a day's partitions); each carries `started_at` so its partitions line up;
+/// - kept body texts are addressed by their xxh3-128 (`bytea`): writers insert them with
+///   `ON CONFLICT DO NOTHING`, no id to read back;
+/// - counters several instances bump (`field_presence`, `noise_*`) are upserts that add.
+const POSTGRES_V1: &str = r"
+CREATE SEQUENCE exchange_ids AS bigint;
+CREATE TABLE exchanges(
+    id bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    route text,
+    method text,
+    path text,
+    account text,
+    legacy_status integer,
+    candidate_status integer,
+    legacy_ms double precision,
+    candidate_ms double precision,
+    outcome text NOT NULL,
+    diff_count integer NOT NULL DEFAULT 0,
+    reason text,
+    request_id text,
+    mapping_version text,
+    PRIMARY KEY (started_at, id)
+) PARTITION BY RANGE (started_at);
+CREATE INDEX exchanges_route_started_at ON exchanges(route, started_at);
+CREATE INDEX exchanges_route_outcome ON exchanges(route, outcome, started_at);
+CREATE INDEX exchanges_account_outcome ON exchanges(account, outcome, started_at);
+CREATE INDEX exchanges_id ON exchanges(id);
+CREATE TABLE diff_fields(
+    exchange_id bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    route text,
+    field text NOT NULL,
+    kind text NOT NULL,
+    n integer NOT NULL,
+    PRIMARY KEY (started_at, exchange_id, field, kind)
+) PARTITION BY RANGE (started_at);
+CREATE INDEX diff_fields_route ON diff_fields(route, field, kind, started_at) INCLUDE (n);
+CREATE TABLE diffs(
+    exchange_id bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    seq integer NOT NULL,
+    pointer text NOT NULL,
+    field text NOT NULL,
+    kind text NOT NULL,
+    legacy text,
+    candidate text,
+    PRIMARY KEY (started_at, exchange_id, seq)
+) PARTITION BY RANGE (started_at);
+CREATE INDEX diffs_exchange ON diffs(exchange_id);
+CREATE TABLE bodies(
+    exchange_id bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    side text NOT NULL,
+    status integer,
+    headers text,
+    blob_hash bytea,
+    PRIMARY KEY (started_at, exchange_id, side)
+) PARTITION BY RANGE (started_at);
+CREATE INDEX bodies_exchange ON bodies(exchange_id);
+CREATE TABLE blobs(
+    hash bytea PRIMARY KEY,
+    body text NOT NULL,
+    first_at timestamptz NOT NULL
+);
+CREATE TABLE field_presence(
+    route text NOT NULL,
+    field text NOT NULL,
+    hour timestamptz NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (route, field, hour)
+);
+CREATE TABLE noise_samples(
+    route text PRIMARY KEY,
+    samples bigint NOT NULL,
+    last_at timestamptz NOT NULL
+);
+CREATE TABLE noise_fields(
+    route text NOT NULL,
+    field text NOT NULL,
+    differed bigint NOT NULL,
+    first_at timestamptz NOT NULL,
+    last_at timestamptz NOT NULL,
+    PRIMARY KEY (route, field)
+);
+CREATE VIEW exchange_bodies AS
+    SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
+    FROM bodies b LEFT JOIN blobs ON blobs.hash = b.blob_hash;
+";
+
+const SQLITE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_version(
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+const POSTGRES_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_version(
+    version bigint PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// The advisory lock key of migrations (any constant; "sdmigrat" in ASCII).
+const PG_MIGRATE_LOCK: i64 = 0x7364_6d69_6772_6174;
+
+/// Brings a SQLite store up to [`latest`]; returns the versions applied now (empty when it was
+/// current). A store that is current is only read, so a read-only current store opens.
+pub(super) fn apply_sqlite(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+    if sqlite_version(conn)? == latest() {
+        return Ok(Vec::new());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        // Another process may have migrated while this one waited for the lock.
+        let current = sqlite_version(conn)?;
+        if current == 0 {
+            before_versions(conn)?;
+        }
+        conn.execute_batch(SQLITE_VERSIONS)?;
+        let mut applied = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            conn.execute_batch(m.sqlite)?;
+            conn.execute(
+                "INSERT INTO schema_version(version, description, applied_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    m.version,
+                    m.description,
+                    crate::record::rfc3339(std::time::SystemTime::now())
+                ],
+            )?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    })();
+    match applied {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The newest applied version (0: none recorded).
+fn sqlite_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Stores written before `schema_version` existed: the columns added since, so that version 1's
+/// indexes find them.
+fn before_versions(conn: &Connection) -> rusqlite::Result<()> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exchanges')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(());
+    }
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('exchanges')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "mapping_version") {
+        conn.execute_batch("ALTER TABLE exchanges ADD COLUMN mapping_version TEXT")?;
+    }
+    Ok(())
+}
+
+/// Brings a PostgreSQL store up to [`latest`] under the migration advisory lock; returns the
+/// versions applied now. Each step commits on its own with its `schema_version` row.
+pub(super) fn apply_postgres(client: &mut postgres::Client) -> Result<Vec<i64>, postgres::Error> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATE_LOCK])?;
+    let applied = (|| {
+        client.batch_execute(POSTGRES_VERSIONS)?;
+        let current: i64 = client
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])?
+            .get(0);
+        let mut applied = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            let mut tx = client.transaction()?;
+            tx.batch_execute(m.postgres)?;
+            tx.execute(
+                "INSERT INTO schema_version(version, description) VALUES ($1, $2)",
+                &[&m.version, &m.description],
+            )?;
+            tx.commit()?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    })();
+    // The lock also ends with the session; unlocking here lets the next instance go at once.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATE_LOCK]);
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+/// The applied versions of a PostgreSQL store, oldest first.
+pub(super) fn postgres_versions(
+    client: &mut postgres::Client,
+) -> Result<Vec<i64>, postgres::Error> {
+    Ok(client
+        .query("SELECT version FROM schema_version ORDER BY version", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

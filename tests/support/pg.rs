@@ -1,0 +1,158 @@
+//! A private PostgreSQL server for the tests: Debian's `postgresql` binaries
+//! (`/usr/lib/postgresql/<version>/bin`, or `SHADOWDIFF_PG_BIN`), a data directory in a temp dir,
+//! listening on a loopback port; one server per test binary, a database per test.
+//!
+//! The server refuses to run as root: as root, it runs as the `postgres` user. It stops (and its
+//! data directory goes) when the test process exits: a shell holds it and waits on a pipe whose
+//! other end only this process holds. No server binaries: the tests that need one fail, loudly.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+struct Server {
+    port: u16,
+    /// The shell that holds the server; its stdin closes when this process exits.
+    _holder: Mutex<Child>,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SHADOWDIFF_PG_BIN") {
+        return dir.into();
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (install Debian's \
+             `postgresql` package, as .ci/run does, or set SHADOWDIFF_PG_BIN)"
+        )
+    })
+}
+
+/// The `postgres` user's ids, when this process runs as root.
+fn run_as() -> Option<(u32, u32)> {
+    let me = std::fs::metadata("/proc/self").ok()?;
+    use std::os::unix::fs::MetadataExt;
+    if me.uid() != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let f: Vec<&str> = line.split(':').collect();
+    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+}
+
+fn as_server_user(cmd: &mut Command, ids: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = ids {
+        cmd.gid(gid).uid(uid);
+    }
+    cmd
+}
+
+fn start() -> Server {
+    let bin = bin_dir();
+    let ids = run_as();
+    let root = tempfile::Builder::new()
+        .prefix("shadowdiff-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+    }
+    let data = root.join("data");
+    let out = as_server_user(&mut Command::new(bin.join("initdb")), ids)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "-D",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "{postgres} -D {data} -p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+         >{root}/server.log 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {root}",
+        postgres = bin.join("postgres").display(),
+        data = data.display(),
+        root = root.display(),
+    );
+    let holder = as_server_user(&mut Command::new("sh"), ids)
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match postgres::Client::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+            postgres::NoTls,
+        ) {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "PostgreSQL did not accept connections within 60 s: {e}; log: {}",
+                    std::fs::read_to_string(root.join("server.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Server {
+        port,
+        _holder: Mutex::new(holder),
+    }
+}
+
+/// A new, empty database on the test server: its URL.
+pub fn database() -> String {
+    let server = SERVER.get_or_init(start);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            server.port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+}
