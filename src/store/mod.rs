@@ -14,6 +14,7 @@
 
 mod location;
 mod migrate;
+mod pg;
 mod prune;
 mod query;
 mod schema;

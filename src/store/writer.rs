@@ -48,6 +48,8 @@ pub struct StoreStats {
     queued: AtomicU64,
     /// Why the last write failed, until a write succeeds again: `/readyz` says so.
     last_error: Mutex<Option<String>>,
+    /// Set by [`Store::close`]: a store that cannot be reached is no longer retried.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl StoreStats {
@@ -149,21 +151,51 @@ pub struct WriterOptions {
 }
 
 impl Store {
-    /// Opens (creating it and its folder if needed) the database and starts the writer.
+    /// Opens (creating it and its folder if needed) the SQLite database and starts the writer.
     pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
         let conn = open_for_writing(path)?;
+        Self::start(Box::new(conn), path.display().to_string(), opts)
+    }
+
+    /// Opens the store at `location` and starts the writer: a SQLite file as [`Store::open`]; a
+    /// PostgreSQL database is connected to and migrated first (a fleet: several instances write
+    /// to it; ids, partitions and counters are made for that).
+    pub fn open_at(location: &super::Location, opts: WriterOptions) -> Result<Self, StoreError> {
+        match location {
+            super::Location::Sqlite(path) => Self::open(path, opts),
+            super::Location::Postgres(url) => {
+                let mut client = super::pg::connect(url)?;
+                super::migrate::apply_postgres(&mut client).map_err(|source| {
+                    StoreError::Postgres {
+                        url: url.to_string(),
+                        source,
+                    }
+                })?;
+                let sink = super::pg::PgSink::new(url.clone(), client);
+                Self::start(Box::new(sink), url.to_string(), opts)
+            }
+        }
+    }
+
+    /// Starts the writer thread on `sink`; `shown` names the store in logs (a path, or a URL
+    /// with its password masked).
+    pub(super) fn start(
+        sink: Box<dyn Sink>,
+        shown: String,
+        opts: WriterOptions,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::sync_channel(opts.queue);
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
-        let p = path.display().to_string();
+        let p = shown.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 crate::background::lower_current_thread(opts.priority);
-                writer(conn, &rx, &st, &opts, &p);
+                writer(sink, &rx, &st, &opts, &p);
             })
             .map_err(|source| StoreError::Io {
-                path: path.display().to_string(),
+                path: shown,
                 source,
             })?;
         Ok(Self {
@@ -180,6 +212,8 @@ impl Store {
     /// through remaining handles afterwards are counted as dropped.
     pub fn close(self) -> Arc<StoreStats> {
         let stats = self.handle.stats.clone();
+        // A store that is down is not waited for: what is queued is counted as lost.
+        stats.closing.store(true, Ordering::Relaxed);
         let _ = self.handle.tx.send(Msg::Stop);
         drop(self.handle);
         let _ = self.thread.join();
@@ -187,8 +221,67 @@ impl Store {
     }
 }
 
+/// A write that failed.
+#[derive(Debug)]
+pub(super) struct WriteError {
+    pub message: String,
+    /// The store could not be reached (a connection refused or lost): the same write is tried
+    /// again after a pause, while the queue holds what arrives meanwhile.
+    pub unreachable: bool,
+}
+
+/// What the writer thread writes to: one engine's connection.
+pub(super) trait Sink: Send {
+    /// Writes a batch of exchanges in one transaction.
+    fn write_batch(
+        &mut self,
+        batch: &[Box<Record>],
+        opts: &WriterOptions,
+    ) -> Result<(), WriteError>;
+    /// Adds noise samples to their counters.
+    fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError>;
+    /// Deletes what is older than `cutoff`; returns the exchanges deleted.
+    fn prune(&mut self, cutoff: std::time::SystemTime) -> Result<usize, WriteError>;
+    /// The writer stops.
+    fn close(&mut self) {}
+}
+
+impl Sink for Connection {
+    fn write_batch(
+        &mut self,
+        batch: &[Box<Record>],
+        opts: &WriterOptions,
+    ) -> Result<(), WriteError> {
+        write_batch(self, batch, opts).map_err(|e| WriteError {
+            message: e.to_string(),
+            unreachable: false,
+        })
+    }
+
+    fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {
+        write_noise(self, samples).map_err(|e| WriteError {
+            message: e.to_string(),
+            unreachable: false,
+        })
+    }
+
+    fn prune(&mut self, cutoff: std::time::SystemTime) -> Result<usize, WriteError> {
+        prune(self, cutoff).map_err(|e| WriteError {
+            message: e.to_string(),
+            unreachable: false,
+        })
+    }
+
+    fn close(&mut self) {
+        let _ = self.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    }
+}
+
+/// The longest pause between two attempts at a store that cannot be reached.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 fn writer(
-    mut conn: Connection,
+    mut sink: Box<dyn Sink>,
     rx: &mpsc::Receiver<Msg>,
     stats: &StoreStats,
     opts: &WriterOptions,
@@ -201,10 +294,10 @@ fn writer(
     loop {
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            match prune(&conn, crate::record::ago(opts.retention)) {
+            match sink.prune(crate::record::ago(opts.retention)) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "pruned expired exchanges"),
-                Err(e) => tracing::warn!(error = %e, "prune failed"),
+                Err(e) => tracing::warn!(error = %e.message, "prune failed"),
             }
         }
         let first = match rx.recv_timeout(PRUNE_EVERY) {
@@ -242,7 +335,7 @@ fn writer(
                 .saturating_sub(n);
             crate::telemetry::queue_depth(depth);
             let t0 = Instant::now();
-            let res = write_batch(&mut conn, &batch, opts);
+            let res = write_retrying(&mut *sink, &batch, opts, stats, path);
             crate::telemetry::store_write(t0.elapsed().as_secs_f64());
             match res {
                 Ok(()) => {
@@ -254,15 +347,15 @@ fn writer(
                 Err(e) => {
                     let lost = stats.lost.fetch_add(n, Ordering::Relaxed) + n;
                     crate::telemetry::store_lost(n);
-                    tracing::error!(error = %e, path, lost_in_batch = n, lost_total = lost, "store write failed: exchanges lost");
-                    stats.set_failure(Some(e.to_string()));
+                    tracing::error!(error = %e.message, path, lost_in_batch = n, lost_total = lost, "store write failed: exchanges lost");
+                    stats.set_failure(Some(e.message));
                 }
             };
             batch.clear();
         }
         if !noise.is_empty() {
-            if let Err(e) = write_noise(&mut conn, &noise) {
-                tracing::error!(error = %e, path, "store write failed (noise samples)");
+            if let Err(e) = sink.write_noise(&noise) {
+                tracing::error!(error = %e.message, path, "store write failed (noise samples)");
                 crate::telemetry::dropped("store_write_failed");
             }
             noise.clear();
@@ -274,7 +367,33 @@ fn writer(
             break;
         }
     }
-    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    sink.close();
+}
+
+/// Writes a batch; a store that cannot be reached is tried again, with a pause growing to
+/// [`RETRY_MAX`] (with jitter, so a fleet does not reconnect in step), until it can be or the
+/// store is closing. Meanwhile the queue fills, and what does not fit is dropped and counted.
+fn write_retrying(
+    sink: &mut dyn Sink,
+    batch: &[Box<Record>],
+    opts: &WriterOptions,
+    stats: &StoreStats,
+    path: &str,
+) -> Result<(), WriteError> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match sink.write_batch(batch, opts) {
+            Err(e) if e.unreachable && !stats.closing.load(Ordering::Relaxed) => {
+                if stats.set_failure(Some(e.message.clone())).is_none() {
+                    tracing::error!(error = %e.message, path, "store unreachable: holding the batch, retrying");
+                }
+                let jitter = crate::record::random_u64() % (pause.as_millis() as u64 / 2 + 1);
+                std::thread::sleep(pause + Duration::from_millis(jitter));
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+            done => return done,
+        }
+    }
 }
 
 fn write_batch(
@@ -425,7 +544,7 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
 /// The differences stored for an exchange: the first `per_field` of each (field pattern, kind),
 /// in the order they were found, at most [`MAX_DIFF_ROWS`]. Their counts are all in
 /// `diff_fields`; what is not stored can be recomputed from kept bodies.
-fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
+pub(super) fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
     let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
     diffs
         .iter()
@@ -466,7 +585,7 @@ pub(crate) fn value_text(v: &Value, max: usize) -> String {
     Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
 }
 
-fn cut(s: &str, max: usize) -> &str {
+pub(super) fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
