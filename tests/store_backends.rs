@@ -224,7 +224,7 @@ mod writes {
     use shadowdiff::record::{BodyText, Meta, NoiseSample, Outcome, Record, StoredBody};
     use shadowdiff::store::{Location, Store, WriterOptions};
 
-    fn opts() -> WriterOptions {
+    pub(super) fn opts() -> WriterOptions {
         WriterOptions {
             queue: 10_000,
             priority: shadowdiff::background::Priority::Normal,
@@ -236,7 +236,7 @@ mod writes {
 
     /// An exchange with 5 differences at one field pattern, hostile text in its keys and path,
     /// and (for `i == 0`) both bodies kept.
-    fn record(i: usize, at: SystemTime) -> Record {
+    pub(super) fn record(i: usize, at: SystemTime) -> Record {
         let diffs: Vec<Difference> = (0..5)
             .map(|k| Difference {
                 pointer: format!("/people/{k}/na\tme\\\n\u{0}é"),
@@ -398,4 +398,61 @@ mod writes {
             );
         }
     }
+}
+
+/// PostgreSQL stopped while exchanges keep coming: the writer holds its batch and retries, the
+/// bounded queue fills, what does not fit is dropped and counted; started again, writing resumes
+/// and every exchange is either in the store or counted as dropped.
+#[test]
+fn a_postgres_outage_loses_nothing_it_does_not_count() {
+    use shadowdiff::store::{Location, Store};
+    let mut server = support::pg::Private::start();
+    let db = server.database();
+    let mut opts = writes::opts();
+    opts.queue = 100;
+    let store = Store::open_at(&Location::parse(&db), opts).unwrap();
+    let h = store.handle();
+    let now = std::time::SystemTime::now();
+    for i in 0..50 {
+        h.record(writes::record(i + 1, now));
+    }
+    h.flush_blocking();
+    assert_eq!(h.stats().written(), 50);
+    server.stop();
+    // A few exchanges: the writer takes them, cannot reach the store, holds them and retries.
+    for i in 0..10 {
+        h.record(writes::record(i + 1, now));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.stats().failure().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outage was never reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Meanwhile the queue (100) fills and the rest is dropped, counted one by one.
+    for i in 0..400 {
+        h.record(writes::record(i + 1, now));
+    }
+    assert_eq!(h.stats().dropped(), 300);
+    server.resume();
+    h.flush_blocking();
+    let stats = store.close();
+    assert_eq!(
+        (stats.written(), stats.dropped(), stats.lost()),
+        (160, 300, 0),
+        "50 before, 10 held through the outage, 100 queued; 300 dropped"
+    );
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM exchanges", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n as u64,
+        stats.written(),
+        "the store holds exactly what was counted as written"
+    );
+    assert!(stats.failure().is_none(), "writes succeed again");
 }

@@ -156,3 +156,114 @@ pub fn database() -> String {
         .unwrap();
     format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
 }
+
+/// A server of a test's own, to stop and start again (an outage): removed when dropped.
+pub struct Private {
+    bin: PathBuf,
+    ids: Option<(u32, u32)>,
+    root: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Private {
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let ids = run_as();
+        let root = tempfile::Builder::new()
+            .prefix("shadowdiff-pg-own-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+        }
+        let out = as_server_user(&mut Command::new(bin.join("initdb")), ids)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(root.join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut me = Self {
+            bin,
+            ids,
+            root,
+            port,
+            child: None,
+        };
+        me.resume();
+        me
+    }
+
+    /// Starts the server (again) on the same data and port, and waits until it accepts.
+    pub fn resume(&mut self) {
+        let child = as_server_user(&mut Command::new(self.bin.join("postgres")), self.ids)
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.root)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while postgres::Client::connect(&self.admin(), postgres::NoTls).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not come back within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (fast shutdown: every client is disconnected) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn admin(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// A new database on this server: its URL.
+    pub fn database(&self) -> String {
+        let mut c = postgres::Client::connect(&self.admin(), postgres::NoTls).unwrap();
+        c.batch_execute("CREATE DATABASE own").unwrap();
+        format!("postgres://postgres@127.0.0.1:{}/own", self.port)
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
