@@ -163,9 +163,31 @@ fn a_postgres_password_never_reaches_an_error_message() {
 fn commands_that_do_not_serve_postgres_yet_refuse_its_url_instead_of_creating_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let url = "postgres://app:hunter2@127.0.0.1:1/shadow";
+    // Readers connect (nothing listens on port 1 of loopback) and say where, masked, once.
     for args in [
         vec!["report", "--db", url],
         vec!["diff", "--exchange", "1", "--db", url],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("postgres://app:***@127.0.0.1:1/shadow"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("Connection refused").count(),
+            1,
+            "one cause, once: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // Serving and pruning PostgreSQL are not there yet: refused, not turned into a file.
+    for args in [
         vec!["prune", "--db", url],
         vec![
             "serve",
@@ -190,7 +212,7 @@ fn commands_that_do_not_serve_postgres_yet_refuse_its_url_instead_of_creating_a_
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
         assert!(
             err.contains("postgres://app:***@127.0.0.1:1/shadow")
-                && err.contains("shadowdiff migrate"),
+                && err.contains("does not yet serve or prune"),
             "{args:?}: {err}"
         );
         assert!(!err.contains("hunter2"), "{err}");
@@ -455,4 +477,104 @@ fn a_postgres_outage_loses_nothing_it_does_not_count() {
         "the store holds exactly what was counted as written"
     );
     assert!(stats.failure().is_none(), "writes succeed again");
+}
+
+/// The same exchanges written into a SQLite file and into PostgreSQL read back as the same
+/// report, gate verdict and recomputed exchange (the report's window aside: it is "now").
+#[test]
+fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
+    use shadowdiff::store::{Location, Store};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        "[gate.canary]\nmin_compared = 10\nmin_parity = 0.5\n[[routes]]\nname = \"people\"\npath = \"/people/{x}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.json"),
+        r#"{"people":[{"na\tme\\\n\ufffd\u00e9":"A\tb"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"people":[{"na\tme\\\n\ufffd\u00e9":"B"}]}"#,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now();
+    let mut outputs = Vec::new();
+    for (name, db, _keep) in backends() {
+        let store = Store::open_at(&Location::parse(&db), writes::opts()).unwrap();
+        let h = store.handle();
+        for i in 0..120 {
+            let mut r = writes::record(i, now - std::time::Duration::from_secs(60 * i as u64));
+            // NUL is the one text PostgreSQL stores otherwise (as U+FFFD): left out here.
+            let clean: Vec<_> = r
+                .diffs
+                .iter()
+                .cloned()
+                .map(|mut d| {
+                    d.pointer = d.pointer.replace('\0', "\u{FFFD}");
+                    d.field = d.field.replace('\0', "\u{FFFD}");
+                    d
+                })
+                .collect();
+            r.diffs = std::sync::Arc::new(clean);
+            if i % 4 == 0 {
+                r.outcome = shadowdiff::record::Outcome::Match;
+                r.diffs = Default::default();
+                r.diff_count = 0;
+            }
+            if i % 10 == 0 {
+                r.meta.account = Some("globex".into());
+                r.mapping_version = Some("v2".into());
+            }
+            h.record(r);
+        }
+        h.flush_blocking();
+        assert_eq!(store.close().written(), 120, "{name}");
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, report, err) = run(&[
+            "--config", "sd.toml", "report", "--db", &db, "--since", "7d", "--format", "json",
+        ]);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        let mut report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        for k in ["window", "generated_at"] {
+            report.as_object_mut().unwrap().remove(k);
+        }
+        let (gcode, gate, err) = run(&[
+            "--config", "sd.toml", "gate", "--phase", "canary", "--db", &db, "--format", "json",
+        ]);
+        assert!(gcode == Some(0) || gcode == Some(1), "{name}: {err}");
+        let mut gate: serde_json::Value = serde_json::from_str(&gate).unwrap();
+        gate.as_object_mut().unwrap().remove("window");
+        let (xcode, exchange, err) =
+            run(&["diff", "--exchange", "1", "--db", &db, "--format", "json"]);
+        assert_eq!(xcode, Some(1), "{name}: {err}");
+        let (dcode, classes, err) = run(&[
+            "--config", "sd.toml", "diff", "a.json", "b.json", "--route", "people", "--db", &db,
+            "--format", "json", "--since", "7d",
+        ]);
+        assert_eq!(dcode, Some(1), "{name}: {err}");
+        assert!(classes.contains("\"class\""), "{name}: {classes}");
+        let mut classes: serde_json::Value = serde_json::from_str(&classes).unwrap();
+        let window = classes["classification"].as_object_mut().unwrap();
+        window.remove("from");
+        window.remove("to");
+        outputs.push((name, report, gcode, gate, (exchange, classes)));
+    }
+    let (a, b) = (&outputs[0], &outputs[1]);
+    assert_eq!(a.1, b.1, "report: {} vs {}", a.0, b.0);
+    assert_eq!((a.2, &a.3), (b.2, &b.3), "gate");
+    assert_eq!(a.4, b.4, "diff --exchange, diff --route classes");
 }

@@ -388,8 +388,11 @@ const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// Opens an existing store for reading.
 fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
-    store::sqlite_only(path)?;
-    if !path.exists() {
+    let remote = matches!(
+        store::Location::parse(&path.to_string_lossy()),
+        store::Location::Postgres(_)
+    );
+    if !remote && !path.exists() {
         return Err(UsageError(format!(
             "no store at {} (see [store] path or --db)",
             path.display()

@@ -56,10 +56,15 @@ pub(super) fn diff_files(
             let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
             // With a route and a store: each difference's class over the window.
             let db = db.unwrap_or_else(|| cfg.store.path.clone());
-            if let (Some(route), true) = (route, db.exists()) {
+            let location = store::Location::parse(&db.to_string_lossy());
+            let exists = match &location {
+                store::Location::Sqlite(p) => p.exists(),
+                store::Location::Postgres(_) => true,
+            };
+            if let (Some(route), true) = (route, exists) {
                 let store = store::open_reader(&db)?;
                 let lookup = classify::Lookup::load(&*store, route, window, (&cfg.diff).into())
-                    .with_context(|| format!("reading {}", db.display()))?;
+                    .with_context(|| format!("reading {location}"))?;
                 for (d, v) in diffs.iter().zip(
                     out["differences"]
                         .as_array_mut()
@@ -166,7 +171,8 @@ pub(super) fn diff_exchange(
     let path = db.unwrap_or_else(|| cfg.store.path.clone());
     let store = open_existing(&path)?;
     let Some(kept) = store.kept_exchange(id)? else {
-        return Err(UsageError(format!("no exchange {id} in {}", path.display())).into());
+        let shown = store::Location::parse(&path.to_string_lossy());
+        return Err(UsageError(format!("no exchange {id} in {shown}")).into());
     };
     let (Some(legacy), Some(candidate)) = (&kept.legacy, &kept.candidate) else {
         return Err(UsageError(format!(

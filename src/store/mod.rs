@@ -15,6 +15,7 @@
 mod location;
 mod migrate;
 mod pg;
+mod pg_reader;
 mod prune;
 mod query;
 mod schema;
@@ -55,17 +56,15 @@ pub enum StoreError {
     #[error("store {url}: {POSTGRES_NOT_SERVED}")]
     NotServed { url: String },
     /// PostgreSQL (the URL is shown with its password masked).
-    #[error("store {url}: {source}")]
-    Postgres {
-        url: String,
-        source: postgres::Error,
-    },
+    /// (The error is not a `source`: its text is shown once, in this message.)
+    #[error("store {url}: {}", crate::upstream::error_chain(error))]
+    Postgres { url: String, error: postgres::Error },
 }
 
 /// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
 /// schema and migrations are in; its writer and readers are not yet).
-pub const POSTGRES_NOT_SERVED: &str = "this version creates and migrates PostgreSQL stores \
-     (`shadowdiff migrate --db URL`) but does not yet serve, report on or prune them; use a SQLite file";
+pub const POSTGRES_NOT_SERVED: &str = "this version migrates, reports on and gates PostgreSQL \
+     stores (`shadowdiff migrate|report|gate|diff --db URL`) but does not yet serve or prune them; use a SQLite file";
 
 /// Refuses a PostgreSQL URL given where a SQLite file is expected (it would otherwise become a
 /// file named after the URL).
@@ -102,7 +101,7 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
         Location::Postgres(url) => {
             let err = |source| StoreError::Postgres {
                 url: url.to_string(),
-                source,
+                error: source,
             };
             let mut client =
                 postgres::Client::connect(url.secret(), postgres::NoTls).map_err(err)?;
@@ -126,8 +125,19 @@ fn aggregate_key(route: Option<&str>) -> &str {
 
 /// Opens a store for reading and writing (creating it with its schema when missing), for the
 /// commands that read it.
+/// A `postgres://` URL given as the path opens that database (migrated first, as a file is).
 pub fn open_reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
-    Ok(Box::new(open(path)?))
+    match Location::parse(&path.to_string_lossy()) {
+        Location::Postgres(url) => {
+            let mut client = pg::connect(&url)?;
+            migrate::apply_postgres(&mut client).map_err(|source| StoreError::Postgres {
+                url: url.to_string(),
+                error: source,
+            })?;
+            Ok(Box::new(pg_reader::PgReader::new(url, client)))
+        }
+        Location::Sqlite(_) => Ok(Box::new(open(path)?)),
+    }
 }
 
 /// Opens an existing store read-only, for the admin API (a reader never takes the writer's

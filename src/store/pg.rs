@@ -24,7 +24,7 @@ const PG_PARTITION_LOCK: i64 = 0x7364_7061_7274_6974;
 pub(super) fn connect(url: &PgUrl) -> Result<Client, StoreError> {
     Client::connect(url.secret(), NoTls).map_err(|source| StoreError::Postgres {
         url: url.to_string(),
-        source,
+        error: source,
     })
 }
 

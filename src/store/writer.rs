@@ -168,7 +168,7 @@ impl Store {
                 super::migrate::apply_postgres(&mut client).map_err(|source| {
                     StoreError::Postgres {
                         url: url.to_string(),
-                        source,
+                        error: source,
                     }
                 })?;
                 let sink = super::pg::PgSink::new(url.clone(), client);

@@ -1,0 +1,444 @@
+//! The PostgreSQL implementation of the query API: the same questions as `sqlite.rs`, with the
+//! same answers (timestamps formatted as the SQLite store keeps them: RFC 3339 UTC with
+//! milliseconds), so reports and the gate read a fleet's store as they read a file.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use postgres::types::ToSql;
+use postgres::Client;
+use serde_json::Value;
+
+use super::location::PgUrl;
+use super::query::{
+    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+};
+use super::{aggregate_key, StoreError};
+use crate::record::{hour, rfc3339, Outcome, RouteKey};
+
+/// A timestamp column as the SQLite store writes it (`2026-11-30T02:14:00.123Z`).
+fn ts(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+}
+
+fn compared_sql(column: &str) -> String {
+    let [m, d] = Outcome::COMPARED.map(Outcome::as_str);
+    format!("{column} IN ('{m}', '{d}')")
+}
+
+fn matched_sql(column: &str) -> String {
+    format!("{column} = '{}'", Outcome::Match.as_str())
+}
+
+type Params = Vec<Box<dyn ToSql + Sync>>;
+
+/// A connection answering the store's queries.
+pub(super) struct PgReader {
+    url: PgUrl,
+    client: Mutex<Client>,
+}
+
+impl PgReader {
+    pub(super) fn new(url: PgUrl, client: Client) -> Self {
+        Self {
+            url,
+            client: Mutex::new(client),
+        }
+    }
+
+    fn err(&self, source: postgres::Error) -> StoreError {
+        StoreError::Postgres {
+            url: self.url.to_string(),
+            error: source,
+        }
+    }
+
+    fn query(&self, sql: &str, params: &Params) -> Result<Vec<postgres::Row>, StoreError> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .query(sql, &refs)
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Appends ` AND {alias}.{column} = $n` for each value given; the unmatched route is `IS NULL`.
+fn push_conditions(
+    sql: &mut String,
+    params: &mut Params,
+    alias: &str,
+    route: Option<&RouteKey>,
+    equal: &[(&str, Option<&String>)],
+) {
+    if let Some(r) = route {
+        match r.name() {
+            None => sql.push_str(&format!(" AND {alias}.route IS NULL")),
+            Some(name) => {
+                params.push(Box::new(name.to_owned()));
+                sql.push_str(&format!(" AND {alias}.route = ${}", params.len()));
+            }
+        }
+    }
+    for (column, value) in equal {
+        if let Some(v) = value {
+            params.push(Box::new((*v).clone()));
+            sql.push_str(&format!(" AND {alias}.{column} = ${}", params.len()));
+        }
+    }
+}
+
+fn where_clause(f: &Filter) -> (String, Params) {
+    let mut sql = String::from(
+        "e.started_at >= $1::text::timestamptz AND e.started_at < $2::text::timestamptz",
+    );
+    let mut params: Params = vec![Box::new(rfc3339(f.from)), Box::new(rfc3339(f.to))];
+    push_conditions(
+        &mut sql,
+        &mut params,
+        "e",
+        f.route.as_ref(),
+        &[
+            ("account", f.account.as_ref()),
+            ("mapping_version", f.mapping_version.as_ref()),
+        ],
+    );
+    (sql, params)
+}
+
+fn exchange_columns() -> String {
+    format!(
+        "id, {}, route, method, path, account, legacy_status, candidate_status, outcome, diff_count, reason",
+        ts("started_at")
+    )
+}
+
+fn exchange_row(r: &postgres::Row) -> ExchangeRow {
+    ExchangeRow {
+        id: r.get(0),
+        started_at: r.get(1),
+        route: r.get(2),
+        method: r.get(3),
+        path: r.get(4),
+        account: r.get(5),
+        legacy_status: r.get::<_, Option<i32>>(6).map(i64::from),
+        candidate_status: r.get::<_, Option<i32>>(7).map(i64::from),
+        outcome: r.get(8),
+        diff_count: i64::from(r.get::<_, i32>(9)),
+        reason: r.get(10),
+    }
+}
+
+fn count(r: &postgres::Row, i: usize) -> u64 {
+    r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64
+}
+
+impl Reader for PgReader {
+    fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT e.{column}, e.outcome, count(*) FROM exchanges e WHERE {cond}
+                 GROUP BY e.{column}, e.outcome ORDER BY e.{column} NULLS FIRST, e.outcome"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| OutcomeCount {
+                key: r.get(0),
+                outcome: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
+        let (cond, mut params) = where_clause(f);
+        params.push(Box::new(min_count as i64));
+        let n = params.len();
+        let rows = self.query(
+            &format!(
+                "SELECT e.route, e.account, count(*) FROM exchanges e
+                 WHERE {cond} AND e.outcome = '{diff}' AND EXISTS (
+                     SELECT 1 FROM noise_fields f WHERE f.differed >= ${n}) AND NOT EXISTS (
+                     SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND x.field NOT IN (
+                         SELECT f.field FROM noise_fields f
+                         WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}))
+                 GROUP BY e.route, e.account",
+                diff = Outcome::Diff.as_str()
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| NoiseOnly {
+                route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
+                account: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
+        let column = match side {
+            Side::Legacy => "legacy_ms",
+            Side::Candidate => "candidate_ms",
+        };
+        let (cond, params) = where_clause(f);
+        let sampled = if step > 1 {
+            format!(" AND e.id % {step} = 0")
+        } else {
+            String::new()
+        };
+        let rows = self.query(
+            &format!(
+                "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
+            ),
+            &params,
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
+        let mut params: Params = vec![Box::new(rfc3339(f.from)), Box::new(rfc3339(f.to))];
+        let mut cond = String::from(
+            "x.started_at >= $1::text::timestamptz AND x.started_at < $2::text::timestamptz",
+        );
+        push_conditions(&mut cond, &mut params, "x", f.route.as_ref(), &[]);
+        let mut join = String::new();
+        if f.account.is_some() || f.mapping_version.is_some() {
+            join.push_str(
+                " JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at",
+            );
+            push_conditions(
+                &mut join,
+                &mut params,
+                "e",
+                None,
+                &[
+                    ("account", f.account.as_ref()),
+                    ("mapping_version", f.mapping_version.as_ref()),
+                ],
+            );
+        }
+        let rows = self.query(
+            &format!(
+                "SELECT x.field, x.kind, sum(x.n)::bigint, count(*), min(x.exchange_id) FROM diff_fields x{join}
+                 WHERE {cond} GROUP BY x.field, x.kind ORDER BY x.field, x.kind"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| FieldRow {
+                field: r.get(0),
+                kind: r.get(1),
+                count: count(r, 2),
+                exchanges: count(r, 3),
+                example_id: r.get(4),
+            })
+            .collect())
+    }
+
+    fn example(
+        &self,
+        exchange_id: i64,
+        field: &str,
+        kind: &str,
+    ) -> Result<Option<ExampleValues>, StoreError> {
+        let rows = self.query(
+            "SELECT legacy, candidate FROM diffs WHERE exchange_id = $1 AND field = $2 AND kind = $3 ORDER BY seq LIMIT 1",
+            &vec![
+                Box::new(exchange_id),
+                Box::new(field.to_owned()),
+                Box::new(kind.to_owned()),
+            ],
+        )?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT e.mapping_version, {}, {}, count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {})
+                 FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
+                 GROUP BY e.mapping_version ORDER BY min(e.started_at)",
+                ts("min(e.started_at)"),
+                ts("max(e.started_at)"),
+                compared_sql("e.outcome"),
+                matched_sql("e.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| VersionRow {
+                version: r.get(0),
+                first_seen: r.get(1),
+                last_seen: r.get(2),
+                compared: count(r, 3),
+                matched: count(r, 4),
+            })
+            .collect())
+    }
+
+    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT to_char(e.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+                        count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {})
+                 FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
+                compared_sql("e.outcome"),
+                matched_sql("e.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| DayRow {
+                day: r.get(0),
+                compared: count(r, 1),
+                matched: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn learned_noise(
+        &self,
+        route: &RouteKey,
+        min_count: u64,
+    ) -> Result<Vec<NoiseField>, StoreError> {
+        let rows = self.query(
+            &format!(
+                "SELECT f.field, f.differed, s.samples, {} FROM noise_fields f
+                 JOIN noise_samples s ON s.route = f.route
+                 WHERE f.route = $1 AND f.differed >= $2 ORDER BY f.differed DESC, f.field",
+                ts("f.last_at")
+            ),
+            &vec![
+                Box::new(aggregate_key(route.name()).to_owned()),
+                Box::new(min_count as i64),
+            ],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| NoiseField {
+                field: r.get(0),
+                differed: count(r, 1),
+                samples: count(r, 2),
+                last_at: r.get(3),
+            })
+            .collect())
+    }
+
+    fn presence(
+        &self,
+        route: &RouteKey,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let rows = self.query(
+            "SELECT field, sum(n)::bigint FROM field_presence
+             WHERE route = $1 AND hour >= ($2 || ':00:00Z')::timestamptz AND hour <= ($3 || ':00:00Z')::timestamptz
+             GROUP BY field",
+            &vec![
+                Box::new(aggregate_key(route.name()).to_owned()),
+                Box::new(hour(from)),
+                Box::new(hour(to)),
+            ],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), count(r, 1))).collect())
+    }
+
+    fn latest(&self, outcome: Option<&str>, limit: usize) -> Result<Vec<ExchangeRow>, StoreError> {
+        let rows = self.query(
+            &format!(
+                "SELECT {} FROM exchanges WHERE ($1::text IS NULL OR outcome = $1)
+                 ORDER BY id DESC LIMIT {limit}",
+                exchange_columns()
+            ),
+            &vec![Box::new(outcome.map(str::to_owned))],
+        )?;
+        Ok(rows.iter().map(exchange_row).collect())
+    }
+
+    fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError> {
+        let head = self.query(
+            "SELECT route, diff_count FROM exchanges WHERE id = $1",
+            &vec![Box::new(id)],
+        )?;
+        let Some(h) = head.first() else {
+            return Ok(None);
+        };
+        let mut out = KeptExchange {
+            route: h.get(0),
+            diff_count: u64::try_from(h.get::<_, i32>(1)).unwrap_or(0),
+            legacy: None,
+            candidate: None,
+        };
+        for r in self.query(
+            "SELECT side, status, headers, body FROM exchange_bodies WHERE exchange_id = $1",
+            &vec![Box::new(id)],
+        )? {
+            let kept = KeptSide {
+                status: r
+                    .get::<_, Option<i32>>(1)
+                    .and_then(|s| u16::try_from(s).ok()),
+                headers: r.get(2),
+                body: r.get(3),
+            };
+            match r.get::<_, String>(0).as_str() {
+                "legacy" => out.legacy = Some(kept),
+                "candidate" => out.candidate = Some(kept),
+                _ => {}
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError> {
+        let rows = self.query(
+            &format!(
+                "SELECT {}, legacy_ms, candidate_ms, request_id FROM exchanges WHERE id = $1",
+                exchange_columns()
+            ),
+            &vec![Box::new(id)],
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let mut row = ExchangeDetail {
+            exchange: exchange_row(r),
+            legacy_ms: r.get(11),
+            candidate_ms: r.get(12),
+            request_id: r.get(13),
+            differences: Vec::new(),
+        };
+        let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        row.differences = self
+            .query(
+                "SELECT pointer, field, kind, legacy, candidate FROM diffs WHERE exchange_id = $1 ORDER BY seq LIMIT $2",
+                &vec![Box::new(id), Box::new(max_diffs as i64)],
+            )?
+            .iter()
+            .map(|r| DiffRow {
+                pointer: r.get(0),
+                field: r.get(1),
+                kind: r.get(2),
+                legacy: parse(r.get(3)),
+                candidate: parse(r.get(4)),
+            })
+            .collect();
+        Ok(Some(row))
+    }
+}
