@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `/healthz` | the process is up (never needs the token) |
-//! | `/readyz` | 200 while serving and the store's writes succeed; 503 `not_ready` while starting or shutting down, 503 `store_failing` (with the error) while writes fail |
+//! | `/readyz` | 200 while serving and the store's writes succeed; 200 `degraded` (with the error) while a PostgreSQL store cannot be reached (the writer holds and retries; the instance stays in the load balancer); 503 `not_ready` while starting or shutting down, 503 `store_failing` (with the error) while writes fail |
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
@@ -13,7 +13,6 @@
 //! When `[admin] token` is set, every route but `/healthz` needs `Authorization: Bearer <token>`
 //! (or, for a browser opening the dashboard, `?token=<token>`, which the page passes on).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -35,7 +34,7 @@ pub struct AdminState {
     pub ready: AtomicBool,
     pub token: Option<String>,
     /// The store, opened read-only per API call.
-    pub db: PathBuf,
+    pub db: crate::store::Location,
     /// Classification settings of the summary (`[diff]`).
     pub classes: crate::classify::Settings,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
@@ -148,8 +147,13 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
             res
         }
         "/readyz" if state.ready.load(Ordering::Acquire) => {
+            let unreachable = state.store.as_ref().is_some_and(|s| s.unreachable());
             match state.store.as_ref().and_then(|s| s.failure()) {
                 None => json_static(StatusCode::OK, r#"{"status":"ready"}"#),
+                Some(e) if unreachable => json_value_status(
+                    StatusCode::OK,
+                    &json!({"status": "degraded", "store": "unreachable", "error": e}),
+                ),
                 Some(e) => json_value_status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({"status": "store_failing", "error": e}),
@@ -222,7 +226,7 @@ async fn blocking(
 }
 
 fn open(state: &AdminState) -> Result<Box<dyn Reader>, AdminError> {
-    Ok(crate::store::open_read_only(
+    Ok(crate::store::open_read_only_at(
         &state.db,
         std::time::Duration::from_secs(2),
     )?)
@@ -479,7 +483,7 @@ mod tests {
         let s = Arc::new(AdminState {
             ready: AtomicBool::new(true),
             token: Some("t0k".into()),
-            db: PathBuf::from("/nonexistent/x.db"),
+            db: crate::store::Location::Sqlite("/nonexistent/x.db".into()),
             classes: crate::classify::Settings::default(),
             reloader: None,
             store: None,

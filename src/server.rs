@@ -173,8 +173,8 @@ impl Server {
             Some(a) => Some(bind(a.clone()).await?),
             None => None,
         };
-        let store = Store::open(
-            &cfg.store.path,
+        let (location, writer_opts) = (
+            cfg.store.location(),
             WriterOptions {
                 queue: cfg.store.queue,
                 priority: cfg.shadow.priority,
@@ -182,7 +182,11 @@ impl Server {
                 max_value_len: cfg.store.max_value_len,
                 examples_per_field: cfg.store.examples_per_field,
             },
-        )?;
+        );
+        // Opening connects and migrates (PostgreSQL's client blocks): off the async threads.
+        let store = tokio::task::spawn_blocking(move || Store::open_at(&location, writer_opts))
+            .await
+            .map_err(|e| StartError::Runtime(std::io::Error::other(e)))??;
         let legacy_client = client("legacy", cfg.legacy.ca_file.as_deref())?;
         let candidate_client = client("candidate", cfg.candidate.ca_file.as_deref())?;
         let priority = cfg.shadow.priority;
@@ -218,7 +222,7 @@ impl Server {
         let admin = Arc::new(AdminState {
             ready: false.into(),
             token: cfg.admin.token.clone(),
-            db: cfg.store.path.clone(),
+            db: cfg.store.location(),
             classes: (&cfg.diff).into(),
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),

@@ -186,25 +186,11 @@ fn commands_that_do_not_serve_postgres_yet_refuse_its_url_instead_of_creating_a_
         );
         assert!(!err.contains("hunter2"), "{err}");
     }
-    // Serving and pruning PostgreSQL are not there yet: refused, not turned into a file.
-    for args in [
-        vec!["prune", "--db", url],
-        vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "",
-            "--legacy",
-            "http://127.0.0.1:1",
-            "--candidate",
-            "http://127.0.0.1:1",
-            "--db",
-            url,
-        ],
-    ] {
+    // Pruning PostgreSQL is not there yet: refused, not turned into a file.
+    {
+        let args = ["prune", "--db", url];
         let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args(&args)
+            .args(args)
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -212,7 +198,7 @@ fn commands_that_do_not_serve_postgres_yet_refuse_its_url_instead_of_creating_a_
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
         assert!(
             err.contains("postgres://app:***@127.0.0.1:1/shadow")
-                && err.contains("does not yet serve or prune"),
+                && err.contains("does not prune them yet"),
             "{args:?}: {err}"
         );
         assert!(!err.contains("hunter2"), "{err}");
@@ -229,7 +215,10 @@ fn commands_that_do_not_serve_postgres_yet_refuse_its_url_instead_of_creating_a_
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("[store] path: postgres://app:***@"), "{err}");
+    assert!(
+        err.contains("[store] path: postgres://app:***@") && err.contains("[store] url"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         1,
@@ -552,6 +541,24 @@ fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
         for k in ["window", "generated_at"] {
             report.as_object_mut().unwrap().remove(k);
         }
+        if db.starts_with("postgres://") {
+            // The same store named by the config's `[store] url` instead of `--db`.
+            std::fs::write(
+                dir.path().join("url.toml"),
+                format!("[store]\nurl = \"{db}\"\n"),
+            )
+            .unwrap();
+            let (code, by_config, err) = run(&[
+                "--config", "url.toml", "report", "--since", "7d", "--format", "json",
+            ]);
+            assert_eq!(code, Some(0), "{err}");
+            let mut by_config: serde_json::Value = serde_json::from_str(&by_config).unwrap();
+            by_config.as_object_mut().unwrap().remove("window");
+            assert_eq!(
+                by_config, report,
+                "[store] url reads the same store as --db"
+            );
+        }
         let (gcode, gate, err) = run(&[
             "--config", "sd.toml", "gate", "--phase", "canary", "--db", &db, "--format", "json",
         ]);
@@ -577,4 +584,98 @@ fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
     assert_eq!(a.1, b.1, "report: {} vs {}", a.0, b.0);
     assert_eq!((a.2, &a.3), (b.2, &b.3), "gate");
     assert_eq!(a.4, b.4, "diff --exchange, diff --route classes");
+}
+
+/// `serve` on PostgreSQL: exchanges land in the database, the dashboard's API reads them back,
+/// and while the database is stopped the callers see nothing, `/readyz` says `degraded` (still
+/// 200: the fleet stays in the load balancer), and writing resumes when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_records_and_rides_out_an_outage() {
+    use serde_json::json;
+    use support::{get, Shadowdiff, Upstream};
+    let blocking =
+        |f: Box<dyn FnOnce() -> serde_json::Value + Send>| std::thread::spawn(f).join().unwrap();
+    let (server, db) = std::thread::spawn(|| {
+        let s = support::pg::Private::start();
+        let db = s.database();
+        (s, db)
+    })
+    .join()
+    .unwrap();
+    let server = std::sync::Arc::new(std::sync::Mutex::new(server));
+    let count = {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            blocking(Box::new(move || {
+                let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM exchanges", &[])
+                    .unwrap()
+                    .get(0);
+                json!(n)
+            }))
+        }
+    };
+    let legacy = Upstream::json(json!({"people": [{"id": 1, "name": "A"}]})).await;
+    let candidate = Upstream::json(json!({"people": [{"id": 1, "name": "B"}]})).await;
+    let sd = Shadowdiff::start(
+        &legacy.url(),
+        &candidate.url(),
+        &format!("[store]\nurl = \"{db}\"\n"),
+    )
+    .await;
+    let admin = |path: &str| format!("http://{}{path}", sd.admin.unwrap());
+    for i in 0..20 {
+        assert_eq!(get(&sd.url(&format!("/people?page={i}"))).await.status, 200);
+    }
+    sd.quiesce().await;
+    assert_eq!(count(), json!(20));
+    let summary = get(&admin("/api/summary?since=1h")).await;
+    assert_eq!(summary.status, 200, "{:?}", summary.body);
+    assert_eq!(
+        summary.json()["totals"]["exchanges"],
+        20,
+        "{}",
+        summary.json()
+    );
+    assert_eq!(get(&admin("/readyz")).await.json()["status"], "ready");
+
+    // The database stops: callers are answered as before, the store says degraded.
+    let s = server.clone();
+    std::thread::spawn(move || s.lock().unwrap().stop())
+        .join()
+        .unwrap();
+    for i in 0..20 {
+        let got = get(&sd.url(&format!("/people?page=x{i}"))).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["people"][0]["name"], "A");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let r = get(&admin("/readyz")).await;
+        if r.json()["status"] == "degraded" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        ready.status, 200,
+        "degraded keeps the instance in the load balancer"
+    );
+    assert_eq!(ready.json()["status"], "degraded", "{}", ready.json());
+    let error = ready.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("postgres://postgres@127.0.0.1"), "{error}");
+
+    // Back: the held exchanges are written, readiness returns.
+    let s = server.clone();
+    std::thread::spawn(move || s.lock().unwrap().resume())
+        .join()
+        .unwrap();
+    sd.quiesce().await;
+    let (summary, _dir) = sd.stop().await;
+    assert_eq!(count(), json!(40), "nothing lost: {summary:?}");
 }

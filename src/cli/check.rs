@@ -47,7 +47,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     println!(
         "store      {}  retention {}  bodies {:?}",
-        cfg.store.path.display(),
+        cfg.store.location(),
         humantime::format_duration(cfg.store.retention),
         cfg.store.bodies
     );

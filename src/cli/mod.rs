@@ -67,7 +67,7 @@ pub enum Command {
         /// Candidate base URL (overrides [candidate] base_url).
         #[arg(long)]
         candidate: Option<String>,
-        /// SQLite file (overrides [store] path).
+        /// SQLite file, or a postgres:// URL (overrides [store] path / url).
         #[arg(long)]
         db: Option<PathBuf>,
         /// Admin listen address (overrides [admin] listen; "" disables it).
@@ -154,7 +154,7 @@ pub enum Command {
         /// Write to this file (parent folders are created) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// SQLite file (overrides [store] path).
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
         #[arg(long)]
         db: Option<PathBuf>,
     },
@@ -167,7 +167,7 @@ pub enum Command {
         since: Option<std::time::Duration>,
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
-        /// SQLite file (overrides [store] path).
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
         #[arg(long)]
         db: Option<PathBuf>,
     },
@@ -387,6 +387,15 @@ fn window(
 const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Opens an existing store for reading.
+/// The store a command reads: `--db` when given, else the config's (`[store] url` before
+/// `path`). A PostgreSQL URL travels as a path and is parsed back by the store.
+fn store_arg(db: Option<PathBuf>, cfg: &Config) -> PathBuf {
+    db.unwrap_or_else(|| match &cfg.store.url {
+        Some(u) => PathBuf::from(u.secret()),
+        None => cfg.store.path.clone(),
+    })
+}
+
 fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
     let remote = matches!(
         store::Location::parse(&path.to_string_lossy()),

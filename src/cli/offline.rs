@@ -55,7 +55,7 @@ pub(super) fn diff_files(
         DiffFormat::Json => {
             let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
             // With a route and a store: each difference's class over the window.
-            let db = db.unwrap_or_else(|| cfg.store.path.clone());
+            let db = super::store_arg(db, &cfg);
             let location = store::Location::parse(&db.to_string_lossy());
             let exists = match &location {
                 store::Location::Sqlite(p) => p.exists(),
@@ -168,7 +168,7 @@ pub(super) fn diff_exchange(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let path = db.unwrap_or_else(|| cfg.store.path.clone());
+    let path = super::store_arg(db, &cfg);
     let store = open_existing(&path)?;
     let Some(kept) = store.kept_exchange(id)? else {
         let shown = store::Location::parse(&path.to_string_lossy());

@@ -9,7 +9,7 @@ pub(super) fn prune(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let path = db.unwrap_or(cfg.store.path);
+    let path = super::store_arg(db, &cfg);
     store::sqlite_only(&path)?;
     let age = older_than.unwrap_or(cfg.store.retention);
     let n = store::prune_file(&path, crate::record::ago(age))
@@ -25,7 +25,7 @@ pub(super) fn prune(
 pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow::Result<ExitCode> {
     let location = match db {
         Some(d) => store::Location::parse(d),
-        None => store::Location::Sqlite(config_or_defaults(config, explicit)?.store.path),
+        None => config_or_defaults(config, explicit)?.store.location(),
     };
     let done = store::migrate(&location)?;
     match done.applied.as_slice() {
@@ -52,7 +52,7 @@ pub(super) fn report_cmd(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let store = open_existing(&super::store_arg(db, &cfg))?;
     let opts = report::Options {
         details: true,
         classes: (&cfg.diff).into(),
@@ -115,7 +115,7 @@ pub(super) fn gate_cmd(
         ))
         .into());
     };
-    let store = open_existing(&db.unwrap_or(cfg.store.path.clone()))?;
+    let store = open_existing(&super::store_arg(db, &cfg))?;
     let filter = report::Filter {
         from,
         to,

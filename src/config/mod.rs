@@ -256,9 +256,22 @@ impl Default for NoiseConfig {
     }
 }
 
+impl StoreConfig {
+    /// Where the store is: the PostgreSQL URL when one is set, else the file.
+    pub fn location(&self) -> crate::store::Location {
+        match &self.url {
+            Some(u) => crate::store::Location::Postgres(u.clone()),
+            None => crate::store::Location::Sqlite(self.path.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// The SQLite file (unused when `url` is set).
     pub path: PathBuf,
+    /// A PostgreSQL store (`[store] url`, or a `postgres://` `--db`): the fleet's.
+    pub url: Option<crate::store::PgUrl>,
     pub retention: Duration,
     pub bodies: Bodies,
     pub redact_headers: Vec<HeaderName>,
@@ -366,7 +379,13 @@ impl Config {
             self.candidate.base_url = Some(parse_base_url(u).map_err(|m| bad("--candidate", m))?);
         }
         if let Some(db) = &ov.db {
-            self.store.path.clone_from(db);
+            match crate::store::Location::parse(&db.to_string_lossy()) {
+                crate::store::Location::Postgres(url) => self.store.url = Some(url),
+                crate::store::Location::Sqlite(_) => {
+                    self.store.path.clone_from(db);
+                    self.store.url = None;
+                }
+            }
         }
         if let Some(a) = &ov.admin {
             self.admin.listen = (!a.is_empty()).then(|| a.clone());

@@ -138,6 +138,7 @@ pub(super) struct RawNormalize {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStore {
     pub(super) path: Option<Str>,
+    pub(super) url: Option<Str>,
     pub(super) retention: Option<Dur>,
     pub(super) bodies: Option<Bodies>,
     pub(super) redact_headers: Option<Vec<HeaderNameStr>>,

@@ -114,11 +114,22 @@ impl Config {
         if let Some(p) = raw.store.path.as_ref() {
             if let crate::store::Location::Postgres(url) = crate::store::Location::parse(&p.0) {
                 return Err(invalid(format!(
-                    "[store] path: {url}: {}",
-                    crate::store::POSTGRES_NOT_SERVED
+                    "[store] path: {url} is a PostgreSQL URL: set it as [store] url"
                 )));
             }
         }
+        let store_url = match raw.store.url.as_ref() {
+            None => None,
+            Some(u) => match crate::store::Location::parse(&u.0) {
+                crate::store::Location::Postgres(url) => Some(url),
+                crate::store::Location::Sqlite(_) => {
+                    return Err(invalid(
+                        "[store] url: must start with postgres:// or postgresql:// (a file is [store] path)"
+                            .into(),
+                    ))
+                }
+            },
+        };
         let mappings_cfg = crate::mapping::MappingsConfig {
             dir: rel(raw
                 .mappings
@@ -364,6 +375,7 @@ impl Config {
                     .path
                     .as_ref()
                     .map_or(defaults::STORE_PATH, |p| p.0.as_str())),
+                url: store_url,
                 retention: raw.store.retention.map_or(defaults::RETENTION, |d| d.0),
                 bodies: raw.store.bodies.unwrap_or(defaults::BODIES),
                 redact_headers: names(raw.store.redact_headers, defaults::REDACT_HEADERS),

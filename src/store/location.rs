@@ -37,6 +37,13 @@ impl fmt::Debug for PgUrl {
     }
 }
 
+impl Default for Location {
+    /// No store chosen yet: an empty path.
+    fn default() -> Self {
+        Self::Sqlite(PathBuf::new())
+    }
+}
+
 impl Location {
     /// A URL with the `postgres` or `postgresql` scheme is PostgreSQL; anything else is a path.
     pub fn parse(s: &str) -> Self {

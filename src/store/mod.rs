@@ -63,8 +63,9 @@ pub enum StoreError {
 
 /// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
 /// schema and migrations are in; its writer and readers are not yet).
-pub const POSTGRES_NOT_SERVED: &str = "this version migrates, reports on and gates PostgreSQL \
-     stores (`shadowdiff migrate|report|gate|diff --db URL`) but does not yet serve or prune them; use a SQLite file";
+pub const POSTGRES_NOT_SERVED: &str = "this version serves, migrates, reports on and gates \
+     PostgreSQL stores but does not prune them yet (retention by day partitions is the next step); \
+     `shadowdiff migrate --db URL` and the others take the URL";
 
 /// Refuses a PostgreSQL URL given where a SQLite file is expected (it would otherwise become a
 /// file named after the URL).
@@ -137,6 +138,21 @@ pub fn open_reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
             Ok(Box::new(pg_reader::PgReader::new(url, client)))
         }
         Location::Sqlite(_) => Ok(Box::new(open(path)?)),
+    }
+}
+
+/// [`open_read_only`] for a location: a PostgreSQL store is connected to (not migrated: the
+/// writer did that).
+pub fn open_read_only_at(
+    location: &Location,
+    busy: std::time::Duration,
+) -> Result<Box<dyn Reader>, StoreError> {
+    match location {
+        Location::Sqlite(path) => open_read_only(path, busy),
+        Location::Postgres(url) => Ok(Box::new(pg_reader::PgReader::new(
+            url.clone(),
+            pg::connect(url)?,
+        ))),
     }
 }
 

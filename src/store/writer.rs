@@ -50,6 +50,9 @@ pub struct StoreStats {
     last_error: Mutex<Option<String>>,
     /// Set by [`Store::close`]: a store that cannot be reached is no longer retried.
     closing: std::sync::atomic::AtomicBool,
+    /// The current failure is a store that cannot be reached (a fleet's database down), not a
+    /// store that refuses writes.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl StoreStats {
@@ -73,8 +76,18 @@ impl StoreStats {
         self.last_error().clone()
     }
 
+    /// Whether the current failure is a store that cannot be reached (then `/readyz` reports
+    /// the store as degraded but keeps the instance in the load balancer: every instance of a
+    /// fleet shares that database, and taking them all out would cut the callers off).
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed) && self.last_error().is_some()
+    }
+
     /// Sets (or, with `None`, clears) the failure; returns the one it replaces.
     fn set_failure(&self, e: Option<String>) -> Option<String> {
+        if e.is_none() {
+            self.unreachable.store(false, Ordering::Relaxed);
+        }
         std::mem::replace(&mut *self.last_error(), e)
     }
 
@@ -384,6 +397,7 @@ fn write_retrying(
     loop {
         match sink.write_batch(batch, opts) {
             Err(e) if e.unreachable && !stats.closing.load(Ordering::Relaxed) => {
+                stats.unreachable.store(true, Ordering::Relaxed);
                 if stats.set_failure(Some(e.message.clone())).is_none() {
                     tracing::error!(error = %e.message, path, "store unreachable: holding the batch, retrying");
                 }
