@@ -1031,9 +1031,13 @@ body_sample = 0.0
         vec![vec![json!(1)], vec![json!(2)]],
         "the first two exchanges showing `name` changed keep their bodies, no other"
     );
+    // Which pages they were depends on which comparisons ended first (each is recorded when it
+    // ends): the kept text is one of the pages, as the candidate sent it.
     let kept =
         sd.rows("SELECT body FROM exchange_bodies WHERE exchange_id = 2 AND side = 'candidate'");
-    assert_eq!(kept, vec![vec![json!(r#"{"id":"/p/001","name":"B"}"#)]]);
+    let kept: serde_json::Value = serde_json::from_str(kept[0][0].as_str().unwrap()).unwrap();
+    assert_eq!(kept["name"], "B");
+    assert!(kept["id"].as_str().unwrap().starts_with("/p/00"), "{kept}");
     sd.stop().await;
 }
 
