@@ -9,14 +9,12 @@ pub(super) fn prune(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let path = super::store_arg(db, &cfg);
-    store::sqlite_only(&path)?;
+    let location = store::Location::parse(&super::store_arg(db, &cfg).to_string_lossy());
     let age = older_than.unwrap_or(cfg.store.retention);
-    let n = store::prune_file(&path, crate::record::ago(age))
-        .with_context(|| format!("pruning {}", path.display()))?;
+    let n = store::prune_at(&location, crate::record::ago(age))
+        .with_context(|| format!("pruning {location}"))?;
     println!(
-        "{}: deleted {n} exchange{} older than {age:?}",
-        path.display(),
+        "{location}: deleted {n} exchange{} older than {age:?}",
         if n == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)

@@ -53,7 +53,7 @@ pub enum StoreError {
     #[error("{0}")]
     Query(#[from] rusqlite::Error),
     /// A PostgreSQL URL where this version only takes a SQLite file.
-    #[error("store {url}: {POSTGRES_NOT_SERVED}")]
+    #[error("store {url}: {POSTGRES_NOT_A_FILE}")]
     NotServed { url: String },
     /// PostgreSQL (the URL is shown with its password masked).
     /// (The error is not a `source`: its text is shown once, in this message.)
@@ -63,9 +63,8 @@ pub enum StoreError {
 
 /// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
 /// schema and migrations are in; its writer and readers are not yet).
-pub const POSTGRES_NOT_SERVED: &str = "this version serves, migrates, reports on and gates \
-     PostgreSQL stores but does not prune them yet (retention by day partitions is the next step); \
-     `shadowdiff migrate --db URL` and the others take the URL";
+pub const POSTGRES_NOT_A_FILE: &str = "a PostgreSQL URL is not a file: set it as [store] url, \
+     or give it to --db";
 
 /// Refuses a PostgreSQL URL given where a SQLite file is expected (it would otherwise become a
 /// file named after the URL).
@@ -174,6 +173,23 @@ pub fn open_read_only(
     .map_err(err)?;
     let _ = conn.busy_timeout(busy);
     Ok(Box::new(conn))
+}
+
+/// [`prune_file`] for a location: a PostgreSQL store drops its day partitions before the
+/// cutoff (one instance of a fleet at a time: the others find the lock taken and delete 0).
+pub fn prune_at(location: &Location, cutoff: SystemTime) -> Result<usize, StoreError> {
+    match location {
+        Location::Sqlite(path) => prune_file(path, cutoff),
+        Location::Postgres(url) => {
+            let err = |error| StoreError::Postgres {
+                url: url.to_string(),
+                error,
+            };
+            let mut client = pg::connect(url)?;
+            migrate::apply_postgres(&mut client).map_err(err)?;
+            pg::prune(&mut client, cutoff).map_err(err)
+        }
+    }
 }
 
 /// Deletes the exchanges of the store at `path` that started before `cutoff`, with their
