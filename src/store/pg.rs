@@ -147,14 +147,7 @@ impl PgSink {
                 Some(&m.request_id),
                 r.mapping_version.as_deref(),
             ]);
-            let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
-                std::collections::BTreeMap::new();
-            for d in r.diffs.iter() {
-                *per_field
-                    .entry((d.field.as_str(), d.kind.as_str()))
-                    .or_default() += 1;
-            }
-            for ((field, kind), n) in per_field {
+            for ((field, kind), n) in super::writer::field_counts(&r.diffs) {
                 fields.row(&[
                     Some(&id.to_string()),
                     Some(&at),

@@ -15,21 +15,13 @@ use super::query::{
     DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
+use super::sqlite::{compared_sql, matched_sql};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
 
 /// A timestamp column as the SQLite store writes it (`2026-11-30T02:14:00.123Z`).
 fn ts(column: &str) -> String {
     format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
-}
-
-fn compared_sql(column: &str) -> String {
-    let [m, d] = Outcome::COMPARED.map(Outcome::as_str);
-    format!("{column} IN ('{m}', '{d}')")
-}
-
-fn matched_sql(column: &str) -> String {
-    format!("{column} = '{}'", Outcome::Match.as_str())
 }
 
 type Params = Vec<Box<dyn ToSql + Sync>>;

@@ -19,13 +19,14 @@ use super::query::{
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
 
-/// `outcome IN ('match', 'diff')` and `outcome = 'match'`, from the one spelling of outcomes.
-fn compared_sql(column: &str) -> String {
+/// `outcome IN ('match', 'diff')` and `outcome = 'match'`, from the one spelling of outcomes
+/// (standard SQL: PostgreSQL's reader uses them too).
+pub(super) fn compared_sql(column: &str) -> String {
     let [m, d] = Outcome::COMPARED.map(Outcome::as_str);
     format!("{column} IN ('{m}', '{d}')")
 }
 
-fn matched_sql(column: &str) -> String {
+pub(super) fn matched_sql(column: &str) -> String {
     format!("{column} = '{}'", Outcome::Match.as_str())
 }
 

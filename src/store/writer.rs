@@ -455,14 +455,7 @@ fn write_batch(
             ])?;
             let id = tx.last_insert_rowid();
             hours.push(hour(m.started_at));
-            let mut per_field: std::collections::BTreeMap<(&str, &str), i64> =
-                std::collections::BTreeMap::new();
-            for d in r.diffs.iter() {
-                *per_field
-                    .entry((d.field.as_str(), d.kind.as_str()))
-                    .or_default() += 1;
-            }
-            for ((field, kind), n) in per_field {
+            for ((field, kind), n) in field_counts(&r.diffs) {
                 df_sum.execute(params![id, &started_at, m.route, field, kind, n])?;
             }
             let rows = examples(&r.diffs, opts.examples_per_field);
@@ -553,6 +546,17 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
         }
     }
     tx.commit()
+}
+
+/// The number of differences per (field pattern, kind), in pattern order: `diff_fields`.
+pub(super) fn field_counts(diffs: &[Difference]) -> std::collections::BTreeMap<(&str, &str), i64> {
+    let mut per_field = std::collections::BTreeMap::new();
+    for d in diffs {
+        *per_field
+            .entry((d.field.as_str(), d.kind.as_str()))
+            .or_default() += 1;
+    }
+    per_field
 }
 
 /// The differences stored for an exchange: the first `per_field` of each (field pattern, kind),

@@ -61,6 +61,34 @@ fn as_server_user(cmd: &mut Command, ids: Option<(u32, u32)>) -> &mut Command {
     cmd
 }
 
+/// Creates a cluster in `data` (as the server's user) and picks a free loopback port for it.
+fn init_cluster(bin: &std::path::Path, ids: Option<(u32, u32)>, data: &std::path::Path) -> u16 {
+    let out = as_server_user(&mut Command::new(bin.join("initdb")), ids)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "-D",
+        ])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn start() -> Server {
     let bin = bin_dir();
     let ids = run_as();
@@ -73,30 +101,7 @@ fn start() -> Server {
         std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
     }
     let data = root.join("data");
-    let out = as_server_user(&mut Command::new(bin.join("initdb")), ids)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = init_cluster(&bin, ids, &data);
     let script = format!(
         "{postgres} -D {data} -p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
@@ -178,30 +183,7 @@ impl Private {
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
         }
-        let out = as_server_user(&mut Command::new(bin.join("initdb")), ids)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "-D",
-            ])
-            .arg(root.join("data"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = init_cluster(&bin, ids, &root.join("data"));
         let mut me = Self {
             bin,
             ids,
