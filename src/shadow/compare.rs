@@ -330,7 +330,9 @@ pub fn compare(
         headers: &c_headers,
         body: c_bytes,
     };
-    let compared = match shared {
+    // The result, and whether this exchange keeps its bodies (decided by the sampler: a memo
+    // hit shares the result of an earlier exchange, not its decision).
+    let (compared, keep) = match shared {
         Some(sh) => {
             let key = memo_key(
                 sh.route,
@@ -349,7 +351,7 @@ pub fn compare(
                 fresh
             };
             match sh.memo.get(key) {
-                None => fresh(Keep::Sampled(sh.sampler, sh.route)),
+                None => (fresh(Keep::Sampled(sh.sampler, sh.route)), true),
                 Some(hit) => {
                     let decision = sh.sampler.decide(
                         &cfg.store,
@@ -362,37 +364,32 @@ pub fn compare(
                     );
                     crate::telemetry::bodies(decision.as_str());
                     match (decision.keeps(), hit.bodies.is_some()) {
-                        (true, true) => hit,
                         // Admitted now, but not kept when first compared: compared again
                         // to serialise them (rare: admissions are few per hour).
-                        (true, false) => fresh(Keep::Eligible),
-                        (false, _) => Arc::new(Compared {
-                            outcome: hit.outcome,
-                            reason: hit.reason.clone(),
-                            diffs: hit.diffs.clone(),
-                            bodies: None,
-                            present: hit.present.clone(),
-                            size: hit.size,
-                        }),
+                        (true, false) => (fresh(Keep::Eligible), true),
+                        (keep, _) => (hit, keep),
                     }
                 }
             }
         }
-        None => Arc::new(compare_sides(
-            &legacy,
-            &candidate,
-            rules,
-            cfg,
-            Keep::Eligible,
-            maps,
-        )),
+        None => (
+            Arc::new(compare_sides(
+                &legacy,
+                &candidate,
+                rules,
+                cfg,
+                Keep::Eligible,
+                maps,
+            )),
+            true,
+        ),
     };
     r.outcome = compared.outcome;
     r.reason.clone_from(&compared.reason);
     r.diff_count = compared.diffs.len();
     r.diffs = compared.diffs.clone();
     r.present = compared.present.clone();
-    if let Some([lb, cb]) = &compared.bodies {
+    if let (true, Some([lb, cb])) = (keep, &compared.bodies) {
         r.bodies.push(stored("legacy", &legacy, lb.clone(), cfg));
         r.bodies
             .push(stored("candidate", &candidate, cb.clone(), cfg));

@@ -83,7 +83,7 @@ pub struct Offer<'a> {
 impl BodySampler {
     /// Decides for one exchange now, and counts it when kept.
     pub fn decide(&self, cfg: &StoreConfig, offer: &Offer<'_>) -> Decision {
-        self.decide_at(cfg, offer, now_hour(), draw(cfg.body_sample))
+        self.decide_at(cfg, offer, now_hour(), super::sampled(cfg.body_sample))
     }
 
     /// [`Self::decide`] at a given hour, with the random draw made.
@@ -167,10 +167,6 @@ fn now_hour() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 3600)
-}
-
-fn draw(rate: f64) -> bool {
-    super::sampled(rate)
 }
 
 #[cfg(test)]

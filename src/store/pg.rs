@@ -130,8 +130,9 @@ impl PgSink {
         for (r, id) in batch.iter().zip(&ids) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);
+            let id = id.to_string();
             ex.row(&[
-                Some(&id.to_string()),
+                Some(&id),
                 Some(&at),
                 m.route.as_deref(),
                 Some(&m.method),
@@ -149,7 +150,7 @@ impl PgSink {
             ]);
             for ((field, kind), n) in super::writer::field_counts(&r.diffs) {
                 fields.row(&[
-                    Some(&id.to_string()),
+                    Some(&id),
                     Some(&at),
                     m.route.as_deref(),
                     Some(field),
@@ -162,7 +163,7 @@ impl PgSink {
                 .enumerate()
             {
                 diffs.row(&[
-                    Some(&id.to_string()),
+                    Some(&id),
                     Some(&at),
                     Some(&seq.to_string()),
                     Some(&d.pointer),

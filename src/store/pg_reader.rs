@@ -15,7 +15,7 @@ use super::query::{
     DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::sqlite::{compared_sql, matched_sql};
+use super::sqlite::{compared_sql, matched_sql, push_conditions};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
 
@@ -24,7 +24,8 @@ fn ts(column: &str) -> String {
     format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
-type Params = Vec<Box<dyn ToSql + Sync>>;
+type Param = Box<dyn ToSql + Sync>;
+type Params = Vec<Param>;
 
 /// A connection answering the store's queries.
 pub(super) struct PgReader {
@@ -57,29 +58,11 @@ impl PgReader {
     }
 }
 
-/// Appends ` AND {alias}.{column} = $n` for each value given; the unmatched route is `IS NULL`.
-fn push_conditions(
-    sql: &mut String,
-    params: &mut Params,
-    alias: &str,
-    route: Option<&RouteKey>,
-    equal: &[(&str, Option<&String>)],
-) {
-    if let Some(r) = route {
-        match r.name() {
-            None => sql.push_str(&format!(" AND {alias}.route IS NULL")),
-            Some(name) => {
-                params.push(Box::new(name.to_owned()));
-                sql.push_str(&format!(" AND {alias}.route = ${}", params.len()));
-            }
-        }
-    }
-    for (column, value) in equal {
-        if let Some(v) = value {
-            params.push(Box::new((*v).clone()));
-            sql.push_str(&format!(" AND {alias}.{column} = ${}", params.len()));
-        }
-    }
+/// PostgreSQL's placeholders and parameters for the shared condition builder.
+const PG: (char, fn(String) -> Param) = ('$', boxed);
+
+fn boxed(v: String) -> Param {
+    Box::new(v)
 }
 
 fn where_clause(f: &Filter) -> (String, Params) {
@@ -90,6 +73,7 @@ fn where_clause(f: &Filter) -> (String, Params) {
     push_conditions(
         &mut sql,
         &mut params,
+        PG,
         "e",
         f.route.as_ref(),
         &[
@@ -204,7 +188,7 @@ impl Reader for PgReader {
         let mut cond = String::from(
             "x.started_at >= $1::text::timestamptz AND x.started_at < $2::text::timestamptz",
         );
-        push_conditions(&mut cond, &mut params, "x", f.route.as_ref(), &[]);
+        push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
             join.push_str(
@@ -213,6 +197,7 @@ impl Reader for PgReader {
             push_conditions(
                 &mut join,
                 &mut params,
+                PG,
                 "e",
                 None,
                 &[

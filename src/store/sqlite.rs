@@ -31,10 +31,12 @@ pub(super) fn matched_sql(column: &str) -> String {
 }
 
 /// Appends ` AND {alias}.{column} = ?n` (with its parameter) for each value given; a route
-/// key of the unmatched requests is `IS NULL`.
-fn push_conditions(
+/// key of the unmatched requests is `IS NULL`. `mark` is the engine's numbered placeholder (`?`
+/// here, `$` for PostgreSQL) and `param` makes the engine's parameter of a value.
+pub(super) fn push_conditions<P>(
     sql: &mut String,
-    params: &mut Vec<Sql>,
+    params: &mut Vec<P>,
+    (mark, param): (char, fn(String) -> P),
     alias: &str,
     route: Option<&RouteKey>,
     equal: &[(&str, Option<&String>)],
@@ -43,18 +45,21 @@ fn push_conditions(
         match r.name() {
             None => sql.push_str(&format!(" AND {alias}.route IS NULL")),
             Some(name) => {
-                params.push(name.to_owned().into());
-                sql.push_str(&format!(" AND {alias}.route = ?{}", params.len()));
+                params.push(param(name.to_owned()));
+                sql.push_str(&format!(" AND {alias}.route = {mark}{}", params.len()));
             }
         }
     }
     for (column, value) in equal {
         if let Some(v) = value {
-            params.push((*v).clone().into());
-            sql.push_str(&format!(" AND {alias}.{column} = ?{}", params.len()));
+            params.push(param((*v).clone()));
+            sql.push_str(&format!(" AND {alias}.{column} = {mark}{}", params.len()));
         }
     }
 }
+
+/// SQLite's placeholders and parameters for [`push_conditions`].
+const SQLITE: (char, fn(String) -> Sql) = ('?', Sql::Text);
 
 /// The conditions of a filter on `exchanges` aliased `e`, and their parameters.
 fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
@@ -63,6 +68,7 @@ fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
     push_conditions(
         &mut sql,
         &mut params,
+        SQLITE,
         "e",
         f.route.as_ref(),
         &[
@@ -182,7 +188,7 @@ impl Reader for Connection {
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
         let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
         let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-        push_conditions(&mut cond, &mut params, "x", f.route.as_ref(), &[]);
+        push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
         // Account and mapping version are on the exchange: joined only when asked for.
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
@@ -190,6 +196,7 @@ impl Reader for Connection {
             push_conditions(
                 &mut join,
                 &mut params,
+                SQLITE,
                 "e",
                 None,
                 &[

@@ -259,30 +259,29 @@ pub(super) trait Sink: Send {
     fn close(&mut self) {}
 }
 
+/// A SQLite error: the file is local, so it is never `unreachable`.
+fn local(e: &rusqlite::Error) -> WriteError {
+    WriteError {
+        message: e.to_string(),
+        unreachable: false,
+    }
+}
+
 impl Sink for Connection {
     fn write_batch(
         &mut self,
         batch: &[Box<Record>],
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
-        write_batch(self, batch, opts).map_err(|e| WriteError {
-            message: e.to_string(),
-            unreachable: false,
-        })
+        write_batch(self, batch, opts).map_err(|e| local(&e))
     }
 
     fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {
-        write_noise(self, samples).map_err(|e| WriteError {
-            message: e.to_string(),
-            unreachable: false,
-        })
+        write_noise(self, samples).map_err(|e| local(&e))
     }
 
     fn prune(&mut self, cutoff: std::time::SystemTime) -> Result<usize, WriteError> {
-        prune(self, cutoff).map_err(|e| WriteError {
-            message: e.to_string(),
-            unreachable: false,
-        })
+        prune(self, cutoff).map_err(|e| local(&e))
     }
 
     fn close(&mut self) {
