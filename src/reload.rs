@@ -135,9 +135,15 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
     out
 }
 
-/// Reloads the config on every SIGHUP.
-pub async fn on_sighup(reloader: Arc<Reloader>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+/// Installs the SIGHUP handler now (from then on a SIGHUP no longer ends the process); `None`
+/// when the runtime cannot register it.
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+/// Reloads the config on every SIGHUP that `hup` receives.
+pub async fn on_sighup(hup: Option<tokio::signal::unix::Signal>, reloader: Arc<Reloader>) {
+    let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {

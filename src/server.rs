@@ -265,6 +265,9 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains (bounded by the drain timeout) and flushes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Summary {
         let addr = self.proxy_addr();
+        // The SIGHUP handler is installed before the first connection is accepted: a signal
+        // sent once the proxy answers must reload, never fall to the default action (exit).
+        let hup = crate::reload::hangups();
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let proxy = self.proxy.clone();
@@ -305,7 +308,7 @@ impl Server {
         });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
-        let hup = tokio::spawn(crate::reload::on_sighup(self.reloader.clone()));
+        let hup = tokio::spawn(crate::reload::on_sighup(hup, self.reloader.clone()));
 
         shutdown.await;
         hup.abort();
@@ -578,18 +581,26 @@ async fn accept_loop<F, S, B>(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal sent as soon as the server says it is up is never lost to the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(int) => {}
+            () = wait(term) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        tracing::info!("signal received");
     }
-    tracing::info!("signal received");
 }

@@ -28,6 +28,7 @@ pub(super) fn serve(
             },
         )
         .await?;
+        let shutdown = server::shutdown_signal();
         eprintln!(
             "shadowdiff: proxy on http://{}{}",
             server.proxy_addr(),
@@ -36,7 +37,7 @@ pub(super) fn serve(
                 .map(|a| format!(", admin on http://{a}"))
                 .unwrap_or_default()
         );
-        let summary = server.run(server::shutdown_signal()).await;
+        let summary = server.run(shutdown).await;
         eprintln!(
             "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
             summary.written, summary.dropped, summary.lost, summary.abandoned
