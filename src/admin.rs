@@ -3,14 +3,14 @@
 //! | route | what |
 //! |---|---|
 //! | `/healthz` | the process is up (never needs the token) |
-//! | `/readyz` | 200 while serving and the store's writes succeed; 200 `degraded` (with the error) while a PostgreSQL store cannot be reached (the writer holds and retries; the instance stays in the load balancer); 503 `not_ready` while starting or shutting down, 503 `store_failing` (with the error) while writes fail |
+//! | `/readyz` | 200 while serving and the store's writes succeed; 200 `degraded` while a PostgreSQL store cannot be reached (the writer holds and retries; the instance stays in the load balancer); 503 `not_ready` while starting or shutting down, 503 `store_failing` while writes fail. Never needs the token (probes carry none); the store's error text only with it |
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
 //!
-//! When `[admin] token` is set, every route but `/healthz` needs `Authorization: Bearer <token>`
+//! When `[admin] token` is set, every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
 //! (or, for a browser opening the dashboard, `?token=<token>`, which the page passes on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +94,31 @@ where
     res.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
+/// `/readyz`, answered without the token (probes and load balancers carry no secret); the
+/// store's error text only with it.
+fn readiness(state: &AdminState, authorized: bool) -> Response<Full<Bytes>> {
+    if !state.ready.load(Ordering::Acquire) {
+        return json_static(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
+    }
+    let unreachable = state.store.as_ref().is_some_and(|s| s.unreachable());
+    let failure = state.store.as_ref().and_then(|s| s.failure());
+    let (status, mut body) = match &failure {
+        None => return json_static(StatusCode::OK, r#"{"status":"ready"}"#),
+        Some(_) if unreachable => (
+            StatusCode::OK,
+            json!({"status": "degraded", "store": "unreachable"}),
+        ),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "store_failing"}),
+        ),
+    };
+    if authorized {
+        body["error"] = json!(failure);
+    }
+    json_value_status(status, &body)
+}
+
 /// Serves one admin request.
 pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
@@ -107,17 +132,20 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    if let Some(token) = &state.token {
+    let authorized = state.token.as_ref().is_none_or(|token| {
         let expected = format!("Bearer {token}");
         let by_header = req
             .headers()
             .get(header::AUTHORIZATION)
             .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
-        let by_query =
-            param("token").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !by_header && !by_query {
-            return json_static(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
-        }
+        by_header
+            || param("token").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    });
+    if path == "/readyz" {
+        return readiness(&state, authorized);
+    }
+    if !authorized {
+        return json_static(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
     }
     let method = req.method().clone();
     match path.as_str() {
@@ -146,21 +174,6 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
             );
             res
         }
-        "/readyz" if state.ready.load(Ordering::Acquire) => {
-            let unreachable = state.store.as_ref().is_some_and(|s| s.unreachable());
-            match state.store.as_ref().and_then(|s| s.failure()) {
-                None => json_static(StatusCode::OK, r#"{"status":"ready"}"#),
-                Some(e) if unreachable => json_value_status(
-                    StatusCode::OK,
-                    &json!({"status": "degraded", "store": "unreachable", "error": e}),
-                ),
-                Some(e) => json_value_status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "store_failing", "error": e}),
-                ),
-            }
-        }
-        "/readyz" => json_static(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#),
         "/" => {
             let since = param("since").unwrap_or_else(|| "1h".into());
             let token = param("token");
@@ -489,7 +502,8 @@ mod tests {
             store: None,
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
-        assert_eq!(get(&s, "/readyz", None).await, StatusCode::UNAUTHORIZED);
+        // Probes carry no token: readiness answers without it.
+        assert_eq!(get(&s, "/readyz", None).await, StatusCode::OK);
         assert_eq!(get(&s, "/metrics", None).await, StatusCode::UNAUTHORIZED);
         assert_eq!(get(&s, "/", None).await, StatusCode::UNAUTHORIZED);
         assert_eq!(

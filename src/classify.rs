@@ -214,6 +214,7 @@ mod tests {
                 retention: Duration::from_secs(3600),
                 max_value_len: 64,
                 examples_per_field: 3,
+                migrate: true,
             },
         )
         .unwrap();

@@ -246,12 +246,14 @@ async fn candidate(req: Request<Incoming>, counter: Arc<AtomicU64>) -> Response<
     respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
 }
 
-async fn serve_fake<F, Fut>(handler: F) -> anyhow::Result<SocketAddr>
+async fn serve_fake<F, Fut>(listen: &str, handler: F) -> anyhow::Result<SocketAddr>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -270,8 +272,8 @@ where
     Ok(addr)
 }
 
-/// The demo's configuration, parsed like a user's file.
-fn config_text(legacy: SocketAddr, candidate: SocketAddr) -> String {
+/// The demo's configuration, parsed like a user's file; `legacy` and `candidate` are base URLs.
+fn config_text(legacy: &str, candidate: &str) -> String {
     format!(
         r#"
 [proxy]
@@ -279,10 +281,10 @@ listen = "127.0.0.1:0"
 [admin]
 listen = ""
 [legacy]
-base_url = "http://{legacy}"
+base_url = "{legacy}"
 timeout = "5s"
 [candidate]
-base_url = "http://{candidate}"
+base_url = "{candidate}"
 timeout = "5s"
 headers = {{ authorization = "Bearer demo-candidate-key" }}
 [accounts]
@@ -334,15 +336,11 @@ max_latency_ratio = 50.0
     )
 }
 
-/// Runs the tour: `requests` requests through the proxy; files go to `out_dir`.
-pub async fn run(
-    requests: usize,
-    out_dir: &Path,
-    progress: impl Fn(usize, usize),
-) -> anyhow::Result<Outcome> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+/// Writes the demo's config, accounts file and mappings to `out_dir/demo/` for upstreams at
+/// `legacy` and `candidate` (base URLs), and removes a previous demo store; the config's path.
+pub fn write_workspace(out_dir: &Path, legacy: &str, candidate: &str) -> anyhow::Result<PathBuf> {
     let work = out_dir.join("demo");
-    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     for stale in ["demo.db", "demo.db-wal", "demo.db-shm"] {
         let _ = std::fs::remove_file(work.join(stale));
     }
@@ -358,12 +356,56 @@ pub async fn run(
     for (file, text) in MAPPINGS {
         std::fs::write(work.join("mappings").join(file), text)?;
     }
-
-    let legacy_addr = serve_fake(|req: Request<Incoming>| async move { legacy(&req) }).await?;
-    let counter = Arc::new(AtomicU64::new(0));
-    let candidate_addr = serve_fake(move |req| candidate(req, counter.clone())).await?;
     let cfg_path = work.join("shadowdiff.toml");
-    std::fs::write(&cfg_path, config_text(legacy_addr, candidate_addr))?;
+    std::fs::write(&cfg_path, config_text(legacy, candidate))?;
+    Ok(cfg_path)
+}
+
+/// Serves the two fake vendors (`demo --upstreams-only`) until `shutdown` resolves: for a
+/// local fleet, the proxies configured by [`write_workspace`] in front of them.
+pub async fn upstreams(
+    legacy_listen: &str,
+    candidate_listen: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let legacy_addr = serve_fake(legacy_listen, |req: Request<Incoming>| async move {
+        legacy(&req)
+    })
+    .await?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let candidate_addr =
+        serve_fake(candidate_listen, move |req| candidate(req, counter.clone())).await?;
+    eprintln!(
+        "shadowdiff demo: fake legacy API on http://{legacy_addr}, fake candidate API on \
+         http://{candidate_addr}"
+    );
+    eprintln!("  accounts (send as the authorization header):");
+    for (name, token, _) in ACCOUNTS {
+        eprintln!("    {name}: {token}");
+    }
+    shutdown.await;
+    Ok(())
+}
+
+/// Runs the tour: `requests` requests through the proxy; files go to `out_dir`.
+pub async fn run(
+    requests: usize,
+    out_dir: &Path,
+    progress: impl Fn(usize, usize),
+) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let legacy_addr = serve_fake("127.0.0.1:0", |req: Request<Incoming>| async move {
+        legacy(&req)
+    })
+    .await?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let candidate_addr =
+        serve_fake("127.0.0.1:0", move |req| candidate(req, counter.clone())).await?;
+    let cfg_path = write_workspace(
+        out_dir,
+        &format!("http://{legacy_addr}"),
+        &format!("http://{candidate_addr}"),
+    )?;
     let cfg = Config::load(&cfg_path)?;
     let gate_cfg = cfg.gates.get("shadow").cloned().unwrap_or_default();
     let db = cfg.store.path.clone();

@@ -112,9 +112,11 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         a.candidate.base_url == b.candidate.base_url && a.candidate.ca_file == b.candidate.ca_file,
     );
     check(
-        "[store] path/url/queue/retention/max_value_len/examples_per_field",
+        "[store] path/url/ca_file/migrate/queue/retention/max_value_len/examples_per_field",
         a.store.path == b.store.path
             && a.store.url == b.store.url
+            && a.store.ca_file == b.store.ca_file
+            && a.store.migrate == b.store.migrate
             && a.store.queue == b.store.queue
             && a.store.retention == b.store.retention
             && a.store.max_value_len == b.store.max_value_len

@@ -181,6 +181,7 @@ impl Server {
                 retention: cfg.store.retention,
                 max_value_len: cfg.store.max_value_len,
                 examples_per_field: cfg.store.examples_per_field,
+                migrate: cfg.store.migrate,
             },
         );
         // Opening connects and migrates (PostgreSQL's client blocks): off the async threads.

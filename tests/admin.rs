@@ -41,8 +41,9 @@ async fn metrics_dashboard_and_api_after_traffic() {
     assert_eq!(send(post).await.status, 200);
     sd.quiesce().await;
 
-    // The token guards everything but /healthz.
-    for p in ["/metrics", "/", "/api/summary", "/api/exchanges", "/readyz"] {
+    // The token guards everything but /healthz and /readyz (probes carry no token; readiness
+    // shows the store's error text only with it).
+    for p in ["/metrics", "/", "/api/summary", "/api/exchanges"] {
         assert_eq!(
             admin_get(admin, p, None).await.status,
             401,
@@ -50,6 +51,7 @@ async fn metrics_dashboard_and_api_after_traffic() {
         );
     }
     assert_eq!(admin_get(admin, "/healthz", None).await.status, 200);
+    assert_eq!(admin_get(admin, "/readyz", None).await.status, 200);
 
     // Metrics: names, labels, counts.
     let m = admin_get(admin, "/metrics", Some("s3cret")).await;

@@ -378,6 +378,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             retention: Duration::from_secs(365 * 86400),
             max_value_len: 1024,
             examples_per_field: 3,
+            migrate: true,
         },
     )
     .unwrap();
@@ -960,7 +961,7 @@ async fn the_admin_token_is_checked_whatever_its_length() {
     cfg.admin = "token = \"correct-horse\"\n".into();
     let p = start(cfg, None).await;
     let with = |t: &str| {
-        let url = p.admin_url("/readyz");
+        let url = p.admin_url("/metrics");
         let t = t.to_owned();
         async move {
             send(

@@ -226,6 +226,7 @@ mod writes {
             retention: Duration::from_secs(30 * 86_400),
             max_value_len: 1024,
             examples_per_field: 3,
+            migrate: true,
         }
     }
 
@@ -858,4 +859,191 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
     eprintln!(
         "fleet: 300 sent, {mirrored} mirrored, {recorded} recorded, {lost} lost with the SIGKILL"
     );
+}
+
+/// TLS to PostgreSQL with rustls, as managed databases require: a server that refuses
+/// unencrypted TCP and wants a password. `sslmode` decides what is checked (libpq's modes), the
+/// CA comes from the URL's `sslrootcert` or `[store] ca_file`, the password from `PGPASSFILE`
+/// or `PGPASSWORD`; no error message ever carries the password.
+#[test]
+fn postgres_over_tls_checks_what_sslmode_says_and_reads_libpq_passwords() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let password = "tls-s3cret-pw";
+    // The server's certificate names "localhost" only; another one nobody signed ours with.
+    let ours = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let server = support::pg::Private::start_tls(
+        &ours.cert.pem(),
+        &ours.signing_key.serialize_pem(),
+        password,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let wrong_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, ours.cert.pem()).unwrap();
+    std::fs::write(&wrong_ca, other.cert.pem()).unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("*:{}:*:postgres:{password}\n", server.port),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = postgres::Client::connect(&server.admin(), postgres::NoTls).unwrap();
+    c.batch_execute("CREATE DATABASE tls").unwrap();
+
+    let migrate = |host: &str, query: &str, env: &[(&str, &std::path::Path)]| {
+        let url = format!("postgres://postgres@{host}:{}/tls?{query}", server.port);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shadowdiff"));
+        cmd.args(["migrate", "--db", &url])
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains(password), "{err}");
+        (out.status.code(), err)
+    };
+    let ca_q = format!("sslrootcert={}", ca.display());
+    let wrong_q = format!("sslrootcert={}", wrong_ca.display());
+    let passfile: &[(&str, &std::path::Path)] = &[("PGPASSFILE", &pgpass)];
+    // verify-full: the chain and the name.
+    let (code, err) = migrate(
+        "localhost",
+        &format!("sslmode=verify-full&{ca_q}"),
+        passfile,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = migrate(
+        "localhost",
+        &format!("sslmode=verify-full&{wrong_q}"),
+        passfile,
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("certificate"), "{err}");
+    let (code, err) = migrate(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&{ca_q}"),
+        passfile,
+    );
+    assert_ne!(code, Some(0), "the certificate does not name 127.0.0.1");
+    assert!(err.contains("certificate"), "{err}");
+    // verify-ca: the chain only.
+    let (code, err) = migrate("127.0.0.1", &format!("sslmode=verify-ca&{ca_q}"), passfile);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _) = migrate(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&{wrong_q}"),
+        passfile,
+    );
+    assert_ne!(code, Some(0));
+    // require: encrypted, nothing checked without a CA (as libpq).
+    let (code, err) = migrate("127.0.0.1", "sslmode=require", passfile);
+    assert_eq!(code, Some(0), "{err}");
+    // disable: the server refuses unencrypted connections.
+    let (code, err) = migrate("127.0.0.1", "sslmode=disable", passfile);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("no encryption") || err.contains("pg_hba"),
+        "{err}"
+    );
+    // No password anywhere: the server says so.
+    let (code, err) = migrate("localhost", &format!("sslmode=verify-full&{ca_q}"), &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("password"), "{err}");
+
+    // serve with [store] url + ca_file and PGPASSWORD: its connection is encrypted.
+    let cfg = dir.path().join("sd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n\
+             [legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+             [store]\nurl = \"postgres://postgres@localhost:{}/tls?sslmode=verify-full\"\nca_file = \"ca.pem\"\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("PGPASSWORD", password)
+        .env_remove("PGPASSFILE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let encrypted = loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'shadowdiff' AND s.ssl",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if n > 0 || std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(encrypted > 0, "no encrypted connection from serve: {err}");
+    assert!(!err.contains(password), "{err}");
+}
+
+/// A fleet member restarted while PostgreSQL is down still serves (its callers never depend on
+/// the store): `/readyz` says degraded from the start, and once the database is back the writer
+/// applies the schema and writes what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_with_postgres_down_and_catches_up_when_it_is_back() {
+    use serde_json::json;
+    use support::{get, Shadowdiff, Upstream};
+    let (server, db) = std::thread::spawn(|| {
+        let mut s = support::pg::Private::start();
+        let db = s.database();
+        s.stop();
+        (s, db)
+    })
+    .join()
+    .unwrap();
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 2})).await;
+    let sd = Shadowdiff::start(
+        &legacy.url(),
+        &candidate.url(),
+        &format!("[store]\nurl = \"{db}\"\n"),
+    )
+    .await;
+    let ready = get(&format!("http://{}/readyz", sd.admin.unwrap())).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "degraded", "{}", ready.json());
+    for i in 0..5 {
+        let got = get(&sd.url(&format!("/x?i={i}"))).await;
+        assert_eq!((got.status, got.json()), (200, json!({"a": 1})));
+    }
+    let server = std::thread::spawn(move || {
+        let mut s = server;
+        s.resume();
+        s
+    })
+    .join()
+    .unwrap();
+    sd.quiesce().await;
+    let (summary, _dir) = sd.stop().await;
+    let n = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+        c.query_one("SELECT count(*) FROM exchanges", &[])
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(n, 5, "{summary:?}");
+    assert_eq!((summary.written, summary.lost, summary.dropped), (5, 0, 0));
+    drop(server);
 }

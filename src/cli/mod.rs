@@ -31,7 +31,7 @@ mod store_cmds;
 
 use check::check;
 use offline::{diff_exchange, diff_files, map_cmd};
-use serve::{demo, serve};
+use serve::{demo, demo_upstreams, serve};
 use store_cmds::{gate_cmd, migrate, prune, report_cmd};
 
 #[derive(Debug, Parser)]
@@ -83,6 +83,34 @@ pub enum Command {
         /// Where reports/demo.html, demo.json and the demo's store go.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
+        /// Only serve the two fake vendors, until SIGINT/SIGTERM: for proxies started apart
+        /// (a local fleet, deploy/compose.yaml).
+        #[arg(long, conflicts_with_all = ["requests", "config_only"])]
+        upstreams_only: bool,
+        /// With --upstreams-only: the fake legacy API's listen address.
+        #[arg(long, default_value = "127.0.0.1:9001", requires = "upstreams_only")]
+        legacy_listen: String,
+        /// With --upstreams-only: the fake candidate API's listen address.
+        #[arg(long, default_value = "127.0.0.1:9002", requires = "upstreams_only")]
+        candidate_listen: String,
+        /// Only write the demo's config, accounts file and mappings to OUT/demo/ (for fake
+        /// vendors at --legacy-url and --candidate-url), then exit.
+        #[arg(long, conflicts_with = "requests")]
+        config_only: bool,
+        /// With --config-only: the fake legacy API's base URL.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9001",
+            requires = "config_only"
+        )]
+        legacy_url: String,
+        /// With --config-only: the fake candidate API's base URL.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9002",
+            requires = "config_only"
+        )]
+        candidate_url: String,
     },
     /// Validate the config, compile every rule and mapping, print the resolved routes.
     Check,
@@ -269,7 +297,23 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::MappingWorker => {
             return ExitCode::from(crate::mapping::runner::worker_main() as u8)
         }
-        Command::Demo { requests, out } => demo(requests, &out),
+        Command::Demo {
+            upstreams_only: true,
+            legacy_listen,
+            candidate_listen,
+            ..
+        } => demo_upstreams(&legacy_listen, &candidate_listen),
+        Command::Demo {
+            config_only: true,
+            out,
+            legacy_url,
+            candidate_url,
+            ..
+        } => crate::demo::write_workspace(&out, &legacy_url, &candidate_url).map(|path| {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }),
+        Command::Demo { requests, out, .. } => demo(requests, &out),
         Command::Diff {
             exchange: Some(id),
             format,

@@ -51,6 +51,18 @@ pub(super) fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(super) fn demo_upstreams(legacy: &str, candidate: &str) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let shutdown = server::shutdown_signal();
+        crate::demo::upstreams(legacy, candidate, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -260,7 +260,9 @@ impl StoreConfig {
     /// Where the store is: the PostgreSQL URL when one is set, else the file.
     pub fn location(&self) -> crate::store::Location {
         match &self.url {
-            Some(u) => crate::store::Location::Postgres(u.clone()),
+            Some(u) => {
+                crate::store::Location::Postgres(u.clone().with_ca_file(self.ca_file.clone()))
+            }
             None => crate::store::Location::Sqlite(self.path.clone()),
         }
     }
@@ -272,6 +274,12 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// A PostgreSQL store (`[store] url`, or a `postgres://` `--db`): the fleet's.
     pub url: Option<crate::store::PgUrl>,
+    /// The CA (PEM) that PostgreSQL's certificate must lead to (`sslmode` decides whether it is
+    /// checked; see `store::pg_conn`).
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: `serve` applies the migrations at start (default), or, when a deploy step
+    /// runs `shadowdiff migrate`, only checks that they were applied.
+    pub migrate: bool,
     pub retention: Duration,
     pub bodies: Bodies,
     pub redact_headers: Vec<HeaderName>,

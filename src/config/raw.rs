@@ -139,6 +139,8 @@ pub(super) struct RawNormalize {
 pub(super) struct RawStore {
     pub(super) path: Option<Str>,
     pub(super) url: Option<Str>,
+    pub(super) ca_file: Option<Str>,
+    pub(super) migrate: Option<bool>,
     pub(super) retention: Option<Dur>,
     pub(super) bodies: Option<Bodies>,
     pub(super) redact_headers: Option<Vec<HeaderNameStr>>,

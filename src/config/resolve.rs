@@ -376,6 +376,8 @@ impl Config {
                     .as_ref()
                     .map_or(defaults::STORE_PATH, |p| p.0.as_str())),
                 url: store_url,
+                ca_file: raw.store.ca_file.map(|f| rel(&f.0)),
+                migrate: raw.store.migrate.unwrap_or(true),
                 retention: raw.store.retention.map_or(defaults::RETENTION, |d| d.0),
                 bodies: raw.store.bodies.unwrap_or(defaults::BODIES),
                 redact_headers: names(raw.store.redact_headers, defaults::REDACT_HEADERS),

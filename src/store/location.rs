@@ -16,12 +16,24 @@ pub enum Location {
 pub struct PgUrl {
     url: String,
     masked: String,
+    /// `[store] ca_file`: the CA the server's certificate must lead to.
+    ca_file: Option<PathBuf>,
 }
 
 impl PgUrl {
     /// The URL as given, password included: only for connecting.
     pub fn secret(&self) -> &str {
         &self.url
+    }
+
+    /// The same URL with `[store] ca_file` (the URL's own `sslrootcert` wins over it).
+    #[must_use]
+    pub fn with_ca_file(self, ca_file: Option<PathBuf>) -> Self {
+        Self { ca_file, ..self }
+    }
+
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
     }
 }
 
@@ -52,6 +64,7 @@ impl Location {
             Self::Postgres(PgUrl {
                 url: s.to_owned(),
                 masked: mask(s),
+                ca_file: None,
             })
         } else {
             Self::Sqlite(PathBuf::from(s))

@@ -15,6 +15,7 @@
 mod location;
 mod migrate;
 mod pg;
+mod pg_conn;
 mod pg_reader;
 mod prune;
 mod query;
@@ -59,6 +60,21 @@ pub enum StoreError {
     /// (The error is not a `source`: its text is shown once, in this message.)
     #[error("store {url}: {}", crate::upstream::error_chain(error))]
     Postgres { url: String, error: postgres::Error },
+    /// A PostgreSQL setting that cannot work (bad `sslmode`, unreadable CA file, ...).
+    #[error("store {url}: {message}")]
+    PostgresSetup { url: String, message: String },
+}
+
+impl StoreError {
+    /// A database that could not be reached (refused, timed out, name not resolved, the
+    /// connection lost): worth retrying. A refused login, a TLS failure or a failed statement
+    /// is not.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Postgres { error, .. } => pg_conn::unreachable(error),
+            _ => false,
+        }
+    }
 }
 
 /// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
@@ -103,8 +119,7 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
                 url: url.to_string(),
                 error: source,
             };
-            let mut client =
-                postgres::Client::connect(url.secret(), postgres::NoTls).map_err(err)?;
+            let mut client = pg_conn::connect(url)?;
             let applied = migrate::apply_postgres(&mut client).map_err(err)?;
             let version = migrate::postgres_versions(&mut client)
                 .map_err(err)?

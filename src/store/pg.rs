@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::location::PgUrl;
 use super::writer::{Sink, WriteError, WriterOptions};
@@ -20,12 +20,35 @@ const PARTITIONED: [&str; 4] = ["exchanges", "diff_fields", "diffs", "bodies"];
 /// The advisory lock key under which partitions are created ("sdpartit").
 const PG_PARTITION_LOCK: i64 = 0x7364_7061_7274_6974;
 
-/// Connects (the URL's password never appears in the error).
-pub(super) fn connect(url: &PgUrl) -> Result<Client, StoreError> {
-    Client::connect(url.secret(), NoTls).map_err(|source| StoreError::Postgres {
+pub(super) use super::pg_conn::connect;
+
+/// Readies the schema on a new connection: applies the migrations, or (`migrate = false`, when
+/// a deploy step runs `shadowdiff migrate`) checks that the newest one was applied.
+pub(super) fn prepare(client: &mut Client, url: &PgUrl, migrate: bool) -> Result<(), StoreError> {
+    let err = |error| StoreError::Postgres {
         url: url.to_string(),
-        error: source,
-    })
+        error,
+    };
+    if migrate {
+        super::migrate::apply_postgres(client).map_err(err)?;
+        return Ok(());
+    }
+    let have = super::migrate::postgres_versions(client)
+        .map_err(err)?
+        .last()
+        .copied()
+        .unwrap_or(0);
+    if have < super::migrate::latest() {
+        return Err(StoreError::PostgresSetup {
+            url: url.to_string(),
+            message: format!(
+                "the schema is at version {have} and this build needs {}: run `shadowdiff \
+                 migrate` (or set [store] migrate = true)",
+                super::migrate::latest()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The writer's connection; reconnects when the server went away.
@@ -34,14 +57,22 @@ pub(super) struct PgSink {
     client: Option<Client>,
     /// Days (`2026-11-30`) whose partitions exist.
     days: HashSet<String>,
+    /// Apply the migrations (`true`) or only check that they were applied.
+    migrate: bool,
+    /// The schema was migrated or checked on one connection (a start with the database down
+    /// does it on the first connection that succeeds).
+    prepared: bool,
 }
 
 impl PgSink {
-    pub(super) fn new(url: PgUrl, client: Client) -> Self {
+    /// A writer's sink; `client` is `None` when the database could not be reached at start.
+    pub(super) fn new(url: PgUrl, client: Option<Client>, migrate: bool) -> Self {
         Self {
             url,
-            client: Some(client),
+            prepared: client.is_some(),
+            client,
             days: HashSet::new(),
+            migrate,
         }
     }
 
@@ -49,10 +80,17 @@ impl PgSink {
     fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let c = Client::connect(self.url.secret(), NoTls).map_err(|e| WriteError {
-                message: format!("store {}: {e}", self.url),
-                unreachable: true,
+            let mut c = connect(&self.url).map_err(|e| WriteError {
+                unreachable: e.is_unreachable(),
+                message: e.to_string(),
             })?;
+            if !self.prepared {
+                prepare(&mut c, &self.url, self.migrate).map_err(|e| WriteError {
+                    unreachable: e.is_unreachable(),
+                    message: e.to_string(),
+                })?;
+                self.prepared = true;
+            }
             self.days.clear();
             self.client = Some(c);
         }
@@ -62,9 +100,8 @@ impl PgSink {
     /// Maps an error: a closed connection (or one that could not be made) is `unreachable`,
     /// and the connection is dropped so the next attempt makes a new one.
     fn fail(&mut self, e: &postgres::Error) -> WriteError {
-        let unreachable = e.is_closed()
-            || e.code().is_none()
-            || self.client.as_ref().is_some_and(Client::is_closed);
+        let unreachable =
+            super::pg_conn::unreachable(e) || self.client.as_ref().is_some_and(Client::is_closed);
         if unreachable {
             self.client = None;
         }

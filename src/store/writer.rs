@@ -161,6 +161,8 @@ pub struct WriterOptions {
     pub max_value_len: usize,
     /// Differences stored per exchange, field pattern and kind.
     pub examples_per_field: usize,
+    /// PostgreSQL: apply the migrations at start (`[store] migrate`), or only check them.
+    pub migrate: bool,
 }
 
 impl Store {
@@ -177,15 +179,32 @@ impl Store {
         match location {
             super::Location::Sqlite(path) => Self::open(path, opts),
             super::Location::Postgres(url) => {
-                let mut client = super::pg::connect(url)?;
-                super::migrate::apply_postgres(&mut client).map_err(|source| {
-                    StoreError::Postgres {
-                        url: url.to_string(),
-                        error: source,
+                // A database that cannot be reached must not keep the proxy from serving: the
+                // writer starts without it (`/readyz` degraded) and migrates on the first
+                // connection that succeeds. Anything else (a refused login, bad TLS settings,
+                // an old schema) is an error now.
+                let (client, down) = match super::pg::connect(url) {
+                    Ok(mut c) => {
+                        super::pg::prepare(&mut c, url, opts.migrate)?;
+                        (Some(c), None)
                     }
-                })?;
-                let sink = super::pg::PgSink::new(url.clone(), client);
-                Self::start(Box::new(sink), url.to_string(), opts)
+                    Err(e) if e.is_unreachable() => {
+                        tracing::warn!(error = %e, "store unreachable at start: serving, the writer retries");
+                        (None, Some(e.to_string()))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let sink = super::pg::PgSink::new(url.clone(), client, opts.migrate);
+                let store = Self::start(Box::new(sink), url.to_string(), opts)?;
+                if let Some(e) = down {
+                    store
+                        .handle
+                        .stats
+                        .unreachable
+                        .store(true, Ordering::Relaxed);
+                    store.handle.stats.set_failure(Some(e));
+                }
+                Ok(store)
             }
         }
     }
@@ -635,6 +654,7 @@ mod tests {
                 retention: Duration::from_secs(3600),
                 max_value_len,
                 examples_per_field,
+                migrate: true,
             },
         )
         .unwrap()

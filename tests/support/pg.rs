@@ -169,10 +169,26 @@ pub struct Private {
     root: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// TLS on; TCP connections need TLS and a password; the tests' own go by the Unix socket.
+    tls: bool,
 }
 
 impl Private {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that takes TCP connections only with TLS (`cert_pem`, `key_pem`) and the
+    /// `postgres` user's `password`; its admin connection uses the Unix socket.
+    pub fn start_tls(cert_pem: &str, key_pem: &str, password: &str) -> Self {
+        let me = Self::start_with(Some((cert_pem, key_pem)));
+        let mut c = postgres::Client::connect(&me.admin(), postgres::NoTls).unwrap();
+        c.batch_execute(&format!("ALTER USER postgres PASSWORD '{password}'"))
+            .unwrap();
+        me
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let bin = bin_dir();
         let ids = run_as();
         let root = tempfile::Builder::new()
@@ -183,13 +199,36 @@ impl Private {
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
         }
-        let port = init_cluster(&bin, ids, &root.join("data"));
+        let data = root.join("data");
+        let port = init_cluster(&bin, ids, &data);
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            let files = [
+                ("server.crt", cert),
+                ("server.key", key),
+                (
+                    "pg_hba.conf",
+                    "local all all trust\n\
+                     hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                     hostnossl all all 127.0.0.1/32 reject\n",
+                ),
+            ];
+            for (name, text) in files {
+                let path = data.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if let Some((uid, gid)) = ids {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+                }
+            }
+        }
         let mut me = Self {
             bin,
             ids,
             root,
             port,
             child: None,
+            tls: tls.is_some(),
         };
         me.resume();
         me
@@ -203,6 +242,7 @@ impl Private {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.root)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -228,11 +268,20 @@ impl Private {
         }
     }
 
-    fn admin(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
+    /// The tests' own connection: TCP, or the Unix socket when TCP needs TLS.
+    pub fn admin(&self) -> String {
+        if self.tls {
+            format!(
+                "host={} port={} user=postgres dbname=postgres",
+                self.root.display(),
+                self.port
+            )
+        } else {
+            format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            )
+        }
     }
 
     /// A new database on this server: its URL.
