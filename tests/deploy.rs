@@ -1,0 +1,317 @@
+//! `deploy/`: the container image recipe, the local fleet (docker compose) and the Kubernetes
+//! manifests. No container engine or cluster runs here, so this checks what can be checked
+//! without one: every YAML document parses; the fleet's commands and the ConfigMap's config are
+//! accepted by this very binary; the manifests hold together (3 replicas, a disruption budget
+//! selecting them, probes on the admin port the config listens on, no root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn load(path: &Path) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(path).unwrap();
+    YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+        .into_iter()
+        .map(merge_keys)
+        .collect()
+}
+
+/// Resolves YAML merge keys (`<<: *anchor`, which compose files use and the parser leaves as
+/// a plain key): the merged mapping's entries, unless the mapping has its own.
+fn merge_keys(y: Yaml) -> Yaml {
+    match y {
+        Yaml::Hash(h) => {
+            let mut out = yaml_rust2::yaml::Hash::new();
+            let mut inherited = Vec::new();
+            for (k, v) in h {
+                if k.as_str() == Some("<<") {
+                    if let Yaml::Hash(base) = merge_keys(v) {
+                        inherited.extend(base);
+                    }
+                } else {
+                    out.insert(k, merge_keys(v));
+                }
+            }
+            for (k, v) in inherited {
+                out.entry(k).or_insert(v);
+            }
+            Yaml::Hash(out)
+        }
+        Yaml::Array(a) => Yaml::Array(a.into_iter().map(merge_keys).collect()),
+        other => other,
+    }
+}
+
+fn strs(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .unwrap_or_else(|| panic!("not a list: {y:?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn shadowdiff(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_compose_fleet_runs_three_proxies_on_one_postgres_with_commands_this_binary_takes() {
+    let doc = &load(&deploy().join("compose.yaml"))[0];
+    let services = &doc["services"];
+    for s in ["postgres", "upstreams", "fleet-config", "migrate"] {
+        assert!(!services[s].is_badvalue(), "service {s} missing");
+    }
+    let url = doc["x-store-url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("postgres://"), "{url}");
+    let mut host_ports = Vec::new();
+    for p in ["proxy-1", "proxy-2", "proxy-3"] {
+        let cmd = strs(&services[p]["command"]);
+        assert_eq!(cmd[0], "serve", "{p}");
+        let db = cmd.iter().position(|a| a == "--db").expect("--db");
+        assert_eq!(cmd[db + 1], url, "{p} writes to the fleet's database");
+        assert_eq!(
+            services[p]["image"].as_str(),
+            services["upstreams"]["image"].as_str()
+        );
+        host_ports.extend(strs(&services[p]["ports"]));
+    }
+    let mut unique = host_ports.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), host_ports.len(), "{host_ports:?}");
+
+    // The config step, run as compose runs it (its volume a temp dir): `check` accepts the
+    // config, which points at the upstreams service.
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().display().to_string();
+    let args: Vec<String> = strs(&services["fleet-config"]["command"])
+        .into_iter()
+        .map(|a| a.replace("/fleet", &fleet))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = shadowdiff(&args, dir.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    let config = dir.path().join("demo/shadowdiff.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("http://upstreams:9001"), "{text}");
+    let serve = strs(&services["proxy-1"]["command"]);
+    assert_eq!(serve[2], "/fleet/demo/shadowdiff.toml");
+    let (code, out) = shadowdiff(
+        &["check", "--config", &config.display().to_string()],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // The upstreams' command and the migrate step's parse (`--help` stops after parsing all).
+    for s in ["upstreams", "migrate"] {
+        let mut args = strs(&services[s]["command"]);
+        args.push("--help".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out) = shadowdiff(&args, dir.path(), &[]);
+        assert_eq!(code, 0, "{s}: {out}");
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_hold_together() {
+    let k8s = deploy().join("k8s");
+    let kustomization = &load(&k8s.join("kustomization.yaml"))[0];
+    let mut docs = Vec::new();
+    for r in strs(&kustomization["resources"]) {
+        docs.extend(load(&k8s.join(&r)));
+    }
+    let secret = &load(&k8s.join("secret.example.yaml"))[0];
+    assert_eq!(secret["kind"].as_str(), Some("Secret"));
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let deployment = kind("Deployment");
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"].as_i64(), Some(3));
+    let labels = &spec["template"]["metadata"]["labels"];
+    let selects = |selector: &Yaml| {
+        selector["matchLabels"]
+            .as_hash()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| labels[k.as_str().unwrap()] == *v)
+    };
+    assert!(selects(&spec["selector"]));
+    let pdb = kind("PodDisruptionBudget");
+    assert!(
+        selects(&pdb["spec"]["selector"]),
+        "the budget covers the pods"
+    );
+    assert!(
+        !pdb["spec"]["maxUnavailable"].is_badvalue() || !pdb["spec"]["minAvailable"].is_badvalue()
+    );
+    let service = kind("Service");
+    assert!(
+        service["spec"]["selector"]
+            .as_hash()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| labels[k.as_str().unwrap()] == *v),
+        "the service selects the pods"
+    );
+
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let container = &pod["containers"][0];
+    let ports: Vec<(String, i64)> = container["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let port_of = |name: &str| ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
+    }
+    let secret_name = container["envFrom"][0]["secretRef"]["name"].as_str();
+    assert_eq!(secret_name, secret["metadata"]["name"].as_str());
+
+    // The ConfigMap's config: accepted by `check` with the Secret's variables set, listening
+    // where the container's ports say, draining within the grace period.
+    let config_map = kind("ConfigMap");
+    let toml = config_map["data"]["shadowdiff.toml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("shadowdiff.toml"), toml).unwrap();
+    let env: Vec<(&str, &str)> = secret["stringData"]
+        .as_hash()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap(), v.as_str().unwrap()))
+        .collect();
+    let (code, out) = shadowdiff(&["check", "--config", "shadowdiff.toml"], dir.path(), &env);
+    assert_eq!(code, 0, "{out}");
+    let config: toml_table::Table = toml_table::parse(toml);
+    assert_eq!(
+        config
+            .get("proxy.listen")
+            .and_then(|l| l.rsplit(':').next().map(str::to_owned)),
+        port_of("proxy").map(|p| p.to_string())
+    );
+    assert_eq!(
+        config
+            .get("admin.listen")
+            .and_then(|l| l.rsplit(':').next().map(str::to_owned)),
+        port_of("admin").map(|p| p.to_string())
+    );
+    let drain: u64 = config
+        .get("proxy.drain_timeout")
+        .and_then(|d| d.trim_end_matches('s').parse().ok())
+        .unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap() as u64;
+    assert!(
+        grace > drain,
+        "grace {grace}s must exceed the drain {drain}s"
+    );
+    let mounted: Vec<String> = container["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+        .collect();
+    let ca = config.get("store.ca_file").unwrap();
+    assert!(
+        mounted.iter().any(|m| ca.starts_with(m.as_str())),
+        "{ca} is not under a mount: {mounted:?}"
+    );
+    assert!(
+        strs(&container["args"]).contains(&"/etc/shadowdiff/shadowdiff.toml".to_owned())
+            && mounted.contains(&"/etc/shadowdiff".to_owned())
+    );
+}
+
+#[test]
+fn the_image_recipe_builds_in_stages_and_runs_unprivileged() {
+    let text = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    // The builder's Rust is at least the crate's rust-version.
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let msrv = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"');
+    let builder = froms[0].split_whitespace().nth(1).unwrap();
+    let version = builder
+        .strip_prefix("rust:")
+        .and_then(|v| v.split('-').next())
+        .unwrap();
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    assert!(parse(version) >= parse(msrv), "{version} < {msrv}");
+    // The last stage's user is not root.
+    let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
+    let user = lines[last_from..]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the final stage sets USER");
+    let uid = user.split(':').next().unwrap();
+    assert!(uid != "root" && uid != "0", "{user}");
+    // Every file the build copies exists.
+    for l in &lines[..last_from] {
+        if let Some(rest) = l.strip_prefix("COPY ") {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            for src in &parts[..parts.len() - 1] {
+                assert!(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(src).exists(),
+                    "COPY {src}: not in the repository"
+                );
+            }
+        }
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("ENTRYPOINT") && l.contains("/usr/local/bin/shadowdiff")));
+}
+
+/// The few keys the manifests test reads from the ConfigMap's TOML (dotted `table.key`).
+mod toml_table {
+    pub struct Table(toml::Table);
+
+    pub fn parse(text: &str) -> Table {
+        Table(text.parse().unwrap())
+    }
+
+    impl Table {
+        pub fn get(&self, dotted: &str) -> Option<String> {
+            let (t, k) = dotted.split_once('.')?;
+            self.0.get(t)?.get(k)?.as_str().map(str::to_owned)
+        }
+    }
+}
