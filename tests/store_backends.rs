@@ -747,23 +747,41 @@ fn prune_removes_the_same_exchanges_on_both_backends_and_drops_old_days() {
 async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
     use serde_json::json;
     use std::io::BufRead;
-    use support::{get, Upstream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use support::{get, Reply, Upstream};
     let db = std::thread::spawn(support::pg::database).join().unwrap();
-    let legacy = Upstream::json(json!({"people": [{"id": 1, "name": "A"}]})).await;
-    let candidate = Upstream::json(json!({"people": [{"id": 1, "name": "B"}]})).await;
+    // Legacy's `seq` differs between any two answers: every second legacy call (noise
+    // sampling, on for every request here) finds it noisy.
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let legacy = Upstream::start(move |_| {
+        let n = c.fetch_add(1, Ordering::Relaxed);
+        Reply::json(json!({"people": [{"id": 1, "name": "A"}], "seq": n}))
+    })
+    .await;
+    let candidate = Upstream::json(json!({"people": [{"id": 1, "name": "B"}], "seq": 0})).await;
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[legacy]\nbase_url = \"{}\"\n[candidate]\nbase_url = \"{}\"\n\
+             [diff.noise]\nsecondary_sample_rate = 1.0\n\
+             [gate.shadow]\nmin_compared = 10\nmin_parity = 0.5\n",
+            legacy.url(),
+            candidate.url()
+        ),
+    )
+    .unwrap();
     let start = |db: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(["serve", "--config"])
+            .arg(&config)
             .args([
-                "serve",
                 "--listen",
                 "127.0.0.1:0",
                 "--admin",
-                "",
-                "--legacy",
-                &legacy.url(),
-                "--candidate",
-                &candidate.url(),
+                "127.0.0.1:0",
                 "--db",
                 db,
             ])
@@ -783,22 +801,26 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
             }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let url = loop {
+        let (url, admin) = loop {
             let l = rx
                 .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .expect("serve printed its address within 30 s");
             if let Some(rest) = l.split("proxy on http://").nth(1) {
-                break format!("http://{}", rest.split(',').next().unwrap().trim());
+                let (proxy, admin) = rest.split_once(", admin on http://").unwrap();
+                break (
+                    format!("http://{}", proxy.trim()),
+                    format!("http://{}", admin.trim()),
+                );
             }
         };
-        (child, url)
+        (child, url, admin)
     };
     let mut fleet: Vec<_> = (0..3).map(|_| start(&db)).collect();
     let mut sent_to_killed_before = 0;
     for i in 0..300 {
         if i == 150 {
             // SIGKILL: no drain, no flush.
-            let (mut killed, _) = fleet.remove(1);
+            let (mut killed, _, _) = fleet.remove(1);
             killed.kill().unwrap();
             killed.wait().unwrap();
             fleet.insert(1, start(&db));
@@ -810,7 +832,28 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
         let got = get(&format!("{}/people?n={i}", fleet[k].1)).await;
         assert_eq!(got.status, 200);
     }
-    for (mut child, _) in fleet {
+    // The dashboard's API of every instance shows the fleet: once the writes settle, the three
+    // summaries agree (on everything but when they were made).
+    let totals = |admin: String| async move {
+        let s = get(&format!("{admin}/api/summary?since=1h")).await;
+        assert_eq!(s.status, 200);
+        (s.json()["totals"].clone(), s.json()["routes"].clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        let mut seen = Vec::new();
+        for (_, _, admin) in &fleet {
+            seen.push(totals(admin.clone()).await);
+        }
+        let settled =
+            seen.windows(2).all(|w| w[0] == w[1]) && seen[0] == totals(fleet[0].2.clone()).await;
+        if settled || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    for (mut child, _, _) in fleet {
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
@@ -818,6 +861,7 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
         assert!(child.wait().unwrap().success());
     }
     let mirrored = candidate.count() as u64;
+    let second_legacy_calls = calls.load(Ordering::Relaxed) - 300;
     let report = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
         .args(["report", "--db", &db, "--since", "1h", "--format", "json"])
         .output()
@@ -836,18 +880,28 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
         "lost {lost}: at most what the killed instance had taken ({sent_to_killed_before})"
     );
     assert!(recorded >= 300 - sent_to_killed_before, "{report}");
-    // The shared counters agree with the rows: presence of `/people` once per compared exchange.
+    // The shared counters agree with the rows, summed over the instances: presence of `/people`
+    // once per compared exchange; one noise sample per second legacy call written, each finding
+    // `/seq` noisy (a lost one only in the killed instance's unwritten tail).
     let compared = report["totals"]["compared"].as_u64().unwrap();
-    let presence: i64 = std::thread::spawn({
+    let (presence, samples, noisy): (i64, i64, i64) = std::thread::spawn({
         let db = db.clone();
         move || {
             let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-            c.query_one(
-                "SELECT coalesce(sum(n), 0)::bigint FROM field_presence WHERE field = '/people'",
-                &[],
+            let one = |c: &mut postgres::Client, sql: &str| -> i64 {
+                c.query_one(sql, &[]).unwrap().get(0)
+            };
+            (
+                one(
+                    &mut c,
+                    "SELECT coalesce(sum(n), 0)::bigint FROM field_presence WHERE field = '/people'",
+                ),
+                one(&mut c, "SELECT coalesce(sum(samples), 0)::bigint FROM noise_samples"),
+                one(
+                    &mut c,
+                    "SELECT coalesce(sum(differed), 0)::bigint FROM noise_fields WHERE field = '/seq'",
+                ),
             )
-            .unwrap()
-            .get(0)
         }
     })
     .join()
@@ -856,8 +910,49 @@ async fn a_fleet_of_three_on_one_database_survives_a_sigkill() {
         presence as u64, compared,
         "presence summed over instances = compared exchanges"
     );
+    assert_eq!(samples, noisy, "every sample found /seq noisy");
+    assert!(
+        samples as u64 <= second_legacy_calls
+            && samples as u64 + sent_to_killed_before >= second_legacy_calls,
+        "noise samples {samples}, second legacy calls {second_legacy_calls}"
+    );
+    // The gate, run from each host (its own working directory and copy of the config), says
+    // the same.
+    let verdicts: Vec<(Option<i32>, String)> = (0..3)
+        .map(|i| {
+            let host = dir.path().join(format!("host-{i}"));
+            std::fs::create_dir_all(&host).unwrap();
+            std::fs::copy(&config, host.join("shadowdiff.toml")).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+                .args([
+                    "gate",
+                    "--config",
+                    "shadowdiff.toml",
+                    "--db",
+                    &db,
+                    "--phase",
+                    "shadow",
+                    "--since",
+                    "1h",
+                    "--format",
+                    "json",
+                ])
+                .current_dir(&host)
+                .output()
+                .unwrap();
+            let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("window");
+            }
+            (out.status.code(), v.to_string())
+        })
+        .collect();
+    assert!(verdicts.windows(2).all(|w| w[0] == w[1]), "{verdicts:?}");
     eprintln!(
-        "fleet: 300 sent, {mirrored} mirrored, {recorded} recorded, {lost} lost with the SIGKILL"
+        "fleet: 300 sent, {mirrored} mirrored, {recorded} recorded, {lost} lost with the SIGKILL; \
+         {samples} noise samples of {second_legacy_calls} second legacy calls; gate {:?}",
+        verdicts[0].0
     );
 }
 
