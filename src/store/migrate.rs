@@ -35,25 +35,28 @@ pub fn latest() -> i64 {
 ///   drops a day's partitions); each carries `started_at` so its partitions line up;
 /// - kept body texts are addressed by their xxh3-128 (`bytea`): writers insert them with
 ///   `ON CONFLICT DO NOTHING`, no id to read back;
-/// - counters several instances bump (`field_presence`, `noise_*`) are upserts that add.
-const POSTGRES_V1: &str = r"
+/// - counters several instances bump (`field_presence`, `noise_*`) are upserts that add;
+/// - text columns compare bytewise (`COLLATE "C"`): the same order as SQLite's, so reports sort
+///   alike on both engines whatever the database's locale, and index comparisons skip the
+///   locale's collation (a third of the writer's server time under `C.UTF-8`).
+const POSTGRES_V1: &str = r#"
 CREATE SEQUENCE exchange_ids AS bigint;
 CREATE TABLE exchanges(
     id bigint NOT NULL,
     started_at timestamptz NOT NULL,
-    route text,
-    method text,
-    path text,
-    account text,
+    route text COLLATE "C",
+    method text COLLATE "C",
+    path text COLLATE "C",
+    account text COLLATE "C",
     legacy_status integer,
     candidate_status integer,
     legacy_ms double precision,
     candidate_ms double precision,
-    outcome text NOT NULL,
+    outcome text COLLATE "C" NOT NULL,
     diff_count integer NOT NULL DEFAULT 0,
-    reason text,
-    request_id text,
-    mapping_version text,
+    reason text COLLATE "C",
+    request_id text COLLATE "C",
+    mapping_version text COLLATE "C",
     PRIMARY KEY (started_at, id)
 ) PARTITION BY RANGE (started_at);
 CREATE INDEX exchanges_route_started_at ON exchanges(route, started_at);
@@ -63,55 +66,55 @@ CREATE INDEX exchanges_id ON exchanges(id);
 CREATE TABLE diff_fields(
     exchange_id bigint NOT NULL,
     started_at timestamptz NOT NULL,
-    route text,
-    field text NOT NULL,
-    kind text NOT NULL,
+    route text COLLATE "C",
+    field text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
     n integer NOT NULL,
     PRIMARY KEY (started_at, exchange_id, field, kind)
 ) PARTITION BY RANGE (started_at);
-CREATE INDEX diff_fields_route ON diff_fields(route, field, kind, started_at) INCLUDE (n);
+CREATE INDEX diff_fields_route ON diff_fields(route, field, kind, started_at) INCLUDE (n, exchange_id);
 CREATE TABLE diffs(
     exchange_id bigint NOT NULL,
     started_at timestamptz NOT NULL,
     seq integer NOT NULL,
-    pointer text NOT NULL,
-    field text NOT NULL,
-    kind text NOT NULL,
-    legacy text,
-    candidate text,
+    pointer text COLLATE "C" NOT NULL,
+    field text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    legacy text COLLATE "C",
+    candidate text COLLATE "C",
     PRIMARY KEY (started_at, exchange_id, seq)
 ) PARTITION BY RANGE (started_at);
 CREATE INDEX diffs_exchange ON diffs(exchange_id);
 CREATE TABLE bodies(
     exchange_id bigint NOT NULL,
     started_at timestamptz NOT NULL,
-    side text NOT NULL,
+    side text COLLATE "C" NOT NULL,
     status integer,
-    headers text,
+    headers text COLLATE "C",
     blob_hash bytea,
     PRIMARY KEY (started_at, exchange_id, side)
 ) PARTITION BY RANGE (started_at);
 CREATE INDEX bodies_exchange ON bodies(exchange_id);
 CREATE TABLE blobs(
     hash bytea PRIMARY KEY,
-    body text NOT NULL,
+    body text COLLATE "C" NOT NULL,
     first_at timestamptz NOT NULL
 );
 CREATE TABLE field_presence(
-    route text NOT NULL,
-    field text NOT NULL,
+    route text COLLATE "C" NOT NULL,
+    field text COLLATE "C" NOT NULL,
     hour timestamptz NOT NULL,
     n bigint NOT NULL,
     PRIMARY KEY (route, field, hour)
 );
 CREATE TABLE noise_samples(
-    route text PRIMARY KEY,
+    route text COLLATE "C" PRIMARY KEY,
     samples bigint NOT NULL,
     last_at timestamptz NOT NULL
 );
 CREATE TABLE noise_fields(
-    route text NOT NULL,
-    field text NOT NULL,
+    route text COLLATE "C" NOT NULL,
+    field text COLLATE "C" NOT NULL,
     differed bigint NOT NULL,
     first_at timestamptz NOT NULL,
     last_at timestamptz NOT NULL,
@@ -120,7 +123,7 @@ CREATE TABLE noise_fields(
 CREATE VIEW exchange_bodies AS
     SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
     FROM bodies b LEFT JOIN blobs ON blobs.hash = b.blob_hash;
-";
+"#;
 
 const SQLITE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_version(
     version INTEGER PRIMARY KEY,

@@ -17,7 +17,7 @@ use super::query::{
 };
 use super::sqlite::{compared_sql, matched_sql, push_conditions};
 use super::{aggregate_key, StoreError};
-use crate::record::{hour, rfc3339, Outcome, RouteKey};
+use crate::record::{hour, Outcome, RouteKey};
 
 /// A timestamp column as the SQLite store writes it (`2026-11-30T02:14:00.123Z`).
 fn ts(column: &str) -> String {
@@ -66,10 +66,8 @@ fn boxed(v: String) -> Param {
 }
 
 fn where_clause(f: &Filter) -> (String, Params) {
-    let mut sql = String::from(
-        "e.started_at >= $1::text::timestamptz AND e.started_at < $2::text::timestamptz",
-    );
-    let mut params: Params = vec![Box::new(rfc3339(f.from)), Box::new(rfc3339(f.to))];
+    let mut sql = String::from("e.started_at >= $1 AND e.started_at < $2");
+    let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
     push_conditions(
         &mut sql,
         &mut params,
@@ -184,10 +182,8 @@ impl Reader for PgReader {
     }
 
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
-        let mut params: Params = vec![Box::new(rfc3339(f.from)), Box::new(rfc3339(f.to))];
-        let mut cond = String::from(
-            "x.started_at >= $1::text::timestamptz AND x.started_at < $2::text::timestamptz",
-        );
+        let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
+        let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
         push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
@@ -272,9 +268,13 @@ impl Reader for PgReader {
         let (cond, params) = where_clause(f);
         let rows = self.query(
             &format!(
-                "SELECT to_char(e.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
-                        count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {})
-                 FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
+                // Grouped by a date (cheap per row), formatted once per day.
+                "SELECT to_char(d.day, 'YYYY-MM-DD'), d.compared, d.matched FROM (
+                     SELECT (e.started_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) FILTER (WHERE {}) AS compared,
+                            count(*) FILTER (WHERE {}) AS matched
+                     FROM exchanges e WHERE {cond} GROUP BY 1) d
+                 ORDER BY d.day",
                 compared_sql("e.outcome"),
                 matched_sql("e.outcome")
             ),

@@ -157,7 +157,12 @@ pub fn database() -> String {
     )
     .unwrap();
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        // A locale that sorts unlike bytes (as managed databases default to): nothing the
+        // store returns may depend on the database's collation.
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+             LOCALE 'C.UTF-8'"
+        ))
         .unwrap();
     format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
 }
