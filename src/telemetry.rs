@@ -160,12 +160,12 @@ pub fn exchange(r: &Record) {
     }
 }
 
-/// Counts one dropped exchange.
 /// Whether a compared exchange's bodies were kept (`[store] body_*`).
 pub fn bodies(decision: &'static str) {
     metrics::counter!("shadowdiff_bodies_total", "decision" => decision).increment(1);
 }
 
+/// Counts one dropped exchange.
 pub fn dropped(reason: &'static str) {
     metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);
 }

@@ -53,7 +53,13 @@ pub struct StoreStats {
     /// The current failure is a store that cannot be reached (a fleet's database down), not a
     /// store that refuses writes.
     unreachable: std::sync::atomic::AtomicBool,
+    /// When (seconds since the epoch) a full queue was last logged: at most once per
+    /// [`DROP_LOG_EVERY`], with the count so far.
+    drop_logged_at: AtomicU64,
 }
+
+/// How often a full queue is logged (every drop is counted in `/metrics`).
+const DROP_LOG_EVERY: u64 = 10;
 
 impl StoreStats {
     /// Exchanges committed.
@@ -113,9 +119,24 @@ impl StoreHandle {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 crate::telemetry::dropped("store_queue_full");
-                tracing::debug!("store queue full: exchange dropped");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let last = self.stats.drop_logged_at.load(Ordering::Relaxed);
+                if now >= last + DROP_LOG_EVERY
+                    && self
+                        .stats
+                        .drop_logged_at
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        dropped,
+                        "store queue full: exchanges are being dropped (the writer is behind or the store unreachable)"
+                    );
+                }
             }
         }
     }
