@@ -1107,6 +1107,28 @@ fn postgres_over_tls_checks_what_sslmode_says_and_reads_libpq_passwords() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(encrypted > 0, "no encrypted connection from serve: {err}");
     assert!(!err.contains(password), "{err}");
+    // The readers take [store] ca_file along too, with the URL from the config or from --db.
+    for extra in [
+        vec![],
+        vec![
+            "--db".to_owned(),
+            format!(
+                "postgres://postgres@localhost:{}/tls?sslmode=verify-full",
+                server.port
+            ),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(["report", "--config"])
+            .arg(&cfg)
+            .args(["--since", "1h", "--format", "json"])
+            .args(&extra)
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "report {extra:?}: {err}");
+    }
 }
 
 /// A fleet member restarted while PostgreSQL is down still serves (its callers never depend on

@@ -433,24 +433,27 @@ const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 
 /// Opens an existing store for reading.
 /// The store a command reads: `--db` when given, else the config's (`[store] url` before
 /// `path`). A PostgreSQL URL travels as a path and is parsed back by the store.
-fn store_arg(db: Option<PathBuf>, cfg: &Config) -> PathBuf {
-    db.unwrap_or_else(|| match &cfg.store.url {
-        Some(u) => PathBuf::from(u.secret()),
-        None => cfg.store.path.clone(),
-    })
+/// The store a command reads: `--db` (a path or a URL) or the config's; a PostgreSQL URL takes
+/// `[store] ca_file` along either way.
+fn store_location(db: Option<PathBuf>, cfg: &Config) -> store::Location {
+    match db.map(|d| store::Location::parse(&d.to_string_lossy())) {
+        Some(store::Location::Postgres(url)) => {
+            store::Location::Postgres(url.with_ca_file(cfg.store.ca_file.clone()))
+        }
+        Some(file) => file,
+        None => cfg.store.location(),
+    }
 }
 
-fn open_existing(path: &Path) -> anyhow::Result<Box<dyn store::Reader>> {
-    let remote = matches!(
-        store::Location::parse(&path.to_string_lossy()),
-        store::Location::Postgres(_)
-    );
-    if !remote && !path.exists() {
-        return Err(UsageError(format!(
-            "no store at {} (see [store] path or --db)",
-            path.display()
-        ))
-        .into());
+fn open_existing(location: &store::Location) -> anyhow::Result<Box<dyn store::Reader>> {
+    if let store::Location::Sqlite(path) = location {
+        if !path.exists() {
+            return Err(UsageError(format!(
+                "no store at {} (see [store] path or --db)",
+                path.display()
+            ))
+            .into());
+        }
     }
-    Ok(store::open_reader(path)?)
+    Ok(store::open_reader_at(location)?)
 }

@@ -55,14 +55,13 @@ pub(super) fn diff_files(
         DiffFormat::Json => {
             let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
             // With a route and a store: each difference's class over the window.
-            let db = super::store_arg(db, &cfg);
-            let location = store::Location::parse(&db.to_string_lossy());
+            let location = super::store_location(db, &cfg);
             let exists = match &location {
                 store::Location::Sqlite(p) => p.exists(),
                 store::Location::Postgres(_) => true,
             };
             if let (Some(route), true) = (route, exists) {
-                let store = store::open_reader(&db)?;
+                let store = store::open_reader_at(&location)?;
                 let lookup = classify::Lookup::load(&*store, route, window, (&cfg.diff).into())
                     .with_context(|| format!("reading {location}"))?;
                 for (d, v) in diffs.iter().zip(
@@ -168,11 +167,10 @@ pub(super) fn diff_exchange(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let path = super::store_arg(db, &cfg);
-    let store = open_existing(&path)?;
+    let location = super::store_location(db, &cfg);
+    let store = open_existing(&location)?;
     let Some(kept) = store.kept_exchange(id)? else {
-        let shown = store::Location::parse(&path.to_string_lossy());
-        return Err(UsageError(format!("no exchange {id} in {shown}")).into());
+        return Err(UsageError(format!("no exchange {id} in {location}")).into());
     };
     let (Some(legacy), Some(candidate)) = (&kept.legacy, &kept.candidate) else {
         return Err(UsageError(format!(

@@ -9,22 +9,21 @@ pub(super) fn prune(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let location = store::Location::parse(&super::store_arg(db, &cfg).to_string_lossy());
+    let location = super::store_location(db, &cfg);
     let age = older_than.unwrap_or(cfg.store.retention);
     let n = store::prune_at(&location, crate::record::ago(age))
         .with_context(|| format!("pruning {location}"))?;
     println!(
-        "{location}: deleted {n} exchange{} older than {age:?}",
-        if n == 1 { "" } else { "s" }
+        "{location}: deleted {n} exchange{} older than {}",
+        if n == 1 { "" } else { "s" },
+        humantime::format_duration(age)
     );
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow::Result<ExitCode> {
-    let location = match db {
-        Some(d) => store::Location::parse(d),
-        None => config_or_defaults(config, explicit)?.store.location(),
-    };
+    let cfg = config_or_defaults(config, explicit)?;
+    let location = super::store_location(db.map(PathBuf::from), &cfg);
     let done = store::migrate(&location)?;
     match done.applied.as_slice() {
         [] => println!("{location}: schema version {}, up to date", done.version),
@@ -50,7 +49,7 @@ pub(super) fn report_cmd(
     db: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    let store = open_existing(&super::store_arg(db, &cfg))?;
+    let store = open_existing(&super::store_location(db, &cfg))?;
     let opts = report::Options {
         details: true,
         classes: (&cfg.diff).into(),
@@ -113,7 +112,7 @@ pub(super) fn gate_cmd(
         ))
         .into());
     };
-    let store = open_existing(&super::store_arg(db, &cfg))?;
+    let store = open_existing(&super::store_location(db, &cfg))?;
     let filter = report::Filter {
         from,
         to,

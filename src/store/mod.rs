@@ -142,16 +142,21 @@ fn aggregate_key(route: Option<&str>) -> &str {
 /// commands that read it.
 /// A `postgres://` URL given as the path opens that database (migrated first, as a file is).
 pub fn open_reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
-    match Location::parse(&path.to_string_lossy()) {
+    open_reader_at(&Location::parse(&path.to_string_lossy()))
+}
+
+/// [`open_reader`] for a location (a PostgreSQL URL keeps its `[store] ca_file`).
+pub fn open_reader_at(location: &Location) -> Result<Box<dyn Reader>, StoreError> {
+    match location {
         Location::Postgres(url) => {
-            let mut client = pg::connect(&url)?;
+            let mut client = pg::connect(url)?;
             migrate::apply_postgres(&mut client).map_err(|source| StoreError::Postgres {
                 url: url.to_string(),
                 error: source,
             })?;
-            Ok(Box::new(pg_reader::PgReader::new(url, client)))
+            Ok(Box::new(pg_reader::PgReader::new(url.clone(), client)))
         }
-        Location::Sqlite(_) => Ok(Box::new(open(path)?)),
+        Location::Sqlite(path) => Ok(Box::new(open(path)?)),
     }
 }
 
