@@ -33,8 +33,10 @@ pub struct AdminState {
     /// Set once the listeners are bound, cleared when shutdown starts.
     pub ready: AtomicBool,
     pub token: Option<String>,
-    /// The store, opened read-only per API call.
+    /// The store, read by the API through connections kept in `readers`.
     pub db: crate::store::Location,
+    /// Readers kept between requests: a PostgreSQL connection costs a handshake (TLS included).
+    pub readers: Readers,
     /// Classification settings of the summary (`[diff]`).
     pub classes: crate::classify::Settings,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
@@ -181,8 +183,11 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
         }
         "/api/summary" => {
             let since = param("since").unwrap_or_else(|| "1h".into());
-            blocking(move || summary(&state, &*open(&state)?, &since).map(|r| json_serialize(&r)))
-                .await
+            blocking(move || {
+                with_store(&state, |store| summary(&state, store, &since))
+                    .map(|r| json_serialize(&r))
+            })
+            .await
         }
         "/api/exchanges" => {
             let outcome = param("outcome");
@@ -191,9 +196,9 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
                 .unwrap_or(20usize)
                 .min(500);
             blocking(move || {
-                Ok(json_serialize(
-                    &open(&state)?.latest(outcome.as_deref(), limit)?,
-                ))
+                let latest =
+                    with_store(&state, |store| Ok(store.latest(outcome.as_deref(), limit)?))?;
+                Ok(json_serialize(&latest))
             })
             .await
         }
@@ -238,7 +243,79 @@ async fn blocking(
     }
 }
 
-fn open(state: &AdminState) -> Result<Box<dyn Reader>, AdminError> {
+/// Readers kept for the next requests (at most [`KEPT_READERS`]).
+#[derive(Default)]
+pub struct Readers(std::sync::Mutex<Vec<Box<dyn Reader + Send>>>);
+
+impl Drop for Readers {
+    /// A PostgreSQL client closes its connection by blocking on a runtime of its own, which
+    /// must not happen on a thread of ours (the admin state can be dropped on one): the kept
+    /// readers are dropped on a thread of their own.
+    fn drop(&mut self) {
+        let kept = std::mem::take(
+            self.0
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !kept.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("admin-readers-close".into())
+                .spawn(move || drop(kept));
+        }
+    }
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers").finish_non_exhaustive()
+    }
+}
+
+/// Readers kept between requests: as many as requests commonly run at once.
+const KEPT_READERS: usize = 4;
+
+/// Runs `f` with a reader: a kept one when there is one (tried again once on a fresh one when
+/// the store fails: the server may have closed the kept connection), else a new one; kept
+/// afterwards unless the store failed.
+fn with_store<T>(
+    state: &AdminState,
+    f: impl Fn(&dyn Reader) -> Result<T, AdminError>,
+) -> Result<T, AdminError> {
+    let readers = || {
+        state
+            .readers
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let store_failed = |out: &Result<T, AdminError>| {
+        matches!(
+            out,
+            Err(AdminError::Store(_) | AdminError::Report(report::ReportError::Store(_)))
+        )
+    };
+    let kept = readers().pop();
+    let (reader, out) = match kept.map(|r| {
+        let out = f(&*r);
+        (r, out)
+    }) {
+        Some((r, out)) if !store_failed(&out) => (r, out),
+        _ => {
+            let fresh = open(state)?;
+            let out = f(&*fresh);
+            (fresh, out)
+        }
+    };
+    if !store_failed(&out) {
+        let mut kept = readers();
+        if kept.len() < KEPT_READERS {
+            kept.push(reader);
+        }
+    }
+    out
+}
+
+fn open(state: &AdminState) -> Result<Box<dyn Reader + Send>, AdminError> {
     Ok(crate::store::open_read_only_at(
         &state.db,
         std::time::Duration::from_secs(2),
@@ -270,7 +347,7 @@ fn summary(
 const MAX_SHOWN_DIFFS: usize = 200;
 
 fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminError> {
-    match open(state)?.exchange(id, MAX_SHOWN_DIFFS)? {
+    match with_store(state, |store| Ok(store.exchange(id, MAX_SHOWN_DIFFS)?))? {
         Some(v) => Ok(json_serialize(&v)),
         None => Ok(json_static(
             StatusCode::NOT_FOUND,
@@ -286,15 +363,16 @@ struct DashboardData {
 }
 
 fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
-    let store = open(state)?;
-    let summary = summary(state, &*store, since)?;
-    let mut latest = Vec::new();
-    for e in store.latest(Some(Outcome::Diff.as_str()), 10)? {
-        if let Some(v) = store.exchange(e.id, MAX_SHOWN_DIFFS)? {
-            latest.push(v);
+    with_store(state, |store| {
+        let summary = summary(state, store, since)?;
+        let mut latest = Vec::new();
+        for e in store.latest(Some(Outcome::Diff.as_str()), 10)? {
+            if let Some(v) = store.exchange(e.id, MAX_SHOWN_DIFFS)? {
+                latest.push(v);
+            }
         }
-    }
-    Ok(DashboardData { summary, latest })
+        Ok(DashboardData { summary, latest })
+    })
 }
 
 /// The dashboard page: rendered on the server; its script fetches the page again every few
@@ -497,6 +575,7 @@ mod tests {
             ready: AtomicBool::new(true),
             token: Some("t0k".into()),
             db: crate::store::Location::Sqlite("/nonexistent/x.db".into()),
+            readers: Readers::default(),
             classes: crate::classify::Settings::default(),
             reloader: None,
             store: None,

@@ -224,6 +224,7 @@ impl Server {
             ready: false.into(),
             token: cfg.admin.token.clone(),
             db: cfg.store.location(),
+            readers: crate::admin::Readers::default(),
             classes: (&cfg.diff).into(),
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),

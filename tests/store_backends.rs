@@ -643,6 +643,34 @@ async fn serve_on_postgres_records_and_rides_out_an_outage() {
         summary.json()
     );
     assert_eq!(get(&admin("/readyz")).await.json()["status"], "ready");
+    // The admin API keeps its connections: ten more requests open at most one more session.
+    let sessions = {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            blocking(Box::new(move || {
+                let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+                let n: i64 = c
+                    .query_one(
+                        "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                json!(n)
+            }))
+        }
+    };
+    let before = sessions().as_i64().unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(&admin("/api/summary?since=1h")).await.status, 200);
+    }
+    let after = sessions().as_i64().unwrap();
+    // `sessions` counts the two probes' own connections too.
+    assert!(
+        after - before <= 2,
+        "{before} -> {after} sessions for 10 requests"
+    );
 
     // The database stops: callers are answered as before, the store says degraded.
     let s = server.clone();
@@ -679,6 +707,10 @@ async fn serve_on_postgres_records_and_rides_out_an_outage() {
         .join()
         .unwrap();
     sd.quiesce().await;
+    // The kept admin connection died with the server: the next request opens a new one.
+    let summary = get(&admin("/api/summary?since=1h")).await;
+    assert_eq!(summary.status, 200, "{:?}", summary.body);
+    assert_eq!(summary.json()["totals"]["exchanges"], 40);
     let (summary, _dir) = sd.stop().await;
     assert_eq!(count(), json!(40), "nothing lost: {summary:?}");
 }

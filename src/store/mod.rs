@@ -165,7 +165,7 @@ pub fn open_reader_at(location: &Location) -> Result<Box<dyn Reader>, StoreError
 pub fn open_read_only_at(
     location: &Location,
     busy: std::time::Duration,
-) -> Result<Box<dyn Reader>, StoreError> {
+) -> Result<Box<dyn Reader + Send>, StoreError> {
     match location {
         Location::Sqlite(path) => open_read_only(path, busy),
         Location::Postgres(url) => Ok(Box::new(pg_reader::PgReader::new(
@@ -180,7 +180,7 @@ pub fn open_read_only_at(
 pub fn open_read_only(
     path: &Path,
     busy: std::time::Duration,
-) -> Result<Box<dyn Reader>, StoreError> {
+) -> Result<Box<dyn Reader + Send>, StoreError> {
     sqlite_only(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
