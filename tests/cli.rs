@@ -814,3 +814,36 @@ async fn a_store_written_before_the_bounded_rows_is_read_and_extended() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v.to_string().contains("/people/*/status"), "{out}");
 }
+
+/// A reader that goes away (`shadowdiff check | head -1`) ends the command quietly with success:
+/// no panic, no "Broken pipe" error.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        &["check", "--config", "config/shadowdiff.toml"][..],
+        &["demo", "--config-only", "--out"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = bin();
+        cmd.args(args);
+        if args[0] == "demo" {
+            cmd.arg(dir.path());
+        }
+        let mut child = cmd
+            .current_dir(root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the command has written a line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{err}"
+        );
+    }
+}

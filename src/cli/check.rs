@@ -5,17 +5,17 @@ use super::*;
 pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     let (legacy, candidate) = cfg.upstreams()?;
-    println!("{}: ok", path.display());
-    println!(
+    outln!("{}: ok", path.display());
+    outln!(
         "proxy      {}  (drain {})",
         cfg.proxy.listen,
         humantime::format_duration(cfg.proxy.drain_timeout)
     );
-    println!(
+    outln!(
         "admin      {}",
         cfg.admin.listen.as_deref().unwrap_or("(disabled)")
     );
-    println!(
+    outln!(
         "legacy     {legacy}  timeout {}",
         humantime::format_duration(cfg.legacy.timeout)
     );
@@ -31,27 +31,27 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         .iter()
         .map(http::HeaderName::as_str)
         .collect();
-    println!(
+    outln!(
         "candidate  {candidate}  timeout {}  sets [{}]  forwards [{}]",
         humantime::format_duration(cfg.candidate.timeout),
         set.join(", "),
         fwd.join(", ")
     );
     if let Some(a) = &cfg.accounts {
-        println!("accounts   {:?}  ({} accounts)", a.source, a.len());
+        outln!("accounts   {:?}  ({} accounts)", a.source, a.len());
     }
     let s = &cfg.shadow;
-    println!(
+    outln!(
         "shadow     sample_rate {}  max_in_flight {}  max_rps {}  max_body {} B  unmatched {:?}  backoff_on_429 {}  threads {}  priority {:?}",
         s.sample_rate, s.max_in_flight, s.max_rps, s.max_body, s.unmatched, s.backoff_on_429, s.threads, s.priority
     );
-    println!(
+    outln!(
         "store      {}  retention {}  bodies {:?}",
         cfg.store.location(),
         humantime::format_duration(cfg.store.retention),
         cfg.store.bodies
     );
-    println!("routes ({}):", cfg.routes.len());
+    outln!("routes ({}):", cfg.routes.len());
     for r in &cfg.routes {
         let method = r.method.as_ref().map_or("*", http::Method::as_str);
         let mirror = match r.mirror {
@@ -77,7 +77,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join("&"),
         };
-        println!(
+        outln!(
             "  {:<16} {method} {}  [{mirror}]  -> {cm} {cp} ? {q}",
             r.name,
             r.path.as_str()
@@ -85,7 +85,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         print_rules("    ", &r.rules);
         print_mappings("    ", &r.mappings);
     }
-    println!(
+    outln!(
         "unmatched requests: {:?}; global rules:",
         cfg.shadow.unmatched
     );
@@ -95,13 +95,13 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
 
 pub(super) fn print_mappings(indent: &str, m: &crate::mapping::RouteMappings) {
     if let Some(c) = &m.candidate {
-        println!("{indent}candidate mapping: {}", c.describe());
+        outln!("{indent}candidate mapping: {}", c.describe());
     }
     for (account, c) in &m.accounts {
-        println!("{indent}  for account {account}: {}", c.describe());
+        outln!("{indent}  for account {account}: {}", c.describe());
     }
     if let Some(c) = &m.legacy {
-        println!("{indent}legacy mapping: {}", c.describe());
+        outln!("{indent}legacy mapping: {}", c.describe());
     }
 }
 
@@ -117,7 +117,7 @@ pub(super) fn print_rules(indent: &str, r: &diff::Rules) {
         .iter()
         .map(|(g, k)| format!("{}={k}", g.as_str()))
         .collect();
-    println!(
+    outln!(
         "{indent}ignore [{}]  array_keys [{}]  unordered [{}]  number_tolerance {}  null_equals_missing {}  auto_keys {}",
         globs(&r.ignore),
         keys.join(", "),

@@ -24,6 +24,62 @@ use crate::server::{self, Server};
 use crate::shadow::compare::Maps;
 use crate::store;
 
+/// Prints a line on stdout. A reader that went away (`shadowdiff check | head -1`) ends the
+/// command quietly with success, as Unix tools do, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*), true) };
+}
+
+/// [`outln`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*), false) };
+}
+
+/// Prints a line on stderr; a stderr that went away is ignored (the command goes on).
+macro_rules! errln {
+    () => { $crate::cli::write_err(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::write_err(format_args!($($arg)*), true) };
+}
+
+/// [`errln`] without the newline (progress bars).
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::cli::write_err(format_args!($($arg)*), false) };
+}
+
+/// The stdout side of [`outln`]: a broken pipe exits 0; another write error (a full disk behind
+/// a redirect) is said on stderr and exits 3.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {e}");
+        std::process::exit(3);
+    }
+}
+
+/// The stderr side of [`errln`] and [`err`].
+pub(crate) fn write_err(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| {
+        if newline {
+            err.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+}
+
 mod check;
 mod offline;
 mod serve;
@@ -310,7 +366,7 @@ pub fn run(cli: Cli) -> ExitCode {
             candidate_url,
             ..
         } => crate::demo::write_workspace(&out, &legacy_url, &candidate_url).map(|path| {
-            println!("{}", path.display());
+            outln!("{}", path.display());
             ExitCode::SUCCESS
         }),
         Command::Demo { requests, out, .. } => demo(requests, &out),
@@ -381,7 +437,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             if e.chain()
                 .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
             {

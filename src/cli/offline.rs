@@ -40,7 +40,7 @@ pub(super) fn diff_files(
         diff::normalize::apply(&mut l, &rules.normalize);
         diff::normalize::apply(&mut c, &rules.normalize);
         let ops = diff::patch::patch(&l, &c);
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::Value::Array(ops.clone()))?
         );
@@ -79,7 +79,7 @@ pub(super) fn diff_files(
                     "compared": lookup.compared,
                 });
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
         DiffFormat::Text => print_text(&diffs),
@@ -117,15 +117,15 @@ pub(super) fn map_cmd(
         .into());
     };
     let doc = read_json(input)?;
-    eprintln!("{route}: {}", chain.describe());
+    errln!("{route}: {}", chain.describe());
     let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
     match runner.run(chain, &doc, cfg.mappings.timeout) {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             Ok(ExitCode::from(1))
         }
     }
@@ -143,14 +143,14 @@ fn print_text(diffs: &[diff::Difference]) {
         } else {
             &d.pointer
         };
-        println!(
+        outln!(
             "{:<12} {ptr}  {} -> {}",
             d.kind.as_str(),
             show(&d.legacy),
             show(&d.candidate)
         );
     }
-    println!(
+    outln!(
         "{} difference{}",
         diffs.len(),
         if diffs.len() == 1 { "" } else { "s" }
@@ -204,7 +204,7 @@ pub(super) fn diff_exchange(
                 "equal": diffs.is_empty(),
                 "differences": diffs,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Text => print_text(diffs),
     }

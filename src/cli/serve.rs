@@ -29,7 +29,7 @@ pub(super) fn serve(
         )
         .await?;
         let shutdown = server::shutdown_signal();
-        eprintln!(
+        errln!(
             "shadowdiff: proxy on http://{}{}",
             server.proxy_addr(),
             server
@@ -38,7 +38,7 @@ pub(super) fn serve(
                 .unwrap_or_default()
         );
         let summary = server.run(shutdown).await;
-        eprintln!(
+        errln!(
             "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
             summary.written, summary.dropped, summary.lost, summary.abandoned
         );
@@ -68,7 +68,7 @@ pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    eprintln!("shadowdiff demo: fake legacy HRIS API + fake unified API on 127.0.0.1, proxy in front, {requests} requests");
+    errln!("shadowdiff demo: fake legacy HRIS API + fake unified API on 127.0.0.1, proxy in front, {requests} requests");
     let o = rt.block_on(crate::demo::run(requests, out, |sent, total| {
         use std::io::Write as _;
         let width = 30;
@@ -76,23 +76,23 @@ pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
             .checked_div(total)
             .unwrap_or(width)
             .min(width);
-        eprint!(
+        err!(
             "\r  [{}{}] {sent}/{total}",
             "#".repeat(done),
             " ".repeat(width - done)
         );
         let _ = std::io::stderr().flush();
     }))?;
-    eprintln!();
-    println!("{}", report::render::markdown(&o.report));
-    println!("{}", gate::text(&o.gate));
-    println!("report: {}  (JSON: {})", o.html.display(), o.json.display());
-    println!(
+    errln!();
+    outln!("{}", report::render::markdown(&o.report));
+    outln!("{}", gate::text(&o.gate));
+    outln!("report: {}  (JSON: {})", o.html.display(), o.json.display());
+    outln!(
         "store:  {}  (try: shadowdiff report --db {} --since 1h)",
         o.db.display(),
         o.db.display()
     );
-    println!(
+    outln!(
         "verdict: the gate {} — {}",
         if o.gate.pass {
             "passes"

@@ -13,7 +13,7 @@ pub(super) fn prune(
     let age = older_than.unwrap_or(cfg.store.retention);
     let n = store::prune_at(&location, crate::record::ago(age))
         .with_context(|| format!("pruning {location}"))?;
-    println!(
+    outln!(
         "{location}: deleted {n} exchange{} older than {}",
         if n == 1 { "" } else { "s" },
         humantime::format_duration(age)
@@ -26,8 +26,8 @@ pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow
     let location = super::store_location(db.map(PathBuf::from), &cfg);
     let done = store::migrate(&location)?;
     match done.applied.as_slice() {
-        [] => println!("{location}: schema version {}, up to date", done.version),
-        applied => println!(
+        [] => outln!("{location}: schema version {}, up to date", done.version),
+        applied => outln!(
             "{location}: schema version {} (applied {})",
             done.version,
             applied
@@ -78,14 +78,14 @@ pub(super) fn report_cmd(
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-            eprintln!(
+            errln!(
                 "{}: parity {:.2}% over {} compared exchanges",
                 p.display(),
                 r.totals.parity * 100.0,
                 r.totals.compared
             );
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -122,8 +122,8 @@ pub(super) fn gate_cmd(
     };
     let v = gate::evaluate_with(&*store, phase, gate, &filter, (&cfg.diff).into())?;
     match format {
-        GateFormat::Text => print!("{}", gate::text(&v)),
-        GateFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        GateFormat::Text => out!("{}", gate::text(&v)),
+        GateFormat::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
     }
     Ok(if v.pass {
         ExitCode::SUCCESS
