@@ -28,21 +28,19 @@ use crate::upstream;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// (The causes are not `source`s: each text is shown once, in its message.)
+    #[error("listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("starting the shadow runtime: {0}")]
     Runtime(std::io::Error),
     #[error("mappings: {0}")]
     Mapping(String),
-    #[error("{side}: {source}")]
+    #[error("{side}: {error}")]
     Client {
         side: &'static str,
-        source: upstream::ClientError,
+        error: upstream::ClientError,
     },
 }
 
@@ -111,7 +109,10 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
-    upstream::client(ca).map_err(|source| StartError::Client { side, source })
+    upstream::client(ca).map_err(|source| StartError::Client {
+        side,
+        error: source,
+    })
 }
 
 /// What tests (and the demo) need from a running server.
@@ -166,7 +167,10 @@ impl Server {
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await
-                .map_err(|source| StartError::Bind { addr, source })
+                .map_err(|source| StartError::Bind {
+                    addr,
+                    error: source,
+                })
         };
         let proxy_listener = bind(cfg.proxy.listen.clone()).await?;
         let admin_listener = match &cfg.admin.listen {

@@ -847,3 +847,42 @@ fn a_closed_stdout_ends_the_command_quietly() {
         );
     }
 }
+
+/// One error line, each cause once: `{:#}` of an error whose message already holds its cause
+/// used to print it twice ("Address already in use (os error 98): Address already in use …").
+#[test]
+fn errors_name_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--admin",
+            "",
+            "--legacy",
+            "http://127.0.0.1:9",
+            "--candidate",
+            "http://127.0.0.1:9",
+            "--db",
+            "x.db",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.matches("already in use").count(), 1, "{err}");
+    // A store that is a folder, and a config file that cannot be read.
+    std::fs::create_dir(dir.path().join("folder.db")).unwrap();
+    let (code, _, err) = run(&["report", "--db", "folder.db"], dir.path());
+    assert_ne!(code, 0);
+    assert_eq!(
+        err.matches("unable to open database file").count(),
+        1,
+        "{err}"
+    );
+    let (code, _, err) = run(&["check", "--config", "missing.toml"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}

@@ -69,11 +69,9 @@ pub const DEFAULT_PATH: &str = "config/shadowdiff.toml";
 /// A configuration that cannot be used. The message names the file, key and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (The error is not a `source`: its text is shown once, in this message.)
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -344,7 +342,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error: source,
         })?;
         Self::parse(&text, Some(path))
     }

@@ -128,6 +128,9 @@ enum ResKind {
         inner: Incoming,
         capture: Option<Capture>,
         stall: Stall,
+        /// Legacy's body failed: the error is given to the server one poll later, so that
+        /// what came before it (the head, the last bytes) is flushed to the caller first.
+        failed: Option<BodyError>,
     },
     Full(Option<Bytes>),
 }
@@ -191,6 +194,7 @@ impl ResBody {
                 inner,
                 capture: None,
                 stall: Stall::new(stall),
+                failed: None,
             },
         }
     }
@@ -219,6 +223,7 @@ impl ResBody {
                 inner,
                 capture: Some(capture),
                 stall: Stall::new(stall),
+                failed: None,
             },
         };
         // An empty body (HEAD, 204, content-length: 0) may never be polled.
@@ -277,7 +282,11 @@ impl Body for ResBody {
                 inner,
                 capture,
                 stall,
+                failed,
             } => {
+                if let Some(e) = failed.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(_))) => stall.progress(),
@@ -311,7 +320,20 @@ impl Body for ResBody {
                     }
                 }
                 this.check_end();
-                polled.map_err(|e| -> BodyError { Box::new(e) })
+                match polled {
+                    // The server closes the connection on a body error, and may do so before
+                    // it has flushed what it holds (the head and the bytes legacy sent before
+                    // the error, received in the same read): the caller would get nothing. Held
+                    // for one poll, the error comes after a flush.
+                    Poll::Ready(Some(Err(e))) => {
+                        if let ResKind::Tee { failed, .. } = &mut this.kind {
+                            *failed = Some(Box::new(e));
+                        }
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    other => other.map_err(|e| -> BodyError { Box::new(e) }),
+                }
             }
         }
     }

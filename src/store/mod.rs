@@ -38,18 +38,16 @@ pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 /// A store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}")]
+    /// (The error is not a `source`: its text is shown once, in this message.)
+    #[error("store {path}: {error}")]
     Sqlite {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("store {path}: the file cannot be written (read-only file, folder or file system)")]
     ReadOnly { path: String },
-    #[error("store {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("store {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// A query failed.
     #[error("{0}")]
     Query(#[from] rusqlite::Error),
@@ -184,7 +182,7 @@ pub fn open_read_only(
     sqlite_only(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -218,6 +216,6 @@ pub fn prune_file(path: &Path, cutoff: SystemTime) -> Result<usize, StoreError> 
     let conn = open(path)?;
     prune::prune(&conn, cutoff).map_err(|source| StoreError::Sqlite {
         path: path.display().to_string(),
-        source,
+        error: source,
     })
 }

@@ -108,17 +108,17 @@ pub(super) fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), Store
     super::sqlite_only(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
             path: parent.display().to_string(),
-            source,
+            error: source,
         })?;
     }
     create_private(path).map_err(|source| StoreError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     })?;
     // Processes opening a new store at once (a fleet's first start) can meet SQLite's lock
     // without its busy handler (switching a fresh file to WAL): such a start is tried again.
@@ -166,7 +166,7 @@ pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     let conn = open(path)?;
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
         return Err(StoreError::ReadOnly {

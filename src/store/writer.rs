@@ -249,7 +249,7 @@ impl Store {
             })
             .map_err(|source| StoreError::Io {
                 path: shown,
-                source,
+                error: source,
             })?;
         Ok(Self {
             handle: StoreHandle { tx, stats },
