@@ -886,3 +886,43 @@ fn errors_name_each_cause_once() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
+
+/// Gate thresholds are checked with the rest of the config: a share outside 0..1, a latency ratio
+/// that is not positive, an override for a route that does not exist (it would gate nothing).
+#[test]
+fn gate_thresholds_and_route_overrides_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+                [[routes]]\nname = \"people\"\npath = \"/people\"\n";
+    for (gate, says) in [
+        (
+            "[gate.shadow]\nmin_parity = 1.5\n",
+            "[gate.shadow] min_parity: 1.5",
+        ),
+        (
+            "[gate.canary]\nmax_candidate_error_rate = -0.1\n",
+            "[gate.canary] max_candidate_error_rate",
+        ),
+        ("[gate.ga]\nmax_latency_ratio = 0.0\n", "max_latency_ratio"),
+        (
+            "[gate.shadow.routes.peeple]\nmin_parity = 0.9\n",
+            "no route named \"peeple\" (routes: people)",
+        ),
+        (
+            "[gate.shadow.routes.people]\nmin_parity = 2.0\n",
+            "[gate.shadow] routes.people min_parity: 2",
+        ),
+    ] {
+        std::fs::write(dir.path().join("sd.toml"), format!("{base}{gate}")).unwrap();
+        let (code, _, err) = run(&["check", "--config", "sd.toml"], dir.path());
+        assert_eq!(code, 2, "{gate}: {err}");
+        assert!(err.contains(says), "{gate}: {err}");
+    }
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        format!("{base}[gate.shadow]\nmin_parity = 0.99\n[gate.shadow.routes.people]\nmin_parity = 1.0\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", "sd.toml"], dir.path());
+    assert_eq!(code, 0, "{err}");
+}

@@ -348,6 +348,9 @@ max_auth_error_accounts = 0
 [gate.canary.routes.individual]
 min_compared = 5
 [gate.empty]
+[[routes]]
+name = "individual"
+path = "/employer/individual/{{id}}"
 "#,
             db.display()
         ),

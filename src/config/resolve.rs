@@ -404,11 +404,52 @@ impl Config {
                 )?,
                 body_budget: raw.store.body_budget.map_or(defaults::BODY_BUDGET, |s| s.0),
             },
+            gates: {
+                for (phase, gate) in &raw.gate {
+                    check_gate(&format!("[gate.{phase}]"), gate, &routes).map_err(invalid)?;
+                }
+                raw.gate
+            },
             routes,
-            gates: raw.gate,
             mappings: mappings_cfg,
         })
     }
+}
+
+/// A gate's thresholds: shares between 0 and 1, a positive latency ratio, route overrides that
+/// name configured routes (a misspelt route would otherwise gate nothing, silently).
+fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route]) -> Result<(), String> {
+    for (key, v) in [
+        ("min_parity", gate.min_parity),
+        ("max_candidate_error_rate", gate.max_candidate_error_rate),
+    ] {
+        if let Some(x) = v.filter(|x| !(0.0..=1.0).contains(x)) {
+            return Err(format!("{table} {key}: {x} must be between 0 and 1"));
+        }
+    }
+    if let Some(x) = gate
+        .max_latency_ratio
+        .filter(|x| !(*x > 0.0 && x.is_finite()))
+    {
+        return Err(format!(
+            "{table} max_latency_ratio: {x} must be a positive number"
+        ));
+    }
+    for (name, over) in &gate.routes {
+        if !routes.iter().any(|r| &r.name == name) {
+            let known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+            return Err(format!(
+                "{table} routes.{name}: no route named {name:?} (routes: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        check_gate(&format!("{table} routes.{name}"), over, routes)?;
+    }
+    Ok(())
 }
 
 fn glob_set(v: Vec<GlobStr>) -> GlobSet {
