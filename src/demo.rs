@@ -339,6 +339,18 @@ max_latency_ratio = 50.0
 /// Writes the demo's config, accounts file and mappings to `out_dir/demo/` for upstreams at
 /// `legacy` and `candidate` (base URLs), and removes a previous demo store; the config's path.
 pub fn write_workspace(out_dir: &Path, legacy: &str, candidate: &str) -> anyhow::Result<PathBuf> {
+    // They go into the config's text: only plain http(s) URLs, nothing that could end a string.
+    for (flag, url) in [("--legacy-url", legacy), ("--candidate-url", candidate)] {
+        let plain = url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .is_some()
+            && !url.contains(['"', '\\']);
+        if !plain {
+            anyhow::bail!("{flag}: {url:?} is not an http(s) URL");
+        }
+    }
     let work = out_dir.join("demo");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     for stale in ["demo.db", "demo.db-wal", "demo.db-shm"] {

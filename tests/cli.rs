@@ -926,3 +926,19 @@ fn gate_thresholds_and_route_overrides_are_checked() {
     let (code, _, err) = run(&["check", "--config", "sd.toml"], dir.path());
     assert_eq!(code, 0, "{err}");
 }
+
+/// `demo --config-only` writes its URLs into a config file: anything but a plain http(s) URL
+/// is refused, nothing is written.
+#[test]
+fn demo_config_only_refuses_what_is_not_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["http://x\"\n[evil]", "ftp://x", "not a url", "http://x\\y"] {
+        let (code, _, err) = run(
+            &["demo", "--config-only", "--out", "o", "--legacy-url", bad],
+            dir.path(),
+        );
+        assert_ne!(code, 0, "{bad}");
+        assert!(err.contains("--legacy-url"), "{err}");
+        assert!(!dir.path().join("o/demo/shadowdiff.toml").exists());
+    }
+}

@@ -89,19 +89,26 @@ fn init_cluster(bin: &std::path::Path, ids: Option<(u32, u32)>, data: &std::path
         .port()
 }
 
-fn start() -> Server {
+/// A new cluster in a temp dir (`prefix…/data`, owned by the server's user): the server
+/// binaries' folder, that user's ids, the temp dir, and a free loopback port.
+fn new_cluster(prefix: &str) -> (PathBuf, Option<(u32, u32)>, PathBuf, u16) {
     let bin = bin_dir();
     let ids = run_as();
     let root = tempfile::Builder::new()
-        .prefix("shadowdiff-pg-")
+        .prefix(prefix)
         .tempdir()
         .unwrap()
         .keep();
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
     }
+    let port = init_cluster(&bin, ids, &root.join("data"));
+    (bin, ids, root, port)
+}
+
+fn start() -> Server {
+    let (bin, ids, root, port) = new_cluster("shadowdiff-pg-");
     let data = root.join("data");
-    let port = init_cluster(&bin, ids, &data);
     let script = format!(
         "{postgres} -D {data} -p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
@@ -194,18 +201,8 @@ impl Private {
     }
 
     fn start_with(tls: Option<(&str, &str)>) -> Self {
-        let bin = bin_dir();
-        let ids = run_as();
-        let root = tempfile::Builder::new()
-            .prefix("shadowdiff-pg-own-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
-        }
+        let (bin, ids, root, port) = new_cluster("shadowdiff-pg-own-");
         let data = root.join("data");
-        let port = init_cluster(&bin, ids, &data);
         if let Some((cert, key)) = tls {
             use std::os::unix::fs::PermissionsExt as _;
             let files = [
