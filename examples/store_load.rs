@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     method: "GET".into(),
                     path: "/p".into(),
                     account: Some(format!("account-{:02}", (r >> 8) % 50)),
+                    serving: Default::default(),
                 },
                 legacy_status: Some(200),
                 candidate_status: Some(200),

@@ -9,6 +9,8 @@
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
+//! | `GET /api/rollout` | the rollout phase in force, the phases, the guard's view, the latest changes |
+//! | `POST /api/rollout` | `{"phase": NAME, "reason": ...}` puts a phase in force (a rollback: `{"phase": "rollback"}`); `{"promote": true, "since": "24h"}` promotes when the gate of the phase in force passes (409 with the verdict otherwise) |
 //!
 //! When `[admin] token` is set, every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
 //! (or, for a browser opening the dashboard, `?token=<token>`, which the page passes on).
@@ -43,7 +45,12 @@ pub struct AdminState {
     pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// The store writer's counters: `/readyz` fails while its writes fail.
     pub store: Option<Arc<crate::store::StoreStats>>,
+    /// `/api/rollout`; `None` where no proxy runs.
+    pub rollout: Option<crate::rollout::api::RolloutHandle>,
 }
+
+/// Longest `POST` body read.
+const MAX_POST_BODY: usize = 64 << 10;
 
 /// The body of an admin response as the listener sends it (compressed or not).
 pub type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -122,7 +129,11 @@ fn readiness(state: &AdminState, authorized: bool) -> Response<Full<Bytes>> {
 }
 
 /// Serves one admin request.
-pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>> {
+pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return json_static(StatusCode::OK, r#"{"status":"ok"}"#);
@@ -168,6 +179,46 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full
                 ),
             },
         },
+        "/api/rollout" => {
+            let Some(h) = state.rollout.clone() else {
+                return json_static(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"no rollout here (not a running proxy)"}"#,
+                );
+            };
+            if method == http::Method::POST {
+                use http_body_util::BodyExt as _;
+                let body = match http_body_util::Limited::new(req.into_body(), MAX_POST_BODY)
+                    .collect()
+                    .await
+                {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        return json_value_status(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": format!("reading the body: {e}")}),
+                        )
+                    }
+                };
+                let (status, v) = crate::rollout::api::post(&h, &body).await;
+                return json_value_status(status, &v);
+            }
+            if method != http::Method::GET {
+                return json_static(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    r#"{"error":"GET or POST /api/rollout"}"#,
+                );
+            }
+            let since = crate::record::ago(std::time::Duration::from_secs(90 * 86_400));
+            blocking(move || {
+                let events = with_store(&state, |store| {
+                    Ok(store.rollout_events(since, SystemTime::now() + std::time::Duration::from_secs(1), 20)?)
+                })
+                .unwrap_or_default();
+                Ok(json_value(&crate::rollout::api::status(&h, &events)))
+            })
+            .await
+        }
         "/metrics" => {
             let mut res = Response::new(Full::new(Bytes::from(crate::telemetry::render())));
             res.headers_mut().insert(
@@ -566,7 +617,9 @@ mod tests {
         if let Some(a) = auth {
             b = b.header("authorization", a);
         }
-        handle(state.clone(), b.body(()).unwrap()).await.status()
+        handle(state.clone(), b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .status()
     }
 
     #[tokio::test]
@@ -579,6 +632,7 @@ mod tests {
             classes: crate::classify::Settings::default(),
             reloader: None,
             store: None,
+            rollout: None,
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         // Probes carry no token: readiness answers without it.

@@ -233,6 +233,7 @@ mod tests {
                     method: "GET".into(),
                     path: "/r".into(),
                     account: None,
+                    serving: Default::default(),
                 },
                 legacy_status: Some(200),
                 candidate_status: Some(200),

@@ -21,6 +21,10 @@ pub struct Check {
     pub threshold: f64,
     /// `None` when it could not be measured (no samples).
     pub measured: Option<f64>,
+    /// The Wilson interval of a share (parity, error rate) at the gate's confidence: the bound
+    /// the decision rests on is its lower end for a minimum, its upper end for a maximum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
     pub pass: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -80,6 +84,7 @@ pub fn evaluate_with(
             scope: "all".into(),
             threshold: max as f64,
             measured: Some(n),
+            interval: None,
             pass: n <= max as f64,
             note: (!report.needs_reauth.is_empty())
                 .then(|| format!("needs re-auth: {}", report.needs_reauth.join(", "))),
@@ -125,15 +130,35 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
     let c = s.counts;
     let too_few = g.min_compared.filter(|m| c.compared < *m);
     let few_note = too_few.map(|m| format!("too few samples: {} compared, {m} needed", c.compared));
+    let confidence = g.confidence.unwrap_or(GateConfig::CONFIDENCE);
+    // (successes, trials) of a share, and whether it is a minimum: the interval, and the
+    // bound the decision rests on.
+    let share = |k: u64, n: u64, minimum: bool| {
+        let interval = (confidence > 0.0)
+            .then(|| crate::rollout::wilson(k, n, confidence))
+            .flatten();
+        let bound = interval.map(|(lo, hi)| if minimum { lo } else { hi });
+        (interval, bound)
+    };
     let mut push = |criterion: &str,
                     threshold: f64,
                     measured: Option<f64>,
+                    (interval, bound): (Option<(f64, f64)>, Option<f64>),
                     ok: fn(f64, f64) -> bool,
                     none: &str| {
-        let pass = measured.is_some_and(|m| ok(m, threshold)) && too_few.is_none();
+        let judged = bound.or(measured);
+        let pass = judged.is_some_and(|m| ok(m, threshold)) && too_few.is_none();
+        let bound_note = match (bound, measured) {
+            (Some(b), Some(m)) if ok(m, threshold) && !ok(b, threshold) => Some(format!(
+                "the measured value passes, but not with {:.0}% confidence (bound {})",
+                confidence * 100.0,
+                fmt_num(b)
+            )),
+            _ => None,
+        };
         let note = match measured {
             None => Some(none.to_owned()),
-            Some(_) if criterion != "min_compared" => few_note.clone(),
+            Some(_) if criterion != "min_compared" => few_note.clone().or(bound_note),
             Some(_) => None,
         };
         out.push(Check {
@@ -141,6 +166,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             scope: s.name.clone(),
             threshold,
             measured,
+            interval,
             pass,
             note,
         });
@@ -150,6 +176,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             "min_compared",
             m as f64,
             Some(c.compared as f64),
+            (None, None),
             |m, t| m >= t,
             "",
         );
@@ -160,6 +187,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             "min_parity",
             p,
             measured,
+            share(c.matched + c.noise_only, c.compared, true),
             |m, t| m >= t,
             "too few samples: nothing compared",
         );
@@ -172,6 +200,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             "max_candidate_error_rate",
             r,
             measured,
+            share(errors, mirrored, false),
             |m, t| m <= t,
             "too few samples: nothing mirrored",
         );
@@ -184,6 +213,7 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             "max_latency_ratio",
             r,
             measured,
+            (None, None),
             |m, t| m <= t,
             "too few samples: no latency measured",
         );
@@ -204,18 +234,23 @@ pub fn text(v: &Verdict) -> String {
     );
     let _ = writeln!(
         o,
-        "  {:<26} {:<20} {:>10} {:>10}  result",
-        "criterion", "scope", "threshold", "measured"
+        "  {:<26} {:<20} {:>10} {:>10} {:>17}  result",
+        "criterion", "scope", "threshold", "measured", "interval"
     );
     for c in &v.checks {
         let measured = c.measured.map_or_else(|| "-".to_owned(), fmt_num);
+        let interval = c.interval.map_or_else(
+            || "-".to_owned(),
+            |(lo, hi)| format!("{lo:.4}..{hi:.4}"),
+        );
         let _ = writeln!(
             o,
-            "  {:<26} {:<20} {:>10} {:>10}  {}{}",
+            "  {:<26} {:<20} {:>10} {:>10} {:>17}  {}{}",
             c.criterion,
             c.scope,
             fmt_num(c.threshold),
             measured,
+            interval,
             if c.pass { "pass" } else { "FAIL" },
             c.note
                 .as_ref()

@@ -23,6 +23,7 @@
 //! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
+//! - [`rollout`]: phases served by the proxy: sticky cohorts, the guard, following the store.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
 //! - [`cli`]: the command line, one thin function per command.
 
@@ -44,6 +45,7 @@ pub mod record;
 pub mod redact;
 pub mod reload;
 pub mod report;
+pub mod rollout;
 pub mod server;
 pub mod shadow;
 pub mod store;

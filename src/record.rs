@@ -85,6 +85,9 @@ pub enum SkipReason {
     UnsafePath,
     /// `[shadow] max_bytes_in_flight` could not hold the bodies.
     Memory,
+    /// Served by the candidate without a legacy call (`[rollout.phases.NAME] legacy_sample`):
+    /// nothing to compare.
+    LegacySample,
 }
 
 impl SkipReason {
@@ -97,6 +100,7 @@ impl SkipReason {
             Self::CallerAborted => "caller_aborted",
             Self::UnsafePath => "unsafe_path",
             Self::Memory => "memory",
+            Self::LegacySample => "legacy_sample",
         }
     }
 }
@@ -166,6 +170,96 @@ pub struct Meta {
     /// Path without the query string (queries can carry credentials).
     pub path: String,
     pub account: Option<String>,
+    /// What the rollout did with it.
+    pub serving: Serving,
+}
+
+/// Which vendor's answer the caller got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ServedBy {
+    #[default]
+    Legacy,
+    Candidate,
+}
+
+impl ServedBy {
+    /// The stored spelling (`exchanges.served_by`) and the metrics' label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Candidate => "candidate",
+        }
+    }
+}
+
+/// Why a request of the candidate cohort was answered by legacy after all. [`Fallback::as_str`]
+/// is the stored `exchanges.fallback` and the `reason` label of `shadowdiff_fallbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fallback {
+    /// The candidate could not be reached, or its body broke off.
+    ConnectionError,
+    /// No complete answer within `[candidate] timeout`.
+    Timeout,
+    /// No answer within the route's `serve_deadline`.
+    Deadline,
+    /// The candidate answered 5xx.
+    ServerError,
+    /// The candidate answered 429.
+    RateLimited,
+    /// The candidate answered 401 or 403.
+    AuthError,
+    /// The candidate's body is not JSON (or not decodable).
+    NotJson,
+    /// The candidate mapping failed.
+    MappingError,
+    /// The candidate's body (or the request's) is over `[shadow] max_body`.
+    TooLarge,
+    /// `[shadow] max_bytes_in_flight` could not hold the candidate's body.
+    Memory,
+    /// The candidate was not called (the skip reason: in-flight limit, a 429 pause, `max_rps`,
+    /// a template value missing, memory, an unsafe path, a request body over `max_body`).
+    NotCalled(SkipReason),
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionError => "connection_error",
+            Self::Timeout => "timeout",
+            Self::Deadline => "deadline",
+            Self::ServerError => "server_error",
+            Self::RateLimited => "rate_limited",
+            Self::AuthError => "auth_error",
+            Self::NotJson => "not_json",
+            Self::MappingError => "mapping_error",
+            Self::TooLarge => "too_large",
+            Self::Memory => "memory",
+            Self::NotCalled(SkipReason::Overload) => "not_called_overload",
+            Self::NotCalled(SkipReason::RateLimited) => "not_called_paused",
+            Self::NotCalled(SkipReason::MaxRps) => "not_called_max_rps",
+            Self::NotCalled(SkipReason::Template) => "not_called_template",
+            Self::NotCalled(SkipReason::Memory) => "not_called_memory",
+            Self::NotCalled(SkipReason::UnsafePath) => "not_called_unsafe_path",
+            Self::NotCalled(_) => "not_called",
+        }
+    }
+
+    /// Whether the candidate itself failed (counted by the rollout guard's candidate error
+    /// rate); `false` when it was not called or the deadline was ours.
+    pub fn is_candidate_failure(self) -> bool {
+        !matches!(self, Self::NotCalled(_) | Self::Memory)
+    }
+}
+
+/// What the rollout did with one exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// The rollout phase at the time (`None` outside a rollout: `diff`, tests).
+    pub phase: Option<Arc<str>>,
+    /// In the phase's candidate cohort: served by the candidate unless it fell back.
+    pub cohort: bool,
+    pub served_by: ServedBy,
+    pub fallback: Option<Fallback>,
 }
 
 /// One side's response as stored (already redacted).

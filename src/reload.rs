@@ -25,6 +25,8 @@ pub enum ReloadError {
 pub struct Reloader {
     shadow: Arc<Shadow>,
     overrides: Overrides,
+    /// A reload that changes `[rollout] phase` puts that phase in force through it.
+    rollout: Option<crate::rollout::control::Controller>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -35,10 +37,15 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    pub fn new(shadow: Arc<Shadow>, overrides: Overrides) -> Self {
+    pub fn new(
+        shadow: Arc<Shadow>,
+        overrides: Overrides,
+        rollout: Option<crate::rollout::control::Controller>,
+    ) -> Self {
         Self {
             shadow,
             overrides,
+            rollout,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -65,8 +72,28 @@ impl Reloader {
         }
         crate::telemetry::register_routes(loaded.routes.iter().map(|r| r.name.as_str()));
         let summary = describe(&loaded);
+        let new_phase =
+            (loaded.rollout.phase != running.rollout.phase).then(|| loaded.rollout.phase.clone());
         self.shadow.set_config(Arc::new(loaded));
         tracing::info!(%summary, "config reloaded");
+        // A changed `[rollout] phase` is a change of phase like any other: in force and
+        // recorded (the store's phase otherwise stays, whatever the file says).
+        if let (Some(to), Some(c)) = (new_phase, &self.rollout) {
+            let change = crate::rollout::Change {
+                to,
+                actor: "reload".into(),
+                reason: Some("[rollout] phase changed in the config file".into()),
+                evidence: None,
+            };
+            if let Err(e) = c.set(change).await {
+                tracing::error!(error = %e, "reload: the new rollout phase was not put in force");
+            }
+        } else {
+            let cfg = self.shadow.config();
+            self.shadow
+                .rollout
+                .publish(&cfg.rollout, None, cfg.accounts.as_ref());
+        }
         Ok(summary)
     }
 }

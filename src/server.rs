@@ -222,7 +222,25 @@ impl Server {
             runtime.handle().clone(),
             mapper,
         ));
-        let reloader = Arc::new(Reloader::new(shadow.clone(), opts.overrides));
+        // The rollout's control thread reads the stored phase before the first request.
+        let control = {
+            let (shadow, location) = (shadow.clone(), cfg.store.location());
+            tokio::task::spawn_blocking(move || {
+                crate::rollout::control::Controller::start(shadow, &location)
+            })
+            .await
+            .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?
+            .map_err(StartError::Runtime)?
+        };
+        let reloader = Arc::new(Reloader::new(
+            shadow.clone(),
+            opts.overrides,
+            Some(control.clone()),
+        ));
+        let rollout = crate::rollout::api::RolloutHandle {
+            controller: control,
+            shadow: shadow.clone(),
+        };
         let proxy = Arc::new(Proxy::new(shadow, legacy_client));
         let admin = Arc::new(AdminState {
             ready: false.into(),
@@ -232,6 +250,7 @@ impl Server {
             classes: (&cfg.diff).into(),
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),
+            rollout: Some(rollout),
         });
         let limits = ConnLimits {
             max: connection_cap(cfg.proxy.max_connections, cfg.shadow.max_in_flight),

@@ -16,6 +16,11 @@
 //! | `shadowdiff_internal_errors_total` | counter | `stage` |
 //! | `shadowdiff_connections` | gauge | `listener` (`proxy`, `admin`) |
 //! | `shadowdiff_connection_limit_reached_total` | counter | `listener` |
+//! | `shadowdiff_served_total` | counter | `served_by` (`legacy`, `candidate`), `phase` (the configured phases) |
+//! | `shadowdiff_fallbacks_total` | counter | `reason` (`record::Fallback`) |
+//! | `shadowdiff_rollout_phase` | gauge | `phase`: 1 for the phase in force, 0 for the one it replaced |
+//! | `shadowdiff_rollout_cohort_percent` | gauge | share of accounts the phase in force serves from the candidate |
+//! | `shadowdiff_rollout_cohort_accounts` | gauge | accounts of the accounts file the phase in force serves from the candidate |
 
 use std::sync::OnceLock;
 
@@ -106,6 +111,26 @@ fn describe() {
         "Times a listener stopped accepting because its connection cap was reached"
     );
     metrics::describe_counter!(
+        "shadowdiff_served_total",
+        "Recorded requests by the vendor that answered the caller and the rollout phase"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_fallbacks_total",
+        "Requests of the candidate cohort answered by legacy, by reason"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_rollout_phase",
+        "1 for the rollout phase in force"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_rollout_cohort_percent",
+        "Share of accounts the phase in force serves from the candidate"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_rollout_cohort_accounts",
+        "Accounts of the accounts file the phase in force serves from the candidate"
+    );
+    metrics::describe_counter!(
         "shadowdiff_mapping_errors_total",
         "Exchanges whose mapping failed, by route"
     );
@@ -149,6 +174,14 @@ pub fn exchange(r: &Record) {
     {
         metrics::histogram!("shadowdiff_upstream_latency_seconds", "upstream" => "candidate", "route" => route.clone())
             .record(ms / 1000.0);
+    }
+    let serving = &r.meta.serving;
+    if let Some(phase) = &serving.phase {
+        metrics::counter!("shadowdiff_served_total", "served_by" => serving.served_by.as_str(), "phase" => phase.to_string())
+            .increment(1);
+    }
+    if let Some(f) = serving.fallback {
+        metrics::counter!("shadowdiff_fallbacks_total", "reason" => f.as_str()).increment(1);
     }
     match r.outcome {
         Outcome::Skipped(why) => dropped(why.as_str()),
@@ -204,6 +237,18 @@ pub fn connection_limit_reached(listener: &'static str) {
 
 pub fn store_write(seconds: f64) {
     metrics::histogram!("shadowdiff_store_write_seconds").record(seconds);
+}
+
+/// The rollout phase in force changed (`old` is `None` at start-up).
+pub fn rollout_phase(old: Option<&str>, new: &str, percent: f64, accounts: Option<usize>) {
+    if let Some(old) = old.filter(|o| *o != new) {
+        metrics::gauge!("shadowdiff_rollout_phase", "phase" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!("shadowdiff_rollout_phase", "phase" => new.to_owned()).set(1.0);
+    metrics::gauge!("shadowdiff_rollout_cohort_percent").set(percent);
+    if let Some(n) = accounts {
+        metrics::gauge!("shadowdiff_rollout_cohort_accounts").set(n as f64);
+    }
 }
 
 /// Registers the per-route series at zero, so dashboards see them before the first event.

@@ -534,6 +534,11 @@ impl Accounts {
         self.by_hash.len()
     }
 
+    /// The accounts' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_hash.values().map(|a| a.name.as_str())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }

@@ -401,6 +401,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
                 method: "GET".into(),
                 path: "/p".into(),
                 account: None,
+                serving: Default::default(),
             },
             legacy_status: Some(200),
             candidate_status: Some(200),

@@ -257,6 +257,7 @@ mod writes {
                 method: "GET".into(),
                 path: "/people/ü\ttab".into(),
                 account: Some("acme".into()),
+                serving: Default::default(),
             },
             legacy_status: Some(200),
             candidate_status: Some(200),

@@ -1,6 +1,6 @@
 //! The command line: the clap types, and one thin function per command (in the files beside
 //! this one) that calls into the library:
-//! `serve`, `demo`, `check`, `map`, `diff`, `report`, `gate`, `prune` (and the hidden
+//! `serve`, `demo`, `check`, `map`, `diff`, `report`, `gate`, `rollout`, `prune` (and the hidden
 //! `mapping-worker`, the process the proxy runs mappings in).
 //!
 //! Exit codes: 0 success or positive verdict, 1 negative verdict (differences found), 2 bad
@@ -84,6 +84,7 @@ mod check;
 mod offline;
 mod serve;
 mod store_cmds;
+mod rollout_cmd;
 
 use check::check;
 use offline::{diff_exchange, diff_files, map_cmd};
@@ -264,12 +265,53 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// The rollout phase: status, set (a rollback: `rollout set rollback`), promote on the gate.
+    /// Works on the store; every running instance follows it within [rollout] follow.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+    },
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
         /// SQLite file or postgres:// URL (overrides [store] path).
         #[arg(long)]
         db: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    /// The phase in force (the store's latest change, else the config's) and the changes.
+    Status {
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+    },
+    /// Put a phase in force now (recorded with who and why).
+    Set {
+        /// A phase of [rollout] (built in: shadow, canary, ramp, ga, rollback).
+        phase: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who, for the record [default: $USER].
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Move to the next phase of [rollout] order when the gate of the phase in force passes
+    /// over the window: exit 0 promoted, 1 refused (the failing criteria are printed).
+    Promote {
+        /// Window of the gate, ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// Who, for the record [default: $USER].
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 
@@ -433,6 +475,19 @@ pub fn run(cli: Cli) -> ExitCode {
         ),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
+        Command::Rollout { action, db } => match action {
+            RolloutAction::Status { format } => rollout_cmd::status(&config, explicit, db, format),
+            RolloutAction::Set {
+                phase,
+                reason,
+                actor,
+            } => rollout_cmd::set(&config, explicit, db, &phase, (reason, actor)),
+            RolloutAction::Promote {
+                since,
+                format,
+                actor,
+            } => rollout_cmd::promote(&config, explicit, db, since, format, actor),
+        },
     };
     match result {
         Ok(code) => code,

@@ -55,6 +55,8 @@ pub mod defaults {
     pub const MAPPINGS_DIR: &str = "mappings";
     pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
     pub const MAPPING_WORKERS: usize = 2;
+    /// `[[routes]] serve_deadline`.
+    pub const SERVE_DEADLINE: Duration = Duration::from_secs(5);
 
     /// `[shadow] max_bytes_in_flight`: 256 MiB, and at least room for one comparison of
     /// `max_body`.
@@ -126,7 +128,16 @@ pub struct GateConfig {
     pub max_candidate_error_rate: Option<f64>,
     pub max_auth_error_accounts: Option<u64>,
     pub max_latency_ratio: Option<f64>,
+    /// Of the Wilson intervals `min_parity` and `max_candidate_error_rate` are judged on
+    /// (default 0.95: parity passes when the interval's lower bound reaches the threshold, an
+    /// error rate when its upper bound stays under it); `0` judges the measured ratio itself.
+    pub confidence: Option<f64>,
     pub routes: BTreeMap<String, GateConfig>,
+}
+
+impl GateConfig {
+    /// The default confidence of the gate's intervals.
+    pub const CONFIDENCE: f64 = 0.95;
 }
 
 // ------------------------------------------------------------------------------ resolved
@@ -147,6 +158,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub gates: BTreeMap<String, GateConfig>,
     pub mappings: crate::mapping::MappingsConfig,
+    pub rollout: crate::rollout::RolloutConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +319,13 @@ pub struct Route {
     pub path: PathPattern,
     /// `None`: mirrored when the method is GET or HEAD.
     pub mirror: Option<bool>,
+    /// Whether rollout phases may serve this route from the candidate (`None`: GET yes,
+    /// other methods no).
+    pub serve: Option<bool>,
+    /// A served request falls back to legacy when the candidate has not answered by then.
+    pub serve_deadline: Duration,
+    /// A served route's requests of no known account.
+    pub unknown_account: crate::rollout::UnknownAccount,
     pub candidate: CandidateTemplate,
     /// Global rules plus the route's own.
     pub rules: Rules,
@@ -318,6 +337,15 @@ impl Route {
     /// Whether a request with this method is mirrored.
     pub fn mirrors(&self, method: &Method) -> bool {
         self.mirror.unwrap_or_else(|| is_safe(method))
+    }
+
+    /// Whether a rollout phase may serve a request with this method from the candidate: the
+    /// route mirrors it, and serves it (GET by default; writes only with `serve = true`).
+    /// HEAD is never served (a mapped body has no HEAD form).
+    pub fn serves(&self, method: &Method) -> bool {
+        method != Method::HEAD
+            && self.mirrors(method)
+            && self.serve.unwrap_or(method == Method::GET)
     }
 }
 

@@ -9,16 +9,6 @@ use super::values::*;
 use super::{Bodies, GateConfig, Unmatched};
 use crate::background::Priority;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum Phase {
-    Shadow,
-    Canary,
-    Ramp,
-    Ga,
-    Rollback,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
@@ -160,6 +150,9 @@ pub(super) struct RawRoute {
     pub(super) method: Option<MethodStr>,
     pub(super) path: PathStr,
     pub(super) mirror: Option<bool>,
+    pub(super) serve: Option<bool>,
+    pub(super) serve_deadline: Option<Dur>,
+    pub(super) unknown_account: Option<crate::rollout::UnknownAccount>,
     pub(super) candidate: Option<RawRouteCandidate>,
     pub(super) legacy: Option<RawRouteLegacy>,
     #[serde(default)]
@@ -188,8 +181,35 @@ pub(super) struct RawRouteCandidate {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRollout {
-    /// Validated (a misspelt phase fails at load) but read by nothing yet: serving by phase
-    /// comes with the rollout phases.
-    #[allow(dead_code)]
-    pub(super) phase: Option<Phase>,
+    pub(super) phase: Option<toml::Spanned<Str>>,
+    pub(super) salt: Option<Str>,
+    pub(super) order: Option<toml::Spanned<Vec<Str>>>,
+    pub(super) pin_candidate: Vec<Str>,
+    pub(super) pin_legacy: Vec<Str>,
+    pub(super) follow: Option<Dur>,
+    pub(super) phases: BTreeMap<String, toml::Spanned<RawPhase>>,
+    pub(super) guard: RawGuard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPhase {
+    pub(super) percent: Option<f64>,
+    pub(super) legacy_sample: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawGuard {
+    pub(super) auto_rollback: Option<bool>,
+    pub(super) auto_promote: Option<bool>,
+    pub(super) window: Option<Dur>,
+    pub(super) min_sample: Option<u64>,
+    pub(super) min_parity: Option<f64>,
+    pub(super) max_fallback_rate: Option<f64>,
+    pub(super) max_candidate_error_rate: Option<f64>,
+    pub(super) confidence: Option<f64>,
+    pub(super) hold: Option<Dur>,
+    pub(super) promote_window: Option<Dur>,
+    pub(super) every: Option<Dur>,
 }

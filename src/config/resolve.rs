@@ -239,11 +239,21 @@ impl Config {
                     "[routes.diff] noise and systematic_rate are set in [diff] only".into(),
                 ));
             }
+            if r.serve == Some(true) && r.mirror == Some(false) {
+                return Err(at(
+                    "serve = true needs the route mirrored (mirror = false here): the served answer is the candidate's".into(),
+                ));
+            }
             routes.push(Route {
                 name,
                 method: r.method.map(|m| m.0),
                 path: r.path.0,
                 mirror: r.mirror,
+                serve: r.serve,
+                serve_deadline: r
+                    .serve_deadline
+                    .map_or(defaults::SERVE_DEADLINE, |d| d.0),
+                unknown_account: r.unknown_account.unwrap_or_default(),
                 candidate,
                 rules,
                 mappings,
@@ -410,15 +420,170 @@ impl Config {
                 }
                 raw.gate
             },
+            rollout: rollout(raw.rollout, &line_of).map_err(invalid)?,
             routes,
             mappings: mappings_cfg,
         })
     }
 }
 
+/// `[rollout]`: the built-in phases with the user's changes and additions, the promotion order,
+/// pins and the guard, each value checked.
+fn rollout(
+    raw: RawRollout,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<crate::rollout::RolloutConfig, String> {
+    use crate::rollout::{PhaseDef, RolloutConfig, ROLLBACK};
+    let mut cfg = RolloutConfig::default();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    for (name, def) in raw.phases {
+        let line = line_of(def.span().start);
+        let def = def.into_inner();
+        let at = |m: String| format!("line {line}: [rollout.phases.{name}] {m}");
+        if !name_ok(&name) {
+            return Err(at(
+                "phase names are lowercase letters, digits, '-' and '_'".into(),
+            ));
+        }
+        let builtin = cfg.phases.get(&name).cloned();
+        let percent = def
+            .percent
+            .or(builtin.as_ref().map(|b| b.percent))
+            .ok_or_else(|| at("percent: required for a phase of your own".into()))?;
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(at(format!("percent: {percent} is not between 0 and 100")));
+        }
+        if name == ROLLBACK && percent != 0.0 {
+            return Err(at("percent: rollback serves no one (0)".into()));
+        }
+        let legacy_sample = def.legacy_sample.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&legacy_sample) {
+            return Err(at(format!(
+                "legacy_sample: {legacy_sample} is not between 0 and 1"
+            )));
+        }
+        cfg.phases.insert(
+            name,
+            PhaseDef {
+                percent,
+                legacy_sample,
+            },
+        );
+    }
+    if let Some(order) = raw.order {
+        let line = line_of(order.span().start);
+        let order: Vec<String> = order.into_inner().into_iter().map(|s| s.0).collect();
+        for p in &order {
+            if p == ROLLBACK {
+                return Err(format!(
+                    "line {line}: [rollout] order: rollback is not a step of the order (promote from it goes to the first phase)"
+                ));
+            }
+            if !cfg.phases.contains_key(p) {
+                return Err(format!(
+                    "line {line}: [rollout] order: no phase named {p:?} (define it in [rollout.phases.{p}])"
+                ));
+            }
+        }
+        if order.is_empty() {
+            return Err(format!("line {line}: [rollout] order: empty"));
+        }
+        cfg.order = order;
+    }
+    if let Some(p) = raw.phase {
+        let line = line_of(p.span().start);
+        let p = p.into_inner().0;
+        if !cfg.phases.contains_key(&p) {
+            let known: Vec<&str> = cfg.phases.keys().map(String::as_str).collect();
+            return Err(format!(
+                "line {line}: [rollout] phase: no phase named {p:?} (phases: {})",
+                known.join(", ")
+            ));
+        }
+        cfg.phase = p;
+    }
+    if let Some(s) = raw.salt {
+        cfg.salt = s.0;
+    }
+    cfg.pin_candidate = raw.pin_candidate.into_iter().map(|s| s.0).collect();
+    cfg.pin_legacy = raw.pin_legacy.into_iter().map(|s| s.0).collect();
+    if let Some(both) = cfg.pin_candidate.intersection(&cfg.pin_legacy).next() {
+        return Err(format!(
+            "[rollout] pin_candidate and pin_legacy both name {both:?}"
+        ));
+    }
+    if let Some(d) = raw.follow {
+        if d.0.is_zero() {
+            return Err("[rollout] follow: must be above 0".into());
+        }
+        cfg.follow = d.0;
+    }
+    let g = raw.guard;
+    let share = |key: &str, v: Option<f64>| -> Result<Option<f64>, String> {
+        match v {
+            Some(x) if !(0.0..=1.0).contains(&x) => Err(format!(
+                "[rollout.guard] {key}: {x} is not between 0 and 1"
+            )),
+            v => Ok(v),
+        }
+    };
+    let guard = &mut cfg.guard;
+    guard.auto_rollback = g.auto_rollback.unwrap_or(guard.auto_rollback);
+    guard.auto_promote = g.auto_promote.unwrap_or(guard.auto_promote);
+    if let Some(d) = g.window {
+        guard.window = d.0;
+    }
+    guard.min_sample = g.min_sample.unwrap_or(guard.min_sample);
+    if guard.min_sample == 0 {
+        return Err("[rollout.guard] min_sample: must be at least 1".into());
+    }
+    guard.min_parity = share("min_parity", g.min_parity)?.or(guard.min_parity);
+    guard.max_fallback_rate =
+        share("max_fallback_rate", g.max_fallback_rate)?.or(guard.max_fallback_rate);
+    guard.max_candidate_error_rate = share("max_candidate_error_rate", g.max_candidate_error_rate)?
+        .or(guard.max_candidate_error_rate);
+    if let Some(c) = g.confidence {
+        if !(0.5..1.0).contains(&c) {
+            return Err(format!(
+                "[rollout.guard] confidence: {c} is not in [0.5, 1)"
+            ));
+        }
+        guard.confidence = c;
+    }
+    for (key, v, slot) in [
+        ("hold", g.hold, &mut guard.hold),
+        ("promote_window", g.promote_window, &mut guard.promote_window),
+        ("every", g.every, &mut guard.every),
+    ] {
+        if let Some(d) = v {
+            if d.0.is_zero() {
+                return Err(format!("[rollout.guard] {key}: must be above 0"));
+            }
+            *slot = d.0;
+        }
+    }
+    if guard.window.is_zero() {
+        return Err("[rollout.guard] window: must be above 0".into());
+    }
+    Ok(cfg)
+}
+
 /// A gate's thresholds: shares between 0 and 1, a positive latency ratio, route overrides that
 /// name configured routes (a misspelt route would otherwise gate nothing, silently).
 fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route]) -> Result<(), String> {
+    if let Some(c) = gate.confidence {
+        if c != 0.0 && !(0.5..1.0).contains(&c) {
+            return Err(format!(
+                "{table} confidence: {c} is not 0 (judge the measured ratio) or in [0.5, 1)"
+            ));
+        }
+    }
     for (key, v) in [
         ("min_parity", gate.min_parity),
         ("max_candidate_error_rate", gate.max_candidate_error_rate),

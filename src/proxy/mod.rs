@@ -6,6 +6,7 @@
 //! starts once the tee has seen legacy's last byte.
 
 pub mod body;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::record::Outcome;
-use crate::shadow::{compare, Decision, LegacyPending, Shadow};
+use crate::record::{Fallback, Meta, Outcome, ServedBy};
+use crate::shadow::{compare, Decision, LegacyPending, Mirror, Shadow};
 use crate::translate;
 use crate::upstream::{self, HttpClient};
 use body::{ReqBody, ResBody};
@@ -109,7 +110,7 @@ impl Proxy {
     }
 
     async fn exchange(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
         request_id: String,
@@ -156,7 +157,7 @@ impl Proxy {
                 }
             }
         }
-        let (meta, decision) = self.shadow.decide(&parts, request_id, escapes);
+        let (mut meta, decision) = self.shadow.decide(&parts, request_id, escapes);
         let span = tracing::Span::current();
         if let Some(r) = &meta.route {
             span.record("route", r.as_str());
@@ -174,6 +175,9 @@ impl Proxy {
                 ReqBody::streaming(body)
             }
             Decision::Skip(why, reason) => {
+                if meta.serving.cohort {
+                    meta.serving.fallback = Some(Fallback::NotCalled(why));
+                }
                 skip = Some((Outcome::Skipped(why), reason));
                 ReqBody::streaming(body)
             }
@@ -194,10 +198,16 @@ impl Proxy {
                 };
                 if rest.is_some() {
                     // Too large to mirror: legacy still gets all of it.
+                    if meta.serving.cohort {
+                        meta.serving.fallback = Some(Fallback::TooLarge);
+                    }
                     skip = Some((
                         Outcome::TooLarge,
                         format!("request body over {} bytes", self.max_body),
                     ));
+                } else if let Some(serve) = plan.serve {
+                    let m = self.shadow.start(plan, &parts, head.clone());
+                    return self.serve(parts, head, m, meta, serve, peer).await;
                 } else {
                     mirror = Some(self.shadow.start(plan, &parts, head.clone()));
                 }
@@ -207,6 +217,138 @@ impl Proxy {
 
         let res = self.forward(&mut parts, legacy_body, peer).await;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        self.legacy_answer(res, ms, mirror, skip, meta)
+    }
+
+    /// A request of the candidate cohort: the candidate's answer, mapped, when it comes within
+    /// the deadline and can be served; legacy's (called in parallel) otherwise. Either way
+    /// the two are compared once both are in, off the caller's path.
+    async fn serve(
+        self: &Arc<Self>,
+        parts: http::request::Parts,
+        head: Bytes,
+        mut mirror: Mirror,
+        mut meta: Meta,
+        serve: crate::shadow::Serve,
+        peer: SocketAddr,
+    ) -> Response<ResBody> {
+        let mapper = |m: &Mirror, account: Option<&str>| {
+            let (runner, timeout) = m.mapper();
+            serve::Mapper {
+                chain: m.candidate_chain(account),
+                runner,
+                timeout,
+                max_body: self.max_body,
+            }
+        };
+        let m = mapper(&mirror, meta.account.as_deref());
+        if !serve.call_legacy {
+            // No legacy call: no fallback and no comparison (README "Rollout runbook").
+            let res = match mirror.candidate_within(Duration::MAX).await {
+                Some(c) => serve::respond_alone(c, m).await,
+                None => json_response(
+                    StatusCode::BAD_GATEWAY,
+                    "candidate_failed",
+                    "the candidate gave no answer",
+                ),
+            };
+            meta.serving.served_by = ServedBy::Candidate;
+            mirror.served_alone(meta);
+            return res;
+        }
+        // Legacy in parallel: the safety net, and the other side of the comparison.
+        let legacy = tokio::spawn(self.clone().forward_owned(parts, head, peer));
+        let served = match mirror.candidate_within(serve.deadline).await {
+            None => Err(Fallback::Deadline),
+            Some(c) => serve::respond(c, m).await,
+        };
+        match served {
+            Ok(res) => {
+                meta.serving.served_by = ServedBy::Candidate;
+                let this = self.clone();
+                tokio::spawn(
+                    async move {
+                        let (res, ms) = legacy.await.unwrap_or_else(|e| {
+                            (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
+                        });
+                        crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
+                        match res {
+                            Err(e) => mirror.finish(
+                                meta,
+                                LegacyPending::Failed {
+                                    ms,
+                                    reason: e.to_string(),
+                                },
+                            ),
+                            Ok(res) => {
+                                // Read to its end for the comparison; nobody else gets it.
+                                let (parts, body) = res.into_parts();
+                                let (mut tee, copy) = ResBody::tee(
+                                    body,
+                                    this.max_body,
+                                    this.body_timeout,
+                                    &this.shadow.budget,
+                                );
+                                mirror.finish(
+                                    meta,
+                                    LegacyPending::Response {
+                                        status: parts.status,
+                                        headers: parts.headers,
+                                        ms,
+                                        body: copy,
+                                    },
+                                );
+                                while let Some(frame) = tee.frame().await {
+                                    if frame.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    .in_current_span(),
+                );
+                res
+            }
+            Err(reason) => {
+                tracing::debug!(reason = reason.as_str(), "served by legacy: fallback");
+                meta.serving.fallback = Some(reason);
+                let (res, ms) = legacy.await.unwrap_or_else(|e| {
+                    (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
+                });
+                self.legacy_answer(res, ms, Some(mirror), None, meta)
+            }
+        }
+    }
+
+    /// Sends the request to legacy from a task of its own; returns its answer and the time to
+    /// its head (ms).
+    fn forward_owned(
+        self: Arc<Self>,
+        mut parts: http::request::Parts,
+        head: Bytes,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = (Result<Response<Incoming>, LegacyError>, f64)> + Send + 'static
+    {
+        async move {
+            let t0 = Instant::now();
+            let res = self
+                .forward(&mut parts, ReqBody::buffered(head, None), peer)
+                .await;
+            (res, t0.elapsed().as_secs_f64() * 1000.0)
+        }
+    }
+
+    /// Legacy's answer (or failure) to the caller: streamed through, a copy teed off for the
+    /// comparison when the request was mirrored; a skipped exchange recorded.
+    fn legacy_answer(
+        &self,
+        res: Result<Response<Incoming>, LegacyError>,
+        ms: f64,
+        mirror: Option<Mirror>,
+        skip: Option<(Outcome, String)>,
+        meta: Meta,
+    ) -> Response<ResBody> {
         crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
         match res {
             Err(e) => {

@@ -168,6 +168,22 @@ pub struct Report {
     pub accounts: Vec<AccountReport>,
     /// Accounts whose candidate calls failed with 401/403 in the window.
     pub needs_reauth: Vec<String>,
+    /// The rollout in the window: the candidate cohort's requests (served by the candidate or
+    /// fallen back to legacy, by reason) and the changes of phase.
+    pub rollout: RolloutSection,
+}
+
+/// The rollout part of a report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RolloutSection {
+    /// Requests of the candidate cohort (served by the candidate, or fallen back).
+    pub cohort_requests: u64,
+    /// Of them, served by the candidate.
+    pub served_by_candidate: u64,
+    /// Of them, answered by legacy after all, per reason.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Changes of phase in the window, oldest first (the last 100).
+    pub events: Vec<crate::rollout::Event>,
 }
 
 /// What to compute besides the counts.
@@ -281,6 +297,20 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Repor
             .then(a.account.cmp(&b.account))
     });
 
+    let mut rollout = RolloutSection {
+        events: store.rollout_events(f.from, f.to, 100)?,
+        ..RolloutSection::default()
+    };
+    for c in store.cohort_counts(f)? {
+        rollout.cohort_requests += c.n;
+        if c.served_by == crate::record::ServedBy::Candidate.as_str() {
+            rollout.served_by_candidate += c.n;
+        }
+        if let Some(reason) = c.fallback {
+            *rollout.fallbacks.entry(reason).or_default() += c.n;
+        }
+    }
+
     Ok(Report {
         window: Window {
             from: rfc3339(f.from),
@@ -290,6 +320,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Repor
         routes: route_reports,
         accounts,
         needs_reauth,
+        rollout,
     })
 }
 

@@ -146,7 +146,85 @@ pub fn markdown(r: &Report) -> String {
             r.needs_reauth.join(", ")
         );
     }
+    rollout_markdown(&mut o, &r.rollout);
     o
+}
+
+/// The rollout section (nothing when no phase served anyone and nothing changed).
+fn rollout_markdown(o: &mut String, r: &crate::report::RolloutSection) {
+    if r.cohort_requests == 0 && r.events.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n## Rollout\n");
+    if r.cohort_requests > 0 {
+        let _ = writeln!(
+            o,
+            "Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}\n",
+            r.cohort_requests,
+            r.served_by_candidate,
+            r.fallbacks.values().sum::<u64>(),
+            fallback_list(r)
+        );
+    }
+    if !r.events.is_empty() {
+        let _ = writeln!(o, "| when | from | to | by | why |\n|---|---|---|---|---|");
+        for e in &r.events {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                e.at,
+                e.from.as_deref().unwrap_or("-"),
+                e.to,
+                md_cell(&e.actor),
+                md_cell(e.reason.as_deref().unwrap_or(""))
+            );
+        }
+    }
+}
+
+fn fallback_list(r: &crate::report::RolloutSection) -> String {
+    if r.fallbacks.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = r.fallbacks.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(" ({})", list.join(", "))
+}
+
+/// A table cell's text: no pipe or newline can break the table.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn rollout_html(o: &mut String, r: &crate::report::RolloutSection) {
+    if r.cohort_requests == 0 && r.events.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Rollout</h2>");
+    if r.cohort_requests > 0 {
+        let _ = write!(
+            o,
+            "<p>Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}</p>",
+            r.cohort_requests,
+            r.served_by_candidate,
+            r.fallbacks.values().sum::<u64>(),
+            esc(&fallback_list(r))
+        );
+    }
+    if !r.events.is_empty() {
+        o.push_str("<table><tr><th>when</th><th>from</th><th>to</th><th>by</th><th>why</th></tr>");
+        for e in &r.events {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&e.at),
+                esc(e.from.as_deref().unwrap_or("-")),
+                esc(&e.to),
+                esc(&e.actor),
+                esc(e.reason.as_deref().unwrap_or(""))
+            );
+        }
+        o.push_str("</table>");
+    }
 }
 
 /// ", 12 of them noise only" when some compared exchanges differed only at noise fields.
@@ -278,6 +356,7 @@ pub fn html(r: &Report) -> String {
     for rt in &r.routes {
         route_section(&mut o, rt);
     }
+    rollout_html(&mut o, &r.rollout);
     o.push_str("<h2>Accounts</h2>");
     if !r.needs_reauth.is_empty() {
         let _ = write!(

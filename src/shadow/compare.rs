@@ -78,7 +78,8 @@ pub enum Candidate {
 }
 
 impl Candidate {
-    fn ms(&self) -> f64 {
+    /// Time to its answer (or failure), in milliseconds.
+    pub fn ms(&self) -> f64 {
         match self {
             Self::Response { ms, .. } | Self::Timeout { ms } | Self::Failed { ms, .. } => *ms,
         }
@@ -854,6 +855,7 @@ mod memo_tests {
             method: "GET".into(),
             path: "/".into(),
             account: None,
+            serving: Default::default(),
         };
         let mut headers = HeaderMap::new();
         headers.insert("date", date.parse().unwrap());

@@ -58,9 +58,20 @@ fn skip(reason: SkipReason) -> Decision {
 pub struct Plan {
     pub target: CandidateTarget,
     pub route: Option<usize>,
+    /// Served by the candidate (a rollout phase's cohort): how.
+    pub serve: Option<Serve>,
     /// The configuration the decision was made with (`route` indexes its routes).
     pub cfg: Arc<Config>,
     permit: OwnedSemaphorePermit,
+}
+
+/// How a request of the candidate cohort is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Serve {
+    /// Legacy is called too: the fallback, and the comparison.
+    pub call_legacy: bool,
+    /// The candidate's answer is awaited this long at most before legacy's is served.
+    pub deadline: std::time::Duration,
 }
 
 /// Counts tasks that must finish before shutdown completes.
@@ -148,6 +159,8 @@ pub struct Shadow {
     bodies: sample::BodySampler,
     /// Bytes of response bodies held for comparisons (`[shadow] max_bytes_in_flight`).
     pub budget: MemoryBudget,
+    /// The rollout phase in force and the guard's window.
+    pub rollout: Arc<crate::rollout::Rollout>,
 }
 
 impl Shadow {
@@ -167,7 +180,10 @@ impl Shadow {
             })
         });
         let budget = MemoryBudget::new(cfg.shadow.max_bytes_in_flight);
+        let rollout = Arc::new(crate::rollout::Rollout::new(&cfg.rollout));
+        rollout.publish(&cfg.rollout, None, cfg.accounts.as_ref());
         Self {
+            rollout,
             in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
             cfg: RwLock::new(cfg),
             mapper,
@@ -207,6 +223,7 @@ impl Shadow {
     /// Counts an exchange in the metrics and hands it to the store.
     pub fn record(&self, r: crate::record::Record) {
         crate::telemetry::exchange(&r);
+        self.rollout.window.add(&r);
         self.store.record(r);
     }
 
@@ -238,6 +255,12 @@ impl Shadow {
             .accounts
             .as_ref()
             .and_then(|a| a.lookup(&parts.headers, &query));
+        let rollout = self.rollout.plan(
+            &cfg.rollout,
+            route,
+            &parts.method,
+            account.map(|a| a.name.as_str()),
+        );
         let meta = Meta {
             started_at: SystemTime::now(),
             request_id,
@@ -245,12 +268,22 @@ impl Shadow {
             method: parts.method.to_string(),
             path: path.to_owned(),
             account: account.map(|a| a.name.clone()),
+            serving: crate::record::Serving {
+                phase: Some(rollout.phase.clone()),
+                cohort: rollout.cohort,
+                ..Default::default()
+            },
         };
+        let serve = rollout.cohort.then_some(Serve {
+            call_legacy: rollout.call_legacy,
+            deadline: rollout.deadline,
+        });
         let eligible = match route {
             Some(r) => r.mirrors(&parts.method),
             None => cfg.shadow.unmatched == Unmatched::Mirror && config::is_safe(&parts.method),
         };
-        if !eligible || !sampled(cfg.shadow.sample_rate) {
+        // The served cohort is never sampled out: its answer is the candidate's.
+        if !eligible || (serve.is_none() && !sampled(cfg.shadow.sample_rate)) {
             return (meta, Decision::Off);
         }
         if escapes {
@@ -301,6 +334,7 @@ impl Shadow {
                 Decision::Mirror(Plan {
                     target,
                     route: route_idx,
+                    serve,
                     cfg: cfg_arc.clone(),
                     permit,
                 }),
@@ -328,7 +362,7 @@ impl Shadow {
         let secondary = Self::secondary(&cfg, parts);
         Mirror {
             shadow: self.clone(),
-            candidate: self.spawn_candidate(plan, &parts.headers, body),
+            candidate: CandidateSlot::Pending(self.spawn_candidate(plan, &parts.headers, body)),
             route,
             secondary,
             cfg,
@@ -341,7 +375,7 @@ impl Shadow {
         meta: Meta,
         route: Option<usize>,
         legacy: LegacyPending,
-        candidate: tokio::task::JoinHandle<Candidate>,
+        candidate: CandidateSlot,
         secondary: Option<Request<Full<Bytes>>>,
         cfg: Arc<Config>,
     ) {
@@ -381,7 +415,11 @@ impl Shadow {
                         (legacy, held)
                     }
                 };
-                let candidate = match candidate.await {
+                let joined = match candidate {
+                    CandidateSlot::Ready(c) => Ok(c),
+                    CandidateSlot::Pending(h) => h.await,
+                };
+                let candidate = match joined {
                     Ok(c) => c,
                     Err(e) if e.is_panic() => {
                         let msg = panic_message(&*e.into_panic());
@@ -466,10 +504,16 @@ impl Shadow {
     }
 }
 
+/// The candidate's answer: still coming, or already read (a served request waited for it).
+pub enum CandidateSlot {
+    Pending(tokio::task::JoinHandle<Candidate>),
+    Ready(Candidate),
+}
+
 /// A mirrored exchange in flight: the candidate call started, legacy's answer awaited.
 pub struct Mirror {
     shadow: Arc<Shadow>,
-    candidate: tokio::task::JoinHandle<Candidate>,
+    candidate: CandidateSlot,
     route: Option<usize>,
     /// The second legacy call for noise learning, when this exchange was sampled for one.
     secondary: Option<Request<Full<Bytes>>>,
@@ -478,6 +522,68 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// Waits up to `deadline` for the candidate's answer (a served request): `None` when it has
+    /// not come by then (it goes on, and is compared when it comes).
+    pub async fn candidate_within(&mut self, deadline: std::time::Duration) -> Option<&Candidate> {
+        if let CandidateSlot::Pending(h) = &mut self.candidate {
+            let joined = match tokio::time::timeout(deadline, h).await {
+                Err(_) => return None,
+                Ok(j) => j,
+            };
+            let c = joined.unwrap_or_else(|e| {
+                let reason = if e.is_panic() {
+                    crate::telemetry::panic_caught("candidate");
+                    format!(
+                        "candidate call panicked: {}",
+                        panic_message(&*e.into_panic())
+                    )
+                } else {
+                    format!("candidate task failed: {e}")
+                };
+                Candidate::Failed { ms: 0.0, reason }
+            });
+            self.candidate = CandidateSlot::Ready(c);
+        }
+        match &self.candidate {
+            CandidateSlot::Ready(c) => Some(c),
+            CandidateSlot::Pending(_) => None,
+        }
+    }
+
+    /// The mapping chain that reshapes this exchange's candidate answer (for `account`).
+    pub fn candidate_chain(&self, account: Option<&str>) -> Option<Arc<crate::mapping::Chain>> {
+        let r = &self.cfg.routes[self.route?];
+        r.mappings.candidate_for(account).cloned()
+    }
+
+    /// Where mappings run, and their time budget.
+    pub fn mapper(&self) -> (Arc<Runner>, std::time::Duration) {
+        (self.shadow.mapper.clone(), self.cfg.mappings.timeout)
+    }
+
+    /// The configuration the exchange was decided with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A request served by the candidate without a legacy call: recorded, nothing compared.
+    pub fn served_alone(self, meta: Meta) {
+        let mut r = compare::unmirrored(
+            meta,
+            crate::record::Outcome::Skipped(SkipReason::LegacySample),
+            None,
+            None,
+            "served by the candidate without a legacy call (legacy_sample)".into(),
+        );
+        if let CandidateSlot::Ready(c) = &self.candidate {
+            r.candidate_ms = Some(c.ms());
+            if let Candidate::Response { status, .. } = c {
+                r.candidate_status = Some(status.as_u16());
+            }
+        }
+        self.shadow.record(r);
+    }
+
     /// Hands over legacy's answer: the comparison runs (and is recorded) on its own task.
     pub fn finish(self, meta: Meta, legacy: LegacyPending) {
         let secondary = match legacy {
@@ -562,6 +668,7 @@ mod tests {
             method: "GET".into(),
             path: "/x".into(),
             account: None,
+            serving: Default::default(),
         };
         let r = caught(meta.clone(), || {
             let s = "12:0é";

@@ -16,12 +16,58 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. A released step is never edited: changes are new steps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "exchanges, differences per field, examples, kept bodies, presence, noise",
-    sqlite: SCHEMA,
-    postgres: POSTGRES_V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "exchanges, differences per field, examples, kept bodies, presence, noise",
+        sqlite: SCHEMA,
+        postgres: POSTGRES_V1,
+    },
+    Migration {
+        version: 2,
+        description: "rollout: who served each exchange, fallbacks, phases, rollout_events",
+        sqlite: SQLITE_V2,
+        postgres: POSTGRES_V2,
+    },
+];
+
+/// Rollout phases (the partial index holds the candidate cohort's rows only: the report's
+/// served and fallback counts read it, and the other rows cost nothing more to write): each exchange says which vendor answered the caller (`served_by`), why a
+/// request of the candidate cohort fell back to legacy (`fallback`), and the phase in force;
+/// `rollout_events` keeps every change of phase (never pruned: it is the audit trail).
+const SQLITE_V2: &str = "
+ALTER TABLE exchanges ADD COLUMN served_by TEXT;
+ALTER TABLE exchanges ADD COLUMN fallback TEXT;
+ALTER TABLE exchanges ADD COLUMN phase TEXT;
+CREATE INDEX IF NOT EXISTS exchanges_cohort ON exchanges(started_at)
+    WHERE served_by = 'candidate' OR fallback IS NOT NULL;
+CREATE TABLE IF NOT EXISTS rollout_events(
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    from_phase TEXT,
+    to_phase TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    evidence TEXT
+);
+";
+
+const POSTGRES_V2: &str = r#"
+ALTER TABLE exchanges ADD COLUMN served_by text COLLATE "C",
+    ADD COLUMN fallback text COLLATE "C",
+    ADD COLUMN phase text COLLATE "C";
+CREATE INDEX exchanges_cohort ON exchanges(started_at)
+    WHERE served_by = 'candidate' OR fallback IS NOT NULL;
+CREATE TABLE rollout_events(
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    from_phase text COLLATE "C",
+    to_phase text COLLATE "C" NOT NULL,
+    actor text COLLATE "C" NOT NULL,
+    reason text COLLATE "C",
+    evidence text COLLATE "C"
+);
+"#;
 
 /// The newest version.
 pub fn latest() -> i64 {

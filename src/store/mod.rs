@@ -19,6 +19,7 @@ mod pg_conn;
 mod pg_reader;
 mod prune;
 mod query;
+mod rollout;
 mod schema;
 mod sqlite;
 mod writer;
@@ -29,9 +30,10 @@ use std::time::SystemTime;
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use query::{
-    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
+pub use rollout::RolloutStore;
 pub use schema::{open, SCHEMA_VERSION};
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 

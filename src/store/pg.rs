@@ -184,6 +184,9 @@ impl PgSink {
                 r.reason.as_deref().map(|s| super::writer::cut(s, max)),
                 Some(&m.request_id),
                 r.mapping_version.as_deref(),
+                Some(m.serving.served_by.as_str()),
+                m.serving.fallback.map(|f| f.as_str()),
+                m.serving.phase.as_deref(),
             ]);
             for ((field, kind), n) in super::writer::field_counts(&r.diffs) {
                 fields.row(&[
@@ -227,7 +230,8 @@ impl PgSink {
         ex.send(
             &mut tx,
             "COPY exchanges(id, started_at, route, method, path, account, legacy_status, candidate_status,
-             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id, mapping_version) FROM STDIN",
+             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id, mapping_version,
+             served_by, fallback, phase) FROM STDIN",
         )?;
         fields.send(
             &mut tx,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::location::PgUrl;
 use super::query::{
-    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::sqlite::{compared_sql, matched_sql, push_conditions};
@@ -110,6 +110,39 @@ fn count(r: &postgres::Row, i: usize) -> u64 {
 }
 
 impl Reader for PgReader {
+    fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
+                 WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
+                 GROUP BY e.served_by, e.fallback ORDER BY 3 DESC, 1, 2"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| CohortCount {
+                served_by: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                fallback: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn rollout_events(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::rollout::Event>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::rollout::pg_events(&mut c, from, to, limit).map_err(|e| self.err(e))
+    }
+
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
         let column = match by {
             GroupBy::Route => "route",

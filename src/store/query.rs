@@ -25,6 +25,19 @@ pub struct Filter {
     pub mapping_version: Option<String>,
 }
 
+impl Filter {
+    /// Every exchange of the last `d`.
+    pub fn since(d: std::time::Duration) -> Self {
+        Self {
+            from: crate::record::ago(d),
+            to: SystemTime::now() + std::time::Duration::from_secs(1),
+            route: None,
+            account: None,
+            mapping_version: None,
+        }
+    }
+}
+
 /// What [`Reader::outcome_counts`] groups by besides the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
@@ -155,6 +168,15 @@ pub struct KeptExchange {
     pub candidate: Option<KeptSide>,
 }
 
+/// Requests of the candidate cohort with one (served by, fallback reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortCount {
+    /// `candidate` or `legacy` (a fallback).
+    pub served_by: String,
+    pub fallback: Option<String>,
+    pub n: u64,
+}
+
 /// A stored difference's legacy and candidate values, as stored JSON text.
 pub type ExampleValues = (Option<String>, Option<String>);
 
@@ -214,4 +236,16 @@ pub trait Reader {
 
     /// One exchange with up to `max_diffs` of its stored differences, in order.
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError>;
+
+    /// The candidate cohort's requests in the window (served by the candidate, or fallen back
+    /// to legacy) per (served by, fallback reason).
+    fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
+
+    /// The changes of rollout phase in `[from, to)`, oldest first (the newest `limit`).
+    fn rollout_events(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::rollout::Event>, StoreError>;
 }

@@ -13,7 +13,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::query::{
-    DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
     KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::{aggregate_key, StoreError};
@@ -100,6 +100,34 @@ fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
 }
 
 impl Reader for Connection {
+    fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&format!(
+            "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
+             WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
+             GROUP BY e.served_by, e.fallback ORDER BY 3 DESC"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(CohortCount {
+                    served_by: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    fallback: r.get(1)?,
+                    n: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rollout_events(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::rollout::Event>, StoreError> {
+        Ok(super::rollout::sqlite_events(self, from, to, limit)?)
+    }
+
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
         let column = match by {
             GroupBy::Route => "route",

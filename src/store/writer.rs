@@ -459,8 +459,9 @@ fn write_batch(
     {
         let mut ex = tx.prepare_cached(
             "INSERT INTO exchanges(started_at, route, method, path, account, legacy_status, candidate_status,
-             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id, mapping_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             legacy_ms, candidate_ms, outcome, diff_count, reason, request_id, mapping_version,
+             served_by, fallback, phase)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         let mut bd = tx.prepare_cached(
             "INSERT OR REPLACE INTO bodies(exchange_id, side, status, headers, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -491,6 +492,9 @@ fn write_batch(
                 r.reason.as_deref().map(|s| cut(s, max_len)),
                 m.request_id,
                 r.mapping_version,
+                m.serving.served_by.as_str(),
+                m.serving.fallback.map(|f| f.as_str()),
+                m.serving.phase.as_deref(),
             ])?;
             let id = tx.last_insert_rowid();
             hours.push(hour(m.started_at));
@@ -691,6 +695,7 @@ mod tests {
                 method: "GET".into(),
                 path: "/d".into(),
                 account: None,
+                serving: Default::default(),
             },
             legacy_status: Some(200),
             candidate_status: Some(200),

@@ -1,0 +1,380 @@
+//! The rollout's control thread, one per `serve`: it owns the store connection of the rollout
+//! and is the only writer of phase changes in the process.
+//!
+//! - commands (`POST /api/rollout`, a reload that changes `[rollout] phase`): the new phase is
+//!   put in force at once, then written to `rollout_events`; a store that cannot be written
+//!   leaves the change in force here and says so;
+//! - every `[rollout] follow`: the latest stored change is read, and put in force when it is
+//!   newer than the one in force (another instance, or `shadowdiff rollout set`, made it);
+//! - every `[rollout.guard] every`: the guard judges the served cohort and rolls back when a
+//!   limit is crossed with confidence (`auto_rollback`), and promotes when the phase's gate has
+//!   held for `hold` (`auto_promote`).
+//!
+//! Everything here blocks (SQLite, PostgreSQL's synchronous client): it runs on a thread of its
+//! own, never on the async runtime.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{guard, Change, Event, ROLLBACK};
+use crate::config::Config;
+use crate::gate::Verdict;
+use crate::shadow::Shadow;
+use crate::store::{Location, RolloutStore};
+
+/// A change put in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub from: String,
+    pub to: String,
+    /// As stored; `None` when the store could not be written (`error` says why): the change
+    /// is in force in this instance only.
+    pub event: Option<Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a promotion did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    /// The gate of the phase did not pass: the verdict says which criteria failed.
+    #[error("the gate of {} did not pass", .0.phase)]
+    Refused(Box<Verdict>),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// The phase after `phase`, and the verdict of `[gate.PHASE]` over the last `since` that
+/// allows moving to it. The one decision behind `rollout promote`, `POST /api/rollout` and the
+/// automatic promotion.
+pub fn decide_promotion(
+    reader: &dyn crate::store::Reader,
+    cfg: &Config,
+    phase: &str,
+    since: Duration,
+) -> Result<(String, Verdict), PromoteError> {
+    let next = cfg
+        .rollout
+        .next(phase)
+        .map_err(PromoteError::Invalid)?
+        .to_owned();
+    let gate = cfg.gates.get(phase).ok_or_else(|| {
+        PromoteError::Invalid(format!(
+            "no [gate.{phase}] in the config: nothing to decide the promotion on"
+        ))
+    })?;
+    let filter = crate::report::Filter::since(since);
+    let verdict = crate::gate::evaluate_with(reader, phase, gate, &filter, (&cfg.diff).into())
+        .map_err(|e| PromoteError::Store(e.to_string()))?;
+    if verdict.pass {
+        Ok((next, verdict))
+    } else {
+        Err(PromoteError::Refused(Box::new(verdict)))
+    }
+}
+
+enum Command {
+    Set {
+        change: Change,
+        reply: tokio::sync::oneshot::Sender<Result<Applied, String>>,
+    },
+    Promote {
+        actor: String,
+        since: Duration,
+        reply: tokio::sync::oneshot::Sender<Result<Applied, PromoteError>>,
+    },
+}
+
+/// The handle of the control thread; the thread ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    tx: mpsc::Sender<Command>,
+}
+
+/// How often the learned noise fields are read again.
+const NOISE_EVERY: Duration = Duration::from_secs(30);
+
+impl Controller {
+    /// Starts the control thread. The phase stored last is read (and put in force) before this
+    /// returns, so the first request already follows it; a store that cannot be read then
+    /// leaves the config's phase in force until it can.
+    pub fn start(shadow: Arc<Shadow>, location: &Location) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut state = State {
+            store: RolloutStore::new(location),
+            shadow,
+            passing_since: None,
+            last_gate: None,
+            store_warned: false,
+        };
+        std::thread::Builder::new()
+            .name("rollout".into())
+            .spawn(move || {
+                state.follow();
+                let _ = ready_tx.send(());
+                state.run(&rx);
+            })?;
+        // Bounded: a PostgreSQL that does not answer holds the connect timeout at most.
+        let _ = ready_rx.recv_timeout(Duration::from_secs(15));
+        Ok(Self { tx })
+    }
+
+    /// Puts a phase in force (and records it).
+    pub async fn set(&self, change: Change) -> Result<Applied, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Set { change, reply })
+            .map_err(|_| "the rollout control thread has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the rollout control thread has stopped".to_owned())?
+    }
+
+    /// Promotes to the next phase when the gate of the phase in force passes over `since`.
+    pub async fn promote(&self, actor: String, since: Duration) -> Result<Applied, PromoteError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let stopped = || PromoteError::Store("the rollout control thread has stopped".into());
+        self.tx
+            .send(Command::Promote {
+                actor,
+                since,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+struct State {
+    store: RolloutStore,
+    shadow: Arc<Shadow>,
+    /// Automatic promotion: since when the gate has passed without a break.
+    passing_since: Option<Instant>,
+    last_gate: Option<Instant>,
+    store_warned: bool,
+}
+
+impl State {
+    fn run(&mut self, rx: &mpsc::Receiver<Command>) {
+        let mut last_follow = Instant::now();
+        let mut last_guard = Instant::now();
+        let mut last_noise: Option<Instant> = None;
+        loop {
+            let cfg = self.shadow.config();
+            let follow = cfg.rollout.follow;
+            let every = cfg.rollout.guard.every;
+            let next = (last_follow + follow).min(last_guard + every);
+            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(Command::Set { change, reply }) => {
+                    let _ = reply.send(self.apply(&cfg, change));
+                }
+                Ok(Command::Promote {
+                    actor,
+                    since,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.promote(&cfg, actor, since));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if last_follow.elapsed() >= follow {
+                self.follow();
+                last_follow = Instant::now();
+            }
+            if last_noise.is_none_or(|t| t.elapsed() >= NOISE_EVERY) {
+                if let Ok(n) = self.store.noise(cfg.diff.noise.min_count) {
+                    self.shadow.rollout.window.set_noise(n);
+                }
+                last_noise = Some(Instant::now());
+            }
+            if last_guard.elapsed() >= every {
+                self.guard(&cfg);
+                last_guard = Instant::now();
+            }
+        }
+    }
+
+    /// Puts the latest stored change in force when it is newer than the one in force.
+    fn follow(&mut self) {
+        let cfg = self.shadow.config();
+        match self.store.latest() {
+            Ok(Some(ev)) => {
+                self.store_warned = false;
+                let rollout = &self.shadow.rollout;
+                if ev.id <= rollout.active().seq {
+                    return;
+                }
+                if !cfg.rollout.has(&ev.to) {
+                    tracing::error!(phase = %ev.to, id = ev.id, "the store's rollout phase is not in this config: staying in the phase in force");
+                    // Not again for this event.
+                    let a = rollout.active();
+                    rollout.set(&a.phase, ev.id, &a.by);
+                    return;
+                }
+                let old = rollout.set(&ev.to, ev.id, &ev.actor);
+                if *old != *ev.to {
+                    tracing::warn!(from = %old, to = %ev.to, by = %ev.actor, "following the store's rollout phase");
+                }
+                rollout.publish(&cfg.rollout, Some(&old), cfg.accounts.as_ref());
+            }
+            Ok(None) => {
+                self.store_warned = false;
+            }
+            Err(e) => {
+                if !self.store_warned {
+                    tracing::warn!(error = %e, "rollout: the store cannot be read; the phase in force stays");
+                    self.store_warned = true;
+                }
+            }
+        }
+    }
+
+    /// Puts a change in force, then records it.
+    fn apply(&mut self, cfg: &Config, change: Change) -> Result<Applied, String> {
+        if !cfg.rollout.has(&change.to) {
+            let known: Vec<&str> = cfg.rollout.phases.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no phase named {:?} (phases: {})",
+                change.to,
+                known.join(", ")
+            ));
+        }
+        let rollout = &self.shadow.rollout;
+        let before = rollout.active();
+        // In force first: a rollback must not wait for the store.
+        let old = rollout.set(&change.to, before.seq, &change.actor);
+        rollout.publish(&cfg.rollout, Some(&old), cfg.accounts.as_ref());
+        match self.store.append(Some(&old), &change) {
+            Ok(ev) => {
+                rollout.set(&change.to, ev.id, &change.actor);
+                Ok(Applied {
+                    from: old.to_string(),
+                    to: change.to,
+                    event: Some(ev),
+                    error: None,
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, to = %change.to, "rollout change in force here, but not stored: other instances do not follow it");
+                Ok(Applied {
+                    from: old.to_string(),
+                    to: change.to,
+                    event: None,
+                    error: Some(e.to_string()),
+                })
+            }
+        }
+    }
+
+    fn promote(
+        &mut self,
+        cfg: &Config,
+        actor: String,
+        since: Duration,
+    ) -> Result<Applied, PromoteError> {
+        let phase = self.shadow.rollout.active().phase.clone();
+        let reader = crate::store::open_read_only_at(&cfg.store.location(), Duration::from_secs(5))
+            .map_err(|e| PromoteError::Store(e.to_string()))?;
+        let (next, verdict) = decide_promotion(&*reader, cfg, &phase, since)?;
+        drop_off_runtime(reader);
+        self.apply(
+            cfg,
+            Change {
+                to: next.clone(),
+                actor,
+                reason: Some(format!("promoted: the gate of {phase} passed")),
+                evidence: serde_json::to_value(&verdict).ok(),
+            },
+        )
+        .map_err(PromoteError::Invalid)
+    }
+
+    /// The guard: automatic rollback, automatic promotion.
+    fn guard(&mut self, cfg: &Config) {
+        let g = &cfg.rollout.guard;
+        let rollout = self.shadow.rollout.clone();
+        let active = rollout.active();
+        if &*active.phase == ROLLBACK {
+            self.passing_since = None;
+            return;
+        }
+        let report = guard::judge(&rollout.window.tally(g.window), g);
+        if g.auto_rollback && report.breached() {
+            // Another instance may have rolled back already: follow it rather than write twice.
+            self.follow();
+            if &*rollout.active().phase == ROLLBACK {
+                return;
+            }
+            let reason = report.reason();
+            tracing::error!(%reason, "rollout guard: rolling back");
+            let _ = self.apply(
+                cfg,
+                Change {
+                    to: ROLLBACK.into(),
+                    actor: "guard".into(),
+                    reason: Some(format!("automatic rollback: {reason}")),
+                    evidence: Some(json!({ "guard": report })),
+                },
+            );
+            self.passing_since = None;
+            return;
+        }
+        if !g.auto_promote {
+            return;
+        }
+        // The gate reads the store: not more often than every 10 s.
+        if self
+            .last_gate
+            .is_some_and(|t| t.elapsed() < g.every.max(Duration::from_secs(10)))
+        {
+            return;
+        }
+        self.last_gate = Some(Instant::now());
+        let reader =
+            match crate::store::open_read_only_at(&cfg.store.location(), Duration::from_secs(5)) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+        let decided = decide_promotion(&*reader, cfg, &active.phase, g.promote_window);
+        drop_off_runtime(reader);
+        match decided {
+            Ok((next, verdict)) => {
+                let since = *self.passing_since.get_or_insert_with(Instant::now);
+                let phase_age = SystemTime::now()
+                    .duration_since(active.since)
+                    .unwrap_or_default();
+                if since.elapsed() >= g.hold && phase_age >= g.hold && !report.breached() {
+                    tracing::warn!(from = %active.phase, to = %next, "rollout guard: promoting");
+                    let _ = self.apply(
+                        cfg,
+                        Change {
+                            to: next,
+                            actor: "guard".into(),
+                            reason: Some(format!(
+                                "automatic promotion: the gate of {} held for {}",
+                                active.phase,
+                                humantime::format_duration(g.hold)
+                            )),
+                            evidence: serde_json::to_value(&verdict).ok(),
+                        },
+                    );
+                    self.passing_since = None;
+                }
+            }
+            Err(_) => self.passing_since = None,
+        }
+    }
+}
+
+/// Drops a reader (a PostgreSQL client blocks on a runtime of its own when closed; this thread
+/// has none, so it can be dropped here).
+fn drop_off_runtime(r: Box<dyn crate::store::Reader + Send>) {
+    drop(r);
+}
