@@ -46,7 +46,7 @@ pub struct AdminState {
     /// The store writer's counters: `/readyz` fails while its writes fail.
     pub store: Option<Arc<crate::store::StoreStats>>,
     /// `/api/rollout`; `None` where no proxy runs.
-    pub rollout: Option<crate::rollout::api::RolloutHandle>,
+    pub rollout: Option<crate::rollout_control::api::RolloutHandle>,
 }
 
 /// Longest `POST` body read.
@@ -200,7 +200,7 @@ where
                         )
                     }
                 };
-                let (status, v) = crate::rollout::api::post(&h, &body).await;
+                let (status, v) = crate::rollout_control::api::post(&h, &body).await;
                 return json_value_status(status, &v);
             }
             if method != http::Method::GET {
@@ -212,10 +212,16 @@ where
             let since = crate::record::ago(std::time::Duration::from_secs(90 * 86_400));
             blocking(move || {
                 let events = with_store(&state, |store| {
-                    Ok(store.rollout_events(since, SystemTime::now() + std::time::Duration::from_secs(1), 20)?)
+                    Ok(store.rollout_events(
+                        since,
+                        SystemTime::now() + std::time::Duration::from_secs(1),
+                        20,
+                    )?)
                 })
                 .unwrap_or_default();
-                Ok(json_value(&crate::rollout::api::status(&h, &events)))
+                Ok(json_value(&crate::rollout_control::api::status(
+                    &h, &events,
+                )))
             })
             .await
         }

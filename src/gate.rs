@@ -239,10 +239,9 @@ pub fn text(v: &Verdict) -> String {
     );
     for c in &v.checks {
         let measured = c.measured.map_or_else(|| "-".to_owned(), fmt_num);
-        let interval = c.interval.map_or_else(
-            || "-".to_owned(),
-            |(lo, hi)| format!("{lo:.4}..{hi:.4}"),
-        );
+        let interval = c
+            .interval
+            .map_or_else(|| "-".to_owned(), |(lo, hi)| format!("{lo:.4}..{hi:.4}"));
         let _ = writeln!(
             o,
             "  {:<26} {:<20} {:>10} {:>10} {:>17}  {}{}",

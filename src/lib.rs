@@ -23,7 +23,9 @@
 //! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
-//! - [`rollout`]: phases served by the proxy: sticky cohorts, the guard, following the store.
+//! - [`rollout`]: phases served by the proxy: sticky cohorts, the guard's judgement.
+//! - [`rollout_control`]: the thread that follows the store's phase and applies the guard;
+//!   `/api/rollout`.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
 //! - [`cli`]: the command line, one thin function per command.
 
@@ -46,6 +48,7 @@ pub mod redact;
 pub mod reload;
 pub mod report;
 pub mod rollout;
+pub mod rollout_control;
 pub mod server;
 pub mod shadow;
 pub mod store;

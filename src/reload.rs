@@ -26,7 +26,7 @@ pub struct Reloader {
     shadow: Arc<Shadow>,
     overrides: Overrides,
     /// A reload that changes `[rollout] phase` puts that phase in force through it.
-    rollout: Option<crate::rollout::control::Controller>,
+    rollout: Option<crate::rollout_control::Controller>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -40,7 +40,7 @@ impl Reloader {
     pub fn new(
         shadow: Arc<Shadow>,
         overrides: Overrides,
-        rollout: Option<crate::rollout::control::Controller>,
+        rollout: Option<crate::rollout_control::Controller>,
     ) -> Self {
         Self {
             shadow,

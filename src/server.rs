@@ -226,7 +226,7 @@ impl Server {
         let control = {
             let (shadow, location) = (shadow.clone(), cfg.store.location());
             tokio::task::spawn_blocking(move || {
-                crate::rollout::control::Controller::start(shadow, &location)
+                crate::rollout_control::Controller::start(shadow, &location)
             })
             .await
             .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?
@@ -237,7 +237,7 @@ impl Server {
             opts.overrides,
             Some(control.clone()),
         ));
-        let rollout = crate::rollout::api::RolloutHandle {
+        let rollout = crate::rollout_control::api::RolloutHandle {
             controller: control,
             shadow: shadow.clone(),
         };

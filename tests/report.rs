@@ -336,6 +336,8 @@ fn gate_config(dir: &Path, db: &Path) -> PathBuf {
 [store]
 path = "{}"
 [gate.shadow]
+# The measured ratios themselves ([gate.bounded] below judges the same data on intervals).
+confidence = 0
 min_compared = 10
 min_parity = 0.8
 max_candidate_error_rate = 0.1
@@ -348,6 +350,10 @@ max_auth_error_accounts = 0
 [gate.canary.routes.individual]
 min_compared = 5
 [gate.empty]
+[gate.bounded]
+min_compared = 10
+min_parity = 0.8
+max_candidate_error_rate = 0.1
 [[routes]]
 name = "individual"
 path = "/employer/individual/{{id}}"
@@ -421,6 +427,29 @@ fn gate_criteria_pass_and_fail_with_their_measured_values() {
 
     let (code, v) = gate(&cfg, "empty");
     assert_eq!(code, 1, "a gate without criteria must not pass: {v}");
+
+    // By default a share is judged on its Wilson interval at 95 %: 10/12 = 0.83 measured
+    // passes 0.8, but its interval (0.55, 0.95) does not rule out less; 1/14 errors passes
+    // 0.1 measured, and its upper bound (0.31) does not.
+    let (code, v) = gate(&cfg, "bounded");
+    assert_eq!(code, 1, "{v:#}");
+    let p = check(&v, "min_parity", "all");
+    assert_eq!(p["pass"], false);
+    let (lo, hi) = (
+        p["interval"][0].as_f64().unwrap(),
+        p["interval"][1].as_f64().unwrap(),
+    );
+    assert!(
+        (lo - 0.5520).abs() < 1e-3 && (hi - 0.9530).abs() < 1e-3,
+        "{p}"
+    );
+    assert!(
+        p["note"].as_str().unwrap().contains("95% confidence"),
+        "{p}"
+    );
+    let e = check(&v, "max_candidate_error_rate", "all");
+    assert_eq!(e["pass"], false);
+    assert!(e["interval"][1].as_f64().unwrap() > 0.3, "{e}");
 }
 
 #[test]

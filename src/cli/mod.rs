@@ -82,9 +82,9 @@ pub(crate) fn write_err(args: std::fmt::Arguments<'_>, newline: bool) {
 
 mod check;
 mod offline;
+mod rollout_cmd;
 mod serve;
 mod store_cmds;
-mod rollout_cmd;
 
 use check::check;
 use offline::{diff_exchange, diff_files, map_cmd};

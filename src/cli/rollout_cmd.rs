@@ -2,11 +2,14 @@
 //! instance follows within `[rollout] follow`.
 
 use super::*;
-use crate::rollout::control::{decide_promotion, PromoteError};
 use crate::rollout::{Change, Event};
+use crate::rollout_control::{decide_promotion, PromoteError};
 
 /// The phase in force per the store (its latest change), else the config's.
-fn current(cfg: &Config, store: &mut store::RolloutStore) -> anyhow::Result<(String, Option<Event>)> {
+fn current(
+    cfg: &Config,
+    store: &mut store::RolloutStore,
+) -> anyhow::Result<(String, Option<Event>)> {
     let latest = store.latest()?;
     let phase = latest
         .as_ref()
@@ -25,7 +28,10 @@ fn actor(given: Option<String>) -> String {
 }
 
 /// The store the command works on: it must exist (a file is not created here).
-fn open(cfg: &Config, db: Option<PathBuf>) -> anyhow::Result<(store::Location, store::RolloutStore)> {
+fn open(
+    cfg: &Config,
+    db: Option<PathBuf>,
+) -> anyhow::Result<(store::Location, store::RolloutStore)> {
     let location = super::store_location(db, cfg);
     if let store::Location::Sqlite(path) = &location {
         if !path.exists() {
@@ -49,7 +55,10 @@ pub(super) fn status(
     let cfg = config_or_defaults(config, explicit)?;
     let (_, mut rs) = open(&cfg, db)?;
     let (phase, latest) = current(&cfg, &mut rs)?;
-    let events = rs.events(crate::record::ago(std::time::Duration::from_secs(365 * 86_400)), 20)?;
+    let events = rs.events(
+        crate::record::ago(std::time::Duration::from_secs(365 * 86_400)),
+        20,
+    )?;
     let def = cfg.rollout.phases.get(&phase);
     let cohort = cfg
         .accounts
@@ -187,7 +196,9 @@ pub(super) fn promote(
                 }
                 GateFormat::Json => outln!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"promoted": true, "from": from, "to": next, "event": ev, "verdict": verdict}))?
+                    serde_json::to_string_pretty(
+                        &json!({"promoted": true, "from": from, "to": next, "event": ev, "verdict": verdict})
+                    )?
                 ),
             }
             Ok(ExitCode::SUCCESS)
@@ -209,7 +220,9 @@ pub(super) fn promote(
                 }
                 GateFormat::Json => outln!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"promoted": false, "from": from, "verdict": verdict}))?
+                    serde_json::to_string_pretty(
+                        &json!({"promoted": false, "from": from, "verdict": verdict})
+                    )?
                 ),
             }
             Ok(ExitCode::from(1))

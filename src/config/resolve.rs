@@ -250,9 +250,7 @@ impl Config {
                 path: r.path.0,
                 mirror: r.mirror,
                 serve: r.serve,
-                serve_deadline: r
-                    .serve_deadline
-                    .map_or(defaults::SERVE_DEADLINE, |d| d.0),
+                serve_deadline: r.serve_deadline.map_or(defaults::SERVE_DEADLINE, |d| d.0),
                 unknown_account: r.unknown_account.unwrap_or_default(),
                 candidate,
                 rules,
@@ -438,8 +436,7 @@ fn rollout(
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.len() <= 64
-            && n
-                .bytes()
+            && n.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     };
     for (name, def) in raw.phases {
@@ -448,7 +445,7 @@ fn rollout(
         let at = |m: String| format!("line {line}: [rollout.phases.{name}] {m}");
         if !name_ok(&name) {
             return Err(at(
-                "phase names are lowercase letters, digits, '-' and '_'".into(),
+                "phase names are lowercase letters, digits, '-' and '_'".into()
             ));
         }
         let builtin = cfg.phases.get(&name).cloned();
@@ -527,9 +524,9 @@ fn rollout(
     let g = raw.guard;
     let share = |key: &str, v: Option<f64>| -> Result<Option<f64>, String> {
         match v {
-            Some(x) if !(0.0..=1.0).contains(&x) => Err(format!(
-                "[rollout.guard] {key}: {x} is not between 0 and 1"
-            )),
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                Err(format!("[rollout.guard] {key}: {x} is not between 0 and 1"))
+            }
             v => Ok(v),
         }
     };
@@ -558,7 +555,11 @@ fn rollout(
     }
     for (key, v, slot) in [
         ("hold", g.hold, &mut guard.hold),
-        ("promote_window", g.promote_window, &mut guard.promote_window),
+        (
+            "promote_window",
+            g.promote_window,
+            &mut guard.promote_window,
+        ),
         ("every", g.every, &mut guard.every),
     ] {
         if let Some(d) = v {

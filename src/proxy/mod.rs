@@ -266,10 +266,16 @@ impl Proxy {
             Ok(res) => {
                 meta.serving.served_by = ServedBy::Candidate;
                 let this = self.clone();
+                // Counted from now: shutdown and quiesce wait for the comparison this leads to.
+                let guard = self.shadow.tracker.track();
                 tokio::spawn(
                     async move {
+                        let _guard = guard;
                         let (res, ms) = legacy.await.unwrap_or_else(|e| {
-                            (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
+                            (
+                                Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
+                                0.0,
+                            )
                         });
                         crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
                         match res {
@@ -314,7 +320,10 @@ impl Proxy {
                 tracing::debug!(reason = reason.as_str(), "served by legacy: fallback");
                 meta.serving.fallback = Some(reason);
                 let (res, ms) = legacy.await.unwrap_or_else(|e| {
-                    (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
+                    (
+                        Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
+                        0.0,
+                    )
                 });
                 self.legacy_answer(res, ms, Some(mirror), None, meta)
             }
@@ -323,20 +332,17 @@ impl Proxy {
 
     /// Sends the request to legacy from a task of its own; returns its answer and the time to
     /// its head (ms).
-    fn forward_owned(
+    async fn forward_owned(
         self: Arc<Self>,
         mut parts: http::request::Parts,
         head: Bytes,
         peer: SocketAddr,
-    ) -> impl std::future::Future<Output = (Result<Response<Incoming>, LegacyError>, f64)> + Send + 'static
-    {
-        async move {
-            let t0 = Instant::now();
-            let res = self
-                .forward(&mut parts, ReqBody::buffered(head, None), peer)
-                .await;
-            (res, t0.elapsed().as_secs_f64() * 1000.0)
-        }
+    ) -> (Result<Response<Incoming>, LegacyError>, f64) {
+        let t0 = Instant::now();
+        let res = self
+            .forward(&mut parts, ReqBody::buffered(head, None), peer)
+            .await;
+        (res, t0.elapsed().as_secs_f64() * 1000.0)
     }
 
     /// Legacy's answer (or failure) to the caller: streamed through, a copy teed off for the

@@ -71,7 +71,8 @@ pub async fn respond_alone(c: &Candidate, m: Mapper) -> Response<ResBody> {
         // Its own error, as it sent it (decoded headers kept: the body is as received).
         let mut res = response(status, headers, body);
         if let Some(ce) = headers.get(header::CONTENT_ENCODING) {
-            res.headers_mut().insert(header::CONTENT_ENCODING, ce.clone());
+            res.headers_mut()
+                .insert(header::CONTENT_ENCODING, ce.clone());
         }
         if let Some(ct) = headers.get(header::CONTENT_TYPE) {
             res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());

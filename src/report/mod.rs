@@ -183,7 +183,7 @@ pub struct RolloutSection {
     /// Of them, answered by legacy after all, per reason.
     pub fallbacks: BTreeMap<String, u64>,
     /// Changes of phase in the window, oldest first (the last 100).
-    pub events: Vec<crate::rollout::Event>,
+    pub events: Vec<crate::store::RolloutEvent>,
 }
 
 /// What to compute besides the counts.

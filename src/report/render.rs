@@ -186,7 +186,11 @@ fn fallback_list(r: &crate::report::RolloutSection) -> String {
     if r.fallbacks.is_empty() {
         return String::new();
     }
-    let list: Vec<String> = r.fallbacks.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let list: Vec<String> = r
+        .fallbacks
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     format!(" ({})", list.join(", "))
 }
 

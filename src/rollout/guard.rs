@@ -122,7 +122,10 @@ impl Window {
             .seconds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while q.front().is_some_and(|(s, _)| now - *s >= MAX_SECONDS as u64) {
+        while q
+            .front()
+            .is_some_and(|(s, _)| now - *s >= MAX_SECONDS as u64)
+        {
             q.pop_front();
         }
         let mut t = Tally::default();
@@ -296,7 +299,11 @@ mod tests {
         };
         let r = judge(&t, &guard());
         assert!(r.breached());
-        assert!(r.reason().contains("max_fallback_rate 40/200"), "{}", r.reason());
+        assert!(
+            r.reason().contains("max_fallback_rate 40/200"),
+            "{}",
+            r.reason()
+        );
         // Parity 180/200 = 90 % against 95 %: upper bound 93.4 % < 95 %: crossed.
         let t = Tally {
             requests: 200,

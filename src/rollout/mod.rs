@@ -8,11 +8,10 @@
 //!   never changes side while the phase stays, and raising the share only adds accounts.
 //! - [`Rollout`]: the phase in force in this process (changed by the API, the command line
 //!   through the store, a reload, or the guard) and the guard's window of served-cohort
-//!   outcomes. `control.rs` runs the thread that follows the store and applies the guard.
+//!   outcomes. The `rollout_control` module runs the thread that follows the store and applies
+//!   the guard, and answers `/api/rollout`.
 //! - Decisions use Wilson score intervals ([`wilson`]) with a minimum sample, never a raw ratio.
 
-pub mod api;
-pub mod control;
 mod guard;
 
 use std::collections::{BTreeMap, HashSet};
@@ -21,9 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::{RolloutChange as Change, RolloutEvent as Event};
 pub use guard::{judge, Criterion, GuardReport, Tally, Window};
-
-use crate::config::Route;
 
 /// The phases every config has, with their default share of accounts served by the candidate.
 pub const BUILT_IN: [(&str, f64); 5] = [
@@ -178,9 +176,7 @@ impl RolloutConfig {
 
     /// The accounts of `names` that `phase` serves from the candidate (the cohort's size).
     pub fn cohort_size<'a>(&self, phase: &str, names: impl Iterator<Item = &'a str>) -> usize {
-        names
-            .filter(|a| self.account_served(phase, a))
-            .count()
+        names.filter(|a| self.account_served(phase, a)).count()
     }
 
     /// Whether `phase` serves this account from the candidate (on a route that serves).
@@ -294,26 +290,11 @@ pub struct Active {
     pub by: String,
 }
 
-/// One change of phase, as stored in `rollout_events`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub id: i64,
-    pub at: String,
-    pub from: Option<String>,
-    pub to: String,
-    pub actor: String,
-    pub reason: Option<String>,
-    /// The evidence the decision rested on (a gate verdict, the guard's criteria), JSON.
-    pub evidence: Option<serde_json::Value>,
-}
-
-/// A change to record: `from` is filled in by whoever applies it.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub to: String,
-    pub actor: String,
-    pub reason: Option<String>,
-    pub evidence: Option<serde_json::Value>,
+/// What the rollout needs of a route that serves the request's method.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteServing {
+    pub deadline: Duration,
+    pub unknown_account: UnknownAccount,
 }
 
 /// How the rollout treats one request.
@@ -331,6 +312,8 @@ pub struct Plan {
 pub struct Rollout {
     active: RwLock<Arc<Active>>,
     pub window: Window,
+    /// Times the guard has judged the window (it runs every `[rollout.guard] every`).
+    pub checks: std::sync::atomic::AtomicU64,
 }
 
 impl Rollout {
@@ -343,6 +326,7 @@ impl Rollout {
                 by: "config".into(),
             })),
             window: Window::default(),
+            checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -377,20 +361,24 @@ impl Rollout {
     }
 
     /// Sets the rollout gauges for the phase in force (after a change or a reload).
-    pub fn publish(&self, cfg: &RolloutConfig, old: Option<&str>, accounts: Option<&crate::translate::Accounts>) {
+    pub fn publish(
+        &self,
+        cfg: &RolloutConfig,
+        old: Option<&str>,
+        accounts: Option<&crate::translate::Accounts>,
+    ) {
         let phase = self.active().phase.clone();
         let percent = cfg.phases.get(&*phase).map_or(0.0, |d| d.percent);
         let size = accounts.map(|a| cfg.cohort_size(&phase, a.names()));
         crate::telemetry::rollout_phase(old, &phase, percent, size);
     }
 
-    /// How the phase in force treats a request of `method` on `route` (`None`: unmatched),
-    /// from `account` (`None`: unknown). `None` when nothing of it concerns the rollout.
+    /// How the phase in force treats a request from `account` (`None`: unknown) on a route
+    /// (`None`: unmatched, or a route that does not serve this method).
     pub fn plan(
         &self,
         cfg: &RolloutConfig,
-        route: Option<&Route>,
-        method: &http::Method,
+        route: Option<RouteServing>,
         account: Option<&str>,
     ) -> Plan {
         let active = self.active();
@@ -404,9 +392,6 @@ impl Rollout {
         let Some(route) = route else {
             return legacy_only(phase);
         };
-        if !route.serves(method) {
-            return legacy_only(phase);
-        }
         let Some(def) = cfg.phases.get(&*phase) else {
             return legacy_only(phase);
         };
@@ -427,7 +412,7 @@ impl Rollout {
             phase,
             cohort,
             call_legacy,
-            deadline: route.serve_deadline,
+            deadline: route.deadline,
         }
     }
 }
@@ -448,7 +433,10 @@ mod tests {
         assert_eq!(wilson(0, 0, 0.95), None);
         // 95/100: (0.888, 0.978), the textbook figures.
         let (lo, hi) = wilson(95, 100, 0.95).unwrap();
-        assert!((lo - 0.8882).abs() < 1e-3 && (hi - 0.9785).abs() < 1e-3, "{lo} {hi}");
+        assert!(
+            (lo - 0.8882).abs() < 1e-3 && (hi - 0.9785).abs() < 1e-3,
+            "{lo} {hi}"
+        );
         // Everything or nothing still leaves room on one side.
         let (lo, hi) = wilson(10, 10, 0.95).unwrap();
         assert!(lo < 0.75 && hi == 1.0, "{lo} {hi}");

@@ -257,8 +257,12 @@ impl Shadow {
             .and_then(|a| a.lookup(&parts.headers, &query));
         let rollout = self.rollout.plan(
             &cfg.rollout,
-            route,
-            &parts.method,
+            route
+                .filter(|r| r.serves(&parts.method))
+                .map(|r| crate::rollout::RouteServing {
+                    deadline: r.serve_deadline,
+                    unknown_account: r.unknown_account,
+                }),
             account.map(|a| a.name.as_str()),
         );
         let meta = Meta {
@@ -526,9 +530,8 @@ impl Mirror {
     /// not come by then (it goes on, and is compared when it comes).
     pub async fn candidate_within(&mut self, deadline: std::time::Duration) -> Option<&Candidate> {
         if let CandidateSlot::Pending(h) = &mut self.candidate {
-            let joined = match tokio::time::timeout(deadline, h).await {
-                Err(_) => return None,
-                Ok(j) => j,
+            let Ok(joined) = tokio::time::timeout(deadline, h).await else {
+                return None;
             };
             let c = joined.unwrap_or_else(|e| {
                 let reason = if e.is_panic() {

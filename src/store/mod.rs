@@ -30,10 +30,10 @@ use std::time::SystemTime;
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use query::{
-    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
-    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
+    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-pub use rollout::RolloutStore;
+pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
 pub use schema::{open, SCHEMA_VERSION};
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 

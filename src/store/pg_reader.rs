@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::location::PgUrl;
 use super::query::{
-    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
-    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
+    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::sqlite::{compared_sql, matched_sql, push_conditions};
 use super::{aggregate_key, StoreError};
@@ -135,7 +135,7 @@ impl Reader for PgReader {
         from: SystemTime,
         to: SystemTime,
         limit: usize,
-    ) -> Result<Vec<crate::rollout::Event>, StoreError> {
+    ) -> Result<Vec<super::RolloutEvent>, StoreError> {
         let mut c = self
             .client
             .lock()

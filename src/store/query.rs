@@ -247,5 +247,5 @@ pub trait Reader {
         from: SystemTime,
         to: SystemTime,
         limit: usize,
-    ) -> Result<Vec<crate::rollout::Event>, StoreError>;
+    ) -> Result<Vec<super::RolloutEvent>, StoreError>;
 }

@@ -13,7 +13,30 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::location::{Location, PgUrl};
 use super::StoreError;
 use crate::record::rfc3339;
-use crate::rollout::{Change, Event};
+use serde::Serialize;
+
+/// The rollout's rows are written by this module only.
+/// One change of phase, as stored in `rollout_events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// The evidence the decision rested on (a gate verdict, the guard's criteria), JSON.
+    pub evidence: Option<serde_json::Value>,
+}
+
+/// A change to record: `from` is filled in by whoever applies it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub to: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub evidence: Option<serde_json::Value>,
+}
 
 const EVENT_COLUMNS: &str = "id, at, from_phase, to_phase, actor, reason, evidence";
 
@@ -24,7 +47,7 @@ pub struct RolloutStore {
 
 enum Inner {
     Sqlite(std::path::PathBuf, Option<Connection>),
-    Postgres(PgUrl, Option<postgres::Client>),
+    Postgres(PgUrl, Option<Box<postgres::Client>>),
 }
 
 impl Drop for RolloutStore {
@@ -88,7 +111,7 @@ impl RolloutStore {
                             error,
                         }
                     })?;
-                    *client = Some(c);
+                    *client = Some(Box::new(c));
                 }
                 let c = client.as_mut().expect("connected above");
                 pg(c).map_err(|error| {
@@ -111,9 +134,7 @@ impl RolloutStore {
         self.with(
             |c| {
                 c.query_row(
-                    &format!(
-                        "SELECT {EVENT_COLUMNS} FROM rollout_events ORDER BY id DESC LIMIT 1"
-                    ),
+                    &format!("SELECT {EVENT_COLUMNS} FROM rollout_events ORDER BY id DESC LIMIT 1"),
                     [],
                     sqlite_event,
                 )
@@ -182,7 +203,10 @@ impl RolloutStore {
     }
 
     /// The fields learned as noise per route (differed at least `min_count` times).
-    pub fn noise(&mut self, min_count: u64) -> Result<HashMap<String, HashSet<String>>, StoreError> {
+    pub fn noise(
+        &mut self,
+        min_count: u64,
+    ) -> Result<HashMap<String, HashSet<String>>, StoreError> {
         let rows: Vec<(String, String)> = self.with(
             |c| {
                 c.prepare_cached("SELECT route, field FROM noise_fields WHERE differed >= ?1")?

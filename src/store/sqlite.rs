@@ -13,8 +13,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::query::{
-    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter, GroupBy,
-    KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
+    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
@@ -124,7 +124,7 @@ impl Reader for Connection {
         from: SystemTime,
         to: SystemTime,
         limit: usize,
-    ) -> Result<Vec<crate::rollout::Event>, StoreError> {
+    ) -> Result<Vec<super::RolloutEvent>, StoreError> {
         Ok(super::rollout::sqlite_events(self, from, to, limit)?)
     }
 

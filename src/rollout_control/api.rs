@@ -9,8 +9,8 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::control::{Controller, PromoteError};
-use super::{judge, Change};
+use super::{Controller, PromoteError};
+use crate::rollout::{judge, Change};
 use crate::shadow::Shadow;
 
 /// What the admin listener needs of the rollout.
@@ -45,7 +45,7 @@ pub struct Request {
 
 /// The rollout's state as `GET /api/rollout` shows it (`events`: the latest changes, read
 /// from the store by the caller).
-pub fn status(h: &RolloutHandle, events: &[super::Event]) -> Value {
+pub fn status(h: &RolloutHandle, events: &[crate::rollout::Event]) -> Value {
     let cfg = h.shadow.config();
     let r = &cfg.rollout;
     let active = h.shadow.rollout.active();
@@ -67,6 +67,7 @@ pub fn status(h: &RolloutHandle, events: &[super::Event]) -> Value {
             "auto_rollback": r.guard.auto_rollback,
             "auto_promote": r.guard.auto_promote,
             "confidence": r.guard.confidence,
+            "checks": h.shadow.rollout.checks.load(std::sync::atomic::Ordering::Relaxed),
             "report": guard,
         },
         "events": events,
@@ -88,7 +89,7 @@ pub async fn post(h: &RolloutHandle, body: &[u8]) -> (StatusCode, Value) {
         Some(a) if !a.is_empty() => format!("api:{a}"),
         _ => "api".to_owned(),
     };
-    let reason = req.reason.as_deref().map(|r| clean_reason(r));
+    let reason = req.reason.as_deref().map(clean_reason);
     match (req.phase, req.promote) {
         (Some(_), true) | (None, false) => (
             StatusCode::BAD_REQUEST,

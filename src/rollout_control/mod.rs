@@ -1,4 +1,4 @@
-//! The rollout's control thread, one per `serve`: it owns the store connection of the rollout
+//! The rollout's control thread, one per `serve` (and `/api/rollout`, in `api.rs`): it owns the store connection of the rollout
 //! and is the only writer of phase changes in the process.
 //!
 //! - commands (`POST /api/rollout`, a reload that changes `[rollout] phase`): the new phase is
@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{guard, Change, Event, ROLLBACK};
+pub mod api;
+
 use crate::config::Config;
 use crate::gate::Verdict;
+use crate::rollout::{judge, Change, Event, ROLLBACK};
 use crate::shadow::Shadow;
 use crate::store::{Location, RolloutStore};
 
@@ -287,7 +289,7 @@ impl State {
         self.apply(
             cfg,
             Change {
-                to: next.clone(),
+                to: next,
                 actor,
                 reason: Some(format!("promoted: the gate of {phase} passed")),
                 evidence: serde_json::to_value(&verdict).ok(),
@@ -301,11 +303,14 @@ impl State {
         let g = &cfg.rollout.guard;
         let rollout = self.shadow.rollout.clone();
         let active = rollout.active();
+        rollout
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if &*active.phase == ROLLBACK {
             self.passing_since = None;
             return;
         }
-        let report = guard::judge(&rollout.window.tally(g.window), g);
+        let report = judge(&rollout.window.tally(g.window), g);
         if g.auto_rollback && report.breached() {
             // Another instance may have rolled back already: follow it rather than write twice.
             self.follow();
@@ -337,11 +342,11 @@ impl State {
             return;
         }
         self.last_gate = Some(Instant::now());
-        let reader =
-            match crate::store::open_read_only_at(&cfg.store.location(), Duration::from_secs(5)) {
-                Ok(r) => r,
-                Err(_) => return,
-            };
+        let Ok(reader) =
+            crate::store::open_read_only_at(&cfg.store.location(), Duration::from_secs(5))
+        else {
+            return;
+        };
         let decided = decide_promotion(&*reader, cfg, &active.phase, g.promote_window);
         drop_off_runtime(reader);
         match decided {
