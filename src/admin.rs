@@ -417,6 +417,8 @@ fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminE
 struct DashboardData {
     summary: report::Report,
     latest: Vec<ExchangeDetail>,
+    /// The rollout phase in force here, with its share of accounts served by the candidate.
+    phase: Option<(String, Option<f64>)>,
 }
 
 fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
@@ -428,7 +430,17 @@ fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, Admi
                 latest.push(v);
             }
         }
-        Ok(DashboardData { summary, latest })
+        let phase = state.rollout.as_ref().map(|h| {
+            let active = h.shadow.rollout.active();
+            let cfg = h.shadow.config();
+            let percent = cfg.rollout.phases.get(&*active.phase).map(|d| d.percent);
+            (active.phase.to_string(), percent)
+        });
+        Ok(DashboardData {
+            summary,
+            latest,
+            phase,
+        })
     })
 }
 
@@ -451,12 +463,22 @@ fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<Str
 /// Renders the dashboard body.
 fn render_dashboard(d: &DashboardData) -> String {
     let t = &d.summary.totals;
+    let phase = d.phase.as_ref().map_or_else(String::new, |(p, percent)| {
+        format!(
+            "<div class=\"card\">rollout phase<b id=\"phase\">{}</b>{}</div>",
+            esc(p),
+            percent.map_or_else(String::new, |x| format!(
+                "<span class=\"muted\">{x}% of accounts on the candidate</span>"
+            ))
+        )
+    });
     let mut o = format!(
-        "<div class=\"cards\"><div class=\"card\">parity<b id=\"parity\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div></div>",
+        "<div class=\"cards\"><div class=\"card\">parity<b id=\"parity\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div>{phase}</div>",
         pct(t.parity),
         t.compared,
         t.exchanges
     );
+    crate::report::render::rollout_html(&mut o, &d.summary.rollout);
     o.push_str("<h2>Routes</h2><table><tr><th>route</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th>outcomes</th><th>top differing fields</th></tr>");
     for r in &d.summary.routes {
         let outcomes: Vec<String> = r

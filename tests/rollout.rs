@@ -764,3 +764,75 @@ unknown_account = "candidate"
     assert_eq!(rows[2][..2], [json!("ws"), json!("candidate")]);
     sd.stop().await;
 }
+
+/// A fleet on one PostgreSQL store: a rollback on one instance is followed by the others
+/// within `[rollout] follow`; a promotion from the command line too; the report reads the
+/// changes and the cohort's counts back from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_follows_the_phase_in_the_store() {
+    let db = std::thread::spawn(support::pg::database).join().unwrap();
+    let legacy = Upstream::start_unlogged(|_| Reply::json(json!({"served": "legacy"}))).await;
+    let candidate = Upstream::start_unlogged(|_| Reply::json(json!({"served": "candidate"}))).await;
+    let toml = format!(
+        "[store]\nurl = \"{db}\"\n[rollout]\nphase = \"ga\"\nfollow = \"100ms\"\n[[routes]]\nname = \"d\"\npath = \"/d\"\nunknown_account = \"candidate\"\n"
+    );
+    let a = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    let b = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    for sd in [&a, &b] {
+        assert_eq!(get(&sd.url("/d")).await.json()["served"], "candidate");
+    }
+    let (code, body) = admin_post(&a, json!({"phase": "rollback", "reason": "fleet drill"})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(get(&a.url("/d")).await.json()["served"], "legacy");
+    // b follows the store.
+    let mut served = String::new();
+    let mut by_candidate = 2;
+    for _ in 0..200 {
+        served = get(&b.url("/d")).await.json()["served"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if served == "legacy" {
+            break;
+        }
+        by_candidate += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served, "legacy");
+    let st = status(&b).await;
+    assert_eq!(st["phase"], "rollback");
+    assert_eq!(st["by"], "api");
+    assert_eq!(st["events"][0]["reason"], "fleet drill");
+    // A third instance started now begins in the store's phase, not the config's.
+    let c = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    assert_eq!(status(&c).await["phase"], "rollback");
+    assert_eq!(get(&c.url("/d")).await.json()["served"], "legacy");
+    // The command line on the same store: promote refused (no gate for rollback's next), set.
+    let cfg = a.dir.path().join("shadowdiff.toml");
+    let cfg = cfg.to_str().unwrap();
+    let (code, out, err) = run(&["rollout", "set", "canary", "--config", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(&["rollout", "status", "--config", cfg, "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["phase"], "canary");
+    assert_eq!(v["events"].as_array().unwrap().len(), 2);
+    assert_eq!(v["events"][0]["to"], "rollback");
+    for sd in [&a, &b, &c] {
+        sd.quiesce().await;
+    }
+    let (code, out, err) = run(&["report", "--config", cfg, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        r["rollout"]["served_by_candidate"], by_candidate,
+        "{}",
+        r["rollout"]
+    );
+    assert_eq!(r["rollout"]["cohort_requests"], by_candidate);
+    assert_eq!(r["rollout"]["events"].as_array().unwrap().len(), 2);
+    assert_eq!(r["rollout"]["events"][1]["to"], "canary");
+    for sd in [a, b, c] {
+        sd.stop().await;
+    }
+}

@@ -199,7 +199,8 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
-fn rollout_html(o: &mut String, r: &crate::report::RolloutSection) {
+/// The rollout section in HTML (the report's and the dashboard's).
+pub fn rollout_html(o: &mut String, r: &crate::report::RolloutSection) {
     if r.cohort_requests == 0 && r.events.is_empty() {
         return;
     }
