@@ -16,6 +16,12 @@
 //! - its company endpoint answers after 150 ms (candidate latency, never the caller's);
 //! - one employee's title drifts on some requests (sporadic data drift);
 //! - `ssn` and `dob` are redacted before anything is stored (the kept bodies included).
+//!
+//! And the rollout, in three waves of traffic: in `shadow`, the gate refuses the promotion to
+//! `canary` (the planted gaps); a canary drill then serves the pinned account `acme` from the
+//! candidate (a canary of 0 % serves its pins only); the guard sees the served cohort's parity
+//! below its limit with confidence and rolls back on its own (or, on too small a sample, the
+//! demo rolls back by hand, as the runbook's drill does); the last wave is all legacy again.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,6 +70,8 @@ pub struct Outcome {
     pub db: PathBuf,
     pub report: report::Report,
     pub gate: crate::gate::Verdict,
+    /// What the rollout did, one line per step.
+    pub story: Vec<String>,
 }
 
 /// An individual as legacy (Finch-style) returns it.
@@ -279,7 +287,7 @@ fn config_text(legacy: &str, candidate: &str) -> String {
 [proxy]
 listen = "127.0.0.1:0"
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
 [legacy]
 base_url = "{legacy}"
 timeout = "5s"
@@ -325,6 +333,17 @@ path = "/employer/company"
 path = "/unified/hris/company"
 query = {{ integrated_account_id = "{{account.candidate_id}}" }}
 mapping = "mappings/company.jq"
+
+[rollout]
+phase = "shadow"
+pin_candidate = ["acme"]
+[rollout.phases.canary]
+percent = 0            # the drill serves the pinned account only
+[rollout.guard]
+auto_rollback = true
+min_sample = 20
+min_parity = 0.9
+every = "100ms"
 
 [gate.shadow]
 min_compared = 50
@@ -425,6 +444,7 @@ pub async fn run(
     let started = SystemTime::now();
     let server = Server::bind(cfg).await?;
     let addr = server.proxy_addr();
+    let admin = server.admin_addr().context("the demo's admin listener")?;
     let handle = server.handle();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async move {
@@ -434,46 +454,89 @@ pub async fn run(
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let sent = Arc::new(AtomicU64::new(0));
-    let workers = 8.min(requests.max(1));
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let (client, sent) = (client.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = w;
-            while i < requests {
-                let (_, token, _) = ACCOUNTS[i % ACCOUNTS.len()];
-                let path = match i % 5 {
-                    0 | 1 => "/employer/directory".to_owned(),
-                    2 | 3 => format!("/employer/individual/{}", PEOPLE[(i / 5) % PEOPLE.len()].0),
-                    _ => "/employer/company".to_owned(),
-                };
-                let req = Request::get(format!("http://{addr}{path}"))
-                    .header("authorization", token)
-                    .body(Full::default())
-                    .expect("valid request");
-                if let Ok(res) = client.request(req).await {
-                    let _ = res.into_body().collect().await;
+    let wave = Wave {
+        client: &client,
+        addr,
+        sent: &sent,
+        total: requests,
+        progress: &progress,
+    };
+    let mut story = Vec::new();
+    // Wave 1, shadow: the candidate is only compared.
+    let first = requests / 2;
+    wave.send(0, first).await?;
+    handle.quiesce().await;
+    {
+        let cfg = Config::load(&cfg_path)?;
+        let store = crate::store::open_reader(&db)?;
+        let window = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default()
+            + Duration::from_secs(1);
+        story.push(
+            match crate::rollout_control::decide_promotion(&*store, &cfg, "shadow", window) {
+                Ok((next, _)) => format!("rollout promote: shadow → {next} (the gate passed)"),
+                Err(crate::rollout_control::PromoteError::Refused(v)) => {
+                    let failing: Vec<&str> = v
+                        .checks
+                        .iter()
+                        .filter(|c| !c.pass)
+                        .map(|c| c.criterion.as_str())
+                        .collect();
+                    format!(
+                        "rollout promote: refused, the gate of shadow fails ({})",
+                        failing.join(", ")
+                    )
                 }
-                sent.fetch_add(1, Ordering::Relaxed);
-                i += workers;
-            }
-        }));
+                Err(e) => format!("rollout promote: {e}"),
+            },
+        );
     }
-    let mut last = 0;
-    while tasks.iter().any(|t| !t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = sent.load(Ordering::Relaxed) as usize;
-        if now != last {
-            progress(now, requests);
-            last = now;
+    // Wave 2: a canary drill that serves the pinned account from the candidate.
+    let set = admin_call(
+        &client,
+        admin,
+        Some(json!({"phase": "canary", "actor": "demo", "reason": "drill: serve the pinned account acme"})),
+    )
+    .await?;
+    story.push(format!(
+        "rollout set canary (change #{}): the candidate now answers acme, mapped into the legacy schema",
+        set["event"]["id"]
+    ));
+    let second = requests / 3;
+    wave.send(first, second).await?;
+    handle.quiesce().await;
+    let mut state = admin_call(&client, admin, None).await?;
+    for _ in 0..40 {
+        if state["phase"] == "rollback" {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        state = admin_call(&client, admin, None).await?;
     }
-    for t in tasks {
-        t.await?;
+    if state["phase"] == "rollback" {
+        let reason = state["events"]
+            .as_array()
+            .and_then(|e| e.last())
+            .and_then(|e| e["reason"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        story.push(format!("guard: {reason}"));
+    } else {
+        let report = &state["guard"]["report"];
+        admin_call(
+            &client,
+            admin,
+            Some(json!({"phase": "rollback", "actor": "demo", "reason": "rollback drill"})),
+        )
+        .await?;
+        story.push(format!(
+            "guard: no automatic action on {} served requests (min_sample {}); rolled back by hand (the drill)",
+            report["tally"]["requests"], report["min_sample"]
+        ));
     }
-    if last != requests {
-        progress(requests, requests);
-    }
+    // Wave 3: everything on legacy again.
+    wave.send(first + second, requests - first - second).await?;
     handle.quiesce().await;
     let _ = stop_tx.send(());
     running.await?;
@@ -492,11 +555,104 @@ pub async fn run(
     let json = out_dir.join("demo.json");
     std::fs::write(&html, report::render::html(&rep))?;
     std::fs::write(&json, report::render::json(&rep))?;
+    let r = &rep.rollout;
+    story.push(format!(
+        "served: {} of acme's requests by the candidate, {} by legacy after a fallback; every request after the rollback by legacy",
+        r.served_by_candidate,
+        r.fallbacks.values().sum::<u64>()
+    ));
     Ok(Outcome {
         html,
         json,
         db,
         report: rep,
         gate,
+        story,
     })
+}
+
+/// Sends the demo's traffic through the proxy, counting towards one progress bar.
+struct Wave<'a, P: Fn(usize, usize)> {
+    client: &'a hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    addr: SocketAddr,
+    sent: &'a Arc<AtomicU64>,
+    total: usize,
+    progress: &'a P,
+}
+
+impl<P: Fn(usize, usize)> Wave<'_, P> {
+    /// Requests `from..from + n` of the demo's sequence (accounts and routes in turn).
+    async fn send(&self, from: usize, n: usize) -> anyhow::Result<()> {
+        let workers = 8.min(n.max(1));
+        let end = from + n;
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (client, sent, addr) = (self.client.clone(), self.sent.clone(), self.addr);
+            tasks.push(tokio::spawn(async move {
+                let mut i = from + w;
+                while i < end {
+                    let (_, token, _) = ACCOUNTS[i % ACCOUNTS.len()];
+                    let path = match i % 5 {
+                        0 | 1 => "/employer/directory".to_owned(),
+                        2 | 3 => {
+                            format!("/employer/individual/{}", PEOPLE[(i / 5) % PEOPLE.len()].0)
+                        }
+                        _ => "/employer/company".to_owned(),
+                    };
+                    let req = Request::get(format!("http://{addr}{path}"))
+                        .header("authorization", token)
+                        .body(Full::default())
+                        .expect("valid request");
+                    if let Ok(res) = client.request(req).await {
+                        let _ = res.into_body().collect().await;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += workers;
+                }
+            }));
+        }
+        let mut last = 0;
+        while tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.sent.load(Ordering::Relaxed) as usize;
+            if now != last {
+                (self.progress)(now, self.total);
+                last = now;
+            }
+        }
+        for t in tasks {
+            t.await?;
+        }
+        (self.progress)(self.sent.load(Ordering::Relaxed) as usize, self.total);
+        Ok(())
+    }
+}
+
+/// `GET /api/rollout`, or `POST` it with `body`; the JSON answer.
+async fn admin_call(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    admin: SocketAddr,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let url = format!("http://{admin}/api/rollout");
+    let req = match body {
+        Some(b) => Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(b.to_string()))),
+        None => Request::get(url).body(Full::default()),
+    }?;
+    let res = client.request(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)?;
+    if !status.is_success() {
+        anyhow::bail!("/api/rollout answered {status}: {v}");
+    }
+    Ok(v)
 }

@@ -388,6 +388,24 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
     );
     assert_eq!(json["needs_reauth"], json!(["initech"]));
     assert!(out.contains("gate shadow: FAIL"), "{out}");
+    // The rollout: a promotion refused, a canary drill, a rollback (by the guard, or by hand on
+    // 60 requests: too few for the guard's minimum sample).
+    assert!(
+        out.contains(
+            "rollout promote: refused, the gate of shadow fails (min_compared, min_parity"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("rollout set canary (change #1)"), "{out}");
+    assert!(out.contains("rolled back by hand"), "{out}");
+    let events: Vec<&str> = json["rollout"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["canary", "rollback"]);
+    assert!(json["rollout"]["served_by_candidate"].as_u64().unwrap() > 0);
     // Redacted before storage.
     let bytes = db_bytes(&dir.path().join("out/demo/demo.db"));
     assert!(!contains(&bytes, b"123-45-678"), "an ssn reached the store");

@@ -86,6 +86,10 @@ pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
     errln!();
     outln!("{}", report::render::markdown(&o.report));
     outln!("{}", gate::text(&o.gate));
+    outln!("rollout:");
+    for line in &o.story {
+        outln!("  {line}");
+    }
     outln!("report: {}  (JSON: {})", o.html.display(), o.json.display());
     outln!(
         "store:  {}  (try: shadowdiff report --db {} --since 1h)",

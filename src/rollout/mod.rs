@@ -35,6 +35,9 @@ pub const BUILT_IN: [(&str, f64); 5] = [
 /// The phase that sends everything to legacy, pins included: where the guard and a rollback go.
 pub const ROLLBACK: &str = "rollback";
 
+/// The phase that serves no one (the candidate is only compared), pins included.
+pub const SHADOW: &str = "shadow";
+
 /// Buckets of the cohort hash: shares have a resolution of 0.01 %.
 pub const BUCKETS: u32 = 10_000;
 
@@ -110,8 +113,8 @@ pub struct RolloutConfig {
     /// The phases `promote` walks, in order (`rollback` is not one of them).
     pub order: Vec<String>,
     pub phases: BTreeMap<String, PhaseDef>,
-    /// Accounts served by the candidate in every phase but `rollback` (and `shadow`, which
-    /// serves no one: pins take effect once a phase serves).
+    /// Accounts served by the candidate in every phase but `shadow` and `rollback` (which
+    /// serve no one), whatever the phase's share: a canary of 0 % serves exactly its pins.
     pub pin_candidate: HashSet<String>,
     /// Accounts always served by legacy.
     pub pin_legacy: HashSet<String>,
@@ -184,10 +187,10 @@ impl RolloutConfig {
         let Some(def) = self.phases.get(phase) else {
             return false;
         };
-        if phase == ROLLBACK || self.pin_legacy.contains(account) {
+        if phase == ROLLBACK || phase == SHADOW || self.pin_legacy.contains(account) {
             return false;
         }
-        if def.percent > 0.0 && self.pin_candidate.contains(account) {
+        if self.pin_candidate.contains(account) {
             return true;
         }
         in_cohort(&self.salt, account, def.percent)
