@@ -836,3 +836,88 @@ async fn a_fleet_follows_the_phase_in_the_store() {
         sd.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_phase_is_a_recorded_change() {
+    let legacy = Upstream::start_unlogged(|_| Reply::json(json!({"served": "legacy"}))).await;
+    let candidate = Upstream::start_unlogged(|_| Reply::json(json!({"served": "candidate"}))).await;
+    let toml = "[rollout]\nphase = \"shadow\"\n[[routes]]\nname = \"d\"\npath = \"/d\"\nunknown_account = \"candidate\"\n";
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    assert_eq!(get(&sd.url("/d")).await.json()["served"], "legacy");
+    let cfg = sd.dir.path().join("shadowdiff.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("phase = \"shadow\"", "phase = \"ga\"")).unwrap();
+    let got = send(
+        Request::post(format!("http://{}/api/reload", sd.admin.unwrap()))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(get(&sd.url("/d")).await.json()["served"], "candidate");
+    let st = status(&sd).await;
+    assert_eq!(st["phase"], "ga");
+    assert_eq!(st["by"], "reload");
+    assert_eq!(
+        sd.rows("SELECT from_phase, to_phase, actor FROM rollout_events"),
+        vec![vec![json!("shadow"), json!("ga"), json!("reload")]]
+    );
+    // A reload that leaves the key alone changes nothing: the store's phase stays.
+    let got = send(
+        Request::post(format!("http://{}/api/reload", sd.admin.unwrap()))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(sd.rows("SELECT id FROM rollout_events").len(), 1);
+    sd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_promotes_once_the_gate_has_held() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let toml = r#"
+[rollout]
+phase = "shadow"
+follow = "100ms"
+[rollout.guard]
+auto_promote = true
+hold = "300ms"
+every = "50ms"
+promote_window = "1h"
+[gate.shadow]
+min_compared = 10
+min_parity = 0.5
+[[routes]]
+name = "d"
+path = "/d"
+"#;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    // Nothing compared yet: the gate fails, nothing moves.
+    for _ in 0..20 {
+        get(&sd.url("/d")).await;
+    }
+    sd.quiesce().await;
+    let mut st = status(&sd).await;
+    for _ in 0..300 {
+        if st["phase"] == "canary" && st["event_id"].as_i64() > Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        st = status(&sd).await;
+    }
+    assert_eq!(st["phase"], "canary", "{st}");
+    assert_eq!(st["by"], "guard");
+    let ev = sd.rows("SELECT from_phase, to_phase, actor, reason, evidence FROM rollout_events");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(ev[0][3]
+        .as_str()
+        .unwrap()
+        .starts_with("automatic promotion: the gate of shadow held"));
+    let evidence: Value = serde_json::from_str(ev[0][4].as_str().unwrap()).unwrap();
+    assert_eq!(evidence["pass"], true);
+    // canary has no [gate.canary]: it stays there.
+    sd.stop().await;
+}

@@ -27,6 +27,7 @@ pub(super) fn diff_files(
             legacy: r.mappings.legacy.as_deref(),
             runner: Some(&runner),
             timeout: cfg.mappings.timeout,
+            premapped: None,
         };
         // Documents in, documents out: `None` never comes back for a side that had one.
         let (ml, mc) = maps

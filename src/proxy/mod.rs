@@ -263,8 +263,11 @@ impl Proxy {
             Some(c) => serve::respond(c, m).await,
         };
         match served {
-            Ok(res) => {
+            Ok((res, mapped)) => {
                 meta.serving.served_by = ServedBy::Candidate;
+                if let Some(doc) = mapped {
+                    mirror.set_premapped(doc);
+                }
                 let this = self.clone();
                 // Counted from now: shutdown and quiesce wait for the comparison this leads to.
                 let guard = self.shadow.tracker.track();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::Value;
 
 use super::body::ResBody;
 use crate::mapping::{runner::Runner, Chain};
@@ -34,11 +35,15 @@ pub struct Mapper {
     pub max_body: usize,
 }
 
-/// The response to serve from the candidate's answer, or why it cannot be served.
-pub async fn respond(c: &Candidate, m: Mapper) -> Result<Response<ResBody>, Fallback> {
+/// The response to serve from the candidate's answer (with the mapped document, when a chain
+/// made one: the comparison reuses it), or why it cannot be served.
+pub async fn respond(
+    c: &Candidate,
+    m: Mapper,
+) -> Result<(Response<ResBody>, Option<Value>), Fallback> {
     let (status, headers, body) = check(c)?;
-    let bytes = body_of(status, headers, body, m).await?;
-    Ok(response(status, headers, bytes))
+    let (bytes, mapped) = body_of(status, headers, body, m).await?;
+    Ok((response(status, headers, bytes), mapped))
 }
 
 /// The candidate's answer as it is, for a request served without a legacy call (nothing to
@@ -80,7 +85,7 @@ pub async fn respond_alone(c: &Candidate, m: Mapper) -> Response<ResBody> {
         return res;
     }
     match body_of(status, headers, body, m).await {
-        Ok(b) => response(status, headers, b),
+        Ok((b, _)) => response(status, headers, b),
         Err(f) => super::json_response(
             StatusCode::BAD_GATEWAY,
             "candidate_unservable",
@@ -121,13 +126,13 @@ fn check(c: &Candidate) -> Result<(StatusCode, &HeaderMap, Bytes), Fallback> {
 }
 
 /// Decodes, parses and maps the body. An empty body (a 204, say) is served empty; any other
-/// must be JSON.
+/// must be JSON. The mapped document comes back too.
 async fn body_of(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
     m: Mapper,
-) -> Result<Bytes, Fallback> {
+) -> Result<(Bytes, Option<Value>), Fallback> {
     let ce = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
@@ -137,7 +142,7 @@ async fn body_of(
     })?;
     if decoded.iter().all(u8::is_ascii_whitespace) {
         return if status == StatusCode::NO_CONTENT || m.chain.is_none() {
-            Ok(Bytes::new())
+            Ok((Bytes::new(), None))
         } else {
             Err(Fallback::NotJson)
         };
@@ -145,15 +150,14 @@ async fn body_of(
     let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
     let Some(chain) = m.chain else {
         // No mapping: the candidate's JSON as it sent it.
-        return Ok(decoded);
+        return Ok((decoded, None));
     };
     let mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
         .await
         .map_err(|_| Fallback::MappingError)?
         .map_err(|_| Fallback::MappingError)?;
-    serde_json::to_vec(&mapped)
-        .map(Bytes::from)
-        .map_err(|_| Fallback::MappingError)
+    let bytes = serde_json::to_vec(&mapped).map_err(|_| Fallback::MappingError)?;
+    Ok((Bytes::from(bytes), Some(mapped)))
 }
 
 fn response(status: StatusCode, from: &HeaderMap, body: Bytes) -> Response<ResBody> {

@@ -1,9 +1,9 @@
-//! The rollout's control thread, one per `serve` (and `/api/rollout`, in `api.rs`): it owns the store connection of the rollout
-//! and is the only writer of phase changes in the process.
+//! The rollout's control thread, one per `serve` (and `/api/rollout`, in `api.rs`): it owns the
+//! store connection of the rollout and is the only writer of phase changes in the process.
 //!
-//! - commands (`POST /api/rollout`, a reload that changes `[rollout] phase`): the new phase is
-//!   put in force at once, then written to `rollout_events`; a store that cannot be written
-//!   leaves the change in force here and says so;
+//! - changes (`POST /api/rollout`, a reload that changes `[rollout] phase`): put in force by the
+//!   caller at once ([`Controller::set`]), then written to `rollout_events` by this thread; a
+//!   store that cannot be written leaves the change in force here and says so;
 //! - every `[rollout] follow`: the latest stored change is read, and put in force when it is
 //!   newer than the one in force (another instance, or `shadowdiff rollout set`, made it);
 //! - every `[rollout.guard] every`: the guard judges the served cohort and rolls back when a
@@ -11,7 +11,9 @@
 //!   held for `hold` (`auto_promote`).
 //!
 //! Everything here blocks (SQLite, PostgreSQL's synchronous client): it runs on a thread of its
-//! own, never on the async runtime.
+//! own, never on the async runtime. After a failed store read the reads back off (1 s doubling
+//! to 30 s) so that a database that does not answer holds the guard up as little as it can (one
+//! connection attempt, bounded by `PGCONNECT_TIMEOUT`, at a time).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -82,9 +84,11 @@ pub fn decide_promotion(
 }
 
 enum Command {
-    Set {
+    /// A change already in force: to be written to the store.
+    Record {
+        from: String,
         change: Change,
-        reply: tokio::sync::oneshot::Sender<Result<Applied, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Event, String>>,
     },
     Promote {
         actor: String,
@@ -94,10 +98,25 @@ enum Command {
 }
 
 /// The handle of the control thread; the thread ends when the last handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Controller {
     tx: mpsc::Sender<Command>,
+    shadow: Arc<Shadow>,
 }
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+/// How long `set` waits for its change to be written before it answers without the record
+/// (the change is in force already; the control thread goes on trying to write it).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Backoff of the store reads after a failure (a database that does not answer must not hold
+/// the guard up): doubling from 1 s to this.
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How often the learned noise fields are read again.
 const NOISE_EVERY: Duration = Duration::from_secs(30);
@@ -111,10 +130,12 @@ impl Controller {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut state = State {
             store: RolloutStore::new(location),
-            shadow,
+            shadow: shadow.clone(),
             passing_since: None,
             last_gate: None,
             store_warned: false,
+            store_retry: None,
+            backoff: Duration::from_secs(1),
         };
         std::thread::Builder::new()
             .name("rollout".into())
@@ -125,17 +146,44 @@ impl Controller {
             })?;
         // Bounded: a PostgreSQL that does not answer holds the connect timeout at most.
         let _ = ready_rx.recv_timeout(Duration::from_secs(15));
-        Ok(Self { tx })
+        Ok(Self { tx, shadow })
     }
 
-    /// Puts a phase in force (and records it).
+    /// Puts a phase in force at once (the next request follows it), then records it: the
+    /// answer says whether the store has it.
     pub async fn set(&self, change: Change) -> Result<Applied, String> {
+        let cfg = self.shadow.config();
+        check_phase(&cfg, &change.to)?;
+        let rollout = &self.shadow.rollout;
+        let old = rollout.set(&change.to, rollout.active().seq, &change.actor);
+        rollout.publish(&cfg.rollout, Some(&old), cfg.accounts.as_ref());
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Command::Set { change, reply })
-            .map_err(|_| "the rollout control thread has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the rollout control thread has stopped".to_owned())?
+        let mut applied = Applied {
+            from: old.to_string(),
+            to: change.to.clone(),
+            event: None,
+            error: None,
+        };
+        let sent = self.tx.send(Command::Record {
+            from: old.to_string(),
+            change,
+            reply,
+        });
+        applied.error = match sent {
+            Err(_) => Some("the rollout control thread has stopped: not recorded".into()),
+            Ok(()) => match tokio::time::timeout(RECORD_WAIT, rx).await {
+                Ok(Ok(Ok(ev))) => {
+                    applied.event = Some(ev);
+                    None
+                }
+                Ok(Ok(Err(e))) => Some(e),
+                Ok(Err(_)) => Some("the rollout control thread has stopped: not recorded".into()),
+                Err(_) => Some(format!(
+                    "in force here; not recorded within {RECORD_WAIT:?} (the store is slow or down): other instances do not follow it yet"
+                )),
+            },
+        };
+        Ok(applied)
     }
 
     /// Promotes to the next phase when the gate of the phase in force passes over `since`.
@@ -160,6 +208,21 @@ struct State {
     passing_since: Option<Instant>,
     last_gate: Option<Instant>,
     store_warned: bool,
+    /// After a failed store read: not before then.
+    store_retry: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Whether `phase` is a phase of the config, or why not.
+fn check_phase(cfg: &Config, phase: &str) -> Result<(), String> {
+    if cfg.rollout.has(phase) {
+        return Ok(());
+    }
+    let known: Vec<&str> = cfg.rollout.phases.keys().map(String::as_str).collect();
+    Err(format!(
+        "no phase named {phase:?} (phases: {})",
+        known.join(", ")
+    ))
 }
 
 impl State {
@@ -173,8 +236,12 @@ impl State {
             let every = cfg.rollout.guard.every;
             let next = (last_follow + follow).min(last_guard + every);
             match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok(Command::Set { change, reply }) => {
-                    let _ = reply.send(self.apply(&cfg, change));
+                Ok(Command::Record {
+                    from,
+                    change,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.record(&from, &change));
                 }
                 Ok(Command::Promote {
                     actor,
@@ -190,7 +257,7 @@ impl State {
                 self.follow();
                 last_follow = Instant::now();
             }
-            if last_noise.is_none_or(|t| t.elapsed() >= NOISE_EVERY) {
+            if self.store_retry.is_none() && last_noise.is_none_or(|t| t.elapsed() >= NOISE_EVERY) {
                 if let Ok(n) = self.store.noise(cfg.diff.noise.min_count) {
                     self.shadow.rollout.window.set_noise(n);
                 }
@@ -205,8 +272,16 @@ impl State {
 
     /// Puts the latest stored change in force when it is newer than the one in force.
     fn follow(&mut self) {
+        if self.store_retry.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         let cfg = self.shadow.config();
-        match self.store.latest() {
+        let latest = self.store.latest();
+        if latest.is_ok() {
+            self.store_retry = None;
+            self.backoff = Duration::from_secs(1);
+        }
+        match latest {
             Ok(Some(ev)) => {
                 self.store_warned = false;
                 let rollout = &self.shadow.rollout;
@@ -234,45 +309,45 @@ impl State {
                     tracing::warn!(error = %e, "rollout: the store cannot be read; the phase in force stays");
                     self.store_warned = true;
                 }
+                self.store_retry = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_STORE_BACKOFF);
+            }
+        }
+    }
+
+    /// Writes a change already in force; stamps the phase in force with its id when it is
+    /// still that change's.
+    fn record(&mut self, from: &str, change: &Change) -> Result<Event, String> {
+        match self.store.append(Some(from), change) {
+            Ok(ev) => {
+                let rollout = &self.shadow.rollout;
+                let active = rollout.active();
+                if *active.phase == *change.to && active.seq < ev.id {
+                    rollout.set(&change.to, ev.id, &change.actor);
+                }
+                Ok(ev)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, to = %change.to, "rollout change in force here, but not stored: other instances do not follow it");
+                Err(e.to_string())
             }
         }
     }
 
     /// Puts a change in force, then records it.
     fn apply(&mut self, cfg: &Config, change: Change) -> Result<Applied, String> {
-        if !cfg.rollout.has(&change.to) {
-            let known: Vec<&str> = cfg.rollout.phases.keys().map(String::as_str).collect();
-            return Err(format!(
-                "no phase named {:?} (phases: {})",
-                change.to,
-                known.join(", ")
-            ));
-        }
+        check_phase(cfg, &change.to)?;
         let rollout = &self.shadow.rollout;
-        let before = rollout.active();
         // In force first: a rollback must not wait for the store.
-        let old = rollout.set(&change.to, before.seq, &change.actor);
+        let old = rollout.set(&change.to, rollout.active().seq, &change.actor);
         rollout.publish(&cfg.rollout, Some(&old), cfg.accounts.as_ref());
-        match self.store.append(Some(&old), &change) {
-            Ok(ev) => {
-                rollout.set(&change.to, ev.id, &change.actor);
-                Ok(Applied {
-                    from: old.to_string(),
-                    to: change.to,
-                    event: Some(ev),
-                    error: None,
-                })
-            }
-            Err(e) => {
-                tracing::error!(error = %e, to = %change.to, "rollout change in force here, but not stored: other instances do not follow it");
-                Ok(Applied {
-                    from: old.to_string(),
-                    to: change.to,
-                    event: None,
-                    error: Some(e.to_string()),
-                })
-            }
-        }
+        let recorded = self.record(&old, &change);
+        Ok(Applied {
+            from: old.to_string(),
+            to: change.to,
+            event: recorded.as_ref().ok().cloned(),
+            error: recorded.err(),
+        })
     }
 
     fn promote(
@@ -334,11 +409,10 @@ impl State {
         if !g.auto_promote {
             return;
         }
-        // The gate reads the store: not more often than every 10 s.
-        if self
-            .last_gate
-            .is_some_and(|t| t.elapsed() < g.every.max(Duration::from_secs(10)))
-        {
+        // The gate reads the store (a report over `promote_window`): about ten times per `hold`,
+        // at most every 5 minutes, at least every `every`.
+        let gate_every = (g.hold / 10).clamp(g.every, Duration::from_secs(300).max(g.every));
+        if self.last_gate.is_some_and(|t| t.elapsed() < gate_every) {
             return;
         }
         self.last_gate = Some(Instant::now());

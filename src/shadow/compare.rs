@@ -93,6 +93,9 @@ pub struct Maps<'m> {
     pub legacy: Option<&'m Chain>,
     pub runner: Option<&'m Runner>,
     pub timeout: std::time::Duration,
+    /// The candidate's document already decoded, parsed and mapped by `candidate` (a request
+    /// served from the candidate did it for the caller): compared as it is, not mapped again.
+    pub premapped: Option<&'m Value>,
 }
 
 impl Maps<'_> {
@@ -599,10 +602,25 @@ fn compare_sides(
     let mut outcome = Outcome::Match;
     let mut reason = None;
     let mut present = Vec::new();
-    let (l_json, c_json) = match (parse_body(&l_raw), parse_body(&c_raw)) {
-        (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
-        (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
-        (l, c) => (l.json(), c.json()),
+    let (l_json, c_json, maps) = match maps.premapped {
+        // Served from the candidate: its document was mapped for the caller already.
+        Some(pre) => match parse_body(&l_raw) {
+            Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
+            l => (
+                l.json(),
+                Some(pre.clone()),
+                Maps {
+                    candidate: None,
+                    premapped: None,
+                    ..maps
+                },
+            ),
+        },
+        None => match (parse_body(&l_raw), parse_body(&c_raw)) {
+            (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
+            (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
+            (l, c) => (l.json(), c.json(), maps),
+        },
     };
     // Mappings reshape the parsed documents before anything is compared.
     let (l_json, c_json) = match map_sides(l_json, c_json, &maps) {

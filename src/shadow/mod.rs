@@ -367,6 +367,7 @@ impl Shadow {
         Mirror {
             shadow: self.clone(),
             candidate: CandidateSlot::Pending(self.spawn_candidate(plan, &parts.headers, body)),
+            premapped: None,
             route,
             secondary,
             cfg,
@@ -379,7 +380,7 @@ impl Shadow {
         meta: Meta,
         route: Option<usize>,
         legacy: LegacyPending,
-        candidate: CandidateSlot,
+        (candidate, premapped): (CandidateSlot, Option<Arc<serde_json::Value>>),
         secondary: Option<Request<Full<Bytes>>>,
         cfg: Arc<Config>,
     ) {
@@ -467,6 +468,7 @@ impl Shadow {
                         legacy: leg,
                         runner: Some(&shadow.mapper),
                         timeout: cfg.mappings.timeout,
+                        premapped: premapped.as_deref(),
                     };
                     compare::compare(
                         meta,
@@ -518,6 +520,8 @@ pub enum CandidateSlot {
 pub struct Mirror {
     shadow: Arc<Shadow>,
     candidate: CandidateSlot,
+    /// The candidate's document as mapped for the caller (a served request).
+    premapped: Option<Arc<serde_json::Value>>,
     route: Option<usize>,
     /// The second legacy call for noise learning, when this exchange was sampled for one.
     secondary: Option<Request<Full<Bytes>>>,
@@ -559,6 +563,12 @@ impl Mirror {
         r.mappings.candidate_for(account).cloned()
     }
 
+    /// The candidate's document as it was mapped to be served: the comparison uses it instead
+    /// of mapping the body again.
+    pub fn set_premapped(&mut self, doc: serde_json::Value) {
+        self.premapped = Some(Arc::new(doc));
+    }
+
     /// Where mappings run, and their time budget.
     pub fn mapper(&self) -> (Arc<Runner>, std::time::Duration) {
         (self.shadow.mapper.clone(), self.cfg.mappings.timeout)
@@ -597,7 +607,7 @@ impl Mirror {
             meta,
             self.route,
             legacy,
-            self.candidate,
+            (self.candidate, self.premapped),
             secondary,
             self.cfg,
         );
