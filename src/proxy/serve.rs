@@ -147,11 +147,15 @@ async fn body_of(
             Err(Fallback::NotJson)
         };
     }
-    let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
     let Some(chain) = m.chain else {
-        // No mapping: the candidate's JSON as it sent it.
-        return Ok((decoded, None));
+        // No mapping: the candidate's JSON as it sent it, checked without building a document
+        // (nothing allocated; the comparison parses it anyway).
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(&decoded) {
+            Ok(_) => Ok((decoded, None)),
+            Err(_) => Err(Fallback::NotJson),
+        };
     };
+    let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
     let mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
         .await
         .map_err(|_| Fallback::MappingError)?
