@@ -214,9 +214,10 @@ impl Server {
         if cfg.routes.iter().any(|r| !r.mappings.is_empty()) {
             mapper.warm();
         }
+        let serve_client = client("candidate", cfg.candidate.ca_file.as_deref())?;
         let shadow = Arc::new(Shadow::new(
             cfg.clone(),
-            candidate_client,
+            (candidate_client, serve_client),
             legacy_again,
             store.handle(),
             runtime.handle().clone(),

@@ -232,16 +232,13 @@ impl Proxy {
         serve: crate::shadow::Serve,
         peer: SocketAddr,
     ) -> Response<ResBody> {
-        let mapper = |m: &Mirror, account: Option<&str>| {
-            let (runner, timeout) = m.mapper();
-            serve::Mapper {
-                chain: m.candidate_chain(account),
-                runner,
-                timeout,
-                max_body: self.max_body,
-            }
+        let (runner, timeout) = mirror.mapper();
+        let m = serve::Mapper {
+            chain: mirror.candidate_chain(meta.account.as_deref()),
+            runner,
+            timeout,
+            max_body: self.max_body,
         };
-        let m = mapper(&mirror, meta.account.as_deref());
         if !serve.call_legacy {
             // No legacy call: no fallback and no comparison (README "Rollout runbook").
             let res = match mirror.candidate_within(Duration::MAX).await {

@@ -74,7 +74,18 @@ impl Shadow {
         let this = self.clone();
         let guard = self.tracker.track();
         let cfg_arc = plan.cfg.clone();
-        self.rt.spawn(
+        // A served request's candidate call is on the caller's path: it runs on the caller's
+        // runtime (normal priority) with a client of its own; a shadow call on the shadow runtime.
+        let served = plan.serve.is_some();
+        let (rt, client) = if served {
+            (
+                tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.rt.clone()),
+                self.serve_client.clone(),
+            )
+        } else {
+            (self.rt.clone(), self.client.clone())
+        };
+        rt.spawn(
             async move {
                 let _guard = guard;
                 let _permit = plan.permit;
@@ -92,8 +103,7 @@ impl Shadow {
                 let timeout = cfg_arc.candidate.timeout;
                 let limit = cfg_arc.shadow.max_body;
                 let call = async {
-                    let res = this
-                        .client
+                    let res = client
                         .request(req)
                         .await
                         .map_err(|e| upstream::error_chain(&e))?;

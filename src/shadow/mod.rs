@@ -62,7 +62,8 @@ pub struct Plan {
     pub serve: Option<Serve>,
     /// The configuration the decision was made with (`route` indexes its routes).
     pub cfg: Arc<Config>,
-    permit: OwnedSemaphorePermit,
+    /// A slot of `max_in_flight` (shadow calls only).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// How a request of the candidate cohort is served.
@@ -143,6 +144,10 @@ pub struct Shadow {
     /// Mapping worker processes.
     pub mapper: Arc<Runner>,
     client: HttpClient<Full<Bytes>>,
+    /// The candidate's client for served requests: used from the caller's runtime, so its
+    /// connections run there at normal priority, not on the shadow runtime's low-priority
+    /// threads (a starved shadow thread must not hold a caller's answer).
+    serve_client: HttpClient<Full<Bytes>>,
     /// For second legacy calls (`[diff.noise]`).
     legacy_client: HttpClient<Full<Bytes>>,
     store: StoreHandle,
@@ -166,7 +171,7 @@ pub struct Shadow {
 impl Shadow {
     pub fn new(
         cfg: Arc<Config>,
-        client: HttpClient<Full<Bytes>>,
+        (client, serve_client): (HttpClient<Full<Bytes>>, HttpClient<Full<Bytes>>),
         legacy_client: HttpClient<Full<Bytes>>,
         store: StoreHandle,
         rt: tokio::runtime::Handle,
@@ -188,6 +193,7 @@ impl Shadow {
             cfg: RwLock::new(cfg),
             mapper,
             client,
+            serve_client,
             legacy_client,
             store,
             bucket,
@@ -296,17 +302,24 @@ impl Shadow {
         if self.paused() {
             return (meta, skip(SkipReason::RateLimited));
         }
-        if let Some(b) = &self.bucket {
-            if !b
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            {
-                return (meta, skip(SkipReason::MaxRps));
+        // `max_rps` and `max_in_flight` bound shadow traffic; a served request is the caller's
+        // own (its answer is the candidate's), so shadow work never crowds it out.
+        let permit = if serve.is_some() {
+            None
+        } else {
+            if let Some(b) = &self.bucket {
+                if !b
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
+                    return (meta, skip(SkipReason::MaxRps));
+                }
             }
-        }
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return (meta, skip(SkipReason::Overload));
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                return (meta, skip(SkipReason::Overload));
+            };
+            Some(permit)
         };
         let forward_query = &cfg.candidate.forward_query;
         let target = match route {

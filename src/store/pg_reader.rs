@@ -15,7 +15,7 @@ use super::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
     GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::sqlite::{compared_sql, matched_sql, push_conditions};
+use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
 
@@ -112,14 +112,7 @@ fn count(r: &postgres::Row, i: usize) -> u64 {
 impl Reader for PgReader {
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
         let (cond, params) = where_clause(f);
-        let rows = self.query(
-            &format!(
-                "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
-                 WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
-                 GROUP BY e.served_by, e.fallback ORDER BY 3 DESC, 1, 2"
-            ),
-            &params,
-        )?;
+        let rows = self.query(&cohort_sql(&cond), &params)?;
         Ok(rows
             .iter()
             .map(|r| CohortCount {

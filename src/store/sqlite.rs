@@ -30,6 +30,16 @@ pub(super) fn matched_sql(column: &str) -> String {
     format!("{column} = '{}'", Outcome::Match.as_str())
 }
 
+/// The candidate cohort's requests per (served by, fallback) under `cond` (standard SQL, both
+/// engines; the condition matches the partial index `exchanges_cohort`).
+pub(super) fn cohort_sql(cond: &str) -> String {
+    format!(
+        "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
+         WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
+         GROUP BY e.served_by, e.fallback ORDER BY 3 DESC, 1, 2"
+    )
+}
+
 /// Appends ` AND {alias}.{column} = ?n` (with its parameter) for each value given; a route
 /// key of the unmatched requests is `IS NULL`. `mark` is the engine's numbered placeholder (`?`
 /// here, `$` for PostgreSQL) and `param` makes the engine's parameter of a value.
@@ -102,11 +112,7 @@ fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
 impl Reader for Connection {
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
         let (cond, params) = where_clause(f);
-        let mut q = self.prepare(&format!(
-            "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
-             WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
-             GROUP BY e.served_by, e.fallback ORDER BY 3 DESC"
-        ))?;
+        let mut q = self.prepare(&cohort_sql(&cond))?;
         let rows = q
             .query_map(params_from_iter(params), |r| {
                 Ok(CohortCount {
