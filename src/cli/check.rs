@@ -84,6 +84,48 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         );
         print_rules("    ", &r.rules);
         print_mappings("    ", &r.mappings);
+        let serves: Vec<&str> = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .filter(|m| {
+                http::Method::from_bytes(m.as_bytes())
+                    .is_ok_and(|m| r.method.as_ref().is_none_or(|rm| *rm == m) && r.serves(&m))
+            })
+            .collect();
+        if !serves.is_empty() {
+            outln!(
+                "    served by rollout phases: {} (deadline {}, unknown accounts: {:?})",
+                serves.join(", "),
+                humantime::format_duration(r.serve_deadline),
+                r.unknown_account
+            );
+        }
+    }
+    let ro = &cfg.rollout;
+    let phases: Vec<String> = ro
+        .phases
+        .iter()
+        .map(|(n, d)| {
+            if d.legacy_sample < 1.0 {
+                format!("{n} {}% (legacy_sample {})", d.percent, d.legacy_sample)
+            } else {
+                format!("{n} {}%", d.percent)
+            }
+        })
+        .collect();
+    outln!(
+        "rollout: starts in {} (the store's latest change wins); order {}; phases {}",
+        ro.phase,
+        ro.order.join(" → "),
+        phases.join(", ")
+    );
+    if ro.guard.auto_rollback || ro.guard.auto_promote {
+        outln!(
+            "  guard: auto_rollback {}, auto_promote {}, window {}, min_sample {}",
+            ro.guard.auto_rollback,
+            ro.guard.auto_promote,
+            humantime::format_duration(ro.guard.window),
+            ro.guard.min_sample
+        );
     }
     outln!(
         "unmatched requests: {:?}; global rules:",
