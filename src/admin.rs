@@ -474,7 +474,7 @@ fn render_dashboard(d: &DashboardData) -> String {
     });
     let mut o = format!(
         "<div class=\"cards\"><div class=\"card\">parity<b id=\"parity\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div>{phase}</div>",
-        pct(t.parity),
+        t.parity_text(),
         t.compared,
         t.exchanges
     );

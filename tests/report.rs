@@ -517,6 +517,59 @@ fn report_and_gate_commands() {
     assert!(err.contains("nope") && err.contains("shadow"), "{err}");
     let (code, _, err) = run(&["report", "--config", c, "--db", "missing.db"]);
     assert_eq!(code, 2, "{err}");
+    // A format the output file's name contradicts is refused, and nothing is written.
+    let (code, _, err) = run(&[
+        &[
+            "report",
+            "--config",
+            c,
+            "--out",
+            "reports/y.html",
+            "--format",
+            "json",
+        ][..],
+        &window[..],
+    ]
+    .concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--format json") && err.contains("html file"),
+        "{err}"
+    );
+    assert!(!dir.path().join("reports/y.html").exists());
+    // A window with nothing compared says so: no 0 % or 100 % in the human formats; JSON keeps
+    // SPEC's number (1.0, README "Reports").
+    let empty = [
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2020-01-02T00:00:00Z",
+    ];
+    let (code, md, err) = run(&[&["report", "--config", c][..], &empty[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        md.starts_with("## shadowdiff parity: nothing compared (0 exchanges in the window)"),
+        "{md}"
+    );
+    assert!(!md.contains('%'), "{md}");
+    let (code, _, err) = run(&[
+        &["report", "--config", c, "--out", "reports/empty.html"][..],
+        &empty[..],
+    ]
+    .concat());
+    assert_eq!(code, 0);
+    assert!(err.contains("nothing compared"), "{err}");
+    let html = std::fs::read_to_string(dir.path().join("reports/empty.html")).unwrap();
+    assert!(html.contains("<title>shadowdiff parity nothing compared</title>"));
+    assert!(!html.contains("100.00%") && !html.contains(">0.00%"));
+    let (_, json, _) = run(&[
+        &["report", "--config", c, "--format", "json"][..],
+        &empty[..],
+    ]
+    .concat());
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["totals"]["parity"], 1.0);
+    assert_eq!(v["totals"]["compared"], 0);
 }
 
 /// The HTML report in a real browser: it loads, renders the figures, and a screenshot is kept

@@ -55,17 +55,31 @@ pub(super) fn report_cmd(
         classes: (&cfg.diff).into(),
     };
     let r = report::build_with(&*store, filter, opts)?;
-    let format = format.unwrap_or_else(|| {
-        match out
-            .as_ref()
-            .and_then(|p| p.extension())
-            .and_then(|e| e.to_str())
-        {
-            Some("html" | "htm") => ReportFormat::Html,
-            Some("json") => ReportFormat::Json,
-            _ => ReportFormat::Md,
+    let by_extension = match out
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("html" | "htm") => Some(ReportFormat::Html),
+        Some("json") => Some(ReportFormat::Json),
+        Some("md" | "markdown") => Some(ReportFormat::Md),
+        _ => None,
+    };
+    // `--out parity.html --format json` writes something the file's name lies about: refused.
+    if let (Some(asked), Some(named), Some(p)) = (format, by_extension, out.as_ref()) {
+        if asked != named {
+            return Err(UsageError(format!(
+                "--format {} but --out {} names a {} file: drop one or make them agree",
+                format_name(asked),
+                p.display(),
+                format_name(named)
+            ))
+            .into());
         }
-    });
+    }
+    let format = format.or(by_extension).unwrap_or(ReportFormat::Md);
     let text = match format {
         ReportFormat::Json => report::render::json(&r),
         ReportFormat::Md => report::render::markdown(&r),
@@ -78,16 +92,33 @@ pub(super) fn report_cmd(
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-            errln!(
-                "{}: parity {:.2}% over {} compared exchanges",
-                p.display(),
-                r.totals.parity * 100.0,
-                r.totals.compared
-            );
+            if r.totals.compared == 0 {
+                errln!(
+                    "{}: {} ({} exchanges in the window)",
+                    p.display(),
+                    report::NOTHING_COMPARED,
+                    r.totals.exchanges
+                );
+            } else {
+                errln!(
+                    "{}: parity {:.2}% over {} compared exchanges",
+                    p.display(),
+                    r.totals.parity * 100.0,
+                    r.totals.compared
+                );
+            }
         }
         None => out!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn format_name(f: ReportFormat) -> &'static str {
+    match f {
+        ReportFormat::Json => "json",
+        ReportFormat::Md => "md",
+        ReportFormat::Html => "html",
+    }
 }
 
 pub(super) fn gate_cmd(

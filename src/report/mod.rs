@@ -36,7 +36,7 @@ pub struct Window {
     pub to: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Counts {
     pub exchanges: u64,
     pub compared: u64,
@@ -47,7 +47,31 @@ pub struct Counts {
     pub outcomes: BTreeMap<String, u64>,
 }
 
+impl Default for Counts {
+    /// Nothing counted: parity 1.0 (README: "1.0 when nothing was compared"; the human
+    /// renderings say "nothing compared" instead of a percentage).
+    fn default() -> Self {
+        Self {
+            exchanges: 0,
+            compared: 0,
+            matched: 0,
+            noise_only: 0,
+            parity: 1.0,
+            outcomes: BTreeMap::new(),
+        }
+    }
+}
+
 impl Counts {
+    /// The parity as people read it: a percentage, or "nothing compared".
+    pub fn parity_text(&self) -> String {
+        if self.compared == 0 {
+            NOTHING_COMPARED.to_owned()
+        } else {
+            render::pct(self.parity)
+        }
+    }
+
     fn add(&mut self, outcome: &str, n: u64) {
         self.exchanges += n;
         if Outcome::is_compared_name(outcome) {
@@ -75,6 +99,9 @@ impl Counts {
         self.outcomes.get(o.as_str()).copied().unwrap_or(0)
     }
 }
+
+/// What the human renderings show for the parity of a scope where nothing was compared.
+pub const NOTHING_COMPARED: &str = "nothing compared";
 
 fn parity(matched: u64, compared: u64) -> f64 {
     if compared == 0 {

@@ -43,14 +43,23 @@ fn short(v: &Value) -> String {
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let t = &r.totals;
-    let _ = writeln!(
-        o,
-        "## shadowdiff parity: {} ({} / {} compared{})",
-        pct(t.parity),
-        t.matched + t.noise_only,
-        t.compared,
-        noise_note(t)
-    );
+    if t.compared == 0 {
+        let _ = writeln!(
+            o,
+            "## shadowdiff parity: {} ({} exchanges in the window)",
+            crate::report::NOTHING_COMPARED,
+            t.exchanges
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "## shadowdiff parity: {} ({} / {} compared{})",
+            t.parity_text(),
+            t.matched + t.noise_only,
+            t.compared,
+            noise_note(t)
+        );
+    }
     let _ = writeln!(
         o,
         "\n{} → {} · {} exchanges · {}\n",
@@ -284,6 +293,7 @@ pre { background: var(--bg); padding: 8px; border-radius: 6px; overflow-x: auto;
 "#;
 
 /// Parity as shown to people: "–" when nothing was compared (the JSON keeps 1.0).
+/// A table cell's parity: a dash where nothing was compared.
 fn parity_text(c: &Counts) -> String {
     if c.compared == 0 {
         "–".to_owned()
@@ -316,7 +326,7 @@ pub fn html(r: &Report) -> String {
     let _ = write!(
         o,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>shadowdiff parity {}</title><style>{CSS}</style></head><body><main>",
-        esc(&pct(t.parity))
+        esc(&t.parity_text())
     );
     let _ = write!(
         o,
@@ -327,8 +337,8 @@ pub fn html(r: &Report) -> String {
     let _ = write!(
         o,
         "<div class=\"cards\"><div class=\"card\">parity<b class=\"{}\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">matched<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div></div>",
-        parity_class(t.parity),
-        pct(t.parity),
+        parity_cls(t),
+        t.parity_text(),
         t.compared,
         t.matched,
         t.exchanges
