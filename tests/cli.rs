@@ -168,6 +168,11 @@ fn bad_usage_exits_2() {
         dir.path(),
     );
     assert_eq!(code, 2, "{err}");
+    // A file `diff` cannot read is bad input, as one that is not JSON (README: 2 bad input).
+    std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+    let (code, _, err) = run(&["diff", "a.json", "missing.json"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.json"), "{err}");
 }
 
 #[test]
@@ -193,6 +198,12 @@ fn prune_deletes_old_exchanges() {
         "SELECT (SELECT count(*) FROM exchanges), (SELECT count(*) FROM diffs)",
     );
     assert_eq!(left, vec![vec![json!(1), json!(0)]]);
+    // A store that does not exist is refused (exit 2), not created empty.
+    let missing = dir.path().join("nowhere/missing.db");
+    let (code, _, err) = run(&["prune", "--db", missing.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no store at"), "{err}");
+    assert!(!missing.exists() && !dir.path().join("nowhere").exists());
 }
 
 /// Starts `shadowdiff serve` and returns the child and its proxy address (read from stderr).

@@ -518,7 +518,9 @@ fn config_or_defaults(path: &Path, explicit: bool) -> anyhow::Result<Config> {
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // A file that cannot be read is bad input (exit 2), as one that is not JSON.
+    let bytes =
+        std::fs::read(path).map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
     diff::parse_json(&bytes)
         .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())).into())
 }
