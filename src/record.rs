@@ -216,8 +216,8 @@ pub enum Fallback {
     TooLarge,
     /// `[shadow] max_bytes_in_flight` could not hold the candidate's body.
     Memory,
-    /// The candidate was not called (the skip reason: in-flight limit, a 429 pause, `max_rps`,
-    /// a template value missing, memory, an unsafe path, a request body over `max_body`).
+    /// The candidate was not called (the skip reason: a 429 pause, a template value missing,
+    /// an unsafe path).
     NotCalled(SkipReason),
 }
 
@@ -234,11 +234,10 @@ impl Fallback {
             Self::MappingError => "mapping_error",
             Self::TooLarge => "too_large",
             Self::Memory => "memory",
-            Self::NotCalled(SkipReason::Overload) => "not_called_overload",
+            // A served request skips shadow's in-flight and rate limits: these are the
+            // reasons it can go uncalled.
             Self::NotCalled(SkipReason::RateLimited) => "not_called_paused",
-            Self::NotCalled(SkipReason::MaxRps) => "not_called_max_rps",
             Self::NotCalled(SkipReason::Template) => "not_called_template",
-            Self::NotCalled(SkipReason::Memory) => "not_called_memory",
             Self::NotCalled(SkipReason::UnsafePath) => "not_called_unsafe_path",
             Self::NotCalled(_) => "not_called",
         }

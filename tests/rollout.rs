@@ -943,3 +943,32 @@ path = "/d"
     // canary has no [gate.canary]: it stays there.
     sd.stop().await;
 }
+
+/// A candidate body the comparison would refuse is never served, mapping or not: invalid UTF-8
+/// inside a string, nesting past the parser's limit (found by trying hostile bodies on the binary:
+/// an unmapped route served both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_body_the_comparison_refuses_is_never_served() {
+    let legacy = Upstream::start(|_| Reply::json(json!({"legacy": true}))).await;
+    let candidate = Upstream::start(|s| {
+        let body: Vec<u8> = if s.uri.ends_with("deep") {
+            [vec![b'['; 100_000], vec![b']'; 100_000]].concat()
+        } else {
+            b"{\"a\":\"\xff\xfe\"}".to_vec()
+        };
+        Reply::bytes(200, body).header("content-type", "application/json")
+    })
+    .await;
+    let toml = "[rollout]\nphase = \"ga\"\n[[routes]]\nname = \"d\"\npath = \"/d/{k}\"\nunknown_account = \"candidate\"\n";
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    for k in ["deep", "utf8"] {
+        let got = get(&sd.url(&format!("/d/{k}"))).await;
+        assert_eq!(got.body, Bytes::from(r#"{"legacy":true}"#), "{k}");
+    }
+    sd.quiesce().await;
+    assert_eq!(
+        sd.rows("SELECT served_by, fallback, outcome FROM exchanges"),
+        vec![vec![json!("legacy"), json!("not_json"), json!("not_json")]; 2]
+    );
+    sd.stop().await;
+}

@@ -559,14 +559,19 @@ fn store_location(db: Option<PathBuf>, cfg: &Config) -> store::Location {
 }
 
 fn open_existing(location: &store::Location) -> anyhow::Result<Box<dyn store::Reader>> {
-    if let store::Location::Sqlite(path) = location {
-        if !path.exists() {
-            return Err(UsageError(format!(
-                "no store at {} (see [store] path or --db)",
-                path.display()
-            ))
-            .into());
-        }
-    }
+    require_store(location)?;
     Ok(store::open_reader_at(location)?)
+}
+
+/// A command that reads or trims a store refuses a store file that does not exist (exit 2)
+/// rather than create an empty one.
+fn require_store(location: &store::Location) -> anyhow::Result<()> {
+    match location {
+        store::Location::Sqlite(path) if !path.exists() => Err(UsageError(format!(
+            "no store at {} (see [store] path or --db)",
+            path.display()
+        ))
+        .into()),
+        _ => Ok(()),
+    }
 }

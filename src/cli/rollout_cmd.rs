@@ -33,15 +33,7 @@ fn open(
     db: Option<PathBuf>,
 ) -> anyhow::Result<(store::Location, store::RolloutStore)> {
     let location = super::store_location(db, cfg);
-    if let store::Location::Sqlite(path) = &location {
-        if !path.exists() {
-            return Err(UsageError(format!(
-                "no store at {} (see [store] path or --db)",
-                path.display()
-            ))
-            .into());
-        }
-    }
+    super::require_store(&location)?;
     let rs = store::RolloutStore::new(&location);
     Ok((location, rs))
 }
@@ -132,14 +124,7 @@ pub(super) fn set(
     (reason, who): (Option<String>, Option<String>),
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
-    if !cfg.rollout.has(phase) {
-        let known: Vec<&str> = cfg.rollout.phases.keys().map(String::as_str).collect();
-        return Err(UsageError(format!(
-            "no phase named {phase:?} (phases: {})",
-            known.join(", ")
-        ))
-        .into());
-    }
+    cfg.rollout.check_phase(phase).map_err(UsageError)?;
     let (location, mut rs) = open(&cfg, db)?;
     let (from, _) = current(&cfg, &mut rs)?;
     let ev = rs.append(

@@ -10,16 +10,7 @@ pub(super) fn prune(
 ) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
     let location = super::store_location(db, &cfg);
-    // Nothing to prune in a store that does not exist: refused rather than created empty.
-    if let store::Location::Sqlite(path) = &location {
-        if !path.exists() {
-            return Err(UsageError(format!(
-                "no store at {} (see [store] path or --db)",
-                path.display()
-            ))
-            .into());
-        }
-    }
+    super::require_store(&location)?;
     let age = older_than.unwrap_or(cfg.store.retention);
     let n = store::prune_at(&location, crate::record::ago(age))
         .with_context(|| format!("pruning {location}"))?;

@@ -750,6 +750,22 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, JsonError> {
     })
 }
 
+/// Checks that `bytes` are a JSON document [`parse_json`] accepts (UTF-8, syntax, nesting within
+/// [`MAX_DEPTH`]) without building it: serving an unmapped candidate body needs no more.
+/// (serde_json's `IgnoredAny` alone checks neither the UTF-8 inside strings nor the nesting.)
+pub fn check_json(bytes: &[u8]) -> Result<(), JsonError> {
+    use serde::de::Error as _;
+    if nesting_before(bytes, usize::MAX, usize::MAX) >= MAX_DEPTH {
+        // Rare: the parser's own verdict at its depth limit.
+        return parse_json(bytes).map(|_| ());
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| JsonError::Invalid(serde_json::Error::custom(e)))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(JsonError::Invalid)
+}
+
 /// The deepest nesting of arrays and objects (outside strings) in `bytes` up to the position
 /// serde_json reported an error at (1-based line and byte column): where the parser stopped
 /// on its depth limit, this is the limit.

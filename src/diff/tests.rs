@@ -492,3 +492,34 @@ fn keyed_pairing_takes_back_what_a_failed_same_order_pass_reported() {
     let d = diff(&l, &c, &auto);
     assert_eq!(d.iter().filter(|x| x.pointer == "/0/v").count(), 1, "{d:?}");
 }
+
+#[test]
+fn check_json_agrees_with_parse_json() {
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let cases: [&[u8]; 7] = [
+        br#"{"a":"\u00e9 \u2713","b":[1,2]}"#,
+        "{\"a\":\"é✓\"}".as_bytes(),
+        b"{\"a\":\"\xff\xfe\"}",
+        b"{\"a\":",
+        deep.as_bytes(),
+        b"[[[[[[[[[[1]]]]]]]]]]",
+        b"  ",
+    ];
+    for c in cases {
+        assert_eq!(
+            crate::diff::check_json(c).is_ok(),
+            crate::diff::parse_json(c).is_ok(),
+            "{:?}",
+            String::from_utf8_lossy(&c[..c.len().min(40)])
+        );
+    }
+    let at_limit = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for n in [126, 127, 128, 129, 130] {
+        let d = at_limit(n);
+        assert_eq!(
+            crate::diff::check_json(d.as_bytes()).is_ok(),
+            crate::diff::parse_json(d.as_bytes()).is_ok(),
+            "nesting {n}"
+        );
+    }
+}

@@ -148,10 +148,10 @@ async fn body_of(
         };
     }
     let Some(chain) = m.chain else {
-        // No mapping: the candidate's JSON as it sent it, checked without building a document
-        // (nothing allocated; the comparison parses it anyway).
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(&decoded) {
-            Ok(_) => Ok((decoded, None)),
+        // No mapping: the candidate's JSON as it sent it, checked as the comparison would
+        // parse it, without building a document (the comparison parses it anyway).
+        return match crate::diff::check_json(&decoded) {
+            Ok(()) => Ok((decoded, None)),
             Err(_) => Err(Fallback::NotJson),
         };
     };

@@ -316,11 +316,69 @@ mod tests {
         assert!(r.reason().starts_with("min_parity"), "{}", r.reason());
     }
 
+    fn record(cohort: bool, outcome: Outcome, fallback: Option<crate::record::Fallback>) -> Record {
+        Record {
+            meta: crate::record::Meta {
+                started_at: std::time::SystemTime::now(),
+                request_id: "r".into(),
+                route: Some("d".into()),
+                method: "GET".into(),
+                path: "/d".into(),
+                account: None,
+                serving: crate::record::Serving {
+                    phase: Some("ga".into()),
+                    cohort,
+                    served_by: if fallback.is_some() {
+                        ServedBy::Legacy
+                    } else {
+                        ServedBy::Candidate
+                    },
+                    fallback,
+                },
+            },
+            legacy_status: None,
+            candidate_status: None,
+            legacy_ms: None,
+            candidate_ms: None,
+            outcome,
+            reason: None,
+            diff_count: 0,
+            diffs: Arc::default(),
+            present: Arc::default(),
+            bodies: Vec::new(),
+            mapping_version: None,
+        }
+    }
+
     #[test]
-    fn the_window_slides_and_clears() {
+    fn the_window_counts_the_cohort_only_and_clears() {
+        use crate::record::Fallback;
         let w = Window::default();
-        assert_eq!(w.tally(Duration::from_secs(60)), Tally::default());
+        w.add(&record(true, Outcome::Match, None));
+        w.add(&record(
+            true,
+            Outcome::CandidateError,
+            Some(Fallback::ServerError),
+        ));
+        w.add(&record(
+            true,
+            Outcome::Skipped(crate::record::SkipReason::Template),
+            Some(Fallback::NotCalled(crate::record::SkipReason::Template)),
+        ));
+        w.add(&record(false, Outcome::Diff, None));
+        let t = w.tally(Duration::from_secs(60));
+        assert_eq!(
+            t,
+            Tally {
+                requests: 3,
+                served: 1,
+                fallbacks: 2,
+                candidate_failures: 1,
+                compared: 1,
+                matched: 1,
+            }
+        );
         w.clear();
-        assert_eq!(w.tally(Duration::from_secs(60)).requests, 0);
+        assert_eq!(w.tally(Duration::from_secs(60)), Tally::default());
     }
 }

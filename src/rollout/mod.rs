@@ -177,6 +177,18 @@ impl RolloutConfig {
         self.phases.contains_key(name)
     }
 
+    /// `Ok` when `name` is a phase of this config; else why not, listing the phases.
+    pub fn check_phase(&self, name: &str) -> Result<(), String> {
+        if self.has(name) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.phases.keys().map(String::as_str).collect();
+        Err(format!(
+            "no phase named {name:?} (phases: {})",
+            known.join(", ")
+        ))
+    }
+
     /// The accounts of `names` that `phase` serves from the candidate (the cohort's size).
     pub fn cohort_size<'a>(&self, phase: &str, names: impl Iterator<Item = &'a str>) -> usize {
         names.filter(|a| self.account_served(phase, a)).count()
@@ -447,6 +459,9 @@ mod tests {
         assert!(lo == 0.0 && hi > 0.25, "{lo} {hi}");
     }
 
+    /// Buckets as the first rollout version computed them: xxh3-64(salt, 0, account) mod 10,000.
+    const PINNED_BUCKETS: [u32; 3] = [1234, 6, 178];
+
     #[test]
     fn cohorts_only_grow_with_the_share() {
         let accounts: Vec<String> = (0..2000).map(|i| format!("acct-{i}")).collect();
@@ -470,8 +485,16 @@ mod tests {
             .filter(|a| in_cohort("pepper", a, 5.0))
             .collect();
         assert_ne!(five, other);
-        // The hash is fixed: these values must never change (an upgrade would move accounts).
-        assert_eq!(bucket("shadowdiff", "acme"), bucket("shadowdiff", "acme"));
+        // The hash is fixed: these values must never change (an upgrade would move accounts
+        // between vendors mid-migration).
+        assert_eq!(
+            [
+                bucket("shadowdiff", "acme"),
+                bucket("test-salt", "acct-41"),
+                bucket("", "é✓")
+            ],
+            PINNED_BUCKETS
+        );
     }
 
     #[test]

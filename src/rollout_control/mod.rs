@@ -153,7 +153,7 @@ impl Controller {
     /// answer says whether the store has it.
     pub async fn set(&self, change: Change) -> Result<Applied, String> {
         let cfg = self.shadow.config();
-        check_phase(&cfg, &change.to)?;
+        cfg.rollout.check_phase(&change.to)?;
         let rollout = &self.shadow.rollout;
         let old = rollout.set(&change.to, rollout.active().seq, &change.actor);
         rollout.publish(&cfg.rollout, Some(&old), cfg.accounts.as_ref());
@@ -211,18 +211,6 @@ struct State {
     /// After a failed store read: not before then.
     store_retry: Option<Instant>,
     backoff: Duration,
-}
-
-/// Whether `phase` is a phase of the config, or why not.
-fn check_phase(cfg: &Config, phase: &str) -> Result<(), String> {
-    if cfg.rollout.has(phase) {
-        return Ok(());
-    }
-    let known: Vec<&str> = cfg.rollout.phases.keys().map(String::as_str).collect();
-    Err(format!(
-        "no phase named {phase:?} (phases: {})",
-        known.join(", ")
-    ))
 }
 
 impl State {
@@ -336,7 +324,7 @@ impl State {
 
     /// Puts a change in force, then records it.
     fn apply(&mut self, cfg: &Config, change: Change) -> Result<Applied, String> {
-        check_phase(cfg, &change.to)?;
+        cfg.rollout.check_phase(&change.to)?;
         let rollout = &self.shadow.rollout;
         // In force first: a rollback must not wait for the store.
         let old = rollout.set(&change.to, rollout.active().seq, &change.actor);
@@ -360,7 +348,7 @@ impl State {
         let reader = crate::store::open_read_only_at(&cfg.store.location(), Duration::from_secs(5))
             .map_err(|e| PromoteError::Store(e.to_string()))?;
         let (next, verdict) = decide_promotion(&*reader, cfg, &phase, since)?;
-        drop_off_runtime(reader);
+        drop(reader);
         self.apply(
             cfg,
             Change {
@@ -422,7 +410,7 @@ impl State {
             return;
         };
         let decided = decide_promotion(&*reader, cfg, &active.phase, g.promote_window);
-        drop_off_runtime(reader);
+        drop(reader);
         match decided {
             Ok((next, verdict)) => {
                 let since = *self.passing_since.get_or_insert_with(Instant::now);
@@ -450,10 +438,4 @@ impl State {
             Err(_) => self.passing_since = None,
         }
     }
-}
-
-/// Drops a reader (a PostgreSQL client blocks on a runtime of its own when closed; this thread
-/// has none, so it can be dropped here).
-fn drop_off_runtime(r: Box<dyn crate::store::Reader + Send>) {
-    drop(r);
 }
