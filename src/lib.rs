@@ -21,6 +21,7 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, the dashboard and its JSON API.
 //! - [`telemetry`]: Prometheus metrics with bounded labels.
 //! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
+//! - [`rediff`]: recorded exchanges judged again under a new mapping or rules; `suggest`.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
 //! - [`gate`]: rollout thresholds checked against the store; the exit code decides.
 //! - [`rollout`]: phases served by the proxy: sticky cohorts, the guard's judgement.
@@ -45,6 +46,7 @@ pub mod mapping;
 pub mod proxy;
 pub mod record;
 pub mod redact;
+pub mod rediff;
 pub mod reload;
 pub mod report;
 pub mod rollout;

@@ -4,6 +4,8 @@
 //! beneath it); `redact_headers` select response headers. The replacement is the JSON string
 //! `"[redacted]"`.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use crate::diff::{GlobSet, Seg};
@@ -29,15 +31,88 @@ pub fn redact_document(value: &mut Value, fields: &GlobSet) {
     redact_at("", value, fields);
 }
 
+/// [`redact_document`], returning the texts of the scalar values it replaced (strings, and
+/// numbers as written), for [`redact_values`].
+pub fn redact_collecting(value: &mut Value, fields: &GlobSet) -> HashSet<String> {
+    let mut taken = HashSet::new();
+    if fields.is_empty() {
+        return taken;
+    }
+    if fields.matches_prefix(&[]) {
+        collect(value, &mut taken);
+        *value = Value::String(REDACTED.to_owned());
+        return taken;
+    }
+    walk_into(value, fields, &mut Vec::new(), &mut Some(&mut taken));
+    taken
+}
+
+/// Shortest value text [`redact_values`] replaces: shorter ones (`"US"`, `1`) are too common to
+/// be anybody's personal data, and replacing them would change unrelated fields.
+pub const MIN_VALUE_LEN: usize = 4;
+
+/// Replaces every scalar of `doc` whose text is one of `values` (at least [`MIN_VALUE_LEN`]
+/// characters): the candidate's document as it came names its fields its own way
+/// (`date_of_birth` for legacy's `dob`), so the values redacted in the mapped document are
+/// looked for wherever they are in the unmapped one.
+pub fn redact_values(doc: &mut Value, values: &HashSet<String>) {
+    if values.is_empty() {
+        return;
+    }
+    let hit = |v: &Value| match v {
+        Value::String(s) => s.chars().count() >= MIN_VALUE_LEN && values.contains(s),
+        Value::Number(n) => {
+            let t = n.to_string();
+            t.len() >= MIN_VALUE_LEN && values.contains(&t)
+        }
+        _ => false,
+    };
+    match doc {
+        Value::Object(map) => map.values_mut().for_each(|v| redact_values(v, values)),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_values(v, values)),
+        v if hit(v) => *v = Value::String(REDACTED.to_owned()),
+        _ => {}
+    }
+}
+
+fn collect(value: &Value, out: &mut HashSet<String>) {
+    match value {
+        Value::Object(map) => map.values().for_each(|v| collect(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+        Value::String(s) => {
+            out.insert(s.clone());
+        }
+        Value::Number(n) => {
+            out.insert(n.to_string());
+        }
+        _ => {}
+    }
+}
+
 fn walk<'a>(value: &'a mut Value, fields: &GlobSet, path: &mut Vec<Seg<'a>>) {
+    walk_into(value, fields, path, &mut None);
+}
+
+fn walk_into<'a>(
+    value: &'a mut Value,
+    fields: &GlobSet,
+    path: &mut Vec<Seg<'a>>,
+    taken: &mut Option<&mut HashSet<String>>,
+) {
+    let replace = |v: &mut Value, taken: &mut Option<&mut HashSet<String>>| {
+        if let Some(t) = taken.as_deref_mut() {
+            collect(v, t);
+        }
+        *v = Value::String(REDACTED.to_owned());
+    };
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 path.push(Seg::Key(k));
                 if fields.matches(path) {
-                    *v = Value::String(REDACTED.to_owned());
+                    replace(v, taken);
                 } else {
-                    walk(v, fields, path);
+                    walk_into(v, fields, path, taken);
                 }
                 path.pop();
             }
@@ -46,9 +121,9 @@ fn walk<'a>(value: &'a mut Value, fields: &GlobSet, path: &mut Vec<Seg<'a>>) {
             for (i, v) in items.iter_mut().enumerate() {
                 path.push(Seg::Index(i));
                 if fields.matches(path) {
-                    *v = Value::String(REDACTED.to_owned());
+                    replace(v, taken);
                 } else {
-                    walk(v, fields, path);
+                    walk_into(v, fields, path, taken);
                 }
                 path.pop();
             }

@@ -1,6 +1,6 @@
 //! The command line: the clap types, and one thin function per command (in the files beside
 //! this one) that calls into the library:
-//! `serve`, `demo`, `check`, `map`, `diff`, `report`, `gate`, `rollout`, `prune` (and the hidden
+//! `serve`, `demo`, `check`, `map`, `diff`, `rediff`, `suggest`, `report`, `gate`, `rollout`, `prune` (and the hidden
 //! `mapping-worker`, the process the proxy runs mappings in).
 //!
 //! Exit codes: 0 success or positive verdict, 1 negative verdict (differences found), 2 bad
@@ -81,6 +81,7 @@ pub(crate) fn write_err(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 mod check;
+mod mapping_loop;
 mod offline;
 mod rollout_cmd;
 mod serve;
@@ -272,6 +273,31 @@ pub enum Command {
         action: RolloutAction,
         /// SQLite file, or a postgres:// URL (overrides [store] path).
         #[arg(long, global = true)]
+        db: Option<PathBuf>,
+    },
+    /// Judge recorded traffic again with the current (or a proposed) mapping chain and diff
+    /// rules: the parity per route and field it would have had, next to what was recorded, and
+    /// the exchanges that changed verdict. Nothing live is called; the store is only written
+    /// with --record. Exit 0, or 1 when an exchange that matched does not any more.
+    Rediff {
+        /// Window ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// A folder of proposed mappings: DIR/<route>.jsonata (or .jq) replaces that route's
+        /// base mapping; environment and account overrides stay on top. Without it, the
+        /// mappings the config names, as they are on disk now.
+        #[arg(long)]
+        mappings: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// Keep the result in the store as a new mapping version (table rediffs; reports list it).
+        #[arg(long)]
+        record: bool,
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
+        #[arg(long)]
         db: Option<PathBuf>,
     },
     /// Bring a store's schema up to this version (serve does it on start). Several processes
@@ -472,6 +498,25 @@ pub fn run(cli: Cli) -> ExitCode {
             window(since, None, None),
             format,
             db,
+        ),
+        Command::Rediff {
+            since,
+            route,
+            mappings,
+            format,
+            record,
+            db,
+        } => mapping_loop::rediff_cmd(
+            &config,
+            explicit,
+            mapping_loop::RediffArgs {
+                since,
+                route,
+                mappings,
+                format,
+                record,
+                db,
+            },
         ),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),

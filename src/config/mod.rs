@@ -51,6 +51,7 @@ pub mod defaults {
     pub const EXAMPLES_PER_FIELD: usize = 3;
     pub const BODY_EXAMPLES: usize = 3;
     pub const BODY_SAMPLE: f64 = 0.001;
+    pub const MATCH_SAMPLE: f64 = 0.02;
     pub const BODY_BUDGET: usize = 64 << 20;
     pub const MAPPINGS_DIR: &str = "mappings";
     pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,6 +91,9 @@ pub enum Unmatched {
 pub enum Bodies {
     Never,
     OnDiff,
+    /// `on_diff`, and a share of the matching exchanges too (`[store] match_sample`): the
+    /// traffic `rediff` checks a fix against, to see that it breaks nothing that matched.
+    Sampled,
     Always,
 }
 
@@ -306,6 +310,8 @@ pub struct StoreConfig {
     pub body_examples: usize,
     /// Kept bodies: the share of the other eligible exchanges kept at random.
     pub body_sample: f64,
+    /// Kept bodies, `bodies = "sampled"`: the share of matching exchanges kept at random.
+    pub match_sample: f64,
     /// Kept bodies: bytes per hour at most (decoded size of both bodies as received).
     pub body_budget: usize,
 }

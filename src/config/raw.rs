@@ -140,6 +140,7 @@ pub(super) struct RawStore {
     pub(super) examples_per_field: Option<usize>,
     pub(super) body_examples: Option<usize>,
     pub(super) body_sample: Option<f64>,
+    pub(super) match_sample: Option<f64>,
     pub(super) body_budget: Option<Size>,
 }
 

@@ -410,6 +410,11 @@ impl Config {
                     raw.store.body_sample,
                     defaults::BODY_SAMPLE,
                 )?,
+                match_sample: share(
+                    "[store] match_sample",
+                    raw.store.match_sample,
+                    defaults::MATCH_SAMPLE,
+                )?,
                 body_budget: raw.store.body_budget.map_or(defaults::BODY_BUDGET, |s| s.0),
             },
             gates: {

@@ -304,6 +304,23 @@ fn override_in(dir: &Path, route: &str) -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// The route's file in a folder of proposed mappings (`rediff --mappings DIR`:
+/// `DIR/<route>.jsonata` or `.jq`), compiled as a `base` level.
+pub fn proposed_base(dir: &Path, route: &str) -> Result<Option<Level>, String> {
+    override_in(dir, route)?
+        .map(|p| load_source(&Source::File(p), "base"))
+        .transpose()
+}
+
+/// A `base` level compiled from source text (`suggest`'s proposals).
+pub fn base_level(lang: Lang, source: &str, origin: &str) -> Result<Level, MappingError> {
+    Ok(Level {
+        name: "base".to_owned(),
+        origin: origin.to_owned(),
+        mapping: compile(lang, source)?,
+    })
+}
+
 /// Loads and compiles a route's chains.
 pub fn load_route(
     route: &str,

@@ -393,10 +393,19 @@ pub fn compare(
     r.diff_count = compared.diffs.len();
     r.diffs = compared.diffs.clone();
     r.present = compared.present.clone();
-    if let (true, Some([lb, cb])) = (keep, &compared.bodies) {
-        r.bodies.push(stored("legacy", &legacy, lb.clone(), cfg));
+    if let (true, Some(k)) = (keep, &compared.bodies) {
         r.bodies
-            .push(stored("candidate", &candidate, cb.clone(), cfg));
+            .push(stored("legacy", &legacy, k.legacy.clone(), cfg));
+        r.bodies
+            .push(stored("candidate", &candidate, k.candidate.clone(), cfg));
+        if let Some(raw) = &k.legacy_raw {
+            r.bodies
+                .push(stored("legacy_raw", &legacy, Some(raw.clone()), cfg));
+        }
+        if let Some(raw) = &k.candidate_raw {
+            r.bodies
+                .push(stored("candidate_raw", &candidate, Some(raw.clone()), cfg));
+        }
     }
     r
 }
@@ -417,13 +426,26 @@ pub struct Compared {
     pub reason: Option<String>,
     /// Redacted.
     pub diffs: Arc<Vec<Difference>>,
-    /// The (redacted) JSON text of both bodies, when they are to be kept; `None` for a body that
-    /// is not JSON.
-    pub bodies: Option<[Option<BodyText>; 2]>,
+    /// The (redacted) JSON texts of the bodies, when they are to be kept.
+    pub bodies: Option<KeptTexts>,
     /// The field patterns present in either body (JSON bodies only), for classification.
     pub present: Arc<Vec<String>>,
     /// The decoded size of both bodies (what the body budget counts).
     pub size: usize,
+}
+
+/// The redacted JSON texts kept of one exchange (`None`: a body that is not JSON).
+#[derive(Debug, Clone, Default)]
+pub struct KeptTexts {
+    /// As compared (after the legacy mapping, if any).
+    pub legacy: Option<BodyText>,
+    /// As compared (after the candidate mapping, if any).
+    pub candidate: Option<BodyText>,
+    /// Legacy's document before its mapping (only when a legacy mapping applied).
+    pub legacy_raw: Option<BodyText>,
+    /// The candidate's document as it came, decoded, before its mapping (only when a candidate
+    /// mapping applied): what `rediff` and `suggest` run a new mapping over.
+    pub candidate_raw: Option<BodyText>,
 }
 
 /// What a comparison keeps for the store.
@@ -490,6 +512,18 @@ pub fn recompute(
     rules: &Rules,
     cfg: &Config,
 ) -> Compared {
+    recompute_mapped(legacy, candidate, rules, cfg, Maps::default())
+}
+
+/// [`recompute`] with mappings applied to the kept documents first (`rediff`: the kept
+/// documents as they came, through a new chain). Nothing is kept (no texts, no presence).
+pub fn recompute_mapped(
+    legacy: &crate::store::KeptSide,
+    candidate: &crate::store::KeptSide,
+    rules: &Rules,
+    cfg: &Config,
+    maps: Maps<'_>,
+) -> Compared {
     let parts = |k: &crate::store::KeptSide| {
         let status = k
             .status
@@ -524,7 +558,7 @@ pub fn recompute(
     };
     let (ls, lh, lb) = parts(legacy);
     let (cs, ch, cb) = parts(candidate);
-    compare_bodies(
+    compare_sides(
         &Side {
             status: ls,
             headers: &lh,
@@ -537,6 +571,8 @@ pub fn recompute(
         },
         rules,
         cfg,
+        Keep::Nothing,
+        maps,
     )
 }
 
@@ -602,6 +638,10 @@ fn compare_sides(
     let mut outcome = Outcome::Match;
     let mut reason = None;
     let mut present = Vec::new();
+    let mapped = (
+        maps.legacy.is_some(),
+        maps.candidate.is_some() || maps.premapped.is_some(),
+    );
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
         Some(pre) => match parse_body(&l_raw) {
@@ -670,7 +710,7 @@ fn compare_sides(
         Keep::Eligible => match cfg.store.bodies {
             Bodies::Never => false,
             Bodies::OnDiff => outcome != Outcome::Match,
-            Bodies::Always => true,
+            Bodies::Sampled | Bodies::Always => true,
         },
         Keep::Sampled(sampler, route) => {
             let decision = sampler.decide(
@@ -686,19 +726,52 @@ fn compare_sides(
             decision.keeps()
         }
     };
-    let text = |v: Option<Value>| {
-        v.map(|mut b| {
-            redact::redact_document(&mut b, &cfg.store.redact_fields);
-            BodyText::new(b.to_string())
-        })
-    };
     Compared {
         outcome,
         reason,
         diffs: Arc::new(diffs),
-        bodies: keep.then(|| [text(l_json), text(c_json)]),
+        bodies: keep.then(|| kept_texts(l_json, c_json, (&l_raw, &c_raw), mapped, cfg)),
         present: Arc::new(present),
         size,
+    }
+}
+
+/// The texts kept of an exchange: both documents as compared, and, for a side a mapping
+/// reshaped, its document as it came (parsed again from the decoded bytes: only kept exchanges
+/// pay for it). Every text is redacted by `[store] redact_fields`; a document as it came also
+/// loses every value redacted in its mapped form, wherever it sits (its fields have the other
+/// vendor's names).
+fn kept_texts(
+    legacy: Option<Value>,
+    candidate: Option<Value>,
+    raw: (&[u8], &[u8]),
+    mapped: (bool, bool),
+    cfg: &Config,
+) -> KeptTexts {
+    let fields = &cfg.store.redact_fields;
+    let side = |doc: Option<Value>, raw: &[u8], mapped: bool| {
+        let mut taken = std::collections::HashSet::new();
+        let text = doc.map(|mut b| {
+            taken = redact::redact_collecting(&mut b, fields);
+            BodyText::new(b.to_string())
+        });
+        let raw = mapped
+            .then(|| parse_body(raw).json())
+            .flatten()
+            .map(|mut b| {
+                redact::redact_document(&mut b, fields);
+                redact::redact_values(&mut b, &taken);
+                BodyText::new(b.to_string())
+            });
+        (text, raw)
+    };
+    let (legacy, legacy_raw) = side(legacy, raw.0, mapped.0);
+    let (candidate, candidate_raw) = side(candidate, raw.1, mapped.1);
+    KeptTexts {
+        legacy,
+        candidate,
+        legacy_raw,
+        candidate_raw,
     }
 }
 

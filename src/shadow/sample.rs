@@ -83,7 +83,12 @@ pub struct Offer<'a> {
 impl BodySampler {
     /// Decides for one exchange now, and counts it when kept.
     pub fn decide(&self, cfg: &StoreConfig, offer: &Offer<'_>) -> Decision {
-        self.decide_at(cfg, offer, now_hour(), super::sampled(cfg.body_sample))
+        let share = if cfg.bodies == Bodies::Sampled && offer.outcome == Outcome::Match {
+            cfg.match_sample
+        } else {
+            cfg.body_sample
+        };
+        self.decide_at(cfg, offer, now_hour(), super::sampled(share))
     }
 
     /// [`Self::decide`] at a given hour, with the random draw made.
@@ -91,7 +96,7 @@ impl BodySampler {
         let eligible = match cfg.bodies {
             Bodies::Never => false,
             Bodies::OnDiff => offer.outcome != Outcome::Match,
-            Bodies::Always => true,
+            Bodies::Sampled | Bodies::Always => true,
         };
         if !eligible {
             return Decision::NotEligible;

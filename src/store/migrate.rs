@@ -29,7 +29,52 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V2,
         postgres: POSTGRES_V2,
     },
+    Migration {
+        version: 3,
+        description: "rediffs: recorded traffic judged again under a new mapping version",
+        sqlite: SQLITE_V3,
+        postgres: POSTGRES_V3,
+    },
 ];
+
+/// `rediff --record`: per run and route, the mapping version it ran, the window, and the
+/// parity it reached next to the recorded one (`detail`: the per-field figures and the ids of
+/// the exchanges that changed verdict, JSON). Never pruned: a few rows per run, no bodies.
+const SQLITE_V3: &str = "
+CREATE TABLE IF NOT EXISTS rediffs(
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL,
+    mapping_version TEXT,
+    window_from TEXT NOT NULL,
+    window_to TEXT NOT NULL,
+    exchanges INTEGER NOT NULL,
+    recorded_matched INTEGER NOT NULL,
+    matched INTEGER NOT NULL,
+    fixed INTEGER NOT NULL,
+    broken INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+const POSTGRES_V3: &str = r#"
+CREATE TABLE rediffs(
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    route text COLLATE "C" NOT NULL,
+    mapping_version text COLLATE "C",
+    window_from timestamptz NOT NULL,
+    window_to timestamptz NOT NULL,
+    exchanges bigint NOT NULL,
+    recorded_matched bigint NOT NULL,
+    matched bigint NOT NULL,
+    fixed bigint NOT NULL,
+    broken bigint NOT NULL,
+    source text NOT NULL,
+    detail text NOT NULL
+);
+"#;
 
 /// Rollout phases (the partial index holds the candidate cohort's rows only: the report's
 /// served and fallback counts read it, and the other rows cost nothing more to write): each exchange says which vendor answered the caller (`served_by`), why a

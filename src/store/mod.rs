@@ -19,6 +19,7 @@ mod pg_conn;
 mod pg_reader;
 mod prune;
 mod query;
+mod rediffs;
 mod rollout;
 mod schema;
 mod sqlite;
@@ -31,8 +32,10 @@ pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
+    VersionRow,
 };
+pub use rediffs::{record_rediffs, RediffRow};
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
 pub use schema::{open, SCHEMA_VERSION};
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};

@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::location::PgUrl;
 use super::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
+    VersionRow,
 };
 use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions};
 use super::{aggregate_key, StoreError};
@@ -121,6 +122,18 @@ impl Reader for PgReader {
                 n: count(r, 2),
             })
             .collect())
+    }
+
+    fn rediffs(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<super::RediffRow>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::rediffs::pg_rediffs(&mut c, from, to).map_err(|e| self.err(e))
     }
 
     fn rollout_events(
@@ -373,6 +386,77 @@ impl Reader for PgReader {
             &vec![Box::new(outcome.map(str::to_owned))],
         )?;
         Ok(rows.iter().map(exchange_row).collect())
+    }
+
+    fn kept_pairs(
+        &self,
+        f: &Filter,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<KeptPair>, StoreError> {
+        let (cond, mut params) = where_clause(f);
+        params.push(Box::new(after_id));
+        let sql = format!(
+            "SELECT e.id, {}, e.route, e.account, e.outcome, e.mapping_version
+             FROM exchanges e
+             WHERE {cond} AND e.id > ${} AND {}
+               AND EXISTS (SELECT 1 FROM bodies b WHERE b.exchange_id = e.id)
+             ORDER BY e.id LIMIT {limit}",
+            ts("e.started_at"),
+            params.len(),
+            compared_sql("e.outcome"),
+        );
+        let mut out: Vec<KeptPair> = self
+            .query(&sql, &params)?
+            .iter()
+            .map(|r| KeptPair {
+                id: r.get(0),
+                started_at: r.get(1),
+                route: r.get(2),
+                account: r.get(3),
+                outcome: r.get(4),
+                mapping_version: r.get(5),
+                sides: Vec::new(),
+                fields: Vec::new(),
+            })
+            .collect();
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<i64> = out.iter().map(|p| p.id).collect();
+        let at: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        for r in self.query(
+            "SELECT exchange_id, side, status, headers, body FROM exchange_bodies
+             WHERE exchange_id = ANY($1)",
+            &vec![Box::new(ids.clone())],
+        )? {
+            if let Some(&i) = at.get(&r.get::<_, i64>(0)) {
+                out[i].sides.push((
+                    r.get(1),
+                    KeptSide {
+                        status: r
+                            .get::<_, Option<i32>>(2)
+                            .and_then(|s| u16::try_from(s).ok()),
+                        headers: r.get(3),
+                        body: r.get(4),
+                    },
+                ));
+            }
+        }
+        for r in self.query(
+            "SELECT exchange_id, field, kind, n FROM diff_fields
+             WHERE exchange_id = ANY($1) AND started_at >= $2 AND started_at < $3",
+            &vec![Box::new(ids), Box::new(f.from), Box::new(f.to)],
+        )? {
+            if let Some(&i) = at.get(&r.get::<_, i64>(0)) {
+                out[i].fields.push((
+                    r.get(1),
+                    r.get(2),
+                    u64::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError> {

@@ -168,6 +168,29 @@ pub struct KeptExchange {
     pub candidate: Option<KeptSide>,
 }
 
+/// A compared exchange whose bodies were kept, as `rediff` reads it.
+#[derive(Debug, Clone)]
+pub struct KeptPair {
+    pub id: i64,
+    pub started_at: String,
+    pub route: Option<String>,
+    pub account: Option<String>,
+    /// `match` or `diff`.
+    pub outcome: String,
+    pub mapping_version: Option<String>,
+    /// The kept sides by name (`legacy`, `candidate`, `legacy_raw`, `candidate_raw`).
+    pub sides: Vec<(String, KeptSide)>,
+    /// The recorded differences: (field pattern, kind, how many).
+    pub fields: Vec<(String, String, u64)>,
+}
+
+impl KeptPair {
+    /// One kept side.
+    pub fn side(&self, name: &str) -> Option<&KeptSide> {
+        self.sides.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
 /// Requests of the candidate cohort with one (served by, fallback reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CohortCount {
@@ -234,12 +257,29 @@ pub trait Reader {
     /// An exchange's route, difference count and kept responses (`None`: no such exchange).
     fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError>;
 
+    /// The compared exchanges of the window that kept bodies, in id order after `after_id`,
+    /// `limit` at most, with their kept sides and recorded differences (`rediff` pages through
+    /// a window with it).
+    fn kept_pairs(
+        &self,
+        f: &Filter,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<KeptPair>, StoreError>;
+
     /// One exchange with up to `max_diffs` of its stored differences, in order.
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError>;
 
     /// The candidate cohort's requests in the window (served by the candidate, or fallen back
     /// to legacy) per (served by, fallback reason).
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
+
+    /// The rediffs recorded (`rediff --record`) in `[from, to)`, oldest first.
+    fn rediffs(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<super::RediffRow>, StoreError>;
 
     /// The changes of rollout phase in `[from, to)`, oldest first (the newest `limit`).
     fn rollout_events(

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use super::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
+    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
+    VersionRow,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
@@ -123,6 +124,14 @@ impl Reader for Connection {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    fn rediffs(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<super::RediffRow>, StoreError> {
+        Ok(super::rediffs::sqlite_rediffs(self, from, to)?)
     }
 
     fn rollout_events(
@@ -369,6 +378,77 @@ impl Reader for Connection {
             .query_map([outcome], exchange_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    fn kept_pairs(
+        &self,
+        f: &Filter,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<KeptPair>, StoreError> {
+        let (cond, mut params) = where_clause(f);
+        params.push(Sql::Integer(after_id));
+        let sql = format!(
+            "SELECT e.id, e.started_at, e.route, e.account, e.outcome, e.mapping_version
+             FROM exchanges e
+             WHERE {cond} AND e.id > ?{} AND {}
+               AND EXISTS (SELECT 1 FROM bodies b WHERE b.exchange_id = e.id)
+             ORDER BY e.id LIMIT {limit}",
+            params.len(),
+            compared_sql("e.outcome"),
+        );
+        let mut q = self.prepare_cached(&sql)?;
+        let mut out: Vec<KeptPair> = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(KeptPair {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    route: r.get(2)?,
+                    account: r.get(3)?,
+                    outcome: r.get(4)?,
+                    mapping_version: r.get(5)?,
+                    sides: Vec::new(),
+                    fields: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (out.first().map(|p| p.id), out.last().map(|p| p.id))
+        else {
+            return Ok(out);
+        };
+        let at: HashMap<i64, usize> = out.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+        let mut q = self.prepare_cached(
+            "SELECT exchange_id, side, status, headers, body FROM exchange_bodies
+             WHERE exchange_id BETWEEN ?1 AND ?2",
+        )?;
+        let mut rows = q.query([first, last])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&i) = at.get(&r.get::<_, i64>(0)?) {
+                out[i].sides.push((
+                    r.get(1)?,
+                    KeptSide {
+                        status: r
+                            .get::<_, Option<i64>>(2)?
+                            .and_then(|s| u16::try_from(s).ok()),
+                        headers: r.get(3)?,
+                        body: r.get(4)?,
+                    },
+                ));
+            }
+        }
+        let mut q = self.prepare_cached(
+            "SELECT exchange_id, field, kind, n FROM diff_fields
+             WHERE exchange_id BETWEEN ?1 AND ?2",
+        )?;
+        let mut rows = q.query([first, last])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&i) = at.get(&r.get::<_, i64>(0)?) {
+                out[i]
+                    .fields
+                    .push((r.get(1)?, r.get(2)?, r.get::<_, i64>(3)?.max(0) as u64));
+            }
+        }
+        Ok(out)
     }
 
     fn kept_exchange(&self, id: i64) -> Result<Option<KeptExchange>, StoreError> {

@@ -1,0 +1,247 @@
+//! `rediff` and `suggest`: the mapping loop on recorded traffic.
+
+use super::*;
+use crate::rediff::{Proposed, Rediff, RouteSummary, Summary};
+
+/// What `rediff` reads and where its proposal comes from.
+pub(super) struct RediffArgs {
+    pub since: Option<std::time::Duration>,
+    pub route: Option<String>,
+    pub mappings: Option<PathBuf>,
+    pub format: GateFormat,
+    pub record: bool,
+    pub db: Option<PathBuf>,
+}
+
+/// The proposal of `--mappings DIR`: each route's `DIR/<route>.jsonata|jq` as its base level.
+fn proposed(cfg: &Config, dir: Option<&Path>) -> anyhow::Result<Proposed> {
+    let mut p = Proposed::default();
+    let Some(dir) = dir else { return Ok(p) };
+    if !dir.is_dir() {
+        return Err(UsageError(format!("--mappings {}: not a folder", dir.display())).into());
+    }
+    for r in &cfg.routes {
+        if let Some(level) = crate::mapping::proposed_base(dir, &r.name).map_err(UsageError)? {
+            p.base.insert(r.name.clone(), level);
+        }
+    }
+    if p.base.is_empty() {
+        return Err(UsageError(format!(
+            "--mappings {}: no <route>.jsonata or <route>.jq for any route of the config",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+pub(super) fn rediff_cmd(config: &Path, explicit: bool, a: RediffArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    if let Some(r) = &a.route {
+        if r != crate::record::UNMATCHED && !cfg.routes.iter().any(|x| &x.name == r) {
+            return Err(UsageError(format!("no route named {r:?} in {}", config.display())).into());
+        }
+    }
+    let location = super::store_location(a.db, &cfg);
+    let store = open_existing(&location)?;
+    let (from, to) = window(a.since, None, None);
+    let filter = store::Filter {
+        from,
+        to,
+        route: a.route.as_deref().map(RouteKey::parse),
+        account: None,
+        mapping_version: None,
+    };
+    let proposal = proposed(&cfg, a.mappings.as_deref())?;
+    let runner = crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)?;
+    let started = std::time::Instant::now();
+    let summary = Rediff::new(&cfg, &runner, proposal).run(&*store, &filter)?;
+    let took = started.elapsed();
+    let source = match &a.mappings {
+        Some(d) => format!("mappings {}", d.display()),
+        None => format!("config {}", config.display()),
+    };
+    if a.record && summary.exchanges > 0 {
+        let at = rfc3339(SystemTime::now());
+        let rows: Vec<store::RediffRow> = summary
+            .routes
+            .iter()
+            .map(|r| store::RediffRow {
+                at: at.clone(),
+                route: r.route.clone(),
+                mapping_version: (!r.versions.is_empty()).then(|| r.versions.join(",")),
+                window_from: rfc3339(from),
+                window_to: rfc3339(to),
+                exchanges: r.exchanges,
+                recorded_matched: r.recorded_matched,
+                matched: r.matched,
+                fixed: r.fixed_count,
+                broken: r.broken_count,
+                source: source.clone(),
+                detail: json!({
+                    "fields": r.fields,
+                    "fixed": r.fixed,
+                    "broken": r.broken,
+                    "changed": r.changed,
+                }),
+            })
+            .collect();
+        store::record_rediffs(&location, &rows)
+            .with_context(|| format!("recording the rediff in {location}"))?;
+    }
+    let broken: u64 = summary.routes.iter().map(|r| r.broken_count).sum();
+    match a.format {
+        GateFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "window": {"from": rfc3339(from), "to": rfc3339(to)},
+                "source": source,
+                "recorded": a.record && summary.exchanges > 0,
+                "seconds": took.as_secs_f64(),
+                "summary": summary,
+            }))?
+        ),
+        GateFormat::Text => print_summary(&summary, &source, a.since, took, a.record),
+    }
+    Ok(if broken > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+fn print_summary(
+    s: &Summary,
+    source: &str,
+    since: Option<std::time::Duration>,
+    took: std::time::Duration,
+    record: bool,
+) {
+    let skipped: u64 = s.skipped.values().sum();
+    outln!(
+        "rediff of the last {} with the mappings and rules of {source}: {} kept exchange{} judged again in {:.2} s{}",
+        humantime::format_duration(since.unwrap_or(DEFAULT_WINDOW)),
+        s.exchanges,
+        if s.exchanges == 1 { "" } else { "s" },
+        took.as_secs_f64(),
+        if skipped > 0 {
+            format!(
+                ", {skipped} skipped ({})",
+                s.skipped
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        }
+    );
+    if s.exchanges == 0 {
+        outln!("nothing to re-diff: no compared exchange kept its bodies in the window (see [store] bodies)");
+        return;
+    }
+    for r in &s.routes {
+        print_route(r);
+    }
+    if record {
+        outln!("recorded in the store (rediffs)");
+    }
+}
+
+fn print_route(r: &RouteSummary) {
+    outln!("");
+    outln!(
+        "route {}: mapping {} -> {}",
+        r.route,
+        if r.recorded_versions.is_empty() {
+            "none".to_owned()
+        } else {
+            r.recorded_versions.join(",")
+        },
+        if r.versions.is_empty() {
+            "none".to_owned()
+        } else {
+            r.versions.join(",")
+        }
+    );
+    outln!(
+        "  parity {} -> {} over {} exchanges: {} fixed, {} broken, {} changed",
+        pct(r.recorded_parity),
+        pct(r.parity),
+        r.exchanges,
+        r.fixed_count,
+        r.broken_count,
+        r.changed_count
+    );
+    if !r.errors.is_empty() {
+        outln!(
+            "  cannot be compared now: {}",
+            r.errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if r.not_rejudged > 0 {
+        outln!(
+            "  {} difference{} at redacted values not re-judged",
+            r.not_rejudged,
+            if r.not_rejudged == 1 { "" } else { "s" }
+        );
+    }
+    if !r.fields.is_empty() {
+        let w = r
+            .fields
+            .iter()
+            .map(|f| f.field.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        outln!(
+            "  {:<w$}  {:<8}  {:>8}  {:>8}",
+            "field",
+            "kind",
+            "recorded",
+            "now"
+        );
+        for f in &r.fields {
+            let mark = match f.recorded.cmp(&f.now) {
+                std::cmp::Ordering::Greater if f.now == 0 => "  fixed",
+                std::cmp::Ordering::Less if f.recorded == 0 => "  new",
+                _ => "",
+            };
+            outln!(
+                "  {:<w$}  {:<8}  {:>8}  {:>8}{mark}",
+                f.field,
+                f.kind,
+                f.recorded,
+                f.now
+            );
+        }
+    }
+    let ids = |v: &[i64], n: u64| {
+        let mut s = v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        if n > v.len() as u64 {
+            s.push_str(&format!(", … ({n} in all)"));
+        }
+        s
+    };
+    if r.fixed_count > 0 {
+        outln!("  fixed: {}", ids(&r.fixed, r.fixed_count));
+    }
+    if r.changed_count > 0 {
+        outln!("  changed: {}", ids(&r.changed, r.changed_count));
+    }
+    for b in &r.broken {
+        outln!("  broken: exchange {}: {}", b.id, b.why);
+    }
+    if r.broken_count > r.broken.len() as u64 {
+        outln!("  broken: … ({} in all)", r.broken_count);
+    }
+}
