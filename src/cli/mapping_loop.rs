@@ -245,3 +245,166 @@ fn print_route(r: &RouteSummary) {
         outln!("  broken: … ({} in all)", r.broken_count);
     }
 }
+
+/// What `suggest` reads.
+pub(super) struct SuggestArgs {
+    pub route: String,
+    pub since: Option<std::time::Duration>,
+    pub format: GateFormat,
+    pub out: Option<PathBuf>,
+    pub limit: usize,
+    pub db: Option<PathBuf>,
+}
+
+pub(super) fn suggest_cmd(config: &Path, explicit: bool, a: SuggestArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let route = cfg
+        .routes
+        .iter()
+        .find(|r| r.name == a.route)
+        .ok_or_else(|| UsageError(format!("no route named {:?} in {}", a.route, config.display())))?;
+    let store = open_existing(&super::store_location(a.db, &cfg))?;
+    let (from, to) = window(a.since, None, None);
+    let filter = store::Filter {
+        from,
+        to,
+        route: Some(RouteKey::named(&route.name)),
+        account: None,
+        mapping_version: None,
+    };
+    let mut pairs = Vec::new();
+    let mut after = 0;
+    while pairs.len() < a.limit {
+        let page = store.kept_pairs(&filter, after, 256.min(a.limit - pairs.len()))?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        pairs.extend(page);
+    }
+    let runner = crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)?;
+    let started = std::time::Instant::now();
+    let s = crate::rediff::suggest::suggest(&cfg, &runner, &*store, route, &pairs)
+        .map_err(|e| match e {
+            crate::rediff::suggest::SuggestError::NoMapping(_) => {
+                anyhow::Error::from(UsageError(e.to_string()))
+            }
+            e => e.into(),
+        })?;
+    let took = started.elapsed();
+    let written = match (&a.out, &s.combined) {
+        (Some(dir), Some(c)) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let ext = crate::mapping::Lang::parse(c.lang).map_or("jsonata", |l| l.ext());
+            let path = dir.join(format!("{}.{ext}", route.name));
+            std::fs::write(&path, &c.source)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Some(path)
+        }
+        _ => None,
+    };
+    match a.format {
+        GateFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "seconds": took.as_secs_f64(),
+                "written": written,
+                "suggestions": s,
+            }))?
+        ),
+        GateFormat::Text => print_suggestions(&s, took, written.as_deref()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn value(v: Option<&serde_json::Value>) -> String {
+    v.map_or_else(|| "(absent)".to_owned(), serde_json::Value::to_string)
+}
+
+fn print_suggestions(
+    s: &crate::rediff::suggest::Suggestions,
+    took: std::time::Duration,
+    written: Option<&Path>,
+) {
+    use crate::rediff::suggest::Fix;
+    outln!(
+        "route {}: {} kept exchange{} read, {} systematic difference{} ({:.2} s)",
+        s.route,
+        s.exchanges,
+        if s.exchanges == 1 { "" } else { "s" },
+        s.suggestions.len(),
+        if s.suggestions.len() == 1 { "" } else { "s" },
+        took.as_secs_f64()
+    );
+    if s.exchanges == 0 {
+        outln!("nothing to learn from: no compared exchange of the route kept its bodies (see [store] bodies)");
+    }
+    for g in &s.suggestions {
+        outln!("");
+        outln!(
+            "{} {}: in {} of {} kept exchanges with the field",
+            g.field,
+            g.kind,
+            g.differing,
+            g.present
+        );
+        for e in &g.examples {
+            outln!(
+                "  exchange {} at {}: legacy {}, candidate {}",
+                e.exchange,
+                e.pointer,
+                value(e.legacy.as_ref()),
+                value(e.candidate.as_ref())
+            );
+        }
+        let what = match &g.fix {
+            Fix::Path { found_at, expr } => format!(
+                "the value is in the candidate's document at {found_at}: read it with {expr}"
+            ),
+            Fix::Lowercase => "the candidate's value in lower case".to_owned(),
+            Fix::Uppercase => "the candidate's value in upper case".to_owned(),
+            Fix::Number => "a number the candidate sends as a string".to_owned(),
+            Fix::String => "a string the candidate sends as a number".to_owned(),
+            Fix::Lookup { pairs } => format!(
+                "a translation of {} value{}: {}",
+                pairs.len(),
+                if pairs.len() == 1 { "" } else { "s" },
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k:?} -> {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Fix::NotInCandidate => "the candidate never returns it (in no form, in none of the kept documents): no mapping can fill it; a gap to report to the vendor".to_owned(),
+            Fix::None { why } => why.clone(),
+        };
+        outln!("  => {what}");
+        if let (Some(c), Some(k)) = (&g.change, &g.checked) {
+            for line in c.diff.lines() {
+                outln!("  {line}");
+            }
+            outln!(
+                "  checked by rediff over {} exchanges: the field differs in {} -> {}; route parity {:.1}% -> {:.1}%; nothing else differs more",
+                k.exchanges,
+                k.field_before,
+                k.field_after,
+                k.parity_before * 100.0,
+                k.parity_after * 100.0
+            );
+        }
+    }
+    if let (Some(c), Some((b, a))) = (&s.combined, s.combined_parity) {
+        outln!("");
+        outln!(
+            "with every checked change ({}): route parity {:.1}% -> {:.1}% over the kept exchanges",
+            c.origin,
+            b * 100.0,
+            a * 100.0
+        );
+        if let Some(p) = written {
+            outln!(
+                "written to {} (try: shadowdiff rediff --mappings {})",
+                p.display(),
+                p.parent().map_or_else(|| ".".into(), |d| d.display().to_string())
+            );
+        }
+    }
+}

@@ -300,6 +300,29 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Propose a mapping change for each systematic difference of a route, from its kept
+    /// exchanges (renamed or moved fields, case, numbers as strings, value translations, fields
+    /// the candidate never has); each change is checked by re-diffing with it.
+    Suggest {
+        /// The route whose mapping to change.
+        #[arg(long)]
+        route: String,
+        /// Window ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// Write the route's mapping with every checked change to DIR/<route>.jsonata (or .jq),
+        /// ready for `rediff --mappings DIR`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Kept exchanges read at most (the oldest of the window first).
+        #[arg(long, default_value_t = 2000)]
+        limit: usize,
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
@@ -515,6 +538,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 mappings,
                 format,
                 record,
+                db,
+            },
+        ),
+        Command::Suggest {
+            route,
+            since,
+            format,
+            out,
+            limit,
+            db,
+        } => mapping_loop::suggest_cmd(
+            &config,
+            explicit,
+            mapping_loop::SuggestArgs {
+                route,
+                since,
+                format,
+                out,
+                limit,
                 db,
             },
         ),

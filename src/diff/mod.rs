@@ -31,7 +31,7 @@ use similar::{Algorithm, DiffOp};
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
 /// What kind of difference a field shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// In legacy, not in candidate.

@@ -15,6 +15,9 @@
 //!   matches now), `broken` (matched, differs now or cannot be compared), `changed` (differs
 //!   both times, at other fields).
 
+pub mod edit;
+pub mod suggest;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
