@@ -256,13 +256,23 @@ pub(super) struct SuggestArgs {
     pub db: Option<PathBuf>,
 }
 
-pub(super) fn suggest_cmd(config: &Path, explicit: bool, a: SuggestArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn suggest_cmd(
+    config: &Path,
+    explicit: bool,
+    a: SuggestArgs,
+) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
     let route = cfg
         .routes
         .iter()
         .find(|r| r.name == a.route)
-        .ok_or_else(|| UsageError(format!("no route named {:?} in {}", a.route, config.display())))?;
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no route named {:?} in {}",
+                a.route,
+                config.display()
+            ))
+        })?;
     let store = open_existing(&super::store_location(a.db, &cfg))?;
     let (from, to) = window(a.since, None, None);
     let filter = store::Filter {
@@ -282,13 +292,14 @@ pub(super) fn suggest_cmd(config: &Path, explicit: bool, a: SuggestArgs) -> anyh
     }
     let runner = crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)?;
     let started = std::time::Instant::now();
-    let s = crate::rediff::suggest::suggest(&cfg, &runner, &*store, route, &pairs)
-        .map_err(|e| match e {
+    let s = crate::rediff::suggest::suggest(&cfg, &runner, &*store, route, &pairs).map_err(
+        |e| match e {
             crate::rediff::suggest::SuggestError::NoMapping(_) => {
                 anyhow::Error::from(UsageError(e.to_string()))
             }
             e => e.into(),
-        })?;
+        },
+    )?;
     let took = started.elapsed();
     let written = match (&a.out, &s.combined) {
         (Some(dir), Some(c)) => {
@@ -403,7 +414,8 @@ fn print_suggestions(
             outln!(
                 "written to {} (try: shadowdiff rediff --mappings {})",
                 p.display(),
-                p.parent().map_or_else(|| ".".into(), |d| d.display().to_string())
+                p.parent()
+                    .map_or_else(|| ".".into(), |d| d.display().to_string())
             );
         }
     }

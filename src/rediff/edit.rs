@@ -72,7 +72,9 @@ pub fn scan(lang: Lang, src: &str) -> Scan {
         let c = bytes[i];
         // Comments.
         if lang == Lang::Jsonata && c == b'/' && bytes.get(i + 1) == Some(&b'*') {
-            i = src[i + 2..].find("*/").map_or(bytes.len(), |e| i + 2 + e + 2);
+            i = src[i + 2..]
+                .find("*/")
+                .map_or(bytes.len(), |e| i + 2 + e + 2);
             continue;
         }
         if lang == Lang::Jq && c == b'#' {
@@ -111,8 +113,7 @@ pub fn scan(lang: Lang, src: &str) -> Scan {
         {
             let start = i;
             let mut end = i + 1;
-            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
-            {
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
                 end += 1;
             }
             let name = src[start..end].trim_start_matches('$').to_owned();
@@ -415,10 +416,16 @@ mod tests {
             format!("$lowercase({e})")
         })
         .unwrap();
-        assert!(out.contains(r#""subtype": $lowercase(employment_type)}"#), "{out}");
+        assert!(
+            out.contains(r#""subtype": $lowercase(employment_type)}"#),
+            "{out}"
+        );
         let out =
             insert_member(Lang::Jsonata, INDIVIDUAL, "/department", "department.name").unwrap();
-        assert!(out.contains("{\n  \"department\": department.name,\n  \"id\""), "{out}");
+        assert!(
+            out.contains("{\n  \"department\": department.name,\n  \"id\""),
+            "{out}"
+        );
         let dir = "{\"individuals\": [results.{\"id\": remote_id}]}";
         let out = insert_member(Lang::Jsonata, dir, "/individuals/*/title", "job_title").unwrap();
         assert_eq!(
@@ -434,9 +441,14 @@ mod tests {
         let s = scan(Lang::Jq, src);
         let k = key_for(&s, "/ein").unwrap();
         assert_eq!(&src[k.value.0..k.value.1], ".eins[0]");
-        let out = replace_value(Lang::Jq, src, "/legal_name", |e| format!("({e} | ascii_upcase)"))
-            .unwrap();
-        assert!(out.contains("legal_name: (.legal_name | ascii_upcase),"), "{out}");
+        let out = replace_value(Lang::Jq, src, "/legal_name", |e| {
+            format!("({e} | ascii_upcase)")
+        })
+        .unwrap();
+        assert!(
+            out.contains("legal_name: (.legal_name | ascii_upcase),"),
+            "{out}"
+        );
         crate::mapping::compile(Lang::Jq, &out).unwrap();
         let out = insert_member(Lang::Jq, src, "/locations/*/zip", ".zip_code").unwrap();
         assert!(out.contains("{zip: .zip_code, city, country}"), "{out}");

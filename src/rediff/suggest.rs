@@ -52,11 +52,15 @@ pub enum Fix {
     /// A string the candidate sends as a number.
     String,
     /// A small translation table, candidate value → legacy value.
-    Lookup { pairs: BTreeMap<String, Value> },
+    Lookup {
+        pairs: BTreeMap<String, Value>,
+    },
     /// No candidate document holds the legacy value: no mapping can fill the field.
     NotInCandidate,
     /// Nothing found that the rediff confirms.
-    None { why: String },
+    None {
+        why: String,
+    },
 }
 
 /// One example of the difference.
@@ -157,7 +161,11 @@ pub fn suggest(
     let source = base.mapping.source().to_owned();
     let mut rd = Rediff::new(cfg, runner, Proposed::default());
     let before = rd.run_pairs(reader, pairs)?;
-    let noise = rd.noise.get(&Some(route.name.clone())).cloned().unwrap_or_default();
+    let noise = rd
+        .noise
+        .get(&Some(route.name.clone()))
+        .cloned()
+        .unwrap_or_default();
     let docs = docs(cfg, runner, route, pairs, &noise);
     let before_route = before.route(&route.name).cloned().unwrap_or_default();
     let count = |s: &super::Summary, field: &str, kind: &str| {
@@ -186,9 +194,13 @@ pub fn suggest(
         }
     }
     let mut out = Vec::new();
-    let mut verified: Vec<(String, Box<dyn Fn(&str) -> Option<String>>)> = Vec::new();
+    let mut verified: Vec<EditFn> = Vec::new();
     for ((field, kind), examples) in &groups {
-        let present = docs.iter().filter(|d| d.present.contains(field)).count().max(1) as u64;
+        let present = docs
+            .iter()
+            .filter(|d| d.present.contains(field))
+            .count()
+            .max(1) as u64;
         let differing = examples.len() as u64;
         if (differing as f64) < cfg.diff.systematic_rate * present as f64 {
             continue;
@@ -240,7 +252,7 @@ pub fn suggest(
                 parity_after: after_route.parity,
             });
             s.change = Some(change(&base.origin, lang, &source, patched));
-            verified.push((field.clone(), edit_fn));
+            verified.push(edit_fn);
             break;
         }
         if s.change.is_none() && *kind == Kind::Missing && never_in_candidate(examples, &docs) {
@@ -253,7 +265,7 @@ pub fn suggest(
     let mut combined_parity = None;
     if verified.len() > 1 {
         let mut text = source.clone();
-        for (_, f) in &verified {
+        for f in &verified {
             if let Some(t) = f(&text) {
                 text = t;
             }
@@ -266,7 +278,10 @@ pub fn suggest(
             }
         }
     } else if let Some(s) = out.iter().find(|s| s.checked.is_some()) {
-        combined_parity = s.checked.as_ref().map(|c| (c.parity_before, c.parity_after));
+        combined_parity = s
+            .checked
+            .as_ref()
+            .map(|c| (c.parity_before, c.parity_after));
         combined = s.change.clone();
     }
     Ok(Suggestions {
@@ -337,13 +352,18 @@ fn docs(
     pairs
         .iter()
         .filter(|p| {
-            p.side("candidate_raw").is_some() || p.side("legacy_raw").is_some() || p.mapping_version.is_none()
+            p.side("candidate_raw").is_some()
+                || p.side("legacy_raw").is_some()
+                || p.mapping_version.is_none()
         })
         .filter_map(|p| {
             let legacy = parse(p, ["legacy_raw", "legacy"])?;
             let raw = parse(p, ["candidate_raw", "candidate"])?;
             let maps = Maps {
-                candidate: route.mappings.candidate_for(p.account.as_deref()).map(|c| &**c),
+                candidate: route
+                    .mappings
+                    .candidate_for(p.account.as_deref())
+                    .map(|c| &**c),
                 legacy: route.mappings.legacy.as_deref(),
                 runner: Some(runner),
                 timeout: cfg.mappings.timeout,
@@ -515,7 +535,9 @@ fn found_paths(
         telling += 1;
         let want = indices(&d.pointer, field);
         let mut hits = HashSet::new();
-        find(&docs[*i].raw, v, &mut Vec::new(), &mut |path: &[Seg<'_>]| {
+        find(&docs[*i].raw, v, &mut Vec::new(), &mut |path: &[Seg<
+            '_,
+        >]| {
             let pattern = diff::glob::field_pattern(path);
             let ptr = diff::glob::pointer(path);
             let got = indices(&ptr, &pattern);
@@ -582,7 +604,12 @@ fn is_telling(v: &Value) -> bool {
 }
 
 /// Calls `hit` with the path of every node of `doc` equal to `want`.
-fn find<'a>(doc: &'a Value, want: &Value, path: &mut Vec<Seg<'a>>, hit: &mut dyn FnMut(&[Seg<'_>])) {
+fn find<'a>(
+    doc: &'a Value,
+    want: &Value,
+    path: &mut Vec<Seg<'a>>,
+    hit: &mut dyn FnMut(&[Seg<'_>]),
+) {
     if doc == want {
         hit(path);
     }

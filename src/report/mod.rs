@@ -198,6 +198,9 @@ pub struct Report {
     /// The rollout in the window: the candidate cohort's requests (served by the candidate or
     /// fallen back to legacy, by reason) and the changes of phase.
     pub rollout: RolloutSection,
+    /// Mapping versions judged on recorded traffic (`rediff --record`) in the window: not live
+    /// traffic, listed apart from the routes' own versions.
+    pub rediffs: Vec<crate::store::RediffRow>,
 }
 
 /// The rollout part of a report.
@@ -348,6 +351,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Repor
         accounts,
         needs_reauth,
         rollout,
+        rediffs: store.rediffs(f.from, f.to)?,
     })
 }
 

@@ -156,7 +156,62 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     rollout_markdown(&mut o, &r.rollout);
+    rediffs_markdown(&mut o, &r.rediffs);
     o
+}
+
+/// Mapping versions judged on recorded traffic (nothing when none was recorded).
+fn rediffs_markdown(o: &mut String, rows: &[crate::store::RediffRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Rediffs (recorded traffic judged again, not live)\n\n| when | route | mapping version | exchanges | parity recorded → rediff | fixed | broken | from |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} → {} | {} | {} | {} |",
+            r.at,
+            md_cell(&r.route),
+            md_cell(r.mapping_version.as_deref().unwrap_or("none")),
+            r.exchanges,
+            pct_of(r.recorded_matched, r.exchanges),
+            pct_of(r.matched, r.exchanges),
+            r.fixed,
+            r.broken,
+            md_cell(&r.source)
+        );
+    }
+}
+
+fn pct_of(n: u64, of: u64) -> String {
+    format!("{:.1}%", n as f64 * 100.0 / of.max(1) as f64)
+}
+
+/// [`rediffs_markdown`] in HTML.
+fn rediffs_html(o: &mut String, rows: &[crate::store::RediffRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Rediffs</h2><p>Recorded traffic judged again with another mapping version (<code>rediff --record</code>): not live traffic.</p><table><tr><th>when</th><th>route</th><th>mapping version</th><th>exchanges</th><th>parity recorded → rediff</th><th>fixed</th><th>broken</th><th>from</th></tr>");
+    for r in rows {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.at),
+            esc(&r.route),
+            esc(r.mapping_version.as_deref().unwrap_or("none")),
+            r.exchanges,
+            pct_of(r.recorded_matched, r.exchanges),
+            pct_of(r.matched, r.exchanges),
+            r.fixed,
+            r.broken,
+            esc(&r.source)
+        );
+    }
+    o.push_str("</table>");
 }
 
 /// The rollout section (nothing when no phase served anyone and nothing changed).
@@ -372,6 +427,7 @@ pub fn html(r: &Report) -> String {
         route_section(&mut o, rt);
     }
     rollout_html(&mut o, &r.rollout);
+    rediffs_html(&mut o, &r.rediffs);
     o.push_str("<h2>Accounts</h2>");
     if !r.needs_reauth.is_empty() {
         let _ = write!(

@@ -1,0 +1,519 @@
+//! The mapping loop on recorded traffic, through the real binary: traffic recorded by the proxy
+//! with a broken mapping (realistic HRIS documents, one gap of each kind), then `rediff` with a
+//! fixed mapping, `rediff --record`, and `suggest`, each suggestion checked by rediff.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::*;
+
+const PEOPLE: usize = 12;
+const TYPES: [(&str, &str); 3] = [
+    ("FT", "full_time"),
+    ("PT", "part_time"),
+    ("CT", "contractor"),
+];
+const DEPARTMENTS: [&str; 3] = ["Engineering", "Finance", "Research"];
+const CITIES: [&str; 3] = ["London", "Lisbon", "Oslo"];
+
+/// An employee as the legacy HRIS API answers.
+fn legacy_employee(i: usize) -> Value {
+    json!({
+        "id": format!("emp-{i:03}"),
+        "first_name": format!("First{i}"),
+        "last_name": format!("Last{i}"),
+        "title": format!("Engineer {}", i % 4),
+        "employment_status": if i % 5 == 0 { "inactive" } else { "active" },
+        "employment_type": TYPES[i % 3].1,
+        "salary": 90_000 + i * 1_000,
+        "location": {"city": CITIES[i % 3]},
+        "department": DEPARTMENTS[i % 3],
+        "manager_id": format!("emp-{:03}", 100 + i),
+        "ssn": format!("123-45-{:04}", 6000 + i),
+    })
+}
+
+/// The same employee as the unified API answers: other names, other places, other spellings,
+/// and no department.
+fn candidate_employee(i: usize) -> Value {
+    json!({
+        "id": format!("u-{}", 7000 + i),
+        "remote_id": format!("emp-{i:03}"),
+        "given_name": format!("First{i}"),
+        "family_name": format!("Last{i}"),
+        "job": {"title": format!("Engineer {}", i % 4)},
+        "status": if i % 5 == 0 { "INACTIVE" } else { "ACTIVE" },
+        "employment_type": TYPES[i % 3].0,
+        "compensation": {"amount": format!("{}", 90_000 + i * 1_000), "currency": "EUR"},
+        "work_location": {"city": CITIES[i % 3]},
+        "manager": {"remote_id": format!("emp-{:03}", 100 + i)},
+        "national_id": format!("123-45-{:04}", 6000 + i),
+    })
+}
+
+/// The mapping as first written: every gap planted.
+const BROKEN: &str = r#"/* unified employee -> legacy employee */
+{
+  "id": remote_id,
+  "first_name": first_name,
+  "last_name": family_name,
+  "title": title,
+  "employment_status": status,
+  "employment_type": employment_type,
+  "salary": compensation.amount,
+  "location": {"city": work_location.city},
+  "ssn": national_id
+}
+"#;
+
+/// The directory's jq mapping: `name` is `full_name` in the unified API.
+const DIRECTORY_JQ: &str = "{individuals: [.results[] | {id: .remote_id, name: .name}]}\n";
+
+fn legacy_directory() -> Value {
+    let people: Vec<Value> = (0..4)
+        .map(|i| json!({"id": format!("emp-{i:03}"), "name": format!("First{i} Last{i}")}))
+        .collect();
+    json!({ "individuals": people })
+}
+
+fn candidate_directory() -> Value {
+    let people: Vec<Value> = (0..4)
+        .map(|i| json!({"remote_id": format!("emp-{i:03}"), "full_name": format!("First{i} Last{i}")}))
+        .collect();
+    json!({ "results": people })
+}
+
+fn config() -> String {
+    r#"
+[store]
+path = "store/shadowdiff.db"
+bodies = "always"
+body_examples = 1000
+body_sample = 1.0
+redact_fields = ["**/ssn"]
+
+[[routes]]
+name = "employee"
+method = "GET"
+path = "/employees/{id}"
+[routes.candidate]
+path = "/unified/employees/{id}"
+mapping = "mappings/employee.jsonata"
+
+[[routes]]
+name = "company"
+method = "GET"
+path = "/company"
+[routes.candidate]
+path = "/unified/company"
+
+[[routes]]
+name = "directory"
+method = "GET"
+path = "/directory"
+[routes.candidate]
+path = "/unified/directory"
+mapping = "mappings/directory.jq"
+"#
+    .to_owned()
+}
+
+fn bin(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The route's (field, kind) → (recorded, now) of a rediff's JSON.
+fn fields(rediff: &Value, route: &str) -> std::collections::BTreeMap<(String, String), (u64, u64)> {
+    let r = rediff["summary"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == route)
+        .unwrap_or_else(|| panic!("no route {route} in {rediff}"));
+    r["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                (
+                    f["field"].as_str().unwrap().to_owned(),
+                    f["kind"].as_str().unwrap().to_owned(),
+                ),
+                (f["recorded"].as_u64().unwrap(), f["now"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Records traffic through the proxy with the broken mappings; returns the working folder
+/// (config, mappings, store).
+async fn record() -> tempfile::TempDir {
+    let legacy = Upstream::start(|s| {
+        if s.uri == "/directory" {
+            return Reply::json(legacy_directory());
+        }
+        if s.uri == "/company" {
+            return Reply::json(json!({"id": "co-1", "name": "Acme"}));
+        }
+        let i: usize = s.uri.trim_start_matches("/employees/emp-").parse().unwrap();
+        Reply::json(legacy_employee(i))
+    })
+    .await;
+    let candidate = Upstream::start(|s| {
+        if s.uri == "/unified/directory" {
+            return Reply::json(candidate_directory());
+        }
+        if s.uri == "/unified/company" {
+            return Reply::json(json!({"id": "co-1", "name": "Acme"}));
+        }
+        let i: usize = s
+            .uri
+            .trim_start_matches("/unified/employees/emp-")
+            .parse()
+            .unwrap();
+        Reply::json(candidate_employee(i))
+    })
+    .await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("mappings")).unwrap();
+    std::fs::write(files.path().join("mappings/employee.jsonata"), BROKEN).unwrap();
+    std::fs::write(files.path().join("mappings/directory.jq"), DIRECTORY_JQ).unwrap();
+    let sd = Shadowdiff::start_with_files(
+        &legacy.url(),
+        &candidate.url(),
+        &config(),
+        Some(files.path()),
+    )
+    .await;
+    for i in 0..PEOPLE {
+        let got = get(&sd.url(&format!("/employees/emp-{i:03}"))).await;
+        assert_eq!(got.status, 200);
+    }
+    for _ in 0..3 {
+        get(&sd.url("/directory")).await;
+        get(&sd.url("/company")).await;
+    }
+    sd.quiesce().await;
+    let (_, dir) = sd.stop().await;
+    // The config as the binary reads it: the one the proxy ran with.
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
+    let dir = record().await;
+    let d = dir.path();
+    let db = d.join("store/shadowdiff.db");
+    let bytes = db_bytes(&db);
+    // The documents as they came are kept, redacted: the candidate's `national_id` holds the
+    // value redacted at legacy's `ssn`, under another name.
+    let raw = query(
+        &db,
+        "SELECT count(*) FROM bodies WHERE side = 'candidate_raw'",
+    );
+    assert_eq!(raw[0][0], json!(PEOPLE + 3), "one per mapped exchange");
+    for i in 0..PEOPLE {
+        assert!(
+            !contains(&bytes, format!("123-45-{:04}", 6000 + i).as_bytes()),
+            "a redacted value is in the store"
+        );
+    }
+
+    // The mappings as recorded: every verdict as it was.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "rediff",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let same = json_of(&out);
+    assert_eq!(same["summary"]["exchanges"], json!(PEOPLE + 6));
+    for ((field, kind), (recorded, now)) in fields(&same, "employee") {
+        assert_eq!(recorded, now, "{field} {kind}: {out}");
+    }
+    assert!(
+        fields(&same, "employee").contains_key(&("/employment_status".into(), "changed".into()))
+    );
+
+    // One fix in a proposed folder: that field is fixed, nothing else changed.
+    let fixed = d.join("proposed");
+    std::fs::create_dir_all(&fixed).unwrap();
+    std::fs::write(
+        fixed.join("employee.jsonata"),
+        BROKEN.replace(
+            "\"employment_status\": status",
+            "\"employment_status\": $lowercase(status)",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "rediff",
+            "--since",
+            "1h",
+            "--route",
+            "employee",
+            "--mappings",
+            "proposed",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let one = json_of(&out);
+    let f = fields(&one, "employee");
+    assert_eq!(
+        f[&("/employment_status".to_owned(), "changed".to_owned())],
+        (PEOPLE as u64, 0)
+    );
+    for ((field, kind), (recorded, now)) in &f {
+        if field != "/employment_status" {
+            assert_eq!(recorded, now, "{field} {kind} changed: {out}");
+        }
+    }
+    let route = &one["summary"]["routes"][0];
+    assert_eq!(route["broken_count"], json!(0));
+    assert_eq!(route["changed_count"], json!(PEOPLE));
+    assert_ne!(route["versions"], route["recorded_versions"]);
+    // Nothing was written without --record.
+    assert_eq!(query(&db, "SELECT count(*) FROM rediffs")[0][0], json!(0));
+
+    // A mapping that breaks what matched (the company route had none, and matched): exit 1,
+    // the exchanges named with the difference they would have.
+    std::fs::write(fixed.join("company.jq"), "{id: .id}\n").unwrap();
+    let (code, out, _) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "rediff",
+            "--since",
+            "1h",
+            "--route",
+            "company",
+            "--mappings",
+            "proposed",
+        ],
+        d,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("parity 100.0% -> 0.0% over 3 exchanges: 0 fixed, 3 broken"),
+        "{out}"
+    );
+    assert!(
+        out.contains("broken: exchange") && out.contains("/name missing"),
+        "{out}"
+    );
+    std::fs::remove_file(fixed.join("company.jq")).unwrap();
+
+    // --record keeps it as a new mapping version.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "rediff",
+            "--since",
+            "1h",
+            "--route",
+            "employee",
+            "--mappings",
+            "proposed",
+            "--record",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("recorded in the store"), "{out}");
+    let rows = query(
+        &db,
+        "SELECT route, mapping_version, exchanges, fixed, broken, source FROM rediffs",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], json!("employee"));
+    assert_eq!(rows[0][1], route["versions"][0]);
+    assert_eq!(rows[0][2], json!(PEOPLE));
+    assert!(rows[0][5].as_str().unwrap().contains("proposed"));
+    // The report lists it beside the live versions.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "report",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report = json_of(&out);
+    assert_eq!(report["rediffs"][0]["mapping_version"], rows[0][1], "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suggest_finds_each_kind_of_gap_and_checks_it() {
+    let dir = record().await;
+    let d = dir.path();
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "suggest",
+            "--route",
+            "employee",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+            "--out",
+            "proposed",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let s = json_of(&out);
+    let by_field = |f: &str| -> Value {
+        s["suggestions"]["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["field"] == f)
+            .cloned()
+            .unwrap_or_else(|| panic!("no suggestion for {f}: {out}"))
+    };
+    // Each gap, the fix of its kind, checked by rediff (the field fixed in every exchange).
+    let expect = [
+        ("/first_name", "path", Some("given_name")),
+        ("/title", "path", Some("job.title")),
+        ("/manager_id", "path", Some("manager.remote_id")),
+        ("/employment_status", "lowercase", None),
+        ("/employment_type", "lookup", None),
+        ("/salary", "number", None),
+    ];
+    for (field, fix, expr) in expect {
+        let g = by_field(field);
+        assert_eq!(g["fix"], json!(fix), "{field}: {g}");
+        if let Some(e) = expr {
+            assert_eq!(g["expr"], json!(e), "{field}: {g}");
+        }
+        assert_eq!(g["checked"]["field_before"], json!(PEOPLE), "{field}: {g}");
+        assert_eq!(g["checked"]["field_after"], json!(0), "{field}: {g}");
+        assert!(g["change"]["diff"].as_str().unwrap().contains("+"), "{g}");
+    }
+    assert_eq!(
+        by_field("/employment_type")["pairs"],
+        json!({"CT": "contractor", "FT": "full_time", "PT": "part_time"})
+    );
+    // No mapping can fill what the candidate never sends.
+    let dept = by_field("/department");
+    assert_eq!(dept["fix"], json!("not_in_candidate"), "{dept}");
+    assert!(dept.get("change").is_none());
+
+    // The written mapping, every checked change at once, through rediff: only the department
+    // is left.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "rediff",
+            "--since",
+            "1h",
+            "--route",
+            "employee",
+            "--mappings",
+            "proposed",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = json_of(&out);
+    let left: Vec<_> = fields(&after, "employee")
+        .into_iter()
+        .filter(|(_, (_, now))| *now > 0)
+        .map(|((f, k), _)| format!("{f} {k}"))
+        .collect();
+    assert_eq!(left, vec!["/department missing"], "{out}");
+
+    // jq: the directory's renamed member, read relative to the array element.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "suggest",
+            "--route",
+            "directory",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let s = json_of(&out);
+    let g = &s["suggestions"]["suggestions"][0];
+    assert_eq!(g["field"], json!("/individuals/*/name"), "{out}");
+    assert_eq!(g["expr"], json!(".full_name"), "{out}");
+    assert_eq!(g["checked"]["field_after"], json!(0), "{out}");
+    assert_eq!(g["checked"]["parity_after"], json!(1.0), "{out}");
+    assert!(
+        g["change"]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("name: .full_name"),
+        "{out}"
+    );
+
+    // Text output for people.
+    let (code, out, _) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "suggest",
+            "--route",
+            "employee",
+            "--since",
+            "1h",
+        ],
+        d,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("$lowercase(status)"), "{out}");
+    assert!(out.contains("no mapping can fill it"), "{out}");
+    // A route that does not exist is bad usage.
+    let (code, _, err) = bin(
+        &["--config", "shadowdiff.toml", "suggest", "--route", "nope"],
+        d,
+    );
+    assert_eq!(code, 2, "{err}");
+}
