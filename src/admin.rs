@@ -7,6 +7,7 @@
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
+//! | `/api/coverage?since=24h&route=R` | field coverage per route: each field pattern compared, in how many exchanges, its parity; the patterns never exercised |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
 //! | `GET /api/rollout` | the rollout phase in force, the phases, the guard's view, the latest changes |
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub readers: Readers,
     /// Classification settings of the summary (`[diff]`).
     pub classes: crate::classify::Settings,
+    /// The routes' reference documents' field patterns (field coverage).
+    pub references: std::sync::Arc<std::collections::BTreeMap<String, Vec<String>>>,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
     pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// The store writer's counters: `/readyz` fails while its writes fail.
@@ -246,6 +249,25 @@ where
             })
             .await
         }
+        "/api/coverage" => {
+            let since = param("since").unwrap_or_else(|| "24h".into());
+            let route = param("route");
+            blocking(move || {
+                let d = crate::config::parse_duration(&since).map_err(AdminError::BadParameter)?;
+                let f = report::Filter {
+                    from: crate::record::ago(d),
+                    to: SystemTime::now(),
+                    route: route.as_deref().map(RouteKey::parse),
+                    account: None,
+                    mapping_version: None,
+                };
+                let cov = with_store(&state, |store| {
+                    Ok(crate::coverage::all(store, &f, &state.references)?)
+                })?;
+                Ok(json_serialize(&json!({ "since": since, "routes": cov })))
+            })
+            .await
+        }
         "/api/exchanges" => {
             let outcome = param("outcome");
             let limit = param("limit")
@@ -396,6 +418,7 @@ fn summary(
     let opts = report::Options {
         details: true,
         classes: state.classes,
+        references: state.references.clone(),
     };
     Ok(report::build_with(store, &f, opts)?)
 }
@@ -658,6 +681,7 @@ mod tests {
             db: crate::store::Location::Sqlite("/nonexistent/x.db".into()),
             readers: Readers::default(),
             classes: crate::classify::Settings::default(),
+            references: std::sync::Arc::default(),
             reloader: None,
             store: None,
             rollout: None,

@@ -68,6 +68,7 @@ pub fn evaluate_with(
     let opts = report::Options {
         details: false,
         classes,
+        references: std::sync::Arc::default(),
     };
     let report = report::build_with(store, filter, opts)?;
     let mut checks = Vec::new();
@@ -90,8 +91,27 @@ pub fn evaluate_with(
                 .then(|| format!("needs re-auth: {}", report.needs_reauth.join(", "))),
         });
     }
+    if let Some(n) = gate.min_field_samples {
+        let routes: Vec<(RouteKey, u64)> = report
+            .routes
+            .iter()
+            .map(|r| (RouteKey::parse(&r.route), r.counts.compared))
+            .collect();
+        checks.push(field_samples(store, filter, "all", &routes, n)?);
+    }
     let empty = Counts::default();
     for (route, rg) in &gate.routes {
+        if let Some(n) = rg.min_field_samples {
+            let compared = route_counts(&report, route).map_or(0, |c| c.compared);
+            let key = RouteKey::named(route.clone());
+            checks.push(field_samples(
+                store,
+                filter,
+                &format!("route:{route}"),
+                &[(key, compared)],
+                n,
+            )?);
+        }
         let counts = route_counts(&report, route).unwrap_or(&empty);
         let rf = Filter {
             route: Some(RouteKey::named(route.clone())),
@@ -110,6 +130,55 @@ pub fn evaluate_with(
         pass: !checks.is_empty() && checks.iter().all(|c| c.pass),
         window: report.window,
         checks,
+    })
+}
+
+/// Fields shown by name in a failing `min_field_samples` note at most.
+const FIELDS_NAMED: usize = 5;
+
+/// `min_field_samples`: every field pattern the routes compared in the window was present in at
+/// least `n` compared exchanges. Measured: the fewest of any field (none compared: not
+/// measured, a failure).
+fn field_samples(
+    store: &dyn Reader,
+    filter: &Filter,
+    scope: &str,
+    routes: &[(RouteKey, u64)],
+    n: u64,
+) -> Result<Check, ReportError> {
+    let mut fewest: Option<u64> = None;
+    let mut under = Vec::new();
+    let mut total_under = 0;
+    for (key, compared) in routes {
+        let cov = crate::coverage::route_coverage(store, filter, key, *compared, &[])?;
+        for f in &cov.fields {
+            fewest = Some(fewest.map_or(f.compared, |m| m.min(f.compared)));
+        }
+        for f in cov.under(n) {
+            total_under += 1;
+            if under.len() < FIELDS_NAMED {
+                under.push(format!("{} {} ({})", cov.route, f.field, f.compared));
+            }
+        }
+    }
+    let note = match (fewest, total_under) {
+        (None, _) => Some("no field compared in the window".to_owned()),
+        (_, 0) => None,
+        (_, k) => Some(format!(
+            "{k} field pattern{} compared fewer than {n} times: {}{}",
+            if k == 1 { "" } else { "s" },
+            under.join(", "),
+            if k > under.len() { ", …" } else { "" }
+        )),
+    };
+    Ok(Check {
+        criterion: "min_field_samples".into(),
+        scope: scope.to_owned(),
+        threshold: n as f64,
+        measured: fewest.map(|f| f as f64),
+        interval: None,
+        pass: fewest.is_some() && total_under == 0,
+        note,
     })
 }
 

@@ -20,6 +20,7 @@
 //! - [`background`]: the lower CPU priority of the shadow threads and the store writer.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, the dashboard and its JSON API.
 //! - [`telemetry`]: Prometheus metrics with bounded labels.
+//! - [`coverage`]: the field patterns each route's window compared, and those it never did.
 //! - [`classify`]: systematic / sporadic / noise per field pattern, from the store.
 //! - [`rediff`]: recorded exchanges judged again under a new mapping or rules; `suggest`.
 //! - [`report`]: parity reports from the store (JSON, Markdown, HTML).
@@ -38,6 +39,7 @@ pub mod budget;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod diff;
 pub mod encoding;

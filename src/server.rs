@@ -249,6 +249,7 @@ impl Server {
             db: cfg.store.location(),
             readers: crate::admin::Readers::default(),
             classes: (&cfg.diff).into(),
+            references: crate::report::references(&cfg),
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),
             rollout: Some(rollout),

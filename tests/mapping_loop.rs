@@ -21,7 +21,7 @@ const CITIES: [&str; 3] = ["London", "Lisbon", "Oslo"];
 
 /// An employee as the legacy HRIS API answers.
 fn legacy_employee(i: usize) -> Value {
-    json!({
+    let mut v = json!({
         "id": format!("emp-{i:03}"),
         "first_name": format!("First{i}"),
         "last_name": format!("Last{i}"),
@@ -33,13 +33,17 @@ fn legacy_employee(i: usize) -> Value {
         "department": DEPARTMENTS[i % 3],
         "manager_id": format!("emp-{:03}", 100 + i),
         "ssn": format!("123-45-{:04}", 6000 + i),
-    })
+    });
+    if i % 6 == 0 {
+        v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
+    }
+    v
 }
 
 /// The same employee as the unified API answers: other names, other places, other spellings,
 /// and no department.
 fn candidate_employee(i: usize) -> Value {
-    json!({
+    let mut v = json!({
         "id": format!("u-{}", 7000 + i),
         "remote_id": format!("emp-{i:03}"),
         "given_name": format!("First{i}"),
@@ -51,7 +55,11 @@ fn candidate_employee(i: usize) -> Value {
         "work_location": {"city": CITIES[i % 3]},
         "manager": {"remote_id": format!("emp-{:03}", 100 + i)},
         "national_id": format!("123-45-{:04}", 6000 + i),
-    })
+    });
+    if i % 6 == 0 {
+        v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
+    }
+    v
 }
 
 /// The mapping as first written: every gap planted.
@@ -65,7 +73,8 @@ const BROKEN: &str = r#"/* unified employee -> legacy employee */
   "employment_type": employment_type,
   "salary": compensation.amount,
   "location": {"city": work_location.city},
-  "ssn": national_id
+  "ssn": national_id,
+  "terminated_at": terminated_at
 }
 "#;
 
@@ -95,10 +104,14 @@ body_examples = 1000
 body_sample = 1.0
 redact_fields = ["**/ssn"]
 
+[gate.canary]
+min_field_samples = 3
+
 [[routes]]
 name = "employee"
 method = "GET"
 path = "/employees/{id}"
+reference = "refs/employee.json"
 [routes.candidate]
 path = "/unified/employees/{id}"
 mapping = "mappings/employee.jsonata"
@@ -162,9 +175,9 @@ fn fields(rediff: &Value, route: &str) -> std::collections::BTreeMap<(String, St
         .collect()
 }
 
-/// Records traffic through the proxy with the broken mappings; returns the working folder
-/// (config, mappings, store).
-async fn record() -> tempfile::TempDir {
+/// The proxy, after recording traffic with the broken mappings, and the two vendors it talks
+/// to (stop it to get the working folder: config, mappings, store).
+async fn recorded() -> (Shadowdiff, Upstream, Upstream) {
     let legacy = Upstream::start(|s| {
         if s.uri == "/directory" {
             return Reply::json(legacy_directory());
@@ -193,8 +206,17 @@ async fn record() -> tempfile::TempDir {
     .await;
     let files = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(files.path().join("mappings")).unwrap();
+    std::fs::create_dir_all(files.path().join("refs")).unwrap();
     std::fs::write(files.path().join("mappings/employee.jsonata"), BROKEN).unwrap();
     std::fs::write(files.path().join("mappings/directory.jq"), DIRECTORY_JQ).unwrap();
+    // The reference: a legacy employee with every field the API documents.
+    let mut reference = legacy_employee(0);
+    reference["emergency_contact"] = json!({"name": "Someone"});
+    std::fs::write(
+        files.path().join("refs/employee.json"),
+        reference.to_string(),
+    )
+    .unwrap();
     let sd = Shadowdiff::start_with_files(
         &legacy.url(),
         &candidate.url(),
@@ -211,8 +233,13 @@ async fn record() -> tempfile::TempDir {
         get(&sd.url("/company")).await;
     }
     sd.quiesce().await;
+    (sd, legacy, candidate)
+}
+
+/// [`recorded`], stopped: the working folder.
+async fn record() -> tempfile::TempDir {
+    let (sd, _legacy, _candidate) = recorded().await;
     let (_, dir) = sd.stop().await;
-    // The config as the binary reads it: the one the proxy ran with.
     dir
 }
 
@@ -516,4 +543,129 @@ async fn suggest_finds_each_kind_of_gap_and_checks_it() {
         d,
     );
     assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_coverage_and_min_field_samples() {
+    let (sd, _legacy, _candidate) = recorded().await;
+    // The admin API's coverage, while the proxy runs.
+    let got = get(&format!(
+        "http://{}/api/coverage?since=1h&route=employee",
+        sd.admin.unwrap()
+    ))
+    .await;
+    assert_eq!(got.status, 200);
+    let api = got.json();
+    let (_, dir) = sd.stop().await;
+    let d = dir.path();
+    let routes = api["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{api}");
+    let cov = &routes[0];
+    assert_eq!(cov["route"], json!("employee"));
+    assert_eq!(cov["compared"], json!(PEOPLE));
+    let field = |f: &str| {
+        cov["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["field"] == f)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {f}: {cov}"))
+    };
+    // Every employee has an id; two of twelve were terminated (the fixture's i % 6 == 0).
+    assert_eq!(field("/id")["compared"], json!(PEOPLE));
+    assert_eq!(field("/id")["differing"], json!(0));
+    assert_eq!(field("/terminated_at")["compared"], json!(2));
+    assert_eq!(field("/terminated_at")["parity"], json!(1.0));
+    assert_eq!(field("/department")["compared"], json!(PEOPLE));
+    assert_eq!(field("/department")["parity"], json!(0.0));
+    // The least compared first.
+    assert_eq!(cov["fields"][0]["field"], json!("/terminated_at"));
+    // The reference's fields that no exchange had.
+    assert_eq!(
+        cov["unexercised"],
+        json!([
+            {"field": "/emergency_contact", "known_from": "reference"},
+            {"field": "/emergency_contact/name", "known_from": "reference"}
+        ])
+    );
+
+    // The report has the same, and says it in Markdown.
+    let (code, out, err) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "report",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report = json_of(&out);
+    let employee = report["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "employee")
+        .unwrap();
+    assert_eq!(employee["coverage"], *cov);
+    let (_, md, _) = bin(
+        &["--config", "shadowdiff.toml", "report", "--since", "1h"],
+        d,
+    );
+    assert!(
+        md.contains("never exercised in the window**: `/emergency_contact` (reference)"),
+        "{md}"
+    );
+
+    // The gate: every field compared 3 times at least; /terminated_at was twice.
+    let (code, out, _) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "gate",
+            "--phase",
+            "canary",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(code, 1, "{out}");
+    let v = json_of(&out);
+    let check = &v["checks"][0];
+    assert_eq!(check["criterion"], json!("min_field_samples"));
+    assert_eq!(check["measured"], json!(2.0));
+    assert!(
+        check["note"]
+            .as_str()
+            .unwrap()
+            .contains("employee /terminated_at (2)"),
+        "{check}"
+    );
+    std::fs::write(
+        d.join("shadowdiff.toml"),
+        std::fs::read_to_string(d.join("shadowdiff.toml"))
+            .unwrap()
+            .replace("min_field_samples = 3", "min_field_samples = 2"),
+    )
+    .unwrap();
+    let (code, out, _) = bin(
+        &[
+            "--config",
+            "shadowdiff.toml",
+            "gate",
+            "--phase",
+            "canary",
+            "--since",
+            "1h",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{out}");
 }

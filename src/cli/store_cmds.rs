@@ -54,6 +54,7 @@ pub(super) fn report_cmd(
     let opts = report::Options {
         details: true,
         classes: (&cfg.diff).into(),
+        references: report::references(&cfg),
     };
     let r = report::build_with(&*store, filter, opts)?;
     let by_extension = match out

@@ -132,6 +132,9 @@ pub struct GateConfig {
     pub max_candidate_error_rate: Option<f64>,
     pub max_auth_error_accounts: Option<u64>,
     pub max_latency_ratio: Option<f64>,
+    /// Every field pattern compared in the window was present in at least this many compared
+    /// exchanges (field coverage): a rarely used field cannot slip through a canary.
+    pub min_field_samples: Option<u64>,
     /// Of the Wilson intervals `min_parity` and `max_candidate_error_rate` are judged on
     /// (default 0.95: parity passes when the interval's lower bound reaches the threshold, an
     /// error rate when its upper bound stays under it); `0` judges the measured ratio itself.
@@ -332,6 +335,9 @@ pub struct Route {
     pub serve_deadline: Duration,
     /// A served route's requests of no known account.
     pub unknown_account: crate::rollout::UnknownAccount,
+    /// The field patterns of the route's reference document (`reference`): what field coverage
+    /// expects every window to exercise.
+    pub reference: Vec<String>,
     pub candidate: CandidateTemplate,
     /// Global rules plus the route's own.
     pub rules: Rules,

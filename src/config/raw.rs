@@ -154,6 +154,7 @@ pub(super) struct RawRoute {
     pub(super) serve: Option<bool>,
     pub(super) serve_deadline: Option<Dur>,
     pub(super) unknown_account: Option<crate::rollout::UnknownAccount>,
+    pub(super) reference: Option<Str>,
     pub(super) candidate: Option<RawRouteCandidate>,
     pub(super) legacy: Option<RawRouteLegacy>,
     #[serde(default)]

@@ -244,8 +244,20 @@ impl Config {
                     "serve = true needs the route mirrored (mirror = false here): the served answer is the candidate's".into(),
                 ));
             }
+            let reference = match &r.reference {
+                None => Vec::new(),
+                Some(f) => {
+                    let p = rel(&f.0);
+                    let bytes = std::fs::read(&p)
+                        .map_err(|e| at(format!("reference: {}: {e}", p.display())))?;
+                    let doc = crate::diff::parse_json(&bytes)
+                        .map_err(|e| at(format!("reference: {}: not JSON: {e}", p.display())))?;
+                    crate::coverage::reference_patterns(&doc)
+                }
+            };
             routes.push(Route {
                 name,
+                reference,
                 method: r.method.map(|m| m.0),
                 path: r.path.0,
                 mirror: r.mirror,

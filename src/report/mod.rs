@@ -165,6 +165,10 @@ pub struct RouteReport {
     /// gives the parity since a mapping change.
     pub mapping_versions: Vec<VersionStat>,
     pub trend: Vec<Day>,
+    /// Every field pattern compared, with its presence and parity, and those never exercised
+    /// (`None` without details).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<crate::coverage::RouteCoverage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,12 +221,14 @@ pub struct RolloutSection {
 }
 
 /// What to compute besides the counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    /// Per-route differing fields and daily trend (the gate needs neither).
+    /// Per-route differing fields, field coverage and daily trend (the gate needs none).
     pub details: bool,
     /// Classification thresholds (`[diff] systematic_rate`, `[diff.noise] min_count`).
     pub classes: classify::Settings,
+    /// Per route, the field patterns of its reference document (`[[routes]] reference`).
+    pub references: std::sync::Arc<BTreeMap<String, Vec<String>>>,
 }
 
 impl Default for Options {
@@ -230,8 +236,20 @@ impl Default for Options {
         Self {
             details: true,
             classes: classify::Settings::default(),
+            references: std::sync::Arc::default(),
         }
     }
+}
+
+/// The reference documents' field patterns of a config's routes, for [`Options::references`].
+pub fn references(cfg: &crate::config::Config) -> std::sync::Arc<BTreeMap<String, Vec<String>>> {
+    std::sync::Arc::new(
+        cfg.routes
+            .iter()
+            .filter(|r| !r.reference.is_empty())
+            .map(|r| (r.name.clone(), r.reference.clone()))
+            .collect(),
+    )
 }
 
 /// Builds the report with the default options.
@@ -265,6 +283,21 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Repor
             ..f.clone()
         };
         let latency = latency(store, &rf, counts.exchanges)?;
+        let coverage = if opts.details {
+            let reference = key
+                .name()
+                .and_then(|n| opts.references.get(n))
+                .map_or(&[][..], Vec::as_slice);
+            Some(crate::coverage::route_coverage(
+                store,
+                f,
+                &key,
+                counts.compared,
+                reference,
+            )?)
+        } else {
+            None
+        };
         let (fields, noise, mapping_versions, trend) = if opts.details {
             let classes = RouteClasses::load(
                 store,
@@ -291,6 +324,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Repor
             noise,
             mapping_versions,
             trend,
+            coverage,
         });
     }
     route_reports.sort_by(|a, b| {

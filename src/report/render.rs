@@ -135,6 +135,52 @@ pub fn markdown(r: &Report) -> String {
             list.join(" → ")
         );
     }
+    for rt in r.routes.iter() {
+        let Some(c) = rt
+            .coverage
+            .as_ref()
+            .filter(|c| !c.fields.is_empty() || !c.unexercised.is_empty())
+        else {
+            continue;
+        };
+        let fewest: Vec<String> = c
+            .fields
+            .iter()
+            .take(3)
+            .map(|f| format!("`{}` ({})", f.field, f.compared))
+            .collect();
+        let _ = write!(
+            o,
+            "\n**{}**: field coverage: {} field patterns compared, the fewest times: {}",
+            rt.route,
+            c.fields.len(),
+            if fewest.is_empty() {
+                "none".to_owned()
+            } else {
+                fewest.join(", ")
+            }
+        );
+        if c.unexercised.is_empty() {
+            let _ = writeln!(o);
+        } else {
+            let list: Vec<String> = c
+                .unexercised
+                .iter()
+                .take(MD_FIELDS)
+                .map(|u| format!("`{}` ({})", u.field, u.known_from))
+                .collect();
+            let _ = writeln!(
+                o,
+                "; **never exercised in the window**: {}{}",
+                list.join(", "),
+                if c.unexercised.len() > MD_FIELDS {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     for rt in r.routes.iter().filter(|rt| !rt.noise.is_empty()) {
         let list: Vec<String> = rt
             .noise
@@ -465,6 +511,42 @@ fn anchor(route: &str) -> String {
         .collect()
 }
 
+/// Field patterns listed in a route's HTML coverage table at most (the least compared first).
+const HTML_COVERAGE: usize = 50;
+
+/// A route's field coverage: the least compared fields and those never exercised.
+fn coverage_html(o: &mut String, c: &crate::coverage::RouteCoverage) {
+    if c.fields.is_empty() && c.unexercised.is_empty() {
+        return;
+    }
+    let _ = write!(
+        o,
+        "<h3>Field coverage</h3><p class=\"muted\">{} field patterns compared; the least compared first</p><table><tr><th>field</th><th class=\"num\">compared in</th><th class=\"num\">differing</th><th class=\"num\">parity</th></tr>",
+        c.fields.len()
+    );
+    for f in c.fields.iter().take(HTML_COVERAGE) {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&f.field),
+            f.compared,
+            f.differing,
+            pct(f.parity)
+        );
+    }
+    o.push_str("</table>");
+    if !c.unexercised.is_empty() {
+        o.push_str("<p><b>Never exercised in the window</b>: ");
+        let list: Vec<String> = c
+            .unexercised
+            .iter()
+            .map(|u| format!("<code>{}</code> ({})", esc(&u.field), u.known_from))
+            .collect();
+        o.push_str(&list.join(", "));
+        o.push_str("</p>");
+    }
+}
+
 fn route_section(o: &mut String, rt: &RouteReport) {
     let _ = write!(
         o,
@@ -490,6 +572,9 @@ fn route_section(o: &mut String, rt: &RouteReport) {
             );
         }
         o.push_str("</table>");
+    }
+    if let Some(c) = &rt.coverage {
+        coverage_html(o, c);
     }
     if rt.trend.len() > 1 {
         o.push_str("<h3>Daily parity</h3>");
