@@ -420,7 +420,7 @@ fn summary(
         classes: state.classes,
         references: state.references.clone(),
     };
-    Ok(report::build_with(store, &f, opts)?)
+    Ok(report::build_with(store, &f, &opts)?)
 }
 
 /// Differences shown per exchange at most.

@@ -70,7 +70,7 @@ pub fn evaluate_with(
         classes,
         references: std::sync::Arc::default(),
     };
-    let report = report::build_with(store, filter, opts)?;
+    let report = report::build_with(store, filter, &opts)?;
     let mut checks = Vec::new();
     let overall = Scope {
         name: "all".into(),

@@ -56,7 +56,7 @@ pub(super) fn report_cmd(
         classes: (&cfg.diff).into(),
         references: report::references(&cfg),
     };
-    let r = report::build_with(&*store, filter, opts)?;
+    let r = report::build_with(&*store, filter, &opts)?;
     let by_extension = match out
         .as_ref()
         .and_then(|p| p.extension())

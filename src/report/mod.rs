@@ -254,11 +254,11 @@ pub fn references(cfg: &crate::config::Config) -> std::sync::Arc<BTreeMap<String
 
 /// Builds the report with the default options.
 pub fn build(store: &dyn Reader, f: &Filter) -> Result<Report, ReportError> {
-    build_with(store, f, Options::default())
+    build_with(store, f, &Options::default())
 }
 
 /// Builds the report, computing what `opts` asks for.
-pub fn build_with(store: &dyn Reader, f: &Filter, opts: Options) -> Result<Report, ReportError> {
+pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Report, ReportError> {
     let mut totals = Counts::default();
     let mut routes: BTreeMap<RouteKey, Counts> = BTreeMap::new();
     for c in store.outcome_counts(GroupBy::Route, f)? {

@@ -135,7 +135,7 @@ pub fn markdown(r: &Report) -> String {
             list.join(" → ")
         );
     }
-    for rt in r.routes.iter() {
+    for rt in &r.routes {
         let Some(c) = rt
             .coverage
             .as_ref()
