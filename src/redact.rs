@@ -196,6 +196,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn values_redacted_in_a_mapped_document_are_found_in_the_document_it_came_from() {
+        let fields = GlobSet::new(&["**/ssn", "/dob"]).unwrap();
+        let mut mapped = serde_json::json!({
+            "ssn": "123-45-6789", "dob": "1990-01-02", "name": "Ada",
+            "kids": [{"ssn": 987654321}]
+        });
+        let taken = redact_collecting(&mut mapped, &fields);
+        assert_eq!(mapped["ssn"], REDACTED);
+        assert_eq!(mapped["kids"][0]["ssn"], REDACTED);
+        assert_eq!(mapped["name"], "Ada");
+        let mut raw = serde_json::json!({
+            "national_id": "123-45-6789", "date_of_birth": "1990-01-02", "given_name": "Ada",
+            "children": [{"tax_id": 987654321}], "count": 1
+        });
+        redact_values(&mut raw, &taken);
+        assert_eq!(
+            raw,
+            serde_json::json!({
+                "national_id": REDACTED, "date_of_birth": REDACTED, "given_name": "Ada",
+                "children": [{"tax_id": REDACTED}], "count": 1
+            })
+        );
+        // Short values are too common to be anybody's: left alone.
+        let mut short = serde_json::json!({"ssn": "US", "n": 12});
+        let taken = redact_collecting(&mut short, &fields);
+        let mut other = serde_json::json!({"country": "US", "n": 12});
+        redact_values(&mut other, &taken);
+        assert_eq!(other["country"], "US");
+    }
+
+    #[test]
     fn engine_messages_lose_the_values_they_quote() {
         assert_eq!(
             scrub_message(r#"jq: cannot index "SSN-123-45-6789" with "b""#),

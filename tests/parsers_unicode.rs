@@ -46,6 +46,33 @@ fn near_datetime() -> impl Strategy<Value = String> {
     })
 }
 
+/// Mapping sources, then one character replaced or inserted by an arbitrary one.
+fn near_mapping() -> impl Strategy<Value = String> {
+    let valid = prop_oneof![
+        Just(
+            r#"{"a": x, "employment": {"subtype": t, "type": "e"}, /* c */ "b": [y.{"c": z}]}"#
+                .to_owned()
+        ),
+        Just("# c\n{id: .remote_id, name, employment: {subtype: .t}, \"q\\\"x\": .y}".to_owned()),
+        Just(r#"{"a\u00e9": 'x', `b`: $lookup({"A": "a"}, v)}"#.to_owned()),
+    ];
+    (
+        valid,
+        any::<char>(),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(v, c, at, insert)| {
+            let chars: Vec<char> = v.chars().collect();
+            let i = at.index(chars.len());
+            let mut out: String = chars[..i].iter().collect();
+            out.push(c);
+            let rest = if insert { &chars[i..] } else { &chars[i + 1..] };
+            out.extend(rest);
+            out
+        })
+}
+
 fn all_norms() -> Vec<Norm> {
     [
         "lowercase",
@@ -145,6 +172,31 @@ proptest! {
             let mut h = HeaderMap::new();
             h.insert("retry-after", value);
             prop_assert_eq!(retry_after(&h), Some(std::time::Duration::from_secs(n)));
+        }
+    }
+
+    #[test]
+    fn mapping_sources_scan_and_edit_without_panics(
+        s in prop_oneof![any::<String>(), near_mapping()],
+        field in prop_oneof![any::<String>(), Just("/employment/subtype".to_owned()), Just("/a/*/b".to_owned())],
+        expr in any::<String>(),
+    ) {
+        use shadowdiff::mapping::Lang;
+        use shadowdiff::rediff::edit;
+        for lang in [Lang::Jsonata, Lang::Jq] {
+            let scan = edit::scan(lang, &s);
+            for k in &scan.keys {
+                // Every span is on character boundaries, in order.
+                prop_assert!(k.key.0 <= k.key.1 && k.value.0 <= k.value.1);
+                prop_assert!(s.get(k.key.0..k.key.1).is_some() && s.get(k.value.0..k.value.1).is_some());
+            }
+            if let Some(out) = edit::replace_value(lang, &s, &field, |e| format!("f({e})")) {
+                prop_assert!(out.contains("f("));
+            }
+            if let Some(out) = edit::insert_member(lang, &s, &field, &expr) {
+                prop_assert!(out.contains(expr.as_str()));
+            }
+            let _ = edit::path_expr(lang, &[field.clone(), expr.clone()]);
         }
     }
 

@@ -285,6 +285,26 @@ mod tests {
     }
 
     #[test]
+    fn sampled_keeps_differing_exchanges_as_on_diff_and_a_share_of_matching_ones() {
+        let s = BodySampler::default();
+        let mut c = cfg(0, 0.0, usize::MAX);
+        c.bodies = Bodies::Sampled;
+        c.match_sample = 1.0;
+        let none: [Difference; 0] = [];
+        let a = [d("x", Kind::Changed)];
+        assert_eq!(s.decide(&c, &offer(None, &none, 1)), Decision::Sample);
+        assert_eq!(s.decide(&c, &offer(None, &a, 1)), Decision::NotSampled);
+        c.match_sample = 0.0;
+        c.body_sample = 1.0;
+        assert_eq!(s.decide(&c, &offer(None, &none, 1)), Decision::NotSampled);
+        assert_eq!(s.decide(&c, &offer(None, &a, 1)), Decision::Sample);
+        // `on_diff` never keeps a matching exchange, whatever match_sample says.
+        c.bodies = Bodies::OnDiff;
+        c.match_sample = 1.0;
+        assert_eq!(s.decide(&c, &offer(None, &none, 1)), Decision::NotEligible);
+    }
+
+    #[test]
     fn generated_field_names_cannot_grow_the_counters_past_their_bound() {
         let s = BodySampler::default();
         let c = cfg(1, 0.0, usize::MAX);
