@@ -72,6 +72,10 @@ pub struct Outcome {
     pub gate: crate::gate::Verdict,
     /// What the rollout did, one line per step.
     pub story: Vec<String>,
+    /// The demo's config (`OUT/demo/shadowdiff.toml`).
+    pub config: PathBuf,
+    /// The window the demo's traffic is in.
+    pub window: (SystemTime, SystemTime),
 }
 
 /// An individual as legacy (Finch-style) returns it.
@@ -302,7 +306,11 @@ file = "accounts.csv"
 headers = ["content-type"]
 [store]
 path = "demo.db"
-bodies = "on_diff"
+# Every differing exchange and a quarter of the matching ones keep their (redacted) bodies:
+# what `suggest` learns from and `rediff` checks a fix against.
+bodies = "sampled"
+body_sample = 1.0
+match_sample = 0.25
 redact_fields = ["**/ssn", "**/dob"]
 
 [[routes]]
@@ -568,7 +576,136 @@ pub async fn run(
         report: rep,
         gate,
         story,
+        config: cfg_path,
+        window: (filter.from, filter.to),
     })
+}
+
+/// The mapping loop on the demo's store: `suggest` for each mapped route, the checked changes
+/// written to `OUT/demo/proposed/`, then `rediff` with them. One line per finding. Blocks (the
+/// mappings run in worker processes): call it off the async runtime.
+pub fn mapping_loop(o: &Outcome) -> anyhow::Result<Vec<String>> {
+    use crate::rediff::suggest::{self, Fix};
+    let cfg = Config::load(&o.config)?;
+    let store = crate::store::open_reader(&o.db)?;
+    let runner = crate::mapping::runner::Runner::for_this_binary(2)?;
+    let proposed = o
+        .config
+        .parent()
+        .map_or_else(|| PathBuf::from("proposed"), |d| d.join("proposed"));
+    let _ = std::fs::remove_dir_all(&proposed);
+    let mut lines = Vec::new();
+    let mut proposal = crate::rediff::Proposed::default();
+    for route in cfg.routes.iter().filter(|r| r.mappings.candidate.is_some()) {
+        let f = crate::store::Filter {
+            from: o.window.0,
+            to: o.window.1,
+            route: Some(crate::record::RouteKey::named(&route.name)),
+            account: None,
+            mapping_version: None,
+        };
+        let mut pairs = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.kept_pairs(&f, after, 256)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            pairs.extend(page);
+        }
+        let s = suggest::suggest(&cfg, &runner, &*store, route, &pairs)?;
+        for g in &s.suggestions {
+            let what = match (&g.fix, &g.checked) {
+                (Fix::NotInCandidate, _) => {
+                    "the candidate never returns it: no mapping can fill it, a gap to report to the vendor".to_owned()
+                }
+                (Fix::None { why }, _) => why.clone(),
+                (fix, Some(k)) => format!(
+                    "{} (checked: differs in {} -> {} of {} kept exchanges)",
+                    match fix {
+                        Fix::Path { expr, .. } => format!("read {expr}"),
+                        Fix::Lowercase => "lower case it".into(),
+                        Fix::Uppercase => "upper case it".into(),
+                        Fix::Number => "read it as a number".into(),
+                        Fix::String => "read it as a string".into(),
+                        Fix::Lookup { pairs } => format!("translate {} values", pairs.len()),
+                        _ => String::new(),
+                    },
+                    k.field_before,
+                    k.field_after,
+                    k.exchanges
+                ),
+                (_, None) => "no checked change".into(),
+            };
+            lines.push(format!(
+                "suggest {} {} {}: {what}",
+                route.name, g.field, g.kind
+            ));
+            if let Some(c) = &g.change {
+                for l in c.diff.lines().filter(|l| {
+                    (l.starts_with('+') || l.starts_with('-'))
+                        && !l.starts_with("+++")
+                        && !l.starts_with("---")
+                }) {
+                    lines.push(format!("  {l}"));
+                }
+            }
+        }
+        if let Some(c) = &s.combined {
+            std::fs::create_dir_all(&proposed)?;
+            let lang = crate::mapping::Lang::parse(c.lang).unwrap_or(crate::mapping::Lang::Jsonata);
+            let file = proposed.join(format!("{}.{}", route.name, lang.ext()));
+            std::fs::write(&file, &c.source)?;
+            proposal.base.insert(
+                route.name.clone(),
+                crate::mapping::base_level(lang, &c.source, &file.display().to_string())?,
+            );
+        }
+    }
+    if proposal.base.is_empty() {
+        lines.push("rediff: no checked change to re-diff with".into());
+        return Ok(lines);
+    }
+    let f = crate::store::Filter {
+        from: o.window.0,
+        to: o.window.1,
+        route: None,
+        account: None,
+        mapping_version: None,
+    };
+    let summary = crate::rediff::Rediff::new(&cfg, &runner, proposal).run(&*store, &f)?;
+    for r in &summary.routes {
+        let fixed: Vec<String> = r
+            .fields
+            .iter()
+            .filter(|x| x.recorded > 0 && x.now == 0)
+            .map(|x| format!("{} fixed in {}", x.field, x.recorded))
+            .collect();
+        let left: Vec<&str> = r
+            .fields
+            .iter()
+            .filter(|x| x.now > 0)
+            .map(|x| x.field.as_str())
+            .collect();
+        lines.push(format!(
+            "rediff {} with {}: parity {:.1}% -> {:.1}% over {} kept exchanges{}{}",
+            r.route,
+            proposed.display(),
+            r.recorded_parity * 100.0,
+            r.parity * 100.0,
+            r.exchanges,
+            if fixed.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", fixed.join(", "))
+            },
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!("; still differing: {}", left.join(", "))
+            }
+        ));
+    }
+    Ok(lines)
 }
 
 /// Sends the demo's traffic through the proxy, counting towards one progress bar.

@@ -521,6 +521,10 @@ fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
                 r.meta.account = Some("globex".into());
                 r.mapping_version = Some("v2".into());
             }
+            if i % 10 == 5 {
+                // Kept bodies of unmapped exchanges: what rediff judges again.
+                r.bodies = writes::record(0, now).bodies;
+            }
             h.record(r);
         }
         h.flush_blocking();
@@ -582,12 +586,50 @@ fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
         let window = classes["classification"].as_object_mut().unwrap();
         window.remove("from");
         window.remove("to");
-        outputs.push((name, report, gcode, gate, (exchange, classes)));
+        // rediff --record: the same verdicts and the same recorded row on both.
+        let (rcode, rediff, err) = run(&[
+            "--config", "sd.toml", "rediff", "--db", &db, "--since", "7d", "--format", "json",
+            "--record",
+        ]);
+        assert_eq!(rcode, Some(0), "{name}: {err}");
+        let rediff: serde_json::Value = serde_json::from_str(&rediff).unwrap();
+        assert_eq!(
+            rediff["summary"]["exchanges"],
+            serde_json::json!(12),
+            "{name}: {rediff}"
+        );
+        assert_eq!(
+            rediff["summary"]["skipped"],
+            serde_json::json!({"no_unmapped_body": 1})
+        );
+        let (_, after, err) = run(&[
+            "--config", "sd.toml", "report", "--db", &db, "--since", "7d", "--format", "json",
+        ]);
+        let after: serde_json::Value =
+            serde_json::from_str(&after).unwrap_or_else(|_| panic!("{err}"));
+        let mut rows = after["rediffs"].clone();
+        for r in rows.as_array_mut().unwrap() {
+            for k in ["at", "window_from", "window_to"] {
+                r.as_object_mut().unwrap().remove(k);
+            }
+        }
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{name}: {after}");
+        let summary = rediff["summary"].clone();
+        outputs.push((
+            name,
+            report,
+            gcode,
+            gate,
+            (exchange, classes, summary, rows),
+        ));
     }
     let (a, b) = (&outputs[0], &outputs[1]);
     assert_eq!(a.1, b.1, "report: {} vs {}", a.0, b.0);
     assert_eq!((a.2, &a.3), (b.2, &b.3), "gate");
-    assert_eq!(a.4, b.4, "diff --exchange, diff --route classes");
+    assert_eq!(
+        a.4, b.4,
+        "diff --exchange, diff --route classes, rediff, rediffs"
+    );
 }
 
 /// `serve` on PostgreSQL: exchanges land in the database, the dashboard's API reads them back,

@@ -90,6 +90,10 @@ pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
     for line in &o.story {
         outln!("  {line}");
     }
+    outln!("mapping loop (shadowdiff suggest, then rediff with its checked changes):");
+    for line in crate::demo::mapping_loop(&o)? {
+        outln!("  {line}");
+    }
     outln!("report: {}  (JSON: {})", o.html.display(), o.json.display());
     outln!(
         "store:  {}  (try: shadowdiff report --db {} --since 1h)",
