@@ -281,6 +281,46 @@ where
             })
             .await
         }
+        p if p.starts_with("/api/exchanges/") && p.ends_with("/bodies") => {
+            let id = &p["/api/exchanges/".len()..p.len() - "/bodies".len()];
+            let Ok(id) = id.parse::<i64>() else {
+                return json_static(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"exchange ids are integers"}"#,
+                );
+            };
+            blocking(move || bodies_json(&state, id)).await
+        }
+        p if p.starts_with("/exchange/") => {
+            let Ok(id) = p["/exchange/".len()..].parse::<i64>() else {
+                return json_static(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"exchange ids are integers"}"#,
+                );
+            };
+            let (field, token) = (param("field"), param("token"));
+            blocking(move || exchange_page(&state, id, field.as_deref(), token.as_deref())).await
+        }
+        "/api/suggest" | "/suggest" => {
+            let Some(route) = param("route") else {
+                return json_static(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"route=NAME is needed"}"#,
+                );
+            };
+            let since = param("since").unwrap_or_else(|| "24h".into());
+            let as_html = path == "/suggest";
+            let token = param("token");
+            blocking(move || {
+                let s = suggestions(&state, &route, &since)?;
+                Ok(if as_html {
+                    html(suggest_page(&s, &since, token.as_deref()))
+                } else {
+                    json_serialize(&s)
+                })
+            })
+            .await
+        }
         p if p.starts_with("/api/exchanges/") => {
             let Ok(id) = p["/api/exchanges/".len()..].parse::<i64>() else {
                 return json_static(
@@ -436,12 +476,271 @@ fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminE
     }
 }
 
+/// Kept exchanges `suggest` reads from the admin API at most (the CLI's `--limit` goes further).
+const SUGGEST_LIMIT: usize = 1000;
+
+/// A kept side as the API shows it: status, headers and the body parsed back into JSON.
+fn side_json(k: Option<&crate::store::KeptSide>) -> Value {
+    k.map_or(Value::Null, |k| {
+        json!({
+            "status": k.status,
+            "headers": k.headers.as_deref().and_then(|h| serde_json::from_str::<Value>(h).ok()),
+            "body": k.body.as_deref().and_then(|b| serde_json::from_str::<Value>(b).ok()),
+        })
+    })
+}
+
+/// `/api/exchanges/{id}/bodies`: what was kept of an exchange's responses (redacted).
+fn bodies_json(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminError> {
+    match with_store(state, |store| Ok(store.kept_exchange(id)?))? {
+        None => Ok(json_static(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no such exchange"}"#,
+        )),
+        Some(k) => Ok(json_value(&json!({
+            "id": id,
+            "route": k.route,
+            "kept": k.legacy.is_some() || k.candidate.is_some(),
+            "legacy": side_json(k.legacy.as_ref()),
+            "candidate": side_json(k.candidate.as_ref()),
+            "legacy_raw": side_json(k.legacy_raw.as_ref()),
+            "candidate_raw": side_json(k.candidate_raw.as_ref()),
+        }))),
+    }
+}
+
+/// `&token=…` for the links of a page opened with `?token=`.
+fn token_param(token: Option<&str>) -> String {
+    token.map_or_else(String::new, |t| {
+        format!(
+            "&token={}",
+            percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
+        )
+    })
+}
+
+fn pretty(v: Option<&crate::store::KeptSide>) -> String {
+    v.and_then(|k| k.body.as_deref())
+        .and_then(|b| serde_json::from_str::<Value>(b).ok())
+        .and_then(|b| serde_json::to_string_pretty(&b).ok())
+        .unwrap_or_else(|| "(not kept)".to_owned())
+}
+
+/// `/exchange/{id}`: one exchange's differences (the field asked for first) and its kept
+/// documents side by side, legacy and candidate as compared, the candidate's as it came below.
+fn exchange_page(
+    state: &AdminState,
+    id: i64,
+    field: Option<&str>,
+    token: Option<&str>,
+) -> Result<Response<Full<Bytes>>, AdminError> {
+    let (detail, kept) = with_store(state, |store| {
+        Ok((
+            store.exchange(id, MAX_SHOWN_DIFFS)?,
+            store.kept_exchange(id)?,
+        ))
+    })?;
+    let Some(detail) = detail else {
+        return Ok(json_static(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no such exchange"}"#,
+        ));
+    };
+    let e = &detail.exchange;
+    let route = RouteKey::from_route(e.route.as_deref());
+    let mut o = format!(
+        "<h1>exchange #{id} <span class=\"muted\">{} {} · {} · {} · {}</span></h1>\
+         <p><a href=\"/?x=1{tok}\">dashboard</a> · <a href=\"/suggest?route={r}{tok}\">suggested mapping fixes for {route}</a></p>",
+        esc(e.method.as_deref().unwrap_or("")),
+        esc(e.path.as_deref().unwrap_or("")),
+        esc(route.label()),
+        esc(&e.outcome),
+        esc(&e.started_at),
+        tok = token_param(token),
+        r = percent_encoding::utf8_percent_encode(route.label(), percent_encoding::NON_ALPHANUMERIC),
+        route = esc(route.label()),
+    );
+    o.push_str("<h2>Differences</h2><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>");
+    let mut diffs = detail.differences.clone();
+    // The field the link was for first.
+    diffs.sort_by_key(|d| field.is_none_or(|f| d.field != f));
+    for d in &diffs {
+        let show = |v: &Option<Value>| match v {
+            None => "(absent)".to_owned(),
+            Some(v) => esc(&v.to_string()),
+        };
+        let mark = if field.is_some_and(|f| d.field == f) {
+            " class=\"hit\""
+        } else {
+            ""
+        };
+        o.push_str(&format!(
+            "<tr{mark}><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            esc(&d.pointer),
+            esc(&d.kind),
+            show(&d.legacy),
+            show(&d.candidate)
+        ));
+    }
+    o.push_str("</table>");
+    match &kept {
+        Some(k) if k.legacy.is_some() || k.candidate.is_some() => {
+            let _ = std::fmt::Write::write_fmt(
+                &mut o,
+                format_args!(
+                    "<h2>Kept documents <span class=\"muted\">redacted; as compared</span></h2><div class=\"sides\"><div><h3>legacy</h3><pre>{}</pre></div><div><h3>candidate (mapped)</h3><pre>{}</pre></div></div>",
+                    esc(&pretty(k.legacy.as_ref())),
+                    esc(&pretty(k.candidate.as_ref()))
+                ),
+            );
+            if k.candidate_raw.is_some() {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut o,
+                    format_args!(
+                        "<details><summary>the candidate's document as it came (before the mapping)</summary><pre>{}</pre></details>",
+                        esc(&pretty(k.candidate_raw.as_ref()))
+                    ),
+                );
+            }
+        }
+        _ => o.push_str("<p class=\"muted\">The bodies of this exchange were not kept (see [store] bodies): only its stored differences are shown.</p>"),
+    }
+    Ok(html(page(&format!("exchange #{id}"), &o)))
+}
+
+/// The suggestions for a route from the running proxy's config and mapping workers.
+fn suggestions(
+    state: &AdminState,
+    route: &str,
+    since: &str,
+) -> Result<crate::rediff::suggest::Suggestions, AdminError> {
+    let d = crate::config::parse_duration(since).map_err(AdminError::BadParameter)?;
+    let Some(h) = &state.rollout else {
+        return Err(AdminError::BadParameter(
+            "suggestions need a running proxy (its config and mapping workers)".into(),
+        ));
+    };
+    let cfg = h.shadow.config();
+    let r = cfg
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| AdminError::BadParameter(format!("no route named {route:?}")))?;
+    let f = crate::store::Filter {
+        from: crate::record::ago(d),
+        to: SystemTime::now(),
+        route: Some(RouteKey::named(route)),
+        account: None,
+        mapping_version: None,
+    };
+    with_store(state, |store| {
+        let mut pairs = Vec::new();
+        let mut after = 0;
+        while pairs.len() < SUGGEST_LIMIT {
+            let page = store.kept_pairs(&f, after, 256)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            pairs.extend(page);
+        }
+        crate::rediff::suggest::suggest(&cfg, &h.shadow.mapper, store, r, &pairs)
+            .map_err(|e| AdminError::BadParameter(e.to_string()))
+    })
+}
+
+/// `/suggest?route=R`: each systematic difference with its evidence and the checked change.
+fn suggest_page(
+    s: &crate::rediff::suggest::Suggestions,
+    since: &str,
+    token: Option<&str>,
+) -> String {
+    use crate::rediff::suggest::Fix;
+    let mut o = format!(
+        "<h1>suggested mapping fixes <span class=\"muted\">{} · last {} · {} kept exchanges read</span></h1><p><a href=\"/?x=1{}\">dashboard</a></p>",
+        esc(&s.route),
+        esc(since),
+        s.exchanges,
+        token_param(token)
+    );
+    if s.suggestions.is_empty() {
+        o.push_str("<p class=\"muted\">No systematic difference among the kept exchanges.</p>");
+    }
+    for g in &s.suggestions {
+        let _ = std::fmt::Write::write_fmt(
+            &mut o,
+            format_args!(
+                "<h2 id=\"{}\"><code>{}</code> {} <span class=\"muted\">in {} of {} kept exchanges</span></h2><ul>",
+                esc(&g.field),
+                esc(&g.field),
+                esc(&g.kind),
+                g.differing,
+                g.present
+            ),
+        );
+        for e in &g.examples {
+            let _ = std::fmt::Write::write_fmt(
+                &mut o,
+                format_args!(
+                    "<li><a href=\"/exchange/{}?field={}{}\">exchange #{}</a> at <code>{}</code>: legacy <code>{}</code>, candidate <code>{}</code></li>",
+                    e.exchange,
+                    percent_encoding::utf8_percent_encode(&g.field, percent_encoding::NON_ALPHANUMERIC),
+                    token_param(token),
+                    e.exchange,
+                    esc(&e.pointer),
+                    esc(&e.legacy.as_ref().map_or_else(|| "(absent)".into(), Value::to_string)),
+                    esc(&e.candidate.as_ref().map_or_else(|| "(absent)".into(), Value::to_string))
+                ),
+            );
+        }
+        o.push_str("</ul>");
+        let what = match &g.fix {
+            Fix::Path { found_at, expr } => format!("read it where the candidate has it: <code>{}</code> (found at <code>{}</code>)", esc(expr), esc(found_at)),
+            Fix::Lowercase => "the candidate's value in lower case".into(),
+            Fix::Uppercase => "the candidate's value in upper case".into(),
+            Fix::Number => "a number the candidate sends as a string".into(),
+            Fix::String => "a string the candidate sends as a number".into(),
+            Fix::Lookup { pairs } => format!("a translation of {} values", pairs.len()),
+            Fix::NotInCandidate => "the candidate never returns it: no mapping can fill it (a gap to report to the vendor)".into(),
+            Fix::None { why } => esc(why),
+        };
+        let _ = std::fmt::Write::write_fmt(&mut o, format_args!("<p><b>{what}</b></p>"));
+        if let (Some(c), Some(k)) = (&g.change, &g.checked) {
+            let _ = std::fmt::Write::write_fmt(
+                &mut o,
+                format_args!(
+                    "<pre class=\"diff\">{}</pre><p class=\"muted\">checked by rediff over {} exchanges: the field differs in {} → {}; route parity {} → {}</p>",
+                    esc(&c.diff),
+                    k.exchanges,
+                    k.field_before,
+                    k.field_after,
+                    pct(k.parity_before),
+                    pct(k.parity_after)
+                ),
+            );
+        }
+    }
+    page(&format!("suggest {}", s.route), &o)
+}
+
+/// A standalone admin page in the dashboard's style.
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · shadowdiff</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{DASH_CSS}\
+         .sides{{display:flex;gap:12px}}.sides>div{{flex:1;min-width:0}}pre{{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;font-size:12px}}tr.hit{{background:#fff8c5}}</style></head>\
+         <body><main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
 /// What the dashboard shows: the summary over the window and the latest differing exchanges.
 struct DashboardData {
     summary: report::Report,
     latest: Vec<ExchangeDetail>,
     /// The rollout phase in force here, with its share of accounts served by the candidate.
     phase: Option<(String, Option<f64>)>,
+    /// The window, and the token the page was opened with (carried by its links).
+    since: String,
+    token: Option<String>,
 }
 
 fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
@@ -463,6 +762,8 @@ fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, Admi
             summary,
             latest,
             phase,
+            since: since.to_owned(),
+            token: None,
         })
     })
 }
@@ -470,7 +771,9 @@ fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, Admi
 /// The dashboard page: rendered on the server; its script fetches the page again every few
 /// seconds and swaps in the new `#dash` (one renderer, no second copy in JavaScript).
 fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<String, AdminError> {
-    let body = render_dashboard(&dashboard_data(state, since)?);
+    let mut data = dashboard_data(state, since)?;
+    data.token = token.map(str::to_owned);
+    let body = render_dashboard(&data);
     let token_js = serde_json::to_string(&token.unwrap_or("")).unwrap_or_default();
     let since_js = serde_json::to_string(since).unwrap_or_default();
     Ok(format!(
@@ -510,19 +813,33 @@ fn render_dashboard(d: &DashboardData) -> String {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let fields: Vec<String> = r
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut fields: Vec<String> = r
             .fields
             .iter()
             .take(3)
             .map(|f| {
                 format!(
-                    "<code>{}</code> {} ({})",
+                    "<a href=\"/exchange/{}?field={}{}\"><code>{}</code></a> {} ({})",
+                    f.example.exchange_id,
+                    enc(&f.field),
+                    token_param(d.token.as_deref()),
                     esc(&f.field),
                     esc(&f.kind),
                     f.exchanges
                 )
             })
             .collect();
+        if !r.fields.is_empty() && r.route != crate::record::UNMATCHED {
+            fields.push(format!(
+                "<a href=\"/suggest?route={}&since={}{}\">suggested fixes</a>",
+                enc(&r.route),
+                enc(&d.since),
+                token_param(d.token.as_deref())
+            ));
+        }
         o.push_str(&format!(
             "<tr class=\"route\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.route),

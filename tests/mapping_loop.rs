@@ -556,6 +556,47 @@ async fn field_coverage_and_min_field_samples() {
     .await;
     assert_eq!(got.status, 200);
     let api = got.json();
+    let admin = format!("http://{}", sd.admin.unwrap());
+    // The dashboard links a differing field to an example exchange, and the route to its
+    // suggestions.
+    let dash = get(&format!("{admin}/?since=1h")).await;
+    let page = String::from_utf8_lossy(&dash.body).into_owned();
+    let link = page
+        .split("href=\"/exchange/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no example link: {page}"))
+        .replace("&amp;", "&");
+    assert!(page.contains("/suggest?route=employee"), "{page}");
+    let example = get(&format!("{admin}/exchange/{link}")).await;
+    assert_eq!(example.status, 200);
+    let ex = String::from_utf8_lossy(&example.body).into_owned();
+    assert!(
+        ex.contains("candidate (mapped)") && ex.contains("as it came"),
+        "{ex}"
+    );
+    let id: i64 = link.split('?').next().unwrap().parse().unwrap();
+    let bodies = get(&format!("{admin}/api/exchanges/{id}/bodies"))
+        .await
+        .json();
+    let raw = &bodies["candidate_raw"]["body"];
+    assert!(raw["given_name"].is_string(), "{bodies}");
+    assert_eq!(raw["national_id"], json!("[redacted]"), "{bodies}");
+    let sugg = get(&format!("{admin}/api/suggest?route=employee&since=1h")).await;
+    assert_eq!(sugg.status, 200);
+    let sugg = sugg.json();
+    assert!(
+        sugg["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["field"] == "/employment_status" && g["fix"] == "lowercase"),
+        "{sugg}"
+    );
+    let html = get(&format!("{admin}/suggest?route=employee&since=1h")).await;
+    let html = String::from_utf8_lossy(&html.body).into_owned();
+    assert!(html.contains("$lowercase(status)"), "{html}");
+    assert!(html.contains("no mapping can fill it"), "{html}");
     let (_, dir) = sd.stop().await;
     let d = dir.path();
     let routes = api["routes"].as_array().unwrap();

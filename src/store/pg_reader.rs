@@ -472,6 +472,8 @@ impl Reader for PgReader {
             diff_count: u64::try_from(h.get::<_, i32>(1)).unwrap_or(0),
             legacy: None,
             candidate: None,
+            legacy_raw: None,
+            candidate_raw: None,
         };
         for r in self.query(
             "SELECT side, status, headers, body FROM exchange_bodies WHERE exchange_id = $1",
@@ -487,6 +489,8 @@ impl Reader for PgReader {
             match r.get::<_, String>(0).as_str() {
                 "legacy" => out.legacy = Some(kept),
                 "candidate" => out.candidate = Some(kept),
+                "legacy_raw" => out.legacy_raw = Some(kept),
+                "candidate_raw" => out.candidate_raw = Some(kept),
                 _ => {}
             }
         }

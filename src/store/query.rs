@@ -166,6 +166,9 @@ pub struct KeptExchange {
     pub diff_count: u64,
     pub legacy: Option<KeptSide>,
     pub candidate: Option<KeptSide>,
+    /// The documents as they came, for a side a mapping reshaped.
+    pub legacy_raw: Option<KeptSide>,
+    pub candidate_raw: Option<KeptSide>,
 }
 
 /// A compared exchange whose bodies were kept, as `rediff` reads it.

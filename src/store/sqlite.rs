@@ -479,6 +479,8 @@ impl Reader for Connection {
             diff_count: diff_count as u64,
             legacy: None,
             candidate: None,
+            legacy_raw: None,
+            candidate_raw: None,
         };
         let mut q = self.prepare_cached(
             "SELECT side, status, headers, body FROM exchange_bodies WHERE exchange_id = ?1",
@@ -500,6 +502,8 @@ impl Reader for Connection {
             match side.as_str() {
                 "legacy" => out.legacy = Some(kept),
                 "candidate" => out.candidate = Some(kept),
+                "legacy_raw" => out.legacy_raw = Some(kept),
+                "candidate_raw" => out.candidate_raw = Some(kept),
                 _ => {}
             }
         }
