@@ -134,9 +134,11 @@ mapping = "mappings/directory.jq"
     .to_owned()
 }
 
-fn bin(args: &[&str], cwd: &Path) -> (i32, String, String) {
+/// Runs the binary in `cwd` with the config there: `run(d, "rediff --since 1h")`.
+fn run(cwd: &Path, args: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .args(args)
+        .args(["--config", "shadowdiff.toml"])
+        .args(args.split_whitespace())
         .current_dir(cwd)
         .output()
         .unwrap();
@@ -264,18 +266,7 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
     }
 
     // The mappings as recorded: every verdict as it was.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "rediff",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let (code, out, err) = run(d, "rediff --since 1h --format json");
     assert_eq!(code, 0, "{err}");
     let same = json_of(&out);
     assert_eq!(same["summary"]["exchanges"], json!(PEOPLE + 6));
@@ -297,21 +288,9 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
         ),
     )
     .unwrap();
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "rediff",
-            "--since",
-            "1h",
-            "--route",
-            "employee",
-            "--mappings",
-            "proposed",
-            "--format",
-            "json",
-        ],
+    let (code, out, err) = run(
         d,
+        "rediff --since 1h --route employee --mappings proposed --format json",
     );
     assert_eq!(code, 0, "{err}");
     let one = json_of(&out);
@@ -335,20 +314,7 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
     // A mapping that breaks what matched (the company route had none, and matched): exit 1,
     // the exchanges named with the difference they would have.
     std::fs::write(fixed.join("company.jq"), "{id: .id}\n").unwrap();
-    let (code, out, _) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "rediff",
-            "--since",
-            "1h",
-            "--route",
-            "company",
-            "--mappings",
-            "proposed",
-        ],
-        d,
-    );
+    let (code, out, _) = run(d, "rediff --since 1h --route company --mappings proposed");
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("parity 100.0% -> 0.0% over 3 exchanges: 0 fixed, 3 broken"),
@@ -361,20 +327,9 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
     std::fs::remove_file(fixed.join("company.jq")).unwrap();
 
     // --record keeps it as a new mapping version.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "rediff",
-            "--since",
-            "1h",
-            "--route",
-            "employee",
-            "--mappings",
-            "proposed",
-            "--record",
-        ],
+    let (code, out, err) = run(
         d,
+        "rediff --since 1h --route employee --mappings proposed --record",
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("recorded in the store"), "{out}");
@@ -388,18 +343,7 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
     assert_eq!(rows[0][2], json!(PEOPLE));
     assert!(rows[0][5].as_str().unwrap().contains("proposed"));
     // The report lists it beside the live versions.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "report",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let (code, out, err) = run(d, "report --since 1h --format json");
     assert_eq!(code, 0, "{err}");
     let report = json_of(&out);
     assert_eq!(report["rediffs"][0]["mapping_version"], rows[0][1], "{out}");
@@ -409,21 +353,9 @@ async fn rediff_judges_recorded_traffic_with_a_fixed_mapping() {
 async fn suggest_finds_each_kind_of_gap_and_checks_it() {
     let dir = record().await;
     let d = dir.path();
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "suggest",
-            "--route",
-            "employee",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-            "--out",
-            "proposed",
-        ],
+    let (code, out, err) = run(
         d,
+        "suggest --route employee --since 1h --format json --out proposed",
     );
     assert_eq!(code, 0, "{err}");
     let s = json_of(&out);
@@ -466,21 +398,9 @@ async fn suggest_finds_each_kind_of_gap_and_checks_it() {
 
     // The written mapping, every checked change at once, through rediff: only the department
     // is left.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "rediff",
-            "--since",
-            "1h",
-            "--route",
-            "employee",
-            "--mappings",
-            "proposed",
-            "--format",
-            "json",
-        ],
+    let (code, out, err) = run(
         d,
+        "rediff --since 1h --route employee --mappings proposed --format json",
     );
     assert_eq!(code, 0, "{err}");
     let after = json_of(&out);
@@ -492,20 +412,7 @@ async fn suggest_finds_each_kind_of_gap_and_checks_it() {
     assert_eq!(left, vec!["/department missing"], "{out}");
 
     // jq: the directory's renamed member, read relative to the array element.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "suggest",
-            "--route",
-            "directory",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let (code, out, err) = run(d, "suggest --route directory --since 1h --format json");
     assert_eq!(code, 0, "{err}");
     let s = json_of(&out);
     let g = &s["suggestions"]["suggestions"][0];
@@ -522,26 +429,12 @@ async fn suggest_finds_each_kind_of_gap_and_checks_it() {
     );
 
     // Text output for people.
-    let (code, out, _) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "suggest",
-            "--route",
-            "employee",
-            "--since",
-            "1h",
-        ],
-        d,
-    );
+    let (code, out, _) = run(d, "suggest --route employee --since 1h");
     assert_eq!(code, 0);
     assert!(out.contains("$lowercase(status)"), "{out}");
     assert!(out.contains("no mapping can fill it"), "{out}");
     // A route that does not exist is bad usage.
-    let (code, _, err) = bin(
-        &["--config", "shadowdiff.toml", "suggest", "--route", "nope"],
-        d,
-    );
+    let (code, _, err) = run(d, "suggest --route nope");
     assert_eq!(code, 2, "{err}");
 }
 
@@ -632,18 +525,7 @@ async fn field_coverage_and_min_field_samples() {
     );
 
     // The report has the same, and says it in Markdown.
-    let (code, out, err) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "report",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let (code, out, err) = run(d, "report --since 1h --format json");
     assert_eq!(code, 0, "{err}");
     let report = json_of(&out);
     let employee = report["routes"]
@@ -653,30 +535,14 @@ async fn field_coverage_and_min_field_samples() {
         .find(|r| r["route"] == "employee")
         .unwrap();
     assert_eq!(employee["coverage"], *cov);
-    let (_, md, _) = bin(
-        &["--config", "shadowdiff.toml", "report", "--since", "1h"],
-        d,
-    );
+    let (_, md, _) = run(d, "report --since 1h");
     assert!(
         md.contains("never exercised in the window**: `/emergency_contact` (reference)"),
         "{md}"
     );
 
     // The gate: every field compared 3 times at least; /terminated_at was twice.
-    let (code, out, _) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "gate",
-            "--phase",
-            "canary",
-            "--since",
-            "1h",
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let (code, out, _) = run(d, "gate --phase canary --since 1h --format json");
     assert_eq!(code, 1, "{out}");
     let v = json_of(&out);
     let check = &v["checks"][0];
@@ -696,17 +562,6 @@ async fn field_coverage_and_min_field_samples() {
             .replace("min_field_samples = 3", "min_field_samples = 2"),
     )
     .unwrap();
-    let (code, out, _) = bin(
-        &[
-            "--config",
-            "shadowdiff.toml",
-            "gate",
-            "--phase",
-            "canary",
-            "--since",
-            "1h",
-        ],
-        d,
-    );
+    let (code, out, _) = run(d, "gate --phase canary --since 1h");
     assert_eq!(code, 0, "{out}");
 }
