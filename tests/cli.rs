@@ -417,6 +417,32 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
         .collect();
     assert_eq!(events, ["canary", "rollback"]);
     assert!(json["rollout"]["served_by_candidate"].as_u64().unwrap() > 0);
+    // The mapping loop ends the tour: the enum gap's fix found and checked, the field no mapping
+    // can fill said so, the fix written and re-diffed.
+    assert!(
+        out.contains(
+            "suggest individual /employment/subtype changed: lower case it (checked: differs in"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("$lowercase(employment_type)"), "{out}");
+    assert!(
+        out.contains("suggest individual /department missing: the candidate never returns it"),
+        "{out}"
+    );
+    assert!(dir
+        .path()
+        .join("out/demo/proposed/individual.jsonata")
+        .is_file());
+    let rediff = out
+        .lines()
+        .find(|l| l.contains("rediff individual with"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        rediff.contains("/employment/subtype fixed in")
+            && rediff.contains("still differing: /department"),
+        "{rediff}"
+    );
     // Redacted before storage.
     let bytes = db_bytes(&dir.path().join("out/demo/demo.db"));
     assert!(!contains(&bytes, b"123-45-678"), "an ssn reached the store");
