@@ -44,6 +44,8 @@ pub struct AdminState {
     pub classes: crate::classify::Settings,
     /// The routes' reference documents' field patterns (field coverage).
     pub references: std::sync::Arc<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Mapping workers of the admin API's own (`/api/suggest`), apart from the proxy's.
+    pub mapper: Option<Arc<crate::mapping::runner::Runner>>,
     /// `POST /api/reload`; `None` where nothing can be reloaded.
     pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// The store writer's counters: `/readyz` fails while its writes fail.
@@ -615,7 +617,7 @@ fn suggestions(
     since: &str,
 ) -> Result<crate::rediff::suggest::Suggestions, AdminError> {
     let d = crate::config::parse_duration(since).map_err(AdminError::BadParameter)?;
-    let Some(h) = &state.rollout else {
+    let (Some(h), Some(mapper)) = (&state.rollout, &state.mapper) else {
         return Err(AdminError::BadParameter(
             "suggestions need a running proxy (its config and mapping workers)".into(),
         ));
@@ -642,7 +644,7 @@ fn suggestions(
             after = last.id;
             pairs.extend(page);
         }
-        crate::rediff::suggest::suggest(&cfg, &h.shadow.mapper, store, r, &pairs)
+        crate::rediff::suggest::suggest(&cfg, mapper, store, r, &pairs)
             .map_err(|e| AdminError::BadParameter(e.to_string()))
     })
 }
@@ -999,6 +1001,7 @@ mod tests {
             readers: Readers::default(),
             classes: crate::classify::Settings::default(),
             references: std::sync::Arc::default(),
+            mapper: None,
             reloader: None,
             store: None,
             rollout: None,

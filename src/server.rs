@@ -206,11 +206,15 @@ impl Server {
         // their own: a pooled connection's task runs on the runtime that opened it, and the
         // caller's runtime must not carry shadow work.
         let legacy_again = client("legacy", cfg.legacy.ca_file.as_deref())?;
-        let mapper = match opts.mapping_worker {
-            Some(exe) => crate::mapping::runner::Runner::new(exe, cfg.mappings.workers),
-            None => crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)
-                .map_err(|e| StartError::Mapping(e.to_string()))?,
+        let worker_exe = match opts.mapping_worker {
+            Some(exe) => exe,
+            None => std::env::current_exe()
+                .map_err(|e| StartError::Mapping(format!("finding this binary: {e}")))?,
         };
+        let mapper = crate::mapping::runner::Runner::new(worker_exe.clone(), cfg.mappings.workers);
+        // The admin API's suggestions re-diff recorded traffic: one worker process of their own
+        // (started on first use), so they never queue in front of a served request's mapping.
+        let admin_mapper = crate::mapping::runner::Runner::new(worker_exe, 1);
         if cfg.routes.iter().any(|r| !r.mappings.is_empty()) {
             mapper.warm();
         }
@@ -250,6 +254,7 @@ impl Server {
             readers: crate::admin::Readers::default(),
             classes: (&cfg.diff).into(),
             references: crate::report::references(&cfg),
+            mapper: Some(admin_mapper),
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),
             rollout: Some(rollout),
