@@ -68,7 +68,10 @@ pub enum Fix {
 pub struct Example {
     pub exchange: i64,
     pub pointer: String,
+    /// Absent on that side: left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate: Option<Value>,
 }
 
