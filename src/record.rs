@@ -88,6 +88,10 @@ pub enum SkipReason {
     /// Served by the candidate without a legacy call (`[rollout.phases.NAME] legacy_sample`):
     /// nothing to compare.
     LegacySample,
+    /// The candidate request needs an account value (`{account.COLUMN}`) and the request's
+    /// account is not in the accounts file: calling the candidate without it would only compare
+    /// legacy's answer to the caller with an answer to nobody.
+    UnknownAccount,
 }
 
 impl SkipReason {
@@ -101,6 +105,7 @@ impl SkipReason {
             Self::UnsafePath => "unsafe_path",
             Self::Memory => "memory",
             Self::LegacySample => "legacy_sample",
+            Self::UnknownAccount => "unknown_account",
         }
     }
 }
@@ -239,6 +244,7 @@ impl Fallback {
             Self::NotCalled(SkipReason::RateLimited) => "not_called_paused",
             Self::NotCalled(SkipReason::Template) => "not_called_template",
             Self::NotCalled(SkipReason::UnsafePath) => "not_called_unsafe_path",
+            Self::NotCalled(SkipReason::UnknownAccount) => "not_called_unknown_account",
             Self::NotCalled(_) => "not_called",
         }
     }

@@ -273,7 +273,9 @@ pub struct CandidateTarget {
 
 impl CandidateTemplate {
     /// Builds the candidate's method, path and query for a request that matched the route.
-    /// A path placeholder without a value is an error; a query parameter without one is left out.
+    /// A path placeholder without a value is an error; a query parameter without one is left
+    /// out, unless the value is the account's (`{account.COLUMN}`): a request of an account not
+    /// in the accounts file is an error wherever the template needs it.
     /// Without a `query` template only the parameters named in `forward_query` are passed on
     /// (as the caller spelled them): a credential in the caller's query never reaches the
     /// candidate by accident.
@@ -294,8 +296,10 @@ impl CandidateTemplate {
             Some(params) => {
                 let mut first = true;
                 for (name, t) in params {
-                    let Ok(value) = t.render(ctx, identity) else {
-                        continue;
+                    let value = match t.render(ctx, identity) {
+                        Ok(v) => v,
+                        Err(v @ Var::Account(_)) => return Err(v),
+                        Err(_) => continue,
                     };
                     out.push(if first { '?' } else { '&' });
                     first = false;

@@ -508,6 +508,11 @@ path = "/employer/individual/{{id}}"
 [routes.candidate]
 path = "/unified/hris/employees/{{id}}"
 query = {{ integrated_account_id = "{{account.candidate_id}}", expand = "{{query.expand}}" }}
+
+[[routes]]
+name = "company"
+method = "GET"
+path = "/employer/company"
 "#,
         csv.display()
     );
@@ -519,27 +524,45 @@ query = {{ integrated_account_id = "{{account.candidate_id}}", expand = "{{query
             .unwrap()
     };
     send(req("Bearer acme-token", "?expand=manager")).await;
+    // An account the accounts file does not know, on a route whose candidate request needs
+    // its id: not mirrored (legacy's 401 against an answer to nobody would be noise).
     send(req("Bearer someone-else", "")).await;
+    // A route that needs no account value mirrors it.
+    send(
+        Request::get(sd.url("/employer/company"))
+            .header("authorization", "Bearer someone-else")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
     sd.quiesce().await;
     let mut uris: Vec<String> = candidate.seen().iter().map(|s| s.uri.clone()).collect();
     uris.sort();
     assert_eq!(
         uris,
         [
-            "/unified/hris/employees/7",
+            "/employer/company",
             // Parameters in name order.
             "/unified/hris/employees/7?expand=manager&integrated_account_id=cand-42",
         ]
     );
-    let rows = sd.rows("SELECT route, account, outcome FROM exchanges ORDER BY account IS NULL");
-    assert_eq!(
-        rows[0],
-        vec![json!("individual"), json!("acme"), json!("match")]
+    let rows = sd.rows(
+        "SELECT route, account, outcome, reason FROM exchanges ORDER BY account IS NULL, route",
     );
     assert_eq!(
-        rows[1],
-        vec![json!("individual"), json!(null), json!("match")]
+        rows[0][..3],
+        [json!("individual"), json!("acme"), json!("match")]
     );
+    assert_eq!(
+        rows[1][..3],
+        [json!("company"), json!(null), json!("match")]
+    );
+    assert_eq!(
+        rows[2][..3],
+        [json!("individual"), json!(null), json!("skipped")]
+    );
+    let reason = rows[2][3].as_str().unwrap();
+    assert!(reason.starts_with("unknown_account"), "{reason}");
     sd.stop().await;
 }
 

@@ -356,6 +356,13 @@ impl Shadow {
                     permit,
                 }),
             ),
+            Err(var @ crate::translate::Var::Account(_)) => (
+                meta,
+                Decision::Skip(
+                    SkipReason::UnknownAccount,
+                    format!("unknown_account: the request's account is not in the accounts file ({var} has no value)"),
+                ),
+            ),
             Err(var) => (
                 meta,
                 Decision::Skip(
