@@ -201,6 +201,18 @@ proptest! {
     }
 
     #[test]
+    fn header_values_compare_without_panics(s in any::<String>(), name in any::<String>()) {
+        let a = shadowdiff::diff::headers::media_type(&s);
+        // Case of the type and of the parameter names never matters.
+        if s.is_ascii() && !s.contains('"') {
+            let upper = shadowdiff::diff::headers::media_type(&s.to_ascii_uppercase());
+            prop_assert_eq!(a.to_ascii_lowercase(), upper.to_ascii_lowercase());
+        }
+        let _ = shadowdiff::diff::headers::canonical(&name, &s);
+        let _ = shadowdiff::diff::headers::canonical("content-type", &s);
+    }
+
+    #[test]
     fn config_text_never_panics(s in any::<String>()) {
         let _ = config::Config::parse(&s, None);
         let _ = config::Config::parse(&format!("[diff]\nignore = [{}]\n", Value::String(s.clone())), None);

@@ -708,10 +708,20 @@ async fn compared_headers_and_ignore_rules() {
             .header("x-version", "1")
     })
     .await;
-    let candidate = Upstream::start(|_| {
-        Reply::json(json!({"a": 1, "updated_at": "y", "paging": {"count": 2}}))
-            .header("x-version", "2")
-            .header("content-type", "application/json; charset=utf-8")
+    let candidate = Upstream::start(|s| {
+        // The same media type spelt another way on /d (no difference: JSON's charset is
+        // utf-8 by default), another one on /other.
+        let ct = if s.uri == "/d" {
+            "Application/JSON; charset=\"UTF-8\""
+        } else {
+            "text/html; charset=utf-8"
+        };
+        Reply::bytes(
+            200,
+            json!({"a": 1, "updated_at": "y", "paging": {"count": 2}}).to_string(),
+        )
+        .header("x-version", "2")
+        .header("content-type", ct)
     })
     .await;
     let toml = r#"
@@ -732,7 +742,6 @@ ignore = ["/paging/count"]
     assert_eq!(
         d,
         vec![
-            vec![json!("/d"), json!("@header/content-type"), json!("changed")],
             vec![json!("/d"), json!("@header/x-version"), json!("changed")],
             vec![json!("/other"), json!("/paging/count"), json!("changed")],
             vec![
@@ -746,6 +755,15 @@ ignore = ["/paging/count"]
                 json!("changed")
             ],
         ]
+    );
+    // The difference shows the values as sent.
+    let v = sd.rows("SELECT legacy, candidate FROM diffs WHERE pointer = '@header/content-type'");
+    assert_eq!(
+        v,
+        vec![vec![
+            json!("\"application/json\""),
+            json!("\"text/html; charset=utf-8\"")
+        ]]
     );
     sd.stop().await;
 }

@@ -17,6 +17,7 @@
 //! carries `candidate_pointer`.
 
 pub mod glob;
+pub mod headers;
 pub mod normalize;
 pub mod number;
 pub mod patch;
