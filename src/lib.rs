@@ -9,6 +9,7 @@
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
+//! - [`quota`]: vendors' rate limits as their responses state them; reserves and 429 pauses per account.
 //! - [`budget`]: the bytes of response bodies held for comparisons, bounded.
 //! - [`encoding`]: Content-Encoding decoding of the copies kept for comparison.
 //! - [`mapping`]: response mappings (JSONata, jq) run in worker processes.
@@ -46,6 +47,7 @@ pub mod encoding;
 pub mod gate;
 pub mod mapping;
 pub mod proxy;
+pub mod quota;
 pub mod record;
 pub mod redact;
 pub mod rediff;

@@ -92,6 +92,9 @@ pub enum SkipReason {
     /// account is not in the accounts file: calling the candidate without it would only compare
     /// legacy's answer to the caller with an answer to nobody.
     UnknownAccount,
+    /// The account's remaining candidate quota is under `[shadow] reserve`: left to the
+    /// caller's own traffic.
+    QuotaReserve,
 }
 
 impl SkipReason {
@@ -106,6 +109,7 @@ impl SkipReason {
             Self::Memory => "memory",
             Self::LegacySample => "legacy_sample",
             Self::UnknownAccount => "unknown_account",
+            Self::QuotaReserve => "quota_reserve",
         }
     }
 }

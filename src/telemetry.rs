@@ -119,6 +119,10 @@ fn describe() {
         "Requests of the candidate cohort answered by legacy, by reason"
     );
     metrics::describe_gauge!(
+        "shadowdiff_quota_remaining_ratio",
+        "Remaining share of the vendor's rate-limit quota, as the latest response stated it"
+    );
+    metrics::describe_gauge!(
         "shadowdiff_rollout_phase",
         "1 for the rollout phase in force"
     );
@@ -206,6 +210,12 @@ pub fn dropped(reason: &'static str) {
 /// One second legacy call for noise learning (`[diff.noise]`): legacy quota spent.
 pub fn secondary_call() {
     metrics::counter!("shadowdiff_legacy_secondary_calls_total").increment(1);
+}
+
+/// The remaining share of a vendor's quota a response stated (the latest, of any account:
+/// per-account values would make a label per account).
+pub fn quota_share(vendor: &'static str, share: f64) {
+    metrics::gauge!("shadowdiff_quota_remaining_ratio", "vendor" => vendor).set(share);
 }
 
 /// The store writer's queue depth.

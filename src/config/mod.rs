@@ -79,6 +79,17 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// What a candidate 429 pauses (`[shadow] rate_limit_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// The request's account only (every account when none is known).
+    #[default]
+    Account,
+    /// Every account: the vendor's limit is one for the whole integration.
+    Global,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
@@ -237,6 +248,11 @@ pub struct ShadowConfig {
     pub max_bytes_in_flight: usize,
     pub unmatched: Unmatched,
     pub backoff_on_429: bool,
+    /// What a candidate 429 pauses: the account's shadow calls, or everyone's.
+    pub rate_limit_scope: RateLimitScope,
+    /// The share of an account's remaining quota (as the vendor's `RateLimit` headers state it)
+    /// shadow calls never spend: `0` spends all of it.
+    pub reserve: f64,
     /// Threads of the shadow runtime (candidate calls and comparisons).
     pub threads: usize,
     /// CPU priority of the shadow threads and the store writer.

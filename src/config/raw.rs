@@ -89,6 +89,8 @@ pub(super) struct RawShadow {
     pub(super) max_bytes_in_flight: Option<Size>,
     pub(super) unmatched: Option<Unmatched>,
     pub(super) backoff_on_429: Option<bool>,
+    pub(super) rate_limit_scope: Option<super::RateLimitScope>,
+    pub(super) reserve: Option<f64>,
     pub(super) threads: Option<usize>,
     pub(super) priority: Option<Priority>,
 }

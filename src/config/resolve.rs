@@ -51,9 +51,17 @@ impl Config {
                 .map_or_else(|| defaults::max_bytes_in_flight(max_body), |s| s.0),
             unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
+            rate_limit_scope: raw.shadow.rate_limit_scope.unwrap_or_default(),
+            reserve: raw.shadow.reserve.unwrap_or(0.0),
             threads: raw.shadow.threads.unwrap_or(defaults::SHADOW_THREADS),
             priority: raw.shadow.priority.unwrap_or_default(),
         };
+        if !(0.0..1.0).contains(&shadow.reserve) {
+            return Err(invalid(format!(
+                "[shadow] reserve: {} must be at least 0 and under 1",
+                shadow.reserve
+            )));
+        }
         if shadow.threads == 0 {
             return Err(invalid("[shadow] threads: must be at least 1".into()));
         }

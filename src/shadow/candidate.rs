@@ -17,18 +17,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Shadow {
-    /// Whether mirroring is paused after a candidate 429.
-    pub(super) fn paused(&self) -> bool {
-        let until = self.paused_until.load(Ordering::Relaxed);
-        until != 0 && (self.epoch.elapsed().as_millis() as u64) < until
-    }
-
-    /// Pauses mirroring for `d` (capped at [`MAX_BACKOFF`]).
-    fn pause_for(&self, d: Duration) {
-        let until = (self.epoch.elapsed() + d.min(MAX_BACKOFF)).as_millis() as u64;
-        self.paused_until.fetch_max(until, Ordering::Relaxed);
+    /// Pauses mirroring after a candidate 429 for `d` (capped): for the request's account, or
+    /// for every account when none is known or `[shadow] rate_limit_scope = "global"`.
+    fn pause_for(&self, account: Option<&str>, d: Duration, scope: crate::config::RateLimitScope) {
+        let d = d.min(MAX_BACKOFF);
+        let account = account.filter(|_| scope == crate::config::RateLimitScope::Account);
+        self.quotas
+            .pause(crate::quota::Vendor::Candidate, account, d);
         tracing::warn!(
-            pause_ms = d.min(MAX_BACKOFF).as_millis() as u64,
+            pause_ms = d.as_millis() as u64,
+            scope = if account.is_some() {
+                "account"
+            } else {
+                "global"
+            },
             "candidate answered 429: mirroring paused"
         );
     }
@@ -74,6 +76,7 @@ impl Shadow {
         let this = self.clone();
         let guard = self.tracker.track();
         let cfg_arc = plan.cfg.clone();
+        let account = plan.account.clone();
         // A served request's candidate call is on the caller's path: it runs on the caller's
         // runtime (normal priority) with a client of its own; a shadow call on the shadow runtime.
         let served = plan.serve.is_some();
@@ -109,10 +112,19 @@ impl Shadow {
                         .map_err(|e| upstream::error_chain(&e))?;
                     let (parts, body) = res.into_parts();
                     let hint = body_hint(&parts.headers);
+                    this.quotas.observe(
+                        crate::quota::Vendor::Candidate,
+                        account.as_deref(),
+                        &parts.headers,
+                    );
                     if parts.status == StatusCode::TOO_MANY_REQUESTS
                         && cfg_arc.shadow.backoff_on_429
                     {
-                        this.pause_for(retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF));
+                        this.pause_for(
+                            account.as_deref(),
+                            retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF),
+                            cfg_arc.shadow.rate_limit_scope,
+                        );
                     }
                     let body = read_candidate_body(body, limit, hint, &this.budget)
                         .await

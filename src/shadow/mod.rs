@@ -15,7 +15,7 @@ pub mod sample;
 
 pub use candidate::retry_after;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -64,6 +64,8 @@ pub struct Plan {
     pub cfg: Arc<Config>,
     /// A slot of `max_in_flight` (shadow calls only).
     permit: Option<OwnedSemaphorePermit>,
+    /// The request's account (its quota, its 429 pause).
+    pub account: Option<String>,
 }
 
 /// How a request of the candidate cohort is served.
@@ -153,9 +155,8 @@ pub struct Shadow {
     store: StoreHandle,
     in_flight: Arc<Semaphore>,
     bucket: Option<Mutex<Bucket>>,
-    /// Milliseconds since `epoch` until which mirroring pauses (candidate 429).
-    paused_until: AtomicU64,
-    epoch: Instant,
+    /// The vendors' quotas as their responses state them, and the pauses after a 429.
+    pub quotas: crate::quota::Tracker,
     pub tracker: Arc<Tracker>,
     /// The background runtime the shadow tasks run on.
     rt: tokio::runtime::Handle,
@@ -197,8 +198,7 @@ impl Shadow {
             legacy_client,
             store,
             bucket,
-            paused_until: AtomicU64::new(0),
-            epoch: Instant::now(),
+            quotas: crate::quota::Tracker::default(),
             tracker: Arc::default(),
             rt,
             memo: memo::Memo::default(),
@@ -299,8 +299,23 @@ impl Shadow {
         if escapes {
             return (meta, skip(SkipReason::UnsafePath));
         }
-        if self.paused() {
+        let account_name = meta.account.as_deref();
+        if self
+            .quotas
+            .paused(crate::quota::Vendor::Candidate, account_name)
+        {
             return (meta, skip(SkipReason::RateLimited));
+        }
+        // Shadow calls leave the last share of an account's quota to the caller's own traffic
+        // (a served request is the caller's own).
+        if serve.is_none()
+            && self.quotas.below_reserve(
+                crate::quota::Vendor::Candidate,
+                account_name,
+                cfg.shadow.reserve,
+            )
+        {
+            return (meta, skip(SkipReason::QuotaReserve));
         }
         // `max_rps` and `max_in_flight` bound shadow traffic; a served request is the caller's
         // own (its answer is the candidate's), so shadow work never crowds it out.
@@ -346,16 +361,20 @@ impl Shadow {
             }
         };
         match target {
-            Ok(target) => (
-                meta,
-                Decision::Mirror(Plan {
-                    target,
-                    route: route_idx,
-                    serve,
-                    cfg: cfg_arc.clone(),
-                    permit,
-                }),
-            ),
+            Ok(target) => {
+                let account = meta.account.clone();
+                (
+                    meta,
+                    Decision::Mirror(Plan {
+                        target,
+                        route: route_idx,
+                        serve,
+                        cfg: cfg_arc.clone(),
+                        permit,
+                        account,
+                    }),
+                )
+            }
             Err(var @ crate::translate::Var::Account(_)) => (
                 meta,
                 Decision::Skip(
@@ -383,7 +402,16 @@ impl Shadow {
     ) -> Mirror {
         let route = plan.route;
         let cfg = plan.cfg.clone();
-        let secondary = Self::secondary(&cfg, parts);
+        // A second legacy call spends legacy's quota: never its reserved share, never while
+        // legacy asked to wait.
+        let legacy_spare = !self.quotas.below_reserve(
+            crate::quota::Vendor::Legacy,
+            plan.account.as_deref(),
+            cfg.shadow.reserve,
+        ) && !self
+            .quotas
+            .paused(crate::quota::Vendor::Legacy, plan.account.as_deref());
+        let secondary = Self::secondary(&cfg, parts).filter(|_| legacy_spare);
         Mirror {
             shadow: self.clone(),
             candidate: CandidateSlot::Pending(self.spawn_candidate(plan, &parts.headers, body)),
@@ -430,6 +458,20 @@ impl Shadow {
                         ms,
                         body,
                     } => {
+                        this.quotas.observe(
+                            crate::quota::Vendor::Legacy,
+                            meta.account.as_deref(),
+                            &headers,
+                        );
+                        // The caller's own call hit legacy's limit: no second calls for the
+                        // account until legacy says.
+                        if status == StatusCode::TOO_MANY_REQUESTS {
+                            this.quotas.pause(
+                                crate::quota::Vendor::Legacy,
+                                meta.account.as_deref(),
+                                retry_after(&headers).unwrap_or(std::time::Duration::from_secs(1)),
+                            );
+                        }
                         let (body, held) = body.await.unwrap_or_default();
                         let legacy = Legacy::Response {
                             status,

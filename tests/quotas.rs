@@ -1,0 +1,174 @@
+//! Vendors' rate limits per account: a candidate 429 pauses that account's shadow calls only
+//! (all of them with `rate_limit_scope = "global"`), and `[shadow] reserve` leaves the last share
+//! of an account's candidate quota to the caller's own traffic, under load.
+
+mod support;
+
+use http::Request;
+use http_body_util::Full;
+use serde_json::json;
+use support::*;
+
+/// Accounts acme (candidate id `c-acme`) and globex (`c-globex`), by bearer token.
+fn accounts(dir: &std::path::Path) -> std::path::PathBuf {
+    let csv = dir.join("accounts.csv");
+    let mut text = String::from("key_sha256,name,candidate_id\n");
+    for name in ["acme", "globex"] {
+        let key = shadowdiff::translate::key_sha256_hex(format!("Bearer {name}-token").as_bytes());
+        text.push_str(&format!("{key},{name},c-{name}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    csv
+}
+
+fn config(csv: &std::path::Path, shadow: &str) -> String {
+    format!(
+        r#"
+[shadow]
+{shadow}
+[accounts]
+key = "header:authorization"
+file = "{}"
+
+[[routes]]
+name = "people"
+method = "GET"
+path = "/people"
+[routes.candidate]
+path = "/unified/people"
+query = {{ account = "{{account.candidate_id}}" }}
+"#,
+        csv.display()
+    )
+}
+
+fn req(sd: &Shadowdiff, account: &str) -> Request<Full<bytes::Bytes>> {
+    Request::get(sd.url("/people"))
+        .header("authorization", format!("Bearer {account}-token"))
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Candidate calls seen per account id.
+fn calls(up: &Upstream, account: &str) -> usize {
+    up.seen()
+        .iter()
+        .filter(|s| s.uri.ends_with(&format!("account=c-{account}")))
+        .count()
+}
+
+/// (account, outcome, reason) of every exchange, in order.
+fn outcomes(sd: &Shadowdiff) -> Vec<(String, String, String)> {
+    sd.rows("SELECT account, outcome, coalesce(reason, '') FROM exchanges ORDER BY id")
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_str().unwrap().to_owned(),
+                r[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_429_pauses_that_account_only() {
+    for (scope, globex_mirrored) in [("", true), ("rate_limit_scope = \"global\"", false)] {
+        let legacy = Upstream::json(json!({"people": []})).await;
+        let candidate = Upstream::start(|s| {
+            if s.uri.ends_with("c-acme") {
+                Reply::json(json!({"error": "slow down"}))
+                    .status(429)
+                    .header("retry-after", "60")
+            } else {
+                Reply::json(json!({"people": []}))
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config(&accounts(dir.path()), scope);
+        let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+        send(req(&sd, "acme")).await;
+        sd.quiesce().await;
+        for _ in 0..3 {
+            assert_eq!(send(req(&sd, "acme")).await.status, 200);
+            assert_eq!(send(req(&sd, "globex")).await.status, 200);
+        }
+        sd.quiesce().await;
+        assert_eq!(
+            calls(&candidate, "acme"),
+            1,
+            "acme was called during its pause"
+        );
+        assert_eq!(
+            calls(&candidate, "globex"),
+            if globex_mirrored { 3 } else { 0 },
+            "{scope}"
+        );
+        let o = outcomes(&sd);
+        assert_eq!(o[0].1, "candidate_rate_limited");
+        for (account, outcome, reason) in &o[1..] {
+            if account == "acme" || !globex_mirrored {
+                assert_eq!(
+                    (outcome.as_str(), reason.as_str()),
+                    ("skipped", "rate_limited")
+                );
+            } else {
+                assert_eq!(outcome, "match");
+            }
+        }
+        sd.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserve_keeps_shadow_calls_off_the_last_share_of_a_quota_under_load() {
+    let legacy = Upstream::json(json!({"people": []})).await;
+    // acme has 10 of 100 left (under the 20 % reserve), globex 90.
+    let candidate = Upstream::start(|s| {
+        let left = if s.uri.ends_with("c-acme") { 10 } else { 90 };
+        Reply::json(json!({"people": []}))
+            .header("ratelimit-policy", "\"default\";q=100;w=60")
+            .header("ratelimit", &format!("\"default\";r={left};t=60"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config(&accounts(dir.path()), "reserve = 0.2");
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    // The first call of each account states its quota.
+    for a in ["acme", "globex"] {
+        send(req(&sd, a)).await;
+        sd.quiesce().await;
+    }
+    // Then 40 concurrent requests of each.
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let r = req(&sd, if i % 2 == 0 { "acme" } else { "globex" });
+        tasks.push(tokio::spawn(async move { send(r).await.status }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            200,
+            "the caller always gets legacy's answer"
+        );
+    }
+    sd.quiesce().await;
+    assert_eq!(
+        calls(&candidate, "acme"),
+        1,
+        "acme's reserve was spent by shadow calls"
+    );
+    assert_eq!(calls(&candidate, "globex"), 41);
+    let skipped: Vec<_> = outcomes(&sd)
+        .into_iter()
+        .filter(|(_, o, _)| o == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 40);
+    assert!(skipped
+        .iter()
+        .all(|(a, _, r)| a == "acme" && r == "quota_reserve"));
+    // Legacy was called for every request: the caller's traffic is never held back.
+    assert_eq!(legacy.count(), 82);
+    sd.stop().await;
+}
