@@ -530,7 +530,18 @@ async fn a_store_that_fails_to_write_makes_readyz_fail_and_counts_every_lost_exc
     .await
     .expect("/readyz says the store is failing");
     assert_eq!(failing.json()["status"], "store_failing");
-    let m = String::from_utf8(get(&p.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    // Readiness fails with the first lost write; the other two may still be waiting on the
+    // lock: every one of them is counted once its write failed.
+    let metrics_url = p.admin_url("/metrics");
+    let m = poll_async(Duration::from_secs(30), || {
+        let url = metrics_url.clone();
+        async move {
+            let m = String::from_utf8(get(&url).await.body.to_vec()).unwrap();
+            (metric(&m, "shadowdiff_store_lost_total") >= 3.0).then_some(m)
+        }
+    })
+    .await
+    .expect("every lost exchange counted");
     assert_eq!(metric(&m, "shadowdiff_store_lost_total"), 3.0, "{m}");
     // The lock goes away: the next write succeeds and readiness comes back.
     locker.execute_batch("ROLLBACK").unwrap();
