@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_value_len: 1024,
             examples_per_field: 3,
             migrate: true,
+            reauth_after: 3,
         },
     )?;
     let handle = store.handle();

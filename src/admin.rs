@@ -7,6 +7,7 @@
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
+//! | `/api/accounts?since=24h` | every account: its health (`ok` / `needs_reauth`, since, last error) and its parity and outcomes over the window |
 //! | `/api/coverage?since=24h&route=R` | field coverage per route: each field pattern compared, in how many exchanges, its parity; the patterns never exercised |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
@@ -248,6 +249,44 @@ where
             blocking(move || {
                 with_store(&state, |store| summary(&state, store, &since))
                     .map(|r| json_serialize(&r))
+            })
+            .await
+        }
+        "/api/accounts" => {
+            let since = param("since").unwrap_or_else(|| "24h".into());
+            blocking(move || {
+                let report = with_store(&state, |store| summary(&state, store, &since))?;
+                let health: std::collections::HashMap<&str, &crate::store::AccountHealth> = report
+                    .account_health
+                    .iter()
+                    .map(|h| (h.account.as_str(), h))
+                    .collect();
+                let mut accounts: Vec<Value> = report
+                    .accounts
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "account": a.account,
+                            "state": health.get(a.account.as_str()).map_or("ok", |h| h.state.as_str()),
+                            "health": health.get(a.account.as_str()),
+                            "parity": a.counts.parity,
+                            "compared": a.counts.compared,
+                            "exchanges": a.counts.exchanges,
+                            "outcomes": a.counts.outcomes,
+                        })
+                    })
+                    .collect();
+                // Accounts with a health row but no exchange in the window.
+                for h in &report.account_health {
+                    if !report.accounts.iter().any(|a| a.account == h.account) {
+                        accounts.push(json!({"account": h.account, "state": h.state, "health": h, "exchanges": 0}));
+                    }
+                }
+                Ok(json_value(&json!({
+                    "since": since,
+                    "needs_reauth": report.needs_reauth,
+                    "accounts": accounts,
+                })))
             })
             .await
         }
@@ -806,6 +845,12 @@ fn render_dashboard(d: &DashboardData) -> String {
         t.compared,
         t.exchanges
     );
+    if !d.summary.needs_reauth.is_empty() {
+        o.push_str(&format!(
+            "<p><b class=\"bad\">Needs re-auth</b> (candidate 401/403 in a row while legacy succeeded): {}</p>",
+            esc(&d.summary.needs_reauth.join(", "))
+        ));
+    }
     crate::report::render::rollout_html(&mut o, &d.summary.rollout);
     o.push_str("<h2>Routes</h2><table><tr><th>route</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th>outcomes</th><th>top differing fields</th></tr>");
     for r in &d.summary.routes {

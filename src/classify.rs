@@ -215,6 +215,7 @@ mod tests {
                 max_value_len: 64,
                 examples_per_field: 3,
                 migrate: true,
+                reauth_after: 3,
             },
         )
         .unwrap();

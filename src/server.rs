@@ -186,6 +186,7 @@ impl Server {
                 max_value_len: cfg.store.max_value_len,
                 examples_per_field: cfg.store.examples_per_field,
                 migrate: cfg.store.migrate,
+                reauth_after: cfg.reauth_after,
             },
         );
         // Opening connects and migrates (PostgreSQL's client blocks): off the async threads.

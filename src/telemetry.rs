@@ -119,6 +119,14 @@ fn describe() {
         "Requests of the candidate cohort answered by legacy, by reason"
     );
     metrics::describe_gauge!(
+        "shadowdiff_accounts",
+        "Accounts with a health row by state, as the store held them after the last change (needs_reauth: candidate 401/403 in a row)"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_account_health_changes_total",
+        "Changes of account health this instance wrote, by the state entered"
+    );
+    metrics::describe_gauge!(
         "shadowdiff_quota_remaining_ratio",
         "Remaining share of the vendor's rate-limit quota, as the latest response stated it"
     );
@@ -216,6 +224,22 @@ pub fn secondary_call() {
 /// per-account values would make a label per account).
 pub fn quota_share(vendor: &'static str, share: f64) {
     metrics::gauge!("shadowdiff_quota_remaining_ratio", "vendor" => vendor).set(share);
+}
+
+/// An account's health changed: counted by the state it entered (never by account).
+pub fn account_health_change(to: &str) {
+    let to = if to == "needs_reauth" {
+        "needs_reauth"
+    } else {
+        "ok"
+    };
+    metrics::counter!("shadowdiff_account_health_changes_total", "to" => to).increment(1);
+}
+
+/// Accounts per health state, as the store holds them.
+pub fn account_states(ok: u64, needs_reauth: u64) {
+    metrics::gauge!("shadowdiff_accounts", "state" => "ok").set(ok as f64);
+    metrics::gauge!("shadowdiff_accounts", "state" => "needs_reauth").set(needs_reauth as f64);
 }
 
 /// The store writer's queue depth.

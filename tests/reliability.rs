@@ -379,6 +379,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             max_value_len: 1024,
             examples_per_field: 3,
             migrate: true,
+            reauth_after: 3,
         },
     )
     .unwrap();

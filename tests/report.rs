@@ -102,6 +102,13 @@ fn fixture(dir: &Path) -> PathBuf {
         2.0,
         None,
     );
+    // Beta's credentials: the state the writer keeps after 401s in a row.
+    conn.execute(
+        "INSERT INTO account_health(account, state, since, consecutive, last_error, updated_at)
+         VALUES ('beta', 'needs_reauth', '2025-11-28T11:00:00.000Z', 3, 'candidate answered 401', '2025-11-28T11:00:00.000Z')",
+        [],
+    )
+    .unwrap();
     ex(
         "2025-11-28T11:30:00.000Z",
         None,

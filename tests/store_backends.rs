@@ -227,6 +227,7 @@ mod writes {
             max_value_len: 1024,
             examples_per_field: 3,
             migrate: true,
+            reauth_after: 3,
         }
     }
 

@@ -52,6 +52,7 @@ pub mod defaults {
     pub const BODY_EXAMPLES: usize = 3;
     pub const BODY_SAMPLE: f64 = 0.001;
     pub const MATCH_SAMPLE: f64 = 0.02;
+    pub const REAUTH_AFTER: u64 = 3;
     pub const BODY_BUDGET: usize = 64 << 20;
     pub const MAPPINGS_DIR: &str = "mappings";
     pub const MAPPING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -177,6 +178,9 @@ pub struct Config {
     pub gates: BTreeMap<String, GateConfig>,
     pub mappings: crate::mapping::MappingsConfig,
     pub rollout: crate::rollout::RolloutConfig,
+    /// `[accounts] reauth_after`: candidate 401/403 in a row (legacy succeeding) that put an
+    /// account in `needs_reauth`.
+    pub reauth_after: u64,
 }
 
 #[derive(Debug, Clone)]

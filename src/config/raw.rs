@@ -77,6 +77,7 @@ pub(super) struct RawCandidate {
 pub(super) struct RawAccounts {
     pub(super) key: KeySourceStr,
     pub(super) file: Str,
+    pub(super) reauth_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,16 @@ impl Config {
         };
         let line_of = |offset: usize| text[..offset.min(text.len())].lines().count().max(1);
 
+        let reauth_after = raw
+            .accounts
+            .as_ref()
+            .and_then(|a| a.reauth_after)
+            .unwrap_or(defaults::REAUTH_AFTER);
+        if reauth_after == 0 {
+            return Err(invalid(
+                "[accounts] reauth_after: must be at least 1".into(),
+            ));
+        }
         let accounts = match raw.accounts {
             None => None,
             Some(a) => Some(
@@ -444,6 +454,7 @@ impl Config {
                 raw.gate
             },
             rollout: rollout(raw.rollout, &line_of).map_err(invalid)?,
+            reauth_after,
             routes,
             mappings: mappings_cfg,
         })

@@ -197,8 +197,13 @@ pub struct Report {
     pub totals: Counts,
     pub routes: Vec<RouteReport>,
     pub accounts: Vec<AccountReport>,
-    /// Accounts whose candidate calls failed with 401/403 in the window.
+    /// Accounts in the `needs_reauth` state now (candidate 401/403 `[accounts] reauth_after`
+    /// times in a row while legacy succeeded, no candidate success since).
     pub needs_reauth: Vec<String>,
+    /// Accounts with any candidate 401/403 in the window.
+    pub auth_errors: Vec<String>,
+    /// Every account's health (those that ever had a candidate auth error).
+    pub account_health: Vec<crate::store::AccountHealth>,
     /// The rollout in the window: the candidate cohort's requests (served by the candidate or
     /// fallen back to legacy, by reason) and the changes of phase.
     pub rollout: RolloutSection,
@@ -345,10 +350,16 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
             c.add_noise_only(x.n);
         }
     }
-    let needs_reauth = accounts
+    let auth_errors = accounts
         .iter()
         .filter(|(_, c)| c.outcome(Outcome::CandidateAuthError) > 0)
         .map(|(a, _)| a.clone())
+        .collect();
+    let account_health = store.account_health()?;
+    let needs_reauth = account_health
+        .iter()
+        .filter(|h| h.state == crate::store::NEEDS_REAUTH)
+        .map(|h| h.account.clone())
         .collect();
     let mut accounts: Vec<AccountReport> = accounts
         .into_iter()
@@ -384,6 +395,8 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         routes: route_reports,
         accounts,
         needs_reauth,
+        auth_errors,
+        account_health,
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,
     })

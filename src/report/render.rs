@@ -197,13 +197,23 @@ pub fn markdown(r: &Report) -> String {
     if !r.needs_reauth.is_empty() {
         let _ = writeln!(
             o,
-            "\n**Needs re-auth** (candidate 401/403): {}",
-            r.needs_reauth.join(", ")
+            "\n**Needs re-auth** (candidate 401/403 in a row while legacy succeeded): {}",
+            reauth_list(r)
         );
     }
     rollout_markdown(&mut o, &r.rollout);
     rediffs_markdown(&mut o, &r.rediffs);
     o
+}
+
+/// The accounts needing re-auth, each with since when.
+fn reauth_list(r: &Report) -> String {
+    r.account_health
+        .iter()
+        .filter(|h| h.state == crate::store::NEEDS_REAUTH)
+        .map(|h| format!("{} (since {})", h.account, h.since))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Mapping versions judged on recorded traffic (nothing when none was recorded).
@@ -478,8 +488,8 @@ pub fn html(r: &Report) -> String {
     if !r.needs_reauth.is_empty() {
         let _ = write!(
             o,
-            "<p><b class=\"bad\">Needs re-auth</b> (candidate answered 401/403): {}</p>",
-            esc(&r.needs_reauth.join(", "))
+            "<p><b class=\"bad\">Needs re-auth</b> (candidate 401/403 in a row while legacy succeeded): {}</p>",
+            esc(&reauth_list(r))
         );
     }
     if r.accounts.is_empty() {

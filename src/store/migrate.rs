@@ -35,7 +35,36 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V3,
         postgres: POSTGRES_V3,
     },
+    Migration {
+        version: 4,
+        description: "account_health: ok / needs_reauth per account, kept by the writer",
+        sqlite: SQLITE_V4,
+        postgres: POSTGRES_V4,
+    },
 ];
+
+/// Account health (see `health.rs`): one row per account that had a candidate auth error.
+const SQLITE_V4: &str = "
+CREATE TABLE IF NOT EXISTS account_health(
+    account TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since TEXT NOT NULL,
+    consecutive INTEGER NOT NULL,
+    last_error TEXT,
+    updated_at TEXT NOT NULL
+);
+";
+
+const POSTGRES_V4: &str = r#"
+CREATE TABLE account_health(
+    account text COLLATE "C" PRIMARY KEY,
+    state text COLLATE "C" NOT NULL,
+    since timestamptz NOT NULL,
+    consecutive bigint NOT NULL,
+    last_error text,
+    updated_at timestamptz NOT NULL
+);
+"#;
 
 /// `rediff --record`: per run and route, the mapping version it ran, the window, and the
 /// parity it reached next to the recorded one (`detail`: the per-field figures and the ids of

@@ -12,6 +12,7 @@
 //! `field_presence` (per route, field pattern and hour: compared exchanges where the field was
 //! present), `noise_samples` + `noise_fields` (noise learned from second legacy calls).
 
+mod health;
 mod location;
 mod migrate;
 mod pg;
@@ -28,6 +29,7 @@ mod writer;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub use health::{AccountHealth, HealthChange, NEEDS_REAUTH};
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use query::{

@@ -278,7 +278,15 @@ impl PgSink {
                 tx.execute(&stmt, &[&pg_text(route), &pg_text(field), &hour, &n])?;
             }
         }
-        tx.commit()
+        let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
+        tx.commit()?;
+        if !changes.is_empty() {
+            super::writer::health_changed(&changes);
+            if let Ok((ok, needs)) = super::health::pg_counts(client) {
+                crate::telemetry::account_states(ok, needs);
+            }
+        }
+        Ok(())
     }
 
     fn noise(&mut self, samples: &[NoiseSample]) -> Result<(), postgres::Error> {

@@ -124,6 +124,14 @@ impl Reader for PgReader {
             .collect())
     }
 
+    fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::health::pg_all(&mut c).map_err(|e| self.err(e))
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,

@@ -277,6 +277,10 @@ pub trait Reader {
     /// to legacy) per (served by, fallback reason).
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
 
+    /// Every account's health (accounts that had a candidate auth error), those needing
+    /// re-auth first.
+    fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError>;
+
     /// The rediffs recorded (`rediff --record`) in `[from, to)`, oldest first.
     fn rediffs(
         &self,

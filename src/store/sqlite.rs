@@ -126,6 +126,10 @@ impl Reader for Connection {
         Ok(rows)
     }
 
+    fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
+        Ok(super::health::sqlite_all(self)?)
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,

@@ -184,6 +184,9 @@ pub struct WriterOptions {
     pub examples_per_field: usize,
     /// PostgreSQL: apply the migrations at start (`[store] migrate`), or only check them.
     pub migrate: bool,
+    /// Candidate 401/403 in a row (legacy succeeding) that put an account in `needs_reauth`
+    /// (`[accounts] reauth_after`).
+    pub reauth_after: u64,
 }
 
 impl Store {
@@ -565,7 +568,29 @@ fn write_batch(
             pr.execute(params![route, field, hour, n])?;
         }
     }
-    tx.commit()
+    let changes = super::health::sqlite_update(&tx, batch, opts.reauth_after)?;
+    tx.commit()?;
+    if !changes.is_empty() {
+        health_changed(&changes);
+        if let Ok((ok, needs)) = super::health::sqlite_counts(conn) {
+            crate::telemetry::account_states(ok, needs);
+        }
+    }
+    Ok(())
+}
+
+/// After a committed batch: the changes of account health, logged and counted.
+pub(super) fn health_changed(changes: &[super::HealthChange]) {
+    for c in changes {
+        tracing::warn!(
+            account = %c.account,
+            from = %c.from,
+            to = %c.to,
+            last_error = c.last_error.as_deref().unwrap_or(""),
+            "account health changed"
+        );
+        crate::telemetry::account_health_change(&c.to);
+    }
 }
 
 fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Result<()> {
@@ -680,6 +705,7 @@ mod tests {
                 max_value_len,
                 examples_per_field,
                 migrate: true,
+                reauth_after: 3,
             },
         )
         .unwrap()

@@ -1,6 +1,8 @@
-//! Vendors' rate limits per account: a candidate 429 pauses that account's shadow calls only
-//! (all of them with `rate_limit_scope = "global"`), and `[shadow] reserve` leaves the last share
-//! of an account's candidate quota to the caller's own traffic, under load.
+//! Accounts, with real upstreams: health (`ok` → `needs_reauth` after candidate 401/403 in a
+//! row, back on a success, flapping), and vendors' rate limits per account: a candidate 429
+//! pauses that account's shadow calls only (all of them with `rate_limit_scope = "global"`), and
+//! `[shadow] reserve` leaves the last share of an account's candidate quota to the caller's own
+//! traffic, under load.
 
 mod support;
 
@@ -170,5 +172,79 @@ async fn the_reserve_keeps_shadow_calls_off_the_last_share_of_a_quota_under_load
         .all(|(a, _, r)| a == "acme" && r == "quota_reserve"));
     // Legacy was called for every request: the caller's traffic is never held back.
     assert_eq!(legacy.count(), 82);
+    sd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_needs_reauth_after_401s_in_a_row_and_recovers_on_a_success() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let legacy = Upstream::json(json!({"people": []})).await;
+    // acme's candidate credentials are revoked until `fixed`.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let f = fixed.clone();
+    let candidate = Upstream::start(move |s| {
+        if s.uri.ends_with("c-acme") && !f.load(Ordering::SeqCst) {
+            Reply::json(json!({"error": "invalid token"})).status(401)
+        } else {
+            Reply::json(json!({"people": []}))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        config(&accounts(dir.path()), "").replace("[accounts]\n", "[accounts]\nreauth_after = 3\n");
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    let admin = format!("http://{}", sd.admin.unwrap());
+    let state = |sd: &Shadowdiff| {
+        sd.rows("SELECT state, consecutive FROM account_health WHERE account = 'acme'")
+            .first()
+            .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
+    };
+    // Two 401s: counted, still ok; globex's successes write nothing.
+    for _ in 0..2 {
+        send(req(&sd, "acme")).await;
+        send(req(&sd, "globex")).await;
+        sd.quiesce().await;
+    }
+    assert_eq!(state(&sd), Some(("ok".to_owned(), 2)));
+    assert!(sd
+        .rows("SELECT 1 FROM account_health WHERE account = 'globex'")
+        .is_empty());
+    // The third: needs_reauth, in the API, the report and the metrics.
+    send(req(&sd, "acme")).await;
+    sd.quiesce().await;
+    assert_eq!(state(&sd), Some(("needs_reauth".to_owned(), 3)));
+    let api = get(&format!("{admin}/api/accounts?since=1h")).await.json();
+    assert_eq!(api["needs_reauth"], json!(["acme"]), "{api}");
+    let acme = api["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "acme")
+        .unwrap();
+    assert_eq!(acme["state"], json!("needs_reauth"));
+    assert!(acme["health"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("401"));
+    let metrics = String::from_utf8(get(&format!("{admin}/metrics")).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("shadowdiff_accounts{state=\"needs_reauth\"} 1"),
+        "{metrics}"
+    );
+    // The credentials are fixed: one success and it is ok again.
+    fixed.store(true, Ordering::SeqCst);
+    send(req(&sd, "acme")).await;
+    sd.quiesce().await;
+    assert_eq!(state(&sd), Some(("ok".to_owned(), 0)));
+    // Flapping: 401, 401, success, 401, 401 never reaches three in a row.
+    fixed.store(false, Ordering::SeqCst);
+    for ok in [false, false, true, false, false] {
+        fixed.store(ok, Ordering::SeqCst);
+        send(req(&sd, "acme")).await;
+        sd.quiesce().await;
+    }
+    assert_eq!(state(&sd), Some(("ok".to_owned(), 2)));
     sd.stop().await;
 }
