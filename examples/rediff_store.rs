@@ -88,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            webhooks: Vec::new(),
         },
     )?;
     let handle = store.handle();

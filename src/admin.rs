@@ -7,6 +7,7 @@
 //! | `/metrics` | Prometheus exposition ([`crate::telemetry`]) |
 //! | `/` | the live dashboard: rendered on the server; a little JavaScript fetches it again every 5 s |
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
+//! | `/api/webhooks` | per `[[webhooks]]` endpoint the deliveries pending, delivered and dead, and the last 50 dead ones with their last error |
 //! | `/api/accounts?since=24h` | every account: its health (`ok` / `needs_reauth`, since, last error) and its parity and outcomes over the window |
 //! | `/api/coverage?since=24h&route=R` | field coverage per route: each field pattern compared, in how many exchanges, its parity; the patterns never exercised |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
@@ -249,6 +250,13 @@ where
             blocking(move || {
                 with_store(&state, |store| summary(&state, store, &since))
                     .map(|r| json_serialize(&r))
+            })
+            .await
+        }
+        "/api/webhooks" => {
+            blocking(move || {
+                let (endpoints, dead) = with_store(&state, |store| Ok(store.webhook_status(50)?))?;
+                Ok(json_value(&json!({ "endpoints": endpoints, "dead": dead })))
             })
             .await
         }

@@ -216,6 +216,7 @@ mod tests {
                 examples_per_field: 3,
                 migrate: true,
                 reauth_after: 3,
+                webhooks: Vec::new(),
             },
         )
         .unwrap();

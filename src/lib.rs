@@ -29,6 +29,7 @@
 //! - [`rollout`]: phases served by the proxy: sticky cohorts, the guard's judgement.
 //! - [`rollout_control`]: the thread that follows the store's phase and applies the guard;
 //!   `/api/rollout`.
+//! - [`webhook`]: events delivered from the store's outbox, signed, retried, dead-lettered.
 //! - [`demo`]: the self-contained tour behind `shadowdiff demo`.
 //! - [`cli`]: the command line, one thin function per command.
 
@@ -61,3 +62,4 @@ pub mod store;
 pub mod telemetry;
 pub mod translate;
 pub mod upstream;
+pub mod webhook;

@@ -11,7 +11,7 @@
 //! 3. the common `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (a reset over
 //!    10^9 is an epoch timestamp, as several APIs send).
 //!
-//! `Retry-After` (seconds or an HTTP date) is read by the 429 pause ([`crate::shadow::retry_after`]).
+//! `Retry-After` (seconds or an HTTP date) is read by the 429 pause (the shadow module's `retry_after`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -56,6 +56,8 @@ pub struct Server {
     drain_timeout: Duration,
     reloader: Arc<Reloader>,
     limits: ConnLimits,
+    /// `[[webhooks]]` and the store their outbox is in (read at start-up).
+    webhooks: (crate::store::Location, Vec<crate::webhook::Endpoint>),
 }
 
 /// Bounds on the callers' connections of one listener.
@@ -187,6 +189,11 @@ impl Server {
                 examples_per_field: cfg.store.examples_per_field,
                 migrate: cfg.store.migrate,
                 reauth_after: cfg.reauth_after,
+                webhooks: cfg
+                    .webhooks
+                    .iter()
+                    .map(|w| (w.name.clone(), w.events.clone()))
+                    .collect(),
             },
         );
         // Opening connects and migrates (PostgreSQL's client blocks): off the async threads.
@@ -275,6 +282,7 @@ impl Server {
             drain_timeout: cfg.proxy.drain_timeout,
             reloader,
             limits,
+            webhooks: (cfg.store.location(), cfg.webhooks.clone()),
         })
     }
 
@@ -339,6 +347,14 @@ impl Server {
                 move |_| admin::service(admin.clone()),
             ))
         });
+        // Webhook deliveries, on the background runtime: a slow endpoint never holds a caller.
+        let deliverer = self.runtime.0.as_ref().map(|rt| {
+            let (location, endpoints) = std::mem::take(&mut self.webhooks);
+            let mut stop = stop_rx.clone();
+            rt.spawn(crate::webhook::run(location, endpoints, async move {
+                let _ = stop.changed().await;
+            }))
+        });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
         let hup = tokio::spawn(crate::reload::on_sighup(hup, self.reloader.clone()));
@@ -371,6 +387,9 @@ impl Server {
             );
         }
         let abandoned = tracker.count();
+        if let Some(d) = deliverer {
+            let _ = tokio::time::timeout(Duration::from_secs(2), d).await;
+        }
         drop(self.proxy);
         if let Some(rt) = self.runtime.take() {
             let _ =

@@ -118,6 +118,10 @@ fn describe() {
         "shadowdiff_fallbacks_total",
         "Requests of the candidate cohort answered by legacy, by reason"
     );
+    metrics::describe_counter!(
+        "shadowdiff_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome (delivered, failed and retried, dead)"
+    );
     metrics::describe_gauge!(
         "shadowdiff_accounts",
         "Accounts with a health row by state, as the store held them after the last change (needs_reauth: candidate 401/403 in a row)"
@@ -224,6 +228,11 @@ pub fn secondary_call() {
 /// per-account values would make a label per account).
 pub fn quota_share(vendor: &'static str, share: f64) {
     metrics::gauge!("shadowdiff_quota_remaining_ratio", "vendor" => vendor).set(share);
+}
+
+/// A webhook delivery attempt: `delivered`, `failed` (tried again later) or `dead`.
+pub fn webhook(outcome: &'static str) {
+    metrics::counter!("shadowdiff_webhook_deliveries_total", "outcome" => outcome).increment(1);
 }
 
 /// An account's health changed: counted by the state it entered (never by account).

@@ -380,6 +380,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            webhooks: Vec::new(),
         },
     )
     .unwrap();

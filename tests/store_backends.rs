@@ -228,6 +228,7 @@ mod writes {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            webhooks: Vec::new(),
         }
     }
 

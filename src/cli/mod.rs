@@ -323,12 +323,27 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Webhook endpoints ([[webhooks]]).
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
         /// SQLite file or postgres:// URL (overrides [store] path).
         #[arg(long)]
         db: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookAction {
+    /// Send one signed `webhook.test` event to the endpoint now and print its answer: exit 0 on
+    /// a 2xx, 1 otherwise.
+    Test {
+        /// The endpoint's `name` in [[webhooks]].
+        name: String,
     },
 }
 
@@ -560,6 +575,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 db,
             },
         ),
+        Command::Webhook {
+            action: WebhookAction::Test { name },
+        } => store_cmds::webhook_test(&config, explicit, &name),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
         Command::Rollout { action, db } => match action {

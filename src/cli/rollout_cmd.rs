@@ -34,7 +34,8 @@ fn open(
 ) -> anyhow::Result<(store::Location, store::RolloutStore)> {
     let location = super::store_location(db, cfg);
     super::require_store(&location)?;
-    let rs = store::RolloutStore::new(&location);
+    let rs = store::RolloutStore::new(&location)
+        .with_webhooks(crate::webhook::subscriptions(&cfg.webhooks));
     Ok((location, rs))
 }
 

@@ -145,7 +145,8 @@ pub(super) fn gate_cmd(
         ))
         .into());
     };
-    let store = open_existing(&super::store_location(db, &cfg))?;
+    let location = super::store_location(db, &cfg);
+    let store = open_existing(&location)?;
     let filter = report::Filter {
         from,
         to,
@@ -158,9 +159,71 @@ pub(super) fn gate_cmd(
         GateFormat::Text => out!("{}", gate::text(&v)),
         GateFormat::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
     }
+    // A failed gate run is an event for the endpoints that want it (`gate.failed`): queued in
+    // the store, delivered by the running instances.
+    if !v.pass && !cfg.webhooks.is_empty() {
+        let failing: Vec<&gate::Check> = v.checks.iter().filter(|c| !c.pass).collect();
+        let data = json!({"phase": v.phase, "window": v.window, "failing": failing});
+        if let Err(e) = store::enqueue_event(
+            &location,
+            &crate::webhook::subscriptions(&cfg.webhooks),
+            "gate.failed",
+            &data,
+        ) {
+            errln!("warning: the gate.failed event could not be queued: {e}");
+        }
+    }
     Ok(if v.pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `webhook test NAME`: one signed `webhook.test` delivery to the endpoint, now, outside the
+/// outbox; prints what it answered.
+pub(super) fn webhook_test(config: &Path, explicit: bool, name: &str) -> anyhow::Result<ExitCode> {
+    let cfg = config_or_defaults(config, explicit)?;
+    let Some(e) = cfg.webhooks.iter().find(|w| w.name == name) else {
+        let known: Vec<&str> = cfg.webhooks.iter().map(|w| w.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no [[webhooks]] named {name:?} (configured: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let at = rfc3339(SystemTime::now());
+    let d = store::Delivery {
+        id: 0,
+        endpoint: e.name.clone(),
+        event: "webhook.test".into(),
+        body: json!({"id": "evt_test", "event": "webhook.test", "at": at, "data": {"endpoint": e.name}})
+            .to_string(),
+        created_at: at,
+        attempts: 0,
+        state: "pending".into(),
+        last_error: None,
+    };
+    let result = rt.block_on(async {
+        let client = crate::upstream::client(None)?;
+        Ok::<_, anyhow::Error>(crate::webhook::send(&client, e, &d).await)
+    })?;
+    match result {
+        Ok(status) => {
+            outln!("{name}: {} answered {status}", e.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            outln!("{name}: {}: {err}", e.url);
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -159,6 +159,41 @@ impl GateConfig {
     pub const CONFIDENCE: f64 = 0.95;
 }
 
+/// The events an endpoint may subscribe to.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "account.needs_reauth",
+    "account.recovered",
+    "rollout.changed",
+    "gate.failed",
+    "webhook.test",
+];
+
+/// One `[[webhooks]]` entry (delivered by the `webhook` module).
+#[derive(Clone)]
+pub struct Webhook {
+    pub name: String,
+    pub url: http::Uri,
+    pub events: Vec<String>,
+    pub secret: String,
+    /// Attempts before a delivery is dead.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles it.
+    pub retry_base: Duration,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
 // ------------------------------------------------------------------------------ resolved
 
 /// The validated configuration.
@@ -181,6 +216,8 @@ pub struct Config {
     /// `[accounts] reauth_after`: candidate 401/403 in a row (legacy succeeding) that put an
     /// account in `needs_reauth`.
     pub reauth_after: u64,
+    /// `[[webhooks]]`: where events are delivered.
+    pub webhooks: Vec<Webhook>,
 }
 
 #[derive(Debug, Clone)]

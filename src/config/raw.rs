@@ -24,6 +24,19 @@ pub(super) struct RawConfig {
     pub(super) rollout: RawRollout,
     pub(super) gate: BTreeMap<String, GateConfig>,
     pub(super) mappings: RawMappings,
+    pub(super) webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) name: Str,
+    pub(super) url: Str,
+    pub(super) events: Vec<Str>,
+    pub(super) secret: Str,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) retry_base: Option<Dur>,
+    pub(super) timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

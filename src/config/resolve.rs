@@ -455,6 +455,7 @@ impl Config {
             },
             rollout: rollout(raw.rollout, &line_of).map_err(invalid)?,
             reauth_after,
+            webhooks: webhooks(raw.webhooks).map_err(invalid)?,
             routes,
             mappings: mappings_cfg,
         })
@@ -725,4 +726,51 @@ fn check_vars(c: &CandidateTemplate, path: &PathPattern, has_accounts: bool) -> 
         }
     }
     Ok(())
+}
+
+/// `[[webhooks]]`: names unique, URLs http(s), events known, a secret of 16 bytes or more.
+fn webhooks(raw: Vec<RawWebhook>) -> Result<Vec<super::Webhook>, String> {
+    let mut out: Vec<super::Webhook> = Vec::new();
+    for w in raw {
+        let name = w.name.0;
+        let at = |m: String| format!("[[webhooks]] {name}: {m}");
+        if name.is_empty() || out.iter().any(|e| e.name == name) {
+            return Err(format!(
+                "[[webhooks]] name: {name:?} is empty or used twice"
+            ));
+        }
+        let url: http::Uri = w.url.0.parse().map_err(|e| at(format!("url: {e}")))?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+            return Err(at("url: an http(s) URL is needed".into()));
+        }
+        let mut events = Vec::new();
+        for e in w.events {
+            if !super::WEBHOOK_EVENTS.contains(&e.0.as_str()) {
+                return Err(at(format!(
+                    "events: unknown event {:?} (known: {})",
+                    e.0,
+                    super::WEBHOOK_EVENTS.join(", ")
+                )));
+            }
+            events.push(e.0);
+        }
+        if events.is_empty() {
+            return Err(at("events: name at least one".into()));
+        }
+        if w.secret.0.len() < 16 {
+            return Err(at(
+                "secret: at least 16 bytes (use ${VAR} to keep it out of the file)".into(),
+            ));
+        }
+        out.push(super::Webhook {
+            name,
+            url,
+            events,
+            secret: w.secret.0,
+            max_attempts: w.max_attempts.unwrap_or(8).max(1),
+            retry_base: w.retry_base.map_or(Duration::from_secs(1), |d| d.0),
+            timeout: w.timeout.map_or(Duration::from_secs(10), |d| d.0),
+        });
+    }
+    Ok(out)
 }

@@ -129,7 +129,8 @@ impl Controller {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut state = State {
-            store: RolloutStore::new(location),
+            store: RolloutStore::new(location)
+                .with_webhooks(crate::webhook::subscriptions(&shadow.config().webhooks)),
             shadow: shadow.clone(),
             passing_since: None,
             last_gate: None,

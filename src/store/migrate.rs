@@ -41,7 +41,46 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V4,
         postgres: POSTGRES_V4,
     },
+    Migration {
+        version: 5,
+        description: "webhook_outbox: events waiting for, or done with, their delivery",
+        sqlite: SQLITE_V5,
+        postgres: POSTGRES_V5,
+    },
 ];
+
+/// The webhook outbox (see `outbox.rs`).
+const SQLITE_V5: &str = "
+CREATE TABLE IF NOT EXISTS webhook_outbox(
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_error TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox(endpoint, id) WHERE state = 'pending';
+";
+
+const POSTGRES_V5: &str = r#"
+CREATE TABLE webhook_outbox(
+    id bigserial PRIMARY KEY,
+    endpoint text COLLATE "C" NOT NULL,
+    event text COLLATE "C" NOT NULL,
+    body text NOT NULL,
+    created_at timestamptz NOT NULL,
+    attempts integer NOT NULL,
+    next_at timestamptz NOT NULL,
+    state text COLLATE "C" NOT NULL,
+    last_error text,
+    delivered_at timestamptz
+);
+CREATE INDEX webhook_outbox_pending ON webhook_outbox(endpoint, id) WHERE state = 'pending';
+"#;
 
 /// Account health (see `health.rs`): one row per account that had a candidate auth error.
 const SQLITE_V4: &str = "

@@ -15,6 +15,7 @@
 mod health;
 mod location;
 mod migrate;
+mod outbox;
 mod pg;
 mod pg_conn;
 mod pg_reader;
@@ -32,6 +33,7 @@ use std::time::SystemTime;
 pub use health::{AccountHealth, HealthChange, NEEDS_REAUTH};
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
+pub use outbox::{enqueue as enqueue_event, Delivery, Outbox, OutboxCounts, Subscriptions};
 pub use query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
     GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,

@@ -279,6 +279,14 @@ impl PgSink {
             }
         }
         let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
+        for c in &changes {
+            super::outbox::pg_enqueue(
+                &mut tx,
+                &opts.webhooks,
+                super::writer::health_event(c),
+                &super::writer::health_data(c),
+            )?;
+        }
         tx.commit()?;
         if !changes.is_empty() {
             super::writer::health_changed(&changes);

@@ -124,6 +124,17 @@ impl Reader for PgReader {
             .collect())
     }
 
+    fn webhook_status(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::outbox::pg_status(&mut c, limit).map_err(|e| self.err(e))
+    }
+
     fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
         let mut c = self
             .client

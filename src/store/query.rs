@@ -277,6 +277,12 @@ pub trait Reader {
     /// to legacy) per (served by, fallback reason).
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
 
+    /// The webhook outbox: per endpoint counts, and the last `limit` dead deliveries.
+    fn webhook_status(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError>;
+
     /// Every account's health (accounts that had a candidate auth error), those needing
     /// re-auth first.
     fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError>;

@@ -43,6 +43,8 @@ const EVENT_COLUMNS: &str = "id, at, from_phase, to_phase, actor, reason, eviden
 /// The rollout's connection to the store.
 pub struct RolloutStore {
     inner: Inner,
+    /// Endpoints subscribed to `rollout.changed` get each change in the same transaction.
+    webhooks: super::Subscriptions,
 }
 
 enum Inner {
@@ -76,7 +78,15 @@ impl RolloutStore {
                 Location::Sqlite(p) => Inner::Sqlite(p.clone(), None),
                 Location::Postgres(u) => Inner::Postgres(u.clone(), None),
             },
+            webhooks: Vec::new(),
         }
+    }
+
+    /// Queues each change appended for the endpoints subscribed to `rollout.changed`.
+    #[must_use]
+    pub fn with_webhooks(mut self, subs: super::Subscriptions) -> Self {
+        self.webhooks = subs;
+        self
     }
 
     /// Runs `f` on the connection (opened, and migrated, when needed); a failed connection is
@@ -151,9 +161,15 @@ impl RolloutStore {
     pub fn append(&mut self, from: Option<&str>, change: &Change) -> Result<Event, StoreError> {
         let at = SystemTime::now();
         let evidence = change.evidence.as_ref().map(ToString::to_string);
+        let subs = std::mem::take(&mut self.webhooks);
+        let data = serde_json::json!({
+            "from": from, "to": change.to, "actor": change.actor, "reason": change.reason,
+            "at": rfc3339(at),
+        });
         let id = self.with(
             |c| {
-                c.execute(
+                let tx = c.transaction()?;
+                tx.execute(
                     "INSERT INTO rollout_events(at, from_phase, to_phase, actor, reason, evidence)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
@@ -165,24 +181,34 @@ impl RolloutStore {
                         evidence
                     ],
                 )?;
-                Ok(c.last_insert_rowid())
+                let id = tx.last_insert_rowid();
+                super::outbox::sqlite_enqueue(&tx, &subs, "rollout.changed", &data)?;
+                tx.commit()?;
+                Ok(id)
             },
             |c| {
-                Ok(c.query_one(
-                    "INSERT INTO rollout_events(at, from_phase, to_phase, actor, reason, evidence)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                    &[
-                        &at,
-                        &from,
-                        &change.to,
-                        &change.actor,
-                        &change.reason,
-                        &evidence,
-                    ],
-                )?
-                .get(0))
+                let mut tx = c.transaction()?;
+                let id = tx
+                    .query_one(
+                        "INSERT INTO rollout_events(at, from_phase, to_phase, actor, reason, evidence)
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        &[
+                            &at,
+                            &from,
+                            &change.to,
+                            &change.actor,
+                            &change.reason,
+                            &evidence,
+                        ],
+                    )?
+                    .get(0);
+                super::outbox::pg_enqueue(&mut tx, &subs, "rollout.changed", &data)?;
+                tx.commit()?;
+                Ok(id)
             },
-        )?;
+        );
+        self.webhooks = subs;
+        let id = id?;
         Ok(Event {
             id,
             at: rfc3339(at),

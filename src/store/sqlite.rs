@@ -126,6 +126,13 @@ impl Reader for Connection {
         Ok(rows)
     }
 
+    fn webhook_status(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError> {
+        Ok(super::outbox::sqlite_status(self, limit)?)
+    }
+
     fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
         Ok(super::health::sqlite_all(self)?)
     }

@@ -187,6 +187,9 @@ pub struct WriterOptions {
     /// Candidate 401/403 in a row (legacy succeeding) that put an account in `needs_reauth`
     /// (`[accounts] reauth_after`).
     pub reauth_after: u64,
+    /// The webhook endpoints and the events each wants (`[[webhooks]]`): an account's change of
+    /// health is queued for them in the same transaction.
+    pub webhooks: super::Subscriptions,
 }
 
 impl Store {
@@ -569,6 +572,9 @@ fn write_batch(
         }
     }
     let changes = super::health::sqlite_update(&tx, batch, opts.reauth_after)?;
+    for c in &changes {
+        super::outbox::sqlite_enqueue(&tx, &opts.webhooks, health_event(c), &health_data(c))?;
+    }
     tx.commit()?;
     if !changes.is_empty() {
         health_changed(&changes);
@@ -577,6 +583,26 @@ fn write_batch(
         }
     }
     Ok(())
+}
+
+/// The webhook event of a change of health.
+pub(super) fn health_event(c: &super::HealthChange) -> &'static str {
+    if c.to == super::NEEDS_REAUTH {
+        "account.needs_reauth"
+    } else {
+        "account.recovered"
+    }
+}
+
+/// Its data.
+pub(super) fn health_data(c: &super::HealthChange) -> serde_json::Value {
+    serde_json::json!({
+        "account": c.account,
+        "from": c.from,
+        "to": c.to,
+        "since": c.at,
+        "last_error": c.last_error,
+    })
 }
 
 /// After a committed batch: the changes of account health, logged and counted.
@@ -706,6 +732,7 @@ mod tests {
                 examples_per_field,
                 migrate: true,
                 reauth_after: 3,
+                webhooks: Vec::new(),
             },
         )
         .unwrap()
