@@ -172,6 +172,17 @@ async fn the_reserve_keeps_shadow_calls_off_the_last_share_of_a_quota_under_load
         .all(|(a, _, r)| a == "acme" && r == "quota_reserve"));
     // Legacy was called for every request: the caller's traffic is never held back.
     assert_eq!(legacy.count(), 82);
+    // The report says what shadow traffic spent, and held back.
+    let summary = get(&format!(
+        "http://{}/api/summary?since=1h",
+        sd.admin.unwrap()
+    ))
+    .await
+    .json();
+    assert_eq!(
+        summary["shadow_spend"],
+        json!({"candidate_calls": 42, "held_back": {"quota_reserve": 40}})
+    );
     sd.stop().await;
 }
 

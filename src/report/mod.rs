@@ -204,6 +204,9 @@ pub struct Report {
     pub auth_errors: Vec<String>,
     /// Every account's health (those that ever had a candidate auth error).
     pub account_health: Vec<crate::store::AccountHealth>,
+    /// The candidate's quota spent by shadow traffic in the window, and what was held back to
+    /// spare it (legacy's second calls are counted by a metric, not in the store).
+    pub shadow_spend: crate::store::Spend,
     /// The rollout in the window: the candidate cohort's requests (served by the candidate or
     /// fallen back to legacy, by reason) and the changes of phase.
     pub rollout: RolloutSection,
@@ -397,6 +400,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         needs_reauth,
         auth_errors,
         account_health,
+        shadow_spend: store.shadow_spend(f)?,
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,
     })

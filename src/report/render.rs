@@ -201,9 +201,28 @@ pub fn markdown(r: &Report) -> String {
             reauth_list(r)
         );
     }
+    let _ = writeln!(
+        o,
+        "\n**Candidate quota spent by shadow traffic**: {}",
+        spend_text(&r.shadow_spend)
+    );
     rollout_markdown(&mut o, &r.rollout);
     rediffs_markdown(&mut o, &r.rediffs);
     o
+}
+
+/// `N calls (held back: M quota_reserve, K rate_limited)`.
+fn spend_text(s: &crate::store::Spend) -> String {
+    let mut t = format!("{} calls", s.candidate_calls);
+    if !s.held_back.is_empty() {
+        let held: Vec<String> = s
+            .held_back
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        t.push_str(&format!(" (held back: {})", held.join(", ")));
+    }
+    t
 }
 
 /// The accounts needing re-auth, each with since when.
@@ -485,6 +504,11 @@ pub fn html(r: &Report) -> String {
     rollout_html(&mut o, &r.rollout);
     rediffs_html(&mut o, &r.rediffs);
     o.push_str("<h2>Accounts</h2>");
+    let _ = write!(
+        o,
+        "<p>Candidate quota spent by shadow traffic: {}</p>",
+        esc(&spend_text(&r.shadow_spend))
+    );
     if !r.needs_reauth.is_empty() {
         let _ = write!(
             o,

@@ -37,7 +37,7 @@ pub use outbox::{enqueue as enqueue_event, Delivery, Outbox, OutboxCounts, Subsc
 pub use query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
     GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
-    VersionRow,
+    Spend, VersionRow,
 };
 pub use rediffs::{record_rediffs, RediffRow};
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};

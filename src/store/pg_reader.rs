@@ -16,7 +16,7 @@ use super::query::{
     GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
     VersionRow,
 };
-use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions};
+use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions, spend_sql};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
 
@@ -122,6 +122,23 @@ impl Reader for PgReader {
                 n: count(r, 2),
             })
             .collect())
+    }
+
+    fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut out = super::Spend::default();
+        for r in self.query(&spend_sql(&cond), &params)? {
+            let (kind, n): (Option<String>, i64) = (r.get(0), r.get(1));
+            let n = u64::try_from(n).unwrap_or(0);
+            match kind.as_deref() {
+                Some("candidate_calls") => out.candidate_calls = n,
+                Some(k) if n > 0 => {
+                    out.held_back.insert(k.to_owned(), n);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     fn webhook_status(

@@ -194,6 +194,15 @@ impl KeptPair {
     }
 }
 
+/// What shadow traffic spent of the vendors' quotas in a window, and what it held back.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Spend {
+    /// Candidate calls made for comparison only (not served to a caller).
+    pub candidate_calls: u64,
+    /// Exchanges not mirrored to leave a quota alone: `quota_reserve`, `rate_limited`.
+    pub held_back: std::collections::BTreeMap<String, u64>,
+}
+
 /// Requests of the candidate cohort with one (served by, fallback reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CohortCount {
@@ -276,6 +285,9 @@ pub trait Reader {
     /// The candidate cohort's requests in the window (served by the candidate, or fallen back
     /// to legacy) per (served by, fallback reason).
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
+
+    /// What shadow traffic spent of the candidate's quota in the window, and held back.
+    fn shadow_spend(&self, f: &Filter) -> Result<Spend, StoreError>;
 
     /// The webhook outbox: per endpoint counts, and the last `limit` dead deliveries.
     fn webhook_status(

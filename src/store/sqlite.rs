@@ -69,6 +69,19 @@ pub(super) fn push_conditions<P>(
     }
 }
 
+/// Candidate calls made by shadow traffic (a candidate time recorded, not served to the caller)
+/// and exchanges held back for a quota, under `cond` (standard SQL, both engines).
+pub(super) fn spend_sql(cond: &str) -> String {
+    format!(
+        "SELECT 'candidate_calls', count(*) FROM exchanges e
+         WHERE {cond} AND e.candidate_ms IS NOT NULL AND (e.served_by IS NULL OR e.served_by <> 'candidate')
+         UNION ALL
+         SELECT e.reason, count(*) FROM exchanges e
+         WHERE {cond} AND e.outcome = 'skipped' AND e.reason IN ('quota_reserve', 'rate_limited')
+         GROUP BY e.reason"
+    )
+}
+
 /// SQLite's placeholders and parameters for [`push_conditions`].
 const SQLITE: (char, fn(String) -> Sql) = ('?', Sql::Text);
 
@@ -124,6 +137,23 @@ impl Reader for Connection {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&spend_sql(&cond))?;
+        let mut rows = q.query(params_from_iter(params))?;
+        let mut out = super::Spend::default();
+        while let Some(r) = rows.next()? {
+            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
+            let n = n.max(0) as u64;
+            if kind == "candidate_calls" {
+                out.candidate_calls = n;
+            } else if n > 0 {
+                out.held_back.insert(kind, n);
+            }
+        }
+        Ok(out)
     }
 
     fn webhook_status(
