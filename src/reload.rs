@@ -120,6 +120,21 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         }
     };
     check("[proxy] listen", a.proxy.listen == b.proxy.listen);
+    // The writer counts health and queues events with these; the deliverer sends to these.
+    check(
+        "[[webhooks]] and [accounts] reauth_after",
+        a.reauth_after == b.reauth_after
+            && a.webhooks.len() == b.webhooks.len()
+            && a.webhooks.iter().zip(&b.webhooks).all(|(x, y)| {
+                x.name == y.name
+                    && x.url == y.url
+                    && x.events == y.events
+                    && x.secret == y.secret
+                    && x.max_attempts == y.max_attempts
+                    && x.retry_base == y.retry_base
+                    && x.timeout == y.timeout
+            }),
+    );
     check(
         "[proxy] drain_timeout",
         a.proxy.drain_timeout == b.proxy.drain_timeout,
@@ -179,5 +194,34 @@ pub async fn on_sighup(hup: Option<tokio::signal::unix::Signal>, reloader: Arc<R
         if let Err(e) = reloader.reload().await {
             tracing::error!(error = %e, "reload refused: the running config stays");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_and_the_reauth_count_are_start_up_settings() {
+        let hook = |url: &str| {
+            format!(
+                "[[webhooks]]\nname = \"ops\"\nurl = \"{url}\"\nevents = [\"gate.failed\"]\nsecret = \"0123456789abcdef\"\n"
+            )
+        };
+        let a = Config::parse(&hook("http://127.0.0.1:1/a"), None).unwrap();
+        let b = Config::parse(&hook("http://127.0.0.1:1/b"), None).unwrap();
+        assert!(startup_only_changes(&a, &a).is_empty());
+        assert_eq!(
+            startup_only_changes(&a, &b),
+            ["[[webhooks]] and [accounts] reauth_after"]
+        );
+        // A secret too short is refused, naming the endpoint and the key.
+        let e = Config::parse(
+            "[[webhooks]]\nname = \"ops\"\nurl = \"http://x\"\nevents = [\"gate.failed\"]\nsecret = \"short\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[[webhooks]] ops: secret"), "{e}");
     }
 }
