@@ -165,11 +165,23 @@ struct Seen {
     until: Instant,
 }
 
-/// The latest quota per (vendor, account) and the pauses after a 429.
+/// The latest quota per (vendor, account) and the pauses after a 429. One table per vendor,
+/// keyed by account (`""`: none known), so a lookup on the caller's path allocates nothing.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    seen: Mutex<HashMap<(Vendor, String), Seen>>,
-    paused: Mutex<HashMap<(Vendor, String), Instant>>,
+    seen: [Mutex<HashMap<String, Seen>>; 2],
+    paused: [Mutex<HashMap<String, Instant>>; 2],
+}
+
+fn slot(v: Vendor) -> usize {
+    match v {
+        Vendor::Legacy => 0,
+        Vendor::Candidate => 1,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tracker {
@@ -181,27 +193,21 @@ impl Tracker {
         }
         let now = Instant::now();
         let until = now + quota.reset.unwrap_or(UNDATED).min(MAX_PAUSE);
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (vendor, account.unwrap_or("").to_owned());
-        if seen.len() >= MAX_TRACKED && !seen.contains_key(&key) {
+        let mut seen = lock(&self.seen[slot(vendor)]);
+        let key = account.unwrap_or("");
+        if seen.len() >= MAX_TRACKED && !seen.contains_key(key) {
             seen.retain(|_, s| s.until > now);
             if seen.len() >= MAX_TRACKED {
                 return;
             }
         }
-        seen.insert(key, Seen { quota, until });
+        seen.insert(key.to_owned(), Seen { quota, until });
     }
 
     /// The latest quota of (vendor, account), while it holds.
     pub fn latest(&self, vendor: Vendor, account: Option<&str>) -> Option<Quota> {
-        let seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.get(&(vendor, account.unwrap_or("").to_owned()))
+        lock(&self.seen[slot(vendor)])
+            .get(account.unwrap_or(""))
             .filter(|s| s.until > Instant::now())
             .map(|s| s.quota.clone())
     }
@@ -209,27 +215,27 @@ impl Tracker {
     /// Whether shadow traffic must leave the rest of this account's quota to the caller: its
     /// remaining share is under `reserve` (a quota without a stated limit cannot tell).
     pub fn below_reserve(&self, vendor: Vendor, account: Option<&str>, reserve: f64) -> bool {
-        reserve > 0.0
-            && self
-                .latest(vendor, account)
-                .and_then(|q| q.share())
-                .is_some_and(|s| s < reserve)
+        if reserve <= 0.0 {
+            return false;
+        }
+        lock(&self.seen[slot(vendor)])
+            .get(account.unwrap_or(""))
+            .filter(|s| s.until > Instant::now())
+            .and_then(|s| s.quota.share())
+            .is_some_and(|s| s < reserve)
     }
 
     /// Pauses shadow calls to `vendor` for `account` (`None`: every account) for `d`.
     pub fn pause(&self, vendor: Vendor, account: Option<&str>, d: Duration) {
-        let until = Instant::now() + d.min(MAX_PAUSE);
-        let mut p = self
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
+        let until = now + d.min(MAX_PAUSE);
+        let mut p = lock(&self.paused[slot(vendor)]);
         if p.len() >= MAX_TRACKED {
             p.retain(|_, u| *u > now);
         }
-        let key = (vendor, account.unwrap_or("").to_owned());
-        if p.len() < MAX_TRACKED || p.contains_key(&key) {
-            let e = p.entry(key).or_insert(until);
+        let key = account.unwrap_or("");
+        if p.len() < MAX_TRACKED || p.contains_key(key) {
+            let e = p.entry(key.to_owned()).or_insert(until);
             *e = (*e).max(until);
         }
     }
@@ -237,12 +243,12 @@ impl Tracker {
     /// Whether shadow calls to `vendor` for `account` are paused (its own pause, or the global
     /// one).
     pub fn paused(&self, vendor: Vendor, account: Option<&str>) -> bool {
-        let p = self
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let p = lock(&self.paused[slot(vendor)]);
+        if p.is_empty() {
+            return false;
+        }
         let now = Instant::now();
-        let on = |k: &str| p.get(&(vendor, k.to_owned())).is_some_and(|u| *u > now);
+        let on = |k: &str| p.get(k).is_some_and(|u| *u > now);
         on("") || account.is_some_and(on)
     }
 }
