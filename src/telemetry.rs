@@ -46,6 +46,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            metrics::gauge!("shadowdiff_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                .set(1.0);
             // Histograms keep every sample until upkeep drains them into their buckets. Without
             // a scrape nothing else does: the soak run grew by ~0.1 MiB/s at 4,400 req/s.
             let h = handle.clone();
@@ -117,6 +119,10 @@ fn describe() {
     metrics::describe_counter!(
         "shadowdiff_fallbacks_total",
         "Requests of the candidate cohort answered by legacy, by reason"
+    );
+    metrics::describe_gauge!(
+        "shadowdiff_build_info",
+        "Always 1; the version label says which shadowdiff this is"
     );
     metrics::describe_counter!(
         "shadowdiff_webhook_deliveries_total",

@@ -57,6 +57,12 @@ async fn metrics_dashboard_and_api_after_traffic() {
     let m = admin_get(admin, "/metrics", Some("s3cret")).await;
     assert_eq!(m.status, 200);
     let text = String::from_utf8(m.body.to_vec()).unwrap();
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        sample(&text, "shadowdiff_build_info", &[version.as_str()]),
+        Some(1.0),
+        "{text}"
+    );
     let req = "shadowdiff_requests_total";
     assert_eq!(
         sample(&text, req, &["route=\"people\"", "outcome=\"diff\""]),

@@ -997,3 +997,40 @@ fn demo_config_only_refuses_what_is_not_a_url() {
         assert!(!dir.path().join("o/demo/shadowdiff.toml").exists());
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completions", shell], dir.path());
+        assert_eq!(code, 0, "{err}");
+        // Every command is completed, the newest included.
+        for cmd in ["serve", "rediff", "suggest", "webhook", "rollout"] {
+            assert!(out.contains(cmd), "{shell}: no {cmd}");
+        }
+    }
+    let (code, _, err) = run(&["completions", "tcsh"], dir.path());
+    assert_eq!(code, 2, "{err}");
+    let (code, man, err) = run(&["man"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH shadowdiff 1"),
+        "{man}"
+    );
+    assert!(man.contains("rediff") && man.contains("suggest"), "{man}");
+    // A closed pipe ends it quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .arg("man")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

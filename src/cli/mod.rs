@@ -328,6 +328,15 @@ pub enum Command {
         #[command(subcommand)]
         action: WebhookAction,
     },
+    /// Print a shell completion script (e.g. `shadowdiff completions bash > /etc/bash_completion.d/shadowdiff`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions
+    /// (`shadowdiff man > /usr/local/share/man/man1/shadowdiff.1`).
+    Man,
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
@@ -578,6 +587,24 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Webhook {
             action: WebhookAction::Test { name },
         } => store_cmds::webhook_test(&config, explicit, &name),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shadowdiff", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map(|()| {
+                    out!("{}", String::from_utf8_lossy(&out));
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
         Command::Rollout { action, db } => match action {
