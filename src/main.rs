@@ -21,8 +21,13 @@ fn main() -> ExitCode {
         _ => "info,shadowdiff=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org): a log
+    // written to a file or a journal carries no escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match cli.log_format {
         shadowdiff::cli::LogFormat::Pretty => fmt.init(),

@@ -284,6 +284,8 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
     let log = stderr.join().unwrap();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("3 exchanges written"), "{log}");
+    // Logs to something that is not a terminal carry no colour codes.
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log:?}");
     let rows = query(
         &dir.path().join("data/sd.db"),
         "SELECT outcome FROM exchanges",
