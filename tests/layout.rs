@@ -129,3 +129,18 @@ fn the_storage_engine_is_known_only_to_the_store() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// `reports/` is the documented home of generated reports: its README is committed, what lands
+/// there is ignored.
+#[test]
+fn the_reports_folder_is_documented_and_its_output_ignored() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("reports/README.md")).unwrap();
+    assert!(
+        readme.contains("demo.html") && readme.contains("parity-"),
+        "{readme}"
+    );
+    let ignore = std::fs::read_to_string(root.join("reports/.gitignore")).unwrap();
+    let lines: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["*", "!.gitignore", "!README.md"]);
+}
