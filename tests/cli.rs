@@ -1036,3 +1036,40 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn demo_serve_keeps_the_dashboard_up_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["demo", "--serve", "--requests", "20", "--out", "out"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("dashboard: ")
+                .map(|r| r.split_whitespace().next().unwrap().to_owned())
+        })
+        .expect("the dashboard's address");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let page = rt.block_on(get(&url));
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(
+        html.contains("shadowdiff") && html.contains("individual"),
+        "{html}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(wait_exit(&mut child), 0);
+    let _ = rest.join();
+}

@@ -141,6 +141,10 @@ pub enum Command {
         /// Where reports/demo.html, demo.json and the demo's store go.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
+        /// After the tour, keep the proxy, its admin listener (the dashboard) and the fake vendors
+        /// up on the demo's store until SIGINT/SIGTERM; the dashboard's address is printed.
+        #[arg(long, conflicts_with_all = ["upstreams_only", "config_only"])]
+        serve: bool,
         /// Only serve the two fake vendors, until SIGINT/SIGTERM: for proxies started apart
         /// (a local fleet, deploy/compose.yaml).
         #[arg(long, conflicts_with_all = ["requests", "config_only"])]
@@ -484,7 +488,12 @@ pub fn run(cli: Cli) -> ExitCode {
             outln!("{}", path.display());
             ExitCode::SUCCESS
         }),
-        Command::Demo { requests, out, .. } => demo(requests, &out),
+        Command::Demo {
+            requests,
+            out,
+            serve,
+            ..
+        } => demo(requests, &out, serve),
         Command::Diff {
             exchange: Some(id),
             format,

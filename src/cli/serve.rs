@@ -63,7 +63,7 @@ pub(super) fn demo_upstreams(legacy: &str, candidate: &str) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn demo(requests: usize, out: &Path, keep_serving: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,5 +113,19 @@ pub(super) fn demo(requests: usize, out: &Path) -> anyhow::Result<ExitCode> {
             "see the differing fields and the accounts that need re-auth above"
         }
     );
+    if keep_serving {
+        // The fake vendors still run on this runtime: the proxy comes back on the same store.
+        rt.block_on(async {
+            let cfg = Config::load(&o.config)?;
+            let server = Server::bind(cfg).await?;
+            outln!(
+                "dashboard: http://{}/  (proxy: http://{}; Ctrl-C stops)",
+                server.admin_addr().context("the demo's admin listener")?,
+                server.proxy_addr()
+            );
+            server.run(server::shutdown_signal()).await;
+            Ok::<_, anyhow::Error>(())
+        })?;
+    }
     Ok(ExitCode::SUCCESS)
 }
