@@ -86,16 +86,18 @@ pub fn parse(h: &HeaderMap) -> Option<Quota> {
     None
 }
 
-/// Seconds to reset, or an epoch timestamp (anything over 10^9).
-fn reset_of(s: u64) -> Duration {
-    if s > 1_000_000_000 {
-        SystemTime::UNIX_EPOCH
-            .checked_add(Duration::from_secs(s))
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default()
-    } else {
-        Duration::from_secs(s)
+/// A reset field's seconds: a delay, or an epoch timestamp (anything over 10^9, as several APIs
+/// send). A hostile value past what `SystemTime` holds is "as long as possible" (callers cap it),
+/// never an overflow; an epoch in the past is now.
+pub fn reset_of(s: u64) -> Duration {
+    if s <= 1_000_000_000 {
+        return Duration::from_secs(s);
     }
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(s))
+        .map_or(Duration::MAX, |at| {
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        })
 }
 
 /// The current draft's `RateLimit` (a List of policies with `r` and `t`) with the quotas of
@@ -202,14 +204,6 @@ impl Tracker {
             }
         }
         seen.insert(key.to_owned(), Seen { quota, until });
-    }
-
-    /// The latest quota of (vendor, account), while it holds.
-    pub fn latest(&self, vendor: Vendor, account: Option<&str>) -> Option<Quota> {
-        lock(&self.seen[slot(vendor)])
-            .get(account.unwrap_or(""))
-            .filter(|s| s.until > Instant::now())
-            .map(|s| s.quota.clone())
     }
 
     /// Whether shadow traffic must leave the rest of this account's quota to the caller: its

@@ -88,8 +88,11 @@ pub async fn send(client: &Client, e: &Endpoint, d: &Delivery) -> Result<u16, St
             .await
             .map_err(|err| crate::upstream::error_chain(&err))?;
         let status = res.status();
-        // The answer's body is read (bounded by the timeout) and dropped.
-        let _ = res.into_body().collect().await;
+        // The answer's body is read and dropped, at most 64 KiB of it (an endpoint that streams
+        // more has its connection closed): nothing it sends is held.
+        let _ = http_body_util::Limited::new(res.into_body(), 64 << 10)
+            .collect()
+            .await;
         Ok::<_, String>(status.as_u16())
     };
     match tokio::time::timeout(e.timeout, call).await {

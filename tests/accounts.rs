@@ -11,16 +11,8 @@ use http_body_util::Full;
 use serde_json::json;
 use support::*;
 
-/// Accounts acme (candidate id `c-acme`) and globex (`c-globex`), by bearer token.
 fn accounts(dir: &std::path::Path) -> std::path::PathBuf {
-    let csv = dir.join("accounts.csv");
-    let mut text = String::from("key_sha256,name,candidate_id\n");
-    for name in ["acme", "globex"] {
-        let key = shadowdiff::translate::key_sha256_hex(format!("Bearer {name}-token").as_bytes());
-        text.push_str(&format!("{key},{name},c-{name}\n"));
-    }
-    std::fs::write(&csv, text).unwrap();
-    csv
+    accounts_csv(dir, &["acme", "globex"])
 }
 
 fn config(csv: &std::path::Path, shadow: &str) -> String {

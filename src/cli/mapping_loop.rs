@@ -345,6 +345,13 @@ fn print_suggestions(
         if s.suggestions.len() == 1 { "" } else { "s" },
         took.as_secs_f64()
     );
+    if s.unreadable > 0 {
+        outln!(
+            "{} kept exchange{} could not be used (a kept text that is not JSON, a mapping that fails on it, or no document as it came)",
+            s.unreadable,
+            if s.unreadable == 1 { "" } else { "s" }
+        );
+    }
     if s.exchanges == 0 {
         outln!("nothing to learn from: no compared exchange of the route kept its bodies (see [store] bodies)");
     }

@@ -120,6 +120,9 @@ pub struct Suggestion {
 pub struct Suggestions {
     pub route: String,
     pub exchanges: u64,
+    /// Kept exchanges read that could not be used: a kept text that is not JSON, a mapping that
+    /// fails on it, or no document as it came.
+    pub unreadable: u64,
     pub suggestions: Vec<Suggestion>,
     /// All verified changes applied together.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +293,7 @@ pub fn suggest(
     Ok(Suggestions {
         route: route.name.clone(),
         exchanges: docs.len() as u64,
+        unreadable: (pairs.len() - docs.len()) as u64,
         suggestions: out,
         combined,
         combined_parity,

@@ -209,19 +209,7 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .or_else(|| get("x-ratelimit-reset"))
         .and_then(|v| v.parse::<u64>().ok())
     {
-        // Some APIs send an epoch timestamp here; anything that large is one.
-        if s > 1_000_000_000 {
-            // A hostile value can lie past what SystemTime holds: then it is "as long as
-            // possible" (the pause is capped where it is used), never an overflow.
-            return Some(
-                SystemTime::UNIX_EPOCH
-                    .checked_add(Duration::from_secs(s))
-                    .map_or(Duration::MAX, |at| {
-                        at.duration_since(SystemTime::now()).unwrap_or_default()
-                    }),
-            );
-        }
-        return Some(Duration::from_secs(s));
+        return Some(crate::quota::reset_of(s));
     }
     if let Some(v) = get("ratelimit") {
         for item in v.split([';', ',']) {

@@ -48,6 +48,37 @@ pub(super) fn body(event_id: &str, event: &str, at: &str, data: &serde_json::Val
     serde_json::json!({"id": event_id, "event": event, "at": at, "data": data}).to_string()
 }
 
+/// The columns a [`Delivery`] is read from, in order (`created_at` as text).
+const SQLITE_DELIVERY: &str = "id, endpoint, event, body, created_at, attempts, state, last_error";
+const PG_DELIVERY: &str = "id, endpoint, event, body,
+    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), attempts, state, last_error";
+
+fn sqlite_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        endpoint: r.get(1)?,
+        event: r.get(2)?,
+        body: r.get(3)?,
+        created_at: r.get(4)?,
+        attempts: r.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
+        state: r.get(6)?,
+        last_error: r.get(7)?,
+    })
+}
+
+fn pg_delivery(r: &postgres::Row) -> Delivery {
+    Delivery {
+        id: r.get(0),
+        endpoint: r.get(1),
+        event: r.get(2),
+        body: r.get(3),
+        created_at: r.get(4),
+        attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
+        state: r.get(6),
+        last_error: r.get(7),
+    }
+}
+
 /// Adds an event for every endpoint subscribed to it (SQLite, inside the caller's transaction).
 pub(super) fn sqlite_enqueue(
     tx: &rusqlite::Connection,
@@ -163,26 +194,15 @@ impl Outbox {
                     self.sqlite = Some(super::open(p)?);
                 }
                 let c = self.sqlite.as_ref().expect("opened");
-                c.prepare_cached(
+                c.prepare_cached(&format!(
                     "UPDATE webhook_outbox SET next_at = ?3
                      WHERE id = (SELECT min(id) FROM webhook_outbox WHERE endpoint = ?1 AND state = 'pending')
                        AND next_at <= ?2
-                     RETURNING id, endpoint, event, body, created_at, attempts, state, last_error",
-                )
+                     RETURNING {SQLITE_DELIVERY}"
+                ))
                 .and_then(|mut q| {
-                    q.query_row(params![endpoint, now_s, until], |r| {
-                        Ok(Delivery {
-                            id: r.get(0)?,
-                            endpoint: r.get(1)?,
-                            event: r.get(2)?,
-                            body: r.get(3)?,
-                            created_at: r.get(4)?,
-                            attempts: r.get::<_, i64>(5)?.max(0) as u32,
-                            state: r.get(6)?,
-                            last_error: r.get(7)?,
-                        })
-                    })
-                    .optional()
+                    q.query_row(params![endpoint, now_s, until], sqlite_delivery)
+                        .optional()
                 })
                 .map_err(|e| self.err_sqlite(e))
             }
@@ -192,12 +212,12 @@ impl Outbox {
                 }
                 let c = self.pg.as_mut().expect("connected");
                 let rows = c.query(
-                    "UPDATE webhook_outbox SET next_at = $2::text::timestamptz
-                     WHERE id = (SELECT min(id) FROM webhook_outbox WHERE endpoint = $1 AND state = 'pending')
-                       AND next_at <= now()
-                     RETURNING id, endpoint, event, body,
-                       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                       attempts, state, last_error",
+                    &format!(
+                        "UPDATE webhook_outbox SET next_at = $2::text::timestamptz
+                         WHERE id = (SELECT min(id) FROM webhook_outbox WHERE endpoint = $1 AND state = 'pending')
+                           AND next_at <= now()
+                         RETURNING {PG_DELIVERY}"
+                    ),
                     &[&endpoint, &until],
                 );
                 let rows = match rows {
@@ -207,16 +227,7 @@ impl Outbox {
                         return Err(self.err_pg(e));
                     }
                 };
-                Ok(rows.first().map(|r| Delivery {
-                    id: r.get(0),
-                    endpoint: r.get(1),
-                    event: r.get(2),
-                    body: r.get(3),
-                    created_at: r.get(4),
-                    attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
-                    state: r.get(6),
-                    last_error: r.get(7),
-                }))
+                Ok(rows.first().map(pg_delivery))
             }
         }
     }
@@ -282,22 +293,10 @@ pub(super) fn sqlite_status(
         })?
         .collect::<Result<_, _>>()?;
     let dead = c
-        .prepare_cached(
-            "SELECT id, endpoint, event, body, created_at, attempts, state, last_error
-             FROM webhook_outbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?1",
-        )?
-        .query_map([limit as i64], |r| {
-            Ok(Delivery {
-                id: r.get(0)?,
-                endpoint: r.get(1)?,
-                event: r.get(2)?,
-                body: r.get(3)?,
-                created_at: r.get(4)?,
-                attempts: r.get::<_, i64>(5)?.max(0) as u32,
-                state: r.get(6)?,
-                last_error: r.get(7)?,
-            })
-        })?
+        .prepare_cached(&format!(
+            "SELECT {SQLITE_DELIVERY} FROM webhook_outbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?1"
+        ))?
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], sqlite_delivery)?
         .collect::<Result<_, _>>()?;
     Ok((counts, dead))
 }
@@ -325,23 +324,13 @@ pub(super) fn pg_status(
         .collect();
     let dead = c
         .query(
-            "SELECT id, endpoint, event, body,
-               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-               attempts, state, last_error
-             FROM webhook_outbox WHERE state = 'dead' ORDER BY id DESC LIMIT $1",
-            &[&(limit as i64)],
+            &format!(
+                "SELECT {PG_DELIVERY} FROM webhook_outbox WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+            ),
+            &[&i64::try_from(limit).unwrap_or(i64::MAX)],
         )?
         .iter()
-        .map(|r| Delivery {
-            id: r.get(0),
-            endpoint: r.get(1),
-            event: r.get(2),
-            body: r.get(3),
-            created_at: r.get(4),
-            attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
-            state: r.get(6),
-            last_error: r.get(7),
-        })
+        .map(pg_delivery)
         .collect();
     Ok((counts, dead))
 }

@@ -456,3 +456,16 @@ pub fn chromium(url: &str, name: &str, window: &str, virtual_ms: u32) -> (String
     let dom = run(&["--dump-dom"]);
     (dom, png)
 }
+
+/// An accounts file in `dir` for `names`: each by its bearer token `Bearer NAME-token`, with
+/// candidate id `c-NAME`.
+pub fn accounts_csv(dir: &Path, names: &[&str]) -> PathBuf {
+    let csv = dir.join("accounts.csv");
+    let mut text = String::from("key_sha256,name,candidate_id\n");
+    for name in names {
+        let key = shadowdiff::translate::key_sha256_hex(format!("Bearer {name}-token").as_bytes());
+        text.push_str(&format!("{key},{name},c-{name}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    csv
+}
