@@ -5,39 +5,13 @@
 //! nothing was compared, and when `min_compared` is not met the other criteria say why they
 //! cannot be trusted.
 
-use serde::Serialize;
 
 use crate::config::GateConfig;
 use crate::record::{Outcome, RouteKey};
 use crate::report::{self, Counts, Filter, Report, ReportError};
 use crate::store::Reader;
 
-/// One checked criterion.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub criterion: String,
-    /// `all`, or `route:NAME` for a per-route override.
-    pub scope: String,
-    pub threshold: f64,
-    /// `None` when it could not be measured (no samples).
-    pub measured: Option<f64>,
-    /// The Wilson interval of a share (parity, error rate) at the gate's confidence: the bound
-    /// the decision rests on is its lower end for a minimum, its upper end for a maximum.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval: Option<(f64, f64)>,
-    pub pass: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// The gate's verdict.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
-    pub phase: String,
-    pub pass: bool,
-    pub window: report::Window,
-    pub checks: Vec<Check>,
-}
+pub use crate::report::{Check, Verdict};
 
 /// Evaluates `[gate.PHASE]` (with its per-route overrides) over the window of `filter`, with
 /// the default classification settings.
@@ -71,6 +45,18 @@ pub fn evaluate_with(
         references: std::sync::Arc::default(),
     };
     let report = report::build_with(store, filter, &opts)?;
+    evaluate_on(store, phase, gate, filter, &report)
+}
+
+/// [`evaluate`] on a report already built over `filter` (with or without details): the
+/// criteria that need more than the report read the store.
+pub fn evaluate_on(
+    store: &dyn Reader,
+    phase: &str,
+    gate: &GateConfig,
+    filter: &Filter,
+    report: &Report,
+) -> Result<Verdict, ReportError> {
     let mut checks = Vec::new();
     let overall = Scope {
         name: "all".into(),
@@ -102,7 +88,7 @@ pub fn evaluate_with(
     let empty = Counts::default();
     for (route, rg) in &gate.routes {
         if let Some(n) = rg.min_field_samples {
-            let compared = route_counts(&report, route).map_or(0, |c| c.compared);
+            let compared = route_counts(report, route).map_or(0, |c| c.compared);
             let key = RouteKey::named(route.clone());
             checks.push(field_samples(
                 store,
@@ -112,7 +98,7 @@ pub fn evaluate_with(
                 n,
             )?);
         }
-        let counts = route_counts(&report, route).unwrap_or(&empty);
+        let counts = route_counts(report, route).unwrap_or(&empty);
         let rf = Filter {
             route: Some(RouteKey::named(route.clone())),
             ..filter.clone()
@@ -128,7 +114,7 @@ pub fn evaluate_with(
         phase: phase.to_owned(),
         // A gate without a criterion is more likely a mistake than a wish to promote blindly.
         pass: !checks.is_empty() && checks.iter().all(|c| c.pass),
-        window: report.window,
+        window: report.window.clone(),
         checks,
     })
 }

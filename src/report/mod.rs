@@ -7,6 +7,7 @@
 //! ([`crate::classify`]), and `parity = (matched + noise_only) / compared` (1.0 when nothing was
 //! compared; the gate treats too few samples as a failure of its own).
 
+pub mod hint;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -142,6 +143,9 @@ pub struct FieldStat {
     /// Compared exchanges where the field was present (the classification's denominator).
     pub present: u64,
     pub example: Example,
+    /// What most likely closes a systematic difference ([`hint`]), read off the example.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub likely_fix: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +169,8 @@ pub struct RouteReport {
     /// gives the parity since a mapping change.
     pub mapping_versions: Vec<VersionStat>,
     pub trend: Vec<Day>,
+    /// The width of the trend's buckets (`5m`, `1h`, `1d`): sized to the window.
+    pub trend_bucket: String,
     /// Every field pattern compared, with its presence and parity, and those never exercised
     /// (`None` without details).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +193,51 @@ pub struct AccountReport {
     pub account: String,
     #[serde(flatten)]
     pub counts: Counts,
+    /// The account's differing fields (route, field pattern, kind), most exchanges first (the
+    /// first [`ACCOUNT_FIELDS`]; none without details).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<AccountField>,
+}
+
+/// Differing fields listed per account at most.
+pub const ACCOUNT_FIELDS: usize = 10;
+
+/// One differing field of one account.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountField {
+    pub route: String,
+    pub field: String,
+    pub kind: String,
+    pub exchanges: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// One checked criterion of a gate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub criterion: String,
+    /// `all`, or `route:NAME` for a per-route override.
+    pub scope: String,
+    pub threshold: f64,
+    /// `None` when it could not be measured (no samples).
+    pub measured: Option<f64>,
+    /// The Wilson interval of a share (parity, error rate) at the gate's confidence: the bound
+    /// the decision rests on is its lower end for a minimum, its upper end for a maximum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
+    pub pass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A gate's verdict ([`crate::gate`] evaluates it; a report carries the config's).
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub phase: String,
+    pub pass: bool,
+    pub window: Window,
+    pub checks: Vec<Check>,
 }
 
 /// The whole report: totals, per route (with fields, noise, mapping versions, trend), per
@@ -213,6 +264,10 @@ pub struct Report {
     /// Mapping versions judged on recorded traffic (`rediff --record`) in the window: not live
     /// traffic, listed apart from the routes' own versions.
     pub rediffs: Vec<crate::store::RediffRow>,
+    /// The verdicts of the config's gates over the window (`report` with a config that has
+    /// `[gate.PHASE]` tables), in the rollout's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Verdict>,
 }
 
 /// The rollout part of a report.
@@ -306,6 +361,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         } else {
             None
         };
+        let bucket = trend_bucket(f);
         let (fields, noise, mapping_versions, trend) = if opts.details {
             let classes = RouteClasses::load(
                 store,
@@ -319,7 +375,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
                 fields(store, &rf, counts.compared, &classes)?,
                 classes.noise,
                 versions(store, &rf)?,
-                trend(store, &rf)?,
+                trend(store, &rf, bucket)?,
             )
         } else {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new())
@@ -332,6 +388,8 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
             noise,
             mapping_versions,
             trend,
+            trend_bucket: humantime::format_duration(std::time::Duration::from_secs(bucket))
+                .to_string(),
             coverage,
         });
     }
@@ -366,8 +424,15 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         .collect();
     let mut accounts: Vec<AccountReport> = accounts
         .into_iter()
-        .map(|(account, counts)| AccountReport { account, counts })
+        .map(|(account, counts)| AccountReport {
+            account,
+            counts,
+            fields: Vec::new(),
+        })
         .collect();
+    if opts.details && !accounts.is_empty() {
+        account_fields(store, f, &mut accounts)?;
+    }
     accounts.sort_by(|a, b| {
         a.counts
             .parity
@@ -403,7 +468,54 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         shadow_spend: store.shadow_spend(f)?,
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,
+        gates: Vec::new(),
     })
+}
+
+/// The trend's bucket for the window (seconds): about 12 to 48 points for windows up to three
+/// days, days beyond.
+pub fn trend_bucket(f: &Filter) -> u64 {
+    let secs = f
+        .to
+        .duration_since(f.from)
+        .map_or(86_400, |d| d.as_secs());
+    match secs {
+        0..=3_600 => 300,
+        3_601..=21_600 => 900,
+        21_601..=259_200 => 3_600,
+        _ => 86_400,
+    }
+}
+
+/// Fills each account's differing fields (the most frequent first, [`ACCOUNT_FIELDS`] at most).
+fn account_fields(
+    store: &dyn Reader,
+    f: &Filter,
+    accounts: &mut [AccountReport],
+) -> Result<(), ReportError> {
+    let index: std::collections::HashMap<String, usize> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.account.clone(), i))
+        .collect();
+    // Rows come most exchanges first.
+    for row in store.field_accounts(f, None)? {
+        let Some(&i) = row.account.as_ref().and_then(|a| index.get(a)) else {
+            continue;
+        };
+        let list = &mut accounts[i].fields;
+        if list.len() < ACCOUNT_FIELDS {
+            list.push(AccountField {
+                route: RouteKey::from_route(row.route.as_deref()).label().to_owned(),
+                field: row.field,
+                kind: row.kind,
+                exchanges: row.exchanges,
+                first_seen: row.first_seen,
+                last_seen: row.last_seen,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Latency percentiles are exact over up to this many exchanges per scope; beyond, they are
@@ -471,6 +583,10 @@ fn fields(
                 .unwrap_or(Value::Null)
         };
         let v = &verdicts[&row.field];
+        let (legacy, candidate) = (json(l), json(c));
+        let likely_fix = (v.class == Class::Systematic)
+            .then(|| hint::likely_fix(&row.kind, &legacy, &candidate, row.exchanges, v.present))
+            .flatten();
         out.push(FieldStat {
             rate: if compared == 0 {
                 0.0
@@ -484,10 +600,11 @@ fn fields(
             count: row.count,
             exchanges: row.exchanges,
             example: Example {
-                legacy: json(l),
-                candidate: json(c),
+                legacy,
+                candidate,
                 exchange_id: row.example_id,
             },
+            likely_fix,
         });
     }
     Ok(out)
@@ -508,9 +625,9 @@ fn versions(store: &dyn Reader, f: &Filter) -> Result<Vec<VersionStat>, ReportEr
         .collect())
 }
 
-fn trend(store: &dyn Reader, f: &Filter) -> Result<Vec<Day>, ReportError> {
+fn trend(store: &dyn Reader, f: &Filter, bucket: u64) -> Result<Vec<Day>, ReportError> {
     Ok(store
-        .days(f)?
+        .trend(f, bucket)?
         .into_iter()
         .map(|d| Day {
             parity: parity(d.matched, d.compared),

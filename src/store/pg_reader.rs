@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::location::PgUrl;
 use super::query::{
-    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
+    FieldAccountRow, FieldRow, Filter,
     GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
     VersionRow,
 };
@@ -83,10 +84,18 @@ fn where_clause(f: &Filter) -> (String, Params) {
     (sql, params)
 }
 
-fn exchange_columns() -> String {
+/// The columns of an [`ExchangeRow`] (of the table aliased `alias`, or unaliased for ""), in
+/// the order [`exchange_row`] reads them.
+fn exchange_columns(alias: &str) -> String {
+    let p = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
     format!(
-        "id, {}, route, method, path, account, legacy_status, candidate_status, outcome, diff_count, reason",
-        ts("started_at")
+        "{p}id, {}, {p}route, {p}method, {p}path, {p}account, {p}legacy_status, {p}candidate_status, \
+         {p}outcome, {p}diff_count, {p}reason, {p}mapping_version",
+        ts(&format!("{p}started_at"))
     )
 }
 
@@ -103,6 +112,7 @@ fn exchange_row(r: &postgres::Row) -> ExchangeRow {
         outcome: r.get(8),
         diff_count: i64::from(r.get::<_, i32>(9)),
         reason: r.get(10),
+        mapping_version: r.get(11),
     }
 }
 
@@ -339,13 +349,26 @@ impl Reader for PgReader {
             .collect())
     }
 
-    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError> {
+    fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
         let (cond, params) = where_clause(f);
+        // Grouped by a date or a bucket's epoch (cheap per row), formatted once per bucket.
+        let (group, label) = if bucket_secs >= 86_400 {
+            (
+                "(e.started_at AT TIME ZONE 'UTC')::date".to_owned(),
+                "to_char(d.day, 'YYYY-MM-DD')".to_owned(),
+            )
+        } else {
+            let w = bucket_secs.max(1);
+            (
+                format!("floor(extract(epoch FROM e.started_at) / {w})::bigint * {w}"),
+                "to_char(to_timestamp(d.day) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
+                    .to_owned(),
+            )
+        };
         let rows = self.query(
             &format!(
-                // Grouped by a date (cheap per row), formatted once per day.
-                "SELECT to_char(d.day, 'YYYY-MM-DD'), d.compared, d.matched FROM (
-                     SELECT (e.started_at AT TIME ZONE 'UTC')::date AS day,
+                "SELECT {label}, d.compared, d.matched FROM (
+                     SELECT {group} AS day,
                             count(*) FILTER (WHERE {}) AS compared,
                             count(*) FILTER (WHERE {}) AS matched
                      FROM exchanges e WHERE {cond} GROUP BY 1) d
@@ -361,6 +384,88 @@ impl Reader for PgReader {
                 day: r.get(0),
                 compared: count(r, 1),
                 matched: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError> {
+        let (mut cond, mut params) = where_clause(f);
+        push_conditions(
+            &mut cond,
+            &mut params,
+            PG,
+            "e",
+            None,
+            &[("outcome", q.outcome.as_ref())],
+        );
+        if let Some(before) = q.before {
+            params.push(Box::new(before));
+            cond.push_str(&format!(" AND e.id < ${}", params.len()));
+        }
+        if let Some(field) = &q.field {
+            let mut sub = String::from("x.started_at >= $1 AND x.started_at < $2");
+            push_conditions(&mut sub, &mut params, PG, "x", f.route.as_ref(), &[]);
+            params.push(Box::new(field.clone()));
+            sub.push_str(&format!(" AND x.field = ${}", params.len()));
+            cond.push_str(&format!(
+                " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
+            ));
+        }
+        let rows = self.query(
+            &format!(
+                "SELECT {} FROM exchanges e WHERE {cond} ORDER BY e.id DESC LIMIT {}",
+                exchange_columns("e"),
+                q.limit
+            ),
+            &params,
+        )?;
+        Ok(rows.iter().map(exchange_row).collect())
+    }
+
+    fn field_accounts(
+        &self,
+        f: &Filter,
+        field: Option<&str>,
+    ) -> Result<Vec<FieldAccountRow>, StoreError> {
+        let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
+        let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
+        push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
+        push_conditions(
+            &mut cond,
+            &mut params,
+            PG,
+            "e",
+            None,
+            &[
+                ("account", f.account.as_ref()),
+                ("mapping_version", f.mapping_version.as_ref()),
+            ],
+        );
+        if let Some(field) = field {
+            params.push(Box::new(field.to_owned()));
+            cond.push_str(&format!(" AND x.field = ${}", params.len()));
+        }
+        let rows = self.query(
+            &format!(
+                "SELECT e.account, x.route, x.field, x.kind, count(*), {}, {}
+                 FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id
+                 WHERE {cond} GROUP BY e.account, x.route, x.field, x.kind
+                 ORDER BY count(*) DESC, e.account, x.route, x.field, x.kind",
+                ts("min(x.started_at)"),
+                ts("max(x.started_at)")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| FieldAccountRow {
+                account: r.get(0),
+                route: r.get(1),
+                field: r.get(2),
+                kind: r.get(3),
+                exchanges: count(r, 4),
+                first_seen: r.get(5),
+                last_seen: r.get(6),
             })
             .collect())
     }
@@ -417,7 +522,7 @@ impl Reader for PgReader {
             &format!(
                 "SELECT {} FROM exchanges WHERE ($1::text IS NULL OR outcome = $1)
                  ORDER BY id DESC LIMIT {limit}",
-                exchange_columns()
+                exchange_columns("")
             ),
             &vec![Box::new(outcome.map(str::to_owned))],
         )?;
@@ -537,7 +642,7 @@ impl Reader for PgReader {
         let rows = self.query(
             &format!(
                 "SELECT {}, legacy_ms, candidate_ms, request_id FROM exchanges WHERE id = $1",
-                exchange_columns()
+                exchange_columns("")
             ),
             &vec![Box::new(id)],
         )?;
@@ -546,9 +651,9 @@ impl Reader for PgReader {
         };
         let mut row = ExchangeDetail {
             exchange: exchange_row(r),
-            legacy_ms: r.get(11),
-            candidate_ms: r.get(12),
-            request_id: r.get(13),
+            legacy_ms: r.get(12),
+            candidate_ms: r.get(13),
+            request_id: r.get(14),
             differences: Vec::new(),
         };
         let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());

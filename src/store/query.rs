@@ -127,6 +127,33 @@ pub struct ExchangeRow {
     pub outcome: String,
     pub diff_count: i64,
     pub reason: Option<String>,
+    /// The response mappings' version the exchange was compared with.
+    pub mapping_version: Option<String>,
+}
+
+/// Which of the window's exchanges [`Reader::exchanges`] lists, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeQuery {
+    /// One outcome (`diff`, `match`, ...).
+    pub outcome: Option<String>,
+    /// Only exchanges that differed at this field pattern (on the filter's route).
+    pub field: Option<String>,
+    /// Only exchanges with an id below this one (the next page).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// Per account, route, field pattern and kind: the exchanges that differed there in the
+/// window, first and last seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldAccountRow {
+    pub account: Option<String>,
+    pub route: Option<String>,
+    pub field: String,
+    pub kind: String,
+    pub exchanges: u64,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 /// One exchange with its timings and stored differences.
@@ -243,8 +270,20 @@ pub trait Reader {
     /// The mapping versions of the filtered exchanges, oldest first.
     fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError>;
 
-    /// Compared and matched exchanges per UTC day, in order.
-    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError>;
+    /// Compared and matched exchanges per bucket of `bucket_secs` (UTC days for 86,400:
+    /// `2026-11-29`; otherwise the bucket's start, `2026-11-29T13:15Z`), in order.
+    fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError>;
+
+    /// The filtered exchanges, newest first (see [`ExchangeQuery`]).
+    fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError>;
+
+    /// Differing exchanges per (account, route, field pattern, kind) in the window; one field
+    /// pattern's only with `field`.
+    fn field_accounts(
+        &self,
+        f: &Filter,
+        field: Option<&str>,
+    ) -> Result<Vec<FieldAccountRow>, StoreError>;
 
     /// Fields learned as noise on a route (differed at least `min_count` times), most frequent
     /// first.

@@ -13,7 +13,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::query::{
-    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeRow, FieldRow, Filter,
+    CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
+    FieldAccountRow, FieldRow, Filter,
     GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
     VersionRow,
 };
@@ -105,7 +106,7 @@ fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
 
 /// The columns of an [`ExchangeRow`], in the order [`exchange_row`] reads them.
 const EXCHANGE_COLUMNS: &str = "id, started_at, route, method, path, account, legacy_status, \
-     candidate_status, outcome, diff_count, reason";
+     candidate_status, outcome, diff_count, reason, mapping_version";
 
 fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
     Ok(ExchangeRow {
@@ -120,6 +121,7 @@ fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
         outcome: r.get(8)?,
         diff_count: r.get(9)?,
         reason: r.get(10)?,
+        mapping_version: r.get(11)?,
     })
 }
 
@@ -345,10 +347,19 @@ impl Reader for Connection {
         Ok(rows)
     }
 
-    fn days(&self, f: &Filter) -> Result<Vec<DayRow>, StoreError> {
+    fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
         let (cond, params) = where_clause(f);
+        // A day is a prefix of the text (cheap per row); a shorter bucket is computed.
+        let bucket = if bucket_secs >= 86_400 {
+            "substr(e.started_at, 1, 10)".to_owned()
+        } else {
+            let w = bucket_secs.max(1);
+            format!(
+                "strftime('%Y-%m-%dT%H:%MZ', (CAST(strftime('%s', e.started_at) AS INTEGER) / {w}) * {w}, 'unixepoch')"
+            )
+        };
         let mut q = self.prepare(&format!(
-            "SELECT substr(e.started_at, 1, 10) AS day, sum({}), sum({})
+            "SELECT {bucket} AS day, sum({}), sum({})
              FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
             compared_sql("e.outcome"),
             matched_sql("e.outcome")
@@ -363,6 +374,90 @@ impl Reader for Connection {
             })?
             .collect::<Result<_, _>>()?;
         Ok(days)
+    }
+
+    fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError> {
+        let (mut cond, mut params) = where_clause(f);
+        push_conditions(
+            &mut cond,
+            &mut params,
+            SQLITE,
+            "e",
+            None,
+            &[("outcome", q.outcome.as_ref())],
+        );
+        if let Some(before) = q.before {
+            params.push(before.into());
+            cond.push_str(&format!(" AND e.id < ?{}", params.len()));
+        }
+        if let Some(field) = &q.field {
+            // Through the per-field rows' index (route, field, kind, started_at).
+            let mut sub = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+            push_conditions(&mut sub, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
+            params.push(field.clone().into());
+            sub.push_str(&format!(" AND x.field = ?{}", params.len()));
+            cond.push_str(&format!(
+                " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
+            ));
+        }
+        let cols = EXCHANGE_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = self.prepare(&format!(
+            "SELECT {cols} FROM exchanges e WHERE {cond} ORDER BY e.id DESC LIMIT {}",
+            q.limit
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(params), exchange_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn field_accounts(
+        &self,
+        f: &Filter,
+        field: Option<&str>,
+    ) -> Result<Vec<FieldAccountRow>, StoreError> {
+        let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
+        let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+        push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
+        push_conditions(
+            &mut cond,
+            &mut params,
+            SQLITE,
+            "e",
+            None,
+            &[
+                ("account", f.account.as_ref()),
+                ("mapping_version", f.mapping_version.as_ref()),
+            ],
+        );
+        if let Some(field) = field {
+            params.push(field.to_owned().into());
+            cond.push_str(&format!(" AND x.field = ?{}", params.len()));
+        }
+        let mut q = self.prepare(&format!(
+            "SELECT e.account, x.route, x.field, x.kind, count(*), min(x.started_at), max(x.started_at)
+             FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id
+             WHERE {cond} GROUP BY e.account, x.route, x.field, x.kind
+             ORDER BY count(*) DESC, e.account, x.route, x.field, x.kind"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(FieldAccountRow {
+                    account: r.get(0)?,
+                    route: r.get(1)?,
+                    field: r.get(2)?,
+                    kind: r.get(3)?,
+                    exchanges: r.get::<_, i64>(4)? as u64,
+                    first_seen: r.get(5)?,
+                    last_seen: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn learned_noise(
@@ -561,9 +656,9 @@ impl Reader for Connection {
                 |r| {
                     Ok(ExchangeDetail {
                         exchange: exchange_row(r)?,
-                        legacy_ms: r.get(11)?,
-                        candidate_ms: r.get(12)?,
-                        request_id: r.get(13)?,
+                        legacy_ms: r.get(12)?,
+                        candidate_ms: r.get(13)?,
+                        request_id: r.get(14)?,
                         differences: Vec::new(),
                     })
                 },
