@@ -119,6 +119,27 @@ pub fn evaluate_on(
     })
 }
 
+/// The verdicts of a config's gates on a report over `filter`: the rollout's phases in order,
+/// then any other `[gate.NAME]`.
+pub fn verdicts(
+    store: &dyn Reader,
+    cfg: &crate::config::Config,
+    filter: &Filter,
+    report: &Report,
+) -> Result<Vec<Verdict>, ReportError> {
+    let mut names: Vec<&String> = cfg
+        .rollout
+        .order
+        .iter()
+        .filter(|p| cfg.gates.contains_key(*p))
+        .collect();
+    names.extend(cfg.gates.keys().filter(|k| !cfg.rollout.order.contains(k)));
+    names
+        .into_iter()
+        .map(|name| evaluate_on(store, name, &cfg.gates[name], filter, report))
+        .collect()
+}
+
 /// Fields shown by name in a failing `min_field_samples` note at most.
 const FIELDS_NAMED: usize = 5;
 

@@ -258,6 +258,7 @@ impl Server {
         let admin = Arc::new(AdminState {
             ready: false.into(),
             token: cfg.admin.token.clone(),
+            metrics_token: cfg.admin.metrics_token,
             db: cfg.store.location(),
             readers: crate::admin::Readers::default(),
             classes: (&cfg.diff).into(),

@@ -57,7 +57,7 @@ pub(super) fn report_cmd(
         references: report::references(&cfg),
     };
     let mut r = report::build_with(&*store, filter, &opts)?;
-    r.gates = gate_verdicts(&*store, &cfg, filter, &r)?;
+    r.gates = gate::verdicts(&*store, &cfg, filter, &r)?;
     let by_extension = match out
         .as_ref()
         .and_then(|p| p.extension())
@@ -122,28 +122,6 @@ fn format_name(f: ReportFormat) -> &'static str {
         ReportFormat::Md => "md",
         ReportFormat::Html => "html",
     }
-}
-
-/// The verdicts of the config's gates on a report: the rollout's phases in order, then any
-/// other `[gate.NAME]`.
-pub(super) fn gate_verdicts(
-    store: &dyn crate::store::Reader,
-    cfg: &crate::config::Config,
-    filter: &report::Filter,
-    r: &report::Report,
-) -> anyhow::Result<Vec<gate::Verdict>> {
-    let mut names: Vec<&String> = cfg
-        .rollout
-        .order
-        .iter()
-        .filter(|p| cfg.gates.contains_key(*p))
-        .collect();
-    names.extend(cfg.gates.keys().filter(|k| !cfg.rollout.order.contains(k)));
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        out.push(gate::evaluate_on(store, name, &cfg.gates[name], filter, r)?);
-    }
-    Ok(out)
 }
 
 pub(super) fn gate_cmd(

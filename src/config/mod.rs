@@ -240,6 +240,9 @@ pub struct AdminConfig {
     /// `None` disables the admin listener (`listen = ""`).
     pub listen: Option<String>,
     pub token: Option<String>,
+    /// Whether `/metrics` needs the token too (`[admin] metrics_token = false`: a scraper
+    /// without the secret may read it; it reveals counts, never bodies).
+    pub metrics_token: bool,
 }
 
 #[derive(Clone)]

@@ -63,6 +63,7 @@ pub(super) struct RawProxy {
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Str>,
     pub(super) token: Option<Str>,
+    pub(super) metrics_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

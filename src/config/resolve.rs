@@ -371,6 +371,7 @@ impl Config {
             admin: AdminConfig {
                 listen: (!admin_listen.is_empty()).then_some(admin_listen),
                 token: raw.admin.token.map(|t| t.0).filter(|t| !t.is_empty()),
+                metrics_token: raw.admin.metrics_token.unwrap_or(true),
             },
             legacy: UpstreamConfig {
                 base_url: raw.legacy.base_url.map(|u| u.0),

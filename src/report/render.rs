@@ -22,7 +22,7 @@ pub fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
-fn outcomes_line(c: &Counts) -> String {
+pub fn outcomes_line(c: &Counts) -> String {
     c.outcomes
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -454,7 +454,7 @@ pre { background: var(--bg); padding: 8px; border-radius: 6px; overflow-x: auto;
 
 /// Parity as shown to people: "–" when nothing was compared (the JSON keeps 1.0).
 /// A table cell's parity: a dash where nothing was compared.
-fn parity_text(c: &Counts) -> String {
+pub fn parity_text(c: &Counts) -> String {
     if c.compared == 0 {
         "–".to_owned()
     } else {
@@ -462,7 +462,7 @@ fn parity_text(c: &Counts) -> String {
     }
 }
 
-fn parity_cls(c: &Counts) -> &'static str {
+pub fn parity_cls(c: &Counts) -> &'static str {
     if c.compared == 0 {
         "muted"
     } else {
@@ -789,7 +789,7 @@ fn example(f: &FieldStat) -> String {
 }
 
 /// A line chart of daily parity (0–100 %), inline SVG.
-fn trend_svg(days: &[Day]) -> String {
+pub fn trend_svg(days: &[Day]) -> String {
     let (w, h, pad) = (640.0, 160.0, 28.0);
     let n = days.len().max(2) as f64;
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);

@@ -27,10 +27,15 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::record::{Outcome, RouteKey};
+mod pages;
+mod session;
+pub mod view;
+
+use crate::record::RouteKey;
 use crate::report;
-use crate::report::render::{esc, pct};
-use crate::store::{ExchangeDetail, Reader};
+use crate::store::Reader;
+use session::Access;
+use view::View;
 
 /// State the admin routes read.
 #[derive(Debug, Default)]
@@ -38,6 +43,8 @@ pub struct AdminState {
     /// Set once the listeners are bound, cleared when shutdown starts.
     pub ready: AtomicBool,
     pub token: Option<String>,
+    /// Whether `/metrics` needs the token (when one is set).
+    pub metrics_token: bool,
     /// The store, read by the API through connections kept in `readers`.
     pub db: crate::store::Location,
     /// Readers kept between requests: a PostgreSQL connection costs a handshake (TLS included).
@@ -152,22 +159,111 @@ where
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let authorized = state.token.as_ref().is_none_or(|token| {
-        let expected = format!("Bearer {token}");
-        let by_header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
-        by_header
-            || param("token").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-    });
+    let access = match &state.token {
+        None => Access::Full,
+        Some(token) => {
+            let bearer = format!("Bearer {token}");
+            if req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .is_some_and(|g| session::secret_eq(g.as_bytes(), bearer.as_bytes()))
+            {
+                Access::Full
+            } else if session::cookie(req.headers())
+                .is_some_and(|c| session::valid(token, c, SystemTime::now()))
+            {
+                Access::Session
+            } else if param("token")
+                .is_some_and(|t| session::secret_eq(t.as_bytes(), token.as_bytes()))
+            {
+                // An old-style link: exchanged for a session cookie, and the same address
+                // without the token (it leaves the address bar and the history).
+                if path != "/readyz" && !path.starts_with("/api/") && path != "/metrics" {
+                    let rest: Vec<String> = query
+                        .iter()
+                        .filter(|(k, _)| k != "token")
+                        .map(|(k, v)| format!("{}={}", view::enc(k), view::enc(v)))
+                        .collect();
+                    let to = if rest.is_empty() {
+                        path.clone()
+                    } else {
+                        format!("{path}?{}", rest.join("&"))
+                    };
+                    let mut res = session::redirect(&to);
+                    res.headers_mut()
+                        .insert(header::SET_COOKIE, session::set_cookie(token, false));
+                    return res;
+                }
+                Access::Full
+            } else {
+                Access::None
+            }
+        }
+    };
     if path == "/readyz" {
-        return readiness(&state, authorized);
-    }
-    if !authorized {
-        return json_static(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
+        return readiness(&state, access == Access::Full);
     }
     let method = req.method().clone();
+    match (path.as_str(), &state.token) {
+        ("/login", Some(token)) if method == http::Method::POST => {
+            let form = read_body(req).await.unwrap_or_default();
+            let form = crate::translate::parse_query(&String::from_utf8_lossy(&form));
+            let field = |name: &str| {
+                form.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let next = session::local(&field("next"));
+            if session::secret_eq(field("token").as_bytes(), token.as_bytes()) {
+                let mut res = session::redirect(&next);
+                res.headers_mut()
+                    .insert(header::SET_COOKIE, session::set_cookie(token, false));
+                return res;
+            }
+            let mut res = html(session::login_page(&next, true));
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            return res;
+        }
+        ("/login", _) => {
+            return html(session::login_page(
+                &param("next").unwrap_or_else(|| "/".into()),
+                false,
+            ))
+        }
+        ("/logout", _) => {
+            let mut res = session::redirect("/login");
+            res.headers_mut()
+                .insert(header::SET_COOKIE, session::clear_cookie());
+            return res;
+        }
+        _ => {}
+    }
+    let metrics_open = path == "/metrics" && !state.metrics_token;
+    if access == Access::None && !metrics_open {
+        // A person opening a page is sent to the sign-in form; a program gets a 401.
+        let page = !path.starts_with("/api/") && path != "/metrics";
+        let wants_html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        if page && wants_html && method == http::Method::GET {
+            let here = req
+                .uri()
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str);
+            return session::redirect(&format!("/login?next={}", view::enc(here)));
+        }
+        return json_static(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
+    }
+    if access == Access::Session && method != http::Method::GET && method != http::Method::HEAD {
+        return json_static(
+            StatusCode::FORBIDDEN,
+            r#"{"error":"a change needs Authorization: Bearer <token>; the sign-in cookie only reads"}"#,
+        );
+    }
+    let view = View::from_query(&query, "1h");
     match path.as_str() {
         "/api/reload" if method != http::Method::POST => json_static(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -194,12 +290,8 @@ where
                 );
             };
             if method == http::Method::POST {
-                use http_body_util::BodyExt as _;
-                let body = match http_body_util::Limited::new(req.into_body(), MAX_POST_BODY)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
+                let body = match read_body(req).await {
+                    Ok(b) => b,
                     Err(e) => {
                         return json_value_status(
                             StatusCode::BAD_REQUEST,
@@ -240,10 +332,28 @@ where
             );
             res
         }
-        "/" => {
-            let since = param("since").unwrap_or_else(|| "1h".into());
-            let token = param("token");
-            blocking(move || dashboard(&state, &since, token.as_deref()).map(html)).await
+        "/" => blocking(move || pages::overview(&state, &view).map(html)).await,
+        "/accounts" => blocking(move || pages::accounts_page(&state, &view).map(html)).await,
+        p if p.starts_with("/route/") => {
+            let rest = &p["/route/".len()..];
+            let (name, field_page) = match rest.strip_suffix("/field") {
+                Some(name) => (name, true),
+                None => (rest, false),
+            };
+            let Some(route) = view::dec(name).filter(|r| !r.is_empty()) else {
+                return json_static(StatusCode::BAD_REQUEST, r#"{"error":"bad route name"}"#);
+            };
+            if field_page {
+                let Some(field) = param("field") else {
+                    return json_static(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"field=PATTERN is needed"}"#,
+                    );
+                };
+                blocking(move || pages::field_page(&state, &view, &route, &field).map(html)).await
+            } else {
+                blocking(move || pages::route_page(&state, &view, &route).map(html)).await
+            }
         }
         "/api/summary" => {
             let since = param("since").unwrap_or_else(|| "1h".into());
@@ -347,8 +457,16 @@ where
                     r#"{"error":"exchange ids are integers"}"#,
                 );
             };
-            let (field, token) = (param("field"), param("token"));
-            blocking(move || exchange_page(&state, id, field.as_deref(), token.as_deref())).await
+            let field = param("field");
+            blocking(move || {
+                Ok(
+                    match pages::exchange_page(&state, &view, id, field.as_deref())? {
+                        Some(page) => html(page),
+                        None => json_static(StatusCode::NOT_FOUND, r#"{"error":"no such exchange"}"#),
+                    },
+                )
+            })
+            .await
         }
         "/api/suggest" | "/suggest" => {
             let Some(route) = param("route") else {
@@ -359,11 +477,14 @@ where
             };
             let since = param("since").unwrap_or_else(|| "24h".into());
             let as_html = path == "/suggest";
-            let token = param("token");
+            let view = View {
+                since: since.clone(),
+                ..view
+            };
             blocking(move || {
                 let s = suggestions(&state, &route, &since)?;
                 Ok(if as_html {
-                    html(suggest_page(&s, &since, token.as_deref()))
+                    html(pages::suggest_page(&s, &view))
                 } else {
                     json_serialize(&s)
                 })
@@ -381,6 +502,19 @@ where
         }
         _ => json_static(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
+}
+
+/// Reads a request's body, [`MAX_POST_BODY`] at most.
+async fn read_body<B>(req: Request<B>) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt as _;
+    Ok(http_body_util::Limited::new(req.into_body(), MAX_POST_BODY)
+        .collect()
+        .await?
+        .to_bytes())
 }
 
 /// Why an admin request failed (a 500 with this message, or 400 for a bad query parameter).
@@ -445,7 +579,7 @@ const KEPT_READERS: usize = 4;
 /// Runs `f` with a reader: a kept one when there is one (tried again once on a fresh one when
 /// the store fails: the server may have closed the kept connection), else a new one; kept
 /// afterwards unless the store failed.
-fn with_store<T>(
+pub(crate) fn with_store<T>(
     state: &AdminState,
     f: impl Fn(&dyn Reader) -> Result<T, AdminError>,
 ) -> Result<T, AdminError> {
@@ -513,7 +647,7 @@ fn summary(
 }
 
 /// Differences shown per exchange at most.
-const MAX_SHOWN_DIFFS: usize = 200;
+pub(crate) const MAX_SHOWN_DIFFS: usize = 200;
 
 fn exchange(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, AdminError> {
     match with_store(state, |store| Ok(store.exchange(id, MAX_SHOWN_DIFFS)?))? {
@@ -558,105 +692,6 @@ fn bodies_json(state: &AdminState, id: i64) -> Result<Response<Full<Bytes>>, Adm
     }
 }
 
-/// `&token=…` for the links of a page opened with `?token=`.
-fn token_param(token: Option<&str>) -> String {
-    token.map_or_else(String::new, |t| {
-        format!(
-            "&token={}",
-            percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
-        )
-    })
-}
-
-fn pretty(v: Option<&crate::store::KeptSide>) -> String {
-    v.and_then(|k| k.body.as_deref())
-        .and_then(|b| serde_json::from_str::<Value>(b).ok())
-        .and_then(|b| serde_json::to_string_pretty(&b).ok())
-        .unwrap_or_else(|| "(not kept)".to_owned())
-}
-
-/// `/exchange/{id}`: one exchange's differences (the field asked for first) and its kept
-/// documents side by side, legacy and candidate as compared, the candidate's as it came below.
-fn exchange_page(
-    state: &AdminState,
-    id: i64,
-    field: Option<&str>,
-    token: Option<&str>,
-) -> Result<Response<Full<Bytes>>, AdminError> {
-    let (detail, kept) = with_store(state, |store| {
-        Ok((
-            store.exchange(id, MAX_SHOWN_DIFFS)?,
-            store.kept_exchange(id)?,
-        ))
-    })?;
-    let Some(detail) = detail else {
-        return Ok(json_static(
-            StatusCode::NOT_FOUND,
-            r#"{"error":"no such exchange"}"#,
-        ));
-    };
-    let e = &detail.exchange;
-    let route = RouteKey::from_route(e.route.as_deref());
-    let mut o = format!(
-        "<h1>exchange #{id} <span class=\"muted\">{} {} · {} · {} · {}</span></h1>\
-         <p><a href=\"/?x=1{tok}\">dashboard</a> · <a href=\"/suggest?route={r}{tok}\">suggested mapping fixes for {route}</a></p>",
-        esc(e.method.as_deref().unwrap_or("")),
-        esc(e.path.as_deref().unwrap_or("")),
-        esc(route.label()),
-        esc(&e.outcome),
-        esc(&e.started_at),
-        tok = token_param(token),
-        r = percent_encoding::utf8_percent_encode(route.label(), percent_encoding::NON_ALPHANUMERIC),
-        route = esc(route.label()),
-    );
-    o.push_str("<h2>Differences</h2><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>");
-    let mut diffs = detail.differences.clone();
-    // The field the link was for first.
-    diffs.sort_by_key(|d| field.is_none_or(|f| d.field != f));
-    for d in &diffs {
-        let show = |v: &Option<Value>| match v {
-            None => "(absent)".to_owned(),
-            Some(v) => esc(&v.to_string()),
-        };
-        let mark = if field.is_some_and(|f| d.field == f) {
-            " class=\"hit\""
-        } else {
-            ""
-        };
-        o.push_str(&format!(
-            "<tr{mark}><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-            esc(&d.pointer),
-            esc(&d.kind),
-            show(&d.legacy),
-            show(&d.candidate)
-        ));
-    }
-    o.push_str("</table>");
-    match &kept {
-        Some(k) if k.legacy.is_some() || k.candidate.is_some() => {
-            let _ = std::fmt::Write::write_fmt(
-                &mut o,
-                format_args!(
-                    "<h2>Kept documents <span class=\"muted\">redacted; as compared</span></h2><div class=\"sides\"><div><h3>legacy</h3><pre>{}</pre></div><div><h3>candidate (mapped)</h3><pre>{}</pre></div></div>",
-                    esc(&pretty(k.legacy.as_ref())),
-                    esc(&pretty(k.candidate.as_ref()))
-                ),
-            );
-            if k.candidate_raw.is_some() {
-                let _ = std::fmt::Write::write_fmt(
-                    &mut o,
-                    format_args!(
-                        "<details><summary>the candidate's document as it came (before the mapping)</summary><pre>{}</pre></details>",
-                        esc(&pretty(k.candidate_raw.as_ref()))
-                    ),
-                );
-            }
-        }
-        _ => o.push_str("<p class=\"muted\">The bodies of this exchange were not kept (see [store] bodies): only its stored differences are shown.</p>"),
-    }
-    Ok(html(page(&format!("exchange #{id}"), &o)))
-}
-
 /// The suggestions for a route from the running proxy's config and mapping workers.
 fn suggestions(
     state: &AdminState,
@@ -695,280 +730,6 @@ fn suggestions(
             .map_err(|e| AdminError::BadParameter(e.to_string()))
     })
 }
-
-/// `/suggest?route=R`: each systematic difference with its evidence and the checked change.
-fn suggest_page(
-    s: &crate::rediff::suggest::Suggestions,
-    since: &str,
-    token: Option<&str>,
-) -> String {
-    use crate::rediff::suggest::Fix;
-    let mut o = format!(
-        "<h1>suggested mapping fixes <span class=\"muted\">{} · last {} · {} kept exchanges read</span></h1><p><a href=\"/?x=1{}\">dashboard</a></p>",
-        esc(&s.route),
-        esc(since),
-        s.exchanges,
-        token_param(token)
-    );
-    if s.suggestions.is_empty() {
-        o.push_str("<p class=\"muted\">No systematic difference among the kept exchanges.</p>");
-    }
-    for g in &s.suggestions {
-        let _ = std::fmt::Write::write_fmt(
-            &mut o,
-            format_args!(
-                "<h2 id=\"{}\"><code>{}</code> {} <span class=\"muted\">in {} of {} kept exchanges</span></h2><ul>",
-                esc(&g.field),
-                esc(&g.field),
-                esc(&g.kind),
-                g.differing,
-                g.present
-            ),
-        );
-        for e in &g.examples {
-            let _ = std::fmt::Write::write_fmt(
-                &mut o,
-                format_args!(
-                    "<li><a href=\"/exchange/{}?field={}{}\">exchange #{}</a> at <code>{}</code>: legacy <code>{}</code>, candidate <code>{}</code></li>",
-                    e.exchange,
-                    percent_encoding::utf8_percent_encode(&g.field, percent_encoding::NON_ALPHANUMERIC),
-                    token_param(token),
-                    e.exchange,
-                    esc(&e.pointer),
-                    esc(&e.legacy.as_ref().map_or_else(|| "(absent)".into(), Value::to_string)),
-                    esc(&e.candidate.as_ref().map_or_else(|| "(absent)".into(), Value::to_string))
-                ),
-            );
-        }
-        o.push_str("</ul>");
-        let what = match &g.fix {
-            Fix::Path { found_at, expr } => format!("read it where the candidate has it: <code>{}</code> (found at <code>{}</code>)", esc(expr), esc(found_at)),
-            Fix::Lowercase => "the candidate's value in lower case".into(),
-            Fix::Uppercase => "the candidate's value in upper case".into(),
-            Fix::Number => "a number the candidate sends as a string".into(),
-            Fix::String => "a string the candidate sends as a number".into(),
-            Fix::Lookup { pairs } => format!("a translation of {} values", pairs.len()),
-            Fix::NotInCandidate => "the candidate never returns it: no mapping can fill it (a gap to report to the vendor)".into(),
-            Fix::None { why } => esc(why),
-        };
-        let _ = std::fmt::Write::write_fmt(&mut o, format_args!("<p><b>{what}</b></p>"));
-        if let (Some(c), Some(k)) = (&g.change, &g.checked) {
-            let _ = std::fmt::Write::write_fmt(
-                &mut o,
-                format_args!(
-                    "<pre class=\"diff\">{}</pre><p class=\"muted\">checked by rediff over {} exchanges: the field differs in {} → {}; route parity {} → {}</p>",
-                    esc(&c.diff),
-                    k.exchanges,
-                    k.field_before,
-                    k.field_after,
-                    pct(k.parity_before),
-                    pct(k.parity_after)
-                ),
-            );
-        }
-    }
-    page(&format!("suggest {}", s.route), &o)
-}
-
-/// A standalone admin page in the dashboard's style.
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · shadowdiff</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{DASH_CSS}\
-         .sides{{display:flex;gap:12px}}.sides>div{{flex:1;min-width:0}}pre{{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;font-size:12px}}tr.hit{{background:#fff8c5}}</style></head>\
-         <body><main>{body}</main></body></html>",
-        esc(title)
-    )
-}
-
-/// What the dashboard shows: the summary over the window and the latest differing exchanges.
-struct DashboardData {
-    summary: report::Report,
-    latest: Vec<ExchangeDetail>,
-    /// The rollout phase in force here, with its share of accounts served by the candidate.
-    phase: Option<(String, Option<f64>)>,
-    /// The window, and the token the page was opened with (carried by its links).
-    since: String,
-    token: Option<String>,
-}
-
-fn dashboard_data(state: &AdminState, since: &str) -> Result<DashboardData, AdminError> {
-    with_store(state, |store| {
-        let summary = summary(state, store, since)?;
-        let mut latest = Vec::new();
-        for e in store.latest(Some(Outcome::Diff.as_str()), 10)? {
-            if let Some(v) = store.exchange(e.id, MAX_SHOWN_DIFFS)? {
-                latest.push(v);
-            }
-        }
-        let phase = state.rollout.as_ref().map(|h| {
-            let active = h.shadow.rollout.active();
-            let cfg = h.shadow.config();
-            let percent = cfg.rollout.phases.get(&*active.phase).map(|d| d.percent);
-            (active.phase.to_string(), percent)
-        });
-        Ok(DashboardData {
-            summary,
-            latest,
-            phase,
-            since: since.to_owned(),
-            token: None,
-        })
-    })
-}
-
-/// The dashboard page: rendered on the server; its script fetches the page again every few
-/// seconds and swaps in the new `#dash` (one renderer, no second copy in JavaScript).
-fn dashboard(state: &AdminState, since: &str, token: Option<&str>) -> Result<String, AdminError> {
-    let mut data = dashboard_data(state, since)?;
-    data.token = token.map(str::to_owned);
-    let body = render_dashboard(&data);
-    let token_js = serde_json::to_string(&token.unwrap_or("")).unwrap_or_default();
-    let since_js = serde_json::to_string(since).unwrap_or_default();
-    Ok(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>shadowdiff</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{DASH_CSS}</style></head>\
-         <body><main><h1>shadowdiff <span class=\"muted\">live · last {}</span></h1><div id=\"dash\">{body}</div>\
-         <p class=\"muted\" id=\"updated\">rendered by the server</p></main>\
-         <script>const TOKEN={token_js}, SINCE={since_js};{DASH_JS}</script></body></html>",
-        esc(since)
-    ))
-}
-
-/// Renders the dashboard body.
-fn render_dashboard(d: &DashboardData) -> String {
-    let t = &d.summary.totals;
-    let phase = d.phase.as_ref().map_or_else(String::new, |(p, percent)| {
-        format!(
-            "<div class=\"card\">rollout phase<b id=\"phase\">{}</b>{}</div>",
-            esc(p),
-            percent.map_or_else(String::new, |x| format!(
-                "<span class=\"muted\">{x}% of accounts on the candidate</span>"
-            ))
-        )
-    });
-    let mut o = format!(
-        "<div class=\"cards\"><div class=\"card\">parity<b id=\"parity\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div>{phase}</div>",
-        t.parity_text(),
-        t.compared,
-        t.exchanges
-    );
-    if !d.summary.needs_reauth.is_empty() {
-        o.push_str(&format!(
-            "<p><b class=\"bad\">Needs re-auth</b> (candidate 401/403 in a row while legacy succeeded): {}</p>",
-            esc(&d.summary.needs_reauth.join(", "))
-        ));
-    }
-    crate::report::render::rollout_html(&mut o, &d.summary.rollout);
-    o.push_str("<h2>Routes</h2><table><tr><th>route</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th>outcomes</th><th>top differing fields</th></tr>");
-    for r in &d.summary.routes {
-        let outcomes: Vec<String> = r
-            .counts
-            .outcomes
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
-        let mut fields: Vec<String> = r
-            .fields
-            .iter()
-            .take(3)
-            .map(|f| {
-                format!(
-                    "<a href=\"/exchange/{}?field={}{}\"><code>{}</code></a> {} ({})",
-                    f.example.exchange_id,
-                    enc(&f.field),
-                    token_param(d.token.as_deref()),
-                    esc(&f.field),
-                    esc(&f.kind),
-                    f.exchanges
-                )
-            })
-            .collect();
-        if !r.fields.is_empty() && r.route != crate::record::UNMATCHED {
-            fields.push(format!(
-                "<a href=\"/suggest?route={}&since={}{}\">suggested fixes</a>",
-                enc(&r.route),
-                enc(&d.since),
-                token_param(d.token.as_deref())
-            ));
-        }
-        o.push_str(&format!(
-            "<tr class=\"route\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.route),
-            pct(r.counts.parity),
-            r.counts.compared,
-            esc(&outcomes.join(", ")),
-            fields.join("<br>")
-        ));
-    }
-    o.push_str("</table><h2>Latest differing exchanges</h2>");
-    if d.latest.is_empty() {
-        o.push_str("<p class=\"muted\">None in the window.</p>");
-    }
-    for (i, detail) in d.latest.iter().enumerate() {
-        let e = &detail.exchange;
-        o.push_str(&format!(
-            "<details{}><summary>#{} {} {} · {} · {} · {} differences</summary><table><tr><th>pointer</th><th>kind</th><th>legacy</th><th>candidate</th></tr>",
-            if i == 0 { " open" } else { "" },
-            e.id,
-            esc(e.method.as_deref().unwrap_or("")),
-            esc(e.path.as_deref().unwrap_or("")),
-            esc(RouteKey::from_route(e.route.as_deref()).label()),
-            esc(&e.started_at),
-            e.diff_count
-        ));
-        for f in &detail.differences {
-            let show = |v: &Option<Value>| match v {
-                None | Some(Value::Null) => "(absent)".to_owned(),
-                Some(v) => esc(&v.to_string()),
-            };
-            o.push_str(&format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-                esc(&f.pointer),
-                esc(&f.kind),
-                show(&f.legacy),
-                show(&f.candidate)
-            ));
-        }
-        o.push_str("</table></details>");
-    }
-    o
-}
-
-const DASH_CSS: &str = "body{font:14px/1.5 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;margin:0}\
-main{max-width:1100px;margin:0 auto;padding:24px}h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d0d7de}\
-.muted{color:#57606a;font-weight:normal;font-size:14px}.cards{display:flex;gap:12px}.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:140px;background:#f6f8fa}\
-.card b{display:block;font-size:22px}table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #d0d7de;vertical-align:top}\
-th{background:#f6f8fa}.num{text-align:right}code{font:12px ui-monospace,Menlo,Consolas,monospace}details{margin:6px 0;border:1px solid #d0d7de;border-radius:6px;padding:4px 10px}summary{cursor:pointer}";
-
-/// Fetches the page again every 5 s and swaps in the server's new `#dash`.
-const DASH_JS: &str = r#"
-const q = (p) => p + (p.includes('?') ? '&' : '?') + (TOKEN ? 'token=' + encodeURIComponent(TOKEN) : '');
-async function refresh() {
-  try {
-    const res = await fetch(q('/?since=' + encodeURIComponent(SINCE)));
-    if (!res.ok) throw new Error('HTTP ' + res.status);
-    const page = new DOMParser().parseFromString(await res.text(), 'text/html');
-    const fresh = page.getElementById('dash');
-    if (!fresh) throw new Error('no dashboard in the answer');
-    // Keep what the reader opened or closed across the refresh.
-    const open = new Set([...document.querySelectorAll('#dash details')].filter(d => d.open).map(d => d.querySelector('summary').textContent.split(' ')[0]));
-    const seen = new Set([...document.querySelectorAll('#dash details')].map(d => d.querySelector('summary').textContent.split(' ')[0]));
-    for (const d of fresh.querySelectorAll('details')) {
-      const id = d.querySelector('summary').textContent.split(' ')[0];
-      if (seen.has(id)) d.open = open.has(id);
-    }
-    document.getElementById('dash').innerHTML = fresh.innerHTML;
-    document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
-  } catch (err) {
-    document.getElementById('updated').textContent = 'refresh failed: ' + err;
-  }
-}
-setInterval(refresh, 5000);
-"#;
 
 fn html(body: String) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
@@ -1020,17 +781,6 @@ fn json_static(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> 
     res
 }
 
-/// Compares a presented secret with the expected one in time that depends on neither's content
-/// nor length: both are hashed (SHA-256) and the digests compared without an early exit.
-fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(presented), Sha256::digest(expected));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1050,6 +800,7 @@ mod tests {
         let s = Arc::new(AdminState {
             ready: AtomicBool::new(true),
             token: Some("t0k".into()),
+            metrics_token: true,
             db: crate::store::Location::Sqlite("/nonexistent/x.db".into()),
             readers: Readers::default(),
             classes: crate::classify::Settings::default(),
@@ -1070,6 +821,9 @@ mod tests {
         );
         assert_eq!(get(&s, "/readyz", Some("Bearer t0k")).await, StatusCode::OK);
         assert_eq!(get(&s, "/readyz?token=t0k", None).await, StatusCode::OK);
+        // A page opened with ?token= is exchanged for a cookie and the address without it.
+        assert_eq!(get(&s, "/?token=t0k", None).await, StatusCode::SEE_OTHER);
+        assert_eq!(get(&s, "/login", None).await, StatusCode::OK);
         s.ready.store(false, Ordering::Release);
         assert_eq!(
             get(&s, "/readyz", Some("Bearer t0k")).await,
