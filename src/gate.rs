@@ -5,7 +5,6 @@
 //! nothing was compared, and when `min_compared` is not met the other criteria say why they
 //! cannot be trusted.
 
-
 use crate::config::GateConfig;
 use crate::record::{Outcome, RouteKey};
 use crate::report::{self, Counts, Filter, Report, ReportError};

@@ -450,10 +450,16 @@ async fn field_coverage_and_min_field_samples() {
     assert_eq!(got.status, 200);
     let api = got.json();
     let admin = format!("http://{}", sd.admin.unwrap());
-    // The dashboard links a differing field to an example exchange, and the route to its
-    // suggestions.
+    // The dashboard links the route to its page, which links each differing field to an
+    // example exchange and the route to its suggestions.
     let dash = get(&format!("{admin}/?since=1h")).await;
-    let page = String::from_utf8_lossy(&dash.body).into_owned();
+    let overview = String::from_utf8_lossy(&dash.body).into_owned();
+    assert!(
+        overview.contains("href=\"/route/employee?since=1h\""),
+        "{overview}"
+    );
+    let route = get(&format!("{admin}/route/employee?since=1h")).await;
+    let page = String::from_utf8_lossy(&route.body).into_owned();
     let link = page
         .split("href=\"/exchange/")
         .nth(1)

@@ -462,7 +462,9 @@ where
                 Ok(
                     match pages::exchange_page(&state, &view, id, field.as_deref())? {
                         Some(page) => html(page),
-                        None => json_static(StatusCode::NOT_FOUND, r#"{"error":"no such exchange"}"#),
+                        None => {
+                            json_static(StatusCode::NOT_FOUND, r#"{"error":"no such exchange"}"#)
+                        }
                     },
                 )
             })

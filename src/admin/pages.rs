@@ -38,9 +38,14 @@ pub(super) fn page(title: &str, body: &str) -> String {
 }
 
 /// The navigation bar and the filter form (a `GET` to the page itself).
-fn header(title: &str, path: &str, v: &View, r: &Report) -> String {
+fn header(state: &AdminState, title: &str, path: &str, v: &View, r: &Report) -> String {
     let mut o = format!(
-        "<nav><a href=\"/?{q}\">overview</a> · <a href=\"/accounts?{q}\">accounts</a> · <a href=\"/logout\">sign out</a></nav><h1>{title}</h1>",
+        "<nav><a href=\"/?{q}\">overview</a> · <a href=\"/accounts?{q}\">accounts</a>{}</nav><h1>{title}</h1>",
+        if state.token.is_some() {
+            " · <a href=\"/logout\">sign out</a>"
+        } else {
+            ""
+        },
         q = v.query()
     );
     let select = |name: &str, current: Option<&str>, options: &[String], all: &str| {
@@ -74,8 +79,11 @@ fn header(title: &str, path: &str, v: &View, r: &Report) -> String {
         .collect();
     versions.sort();
     versions.dedup();
-    let since = select("since", Some(&v.since), &windows, "1h")
-        .replacen("<option value=\"\">1h</option>", "", 1);
+    let since = select("since", Some(&v.since), &windows, "1h").replacen(
+        "<option value=\"\">1h</option>",
+        "",
+        1,
+    );
     let _ = write!(
         o,
         "<form method=\"get\" action=\"{}\" class=\"filters\" id=\"filters\">{since}{}{}{}{}{}<label><input type=\"checkbox\" name=\"noise\" value=\"hide\"{} onchange=\"this.form.submit()\"> hide noise</label> <button type=\"submit\">apply</button> <a href=\"{}\">clear</a></form>",
@@ -147,7 +155,11 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
             }
         }
         let mut o = header(
-            &format!("shadowdiff <span class=\"muted\">live · last {}</span>", esc(&v.since)),
+            state,
+            &format!(
+                "shadowdiff <span class=\"muted\">live · last {}</span>",
+                esc(&v.since)
+            ),
             "/",
             v,
             &r,
@@ -194,7 +206,8 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
                             "{} ({}): {} vs {}",
                             esc(&c.criterion),
                             esc(&c.scope),
-                            c.measured.map_or_else(|| "not measured".into(), |m| format!("{m:.4}")),
+                            c.measured
+                                .map_or_else(|| "not measured".into(), |m| format!("{m:.4}")),
                             c.threshold
                         )
                     })
@@ -205,7 +218,11 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
                     esc(&g.phase),
                     if g.pass { "ok" } else { "bad" },
                     if g.pass { "passes" } else { "fails" },
-                    if failing.is_empty() { "–".into() } else { failing.join("<br>") }
+                    if failing.is_empty() {
+                        "–".into()
+                    } else {
+                        failing.join("<br>")
+                    }
                 );
             }
             o.push_str("</table>");
@@ -241,7 +258,9 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
             );
         }
         if r.routes.is_empty() {
-            o.push_str("<tr><td colspan=\"5\" class=\"muted\">No exchange in the window.</td></tr>");
+            o.push_str(
+                "<tr><td colspan=\"5\" class=\"muted\">No exchange in the window.</td></tr>",
+            );
         }
         o.push_str("</table>");
         let _ = write!(
@@ -301,7 +320,12 @@ pub(super) fn route_page(state: &AdminState, v: &View, route: &str) -> Result<St
     with_store(state, |store| {
         let r = report_of(state, store, v)?;
         let mut o = header(
-            &format!("route {} <span class=\"muted\">last {}</span>", esc(route), esc(&v.since)),
+            state,
+            &format!(
+                "route {} <span class=\"muted\">last {}</span>",
+                esc(route),
+                esc(&v.since)
+            ),
             &format!("/route/{}", enc(route)),
             v,
             &r,
@@ -345,7 +369,12 @@ fn route_body(o: &mut String, rt: &RouteReport, v: &View) {
         bar(l.candidate_p99, "candidate")
     );
     if rt.trend.len() > 1 {
-        let _ = write!(o, "<h2>Parity per {}</h2>{}", esc(&rt.trend_bucket), trend_svg(&rt.trend));
+        let _ = write!(
+            o,
+            "<h2>Parity per {}</h2>{}",
+            esc(&rt.trend_bucket),
+            trend_svg(&rt.trend)
+        );
     }
     if !rt.mapping_versions.is_empty() {
         o.push_str("<h2>Mapping versions</h2><table><tr><th>version</th><th>first seen</th><th>last seen</th><th class=\"num\">compared</th><th class=\"num\">parity</th></tr>");
@@ -363,7 +392,11 @@ fn route_body(o: &mut String, rt: &RouteReport, v: &View) {
         }
         o.push_str("</table>");
     }
-    let shown: Vec<_> = rt.fields.iter().filter(|f| v.shows_class(f.class.as_str())).collect();
+    let shown: Vec<_> = rt
+        .fields
+        .iter()
+        .filter(|f| v.shows_class(f.class.as_str()))
+        .collect();
     let _ = write!(
         o,
         "<h2>Differing fields <span class=\"muted\">{} of {} shown · <a href=\"{}\">{} noise</a> · <a href=\"/suggest?route={}&since={}\">suggested mapping fixes</a></span></h2>",
@@ -410,8 +443,16 @@ fn route_body(o: &mut String, rt: &RouteReport, v: &View) {
     }
     if let Some(cov) = &rt.coverage {
         if !cov.unexercised.is_empty() {
-            let list: Vec<String> = cov.unexercised.iter().map(|u| format!("<code>{}</code>", esc(&u.field))).collect();
-            let _ = write!(o, "<p><b>Never exercised in the window</b>: {}</p>", list.join(", "));
+            let list: Vec<String> = cov
+                .unexercised
+                .iter()
+                .map(|u| format!("<code>{}</code>", esc(&u.field)))
+                .collect();
+            let _ = write!(
+                o,
+                "<p><b>Never exercised in the window</b>: {}</p>",
+                list.join(", ")
+            );
         }
     }
 }
@@ -440,6 +481,7 @@ pub(super) fn field_page(
         let r = report_of(state, store, v)?;
         let f = v.filter().map_err(AdminError::BadParameter)?;
         let mut o = header(
+            state,
             &format!(
                 "<code>{}</code> <span class=\"muted\">on <a href=\"{}\">{}</a> · last {}</span>",
                 esc(field),
@@ -532,9 +574,14 @@ pub(super) fn exchange_page(
     field: Option<&str>,
 ) -> Result<Option<String>, AdminError> {
     let (detail, kept) = with_store(state, |store| {
-        Ok((store.exchange(id, MAX_SHOWN_DIFFS)?, store.kept_exchange(id)?))
+        Ok((
+            store.exchange(id, MAX_SHOWN_DIFFS)?,
+            store.kept_exchange(id)?,
+        ))
     })?;
-    let Some(detail) = detail else { return Ok(None) };
+    let Some(detail) = detail else {
+        return Ok(None);
+    };
     let e = &detail.exchange;
     let route = RouteKey::from_route(e.route.as_deref());
     let mut o = format!(
@@ -573,7 +620,11 @@ pub(super) fn exchange_page(
     );
     let mut diffs = detail.differences.clone();
     diffs.sort_by_key(|d| field.is_none_or(|f| d.field != f));
-    let _ = write!(o, "<h2>Differences <span class=\"muted\">{}</span></h2>", e.diff_count);
+    let _ = write!(
+        o,
+        "<h2>Differences <span class=\"muted\">{}</span></h2>",
+        e.diff_count
+    );
     diff_table(&mut o, &diffs, field);
     match &kept {
         Some(k) if k.legacy.is_some() || k.candidate.is_some() => {
@@ -617,7 +668,12 @@ fn headers(k: Option<&KeptSide>) -> String {
 }
 
 /// A kept document pretty-printed, the values at `hits` marked (`focus` more strongly).
-fn document(k: Option<&KeptSide>, hits: &HashSet<&str>, focus: &HashSet<&str>, side: &str) -> String {
+fn document(
+    k: Option<&KeptSide>,
+    hits: &HashSet<&str>,
+    focus: &HashSet<&str>,
+    side: &str,
+) -> String {
     let Some(v) = k
         .and_then(|k| k.body.as_deref())
         .and_then(|b| serde_json::from_str::<Value>(b).ok())
@@ -693,20 +749,35 @@ pub(super) fn accounts_page(state: &AdminState, v: &View) -> Result<String, Admi
     with_store(state, |store| {
         let r = report_of(state, store, v)?;
         let mut o = header(
-            &format!("accounts <span class=\"muted\">last {}</span>", esc(&v.since)),
+            state,
+            &format!(
+                "accounts <span class=\"muted\">last {}</span>",
+                esc(&v.since)
+            ),
             "/accounts",
             v,
             &r,
         );
         o.push_str("<div id=\"live\">");
-        let health: std::collections::HashMap<&str, &crate::store::AccountHealth> =
-            r.account_health.iter().map(|h| (h.account.as_str(), h)).collect();
+        let health: std::collections::HashMap<&str, &crate::store::AccountHealth> = r
+            .account_health
+            .iter()
+            .map(|h| (h.account.as_str(), h))
+            .collect();
         let _ = write!(
             o,
             "<p>{} accounts · needs re-auth: <b id=\"reauth\" class=\"{}\">{}</b></p>",
             r.accounts.len(),
-            if r.needs_reauth.is_empty() { "ok" } else { "bad" },
-            if r.needs_reauth.is_empty() { "none".to_owned() } else { esc(&r.needs_reauth.join(", ")) }
+            if r.needs_reauth.is_empty() {
+                "ok"
+            } else {
+                "bad"
+            },
+            if r.needs_reauth.is_empty() {
+                "none".to_owned()
+            } else {
+                esc(&r.needs_reauth.join(", "))
+            }
         );
         o.push_str("<table id=\"account-table\"><tr><th>account</th><th>health</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th>outcomes</th><th>differing fields (exchanges)</th></tr>");
         let mut names: Vec<&str> = r.accounts.iter().map(|a| a.account.as_str()).collect();
@@ -723,10 +794,16 @@ pub(super) fn accounts_page(state: &AdminState, v: &View) -> Result<String, Admi
                 |h| {
                     format!(
                         "<span class=\"{}\">{}</span> <span class=\"muted\">since {}{}</span>",
-                        if h.state == crate::store::NEEDS_REAUTH { "bad" } else { "ok" },
+                        if h.state == crate::store::NEEDS_REAUTH {
+                            "bad"
+                        } else {
+                            "ok"
+                        },
                         esc(&h.state),
                         esc(&h.since),
-                        h.last_error.as_ref().map_or_else(String::new, |e| format!(" · {}", esc(e)))
+                        h.last_error
+                            .as_ref()
+                            .map_or_else(String::new, |e| format!(" · {}", esc(e)))
                     )
                 },
             );
@@ -766,7 +843,7 @@ pub(super) fn accounts_page(state: &AdminState, v: &View) -> Result<String, Admi
 /// keeps green/amber/red for how far it is from the goal.
 const CSS: &str = "body{font:14px/1.5 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;margin:0}\
 main{max-width:1200px;margin:0 auto;padding:24px}h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d0d7de}\
-nav{font-size:13px}.muted{color:#57606a;font-weight:normal;font-size:14px}.cards{display:flex;gap:12px;flex-wrap:wrap}\
+nav{font-size:13px}h1 code{font-size:19px}.muted{color:#57606a;font-weight:normal;font-size:14px}.cards{display:flex;gap:12px;flex-wrap:wrap}\
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:140px;background:#f6f8fa}.card b{display:block;font-size:22px}\
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #d0d7de;vertical-align:top}\
 th{background:#f6f8fa}.num{text-align:right;font-variant-numeric:tabular-nums}code,pre{font:12px ui-monospace,Menlo,Consolas,monospace}\
@@ -885,4 +962,3 @@ pub(super) fn suggest_page(s: &crate::rediff::suggest::Suggestions, v: &View) ->
     }
     page(&format!("suggest {}", s.route), &o)
 }
-

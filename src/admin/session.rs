@@ -11,10 +11,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
@@ -117,7 +117,11 @@ pub(super) fn redirect(to: &str) -> Response<Full<Bytes>> {
 
 /// `to` when it is a path of this listener, `/` otherwise (no open redirect to another site).
 pub(super) fn local(to: &str) -> String {
-    if to.starts_with('/') && !to.starts_with("//") && !to.contains('\\') && !to.contains(['\r', '\n']) {
+    if to.starts_with('/')
+        && !to.starts_with("//")
+        && !to.contains('\\')
+        && !to.contains(['\r', '\n'])
+    {
         to.to_owned()
     } else {
         "/".to_owned()
@@ -170,7 +174,14 @@ mod tests {
     #[test]
     fn only_local_redirects() {
         assert_eq!(local("/route/x?since=1h"), "/route/x?since=1h");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "", "x", "/a\r\nSet-Cookie: x"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "",
+            "x",
+            "/a\r\nSet-Cookie: x",
+        ] {
             assert_eq!(local(bad), "/", "{bad:?}");
         }
     }
@@ -178,7 +189,10 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; shadowdiff_session=v1.2.3"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; shadowdiff_session=v1.2.3"),
+        );
         assert_eq!(cookie(&h), Some("v1.2.3"));
         h.clear();
         h.append(header::COOKIE, HeaderValue::from_static("a=1"));

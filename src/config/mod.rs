@@ -16,10 +16,12 @@ use crate::background::Priority;
 use crate::diff::{Glob, GlobSet, Rules};
 use crate::translate::{Accounts, CandidateTemplate, PathPattern};
 
+mod lint;
 mod raw;
 mod resolve;
 mod values;
 
+pub use lint::placeholder_warnings;
 pub use values::*;
 /// The default of every key that has one (README "Configuration" lists them with the keys).
 pub mod defaults {
@@ -218,6 +220,9 @@ pub struct Config {
     pub reauth_after: u64,
     /// `[[webhooks]]`: where events are delivered.
     pub webhooks: Vec<Webhook>,
+    /// What is valid but likely a mistake (a credential left at a `${VAR:-default}`
+    /// placeholder): `check` prints them, `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -593,7 +598,16 @@ mod tests {
             Duration::from_secs(30 * 86400)
         );
         assert!(parse_duration("30").is_err());
-        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        // humantime both ways: what `check` prints reads back.
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(5400),
+            Duration::from_secs(86_400 * 30),
+        ] {
+            let shown = humantime::format_duration(d).to_string();
+            assert_eq!(parse_duration(&shown).unwrap(), d, "{shown}");
+        }
         assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
         assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
         assert!(parse_size("10XB").is_err());

@@ -12,8 +12,22 @@ impl Config {
             path: shown.clone(),
             message,
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // The typed parse stops at the first error; the globs are checked all at once.
+                let first = e.to_string().trim_end().to_owned();
+                let mut all = super::lint::glob_problems(text);
+                if all.len() > 1 {
+                    all.insert(0, format!("{} problems:", all.len()));
+                    return Err(invalid(all.join("\n  ")));
+                }
+                return Err(invalid(first));
+            }
+        };
+        // Checks that do not stop the resolution: every one is reported at once.
+        let problems = std::cell::RefCell::new(Vec::<String>::new());
+        let note = |m: String| problems.borrow_mut().push(m);
         let base_dir = path
             .and_then(Path::parent)
             .map(Path::to_path_buf)
@@ -34,9 +48,7 @@ impl Config {
             .and_then(|a| a.reauth_after)
             .unwrap_or(defaults::REAUTH_AFTER);
         if reauth_after == 0 {
-            return Err(invalid(
-                "[accounts] reauth_after: must be at least 1".into(),
-            ));
+            note("[accounts] reauth_after: must be at least 1".into());
         }
         let accounts = match raw.accounts {
             None => None,
@@ -46,7 +58,9 @@ impl Config {
             ),
         };
 
-        check_array_keys(&raw.diff).map_err(|m| invalid(format!("[diff] array_keys: {m}")))?;
+        if let Err(m) = check_array_keys(&raw.diff) {
+            note(format!("[diff] array_keys: {m}"));
+        }
         let global_rules = rules_of(&raw.diff);
         let max_body = raw.shadow.max_body.map_or(defaults::MAX_BODY, |s| s.0);
         let shadow = ShadowConfig {
@@ -67,62 +81,64 @@ impl Config {
             priority: raw.shadow.priority.unwrap_or_default(),
         };
         if !(0.0..1.0).contains(&shadow.reserve) {
-            return Err(invalid(format!(
+            note(format!(
                 "[shadow] reserve: {} must be at least 0 and under 1",
                 shadow.reserve
-            )));
+            ));
         }
         if shadow.threads == 0 {
-            return Err(invalid("[shadow] threads: must be at least 1".into()));
+            note("[shadow] threads: must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&shadow.sample_rate) {
-            return Err(invalid(format!(
+            note(format!(
                 "[shadow] sample_rate: {} is not between 0 and 1",
                 shadow.sample_rate
-            )));
+            ));
         }
         if shadow.max_rps < 0.0 || !shadow.max_rps.is_finite() {
-            return Err(invalid(
-                "[shadow] max_rps: must be 0 (unlimited) or positive".into(),
-            ));
+            note("[shadow] max_rps: must be 0 (unlimited) or positive".into());
         }
         let one = shadow.max_body.saturating_mul(crate::budget::COMPARE_COST);
         if shadow.max_bytes_in_flight < one {
-            return Err(invalid(format!(
+            note(format!(
                 "[shadow] max_bytes_in_flight: {} is below {} x max_body ({one}): a body of max_body could never be compared",
                 shadow.max_bytes_in_flight,
                 crate::budget::COMPARE_COST
-            )));
+            ));
         }
         if shadow.max_in_flight == 0 {
-            return Err(invalid("[shadow] max_in_flight: must be at least 1".into()));
+            note("[shadow] max_in_flight: must be at least 1".into());
         }
         if let Some(t) = raw
             .diff
             .number_tolerance
             .filter(|t| *t < 0.0 || !t.is_finite())
         {
-            return Err(invalid(format!(
+            note(format!(
                 "[diff] number_tolerance: {t} must be zero or positive"
-            )));
+            ));
         }
 
         let share = |key: &str, v: Option<f64>, default: f64| match v {
-            None => Ok(default),
-            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
-            Some(x) => Err(invalid(format!("{key}: {x} must be between 0 and 1"))),
+            None => default,
+            Some(x) if (0.0..=1.0).contains(&x) => x,
+            Some(x) => {
+                note(format!("{key}: {x} must be between 0 and 1"));
+                default
+            }
         };
-        let systematic_rate = share("[diff] systematic_rate", raw.diff.systematic_rate, 0.9)?;
+        let systematic_rate = share("[diff] systematic_rate", raw.diff.systematic_rate, 0.9);
         let raw_noise = raw.diff.noise.clone().unwrap_or_default();
         let noise = NoiseConfig {
             secondary_sample_rate: share(
                 "[diff.noise] secondary_sample_rate",
                 raw_noise.secondary_sample_rate,
                 0.0,
-            )?,
+            ),
             min_count: match raw_noise.min_count {
                 Some(0) => {
-                    return Err(invalid("[diff.noise] min_count: must be at least 1".into()))
+                    note("[diff.noise] min_count: must be at least 1".into());
+                    1
                 }
                 Some(n) => n,
                 None => NoiseConfig::default().min_count,
@@ -131,9 +147,9 @@ impl Config {
 
         if let Some(p) = raw.store.path.as_ref() {
             if let crate::store::Location::Postgres(url) = crate::store::Location::parse(&p.0) {
-                return Err(invalid(format!(
+                note(format!(
                     "[store] path: {url} is a PostgreSQL URL: set it as [store] url"
-                )));
+                ));
             }
         }
         let store_url = match raw.store.url.as_ref() {
@@ -141,10 +157,11 @@ impl Config {
             Some(u) => match crate::store::Location::parse(&u.0) {
                 crate::store::Location::Postgres(url) => Some(url),
                 crate::store::Location::Sqlite(_) => {
-                    return Err(invalid(
+                    note(
                         "[store] url: must start with postgres:// or postgresql:// (a file is [store] path)"
                             .into(),
-                    ))
+                    );
+                    None
                 }
             },
         };
@@ -163,7 +180,7 @@ impl Config {
             workers: raw.mappings.workers.unwrap_or(defaults::MAPPING_WORKERS),
         };
         if mappings_cfg.workers == 0 {
-            return Err(invalid("[mappings] workers: must be at least 1".into()));
+            note("[mappings] workers: must be at least 1".into());
         }
         let source = |table: &str,
                       file: &Option<Str>,
@@ -207,85 +224,93 @@ impl Config {
         for r in raw.routes {
             let line = line_of(r.name.span().start);
             let name = r.name.into_inner().0;
-            let at = |m: String| invalid(format!("line {line}: route {name:?}: {m}"));
-            if name.is_empty() {
-                return Err(at("name must not be empty".into()));
-            }
-            if routes.iter().any(|x| x.name == name) {
-                return Err(at("another route has the same name".into()));
-            }
-            let c = r.candidate.unwrap_or_default();
-            let l = r.legacy.unwrap_or_default();
-            let sources = crate::mapping::Sources {
-                base: source(
-                    "routes.candidate",
-                    &c.mapping,
-                    &c.mapping_expr,
-                    &c.mapping_lang,
-                )
-                .map_err(at)?,
-                legacy: source(
-                    "routes.legacy",
-                    &l.mapping,
-                    &l.mapping_expr,
-                    &l.mapping_lang,
-                )
-                .map_err(at)?,
-            };
-            let mappings = crate::mapping::load_route(&name, &sources, &mappings_cfg)
-                .map_err(|m| at(format!("mapping: {m}")))?;
-            let candidate = CandidateTemplate {
-                method: c.method.map(|m| m.0),
-                path: c.path.map(|p| p.0),
-                query: c
-                    .query
-                    .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
-            };
-            check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
-            check_array_keys(&r.diff).map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
-            let mut rules = global_rules.clone();
-            rules.extend(&rules_of(&r.diff));
-            rules.auto_keys = r.diff.auto_keys.unwrap_or(global_rules.auto_keys);
-            if r.diff.headers.is_some() {
-                return Err(at(
-                    "[routes.diff] headers: response headers to compare are set in [diff] only"
-                        .into(),
-                ));
-            }
-            if r.diff.noise.is_some() || r.diff.systematic_rate.is_some() {
-                return Err(at(
-                    "[routes.diff] noise and systematic_rate are set in [diff] only".into(),
-                ));
-            }
-            if r.serve == Some(true) && r.mirror == Some(false) {
-                return Err(at(
+            let at = |m: String| format!("line {line}: route {name:?}: {m}");
+            let route = (|| -> Result<Route, String> {
+                if name.is_empty() {
+                    return Err(at("name must not be empty".into()));
+                }
+                if routes.iter().any(|x| x.name == name) {
+                    return Err(at("another route has the same name".into()));
+                }
+                let c = r.candidate.unwrap_or_default();
+                let l = r.legacy.unwrap_or_default();
+                let sources = crate::mapping::Sources {
+                    base: source(
+                        "routes.candidate",
+                        &c.mapping,
+                        &c.mapping_expr,
+                        &c.mapping_lang,
+                    )
+                    .map_err(at)?,
+                    legacy: source(
+                        "routes.legacy",
+                        &l.mapping,
+                        &l.mapping_expr,
+                        &l.mapping_lang,
+                    )
+                    .map_err(at)?,
+                };
+                let mappings = crate::mapping::load_route(&name, &sources, &mappings_cfg)
+                    .map_err(|m| at(format!("mapping: {m}")))?;
+                let candidate = CandidateTemplate {
+                    method: c.method.map(|m| m.0),
+                    path: c.path.map(|p| p.0),
+                    query: c
+                        .query
+                        .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
+                };
+                check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
+                check_array_keys(&r.diff)
+                    .map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
+                let mut rules = global_rules.clone();
+                rules.extend(&rules_of(&r.diff));
+                rules.auto_keys = r.diff.auto_keys.unwrap_or(global_rules.auto_keys);
+                if r.diff.headers.is_some() {
+                    return Err(at(
+                        "[routes.diff] headers: response headers to compare are set in [diff] only"
+                            .into(),
+                    ));
+                }
+                if r.diff.noise.is_some() || r.diff.systematic_rate.is_some() {
+                    return Err(at(
+                        "[routes.diff] noise and systematic_rate are set in [diff] only".into(),
+                    ));
+                }
+                if r.serve == Some(true) && r.mirror == Some(false) {
+                    return Err(at(
                     "serve = true needs the route mirrored (mirror = false here): the served answer is the candidate's".into(),
                 ));
-            }
-            let reference = match &r.reference {
-                None => Vec::new(),
-                Some(f) => {
-                    let p = rel(&f.0);
-                    let bytes = std::fs::read(&p)
-                        .map_err(|e| at(format!("reference: {}: {e}", p.display())))?;
-                    let doc = crate::diff::parse_json(&bytes)
-                        .map_err(|e| at(format!("reference: {}: not JSON: {e}", p.display())))?;
-                    crate::coverage::reference_patterns(&doc)
                 }
-            };
-            routes.push(Route {
-                name,
-                reference,
-                method: r.method.map(|m| m.0),
-                path: r.path.0,
-                mirror: r.mirror,
-                serve: r.serve,
-                serve_deadline: r.serve_deadline.map_or(defaults::SERVE_DEADLINE, |d| d.0),
-                unknown_account: r.unknown_account.unwrap_or_default(),
-                candidate,
-                rules,
-                mappings,
-            });
+                let reference = match &r.reference {
+                    None => Vec::new(),
+                    Some(f) => {
+                        let p = rel(&f.0);
+                        let bytes = std::fs::read(&p)
+                            .map_err(|e| at(format!("reference: {}: {e}", p.display())))?;
+                        let doc = crate::diff::parse_json(&bytes).map_err(|e| {
+                            at(format!("reference: {}: not JSON: {e}", p.display()))
+                        })?;
+                        crate::coverage::reference_patterns(&doc)
+                    }
+                };
+                Ok(Route {
+                    name: name.clone(),
+                    reference,
+                    method: r.method.map(|m| m.0),
+                    path: r.path.0,
+                    mirror: r.mirror,
+                    serve: r.serve,
+                    serve_deadline: r.serve_deadline.map_or(defaults::SERVE_DEADLINE, |d| d.0),
+                    unknown_account: r.unknown_account.unwrap_or_default(),
+                    candidate,
+                    rules,
+                    mappings,
+                })
+            })();
+            match route {
+                Ok(route) => routes.push(route),
+                Err(m) => note(m),
+            }
         }
 
         for (key, d) in [
@@ -297,7 +322,7 @@ impl Config {
             ("[legacy] body_timeout", &raw.legacy.body_timeout),
         ] {
             if d.as_ref().is_some_and(|d| d.0.is_zero()) {
-                return Err(invalid(format!("{key}: must be longer than 0s")));
+                note(format!("{key}: must be longer than 0s"));
             }
         }
         let explicit_query = raw.candidate.forward_query.is_some();
@@ -314,9 +339,9 @@ impl Config {
         }) = &accounts
         {
             if explicit_query && forward_query.contains(key) {
-                return Err(invalid(format!(
+                note(format!(
                     "[candidate] forward_query: {key:?} is the accounts key (a legacy credential): it never goes to the candidate"
-                )));
+                ));
             }
             forward_query.retain(|q| q != key);
         }
@@ -326,10 +351,14 @@ impl Config {
             .map_or_else(|| defaults::ADMIN_LISTEN.to_owned(), |s| s.0);
         let mut candidate_headers = Vec::new();
         for (k, v) in raw.candidate.headers {
-            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| invalid(format!("[candidate] headers: invalid header name {k:?}")))?;
-            let value = HeaderValue::from_str(&v.0)
-                .map_err(|_| invalid(format!("[candidate] headers.{k}: invalid header value")))?;
+            let Ok(name) = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()) else {
+                note(format!("[candidate] headers: invalid header name {k:?}"));
+                continue;
+            };
+            let Ok(value) = HeaderValue::from_str(&v.0) else {
+                note(format!("[candidate] headers.{k}: invalid header value"));
+                continue;
+            };
             candidate_headers.push((name, value));
         }
         let names = |v: Option<Vec<HeaderNameStr>>, default: &[&'static str]| -> Vec<HeaderName> {
@@ -343,7 +372,39 @@ impl Config {
             }
         };
 
+        for (phase, gate) in &raw.gate {
+            if let Err(m) = check_gate(&format!("[gate.{phase}]"), gate, &routes) {
+                note(m);
+            }
+        }
+        let body_sample = share(
+            "[store] body_sample",
+            raw.store.body_sample,
+            defaults::BODY_SAMPLE,
+        );
+        let match_sample = share(
+            "[store] match_sample",
+            raw.store.match_sample,
+            defaults::MATCH_SAMPLE,
+        );
+        let rollout = rollout(raw.rollout, &line_of);
+        let webhooks = webhooks(raw.webhooks);
+        let mut problems = problems.into_inner();
+        problems.extend(rollout.as_ref().err().cloned());
+        problems.extend(webhooks.as_ref().err().cloned());
+        match problems.len() {
+            0 => {}
+            1 => return Err(invalid(problems.remove(0))),
+            n => {
+                problems.insert(0, format!("{n} problems:"));
+                return Err(invalid(problems.join("\n  ")));
+            }
+        }
+        let (Ok(rollout), Ok(webhooks)) = (rollout, webhooks) else {
+            unreachable!("their errors were returned above");
+        };
         Ok(Self {
+            warnings: super::lint::placeholder_warnings(text, |name| std::env::var(name).ok()),
             source: path.map(Path::to_path_buf),
             proxy: ProxyConfig {
                 listen: raw
@@ -436,27 +497,14 @@ impl Config {
                     .unwrap_or(defaults::EXAMPLES_PER_FIELD)
                     .max(1),
                 body_examples: raw.store.body_examples.unwrap_or(defaults::BODY_EXAMPLES),
-                body_sample: share(
-                    "[store] body_sample",
-                    raw.store.body_sample,
-                    defaults::BODY_SAMPLE,
-                )?,
-                match_sample: share(
-                    "[store] match_sample",
-                    raw.store.match_sample,
-                    defaults::MATCH_SAMPLE,
-                )?,
+                body_sample,
+                match_sample,
                 body_budget: raw.store.body_budget.map_or(defaults::BODY_BUDGET, |s| s.0),
             },
-            gates: {
-                for (phase, gate) in &raw.gate {
-                    check_gate(&format!("[gate.{phase}]"), gate, &routes).map_err(invalid)?;
-                }
-                raw.gate
-            },
-            rollout: rollout(raw.rollout, &line_of).map_err(invalid)?,
+            gates: raw.gate,
+            rollout,
             reauth_after,
-            webhooks: webhooks(raw.webhooks).map_err(invalid)?,
+            webhooks,
             routes,
             mappings: mappings_cfg,
         })

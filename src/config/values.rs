@@ -74,29 +74,11 @@ impl<'de> Deserialize<'de> for Str {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `24h`, `30d`.
+/// Parses a duration as humantime writes it: `250ms`, `30s`, `5m`, `24h`, `30d`, `1h 30m`
+/// (what `check` prints reads back).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 250ms, 30s, 5m, 24h, 30d)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 250ms, 30s, 5m, 24h, 30d, 1h 30m)"))
 }
 
 /// Parses `512KiB`, `10MiB`, `1GiB`, `100B`, `2KB`, `3MB` or a plain number of bytes.

@@ -14,7 +14,7 @@
 //! itself, once its elements are normalised, before they are compared). With `sort`, pointers into that array name positions
 //! after sorting.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -125,157 +125,79 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
     })
 }
 
-/// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (outside the years
+/// -9999..=9999, which no parsed value reaches, the number itself).
 pub fn format_millis(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, mi, sec, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{milli:03}Z")
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => format!(
+            "{}.{:03}Z",
+            t.strftime("%Y-%m-%dT%H:%M:%S"),
+            ms.rem_euclid(1000)
+        ),
+        Err(_) => ms.to_string(),
+    }
 }
 
-/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Parses `YYYY-MM-DD`, or `YYYY-MM-DD[T ]HH:MM[:SS[.frac]][Z|±HH:MM|±HHMM]` (no offset = UTC).
-/// Anything else, including a date that does not exist (`2026-02-31`), is `None`.
-///
-/// The input is hostile (a vendor's value): it is read byte by byte and never sliced, so no
-/// input can panic.
+/// Parses a date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339 / ISO 8601 date-time with jiff:
+/// with an offset (`Z`, `+02:00`, `+0200`) it is that instant; without one it is UTC. A date
+/// that does not exist (`2026-02-31`), an offset past ±23:59 or trailing text is `None`; a leap
+/// second (`:60`) reads as `:59`, as jiff reads it.
 pub fn parse_datetime(s: &str) -> Option<SystemTime> {
-    let mut c = Cursor(s.trim().as_bytes());
-    let y = c.digits(4)?;
-    c.byte(b'-')?;
-    let mo = c.digits(2)?;
-    c.byte(b'-')?;
-    let d = c.digits(2)?;
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+    let s = s.trim();
+    // jiff also reads forms this rule does not promise (`[zone]` annotations, basic format
+    // `20260101`): the text must start as a calendar date does.
+    let b = s.as_bytes();
+    let dated = b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && !s.contains('[');
+    if !dated {
         return None;
     }
-    let mut secs = days_from_civil(y, mo, d) * 86400;
-    let mut nanos = 0u32;
-    if !c.0.is_empty() {
-        if !matches!(c.next()?, b'T' | b't' | b' ') {
-            return None;
-        }
-        let h = c.digits(2)?;
-        c.byte(b':')?;
-        let mi = c.digits(2)?;
-        let mut sec = 0;
-        if c.peek() == Some(b':') {
-            c.next();
-            sec = c.digits(2)?;
-            if c.peek() == Some(b'.') {
-                c.next();
-                let mut n = 0usize;
-                while let Some(b) = c.peek().filter(u8::is_ascii_digit) {
-                    c.next();
-                    if n < 9 {
-                        nanos = nanos * 10 + u32::from(b - b'0');
-                    }
-                    n += 1;
-                }
-                if n == 0 {
-                    return None;
-                }
-                nanos *= 10u32.pow(9 - n.min(9) as u32);
-            }
-        }
-        // 60: a leap second, as RFC 3339 allows.
-        if h > 23 || mi > 59 || sec > 60 {
-            return None;
-        }
-        secs += h * 3600 + mi * 60 + sec;
-        match c.next() {
-            None | Some(b'Z' | b'z') => {}
-            Some(sign @ (b'+' | b'-')) => {
-                let oh = c.digits(2)?;
-                if c.peek() == Some(b':') {
-                    c.next();
-                }
-                let om = c.digits(2)?;
-                if oh > 23 || om > 59 {
-                    return None;
-                }
-                let off = oh * 3600 + om * 60;
-                secs -= if sign == b'+' { off } else { -off };
-            }
-            Some(_) => return None,
-        }
-        if !c.0.is_empty() {
+    let time = s.get(10..).unwrap_or("");
+    // jiff reads offsets up to ±25:59 (as Temporal does); RFC 3339's stop at ±23:59.
+    if let Some(i) = time.rfind(['+', '-']).filter(|&i| i > 0) {
+        let hours = time.get(i + 1..i + 3).and_then(|h| h.parse::<u8>().ok());
+        if hours.is_none_or(|h| h > 23) {
             return None;
         }
     }
-    let t = if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nanos)
+    // RFC 3339 allows any number of fraction digits, jiff nine: the rest cannot matter.
+    let trimmed;
+    let s = match time.find('.') {
+        Some(dot) => {
+            let digits = time[dot + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            if digits > 9 {
+                let at = 10 + dot + 1;
+                trimmed = format!("{}{}", &s[..at + 9], &s[at + digits..]);
+                trimmed.as_str()
+            } else {
+                s
+            }
+        }
+        None => s,
     };
-    Some(t)
-}
-
-/// Reads ASCII structure from bytes without ever slicing a `str`.
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.0.first().copied()
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(SystemTime::from(t));
     }
-
-    fn next(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
+    // Without an offset: UTC. (A civil parse would accept and drop an offset jiff refused as
+    // an instant: only text without one gets here.)
+    if time.contains(['Z', 'z', '+']) || time.get(1..).is_some_and(|t| t.contains('-')) {
+        return None;
     }
-
-    fn byte(&mut self, want: u8) -> Option<()> {
-        (self.next()? == want).then_some(())
-    }
-
-    /// Exactly `n` ASCII digits.
-    fn digits(&mut self, n: usize) -> Option<i64> {
-        let mut v = 0i64;
-        for _ in 0..n {
-            let b = self.next().filter(u8::is_ascii_digit)?;
-            v = v * 10 + i64::from(b - b'0');
-        }
-        Some(v)
-    }
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let dt = s
+        .parse::<jiff::civil::DateTime>()
+        .or_else(|_| {
+            s.parse::<jiff::civil::Date>()
+                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+        })
+        .ok()?;
+    let t = dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    Some(SystemTime::from(t))
 }
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ pub struct Check {
     pub note: Option<String>,
 }
 
-/// A gate's verdict ([`crate::gate`] evaluates it; a report carries the config's).
+/// A gate's verdict (the `gate` module evaluates it; a report carries the config's).
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub phase: String,
@@ -475,10 +475,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
 /// The trend's bucket for the window (seconds): about 12 to 48 points for windows up to three
 /// days, days beyond.
 pub fn trend_bucket(f: &Filter) -> u64 {
-    let secs = f
-        .to
-        .duration_since(f.from)
-        .map_or(86_400, |d| d.as_secs());
+    let secs = f.to.duration_since(f.from).map_or(86_400, |d| d.as_secs());
     match secs {
         0..=3_600 => 300,
         3_601..=21_600 => 900,
@@ -506,7 +503,9 @@ fn account_fields(
         let list = &mut accounts[i].fields;
         if list.len() < ACCOUNT_FIELDS {
             list.push(AccountField {
-                route: RouteKey::from_route(row.route.as_deref()).label().to_owned(),
+                route: RouteKey::from_route(row.route.as_deref())
+                    .label()
+                    .to_owned(),
                 field: row.field,
                 kind: row.kind,
                 exchanges: row.exchanges,

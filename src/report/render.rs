@@ -588,7 +588,9 @@ fn gates_html(o: &mut String, gates: &[crate::report::Verdict]) {
     if gates.is_empty() {
         return;
     }
-    o.push_str("<h2>Gate</h2><table><tr><th>phase</th><th>verdict</th><th>failing criteria</th></tr>");
+    o.push_str(
+        "<h2>Gate</h2><table><tr><th>phase</th><th>verdict</th><th>failing criteria</th></tr>",
+    );
     for v in gates {
         let failing: Vec<String> = v
             .checks

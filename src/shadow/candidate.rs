@@ -201,7 +201,12 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
         if let Ok(s) = v.parse::<u64>() {
             return Some(Duration::from_secs(s));
         }
-        if let Ok(t) = humantime::parse_rfc3339_weak(v).or_else(|_| httpdate(v)) {
+        // An HTTP date (RFC 9110: IMF-fixdate, or the obsolete RFC 850 and asctime forms), or
+        // an RFC 3339 time some vendors send instead.
+        let when = httpdate::parse_http_date(v)
+            .ok()
+            .or_else(|| humantime::parse_rfc3339_weak(v).ok());
+        if let Some(t) = when {
             return Some(t.duration_since(SystemTime::now()).unwrap_or_default());
         }
     }
@@ -223,23 +228,6 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
         }
     }
     None
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(v: &str) -> Result<SystemTime, ()> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts[..] else {
-        return Err(());
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == mon)
-    .ok_or(())?
-        + 1;
-    let s = format!("{year}-{month:02}-{day:0>2}T{time}Z");
-    humantime::parse_rfc3339(&s).map_err(|_| ())
 }
 
 #[cfg(test)]

@@ -36,9 +36,8 @@ pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use outbox::{enqueue as enqueue_event, Delivery, Outbox, OutboxCounts, Subscriptions};
 pub use query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
-    FieldAccountRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
-    Spend, VersionRow,
+    FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
+    NoiseOnly, OutcomeCount, Reader, Side, Spend, VersionRow,
 };
 pub use rediffs::{record_rediffs, RediffRow};
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};

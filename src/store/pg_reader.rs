@@ -13,9 +13,8 @@ use serde_json::Value;
 use super::location::PgUrl;
 use super::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
-    FieldAccountRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
-    VersionRow,
+    FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
+    NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions, spend_sql};
 use super::{aggregate_key, StoreError};

@@ -14,9 +14,8 @@ use serde_json::Value;
 
 use super::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
-    FieldAccountRow, FieldRow, Filter,
-    GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField, NoiseOnly, OutcomeCount, Reader, Side,
-    VersionRow,
+    FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
+    NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
