@@ -22,6 +22,17 @@ pub enum Priority {
     Idle,
 }
 
+impl Priority {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Low => "low",
+            Self::Idle => "idle",
+        }
+    }
+}
+
 /// Lowers the calling thread's priority. Failure (e.g. a sandbox without the syscall) is logged
 /// and otherwise ignored: priority is an optimisation, not a correctness matter.
 pub fn lower_current_thread(p: Priority) {

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let cli = shadowdiff::cli::Cli::parse();
     let quiet = matches!(cli.command, shadowdiff::cli::Command::Demo { .. });
     let default = match cli.verbose {
+        _ if cli.quiet => "error",
         0 if quiet => "warn",
         0 => "warn,shadowdiff=info",
         1 => "info,shadowdiff=debug",

@@ -415,6 +415,16 @@ pub enum KeySource {
     Query(String),
 }
 
+impl std::fmt::Display for KeySource {
+    /// As the config writes it: `header:NAME` or `query:NAME`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header(h) => write!(f, "header:{h}"),
+            Self::Query(q) => write!(f, "query:{q}"),
+        }
+    }
+}
+
 impl KeySource {
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(h) = s.strip_prefix("header:") {
@@ -480,6 +490,8 @@ pub enum AccountsError {
 #[derive(Debug, Clone)]
 pub struct Accounts {
     pub source: KeySource,
+    /// The CSV file it was read from.
+    pub file: std::path::PathBuf,
     by_hash: HashMap<[u8; 32], Account>,
 }
 
@@ -531,7 +543,11 @@ impl Accounts {
             }
             by_hash.insert(key, Account { name, columns });
         }
-        Ok(Self { source, by_hash })
+        Ok(Self {
+            source,
+            file: path.to_path_buf(),
+            by_hash,
+        })
     }
 
     pub fn len(&self) -> usize {

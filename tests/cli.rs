@@ -58,6 +58,117 @@ path = "/unified/hris/employees"
 }
 
 #[test]
+fn check_prints_the_config_in_its_own_syntax_which_reads_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "config/examples/finch-to-unified/shadowdiff.toml";
+    let (code, first, err) = run(&["check", "--config", cfg], root);
+    assert_eq!(code, 0, "{err}");
+    // Durations as written, sizes in binary units, the gates, secrets never.
+    assert!(first.contains("drain_timeout = \"30s\""), "{first}");
+    assert!(first.contains("max_body = \"10MiB\""), "{first}");
+    assert!(
+        first.contains("[gate.\"shadow\"]\nmin_compared = 100"),
+        "{first}"
+    );
+    assert!(
+        first.contains("# authorization: set (not shown)"),
+        "{first}"
+    );
+    // The printed text is a config: checked again (from elsewhere: paths are absolute), it
+    // resolves to the same (the secret it could not show aside).
+    let again = dir.path().join("resolved.toml");
+    std::fs::write(&again, &first).unwrap();
+    let (code, second, err) = run(&["check", "--config", again.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let body = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#') && *l != "[candidate.headers]")
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(body(&first), body(&second));
+}
+
+#[test]
+fn check_reports_every_problem_at_once_and_warns_of_placeholder_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sd.toml");
+    std::fs::write(
+        &cfg,
+        r#"[legacy]
+base_url = "http://127.0.0.1:9"
+[shadow]
+sample_rate = 2.0
+[store]
+body_sample = -1.0
+[gate.canary]
+min_parity = 1.5
+[gate.canary.routes.nope]
+min_parity = 0.9
+[[routes]]
+name = "people"
+path = "/people"
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "4 problems",
+        "[shadow] sample_rate: 2 is not between 0 and 1",
+        "[store] body_sample: -1 must be between 0 and 1",
+        "[gate.canary] min_parity",
+        "nope",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // One line per problem, the cause said once.
+    assert_eq!(err.matches("sample_rate").count(), 1, "{err}");
+
+    // Invalid globs: every one, with its line, though the typed parse stops at the first.
+    std::fs::write(
+        &cfg,
+        "[diff]\nignore = [\"/ok\", \"bad\"]\nunordered = [\"also/bad\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 2: [diff] ignore") && err.contains("line 3: [diff] unordered"),
+        "{err}"
+    );
+
+    // A credential left at its placeholder default: valid, with a warning naming key and line.
+    std::fs::write(
+        &cfg,
+        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n[admin]\ntoken = \"${SD_SURELY_UNSET_TOKEN:-changeme}\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning:")
+            && err.contains("line 6: [admin] token: ${SD_SURELY_UNSET_TOKEN} is not set"),
+        "{err}"
+    );
+    assert!(!out.contains("changeme"), "the token was printed: {out}");
+    // --quiet: the same output, nothing on stderr but errors.
+    let (code, quiet_out, err) = run(
+        &["--quiet", "check", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(quiet_out, out);
+    let (code, _, err) = run(&["-q", "check", "--config", "missing.toml"], dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn invalid_config_exits_2_naming_file_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
@@ -458,7 +569,7 @@ fn map_applies_the_chain_or_says_where_the_mapping_fails() {
     // check shows each route's chain, with the account overrides.
     let (code, out, err) = run(&["check", "--config", cfg], root);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("candidate mapping: base"), "{out}");
+    assert!(out.contains("# mappings applied: base"), "{out}");
     assert!(out.contains("environment production"), "{out}");
     assert!(out.contains("for account acme"), "{out}");
     // map: the base and production levels for everyone, Acme's on top for Acme.

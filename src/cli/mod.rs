@@ -69,6 +69,17 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
 
 /// The stderr side of [`errln`] and [`err`].
 pub(crate) fn write_err(args: std::fmt::Arguments<'_>, newline: bool) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    write_err_always(args, newline);
+}
+
+/// `--quiet`: [`errln`] prints nothing (errors go through [`write_err_always`]).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes on stderr whatever `--quiet` says (the final error line).
+pub(crate) fn write_err_always(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write as _;
     let mut err = std::io::stderr().lock();
     let _ = err.write_fmt(args).and_then(|()| {
@@ -108,6 +119,10 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Nothing on stderr but errors (no progress, notes, warnings or info logs); stdout and the
+    /// exit code are the same.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -434,6 +449,7 @@ pub enum DiffFormat {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let explicit = cli.config.is_some();
     let config = cli
         .config
@@ -633,7 +649,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            errln!("error: {e:#}");
+            write_err_always(format_args!("error: {e:#}"), true);
             if e.chain()
                 .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
             {

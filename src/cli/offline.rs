@@ -126,7 +126,7 @@ pub(super) fn map_cmd(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            errln!("error: {e}");
+            super::write_err_always(format_args!("error: {e}"), true);
             Ok(ExitCode::from(1))
         }
     }

@@ -13,6 +13,9 @@ pub(super) fn serve(
         ..ov.clone()
     };
     let cfg = Config::load_or_defaults(path, explicit, &ov)?;
+    for w in &cfg.warnings {
+        tracing::warn!(config = %path.display(), "{w}");
+    }
     // A config that parses but lacks what `serve` needs is a config error too (exit 2).
     cfg.upstreams()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -19,6 +19,7 @@ use crate::translate::{Accounts, CandidateTemplate, PathPattern};
 mod lint;
 mod raw;
 mod resolve;
+mod show;
 mod values;
 
 pub use lint::placeholder_warnings;
@@ -109,6 +110,18 @@ pub enum Bodies {
     /// traffic `rediff` checks a fix against, to see that it breaks nothing that matched.
     Sampled,
     Always,
+}
+
+impl Bodies {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnDiff => "on_diff",
+            Self::Sampled => "sampled",
+            Self::Always => "always",
+        }
+    }
 }
 
 /// Caller query parameters the candidate gets by default (routes without a `query` template,

@@ -373,7 +373,9 @@ impl Config {
         };
 
         for (phase, gate) in &raw.gate {
-            if let Err(m) = check_gate(&format!("[gate.{phase}]"), gate, &routes) {
+            let mut found = Vec::new();
+            check_gate(&format!("[gate.{phase}]"), gate, &routes, &mut found);
+            for m in found {
                 note(m);
             }
         }
@@ -663,10 +665,11 @@ fn rollout(
 
 /// A gate's thresholds: shares between 0 and 1, a positive latency ratio, route overrides that
 /// name configured routes (a misspelt route would otherwise gate nothing, silently).
-fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route]) -> Result<(), String> {
+/// A gate's problems, all of them: thresholds out of range, route overrides naming no route.
+fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route], out: &mut Vec<String>) {
     if let Some(c) = gate.confidence {
         if c != 0.0 && !(0.5..1.0).contains(&c) {
-            return Err(format!(
+            out.push(format!(
                 "{table} confidence: {c} is not 0 (judge the measured ratio) or in [0.5, 1)"
             ));
         }
@@ -676,21 +679,21 @@ fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route]) -> Result
         ("max_candidate_error_rate", gate.max_candidate_error_rate),
     ] {
         if let Some(x) = v.filter(|x| !(0.0..=1.0).contains(x)) {
-            return Err(format!("{table} {key}: {x} must be between 0 and 1"));
+            out.push(format!("{table} {key}: {x} must be between 0 and 1"));
         }
     }
     if let Some(x) = gate
         .max_latency_ratio
         .filter(|x| !(*x > 0.0 && x.is_finite()))
     {
-        return Err(format!(
+        out.push(format!(
             "{table} max_latency_ratio: {x} must be a positive number"
         ));
     }
     for (name, over) in &gate.routes {
         if !routes.iter().any(|r| &r.name == name) {
             let known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-            return Err(format!(
+            out.push(format!(
                 "{table} routes.{name}: no route named {name:?} (routes: {})",
                 if known.is_empty() {
                     "none".to_owned()
@@ -699,9 +702,8 @@ fn check_gate(table: &str, gate: &super::GateConfig, routes: &[Route]) -> Result
                 }
             ));
         }
-        check_gate(&format!("{table} routes.{name}"), over, routes)?;
+        check_gate(&format!("{table} routes.{name}"), over, routes, out);
     }
-    Ok(())
 }
 
 fn glob_set(v: Vec<GlobStr>) -> GlobSet {

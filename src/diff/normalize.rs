@@ -32,6 +32,18 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// The rule's name in the config (`with = [...]`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lowercase => "lowercase",
+            Self::Trim => "trim",
+            Self::NumberFromString => "number_from_string",
+            Self::Datetime => "datetime",
+            Self::EmptyAsNull => "empty_as_null",
+            Self::Sort => "sort",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         Ok(match s {
             "lowercase" => Self::Lowercase,

@@ -52,6 +52,16 @@ pub enum UnknownAccount {
     Candidate,
 }
 
+impl UnknownAccount {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Candidate => "candidate",
+        }
+    }
+}
+
 /// One phase.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhaseDef {
