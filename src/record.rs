@@ -37,6 +37,21 @@ impl Outcome {
     pub const SKIPPED: &'static str = "skipped";
     /// The outcomes of an exchange whose two answers were compared.
     pub const COMPARED: [Self; 2] = [Self::Match, Self::Diff];
+    /// Every name [`Outcome::as_str`] gives.
+    pub const NAMES: &'static [&'static str] = &[
+        "match",
+        "diff",
+        "candidate_error",
+        "candidate_timeout",
+        "candidate_auth_error",
+        "candidate_rate_limited",
+        "legacy_error",
+        "not_json",
+        "too_large",
+        "mapping_error",
+        "internal_error",
+        Self::SKIPPED,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,6 +113,20 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason.
+    pub const ALL: [Self; 10] = [
+        Self::Overload,
+        Self::RateLimited,
+        Self::MaxRps,
+        Self::Template,
+        Self::CallerAborted,
+        Self::UnsafePath,
+        Self::Memory,
+        Self::LegacySample,
+        Self::UnknownAccount,
+        Self::QuotaReserve,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Overload => "overload",
@@ -231,6 +260,25 @@ pub enum Fallback {
 }
 
 impl Fallback {
+    /// Every name [`Fallback::as_str`] gives.
+    pub const NAMES: &'static [&'static str] = &[
+        "connection_error",
+        "timeout",
+        "deadline",
+        "server_error",
+        "rate_limited",
+        "auth_error",
+        "not_json",
+        "mapping_error",
+        "too_large",
+        "memory",
+        "not_called_paused",
+        "not_called_template",
+        "not_called_unsafe_path",
+        "not_called_unknown_account",
+        "not_called",
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConnectionError => "connection_error",
@@ -373,6 +421,31 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_lists_hold_every_name() {
+        for r in SkipReason::ALL {
+            assert!(Outcome::NAMES.contains(&Outcome::Skipped(r).as_str()));
+            assert!(Fallback::NAMES.contains(&Fallback::NotCalled(r).as_str()));
+        }
+        let distinct: std::collections::HashSet<&str> =
+            SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(distinct.len(), SkipReason::ALL.len());
+        for f in [
+            Fallback::ConnectionError,
+            Fallback::Timeout,
+            Fallback::Deadline,
+            Fallback::ServerError,
+            Fallback::RateLimited,
+            Fallback::AuthError,
+            Fallback::NotJson,
+            Fallback::MappingError,
+            Fallback::TooLarge,
+            Fallback::Memory,
+        ] {
+            assert!(Fallback::NAMES.contains(&f.as_str()), "{f:?}");
+        }
+    }
 
     #[test]
     fn outcome_names_are_the_one_spelling() {

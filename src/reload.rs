@@ -71,6 +71,7 @@ impl Reloader {
             return Err(ReloadError::StartupOnly(changed));
         }
         crate::telemetry::register_routes(loaded.routes.iter().map(|r| r.name.as_str()));
+        crate::telemetry::register_phases(loaded.rollout.phases.keys().map(String::as_str));
         let summary = describe(&loaded);
         let new_phase =
             (loaded.rollout.phase != running.rollout.phase).then(|| loaded.rollout.phase.clone());

@@ -163,8 +163,17 @@ impl Server {
     /// [`bind`](Self::bind) with start-up options.
     pub async fn bind_with(cfg: Config, opts: Options) -> Result<Self, StartError> {
         cfg.upstreams()?;
-        crate::telemetry::install();
+        // The upstream histogram's buckets reach the longest wait configured for an upstream.
+        let longest = cfg
+            .routes
+            .iter()
+            .map(|r| r.serve_deadline)
+            .chain([cfg.legacy.timeout, cfg.candidate.timeout])
+            .max()
+            .unwrap_or_default();
+        crate::telemetry::install_with(longest);
         crate::telemetry::register_routes(cfg.routes.iter().map(|r| r.name.as_str()));
+        crate::telemetry::register_phases(cfg.rollout.phases.keys().map(String::as_str));
         let cfg = Arc::new(cfg);
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)

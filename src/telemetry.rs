@@ -6,10 +6,10 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `shadowdiff_requests_total` | counter | `route`, `outcome` (the exchange outcomes of `record::Outcome`, or `not_mirrored`) |
-//! | `shadowdiff_upstream_latency_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
+//! | `shadowdiff_upstream_duration_seconds` | histogram | `upstream` (`legacy`, `candidate`), `route` |
 //! | `shadowdiff_shadow_dropped_total` | counter | `reason` (`overload`, `rate_limited`, `max_rps`, `template`, `too_large`, `caller_aborted`, `unsafe_path`, `memory`, `store_queue_full`, `store_write_failed` for noise samples) |
 //! | `shadowdiff_store_queue_depth` | gauge | |
-//! | `shadowdiff_store_write_seconds` | histogram | |
+//! | `shadowdiff_store_write_duration_seconds` | histogram | |
 //! | `shadowdiff_mapping_errors_total` | counter | `route` |
 //! | `shadowdiff_store_lost_total` | counter | |
 //! | `shadowdiff_bodies_total` | counter | `decision` (`example`, `sample`, `not_sampled`, `over_budget`, `not_eligible`) |
@@ -21,6 +21,13 @@
 //! | `shadowdiff_rollout_phase` | gauge | `phase`: 1 for the phase in force, 0 for the one it replaced |
 //! | `shadowdiff_rollout_cohort_percent` | gauge | share of accounts the phase in force serves from the candidate |
 //! | `shadowdiff_rollout_cohort_accounts` | gauge | accounts of the accounts file the phase in force serves from the candidate |
+//! | `shadowdiff_build_info` | gauge | `version` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_threads`, `process_start_time_seconds`, ... | | the process ([`metrics_process`], as Prometheus' Go client names them) |
+//!
+//! Every counter is registered at zero for each value of its labels known at start (routes and
+//! phases from the config, outcomes and reasons from their fixed sets), so a dashboard's
+//! `rate()` and an alert's ratio have a series before the first event. The upstream histogram's
+//! buckets reach the longest configured upstream timeout.
 
 use std::sync::OnceLock;
 
@@ -38,16 +45,49 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide recorder (once; later calls reuse it). `None` when another
-/// recorder was installed first.
+/// The process metrics' collector (read on each scrape).
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// [`BUCKETS`], then doubling, up to `max` seconds (the last bucket is `max` itself): a
+/// candidate that answers at its timeout lands in a bucket, not only in `+Inf`.
+pub fn buckets_to(max: f64) -> Vec<f64> {
+    let mut b = BUCKETS.to_vec();
+    let mut last = BUCKETS[BUCKETS.len() - 1];
+    while last < max && b.len() < 40 {
+        last = (last * 2.0).min(max);
+        b.push(last);
+    }
+    b
+}
+
+/// Installs the process-wide recorder with the upstream buckets reaching 10 s.
 pub fn install() -> Option<&'static PrometheusHandle> {
+    install_with(std::time::Duration::from_secs(10))
+}
+
+/// Installs the process-wide recorder (once: later calls reuse it, whatever their timeout),
+/// the upstream histogram's buckets reaching `upstream_timeout`. `None` when another recorder
+/// was installed first.
+pub fn install_with(upstream_timeout: std::time::Duration) -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
+            use metrics_exporter_prometheus::Matcher;
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("shadowdiff_upstream_duration_seconds".into()),
+                    &buckets_to(upstream_timeout.as_secs_f64()),
+                )
+                .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            let process = PROCESS.get_or_init(metrics_process::Collector::default);
+            process.describe();
+            process.collect();
             metrics::gauge!("shadowdiff_build_info", "version" => env!("CARGO_PKG_VERSION"))
                 .set(1.0);
+            register_fixed();
             // Histograms keep every sample until upkeep drains them into their buckets. Without
             // a scrape nothing else does: the soak run grew by ~0.1 MiB/s at 4,400 req/s.
             let h = handle.clone();
@@ -71,7 +111,7 @@ fn describe() {
         "Caller requests by route and outcome"
     );
     metrics::describe_histogram!(
-        "shadowdiff_upstream_latency_seconds",
+        "shadowdiff_upstream_duration_seconds",
         metrics::Unit::Seconds,
         "Time to the upstream's answer (legacy: response head; candidate: whole body)"
     );
@@ -84,7 +124,7 @@ fn describe() {
         "Exchanges waiting for the store writer"
     );
     metrics::describe_histogram!(
-        "shadowdiff_store_write_seconds",
+        "shadowdiff_store_write_duration_seconds",
         metrics::Unit::Seconds,
         "Time to write one batch to SQLite"
     );
@@ -162,6 +202,9 @@ fn describe() {
 pub fn render() -> String {
     match install() {
         Some(h) => {
+            if let Some(p) = PROCESS.get() {
+                p.collect();
+            }
             h.run_upkeep();
             h.render()
         }
@@ -181,7 +224,7 @@ pub fn not_mirrored(route: Option<&str>) {
 
 /// Legacy's latency for one request.
 pub fn legacy_latency(route: Option<&str>, ms: f64) {
-    metrics::histogram!("shadowdiff_upstream_latency_seconds", "upstream" => "legacy", "route" => route_label(route))
+    metrics::histogram!("shadowdiff_upstream_duration_seconds", "upstream" => "legacy", "route" => route_label(route))
         .record(ms / 1000.0);
 }
 
@@ -194,7 +237,7 @@ pub fn exchange(r: &Record) {
         .candidate_ms
         .filter(|_| r.candidate_status.is_some() || r.outcome == Outcome::CandidateTimeout)
     {
-        metrics::histogram!("shadowdiff_upstream_latency_seconds", "upstream" => "candidate", "route" => route.clone())
+        metrics::histogram!("shadowdiff_upstream_duration_seconds", "upstream" => "candidate", "route" => route.clone())
             .record(ms / 1000.0);
     }
     let serving = &r.meta.serving;
@@ -285,7 +328,7 @@ pub fn connection_limit_reached(listener: &'static str) {
 }
 
 pub fn store_write(seconds: f64) {
-    metrics::histogram!("shadowdiff_store_write_seconds").record(seconds);
+    metrics::histogram!("shadowdiff_store_write_duration_seconds").record(seconds);
 }
 
 /// The rollout phase in force changed (`old` is `None` at start-up).
@@ -300,9 +343,92 @@ pub fn rollout_phase(old: Option<&str>, new: &str, percent: f64, accounts: Optio
     }
 }
 
-/// Registers the per-route series at zero, so dashboards see them before the first event.
+/// The `decision` label of `shadowdiff_bodies_total` (`shadow::sample::Decision`).
+pub const BODY_DECISIONS: &[&str] = &[
+    "example",
+    "sample",
+    "not_sampled",
+    "over_budget",
+    "not_eligible",
+];
+
+/// The series whose labels come from fixed sets, at zero.
+fn register_fixed() {
+    use crate::record::{Fallback, SkipReason};
+    for reason in SkipReason::ALL.iter().map(|r| r.as_str()).chain([
+        "too_large",
+        "store_queue_full",
+        "store_write_failed",
+    ]) {
+        metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).absolute(0);
+    }
+    for reason in Fallback::NAMES {
+        metrics::counter!("shadowdiff_fallbacks_total", "reason" => *reason).absolute(0);
+    }
+    for d in BODY_DECISIONS {
+        metrics::counter!("shadowdiff_bodies_total", "decision" => *d).absolute(0);
+    }
+    for stage in ["candidate", "compare"] {
+        metrics::counter!("shadowdiff_internal_errors_total", "stage" => stage).absolute(0);
+    }
+    for listener in ["proxy", "admin"] {
+        metrics::counter!("shadowdiff_connection_limit_reached_total", "listener" => listener)
+            .absolute(0);
+        metrics::gauge!("shadowdiff_connections", "listener" => listener).set(0.0);
+    }
+    for outcome in ["delivered", "failed", "dead"] {
+        metrics::counter!("shadowdiff_webhook_deliveries_total", "outcome" => outcome).absolute(0);
+    }
+    for to in ["ok", "needs_reauth"] {
+        metrics::counter!("shadowdiff_account_health_changes_total", "to" => to).absolute(0);
+    }
+    metrics::counter!("shadowdiff_store_lost_total").absolute(0);
+    metrics::counter!("shadowdiff_legacy_secondary_calls_total").absolute(0);
+    metrics::gauge!("shadowdiff_store_queue_depth").set(0.0);
+    let _ = metrics::histogram!("shadowdiff_store_write_duration_seconds");
+}
+
+/// Registers the per-route and per-phase series at zero, so dashboards see them before the
+/// first event (again after a reload that adds routes).
 pub fn register_routes<'a>(routes: impl Iterator<Item = &'a str>) {
-    for r in routes {
-        metrics::counter!("shadowdiff_mapping_errors_total", "route" => r.to_owned()).absolute(0);
+    let outcomes = Outcome::NAMES.iter().copied().chain(["not_mirrored"]);
+    let outcomes: Vec<&'static str> = outcomes.collect();
+    let mut labels: Vec<String> = routes.map(str::to_owned).collect();
+    labels.push(crate::record::UNMATCHED.to_owned());
+    for r in labels {
+        metrics::counter!("shadowdiff_mapping_errors_total", "route" => r.clone()).absolute(0);
+        for o in &outcomes {
+            metrics::counter!("shadowdiff_requests_total", "route" => r.clone(), "outcome" => *o)
+                .absolute(0);
+        }
+        for upstream in ["legacy", "candidate"] {
+            let _ = metrics::histogram!("shadowdiff_upstream_duration_seconds", "upstream" => upstream, "route" => r.clone());
+        }
+    }
+}
+
+/// Registers the rollout's per-phase series at zero.
+pub fn register_phases<'a>(phases: impl Iterator<Item = &'a str>) {
+    for phase in phases {
+        for by in ["legacy", "candidate"] {
+            metrics::counter!("shadowdiff_served_total", "served_by" => by, "phase" => phase.to_owned())
+                .absolute(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_reach_the_timeout() {
+        assert_eq!(buckets_to(5.0), BUCKETS.to_vec());
+        let b = buckets_to(30.0);
+        assert_eq!(&b[b.len() - 2..], &[20.0, 30.0]);
+        let b = buckets_to(300.0);
+        assert_eq!(b.last(), Some(&300.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        assert!(buckets_to(f64::INFINITY).len() <= 40);
     }
 }

@@ -78,7 +78,7 @@ async fn metrics_dashboard_and_api_after_traffic() {
         Some(1.0),
         "{text}"
     );
-    let lat = "shadowdiff_upstream_latency_seconds_count";
+    let lat = "shadowdiff_upstream_duration_seconds_count";
     assert_eq!(
         sample(&text, lat, &["upstream=\"legacy\"", "route=\"people\""]),
         Some(3.0),
@@ -90,7 +90,8 @@ async fn metrics_dashboard_and_api_after_traffic() {
         "{text}"
     );
     assert!(
-        sample(&text, "shadowdiff_store_write_seconds_count", &[]).is_some_and(|n| n >= 1.0),
+        sample(&text, "shadowdiff_store_write_duration_seconds_count", &[])
+            .is_some_and(|n| n >= 1.0),
         "{text}"
     );
     assert_eq!(
@@ -105,6 +106,55 @@ async fn metrics_dashboard_and_api_after_traffic() {
             &["route=\"people\""]
         ),
         Some(0.0),
+        "{text}"
+    );
+    // Every counter is there at zero before its first event; process metrics; the upstream
+    // buckets reach the configured timeout (5 s here; `telemetry::buckets_to` past 10 s).
+    for (name, labels) in [
+        (
+            "shadowdiff_requests_total",
+            &["route=\"people\"", "outcome=\"candidate_timeout\""][..],
+        ),
+        ("shadowdiff_fallbacks_total", &["reason=\"deadline\""][..]),
+        (
+            "shadowdiff_shadow_dropped_total",
+            &["reason=\"quota_reserve\""][..],
+        ),
+        (
+            "shadowdiff_webhook_deliveries_total",
+            &["outcome=\"dead\""][..],
+        ),
+        ("shadowdiff_store_lost_total", &[][..]),
+        (
+            "shadowdiff_served_total",
+            &["served_by=\"candidate\"", "phase=\"canary\""][..],
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, name, labels),
+            Some(0.0),
+            "{name} {labels:?}: {text}"
+        );
+    }
+    assert!(
+        sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "process_cpu_seconds_total", &[]).is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "process_open_fds", &[]).is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "shadowdiff_upstream_duration_seconds_bucket",
+            &["upstream=\"candidate\"", "route=\"people\"", "le=\"10\""]
+        ),
+        Some(3.0),
         "{text}"
     );
     // Bounded labels: no raw path, account or field name.

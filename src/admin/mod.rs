@@ -839,5 +839,18 @@ mod tests {
             get(&s, "/api/exchanges/x", Some("Bearer t0k")).await,
             StatusCode::BAD_REQUEST
         );
+        // `[admin] metrics_token = false`: a scraper reads /metrics without the token; the rest
+        // still needs it.
+        let open = Arc::new(AdminState {
+            ready: AtomicBool::new(true),
+            token: Some("t0k".into()),
+            metrics_token: false,
+            ..AdminState::default()
+        });
+        assert_eq!(get(&open, "/metrics", None).await, StatusCode::OK);
+        assert_eq!(
+            get(&open, "/api/summary", None).await,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -177,6 +177,27 @@ fn now_hour() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_decision_is_registered_at_zero() {
+        for d in [
+            Decision::Example,
+            Decision::Sample,
+            Decision::NotSampled,
+            Decision::OverBudget,
+            Decision::NotEligible,
+        ] {
+            // The match is exhaustive: a new decision fails to compile here first.
+            match d {
+                Decision::Example
+                | Decision::Sample
+                | Decision::NotSampled
+                | Decision::OverBudget
+                | Decision::NotEligible => {}
+            }
+            assert!(crate::telemetry::BODY_DECISIONS.contains(&d.as_str()));
+        }
+    }
     use crate::diff::Kind;
 
     fn cfg(examples: usize, sample: f64, budget: usize) -> StoreConfig {
