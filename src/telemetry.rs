@@ -385,6 +385,7 @@ fn register_fixed() {
     metrics::counter!("shadowdiff_store_lost_total").absolute(0);
     metrics::counter!("shadowdiff_legacy_secondary_calls_total").absolute(0);
     metrics::gauge!("shadowdiff_store_queue_depth").set(0.0);
+    account_states(0, 0);
     let _ = metrics::histogram!("shadowdiff_store_write_duration_seconds");
 }
 

@@ -315,3 +315,242 @@ mod toml_table {
         }
     }
 }
+
+/// A running `serve` on loopback (defaults, both vendors unreachable) and its `/metrics` text.
+fn exported_metrics() -> String {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args([
+            "serve",
+            "--legacy",
+            "http://127.0.0.1:9",
+            "--candidate",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(&db)
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let admin = lines
+        .by_ref()
+        .take(200)
+        .map_while(Result::ok)
+        .find_map(|l| l.split("admin on http://").nth(1).map(str::to_owned))
+        .expect("serve printed its admin address");
+    let mut s = std::net::TcpStream::connect(admin.trim()).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+/// PromQL selectors of an expression: (metric, label names) for every `shadowdiff_*` or
+/// `process_*` name, with the labels of its `{...}` matcher if it has one.
+fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let b = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    let mut i = 0;
+    while i < b.len() {
+        if ident(b[i]) && (i == 0 || !ident(b[i - 1]) && b[i - 1] != b'$') {
+            let start = i;
+            while i < b.len() && ident(b[i]) {
+                i += 1;
+            }
+            let name = &expr[start..i];
+            if name.starts_with("shadowdiff_") || name.starts_with("process_") {
+                let mut labels = Vec::new();
+                if b.get(i) == Some(&b'{') {
+                    let end = expr[i..].find('}').map_or(b.len(), |e| i + e);
+                    for m in expr[i + 1..end].split(',') {
+                        let l: String = m
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        if !l.is_empty() {
+                            labels.push(l);
+                        }
+                    }
+                }
+                out.push((name.to_owned(), labels));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn json_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => json_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_exprs(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_and_alert_rules_query_only_exported_metrics() {
+    let text = exported_metrics();
+    // Each exported series: name → label names.
+    let mut exported: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (name, rest) = line.split_at(line.find(['{', ' ']).unwrap_or(line.len()));
+        let labels = exported.entry(name.to_owned()).or_default();
+        if let Some(inner) = rest.strip_prefix('{').and_then(|r| r.split('}').next()) {
+            for pair in inner.split(',') {
+                if let Some((k, _)) = pair.split_once('=') {
+                    labels.insert(k.to_owned());
+                }
+            }
+        }
+    }
+    assert!(exported.contains_key("shadowdiff_requests_total"), "{text}");
+
+    let mut exprs = Vec::new();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy().join("grafana/shadowdiff.json")).unwrap(),
+    )
+    .unwrap();
+    json_exprs(&dash, &mut exprs);
+    let dash_count = exprs.len();
+    let rules = &load(&deploy().join("prometheus/shadowdiff-alerts.yml"))[0];
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            alerts.push(rule["alert"].as_str().unwrap().to_owned());
+            exprs.push(rule["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(dash_count >= 10, "{dash_count} dashboard queries");
+    for needed in [
+        "ShadowdiffParityDrop",
+        "ShadowdiffCandidateErrorRate",
+        "ShadowdiffStoreDrops",
+        "ShadowdiffAccountsNeedReauth",
+    ] {
+        assert!(
+            alerts.iter().any(|a| a == needed),
+            "{needed} missing: {alerts:?}"
+        );
+    }
+    for e in &exprs {
+        let sel = selectors(e);
+        assert!(!sel.is_empty(), "a query without a shadowdiff metric: {e}");
+        for (name, labels) in sel {
+            let have = exported
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} is not exported (query: {e})"));
+            for l in labels {
+                assert!(have.contains(&l), "{name} has no label {l} (query: {e})");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_serve_unit_is_hardened_and_runs_commands_this_binary_takes() {
+    let path = deploy().join("shadowdiff.service");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let value = |key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("StateDirectory", "shadowdiff"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("KillSignal", "SIGTERM"),
+    ] {
+        assert_eq!(value(key), vec![want.to_owned()], "{key}");
+    }
+    // The commands parse with this binary: `check` of a config whose store is in the state
+    // directory (here a temp dir standing for it).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shadowdiff.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n[store]\npath = \"{}/shadowdiff.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    for exec in value("ExecStartPre").iter().chain(&value("ExecStart")) {
+        let args: Vec<String> = exec
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.replace("/etc/shadowdiff/shadowdiff.toml", cfg.to_str().unwrap()))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if args.contains(&"serve") {
+            // `serve --help` parses the same flags without starting.
+            let mut help = args.clone();
+            help.push("--help");
+            let (code, out) = shadowdiff(&help, dir.path(), &[]);
+            assert_eq!(code, 0, "{exec}: {out}");
+        } else {
+            let (code, out) = shadowdiff(&args, dir.path(), &[]);
+            assert_eq!(code, 0, "{exec}: {out}");
+        }
+    }
+    // Where systemd's own checker exists, the unit passes it (with this build as the binary).
+    if let Ok(v) = Command::new("systemd-analyze").arg("--version").output() {
+        if v.status.success() {
+            let unit = dir.path().join("shadowdiff.service");
+            let local = text
+                .replace(
+                    "/usr/local/bin/shadowdiff",
+                    env!("CARGO_BIN_EXE_shadowdiff"),
+                )
+                .lines()
+                .filter(|l| !l.starts_with("Documentation="))
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&unit, local).unwrap();
+            let out = Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&unit)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && err.trim().is_empty(),
+                "systemd-analyze verify: {err}"
+            );
+        }
+    }
+}

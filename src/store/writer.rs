@@ -196,6 +196,10 @@ impl Store {
     /// Opens (creating it and its folder if needed) the SQLite database and starts the writer.
     pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
         let conn = open_for_writing(path)?;
+        // The accounts' health as the store holds it, from the start (not only after a change).
+        if let Ok((ok, needs)) = super::health::sqlite_counts(&conn) {
+            crate::telemetry::account_states(ok, needs);
+        }
         Self::start(Box::new(conn), path.display().to_string(), opts)
     }
 
