@@ -10,7 +10,7 @@ use thread_priority::{
 };
 
 /// CPU priority of the background threads (`[shadow] priority`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// The same as the caller's path.

@@ -1184,3 +1184,126 @@ fn demo_serve_keeps_the_dashboard_up_until_sigterm() {
     assert_eq!(wait_exit(&mut child), 0);
     let _ = rest.join();
 }
+
+/// Checks a JSON value against the parts of a JSON Schema the generated one uses (`$ref`,
+/// `type`, `properties`, `additionalProperties`, `items`, `anyOf`, `oneOf`, `enum`, `const`):
+/// enough to catch a misspelt key or a value of the wrong type in an example config.
+fn validate(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+    at: &str,
+    errs: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/$defs/");
+        return validate(root, &root["$defs"][name], v, at, errs);
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+            let ok = alts.iter().any(|alt| {
+                let mut e = Vec::new();
+                validate(root, alt, v, at, &mut e);
+                e.is_empty()
+            });
+            if !ok {
+                errs.push(format!("{at}: matches none of {key}"));
+            }
+            return;
+        }
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        if !values.contains(v) {
+            errs.push(format!("{at}: {v} is not one of {values:?}"));
+        }
+    }
+    if let Some(c) = schema.get("const") {
+        if c != v {
+            errs.push(format!("{at}: {v} is not {c}"));
+        }
+    }
+    let type_ok = |t: &str| match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        _ => true,
+    };
+    match schema.get("type") {
+        Some(Value::String(t)) if !type_ok(t) => errs.push(format!("{at}: {v} is not a {t}")),
+        Some(Value::Array(ts)) if !ts.iter().filter_map(Value::as_str).any(type_ok) => {
+            errs.push(format!("{at}: {v} is none of {ts:?}"));
+        }
+        _ => {}
+    }
+    if let Value::Object(m) = v {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (k, x) in m {
+            let here = format!("{at}.{k}");
+            match (
+                props.and_then(|p| p.get(k)),
+                schema.get("additionalProperties"),
+            ) {
+                (Some(s), _) => validate(root, s, x, &here, errs),
+                (None, Some(Value::Bool(false))) => {
+                    errs.push(format!("{here}: not a key of the config"))
+                }
+                (None, Some(s @ Value::Object(_))) => validate(root, s, x, &here, errs),
+                _ => {}
+            }
+        }
+    }
+    if let (Value::Array(a), Some(items)) = (v, schema.get("items")) {
+        for (i, x) in a.iter().enumerate() {
+            validate(root, items, x, &format!("{at}[{i}]"), errs);
+        }
+    }
+}
+
+#[test]
+fn the_committed_json_schema_is_the_generated_one_and_the_examples_follow_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, generated, err) = run(&["schema"], root);
+    assert_eq!(code, 0, "{err}");
+    let committed = std::fs::read_to_string(root.join("config/shadowdiff.schema.json")).unwrap();
+    assert!(
+        generated == committed,
+        "config/shadowdiff.schema.json is stale: shadowdiff schema > config/shadowdiff.schema.json"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    for example in [
+        "config/shadowdiff.toml",
+        "config/examples/vendor-migration.toml",
+        "config/examples/version-upgrade.toml",
+        "config/examples/finch-to-unified/shadowdiff.toml",
+    ] {
+        let path = root.join(example);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The editors' directive (Taplo, Even Better TOML) names the schema from the file's folder.
+        let named = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("#:schema "))
+            .unwrap_or_else(|| panic!("{example}: no #:schema line first"));
+        let target = path.parent().unwrap().join(named.trim());
+        assert_eq!(
+            std::fs::canonicalize(&target).unwrap(),
+            std::fs::canonicalize(root.join("config/shadowdiff.schema.json")).unwrap(),
+            "{example}"
+        );
+        let doc: toml::Value = toml::from_str(&text).unwrap();
+        let json = serde_json::to_value(&doc).unwrap();
+        let mut errs = Vec::new();
+        validate(&schema, &schema, &json, "", &mut errs);
+        assert!(errs.is_empty(), "{example}: {errs:#?}");
+    }
+    // And the checker catches what an editor would flag.
+    let bad: serde_json::Value =
+        serde_json::json!({"shadow": {"sample_rat": 1.0, "max_rps": "fast"}});
+    let mut errs = Vec::new();
+    validate(&schema, &schema, &bad, "", &mut errs);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}

@@ -356,6 +356,9 @@ pub enum Command {
     /// Print the man page (roff), generated from these definitions
     /// (`shadowdiff man > /usr/local/share/man/man1/shadowdiff.1`).
     Man,
+    /// Print the config file's JSON Schema, generated from the config types (editors validate
+    /// and complete configs with it; `config/shadowdiff.schema.json` is this output).
+    Schema,
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
@@ -617,6 +620,10 @@ pub fn run(cli: Cli) -> ExitCode {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "shadowdiff", &mut out);
             out!("{}", String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            out!("{}", crate::config::json_schema());
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {

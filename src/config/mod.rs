@@ -84,7 +84,7 @@ pub enum ConfigError {
 }
 
 /// What a candidate 429 pauses (`[shadow] rate_limit_scope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RateLimitScope {
     /// The request's account only (every account when none is known).
@@ -94,14 +94,14 @@ pub enum RateLimitScope {
     Global,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
     Mirror,
     Skip,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Bodies {
     Never,
@@ -150,8 +150,54 @@ pub const DEFAULT_FORWARD_QUERY: &[&str] = &[
     "end_date",
 ];
 
+/// The config file's JSON Schema, generated from the types serde reads it into (so it cannot
+/// drift from what `check` accepts): `shadowdiff schema`, committed as
+/// `config/shadowdiff.schema.json` and named by the example configs' `#:schema` line.
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(raw::RawConfig);
+    schema.insert("title".into(), "shadowdiff configuration".into());
+    schema.insert(
+        "description".into(),
+        "shadowdiff's TOML config (README \"Configuration\"). Every key is optional; `shadowdiff check` prints the resolved values.".into(),
+    );
+    let mut v = schema.to_value();
+    no_null(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// TOML has no null: an optional key is one that may be left out, not one that may be null.
+/// Removes the `null` alternative schemars gives an `Option`.
+fn no_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    if let Value::Object(m) = v {
+        if m.get("default").is_some_and(Value::is_null) {
+            m.remove("default");
+        }
+        if let Some(Value::Array(types)) = m.get_mut("type") {
+            types.retain(|t| t != "null");
+            if types.len() == 1 {
+                let t = types.remove(0);
+                m.insert("type".into(), t);
+            }
+        }
+        if let Some(Value::Array(any)) = m.get_mut("anyOf") {
+            any.retain(|s| s.get("type").is_none_or(|t| t != "null"));
+            if any.len() == 1 {
+                let only = any.remove(0);
+                m.remove("anyOf");
+                if let Value::Object(o) = only {
+                    m.extend(o);
+                }
+            }
+        }
+        m.values_mut().for_each(no_null);
+    } else if let Value::Array(a) = v {
+        a.iter_mut().for_each(no_null);
+    }
+}
+
 /// Criteria to leave a rollout phase (`[gate.NAME]`); evaluated by the `gate` command.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GateConfig {
     pub min_compared: Option<u64>,

@@ -9,7 +9,7 @@ use super::values::*;
 use super::{Bodies, GateConfig, Unmatched};
 use crate::background::Priority;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
     pub(super) proxy: RawProxy,
@@ -27,7 +27,7 @@ pub(super) struct RawConfig {
     pub(super) webhooks: Vec<RawWebhook>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     pub(super) name: Str,
@@ -39,7 +39,7 @@ pub(super) struct RawWebhook {
     pub(super) timeout: Option<Dur>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawMappings {
     pub(super) dir: Option<Str>,
@@ -48,7 +48,7 @@ pub(super) struct RawMappings {
     pub(super) workers: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawProxy {
     pub(super) listen: Option<Str>,
@@ -58,7 +58,7 @@ pub(super) struct RawProxy {
     pub(super) idle_timeout: Option<Dur>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Str>,
@@ -66,7 +66,7 @@ pub(super) struct RawAdmin {
     pub(super) metrics_token: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLegacy {
     pub(super) base_url: Option<BaseUrl>,
@@ -75,7 +75,7 @@ pub(super) struct RawLegacy {
     pub(super) ca_file: Option<Str>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCandidate {
     pub(super) base_url: Option<BaseUrl>,
@@ -86,7 +86,7 @@ pub(super) struct RawCandidate {
     pub(super) forward_query: Option<Vec<Str>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAccounts {
     pub(super) key: KeySourceStr,
@@ -94,7 +94,7 @@ pub(super) struct RawAccounts {
     pub(super) reauth_after: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawShadow {
     pub(super) sample_rate: Option<f64>,
@@ -110,7 +110,7 @@ pub(super) struct RawShadow {
     pub(super) priority: Option<Priority>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDiff {
     pub(super) ignore: Vec<GlobStr>,
@@ -126,7 +126,7 @@ pub(super) struct RawDiff {
 }
 
 /// `[diff.noise]`: learning noise from a second legacy call.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawNoise {
     pub(super) secondary_sample_rate: Option<f64>,
@@ -134,14 +134,14 @@ pub(super) struct RawNoise {
 }
 
 /// One `normalize = [{ fields = [...], with = [...] }]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNormalize {
     pub(super) fields: Vec<GlobStr>,
     pub(super) with: Vec<NormStr>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStore {
     pub(super) path: Option<Str>,
@@ -161,9 +161,10 @@ pub(super) struct RawStore {
     pub(super) body_budget: Option<Size>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
+    #[schemars(with = "Str")]
     pub(super) name: toml::Spanned<Str>,
     pub(super) method: Option<MethodStr>,
     pub(super) path: PathStr,
@@ -178,7 +179,7 @@ pub(super) struct RawRoute {
     pub(super) diff: RawDiff,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRouteLegacy {
     pub(super) mapping: Option<Str>,
@@ -186,7 +187,7 @@ pub(super) struct RawRouteLegacy {
     pub(super) mapping_lang: Option<Str>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRouteCandidate {
     pub(super) method: Option<MethodStr>,
@@ -197,27 +198,30 @@ pub(super) struct RawRouteCandidate {
     pub(super) mapping_lang: Option<Str>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRollout {
+    #[schemars(with = "Option<Str>")]
     pub(super) phase: Option<toml::Spanned<Str>>,
     pub(super) salt: Option<Str>,
+    #[schemars(with = "Option<Vec<Str>>")]
     pub(super) order: Option<toml::Spanned<Vec<Str>>>,
     pub(super) pin_candidate: Vec<Str>,
     pub(super) pin_legacy: Vec<Str>,
     pub(super) follow: Option<Dur>,
+    #[schemars(with = "BTreeMap<String, RawPhase>")]
     pub(super) phases: BTreeMap<String, toml::Spanned<RawPhase>>,
     pub(super) guard: RawGuard,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPhase {
     pub(super) percent: Option<f64>,
     pub(super) legacy_sample: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawGuard {
     pub(super) auto_rollback: Option<bool>,

@@ -107,11 +107,42 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// A config string's JSON Schema: a string (with `${VAR}` expansion) described by `what`.
+fn string_schema(what: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": format!("{what} (`${{VAR}}` and `${{VAR:-default}}` expand from the environment)")
+    })
+}
+
+impl schemars::JsonSchema for Str {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Str".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        string_schema("A string")
+    }
+}
+
 macro_rules! parsed_string {
-    ($(#[$m:meta])* $name:ident($ty:ty), $parse:expr) => {
-        $(#[$m])*
+    ($(#[doc = $doc:literal])* $name:ident($ty:ty), $parse:expr) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone)]
         pub struct $name(pub $ty);
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                string_schema(concat!($($doc),*).trim())
+            }
+        }
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let Str(s) = Str::deserialize(d)?;
@@ -123,12 +154,12 @@ macro_rules! parsed_string {
 }
 
 parsed_string!(
-    /// A duration such as `30s`.
+    /// A duration: `250ms`, `30s`, `5m`, `24h`, `30d`, `1h 30m`.
     Dur(Duration),
     parse_duration
 );
 parsed_string!(
-    /// A size such as `10MiB`.
+    /// A size: `512KiB`, `10MiB`, `1GiB`, `100B`, `3MB`.
     Size(usize),
     parse_size
 );

@@ -42,7 +42,9 @@ pub const SHADOW: &str = "shadow";
 pub const BUCKETS: u32 = 10_000;
 
 /// A request of no known account, on a route that serves: which vendor answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownAccount {
     /// Always legacy (the default).
