@@ -1249,7 +1249,7 @@ fn validate(
             ) {
                 (Some(s), _) => validate(root, s, x, &here, errs),
                 (None, Some(Value::Bool(false))) => {
-                    errs.push(format!("{here}: not a key of the config"))
+                    errs.push(format!("{here}: not a key of the config"));
                 }
                 (None, Some(s @ Value::Object(_))) => validate(root, s, x, &here, errs),
                 _ => {}
