@@ -258,7 +258,7 @@ async fn the_dashboard_is_a_workbench() {
             )
             .args([&base, TOKEN, &shots.display().to_string()])
             .output()
-            .expect("node is needed for the browser walk (.ci/run installs it)")
+            .expect("node is needed for the browser walk (bash scripts/test.sh installs it)")
     })
     .await
     .unwrap();

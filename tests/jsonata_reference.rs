@@ -3,7 +3,7 @@
 //! engine (in its worker processes) and by the reference implementation, the `jsonata` npm
 //! package, must give identical documents.
 //!
-//! The package is looked for in `target/npm` (`.ci/run` installs it there); when missing, this
+//! The package is looked for in `target/npm` (`scripts/test.sh` installs it there); when missing, this
 //! test installs it with `npm install --prefix target/npm jsonata@2` (the npm registry is one of
 //! the registries this project may use).
 
@@ -38,7 +38,7 @@ fn reference_modules() -> PathBuf {
             .arg(&prefix)
             .arg("jsonata@2")
             .status()
-            .expect("npm is needed for the JSONata reference test (.ci/run installs it)");
+            .expect("npm is needed for the JSONata reference test (bash scripts/test.sh installs it)");
         assert!(status.success(), "npm install jsonata@2 failed");
     }
     modules

@@ -144,3 +144,34 @@ fn the_reports_folder_is_documented_and_its_output_ignored() {
     let lines: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines, ["*", "!.gitignore", "!README.md"]);
 }
+
+/// The README starts with the two commands a fresh machine runs; CI runs exactly the second
+/// (the test command), and it is the script that installs what the tests need.
+#[test]
+fn ci_runs_the_readmes_test_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .split("```bash\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert_eq!(block[0], "cargo run --release -- demo");
+    let test = block[1];
+    assert_eq!(test, "bash scripts/test.sh");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let last = ci
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap()
+        .trim();
+    assert_eq!(last, test, ".ci/run must end with the README's test command");
+    let script = std::fs::read_to_string(root.join("scripts/test.sh")).unwrap();
+    for installs in ["chromium", "nodejs", "postgresql", "jsonata@2", "cargo test --locked"] {
+        assert!(script.contains(installs), "scripts/test.sh: {installs}");
+    }
+}

@@ -580,7 +580,7 @@ fn report_and_gate_commands() {
 }
 
 /// The HTML report in a real browser: it loads, renders the figures, and a screenshot is kept
-/// under target/ for people to look at. CI installs Debian's chromium (see .ci/run).
+/// under target/ for people to look at. CI installs Debian's chromium (see scripts/test.sh).
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();

@@ -404,7 +404,7 @@ pub async fn get(url: &str) -> Got {
     send(Request::get(url).body(Full::default()).unwrap()).await
 }
 
-/// Loads `url` in headless Chromium (Debian's; `.ci/run` installs it): writes a screenshot to
+/// Loads `url` in headless Chromium (Debian's; `scripts/test.sh` installs it): writes a screenshot to
 /// `target/screenshots/NAME.png` (any older one removed first) and returns the page's DOM after
 /// `virtual_ms` of virtual time, so that timers such as a refresh have run.
 pub fn chromium(url: &str, name: &str, window: &str, virtual_ms: u32) -> (String, PathBuf) {
@@ -417,7 +417,7 @@ pub fn chromium(url: &str, name: &str, window: &str, virtual_ms: u32) -> (String
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
+        .expect("chromium is needed for this test: bash scripts/test.sh installs it");
     let profile = tempfile::tempdir().unwrap();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();

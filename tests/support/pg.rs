@@ -36,7 +36,7 @@ fn bin_dir() -> PathBuf {
     found.pop().unwrap_or_else(|| {
         panic!(
             "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (install Debian's \
-             `postgresql` package, as .ci/run does, or set SHADOWDIFF_PG_BIN)"
+             `postgresql` package, as scripts/test.sh does, or set SHADOWDIFF_PG_BIN)"
         )
     })
 }
