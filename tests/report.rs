@@ -512,6 +512,42 @@ fn report_and_gate_commands() {
     assert_eq!(code, 0, "{err}");
     let html = std::fs::read_to_string(dir.path().join("reports/x/parity.html")).unwrap();
     assert!(html.starts_with("<!doctype html>"));
+    // What the dashboard shows that a static page can: the config's gates and their verdicts,
+    // the examples' exchange ids, each account's differing fields, the likely fix.
+    assert!(html.contains("<h2>Gate</h2>"), "{html}");
+    assert!(
+        html.contains("<tr><td>shadow</td><td class=\"ok\"><b>may be promoted</b></td>")
+            && html.contains("<tr><td>canary</td><td class=\"bad\"><b>refused</b></td><td>min_parity (all): 0.8333 vs 0.9"),
+        "{html}"
+    );
+    assert!(html.contains("<div class=\"muted\">exchange #"), "{html}");
+    assert!(
+        html.contains("directory <code>/individuals/*/status</code> changed (2)"),
+        "{html}"
+    );
+    assert_eq!(v["accounts"][0]["fields"][0]["field"], "/individuals/*/status", "{v}");
+    assert!(v.get("gates").is_some(), "{v}");
+    // A window under a day: the trend's buckets are sized to it (15 minutes for 6 hours).
+    let (code, out, err) = run(&[
+        "report", "--config", c, "--format", "json", "--from", "2025-11-28T06:00:00Z", "--to",
+        "2025-11-28T12:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let short: Value = serde_json::from_str(&out).unwrap();
+    let dir_route = short["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "directory")
+        .unwrap();
+    assert_eq!(dir_route["trend_bucket"], "15m", "{short}");
+    let days: Vec<&str> = dir_route["trend"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["day"].as_str().unwrap())
+        .collect();
+    assert_eq!(days, ["2025-11-28T10:00Z", "2025-11-28T11:00Z"], "{short}");
     // The gate's default window (the last 24 h) holds nothing from this fixture: too few samples.
     let (code, out, _) = run(&["gate", "--config", c, "--phase", "shadow"]);
     assert_eq!(code, 1, "{out}");
