@@ -1307,3 +1307,47 @@ fn the_committed_json_schema_is_the_generated_one_and_the_examples_follow_it() {
     validate(&schema, &schema, &bad, "", &mut errs);
     assert_eq!(errs.len(), 2, "{errs:?}");
 }
+
+/// Every argument of every command says what it is for, and no help text, man page or user
+/// document points at a document outside this repository.
+#[test]
+fn every_argument_has_help_and_nothing_points_outside_the_repository() {
+    use clap::CommandFactory as _;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id != "help" && id != "version" && a.get_help().is_none() && !a.is_hide_set() {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && !sub.is_hide_set() {
+                missing.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&shadowdiff::cli::Cli::command(), "shadowdiff", &mut missing);
+    assert!(missing.is_empty(), "arguments without help: {missing:?}");
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (_, man, _) = run(&["man"], root);
+    let (_, help, _) = run(&["--help"], root);
+    let mut texts = vec![("man page".to_owned(), man), ("--help".to_owned(), help)];
+    for doc in [
+        "README.md",
+        "reports/README.md",
+        "config/shadowdiff.toml",
+        "config/examples/vendor-migration.toml",
+        "config/examples/version-upgrade.toml",
+        "config/examples/finch-to-unified/shadowdiff.toml",
+    ] {
+        texts.push((doc.to_owned(), std::fs::read_to_string(root.join(doc)).unwrap()));
+    }
+    for (name, text) in texts {
+        for outside in ["../shared", "SPEC §", "SPEC.md", "DEPENDENCIES.md"] {
+            assert!(!text.contains(outside), "{name} refers to {outside}");
+        }
+    }
+}
