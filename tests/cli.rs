@@ -1343,7 +1343,10 @@ fn every_argument_has_help_and_nothing_points_outside_the_repository() {
         "config/examples/version-upgrade.toml",
         "config/examples/finch-to-unified/shadowdiff.toml",
     ] {
-        texts.push((doc.to_owned(), std::fs::read_to_string(root.join(doc)).unwrap()));
+        texts.push((
+            doc.to_owned(),
+            std::fs::read_to_string(root.join(doc)).unwrap(),
+        ));
     }
     for (name, text) in texts {
         for outside in ["../shared", "SPEC §", "SPEC.md", "DEPENDENCIES.md"] {

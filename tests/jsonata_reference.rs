@@ -38,7 +38,9 @@ fn reference_modules() -> PathBuf {
             .arg(&prefix)
             .arg("jsonata@2")
             .status()
-            .expect("npm is needed for the JSONata reference test (bash scripts/test.sh installs it)");
+            .expect(
+                "npm is needed for the JSONata reference test (bash scripts/test.sh installs it)",
+            );
         assert!(status.success(), "npm install jsonata@2 failed");
     }
     modules

@@ -169,9 +169,18 @@ fn ci_runs_the_readmes_test_command() {
         .find(|l| !l.trim().is_empty())
         .unwrap()
         .trim();
-    assert_eq!(last, test, ".ci/run must end with the README's test command");
+    assert_eq!(
+        last, test,
+        ".ci/run must end with the README's test command"
+    );
     let script = std::fs::read_to_string(root.join("scripts/test.sh")).unwrap();
-    for installs in ["chromium", "nodejs", "postgresql", "jsonata@2", "cargo test --locked"] {
+    for installs in [
+        "chromium",
+        "nodejs",
+        "postgresql",
+        "jsonata@2",
+        "cargo test --locked",
+    ] {
         assert!(script.contains(installs), "scripts/test.sh: {installs}");
     }
 }

@@ -525,11 +525,21 @@ fn report_and_gate_commands() {
         html.contains("directory <code>/individuals/*/status</code> changed (2)"),
         "{html}"
     );
-    assert_eq!(v["accounts"][0]["fields"][0]["field"], "/individuals/*/status", "{v}");
+    assert_eq!(
+        v["accounts"][0]["fields"][0]["field"], "/individuals/*/status",
+        "{v}"
+    );
     assert!(v.get("gates").is_some(), "{v}");
     // A window under a day: the trend's buckets are sized to it (15 minutes for 6 hours).
     let (code, out, err) = run(&[
-        "report", "--config", c, "--format", "json", "--from", "2025-11-28T06:00:00Z", "--to",
+        "report",
+        "--config",
+        c,
+        "--format",
+        "json",
+        "--from",
+        "2025-11-28T06:00:00Z",
+        "--to",
         "2025-11-28T12:00:00Z",
     ]);
     assert_eq!(code, 0, "{err}");

@@ -619,12 +619,30 @@ fn the_same_exchanges_give_the_same_report_and_gate_on_both_backends() {
         }
         assert_eq!(rows.as_array().unwrap().len(), 1, "{name}: {after}");
         let summary = rediff["summary"].clone();
+        // A day's window: the trend in hours, with the same bucket labels on both engines.
+        let (_, day, err) = run(&[
+            "--config", "sd.toml", "report", "--db", &db, "--since", "24h", "--format", "json",
+        ]);
+        let day: serde_json::Value = serde_json::from_str(&day).unwrap_or_else(|_| panic!("{err}"));
+        let hourly: Vec<serde_json::Value> = day["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r["route"], r["trend_bucket"], r["trend"]]))
+            .collect();
+        assert!(
+            hourly
+                .iter()
+                .all(|h| h[1] == "1h"
+                    && h[2][0]["day"].as_str().is_some_and(|d| d.ends_with(":00Z"))),
+            "{name}: {hourly:?}"
+        );
         outputs.push((
             name,
             report,
             gcode,
             gate,
-            (exchange, classes, summary, rows),
+            (exchange, classes, summary, rows, hourly),
         ));
     }
     let (a, b) = (&outputs[0], &outputs[1]);

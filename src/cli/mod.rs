@@ -193,7 +193,9 @@ pub enum Command {
     Check,
     /// Apply a route's candidate mapping chain to a file and print the result.
     Map {
+        /// The candidate's JSON document, as it came (the chain is applied to it).
         input: PathBuf,
+        /// The route whose mapping chain to apply.
         #[arg(long)]
         route: String,
         /// Apply this account's override too.
@@ -208,8 +210,11 @@ pub enum Command {
     MappingWorker,
     /// Compare two JSON files with the same engine and rules as the proxy.
     Diff {
+        /// Legacy's JSON document.
         #[arg(required_unless_present = "exchange")]
         legacy: Option<PathBuf>,
+        /// The candidate's JSON document (as the mapping would give it: no mapping is applied
+        /// without --route).
         #[arg(required_unless_present = "exchange")]
         candidate: Option<PathBuf>,
         /// Instead of two files: every difference of this recorded exchange, recomputed from its
@@ -219,6 +224,8 @@ pub enum Command {
         /// Use this route's rules (default: the global [diff] rules).
         #[arg(long)]
         route: Option<String>,
+        /// text: one line per difference; json: the differences as objects; patch: an RFC 6902
+        /// JSON Patch from legacy to candidate.
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
         /// With --route: apply this account's mapping override.
@@ -265,11 +272,13 @@ pub enum Command {
     },
     /// Check the thresholds of [gate.PHASE]: exit 0 pass, 1 fail.
     Gate {
+        /// The [gate.PHASE] table to check.
         #[arg(long)]
         phase: String,
         /// Window ending now [default: 24h].
         #[arg(long, value_parser = config::parse_duration)]
         since: Option<std::time::Duration>,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
         /// SQLite file, or a postgres:// URL (overrides [store] path).
@@ -310,6 +319,7 @@ pub enum Command {
         /// mappings the config names, as they are on disk now.
         #[arg(long)]
         mappings: Option<PathBuf>,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
         /// Keep the result in the store as a new mapping version (table rediffs; reports list it).
@@ -329,6 +339,7 @@ pub enum Command {
         /// Window ending now [default: 24h].
         #[arg(long, value_parser = config::parse_duration)]
         since: Option<std::time::Duration>,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
         /// Write the route's mapping with every checked change to DIR/<route>.jsonata (or .jq),
@@ -382,6 +393,7 @@ pub enum WebhookAction {
 pub enum RolloutAction {
     /// The phase in force (the store's latest change, else the config's) and the changes.
     Status {
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
     },
@@ -402,6 +414,7 @@ pub enum RolloutAction {
         /// Window of the gate, ending now [default: 24h].
         #[arg(long, value_parser = config::parse_duration)]
         since: Option<std::time::Duration>,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
         /// Who, for the record [default: $USER].

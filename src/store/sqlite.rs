@@ -348,9 +348,11 @@ impl Reader for Connection {
 
     fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
         let (cond, params) = where_clause(f);
-        // A day is a prefix of the text (cheap per row); a shorter bucket is computed.
+        // A day or an hour is a prefix of the text (cheap per row); a shorter bucket is computed.
         let bucket = if bucket_secs >= 86_400 {
             "substr(e.started_at, 1, 10)".to_owned()
+        } else if bucket_secs == 3_600 {
+            "substr(e.started_at, 1, 13) || ':00Z'".to_owned()
         } else {
             let w = bucket_secs.max(1);
             format!(
