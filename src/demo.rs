@@ -485,12 +485,7 @@ pub async fn run(
             match crate::rollout_control::decide_promotion(&*store, &cfg, "shadow", window) {
                 Ok((next, _)) => format!("rollout promote: shadow → {next} (the gate passed)"),
                 Err(crate::rollout_control::PromoteError::Refused(v)) => {
-                    let failing: Vec<&str> = v
-                        .checks
-                        .iter()
-                        .filter(|c| !c.pass)
-                        .map(|c| c.criterion.as_str())
-                        .collect();
+                    let failing = v.failing_names();
                     format!(
                         "rollout promote: refused, the gate of shadow fails ({})",
                         failing.join(", ")

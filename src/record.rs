@@ -464,23 +464,7 @@ mod tests {
             Outcome::Skipped(SkipReason::Memory),
         ];
         let names: Vec<&str> = all.iter().map(|o| o.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "match",
-                "diff",
-                "candidate_error",
-                "candidate_timeout",
-                "candidate_auth_error",
-                "candidate_rate_limited",
-                "legacy_error",
-                "not_json",
-                "too_large",
-                "mapping_error",
-                "internal_error",
-                "skipped",
-            ]
-        );
+        assert_eq!(names, Outcome::NAMES);
         let compared: Vec<&str> = names
             .iter()
             .copied()

@@ -22,6 +22,10 @@ token = "{TOKEN}"
 [accounts]
 key = "header:authorization"
 file = "{}"
+[store]
+path = "store/shadowdiff.db"
+# Every differing exchange's bodies: the walk opens whichever example is newest.
+body_sample = 1.0
 [gate.shadow]
 min_parity = 0.99
 [gate.canary]

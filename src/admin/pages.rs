@@ -198,9 +198,7 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
             o.push_str("<h2>Gates</h2><table id=\"gates\"><tr><th>phase</th><th>verdict over the window</th><th>failing criteria</th></tr>");
             for g in &gates {
                 let failing: Vec<String> = g
-                    .checks
-                    .iter()
-                    .filter(|c| !c.pass)
+                    .failing()
                     .map(|c| {
                         format!(
                             "{} ({}): {} vs {}",

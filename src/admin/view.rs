@@ -12,20 +12,7 @@ use crate::record::RouteKey;
 pub const WINDOWS: [&str; 6] = ["15m", "1h", "6h", "24h", "7d", "30d"];
 
 /// Outcomes offered by the filter form.
-pub const OUTCOMES: [&str; 12] = [
-    "match",
-    "diff",
-    "candidate_error",
-    "candidate_timeout",
-    "candidate_auth_error",
-    "candidate_rate_limited",
-    "legacy_error",
-    "not_json",
-    "too_large",
-    "mapping_error",
-    "internal_error",
-    "skipped",
-];
+pub const OUTCOMES: &[&str] = crate::record::Outcome::NAMES;
 
 /// Classes of a differing field.
 pub const CLASSES: [&str; 3] = ["systematic", "sporadic", "noise"];

@@ -194,9 +194,7 @@ pub(super) fn promote(
                 GateFormat::Text => {
                     out!("{}", gate::text(&verdict));
                     let failing: Vec<String> = verdict
-                        .checks
-                        .iter()
-                        .filter(|c| !c.pass)
+                        .failing()
                         .map(|c| format!("{} ({})", c.criterion, c.scope))
                         .collect();
                     outln!(

@@ -163,7 +163,7 @@ pub(super) fn gate_cmd(
     // A failed gate run is an event for the endpoints that want it (`gate.failed`): queued in
     // the store, delivered by the running instances.
     if !v.pass && !cfg.webhooks.is_empty() {
-        let failing: Vec<&gate::Check> = v.checks.iter().filter(|c| !c.pass).collect();
+        let failing: Vec<&gate::Check> = v.failing().collect();
         let data = json!({"phase": v.phase, "window": v.window, "failing": failing});
         if let Err(e) = store::enqueue_event(
             &location,

@@ -240,6 +240,18 @@ pub struct Verdict {
     pub checks: Vec<Check>,
 }
 
+impl Verdict {
+    /// The criteria that failed.
+    pub fn failing(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.pass)
+    }
+
+    /// The names of the criteria that failed.
+    pub fn failing_names(&self) -> Vec<&str> {
+        self.failing().map(|c| c.criterion.as_str()).collect()
+    }
+}
+
 /// The whole report: totals, per route (with fields, noise, mapping versions, trend), per
 /// account, and the accounts that need re-auth (README "Reports and the rollout gate").
 #[derive(Debug, Clone, Serialize)]

@@ -69,12 +69,7 @@ pub fn markdown(r: &Report) -> String {
         outcomes_line(t)
     );
     for v in &r.gates {
-        let failing: Vec<&str> = v
-            .checks
-            .iter()
-            .filter(|c| !c.pass)
-            .map(|c| c.criterion.as_str())
-            .collect();
+        let failing = v.failing_names();
         let _ = writeln!(
             o,
             "- gate `{}`: {}{}",
@@ -593,9 +588,7 @@ fn gates_html(o: &mut String, gates: &[crate::report::Verdict]) {
     );
     for v in gates {
         let failing: Vec<String> = v
-            .checks
-            .iter()
-            .filter(|c| !c.pass)
+            .failing()
             .map(|c| {
                 format!(
                     "{} ({}): {} vs {}{}",

@@ -16,7 +16,9 @@ use super::query::{
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::sqlite::{cohort_sql, compared_sql, matched_sql, push_conditions, spend_sql};
+use super::sqlite::{
+    cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, spend_sql,
+};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
 
@@ -69,17 +71,8 @@ fn boxed(v: String) -> Param {
 fn where_clause(f: &Filter) -> (String, Params) {
     let mut sql = String::from("e.started_at >= $1 AND e.started_at < $2");
     let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
-    push_conditions(
-        &mut sql,
-        &mut params,
-        PG,
-        "e",
-        f.route.as_ref(),
-        &[
-            ("account", f.account.as_ref()),
-            ("mapping_version", f.mapping_version.as_ref()),
-        ],
-    );
+    push_conditions(&mut sql, &mut params, PG, "e", f.route.as_ref(), &[]);
+    push_account_version(&mut sql, &mut params, PG, "e", f);
     (sql, params)
 }
 
@@ -274,17 +267,7 @@ impl Reader for PgReader {
             join.push_str(
                 " JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at",
             );
-            push_conditions(
-                &mut join,
-                &mut params,
-                PG,
-                "e",
-                None,
-                &[
-                    ("account", f.account.as_ref()),
-                    ("mapping_version", f.mapping_version.as_ref()),
-                ],
-            );
+            push_account_version(&mut join, &mut params, PG, "e", f);
         }
         let rows = self.query(
             &format!(
@@ -429,17 +412,7 @@ impl Reader for PgReader {
         let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
         let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
         push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
-        push_conditions(
-            &mut cond,
-            &mut params,
-            PG,
-            "e",
-            None,
-            &[
-                ("account", f.account.as_ref()),
-                ("mapping_version", f.mapping_version.as_ref()),
-            ],
-        );
+        push_account_version(&mut cond, &mut params, PG, "e", f);
         if let Some(field) = field {
             params.push(Box::new(field.to_owned()));
             cond.push_str(&format!(" AND x.field = ${}", params.len()));
@@ -447,7 +420,8 @@ impl Reader for PgReader {
         let rows = self.query(
             &format!(
                 "SELECT e.account, x.route, x.field, x.kind, count(*), {}, {}
-                 FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id
+                 FROM diff_fields x
+                 JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at
                  WHERE {cond} GROUP BY e.account, x.route, x.field, x.kind
                  ORDER BY count(*) DESC, e.account, x.route, x.field, x.kind",
                 ts("min(x.started_at)"),

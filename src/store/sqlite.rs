@@ -69,6 +69,27 @@ pub(super) fn push_conditions<P>(
     }
 }
 
+/// The filter's account and mapping version, on the exchanges table aliased `alias`.
+pub(super) fn push_account_version<P>(
+    sql: &mut String,
+    params: &mut Vec<P>,
+    dialect: (char, fn(String) -> P),
+    alias: &str,
+    f: &Filter,
+) {
+    push_conditions(
+        sql,
+        params,
+        dialect,
+        alias,
+        None,
+        &[
+            ("account", f.account.as_ref()),
+            ("mapping_version", f.mapping_version.as_ref()),
+        ],
+    );
+}
+
 /// Candidate calls made by shadow traffic (a candidate time recorded, not served to the caller)
 /// and exchanges held back for a quota, under `cond` (standard SQL, both engines).
 pub(super) fn spend_sql(cond: &str) -> String {
@@ -89,17 +110,8 @@ const SQLITE: (char, fn(String) -> Sql) = ('?', Sql::Text);
 fn where_clause(f: &Filter) -> (String, Vec<Sql>) {
     let mut sql = String::from("e.started_at >= ?1 AND e.started_at < ?2");
     let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
-    push_conditions(
-        &mut sql,
-        &mut params,
-        SQLITE,
-        "e",
-        f.route.as_ref(),
-        &[
-            ("account", f.account.as_ref()),
-            ("mapping_version", f.mapping_version.as_ref()),
-        ],
-    );
+    push_conditions(&mut sql, &mut params, SQLITE, "e", f.route.as_ref(), &[]);
+    push_account_version(&mut sql, &mut params, SQLITE, "e", f);
     (sql, params)
 }
 
@@ -278,17 +290,7 @@ impl Reader for Connection {
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
             join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
-            push_conditions(
-                &mut join,
-                &mut params,
-                SQLITE,
-                "e",
-                None,
-                &[
-                    ("account", f.account.as_ref()),
-                    ("mapping_version", f.mapping_version.as_ref()),
-                ],
-            );
+            push_account_version(&mut join, &mut params, SQLITE, "e", f);
         }
         let mut q = self.prepare(&format!(
             "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
@@ -424,17 +426,7 @@ impl Reader for Connection {
         let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
         let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
         push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
-        push_conditions(
-            &mut cond,
-            &mut params,
-            SQLITE,
-            "e",
-            None,
-            &[
-                ("account", f.account.as_ref()),
-                ("mapping_version", f.mapping_version.as_ref()),
-            ],
-        );
+        push_account_version(&mut cond, &mut params, SQLITE, "e", f);
         if let Some(field) = field {
             params.push(field.to_owned().into());
             cond.push_str(&format!(" AND x.field = ?{}", params.len()));
