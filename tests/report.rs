@@ -644,3 +644,30 @@ fn the_html_report_renders_in_headless_chromium() {
         "rendered DOM lacks the figures"
     );
 }
+
+/// Each account's differing fields over the window's latest N exchanges when it has more: the
+/// cut is by exchange id (ids grow with time), so the newest differences are the ones counted.
+#[test]
+fn account_fields_can_be_counted_over_the_latest_exchanges() {
+    use shadowdiff::store::Reader as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path());
+    let conn = shadowdiff::store::open(&db).unwrap();
+    let count = |latest: usize, field: &str| -> u64 {
+        conn.field_accounts(&filter(), None, latest)
+            .unwrap()
+            .iter()
+            .filter(|r| r.field == field && r.account.as_deref() == Some("acme"))
+            .map(|r| r.exchanges)
+            .sum()
+    };
+    // The whole window: both differing exchanges (ids 8 and 9) differ at status.
+    assert_eq!(count(0, "/individuals/*/status"), 2);
+    assert_eq!(count(1000, "/individuals/*/status"), 2);
+    // The latest 8 of the window's 15 exchanges start at id 8: both; the latest 7 only id 9.
+    assert_eq!(count(8, "/individuals/*/status"), 2);
+    assert_eq!(count(7, "/individuals/*/status"), 1);
+    assert_eq!(count(7, "/individuals/*/name"), 1);
+    // The latest 6 hold no difference.
+    assert!(conn.field_accounts(&filter(), None, 6).unwrap().is_empty());
+}

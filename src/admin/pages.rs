@@ -515,7 +515,7 @@ pub(super) fn field_page(
             o.push_str("<tr><td colspan=\"6\" class=\"muted\">This field did not differ in the window (with these filters).</td></tr>");
         }
         o.push_str("</table>");
-        let accounts = store.field_accounts(&f, Some(field))?;
+        let accounts = store.field_accounts(&f, Some(field), report::ACCOUNT_FIELDS_OVER)?;
         o.push_str("<h2>Accounts</h2><table id=\"accounts\"><tr><th>account</th><th>kind</th><th class=\"num\">exchanges</th><th>first seen</th><th>last seen</th></tr>");
         for a in &accounts {
             let name = a.account.as_deref().unwrap_or("(no account)");

@@ -202,6 +202,12 @@ pub struct AccountReport {
 /// Differing fields listed per account at most.
 pub const ACCOUNT_FIELDS: usize = 10;
 
+/// Each account's differing fields are counted over the window's latest this many exchanges at
+/// most (the whole window when it has fewer): the per-account breakdown joins every difference row
+/// to its exchange, 9 s over 1M exchanges; bounded, it costs a fraction of a second
+/// (BENCHMARKS.md §3). [`Report::account_fields_over`] says when it applied.
+pub const ACCOUNT_FIELDS_OVER: usize = 50_000;
+
 /// One differing field of one account.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountField {
@@ -276,6 +282,10 @@ pub struct Report {
     /// Mapping versions judged on recorded traffic (`rediff --record`) in the window: not live
     /// traffic, listed apart from the routes' own versions.
     pub rediffs: Vec<crate::store::RediffRow>,
+    /// The exchanges each account's `fields` were counted over: the window's latest ones when it
+    /// has more than [`ACCOUNT_FIELDS_OVER`] (`None`: the whole window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_fields_over: Option<u64>,
     /// The verdicts of the config's gates over the window (`report` with a config that has
     /// `[gate.PHASE]` tables), in the rollout's order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -442,6 +452,8 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
             fields: Vec::new(),
         })
         .collect();
+    let account_fields_over =
+        (totals.exchanges > ACCOUNT_FIELDS_OVER as u64).then_some(ACCOUNT_FIELDS_OVER as u64);
     if opts.details && !accounts.is_empty() {
         account_fields(store, f, &mut accounts)?;
     }
@@ -480,6 +492,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         shadow_spend: store.shadow_spend(f)?,
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,
+        account_fields_over,
         gates: Vec::new(),
     })
 }
@@ -508,7 +521,7 @@ fn account_fields(
         .map(|(i, a)| (a.account.clone(), i))
         .collect();
     // Rows come most exchanges first.
-    for row in store.field_accounts(f, None)? {
+    for row in store.field_accounts(f, None, ACCOUNT_FIELDS_OVER)? {
         let Some(&i) = row.account.as_ref().and_then(|a| index.get(a)) else {
             continue;
         };

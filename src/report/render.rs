@@ -545,6 +545,12 @@ pub fn html(r: &Report) -> String {
     if r.accounts.is_empty() {
         o.push_str("<p class=\"muted\">No exchange was attributed to an account (see <code>[accounts]</code>).</p>");
     } else {
+        if let Some(n) = r.account_fields_over {
+            let _ = write!(
+                o,
+                "<p class=\"muted\">Each account's differing fields are counted over the window's latest {n} exchanges.</p>"
+            );
+        }
         o.push_str("<table><tr><th>account</th><th class=\"num\">parity</th><th class=\"num\">compared</th><th class=\"num\">exchanges</th><th>outcomes</th><th>differing fields (exchanges)</th></tr>");
         for a in &r.accounts {
             let fields: Vec<String> = a

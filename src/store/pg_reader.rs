@@ -408,9 +408,25 @@ impl Reader for PgReader {
         &self,
         f: &Filter,
         field: Option<&str>,
+        latest: usize,
     ) -> Result<Vec<FieldAccountRow>, StoreError> {
         let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
         let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
+        if latest > 0 {
+            let rows = self.query(
+                "SELECT id FROM exchanges WHERE started_at >= $1 AND started_at < $2
+                 ORDER BY id DESC LIMIT 1 OFFSET $3",
+                &vec![
+                    Box::new(f.from),
+                    Box::new(f.to),
+                    Box::new(latest as i64 - 1),
+                ],
+            )?;
+            if let Some(r) = rows.first() {
+                params.push(Box::new(r.get::<_, i64>(0)));
+                cond.push_str(&format!(" AND x.exchange_id >= ${}", params.len()));
+            }
+        }
         push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
         push_account_version(&mut cond, &mut params, PG, "e", f);
         if let Some(field) = field {

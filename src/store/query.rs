@@ -278,11 +278,13 @@ pub trait Reader {
     fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError>;
 
     /// Differing exchanges per (account, route, field pattern, kind) in the window; one field
-    /// pattern's only with `field`.
+    /// pattern's only with `field`; over the window's latest `latest` exchanges only when it has
+    /// more (`0`: all; a join per difference row costs ~9 s over 1M exchanges and 3.3M rows).
     fn field_accounts(
         &self,
         f: &Filter,
         field: Option<&str>,
+        latest: usize,
     ) -> Result<Vec<FieldAccountRow>, StoreError>;
 
     /// Fields learned as noise on a route (differed at least `min_count` times), most frequent

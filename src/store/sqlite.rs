@@ -422,9 +422,26 @@ impl Reader for Connection {
         &self,
         f: &Filter,
         field: Option<&str>,
+        latest: usize,
     ) -> Result<Vec<FieldAccountRow>, StoreError> {
         let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
         let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+        if latest > 0 {
+            // The id the window's latest `latest` exchanges start at, read backwards off the
+            // table's own order (ids grow with time).
+            let cutoff: Option<i64> = self
+                .query_row(
+                    "SELECT id FROM exchanges NOT INDEXED WHERE started_at >= ?1 AND started_at < ?2
+                     ORDER BY id DESC LIMIT 1 OFFSET ?3",
+                    params![rfc3339(f.from), rfc3339(f.to), latest as i64 - 1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = cutoff {
+                params.push(id.into());
+                cond.push_str(&format!(" AND x.exchange_id >= ?{}", params.len()));
+            }
+        }
         push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
         push_account_version(&mut cond, &mut params, SQLITE, "e", f);
         if let Some(field) = field {
