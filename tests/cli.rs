@@ -1131,21 +1131,33 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         "{man}"
     );
     assert!(man.contains("rediff") && man.contains("suggest"), "{man}");
-    // A closed pipe ends it quietly.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .arg("man")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A closed pipe ends it quietly (`man | head -1`, `check | head -1`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        &["man"][..],
+        &[
+            "check",
+            "--config",
+            "config/examples/finch-to-unified/shadowdiff.toml",
+        ][..],
+        &["schema"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(args)
+            .current_dir(root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
