@@ -47,13 +47,7 @@ pub fn signature(secret: &str, t: u64, body: &str) -> String {
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The delay before attempt `attempts + 1` (after `attempts` failures), with jitter.
@@ -221,12 +215,7 @@ mod tests {
         // The primitive against RFC 4231's test case 2.
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = hex::encode(mac.finalize().into_bytes());
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -235,12 +224,7 @@ mod tests {
         let s = signature("Jefe", 1_700_000_000, "{}");
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"1700000000.{}");
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex::encode(mac.finalize().into_bytes());
         assert_eq!(s, format!("t=1700000000,v1={want}"));
         assert_ne!(s, signature("Jeff", 1_700_000_000, "{}"));
     }

@@ -537,7 +537,13 @@ async fn blocking(
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => json_value_status(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            // What the caller asked for is wrong (a window that is no duration, a route that
+            // does not exist): 400; the store failing: 500.
+            if matches!(e, AdminError::BadParameter(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
             &json!({"error": e.to_string()}),
         ),
         Err(e) => json_value_status(

@@ -537,7 +537,6 @@ pub(super) fn field_page(
                 outcome: v.outcome.clone(),
                 field: Some(field.to_owned()),
                 limit: LISTED,
-                ..ExchangeQuery::default()
             },
         )?;
         o.push_str("<h2>Examples <span class=\"muted\">newest first</span></h2><table id=\"examples\"><tr><th>exchange</th><th>account</th><th>at</th><th>pointer</th><th class=\"legacy\">legacy</th><th class=\"candidate\">candidate</th></tr>");

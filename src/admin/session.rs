@@ -45,11 +45,7 @@ pub(super) fn secret_eq(presented: &[u8], expected: &[u8]) -> bool {
 fn mac(token: &str, expires: u64) -> String {
     let mut m = Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
     m.update(format!("shadowdiff-session:{expires}").as_bytes());
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(m.finalize().into_bytes())
 }
 
 /// A session cookie's value valid until `now + LIFETIME`.

@@ -70,6 +70,18 @@ fn signals(batch: &[Box<Record>]) -> BTreeMap<&str, Vec<(String, Signal)>> {
     out
 }
 
+/// Moves a row to `to` at `at`, recording the change.
+fn enter(r: &mut AccountHealth, to: &str, at: String, changes: &mut Vec<HealthChange>) {
+    changes.push(HealthChange {
+        account: r.account.clone(),
+        from: std::mem::replace(&mut r.state, to.to_owned()),
+        to: to.to_owned(),
+        at: at.clone(),
+        last_error: r.last_error.clone(),
+    });
+    r.since = at;
+}
+
 /// Applies an account's signals to its row (`None`: no row yet); the row to write (`None`:
 /// nothing to write) and the changes of state.
 fn apply(
@@ -94,15 +106,7 @@ fn apply(
                 r.last_error = reason;
                 dirty = true;
                 if r.state == OK && r.consecutive >= reauth_after.max(1) {
-                    changes.push(HealthChange {
-                        account: account.to_owned(),
-                        from: OK.into(),
-                        to: NEEDS_REAUTH.into(),
-                        at: at.clone(),
-                        last_error: r.last_error.clone(),
-                    });
-                    r.state = NEEDS_REAUTH.into();
-                    r.since = at;
+                    enter(r, NEEDS_REAUTH, at, &mut changes);
                 }
             }
             Signal::Success => {
@@ -112,15 +116,7 @@ fn apply(
                     dirty = true;
                 }
                 if r.state == NEEDS_REAUTH {
-                    changes.push(HealthChange {
-                        account: account.to_owned(),
-                        from: NEEDS_REAUTH.into(),
-                        to: OK.into(),
-                        at: at.clone(),
-                        last_error: r.last_error.clone(),
-                    });
-                    r.state = OK.into();
-                    r.since = at;
+                    enter(r, OK, at, &mut changes);
                 }
             }
         }

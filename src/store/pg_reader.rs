@@ -17,7 +17,8 @@ use super::query::{
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
 use super::sqlite::{
-    cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, spend_sql,
+    cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, push_differed_at,
+    spend_sql,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
@@ -380,18 +381,8 @@ impl Reader for PgReader {
             None,
             &[("outcome", q.outcome.as_ref())],
         );
-        if let Some(before) = q.before {
-            params.push(Box::new(before));
-            cond.push_str(&format!(" AND e.id < ${}", params.len()));
-        }
         if let Some(field) = &q.field {
-            let mut sub = String::from("x.started_at >= $1 AND x.started_at < $2");
-            push_conditions(&mut sub, &mut params, PG, "x", f.route.as_ref(), &[]);
-            params.push(Box::new(field.clone()));
-            sub.push_str(&format!(" AND x.field = ${}", params.len()));
-            cond.push_str(&format!(
-                " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
-            ));
+            push_differed_at(&mut cond, &mut params, PG, f, field);
         }
         let rows = self.query(
             &format!(

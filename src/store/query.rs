@@ -138,8 +138,6 @@ pub struct ExchangeQuery {
     pub outcome: Option<String>,
     /// Only exchanges that differed at this field pattern (on the filter's route).
     pub field: Option<String>,
-    /// Only exchanges with an id below this one (the next page).
-    pub before: Option<i64>,
     pub limit: usize,
 }
 

@@ -90,6 +90,26 @@ pub(super) fn push_account_version<P>(
     );
 }
 
+/// Only exchanges that differed at `field` in the window (on the filter's route), through the
+/// per-field rows' index (route, field, kind, started_at); the window's bounds are parameters 1
+/// and 2.
+pub(super) fn push_differed_at<P>(
+    sql: &mut String,
+    params: &mut Vec<P>,
+    dialect: (char, fn(String) -> P),
+    f: &Filter,
+    field: &str,
+) {
+    let mark = dialect.0;
+    let mut sub = format!("x.started_at >= {mark}1 AND x.started_at < {mark}2");
+    push_conditions(&mut sub, params, dialect, "x", f.route.as_ref(), &[]);
+    params.push((dialect.1)(field.to_owned()));
+    sub.push_str(&format!(" AND x.field = {mark}{}", params.len()));
+    sql.push_str(&format!(
+        " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
+    ));
+}
+
 /// Candidate calls made by shadow traffic (a candidate time recorded, not served to the caller)
 /// and exchanges held back for a quota, under `cond` (standard SQL, both engines).
 pub(super) fn spend_sql(cond: &str) -> String {
@@ -389,19 +409,8 @@ impl Reader for Connection {
             None,
             &[("outcome", q.outcome.as_ref())],
         );
-        if let Some(before) = q.before {
-            params.push(before.into());
-            cond.push_str(&format!(" AND e.id < ?{}", params.len()));
-        }
         if let Some(field) = &q.field {
-            // Through the per-field rows' index (route, field, kind, started_at).
-            let mut sub = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-            push_conditions(&mut sub, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
-            params.push(field.clone().into());
-            sub.push_str(&format!(" AND x.field = ?{}", params.len()));
-            cond.push_str(&format!(
-                " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
-            ));
+            push_differed_at(&mut cond, &mut params, SQLITE, f, field);
         }
         let cols = EXCHANGE_COLUMNS
             .split(", ")

@@ -196,9 +196,13 @@ impl Store {
     /// Opens (creating it and its folder if needed) the SQLite database and starts the writer.
     pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
         let conn = open_for_writing(path)?;
-        // The accounts' health as the store holds it, from the start (not only after a change).
+        // The accounts' health as the store holds it, from the start (not only after a change);
+        // a store without any is what the gauges registered at zero already say (and setting them
+        // again would overwrite another store's counts in a process running several, as tests do).
         if let Ok((ok, needs)) = super::health::sqlite_counts(&conn) {
-            crate::telemetry::account_states(ok, needs);
+            if ok + needs > 0 {
+                crate::telemetry::account_states(ok, needs);
+            }
         }
         Self::start(Box::new(conn), path.display().to_string(), opts)
     }
