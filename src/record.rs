@@ -70,6 +70,21 @@ impl Outcome {
         }
     }
 
+    /// The candidate itself failed (error, timeout, refusal, rate limit, a body that is not
+    /// JSON, too large or that its mapping could not reshape).
+    pub fn is_candidate_failure(self) -> bool {
+        matches!(
+            self,
+            Self::CandidateError
+                | Self::CandidateTimeout
+                | Self::CandidateAuthError
+                | Self::CandidateRateLimited
+                | Self::NotJson
+                | Self::TooLarge
+                | Self::MappingError
+        )
+    }
+
     /// `match` or `diff`: both answers were received and compared.
     pub fn is_compared(self) -> bool {
         matches!(self, Self::Match | Self::Diff)
@@ -110,11 +125,14 @@ pub enum SkipReason {
     /// The account's remaining candidate quota is under `[shadow] reserve`: left to the
     /// caller's own traffic.
     QuotaReserve,
+    /// A served request's candidate call was cancelled once the caller's answer was decided
+    /// without it (legacy refused, legacy failed, or the caller went away).
+    Cancelled,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Overload,
         Self::RateLimited,
         Self::MaxRps,
@@ -125,6 +143,7 @@ impl SkipReason {
         Self::LegacySample,
         Self::UnknownAccount,
         Self::QuotaReserve,
+        Self::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +158,7 @@ impl SkipReason {
             Self::LegacySample => "legacy_sample",
             Self::UnknownAccount => "unknown_account",
             Self::QuotaReserve => "quota_reserve",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -218,6 +238,8 @@ pub enum ServedBy {
     #[default]
     Legacy,
     Candidate,
+    /// Nobody: the caller went away before its answer was decided (`none`).
+    Nobody,
 }
 
 impl ServedBy {
@@ -226,6 +248,7 @@ impl ServedBy {
         match self {
             Self::Legacy => "legacy",
             Self::Candidate => "candidate",
+            Self::Nobody => "none",
         }
     }
 }
@@ -255,8 +278,25 @@ pub enum Fallback {
     /// `[shadow] max_bytes_in_flight` could not hold the candidate's body.
     Memory,
     /// The candidate was not called (the skip reason: a 429 pause, a template value missing,
-    /// an unsafe path).
+    /// an unsafe path, the served calls' budget full).
     NotCalled(SkipReason),
+    /// Legacy's response head said something other than success (2xx): legacy is the authority
+    /// on who may read what, so its answer is the caller's.
+    LegacyStatus,
+    /// Legacy gave no answer (unreachable, timeout): the caller gets the proxy's 502/504 for
+    /// legacy, never an answer legacy did not vouch for.
+    LegacyFailed,
+    /// The candidate's status cannot be served: not a 2xx with a body (1xx, 204, 3xx, 4xx), or
+    /// not legacy's status.
+    Status,
+    /// The candidate's body is empty or only whitespace.
+    EmptyBody,
+    /// A phase with `verify`: the candidate's answer, compared strictly with legacy's for the
+    /// same request, was not `match`.
+    Unverified,
+    /// A phase without `verify`, on a route whose comparison ignores or normalizes fields the
+    /// caller would receive (rules not declared `serve_safe`): nothing vouches for those fields.
+    UnverifiedRules,
 }
 
 impl Fallback {
@@ -276,7 +316,14 @@ impl Fallback {
         "not_called_template",
         "not_called_unsafe_path",
         "not_called_unknown_account",
+        "not_called_overload",
         "not_called",
+        "legacy_status",
+        "legacy_failed",
+        "status",
+        "empty_body",
+        "unverified",
+        "unverified_rules",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -297,14 +344,31 @@ impl Fallback {
             Self::NotCalled(SkipReason::Template) => "not_called_template",
             Self::NotCalled(SkipReason::UnsafePath) => "not_called_unsafe_path",
             Self::NotCalled(SkipReason::UnknownAccount) => "not_called_unknown_account",
+            Self::NotCalled(SkipReason::Overload) => "not_called_overload",
             Self::NotCalled(_) => "not_called",
+            Self::LegacyStatus => "legacy_status",
+            Self::LegacyFailed => "legacy_failed",
+            Self::Status => "status",
+            Self::EmptyBody => "empty_body",
+            Self::Unverified => "unverified",
+            Self::UnverifiedRules => "unverified_rules",
         }
     }
 
     /// Whether the candidate itself failed (counted by the rollout guard's candidate error
-    /// rate); `false` when it was not called or the deadline was ours.
+    /// rate); `false` when it was not called, when legacy decided, when our own budget or rules
+    /// held it back, or when its answer was well-formed but not legacy's (`unverified`: that is
+    /// parity's to count).
     pub fn is_candidate_failure(self) -> bool {
-        !matches!(self, Self::NotCalled(_) | Self::Memory)
+        !matches!(
+            self,
+            Self::NotCalled(_)
+                | Self::Memory
+                | Self::LegacyStatus
+                | Self::LegacyFailed
+                | Self::Unverified
+                | Self::UnverifiedRules
+        )
     }
 }
 
@@ -442,6 +506,12 @@ mod tests {
             Fallback::MappingError,
             Fallback::TooLarge,
             Fallback::Memory,
+            Fallback::LegacyStatus,
+            Fallback::LegacyFailed,
+            Fallback::Status,
+            Fallback::EmptyBody,
+            Fallback::Unverified,
+            Fallback::UnverifiedRules,
         ] {
             assert!(Fallback::NAMES.contains(&f.as_str()), "{f:?}");
         }

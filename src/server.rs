@@ -77,9 +77,11 @@ const RESERVED_FDS: u64 = 256;
 
 /// The proxy's connection cap: `[proxy] max_connections`, lowered when the process may not
 /// open enough files for it. The soft limit on open files is raised to the hard limit first.
-/// Each caller connection may hold a legacy connection too, and candidate calls hold up to
-/// `max_in_flight` more.
-fn connection_cap(configured: usize, max_in_flight: usize) -> usize {
+/// Each caller connection may hold a legacy connection and, when its request is served by the
+/// candidate, a candidate connection too; shadow calls hold up to `max_in_flight` more. With
+/// `[rollout] max_in_flight` set (`served`), served calls hold that many at most instead of
+/// one per caller connection.
+fn connection_cap(configured: usize, max_in_flight: usize, served: Option<usize>) -> usize {
     let soft = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(e) => {
@@ -87,7 +89,11 @@ fn connection_cap(configured: usize, max_in_flight: usize) -> usize {
             return configured;
         }
     };
-    let room = soft.saturating_sub(RESERVED_FDS + max_in_flight as u64) / 2;
+    let (fixed, per_connection) = match served {
+        Some(n) => (n as u64, 2),
+        None => (0, 3),
+    };
+    let room = soft.saturating_sub(RESERVED_FDS + max_in_flight as u64 + fixed) / per_connection;
     let cap = configured
         .min(usize::try_from(room).unwrap_or(usize::MAX))
         .max(1);
@@ -236,6 +242,17 @@ impl Server {
             mapper.warm();
         }
         let serve_client = client("candidate", cfg.candidate.ca_file.as_deref())?;
+        let limits = ConnLimits {
+            max: connection_cap(
+                cfg.proxy.max_connections,
+                cfg.shadow.max_in_flight,
+                cfg.rollout.max_in_flight,
+            ),
+            header_read_timeout: cfg.proxy.header_read_timeout,
+            idle_timeout: cfg.proxy.idle_timeout,
+        };
+        // Served candidate calls: `[rollout] max_in_flight`, or one per caller connection.
+        let served_budget = cfg.rollout.max_in_flight.unwrap_or(limits.max);
         let shadow = Arc::new(Shadow::new(
             cfg.clone(),
             (candidate_client, serve_client),
@@ -243,6 +260,7 @@ impl Server {
             store.handle(),
             runtime.handle().clone(),
             mapper,
+            served_budget,
         ));
         // The rollout's control thread reads the stored phase before the first request.
         let control = {
@@ -277,11 +295,6 @@ impl Server {
             store: Some(store.handle().stats().clone()),
             rollout: Some(rollout),
         });
-        let limits = ConnLimits {
-            max: connection_cap(cfg.proxy.max_connections, cfg.shadow.max_in_flight),
-            header_read_timeout: cfg.proxy.header_read_timeout,
-            idle_timeout: cfg.proxy.idle_timeout,
-        };
         Ok(Self {
             proxy_listener,
             admin_listener,

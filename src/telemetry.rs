@@ -16,7 +16,8 @@
 //! | `shadowdiff_internal_errors_total` | counter | `stage` |
 //! | `shadowdiff_connections` | gauge | `listener` (`proxy`, `admin`) |
 //! | `shadowdiff_connection_limit_reached_total` | counter | `listener` |
-//! | `shadowdiff_served_total` | counter | `served_by` (`legacy`, `candidate`), `phase` (the configured phases) |
+//! | `shadowdiff_served_total` | counter | `served_by` (`legacy`, `candidate`, `none`: the caller left first), `phase` (the configured phases) |
+//! | `shadowdiff_caller_aborted_total` | counter | `route`: requests whose caller went away before its answer was decided (each recorded, `served_by = none`) |
 //! | `shadowdiff_fallbacks_total` | counter | `reason` (`record::Fallback`) |
 //! | `shadowdiff_rollout_phase` | gauge | `phase`: 1 for the phase in force, 0 for the one it replaced |
 //! | `shadowdiff_rollout_cohort_percent` | gauge | share of accounts the phase in force serves from the candidate |
@@ -157,6 +158,10 @@ fn describe() {
         "Recorded requests by the vendor that answered the caller and the rollout phase"
     );
     metrics::describe_counter!(
+        "shadowdiff_caller_aborted_total",
+        "Requests whose caller went away before its answer was decided (recorded with served_by = none)"
+    );
+    metrics::describe_counter!(
         "shadowdiff_fallbacks_total",
         "Requests of the candidate cohort answered by legacy, by reason"
     );
@@ -247,6 +252,9 @@ pub fn exchange(r: &Record) {
     }
     if let Some(f) = serving.fallback {
         metrics::counter!("shadowdiff_fallbacks_total", "reason" => f.as_str()).increment(1);
+    }
+    if serving.served_by == crate::record::ServedBy::Nobody {
+        metrics::counter!("shadowdiff_caller_aborted_total", "route" => route.clone()).increment(1);
     }
     match r.outcome {
         Outcome::Skipped(why) => dropped(why.as_str()),
@@ -398,6 +406,7 @@ pub fn register_routes<'a>(routes: impl Iterator<Item = &'a str>) {
     labels.push(crate::record::UNMATCHED.to_owned());
     for r in labels {
         metrics::counter!("shadowdiff_mapping_errors_total", "route" => r.clone()).absolute(0);
+        metrics::counter!("shadowdiff_caller_aborted_total", "route" => r.clone()).absolute(0);
         for o in &outcomes {
             metrics::counter!("shadowdiff_requests_total", "route" => r.clone(), "outcome" => *o)
                 .absolute(0);
@@ -411,7 +420,7 @@ pub fn register_routes<'a>(routes: impl Iterator<Item = &'a str>) {
 /// Registers the rollout's per-phase series at zero.
 pub fn register_phases<'a>(phases: impl Iterator<Item = &'a str>) {
     for phase in phases {
-        for by in ["legacy", "candidate"] {
+        for by in ["legacy", "candidate", "none"] {
             metrics::counter!("shadowdiff_served_total", "served_by" => by, "phase" => phase.to_owned())
                 .absolute(0);
         }

@@ -112,7 +112,7 @@ async fn cohorts_are_sticky_and_raising_the_share_only_adds_accounts() {
     let candidate = Upstream::start_unlogged(|_| Reply::json(json!({"served": "candidate"}))).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "{}[rollout]\nphase = \"canary\"\nsalt = \"test-salt\"\n[[routes]]\nname = \"d\"\npath = \"/d\"\n",
+        "{}[rollout]\nphase = \"canary\"\nsalt = \"test-salt\"\n[rollout.phases.canary]\nverify = false\n[[routes]]\nname = \"d\"\npath = \"/d\"\n",
         accounts(dir.path(), 1000)
     );
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
@@ -200,7 +200,6 @@ async fn the_served_body_is_the_mapped_candidate_body_byte_for_byte() {
     let doc = candidate_doc.clone();
     let candidate = Upstream::start(move |_| {
         Reply::json(doc.clone())
-            .status(203)
             .header("x-ratelimit-remaining", "41")
             .header("x-candidate-only", "1")
     })
@@ -240,7 +239,10 @@ path = "/other"
         "served {:?}",
         got.body
     );
-    assert_eq!(got.status, 203, "the candidate's status");
+    assert_eq!(
+        got.status, 200,
+        "the candidate's status (legacy's: another is a fallback)"
+    );
     assert_eq!(got.headers["x-ratelimit-remaining"], "41");
     assert_eq!(got.headers["content-type"], "application/json");
     assert!(!got.headers.contains_key("x-legacy-only"));
@@ -261,9 +263,9 @@ path = "/other"
                 json!("person"),
                 json!("candidate"),
                 json!(null),
-                json!("diff"),
+                json!("match"),
                 json!(200),
-                json!(203)
+                json!(200)
             ],
             vec![
                 json!("other"),
@@ -271,15 +273,16 @@ path = "/other"
                 json!(null),
                 json!("diff"),
                 json!(200),
-                json!(203)
+                json!(200)
             ],
         ]
     );
-    // The comparison of the served request: only the status differs.
+    // The comparison of the served request: the document the caller received, equal to
+    // legacy's at every field.
     let diffs = sd.rows(
         "SELECT field FROM diffs WHERE exchange_id = (SELECT id FROM exchanges WHERE route = 'person')",
     );
-    assert_eq!(diffs, vec![vec![json!("@status")]]);
+    assert!(diffs.is_empty(), "{diffs:?}");
     sd.stop().await;
 }
 

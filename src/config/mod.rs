@@ -370,6 +370,8 @@ pub struct ShadowConfig {
 #[derive(Debug, Clone)]
 pub struct DiffConfig {
     pub rules: Rules,
+    /// The global rules for answers served by the candidate ([`Rules::served`]).
+    pub served_rules: Rules,
     /// Response headers compared besides the status code.
     pub headers: Vec<HeaderName>,
     /// A field pattern that differs in at least this share of the compared exchanges where it
@@ -465,6 +467,12 @@ pub struct Route {
     pub candidate: CandidateTemplate,
     /// Global rules plus the route's own.
     pub rules: Rules,
+    /// The rules an answer served by the candidate is judged by: exact, but for the rules
+    /// declared `serve_safe` ([`Rules::served`]).
+    pub served_rules: Rules,
+    /// The ignore and normalize rules not declared `serve_safe` ([`Rules::unverified`]): in a
+    /// phase without `verify`, the route's answers fall back to legacy while there are any.
+    pub unverified: Vec<String>,
     /// Response mappings (compiled), with their override chains.
     pub mappings: crate::mapping::RouteMappings,
 }
@@ -482,6 +490,54 @@ impl Route {
         method != Method::HEAD
             && self.mirrors(method)
             && self.serve.unwrap_or(method == Method::GET)
+    }
+}
+
+impl Config {
+    /// What serving the candidate will do that the operator may not expect: routes whose
+    /// comparison ignores or normalizes fields a served caller receives (their answers fall
+    /// back in phases without `verify`), and phases where some served requests call no legacy
+    /// (the accounts file is then the only authority on who may read what).
+    fn serving_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let serving_phases: Vec<&str> = self
+            .rollout
+            .phases
+            .iter()
+            .filter(|(n, d)| {
+                d.percent > 0.0
+                    && n.as_str() != crate::rollout::ROLLBACK
+                    && n.as_str() != crate::rollout::SHADOW
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let unverified_phases: Vec<&str> = serving_phases
+            .iter()
+            .copied()
+            .filter(|n| !self.rollout.phases[*n].verify)
+            .collect();
+        for r in &self.routes {
+            let serves = r.serves(&Method::GET) || r.serve == Some(true);
+            if r.unverified.is_empty() || !serves {
+                continue;
+            }
+            out.push(format!(
+                "route {:?} is served by the candidate but its comparison does not check what callers receive at {}: in phases without verify ({}) its answers fall back to legacy (unverified_rules); list a pattern in serve_safe if callers may receive either value",
+                r.name,
+                r.unverified.join(", "),
+                if unverified_phases.is_empty() { "none".to_owned() } else { unverified_phases.join(", ") }
+            ));
+        }
+        for n in &serving_phases {
+            let d = &self.rollout.phases[*n];
+            if d.legacy_sample < 1.0 {
+                out.push(format!(
+                    "[rollout.phases.{n}] legacy_sample = {}: requests served without a legacy call are never checked by legacy; the accounts file is then the only authority on who may read what, and a candidate answer is served unverified",
+                    d.legacy_sample
+                ));
+            }
+        }
+        out
     }
 }
 

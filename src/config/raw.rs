@@ -120,6 +120,9 @@ pub(super) struct RawDiff {
     pub(super) null_equals_missing: Option<bool>,
     pub(super) auto_keys: Option<bool>,
     pub(super) normalize: Vec<RawNormalize>,
+    /// Field patterns of ignore/normalize/unordered/array-key rules that also apply to the
+    /// comparison of an answer served by the candidate (the caller may receive either value).
+    pub(super) serve_safe: Vec<GlobStr>,
     pub(super) headers: Option<Vec<HeaderNameStr>>,
     pub(super) systematic_rate: Option<f64>,
     pub(super) noise: Option<RawNoise>,
@@ -209,6 +212,7 @@ pub(super) struct RawRollout {
     pub(super) pin_candidate: Vec<Str>,
     pub(super) pin_legacy: Vec<Str>,
     pub(super) follow: Option<Dur>,
+    pub(super) max_in_flight: Option<usize>,
     #[schemars(with = "BTreeMap<String, RawPhase>")]
     pub(super) phases: BTreeMap<String, toml::Spanned<RawPhase>>,
     pub(super) guard: RawGuard,
@@ -219,6 +223,7 @@ pub(super) struct RawRollout {
 pub(super) struct RawPhase {
     pub(super) percent: Option<f64>,
     pub(super) legacy_sample: Option<f64>,
+    pub(super) verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -62,6 +62,19 @@ impl Config {
             note(format!("[diff] array_keys: {m}"));
         }
         let global_rules = rules_of(&raw.diff);
+        let global_safe = glob_set(raw.diff.serve_safe.clone());
+        if let Some(g) = raw
+            .diff
+            .serve_safe
+            .iter()
+            .find(|g| !global_rules.has_pattern(g.0.as_str()))
+        {
+            note(format!(
+                "[diff] serve_safe: {:?} is not the field pattern of an ignore, normalize, unordered or array_keys rule of [diff]",
+                g.0.as_str()
+            ));
+        }
+        let global_served_rules = global_rules.served(&global_safe);
         let max_body = raw.shadow.max_body.map_or(defaults::MAX_BODY, |s| s.0);
         let shadow = ShadowConfig {
             sample_rate: raw.shadow.sample_rate.unwrap_or(defaults::SAMPLE_RATE),
@@ -265,6 +278,21 @@ impl Config {
                 let mut rules = global_rules.clone();
                 rules.extend(&rules_of(&r.diff));
                 rules.auto_keys = r.diff.auto_keys.unwrap_or(global_rules.auto_keys);
+                let mut safe = glob_set(raw.diff.serve_safe.clone());
+                safe.extend(&glob_set(r.diff.serve_safe.clone()));
+                if let Some(g) = r
+                    .diff
+                    .serve_safe
+                    .iter()
+                    .find(|g| !rules.has_pattern(g.0.as_str()))
+                {
+                    return Err(at(format!(
+                        "[routes.diff] serve_safe: {:?} is not the field pattern of an ignore, normalize, unordered or array_keys rule of this route or of [diff]",
+                        g.0.as_str()
+                    )));
+                }
+                let served_rules = rules.served(&safe);
+                let unverified = rules.unverified(&safe);
                 if r.diff.headers.is_some() {
                     return Err(at(
                         "[routes.diff] headers: response headers to compare are set in [diff] only"
@@ -304,6 +332,8 @@ impl Config {
                     unknown_account: r.unknown_account.unwrap_or_default(),
                     candidate,
                     rules,
+                    served_rules,
+                    unverified,
                     mappings,
                 })
             })();
@@ -405,7 +435,7 @@ impl Config {
         let (Ok(rollout), Ok(webhooks)) = (rollout, webhooks) else {
             unreachable!("their errors were returned above");
         };
-        Ok(Self {
+        let mut cfg = Self {
             warnings: super::lint::placeholder_warnings(text, |name| std::env::var(name).ok()),
             source: path.map(Path::to_path_buf),
             proxy: ProxyConfig {
@@ -467,6 +497,7 @@ impl Config {
             shadow,
             diff: DiffConfig {
                 rules: global_rules,
+                served_rules: global_served_rules,
                 headers: names(raw.diff.headers, defaults::COMPARED_HEADERS),
                 systematic_rate,
                 noise,
@@ -509,7 +540,10 @@ impl Config {
             webhooks,
             routes,
             mappings: mappings_cfg,
-        })
+        };
+        let serving = cfg.serving_warnings();
+        cfg.warnings.extend(serving);
+        Ok(cfg)
     }
 }
 
@@ -553,11 +587,20 @@ fn rollout(
                 "legacy_sample: {legacy_sample} is not between 0 and 1"
             )));
         }
+        let verify = def
+            .verify
+            .unwrap_or(builtin.as_ref().is_some_and(|b| b.verify));
+        if verify && legacy_sample < 1.0 {
+            return Err(at(format!(
+                "verify: each served answer is checked against legacy's, so legacy_sample must be 1 (it is {legacy_sample}); set verify = false to serve without that check"
+            )));
+        }
         cfg.phases.insert(
             name,
             PhaseDef {
                 percent,
                 legacy_sample,
+                verify,
             },
         );
     }
@@ -602,6 +645,12 @@ fn rollout(
         return Err(format!(
             "[rollout] pin_candidate and pin_legacy both name {both:?}"
         ));
+    }
+    if let Some(n) = raw.max_in_flight {
+        if n == 0 {
+            return Err("[rollout] max_in_flight: must be at least 1".into());
+        }
+        cfg.max_in_flight = Some(n);
     }
     if let Some(d) = raw.follow {
         if d.0.is_zero() {

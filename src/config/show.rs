@@ -52,6 +52,32 @@ fn globs(s: &GlobSet) -> String {
 }
 
 /// The rules of `r` not already in `base` (a route's own, on top of the global ones).
+/// Every field pattern of a rule set's ignore, unordered, array-key and normalize rules.
+fn patterns(r: &Rules) -> Vec<&str> {
+    let mut out: Vec<&str> = r.ignore.iter().map(Glob::as_str).collect();
+    out.extend(r.unordered.iter().map(Glob::as_str));
+    out.extend(r.array_keys.iter().map(|(g, _)| g.as_str()));
+    for (set, _) in &r.normalize {
+        out.extend(set.iter().map(Glob::as_str));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `serve_safe`: the patterns whose rules still apply to served answers (`served`), those of
+/// `base` left out.
+fn serve_safe(o: &mut String, served: &Rules, base: Option<&Rules>) {
+    let inherited = base.map(patterns).unwrap_or_default();
+    let own: Vec<&str> = patterns(served)
+        .into_iter()
+        .filter(|p| !inherited.contains(p))
+        .collect();
+    if base.is_none() || !own.is_empty() {
+        let _ = writeln!(o, "serve_safe = {}", list(own));
+    }
+}
+
 fn rules(o: &mut String, r: &Rules, base: Option<&Rules>) {
     let own = |set: &GlobSet, base: Option<&GlobSet>| -> Vec<String> {
         set.iter()
@@ -202,6 +228,7 @@ impl Config {
         let d = &self.diff;
         o.push_str("[diff]\n");
         rules(&mut o, &d.rules, None);
+        serve_safe(&mut o, &d.served_rules, None);
         let _ = writeln!(
             o,
             "headers = {}\nsystematic_rate = {}\n[diff.noise]\nsecondary_sample_rate = {}\nmin_count = {}\n",
@@ -293,13 +320,22 @@ impl Config {
             list(legacy),
             dur(r.follow)
         );
+        match r.max_in_flight {
+            Some(n) => {
+                let _ = writeln!(o, "max_in_flight = {n}");
+            }
+            None => {
+                let _ = writeln!(o, "# max_in_flight: the proxy's connection cap");
+            }
+        }
         for (name, p) in &r.phases {
             let _ = writeln!(
                 o,
-                "[rollout.phases.{}]\npercent = {}\nlegacy_sample = {}",
+                "[rollout.phases.{}]\npercent = {}\nlegacy_sample = {}\nverify = {}",
                 q(name),
                 num(p.percent),
-                num(p.legacy_sample)
+                num(p.legacy_sample),
+                p.verify
             );
         }
         let g = &r.guard;
@@ -385,6 +421,7 @@ impl Config {
         }
         o.push_str("[routes.diff]\n");
         rules(o, &r.rules, Some(&self.diff.rules));
+        serve_safe(o, &r.served_rules, Some(&self.diff.served_rules));
         o.push('\n');
     }
 }

@@ -106,6 +106,72 @@ impl Rules {
         self.normalize.extend(other.normalize.iter().cloned());
     }
 
+    /// The rules a served answer is judged by (the document the caller received against
+    /// legacy's): exact at every field. Only the ignore, normalize, unordered and array-key rules
+    /// whose field pattern is listed in `safe` (`serve_safe`, the same text) still apply; number
+    /// tolerance, null-equals-missing and automatic array keys never do.
+    pub fn served(&self, safe: &GlobSet) -> Self {
+        let blessed = |g: &Glob| safe.iter().any(|s| s.as_str() == g.as_str());
+        let keep = |set: &GlobSet| {
+            let mut out = GlobSet::default();
+            for g in set.iter().filter(|g| blessed(g)) {
+                out.push(g.clone());
+            }
+            out
+        };
+        Self {
+            ignore: keep(&self.ignore),
+            array_keys: self
+                .array_keys
+                .iter()
+                .filter(|(g, _)| blessed(g))
+                .cloned()
+                .collect(),
+            unordered: keep(&self.unordered),
+            number_tolerance: 0.0,
+            null_equals_missing: false,
+            auto_keys: false,
+            normalize: self
+                .normalize
+                .iter()
+                .map(|(set, n)| (keep(set), n.clone()))
+                .filter(|(set, _)| !set.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The ignore and normalize rules not listed in `safe`: fields whose candidate value no
+    /// comparison vouches for, each as `ignore "PATTERN"` or `normalize "PATTERN" (RULES)`.
+    pub fn unverified(&self, safe: &GlobSet) -> Vec<String> {
+        let blessed = |g: &Glob| safe.iter().any(|s| s.as_str() == g.as_str());
+        let mut out: Vec<String> = self
+            .ignore
+            .iter()
+            .filter(|g| !blessed(g))
+            .map(|g| format!("ignore {:?}", g.as_str()))
+            .collect();
+        for (set, norms) in &self.normalize {
+            let names: Vec<&str> = norms.iter().map(|n| n.as_str()).collect();
+            for g in set.iter().filter(|g| !blessed(g)) {
+                out.push(format!("normalize {:?} ({})", g.as_str(), names.join(", ")));
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// Whether `pattern` is the field pattern of one of these rules (ignore, normalize,
+    /// unordered, array keys): what `serve_safe` may name.
+    pub fn has_pattern(&self, pattern: &str) -> bool {
+        self.ignore.iter().any(|g| g.as_str() == pattern)
+            || self.unordered.iter().any(|g| g.as_str() == pattern)
+            || self.array_keys.iter().any(|(g, _)| g.as_str() == pattern)
+            || self
+                .normalize
+                .iter()
+                .any(|(set, _)| set.iter().any(|g| g.as_str() == pattern))
+    }
+
     /// Whether a difference at `path` is ignored (the path or one of its ancestors is selected).
     pub fn is_ignored(&self, path: &[Seg<'_>]) -> bool {
         !self.ignore.is_empty() && self.ignore.matches_prefix(path)

@@ -133,6 +133,11 @@ enum ResKind {
         failed: Option<BodyError>,
     },
     Full(Option<Bytes>),
+    /// Frames already read (to verify a served answer), then the rest of the body.
+    Prefixed {
+        prefix: std::collections::VecDeque<Bytes>,
+        rest: Box<ResBody>,
+    },
 }
 
 /// The error of a response body: legacy's own, or a stall past `[legacy] body_timeout`.
@@ -231,6 +236,16 @@ impl ResBody {
         (body, rx)
     }
 
+    /// `prefix` (frames already read off `rest`), then what is left of `rest`.
+    pub fn prefixed(prefix: Vec<Bytes>, rest: Self) -> Self {
+        Self {
+            kind: ResKind::Prefixed {
+                prefix: prefix.into(),
+                rest: Box::new(rest),
+            },
+        }
+    }
+
     pub fn full(b: impl Into<Bytes>) -> Self {
         Self {
             kind: ResKind::Full(Some(b.into())),
@@ -278,6 +293,10 @@ impl Body for ResBody {
         let this = &mut *self;
         match &mut this.kind {
             ResKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResKind::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
             ResKind::Tee {
                 inner,
                 capture,
@@ -341,6 +360,7 @@ impl Body for ResBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResKind::Full(b) => b.is_none(),
+            ResKind::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
             ResKind::Tee { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -348,6 +368,16 @@ impl Body for ResBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResKind::Prefixed { prefix, rest } => {
+                let n: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower() + n);
+                if let Some(u) = r.upper() {
+                    h.set_upper(u + n);
+                }
+                h
+            }
             ResKind::Tee { inner, .. } => inner.size_hint(),
         }
     }

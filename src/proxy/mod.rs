@@ -172,7 +172,12 @@ impl Proxy {
         let legacy_body = match decision {
             Decision::Off => {
                 crate::telemetry::not_mirrored(meta.route.as_deref());
-                ReqBody::streaming(body)
+                let mut parts = parts;
+                let res = self
+                    .forward(&mut parts, ReqBody::streaming(body), peer)
+                    .await;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                return self.legacy_answer(res, ms, None, None, meta);
             }
             Decision::Skip(why, reason) => {
                 if meta.serving.cohort {
@@ -207,31 +212,79 @@ impl Proxy {
                     ));
                 } else if let Some(serve) = plan.serve {
                     let m = self.shadow.start(plan, &parts, head.clone());
-                    return self.serve(parts, head, m, meta, serve, peer).await;
+                    return self
+                        .detached(move |this, caller| {
+                            this.serve(parts, head, m, meta, serve, peer, caller)
+                        })
+                        .await;
                 } else {
                     mirror = Some(self.shadow.start(plan, &parts, head.clone()));
                 }
                 ReqBody::buffered(head, rest)
             }
         };
-
-        let res = self.forward(&mut parts, legacy_body, peer).await;
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        self.legacy_answer(res, ms, mirror, skip, meta)
+        // A recorded exchange: its work goes on when the caller leaves (the comparison still
+        // runs when both answers are in, and the exchange is recorded, `served_by = none`).
+        self.detached(move |this, caller| async move {
+            let (mut parts, mut meta) = (parts, meta);
+            let res = this.forward(&mut parts, legacy_body, peer).await;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if caller.is_closed() {
+                meta.serving.served_by = ServedBy::Nobody;
+            }
+            caller.answer(this.legacy_answer(res, ms, mirror, skip, meta));
+        })
+        .await
     }
 
-    /// A request of the candidate cohort: the candidate's answer, mapped, when it comes within
-    /// the deadline and can be served; legacy's (called in parallel) otherwise. Either way
-    /// the two are compared once both are in, off the caller's path.
+    /// Runs an exchange's work on a task of its own and waits for the caller's response. When
+    /// the caller goes away (hyper drops this future), the task goes on: it sees
+    /// [`Caller::is_closed`], finishes what it must and records the exchange. Counted by the
+    /// tracker, so that shutdown and quiesce wait for it.
+    async fn detached<F, Fut>(self: &Arc<Self>, work: F) -> Response<ResBody>
+    where
+        F: FnOnce(Arc<Self>, Caller) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let guard = self.shadow.tracker.track();
+        let fut = work(self.clone(), Caller(tx));
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                fut.await;
+            }
+            .in_current_span(),
+        );
+        rx.await.unwrap_or_else(|_| {
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the exchange's task ended without an answer",
+            )
+        })
+    }
+
+    /// A request of the candidate cohort. Legacy is called in parallel (the authority on who
+    /// may read what, the fallback and the other side of the comparison) unless the phase
+    /// skips it. The candidate's answer reaches the caller only when legacy's head says
+    /// success, the candidate answered within the deadline with legacy's status and a JSON
+    /// document, its mapping ran, no unverified rule covers the route (phases without
+    /// `verify`) or, with `verify`, it equals legacy's document at every field. Otherwise
+    /// legacy's answer, with the reason recorded. A candidate call still running once the
+    /// caller's answer is decided is cancelled.
+    #[allow(clippy::too_many_arguments)]
     async fn serve(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         parts: http::request::Parts,
         head: Bytes,
         mut mirror: Mirror,
         mut meta: Meta,
         serve: crate::shadow::Serve,
         peer: SocketAddr,
-    ) -> Response<ResBody> {
+        mut caller: Caller,
+    ) {
+        let t0 = Instant::now();
         let (runner, timeout) = mirror.mapper();
         let m = serve::Mapper {
             chain: mirror.candidate_chain(meta.account.as_deref()),
@@ -241,92 +294,223 @@ impl Proxy {
         };
         if !serve.call_legacy {
             // No legacy call: no fallback and no comparison (README "Rollout runbook").
-            let res = match mirror.candidate_within(Duration::MAX).await {
+            tokio::select! {
+                () = mirror.wait_candidate() => {}
+                () = caller.closed() => {
+                    mirror.cancel(None, "the caller went away");
+                    meta.serving.served_by = ServedBy::Nobody;
+                    mirror.abandoned(meta, None);
+                    return;
+                }
+            }
+            let (res, failure) = match mirror.ready() {
                 Some(c) => serve::respond_alone(c, m).await,
-                None => json_response(
-                    StatusCode::BAD_GATEWAY,
-                    "candidate_failed",
-                    "the candidate gave no answer",
+                None => (
+                    json_response(
+                        StatusCode::BAD_GATEWAY,
+                        "candidate_failed",
+                        "the candidate gave no answer",
+                    ),
+                    Some(Fallback::ConnectionError),
                 ),
             };
             meta.serving.served_by = ServedBy::Candidate;
-            mirror.served_alone(meta);
-            return res;
+            mirror.served_alone(meta, failure);
+            caller.answer(res);
+            return;
         }
-        // Legacy in parallel: the safety net, and the other side of the comparison.
-        let legacy = tokio::spawn(self.clone().forward_owned(parts, head, peer));
-        let served = match mirror.candidate_within(serve.deadline).await {
-            None => Err(Fallback::Deadline),
-            Some(c) => serve::respond(c, m).await,
-        };
-        match served {
-            Ok((res, mapped)) => {
-                meta.serving.served_by = ServedBy::Candidate;
-                if let Some(doc) = mapped {
-                    mirror.set_premapped(doc);
-                }
-                let this = self.clone();
-                // Counted from now: shutdown and quiesce wait for the comparison this leads to.
-                let guard = self.shadow.tracker.track();
-                tokio::spawn(
-                    async move {
-                        let _guard = guard;
-                        let (res, ms) = legacy.await.unwrap_or_else(|e| {
-                            (
-                                Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
-                                0.0,
-                            )
-                        });
-                        crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
-                        match res {
-                            Err(e) => mirror.finish(
-                                meta,
-                                LegacyPending::Failed {
-                                    ms,
-                                    reason: e.to_string(),
-                                },
-                            ),
-                            Ok(res) => {
-                                // Read to its end for the comparison; nobody else gets it.
-                                let (parts, body) = res.into_parts();
-                                let (mut tee, copy) = ResBody::tee(
-                                    body,
-                                    this.max_body,
-                                    this.body_timeout,
-                                    &this.shadow.budget,
-                                );
-                                mirror.finish(
-                                    meta,
-                                    LegacyPending::Response {
-                                        status: parts.status,
-                                        headers: parts.headers,
-                                        ms,
-                                        body: copy,
-                                    },
-                                );
-                                while let Some(frame) = tee.frame().await {
-                                    if frame.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    .in_current_span(),
-                );
-                res
+        // Legacy in parallel: its head decides whether the candidate's answer may be served.
+        let mut legacy = tokio::spawn(self.clone().forward_owned(parts, head, peer));
+        let deadline = tokio::time::sleep(serve.deadline);
+        tokio::pin!(deadline);
+        let mut legacy_res: Option<(Result<Response<Incoming>, LegacyError>, f64)> = None;
+        let decided: Result<(), Fallback> = loop {
+            let waiting = mirror.ready().is_none();
+            if !waiting && legacy_res.is_some() {
+                break Ok(());
             }
+            tokio::select! {
+                biased;
+                () = caller.closed() => {
+                    legacy.abort();
+                    mirror.cancel(None, "the caller went away");
+                    meta.serving.served_by = ServedBy::Nobody;
+                    let status = legacy_res
+                        .as_ref()
+                        .and_then(|(r, ms)| r.as_ref().ok().map(|r| (r.status().as_u16(), *ms)));
+                    mirror.abandoned(meta, status);
+                    return;
+                }
+                r = &mut legacy, if legacy_res.is_none() => {
+                    let r = r.unwrap_or_else(|e| {
+                        (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
+                    });
+                    let verdict = match &r.0 {
+                        Ok(res) if res.status().is_success() => None,
+                        Ok(_) => Some(Fallback::LegacyStatus),
+                        Err(_) => Some(Fallback::LegacyFailed),
+                    };
+                    legacy_res = Some(r);
+                    if let Some(f) = verdict {
+                        mirror.cancel(None, "legacy's answer was decided first (not a success)");
+                        break Err(f);
+                    }
+                }
+                () = mirror.wait_candidate(), if waiting => {}
+                () = &mut deadline, if waiting => {
+                    mirror.cancel(Some(serve.deadline), "");
+                    break Err(Fallback::Deadline);
+                }
+            }
+        };
+        let served = match decided {
+            Err(f) => Err(f),
+            Ok(()) if !serve.verify && mirror.unverified() => Err(Fallback::UnverifiedRules),
+            Ok(()) => {
+                let legacy_status = legacy_res
+                    .as_ref()
+                    .and_then(|(r, _)| r.as_ref().ok().map(Response::status));
+                match mirror.ready() {
+                    Some(c) => serve::respond(c, m, legacy_status).await,
+                    None => Err(Fallback::ConnectionError),
+                }
+            }
+        };
+        let (res, ms) = match legacy_res {
+            Some(r) => r,
+            None => legacy.await.unwrap_or_else(|e| {
+                (
+                    Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
+                    0.0,
+                )
+            }),
+        };
+        crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
+        let served = match served {
+            Ok(s) => s,
             Err(reason) => {
                 tracing::debug!(reason = reason.as_str(), "served by legacy: fallback");
                 meta.serving.fallback = Some(reason);
-                let (res, ms) = legacy.await.unwrap_or_else(|e| {
-                    (
-                        Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
-                        0.0,
-                    )
-                });
-                self.legacy_answer(res, ms, Some(mirror), None, meta)
+                if caller.is_closed() {
+                    meta.serving.served_by = ServedBy::Nobody;
+                }
+                caller.answer(self.legacy_answer(res, ms, Some(mirror), None, meta));
+                return;
             }
+        };
+        let Ok(res) = res else {
+            unreachable!("served only after legacy's head said success")
+        };
+        let (mut rparts, body) = res.into_parts();
+        upstream::strip_hop_by_hop(&mut rparts.headers);
+        let (mut tee, copy) =
+            ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
+        if serve.verify {
+            // Legacy's whole body, then the strict comparison, before anything is served.
+            let (frames, complete) = read_frames(&mut tee, self.max_body).await;
+            let verdict = if complete {
+                self.verify(&rparts, &frames, &served, &mirror).await
+            } else {
+                Err(Fallback::Unverified)
+            };
+            if let Err(reason) = verdict {
+                meta.serving.fallback = Some(reason);
+                if caller.is_closed() {
+                    meta.serving.served_by = ServedBy::Nobody;
+                }
+                let headers = rparts.headers.clone();
+                mirror.finish(
+                    meta,
+                    LegacyPending::Response {
+                        status: rparts.status,
+                        headers,
+                        ms,
+                        body: copy,
+                    },
+                );
+                let body = ResBody::prefixed(frames, tee);
+                caller.answer(Response::from_parts(rparts, body));
+                return;
+            }
+        }
+        meta.serving.served_by = if caller.is_closed() {
+            ServedBy::Nobody
+        } else {
+            ServedBy::Candidate
+        };
+        if let Some(doc) = served.mapped {
+            mirror.set_premapped(doc);
+        }
+        mirror.finish(
+            meta,
+            LegacyPending::Response {
+                status: rparts.status,
+                headers: rparts.headers,
+                ms,
+                body: copy,
+            },
+        );
+        tracing::debug!(
+            ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "served by the candidate"
+        );
+        caller.answer(served.response);
+        // Legacy's body, read to its end for the comparison; nobody else gets it.
+        while let Some(frame) = tee.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Verified serving: the candidate's answer as the caller would get it, compared with
+    /// legacy's complete answer by the served rules; `Ok` only for `match`.
+    async fn verify(
+        &self,
+        legacy: &http::response::Parts,
+        frames: &[Bytes],
+        served: &serve::Served,
+        mirror: &Mirror,
+    ) -> Result<(), Fallback> {
+        let cfg = mirror.shared_config();
+        let route = mirror.route();
+        let ce = legacy
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = crate::shadow::capture::join(frames.to_vec());
+        let candidate = served.body.clone();
+        let (l_status, c_status) = (legacy.status, served.status);
+        // Both sides with legacy's headers (the compared ones are then equal): the body and
+        // the status are what verification is about.
+        let mut headers = legacy.headers.clone();
+        headers.remove(header::CONTENT_ENCODING);
+        let max = self.max_body;
+        let run = move || {
+            let decoded = crate::encoding::decode(ce.as_deref(), body, max).ok()?;
+            let rules = route.map_or(&cfg.diff.served_rules, |i| &cfg.routes[i].served_rules);
+            let side = |status, body| compare::Side {
+                status,
+                headers: &headers,
+                body,
+            };
+            let c = compare::compare_bodies(
+                &side(l_status, decoded),
+                &side(c_status, candidate),
+                rules,
+                &cfg,
+            );
+            Some(c.outcome)
+        };
+        let outcome = if served.body.len() >= VERIFY_INLINE_BYTES {
+            tokio::task::spawn_blocking(run).await.ok().flatten()
+        } else {
+            run()
+        };
+        match outcome {
+            Some(Outcome::Match) => Ok(()),
+            _ => Err(Fallback::Unverified),
         }
     }
 
@@ -449,6 +633,53 @@ impl Proxy {
             Ok(Ok(res)) => Ok(res),
         }
     }
+}
+
+/// Bodies at least this large are verified on the blocking pool, not on a runtime worker.
+const VERIFY_INLINE_BYTES: usize = 256 << 10;
+
+/// Where an exchange's task sends the caller's response; tells whether the caller is gone.
+pub struct Caller(tokio::sync::oneshot::Sender<Response<ResBody>>);
+
+impl Caller {
+    /// The caller went away (its connection closed before its answer was decided).
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Resolves when the caller goes away.
+    async fn closed(&mut self) {
+        self.0.closed().await;
+    }
+
+    /// Hands the response over (a caller gone by now drops it: a tee in it then ends its copy
+    /// as `aborted`).
+    fn answer(self, res: Response<ResBody>) {
+        let _ = self.0.send(res);
+    }
+}
+
+/// Reads a response body's frames until it ends (`true`), fails or passes `limit` bytes
+/// (`false`: the rest is still in `body`).
+async fn read_frames(body: &mut ResBody, limit: usize) -> (Vec<Bytes>, bool) {
+    let mut frames = Vec::new();
+    let mut seen = 0usize;
+    while !body.is_end_stream() {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => return (frames, false),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    seen += d.len();
+                    frames.push(d);
+                    if seen > limit {
+                        return (frames, false);
+                    }
+                }
+            }
+        }
+    }
+    (frames, true)
 }
 
 /// Legacy answered, but not in HTTP: a malformed status line, headers or framing.

@@ -35,21 +35,37 @@ pub struct Mapper {
     pub max_body: usize,
 }
 
-/// The response to serve from the candidate's answer (with the mapped document, when a chain
-/// made one: the comparison reuses it), or why it cannot be served.
+/// A served answer: the response, the mapped document when a chain made one (the comparison
+/// reuses it), and the body's bytes as the caller gets them (what verification compares).
+pub struct Served {
+    pub response: Response<ResBody>,
+    pub mapped: Option<Value>,
+    pub body: Bytes,
+    pub status: StatusCode,
+}
+
+/// The response to serve from the candidate's answer, or why it cannot be served. `legacy` is
+/// the status of legacy's head for the same request: the candidate's must be the same.
 pub async fn respond(
     c: &Candidate,
     m: Mapper,
-) -> Result<(Response<ResBody>, Option<Value>), Fallback> {
-    let (status, headers, body) = check(c)?;
-    let (bytes, mapped) = body_of(status, headers, body, m).await?;
-    Ok((response(status, headers, bytes), mapped))
+    legacy: Option<StatusCode>,
+) -> Result<Served, Fallback> {
+    let (status, headers, body) = check(c, legacy)?;
+    let (bytes, mapped) = body_of(headers, body, m).await?;
+    Ok(Served {
+        response: response(status, headers, bytes.clone()),
+        mapped,
+        body: bytes,
+        status,
+    })
 }
 
 /// The candidate's answer as it is, for a request served without a legacy call (nothing to
 /// fall back to): the mapped body when it can be served, else the candidate's own status and
-/// body, or a 502 of the proxy's own when there is no answer at all.
-pub async fn respond_alone(c: &Candidate, m: Mapper) -> Response<ResBody> {
+/// body, or a 502 of the proxy's own when there is no usable answer at all. With the response,
+/// what made the answer unfit to serve (the guard counts it as the candidate's failure).
+pub async fn respond_alone(c: &Candidate, m: Mapper) -> (Response<ResBody>, Option<Fallback>) {
     let (status, headers, body) = match c {
         Candidate::Response {
             status,
@@ -58,22 +74,40 @@ pub async fn respond_alone(c: &Candidate, m: Mapper) -> Response<ResBody> {
             ..
         } => (*status, headers, b.clone()),
         Candidate::Timeout { .. } => {
-            return super::json_response(
+            let res = super::json_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 "candidate_timeout",
                 "the candidate did not answer in time (served without a legacy call)",
-            )
+            );
+            return (res, Some(Fallback::Timeout));
         }
         _ => {
-            return super::json_response(
+            let res = super::json_response(
                 StatusCode::BAD_GATEWAY,
                 "candidate_failed",
                 "the candidate gave no usable answer (served without a legacy call)",
-            )
+            );
+            return (
+                res,
+                Some(check(c, None).err().unwrap_or(Fallback::ConnectionError)),
+            );
         }
     };
-    if check(c).is_err() {
-        // Its own error, as it sent it (decoded headers kept: the body is as received).
+    if let Err(f) = check(c, None) {
+        // An error status of its own (4xx, 5xx), as it sent it (decoded headers kept: the body
+        // is as received); anything else it cannot be trusted with (a redirect, a 204, a 1xx)
+        // becomes a 502 of ours.
+        if !(status.is_client_error() || status.is_server_error()) {
+            let res = super::json_response(
+                StatusCode::BAD_GATEWAY,
+                "candidate_unservable",
+                &format!(
+                    "the candidate answered {} and there is no legacy call to fall back to",
+                    status.as_u16()
+                ),
+            );
+            return (res, Some(f));
+        }
         let mut res = response(status, headers, body);
         if let Some(ce) = headers.get(header::CONTENT_ENCODING) {
             res.headers_mut()
@@ -82,26 +116,44 @@ pub async fn respond_alone(c: &Candidate, m: Mapper) -> Response<ResBody> {
         if let Some(ct) = headers.get(header::CONTENT_TYPE) {
             res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
         }
-        return res;
+        return (res, Some(f));
     }
-    match body_of(status, headers, body, m).await {
-        Ok((b, _)) => response(status, headers, b),
-        Err(f) => super::json_response(
-            StatusCode::BAD_GATEWAY,
-            "candidate_unservable",
-            &format!(
-                "the candidate's answer cannot be served ({}) and there is no legacy call to fall back to",
-                f.as_str()
+    match body_of(headers, body, m).await {
+        Ok((b, _)) => (response(status, headers, b), None),
+        Err(f) => (
+            super::json_response(
+                StatusCode::BAD_GATEWAY,
+                "candidate_unservable",
+                &format!(
+                    "the candidate's answer cannot be served ({}) and there is no legacy call to fall back to",
+                    f.as_str()
+                ),
             ),
+            Some(f),
         ),
     }
 }
 
-/// The candidate's status, headers and body when its answer may be served.
-fn check(c: &Candidate) -> Result<(StatusCode, &HeaderMap, Bytes), Fallback> {
+/// Whether a status may be served from the candidate: a success that carries a body (not 204,
+/// 205 or a partial 206).
+fn servable(status: StatusCode) -> bool {
+    status.is_success()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::RESET_CONTENT
+        && status != StatusCode::PARTIAL_CONTENT
+}
+
+/// The candidate's status, headers and body when its answer may be served (and, with
+/// `legacy`, carries legacy's status).
+fn check(
+    c: &Candidate,
+    legacy: Option<StatusCode>,
+) -> Result<(StatusCode, &HeaderMap, Bytes), Fallback> {
     let (status, headers, body) = match c {
         Candidate::Timeout { .. } => return Err(Fallback::Timeout),
-        Candidate::Failed { .. } => return Err(Fallback::ConnectionError),
+        Candidate::Failed { .. } | Candidate::Cancelled { .. } => {
+            return Err(Fallback::ConnectionError)
+        }
         Candidate::Response {
             status,
             headers,
@@ -118,6 +170,9 @@ fn check(c: &Candidate) -> Result<(StatusCode, &HeaderMap, Bytes), Fallback> {
     if status.is_server_error() {
         return Err(Fallback::ServerError);
     }
+    if !servable(status) || legacy.is_some_and(|l| l != status) {
+        return Err(Fallback::Status);
+    }
     match body {
         CandidateBody::Complete(b) => Ok((status, headers, b.clone())),
         CandidateBody::TooLarge => Err(Fallback::TooLarge),
@@ -125,10 +180,9 @@ fn check(c: &Candidate) -> Result<(StatusCode, &HeaderMap, Bytes), Fallback> {
     }
 }
 
-/// Decodes, parses and maps the body. An empty body (a 204, say) is served empty; any other
-/// must be JSON. The mapped document comes back too.
+/// Decodes, parses and maps the body. It must be a JSON document: an empty or blank body is
+/// never served. The mapped document comes back too.
 async fn body_of(
-    status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
     m: Mapper,
@@ -141,11 +195,7 @@ async fn body_of(
         _ => Fallback::NotJson,
     })?;
     if decoded.iter().all(u8::is_ascii_whitespace) {
-        return if status == StatusCode::NO_CONTENT || m.chain.is_none() {
-            Ok((Bytes::new(), None))
-        } else {
-            Err(Fallback::NotJson)
-        };
+        return Err(Fallback::EmptyBody);
     }
     let Some(chain) = m.chain else {
         // No mapping: the candidate's JSON as it sent it, checked as the comparison would

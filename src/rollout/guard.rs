@@ -24,7 +24,8 @@ pub struct Tally {
     pub served: u64,
     /// Answered by legacy after all.
     pub fallbacks: u64,
-    /// Fallbacks because the candidate failed (error, timeout, deadline, status, body, mapping).
+    /// Fallbacks because the candidate failed (error, timeout, deadline, status, body, mapping),
+    /// and candidate failures served as they were (phases with `legacy_sample` below 1).
     pub candidate_failures: u64,
     /// Compared (both answers received and compared).
     pub compared: u64,
@@ -83,9 +84,12 @@ impl Window {
             requests: 1,
             served: u64::from(s.served_by == ServedBy::Candidate),
             fallbacks: u64::from(s.fallback.is_some()),
+            // A fallback the candidate caused; or, served without a legacy call (nothing to
+            // fall back to), a failure the caller received.
             candidate_failures: u64::from(
                 s.fallback
-                    .is_some_and(crate::record::Fallback::is_candidate_failure),
+                    .is_some_and(crate::record::Fallback::is_candidate_failure)
+                    || (s.served_by == ServedBy::Candidate && r.outcome.is_candidate_failure()),
             ),
             compared: u64::from(compared),
             matched: u64::from(matched),

@@ -72,6 +72,9 @@ pub struct PhaseDef {
     /// Share of candidate-served requests that still call legacy (the fallback and the
     /// comparison): 1.0 by default. Below 1, the others are served without a legacy call.
     pub legacy_sample: f64,
+    /// The candidate's answer is served only once compared strictly with legacy's answer to the
+    /// same request and found equal (on by default for `canary`).
+    pub verify: bool,
 }
 
 /// `[rollout.guard]`: the limits the served cohort is held to.
@@ -132,6 +135,9 @@ pub struct RolloutConfig {
     pub pin_legacy: HashSet<String>,
     /// How often an instance reads the phase from the store.
     pub follow: Duration,
+    /// Candidate calls for served requests at once (`None`: the proxy's connection cap): past
+    /// it, a cohort request is answered by legacy (`not_called_overload`).
+    pub max_in_flight: Option<usize>,
     pub guard: GuardConfig,
 }
 
@@ -151,6 +157,7 @@ impl Default for RolloutConfig {
                         PhaseDef {
                             percent: *p,
                             legacy_sample: 1.0,
+                            verify: *n == "canary",
                         },
                     )
                 })
@@ -158,6 +165,7 @@ impl Default for RolloutConfig {
             pin_candidate: HashSet::new(),
             pin_legacy: HashSet::new(),
             follow: Duration::from_millis(500),
+            max_in_flight: None,
             guard: GuardConfig::default(),
         }
     }
@@ -332,6 +340,8 @@ pub struct Plan {
     pub cohort: bool,
     /// Legacy is called too (the fallback and the comparison).
     pub call_legacy: bool,
+    /// The candidate's answer is served only when it equals legacy's (strict comparison).
+    pub verify: bool,
     pub deadline: Duration,
 }
 
@@ -414,6 +424,7 @@ impl Rollout {
             phase,
             cohort: false,
             call_legacy: true,
+            verify: false,
             deadline: Duration::ZERO,
         };
         let Some(route) = route else {
@@ -439,6 +450,7 @@ impl Rollout {
             phase,
             cohort,
             call_legacy,
+            verify: def.verify,
             deadline: route.deadline,
         }
     }

@@ -132,7 +132,10 @@ impl Shadow {
                     Ok::<_, String>((parts, body))
                 };
                 match tokio::time::timeout(timeout, call).await {
-                    Err(_) => Candidate::Timeout { ms: ms() },
+                    Err(_) => Candidate::Timeout {
+                        ms: ms(),
+                        limit: timeout,
+                    },
                     Ok(Err(reason)) => Candidate::Failed { ms: ms(), reason },
                     Ok(Ok((parts, (body, held)))) => Candidate::Response {
                         status: parts.status,

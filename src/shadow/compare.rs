@@ -68,12 +68,20 @@ pub enum Candidate {
         /// The body's bytes in the memory budget, given back when the exchange is recorded.
         held: crate::budget::Held,
     },
+    /// No complete answer within `limit`: `[candidate] timeout`, or a served request's
+    /// `serve_deadline` (the call was then cancelled).
     Timeout {
         ms: f64,
+        limit: std::time::Duration,
     },
     Failed {
         ms: f64,
         reason: String,
+    },
+    /// A served request's call, cancelled once the caller's answer was decided without it.
+    Cancelled {
+        ms: f64,
+        why: &'static str,
     },
 }
 
@@ -81,7 +89,10 @@ impl Candidate {
     /// Time to its answer (or failure), in milliseconds.
     pub fn ms(&self) -> f64 {
         match self {
-            Self::Response { ms, .. } | Self::Timeout { ms } | Self::Failed { ms, .. } => *ms,
+            Self::Response { ms, .. }
+            | Self::Timeout { ms, .. }
+            | Self::Failed { ms, .. }
+            | Self::Cancelled { ms, .. } => *ms,
         }
     }
 }
@@ -212,6 +223,8 @@ pub struct Shared<'a> {
     pub sampler: &'a BodySampler,
     /// The exchange's route (its index in the config).
     pub route: Option<usize>,
+    /// Compared by the served rules (an answer the candidate served): a result of its own.
+    pub strict: bool,
 }
 
 /// Compares the two sides and builds the (redacted) record.
@@ -266,13 +279,23 @@ pub fn compare(
         Captured::OverBudget => return skipped(r, SkipReason::Memory),
     };
     let (c_status, c_headers, c_body) = match candidate {
-        Candidate::Timeout { .. } => {
-            let t = cfg.candidate.timeout;
+        Candidate::Timeout { limit, .. } => {
+            let why = if limit == cfg.candidate.timeout {
+                String::new()
+            } else {
+                " (the serve deadline: the call was cancelled and the caller got legacy's answer)"
+                    .to_owned()
+            };
             return outcome(
                 r,
                 Outcome::CandidateTimeout,
-                format!("no complete answer within {t:?}"),
+                format!("no complete answer within {limit:?}{why}"),
             );
+        }
+        Candidate::Cancelled { why, .. } => {
+            let mut r = skipped(r, SkipReason::Cancelled);
+            r.reason = Some(format!("cancelled: {why}"));
+            return r;
         }
         Candidate::Failed { reason, .. } => return outcome(r, Outcome::CandidateError, reason),
         Candidate::Response {
@@ -340,6 +363,7 @@ pub fn compare(
         Some(sh) => {
             let key = memo_key(
                 sh.route,
+                sh.strict,
                 r.mapping_version.as_deref(),
                 &legacy,
                 &candidate,
@@ -903,6 +927,7 @@ fn stored(side: &'static str, s: &Side<'_>, body: Option<BodyText>, cfg: &Config
 /// `mapping` is the version of the mappings applied (they depend on the account).
 pub(super) fn memo_key(
     route: Option<usize>,
+    strict: bool,
     mapping: Option<&str>,
     legacy: &Side<'_>,
     candidate: &Side<'_>,
@@ -910,6 +935,7 @@ pub(super) fn memo_key(
 ) -> u128 {
     let mut h = Xxh3::new();
     h.update(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
+    h.update(&[u8::from(strict)]);
     let m = mapping.unwrap_or("");
     h.update(&(m.len() as u64).to_le_bytes());
     h.update(m.as_bytes());
@@ -986,6 +1012,7 @@ mod memo_tests {
                 memo,
                 sampler: &BodySampler::default(),
                 route: None,
+                strict: false,
             }),
             Maps::default(),
         )

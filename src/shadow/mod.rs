@@ -62,7 +62,7 @@ pub struct Plan {
     pub serve: Option<Serve>,
     /// The configuration the decision was made with (`route` indexes its routes).
     pub cfg: Arc<Config>,
-    /// A slot of `max_in_flight` (shadow calls only).
+    /// A slot of `[shadow] max_in_flight` (shadow calls) or `[rollout] max_in_flight` (served).
     permit: Option<OwnedSemaphorePermit>,
     /// The request's account (its quota, its 429 pause).
     pub account: Option<String>,
@@ -73,6 +73,8 @@ pub struct Plan {
 pub struct Serve {
     /// Legacy is called too: the fallback, and the comparison.
     pub call_legacy: bool,
+    /// The candidate's answer is served only when it equals legacy's (strict comparison).
+    pub verify: bool,
     /// The candidate's answer is awaited this long at most before legacy's is served.
     pub deadline: std::time::Duration,
 }
@@ -154,6 +156,10 @@ pub struct Shadow {
     legacy_client: HttpClient<Full<Bytes>>,
     store: StoreHandle,
     in_flight: Arc<Semaphore>,
+    /// Candidate calls of served requests at once (`[rollout] max_in_flight`, by default the
+    /// proxy's connection cap): their own budget, so that shadow work never crowds out a served
+    /// request and a hanging candidate cannot hold more connections than this.
+    served_in_flight: Arc<Semaphore>,
     bucket: Option<Mutex<Bucket>>,
     /// The vendors' quotas as their responses state them, and the pauses after a 429.
     pub quotas: crate::quota::Tracker,
@@ -177,6 +183,7 @@ impl Shadow {
         store: StoreHandle,
         rt: tokio::runtime::Handle,
         mapper: Arc<Runner>,
+        served_budget: usize,
     ) -> Self {
         let bucket = (cfg.shadow.max_rps > 0.0).then(|| {
             Mutex::new(Bucket {
@@ -191,6 +198,7 @@ impl Shadow {
         Self {
             rollout,
             in_flight: Arc::new(Semaphore::new(cfg.shadow.max_in_flight)),
+            served_in_flight: Arc::new(Semaphore::new(served_budget.max(1))),
             cfg: RwLock::new(cfg),
             mapper,
             client,
@@ -286,6 +294,7 @@ impl Shadow {
         };
         let serve = rollout.cohort.then_some(Serve {
             call_legacy: rollout.call_legacy,
+            verify: rollout.verify && rollout.call_legacy,
             deadline: rollout.deadline,
         });
         let eligible = match route {
@@ -318,9 +327,13 @@ impl Shadow {
             return (meta, skip(SkipReason::QuotaReserve));
         }
         // `max_rps` and `max_in_flight` bound shadow traffic; a served request is the caller's
-        // own (its answer is the candidate's), so shadow work never crowds it out.
+        // own (its answer is the candidate's), so shadow work never crowds it out: it has a
+        // budget of its own.
         let permit = if serve.is_some() {
-            None
+            let Ok(permit) = self.served_in_flight.clone().try_acquire_owned() else {
+                return (meta, skip(SkipReason::Overload));
+            };
+            Some(permit)
         } else {
             if let Some(b) = &self.bucket {
                 if !b
@@ -414,6 +427,7 @@ impl Shadow {
         let secondary = Self::secondary(&cfg, parts).filter(|_| legacy_spare);
         Mirror {
             shadow: self.clone(),
+            started: Instant::now(),
             candidate: CandidateSlot::Pending(self.spawn_candidate(plan, &parts.headers, body)),
             premapped: None,
             route,
@@ -518,11 +532,19 @@ impl Shadow {
                     if let Some(second) = second {
                         shadow.learn_noise(&meta, &mut legacy, second, rules, cfg);
                     }
+                    // An answer the candidate served is judged as the caller received it:
+                    // against legacy's own document (no legacy mapping), by the served rules.
+                    let served = meta.serving.served_by == crate::record::ServedBy::Candidate;
+                    let rules = match (route, served) {
+                        (Some(i), true) => &cfg.routes[i].served_rules,
+                        (None, true) => &cfg.diff.served_rules,
+                        _ => rules,
+                    };
                     let (cand, leg) = route.map_or((None, None), |i| {
                         let m = &cfg.routes[i].mappings;
                         (
                             m.candidate_for(meta.account.as_deref()).map(|c| &**c),
-                            m.legacy.as_deref(),
+                            m.legacy.as_deref().filter(|_| !served),
                         )
                     });
                     let maps = compare::Maps {
@@ -542,6 +564,7 @@ impl Shadow {
                             memo: &shadow.memo,
                             sampler: &shadow.bodies,
                             route,
+                            strict: served,
                         }),
                         maps,
                     )
@@ -581,6 +604,8 @@ pub enum CandidateSlot {
 /// A mirrored exchange in flight: the candidate call started, legacy's answer awaited.
 pub struct Mirror {
     shadow: Arc<Shadow>,
+    /// When the candidate call started.
+    started: Instant,
     candidate: CandidateSlot,
     /// The candidate's document as mapped for the caller (a served request).
     premapped: Option<Arc<serde_json::Value>>,
@@ -592,14 +617,11 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Waits up to `deadline` for the candidate's answer (a served request): `None` when it has
-    /// not come by then (it goes on, and is compared when it comes).
-    pub async fn candidate_within(&mut self, deadline: std::time::Duration) -> Option<&Candidate> {
+    /// Waits for the candidate's answer (a served request; the caller bounds the wait, and
+    /// may drop this future: the call goes on until [`Mirror::cancel`]).
+    pub async fn wait_candidate(&mut self) {
         if let CandidateSlot::Pending(h) = &mut self.candidate {
-            let Ok(joined) = tokio::time::timeout(deadline, h).await else {
-                return None;
-            };
-            let c = joined.unwrap_or_else(|e| {
+            let c = h.await.unwrap_or_else(|e| {
                 let reason = if e.is_panic() {
                     crate::telemetry::panic_caught("candidate");
                     format!(
@@ -613,9 +635,27 @@ impl Mirror {
             });
             self.candidate = CandidateSlot::Ready(c);
         }
+    }
+
+    /// The candidate's answer, once [`Mirror::wait_candidate`] has it.
+    pub fn ready(&self) -> Option<&Candidate> {
         match &self.candidate {
             CandidateSlot::Ready(c) => Some(c),
             CandidateSlot::Pending(_) => None,
+        }
+    }
+
+    /// Cancels a candidate call still running (its connection is closed, its slot given back):
+    /// the caller's answer was decided without it. Recorded as a timeout at `deadline` when
+    /// that is why, else as cancelled for `why`.
+    pub fn cancel(&mut self, deadline: Option<std::time::Duration>, why: &'static str) {
+        if let CandidateSlot::Pending(h) = &self.candidate {
+            h.abort();
+            let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            self.candidate = CandidateSlot::Ready(match deadline {
+                Some(limit) => Candidate::Timeout { ms, limit },
+                None => Candidate::Cancelled { ms, why },
+            });
         }
     }
 
@@ -641,15 +681,72 @@ impl Mirror {
         &self.cfg
     }
 
-    /// A request served by the candidate without a legacy call: recorded, nothing compared.
-    pub fn served_alone(self, meta: Meta) {
+    /// [`Mirror::config`], shared (for work on another thread).
+    pub fn shared_config(&self) -> Arc<Config> {
+        self.cfg.clone()
+    }
+
+    /// The exchange's route (its index in the config).
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+
+    /// The route's comparison leaves fields a served caller receives unchecked (ignore or
+    /// normalize rules not declared `serve_safe`).
+    pub fn unverified(&self) -> bool {
+        self.route
+            .is_some_and(|i| !self.cfg.routes[i].unverified.is_empty())
+    }
+
+    /// A served request whose caller went away before its answer was decided: recorded with
+    /// what was known (legacy's status and time when its head had come), nothing compared.
+    pub fn abandoned(self, meta: Meta, legacy: Option<(u16, f64)>) {
         let mut r = compare::unmirrored(
             meta,
-            crate::record::Outcome::Skipped(SkipReason::LegacySample),
-            None,
-            None,
-            "served by the candidate without a legacy call (legacy_sample)".into(),
+            crate::record::Outcome::Skipped(SkipReason::CallerAborted),
+            legacy.map(|l| l.0),
+            legacy.map(|l| l.1),
+            "the caller went away before its answer was decided".into(),
         );
+        if let CandidateSlot::Ready(c) = &self.candidate {
+            r.candidate_ms = Some(c.ms());
+            if let Candidate::Response { status, .. } = c {
+                r.candidate_status = Some(status.as_u16());
+            }
+        }
+        self.shadow.record(r);
+    }
+
+    /// A request served by the candidate without a legacy call: recorded, nothing compared.
+    /// `failure` is what made its answer unfit to serve (the caller got it anyway: there was
+    /// nothing to fall back to), recorded as the candidate's failure for the guard to count.
+    pub fn served_alone(self, meta: Meta, failure: Option<crate::record::Fallback>) {
+        use crate::record::{Fallback, Outcome};
+        let (outcome, reason) = match failure {
+            None => (
+                Outcome::Skipped(SkipReason::LegacySample),
+                "served by the candidate without a legacy call (legacy_sample)".to_owned(),
+            ),
+            Some(f) => {
+                let o = match f {
+                    Fallback::Timeout | Fallback::Deadline => Outcome::CandidateTimeout,
+                    Fallback::RateLimited => Outcome::CandidateRateLimited,
+                    Fallback::AuthError => Outcome::CandidateAuthError,
+                    Fallback::NotJson | Fallback::EmptyBody => Outcome::NotJson,
+                    Fallback::MappingError => Outcome::MappingError,
+                    Fallback::TooLarge => Outcome::TooLarge,
+                    _ => Outcome::CandidateError,
+                };
+                (
+                    o,
+                    format!(
+                        "served by the candidate without a legacy call (legacy_sample), unfit to serve: {}",
+                        f.as_str()
+                    ),
+                )
+            }
+        };
+        let mut r = compare::unmirrored(meta, outcome, None, None, reason);
         if let CandidateSlot::Ready(c) = &self.candidate {
             r.candidate_ms = Some(c.ms());
             if let Candidate::Response { status, .. } = c {
