@@ -63,6 +63,9 @@ pub fn evaluate_on(
         latency: report::latency(store, filter, report.totals.exchanges)?,
     };
     check_scope(&mut checks, gate, &overall);
+    if let Some(min) = gate.min_parity {
+        served_parity(&mut checks, gate, min, &report.rollout);
+    }
     if let Some(max) = gate.max_auth_error_accounts {
         let n = report.needs_reauth.len() as f64;
         checks.push(Check {
@@ -199,6 +202,34 @@ struct Scope<'a> {
     name: String,
     counts: &'a Counts,
     latency: report::Latency,
+}
+
+/// `min_parity` on the candidate cohort's own exchanges (scope `served`), when the window has
+/// any compared: each was compared as the caller received it, exact at every field but the
+/// rules declared `serve_safe`, so an ignore rule cannot make a served phase look better than
+/// what its callers got. Judged on the Wilson interval's lower bound like the other shares.
+fn served_parity(out: &mut Vec<Check>, g: &GateConfig, min: f64, r: &report::RolloutSection) {
+    if r.served_compared == 0 {
+        return;
+    }
+    let confidence = g.confidence.unwrap_or(GateConfig::CONFIDENCE);
+    let (k, n) = (r.served_matched, r.served_compared);
+    let measured = k as f64 / n as f64;
+    let interval = (confidence > 0.0)
+        .then(|| crate::rollout::wilson(k, n, confidence))
+        .flatten();
+    let judged = interval.map_or(measured, |(lo, _)| lo);
+    out.push(Check {
+        criterion: "min_parity".into(),
+        scope: "served".into(),
+        threshold: min,
+        measured: Some(measured),
+        interval,
+        pass: judged >= min,
+        note: Some(format!(
+            "strict parity of the candidate cohort: {k} of {n} compared exchanges equal at every field"
+        )),
+    });
 }
 
 fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {

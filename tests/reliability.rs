@@ -9,176 +9,20 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
+use support::process::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ------------------------------------------------------------------------------- helpers
-
-/// `shadowdiff serve` as a child process, with its stderr collected.
-struct Proc {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<String>>,
-    dir: tempfile::TempDir,
-}
-
-impl Proc {
-    /// Writes the config beside a fresh store and starts the binary; `ulimit_nofile` runs it
-    /// under that open-files limit.
-    fn start(cfg: &Conf, ulimit_nofile: Option<u32>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in &cfg.files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        std::fs::write(dir.path().join("sd.toml"), cfg.text()).unwrap();
-        let bin = env!("CARGO_BIN_EXE_shadowdiff");
-        let mut cmd = match ulimit_nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .args(["serve", "--config", "sd.toml"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addrs = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(rest) = line.split("proxy on http://").nth(1) {
-                let mut it = rest.split(", admin on http://");
-                let p = it.next().unwrap().trim().parse().unwrap();
-                let a = it.next().unwrap().trim().parse().unwrap();
-                addrs = Some((p, a));
-                break;
-            }
-        }
-        let Some((proxy, admin)) = addrs else {
-            let _ = child.wait();
-            panic!("serve did not start:\n{}", log.lock().unwrap());
-        };
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                l.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        Self {
-            child,
-            proxy,
-            admin,
-            log,
-            dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("store/sd.db")
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// SIGTERM, then the exit code (bounded wait).
-    fn stop(&mut self) -> i32 {
-        self.signal("-TERM");
-        wait_exit(&mut self.child, Duration::from_secs(20))
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Polls until `n` exchanges are stored (bounded).
-    fn wait_rows(&self, n: usize) -> Vec<Vec<serde_json::Value>> {
-        self.wait_rows_within(n, Duration::from_secs(20))
-    }
-
-    fn wait_rows_within(&self, n: usize, limit: Duration) -> Vec<Vec<serde_json::Value>> {
-        poll(limit, || {
-            let rows = query(
-                &self.db(),
-                "SELECT outcome, reason, path FROM exchanges ORDER BY id",
-            );
-            (rows.len() >= n).then_some(rows)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{n} exchanges were not stored; have {:?}\n{}",
-                query(&self.db(), "SELECT outcome, reason FROM exchanges"),
-                self.log()
-            )
-        })
-    }
-
-    /// `/proc/PID/status` field in KiB (VmHWM, VmRSS).
-    fn status_kib(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    poll(limit, || {
-        child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1))
-    })
-    .unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("the process did not exit within {limit:?}");
-    })
-}
 
 /// Writes `files` into a fresh folder and runs the binary there with `args` to its end.
 fn run_in(files: &[(&str, &str)], args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
@@ -194,49 +38,11 @@ fn run_in(files: &[(&str, &str)], args: &[&str]) -> (tempfile::TempDir, std::pro
     (dir, out)
 }
 
-/// Calls `f` every 10 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Async [`poll`].
-async fn poll_async<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) -> Option<T> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A GET with a time limit; `None` when it did not complete in time or failed.
 async fn get_within(url: &str, limit: Duration) -> Option<Got> {
     let url = url.to_owned();
     let task = tokio::spawn(async move { get(&url).await });
     tokio::time::timeout(limit, task).await.ok()?.ok()
-}
-
-/// Starts the binary off the async runtime (it waits for the listening line).
-async fn start(cfg: Conf, ulimit_nofile: Option<u32>) -> Proc {
-    tokio::task::spawn_blocking(move || Proc::start(&cfg, ulimit_nofile))
-        .await
-        .unwrap()
 }
 
 /// [`raw_exchange`] off the async runtime.
@@ -306,53 +112,6 @@ async fn raw_upstream(bytes: &'static [u8], hold: bool) -> SocketAddr {
         }
     });
     addr
-}
-
-/// A config: listeners on port 0, a store in the temp dir, both upstreams, and extra keys per
-/// table.
-#[derive(Default)]
-struct Conf {
-    legacy: String,
-    candidate: String,
-    /// `[candidate] timeout`; 5 s unless set.
-    candidate_timeout: String,
-    proxy: String,
-    admin: String,
-    legacy_extra: String,
-    candidate_extra: String,
-    store: String,
-    rest: String,
-    files: Vec<(&'static str, String)>,
-}
-
-impl Conf {
-    fn new(legacy: &str, candidate: &str) -> Self {
-        Self {
-            legacy: legacy.to_owned(),
-            candidate: candidate.to_owned(),
-            candidate_timeout: "5s".into(),
-            ..Self::default()
-        }
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n{}\
-             [admin]\nlisten = \"127.0.0.1:0\"\n{}\
-             [legacy]\nbase_url = \"{}\"\ntimeout = \"5s\"\n{}\
-             [candidate]\nbase_url = \"{}\"\ntimeout = \"{}\"\n{}\
-             [store]\npath = \"store/sd.db\"\n{}{}",
-            self.proxy,
-            self.admin,
-            self.legacy,
-            self.legacy_extra,
-            self.candidate,
-            self.candidate_timeout,
-            self.candidate_extra,
-            self.store,
-            self.rest
-        )
-    }
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -3,7 +3,12 @@
 //! and, through the tee, a copy of legacy's body.
 //!
 //! The caller's latency is legacy's: the candidate call runs on its own task, and the comparison
-//! starts once the tee has seen legacy's last byte.
+//! starts once the tee has seen legacy's last byte. A recorded exchange's work runs on a task of
+//! its own ([`Proxy::detached`]): a caller that leaves does not cancel it, and it is recorded.
+//!
+//! A request of the candidate cohort ([`Proxy::serve`]) gets the candidate's answer only once
+//! legacy's head said success, the answer is a document fit to serve ([`serve`]) and, in a phase
+//! with `verify`, equal to legacy's at every field; legacy's otherwise, with the reason.
 
 pub mod body;
 pub mod serve;
@@ -232,7 +237,9 @@ impl Proxy {
             if caller.is_closed() {
                 meta.serving.served_by = ServedBy::Nobody;
             }
-            caller.answer(this.legacy_answer(res, ms, mirror, skip, meta));
+            caller
+                .answer(this.legacy_answer(res, ms, mirror, skip, meta))
+                .await;
         })
         .await
     }
@@ -316,7 +323,7 @@ impl Proxy {
             };
             meta.serving.served_by = ServedBy::Candidate;
             mirror.served_alone(meta, failure);
-            caller.answer(res);
+            caller.answer(res).await;
             return;
         }
         // Legacy in parallel: its head decides whether the candidate's answer may be served.
@@ -365,7 +372,6 @@ impl Proxy {
         };
         let served = match decided {
             Err(f) => Err(f),
-            Ok(()) if !serve.verify && mirror.unverified() => Err(Fallback::UnverifiedRules),
             Ok(()) => {
                 let legacy_status = legacy_res
                     .as_ref()
@@ -394,7 +400,9 @@ impl Proxy {
                 if caller.is_closed() {
                     meta.serving.served_by = ServedBy::Nobody;
                 }
-                caller.answer(self.legacy_answer(res, ms, Some(mirror), None, meta));
+                caller
+                    .answer(self.legacy_answer(res, ms, Some(mirror), None, meta))
+                    .await;
                 return;
             }
         };
@@ -429,7 +437,7 @@ impl Proxy {
                     },
                 );
                 let body = ResBody::prefixed(frames, tee);
-                caller.answer(Response::from_parts(rparts, body));
+                caller.answer(Response::from_parts(rparts, body)).await;
                 return;
             }
         }
@@ -454,7 +462,7 @@ impl Proxy {
             ms = t0.elapsed().as_secs_f64() * 1000.0,
             "served by the candidate"
         );
-        caller.answer(served.response);
+        caller.answer(served.response).await;
         // Legacy's body, read to its end for the comparison; nobody else gets it.
         while let Some(frame) = tee.frame().await {
             if frame.is_err() {
@@ -652,10 +660,17 @@ impl Caller {
         self.0.closed().await;
     }
 
-    /// Hands the response over (a caller gone by now drops it: a tee in it then ends its copy
-    /// as `aborted`).
-    fn answer(self, res: Response<ResBody>) {
-        let _ = self.0.send(res);
+    /// Hands the response over. To a caller gone by now, the body is read to its end here
+    /// instead: the copy a tee takes of legacy's body still reaches the comparison.
+    async fn answer(self, res: Response<ResBody>) {
+        if let Err(res) = self.0.send(res) {
+            let mut body = res.into_body();
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        }
     }
 }
 

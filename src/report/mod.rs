@@ -301,6 +301,11 @@ pub struct RolloutSection {
     pub served_by_candidate: u64,
     /// Of them, answered by legacy after all, per reason.
     pub fallbacks: BTreeMap<String, u64>,
+    /// Of them, compared (both answers in), by the served rules: exact at every field but
+    /// the rules declared `serve_safe`.
+    pub served_compared: u64,
+    /// Of the compared, `match`: strict served parity.
+    pub served_matched: u64,
     /// Changes of phase in the window, oldest first (the last 100).
     pub events: Vec<crate::store::RolloutEvent>,
 }
@@ -475,6 +480,12 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         }
         if let Some(reason) = c.fallback {
             *rollout.fallbacks.entry(reason).or_default() += c.n;
+        }
+        if crate::record::Outcome::is_compared_name(&c.outcome) {
+            rollout.served_compared += c.n;
+            if c.outcome == crate::record::Outcome::Match.as_str() {
+                rollout.served_matched += c.n;
+            }
         }
     }
 

@@ -322,11 +322,12 @@ fn rollout_markdown(o: &mut String, r: &crate::report::RolloutSection) {
     if r.cohort_requests > 0 {
         let _ = writeln!(
             o,
-            "Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}\n",
+            "Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}{}\n",
             r.cohort_requests,
             r.served_by_candidate,
             r.fallbacks.values().sum::<u64>(),
-            fallback_list(r)
+            fallback_list(r),
+            served_parity(r)
         );
     }
     if !r.events.is_empty() {
@@ -343,6 +344,19 @@ fn rollout_markdown(o: &mut String, r: &crate::report::RolloutSection) {
             );
         }
     }
+}
+
+/// "; strict served parity 97.50% (195 of 200 compared)", when any cohort exchange was compared.
+fn served_parity(r: &crate::report::RolloutSection) -> String {
+    if r.served_compared == 0 {
+        return String::new();
+    }
+    format!(
+        "; strict served parity {:.2}% ({} of {} compared)",
+        r.served_matched as f64 * 100.0 / r.served_compared as f64,
+        r.served_matched,
+        r.served_compared
+    )
 }
 
 fn fallback_list(r: &crate::report::RolloutSection) -> String {
@@ -371,11 +385,12 @@ pub fn rollout_html(o: &mut String, r: &crate::report::RolloutSection) {
     if r.cohort_requests > 0 {
         let _ = write!(
             o,
-            "<p>Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}</p>",
+            "<p>Candidate cohort: {} requests, {} served by the candidate, {} by legacy after a fallback{}{}</p>",
             r.cohort_requests,
             r.served_by_candidate,
             r.fallbacks.values().sum::<u64>(),
-            esc(&fallback_list(r))
+            esc(&fallback_list(r)),
+            esc(&served_parity(r))
         );
     }
     if !r.events.is_empty() {

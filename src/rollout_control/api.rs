@@ -58,9 +58,10 @@ pub fn status(h: &RolloutHandle, events: &[crate::rollout::Event]) -> Value {
         "event_id": active.seq,
         "percent": def.map(|d| d.percent),
         "legacy_sample": def.map(|d| d.legacy_sample),
+        "verify": def.map(|d| d.verify),
         "next": r.next(&active.phase).ok(),
         "order": r.order,
-        "phases": r.phases.iter().map(|(k, d)| (k.clone(), json!({"percent": d.percent, "legacy_sample": d.legacy_sample}))).collect::<serde_json::Map<_, _>>(),
+        "phases": r.phases.iter().map(|(k, d)| (k.clone(), json!({"percent": d.percent, "legacy_sample": d.legacy_sample, "verify": d.verify}))).collect::<serde_json::Map<_, _>>(),
         "cohort_accounts": cfg.accounts.as_ref().map(|a| r.cohort_size(&active.phase, a.names())),
         "accounts": cfg.accounts.as_ref().map(crate::translate::Accounts::len),
         "guard": {

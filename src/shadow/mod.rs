@@ -279,7 +279,7 @@ impl Shadow {
                 }),
             account.map(|a| a.name.as_str()),
         );
-        let meta = Meta {
+        let mut meta = Meta {
             started_at: SystemTime::now(),
             request_id,
             route: route.map(|r| r.name.clone()),
@@ -292,17 +292,25 @@ impl Shadow {
                 ..Default::default()
             },
         };
-        let serve = rollout.cohort.then_some(Serve {
+        let mut serve = rollout.cohort.then_some(Serve {
             call_legacy: rollout.call_legacy,
             verify: rollout.verify && rollout.call_legacy,
             deadline: rollout.deadline,
         });
+        // Without verification, nothing vouches for the fields the route's comparison ignores
+        // or normalizes (rules not declared `serve_safe`): legacy answers, and the candidate is
+        // called as shadow traffic for the (strict) comparison.
+        if serve.is_some_and(|s| !s.verify) && route.is_some_and(|r| !r.unverified.is_empty()) {
+            serve = None;
+            meta.serving.fallback = Some(crate::record::Fallback::UnverifiedRules);
+        }
         let eligible = match route {
             Some(r) => r.mirrors(&parts.method),
             None => cfg.shadow.unmatched == Unmatched::Mirror && config::is_safe(&parts.method),
         };
-        // The served cohort is never sampled out: its answer is the candidate's.
-        if !eligible || (serve.is_none() && !sampled(cfg.shadow.sample_rate)) {
+        // The served cohort is never sampled out: its answer is the candidate's (or, fallen
+        // back, its fallback is counted).
+        if !eligible || (!rollout.cohort && !sampled(cfg.shadow.sample_rate)) {
             return (meta, Decision::Off);
         }
         if escapes {
@@ -532,9 +540,11 @@ impl Shadow {
                     if let Some(second) = second {
                         shadow.learn_noise(&meta, &mut legacy, second, rules, cfg);
                     }
-                    // An answer the candidate served is judged as the caller received it:
-                    // against legacy's own document (no legacy mapping), by the served rules.
-                    let served = meta.serving.served_by == crate::record::ServedBy::Candidate;
+                    // The candidate cohort's exchanges are judged as a caller receives (or would
+                    // receive) the candidate's answer: against legacy's own document (no legacy
+                    // mapping), by the served rules. Strict served parity, for the guard and
+                    // the gate.
+                    let served = meta.serving.cohort;
                     let rules = match (route, served) {
                         (Some(i), true) => &cfg.routes[i].served_rules,
                         (None, true) => &cfg.diff.served_rules,
@@ -689,13 +699,6 @@ impl Mirror {
     /// The exchange's route (its index in the config).
     pub fn route(&self) -> Option<usize> {
         self.route
-    }
-
-    /// The route's comparison leaves fields a served caller receives unchecked (ignore or
-    /// normalize rules not declared `serve_safe`).
-    pub fn unverified(&self) -> bool {
-        self.route
-            .is_some_and(|i| !self.cfg.routes[i].unverified.is_empty())
     }
 
     /// A served request whose caller went away before its answer was decided: recorded with

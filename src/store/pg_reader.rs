@@ -122,7 +122,8 @@ impl Reader for PgReader {
             .map(|r| CohortCount {
                 served_by: r.get::<_, Option<String>>(0).unwrap_or_default(),
                 fallback: r.get(1),
-                n: count(r, 2),
+                outcome: r.get(2),
+                n: count(r, 3),
             })
             .collect())
     }

@@ -228,12 +228,14 @@ pub struct Spend {
     pub held_back: std::collections::BTreeMap<String, u64>,
 }
 
-/// Requests of the candidate cohort with one (served by, fallback reason).
+/// Requests of the candidate cohort with one (served by, fallback reason, outcome).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CohortCount {
     /// `candidate` or `legacy` (a fallback).
     pub served_by: String,
     pub fallback: Option<String>,
+    /// The outcome (a cohort's exchanges are compared by the served rules: strict).
+    pub outcome: String,
     pub n: u64,
 }
 

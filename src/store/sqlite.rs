@@ -31,13 +31,13 @@ pub(super) fn matched_sql(column: &str) -> String {
     format!("{column} = '{}'", Outcome::Match.as_str())
 }
 
-/// The candidate cohort's requests per (served by, fallback) under `cond` (standard SQL, both
-/// engines; the condition matches the partial index `exchanges_cohort`).
+/// The candidate cohort's requests per (served by, fallback, outcome) under `cond` (standard
+/// SQL, both engines; the condition matches the partial index `exchanges_cohort`).
 pub(super) fn cohort_sql(cond: &str) -> String {
     format!(
-        "SELECT e.served_by, e.fallback, count(*) FROM exchanges e
+        "SELECT e.served_by, e.fallback, e.outcome, count(*) FROM exchanges e
          WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
-         GROUP BY e.served_by, e.fallback ORDER BY 3 DESC, 1, 2"
+         GROUP BY e.served_by, e.fallback, e.outcome ORDER BY 4 DESC, 1, 2, 3"
     )
 }
 
@@ -165,7 +165,8 @@ impl Reader for Connection {
                 Ok(CohortCount {
                     served_by: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
                     fallback: r.get(1)?,
-                    n: r.get::<_, i64>(2)? as u64,
+                    outcome: r.get(2)?,
+                    n: r.get::<_, i64>(3)? as u64,
                 })
             })?
             .collect::<Result<_, _>>()?;
