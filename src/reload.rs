@@ -177,6 +177,10 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         "[mappings] workers",
         a.mappings.workers == b.mappings.workers,
     );
+    check(
+        "[rollout] max_in_flight",
+        a.rollout.max_in_flight == b.rollout.max_in_flight,
+    );
     out
 }
 

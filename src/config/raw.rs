@@ -212,6 +212,8 @@ pub(super) struct RawRollout {
     pub(super) pin_candidate: Vec<Str>,
     pub(super) pin_legacy: Vec<Str>,
     pub(super) follow: Option<Dur>,
+    /// Served candidate calls at once (default: the proxy's connection cap); beyond it a cohort
+    /// request is answered by legacy (`not_called_overload`).
     pub(super) max_in_flight: Option<usize>,
     #[schemars(with = "BTreeMap<String, RawPhase>")]
     pub(super) phases: BTreeMap<String, toml::Spanned<RawPhase>>,
@@ -223,6 +225,8 @@ pub(super) struct RawRollout {
 pub(super) struct RawPhase {
     pub(super) percent: Option<f64>,
     pub(super) legacy_sample: Option<f64>,
+    /// Serve a candidate answer only when it equals legacy's answer to the same request at every
+    /// field (the strict comparison); default: true for `canary`, false otherwise.
     pub(super) verify: Option<bool>,
 }
 
