@@ -276,8 +276,9 @@ impl Proxy {
     /// may read what, the fallback and the other side of the comparison) unless the phase
     /// skips it. The candidate's answer reaches the caller only when legacy's head says
     /// success, the candidate answered within the deadline with legacy's status and a JSON
-    /// document, its mapping ran, no unverified rule covers the route (phases without
-    /// `verify`) or, with `verify`, it equals legacy's document at every field. Otherwise
+    /// document, its mapping ran and, with `verify`, it equals legacy's document at every field
+    /// (without `verify`, a route with unverified rules never gets here: `Shadow::decide` makes
+    /// it a fallback, `unverified_rules`). Otherwise
     /// legacy's answer, with the reason recorded. A candidate call still running once the
     /// caller's answer is decided is cancelled.
     #[allow(clippy::too_many_arguments)]
