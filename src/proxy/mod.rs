@@ -304,6 +304,9 @@ impl Proxy {
             // No legacy call: no fallback and no comparison (README "Rollout runbook").
             tokio::select! {
                 () = mirror.wait_candidate() => {}
+                () = tokio::time::sleep(serve.deadline) => {
+                    mirror.cancel(Some(serve.deadline), "");
+                }
                 () = caller.closed() => {
                     mirror.cancel(None, "the caller went away");
                     meta.serving.served_by = ServedBy::Nobody;
@@ -377,8 +380,14 @@ impl Proxy {
                 let legacy_status = legacy_res
                     .as_ref()
                     .and_then(|(r, _)| r.as_ref().ok().map(Response::status));
+                // The deadline covers the mapping too.
                 match mirror.ready() {
-                    Some(c) => serve::respond(c, m, legacy_status).await,
+                    Some(c) => tokio::time::timeout_at(
+                        deadline.deadline(),
+                        serve::respond(c, m, legacy_status),
+                    )
+                    .await
+                    .unwrap_or(Err(Fallback::Deadline)),
                     None => Err(Fallback::ConnectionError),
                 }
             }
@@ -558,6 +567,16 @@ impl Proxy {
                         reason: e.to_string(),
                     };
                     mirror.finish(meta, legacy);
+                } else if let Some((outcome, reason)) = skip {
+                    // Still recorded: the skip, with legacy's failure.
+                    let r = compare::unmirrored(
+                        meta,
+                        outcome,
+                        None,
+                        Some(ms),
+                        format!("{reason}; legacy failed: {e}"),
+                    );
+                    self.shadow.record(r);
                 }
                 e.to_response()
             }

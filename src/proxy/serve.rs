@@ -198,10 +198,11 @@ async fn body_of(
         return Err(Fallback::EmptyBody);
     }
     let Some(chain) = m.chain else {
-        // No mapping: the candidate's JSON as it sent it, checked as the comparison would
-        // parse it, without building a document (the comparison parses it anyway).
-        return match crate::diff::check_json(&decoded) {
-            Ok(()) => Ok((decoded, None)),
+        // No mapping: the candidate's JSON as it sent it, parsed by the comparison's own
+        // parser (a cheaper syntax check let a lone surrogate escape through, which the
+        // comparison then refused: served, yet `not_json`).
+        return match crate::diff::parse_json(&decoded) {
+            Ok(_) => Ok((decoded, None)),
             Err(_) => Err(Fallback::NotJson),
         };
     };
@@ -211,6 +212,9 @@ async fn body_of(
         .map_err(|_| Fallback::MappingError)?
         .map_err(|_| Fallback::MappingError)?;
     let bytes = serde_json::to_vec(&mapped).map_err(|_| Fallback::MappingError)?;
+    if bytes.len() > m.max_body {
+        return Err(Fallback::TooLarge);
+    }
     Ok((Bytes::from(bytes), Some(mapped)))
 }
 
