@@ -274,6 +274,8 @@ async fn empty_blank_redirect_and_no_content_answers_are_never_served() {
         "/r/redirect" => Reply::bytes(302, "").header("location", "https://elsewhere.example/x"),
         "/r/nocontent" => Reply::bytes(204, ""),
         "/r/created" => Reply::json(json!({"legacy": "/r/created"})).status(201),
+        // A lone surrogate: syntactically JSON, refused by the comparison's parser.
+        "/r/surrogate" => Reply::bytes(200, r#"{"legacy": "\ud800"}"#),
         _ => Reply::json(json!({"legacy": s.uri.clone()})),
     })
     .await;
@@ -284,7 +286,15 @@ async fn empty_blank_redirect_and_no_content_answers_are_never_served() {
         route("r", "/r/{x}", "")
     );
     let p = start(cfg, None).await;
-    let cases = ["empty", "blank", "redirect", "nocontent", "created", "fine"];
+    let cases = [
+        "empty",
+        "blank",
+        "redirect",
+        "nocontent",
+        "created",
+        "surrogate",
+        "fine",
+    ];
     for c in cases {
         let got = get(&p.url(&format!("/r/{c}"))).await;
         assert_eq!(got.status, 200, "{c}");
@@ -307,13 +317,14 @@ async fn empty_blank_redirect_and_no_content_answers_are_never_served() {
     assert_eq!(fallback["/r/nocontent"], ("legacy", json!("status")));
     // 201 where legacy said 200: not legacy's status.
     assert_eq!(fallback["/r/created"], ("legacy", json!("status")));
+    assert_eq!(fallback["/r/surrogate"], ("legacy", json!("not_json")));
     assert_eq!(fallback["/r/fine"], ("candidate", Value::Null));
     // The guard counts every one of them.
     let st: Value = get(&p.admin_url("/api/rollout")).await.json();
     let tally = &st["guard"]["report"]["tally"];
-    assert_eq!(tally["requests"], 6, "{st}");
-    assert_eq!(tally["fallbacks"], 5, "{st}");
-    assert_eq!(tally["candidate_failures"], 5, "{st}");
+    assert_eq!(tally["requests"], 7, "{st}");
+    assert_eq!(tally["fallbacks"], 6, "{st}");
+    assert_eq!(tally["candidate_failures"], 6, "{st}");
 }
 
 // ------------------------------------------------------- 4. a paginating client
@@ -730,4 +741,18 @@ async fn verified_serving_never_serves_another_accounts_data_in_canary() {
             assert_eq!(r["outcome"], "match", "{r:?}");
         }
     }
+}
+
+/// Verification judges a document; the caller gets exactly that document's bytes (a duplicate
+/// member, which readers resolve differently, never reaches the caller as sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_bytes_are_the_verified_document() {
+    let legacy = Upstream::start(|_| Reply::json(json!({"role": "admin"}))).await;
+    let candidate =
+        Upstream::start(|_| Reply::bytes(200, r#"{"role":"user","role":"admin"}"#)).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = format!("{}{}", phase("canary"), route("r", "/r", ""));
+    let p = start(cfg, None).await;
+    let got = get(&p.url("/r")).await;
+    assert_eq!(got.body, Bytes::from_static(br#"{"role":"admin"}"#));
 }

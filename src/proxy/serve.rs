@@ -201,10 +201,12 @@ async fn body_of(
         // No mapping: the candidate's JSON as it sent it, parsed by the comparison's own
         // parser (a cheaper syntax check let a lone surrogate escape through, which the
         // comparison then refused: served, yet `not_json`).
-        return match crate::diff::parse_json(&decoded) {
-            Ok(_) => Ok((decoded, None)),
-            Err(_) => Err(Fallback::NotJson),
-        };
+        // Served as that document, serialised again: the bytes are exactly what the comparison
+        // (and, with `verify`, verification) judged, with no duplicate member a reader could
+        // resolve another way.
+        let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
+        let bytes = serde_json::to_vec(&doc).map_err(|_| Fallback::NotJson)?;
+        return Ok((Bytes::from(bytes), None));
     };
     let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
     let mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
