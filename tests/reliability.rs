@@ -114,13 +114,6 @@ async fn raw_upstream(bytes: &'static [u8], hold: bool) -> SocketAddr {
     addr
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 // ------------------------------------------------------- 1. retention keeps personal data
 
 #[test]

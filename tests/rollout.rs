@@ -33,13 +33,7 @@ fn accounts(dir: &Path, n: usize) -> String {
 }
 
 async fn get_as(url: &str, account: usize) -> support::Got {
-    send(
-        Request::get(url)
-            .header("x-account", format!("key-{account}"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await
+    support::get_with_header(url, "x-account", &format!("key-{account}")).await
 }
 
 async fn admin_post(sd: &Shadowdiff, body: Value) -> (u16, Value) {

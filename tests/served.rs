@@ -64,13 +64,6 @@ async fn metrics(p: &Proc) -> String {
     String::from_utf8(get(&p.admin_url("/metrics")).await.body.to_vec()).unwrap()
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 // ------------------------------------------------------- 1. a hanging candidate in ga
 
 /// A candidate that accepts every connection, reads what it is sent and never answers; a
@@ -205,13 +198,7 @@ fn accounts_files(names: &[&str]) -> (String, Vec<(&'static str, String)>) {
 }
 
 async fn get_with(url: &str, token: &str) -> Got {
-    send(
-        Request::get(url)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await
+    get_with_header(url, "authorization", &format!("Bearer {token}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,56 +494,45 @@ async fn served_parity_is_strict_unless_a_rule_is_declared_serve_safe() {
     })
     .await;
     let rules = "[routes.diff]\nignore = [\"/request_id\"]\nnormalize = [{ fields = [\"/start_date\"], with = [\"datetime\"] }]\n";
+    // One request to a fresh proxy with `rest`: the request_id the caller got, and the row.
+    let once = |rest: String| {
+        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+        cfg.rest = rest;
+        async move {
+            let p = start(cfg, None).await;
+            let id = get(&p.url("/p")).await.json()["request_id"].clone();
+            let row = wait_exchanges(&p, 1, "served_by, fallback, outcome").remove(0);
+            (id, row, p)
+        }
+    };
     // Not declared safe: in ga the route falls back, and the cohort's comparison is strict:
     // a `diff`, although the route's rules make the pair a match (as in the shadow phase).
-    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-    cfg.rest = format!("{}{}", phase("ga"), route("p", "/p", rules));
-    let p = start(cfg, None).await;
-    assert_eq!(get(&p.url("/p")).await.json()["request_id"], "l-1");
-    let rows = wait_exchanges(&p, 1, "served_by, fallback, outcome");
-    assert_eq!(rows[0]["fallback"], "unverified_rules");
-    assert_eq!(rows[0]["outcome"], "diff");
-    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-    cfg.rest = format!("{}{}", phase("shadow"), route("p", "/p", rules));
-    let p = start(cfg, None).await;
-    get(&p.url("/p")).await;
-    let rows = wait_exchanges(&p, 1, "served_by, fallback, outcome");
+    let (id, row, _) = once(format!("{}{}", phase("ga"), route("p", "/p", rules))).await;
+    assert_eq!(id, "l-1");
+    assert_eq!(row["fallback"], "unverified_rules");
+    assert_eq!(row["outcome"], "diff");
+    let (_, row, _) = once(format!("{}{}", phase("shadow"), route("p", "/p", rules))).await;
     assert_eq!(
-        rows[0]["outcome"], "match",
+        row["outcome"], "match",
         "the shadow phase compares by the route's rules"
     );
     // Both declared safe: served, and the served comparison applies just those rules.
-    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-    cfg.rest = format!(
-        "{}{}",
-        phase("ga"),
-        route(
-            "p",
-            "/p",
-            &format!("{rules}serve_safe = [\"/request_id\", \"/start_date\"]\n")
-        )
-    );
-    let p = start(cfg, None).await;
-    assert_eq!(get(&p.url("/p")).await.json()["request_id"], "c-9");
-    let rows = wait_exchanges(&p, 1, "served_by, fallback, outcome");
-    assert_eq!(rows[0]["served_by"], "candidate");
-    assert_eq!(rows[0]["outcome"], "match");
+    let both = format!("{rules}serve_safe = [\"/request_id\", \"/start_date\"]\n");
+    let (id, row, _) = once(format!("{}{}", phase("ga"), route("p", "/p", &both))).await;
+    assert_eq!(id, "c-9");
+    assert_eq!(row["served_by"], "candidate");
+    assert_eq!(row["outcome"], "match");
     // Only the datetime rule declared safe: the route still has an unverified rule.
-    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-    cfg.rest = format!(
+    let one = format!("{rules}serve_safe = [\"/start_date\"]\n");
+    let (id, row, p) = once(format!(
         "{}[rollout.phases.ga]\nverify = true\n{}",
         phase("ga"),
-        route(
-            "p",
-            "/p",
-            &format!("{rules}serve_safe = [\"/start_date\"]\n")
-        )
-    );
-    let p = start(cfg, None).await;
+        route("p", "/p", &one)
+    ))
+    .await;
     // ga with verify: compared strictly, request_id differs: legacy's answer.
-    assert_eq!(get(&p.url("/p")).await.json()["request_id"], "l-1");
-    let rows = wait_exchanges(&p, 1, "served_by, fallback, outcome");
-    assert_eq!(rows[0]["fallback"], "unverified");
+    assert_eq!(id, "l-1");
+    assert_eq!(row["fallback"], "unverified");
     // `check` names the unverified rule.
     let dir = p.dir.path();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))

@@ -305,10 +305,10 @@ impl Proxy {
             tokio::select! {
                 () = mirror.wait_candidate() => {}
                 () = tokio::time::sleep(serve.deadline) => {
-                    mirror.cancel(Some(serve.deadline), "");
+                    mirror.cancel_at_deadline(serve.deadline);
                 }
                 () = caller.closed() => {
-                    mirror.cancel(None, "the caller went away");
+                    mirror.cancel("the caller went away");
                     meta.serving.served_by = ServedBy::Nobody;
                     mirror.abandoned(meta, None);
                     return;
@@ -344,7 +344,7 @@ impl Proxy {
                 biased;
                 () = caller.closed() => {
                     legacy.abort();
-                    mirror.cancel(None, "the caller went away");
+                    mirror.cancel("the caller went away");
                     meta.serving.served_by = ServedBy::Nobody;
                     let status = legacy_res
                         .as_ref()
@@ -353,9 +353,7 @@ impl Proxy {
                     return;
                 }
                 r = &mut legacy, if legacy_res.is_none() => {
-                    let r = r.unwrap_or_else(|e| {
-                        (Err(LegacyError::Unreachable(format!("legacy task: {e}"))), 0.0)
-                    });
+                    let r = joined(r);
                     let verdict = match &r.0 {
                         Ok(res) if res.status().is_success() => None,
                         Ok(_) => Some(Fallback::LegacyStatus),
@@ -363,13 +361,13 @@ impl Proxy {
                     };
                     legacy_res = Some(r);
                     if let Some(f) = verdict {
-                        mirror.cancel(None, "legacy's answer was decided first (not a success)");
+                        mirror.cancel("legacy's answer was decided first (not a success)");
                         break Err(f);
                     }
                 }
                 () = mirror.wait_candidate(), if waiting => {}
                 () = &mut deadline, if waiting => {
-                    mirror.cancel(Some(serve.deadline), "");
+                    mirror.cancel_at_deadline(serve.deadline);
                     break Err(Fallback::Deadline);
                 }
             }
@@ -394,12 +392,7 @@ impl Proxy {
         };
         let (res, ms) = match legacy_res {
             Some(r) => r,
-            None => legacy.await.unwrap_or_else(|e| {
-                (
-                    Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
-                    0.0,
-                )
-            }),
+            None => joined(legacy.await),
         };
         crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
         let served = match served {
@@ -474,11 +467,7 @@ impl Proxy {
         );
         caller.answer(served.response).await;
         // Legacy's body, read to its end for the comparison; nobody else gets it.
-        while let Some(frame) = tee.frame().await {
-            if frame.is_err() {
-                break;
-            }
-        }
+        drain(&mut tee).await;
     }
 
     /// Verified serving: the candidate's answer as the caller would get it, compared with
@@ -684,14 +673,31 @@ impl Caller {
     /// instead: the copy a tee takes of legacy's body still reaches the comparison.
     async fn answer(self, res: Response<ResBody>) {
         if let Err(res) = self.0.send(res) {
-            let mut body = res.into_body();
-            while let Some(frame) = body.frame().await {
-                if frame.is_err() {
-                    break;
-                }
-            }
+            drain(&mut res.into_body()).await;
         }
     }
+}
+
+/// Reads a response body to its end (or its first error), keeping nothing: a tee in it hands
+/// its copy to the comparison.
+async fn drain(body: &mut ResBody) {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
+/// Legacy's answer from the task that fetched it (a task that failed: legacy unreachable).
+fn joined(
+    r: Result<(Result<Response<Incoming>, LegacyError>, f64), tokio::task::JoinError>,
+) -> (Result<Response<Incoming>, LegacyError>, f64) {
+    r.unwrap_or_else(|e| {
+        (
+            Err(LegacyError::Unreachable(format!("legacy task: {e}"))),
+            0.0,
+        )
+    })
 }
 
 /// Reads a response body's frames until it ends (`true`), fails or passes `limit` bytes

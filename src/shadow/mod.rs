@@ -656,16 +656,22 @@ impl Mirror {
     }
 
     /// Cancels a candidate call still running (its connection is closed, its slot given back):
-    /// the caller's answer was decided without it. Recorded as a timeout at `deadline` when
-    /// that is why, else as cancelled for `why`.
-    pub fn cancel(&mut self, deadline: Option<std::time::Duration>, why: &'static str) {
+    /// the caller's answer was decided without it, for `why`. Recorded as cancelled.
+    pub fn cancel(&mut self, why: &'static str) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.abort_with(Candidate::Cancelled { ms, why });
+    }
+
+    /// [`Mirror::cancel`] at the serve deadline `limit`: recorded as a timeout at that limit.
+    pub fn cancel_at_deadline(&mut self, limit: std::time::Duration) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.abort_with(Candidate::Timeout { ms, limit });
+    }
+
+    fn abort_with(&mut self, c: Candidate) {
         if let CandidateSlot::Pending(h) = &self.candidate {
             h.abort();
-            let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            self.candidate = CandidateSlot::Ready(match deadline {
-                Some(limit) => Candidate::Timeout { ms, limit },
-                None => Candidate::Cancelled { ms, why },
-            });
+            self.candidate = CandidateSlot::Ready(c);
         }
     }
 

@@ -401,6 +401,26 @@ pub async fn send(req: Request<Full<Bytes>>) -> Got {
     }
 }
 
+/// A GET with one header.
+pub async fn get_with_header(url: &str, name: &str, value: &str) -> Got {
+    send(
+        Request::get(url)
+            .header(name, value)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+}
+
+/// The sum of a metric's samples whose line starts with `name` (labels included or not), in
+/// Prometheus' exposition text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub async fn get(url: &str) -> Got {
     send(Request::get(url).body(Full::default()).unwrap()).await
 }
