@@ -15,6 +15,7 @@
 //! - [`mapping`]: response mappings (JSONata, jq) run in worker processes.
 //! - [`diff`]: pure field diff of two JSON documents under the route's rules.
 //! - [`redact`]: removes secrets and configured fields before anything is stored.
+//! - [`mask`]: what of a URL may be printed (passwords and secret parameters masked), everywhere.
 //! - [`record`]: what an exchange leaves behind (outcome, skip reason, record); a leaf.
 //! - [`store`]: the only module that knows the storage engine: the writer thread, retention,
 //!   and the typed query API ([`store::Reader`]) everything else reads through.
@@ -47,6 +48,7 @@ pub mod diff;
 pub mod encoding;
 pub mod gate;
 pub mod mapping;
+pub mod mask;
 pub mod proxy;
 pub mod quota;
 pub mod record;

@@ -71,6 +71,9 @@ struct ConnLimits {
 /// Connections the admin listener serves at once: its own budget, so that callers holding
 /// every proxy connection never take `/healthz` and `/metrics` down with them.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// The admin listener's wait for a request head: probes send theirs at once, and a socket that
+/// sends nothing must not hold one of its few slots for the proxy's (longer) timeout.
+const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// File descriptors kept for everything but callers' connections: the store, mapping workers,
 /// listeners, the admin listener's connections, logs.
 const RESERVED_FDS: u64 = 256;
@@ -106,6 +109,24 @@ fn connection_cap(configured: usize, max_in_flight: usize, served: Option<usize>
         );
     }
     cap
+}
+
+/// The `Host` names the admin listener answers to: its bound address, the loopback names of
+/// its port when it listens on loopback (or every address), and `[admin] hosts`.
+fn admin_hosts(addr: Option<SocketAddr>, extra: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = extra.to_vec();
+    if let Some(a) = addr {
+        hosts.push(a.to_string());
+        if a.ip().is_loopback() || a.ip().is_unspecified() {
+            let p = a.port();
+            hosts.extend([
+                format!("127.0.0.1:{p}"),
+                format!("localhost:{p}"),
+                format!("[::1]:{p}"),
+            ]);
+        }
+    }
+    hosts
 }
 
 /// An upstream client for one side, its error naming the side.
@@ -294,6 +315,11 @@ impl Server {
             reloader: Some(reloader.clone()),
             store: Some(store.handle().stats().clone()),
             rollout: Some(rollout),
+            hosts: admin_hosts(
+                admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                &cfg.admin.hosts,
+            ),
+            logins: crate::admin::session::Attempts::default(),
         });
         Ok(Self {
             proxy_listener,
@@ -363,6 +389,7 @@ impl Server {
                 l,
                 ConnLimits {
                     max: ADMIN_MAX_CONNECTIONS,
+                    header_read_timeout: limits.header_read_timeout.min(ADMIN_HEADER_READ_TIMEOUT),
                     ..limits
                 },
                 stop_rx.clone(),
@@ -498,6 +525,11 @@ impl Drop for Busy {
 }
 
 impl ConnState {
+    /// Since when (after its acceptance) the connection has had no request in flight.
+    fn idle_since(&self) -> Duration {
+        Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
+    }
+
     /// When the connection becomes idle past its limits, as things stand; `None` while a
     /// request is in flight.
     fn deadline(&self, accepted: Instant, limits: &ConnLimits) -> Option<Instant> {
@@ -511,6 +543,66 @@ impl ConnState {
         }
         let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
         Some(accepted + done + limits.idle_timeout)
+    }
+}
+
+/// The open connections of one listener, so that at the cap the one idle the longest (no
+/// request in flight: a kept-alive connection between requests, or a socket that never sent
+/// one) is closed to make room, as Envoy's overload manager shortens idle timeouts under
+/// pressure: idle sockets can never keep a real caller waiting.
+#[derive(Default)]
+struct Conns {
+    next: AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Conn>>,
+}
+
+#[derive(Clone)]
+struct Conn {
+    accepted: Instant,
+    state: Arc<ConnState>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+impl Conns {
+    fn add(&self, conn: Conn) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.put(id, conn);
+        id
+    }
+
+    fn put(&self, id: u64, conn: Conn) {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, conn);
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Asks the connection idle the longest to close (it closes unless a request arrived in
+    /// the meantime); `false` when every connection has a request in flight.
+    fn evict_idlest(&self) -> bool {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idlest = open
+            .iter()
+            .filter(|(_, c)| c.state.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, c)| c.accepted + c.state.idle_since())
+            .map(|(id, _)| *id);
+        match idlest.and_then(|id| open.remove(&id)) {
+            Some(c) => {
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -568,13 +660,27 @@ async fn accept_loop<F, S, B>(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let conns = Arc::new(Conns::default());
     // Connections open = slots taken.
     let max = limits.max;
     let open = move |slots: &tokio::sync::Semaphore| max - slots.available_permits();
     let mut last_warned = None;
     loop {
-        // A free slot first: at the cap the listener stops accepting and the kernel's backlog
-        // holds new connections, instead of accepting sockets it cannot serve.
+        let (stream, peer) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        // A slot for it. At the cap, the connection idle the longest is closed to make room
+        // (again every 50 ms while every one is busy); meanwhile the listener accepts nothing
+        // more and the kernel's backlog holds the rest.
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -585,73 +691,85 @@ async fn accept_loop<F, S, B>(
                     tracing::warn!(
                         listener = name,
                         max_connections = limits.max,
-                        "connection cap reached: not accepting until one closes"
+                        "connection cap reached: closing idle connections first, then waiting for one to close"
                     );
                 }
-                tokio::select! {
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = stop.changed() => break,
+                let got = loop {
+                    if conns.evict_idlest() {
+                        crate::telemetry::connection_evicted(name);
+                    }
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => break p.ok(),
+                        _ = stop.changed() => break None,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                };
+                match got {
+                    Some(p) => p,
+                    None => break,
                 }
             }
         };
-        tokio::select! {
-            res = listener.accept() => {
-                let (stream, peer) = match res {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
+        let _ = stream.set_nodelay(true);
+        let accepted = Instant::now();
+        let state = Arc::new(ConnState::default());
+        let svc = make_service(peer);
+        let st = state.clone();
+        let service = service_fn(move |req| {
+            let busy = Busy::new(&st, accepted);
+            let fut = svc.call(req);
+            async move {
+                let res = fut.await?;
+                Ok::<_, Infallible>(res.map(|inner| Tracked { inner, _busy: busy }))
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let fut = graceful.watch(conn);
+        crate::telemetry::connections(name, open(&slots));
+        let slots = slots.clone();
+        let entry = Conn {
+            accepted,
+            state: state.clone(),
+            close: Arc::new(tokio::sync::Notify::new()),
+        };
+        let close = entry.close.clone();
+        let id = conns.add(entry.clone());
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            tokio::pin!(fut);
+            loop {
+                let wake = state
+                    .deadline(accepted, &limits)
+                    .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+                tokio::select! {
+                    res = &mut fut => {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let accepted = Instant::now();
-                let state = Arc::new(ConnState::default());
-                let svc = make_service(peer);
-                let st = state.clone();
-                let service = service_fn(move |req| {
-                    let busy = Busy::new(&st, accepted);
-                    let fut = svc.call(req);
-                    async move {
-                        let res = fut.await?;
-                        Ok::<_, Infallible>(res.map(|inner| Tracked { inner, _busy: busy }))
-                    }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let fut = graceful.watch(conn);
-                crate::telemetry::connections(name, open(&slots));
-                let slots = slots.clone();
-                tokio::spawn(async move {
-                    tokio::pin!(fut);
-                    loop {
-                        let wake = state
-                            .deadline(accepted, &limits)
-                            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-                        tokio::select! {
-                            res = &mut fut => {
-                                if let Err(e) = res {
-                                    tracing::debug!(error = %e, "connection ended with an error");
-                                }
-                                break;
-                            }
-                            () = tokio::time::sleep_until(wake.into()) => {
-                                if state.deadline(accepted, &limits).is_some_and(|d| d <= Instant::now()) {
-                                    tracing::debug!(%peer, "closing an idle connection");
-                                    break;
-                                }
-                            }
+                    () = tokio::time::sleep_until(wake.into()) => {
+                        if state.deadline(accepted, &limits).is_some_and(|d| d <= Instant::now()) {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            break;
                         }
                     }
-                    drop(permit);
-                    crate::telemetry::connections(name, open(&slots));
-                });
+                    () = close.notified() => {
+                        if state.busy.load(Ordering::Acquire) == 0 {
+                            tracing::debug!(%peer, "closing an idle connection to make room at the cap");
+                            break;
+                        }
+                        // A request arrived meanwhile: it stays, and may be chosen again.
+                        conns.put(id, entry.clone());
+                    }
+                }
             }
-            _ = stop.changed() => break,
-        }
+            conns.remove(id);
+            drop(permit);
+            crate::telemetry::connections(name, open(&slots));
+        });
     }
 }
 

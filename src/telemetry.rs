@@ -335,6 +335,11 @@ pub fn connection_limit_reached(listener: &'static str) {
         .increment(1);
 }
 
+/// A connection with no request in flight was closed to make room at the cap.
+pub fn connection_evicted(listener: &'static str) {
+    metrics::counter!("shadowdiff_connections_evicted_total", "listener" => listener).increment(1);
+}
+
 pub fn store_write(seconds: f64) {
     metrics::histogram!("shadowdiff_store_write_duration_seconds").record(seconds);
 }

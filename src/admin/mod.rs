@@ -28,7 +28,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 mod pages;
-mod session;
+pub mod session;
 pub mod view;
 
 use crate::record::RouteKey;
@@ -61,6 +61,13 @@ pub struct AdminState {
     pub store: Option<Arc<crate::store::StoreStats>>,
     /// `/api/rollout`; `None` where no proxy runs.
     pub rollout: Option<crate::rollout_control::api::RolloutHandle>,
+    /// The names (`host:port`, lower case) this listener answers to: its bound address, the
+    /// loopback names of its port, `[admin] hosts`. A request naming another `Host` (a DNS
+    /// rebinding page), or a change whose `Origin` is another site, is refused. Empty: no
+    /// check (tests that call [`handle`] directly).
+    pub hosts: Vec<String>,
+    /// Failed sign-ins, bounded ([`session::Attempts`]).
+    pub logins: session::Attempts,
 }
 
 /// Longest `POST` body read.
@@ -142,8 +149,70 @@ fn readiness(state: &AdminState, authorized: bool) -> Response<Full<Bytes>> {
     json_value_status(status, &body)
 }
 
-/// Serves one admin request.
+/// Serves one admin request, with the security headers every answer carries.
 pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let asset = req.uri().path().starts_with("/assets/");
+    let mut res = route(state, req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    if !asset {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// The pages' Content-Security-Policy: their script and style are files of this listener
+/// (`/assets/`), never inline; nothing is loaded from elsewhere, no other site may frame them.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Whether a request names this listener: its `Host` (or HTTP/2 `:authority`) is one of
+/// `state.hosts`, and a browser's `Origin`, when sent, is `http(s)://` one of them.
+fn same_site<B>(state: &AdminState, req: &Request<B>) -> Result<(), &'static str> {
+    if state.hosts.is_empty() {
+        return Ok(());
+    }
+    let known = |h: &str| state.hosts.iter().any(|k| k.eq_ignore_ascii_case(h));
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
+    if !host.is_some_and(known) {
+        return Err(
+            r#"{"error":"this listener does not answer to that Host (add it to [admin] hosts)"}"#,
+        );
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let site = origin.to_str().ok().and_then(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+        });
+        if !site.is_some_and(known) {
+            return Err(r#"{"error":"a request from another site's page"}"#);
+        }
+    }
+    Ok(())
+}
+
+/// Routes one admin request.
+async fn route<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -151,6 +220,9 @@ where
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return json_static(StatusCode::OK, r#"{"status":"ok"}"#);
+    }
+    if let Some(asset) = pages::asset(&path) {
+        return asset;
     }
     let query = crate::translate::parse_query(req.uri().query().unwrap_or(""));
     let param = |name: &str| {
@@ -194,7 +266,8 @@ where
                         .insert(header::SET_COOKIE, session::set_cookie(token, false));
                     return res;
                 }
-                Access::Full
+                // Reads only: a token in an address leaks (logs, history, Referer).
+                Access::Session
             } else {
                 Access::None
             }
@@ -204,8 +277,27 @@ where
         return readiness(&state, access == Access::Full);
     }
     let method = req.method().clone();
+    // Without a token the listener is on loopback (the config refuses another address), where
+    // any local page could reach it: only requests naming it, from its own pages, are served.
+    // With a token, a change needs the bearer header, which no other site's page can send.
+    if state.token.is_none() {
+        if let Err(why) = same_site(&state, &req) {
+            return json_static(StatusCode::FORBIDDEN, why);
+        }
+    }
     match (path.as_str(), &state.token) {
         ("/login", Some(token)) if method == http::Method::POST => {
+            if let Err(wait) = state.logins.admit(std::time::Instant::now()) {
+                let mut res = json_static(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    r#"{"error":"too many failed sign-ins: wait, or use Authorization: Bearer"}"#,
+                );
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(wait.as_secs().max(1)),
+                );
+                return res;
+            }
             let form = read_body(req).await.unwrap_or_default();
             let form = crate::translate::parse_query(&String::from_utf8_lossy(&form));
             let field = |name: &str| {
@@ -221,6 +313,7 @@ where
                     .insert(header::SET_COOKIE, session::set_cookie(token, false));
                 return res;
             }
+            state.logins.failed(std::time::Instant::now());
             let mut res = html(session::login_page(&next, true));
             *res.status_mut() = StatusCode::UNAUTHORIZED;
             return res;
@@ -260,7 +353,7 @@ where
     if access == Access::Session && method != http::Method::GET && method != http::Method::HEAD {
         return json_static(
             StatusCode::FORBIDDEN,
-            r#"{"error":"a change needs Authorization: Bearer <token>; the sign-in cookie only reads"}"#,
+            r#"{"error":"a change needs Authorization: Bearer <token>; the sign-in cookie and ?token= only read"}"#,
         );
     }
     let view = View::from_query(&query, "1h");
@@ -817,6 +910,8 @@ mod tests {
             reloader: None,
             store: None,
             rollout: None,
+            hosts: Vec::new(),
+            logins: session::Attempts::default(),
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         // Probes carry no token: readiness answers without it.

@@ -31,10 +31,35 @@ const LISTED: usize = 20;
 pub(super) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · shadowdiff</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>\
-         <body><main>{body}</main><script>{JS}</script></body></html>",
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head>\
+         <body><main>{body}</main><script src=\"/assets/dashboard.js\"></script></body></html>",
         esc(title)
     )
+}
+
+/// `/assets/dashboard.css` and `/assets/dashboard.js`: the pages' style and script as files of
+/// the listener, so the Content-Security-Policy allows no inline script; public (the sign-in
+/// page uses them) and cached for an hour.
+pub(super) fn asset(path: &str) -> Option<http::Response<http_body_util::Full<bytes::Bytes>>> {
+    let (body, kind) = match path {
+        "/assets/dashboard.css" => (CSS, "text/css; charset=utf-8"),
+        "/assets/dashboard.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return None,
+    };
+    let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+        body.as_bytes(),
+    )));
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(kind),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("max-age=3600"),
+    );
+    Some(res)
 }
 
 /// The navigation bar and the filter form (a `GET` to the page itself).
@@ -49,7 +74,9 @@ fn header(state: &AdminState, title: &str, path: &str, v: &View, r: &Report) -> 
         q = v.query()
     );
     let select = |name: &str, current: Option<&str>, options: &[String], all: &str| {
-        let mut s = format!("<label>{name} <select name=\"{name}\" onchange=\"this.form.submit()\"><option value=\"\">{all}</option>");
+        let mut s = format!(
+            "<label>{name} <select name=\"{name}\" data-submit><option value=\"\">{all}</option>"
+        );
         let mut seen = false;
         for opt in options {
             let sel = current == Some(opt.as_str());
@@ -86,7 +113,7 @@ fn header(state: &AdminState, title: &str, path: &str, v: &View, r: &Report) -> 
     );
     let _ = write!(
         o,
-        "<form method=\"get\" action=\"{}\" class=\"filters\" id=\"filters\">{since}{}{}{}{}{}<label><input type=\"checkbox\" name=\"noise\" value=\"hide\"{} onchange=\"this.form.submit()\"> hide noise</label> <button type=\"submit\">apply</button> <a href=\"{}\">clear</a></form>",
+        "<form method=\"get\" action=\"{}\" class=\"filters\" id=\"filters\">{since}{}{}{}{}{}<label><input type=\"checkbox\" name=\"noise\" value=\"hide\"{} data-submit> hide noise</label> <button type=\"submit\">apply</button> <a href=\"{}\">clear</a></form>",
         esc(path),
         select("route", v.route.as_deref(), &routes, "all routes"),
         select("account", v.account.as_deref(), &accounts, "all accounts"),
@@ -354,8 +381,8 @@ fn route_body(o: &mut String, rt: &RouteReport, v: &View) {
     let max = l.legacy_p99.max(l.candidate_p99).max(1.0);
     let bar = |x: f64, class: &str| {
         format!(
-            "<span class=\"bar {class}\" style=\"width:{:.0}px\"></span> {x:.1} ms",
-            200.0 * x / max
+            "<svg class=\"bar\" width=\"{w:.0}\" height=\"10\" aria-hidden=\"true\"><rect class=\"{class}\" width=\"{w:.0}\" height=\"10\"/></svg> {x:.1} ms",
+            w = 200.0 * x / max
         )
     };
     let _ = write!(
@@ -847,7 +874,7 @@ th{background:#f6f8fa}.num{text-align:right;font-variant-numeric:tabular-nums}co
 details{margin:6px 0;border:1px solid #d0d7de;border-radius:6px;padding:4px 10px}summary{cursor:pointer}\
 .filters{display:flex;flex-wrap:wrap;gap:6px 12px;align-items:center;padding:8px;background:#f6f8fa;border:1px solid #d0d7de;border-radius:8px}\
 .ok{color:#1a7f37}.warn{color:#9a6700}.bad{color:#cf222e}\
-.legacy{color:#0550ae}.candidate{color:#8250df}.bar{display:inline-block;height:10px;vertical-align:middle}.bar.legacy{background:#0550ae}.bar.candidate{background:#8250df}\
+.legacy{color:#0550ae}.candidate{color:#8250df}.bar{display:inline-block;vertical-align:middle}.bar rect.legacy{fill:#0550ae}.bar rect.candidate{fill:#8250df}\
 .class-systematic td.class-systematic,td.class-systematic{font-weight:600}.class-noise{color:#57606a}\
 tr.hit{background:#fff8c5}mark.hit{background:#ddf4ff;color:inherit;border-radius:3px}mark.focus{background:#fff8c5;outline:1px solid #d4a72c}\
 .sides{display:flex;gap:12px}.sides>div{flex:1;min-width:0}pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;max-height:640px}\
@@ -870,6 +897,11 @@ document.addEventListener('toggle', (ev) => {
   sessionStorage.setItem(key, JSON.stringify([...open]));
 }, true);
 apply(document);
+// Filters submit on change (no inline handlers: the policy forbids them).
+document.addEventListener('change', (ev) => {
+  const t = ev.target;
+  if (t instanceof HTMLElement && 'submit' in t.dataset && t.form) t.form.submit();
+});
 async function refresh() {
   const live = document.getElementById('live');
   if (!live) return;

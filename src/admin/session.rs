@@ -112,15 +112,55 @@ pub(super) fn redirect(to: &str) -> Response<Full<Bytes>> {
 }
 
 /// `to` when it is a path of this listener, `/` otherwise (no open redirect to another site).
+///
+/// Only printable ASCII without a backslash, starting with one `/` and not two, that parses
+/// as an origin-form request target: browsers drop tabs and line breaks from a `Location` and
+/// read a backslash as `/`, so `/<TAB>/evil.example` or `/<BACKSLASH>evil.example` would leave
+/// the site; nothing that could be read so is followed.
 pub(super) fn local(to: &str) -> String {
-    if to.starts_with('/')
-        && !to.starts_with("//")
-        && !to.contains('\\')
-        && !to.contains(['\r', '\n'])
-    {
-        to.to_owned()
-    } else {
-        "/".to_owned()
+    let printable = to.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let rooted = to.starts_with('/') && !to.starts_with("//");
+    match to.parse::<http::uri::PathAndQuery>() {
+        Ok(pq) if printable && rooted && pq.as_str() == to => to.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+/// Failed sign-ins allowed per [`ATTEMPT_WINDOW`], over the listener (not per address: a
+/// fleet sits behind proxies); past it `/login` answers 429 until the window ends. Programs
+/// with the bearer header are never held.
+pub const MAX_FAILED_SIGN_INS: u32 = 10;
+/// The window [`MAX_FAILED_SIGN_INS`] counts over.
+pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The failed sign-ins of the current window.
+#[derive(Debug, Default)]
+pub struct Attempts(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
+
+impl Attempts {
+    /// `Err(wait)` while the window's failures are used up.
+    pub(super) fn admit(&self, now: std::time::Instant) -> Result<(), Duration> {
+        let g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *g {
+            Some((start, n)) if n >= MAX_FAILED_SIGN_INS && now < start + ATTEMPT_WINDOW => {
+                Err(start + ATTEMPT_WINDOW - now)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn failed(&self, now: std::time::Instant) {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = match *g {
+            Some((start, n)) if now < start + ATTEMPT_WINDOW => Some((start, n + 1)),
+            _ => Some((now, 1)),
+        };
     }
 }
 
@@ -180,6 +220,49 @@ mod tests {
         ] {
             assert_eq!(local(bad), "/", "{bad:?}");
         }
+    }
+
+    proptest::proptest! {
+        /// Whatever `next` is, the address a browser goes to (read as WHATWG URL parsing does:
+        /// tabs and line breaks dropped, `\\` as `/`) is on this listener.
+        #[test]
+        fn a_redirect_never_leaves_the_listener(
+            s in "\\PC{0,24}|[/\\\\\t\n\r%2Fa-z.:@?#]{0,24}|/[\t\n\r]{0,3}[/\\\\][a-z.]{0,12}",
+        ) {
+            let base = url::Url::parse("http://admin.local:9090/login").unwrap();
+            let to = local(&s);
+            let at = base.join(&to).unwrap();
+            proptest::prop_assert_eq!(at.origin(), base.origin(), "{:?} -> {:?}", s, to);
+            let res = redirect(&s);
+            let loc = res.headers()[header::LOCATION].to_str().unwrap();
+            proptest::prop_assert_eq!(base.join(loc).unwrap().origin(), base.origin());
+        }
+    }
+
+    #[test]
+    fn browser_normalised_forms_stay_home() {
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\\/evil.example",
+            "\t//evil.example",
+            "/\r\n/evil",
+        ] {
+            assert_eq!(local(bad), "/", "{bad:?}");
+        }
+        assert_eq!(
+            local("/%2F/x"),
+            "/%2F/x",
+            "an encoded slash is a path segment"
+        );
+        let a = Attempts::default();
+        let t = std::time::Instant::now();
+        for _ in 0..MAX_FAILED_SIGN_INS {
+            assert!(a.admit(t).is_ok());
+            a.failed(t);
+        }
+        assert!(a.admit(t).is_err());
+        assert!(a.admit(t + ATTEMPT_WINDOW).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(path)?;
     cfg.upstreams()?;
     for w in &cfg.warnings {
-        errln!("warning: {}: {w}", path.display());
+        errln!("warning: {}: {}", path.display(), crate::mask::text(w));
     }
     outln!(
         "# {}: ok. The configuration as resolved: every default filled in, paths resolved, secrets not shown.",

@@ -669,7 +669,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            write_err_always(format_args!("error: {e:#}"), true);
+            // Errors quote config lines and URLs: never with their passwords.
+            let shown = crate::mask::text(&format!("{e:#}"));
+            write_err_always(format_args!("error: {shown}"), true);
             if e.chain()
                 .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
             {

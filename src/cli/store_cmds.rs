@@ -217,13 +217,14 @@ pub(super) fn webhook_test(config: &Path, explicit: bool, name: &str) -> anyhow:
         let client = crate::upstream::client(None)?;
         Ok::<_, anyhow::Error>(crate::webhook::send(&client, e, &d).await)
     })?;
+    let shown = crate::mask::url(&e.url.to_string());
     match result {
         Ok(status) => {
-            outln!("{name}: {} answered {status}", e.url);
+            outln!("{name}: {shown} answered {status}");
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
-            outln!("{name}: {}: {err}", e.url);
+            outln!("{name}: {shown}: {}", crate::mask::text(&err.to_string()));
             Ok(ExitCode::from(1))
         }
     }

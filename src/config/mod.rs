@@ -307,6 +307,34 @@ pub struct AdminConfig {
     /// Whether `/metrics` needs the token too (`[admin] metrics_token = false`: a scraper
     /// without the secret may read it; it reveals counts, never bodies).
     pub metrics_token: bool,
+    /// `[admin] hosts`: other `host:port` names it answers to (lower case).
+    pub hosts: Vec<String>,
+}
+
+impl AdminConfig {
+    /// Why this admin listener may not start: a non-loopback address without a token (anyone
+    /// who reaches it could change the rollout). `key` names where the address came from.
+    pub fn exposure(&self, key: &str) -> Option<String> {
+        let listen = self.listen.as_deref()?;
+        if self.token.is_some() || is_loopback(listen) {
+            return None;
+        }
+        Some(format!(
+            "{key}: {listen:?} is reachable from other hosts and [admin] token is not set: anyone \
+             reaching it could change the rollout phase; set [admin] token (e.g. \
+             \"${{SHADOWDIFF_ADMIN_TOKEN}}\"), or listen on 127.0.0.1"
+        ))
+    }
+}
+
+/// Whether a listen address (`ip:port`, `localhost:port`) is a loopback address.
+pub fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| h.eq_ignore_ascii_case("localhost")),
+    }
 }
 
 #[derive(Clone)]
@@ -615,6 +643,9 @@ impl Config {
         }
         if let Some(a) = &ov.admin {
             self.admin.listen = (!a.is_empty()).then(|| a.clone());
+            if let Some(m) = self.admin.exposure("--admin") {
+                return Err(bad("--admin", m));
+            }
         }
         Ok(())
     }

@@ -64,6 +64,9 @@ pub(super) struct RawAdmin {
     pub(super) listen: Option<Str>,
     pub(super) token: Option<Str>,
     pub(super) metrics_token: Option<bool>,
+    /// Other names (`host:port`) the admin listener is reached by, besides its address and
+    /// the loopback names of its port (a tokenless listener answers only to these).
+    pub(super) hosts: Option<Vec<Str>>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

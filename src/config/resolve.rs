@@ -419,6 +419,28 @@ impl Config {
             raw.store.match_sample,
             defaults::MATCH_SAMPLE,
         );
+        let admin = {
+            let a = AdminConfig {
+                listen: (!admin_listen.is_empty()).then_some(admin_listen),
+                token: raw.admin.token.map(|t| t.0).filter(|t| !t.is_empty()),
+                metrics_token: raw.admin.metrics_token.unwrap_or(true),
+                hosts: raw
+                    .admin
+                    .hosts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| h.0.to_ascii_lowercase())
+                    .collect(),
+            };
+            let line = text
+                .find("[admin]")
+                .and_then(|at| text[at..].find("listen").map(|l| at + l))
+                .map_or_else(String::new, |o| format!("line {}: ", line_of(o + 1)));
+            if let Some(m) = a.exposure(&format!("{line}[admin] listen")) {
+                note(m);
+            }
+            a
+        };
         let rollout = rollout(raw.rollout, &line_of);
         let webhooks = webhooks(raw.webhooks);
         let mut problems = problems.into_inner();
@@ -461,11 +483,7 @@ impl Config {
                     .idle_timeout
                     .map_or(defaults::IDLE_TIMEOUT, |d| d.0),
             },
-            admin: AdminConfig {
-                listen: (!admin_listen.is_empty()).then_some(admin_listen),
-                token: raw.admin.token.map(|t| t.0).filter(|t| !t.is_empty()),
-                metrics_token: raw.admin.metrics_token.unwrap_or(true),
-            },
+            admin,
             legacy: UpstreamConfig {
                 base_url: raw.legacy.base_url.map(|u| u.0),
                 timeout: raw

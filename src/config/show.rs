@@ -168,7 +168,7 @@ impl Config {
         for (name, u) in [("legacy", &self.legacy), ("candidate", &self.candidate)] {
             let _ = writeln!(o, "[{name}]");
             if let Some(b) = &u.base_url {
-                let _ = writeln!(o, "base_url = {}", q(&b.to_string()));
+                let _ = writeln!(o, "base_url = {}", q(&crate::mask::url(&b.to_string())));
             }
             let _ = writeln!(o, "timeout = {}", dur(u.timeout));
             if name == "legacy" {
@@ -295,7 +295,7 @@ impl Config {
                 o,
                 "[[webhooks]]\nname = {}\nurl = {}\nevents = {}\n# secret: set (not shown)\nmax_attempts = {}\nretry_base = {}\ntimeout = {}\n",
                 q(&w.name),
-                q(&w.url.to_string()),
+                q(&crate::mask::url(&w.url.to_string())),
                 list(w.events.iter().map(String::as_str)),
                 w.max_attempts,
                 dur(w.retry_base),

@@ -72,13 +72,13 @@ pub fn markdown(r: &Report) -> String {
         let failing = v.failing_names();
         let _ = writeln!(
             o,
-            "- gate `{}`: {}{}",
-            v.phase,
+            "- gate {}: {}{}",
+            md_code(&v.phase),
             if v.pass { "may be promoted" } else { "refused" },
             if failing.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", failing.join(", "))
+                format!(" ({})", md_text(&failing.join(", ")))
             }
         );
     }
@@ -93,7 +93,7 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} |",
-                rt.route,
+                md_text(&rt.route),
                 parity_text(&rt.counts),
                 rt.counts.compared,
                 rt.counts.exchanges,
@@ -105,12 +105,12 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     for rt in r.routes.iter().filter(|rt| !rt.fields.is_empty()) {
-        let _ = writeln!(o, "\n**{}**: top differing fields", rt.route);
+        let _ = writeln!(o, "\n**{}**: top differing fields", md_text(&rt.route));
         for f in rt.fields.iter().take(MD_FIELDS) {
             let _ = writeln!(
                 o,
-                "- `{}` {} in {} exchanges ({}, {}), e.g. `{}` → `{}`",
-                f.field,
+                "- {} {} in {} exchanges ({}, {}), e.g. {} → {}",
+                md_code(&f.field),
                 f.kind,
                 f.exchanges,
                 pct(f.rate),
@@ -118,19 +118,20 @@ pub fn markdown(r: &Report) -> String {
                 if f.kind == "extra" {
                     "(absent)".to_owned()
                 } else {
-                    short(&f.example.legacy)
+                    md_code(&short(&f.example.legacy))
                 },
                 if f.kind == "missing" {
                     "(absent)".to_owned()
                 } else {
-                    short(&f.example.candidate)
+                    md_code(&short(&f.example.candidate))
                 }
             );
             if let Some(fix) = &f.likely_fix {
                 let _ = writeln!(
                     o,
-                    "  - likely fix: {fix} (checked proposals: `shadowdiff suggest --route {}`)",
-                    rt.route
+                    "  - likely fix: {} (checked proposals: {})",
+                    md_text(fix),
+                    md_code(&format!("shadowdiff suggest --route {}", rt.route))
                 );
             }
         }
@@ -144,9 +145,9 @@ pub fn markdown(r: &Report) -> String {
             .iter()
             .map(|v| {
                 format!(
-                    "`{}` from {} ({} over {} compared)",
-                    v.version,
-                    v.first_seen,
+                    "{} from {} ({} over {} compared)",
+                    md_code(&v.version),
+                    md_text(&v.first_seen),
                     pct(v.parity),
                     v.compared
                 )
@@ -155,7 +156,7 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             o,
             "\n**{}**: mapping versions: {}",
-            rt.route,
+            md_text(&rt.route),
             list.join(" → ")
         );
     }
@@ -171,12 +172,12 @@ pub fn markdown(r: &Report) -> String {
             .fields
             .iter()
             .take(3)
-            .map(|f| format!("`{}` ({})", f.field, f.compared))
+            .map(|f| format!("{} ({})", md_code(&f.field), f.compared))
             .collect();
         let _ = write!(
             o,
             "\n**{}**: field coverage: {} field patterns compared, the fewest times: {}",
-            rt.route,
+            md_text(&rt.route),
             c.fields.len(),
             if fewest.is_empty() {
                 "none".to_owned()
@@ -191,7 +192,7 @@ pub fn markdown(r: &Report) -> String {
                 .unexercised
                 .iter()
                 .take(MD_FIELDS)
-                .map(|u| format!("`{}` ({})", u.field, u.known_from))
+                .map(|u| format!("{} ({})", md_code(&u.field), md_text(&u.known_from)))
                 .collect();
             let _ = writeln!(
                 o,
@@ -209,12 +210,12 @@ pub fn markdown(r: &Report) -> String {
         let list: Vec<String> = rt
             .noise
             .iter()
-            .map(|n| format!("`{}` ({}/{})", n.field, n.differed, n.samples))
+            .map(|n| format!("{} ({}/{})", md_code(&n.field), n.differed, n.samples))
             .collect();
         let _ = writeln!(
             o,
             "\n**{}**: noise learned from second legacy calls (differed / pairs): {}",
-            rt.route,
+            md_text(&rt.route),
             list.join(", ")
         );
     }
@@ -222,13 +223,13 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             o,
             "\n**Needs re-auth** (candidate 401/403 in a row while legacy succeeded): {}",
-            reauth_list(r)
+            md_text(&reauth_list(r))
         );
     }
     let _ = writeln!(
         o,
         "\n**Candidate quota spent by shadow traffic**: {}",
-        spend_text(&r.shadow_spend)
+        md_text(&spend_text(&r.shadow_spend))
     );
     rollout_markdown(&mut o, &r.rollout);
     rediffs_markdown(&mut o, &r.rediffs);
@@ -272,15 +273,15 @@ fn rediffs_markdown(o: &mut String, rows: &[crate::store::RediffRow]) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} → {} | {} | {} | {} |",
-            r.at,
-            md_cell(&r.route),
-            md_cell(r.mapping_version.as_deref().unwrap_or("none")),
+            md_text(&r.at),
+            md_text(&r.route),
+            md_text(r.mapping_version.as_deref().unwrap_or("none")),
             r.exchanges,
             pct_of(r.recorded_matched, r.exchanges),
             pct_of(r.matched, r.exchanges),
             r.fixed,
             r.broken,
-            md_cell(&r.source)
+            md_text(&r.source)
         );
     }
 }
@@ -326,7 +327,7 @@ fn rollout_markdown(o: &mut String, r: &crate::report::RolloutSection) {
             r.cohort_requests,
             r.served_by_candidate,
             r.fallbacks.values().sum::<u64>(),
-            fallback_list(r),
+            md_text(&fallback_list(r)),
             served_parity(r)
         );
     }
@@ -336,11 +337,11 @@ fn rollout_markdown(o: &mut String, r: &crate::report::RolloutSection) {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {} |",
-                e.at,
-                e.from.as_deref().unwrap_or("-"),
-                e.to,
-                md_cell(&e.actor),
-                md_cell(e.reason.as_deref().unwrap_or(""))
+                md_text(&e.at),
+                md_text(e.from.as_deref().unwrap_or("-")),
+                md_text(&e.to),
+                md_text(&e.actor),
+                md_text(e.reason.as_deref().unwrap_or(""))
             );
         }
     }
@@ -371,9 +372,47 @@ fn fallback_list(r: &crate::report::RolloutSection) -> String {
     format!(" ({})", list.join(", "))
 }
 
-/// A table cell's text: no pipe or newline can break the table.
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+/// Text from the data (a vendor's field name, a caller's account, a reason typed by somebody)
+/// as literal Markdown text: every ASCII punctuation character backslash-escaped (CommonMark
+/// lets any of them be, and GFM tables read `\|` as a pipe inside the cell), line breaks
+/// folded into spaces. No emphasis, link, code span, entity or raw HTML can start in it.
+pub(crate) fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text from the data as a code span that holds whatever it contains: fenced by one backtick
+/// more than its longest run of backticks, padded when it starts or ends with one, line
+/// breaks folded. Outside tables only (a pipe in a table cell splits it even in code: use
+/// [`md_text`] there).
+pub(crate) fn md_code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    if s.trim().is_empty() {
+        return md_text(&s);
+    }
+    let (mut run, mut longest) = (0, 0);
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') || (s.starts_with(' ') && s.ends_with(' '))
+    {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{s}{pad}{fence}")
 }
 
 /// The rollout section in HTML (the report's and the dashboard's).
@@ -854,4 +893,71 @@ pub fn trend_svg(days: &[Day]) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+
+    fn events(md: &str) -> Vec<Event<'_>> {
+        Parser::new_ext(md, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).collect()
+    }
+
+    fn no_html(md: &str) -> Result<(), String> {
+        match events(md)
+            .iter()
+            .find(|e| matches!(e, Event::Html(_) | Event::InlineHtml(_)))
+        {
+            Some(e) => Err(format!("raw HTML {e:?} in {md:?}")),
+            None => Ok(()),
+        }
+    }
+
+    fn texts(md: &str) -> String {
+        events(md)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Text(t) | Event::Code(t) => Some(t.into_string()),
+                Event::SoftBreak => Some(" ".into()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reported_injection_is_inert() {
+        let field = "/x`<img src=x onerror=alert(1)>`";
+        let md = format!("- {} changed\n", md_code(field));
+        no_html(&md).unwrap();
+        assert_eq!(texts(&md), format!("{field} changed"));
+        let cell = format!("| a | b |\n|---|---|\n| {} | 1 |\n", md_text("<b>x</b>|y"));
+        no_html(&cell).unwrap();
+        assert!(texts(&cell).contains("<b>x</b>|y"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the string, it comes out as literal text: no raw HTML, no markup, the
+        /// table keeps its two cells.
+        #[test]
+        fn data_in_markdown_stays_literal(s in "\\PC{0,40}|[`<>|&\\\\*_\\[\\]()!# a-z\\n-]{0,40}") {
+            let folded = s.replace(['\n', '\r'], " ");
+            let para = format!("**route**: {} and {}\n", md_text(&s), md_code(&s));
+            no_html(&para).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let cell = format!("| a | b |\n|---|---|\n| {} | z |\n", md_text(&s));
+            no_html(&cell).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let cells = events(&cell)
+                .iter()
+                .filter(|e| matches!(e, Event::Start(Tag::TableCell)))
+                .count();
+            proptest::prop_assert_eq!(cells, 4, "{:?}", cell);
+            let item = format!("- {} x\n", md_text(&s));
+            let (got, want) = (texts(&item), format!("{folded} x"));
+            proptest::prop_assert_eq!(got.trim(), want.trim(), "{:?}", item);
+            let code = format!("- {} x\n", md_code(&s));
+            no_html(&code).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let ends = events(&code).iter().filter(|e| matches!(e, Event::End(TagEnd::Item))).count();
+            proptest::prop_assert_eq!(ends, 1, "{:?}", code);
+        }
+    }
 }

@@ -87,38 +87,8 @@ impl fmt::Debug for Location {
     }
 }
 
-/// The URL with the password of its user info and any `password` query parameter replaced by
-/// `***`. Works on bytes found by `find` at ASCII delimiters, so it never splits a character.
 fn mask(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority_end, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority_end.rfind('@') {
-        Some(at) => {
-            let (info, host) = authority_end.split_at(at);
-            match info.split_once(':') {
-                Some((user, _)) => format!("{user}:***{host}"),
-                None => authority_end.to_owned(),
-            }
-        }
-        None => authority_end.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    crate::mask::url(url)
 }
 
 #[cfg(test)]

@@ -389,6 +389,10 @@ impl Got {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 pub async fn send(req: Request<Full<Bytes>>) -> Got {

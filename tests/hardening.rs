@@ -1,0 +1,393 @@
+//! Hardening, third round: what a probe of the admin surface, a hostile vendor and a careless
+//! operator found (issue #26), each as a test against the real `shadowdiff` binary with fake
+//! upstreams on 127.0.0.1. Each failed against the binary built from the main of before.
+//!
+//! Every wait is a bounded poll; timings are never asserted, only what happened within a
+//! bound far from what the fixed code needs (the old code needed the full header timeout).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::json;
+use support::process::*;
+use support::*;
+
+/// Runs the binary with `args` in `dir`: (exit code, stdout + stderr).
+fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Sends raw request bytes and returns the whole answer (the request closes the connection).
+fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer.split("\r\n\r\n").next()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The phase in force, read as the operator does.
+async fn phase(p: &Proc) -> String {
+    get(&p.admin_url("/api/rollout")).await.json()["phase"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn rollout_proxy(admin_extra: &str) -> (Upstream, Upstream, Proc) {
+    let legacy = Upstream::json(json!({"id": 1})).await;
+    let candidate = Upstream::json(json!({"id": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.admin = admin_extra.to_owned();
+    cfg.rest = "[rollout.phases.ga]\nverify = false\n".into();
+    let p = start(cfg, None).await;
+    (legacy, candidate, p)
+}
+
+// ------------------------------------------------------------- 1. cross-site phase change
+
+/// A page on another origin, in headless Chromium, posts `{"phase":"ga"}` to the tokenless
+/// admin listener the way the probe did (`mode: "no-cors"`, a text body): refused by its
+/// `Origin`; a request naming another `Host` (DNS rebinding) is refused too. Old binary: the
+/// phase moved to `ga`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_site_cannot_change_the_phase() {
+    let (_l, _c, p) = rollout_proxy("").await;
+    let before = phase(&p).await;
+    assert_ne!(before, "ga");
+    let target = p.admin_url("/api/rollout");
+    let reload = p.admin_url("/api/reload");
+    let page = format!(
+        "<!doctype html><html><body><p id=\"x\">waiting</p><script>\
+         Promise.all([\
+           fetch('{target}', {{method: 'POST', mode: 'no-cors', body: '{{\"phase\":\"ga\"}}'}}),\
+           fetch('{reload}', {{method: 'POST', mode: 'no-cors'}})\
+         ]).then(() => document.getElementById('x').textContent = 'sent')\
+           .catch(e => document.getElementById('x').textContent = 'error ' + e);\
+         </script></body></html>"
+    );
+    let evil = Upstream::start(move |_| {
+        Reply::bytes(200, page.clone()).header("content-type", "text/html; charset=utf-8")
+    })
+    .await;
+    let url = evil.url();
+    let (dom, _) = tokio::task::spawn_blocking(move || {
+        chromium(&format!("{url}/evil"), "cross-site-post", "800,600", 3000)
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains("sent"), "the page's requests went out: {dom}");
+    assert_eq!(
+        phase(&p).await,
+        before,
+        "a cross-site page changed the phase"
+    );
+    let rebinding = raw(
+        p.admin,
+        "GET /api/rollout HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(rebinding.starts_with("HTTP/1.1 403"), "{rebinding}");
+    let forged = raw(
+        p.admin,
+        &format!(
+            "POST /api/rollout HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
+             Content-Type: text/plain\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{{\"phase\":\"ga\"}}",
+            p.admin
+        ),
+    );
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    assert_eq!(phase(&p).await, before);
+    // The operator's own call (no Origin, its Host) still works.
+    let own = send(
+        Request::post(p.admin_url("/api/rollout"))
+            .body(Full::new(Bytes::from(r#"{"phase":"ga","reason":"drill"}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(phase(&p).await, "ga");
+}
+
+/// A tokenless admin listener on a non-loopback address is a config error naming the key (and
+/// the flag); with a token, neither the sign-in cookie nor `?token=` may change anything.
+/// Old binary: started silently; `?token=` changed the phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_bearer_header_changes_anything_and_only_loopback_goes_tokenless() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "[admin]\nlisten = \"0.0.0.0:0\"\n[legacy]\nbase_url = \"http://127.0.0.1:9\"\n\
+               [candidate]\nbase_url = \"http://127.0.0.1:9\"\n";
+    std::fs::write(dir.path().join("a.toml"), cfg).unwrap();
+    let (code, out) = run(dir.path(), &["check", "--config", "a.toml"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("line 2: [admin] listen") && out.contains("[admin] token"),
+        "{out}"
+    );
+    let (code, out) = run(
+        dir.path(),
+        &[
+            "serve",
+            "--legacy",
+            "http://127.0.0.1:9",
+            "--candidate",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "[::]:0",
+            "--db",
+            "x.db",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--admin"), "{out}");
+
+    let (_l, _c, p) = rollout_proxy("token = \"s3cret-admin-token\"\n").await;
+    let before = {
+        let g = get_with_header(
+            &p.admin_url("/api/rollout"),
+            "authorization",
+            "Bearer s3cret-admin-token",
+        )
+        .await;
+        g.json()["phase"].as_str().unwrap().to_owned()
+    };
+    let with_query = send(
+        Request::post(p.admin_url("/api/rollout?token=s3cret-admin-token"))
+            .body(Full::new(Bytes::from(r#"{"phase":"ga"}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(with_query.status, 403, "{}", with_query.text());
+    let signed_in = raw(
+        p.admin,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 29\r\nConnection: close\r\n\r\ntoken=s3cret-admin-token&next=",
+            p.admin
+        ),
+    );
+    let cookie = header(&signed_in, "set-cookie").expect(&signed_in);
+    let cookie = cookie.split(';').next().unwrap();
+    let with_cookie = send(
+        Request::post(p.admin_url("/api/rollout"))
+            .header("cookie", cookie)
+            .body(Full::new(Bytes::from(r#"{"phase":"ga"}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(with_cookie.status, 403, "{}", with_cookie.text());
+    let now = get_with_header(
+        &p.admin_url("/api/rollout"),
+        "authorization",
+        "Bearer s3cret-admin-token",
+    )
+    .await;
+    assert_eq!(now.json()["phase"].as_str().unwrap(), before);
+}
+
+// ------------------------------------------------------------------- 2. open redirect
+
+/// `next=/%09/evil.example` (a tab browsers drop, leaving `//evil.example`) and its cousins
+/// are never followed; failed sign-ins are bounded; pages carry a policy without inline
+/// script. Old binary: `Location: /\t/evil.example`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_never_sends_a_browser_to_another_site() {
+    let (_l, _c, p) = rollout_proxy("token = \"s3cret-admin-token\"\n").await;
+    for next in [
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/%5C/evil.example",
+        "%5C%5Cevil.example",
+        "//evil.example",
+        "https://evil.example/",
+    ] {
+        let body = format!("token=s3cret-admin-token&next={next}");
+        let answer = raw(
+            p.admin,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                p.admin,
+                body.len()
+            ),
+        );
+        assert_eq!(header(&answer, "location"), Some("/"), "{next}: {answer}");
+    }
+    // Ten wrong tokens, then a pause: even the right one waits (429), the bearer header not.
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let answer = raw(
+            p.admin,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: 11\r\nConnection: close\r\n\r\ntoken=wrong",
+                p.admin
+            ),
+        );
+        statuses.push(answer[9..12].to_owned());
+    }
+    assert_eq!(statuses[..10], vec!["401"; 10][..], "{statuses:?}");
+    assert_eq!(statuses[10], "429");
+    let bearer = get_with_header(
+        &p.admin_url("/api/summary"),
+        "authorization",
+        "Bearer s3cret-admin-token",
+    )
+    .await;
+    assert_eq!(bearer.status, 200);
+    // The sign-in page: a policy that allows no inline script and no framing.
+    let page = raw(
+        p.admin,
+        &format!(
+            "GET /login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            p.admin
+        ),
+    );
+    let csp = header(&page, "content-security-policy").expect(&page);
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&page, "x-content-type-options"), Some("nosniff"));
+    let body = page.split("\r\n\r\n").nth(1).unwrap();
+    for inline in ["<script>", "onchange=", "onclick=", "onsubmit=", "style=\""] {
+        assert!(!body.contains(inline), "inline {inline}: {body}");
+    }
+}
+
+// ------------------------------------------------------- 3. idle sockets and the probes
+
+/// Opens `n` connections that never send a byte.
+fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect()
+}
+
+/// 70 idle sockets on the admin listener (cap 64) and 60 on a proxy capped at 20 connections,
+/// with a 60 s header timeout: `/healthz` and a real caller are still answered, well before
+/// any timeout frees a slot. Old binary: both waited for the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_never_keep_a_probe_or_a_caller_waiting() {
+    let legacy = Upstream::json(json!({"ok": true})).await;
+    let candidate = Upstream::json(json!({"ok": true})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.proxy =
+        "max_connections = 20\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"\n".into();
+    let p = start(cfg, None).await;
+    let _admin_idle = idle_sockets(p.admin, 70);
+    let health = tokio::time::timeout(Duration::from_secs(20), get(&p.admin_url("/healthz")))
+        .await
+        .expect("/healthz answered while 70 idle sockets held the admin listener");
+    assert_eq!(health.status, 200);
+    let _proxy_idle = idle_sockets(p.proxy, 60);
+    let answer = tokio::time::timeout(Duration::from_secs(20), get(&p.url("/x")))
+        .await
+        .expect("a caller was served while 60 idle sockets held the proxy");
+    assert_eq!(answer.status, 200);
+    let metrics = get(&p.admin_url("/metrics")).await.text();
+    assert!(
+        metric(
+            &metrics,
+            "shadowdiff_connections_evicted_total{listener=\"proxy\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
+
+// ------------------------------------------------------------------ 5. secrets printed
+
+/// `check`, `webhook test` and a config error never print a URL's password or a secret query
+/// parameter. Old binary: all three did.
+#[test]
+fn check_webhook_test_and_config_errors_never_print_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "[legacy]\nbase_url = \"https://user:hunter2@legacy.example/v1\"\n\
+               [candidate]\nbase_url = \"https://u:candpass@cand.example\"\n\
+               [[webhooks]]\nname = \"hook\"\nurl = \"https://h:whpass@127.0.0.1:9/hook?token=QTOKEN\"\n\
+               events = [\"gate.failed\"]\nsecret = \"0123456789abcdef0123\"\n";
+    std::fs::write(dir.path().join("a.toml"), cfg).unwrap();
+    let secrets = ["hunter2", "candpass", "whpass", "QTOKEN"];
+    let (code, out) = run(dir.path(), &["check", "--config", "a.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("https://user:***@legacy.example/v1"), "{out}");
+    let (_, test_out) = run(
+        dir.path(),
+        &["webhook", "test", "hook", "--config", "a.toml"],
+    );
+    assert!(
+        test_out.contains("https://h:***@127.0.0.1:9/hook?token=***"),
+        "{test_out}"
+    );
+    std::fs::write(
+        dir.path().join("b.toml"),
+        cfg.replace("/v1\"", "/v1?api_key=SEKRET1\""),
+    )
+    .unwrap();
+    let (code, err_out) = run(dir.path(), &["check", "--config", "b.toml"]);
+    assert_eq!(code, 2, "{err_out}");
+    assert!(err_out.contains("line 2"), "{err_out}");
+    for s in secrets.iter().chain(&["SEKRET1"]) {
+        for text in [&out, &test_out, &err_out] {
+            assert!(!text.contains(s), "{s} printed:\n{text}");
+        }
+    }
+}
+
+// -------------------------------------------------------- 6. Markdown report injection
+
+/// A vendor's field name and value holding a backtick and raw HTML come out of the Markdown
+/// report as text: parsed by a CommonMark parser, no raw HTML. Old binary: the backtick ended
+/// the code span and left `<img src=x onerror=...>` as HTML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_field_cannot_put_html_in_the_markdown_report() {
+    let hostile = "x`<img src=x onerror=alert(1)>`";
+    let legacy = Upstream::json(json!({"a": 1, "v": "<b>l</b>"})).await;
+    let candidate =
+        Upstream::json(json!({"a": 1, hostile: "`<script>alert(2)</script>`", "v": "|<i>|"})).await;
+    let mut p = start(Conf::new(&legacy.url(), &candidate.url()), None).await;
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+    }
+    p.wait_rows(3);
+    p.stop();
+    let db = p.db().display().to_string();
+    let (code, md) = run(p.dir.path(), &["report", "--db", &db, "--format", "md"]);
+    assert_eq!(code, 0, "{md}");
+    assert!(md.contains("onerror"), "the field is in the report: {md}");
+    use pulldown_cmark::{Event, Options, Parser};
+    let html: Vec<String> = Parser::new_ext(&md, Options::ENABLE_TABLES)
+        .filter_map(|e| match e {
+            Event::Html(h) | Event::InlineHtml(h) => Some(h.into_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(html.is_empty(), "raw HTML {html:?} in:\n{md}");
+}
