@@ -292,6 +292,8 @@ fn config_text(legacy: &str, candidate: &str) -> String {
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
+# Needed where the admin listener is reachable from other hosts (the compose fleet sets it).
+token = "${{SHADOWDIFF_ADMIN_TOKEN:-}}"
 [legacy]
 base_url = "{legacy}"
 timeout = "5s"
@@ -448,6 +450,7 @@ pub async fn run(
     let cfg = Config::load(&cfg_path)?;
     let gate_cfg = cfg.gates.get("shadow").cloned().unwrap_or_default();
     let db = cfg.store.path.clone();
+    let admin_token = cfg.admin.token.clone();
 
     let started = SystemTime::now();
     let server = Server::bind(cfg).await?;
@@ -498,7 +501,7 @@ pub async fn run(
     // Wave 2: a canary drill that serves the pinned account from the candidate.
     let set = admin_call(
         &client,
-        admin,
+        (admin, admin_token.as_deref()),
         Some(json!({"phase": "canary", "actor": "demo", "reason": "drill: serve the pinned account acme"})),
     )
     .await?;
@@ -509,13 +512,13 @@ pub async fn run(
     let second = requests / 3;
     wave.send(first, second).await?;
     handle.quiesce().await;
-    let mut state = admin_call(&client, admin, None).await?;
+    let mut state = admin_call(&client, (admin, admin_token.as_deref()), None).await?;
     for _ in 0..40 {
         if state["phase"] == "rollback" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        state = admin_call(&client, admin, None).await?;
+        state = admin_call(&client, (admin, admin_token.as_deref()), None).await?;
     }
     if state["phase"] == "rollback" {
         let reason = state["events"]
@@ -529,7 +532,7 @@ pub async fn run(
         let report = &state["guard"]["report"];
         admin_call(
             &client,
-            admin,
+            (admin, admin_token.as_deref()),
             Some(json!({"phase": "rollback", "actor": "demo", "reason": "rollback drill"})),
         )
         .await?;
@@ -769,16 +772,22 @@ async fn admin_call(
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
-    admin: SocketAddr,
+    (admin, token): (SocketAddr, Option<&str>),
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let url = format!("http://{admin}/api/rollout");
-    let req = match body {
+    let mut req = match body {
         Some(b) => Request::post(url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(b.to_string()))),
         None => Request::get(url).body(Full::default()),
     }?;
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {t}"))?,
+        );
+    }
     let res = client.request(req).await?;
     let status = res.status();
     let bytes = res.into_body().collect().await?.to_bytes();

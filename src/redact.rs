@@ -54,23 +54,43 @@ pub const MIN_VALUE_LEN: usize = 4;
 /// Replaces every scalar of `doc` whose text is one of `values` (at least [`MIN_VALUE_LEN`]
 /// characters): the candidate's document as it came names its fields its own way
 /// (`date_of_birth` for legacy's `dob`), so the values redacted in the mapped document are
-/// looked for wherever they are in the unmapped one.
+/// looked for wherever they are in the unmapped one. A mapping may also have formatted the
+/// value (`512346100` → `512-34-6100`): a scalar whose letters and digits alone, lower-cased
+/// ([`squash`]), are those of a redacted value goes too.
 pub fn redact_values(doc: &mut Value, values: &HashSet<String>) {
     if values.is_empty() {
         return;
     }
-    let hit = |v: &Value| match v {
-        Value::String(s) => s.chars().count() >= MIN_VALUE_LEN && values.contains(s),
-        Value::Number(n) => {
-            let t = n.to_string();
-            t.len() >= MIN_VALUE_LEN && values.contains(&t)
-        }
-        _ => false,
+    let squashed: HashSet<String> = values
+        .iter()
+        .map(|v| squash(v))
+        .filter(|v| v.chars().count() >= MIN_VALUE_LEN)
+        .collect();
+    replace_values(doc, values, &squashed);
+}
+
+/// A value's letters and digits, lower-cased: what survives a reformatting (separators,
+/// spaces, case).
+pub fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn replace_values(doc: &mut Value, values: &HashSet<String>, squashed: &HashSet<String>) {
+    let hit = |t: &str| {
+        t.chars().count() >= MIN_VALUE_LEN && (values.contains(t) || squashed.contains(&squash(t)))
     };
     match doc {
-        Value::Object(map) => map.values_mut().for_each(|v| redact_values(v, values)),
-        Value::Array(items) => items.iter_mut().for_each(|v| redact_values(v, values)),
-        v if hit(v) => *v = Value::String(REDACTED.to_owned()),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| replace_values(v, values, squashed)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| replace_values(v, values, squashed)),
+        Value::String(s) if hit(s) => *doc = Value::String(REDACTED.to_owned()),
+        Value::Number(n) if hit(&n.to_string()) => *doc = Value::String(REDACTED.to_owned()),
         _ => {}
     }
 }
@@ -224,6 +244,17 @@ mod tests {
         let mut other = serde_json::json!({"country": "US", "n": 12});
         redact_values(&mut other, &taken);
         assert_eq!(other["country"], "US");
+        // Formatted by the mapping: the raw value has other separators, or none, or another case.
+        let mut mapped = serde_json::json!({"ssn": "512-34-6100", "phone": "+1 (555) 010-9999"});
+        let taken = redact_collecting(&mut mapped, &set(&["**/ssn", "**/phone"]));
+        let mut raw = serde_json::json!({
+            "tax_id": "512346100", "n": 512346100, "p": "15550109999", "other": "512-34-6101"
+        });
+        redact_values(&mut raw, &taken);
+        assert_eq!(
+            raw,
+            serde_json::json!({"tax_id": REDACTED, "n": REDACTED, "p": REDACTED, "other": "512-34-6101"})
+        );
     }
 
     #[test]

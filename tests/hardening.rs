@@ -391,3 +391,38 @@ async fn a_vendor_field_cannot_put_html_in_the_markdown_report() {
         .collect();
     assert!(html.is_empty(), "raw HTML {html:?} in:\n{md}");
 }
+
+// ------------------------------------------------ 7. a reformatted secret in the raw document
+
+/// `redact_fields = ["**/ssn"]`, a candidate sending `"tax_id": "512346100"` that the mapping
+/// formats as `"512-34-6100"`: the stored raw candidate document loses it too. Old binary: 16
+/// of 16 kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_mapping_reformats_is_not_stored_in_the_raw_document() {
+    let legacy = Upstream::json(json!({"ssn": "512-34-6100", "name": "Ann"})).await;
+    let candidate = Upstream::json(json!({"tax_id": "512346100", "full_name": "Ann"})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "bodies = \"always\"\nredact_fields = [\"**/ssn\"]\n".into();
+    cfg.rest = "[[routes]]\nname = \"r\"\npath = \"/r\"\n[routes.candidate]\n\
+                mapping_expr = '{\"ssn\": (.tax_id[0:3] + \"-\" + .tax_id[3:5] + \"-\" + .tax_id[5:]), \"name\": .full_name}'\n\
+                mapping_lang = \"jq\"\n"
+        .into();
+    let p = start(cfg, None).await;
+    for _ in 0..16 {
+        assert_eq!(get(&p.url("/r")).await.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(16));
+    assert!(rows.iter().all(|r| r[0] == json!("match")), "{rows:?}");
+    let kept = query(
+        &p.db(),
+        "SELECT count(*) FROM bodies WHERE side = 'candidate_raw'",
+    );
+    assert!(
+        kept[0][0].as_i64().unwrap() >= 1,
+        "raw documents kept: {kept:?}"
+    );
+    let db = db_bytes(&p.db());
+    for secret in ["512346100", "512-34-6100"] {
+        assert!(!contains(&db, secret.as_bytes()), "{secret} was stored");
+    }
+}
