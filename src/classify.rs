@@ -248,6 +248,7 @@ mod tests {
                 present: Arc::new(present),
                 bodies: vec![],
                 mapping_version: None,
+                field_counts: None,
             });
         }
         for i in 0..5 {

@@ -428,6 +428,186 @@ pub struct Record {
     pub bodies: Vec<StoredBody>,
     /// The version of the mappings applied (`None` without mappings).
     pub mapping_version: Option<String>,
+    /// The differences per (field pattern, kind) as `diff_fields` stores them ([`field_counts`]),
+    /// once [`Record::bound`] has cut `diffs` to what is stored; `None`: computed from `diffs`.
+    pub field_counts: Option<Vec<FieldCount>>,
+}
+
+/// Differences of one field pattern and kind in an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldCount {
+    pub field: String,
+    pub kind: &'static str,
+    pub n: i64,
+}
+
+/// Diff rows stored per exchange at most; `diff_count` keeps the real count.
+pub const MAX_DIFF_ROWS: usize = 1000;
+/// `diff_fields` rows per exchange at most: past it, one row of field [`OVERFLOW_FIELD`] and
+/// kind [`OVERFLOW_KIND`] counts the differences of every other field (a hostile vendor's
+/// 20,000 distinct member names make 1,000 rows, not 20,000).
+pub const MAX_FIELD_ROWS: usize = 1000;
+/// The field of the row counting the differences past [`MAX_FIELD_ROWS`] (no pattern starts
+/// with `(`: they are JSON pointers).
+pub const OVERFLOW_FIELD: &str = "(other fields)";
+/// The kind of that row.
+pub const OVERFLOW_KIND: &str = "overflow";
+
+/// The number of differences per (field pattern, kind), in pattern order, [`MAX_FIELD_ROWS`]
+/// rows at most (the last one counting the rest).
+pub fn field_counts(diffs: &[Difference]) -> Vec<FieldCount> {
+    let mut per_field: std::collections::BTreeMap<(&str, &'static str), i64> =
+        std::collections::BTreeMap::new();
+    for d in diffs {
+        *per_field
+            .entry((d.field.as_str(), d.kind.as_str()))
+            .or_default() += 1;
+    }
+    let over = per_field.len() > MAX_FIELD_ROWS;
+    let mut out: Vec<FieldCount> = Vec::with_capacity(per_field.len().min(MAX_FIELD_ROWS));
+    let mut rest = 0;
+    for (i, ((field, kind), n)) in per_field.into_iter().enumerate() {
+        if over && i >= MAX_FIELD_ROWS - 1 {
+            rest += n;
+        } else {
+            out.push(FieldCount {
+                field: field.to_owned(),
+                kind,
+                n,
+            });
+        }
+    }
+    if over {
+        out.push(FieldCount {
+            field: OVERFLOW_FIELD.to_owned(),
+            kind: OVERFLOW_KIND,
+            n: rest,
+        });
+    }
+    out
+}
+
+/// The differences stored for an exchange: the first `per_field` of each (field pattern, kind),
+/// in the order they were found, at most [`MAX_DIFF_ROWS`]. Their counts are all in
+/// `diff_fields`; what is not stored can be recomputed from kept bodies.
+pub fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
+    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    diffs
+        .iter()
+        .filter(|d| {
+            let n = seen.entry((d.field.as_str(), d.kind.as_str())).or_default();
+            *n += 1;
+            *n <= per_field
+        })
+        .take(MAX_DIFF_ROWS)
+        .collect()
+}
+
+/// Bytes a JSON value holds in memory, about.
+fn value_bytes(v: &Value) -> usize {
+    32 + match v {
+        Value::String(s) => s.len(),
+        Value::Number(n) => n.as_str().len(),
+        Value::Array(a) => a.iter().map(value_bytes).sum(),
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + value_bytes(v)).sum(),
+        _ => 0,
+    }
+}
+
+impl Record {
+    /// Cuts the record to what the store keeps of it, so that a record waiting in the store's
+    /// queue holds no more than its rows: the counts per field ([`field_counts`]) taken first,
+    /// then the differences cut to the stored examples, values longer than `max_value_len`
+    /// bytes to a prefix (as they are stored). The comparison's own list (shared with the memo)
+    /// is left as is when nothing needs cutting.
+    pub fn bound(&mut self, per_field: usize, max_value_len: usize) {
+        if self.field_counts.is_none() {
+            self.field_counts = Some(field_counts(&self.diffs));
+        }
+        let kept = examples(&self.diffs, per_field);
+        let long = |v: &Option<Value>| v.as_ref().is_some_and(|v| value_bytes(v) > max_value_len);
+        if kept.len() == self.diffs.len()
+            && !kept.iter().any(|d| long(&d.legacy) || long(&d.candidate))
+        {
+            return;
+        }
+        let cut = |v: &Option<Value>| {
+            v.as_ref().map(|v| {
+                if value_bytes(v) > max_value_len {
+                    serde_json::from_str(&value_text(v, max_value_len)).unwrap_or(Value::Null)
+                } else {
+                    v.clone()
+                }
+            })
+        };
+        let diffs: Vec<Difference> = kept
+            .into_iter()
+            .map(|d| Difference {
+                legacy: cut(&d.legacy),
+                candidate: cut(&d.candidate),
+                ..d.clone()
+            })
+            .collect();
+        self.diffs = Arc::new(diffs);
+    }
+
+    /// Bytes the record holds in memory, about (what waits in the store's queue).
+    pub fn approx_bytes(&self) -> usize {
+        let diffs: usize = self
+            .diffs
+            .iter()
+            .map(|d| {
+                96 + d.pointer.len()
+                    + d.field.len()
+                    + d.legacy.as_ref().map_or(0, value_bytes)
+                    + d.candidate.as_ref().map_or(0, value_bytes)
+            })
+            .sum();
+        let counts: usize = self
+            .field_counts
+            .iter()
+            .flatten()
+            .map(|c| 48 + c.field.len())
+            .sum();
+        let present: usize = self.present.iter().map(|p| 24 + p.len()).sum();
+        let bodies: usize = self
+            .bodies
+            .iter()
+            .map(|b| 64 + b.body.as_ref().map_or(0, |t| t.text.len()))
+            .sum();
+        512 + self.meta.path.len()
+            + self.reason.as_ref().map_or(0, String::len)
+            + diffs
+            + counts
+            + present
+            + bodies
+    }
+
+    /// What the store gets when the memory budget cannot hold the record's details: the
+    /// exchange's row with its outcome and counts, one `diff_fields` row counting every
+    /// difference, no example, no presence, no body.
+    pub fn strip(&mut self) {
+        self.field_counts = Some(if self.diff_count > 0 {
+            vec![FieldCount {
+                field: OVERFLOW_FIELD.to_owned(),
+                kind: OVERFLOW_KIND,
+                n: self.diff_count as i64,
+            }]
+        } else {
+            Vec::new()
+        });
+        self.diffs = Arc::default();
+        self.present = Arc::default();
+        self.bodies.clear();
+    }
+
+    /// [`field_counts`] of the record: as bounded, or computed from `diffs`.
+    pub fn counts(&self) -> std::borrow::Cow<'_, [FieldCount]> {
+        match &self.field_counts {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(field_counts(&self.diffs)),
+        }
+    }
 }
 
 /// The fields that differed between two legacy answers to one request (noise learning).
@@ -555,4 +735,25 @@ mod tests {
         assert_eq!(ago(before_1970), std::time::UNIX_EPOCH);
         assert_eq!(rfc3339(ago(before_1970)), "1970-01-01T00:00:00.000Z");
     }
+}
+
+/// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
+/// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
+pub fn value_text(v: &Value, max: usize) -> String {
+    let text = v.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
+}
+
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

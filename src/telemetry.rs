@@ -271,6 +271,10 @@ pub fn bodies(decision: &'static str) {
     metrics::counter!("shadowdiff_bodies_total", "decision" => decision).increment(1);
 }
 
+/// The `reason` of an exchange stored without its details (differences, bodies) because the
+/// memory budget could not hold them while it waited for the store.
+pub const DETAILS_OVER_BUDGET: &str = "details_over_budget";
+
 /// Counts one dropped exchange.
 pub fn dropped(reason: &'static str) {
     metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);
@@ -372,6 +376,7 @@ fn register_fixed() {
         "too_large",
         "store_queue_full",
         "store_write_failed",
+        DETAILS_OVER_BUDGET,
     ]) {
         metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).absolute(0);
     }

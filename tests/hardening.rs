@@ -426,3 +426,79 @@ async fn a_secret_the_mapping_reformats_is_not_stored_in_the_raw_document() {
         assert!(!contains(&db, secret.as_bytes()), "{secret} was stored");
     }
 }
+
+// ---------------------------------------------- 4. a hostile candidate and bounded resources
+
+/// A candidate answering 20,000 distinct member names per page (each a difference of its own)
+/// to 150 requests, with `max_bytes_in_flight = "80MiB"`: at most 1,000 `diff_fields` rows and
+/// 1,000 `diffs` rows per exchange (one overflow row counting the rest), a store of a few MB,
+/// and a peak RSS under the bound README states (the budget + 224 MiB). Old binary: 20,003
+/// `diff_fields` rows per exchange (380 MB for 150 requests); peaks past 1.5 GB at 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_candidate_cannot_bloat_the_store_or_the_memory() {
+    const MEMBERS: usize = 20_000;
+    const REQUESTS: usize = 150;
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = counter.clone();
+    let candidate = Upstream::start_unlogged(move |_| {
+        // Distinct names on every page: nothing is shared between exchanges.
+        let page = c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut body = String::with_capacity(MEMBERS * 20);
+        body.push_str("{\"a\":1");
+        for i in 0..MEMBERS {
+            body.push_str(&format!(",\"p{page}m{i}\":{i}"));
+        }
+        body.push('}');
+        Reply::bytes(200, body).header("content-type", "application/json")
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = "[shadow]\nmax_bytes_in_flight = \"80MiB\"\n".into();
+    let p = start(cfg, None).await;
+    let url = p.url("/hostile");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..REQUESTS / 4 {
+                assert_eq!(get(&url).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows =
+        tokio::task::block_in_place(|| p.wait_rows_within(REQUESTS - 2, Duration::from_secs(120)));
+    let peak_mib = p.status_kib("VmHWM") / 1024;
+    let per_exchange = |table: &str| {
+        query(
+            &p.db(),
+            &format!("SELECT max(n) FROM (SELECT count(*) AS n FROM {table} GROUP BY exchange_id)"),
+        )[0][0]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    let (fields, diffs) = (per_exchange("diff_fields"), per_exchange("diffs"));
+    let overflow = query(
+        &p.db(),
+        "SELECT count(*), min(n) FROM diff_fields WHERE field = '(other fields)' AND kind = 'overflow'",
+    );
+    let store_mib = std::fs::metadata(p.db()).unwrap().len() / (1 << 20);
+    let metrics = get(&p.admin_url("/metrics")).await.text();
+    eprintln!(
+        "{} exchanges stored; per exchange: {fields} diff_fields rows, {diffs} diffs rows; \
+         overflow rows {overflow:?}; store {store_mib} MiB; peak RSS {peak_mib} MiB",
+        rows.len()
+    );
+    assert!(fields <= 1000 && diffs <= 1000, "{fields} / {diffs}");
+    assert!(
+        overflow[0][0].as_i64().unwrap() >= 1,
+        "the rest is counted in one row: {overflow:?}"
+    );
+    assert!(store_mib < 60, "store {store_mib} MiB");
+    assert!(peak_mib < 80 + 224, "peak RSS {peak_mib} MiB");
+    // Nothing label-valued comes from a vendor: no member name is a metric label.
+    assert!(!metrics.contains("p0m1"), "a vendor's name in /metrics");
+}

@@ -168,6 +168,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             present: Arc::new(vec!["/ssn".into()]),
             bodies: vec![body("legacy"), body("candidate")],
             mapping_version: None,
+            field_counts: None,
         });
     }
     drop(h);

@@ -276,6 +276,7 @@ mod writes {
                 vec![]
             },
             mapping_version: None,
+            field_counts: None,
         }
     }
 

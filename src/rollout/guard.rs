@@ -351,6 +351,7 @@ mod tests {
             present: Arc::default(),
             bodies: Vec::new(),
             mapping_version: None,
+            field_counts: None,
         }
     }
 

@@ -211,6 +211,7 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
         present: Arc::default(),
         bodies: Vec::new(),
         mapping_version: None,
+        field_counts: None,
     }
 }
 

@@ -173,6 +173,9 @@ pub struct Shadow {
     pub budget: MemoryBudget,
     /// The rollout phase in force and the guard's window.
     pub rollout: Arc<crate::rollout::Rollout>,
+    /// `[store] examples_per_field` and `max_value_len` (read at start-up, as the writer does):
+    /// what a record is cut to before it waits in the store's queue.
+    record_limits: (usize, usize),
 }
 
 impl Shadow {
@@ -193,6 +196,7 @@ impl Shadow {
             })
         });
         let budget = MemoryBudget::new(cfg.shadow.max_bytes_in_flight);
+        let cfg_store = (cfg.store.examples_per_field, cfg.store.max_value_len);
         let rollout = Arc::new(crate::rollout::Rollout::new(&cfg.rollout));
         rollout.publish(&cfg.rollout, None, cfg.accounts.as_ref());
         Self {
@@ -212,6 +216,7 @@ impl Shadow {
             memo: memo::Memo::default(),
             bodies: sample::BodySampler::default(),
             budget,
+            record_limits: (cfg_store.0, cfg_store.1),
         }
     }
 
@@ -234,11 +239,23 @@ impl Shadow {
         self.memo.clear();
     }
 
-    /// Counts an exchange in the metrics and hands it to the store.
-    pub fn record(&self, r: crate::record::Record) {
+    /// Counts an exchange in the metrics and hands it to the store: cut to what the store keeps
+    /// ([`Record::bound`](crate::record::Record::bound)), its bytes charged to the memory budget
+    /// until it is written. When the budget cannot hold them, the store gets the exchange's row
+    /// and counts without its details ([`strip`](crate::record::Record::strip)), counted as
+    /// `shadowdiff_shadow_dropped_total{reason="details_over_budget"}`.
+    pub fn record(&self, mut r: crate::record::Record) {
         crate::telemetry::exchange(&r);
         self.rollout.window.add(&r);
-        self.store.record(r);
+        r.bound(self.record_limits.0, self.record_limits.1);
+        let mut held = self.budget.hold();
+        if !held.grow(r.approx_bytes()) {
+            r.strip();
+            crate::telemetry::dropped(crate::telemetry::DETAILS_OVER_BUDGET);
+            // A stripped record is a row and a count: queued even when the budget is spent.
+            let _ = held.grow(r.approx_bytes());
+        }
+        self.store.record_holding(r, held);
     }
 
     /// Decides whether a request is mirrored, and builds its metadata. The path is already

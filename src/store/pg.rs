@@ -181,24 +181,24 @@ impl PgSink {
                 r.candidate_ms.map(|v| v.to_string()).as_deref(),
                 Some(r.outcome.as_str()),
                 Some(&r.diff_count.to_string()),
-                r.reason.as_deref().map(|s| super::writer::cut(s, max)),
+                r.reason.as_deref().map(|s| crate::record::cut(s, max)),
                 Some(&m.request_id),
                 r.mapping_version.as_deref(),
                 Some(m.serving.served_by.as_str()),
                 m.serving.fallback.map(|f| f.as_str()),
                 m.serving.phase.as_deref(),
             ]);
-            for ((field, kind), n) in super::writer::field_counts(&r.diffs) {
+            for c in r.counts().iter() {
                 fields.row(&[
                     Some(&id),
                     Some(&at),
                     m.route.as_deref(),
-                    Some(field),
-                    Some(kind),
-                    Some(&n.to_string()),
+                    Some(&c.field),
+                    Some(c.kind),
+                    Some(&c.n.to_string()),
                 ]);
             }
-            for (seq, d) in super::writer::examples(&r.diffs, opts.examples_per_field)
+            for (seq, d) in crate::record::examples(&r.diffs, opts.examples_per_field)
                 .into_iter()
                 .enumerate()
             {
@@ -211,11 +211,11 @@ impl PgSink {
                     Some(d.kind.as_str()),
                     d.legacy
                         .as_ref()
-                        .map(|v| super::writer::value_text(v, max))
+                        .map(|v| crate::record::value_text(v, max))
                         .as_deref(),
                     d.candidate
                         .as_ref()
-                        .map(|v| super::writer::value_text(v, max))
+                        .map(|v| crate::record::value_text(v, max))
                         .as_deref(),
                 ]);
             }

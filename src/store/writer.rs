@@ -13,11 +13,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 
 use super::{prune::prune, schema::open_for_writing, StoreError};
-use crate::diff::Difference;
-use crate::record::{hour, rfc3339, NoiseSample, Record};
+pub use crate::record::MAX_DIFF_ROWS;
+use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Record};
 
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
@@ -27,11 +26,10 @@ const BATCH: usize = 1000;
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// How often the writer prunes expired exchanges while serving.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// Diff rows stored per exchange at most; `diff_count` keeps the real count.
-pub const MAX_DIFF_ROWS: usize = 1000;
 
 enum Msg {
-    Record(Box<Record>),
+    /// A record, and what is kept until it is written (its bytes in the memory budget).
+    Record(Box<Record>, Option<Box<dyn Send>>),
     Noise(NoiseSample),
     Flush(SyncSender<()>),
     /// Write what came before, then stop (other handles may still exist).
@@ -114,7 +112,17 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Queues an exchange; when the queue is full it is dropped and counted.
     pub fn record(&self, r: Record) {
-        match self.tx.try_send(Msg::Record(Box::new(r))) {
+        self.send_record(r, None);
+    }
+
+    /// [`record`](Self::record), keeping `hold` (bytes of the memory budget) until the record
+    /// is written or dropped.
+    pub fn record_holding(&self, r: Record, hold: impl Send + 'static) {
+        self.send_record(r, Some(Box::new(hold)));
+    }
+
+    fn send_record(&self, r: Record, hold: Option<Box<dyn Send>>) {
+        match self.tx.try_send(Msg::Record(Box::new(r), hold)) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -355,6 +363,7 @@ fn writer(
 ) {
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
+    let mut holds: Vec<Box<dyn Send>> = Vec::new();
     let mut noise: Vec<NoiseSample> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     loop {
@@ -378,7 +387,10 @@ fn writer(
         let mut stop = false;
         while let Some(m) = next {
             match m {
-                Msg::Record(r) => batch.push(r),
+                Msg::Record(r, hold) => {
+                    batch.push(r);
+                    holds.extend(hold);
+                }
                 Msg::Noise(n) => noise.push(n),
                 Msg::Flush(done) => flushes.push(done),
                 Msg::Stop => stop = true,
@@ -418,6 +430,7 @@ fn writer(
                 }
             };
             batch.clear();
+            holds.clear();
         }
         if !noise.is_empty() {
             if let Err(e) = sink.write_noise(&noise) {
@@ -512,8 +525,8 @@ fn write_batch(
             ])?;
             let id = tx.last_insert_rowid();
             hours.push(hour(m.started_at));
-            for ((field, kind), n) in field_counts(&r.diffs) {
-                df_sum.execute(params![id, &started_at, m.route, field, kind, n])?;
+            for c in r.counts().iter() {
+                df_sum.execute(params![id, &started_at, m.route, c.field, c.kind, c.n])?;
             }
             let rows = examples(&r.diffs, opts.examples_per_field);
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
@@ -650,33 +663,6 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
     tx.commit()
 }
 
-/// The number of differences per (field pattern, kind), in pattern order: `diff_fields`.
-pub(super) fn field_counts(diffs: &[Difference]) -> std::collections::BTreeMap<(&str, &str), i64> {
-    let mut per_field = std::collections::BTreeMap::new();
-    for d in diffs {
-        *per_field
-            .entry((d.field.as_str(), d.kind.as_str()))
-            .or_default() += 1;
-    }
-    per_field
-}
-
-/// The differences stored for an exchange: the first `per_field` of each (field pattern, kind),
-/// in the order they were found, at most [`MAX_DIFF_ROWS`]. Their counts are all in
-/// `diff_fields`; what is not stored can be recomputed from kept bodies.
-pub(super) fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
-    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
-    diffs
-        .iter()
-        .filter(|d| {
-            let n = seen.entry((d.field.as_str(), d.kind.as_str())).or_default();
-            *n += 1;
-            *n <= per_field
-        })
-        .take(MAX_DIFF_ROWS)
-        .collect()
-}
-
 /// Diff rows per INSERT statement: one statement per row costs more than the row itself.
 pub(super) const ROWS_PER_INSERT: usize = 16;
 
@@ -693,27 +679,6 @@ fn diff_insert_sql(n: usize) -> String {
         });
     }
     sql
-}
-
-/// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
-/// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
-pub(crate) fn value_text(v: &Value, max: usize) -> String {
-    let text = v.to_string();
-    if text.len() <= max {
-        return text;
-    }
-    Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
-}
-
-pub(super) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -776,6 +741,7 @@ mod tests {
             present: Arc::default(),
             bodies: vec![],
             mapping_version: None,
+            field_counts: None,
         }
     }
 
@@ -797,7 +763,7 @@ mod tests {
             .query_row("SELECT legacy FROM diffs LIMIT 1", [], |r| r.get(0))
             .unwrap();
         assert!(legacy.ends_with("…[truncated]\""), "{legacy}");
-        assert!(serde_json::from_str::<Value>(&legacy).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&legacy).is_ok());
         assert_eq!(
             prune(&conn, SystemTime::now() - Duration::from_secs(3600)).unwrap(),
             1
