@@ -9,6 +9,7 @@
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
+//! - [`breaker`]: the shadow leg's error-burst breaker per (vendor, account).
 //! - [`quota`]: vendors' rate limits as their responses state them; reserves and 429 pauses per account.
 //! - [`budget`]: the bytes of response bodies held for comparisons, bounded.
 //! - [`encoding`]: Content-Encoding decoding of the copies kept for comparison.
@@ -38,6 +39,7 @@
 
 pub mod admin;
 pub mod background;
+pub mod breaker;
 pub mod budget;
 pub mod classify;
 pub mod cli;

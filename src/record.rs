@@ -128,11 +128,14 @@ pub enum SkipReason {
     /// A served request's candidate call was cancelled once the caller's answer was decided
     /// without it (legacy refused, legacy failed, or the caller went away).
     Cancelled,
+    /// The account's breaker is open: the candidate answered a burst of errors
+    /// (`[shadow.breaker]`), and calling on could get the proxy's address blocked.
+    Breaker,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Overload,
         Self::RateLimited,
         Self::MaxRps,
@@ -144,6 +147,7 @@ impl SkipReason {
         Self::UnknownAccount,
         Self::QuotaReserve,
         Self::Cancelled,
+        Self::Breaker,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -159,6 +163,7 @@ impl SkipReason {
             Self::UnknownAccount => "unknown_account",
             Self::QuotaReserve => "quota_reserve",
             Self::Cancelled => "cancelled",
+            Self::Breaker => "breaker",
         }
     }
 }

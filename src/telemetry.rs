@@ -275,6 +275,12 @@ pub fn bodies(decision: &'static str) {
 /// memory budget could not hold them while it waited for the store.
 pub const DETAILS_OVER_BUDGET: &str = "details_over_budget";
 
+/// A shadow-leg breaker opened (`opened`) or closed ([`crate::breaker`]).
+pub fn breaker(vendor: &'static str, opened: bool) {
+    metrics::counter!("shadowdiff_breaker_transitions_total", "vendor" => vendor, "to" => if opened { "open" } else { "closed" })
+        .increment(1);
+}
+
 /// Counts one dropped exchange.
 pub fn dropped(reason: &'static str) {
     metrics::counter!("shadowdiff_shadow_dropped_total", "reason" => reason).increment(1);

@@ -502,3 +502,99 @@ async fn a_hostile_candidate_cannot_bloat_the_store_or_the_memory() {
     // Nothing label-valued comes from a vendor: no member name is a metric label.
     assert!(!metrics.contains("p0m1"), "a vendor's name in /metrics");
 }
+
+// ------------------------------------------- 9. the shadow leg and the vendor's IP blocking
+
+/// A misconfigured candidate route answering 404 to every shadow call: after the default burst
+/// (10 failures in 10 s) the account's breaker opens and shadow calls are skipped with reason
+/// `breaker`, counted; after `open_for` one probe goes out, and its success closes the breaker.
+/// Old binary: every one of the 40 requests called the candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_candidate_errors_opens_the_breaker_until_a_probe_succeeds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let healthy = std::sync::Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let candidate = Upstream::start(move |_| {
+        if h.load(Ordering::Relaxed) {
+            Reply::json(json!({"a": 1}))
+        } else {
+            Reply::json(json!({"error": "no such route"})).status(404)
+        }
+    })
+    .await;
+    // The defaults first (as the old binary runs them), then a short `open_for` for the probe.
+    let mut p = start(Conf::new(&legacy.url(), &candidate.url()), None).await;
+    for _ in 0..40 {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(40));
+    let calls = candidate.count();
+    let skipped = rows
+        .iter()
+        .filter(|r| {
+            r[0] == json!("skipped") && r[1].as_str().is_some_and(|s| s.starts_with("breaker:"))
+        })
+        .count();
+    assert!((10..=12).contains(&calls), "candidate called {calls} times");
+    assert_eq!(skipped, 40 - calls, "{rows:?}");
+    let metrics = get(&p.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "shadowdiff_shadow_dropped_total{reason=\"breaker\"}"
+        ),
+        skipped as f64
+    );
+    p.stop();
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = "[shadow.breaker]\nopen_for = \"1s\"\n".into();
+    let p = start(cfg, None).await;
+    for _ in 0..12 {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+    }
+    let calls = poll_async(Duration::from_secs(10), || async {
+        let m = get(&p.admin_url("/metrics")).await.text();
+        (metric(
+            &m,
+            "shadowdiff_breaker_transitions_total{vendor=\"candidate\",to=\"open\"}",
+        ) >= 1.0)
+            .then(|| candidate.count())
+    })
+    .await
+    .expect("the breaker opened");
+    // The route is fixed: once `open_for` has passed, a probe goes out and closes the breaker.
+    healthy.store(true, Ordering::Relaxed);
+    let probed = poll_async(Duration::from_secs(10), || async {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+        (candidate.count() > calls).then_some(())
+    })
+    .await;
+    assert!(probed.is_some(), "no probe went out");
+    let before = candidate.count();
+    let n = tokio::task::block_in_place(|| {
+        query(&p.db(), "SELECT count(*) FROM exchanges")[0][0]
+            .as_i64()
+            .unwrap()
+    }) as usize;
+    // The probe's answer closes it: every request from now on reaches the candidate.
+    let closed = poll_async(Duration::from_secs(10), || async {
+        let m = get(&p.admin_url("/metrics")).await.text();
+        (metric(
+            &m,
+            "shadowdiff_breaker_transitions_total{vendor=\"candidate\",to=\"closed\"}",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "the probe's success did not close the breaker"
+    );
+    let before = before.max(candidate.count());
+    for _ in 0..5 {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(n + 5));
+    assert_eq!(candidate.count(), before + 5, "{:?}", &rows[n..]);
+}

@@ -393,6 +393,8 @@ pub struct ShadowConfig {
     pub threads: usize,
     /// CPU priority of the shadow threads and the store writer.
     pub priority: Priority,
+    /// `[shadow.breaker]`.
+    pub breaker: crate::breaker::Settings,
 }
 
 #[derive(Debug, Clone)]

@@ -111,6 +111,18 @@ pub(super) struct RawShadow {
     pub(super) reserve: Option<f64>,
     pub(super) threads: Option<usize>,
     pub(super) priority: Option<Priority>,
+    pub(super) breaker: Option<RawBreaker>,
+}
+
+/// `[shadow.breaker]`: the shadow leg's error-burst breaker per (vendor, account).
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBreaker {
+    /// Failures (status 400 or more but 429) within `window` that open it; 0 disables it.
+    pub(super) burst: Option<u32>,
+    pub(super) window: Option<Dur>,
+    /// How long shadow calls are skipped before one probe goes out.
+    pub(super) open_for: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

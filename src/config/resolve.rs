@@ -92,7 +92,21 @@ impl Config {
             reserve: raw.shadow.reserve.unwrap_or(0.0),
             threads: raw.shadow.threads.unwrap_or(defaults::SHADOW_THREADS),
             priority: raw.shadow.priority.unwrap_or_default(),
+            breaker: {
+                let b = raw.shadow.breaker.clone().unwrap_or_default();
+                let d = crate::breaker::Settings::default();
+                crate::breaker::Settings {
+                    burst: b.burst.unwrap_or(d.burst),
+                    window: b.window.map_or(d.window, |w| w.0),
+                    open_for: b.open_for.map_or(d.open_for, |w| w.0),
+                }
+            },
         };
+        if shadow.breaker.burst > 0
+            && (shadow.breaker.window.is_zero() || shadow.breaker.open_for.is_zero())
+        {
+            note("[shadow.breaker] window and open_for: must be longer than 0 (burst = 0 disables the breaker)".into());
+        }
         if !(0.0..1.0).contains(&shadow.reserve) {
             note(format!(
                 "[shadow] reserve: {} must be at least 0 and under 1",

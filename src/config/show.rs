@@ -225,6 +225,13 @@ impl Config {
             s.threads,
             q(s.priority.as_str())
         );
+        let _ = writeln!(
+            o,
+            "[shadow.breaker]\nburst = {}\nwindow = {}\nopen_for = {}\n",
+            s.breaker.burst,
+            dur(s.breaker.window),
+            dur(s.breaker.open_for)
+        );
         let d = &self.diff;
         o.push_str("[diff]\n");
         rules(&mut o, &d.rules, None);

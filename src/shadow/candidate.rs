@@ -117,6 +117,11 @@ impl Shadow {
                         account.as_deref(),
                         &parts.headers,
                     );
+                    this.breakers.result(
+                        crate::quota::Vendor::Candidate,
+                        account.as_deref(),
+                        parts.status.as_u16(),
+                    );
                     if parts.status == StatusCode::TOO_MANY_REQUESTS
                         && cfg_arc.shadow.backoff_on_429
                     {

@@ -176,6 +176,8 @@ pub struct Shadow {
     /// `[store] examples_per_field` and `max_value_len` (read at start-up, as the writer does):
     /// what a record is cut to before it waits in the store's queue.
     record_limits: (usize, usize),
+    /// The shadow leg's breakers per (vendor, account) (`[shadow.breaker]`).
+    pub breakers: crate::breaker::Breakers,
 }
 
 impl Shadow {
@@ -197,6 +199,7 @@ impl Shadow {
         });
         let budget = MemoryBudget::new(cfg.shadow.max_bytes_in_flight);
         let cfg_store = (cfg.store.examples_per_field, cfg.store.max_value_len);
+        let breaker = cfg.shadow.breaker;
         let rollout = Arc::new(crate::rollout::Rollout::new(&cfg.rollout));
         rollout.publish(&cfg.rollout, None, cfg.accounts.as_ref());
         Self {
@@ -217,6 +220,7 @@ impl Shadow {
             bodies: sample::BodySampler::default(),
             budget,
             record_limits: (cfg_store.0, cfg_store.1),
+            breakers: crate::breaker::Breakers::new(breaker),
         }
     }
 
@@ -232,6 +236,7 @@ impl Shadow {
     /// Settings read at start-up (listeners, upstreams, store, budgets) keep their values; the
     /// caller checks that they did not change.
     pub fn set_config(&self, cfg: Arc<Config>) {
+        self.breakers.set(cfg.shadow.breaker);
         *self
             .cfg
             .write()
@@ -398,6 +403,23 @@ impl Shadow {
                     .build(&parts.method, path, parts.uri.query(), forward_query, &ctx)
             }
         };
+        // The breaker last: a half-open breaker's probe is only taken by a call that goes out.
+        // Served requests are the caller's own: never held back by it (they fall back).
+        if target.is_ok()
+            && serve.is_none()
+            && self
+                .breakers
+                .admit(crate::quota::Vendor::Candidate, meta.account.as_deref())
+                == crate::breaker::Admit::Skip
+        {
+            return (
+                meta,
+                Decision::Skip(
+                    SkipReason::Breaker,
+                    "breaker: the candidate answered a burst of errors for this account ([shadow.breaker]); calls resume after a probe succeeds".into(),
+                ),
+            );
+        }
         match target {
             Ok(target) => {
                 let account = meta.account.clone();
