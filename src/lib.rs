@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML file (or command-line defaults) turned into plain, validated structs.
 //! - [`server`]: binds the listeners, wires the pieces, owns the shutdown sequence;
 //!   [`reload`] swaps in a new configuration (SIGHUP, `POST /api/reload`).
+//! - [`tls`]: TLS on the listeners (certificate files read again on SIGHUP, ALPN h2/http1.1).
 //! - [`proxy`]: the caller-facing listener; forwards to legacy and streams its answer back.
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
@@ -64,6 +65,7 @@ pub mod server;
 pub mod shadow;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod translate;
 pub mod upstream;
 pub mod webhook;

@@ -142,7 +142,14 @@ fn startup_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
     );
     check(
         "[admin]",
-        a.admin.listen == b.admin.listen && a.admin.token == b.admin.token,
+        a.admin.listen == b.admin.listen
+            && a.admin.token == b.admin.token
+            && a.admin.hosts == b.admin.hosts
+            && a.admin.tls == b.admin.tls,
+    );
+    check(
+        "[proxy] tls_cert and tls_key (the files themselves are read again on every SIGHUP)",
+        a.proxy.tls == b.proxy.tls,
     );
     check(
         "[legacy]",
@@ -191,11 +198,24 @@ pub fn hangups() -> Option<tokio::signal::unix::Signal> {
 }
 
 /// Reloads the config on every SIGHUP that `hup` receives.
-pub async fn on_sighup(hup: Option<tokio::signal::unix::Signal>, reloader: Arc<Reloader>) {
+pub async fn on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
+    reloader: Arc<Reloader>,
+    certs: Vec<Arc<crate::tls::Certs>>,
+) {
     let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {
+        // The listeners' certificates first: a renewal must not wait on a config that fails.
+        for c in &certs {
+            match c.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key read again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed: the previous pair stays in use");
+                }
+            }
+        }
         if let Err(e) = reloader.reload().await {
             tracing::error!(error = %e, "reload refused: the running config stays");
         }

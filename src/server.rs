@@ -37,6 +37,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("mappings: {0}")]
     Mapping(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{side}: {error}")]
     Client {
         side: &'static str,
@@ -58,6 +60,11 @@ pub struct Server {
     limits: ConnLimits,
     /// `[[webhooks]]` and the store their outbox is in (read at start-up).
     webhooks: (crate::store::Location, Vec<crate::webhook::Endpoint>),
+    /// The listeners' certificates (proxy, admin), when they serve TLS.
+    tls: (
+        Option<Arc<crate::tls::Certs>>,
+        Option<Arc<crate::tls::Certs>>,
+    ),
 }
 
 /// Bounds on the callers' connections of one listener.
@@ -210,6 +217,12 @@ impl Server {
                     error: source,
                 })
         };
+        let certs = |t: &Option<crate::config::TlsFiles>| {
+            t.as_ref()
+                .map(|f| crate::tls::Certs::load(&f.cert, &f.key))
+                .transpose()
+        };
+        let tls = (certs(&cfg.proxy.tls)?, certs(&cfg.admin.tls)?);
         let proxy_listener = bind(cfg.proxy.listen.clone()).await?;
         let admin_listener = match &cfg.admin.listen {
             Some(a) => Some(bind(a.clone()).await?),
@@ -320,6 +333,7 @@ impl Server {
                 &cfg.admin.hosts,
             ),
             logins: crate::admin::session::Attempts::default(),
+            secure: tls.1.is_some(),
         });
         Ok(Self {
             proxy_listener,
@@ -332,7 +346,13 @@ impl Server {
             reloader,
             limits,
             webhooks: (cfg.store.location(), cfg.webhooks.clone()),
+            tls,
         })
+    }
+
+    /// Whether the proxy and the admin listener serve TLS.
+    pub fn tls(&self) -> (bool, bool) {
+        (self.tls.0.is_some(), self.tls.1.is_some())
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -371,6 +391,7 @@ impl Server {
         let proxy_loop = tokio::spawn(accept_loop(
             "proxy",
             self.proxy_listener,
+            self.tls.0.as_ref().map(crate::tls::Certs::acceptor),
             limits,
             stop_rx.clone(),
             graceful.clone(),
@@ -387,6 +408,7 @@ impl Server {
             tokio::spawn(accept_loop(
                 "admin",
                 l,
+                self.tls.1.as_ref().map(crate::tls::Certs::acceptor),
                 ConnLimits {
                     max: ADMIN_MAX_CONNECTIONS,
                     header_read_timeout: limits.header_read_timeout.min(ADMIN_HEADER_READ_TIMEOUT),
@@ -407,7 +429,11 @@ impl Server {
         });
         self.admin.ready.store(true, Ordering::Release);
         tracing::info!(%addr, "serving");
-        let hup = tokio::spawn(crate::reload::on_sighup(hup, self.reloader.clone()));
+        let certs = [self.tls.0.clone(), self.tls.1.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let hup = tokio::spawn(crate::reload::on_sighup(hup, self.reloader.clone(), certs));
 
         shutdown.await;
         hup.abort();
@@ -635,6 +661,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 async fn accept_loop<F, S, B>(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
@@ -723,6 +750,7 @@ async fn accept_loop<F, S, B>(
                 Ok::<_, Infallible>(res.map(|inner| Tracked { inner, _busy: busy }))
             }
         });
+        let stream = crate::tls::Stream::new(stream, tls.as_ref());
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -598,3 +598,148 @@ async fn a_burst_of_candidate_errors_opens_the_breaker_until_a_probe_succeeds() 
     let rows = tokio::task::block_in_place(|| p.wait_rows(n + 5));
     assert_eq!(candidate.count(), before + 5, "{:?}", &rows[n..]);
 }
+
+// --------------------------------------------------------------- 8. TLS on the listeners
+
+/// A request over TLS to `addr`, verifying the certificate against `trusted` only, speaking
+/// HTTP/2 (`h2`) or HTTP/1.1 as ALPN agrees: (status, version), or the error.
+async fn tls_get(
+    addr: SocketAddr,
+    trusted: &str,
+    h2: bool,
+    path: &str,
+) -> Result<(u16, http::Version), String> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut trusted.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let req = Request::get(format!("https://127.0.0.1:{}{path}", addr.port()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = if h2 {
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = req;
+        *req.uri_mut() = path.parse().unwrap();
+        req.headers_mut().insert(
+            "host",
+            format!("127.0.0.1:{}", addr.port()).parse().unwrap(),
+        );
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    Ok((res.status().as_u16(), res.version()))
+}
+
+fn self_signed() -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+/// Both listeners serve TLS from PEM files, HTTP/2 or HTTP/1.1 by ALPN, to a client that
+/// verifies the certificate; a renewed pair is served after SIGHUP without a restart; a
+/// plaintext listener beyond loopback is warned of. Old binary: `tls_cert` was an unknown key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listeners_serve_tls_and_take_a_renewed_certificate_on_sighup() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let (cert_a, key_a) = self_signed();
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.files = vec![("cert.pem", cert_a.clone()), ("key.pem", key_a)];
+    cfg.proxy = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n".into();
+    cfg.admin = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n".into();
+    let p = start(cfg, None).await;
+    assert!(p.log().contains("proxy on https://"), "{}", p.log());
+    for h2 in [false, true] {
+        let (status, version) = tls_get(p.proxy, &cert_a, h2, "/x").await.unwrap();
+        assert_eq!(status, 200);
+        let want = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(version, want);
+        let (status, _) = tls_get(p.admin, &cert_a, h2, "/healthz").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    // Plaintext to the TLS port gets no HTTP answer.
+    let plain = raw(
+        p.proxy,
+        "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    // Renewal: new files, SIGHUP, and new connections get the new certificate.
+    let (cert_b, key_b) = self_signed();
+    std::fs::write(p.dir.path().join("cert.pem"), &cert_b).unwrap();
+    std::fs::write(p.dir.path().join("key.pem"), key_b).unwrap();
+    p.signal("-HUP");
+    let renewed = poll_async(Duration::from_secs(10), || async {
+        tls_get(p.proxy, &cert_b, true, "/x").await.ok()
+    })
+    .await;
+    assert_eq!(renewed.map(|r| r.0), Some(200), "{}", p.log());
+    assert!(tls_get(p.proxy, &cert_a, true, "/x").await.is_err());
+    // A broken renewal keeps the pair in use.
+    std::fs::write(p.dir.path().join("key.pem"), "not a key").unwrap();
+    p.signal("-HUP");
+    let logged = poll(Duration::from_secs(10), || {
+        p.log()
+            .contains("TLS certificate reload failed")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", p.log());
+    assert_eq!(
+        tls_get(p.admin, &cert_b, false, "/healthz")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[proxy]\nlisten = \"0.0.0.0:8080\"\n[legacy]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [candidate]\nbase_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (code, out) = run(dir.path(), &["check", "--config", "a.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning") && out.contains("plaintext"),
+        "{out}"
+    );
+}

@@ -68,6 +68,8 @@ pub struct AdminState {
     pub hosts: Vec<String>,
     /// Failed sign-ins, bounded ([`session::Attempts`]).
     pub logins: session::Attempts,
+    /// The listener serves TLS: the session cookie is `Secure`.
+    pub secure: bool,
 }
 
 /// Longest `POST` body read.
@@ -263,7 +265,7 @@ where
                     };
                     let mut res = session::redirect(&to);
                     res.headers_mut()
-                        .insert(header::SET_COOKIE, session::set_cookie(token, false));
+                        .insert(header::SET_COOKIE, session::set_cookie(token, state.secure));
                     return res;
                 }
                 // Reads only: a token in an address leaks (logs, history, Referer).
@@ -310,7 +312,7 @@ where
             if session::secret_eq(field("token").as_bytes(), token.as_bytes()) {
                 let mut res = session::redirect(&next);
                 res.headers_mut()
-                    .insert(header::SET_COOKIE, session::set_cookie(token, false));
+                    .insert(header::SET_COOKIE, session::set_cookie(token, state.secure));
                 return res;
             }
             state.logins.failed(std::time::Instant::now());
@@ -912,6 +914,7 @@ mod tests {
             rollout: None,
             hosts: Vec::new(),
             logins: session::Attempts::default(),
+            secure: false,
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         // Probes carry no token: readiness answers without it.

@@ -32,12 +32,15 @@ pub(super) fn serve(
         )
         .await?;
         let shutdown = server::shutdown_signal();
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let (proxy_tls, admin_tls) = server.tls();
         errln!(
-            "shadowdiff: proxy on http://{}{}",
+            "shadowdiff: proxy on {}://{}{}",
+            scheme(proxy_tls),
             server.proxy_addr(),
             server
                 .admin_addr()
-                .map(|a| format!(", admin on http://{a}"))
+                .map(|a| format!(", admin on {}://{a}", scheme(admin_tls)))
                 .unwrap_or_default()
         );
         let summary = server.run(shutdown).await;

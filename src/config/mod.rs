@@ -297,7 +297,19 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no byte moving for this long is closed.
     pub idle_timeout: Duration,
+    /// `tls_cert` and `tls_key`: the listener serves TLS.
+    pub tls: Option<TlsFiles>,
 }
+
+/// A listener's certificate chain and key (PEM files, read again on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What marks the warning of a listener serving plaintext beyond loopback.
+const PLAINTEXT: &str = "serves plaintext beyond loopback";
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -309,6 +321,8 @@ pub struct AdminConfig {
     pub metrics_token: bool,
     /// `[admin] hosts`: other `host:port` names it answers to (lower case).
     pub hosts: Vec<String>,
+    /// `tls_cert` and `tls_key`: the admin listener serves TLS.
+    pub tls: Option<TlsFiles>,
 }
 
 impl AdminConfig {
@@ -528,6 +542,26 @@ impl Config {
     /// comparison ignores or normalizes fields a served caller receives (their answers fall
     /// back in phases without `verify`), and phases where some served requests call no legacy
     /// (the accounts file is then the only authority on who may read what).
+    /// A listener on a non-loopback address without TLS: callers' bearer tokens and the
+    /// vendors' personal data would cross the network in plaintext.
+    pub(crate) fn plaintext_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.proxy.tls.is_none() && !is_loopback(&self.proxy.listen) {
+            out.push(format!(
+                "[proxy] listen: {:?} {PLAINTEXT}: callers' credentials and the vendors' answers cross the network unencrypted; set [proxy] tls_cert and tls_key, or put a TLS-terminating proxy in front on the same host",
+                self.proxy.listen
+            ));
+        }
+        if let Some(a) = self.admin.listen.as_deref() {
+            if self.admin.tls.is_none() && !is_loopback(a) {
+                out.push(format!(
+                    "[admin] listen: {a:?} {PLAINTEXT}: the admin token and the dashboard's data cross the network unencrypted; set [admin] tls_cert and tls_key"
+                ));
+            }
+        }
+        out
+    }
+
     fn serving_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let serving_phases: Vec<&str> = self
@@ -648,6 +682,11 @@ impl Config {
             if let Some(m) = self.admin.exposure("--admin") {
                 return Err(bad("--admin", m));
             }
+        }
+        if ov.listen.is_some() || ov.admin.is_some() {
+            self.warnings.retain(|w| !w.contains(PLAINTEXT));
+            let plaintext = self.plaintext_warnings();
+            self.warnings.extend(plaintext);
         }
         Ok(())
     }

@@ -56,6 +56,10 @@ pub(super) struct RawProxy {
     pub(super) max_connections: Option<usize>,
     pub(super) header_read_timeout: Option<Dur>,
     pub(super) idle_timeout: Option<Dur>,
+    /// PEM certificate chain (leaf first) served by the listener; with `tls_key`.
+    pub(super) tls_cert: Option<Str>,
+    /// PEM private key of `tls_cert`.
+    pub(super) tls_key: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -67,6 +71,10 @@ pub(super) struct RawAdmin {
     /// Other names (`host:port`) the admin listener is reached by, besides its address and
     /// the loopback names of its port (a tokenless listener answers only to these).
     pub(super) hosts: Option<Vec<Str>>,
+    /// PEM certificate chain (leaf first) served by the admin listener; with `tls_key`.
+    pub(super) tls_cert: Option<Str>,
+    /// PEM private key of `tls_cert`.
+    pub(super) tls_key: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

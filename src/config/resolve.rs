@@ -41,6 +41,19 @@ impl Config {
             }
         };
         let line_of = |offset: usize| text[..offset.min(text.len())].lines().count().max(1);
+        let tls_files = |table: &str, cert: Option<Str>, key: Option<Str>| match (cert, key) {
+            (Some(c), Some(k)) => Some(super::TlsFiles {
+                cert: rel(&c.0),
+                key: rel(&k.0),
+            }),
+            (None, None) => None,
+            _ => {
+                note(format!(
+                    "{table} tls_cert and tls_key: set both, or neither"
+                ));
+                None
+            }
+        };
 
         let reauth_after = raw
             .accounts
@@ -433,6 +446,11 @@ impl Config {
             raw.store.match_sample,
             defaults::MATCH_SAMPLE,
         );
+        let proxy_tls = tls_files(
+            "[proxy]",
+            raw.proxy.tls_cert.clone(),
+            raw.proxy.tls_key.clone(),
+        );
         let admin = {
             let a = AdminConfig {
                 listen: (!admin_listen.is_empty()).then_some(admin_listen),
@@ -445,6 +463,7 @@ impl Config {
                     .into_iter()
                     .map(|h| h.0.to_ascii_lowercase())
                     .collect(),
+                tls: tls_files("[admin]", raw.admin.tls_cert, raw.admin.tls_key),
             };
             let line = text
                 .find("[admin]")
@@ -496,6 +515,7 @@ impl Config {
                     .proxy
                     .idle_timeout
                     .map_or(defaults::IDLE_TIMEOUT, |d| d.0),
+                tls: proxy_tls,
             },
             admin,
             legacy: UpstreamConfig {
@@ -575,6 +595,8 @@ impl Config {
         };
         let serving = cfg.serving_warnings();
         cfg.warnings.extend(serving);
+        let plaintext = cfg.plaintext_warnings();
+        cfg.warnings.extend(plaintext);
         Ok(cfg)
     }
 }

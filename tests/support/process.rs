@@ -50,10 +50,12 @@ impl Proc {
         for line in lines.by_ref() {
             let line = line.unwrap();
             log.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(rest) = line.split("proxy on http://").nth(1) {
-                let mut it = rest.split(", admin on http://");
-                let p = it.next().unwrap().trim().parse().unwrap();
-                let a = it.next().unwrap().trim().parse().unwrap();
+            if let Some(rest) = line.split("proxy on ").nth(1) {
+                // `http://ADDR, admin on http://ADDR` (https when the listener serves TLS).
+                let addr = |s: &str| s.trim().split("://").nth(1).unwrap().parse().unwrap();
+                let mut it = rest.split(", admin on ");
+                let p = addr(it.next().unwrap());
+                let a = addr(it.next().unwrap());
                 addrs = Some((p, a));
                 break;
             }
