@@ -153,18 +153,31 @@ impl Config {
             dur(p.header_read_timeout),
             dur(p.idle_timeout)
         );
+        let tls = |o: &mut String, t: &Option<super::TlsFiles>| match t {
+            Some(f) => {
+                let _ = writeln!(o, "tls_cert = {}\ntls_key = {}", path(&f.cert), path(&f.key));
+            }
+            None => o.push_str("# tls: none (plaintext)\n"),
+        };
+        // (Before the blank line that ends the table.)
+        o.pop();
+        tls(&mut o, &p.tls);
+        o.push('\n');
         let a = &self.admin;
-        let _ = writeln!(
+        let _ = write!(
             o,
-            "[admin]\nlisten = {}\n{}metrics_token = {}\n",
+            "[admin]\nlisten = {}\n{}metrics_token = {}\nhosts = [{}]\n",
             q(a.listen.as_deref().unwrap_or("")),
             if a.token.is_some() {
                 "# token: set (not shown)\n"
             } else {
-                "# token: none (the admin listener is open to whoever reaches it)\n"
+                "# token: none (loopback only: any local page could reach it; changes need its own Host and Origin)\n"
             },
-            a.metrics_token
+            a.metrics_token,
+            a.hosts.iter().map(|h| q(h)).collect::<Vec<_>>().join(", ")
         );
+        tls(&mut o, &a.tls);
+        o.push('\n');
         for (name, u) in [("legacy", &self.legacy), ("candidate", &self.candidate)] {
             let _ = writeln!(o, "[{name}]");
             if let Some(b) = &u.base_url {
