@@ -130,6 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 body("candidate_raw", &r),
             ],
             mapping_version: Some("bench0broken".into()),
+            field_counts: None,
         });
         if i % 20_000 == 19_999 {
             handle.flush_blocking();

@@ -139,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 bodies: Vec::new(),
                 mapping_version: None,
+                field_counts: None,
             });
         }
         // At most three chunks queued: wait for the oldest one's flush.

@@ -667,6 +667,27 @@ pub fn random_u64() -> u64 {
     })
 }
 
+/// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
+/// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
+pub fn value_text(v: &Value, max: usize) -> String {
+    let text = v.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
+}
+
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,25 +761,4 @@ mod tests {
         assert_eq!(ago(before_1970), std::time::UNIX_EPOCH);
         assert_eq!(rfc3339(ago(before_1970)), "1970-01-01T00:00:00.000Z");
     }
-}
-
-/// A JSON value as stored: its text, or, when longer than `max`, a JSON string holding the first
-/// `max` bytes of the text followed by `…[truncated]` (so the column always holds valid JSON).
-pub fn value_text(v: &Value, max: usize) -> String {
-    let text = v.to_string();
-    if text.len() <= max {
-        return text;
-    }
-    Value::String(format!("{}…[truncated]", cut(&text, max))).to_string()
-}
-
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

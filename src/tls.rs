@@ -106,7 +106,7 @@ fn read_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 /// it done).
 pub enum Stream {
     Plain(TcpStream),
-    Handshake(tokio_rustls::Accept<TcpStream>),
+    Handshake(Box<tokio_rustls::Accept<TcpStream>>),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     Failed,
 }
@@ -114,7 +114,7 @@ pub enum Stream {
 impl Stream {
     pub fn new(tcp: TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>) -> Self {
         match tls {
-            Some(a) => Self::Handshake(a.accept(tcp)),
+            Some(a) => Self::Handshake(Box::new(a.accept(tcp))),
             None => Self::Plain(tcp),
         }
     }
@@ -123,7 +123,7 @@ impl Stream {
     fn ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Pin<&mut (dyn Io + '_)>>> {
         loop {
             match self {
-                Self::Handshake(a) => match Pin::new(a).poll(cx) {
+                Self::Handshake(a) => match Pin::new(&mut **a).poll(cx) {
                     Poll::Ready(Ok(s)) => *self = Self::Tls(Box::new(s)),
                     Poll::Ready(Err(e)) => {
                         *self = Self::Failed;

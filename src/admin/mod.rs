@@ -15,8 +15,15 @@
 //! | `GET /api/rollout` | the rollout phase in force, the phases, the guard's view, the latest changes |
 //! | `POST /api/rollout` | `{"phase": NAME, "reason": ...}` puts a phase in force (a rollback: `{"phase": "rollback"}`); `{"promote": true, "since": "24h"}` promotes when the gate of the phase in force passes (409 with the verdict otherwise) |
 //!
-//! When `[admin] token` is set, every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
-//! (or, for a browser opening the dashboard, `?token=<token>`, which the page passes on).
+//! | `/login`, `/logout` | sign in with the token (a session cookie), sign out |
+//! | `/assets/dashboard.css`, `/assets/dashboard.js` | the pages' style and script (public; no inline script) |
+//!
+//! When `[admin] token` is set, every route but `/healthz`, `/readyz` and the assets needs
+//! `Authorization: Bearer <token>`, or for reading, the sign-in cookie (or a `?token=` link,
+//! exchanged for it); a change needs the bearer header. Without a token the listener is on
+//! loopback (the config refuses another address) and serves only requests whose `Host` names it
+//! and whose `Origin`, when sent, is its own ([`AdminState::hosts`]). Every answer carries the
+//! security headers of [`handle`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -224,7 +224,7 @@ pub(super) fn webhook_test(config: &Path, explicit: bool, name: &str) -> anyhow:
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
-            outln!("{name}: {shown}: {}", crate::mask::text(&err.to_string()));
+            outln!("{name}: {shown}: {}", crate::mask::text(&err));
             Ok(ExitCode::from(1))
         }
     }

@@ -155,7 +155,12 @@ impl Config {
         );
         let tls = |o: &mut String, t: &Option<super::TlsFiles>| match t {
             Some(f) => {
-                let _ = writeln!(o, "tls_cert = {}\ntls_key = {}", path(&f.cert), path(&f.key));
+                let _ = writeln!(
+                    o,
+                    "tls_cert = {}\ntls_key = {}",
+                    path(&f.cert),
+                    path(&f.key)
+                );
             }
             None => o.push_str("# tls: none (plaintext)\n"),
         };

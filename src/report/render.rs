@@ -192,7 +192,7 @@ pub fn markdown(r: &Report) -> String {
                 .unexercised
                 .iter()
                 .take(MD_FIELDS)
-                .map(|u| format!("{} ({})", md_code(&u.field), md_text(&u.known_from)))
+                .map(|u| format!("{} ({})", md_code(&u.field), md_text(u.known_from)))
                 .collect();
             let _ = writeln!(
                 o,
