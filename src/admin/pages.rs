@@ -897,11 +897,12 @@ document.addEventListener('toggle', (ev) => {
   sessionStorage.setItem(key, JSON.stringify([...open]));
 }, true);
 apply(document);
-// Filters submit on change (no inline handlers: the policy forbids them).
+// Filters submit on change (no inline handlers: the policy forbids them). Listened to while
+// capturing: a change event that does not bubble (dispatched by a script) is seen too.
 document.addEventListener('change', (ev) => {
   const t = ev.target;
   if (t instanceof HTMLElement && 'submit' in t.dataset && t.form) t.form.submit();
-});
+}, true);
 async function refresh() {
   const live = document.getElementById('live');
   if (!live) return;
