@@ -392,6 +392,21 @@ impl Server {
             "proxy",
             self.proxy_listener,
             self.tls.0.as_ref().map(crate::tls::Certs::acceptor),
+            Some(Requests {
+                slots: Arc::new(tokio::sync::Semaphore::new(limits.max)),
+                refuse: || {
+                    let mut res = crate::proxy::json_response(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "too many requests in flight (the connection cap bounds HTTP/2 streams too); retry",
+                    );
+                    res.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    res
+                },
+            }),
             limits,
             stop_rx.clone(),
             graceful.clone(),
@@ -409,6 +424,7 @@ impl Server {
                 "admin",
                 l,
                 self.tls.1.as_ref().map(crate::tls::Certs::acceptor),
+                None,
                 ConnLimits {
                     max: ADMIN_MAX_CONNECTIONS,
                     header_read_timeout: limits.header_read_timeout.min(ADMIN_HEADER_READ_TIMEOUT),
@@ -636,6 +652,18 @@ impl Conns {
 struct Tracked<B> {
     inner: B,
     _busy: Busy,
+    /// Its slot among the listener's requests in flight ([`Requests`]).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The requests a listener has in flight at once, across its connections, and the answer past
+/// them. The connection cap bounds the file descriptors of HTTP/1.1 callers (one request per
+/// connection at a time); an HTTP/2 caller multiplexes many streams on one connection, each
+/// holding a legacy connection (and maybe a candidate one): this bounds those too, at the same
+/// number, with an immediate `503` and `Retry-After: 1` past it.
+struct Requests<B> {
+    slots: Arc<tokio::sync::Semaphore>,
+    refuse: fn() -> http::Response<B>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
@@ -658,10 +686,12 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<F, S, B>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    requests: Option<Requests<B>>,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
@@ -742,12 +772,30 @@ async fn accept_loop<F, S, B>(
         let state = Arc::new(ConnState::default());
         let svc = make_service(peer);
         let st = state.clone();
+        let limit = requests.as_ref().map(|r| (r.slots.clone(), r.refuse));
         let service = service_fn(move |req| {
             let busy = Busy::new(&st, accepted);
-            let fut = svc.call(req);
+            // `None`: over the limit; `Some(slot)`: served.
+            let slot = match &limit {
+                Some((slots, _)) => slots.clone().try_acquire_owned().ok().map(Some),
+                None => Some(None),
+            };
+            let call = slot.is_some().then(|| svc.call(req));
+            let refuse = limit.as_ref().map(|l| l.1);
             async move {
-                let res = fut.await?;
-                Ok::<_, Infallible>(res.map(|inner| Tracked { inner, _busy: busy }))
+                let res = match (call, refuse) {
+                    (Some(fut), _) => fut.await?,
+                    (None, Some(refuse)) => {
+                        crate::telemetry::requests_refused(name);
+                        refuse()
+                    }
+                    (None, None) => unreachable!("refused only where a limit is set"),
+                };
+                Ok::<_, Infallible>(res.map(|inner| Tracked {
+                    inner,
+                    _busy: busy,
+                    _slot: slot.flatten(),
+                }))
             }
         });
         let stream = crate::tls::Stream::new(stream, tls.as_ref());

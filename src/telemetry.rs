@@ -275,7 +275,7 @@ pub fn bodies(decision: &'static str) {
 /// memory budget could not hold them while it waited for the store.
 pub const DETAILS_OVER_BUDGET: &str = "details_over_budget";
 
-/// A shadow-leg breaker opened (`opened`) or closed ([`crate::breaker`]).
+/// A shadow-leg breaker opened (`opened`) or closed (the breaker module).
 pub fn breaker(vendor: &'static str, opened: bool) {
     metrics::counter!("shadowdiff_breaker_transitions_total", "vendor" => vendor, "to" => if opened { "open" } else { "closed" })
         .increment(1);
@@ -343,6 +343,12 @@ pub fn connections(listener: &'static str, open: usize) {
 pub fn connection_limit_reached(listener: &'static str) {
     metrics::counter!("shadowdiff_connection_limit_reached_total", "listener" => listener)
         .increment(1);
+}
+
+/// A request refused with 503: the listener had as many requests in flight as its cap
+/// (HTTP/2 streams past it).
+pub fn requests_refused(listener: &'static str) {
+    metrics::counter!("shadowdiff_requests_refused_total", "listener" => listener).increment(1);
 }
 
 /// A connection with no request in flight was closed to make room at the cap.

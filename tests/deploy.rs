@@ -349,7 +349,8 @@ fn exported_metrics() -> String {
     let mut s = std::net::TcpStream::connect(admin.trim()).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        admin.trim()
     )
     .unwrap();
     let mut text = String::new();

@@ -747,3 +747,59 @@ async fn the_listeners_serve_tls_and_take_a_renewed_certificate_on_sighup() {
         "{out}"
     );
 }
+
+/// One HTTP/2 caller multiplexing 100 streams on one connection, against a proxy capped at 16
+/// connections and a slow legacy: past 16 requests in flight the proxy answers 503 with
+/// `Retry-After: 1` at once instead of opening a legacy connection (a file descriptor) per
+/// stream; every stream is answered. Old binary: all 100 went to legacy at once (the cap
+/// counted connections, not streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_bounded_like_connections() {
+    let legacy = Upstream::start_unlogged(|_| {
+        Reply::json(json!({"a": 1})).delay(Duration::from_millis(400))
+    })
+    .await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.proxy = "max_connections = 16\n".into();
+    let p = start(cfg, None).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (client, url) = (client.clone(), p.url(&format!("/s/{i}")));
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .request(Request::get(url).body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            (
+                res.status().as_u16(),
+                res.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => ok += 1,
+            (503, Some(r)) if r == "1" => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ok + refused, 100);
+    assert!(ok >= 16 && refused >= 1, "{ok} served, {refused} refused");
+    let metrics = get(&p.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "shadowdiff_requests_refused_total{listener=\"proxy\"}"
+        ),
+        f64::from(refused)
+    );
+}

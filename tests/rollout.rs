@@ -631,8 +631,10 @@ unknown_account = "candidate"
 async fn the_guard_rolls_back_when_the_candidate_starts_failing() {
     let legacy = Upstream::start_unlogged(|_| Reply::json(json!({"served": "legacy"}))).await;
     let (candidate, failing) = switchable().await;
-    let toml =
-        format!("{GUARDED}\n").replace("window = \"1m\"", "window = \"1m\"\nmin_sample = 30");
+    // The shadow leg's breaker off: the exchange after the rollback is shadow traffic the
+    // test wants compared (with it on, the failing candidate's calls are skipped: `breaker`).
+    let toml = format!("{GUARDED}\n[shadow.breaker]\nburst = 0\n")
+        .replace("window = \"1m\"", "window = \"1m\"\nmin_sample = 30");
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
     for _ in 0..20 {
         assert_eq!(get(&sd.url("/d")).await.json()["served"], "candidate");

@@ -373,15 +373,18 @@ fn fallback_list(r: &crate::report::RolloutSection) -> String {
 }
 
 /// Text from the data (a vendor's field name, a caller's account, a reason typed by somebody)
-/// as literal Markdown text: every ASCII punctuation character backslash-escaped (CommonMark
-/// lets any of them be, and GFM tables read `\|` as a pipe inside the cell), line breaks
-/// folded into spaces. No emphasis, link, code span, entity or raw HTML can start in it.
+/// as literal Markdown text: the characters that can open inline markup (`\\`, backtick, `*`,
+/// `_`, `[`, `]`, `<`, `>`, `&`, `|`, `~`) backslash-escaped (CommonMark lets any ASCII
+/// punctuation be, and GFM tables read `\|` as a pipe inside the cell), line breaks folded into
+/// spaces. The data never starts a line (a template's text comes first), so line-start
+/// constructs (headings, lists, quotes) cannot begin in it either. No emphasis, link, code span,
+/// entity or raw HTML can start in it, and the rest (`cli:alice`, `a-b`) reads as it is.
 pub(crate) fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
             '\n' | '\r' => out.push(' '),
-            c if c.is_ascii_punctuation() => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -951,8 +954,8 @@ mod tests {
                 .filter(|e| matches!(e, Event::Start(Tag::TableCell)))
                 .count();
             proptest::prop_assert_eq!(cells, 4, "{:?}", cell);
-            let item = format!("- {} x\n", md_text(&s));
-            let (got, want) = (texts(&item), format!("{folded} x"));
+            let item = format!("- a {} x\n", md_text(&s));
+            let (got, want) = (texts(&item), format!("a {folded} x"));
             proptest::prop_assert_eq!(got.trim(), want.trim(), "{:?}", item);
             let code = format!("- {} x\n", md_code(&s));
             no_html(&code).map_err(proptest::test_runner::TestCaseError::fail)?;
