@@ -526,6 +526,9 @@ impl Record {
     /// bytes to a prefix (as they are stored). The comparison's own list (shared with the memo)
     /// is left as is when nothing needs cutting.
     pub fn bound(&mut self, per_field: usize, max_value_len: usize) {
+        if self.diffs.is_empty() {
+            return;
+        }
         if self.field_counts.is_none() {
             self.field_counts = Some(field_counts(&self.diffs));
         }

@@ -28,8 +28,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(25);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 enum Msg {
-    /// A record, and what is kept until it is written (its bytes in the memory budget).
-    Record(Box<Record>, Option<Box<dyn Send>>),
+    /// A record, and its bytes in the memory budget (given back once it is written).
+    Record(Box<Record>, crate::budget::Held),
     Noise(NoiseSample),
     Flush(SyncSender<()>),
     /// Write what came before, then stop (other handles may still exist).
@@ -112,17 +112,13 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Queues an exchange; when the queue is full it is dropped and counted.
     pub fn record(&self, r: Record) {
-        self.send_record(r, None);
+        self.record_holding(r, crate::budget::Held::default());
     }
 
-    /// [`record`](Self::record), keeping `hold` (bytes of the memory budget) until the record
-    /// is written or dropped.
-    pub fn record_holding(&self, r: Record, hold: impl Send + 'static) {
-        self.send_record(r, Some(Box::new(hold)));
-    }
-
-    fn send_record(&self, r: Record, hold: Option<Box<dyn Send>>) {
-        match self.tx.try_send(Msg::Record(Box::new(r), hold)) {
+    /// [`record`](Self::record), keeping `held` (the record's bytes in the memory budget) until
+    /// the record is written or dropped.
+    pub fn record_holding(&self, r: Record, held: crate::budget::Held) {
+        match self.tx.try_send(Msg::Record(Box::new(r), held)) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -363,7 +359,7 @@ fn writer(
 ) {
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
-    let mut holds: Vec<Box<dyn Send>> = Vec::new();
+    let mut holds: Vec<crate::budget::Held> = Vec::new();
     let mut noise: Vec<NoiseSample> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     loop {
@@ -387,9 +383,9 @@ fn writer(
         let mut stop = false;
         while let Some(m) = next {
             match m {
-                Msg::Record(r, hold) => {
+                Msg::Record(r, held) => {
                     batch.push(r);
-                    holds.extend(hold);
+                    holds.push(held);
                 }
                 Msg::Noise(n) => noise.push(n),
                 Msg::Flush(done) => flushes.push(done),
