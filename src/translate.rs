@@ -269,6 +269,34 @@ pub struct CandidateTarget {
     pub method: http::Method,
     /// Path and query, e.g. `/unified/hris/employees?integrated_account_id=42`.
     pub path_and_query: String,
+    /// `[candidate] headers` rendered from templates for this request.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Why a header template could not be rendered for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMiss {
+    /// A placeholder without a value.
+    Var(Var),
+    /// The rendered text is not a valid header value (a line break from the caller's query).
+    Invalid(http::HeaderName),
+}
+
+/// Renders `[candidate] headers` templates: values inserted as they are (no percent-encoding),
+/// and the result must be a valid header value.
+pub fn render_headers(
+    templates: &[(http::HeaderName, Template)],
+    ctx: &Context<'_>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, HeaderMiss> {
+    templates
+        .iter()
+        .map(|(name, t)| {
+            let text = t.render(ctx, identity).map_err(HeaderMiss::Var)?;
+            http::HeaderValue::from_str(&text)
+                .map(|v| (name.clone(), v))
+                .map_err(|_| HeaderMiss::Invalid(name.clone()))
+        })
+        .collect()
 }
 
 impl CandidateTemplate {
@@ -312,6 +340,7 @@ impl CandidateTemplate {
         Ok(CandidateTarget {
             method: self.method.clone().unwrap_or_else(|| method.clone()),
             path_and_query: out,
+            headers: Vec::new(),
         })
     }
 }

@@ -362,6 +362,10 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Set on every request to this upstream (candidate only).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set on every request too, from a template (`{account.COLUMN}`, `{query.NAME}`, a route's
+    /// `{capture}`) rendered per request (candidate only): a per-account credential such as
+    /// Merge's `X-Account-Token`.
+    pub header_templates: Vec<(HeaderName, crate::translate::Template)>,
     /// Caller headers copied to this upstream (candidate only).
     pub forward_headers: Vec<HeaderName>,
     /// Caller query parameters copied to this upstream on routes without a `query` template

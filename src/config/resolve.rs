@@ -407,11 +407,19 @@ impl Config {
             .listen
             .map_or_else(|| defaults::ADMIN_LISTEN.to_owned(), |s| s.0);
         let mut candidate_headers = Vec::new();
+        let mut candidate_header_templates = Vec::new();
         for (k, v) in raw.candidate.headers {
             let Ok(name) = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()) else {
                 note(format!("[candidate] headers: invalid header name {k:?}"));
                 continue;
             };
+            if v.0.contains('{') {
+                match crate::translate::Template::parse(&v.0) {
+                    Ok(t) => candidate_header_templates.push((name, t)),
+                    Err(e) => note(format!("[candidate] headers.{k}: {e}")),
+                }
+                continue;
+            }
             let Ok(value) = HeaderValue::from_str(&v.0) else {
                 note(format!("[candidate] headers.{k}: invalid header value"));
                 continue;
@@ -530,6 +538,7 @@ impl Config {
                     .map_or(defaults::LEGACY_BODY_TIMEOUT, |d| d.0),
                 ca_file: raw.legacy.ca_file.map(|f| rel(&f.0)),
                 headers: Vec::new(),
+                header_templates: Vec::new(),
                 forward_headers: Vec::new(),
                 forward_query: Vec::new(),
             },
@@ -541,6 +550,7 @@ impl Config {
                     .map_or(defaults::UPSTREAM_TIMEOUT, |d| d.0),
                 ca_file: raw.candidate.ca_file.map(|f| rel(&f.0)),
                 headers: candidate_headers,
+                header_templates: candidate_header_templates,
                 forward_headers: names(raw.candidate.forward_headers, defaults::FORWARD_HEADERS),
                 body_timeout: Duration::ZERO,
                 forward_query,

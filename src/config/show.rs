@@ -202,10 +202,18 @@ impl Config {
                     list(u.forward_headers.iter().map(http::HeaderName::as_str)),
                     list(u.forward_query.iter().map(String::as_str))
                 );
-                if !u.headers.is_empty() {
+                if !u.headers.is_empty() || !u.header_templates.is_empty() {
                     o.push_str("[candidate.headers]\n");
                     for (k, _) in &u.headers {
                         let _ = writeln!(o, "# {k}: set (not shown)");
+                    }
+                    for (k, t) in &u.header_templates {
+                        let vars: Vec<String> = t.vars().map(ToString::to_string).collect();
+                        let _ = writeln!(
+                            o,
+                            "# {k}: per request, from {} (not shown)",
+                            vars.join(", ")
+                        );
                     }
                 }
             }

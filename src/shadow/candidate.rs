@@ -55,7 +55,7 @@ impl Shadow {
                 headers.insert(http::header::CONTENT_TYPE, ct.clone());
             }
         }
-        for (k, v) in &cfg.headers {
+        for (k, v) in cfg.headers.iter().chain(&plan.target.headers) {
             headers.insert(k.clone(), v.clone());
         }
         let base = cfg.base_url.clone().expect("checked at start-up");

@@ -281,7 +281,9 @@ impl Shadow {
         let route = route_idx.map(|i| &cfg.routes[i]);
         let query = match (&cfg.accounts, parts.uri.query()) {
             (_, Some(q))
-                if cfg.accounts.is_some() || route.is_some_and(|r| r.candidate.query.is_some()) =>
+                if cfg.accounts.is_some()
+                    || !cfg.candidate.header_templates.is_empty()
+                    || route.is_some_and(|r| r.candidate.query.is_some()) =>
             {
                 translate::parse_query(q)
             }
@@ -380,6 +382,11 @@ impl Shadow {
             Some(permit)
         };
         let forward_query = &cfg.candidate.forward_query;
+        let ctx = Context {
+            captures: route.and_then(|r| r.path.matches(path)).unwrap_or_default(),
+            query,
+            account,
+        };
         let target = match route {
             None => {
                 let mut path_and_query = path.to_owned();
@@ -391,17 +398,34 @@ impl Shadow {
                 Ok(CandidateTarget {
                     method: parts.method.clone(),
                     path_and_query,
+                    headers: Vec::new(),
                 })
             }
             Some(r) => {
-                let ctx = Context {
-                    captures: r.path.matches(path).unwrap_or_default(),
-                    query,
-                    account,
-                };
                 r.candidate
                     .build(&parts.method, path, parts.uri.query(), forward_query, &ctx)
             }
+        };
+        // `[candidate] headers` templates (a per-account token): as a path placeholder, a value
+        // missing is a skip, the account's as `unknown_account`.
+        let target = match target {
+            Ok(mut t) => match translate::render_headers(&cfg.candidate.header_templates, &ctx) {
+                Ok(h) => {
+                    t.headers = h;
+                    Ok(t)
+                }
+                Err(translate::HeaderMiss::Var(v)) => Err(v),
+                Err(translate::HeaderMiss::Invalid(name)) => {
+                    return (
+                        meta,
+                        Decision::Skip(
+                            SkipReason::Template,
+                            format!("template: [candidate] headers.{name}: the value built for this request is not a valid header value"),
+                        ),
+                    );
+                }
+            },
+            Err(v) => Err(v),
         };
         // The breaker last: a half-open breaker's probe is only taken by a call that goes out.
         // Served requests are the caller's own: never held back by it (they fall back).

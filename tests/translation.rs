@@ -1,0 +1,71 @@
+//! Request translation for real vendor pairs (issue #27), against the real `shadowdiff` binary
+//! with fake vendors on 127.0.0.1: what a Finch → Merge migration needs of the candidate's
+//! request.
+
+mod support;
+
+use serde_json::json;
+use support::process::*;
+use support::*;
+
+/// The accounts file of `support::accounts_csv` as text (for `Conf::files`).
+fn accounts_text(names: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::read_to_string(accounts_csv(dir.path(), names)).unwrap()
+}
+
+/// Merge identifies the linked account by an `X-Account-Token` header: `[candidate] headers`
+/// values expand `{account.COLUMN}` (and `{query.NAME}`) per request; an unknown account is
+/// skipped as `unknown_account`, never sent the template's text. Old binary: the candidate
+/// received the literal `{account.candidate_id}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_headers_carry_the_accounts_own_token() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.files = vec![("accounts.csv", accounts_text(&["acme", "globex"]))];
+    cfg.candidate_extra = "[candidate.headers]\n\"x-account-token\" = \"{account.candidate_id}\"\n\
+                           authorization = \"Bearer merge-key\"\n"
+        .into();
+    cfg.rest = "[accounts]\nkey = \"header:authorization\"\nfile = \"accounts.csv\"\n".into();
+    let p = start(cfg, None).await;
+    for (who, n) in [("acme", 2), ("globex", 1), ("nobody", 1)] {
+        for _ in 0..n {
+            let got = get_with_header(
+                &p.url("/x"),
+                "authorization",
+                &format!("Bearer {who}-token"),
+            )
+            .await;
+            assert_eq!(got.status, 200);
+        }
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(4));
+    let mut tokens: Vec<Option<String>> = candidate
+        .seen()
+        .iter()
+        .map(|s| {
+            s.headers
+                .get("x-account-token")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect();
+    tokens.sort();
+    assert_eq!(
+        tokens,
+        vec![
+            Some("c-acme".to_owned()),
+            Some("c-acme".to_owned()),
+            Some("c-globex".to_owned())
+        ]
+    );
+    assert!(candidate
+        .seen()
+        .iter()
+        .all(|s| s.headers["authorization"] == "Bearer merge-key"));
+    let reasons: Vec<&str> = rows.iter().filter_map(|r| r[1].as_str()).collect();
+    assert!(
+        reasons.len() == 1 && reasons[0].starts_with("unknown_account"),
+        "{rows:?}"
+    );
+}
