@@ -521,6 +521,8 @@ pub struct Accounts {
     pub source: KeySource,
     /// The CSV file it was read from.
     pub file: std::path::PathBuf,
+    /// The columns `{account.COLUMN}` may name: `name` and every column but `key_sha256`.
+    pub columns: Vec<String>,
     by_hash: HashMap<[u8; 32], Account>,
 }
 
@@ -575,6 +577,12 @@ impl Accounts {
         Ok(Self {
             source,
             file: path.to_path_buf(),
+            columns: headers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != ki)
+                .map(|(_, h)| h.to_owned())
+                .collect(),
             by_hash,
         })
     }

@@ -69,3 +69,38 @@ async fn candidate_headers_carry_the_accounts_own_token() {
         "{rows:?}"
     );
 }
+
+/// `check` resolves every `{account.X}` against the accounts file's header and every capture
+/// against the route's path, and names every miss at once with the names there are. Old
+/// binary: `{account.candidateid}` passed, and every request was then skipped as an unknown
+/// account.
+#[test]
+fn check_names_every_unknown_column_and_capture_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("accounts.csv"), accounts_text(&["acme"])).unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [candidate.headers]\n\"x-account-token\" = \"{account.token}\"\n\
+         [accounts]\nkey = \"header:authorization\"\nfile = \"accounts.csv\"\n\
+         [[routes]]\nname = \"ind\"\npath = \"/employer/individual/{id}\"\n\
+         [routes.candidate]\npath = \"/api/hris/v1/employees/{individual_id}\"\n\
+         query = { account = \"{account.candidateid}\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["check", "--config", "a.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for needle in [
+        "no capture {individual_id} (its captures: {id})",
+        "no column \"candidateid\" (its columns: name, candidate_id)",
+        "[candidate] headers.x-account-token",
+        "no column \"token\"",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+}

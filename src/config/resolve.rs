@@ -299,7 +299,15 @@ impl Config {
                         .query
                         .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
                 };
-                check_vars(&candidate, &r.path.0, accounts.is_some()).map_err(at)?;
+                check_vars(
+                    candidate
+                        .path
+                        .iter()
+                        .chain(candidate.query.iter().flatten().map(|(_, t)| t)),
+                    Some(&r.path.0),
+                    accounts.as_ref(),
+                )
+                .map_err(at)?;
                 check_array_keys(&r.diff)
                     .map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
                 let mut rules = global_rules.clone();
@@ -415,7 +423,12 @@ impl Config {
             };
             if v.0.contains('{') {
                 match crate::translate::Template::parse(&v.0) {
-                    Ok(t) => candidate_header_templates.push((name, t)),
+                    Ok(t) => {
+                        if let Err(m) = check_vars(std::iter::once(&t), None, accounts.as_ref()) {
+                            note(format!("[candidate] headers.{k}: {m}"));
+                        }
+                        candidate_header_templates.push((name, t));
+                    }
                     Err(e) => note(format!("[candidate] headers.{k}: {e}")),
                 }
                 continue;
@@ -862,34 +875,51 @@ fn check_array_keys(d: &RawDiff) -> Result<(), String> {
     Ok(())
 }
 
-/// Template placeholders must have a source: a capture of the route's path, or `[accounts]`.
-fn check_vars(c: &CandidateTemplate, path: &PathPattern, has_accounts: bool) -> Result<(), String> {
-    let templates = c
-        .path
-        .iter()
-        .chain(c.query.iter().flatten().map(|(_, t)| t));
+/// Template placeholders must have a source: a capture of the route's path, or a column of the
+/// accounts file. Every miss is reported at once, with the names there are.
+fn check_vars<'a>(
+    templates: impl Iterator<Item = &'a crate::translate::Template>,
+    path: Option<&PathPattern>,
+    accounts: Option<&Accounts>,
+) -> Result<(), String> {
+    let mut misses = Vec::new();
     for t in templates {
         for v in t.vars() {
-            match v {
-                crate::translate::Var::Capture(n) if !path.captures().any(|c| c == n) => {
-                    return Err(format!(
-                        "{} in {:?}: the route's path has no capture {{{n}}}",
-                        v,
-                        t.as_str()
+            match (v, path, accounts) {
+                (crate::translate::Var::Capture(n), Some(p), _) if !p.captures().any(|c| c == n) => {
+                    let known: Vec<String> = p.captures().map(|c| format!("{{{c}}}")).collect();
+                    misses.push(format!(
+                        "{v} in {:?}: the route's path {:?} has no capture {{{n}}} (its captures: {})",
+                        t.as_str(),
+                        p.as_str(),
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
                     ));
                 }
-                crate::translate::Var::Account(_) if !has_accounts => {
-                    return Err(format!(
-                        "{} in {:?}: needs an [accounts] section",
-                        v,
-                        t.as_str()
+                (crate::translate::Var::Capture(n), None, _) => misses.push(format!(
+                    "{v} in {:?}: {{{n}}} is a route's path capture; [candidate] headers apply to every request (use {{query.NAME}} or {{account.COLUMN}})",
+                    t.as_str()
+                )),
+                (crate::translate::Var::Account(_), _, None) => misses.push(format!(
+                    "{v} in {:?}: needs an [accounts] section",
+                    t.as_str()
+                )),
+                (crate::translate::Var::Account(c), _, Some(a)) if !a.columns.iter().any(|k| k == c) => {
+                    misses.push(format!(
+                        "{v} in {:?}: the accounts file {} has no column {c:?} (its columns: {})",
+                        t.as_str(),
+                        a.file.display(),
+                        a.columns.join(", ")
                     ));
                 }
                 _ => {}
             }
         }
     }
-    Ok(())
+    if misses.is_empty() {
+        Ok(())
+    } else {
+        Err(misses.join("; "))
+    }
 }
 
 /// `[[webhooks]]`: names unique, URLs http(s), events known, a secret of 16 bytes or more.
