@@ -104,3 +104,76 @@ fn check_names_every_unknown_column_and_capture_at_once() {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
 }
+
+/// The no-config quick start authenticates to the candidate: `--candidate-header "NAME: VALUE"`
+/// (repeatable), or `SHADOWDIFF_CANDIDATE_HEADER` (the secret stays out of `ps`). Old binary:
+/// no such flag, and the candidate got no credential (every exchange `candidate_auth_error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start_sends_the_candidates_credential() {
+    use std::io::BufRead;
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--db",
+            "q.db",
+        ])
+        .args(["--legacy", &legacy.url(), "--candidate", &candidate.url()])
+        .args(["--candidate-header", "authorization: Bearer merge-key"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // The address from the first lines; the rest drained (a closed pipe would end the process).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(a) = line.split("proxy on http://").nth(1) {
+                let _ = tx.send(a.split(',').next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let addr =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("serve started");
+    let got = get(&format!("http://{addr}/x")).await;
+    assert_eq!(got.status, 200);
+    let seen = poll(std::time::Duration::from_secs(10), || {
+        candidate.seen().first().cloned()
+    })
+    .expect("the candidate was called");
+    assert_eq!(seen.headers["authorization"], "Bearer merge-key");
+    let _ = child.kill();
+    let _ = child.wait();
+    // From the environment, and a malformed one is a usage error naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args([
+            "serve",
+            "--legacy",
+            "http://127.0.0.1:9",
+            "--candidate",
+            "http://127.0.0.1:9",
+        ])
+        .env("SHADOWDIFF_CANDIDATE_HEADER", "no colon here")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--candidate-header") && !text.contains("no colon here"),
+        "{text}"
+    );
+}

@@ -146,6 +146,14 @@ pub enum Command {
         /// Admin listen address (overrides [admin] listen; "" disables it).
         #[arg(long)]
         admin: Option<String>,
+        /// A header set on every candidate request, "NAME: VALUE" (its credential; added to
+        /// [candidate] headers, repeatable). From the environment, keeps the secret out of `ps`.
+        #[arg(
+            long = "candidate-header",
+            value_name = "NAME: VALUE",
+            env = "SHADOWDIFF_CANDIDATE_HEADER"
+        )]
+        candidate_header: Vec<String>,
     },
     /// Self-contained tour: fake legacy and candidate APIs on loopback, the proxy, traffic, a
     /// parity report and the gate verdict. Needs no config file.
@@ -477,6 +485,7 @@ pub fn run(cli: Cli) -> ExitCode {
             candidate,
             db,
             admin,
+            candidate_header,
         } => {
             let ov = Overrides {
                 listen,
@@ -484,6 +493,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 candidate,
                 db,
                 admin: None,
+                candidate_headers: candidate_header,
             };
             serve(&config, explicit, &ov, admin)
         }

@@ -623,6 +623,8 @@ pub struct Overrides {
     pub db: Option<PathBuf>,
     /// `""` disables the admin listener.
     pub admin: Option<String>,
+    /// `--candidate-header "NAME: VALUE"`: added to `[candidate] headers`.
+    pub candidate_headers: Vec<String>,
 }
 
 impl Config {
@@ -685,6 +687,28 @@ impl Config {
             self.admin.listen = (!a.is_empty()).then(|| a.clone());
             if let Some(m) = self.admin.exposure("--admin") {
                 return Err(bad("--admin", m));
+            }
+        }
+        for h in &ov.candidate_headers {
+            let flag = "--candidate-header";
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| bad(flag, "\"NAME: VALUE\" is needed (a colon between)".into()))?;
+            let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                .map_err(|_| bad(flag, format!("invalid header name {:?}", name.trim())))?;
+            let value = value.trim();
+            if value.contains('{') {
+                let t = crate::translate::Template::parse(value)
+                    .map_err(|e| bad(flag, e.to_string()))?;
+                self.candidate.headers.retain(|(k, _)| *k != name);
+                self.candidate.header_templates.retain(|(k, _)| *k != name);
+                self.candidate.header_templates.push((name, t));
+            } else {
+                let v = HeaderValue::from_str(value)
+                    .map_err(|_| bad(flag, format!("{name}: invalid header value")))?;
+                self.candidate.headers.retain(|(k, _)| *k != name);
+                self.candidate.header_templates.retain(|(k, _)| *k != name);
+                self.candidate.headers.push((name, v));
             }
         }
         if ov.listen.is_some() || ov.admin.is_some() {
