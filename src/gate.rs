@@ -57,9 +57,11 @@ pub fn evaluate_on(
     report: &Report,
 ) -> Result<Verdict, ReportError> {
     let mut checks = Vec::new();
+    // Overall: the routed exchanges (unmatched requests never count in a gate's parity).
+    let routed = report::routed_totals(report);
     let overall = Scope {
         name: "all".into(),
-        counts: &report.totals,
+        counts: &routed,
         latency: report::latency(store, filter, report.totals.exchanges)?,
     };
     check_scope(&mut checks, gate, &overall);

@@ -177,3 +177,33 @@ async fn the_quick_start_sends_the_candidates_credential() {
         "{text}"
     );
 }
+
+/// With routes that translate paths (a vendor migration), a request no route knows is not sent
+/// to the candidate by default (no quota spent on 404s, no 404-vs-404 "differences"); the
+/// routed one is. `unmatched = "mirror"` keeps the old behaviour for a same-API upgrade. Old
+/// binary: the unmatched path went to the candidate as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_requests_stay_with_legacy_in_a_vendor_migration() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = "[[routes]]\nname = \"dir\"\npath = \"/employer/directory\"\n\
+                [routes.candidate]\npath = \"/api/hris/v1/employees\"\n"
+        .into();
+    let p = start(cfg, None).await;
+    assert_eq!(get(&p.url("/employer/company")).await.status, 200);
+    assert_eq!(get(&p.url("/employer/directory")).await.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(1));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][2], json!("/employer/directory"));
+    let paths: Vec<String> = candidate.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(paths, vec!["/api/hris/v1/employees".to_owned()]);
+    let metrics = get(&p.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "shadowdiff_requests_total{route=\"(unmatched)\",outcome=\"not_mirrored\"}"
+        ),
+        1.0
+    );
+}

@@ -99,7 +99,20 @@ impl Config {
                 .shadow
                 .max_bytes_in_flight
                 .map_or_else(|| defaults::max_bytes_in_flight(max_body), |s| s.0),
-            unmatched: raw.shadow.unmatched.unwrap_or(Unmatched::Mirror),
+            // A vendor migration (routes translate paths): a path no route knows has no
+            // counterpart on the candidate; mirroring it would spend the candidate's quota on
+            // 404s and record their "differences". The same API upgraded mirrors by default.
+            unmatched: raw.shadow.unmatched.unwrap_or(
+                if raw
+                    .routes
+                    .iter()
+                    .any(|r| r.candidate.as_ref().is_some_and(|c| c.path.is_some()))
+                {
+                    Unmatched::Skip
+                } else {
+                    Unmatched::Mirror
+                },
+            ),
             backoff_on_429: raw.shadow.backoff_on_429.unwrap_or(true),
             rate_limit_scope: raw.shadow.rate_limit_scope.unwrap_or_default(),
             reserve: raw.shadow.reserve.unwrap_or(0.0),

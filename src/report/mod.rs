@@ -101,6 +101,20 @@ impl Counts {
     }
 }
 
+/// The counts of the exchanges that matched a configured route: what a gate judges overall
+/// (an unmatched request has no counterpart the migration promised; its exchanges never count
+/// in a gate's parity).
+pub fn routed_totals(report: &Report) -> Counts {
+    let mut c = Counts::default();
+    for r in report.routes.iter().filter(|r| r.route != UNMATCHED) {
+        for (outcome, n) in &r.counts.outcomes {
+            c.add(outcome, *n);
+        }
+        c.add_noise_only(r.counts.noise_only);
+    }
+    c
+}
+
 /// What the human renderings show for the parity of a scope where nothing was compared.
 pub const NOTHING_COMPARED: &str = "nothing compared";
 
