@@ -207,3 +207,62 @@ async fn unmatched_requests_stay_with_legacy_in_a_vendor_migration() {
         1.0
     );
 }
+
+/// Read-only commands never need the vendors' credentials: with `${UNIFIED_API_KEY}` unset,
+/// `gate`, `report` and `rollout status` run (a nightly report job is given no production
+/// secret); `check` and `serve`, which would send it, still refuse; an unset variable in a key
+/// a read-only command does read (`[store] path`) is still an error. Old binary: `gate` exited 2
+/// ("environment variable UNIFIED_API_KEY is not set").
+#[test]
+fn read_only_commands_need_no_vendor_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+               headers = { authorization = \"Bearer ${UNIFIED_API_KEY}\" }\n\
+               [store]\npath = \"store/r.db\"\n[gate.shadow]\nmin_compared = 1\n";
+    std::fs::write(dir.path().join("a.toml"), cfg).unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        cfg.replace("store/r.db", "${STORE_FILE}"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("UNIFIED_API_KEY")
+            .env_remove("STORE_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(&["migrate", "--config", "a.toml"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["gate", "--config", "a.toml", "--phase", "shadow"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "judged (too few samples), not refused: {out}"
+    );
+    for args in [
+        &["report", "--config", "a.toml"][..],
+        &["rollout", "status", "--config", "a.toml"][..],
+    ] {
+        let (code, out) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+    }
+    for args in [
+        &["check", "--config", "a.toml"][..],
+        &["report", "--config", "b.toml"][..],
+    ] {
+        let (code, out) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains("is not set"), "{out}");
+    }
+}

@@ -698,9 +698,11 @@ pub fn run(cli: Cli) -> ExitCode {
 #[error("{0}")]
 pub struct UsageError(String);
 
+/// The config for a command that calls neither vendor ([`Config::load_reading`]: an unset
+/// vendor credential is no error), or the defaults when there is no file.
 fn config_or_defaults(path: &Path, explicit: bool) -> anyhow::Result<Config> {
     if explicit || path.exists() {
-        Ok(Config::load(path)?)
+        Ok(Config::load_reading(path)?)
     } else {
         Ok(Config::defaults())
     }

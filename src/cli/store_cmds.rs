@@ -184,7 +184,12 @@ pub(super) fn gate_cmd(
 /// `webhook test NAME`: one signed `webhook.test` delivery to the endpoint, now, outside the
 /// outbox; prints what it answered.
 pub(super) fn webhook_test(config: &Path, explicit: bool, name: &str) -> anyhow::Result<ExitCode> {
-    let cfg = config_or_defaults(config, explicit)?;
+    // It signs with the webhook's secret: every variable must be set.
+    let cfg = if explicit || config.exists() {
+        Config::load(config)?
+    } else {
+        Config::defaults()
+    };
     let Some(e) = cfg.webhooks.iter().find(|w| w.name == name) else {
         let known: Vec<&str> = cfg.webhooks.iter().map(|w| w.name.as_str()).collect();
         return Err(UsageError(format!(

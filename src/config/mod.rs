@@ -341,6 +341,26 @@ impl AdminConfig {
     }
 }
 
+/// The TOML table a byte offset of `text` is in (`candidate.headers`, `webhooks`; `""` before
+/// the first header).
+fn table_at(text: &str, at: usize) -> String {
+    text[..at]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a listen address (`ip:port`, `localhost:port`) is a loopback address.
 pub fn is_loopback(listen: &str) -> bool {
     match listen.parse::<std::net::SocketAddr>() {
@@ -635,6 +655,46 @@ impl Config {
             error: source,
         })?;
         Self::parse(&text, Some(path))
+    }
+
+    /// [`load`](Self::load) for a command that calls neither vendor nor the admin listener
+    /// (`report`, `gate`, `rollout`, `rediff`, `suggest`, `prune`, ...): a `${VAR}` without a
+    /// default that is not set is no error when every place it appears is in a table such a
+    /// command never reads (`[legacy]`, `[candidate]`, their headers, `[admin]`, `[[webhooks]]`):
+    /// a nightly report job needs no vendor credential. Anywhere else, the error stands.
+    pub fn load_reading(path: &Path) -> Result<Self, ConfigError> {
+        let strict = match Self::load(path) {
+            Ok(cfg) => return Ok(cfg),
+            Err(e) => e,
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Err(strict);
+        };
+        let (parsed, unset) = values::deferring(|| Self::parse(&text, Some(path)));
+        let unread = |table: &str| {
+            matches!(
+                table,
+                "legacy"
+                    | "legacy.headers"
+                    | "candidate"
+                    | "candidate.headers"
+                    | "admin"
+                    | "webhooks"
+            )
+        };
+        let all_unread = unset.iter().all(|name| {
+            let needle = format!("${{{name}}}");
+            text.match_indices(&needle)
+                .all(|(at, _)| unread(&table_at(&text, at)))
+        });
+        match parsed {
+            Ok(mut cfg) if all_unread => {
+                cfg.warnings
+                    .retain(|w| !unset.iter().any(|n| w.contains(n.as_str())));
+                Ok(cfg)
+            }
+            _ => Err(strict),
+        }
     }
 
     /// The configuration with every default, for `serve --legacy URL --candidate URL`.

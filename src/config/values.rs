@@ -58,7 +58,28 @@ pub fn expand_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Strin
 }
 
 fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    std::env::var(name).ok().or_else(|| {
+        DEFERRED.with(|d| {
+            d.borrow_mut().as_mut().map(|names| {
+                names.push(name.to_owned());
+                String::new()
+            })
+        })
+    })
+}
+
+thread_local! {
+    /// While [`deferring`]: the variables that were not set (expanded as empty).
+    static DEFERRED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a config parse) with unset variables expanded as empty instead of refused, and
+/// returns the names of those it met: for a command that reads none of the keys they are in.
+pub(crate) fn deferring<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let names = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    (out, names)
 }
 
 /// A string after environment expansion.
