@@ -11,6 +11,9 @@ pub const MASK: &str = "***";
 /// Whether a query parameter's name says its value is a credential.
 fn secret_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    let n = percent_encoding::percent_decode_str(&n)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
     [
         "pass",
         "pwd",
@@ -21,6 +24,10 @@ fn secret_param(name: &str) -> bool {
         "sig",
         "credential",
         "session",
+        "jwt",
+        "code",
+        "assertion",
+        "bearer",
     ]
     .iter()
     .any(|s| n.contains(s))
@@ -33,24 +40,21 @@ pub fn url(url: &str) -> String {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
-    // (A `#` does not end the user info here: a password holding one, unencoded, stays masked.)
-    let (authority, tail) = match rest.find(['/', '?']) {
+    // The user info ends at the last `@` before the path: a password holding `?`, `#`, `:` or
+    // `@` unencoded (a careless config) stays masked whole.
+    let (authority, tail) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let authority = match (scheme, authority.rfind('@')) {
-        (Some(_), Some(at)) => {
+    let authority = match authority.rfind('@') {
+        Some(at) => {
             let (info, host) = authority.split_at(at);
             match info.split_once(':') {
-                Some((user, _)) => format!("{user}:{MASK}{host}"),
-                None => authority.to_owned(),
+                Some((user, _)) => format!("{user}:{MASK}{}", masked_query_in(host)),
+                None => format!("{info}{}", masked_query_in(host)),
             }
         }
-        _ => authority.to_owned(),
-    };
-    let (tail, fragment) = match tail.split_once('#') {
-        Some((t, f)) => (t, Some(f)),
-        None => (tail, None),
+        None => masked_query_in(authority),
     };
     let mut out = String::with_capacity(url.len());
     if let Some(s) = scheme {
@@ -58,14 +62,20 @@ pub fn url(url: &str) -> String {
         out.push_str("://");
     }
     out.push_str(&authority);
-    match tail.split_once('?') {
-        Some((path, query)) => {
-            out.push_str(path);
-            out.push('?');
-            out.push_str(&query_masked(query));
-        }
-        None => out.push_str(tail),
-    }
+    out.push_str(&masked_query_in(tail));
+    out
+}
+
+/// `s` with the values of secret parameters after its first `?` (and its `#`) masked.
+fn masked_query_in(s: &str) -> String {
+    let (before, fragment) = match s.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (s, None),
+    };
+    let mut out = match before.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", query_masked(query)),
+        None => before.to_owned(),
+    };
     if let Some(f) = fragment {
         out.push('#');
         out.push_str(&query_masked(f));
@@ -89,9 +99,23 @@ fn scheme_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')
 }
 
-/// Whether `c` ends a URL written inside prose, an error message or a TOML snippet.
+/// Whether `c` ends a URL written inside prose, an error message or a TOML snippet. Only what
+/// cannot be in a URL a careless operator typed: a password may hold `)`, `]` or `'`, and a
+/// host may be `[::1]`, so masking runs on to the next space or double quote (masking a little
+/// more is the safe side).
 fn url_end(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '|' | '\\' | ')' | ']')
+    c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`')
+}
+
+/// `user:password@host` without a scheme (`//u:p@h`, `http:/u:p@h`, a bare `u:p@h`): the
+/// word's password masked.
+fn bare_userinfo(word: &str) -> Option<String> {
+    let at = word.rfind('@')?;
+    let (info, host) = word.split_at(at);
+    let start = info.rfind(['/', '=', '(', '\'', '[']).map_or(0, |i| i + 1);
+    let (lead, info) = info.split_at(start);
+    let (user, _) = info.split_once(':')?;
+    Some(format!("{lead}{user}:{MASK}{host}"))
 }
 
 /// `text` with every URL in it (anything `scheme://...` up to a space or a quote) passed through
@@ -108,11 +132,37 @@ pub fn text(text: &str) -> String {
         let end = rest[i + 3..]
             .find(url_end)
             .map_or(rest.len(), |e| i + 3 + e);
-        out.push_str(&rest[..start]);
+        out.push_str(&bare_words(&rest[..start]));
         out.push_str(&url(&rest[start..end]));
         rest = &rest[end..];
     }
-    out.push_str(rest);
+    out.push_str(&bare_words(rest));
+    out
+}
+
+/// [`bare_userinfo`] on every word of `s` holding an `@` after a `:`.
+fn bare_words(s: &str) -> String {
+    if !s.contains('@') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        match bare_userinfo(word) {
+            Some(m) => out.push_str(&m),
+            None => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in s.chars() {
+        if url_end(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
     out
 }
 
@@ -144,6 +194,16 @@ mod tests {
             ("postgres://a:b:c@h:1/d", "postgres://a:***@h:1/d"),
             ("https://user@h/x", "https://user@h/x"),
             ("/path/only?token=x", "/path/only?token=***"),
+            (
+                "http://[::1]:18002/c?token=T",
+                "http://[::1]:18002/c?token=***",
+            ),
+            ("http://u:PW?@h/c", "http://u:***@h/c"),
+            ("http://u:P#W@h:1/c", "http://u:***@h:1/c"),
+            (
+                "http://u:P)x'@h/c?tok%65n=T&jwt=J&code=C",
+                "http://u:***@h/c?tok%65n=***&jwt=***&code=***",
+            ),
         ];
         for (given, shown) in cases {
             assert_eq!(url(given), shown, "{given}");
@@ -159,6 +219,15 @@ mod tests {
         assert!(!m.contains("hunter2") && !m.contains("api_key=S") && !m.contains(":y@"));
         assert!(m.contains("https://user:***@legacy.example/v1?api_key=***\""));
         assert_eq!(text("no url here: a://"), "no url here: a://");
+        for bare in [
+            "base_url = \"http:/u:PW@h\"",
+            "\"//u:PW@h\"",
+            "u:PW@h",
+            "(u:PW@h)",
+        ] {
+            assert!(!text(bare).contains("PW"), "{bare}: {}", text(bare));
+        }
+        assert!(!text("URL 'http://u:P)W@[::1]:1/x' is bad").contains("P)W"));
         assert_eq!(text("é://é:é@é"), "é://é:***@é");
     }
 

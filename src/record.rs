@@ -508,6 +508,16 @@ pub fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
         .collect()
 }
 
+/// A field pattern or pointer cut to `max` bytes, marked as cut (`…[cut]`): a vendor's member
+/// name may be as long as its body, and it is stored in several tables.
+fn name_cut(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        name.to_owned()
+    } else {
+        format!("{}…[cut]", cut(name, max))
+    }
+}
+
 /// Bytes a JSON value holds in memory, about.
 fn value_bytes(v: &Value) -> usize {
     32 + match v {
@@ -526,16 +536,40 @@ impl Record {
     /// bytes to a prefix (as they are stored). The comparison's own list (shared with the memo)
     /// is left as is when nothing needs cutting.
     pub fn bound(&mut self, per_field: usize, max_value_len: usize) {
+        // Field patterns and pointers come from the vendors' member names: as long as a body.
+        if self.present.iter().any(|p| p.len() > max_value_len) {
+            self.present = Arc::new(
+                self.present
+                    .iter()
+                    .map(|p| name_cut(p, max_value_len))
+                    .collect(),
+            );
+        }
         if self.diffs.is_empty() {
             return;
         }
         if self.field_counts.is_none() {
-            self.field_counts = Some(field_counts(&self.diffs));
+            let mut counts = field_counts(&self.diffs);
+            for c in &mut counts {
+                if c.field.len() > max_value_len {
+                    c.field = name_cut(&c.field, max_value_len);
+                }
+            }
+            self.field_counts = Some(counts);
         }
         let kept = examples(&self.diffs, per_field);
         let long = |v: &Option<Value>| v.as_ref().is_some_and(|v| value_bytes(v) > max_value_len);
+        let long_name = |d: &Difference| {
+            d.field.len() > max_value_len
+                || d.pointer.len() > max_value_len
+                || d.candidate_pointer
+                    .as_ref()
+                    .is_some_and(|p| p.len() > max_value_len)
+        };
         if kept.len() == self.diffs.len()
-            && !kept.iter().any(|d| long(&d.legacy) || long(&d.candidate))
+            && !kept
+                .iter()
+                .any(|d| long(&d.legacy) || long(&d.candidate) || long_name(d))
         {
             return;
         }
@@ -551,9 +585,15 @@ impl Record {
         let diffs: Vec<Difference> = kept
             .into_iter()
             .map(|d| Difference {
+                pointer: name_cut(&d.pointer, max_value_len),
+                field: name_cut(&d.field, max_value_len),
+                candidate_pointer: d
+                    .candidate_pointer
+                    .as_ref()
+                    .map(|p| name_cut(p, max_value_len)),
                 legacy: cut(&d.legacy),
                 candidate: cut(&d.candidate),
-                ..d.clone()
+                kind: d.kind,
             })
             .collect();
         self.diffs = Arc::new(diffs);

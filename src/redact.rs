@@ -55,32 +55,72 @@ pub const MIN_VALUE_LEN: usize = 4;
 /// characters): the candidate's document as it came names its fields its own way
 /// (`date_of_birth` for legacy's `dob`), so the values redacted in the mapped document are
 /// looked for wherever they are in the unmapped one. A mapping may also have formatted the
-/// value (`512346100` → `512-34-6100`): a scalar whose letters and digits alone, lower-cased
-/// ([`squash`]), are those of a redacted value goes too.
+/// value (`512346100` → `512-34-6100`), or the vendor may quote it in a longer text
+/// (`"SSN: 512-34-6100."`), write it as a float (`512346100.0`), in fullwidth digits, or
+/// without a leading zero: a scalar whose letters and digits ([`squash`]) contain those of a
+/// redacted value of [`MIN_SQUASHED_LEN`] or more goes too (over-redacting is the safe side).
 pub fn redact_values(doc: &mut Value, values: &HashSet<String>) {
     if values.is_empty() {
         return;
     }
-    let squashed: HashSet<String> = values
+    let mut squashed: Vec<String> = values
         .iter()
         .map(|v| squash(v))
-        .filter(|v| v.chars().count() >= MIN_VALUE_LEN)
+        .filter(|v| v.chars().count() >= MIN_SQUASHED_LEN)
         .collect();
+    // Without its leading zeros too: a number drops them.
+    let unpadded: Vec<String> = squashed
+        .iter()
+        .map(|v| v.trim_start_matches('0').to_owned())
+        .filter(|v| v.chars().count() >= MIN_SQUASHED_LEN)
+        .collect();
+    squashed.extend(unpadded);
+    squashed.sort();
+    squashed.dedup();
     replace_values(doc, values, &squashed);
 }
 
-/// A value's letters and digits, lower-cased: what survives a reformatting (separators,
-/// spaces, case).
+/// Shortest redacted value (letters and digits) looked for inside other values: shorter ones
+/// (a year, a zip code) occur in unrelated text too often.
+pub const MIN_SQUASHED_LEN: usize = 6;
+
+/// A value's letters and digits, lower-cased, fullwidth digits and letters read as ASCII:
+/// what survives a reformatting (separators, spaces, case). A number written as a float
+/// with nothing after the point (`512346100.0`, `5.123461e8`) is read as the integer.
 pub fn squash(s: &str) -> String {
-    s.chars()
+    let integral = s
+        .parse::<f64>()
+        .ok()
+        .filter(|f| {
+            f.is_finite() && f.fract() == 0.0 && f.abs() < 1e18 && s.contains(['.', 'e', 'E'])
+        })
+        .map(|f| format!("{}", f as i64));
+    integral
+        .as_deref()
+        .unwrap_or(s)
+        .chars()
+        .map(|c| match c {
+            // Fullwidth forms (U+FF10-FF19, FF21-FF3A, FF41-FF5A) as their ASCII letters.
+            '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+            }
+            c => c,
+        })
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
 }
 
-fn replace_values(doc: &mut Value, values: &HashSet<String>, squashed: &HashSet<String>) {
+fn replace_values(doc: &mut Value, values: &HashSet<String>, squashed: &[String]) {
     let hit = |t: &str| {
-        t.chars().count() >= MIN_VALUE_LEN && (values.contains(t) || squashed.contains(&squash(t)))
+        if t.chars().count() < MIN_VALUE_LEN {
+            return false;
+        }
+        if values.contains(t) {
+            return true;
+        }
+        let s = squash(t);
+        squashed.iter().any(|v| s.contains(v.as_str()))
     };
     match doc {
         Value::Object(map) => map
@@ -248,13 +288,23 @@ mod tests {
         let mut mapped = serde_json::json!({"ssn": "512-34-6100", "phone": "+1 (555) 010-9999"});
         let taken = redact_collecting(&mut mapped, &set(&["**/ssn", "**/phone"]));
         let mut raw = serde_json::json!({
-            "tax_id": "512346100", "n": 512346100, "p": "15550109999", "other": "512-34-6101"
+            "tax_id": "512346100", "n": 512346100, "p": "15550109999", "other": "512-34-6101",
+            "f": 512346100.0, "note": "SSN: 512-34-6100.", "fw": "５１２３４６１００", "year": 2024
         });
         redact_values(&mut raw, &taken);
         assert_eq!(
             raw,
-            serde_json::json!({"tax_id": REDACTED, "n": REDACTED, "p": REDACTED, "other": "512-34-6101"})
+            serde_json::json!({
+                "tax_id": REDACTED, "n": REDACTED, "p": REDACTED, "other": "512-34-6101",
+                "f": REDACTED, "note": REDACTED, "fw": REDACTED, "year": 2024
+            })
         );
+        // A leading zero a number drops.
+        let mut mapped = serde_json::json!({"ssn": "012-34-5678"});
+        let taken = redact_collecting(&mut mapped, &set(&["**/ssn"]));
+        let mut raw = serde_json::json!({"tax_id": 12345678, "s": "012345678"});
+        redact_values(&mut raw, &taken);
+        assert_eq!(raw, serde_json::json!({"tax_id": REDACTED, "s": REDACTED}));
     }
 
     #[test]

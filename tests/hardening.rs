@@ -114,6 +114,14 @@ async fn a_page_on_another_site_cannot_change_the_phase() {
         "GET /api/rollout HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     );
     assert!(rebinding.starts_with("HTTP/1.1 403"), "{rebinding}");
+    // Two Host headers, or an absolute-form target naming another host: refused too.
+    for tricky in [
+        format!("GET /api/rollout HTTP/1.1\r\nHost: {}\r\nHost: evil.example\r\nConnection: close\r\n\r\n", p.admin),
+        format!("GET http://evil.example/api/rollout HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", p.admin),
+    ] {
+        let answer = raw(p.admin, &tricky);
+        assert!(answer.starts_with("HTTP/1.1 403") || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
     let forged = raw(
         p.admin,
         &format!(
@@ -256,6 +264,47 @@ async fn sign_in_never_sends_a_browser_to_another_site() {
     }
     assert_eq!(statuses[..10], vec!["401"; 10][..], "{statuses:?}");
     assert_eq!(statuses[10], "429");
+    // Counted on arrival, not once the form is read: heads sent first, bodies after, still 429.
+    let (_l2, _c2, q) = rollout_proxy("token = \"s3cret-admin-token\"\n").await;
+    let mut held: Vec<TcpStream> = (0..15)
+        .map(|_| {
+            let mut s = TcpStream::connect(q.admin).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(
+                s,
+                "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: 11\r\nConnection: close\r\n\r\n",
+                q.admin
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let mut raced = Vec::new();
+    for s in &mut held {
+        s.write_all(b"token=wrong").unwrap();
+    }
+    for s in &mut held {
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        raced.push(out.get(9..12).unwrap_or("").to_owned());
+    }
+    assert!(
+        raced.iter().filter(|c| *c == "401").count() <= 10
+            && raced.iter().filter(|c| *c == "429").count() >= 5,
+        "{raced:?}"
+    );
+    // Another site's page posting tokens (to lock people out) is refused before it counts.
+    let cross = raw(
+        q.admin,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\
+             Connection: close\r\n\r\ntoken=wrong",
+            q.admin
+        ),
+    );
+    assert!(cross.starts_with("HTTP/1.1 403"), "{cross}");
     let bearer = get_with_header(
         &p.admin_url("/api/summary"),
         "authorization",
@@ -354,8 +403,36 @@ fn check_webhook_test_and_config_errors_never_print_secrets() {
     let (code, err_out) = run(dir.path(), &["check", "--config", "b.toml"]);
     assert_eq!(code, 2, "{err_out}");
     assert!(err_out.contains("line 2"), "{err_out}");
-    for s in secrets.iter().chain(&["SEKRET1"]) {
-        for text in [&out, &test_out, &err_out] {
+    // The outside probe's forms: an IPv6 host, a password with `)` or `'`, a `#` before the
+    // `@` (taken for a port), a missing slash.
+    let mut odd = Vec::new();
+    for (i, url) in [
+        "http://[::1]:18002/c?token=CANDTOKR7",
+        "http://u:CANDPWR1)x@127.0.0.1:18002/c?a=1",
+        "http://u:CANDPW'Q2@127.0.0.1:18002/c",
+        "http://u:CANDPWM5#@127.0.0.1:18002/c",
+        "http:/u:CANDPWS3@h",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("o{i}.toml");
+        std::fs::write(
+            dir.path().join(&name),
+            cfg.replace("https://u:candpass@cand.example", url),
+        )
+        .unwrap();
+        odd.push(run(dir.path(), &["check", "--config", &name]).1);
+    }
+    for s in secrets.iter().chain(&[
+        "SEKRET1",
+        "CANDTOKR7",
+        "CANDPWR1",
+        "CANDPW'Q2",
+        "CANDPWM5",
+        "CANDPWS3",
+    ]) {
+        for text in [&out, &test_out, &err_out].into_iter().chain(&odd) {
             assert!(!text.contains(s), "{s} printed:\n{text}");
         }
     }
@@ -400,7 +477,12 @@ async fn a_vendor_field_cannot_put_html_in_the_markdown_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_the_mapping_reformats_is_not_stored_in_the_raw_document() {
     let legacy = Upstream::json(json!({"ssn": "512-34-6100", "name": "Ann"})).await;
-    let candidate = Upstream::json(json!({"tax_id": "512346100", "full_name": "Ann"})).await;
+    // The outside probe's variants too: a float, a quote in a longer text, fullwidth digits.
+    let candidate = Upstream::json(json!({
+        "tax_id": "512346100", "full_name": "Ann", "f": 512346100.0,
+        "note": "SSN: 512-34-6100.", "fw": "５１２３４６１００"
+    }))
+    .await;
     let mut cfg = Conf::new(&legacy.url(), &candidate.url());
     cfg.store = "bodies = \"always\"\nredact_fields = [\"**/ssn\"]\n".into();
     cfg.rest = "[[routes]]\nname = \"r\"\npath = \"/r\"\n[routes.candidate]\n\
@@ -422,7 +504,7 @@ async fn a_secret_the_mapping_reformats_is_not_stored_in_the_raw_document() {
         "raw documents kept: {kept:?}"
     );
     let db = db_bytes(&p.db());
-    for secret in ["512346100", "512-34-6100"] {
+    for secret in ["512346100", "512-34-6100", "５１２３４６１００"] {
         assert!(!contains(&db, secret.as_bytes()), "{secret} was stored");
     }
 }
@@ -802,4 +884,45 @@ async fn http2_streams_are_bounded_like_connections() {
         ),
         f64::from(refused)
     );
+}
+
+/// Member names as long as a body (100 KB each): field patterns and pointers are stored cut to
+/// `[store] max_value_len` (with a mark), in every table. Outside probe: 3 exchanges of 90 such
+/// names left a 176 MB store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_names_as_long_as_a_body_are_cut_in_the_store() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::start_unlogged(|_| {
+        let mut m = serde_json::Map::new();
+        for i in 0..30 {
+            m.insert(format!("K{i}_{}", "x".repeat(100_000)), json!(i));
+        }
+        m.insert("a".into(), json!(1));
+        Reply::json(serde_json::Value::Object(m))
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "bodies = \"never\"\n".into();
+    let p = start(cfg, None).await;
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/x")).await.status, 200);
+    }
+    tokio::task::block_in_place(|| p.wait_rows(3));
+    for (table, col) in [
+        ("diffs", "field"),
+        ("diffs", "pointer"),
+        ("diff_fields", "field"),
+        ("field_presence", "field"),
+    ] {
+        let longest = query(&p.db(), &format!("SELECT max(length({col})) FROM {table}"))[0][0]
+            .as_i64()
+            .unwrap_or(0);
+        // `max_value_len` (1 KiB) and the mark.
+        assert!(
+            longest > 0 && longest <= 1024 + 8,
+            "{table}.{col}: {longest}"
+        );
+    }
+    let store = std::fs::metadata(p.db()).unwrap().len();
+    assert!(store < 8 << 20, "store {store} bytes");
 }

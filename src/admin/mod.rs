@@ -174,7 +174,7 @@ where
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -198,9 +198,18 @@ fn same_site<B>(state: &AdminState, req: &Request<B>) -> Result<(), &'static str
         return Ok(());
     }
     let known = |h: &str| state.hosts.iter().any(|k| k.eq_ignore_ascii_case(h));
-    let host = req
-        .headers()
-        .get(header::HOST)
+    let hosts = req.headers().get_all(header::HOST);
+    if hosts.iter().count() > 1 {
+        return Err(r#"{"error":"more than one Host header"}"#);
+    }
+    // Both the Host header and the request target's authority (absolute form, HTTP/2
+    // `:authority`), when present, must name this listener.
+    if req.uri().authority().is_some_and(|a| !known(a.as_str())) {
+        return Err(r#"{"error":"this listener does not answer to that authority"}"#);
+    }
+    let host = hosts
+        .iter()
+        .next()
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
     if !host.is_some_and(known) {
@@ -218,6 +227,24 @@ fn same_site<B>(state: &AdminState, req: &Request<B>) -> Result<(), &'static str
         }
     }
     Ok(())
+}
+
+/// Whether a browser's `Origin`, when sent, is the site the request is addressed to (its
+/// `Host`): a same-origin check that needs no list of names.
+fn same_origin<B>(req: &Request<B>) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
+    let site = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+    });
+    matches!((site, host), (Some(s), Some(h)) if s.eq_ignore_ascii_case(h))
 }
 
 /// Routes one admin request.
@@ -243,12 +270,12 @@ where
     let access = match &state.token {
         None => Access::Full,
         Some(token) => {
-            let bearer = format!("Bearer {token}");
-            if req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .is_some_and(|g| session::secret_eq(g.as_bytes(), bearer.as_bytes()))
-            {
+            // The scheme's name is case-insensitive (RFC 9110); the token is not.
+            let presented = req.headers().get(header::AUTHORIZATION).and_then(|g| {
+                let g = g.as_bytes();
+                (g.len() > 7 && g[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &g[7..])
+            });
+            if presented.is_some_and(|t| session::secret_eq(t, token.as_bytes())) {
                 Access::Full
             } else if session::cookie(req.headers())
                 .is_some_and(|c| session::valid(token, c, SystemTime::now()))
@@ -283,7 +310,11 @@ where
         }
     };
     if path == "/readyz" {
-        return readiness(&state, access == Access::Full);
+        // Probes carry no Host of ours necessarily: answered, but the store's error text only
+        // to a request that could read the rest.
+        let authorized =
+            access == Access::Full && (state.token.is_some() || same_site(&state, &req).is_ok());
+        return readiness(&state, authorized);
     }
     let method = req.method().clone();
     // Without a token the listener is on loopback (the config refuses another address), where
@@ -296,6 +327,14 @@ where
     }
     match (path.as_str(), &state.token) {
         ("/login", Some(token)) if method == http::Method::POST => {
+            // Only this listener's own form: another site's page posting wrong tokens would
+            // otherwise use up the attempts and keep people signed out.
+            if !same_origin(&req) {
+                return json_static(
+                    StatusCode::FORBIDDEN,
+                    r#"{"error":"a sign-in from another site's page"}"#,
+                );
+            }
             if let Err(wait) = state.logins.admit(std::time::Instant::now()) {
                 let mut res = json_static(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -317,12 +356,12 @@ where
             };
             let next = session::local(&field("next"));
             if session::secret_eq(field("token").as_bytes(), token.as_bytes()) {
+                state.logins.succeeded();
                 let mut res = session::redirect(&next);
                 res.headers_mut()
                     .insert(header::SET_COOKIE, session::set_cookie(token, state.secure));
                 return res;
             }
-            state.logins.failed(std::time::Instant::now());
             let mut res = html(session::login_page(&next, true));
             *res.status_mut() = StatusCode::UNAUTHORIZED;
             return res;

@@ -126,41 +126,47 @@ pub(super) fn local(to: &str) -> String {
     }
 }
 
-/// Failed sign-ins allowed per [`ATTEMPT_WINDOW`], over the listener (not per address: a
-/// fleet sits behind proxies); past it `/login` answers 429 until the window ends. Programs
-/// with the bearer header are never held.
+/// Sign-in attempts allowed per [`ATTEMPT_WINDOW`], over the listener (not per address: a
+/// fleet sits behind proxies); past it `/login` answers 429 until the window ends. Every
+/// attempt is counted when it arrives, before its form is read: attempts sent at once cannot
+/// all be checked inside one window. Programs with the bearer header are never held (a token
+/// of 16 characters or more cannot be guessed online; `check` warns of a shorter one).
 pub const MAX_FAILED_SIGN_INS: u32 = 10;
 /// The window [`MAX_FAILED_SIGN_INS`] counts over.
 pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
 
-/// The failed sign-ins of the current window.
+/// The sign-in attempts of the current window.
 #[derive(Debug, Default)]
 pub struct Attempts(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
 
 impl Attempts {
-    /// `Err(wait)` while the window's failures are used up.
+    /// Counts an attempt; `Err(wait)` (and nothing counted) while the window's are used up.
     pub(super) fn admit(&self, now: std::time::Instant) -> Result<(), Duration> {
-        let g = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *g {
-            Some((start, n)) if n >= MAX_FAILED_SIGN_INS && now < start + ATTEMPT_WINDOW => {
-                Err(start + ATTEMPT_WINDOW - now)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub(super) fn failed(&self, now: std::time::Instant) {
         let mut g = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g = match *g {
-            Some((start, n)) if now < start + ATTEMPT_WINDOW => Some((start, n + 1)),
-            _ => Some((now, 1)),
-        };
+        match *g {
+            Some((start, n)) if now < start + ATTEMPT_WINDOW => {
+                if n >= MAX_FAILED_SIGN_INS {
+                    return Err(start + ATTEMPT_WINDOW - now);
+                }
+                *g = Some((start, n + 1));
+            }
+            _ => *g = Some((now, 1)),
+        }
+        Ok(())
+    }
+
+    /// A successful sign-in gives its attempt back.
+    pub(super) fn succeeded(&self) {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((start, n)) = *g {
+            *g = Some((start, n.saturating_sub(1)));
+        }
     }
 }
 
@@ -259,9 +265,10 @@ mod tests {
         let t = std::time::Instant::now();
         for _ in 0..MAX_FAILED_SIGN_INS {
             assert!(a.admit(t).is_ok());
-            a.failed(t);
         }
-        assert!(a.admit(t).is_err());
+        assert!(a.admit(t).is_err(), "counted on arrival: no race");
+        assert!(a.admit(t + ATTEMPT_WINDOW).is_ok());
+        a.succeeded();
         assert!(a.admit(t + ATTEMPT_WINDOW).is_ok());
     }
 

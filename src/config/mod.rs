@@ -576,6 +576,14 @@ impl Config {
                 self.proxy.listen
             ));
         }
+        if let Some(t) = &self.admin.token {
+            if t.trim().chars().count() < 16 {
+                out.push(format!(
+                    "[admin] token: {} characters; use 16 or more, random (the bearer header is never rate-limited: a short token could be guessed)",
+                    t.trim().chars().count()
+                ));
+            }
+        }
         if let Some(a) = self.admin.listen.as_deref() {
             if self.admin.tls.is_none() && !is_loopback(a) {
                 out.push(format!(
@@ -745,7 +753,7 @@ impl Config {
         }
         if let Some(a) = &ov.admin {
             self.admin.listen = (!a.is_empty()).then(|| a.clone());
-            if let Some(m) = self.admin.exposure("--admin") {
+            if let Some(m) = self.admin.exposure("the address") {
                 return Err(bad("--admin", m));
             }
         }

@@ -241,5 +241,19 @@ pub fn parse_base_url(s: &str) -> Result<Uri, String> {
     if uri.query().is_some() {
         return Err(format!("URL {s:?} must not have a query"));
     }
+    if s.contains('#') {
+        return Err(format!("URL {s:?} must not have a fragment"));
+    }
+    // `http::Uri` reads `http://u:p#@h` as host `u`, port `p`: a port must be a number.
+    let authority = uri.authority().map_or("", http::uri::Authority::as_str);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some((_, port)) = host_port
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with(':') || h.starts_with('['))
+    {
+        if !port.ends_with(']') && port.parse::<u16>().is_err() {
+            return Err(format!("URL {s:?}: the port must be a number"));
+        }
+    }
     Ok(uri)
 }

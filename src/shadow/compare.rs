@@ -784,10 +784,16 @@ fn kept_texts(
     cfg: &Config,
 ) -> KeptTexts {
     let fields = &cfg.store.redact_fields;
+    // The values redacted by glob on either side are looked for in both sides' documents, as
+    // compared (a copy under another name) and as they came (another name, another format).
+    let mut taken = std::collections::HashSet::new();
+    let mut docs = [legacy, candidate];
+    for d in docs.iter_mut().flatten() {
+        taken.extend(redact::redact_collecting(d, fields));
+    }
     let side = |doc: Option<Value>, raw: &[u8], mapped: bool| {
-        let mut taken = std::collections::HashSet::new();
         let text = doc.map(|mut b| {
-            taken = redact::redact_collecting(&mut b, fields);
+            redact::redact_values(&mut b, &taken);
             BodyText::new(b.to_string())
         });
         let raw = mapped
@@ -800,6 +806,7 @@ fn kept_texts(
             });
         (text, raw)
     };
+    let [legacy, candidate] = docs;
     let (legacy, legacy_raw) = side(legacy, raw.0, mapped.0);
     let (candidate, candidate_raw) = side(candidate, raw.1, mapped.1);
     KeptTexts {
