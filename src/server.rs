@@ -537,6 +537,8 @@ impl Drop for BackgroundRuntime {
 #[derive(Default)]
 struct ConnState {
     busy: AtomicUsize,
+    /// Of the requests in flight, those whose body is still arriving.
+    receiving: AtomicUsize,
     requests: AtomicUsize,
     last_done_ms: AtomicU64,
 }
@@ -567,6 +569,12 @@ impl Drop for Busy {
 }
 
 impl ConnState {
+    /// No request in flight, or only requests whose body is still arriving (a slow body holds
+    /// nothing upstream worth keeping at the cap).
+    fn evictable(&self) -> bool {
+        self.busy.load(Ordering::Acquire) <= self.receiving.load(Ordering::Acquire)
+    }
+
     /// Since when (after its acceptance) the connection has had no request in flight.
     fn idle_since(&self) -> Duration {
         Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
@@ -635,7 +643,7 @@ impl Conns {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let idlest = open
             .iter()
-            .filter(|(_, c)| c.state.busy.load(Ordering::Acquire) == 0)
+            .filter(|(_, c)| c.state.evictable())
             .min_by_key(|(_, c)| c.accepted + c.state.idle_since())
             .map(|(id, _)| *id);
         match idlest.and_then(|id| open.remove(&id)) {
@@ -773,8 +781,16 @@ async fn accept_loop<F, S, B>(
         let svc = make_service(peer);
         let st = state.clone();
         let limit = requests.as_ref().map(|r| (r.slots.clone(), r.refuse));
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let busy = Busy::new(&st, accepted);
+            if !http_body::Body::is_end_stream(req.body()) {
+                st.receiving.fetch_add(1, Ordering::AcqRel);
+                let state = st.clone();
+                req.extensions_mut()
+                    .insert(crate::proxy::body::BodyPending::new(move || {
+                        state.receiving.fetch_sub(1, Ordering::AcqRel);
+                    }));
+            }
             // `None`: over the limit; `Some(slot)`: served.
             let slot = match &limit {
                 Some((slots, _)) => slots.clone().try_acquire_owned().ok().map(Some),
@@ -833,7 +849,7 @@ async fn accept_loop<F, S, B>(
                         }
                     }
                     () = close.notified() => {
-                        if state.busy.load(Ordering::Acquire) == 0 {
+                        if state.evictable() {
                             tracing::debug!(%peer, "closing an idle connection to make room at the cap");
                             break;
                         }

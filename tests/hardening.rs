@@ -926,3 +926,43 @@ async fn member_names_as_long_as_a_body_are_cut_in_the_store() {
     let store = std::fs::metadata(p.db()).unwrap().len();
     assert!(store < 8 << 20, "store {store} bytes");
 }
+
+/// The outside probe's slow bodies: 20 connections (the cap) each sending a POST body one byte
+/// at a time hold nothing upstream worth keeping; at the cap they are closed like idle ones,
+/// and a real caller is served well before any timeout. Found by the probe after the first fix
+/// (a caller waited 29 s for legacy's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_never_keep_a_caller_waiting() {
+    let legacy = Upstream::json(json!({"ok": true})).await;
+    let candidate = Upstream::json(json!({"ok": true})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.proxy =
+        "max_connections = 20\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"\n".into();
+    cfg.legacy_timeout = "60s".into();
+    cfg.legacy_extra = "body_timeout = \"60s\"\n".into();
+    let p = start(cfg, None).await;
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(p.proxy).unwrap();
+            write!(
+                s,
+                "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100000\r\n\r\n{{"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // The 20 connections are open (the cap) before the caller comes.
+    let full = poll_async(Duration::from_secs(10), || async {
+        let m = get(&p.admin_url("/metrics")).await.text();
+        (metric(&m, "shadowdiff_connections{listener=\"proxy\"}") >= 20.0).then_some(())
+    })
+    .await;
+    assert!(full.is_some(), "the slow connections were not all accepted");
+    let answer = tokio::time::timeout(Duration::from_secs(20), get(&p.url("/x")))
+        .await
+        .expect("a caller was served while 20 slow bodies held the proxy");
+    assert_eq!(answer.status, 200);
+    drop(slow);
+}

@@ -19,6 +19,35 @@ use crate::shadow::capture::Captured;
 pub struct ReqBody {
     head: Option<Bytes>,
     rest: Option<Incoming>,
+    /// Let go once the caller's body has been read to its end ([`BodyPending`]).
+    pending: Option<BodyPending>,
+}
+
+/// Marks a caller's request whose body is still arriving: the listener may close such a
+/// connection, like an idle one, to make room at its cap (a slow body is not a request in
+/// flight anywhere yet). The accept loop puts it in the request's extensions; whoever reads
+/// the body drops it at the body's end (or with the body). Runs its callback once, on drop.
+#[derive(Clone)]
+pub struct BodyPending {
+    _done: std::sync::Arc<PendingInner>,
+}
+
+struct PendingInner(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Drop for PendingInner {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl BodyPending {
+    pub fn new(done: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            _done: std::sync::Arc::new(PendingInner(Some(Box::new(done)))),
+        }
+    }
 }
 
 impl ReqBody {
@@ -26,6 +55,7 @@ impl ReqBody {
         Self {
             head: None,
             rest: Some(rest),
+            pending: None,
         }
     }
 
@@ -33,7 +63,16 @@ impl ReqBody {
         Self {
             head: (!head.is_empty()).then_some(head),
             rest,
+            pending: None,
         }
+    }
+
+    /// Holds `pending` until the caller's body ends.
+    pub fn pending(mut self, pending: Option<BodyPending>) -> Self {
+        if self.rest.is_some() {
+            self.pending = pending;
+        }
+        self
     }
 }
 
@@ -48,10 +87,14 @@ impl Body for ReqBody {
         if let Some(h) = self.head.take() {
             return Poll::Ready(Some(Ok(Frame::data(h))));
         }
-        match self.rest.as_mut() {
+        let frame = match self.rest.as_mut() {
             Some(r) => Pin::new(r).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            self.pending = None;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -174,12 +174,13 @@ impl Proxy {
         // For a mirrored request, read its body first (up to max_body): both vendors get it.
         let mut mirror = None;
         let mut skip = None;
+        let pending = parts.extensions.remove::<body::BodyPending>();
         let legacy_body = match decision {
             Decision::Off => {
                 crate::telemetry::not_mirrored(meta.route.as_deref());
                 let mut parts = parts;
                 let res = self
-                    .forward(&mut parts, ReqBody::streaming(body), peer)
+                    .forward(&mut parts, ReqBody::streaming(body).pending(pending), peer)
                     .await;
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 return self.legacy_answer(res, ms, None, None, meta);
@@ -189,7 +190,7 @@ impl Proxy {
                     meta.serving.fallback = Some(Fallback::NotCalled(why));
                 }
                 skip = Some((Outcome::Skipped(why), reason));
-                ReqBody::streaming(body)
+                ReqBody::streaming(body).pending(pending)
             }
             Decision::Mirror(plan) => {
                 let (head, rest) = if body.is_end_stream() {
@@ -225,7 +226,7 @@ impl Proxy {
                 } else {
                     mirror = Some(self.shadow.start(plan, &parts, head.clone()));
                 }
-                ReqBody::buffered(head, rest)
+                ReqBody::buffered(head, rest).pending(pending)
             }
         };
         // A recorded exchange: its work goes on when the caller leaves (the comparison still

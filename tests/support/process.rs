@@ -215,6 +215,8 @@ pub struct Conf {
     pub candidate: String,
     /// `[candidate] timeout`; 5 s unless set.
     pub candidate_timeout: String,
+    /// `[legacy] timeout`; 5 s unless set.
+    pub legacy_timeout: String,
     pub proxy: String,
     pub admin: String,
     pub legacy_extra: String,
@@ -230,6 +232,7 @@ impl Conf {
             legacy: legacy.to_owned(),
             candidate: candidate.to_owned(),
             candidate_timeout: "5s".into(),
+            legacy_timeout: "5s".into(),
             ..Self::default()
         }
     }
@@ -238,12 +241,13 @@ impl Conf {
         format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n{}\
              [admin]\nlisten = \"127.0.0.1:0\"\n{}\
-             [legacy]\nbase_url = \"{}\"\ntimeout = \"5s\"\n{}\
+             [legacy]\nbase_url = \"{}\"\ntimeout = \"{}\"\n{}\
              [candidate]\nbase_url = \"{}\"\ntimeout = \"{}\"\n{}\
              [store]\npath = \"store/sd.db\"\n{}{}",
             self.proxy,
             self.admin,
             self.legacy,
+            self.legacy_timeout,
             self.legacy_extra,
             self.candidate,
             self.candidate_timeout,
