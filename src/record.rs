@@ -131,11 +131,16 @@ pub enum SkipReason {
     /// The account's breaker is open: the candidate answered a burst of errors
     /// (`[shadow.breaker]`), and calling on could get the proxy's address blocked.
     Breaker,
+    /// The request mapping asked for more candidate calls than the route's `max_each`: the
+    /// exchange is skipped, never compared on a truncated batch.
+    FanOut,
+    /// The request's body could not be given to the request mapping (not JSON).
+    RequestBody,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Overload,
         Self::RateLimited,
         Self::MaxRps,
@@ -148,6 +153,8 @@ impl SkipReason {
         Self::QuotaReserve,
         Self::Cancelled,
         Self::Breaker,
+        Self::FanOut,
+        Self::RequestBody,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +171,8 @@ impl SkipReason {
             Self::QuotaReserve => "quota_reserve",
             Self::Cancelled => "cancelled",
             Self::Breaker => "breaker",
+            Self::FanOut => "fan_out",
+            Self::RequestBody => "request_body",
         }
     }
 }

@@ -127,9 +127,10 @@ proptest! {
                 captures: vec![("id", v.as_str())],
                 query: parse_query(&q),
                 account: None,
+                each: translate::Each::None,
             };
             let _ = t.render(&ctx, translate::encode_component);
-            let ct = CandidateTemplate { method: None, path: Some(t), query: None };
+            let ct = CandidateTemplate { method: None, path: Some(t), query: None, request: None };
             let _ = ct.build(&http::Method::GET, "/x", Some(&q), &["a".to_owned()], &ctx);
         }
         if let Ok(p) = PathPattern::parse(&s) {

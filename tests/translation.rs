@@ -266,3 +266,159 @@ fn read_only_commands_need_no_vendor_credential() {
         assert!(out.contains("is not set"), "{out}");
     }
 }
+
+/// A POST through the proxy with a JSON body.
+async fn post_json(url: &str, body: &str) -> Got {
+    send(
+        hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Finch's batch reads (`POST /employer/individual` with `{"requests":[{"individual_id"}]}`)
+/// are reads: with `read = true` they are mirrored and compared, the request mapping fans one
+/// batch out to one candidate read per id (`GET /employees/{each.individual_id}`, no body), and
+/// the answers, assembled in order, go through the response mapping into Finch's shape. A batch
+/// over `max_each` is skipped (`fan_out`), a body that is not JSON `request_body`; a `read`
+/// route without a request mapping mirrors the POST as it is. Old binary: `read` is an unknown
+/// key, and a POST was mirrored only as a write, as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_fan_out_to_one_candidate_read_per_id() {
+    let legacy = Upstream::start(|s| {
+        let req: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        if s.uri.starts_with("/employer/pay-statement") {
+            return Reply::json(json!({"responses": []}));
+        }
+        let responses: Vec<_> = req["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let id = r["individual_id"].as_str().unwrap_or("");
+                json!({"individual_id": id, "code": 200,
+                       "body": {"id": id, "first_name": id.to_uppercase()}})
+            })
+            .collect();
+        Reply::json(json!({ "responses": responses }))
+    })
+    .await;
+    let candidate = Upstream::start(|s| {
+        if s.uri.starts_with("/pay") {
+            return Reply::json(json!({"responses": []}));
+        }
+        let id = s.uri.rsplit('/').next().unwrap_or("").to_owned();
+        // A planted gap: "b" has another first name on the candidate.
+        let first = if id == "b" {
+            "Bee".to_owned()
+        } else {
+            id.to_uppercase()
+        };
+        Reply::json(json!({"id": id, "first_name": first}))
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = r#"
+[[routes]]
+name = "individuals"
+method = "POST"
+path = "/employer/individual"
+read = true
+[routes.candidate]
+method = "GET"
+path = "/employees/{each.individual_id}"
+request_expr = '{"each": body.requests}'
+max_each = 3
+mapping_expr = '{"responses": [$.{"individual_id": each.individual_id, "code": status, "body": body}]}'
+
+[[routes]]
+name = "pay-statements"
+method = "POST"
+path = "/employer/pay-statement"
+read = true
+[routes.candidate]
+path = "/pay"
+"#
+    .into();
+    let p = start(cfg, None).await;
+    let batch = |ids: &[&str]| {
+        let reqs: Vec<_> = ids.iter().map(|i| json!({"individual_id": i})).collect();
+        json!({ "requests": reqs }).to_string()
+    };
+    let got = post_json(&p.url("/employer/individual"), &batch(&["a", "b", "c"])).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["responses"][1]["body"]["first_name"], "B");
+    let rows = tokio::task::block_in_place(|| p.wait_rows(1));
+    assert_eq!(rows[0][0], "diff", "{rows:?}");
+    let diffs = query(&p.db(), "SELECT pointer, legacy, candidate FROM diffs");
+    assert_eq!(
+        diffs,
+        vec![vec![
+            json!("/responses/1/body/first_name"),
+            json!("\"B\""),
+            json!("\"Bee\"")
+        ]],
+        "only the planted gap differs"
+    );
+    let mut seen: Vec<(String, String, usize)> = candidate
+        .seen()
+        .iter()
+        .map(|s| (s.method.clone(), s.uri.clone(), s.body.len()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["/employees/a", "/employees/b", "/employees/c"]
+            .map(|u| ("GET".to_owned(), u.to_owned(), 0))
+            .to_vec()
+    );
+    assert!(candidate
+        .seen()
+        .iter()
+        .all(|s| !s.headers.contains_key("content-type")));
+
+    // Over max_each: skipped, the candidate not called; legacy answers as ever.
+    let got = post_json(
+        &p.url("/employer/individual"),
+        &batch(&["a", "b", "c", "d"]),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(2));
+    assert_eq!(rows[1][0], "skipped");
+    assert!(
+        rows[1][1].as_str().unwrap().starts_with("fan_out"),
+        "{rows:?}"
+    );
+    // Not JSON: skipped as request_body.
+    let got = post_json(&p.url("/employer/individual"), "requests=a").await;
+    assert_eq!(got.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    assert!(
+        rows[2][1].as_str().unwrap().starts_with("request_body"),
+        "{rows:?}"
+    );
+    assert_eq!(candidate.count(), 3);
+
+    // A read route without a request mapping: the POST as it is, body and content type.
+    let got = post_json(
+        &p.url("/employer/pay-statement"),
+        r#"{"requests":[{"payment_id":"p1"}]}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(4));
+    assert_eq!(rows[3][0], "match", "{rows:?}");
+    let pay = candidate
+        .seen()
+        .into_iter()
+        .find(|s| s.uri == "/pay")
+        .unwrap();
+    assert_eq!(pay.method, "POST");
+    assert_eq!(&pay.body[..], br#"{"requests":[{"payment_id":"p1"}]}"#);
+    assert_eq!(pay.headers["content-type"], "application/json");
+}

@@ -520,8 +520,11 @@ pub struct Route {
     /// `None` matches every method.
     pub method: Option<Method>,
     pub path: PathPattern,
-    /// `None`: mirrored when the method is GET or HEAD.
+    /// `None`: mirrored when the method is GET or HEAD, or the route is a read.
     pub mirror: Option<bool>,
+    /// `read = true`: a read whose method is not GET (a POST batch read), mirrored and compared
+    /// like a GET, never treated as a write.
+    pub read: bool,
     /// Whether rollout phases may serve this route from the candidate (`None`: GET yes,
     /// other methods no).
     pub serve: Option<bool>,
@@ -548,7 +551,7 @@ pub struct Route {
 impl Route {
     /// Whether a request with this method is mirrored.
     pub fn mirrors(&self, method: &Method) -> bool {
-        self.mirror.unwrap_or_else(|| is_safe(method))
+        self.mirror.unwrap_or_else(|| self.read || is_safe(method))
     }
 
     /// Whether a rollout phase may serve a request with this method from the candidate: the

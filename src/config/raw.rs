@@ -195,6 +195,9 @@ pub(super) struct RawRoute {
     pub(super) method: Option<MethodStr>,
     pub(super) path: PathStr,
     pub(super) mirror: Option<bool>,
+    /// A read whose method is not GET (a POST batch read): mirrored and compared like a GET,
+    /// never treated as a write.
+    pub(super) read: Option<bool>,
     pub(super) serve: Option<bool>,
     pub(super) serve_deadline: Option<Dur>,
     pub(super) unknown_account: Option<crate::rollout::UnknownAccount>,
@@ -222,6 +225,14 @@ pub(super) struct RawRouteCandidate {
     pub(super) mapping: Option<Str>,
     pub(super) mapping_expr: Option<Str>,
     pub(super) mapping_lang: Option<Str>,
+    /// A request mapping file (`.jsonata` or `.jq`): builds the candidate's request body, or
+    /// one candidate call per element (`each`).
+    pub(super) request_mapping: Option<Str>,
+    /// A request mapping inline (`request_lang`: jsonata by default).
+    pub(super) request_expr: Option<Str>,
+    pub(super) request_lang: Option<Str>,
+    /// The most candidate calls one request may fan out to (default 50, at most 1000).
+    pub(super) max_each: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

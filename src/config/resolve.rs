@@ -235,25 +235,28 @@ impl Config {
         if mappings_cfg.workers == 0 {
             note("[mappings] workers: must be at least 1".into());
         }
+        // `mapping`/`mapping_expr`/`mapping_lang` (a response mapping) or
+        // `request_mapping`/`request_expr`/`request_lang` (a request mapping).
         let source = |table: &str,
+                      (k_file, k_expr, k_lang): (&str, &str, &str),
                       file: &Option<Str>,
                       expr: &Option<Str>,
                       lang: &Option<Str>|
          -> Result<Option<crate::mapping::Source>, String> {
             use crate::mapping::{Lang, Source};
             match (file, expr) {
-                (Some(_), Some(_)) => Err(format!(
-                    "[{table}] mapping and mapping_expr: set one of them"
-                )),
+                (Some(_), Some(_)) => {
+                    Err(format!("[{table}] {k_file} and {k_expr}: set one of them"))
+                }
                 (Some(f), None) => {
                     if lang.is_some() {
                         return Err(format!(
-                            "[{table}] mapping_lang: the language of a mapping file comes from its extension"
+                            "[{table}] {k_lang}: the language of a mapping file comes from its extension"
                         ));
                     }
                     let p = rel(&f.0);
                     Lang::of_path(&p).ok_or_else(|| {
-                        format!("[{table}] mapping: {:?} must end in .jsonata or .jq", f.0)
+                        format!("[{table}] {k_file}: {:?} must end in .jsonata or .jq", f.0)
                     })?;
                     Ok(Some(Source::File(p)))
                 }
@@ -261,13 +264,13 @@ impl Config {
                     let l = match lang {
                         None => Lang::Jsonata,
                         Some(l) => Lang::parse(&l.0).ok_or_else(|| {
-                            format!("[{table}] mapping_lang: {:?} is not jsonata or jq", l.0)
+                            format!("[{table}] {k_lang}: {:?} is not jsonata or jq", l.0)
                         })?,
                     };
                     Ok(Some(Source::Expr(l, e.0.clone())))
                 }
                 (None, None) if lang.is_some() => {
-                    Err(format!("[{table}] mapping_lang: only with mapping_expr"))
+                    Err(format!("[{table}] {k_lang}: only with {k_expr}"))
                 }
                 (None, None) => Ok(None),
             }
@@ -290,6 +293,7 @@ impl Config {
                 let sources = crate::mapping::Sources {
                     base: source(
                         "routes.candidate",
+                        RESPONSE_KEYS,
                         &c.mapping,
                         &c.mapping_expr,
                         &c.mapping_lang,
@@ -297,6 +301,7 @@ impl Config {
                     .map_err(at)?,
                     legacy: source(
                         "routes.legacy",
+                        RESPONSE_KEYS,
                         &l.mapping,
                         &l.mapping_expr,
                         &l.mapping_lang,
@@ -305,12 +310,44 @@ impl Config {
                 };
                 let mappings = crate::mapping::load_route(&name, &sources, &mappings_cfg)
                     .map_err(|m| at(format!("mapping: {m}")))?;
+                let request = match source(
+                    "routes.candidate",
+                    ("request_mapping", "request_expr", "request_lang"),
+                    &c.request_mapping,
+                    &c.request_expr,
+                    &c.request_lang,
+                )
+                .map_err(at)?
+                {
+                    Some(src) => Some(crate::translate::request::RequestMapping {
+                        chain: crate::mapping::load_request(&src)
+                            .map_err(|m| at(format!("request mapping: {m}")))?,
+                        max_each: match c.max_each {
+                            None => crate::translate::request::DEFAULT_MAX_EACH,
+                            Some(n @ 1..=crate::translate::request::MAX_EACH_LIMIT) => n,
+                            Some(n) => {
+                                return Err(at(format!(
+                                    "[routes.candidate] max_each: {n} is not between 1 and {}",
+                                    crate::translate::request::MAX_EACH_LIMIT
+                                )))
+                            }
+                        },
+                    }),
+                    None if c.max_each.is_some() => {
+                        return Err(at(
+                            "[routes.candidate] max_each: only with a request mapping (request_mapping or request_expr)"
+                                .into(),
+                        ))
+                    }
+                    None => None,
+                };
                 let candidate = CandidateTemplate {
                     method: c.method.map(|m| m.0),
                     path: c.path.map(|p| p.0),
                     query: c
                         .query
                         .map(|q| q.into_iter().map(|(k, v)| (k, v.0)).collect()),
+                    request,
                 };
                 check_vars(
                     candidate
@@ -319,8 +356,40 @@ impl Config {
                         .chain(candidate.query.iter().flatten().map(|(_, t)| t)),
                     Some(&r.path.0),
                     accounts.as_ref(),
+                    candidate.request.is_some(),
                 )
                 .map_err(at)?;
+                let read = r.read.unwrap_or(false);
+                if read {
+                    match &r.method {
+                        None => {
+                            return Err(at(
+                                "read = true needs the route's method (e.g. method = \"POST\"): other methods on the path stay writes"
+                                    .into(),
+                            ))
+                        }
+                        Some(m)
+                            if [http::Method::PUT, http::Method::PATCH, http::Method::DELETE]
+                                .contains(&m.0) =>
+                        {
+                            return Err(at(format!(
+                                "read = true on a {} route: only a method that reads (POST for a batch read) may be declared a read",
+                                m.0
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                    if r.mirror == Some(false) {
+                        return Err(at("read = true with mirror = false: a read route is mirrored (drop one of them)".into()));
+                    }
+                    if let Some(m) = candidate.method.as_ref().filter(|m| {
+                        [http::Method::PUT, http::Method::PATCH, http::Method::DELETE].contains(m)
+                    }) {
+                        return Err(at(format!(
+                            "[routes.candidate] method: {m} on a read route: a read is never sent to a write endpoint"
+                        )));
+                    }
+                }
                 check_array_keys(&r.diff)
                     .map_err(|m| at(format!("[routes.diff] array_keys: {m}")))?;
                 let mut rules = global_rules.clone();
@@ -375,6 +444,7 @@ impl Config {
                     method: r.method.map(|m| m.0),
                     path: r.path.0,
                     mirror: r.mirror,
+                    read,
                     serve: r.serve,
                     serve_deadline: r.serve_deadline.map_or(defaults::SERVE_DEADLINE, |d| d.0),
                     unknown_account: r.unknown_account.unwrap_or_default(),
@@ -437,7 +507,9 @@ impl Config {
             if v.0.contains('{') {
                 match crate::translate::Template::parse(&v.0) {
                     Ok(t) => {
-                        if let Err(m) = check_vars(std::iter::once(&t), None, accounts.as_ref()) {
+                        if let Err(m) =
+                            check_vars(std::iter::once(&t), None, accounts.as_ref(), false)
+                        {
                             note(format!("[candidate] headers.{k}: {m}"));
                         }
                         candidate_header_templates.push((name, t));
@@ -894,6 +966,7 @@ fn check_vars<'a>(
     templates: impl Iterator<Item = &'a crate::translate::Template>,
     path: Option<&PathPattern>,
     accounts: Option<&Accounts>,
+    fans_out: bool,
 ) -> Result<(), String> {
     let mut misses = Vec::new();
     for t in templates {
@@ -910,6 +983,14 @@ fn check_vars<'a>(
                 }
                 (crate::translate::Var::Capture(n), None, _) => misses.push(format!(
                     "{v} in {:?}: {{{n}}} is a route's path capture; [candidate] headers apply to every request (use {{query.NAME}} or {{account.COLUMN}})",
+                    t.as_str()
+                )),
+                (crate::translate::Var::Each(_), None, _) => misses.push(format!(
+                    "{v} in {:?}: {{each.NAME}} names a fan-out element, which only a route's request mapping makes; [candidate] headers apply to every request",
+                    t.as_str()
+                )),
+                (crate::translate::Var::Each(_), Some(_), _) if !fans_out => misses.push(format!(
+                    "{v} in {:?}: {{each.NAME}} names a fan-out element: the route needs a request mapping returning \"each\" ([routes.candidate] request_expr or request_mapping)",
                     t.as_str()
                 )),
                 (crate::translate::Var::Account(_), _, None) => misses.push(format!(
@@ -934,6 +1015,9 @@ fn check_vars<'a>(
         Err(misses.join("; "))
     }
 }
+
+/// The keys of a response mapping's source.
+const RESPONSE_KEYS: (&str, &str, &str) = ("mapping", "mapping_expr", "mapping_lang");
 
 /// `[[webhooks]]`: names unique, URLs http(s), events known, a secret of 16 bytes or more.
 fn webhooks(raw: Vec<RawWebhook>) -> Result<Vec<super::Webhook>, String> {

@@ -400,6 +400,9 @@ impl Config {
         if let Some(m) = r.mirror {
             let _ = writeln!(o, "mirror = {m}");
         }
+        if r.read {
+            o.push_str("read = true\n");
+        }
         if let Some(s) = r.serve {
             let _ = writeln!(o, "serve = {s}");
         }
@@ -437,6 +440,25 @@ impl Config {
                 .map(|(k, v)| format!("{} = {}", q(k), q(v.as_str())))
                 .collect();
             let _ = writeln!(o, "query = {{ {} }}", pairs.join(", "));
+        }
+        if let Some(req) = &c.request {
+            if let Some(l) = req.chain.levels.first() {
+                if l.origin == "mapping_expr" {
+                    let _ = writeln!(
+                        o,
+                        "request_expr = {}\nrequest_lang = {}",
+                        q(l.mapping.source()),
+                        q(l.mapping.lang().as_str())
+                    );
+                } else {
+                    let _ = writeln!(
+                        o,
+                        "request_mapping = {}",
+                        path(std::path::Path::new(&l.origin))
+                    );
+                }
+            }
+            let _ = writeln!(o, "max_each = {}", req.max_each);
         }
         o.push_str(&base(r.mappings.candidate.as_ref()));
         if let Some(chain) = &r.mappings.candidate {

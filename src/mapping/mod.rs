@@ -286,6 +286,12 @@ fn load_source(src: &Source, name: &str) -> Result<Level, String> {
     })
 }
 
+/// Compiles a route's request mapping (one level, named `request`: no environment or account
+/// override).
+pub fn load_request(src: &Source) -> Result<Arc<Chain>, String> {
+    Ok(Arc::new(Chain::new(vec![load_source(src, "request")?])))
+}
+
 /// The override file of a route in a folder: `<dir>/<route>.jsonata` or `.jq` (both is an
 /// error).
 fn override_in(dir: &Path, route: &str) -> Result<Option<PathBuf>, String> {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::body::ResBody;
 use crate::mapping::{runner::Runner, Chain};
 use crate::record::Fallback;
-use crate::shadow::compare::{Candidate, CandidateBody};
+use crate::shadow::compare::{Candidate, CandidateBody, NotCalled};
 
 /// The candidate's response headers passed on to the caller: its rate limits (the caller
 /// paces itself by them).
@@ -153,6 +153,12 @@ fn check(
         Candidate::Timeout { .. } => return Err(Fallback::Timeout),
         Candidate::Failed { .. } | Candidate::Cancelled { .. } => {
             return Err(Fallback::ConnectionError)
+        }
+        Candidate::NotCalled { why, .. } => {
+            return Err(match why {
+                NotCalled::Mapping(_) => Fallback::MappingError,
+                NotCalled::Skip(reason, _) => Fallback::NotCalled(*reason),
+            })
         }
         Candidate::Response {
             status,

@@ -260,6 +260,9 @@ impl<'a> Rediff<'a> {
         let maps = Maps {
             candidate: chain.as_deref(),
             legacy: route.and_then(|r| r.mappings.legacy.as_deref()),
+            request: route
+                .and_then(|r| r.candidate.request.as_ref())
+                .map(|r| &*r.chain),
             runner: Some(self.runner),
             timeout: self.cfg.mappings.timeout,
             premapped: None,

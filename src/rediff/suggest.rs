@@ -375,6 +375,7 @@ fn docs(
                 runner: Some(runner),
                 timeout: cfg.mappings.timeout,
                 premapped: None,
+                request: None,
             };
             let (l, c) = maps.apply_both(Some(legacy), Some(raw.clone())).ok()?;
             let (l, c) = (l?, c?);

@@ -37,9 +37,11 @@ impl Shadow {
 
     /// Builds the candidate request and sends it on a task of its own. The caller's headers are
     /// not copied, except those in `forward_headers` (and `content-type` when there is a body).
+    /// A route with a request mapping builds its request(s) on that task, once the mapping has
+    /// run ([`super::fanout`]).
     pub(super) fn spawn_candidate(
         self: &Arc<Self>,
-        plan: Plan,
+        mut plan: Plan,
         caller: &HeaderMap,
         body: Bytes,
     ) -> tokio::task::JoinHandle<Candidate> {
@@ -50,7 +52,7 @@ impl Shadow {
                 headers.append(h.clone(), v.clone());
             }
         }
-        if !body.is_empty() {
+        if !body.is_empty() && plan.request.is_none() {
             if let Some(ct) = caller.get(http::header::CONTENT_TYPE) {
                 headers.insert(http::header::CONTENT_TYPE, ct.clone());
             }
@@ -65,18 +67,9 @@ impl Shadow {
         {
             headers.insert(http::header::HOST, host);
         }
-        let req = upstream::join(&base, &plan.target.path_and_query).and_then(|uri| {
-            let mut req = Request::builder()
-                .method(plan.target.method.clone())
-                .uri(uri)
-                .body(Full::new(body))?;
-            *req.headers_mut() = headers;
-            Ok(req)
-        });
         let this = self.clone();
         let guard = self.tracker.track();
         let cfg_arc = plan.cfg.clone();
-        let account = plan.account.clone();
         // A served request's candidate call is on the caller's path: it runs on the caller's
         // runtime (normal priority) with a client of its own; a shadow call on the shadow runtime.
         let served = plan.serve.is_some();
@@ -88,53 +81,34 @@ impl Shadow {
         } else {
             (self.rt.clone(), self.client.clone())
         };
+        let permit = plan.permit.take();
         rt.spawn(
             async move {
                 let _guard = guard;
-                let _permit = plan.permit;
+                let _permit = permit;
                 let t0 = Instant::now();
                 let ms = || t0.elapsed().as_secs_f64() * 1000.0;
-                let req = match req {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Candidate::Failed {
-                            ms: 0.0,
-                            reason: format!("invalid candidate request: {e}"),
+                let timeout = cfg_arc.candidate.timeout;
+                let call = async {
+                    match plan.request.take() {
+                        Some(pending) => {
+                            super::fanout::mapped(&this, &client, &plan, *pending, headers, body)
+                                .await
+                        }
+                        None => {
+                            let target = Target {
+                                base: &base,
+                                method: plan.target.method.clone(),
+                                path_and_query: &plan.target.path_and_query,
+                                headers,
+                                body,
+                            };
+                            Ok(this
+                                .call(&client, target, plan.account.as_deref(), &cfg_arc)
+                                .await?
+                                .into())
                         }
                     }
-                };
-                let timeout = cfg_arc.candidate.timeout;
-                let limit = cfg_arc.shadow.max_body;
-                let call = async {
-                    let res = client
-                        .request(req)
-                        .await
-                        .map_err(|e| upstream::error_chain(&e))?;
-                    let (parts, body) = res.into_parts();
-                    let hint = body_hint(&parts.headers);
-                    this.quotas.observe(
-                        crate::quota::Vendor::Candidate,
-                        account.as_deref(),
-                        &parts.headers,
-                    );
-                    this.breakers.result(
-                        crate::quota::Vendor::Candidate,
-                        account.as_deref(),
-                        parts.status.as_u16(),
-                    );
-                    if parts.status == StatusCode::TOO_MANY_REQUESTS
-                        && cfg_arc.shadow.backoff_on_429
-                    {
-                        this.pause_for(
-                            account.as_deref(),
-                            retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF),
-                            cfg_arc.shadow.rate_limit_scope,
-                        );
-                    }
-                    let body = read_candidate_body(body, limit, hint, &this.budget)
-                        .await
-                        .map_err(|e| format!("candidate body: {e}"))?;
-                    Ok::<_, String>((parts, body))
                 };
                 match tokio::time::timeout(timeout, call).await {
                     Err(_) => Candidate::Timeout {
@@ -142,7 +116,8 @@ impl Shadow {
                         limit: timeout,
                     },
                     Ok(Err(reason)) => Candidate::Failed { ms: ms(), reason },
-                    Ok(Ok((parts, (body, held)))) => Candidate::Response {
+                    Ok(Ok(Answer::NotCalled(why))) => Candidate::NotCalled { ms: ms(), why },
+                    Ok(Ok(Answer::Response(parts, (body, held)))) => Candidate::Response {
                         status: parts.status,
                         headers: parts.headers,
                         ms: ms(),
@@ -153,6 +128,70 @@ impl Shadow {
             }
             .in_current_span(),
         )
+    }
+
+    /// One call to the candidate: its answer head observed (quotas, the breaker, a 429's pause)
+    /// and its body read within `max_body` and the memory budget.
+    pub(super) async fn call(
+        &self,
+        client: &HttpClient<Full<Bytes>>,
+        t: Target<'_>,
+        account: Option<&str>,
+        cfg: &Config,
+    ) -> Result<(http::response::Parts, (CandidateBody, Held)), String> {
+        let uri = upstream::join(t.base, t.path_and_query)
+            .map_err(|e| format!("invalid candidate request: {e}"))?;
+        let mut req = Request::builder()
+            .method(t.method)
+            .uri(uri)
+            .body(Full::new(t.body))
+            .map_err(|e| format!("invalid candidate request: {e}"))?;
+        *req.headers_mut() = t.headers;
+        let res = client
+            .request(req)
+            .await
+            .map_err(|e| upstream::error_chain(&e))?;
+        let (parts, body) = res.into_parts();
+        let hint = body_hint(&parts.headers);
+        self.quotas
+            .observe(crate::quota::Vendor::Candidate, account, &parts.headers);
+        self.breakers.result(
+            crate::quota::Vendor::Candidate,
+            account,
+            parts.status.as_u16(),
+        );
+        if parts.status == StatusCode::TOO_MANY_REQUESTS && cfg.shadow.backoff_on_429 {
+            self.pause_for(
+                account,
+                retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF),
+                cfg.shadow.rate_limit_scope,
+            );
+        }
+        let body = read_candidate_body(body, cfg.shadow.max_body, hint, &self.budget)
+            .await
+            .map_err(|e| format!("candidate body: {e}"))?;
+        Ok((parts, body))
+    }
+}
+
+/// One candidate request, built.
+pub(super) struct Target<'a> {
+    pub base: &'a http::Uri,
+    pub method: http::Method,
+    pub path_and_query: &'a str,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the candidate side ends with, before its time is taken.
+pub(super) enum Answer {
+    Response(http::response::Parts, (CandidateBody, Held)),
+    NotCalled(super::compare::NotCalled),
+}
+
+impl From<(http::response::Parts, (CandidateBody, Held))> for Answer {
+    fn from((p, b): (http::response::Parts, (CandidateBody, Held))) -> Self {
+        Self::Response(p, b)
     }
 }
 

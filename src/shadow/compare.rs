@@ -83,6 +83,21 @@ pub enum Candidate {
         ms: f64,
         why: &'static str,
     },
+    /// The request mapping ran and the candidate was not called (or not for every element).
+    NotCalled {
+        ms: f64,
+        why: NotCalled,
+    },
+}
+
+/// Why a route with a request mapping did not call the candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotCalled {
+    /// The request mapping failed (or returned what cannot be a request): `mapping_error`.
+    Mapping(String),
+    /// A skip found once the body was mapped (a fan-out over `max_each`, a template value an
+    /// element lacks, a 429 pause or an open breaker met during the fan-out): with its text.
+    Skip(SkipReason, String),
 }
 
 impl Candidate {
@@ -92,7 +107,8 @@ impl Candidate {
             Self::Response { ms, .. }
             | Self::Timeout { ms, .. }
             | Self::Failed { ms, .. }
-            | Self::Cancelled { ms, .. } => *ms,
+            | Self::Cancelled { ms, .. }
+            | Self::NotCalled { ms, .. } => *ms,
         }
     }
 }
@@ -107,6 +123,9 @@ pub struct Maps<'m> {
     /// The candidate's document already decoded, parsed and mapped by `candidate` (a request
     /// served from the candidate did it for the caller): compared as it is, not mapped again.
     pub premapped: Option<&'m Value>,
+    /// The route's request mapping (it built the candidate's request): only its version, in
+    /// `mapping_version`.
+    pub request: Option<&'m Chain>,
 }
 
 impl Maps<'_> {
@@ -117,6 +136,15 @@ impl Maps<'_> {
     /// The `mapping_version` recorded: the candidate chain's version, the legacy mapping's, or
     /// a hash of both.
     pub fn version(&self) -> Option<String> {
+        let responses = self.response_version();
+        let Some(req) = self.request else {
+            return responses;
+        };
+        let both = format!("{}+request:{}", responses.unwrap_or_default(), req.version);
+        Some(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(both.as_bytes()))[..12].to_owned())
+    }
+
+    fn response_version(&self) -> Option<String> {
         match (self.candidate, self.legacy) {
             (None, None) => None,
             (Some(c), None) => Some(c.version.clone()),
@@ -299,6 +327,13 @@ pub fn compare(
             return r;
         }
         Candidate::Failed { reason, .. } => return outcome(r, Outcome::CandidateError, reason),
+        Candidate::NotCalled { why, .. } => {
+            r.candidate_ms = None;
+            return match why {
+                NotCalled::Mapping(e) => outcome(r, Outcome::MappingError, e),
+                NotCalled::Skip(reason, text) => outcome(r, Outcome::Skipped(reason), text),
+            };
+        }
         Candidate::Response {
             status,
             headers,

@@ -9,6 +9,7 @@
 mod candidate;
 pub mod capture;
 pub mod compare;
+mod fanout;
 pub mod memo;
 mod noise;
 pub mod sample;
@@ -66,6 +67,9 @@ pub struct Plan {
     permit: Option<OwnedSemaphorePermit>,
     /// The request's account (its quota, its 429 pause).
     pub account: Option<String>,
+    /// A route with a request mapping: the request as the mapping and the templates need it
+    /// (the candidate request is built once the body is in, [`fanout`]).
+    pub request: Option<Box<translate::request::Pending>>,
 }
 
 /// How a request of the candidate cohort is served.
@@ -128,12 +132,19 @@ struct Bucket {
 
 impl Bucket {
     fn take(&mut self) -> bool {
+        self.take_n(1)
+    }
+
+    /// Takes `n` calls' worth when one is there: a fan-out larger than the burst goes out and
+    /// leaves the bucket in debt (the calls after it wait until it is paid back), so that it
+    /// is neither refused for ever nor free.
+    fn take_n(&mut self, n: usize) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
             .min(self.rate.max(1.0));
         self.last = now;
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+            self.tokens -= n as f64;
             true
         } else {
             false
@@ -242,6 +253,15 @@ impl Shadow {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg;
         self.memo.clear();
+    }
+
+    /// Takes `n` more calls from `[shadow] max_rps` (a fan-out's calls after its first).
+    fn take_rps(&self, n: usize) -> bool {
+        self.bucket.as_ref().is_none_or(|b| {
+            b.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take_n(n)
+        })
     }
 
     /// Counts an exchange in the metrics and hands it to the store: cut to what the store keeps
@@ -382,10 +402,18 @@ impl Shadow {
             Some(permit)
         };
         let forward_query = &cfg.candidate.forward_query;
+        let mapped_request = route.is_some_and(|r| r.candidate.request.is_some());
         let ctx = Context {
             captures: route.and_then(|r| r.path.matches(path)).unwrap_or_default(),
             query,
             account,
+            // A request mapping runs once the body is in: the templates are tried now for the
+            // values the request has (its account, captures), `{each.NAME}` rendered empty.
+            each: if mapped_request {
+                translate::Each::Trial
+            } else {
+                translate::Each::None
+            },
         };
         let target = match route {
             None => {
@@ -447,6 +475,14 @@ impl Shadow {
         match target {
             Ok(target) => {
                 let account = meta.account.clone();
+                let request = mapped_request.then(|| {
+                    Box::new(translate::request::Pending::new(
+                        &parts.method,
+                        path,
+                        parts.uri.query(),
+                        &ctx,
+                    ))
+                });
                 (
                     meta,
                     Decision::Mirror(Plan {
@@ -456,6 +492,7 @@ impl Shadow {
                         cfg: cfg_arc.clone(),
                         permit,
                         account,
+                        request,
                     }),
                 )
             }
@@ -626,6 +663,9 @@ impl Shadow {
                         runner: Some(&shadow.mapper),
                         timeout: cfg.mappings.timeout,
                         premapped: premapped.as_deref(),
+                        request: route
+                            .and_then(|i| cfg.routes[i].candidate.request.as_ref())
+                            .map(|r| &*r.chain),
                     };
                     compare::compare(
                         meta,

@@ -3,8 +3,13 @@
 //!
 //! A route's `path` is a template of literal segments and `{name}` captures. The candidate request
 //! is built from templates that may name those captures, the caller's query parameters
-//! (`{query.NAME}`) and the columns of the caller's account (`{account.COLUMN}`).
+//! (`{query.NAME}`) and the columns of the caller's account (`{account.COLUMN}`); a route with
+//! a request mapping ([`request`]) also the members of each element it fans out to
+//! (`{each.NAME}`).
 
+pub mod request;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -27,7 +32,7 @@ pub enum TemplateError {
     #[error("empty placeholder '{{}}' in {0:?}")]
     Empty(String),
     #[error(
-        "unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}} or {{account.COLUMN}}"
+        "unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}}, {{account.COLUMN}} or {{each.NAME}}"
     )]
     Unknown(String, String),
     #[error("path template {0:?} must start with '/'")]
@@ -42,6 +47,8 @@ pub enum Var {
     Capture(String),
     Query(String),
     Account(String),
+    /// A member of the element a fan-out call is made for (`{each.NAME}`).
+    Each(String),
 }
 
 impl fmt::Display for Var {
@@ -50,6 +57,7 @@ impl fmt::Display for Var {
             Self::Capture(n) => write!(f, "{{{n}}}"),
             Self::Query(n) => write!(f, "{{query.{n}}}"),
             Self::Account(n) => write!(f, "{{account.{n}}}"),
+            Self::Each(n) => write!(f, "{{each.{n}}}"),
         }
     }
 }
@@ -85,6 +93,8 @@ impl Template {
                 Var::Query(q.to_owned())
             } else if let Some(a) = name.strip_prefix("account.") {
                 Var::Account(a.to_owned())
+            } else if let Some(e) = name.strip_prefix("each.").filter(|e| !e.is_empty()) {
+                Var::Each(e.to_owned())
             } else if name.contains('.') || name.contains('{') {
                 return Err(TemplateError::Unknown(s.to_owned(), name.to_owned()));
             } else {
@@ -125,8 +135,8 @@ impl Template {
                 Piece::Var(v) => {
                     let value = ctx.get(v).ok_or_else(|| v.clone())?;
                     match v {
-                        Var::Capture(_) => out.push_str(value),
-                        _ => out.push_str(&encode(value)),
+                        Var::Capture(_) => out.push_str(&value),
+                        _ => out.push_str(&encode(&value)),
                     }
                 }
             }
@@ -150,18 +160,41 @@ pub struct Context<'a> {
     pub captures: Vec<(&'a str, &'a str)>,
     pub query: Vec<(String, String)>,
     pub account: Option<&'a Account>,
+    pub each: Each<'a>,
+}
+
+/// The fan-out element a template is rendered for.
+#[derive(Debug, Default, Clone, Copy)]
+pub enum Each<'a> {
+    /// Not a fan-out call: `{each.NAME}` has no value.
+    #[default]
+    None,
+    /// A trial render before the request mapping ran (the request is checked for the values
+    /// it has now): `{each.NAME}` renders empty.
+    Trial,
+    /// The element (an object whose members are the values).
+    Item(&'a serde_json::Value),
 }
 
 impl Context<'_> {
-    fn get(&self, v: &Var) -> Option<&str> {
+    fn get(&self, v: &Var) -> Option<Cow<'_, str>> {
         match v {
-            Var::Capture(n) => self.captures.iter().find(|(k, _)| k == n).map(|(_, v)| *v),
+            Var::Capture(n) => self
+                .captures
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| Cow::Borrowed(*v)),
             Var::Query(n) => self
                 .query
                 .iter()
                 .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str()),
-            Var::Account(c) => self.account.and_then(|a| a.get(c)),
+                .map(|(_, v)| Cow::Borrowed(v.as_str())),
+            Var::Account(c) => self.account.and_then(|a| a.get(c)).map(Cow::Borrowed),
+            Var::Each(n) => match self.each {
+                Each::None => None,
+                Each::Trial => Some(Cow::Borrowed("")),
+                Each::Item(item) => request::member_text(item, n),
+            },
         }
     }
 }
@@ -261,6 +294,9 @@ pub struct CandidateTemplate {
     pub path: Option<Template>,
     /// `None`: the caller's query string is passed through as it is.
     pub query: Option<Vec<(String, Template)>>,
+    /// The request mapping (`request_mapping` or `request_expr`): the candidate's body, or one
+    /// call per element it returns.
+    pub request: Option<request::RequestMapping>,
 }
 
 /// The candidate request line, once translated.
@@ -500,6 +536,18 @@ impl Account {
         }
         self.columns.get(column).map(String::as_str)
     }
+
+    /// `{"name": …, COLUMN: value, …}`: the account as a request mapping sees it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut cols: Vec<_> = self.columns.iter().collect();
+        cols.sort();
+        for (k, v) in cols {
+            m.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        m.insert("name".into(), serde_json::Value::String(self.name.clone()));
+        serde_json::Value::Object(m)
+    }
 }
 
 /// The accounts file could not be read.
@@ -656,6 +704,7 @@ mod tests {
             captures: vec![("id", "7")],
             query: vec![("q".into(), "a/b".into())],
             account: Some(&acct),
+            each: Each::None,
         };
         assert_eq!(
             t.render(&ctx, encode_component).unwrap(),
@@ -678,6 +727,7 @@ mod tests {
                 ("cursor".into(), Template::parse("{query.cursor}").unwrap()),
                 ("limit".into(), Template::parse("50").unwrap()),
             ]),
+            request: None,
         };
         let ctx = Context {
             query: parse_query("page=2&other=x"),
@@ -697,6 +747,7 @@ mod tests {
             method: None,
             path: None,
             query: None,
+            request: None,
         };
         let t = pass
             .build(&http::Method::GET, "/d", Some("a=1"), &[], &ctx)
