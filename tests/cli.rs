@@ -480,6 +480,7 @@ fn the_example_config_is_valid() {
         "config/examples/version-upgrade.toml",
         "config/examples/vendor-migration.toml",
         "config/examples/finch-to-unified/shadowdiff.toml",
+        "config/examples/finch-to-merge/shadowdiff.toml",
     ] {
         let (code, _, err) = run(&["check", "--config", example], root);
         assert_eq!(code, 0, "{example}: {err}");
@@ -1291,6 +1292,7 @@ fn the_committed_json_schema_is_the_generated_one_and_the_examples_follow_it() {
         "config/examples/vendor-migration.toml",
         "config/examples/version-upgrade.toml",
         "config/examples/finch-to-unified/shadowdiff.toml",
+        "config/examples/finch-to-merge/shadowdiff.toml",
     ] {
         let path = root.join(example);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod vendors;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

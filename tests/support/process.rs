@@ -28,6 +28,17 @@ impl Proc {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         std::fs::write(dir.path().join("sd.toml"), cfg.text()).unwrap();
+        Self::start_in(dir, "sd.toml", &[], ulimit_nofile)
+    }
+
+    /// Starts the binary on a config already in `dir` (`config` relative to it), with these
+    /// environment variables. The store is expected at `store/sd.db` in `dir` ([`Self::db`]).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        ulimit_nofile: Option<u32>,
+    ) -> Self {
         let bin = env!("CARGO_BIN_EXE_shadowdiff");
         let mut cmd = match ulimit_nofile {
             Some(n) => {
@@ -38,7 +49,8 @@ impl Proc {
             None => Command::new(bin),
         };
         let mut child = cmd
-            .args(["serve", "--config", "sd.toml"])
+            .args(["serve", "--config", config])
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
