@@ -402,6 +402,20 @@ path = "/pay"
         rows[2][1].as_str().unwrap().starts_with("request_body"),
         "{rows:?}"
     );
+    // An id that would name another resource in the candidate's path ("..": the parent, "":
+    // the list): no call at all, the exchange skipped as a template miss.
+    for (n, ids) in [(4, ["a", ".."]), (5, ["", "b"])] {
+        let got = post_json(&p.url("/employer/individual"), &batch(&ids)).await;
+        assert_eq!(got.status, 200);
+        let rows = tokio::task::block_in_place(|| p.wait_rows(n));
+        assert!(
+            rows[n - 1][1]
+                .as_str()
+                .unwrap()
+                .starts_with("template: {each.individual_id} has no value in \"each\"["),
+            "{rows:?}"
+        );
+    }
     assert_eq!(candidate.count(), 3);
 
     // A read route without a request mapping: the POST as it is, body and content type.
@@ -411,8 +425,8 @@ path = "/pay"
     )
     .await;
     assert_eq!(got.status, 200);
-    let rows = tokio::task::block_in_place(|| p.wait_rows(4));
-    assert_eq!(rows[3][0], "match", "{rows:?}");
+    let rows = tokio::task::block_in_place(|| p.wait_rows(6));
+    assert_eq!(rows[5][0], "match", "{rows:?}");
     let pay = candidate
         .seen()
         .into_iter()
@@ -421,4 +435,137 @@ path = "/pay"
     assert_eq!(pay.method, "POST");
     assert_eq!(&pay.body[..], br#"{"requests":[{"payment_id":"p1"}]}"#);
     assert_eq!(pay.headers["content-type"], "application/json");
+}
+
+/// The body form of a request mapping: a POST read translated into another vendor's POST read,
+/// its JSON body built from the caller's body, a path capture and the account's columns (the
+/// account's id on the candidate); a request of an account not in the accounts file is skipped
+/// as `unknown_account` (a mapping is given the account), never sent a body built for nobody.
+/// Old binary: `request_expr` is an unknown key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_mapping_builds_the_candidates_body_from_the_account_and_captures() {
+    let legacy = Upstream::json(json!({"hits": 1})).await;
+    let candidate = Upstream::json(json!({"hits": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.files = vec![("accounts.csv", accounts_text(&["acme"]))];
+    cfg.rest = r#"
+[accounts]
+key = "header:authorization"
+file = "accounts.csv"
+
+[[routes]]
+name = "search"
+method = "POST"
+path = "/v1/teams/{team}/search"
+read = true
+[routes.candidate]
+path = "/v2/search"
+request_lang = "jq"
+request_expr = '{body: {company: .account.candidate_id, team: .captures.team, names: [.body.q[] | ascii_upcase]}}'
+"#
+    .into();
+    let p = start(cfg, None).await;
+    for who in ["acme", "nobody"] {
+        let got = send(
+            hyper::Request::post(p.url("/v1/teams/t%201/search"))
+                .header("authorization", format!("Bearer {who}-token"))
+                .header("content-type", "text/plain")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    r#"{"q": ["ada", "grace"]}"#,
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(2));
+    let mut outcomes: Vec<String> = rows
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_owned())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["match", "skipped"], "{rows:?}");
+    assert!(rows.iter().any(|r| r[1]
+        .as_str()
+        .is_some_and(|t| t.starts_with("unknown_account"))));
+    let seen = candidate.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("POST", "/v2/search")
+    );
+    assert_eq!(seen[0].headers["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"company": "c-acme", "team": "t 1", "names": ["ADA", "GRACE"]})
+    );
+}
+
+/// What a read route or a request mapping cannot be, refused by `check` with the key: a read
+/// on every method or on a write method, a read sent to a write endpoint, `{each.NAME}` without
+/// a request mapping (or in `[candidate] headers`), `max_each` out of range or without a
+/// mapping, a request mapping that does not compile, and serving a route whose answer is
+/// assembled from calls the caller never made.
+#[test]
+fn check_refuses_what_a_read_route_cannot_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n";
+    for (route, says) in [
+        ("path = \"/b\"\nread = true\n", "read = true needs the route's method"),
+        ("method = \"DELETE\"\npath = \"/b\"\nread = true\n", "read = true on a DELETE route"),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\n[routes.candidate]\nmethod = \"PATCH\"\n",
+            "a read is never sent to a write endpoint",
+        ),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\n[routes.candidate]\npath = \"/e/{each.id}\"\n",
+            "the route needs a request mapping returning \"each\"",
+        ),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\n[routes.candidate]\nrequest_expr = '{\"each\": body.ids}'\nmax_each = 5000\n",
+            "max_each: 5000 is not between 1 and 1000",
+        ),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\n[routes.candidate]\nmax_each = 5\n",
+            "max_each: only with a request mapping",
+        ),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\n[routes.candidate]\nrequest_expr = '{\"each\": '\n",
+            "request mapping:",
+        ),
+        (
+            "method = \"POST\"\npath = \"/b\"\nread = true\nserve = true\n[routes.candidate]\nrequest_expr = '{\"each\": body.ids}'\n",
+            "serve = true on a route with a request mapping",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("a.toml"),
+            format!("{head}[[routes]]\nname = \"b\"\n{route}"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(["check", "--config", "a.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{route}: {text}");
+        assert!(text.contains(says) && text.contains("route \"b\""), "{says:?} not in:\n{text}");
+    }
+    std::fs::write(
+        dir.path().join("a.toml"),
+        format!("{head}[candidate.headers]\nx-id = \"{{each.id}}\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["check", "--config", "a.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("[candidate] headers apply to every request"),
+        "{text}"
+    );
 }

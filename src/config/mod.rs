@@ -556,9 +556,11 @@ impl Route {
 
     /// Whether a rollout phase may serve a request with this method from the candidate: the
     /// route mirrors it, and serves it (GET by default; writes only with `serve = true`).
-    /// HEAD is never served (a mapped body has no HEAD form).
+    /// HEAD is never served (a mapped body has no HEAD form), nor a route with a request mapping
+    /// (its answer is assembled from calls the caller never made).
     pub fn serves(&self, method: &Method) -> bool {
         method != Method::HEAD
+            && self.candidate.request.is_none()
             && self.mirrors(method)
             && self.serve.unwrap_or(method == Method::GET)
     }

@@ -359,6 +359,11 @@ impl Config {
                     candidate.request.is_some(),
                 )
                 .map_err(at)?;
+                if candidate.request.is_some() && r.serve == Some(true) {
+                    return Err(at(
+                        "serve = true on a route with a request mapping: such a route is compared, never served (its answer is assembled from calls the caller never made, with the candidate's ids)".into(),
+                    ));
+                }
                 let read = r.read.unwrap_or(false);
                 if read {
                     match &r.method {

@@ -472,6 +472,17 @@ impl Shadow {
                 ),
             );
         }
+        // A request mapping is given the account: without it, it would build a request for
+        // nobody (as a template needing `{account.COLUMN}` would).
+        if mapped_request && cfg.accounts.is_some() && account.is_none() && target.is_ok() {
+            return (
+                meta,
+                Decision::Skip(
+                    SkipReason::UnknownAccount,
+                    "unknown_account: the request's account is not in the accounts file (the route's request mapping is given the account)".into(),
+                ),
+            );
+        }
         match target {
             Ok(target) => {
                 let account = meta.account.clone();

@@ -145,6 +145,27 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Renders a path template: as [`render`](Self::render) with values percent-encoded, but a
+    /// value from the query, the account or a fan-out element that is empty, `.` or `..` has
+    /// none: inserted, it would name another resource (`/employees/` is the list, `/a/..` the
+    /// parent), and no server must be asked for that in the caller's name.
+    pub fn render_path(&self, ctx: &Context<'_>) -> Result<String, Var> {
+        for v in self.vars() {
+            let trial = matches!((v, ctx.each), (Var::Each(_), Each::Trial));
+            if !matches!(v, Var::Capture(_))
+                && !trial
+                && ctx
+                    .get(v)
+                    .is_some_and(|x| matches!(x.as_ref(), "" | "." | ".."))
+            {
+                return Err(v.clone());
+            }
+        }
+        self.render(ctx, encode_component)
+    }
+}
+
 /// Percent-encodes a value for a path segment or a query component.
 pub fn encode_component(s: &str) -> String {
     utf8_percent_encode(s, UNRESERVED).to_string()
@@ -352,7 +373,7 @@ impl CandidateTemplate {
         ctx: &Context<'_>,
     ) -> Result<CandidateTarget, Var> {
         let mut out = match &self.path {
-            Some(t) => t.render(ctx, encode_component)?,
+            Some(t) => t.render_path(ctx)?,
             None => path.to_owned(),
         };
         match &self.query {
