@@ -218,3 +218,21 @@ fn ci_runs_the_readmes_test_command() {
         assert!(script.contains(installs), "scripts/test.sh: {installs}");
     }
 }
+
+/// Every candidate call goes through `Shadow::call` (`src/shadow/candidate.rs`), where its answer
+/// feeds the account's quota and breaker and a 429 pauses the account: a fan-out's calls
+/// included. Outside it, the shadow side sends only legacy's second call (`noise.rs`).
+#[test]
+fn the_candidate_is_called_in_one_place() {
+    let mut files = Vec::new();
+    sources(&src().join("shadow"), &mut files);
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let calls = code(f).matches(".request(").count();
+        let allowed = match name {
+            "candidate.rs" | "noise.rs" => 1,
+            _ => 0,
+        };
+        assert_eq!(calls, allowed, "{} sends {calls} HTTP request(s)", f.display());
+    }
+}
