@@ -1,5 +1,5 @@
 //! Conformance of the JSONata engine over the official JSONata test suite
-//! (`../shared/testdata/jsonata-suite`, MIT), through the same path as the proxy: every case is
+//! (`tests/data/jsonata-suite`, MIT), through the same path as the proxy: every case is
 //! evaluated in a mapping worker process (the built binary), so no case can take the test down.
 //!
 //! Prints the pass share overall and for the groups mappings use, and writes them to
@@ -16,7 +16,7 @@ use shadowdiff::mapping::runner::{Extra, Runner};
 use shadowdiff::mapping::{self, Chain, Lang, Level, MappingError};
 
 fn suite() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/jsonata-suite")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jsonata-suite")
 }
 
 /// The groups mappings rely on, as the issue names them.

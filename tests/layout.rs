@@ -233,6 +233,50 @@ fn the_candidate_is_called_in_one_place() {
             "candidate.rs" | "noise.rs" => 1,
             _ => 0,
         };
-        assert_eq!(calls, allowed, "{} sends {calls} HTTP request(s)", f.display());
+        assert_eq!(
+            calls,
+            allowed,
+            "{} sends {calls} HTTP request(s)",
+            f.display()
+        );
     }
+}
+
+/// A clone alone builds, tests and benchmarks: no test, benchmark, script, config or document
+/// names a path outside the repository (a sibling folder, this machine's checkout). The public
+/// suites the tests use live in `tests/data/`, the load harness in `bench/harness/`.
+#[test]
+fn the_repository_is_self_contained() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let needles = [format!("..{}", "/shared"), format!("/{}/", "work")];
+    let mut files = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "data" | "node_modules") {
+                    walk(&p, out);
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    walk(root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for n in &needles {
+            if text.contains(n.as_str()) {
+                found.push(format!(
+                    "{} names {n}",
+                    f.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
 }

@@ -1,4 +1,4 @@
-//! The public JSON Patch test suite (json-patch-tests, in ../shared/testdata): for every case with
+//! The public JSON Patch test suite (json-patch-tests, in tests/data): for every case with
 //! an expected document, the patch shadowdiff computes from `doc` to `expected` must turn `doc` into
 //! `expected` when applied by `json_patch`.
 
@@ -8,13 +8,13 @@ use serde_json::Value;
 
 #[test]
 fn every_suite_case_round_trips() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/json-patch-tests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/json-patch-tests");
     let mut total = 0;
     let mut failed = Vec::new();
     for file in ["tests.json", "spec_tests.json"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (the suite ships in ../shared/testdata)",
+                "{}: {e} (the suite ships in tests/data)",
                 dir.join(file).display()
             )
         });
