@@ -1132,6 +1132,13 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         "{man}"
     );
     assert!(man.contains("rediff") && man.contains("suggest"), "{man}");
+    // One page: no reference to per-command pages that do not exist; the exit status said.
+    assert!(!man.contains("(1)"), "{man}");
+    assert!(!man.contains("shadowdiff\\-serve"), "{man}");
+    assert!(
+        man.contains(".SH \"EXIT STATUS\"") && man.contains("shadowdiff rollout promote"),
+        "{man}"
+    );
     // A closed pipe ends it quietly (`man | head -1`, `check | head -1`).
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for args in [

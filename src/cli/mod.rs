@@ -92,6 +92,7 @@ pub(crate) fn write_err_always(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 mod check;
+mod man;
 mod mapping_loop;
 mod offline;
 mod rollout_cmd;
@@ -649,17 +650,12 @@ pub fn run(cli: Cli) -> ExitCode {
             out!("{}", crate::config::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            use clap::CommandFactory as _;
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
-                .map(|()| {
-                    out!("{}", String::from_utf8_lossy(&out));
-                    ExitCode::SUCCESS
-                })
-                .map_err(anyhow::Error::from)
-        }
+        Command::Man => man::page()
+            .map(|page| {
+                out!("{page}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
         Command::Rollout { action, db } => match action {
