@@ -91,7 +91,13 @@ const RESERVED_FDS: u64 = 256;
 /// candidate, a candidate connection too; shadow calls hold up to `max_in_flight` more. With
 /// `[rollout] max_in_flight` set (`served`), served calls hold that many at most instead of
 /// one per caller connection.
-fn connection_cap(configured: usize, max_in_flight: usize, served: Option<usize>) -> usize {
+/// The default cap lowered to fit is said at info level (every start at a common limit such as
+/// 20,000 would warn otherwise); a configured one at warn.
+fn connection_cap(
+    (configured, set): (usize, bool),
+    max_in_flight: usize,
+    served: Option<usize>,
+) -> usize {
     let soft = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(e) => {
@@ -107,12 +113,18 @@ fn connection_cap(configured: usize, max_in_flight: usize, served: Option<usize>
     let cap = configured
         .min(usize::try_from(room).unwrap_or(usize::MAX))
         .max(1);
-    if cap < configured {
+    if cap < configured && set {
         tracing::warn!(
             open_files_limit = soft,
             max_connections = configured,
             using = cap,
             "the open-files limit is too low for [proxy] max_connections: using a lower cap (raise LimitNOFILE / ulimit -n)"
+        );
+    } else if cap < configured {
+        tracing::info!(
+            open_files_limit = soft,
+            using = cap,
+            "connection cap fitted to the open-files limit (set [proxy] max_connections, or raise LimitNOFILE / ulimit -n, for more)"
         );
     }
     cap
@@ -278,7 +290,7 @@ impl Server {
         let serve_client = client("candidate", cfg.candidate.ca_file.as_deref())?;
         let limits = ConnLimits {
             max: connection_cap(
-                cfg.proxy.max_connections,
+                (cfg.proxy.max_connections, cfg.proxy.max_connections_set),
                 cfg.shadow.max_in_flight,
                 cfg.rollout.max_in_flight,
             ),

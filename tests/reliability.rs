@@ -950,3 +950,28 @@ async fn sigkill_under_load_leaves_an_intact_store_and_loses_at_most_what_was_qu
         QUEUE + BATCH + MAX_IN_FLIGHT
     );
 }
+
+/// The default connection cap fitted to a common open-files limit (20,000: the default 10,000
+/// connections need three files each) is said at info level, not as a warning at every start;
+/// a cap the operator set and the limit cannot hold still warns. Old binary: every start at
+/// `ulimit -n 20000` warned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_connection_cap_fitted_to_the_file_limit_is_not_a_warning() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let warned = |proxy: &str| {
+        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+        cfg.proxy = proxy.to_owned();
+        async move {
+            let mut p = start(cfg, Some(20_000)).await;
+            assert_eq!(get(&p.url("/x")).await.status, 200);
+            p.stop();
+            p.log().contains("open-files limit is too low")
+        }
+    };
+    assert!(!warned("").await, "the default cap");
+    assert!(
+        warned("max_connections = 10000\n").await,
+        "a configured cap"
+    );
+}

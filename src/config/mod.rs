@@ -292,6 +292,9 @@ pub struct ProxyConfig {
     /// Caller connections open at once at most; past it the listener stops accepting (the
     /// kernel's backlog holds the rest) until one closes.
     pub max_connections: usize,
+    /// Whether the config set `max_connections` (a default lowered to fit the open-files limit
+    /// is said at info level, a value the operator chose at warn).
+    pub max_connections_set: bool,
     /// Longest wait for a complete request head, from the moment the connection (or, on a
     /// kept-alive HTTP/1.1 connection, the previous response) is done.
     pub header_read_timeout: Duration,

@@ -618,6 +618,7 @@ impl Config {
                     .max_connections
                     .unwrap_or(defaults::MAX_CONNECTIONS)
                     .max(1),
+                max_connections_set: raw.proxy.max_connections.is_some(),
                 header_read_timeout: raw
                     .proxy
                     .header_read_timeout
