@@ -513,6 +513,20 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
     );
     assert_eq!(json["needs_reauth"], json!(["initech"]));
     assert!(out.contains("gate shadow: FAIL"), "{out}");
+    // A window by its start alone, or ending `now` (old binary: --from needed --to, and `now`
+    // was refused).
+    for args in [
+        &["--from", "2000-01-01"][..],
+        &["--to", "now"],
+        &["--since", "1h", "--to", "now"],
+    ] {
+        let mut argv = vec!["report", "--db", "out/demo/demo.db", "--format", "json"];
+        argv.extend_from_slice(args);
+        let (code, text, err) = run(&argv, dir.path());
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(r["totals"]["exchanges"], 60, "{args:?}: {}", r["window"]);
+    }
     // The rollout: a promotion refused, a canary drill, a rollback (by the guard, or by hand on
     // 60 requests: too few for the guard's minimum sample).
     assert!(

@@ -250,14 +250,14 @@ pub enum Command {
     },
     /// Parity report over a time window.
     Report {
-        /// Window ending now, e.g. 24h [default: 24h].
-        #[arg(long, value_parser = config::parse_duration, conflicts_with_all = ["from", "to"])]
+        /// Window length ending now (or at --to), e.g. 24h [default: 24h].
+        #[arg(long, value_parser = config::parse_duration, conflicts_with = "from")]
         since: Option<std::time::Duration>,
-        /// Window start (RFC 3339, or a date = midnight UTC); needs --to.
-        #[arg(long, value_parser = parse_time, requires = "to")]
+        /// Window start (RFC 3339, a date = midnight UTC, or now); the window ends at --to, else now.
+        #[arg(long, value_parser = parse_time)]
         from: Option<SystemTime>,
-        /// Window end (exclusive); needs --from.
-        #[arg(long, value_parser = parse_time, requires = "from")]
+        /// Window end, exclusive (RFC 3339, a date, or now) [default: now].
+        #[arg(long, value_parser = parse_time)]
         to: Option<SystemTime>,
         /// Only this route ("(unmatched)" for requests that matched none).
         #[arg(long)]
@@ -453,8 +453,11 @@ pub enum GateFormat {
     Json,
 }
 
-/// Parses `--from`/`--to`: RFC 3339 (`2026-11-28T06:00:00Z`) or a date (midnight UTC).
+/// Parses `--from`/`--to`: RFC 3339 (`2026-11-28T06:00:00Z`), a date (midnight UTC) or `now`.
 fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if s == "now" {
+        return Ok(SystemTime::now());
+    }
     let full = if s.len() == 10 {
         format!("{s}T00:00:00Z")
     } else {
@@ -718,13 +721,12 @@ fn window(
     from: Option<SystemTime>,
     to: Option<SystemTime>,
 ) -> (SystemTime, SystemTime) {
-    match (from, to) {
-        (Some(f), Some(t)) => (f, t),
-        _ => {
-            let now = SystemTime::now();
-            (crate::record::ago(since.unwrap_or(DEFAULT_WINDOW)), now)
-        }
-    }
+    let to = to.unwrap_or_else(SystemTime::now);
+    let from = from.unwrap_or_else(|| {
+        to.checked_sub(since.unwrap_or(DEFAULT_WINDOW))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
+    (from, to)
 }
 
 /// The default report and gate window.
