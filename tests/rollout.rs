@@ -543,6 +543,21 @@ async fn rollout_set_from_the_command_line_is_followed_and_audited() {
         md.contains("## Rollout") && md.contains("| shadow | canary | cli:alice | drill |"),
         "{md}"
     );
+    // After a rollback the way on is by hand: status says so, and promote says how (old
+    // binary: status suggested `rollout promote`, which answered "no [gate.rollback]").
+    let (code, _, err) = run(&["rollout", "set", "rollback", "--config", cfg, "--db", db]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["rollout", "status", "--config", cfg, "--db", db]);
+    assert!(
+        out.contains("next: resume by hand (rollout set shadow"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["rollout", "promote", "--config", cfg, "--db", db]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("rolled back") && err.contains("rollout set shadow"),
+        "{err}"
+    );
     sd.stop().await;
 }
 

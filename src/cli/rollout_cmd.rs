@@ -93,7 +93,11 @@ pub(super) fn status(
                 outln!("  cohort: {n} of {of} accounts");
             }
             if let Ok(next) = cfg.rollout.next(&phase) {
-                outln!("  next: {next} (rollout promote, on the gate of {phase})");
+                if phase == crate::rollout::ROLLBACK && !cfg.gates.contains_key(&phase) {
+                    outln!("  next: resume by hand (rollout set {next} --reason \"...\"), then promote on the gates");
+                } else {
+                    outln!("  next: {next} (rollout promote, on the gate of {phase})");
+                }
             }
             if !events.is_empty() {
                 outln!("changes:");

@@ -69,9 +69,13 @@ pub fn decide_promotion(
         .map_err(PromoteError::Invalid)?
         .to_owned();
     let gate = cfg.gates.get(phase).ok_or_else(|| {
-        PromoteError::Invalid(format!(
-            "no [gate.{phase}] in the config: nothing to decide the promotion on"
-        ))
+        PromoteError::Invalid(if phase == crate::rollout::ROLLBACK {
+            format!(
+                "the rollout is rolled back: the phase to resume is chosen by hand (shadowdiff rollout set {next} --reason \"...\"), and promotion goes on from there"
+            )
+        } else {
+            format!("no [gate.{phase}] in the config: nothing to decide the promotion on")
+        })
     })?;
     let filter = crate::report::Filter::since(since);
     let verdict = crate::gate::evaluate_with(reader, phase, gate, &filter, (&cfg.diff).into())
