@@ -1290,6 +1290,18 @@ fn validate(
             }
         }
     }
+    if let Some(x) = v.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+            if x < min {
+                errs.push(format!("{at}: {x} is under its minimum {min}"));
+            }
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+            if x > max {
+                errs.push(format!("{at}: {x} is over its maximum {max}"));
+            }
+        }
+    }
     if let (Value::Array(a), Some(items)) = (v, schema.get("items")) {
         for (i, x) in a.iter().enumerate() {
             validate(root, items, x, &format!("{at}[{i}]"), errs);
@@ -1341,6 +1353,13 @@ fn the_committed_json_schema_is_the_generated_one_and_the_examples_follow_it() {
     let mut errs = Vec::new();
     validate(&schema, &schema, &bad, "", &mut errs);
     assert_eq!(errs.len(), 2, "{errs:?}");
+    // A share given as a percentage (old schema: no ranges, `min_parity = 95` passed it).
+    let bad: serde_json::Value = serde_json::json!({"gate": {"shadow": {"min_parity": 95}},
+        "rollout": {"phases": {"canary": {"percent": 120}}}});
+    let mut errs = Vec::new();
+    validate(&schema, &schema, &bad, "", &mut errs);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].contains("over its maximum"), "{errs:?}");
 }
 
 /// Every argument of every command says what it is for, and no help text, man page or user

@@ -201,9 +201,12 @@ fn no_null(v: &mut serde_json::Value) {
 #[serde(deny_unknown_fields, default)]
 pub struct GateConfig {
     pub min_compared: Option<u64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_parity: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_candidate_error_rate: Option<f64>,
     pub max_auth_error_accounts: Option<u64>,
+    #[schemars(range(min = 0.0))]
     pub max_latency_ratio: Option<f64>,
     /// Every field pattern compared in the window was present in at least this many compared
     /// exchanges (field coverage): a rarely used field cannot slip through a canary.
@@ -211,6 +214,7 @@ pub struct GateConfig {
     /// Of the Wilson intervals `min_parity` and `max_candidate_error_rate` are judged on
     /// (default 0.95: parity passes when the interval's lower bound reaches the threshold, an
     /// error rate when its upper bound stays under it); `0` judges the measured ratio itself.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub confidence: Option<f64>,
     pub routes: BTreeMap<String, GateConfig>,
 }

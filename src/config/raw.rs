@@ -108,14 +108,17 @@ pub(super) struct RawAccounts {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawShadow {
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) sample_rate: Option<f64>,
     pub(super) max_in_flight: Option<usize>,
+    #[schemars(range(min = 0.0))]
     pub(super) max_rps: Option<f64>,
     pub(super) max_body: Option<Size>,
     pub(super) max_bytes_in_flight: Option<Size>,
     pub(super) unmatched: Option<Unmatched>,
     pub(super) backoff_on_429: Option<bool>,
     pub(super) rate_limit_scope: Option<super::RateLimitScope>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) reserve: Option<f64>,
     pub(super) threads: Option<usize>,
     pub(super) priority: Option<Priority>,
@@ -139,6 +142,7 @@ pub(super) struct RawDiff {
     pub(super) ignore: Vec<GlobStr>,
     pub(super) array_keys: BTreeMap<String, Str>,
     pub(super) unordered: Vec<GlobStr>,
+    #[schemars(range(min = 0.0))]
     pub(super) number_tolerance: Option<f64>,
     pub(super) null_equals_missing: Option<bool>,
     pub(super) auto_keys: Option<bool>,
@@ -147,6 +151,7 @@ pub(super) struct RawDiff {
     /// comparison of an answer served by the candidate (the caller may receive either value).
     pub(super) serve_safe: Vec<GlobStr>,
     pub(super) headers: Option<Vec<HeaderNameStr>>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) systematic_rate: Option<f64>,
     pub(super) noise: Option<RawNoise>,
 }
@@ -155,6 +160,7 @@ pub(super) struct RawDiff {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawNoise {
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) secondary_sample_rate: Option<f64>,
     pub(super) min_count: Option<u64>,
 }
@@ -182,7 +188,9 @@ pub(super) struct RawStore {
     pub(super) max_value_len: Option<Size>,
     pub(super) examples_per_field: Option<usize>,
     pub(super) body_examples: Option<usize>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) body_sample: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) match_sample: Option<f64>,
     pub(super) body_budget: Option<Size>,
 }
@@ -257,7 +265,9 @@ pub(super) struct RawRollout {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPhase {
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub(super) percent: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) legacy_sample: Option<f64>,
     /// Serve a candidate answer only when it equals legacy's answer to the same request at every
     /// field (the strict comparison); default: true for `canary`, false otherwise.
@@ -271,9 +281,13 @@ pub(super) struct RawGuard {
     pub(super) auto_promote: Option<bool>,
     pub(super) window: Option<Dur>,
     pub(super) min_sample: Option<u64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) min_parity: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) max_fallback_rate: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) max_candidate_error_rate: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) confidence: Option<f64>,
     pub(super) hold: Option<Dur>,
     pub(super) promote_window: Option<Dur>,
