@@ -20,6 +20,7 @@
 //! | `shadowdiff_caller_aborted_total` | counter | `route`: requests whose caller went away before its answer was decided (each recorded, `served_by = none`) |
 //! | `shadowdiff_fallbacks_total` | counter | `reason` (`record::Fallback`) |
 //! | `shadowdiff_rollout_phase` | gauge | `phase`: 1 for the phase in force, 0 for the one it replaced |
+//! | `shadowdiff_rollout_by_guard` | gauge | 1 when the guard put the phase in force (automatic rollback or promotion), 0 when a person or the config did |
 //! | `shadowdiff_rollout_cohort_percent` | gauge | share of accounts the phase in force serves from the candidate |
 //! | `shadowdiff_rollout_cohort_accounts` | gauge | accounts of the accounts file the phase in force serves from the candidate |
 //! | `shadowdiff_build_info` | gauge | `version` |
@@ -190,6 +191,10 @@ fn describe() {
         "1 for the rollout phase in force"
     );
     metrics::describe_gauge!(
+        "shadowdiff_rollout_by_guard",
+        "1 when the guard put the phase in force, 0 when a person or the config did"
+    );
+    metrics::describe_gauge!(
         "shadowdiff_rollout_cohort_percent",
         "Share of accounts the phase in force serves from the candidate"
     );
@@ -358,6 +363,12 @@ pub fn connection_evicted(listener: &'static str) {
 
 pub fn store_write(seconds: f64) {
     metrics::histogram!("shadowdiff_store_write_duration_seconds").record(seconds);
+}
+
+/// Whether the guard put the phase in force (a rollback or promotion on evidence) rather than a
+/// person or the config (a drill, a deliberate change).
+pub fn rollout_by_guard(guard: bool) {
+    metrics::gauge!("shadowdiff_rollout_by_guard").set(if guard { 1.0 } else { 0.0 });
 }
 
 /// The rollout phase in force changed (`old` is `None` at start-up).

@@ -404,10 +404,12 @@ impl Rollout {
         old: Option<&str>,
         accounts: Option<&crate::translate::Accounts>,
     ) {
-        let phase = self.active().phase.clone();
+        let active = self.active();
+        let phase = active.phase.clone();
         let percent = cfg.phases.get(&*phase).map_or(0.0, |d| d.percent);
         let size = accounts.map(|a| cfg.cohort_size(&phase, a.names()));
         crate::telemetry::rollout_phase(old, &phase, percent, size);
+        crate::telemetry::rollout_by_guard(active.by == "guard");
     }
 
     /// How the phase in force treats a request from `account` (`None`: unknown) on a route
