@@ -274,6 +274,39 @@ fn the_image_recipe_builds_in_stages_and_runs_unprivileged() {
         .unwrap();
     let parse = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
     assert!(parse(version) >= parse(msrv), "{version} < {msrv}");
+    // And the crate's rust-version is at least what every package the lockfile builds here
+    // needs (old: 1.85 while rusqlite 0.43 needs 1.89 and sfv 0.16 needs 1.95: the image did
+    // not build).
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", "x86_64-unknown-linux-gnu"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let built: std::collections::BTreeSet<&str> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let (needs, by) = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| built.contains(id)))
+        .filter_map(|p| Some((parse(p["rust_version"].as_str()?), p["name"].as_str()?)))
+        .max()
+        .unwrap();
+    assert!(
+        parse(msrv) >= needs,
+        "rust-version {msrv} is older than {by} needs ({needs:?})"
+    );
     // The last stage's user is not root.
     let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
     let user = lines[last_from..]
