@@ -513,6 +513,20 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
     );
     assert_eq!(json["needs_reauth"], json!(["initech"]));
     assert!(out.contains("gate shadow: FAIL"), "{out}");
+    // The tour's next command (the one the demo prints) gives the demo's verdict, from any folder
+    // (old: `report --db` applied ./config/shadowdiff.toml's gates when run from the repository).
+    let hint = out
+        .lines()
+        .find_map(|l| l.split("(try: shadowdiff ").nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim_end_matches(')')
+        .to_owned();
+    let argv: Vec<&str> = hint.split_whitespace().collect();
+    let (_, md, err) = run(&argv, dir.path());
+    assert!(
+        md.contains("- gate `shadow`: refused"),
+        "{hint}: {md}\n{err}"
+    );
     // A window by its start alone, or ending `now` (old binary: --from needed --to, and `now`
     // was refused).
     for args in [

@@ -101,10 +101,12 @@ pub(super) fn demo(requests: usize, out: &Path, keep_serving: bool) -> anyhow::R
         outln!("  {line}");
     }
     outln!("report: {}  (JSON: {})", o.html.display(), o.json.display());
+    // The demo's own config names the store and its gates: the verdict above (a config in the
+    // current folder would apply other gates).
     outln!(
-        "store:  {}  (try: shadowdiff report --db {} --since 1h)",
+        "store:  {}  (try: shadowdiff report --config {} --since 1h)",
         o.db.display(),
-        o.db.display()
+        o.config.display()
     );
     outln!(
         "verdict: the gate {} — {}",
