@@ -588,3 +588,86 @@ fn the_serve_unit_is_hardened_and_runs_commands_this_binary_takes() {
         }
     }
 }
+
+/// The nightly report's unit runs as the serve unit's user, in its state directory, with its
+/// config: its command, run as written (a temp dir standing for the state directory, a config
+/// whose candidate URL comes from a variable the report job does not have), writes both reports.
+/// Old unit: no `--config`, another working directory ("no store at shadowdiff.db").
+#[test]
+fn the_report_unit_reads_the_serve_units_store_with_its_config() {
+    let unit = |name: &str| std::fs::read_to_string(deploy().join(name)).unwrap();
+    let value = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (serve, report) = (
+        unit("shadowdiff.service"),
+        unit("shadowdiff-report.service"),
+    );
+    for key in [
+        "User",
+        "DynamicUser",
+        "StateDirectory",
+        "WorkingDirectory",
+        "EnvironmentFile",
+    ] {
+        assert_eq!(value(&report, key), value(&serve, key), "{key}");
+        assert!(!value(&serve, key).is_empty(), "{key}");
+    }
+    let exec = value(&report, "ExecStart").pop().unwrap();
+    assert!(
+        exec.contains("--config /etc/shadowdiff/shadowdiff.toml"),
+        "{exec}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shadowdiff.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"${{SHADOWDIFF_TEST_UNSET_URL}}\"\nheaders = {{ authorization = \"Bearer ${{SHADOWDIFF_TEST_UNSET_KEY}}\" }}\n[store]\npath = \"{}/shadowdiff.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // The store the serve unit would have made.
+    let (code, out) = shadowdiff(
+        &[
+            "migrate",
+            "--db",
+            dir.path().join("shadowdiff.db").to_str().unwrap(),
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let script = exec
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{exec}"))
+        .replace("%%", "%")
+        .replace(
+            "/usr/local/bin/shadowdiff",
+            env!("CARGO_BIN_EXE_shadowdiff"),
+        )
+        .replace("/etc/shadowdiff/shadowdiff.toml", cfg.to_str().unwrap());
+    let out = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env_remove("SHADOWDIFF_TEST_UNSET_URL")
+        .env_remove("SHADOWDIFF_TEST_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<String> = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(written.iter().all(|f| f.starts_with("parity-")));
+}

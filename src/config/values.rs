@@ -73,6 +73,11 @@ thread_local! {
     static DEFERRED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Whether a [`deferring`] parse has met an unset variable.
+fn deferred_any() -> bool {
+    DEFERRED.with(|d| d.borrow().as_ref().is_some_and(|n| !n.is_empty()))
+}
+
 /// Runs `f` (a config parse) with unset variables expanded as empty instead of refused, and
 /// returns the names of those it met: for a command that reads none of the keys they are in.
 pub(crate) fn deferring<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
@@ -212,7 +217,15 @@ parsed_string!(
 parsed_string!(
     /// An upstream base URL.
     BaseUrl(Uri),
-    parse_base_url
+    |s| parse_base_url(s).or_else(|e| {
+        // For a command that calls no vendor, a base URL built from an unset variable stands
+        // for nothing it will use ([`deferring`]).
+        if deferred_any() {
+            Ok(Uri::from_static("http://unset.invalid"))
+        } else {
+            Err(e)
+        }
+    })
 );
 parsed_string!(
     /// A normalize rule name.
