@@ -223,6 +223,22 @@ fn the_kubernetes_manifests_hold_together() {
             .and_then(|l| l.rsplit(':').next().map(str::to_owned)),
         port_of("admin").map(|p| p.to_string())
     );
+    // Scraped by annotation (no token can be given that way): /metrics must be open (old:
+    // the default metrics_token answered Prometheus 401).
+    let annotations = &spec["template"]["metadata"]["annotations"];
+    if annotations["prometheus.io/scrape"].as_str() == Some("true") {
+        assert_eq!(
+            config.get("admin.metrics_token").as_deref(),
+            Some("false"),
+            "scraped by annotation, but /metrics needs the token"
+        );
+        assert_eq!(
+            annotations["prometheus.io/port"]
+                .as_str()
+                .map(str::to_owned),
+            port_of("admin").map(|p| p.to_string())
+        );
+    }
     let drain: u64 = config
         .get("proxy.drain_timeout")
         .and_then(|d| d.trim_end_matches('s').parse().ok())
@@ -344,7 +360,10 @@ mod toml_table {
     impl Table {
         pub fn get(&self, dotted: &str) -> Option<String> {
             let (t, k) = dotted.split_once('.')?;
-            self.0.get(t)?.get(k)?.as_str().map(str::to_owned)
+            let v = self.0.get(t)?.get(k)?;
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| Some(v.to_string()))
         }
     }
 }
