@@ -323,6 +323,29 @@ fn the_image_recipe_builds_in_stages_and_runs_unprivileged() {
         parse(msrv) >= needs,
         "rust-version {msrv} is older than {by} needs ({needs:?})"
     );
+    // A HEALTHCHECK with a command of this binary, at the admin port the image exposes.
+    let health = text
+        .split("HEALTHCHECK")
+        .nth(1)
+        .and_then(|h| h.split("CMD").nth(1))
+        .and_then(|c| c.lines().next())
+        .expect("a HEALTHCHECK ... CMD [...]");
+    let argv: Vec<String> = serde_json::from_str(health.trim()).unwrap();
+    assert_eq!(
+        argv[..2],
+        ["/usr/local/bin/shadowdiff", "probe"],
+        "{argv:?}"
+    );
+    assert!(
+        argv[2].ends_with(":9090/healthz") && text.contains("EXPOSE 8080 9090"),
+        "{argv:?}"
+    );
+    let (code, out) = shadowdiff(
+        &["probe", "--help"],
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
     // The last stage's user is not root.
     let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
     let user = lines[last_from..]

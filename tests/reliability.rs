@@ -975,3 +975,30 @@ async fn the_default_connection_cap_fitted_to_the_file_limit_is_not_a_warning() 
         "a configured cap"
     );
 }
+
+/// `shadowdiff probe` (the image's HEALTHCHECK: no shell or curl in it) answers for a running
+/// instance: 0 on a 2xx, 1 on another status, 3 when nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_says_whether_the_admin_listener_is_up() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let p = start(Conf::new(&legacy.url(), &candidate.url()), None).await;
+    let probe = |url: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(["probe", &url])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = probe(p.admin_url("/healthz"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("200 "), "{out}");
+    assert_eq!(probe(p.admin_url("/nope")).0, Some(1));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert_eq!(probe(format!("http://127.0.0.1:{port}/healthz")).0, Some(3));
+}

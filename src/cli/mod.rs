@@ -379,6 +379,14 @@ pub enum Command {
     /// Print the config file's JSON Schema, generated from the config types (editors validate
     /// and complete configs with it; `config/shadowdiff.schema.json` is this output).
     Schema,
+    /// Ask a running instance's admin listener whether it is up: GET the URL, exit 0 on a 2xx,
+    /// 1 on another status, 3 when nothing answers within 2 s (a container HEALTHCHECK: the
+    /// image has no shell or curl).
+    Probe {
+        /// The URL to GET (plain http).
+        #[arg(default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Bring a store's schema up to this version (serve does it on start). Several processes
     /// may run it at once: one migrates, the others find nothing left to do.
     Migrate {
@@ -649,6 +657,7 @@ pub fn run(cli: Cli) -> ExitCode {
             out!("{}", String::from_utf8_lossy(&out));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Probe { url } => probe(&url),
         Command::Schema => {
             out!("{}", crate::config::json_schema());
             Ok(ExitCode::SUCCESS)
@@ -727,6 +736,50 @@ fn window(
             .unwrap_or(SystemTime::UNIX_EPOCH)
     });
     (from, to)
+}
+
+/// `shadowdiff probe URL`: one GET within 2 s.
+fn probe(url: &str) -> anyhow::Result<ExitCode> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| UsageError(format!("probe: {url:?} is not a URL: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(UsageError(format!(
+            "probe: {url:?}: only http:// (probe the plain admin listener)"
+        ))
+        .into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let got = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let res = client.get(uri).await?;
+            let status = res.status();
+            let body = res.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        })
+        .await
+    });
+    match got {
+        Ok(Ok((status, body))) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            outln!("{} {}", status.as_u16(), text.trim());
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("probe {}: {e:#}", crate::mask::url(url))),
+        Err(_) => Err(anyhow::anyhow!(
+            "probe {}: no answer within 2s",
+            crate::mask::url(url)
+        )),
+    }
 }
 
 /// The default report and gate window.
