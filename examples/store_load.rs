@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
             let at = now - Duration::from_millis(span_ms - span_ms * i / exchanges);
             let r = next();
-            let is_diff = harness || i % 6 == 0;
+            let is_diff = harness || i.is_multiple_of(6);
             let outcome = if is_diff {
                 Outcome::Diff
             } else {

@@ -252,7 +252,7 @@ async fn candidate(req: Request<Incoming>, counter: Arc<AtomicU64>) -> Response<
     if let Some(id) = path.strip_prefix("/unified/hris/employees/") {
         if let Some(i) = PEOPLE.iter().position(|p| p.0 == id) {
             // Data drift: one person's title changes on a few requests.
-            return respond(StatusCode::OK, &employee(i, i == 1 && n % 7 == 0));
+            return respond(StatusCode::OK, &employee(i, i == 1 && n.is_multiple_of(7)));
         }
     }
     respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))

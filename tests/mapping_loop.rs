@@ -26,7 +26,7 @@ fn legacy_employee(i: usize) -> Value {
         "first_name": format!("First{i}"),
         "last_name": format!("Last{i}"),
         "title": format!("Engineer {}", i % 4),
-        "employment_status": if i % 5 == 0 { "inactive" } else { "active" },
+        "employment_status": if i.is_multiple_of(5) { "inactive" } else { "active" },
         "employment_type": TYPES[i % 3].1,
         "salary": 90_000 + i * 1_000,
         "location": {"city": CITIES[i % 3]},
@@ -34,7 +34,7 @@ fn legacy_employee(i: usize) -> Value {
         "manager_id": format!("emp-{:03}", 100 + i),
         "ssn": format!("123-45-{:04}", 6000 + i),
     });
-    if i % 6 == 0 {
+    if i.is_multiple_of(6) {
         v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
     }
     v
@@ -49,14 +49,14 @@ fn candidate_employee(i: usize) -> Value {
         "given_name": format!("First{i}"),
         "family_name": format!("Last{i}"),
         "job": {"title": format!("Engineer {}", i % 4)},
-        "status": if i % 5 == 0 { "INACTIVE" } else { "ACTIVE" },
+        "status": if i.is_multiple_of(5) { "INACTIVE" } else { "ACTIVE" },
         "employment_type": TYPES[i % 3].0,
         "compensation": {"amount": format!("{}", 90_000 + i * 1_000), "currency": "EUR"},
         "work_location": {"city": CITIES[i % 3]},
         "manager": {"remote_id": format!("emp-{:03}", 100 + i)},
         "national_id": format!("123-45-{:04}", 6000 + i),
     });
-    if i % 6 == 0 {
+    if i.is_multiple_of(6) {
         v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
     }
     v
