@@ -381,6 +381,12 @@ path = "/pay"
         .iter()
         .all(|s| !s.headers.contains_key("content-type")));
 
+    // A batch of one: JSONata gives the one request as an object, still one call.
+    let got = post_json(&p.url("/employer/individual"), &batch(&["c"])).await;
+    assert_eq!(got.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(2));
+    assert_eq!(rows[1][0], "match", "{rows:?}");
+    assert_eq!(candidate.count(), 4);
     // Over max_each: skipped, the candidate not called; legacy answers as ever.
     let got = post_json(
         &p.url("/employer/individual"),
@@ -388,23 +394,23 @@ path = "/pay"
     )
     .await;
     assert_eq!(got.status, 200);
-    let rows = tokio::task::block_in_place(|| p.wait_rows(2));
-    assert_eq!(rows[1][0], "skipped");
+    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    assert_eq!(rows[2][0], "skipped");
     assert!(
-        rows[1][1].as_str().unwrap().starts_with("fan_out"),
+        rows[2][1].as_str().unwrap().starts_with("fan_out"),
         "{rows:?}"
     );
     // Not JSON: skipped as request_body.
     let got = post_json(&p.url("/employer/individual"), "requests=a").await;
     assert_eq!(got.status, 200);
-    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    let rows = tokio::task::block_in_place(|| p.wait_rows(4));
     assert!(
-        rows[2][1].as_str().unwrap().starts_with("request_body"),
+        rows[3][1].as_str().unwrap().starts_with("request_body"),
         "{rows:?}"
     );
     // An id that would name another resource in the candidate's path ("..": the parent, "":
     // the list): no call at all, the exchange skipped as a template miss.
-    for (n, ids) in [(4, ["a", ".."]), (5, ["", "b"])] {
+    for (n, ids) in [(5, ["a", ".."]), (6, ["", "b"])] {
         let got = post_json(&p.url("/employer/individual"), &batch(&ids)).await;
         assert_eq!(got.status, 200);
         let rows = tokio::task::block_in_place(|| p.wait_rows(n));
@@ -416,7 +422,7 @@ path = "/pay"
             "{rows:?}"
         );
     }
-    assert_eq!(candidate.count(), 3);
+    assert_eq!(candidate.count(), 4);
 
     // A read route without a request mapping: the POST as it is, body and content type.
     let got = post_json(
@@ -425,8 +431,8 @@ path = "/pay"
     )
     .await;
     assert_eq!(got.status, 200);
-    let rows = tokio::task::block_in_place(|| p.wait_rows(6));
-    assert_eq!(rows[5][0], "match", "{rows:?}");
+    let rows = tokio::task::block_in_place(|| p.wait_rows(7));
+    assert_eq!(rows[6][0], "match", "{rows:?}");
     let pay = candidate
         .seen()
         .into_iter()

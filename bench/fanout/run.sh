@@ -34,4 +34,4 @@ for case in get:0 batch:1 batch:10 batch:50; do
     python3 -c "import sys; c0,c1,t,e=map(float,sys.argv[1:5]); print(f'| {sys.argv[5]} | {sys.argv[6]} | {int(e)} | {(c1-c0)/t/e*1e6:.0f} | {sys.argv[7]} |')" \
         "$c0" "$c1" "$ticks" "$((after - before))" "$name" "$calls" "$wall"
 done
-python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select route, outcome, count(*) from exchanges group by 1,2').fetchall())" "$work/fanout.db"
+python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select route, outcome, substr(reason, 1, 60), count(*) from exchanges group by 1, 2, 3').fetchall())" "$work/fanout.db"

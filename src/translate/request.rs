@@ -13,7 +13,8 @@
 //! Its output is an object with at most two members:
 //! - `body`: the candidate request's JSON body (sent as `application/json`); without it the
 //!   candidate request has no body.
-//! - `each`: an array (the **fan-out**): one candidate call per element, at most the route's
+//! - `each`: an array (the **fan-out**; a single object is one element, as JSONata gives a
+//!   one-element sequence): one candidate call per element, at most the route's
 //!   `max_each`; each element is an object whose members the route's path and query templates
 //!   name as `{each.NAME}`. The answers are assembled, in order, into one document, the
 //!   candidate's answer before the response mapping:
@@ -75,6 +76,8 @@ pub fn built(out: Value) -> Result<Built, String> {
     let body = m.remove("body").filter(|b| !b.is_null());
     let each = match m.remove("each") {
         None | Some(Value::Null) => None,
+        // JSONata gives a one-element sequence as the element itself: one call.
+        Some(one @ Value::Object(_)) => Some(vec![one]),
         Some(Value::Array(items)) => {
             if let Some((i, v)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
                 return Err(format!(
@@ -197,9 +200,14 @@ mod tests {
             built(json!({"body": {"ids": [1]}})).unwrap().body,
             Some(json!({"ids": [1]}))
         );
+        // A one-element sequence as JSONata gives it: the element itself.
+        assert_eq!(
+            built(json!({"each": {"id": "a"}})).unwrap().each,
+            Some(vec![json!({"id": "a"})])
+        );
         for (bad, says) in [
             (json!([1]), "must return an object"),
-            (json!({"each": {"id": 1}}), "must be an array"),
+            (json!({"each": 7}), "must be an array"),
             (json!({"each": ["a"]}), "\"each\"[0] is a string"),
             (json!({"path": "/x"}), "member \"path\""),
         ] {
@@ -210,7 +218,10 @@ mod tests {
 
     #[test]
     fn members_become_template_text() {
-        let item = json!({"s": "a/b", "n": 12.50, "b": true, "o": {}, "z": null});
+        // Numbers as written (exact numbers: arbitrary precision).
+        let item: Value =
+            serde_json::from_str(r#"{"s": "a/b", "n": 12.50, "b": true, "o": {}, "z": null}"#)
+                .unwrap();
         assert_eq!(member_text(&item, "s").unwrap(), "a/b");
         assert_eq!(member_text(&item, "n").unwrap(), "12.50");
         assert_eq!(member_text(&item, "b").unwrap(), "true");
