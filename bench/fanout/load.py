@@ -1,10 +1,14 @@
-"""Sends N requests over keep-alive connections (THREADS at once) and prints the wall time."""
+"""Sends N requests over keep-alive connections (THREADS at once), each thread pausing PACE
+seconds between requests (a paced load: the Python candidate must keep up with the fan-out's
+calls, or the exchanges are skipped for the memory budget instead of measured), and prints the
+wall time."""
 import http.client
 import sys
 import threading
 import time
 
 host, port, method, path, body, n, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+pace = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
 
 
 def run(count):
@@ -15,6 +19,8 @@ def run(count):
         r = c.getresponse()
         r.read()
         assert r.status == 200, r.status
+        if pace:
+            time.sleep(pace)
 
 
 t0 = time.time()

@@ -3,13 +3,16 @@
 # /proc, divided by the exchanges recorded) for a plain GET and for batch reads fanned out to 1,
 # 10 and 50 candidate calls, every answer the same 24 KB page (compared: `match`).
 #
-#   bash bench/fanout/run.sh            # N=2000 requests per case, 4 client threads
+#   bash bench/fanout/run.sh            # N=400 requests per case, 2 client threads, paced
 #
-# The upstreams are Python (their speed does not enter the figure: only shadowdiff's CPU does).
+# The upstreams are Python (their speed does not enter the figure: only shadowdiff's CPU does);
+# the load is paced (PACE seconds between a thread's requests, 20 ms by default) so that they keep
+# up with 50 calls per request and every exchange is compared, not skipped for the budget.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=${N:-2000}
-THREADS=${THREADS:-4}
+N=${N:-400}
+THREADS=${THREADS:-2}
+PACE=${PACE:-0.02}
 cargo build --release --locked -q
 bin=$PWD/target/release/shadowdiff
 work=$(mktemp -d)
@@ -28,7 +31,7 @@ for case in get:0 batch:1 batch:10 batch:50; do
     if [ "$name" = get ]; then method=GET; path=/api/employees; body=""; calls=1
     else method=POST; path=/api/batch; body=$(python3 -c "import json,sys; print(json.dumps({'pages': list(range(1, int(sys.argv[1]) + 1))}))" "$n"); calls=$n; fi
     before=$(stored); c0=$(cpu)
-    wall=$(python3 bench/fanout/load.py 127.0.0.1 18480 "$method" "$path" "$body" "$N" "$THREADS")
+    wall=$(python3 bench/fanout/load.py 127.0.0.1 18480 "$method" "$path" "$body" "$N" "$THREADS" "$PACE")
     for _ in $(seq 600); do [ "$(stored)" -ge $((before + N)) ] && break; sleep 0.1; done
     c1=$(cpu); after=$(stored)
     python3 -c "import sys; c0,c1,t,e=map(float,sys.argv[1:5]); print(f'| {sys.argv[5]} | {sys.argv[6]} | {int(e)} | {(c1-c0)/t/e*1e6:.0f} | {sys.argv[7]} |')" \
