@@ -248,6 +248,50 @@ fn the_kubernetes_manifests_hold_together() {
         grace > drain,
         "grace {grace}s must exceed the drain {drain}s"
     );
+    // Where kubectl is installed, kustomize renders the whole set into the namespace.
+    if let Ok(out) = Command::new("kubectl")
+        .args(["kustomize", k8s.to_str().unwrap()])
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "kubectl kustomize: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8_lossy(&out.stdout);
+        assert!(rendered.contains("kind: CronJob") && rendered.contains("namespace: shadowdiff"));
+    }
+    // The nightly report as a CronJob: the Deployment's image, config, Secret and CA mounts, and
+    // a command this binary takes with that config.
+    let cron = kind("CronJob");
+    let job = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let reporter = &job["containers"][0];
+    assert_eq!(reporter["image"], container["image"]);
+    assert_eq!(reporter["envFrom"], container["envFrom"]);
+    let mounts = |c: &Yaml| -> Vec<String> {
+        c["volumeMounts"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for m in ["/etc/shadowdiff", "/etc/shadowdiff-pg-ca"] {
+        assert!(mounts(reporter).contains(&m.to_owned()), "{m}");
+    }
+    let args = strs(&reporter["args"]);
+    assert_eq!(args[0], "report");
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("/etc/shadowdiff/shadowdiff.toml", "shadowdiff.toml")
+                .replace("/reports/", "")
+        })
+        .collect();
+    let mut help: Vec<&str> = local.iter().map(String::as_str).collect();
+    help.push("--help");
+    let (code, out) = shadowdiff(&help, dir.path(), &env);
+    assert_eq!(code, 0, "{args:?}: {out}");
     let mounted: Vec<String> = container["volumeMounts"]
         .as_vec()
         .unwrap()
