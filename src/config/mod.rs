@@ -1,4 +1,4 @@
-//! Configuration: the TOML file (README "Configuration") turned into plain, validated structs.
+//! Configuration: the TOML file (docs/configuration.md) turned into plain, validated structs.
 //!
 //! Parsing happens once, at start-up. Every string goes through `${VAR}` / `${VAR:-default}`
 //! expansion; durations, sizes, globs, templates and header names are checked while the file is
@@ -24,7 +24,7 @@ mod values;
 
 pub use lint::placeholder_warnings;
 pub use values::*;
-/// The default of every key that has one (README "Configuration" lists them with the keys).
+/// The default of every key that has one (docs/configuration.md lists them with the keys).
 pub mod defaults {
     use std::time::Duration;
 
@@ -158,7 +158,7 @@ pub fn json_schema() -> String {
     schema.insert("title".into(), "shadowdiff configuration".into());
     schema.insert(
         "description".into(),
-        "shadowdiff's TOML config (README \"Configuration\"). Every key is optional; `shadowdiff check` prints the resolved values.".into(),
+        "shadowdiff's TOML config (docs/configuration.md). Every key is optional; `shadowdiff check` prints the resolved values.".into(),
     );
     let mut v = schema.to_value();
     no_null(&mut v);

@@ -302,7 +302,7 @@ impl Proxy {
             max_body: self.max_body,
         };
         if !serve.call_legacy {
-            // No legacy call: no fallback and no comparison (README "Rollout runbook").
+            // No legacy call: no fallback and no comparison (docs/rollout.md).
             tokio::select! {
                 () = mirror.wait_candidate() => {}
                 () = tokio::time::sleep(serve.deadline) => {

@@ -273,7 +273,7 @@ impl Verdict {
 }
 
 /// The whole report: totals, per route (with fields, noise, mapping versions, trend), per
-/// account, and the accounts that need re-auth (README "Reports and the rollout gate").
+/// account, and the accounts that need re-auth (docs/reports.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub window: Window,

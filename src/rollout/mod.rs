@@ -1,4 +1,4 @@
-//! Rollout phases served by the proxy (README "Rollout runbook").
+//! Rollout phases served by the proxy (docs/rollout.md).
 //!
 //! - [`RolloutConfig`]: `[rollout]` resolved: the phases (built-in `shadow`, `canary`, `ramp`,
 //!   `ga`, `rollback`, and any the user names) with the share of accounts each serves from the

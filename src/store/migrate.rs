@@ -187,7 +187,7 @@ pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// PostgreSQL's first schema. Choices (README "Fleet"):
+/// PostgreSQL's first schema. Choices (docs/store.md, "A fleet on PostgreSQL"):
 /// - ids: one sequence, taken by the writers in ranges (one `nextval` round trip per batch, not
 ///   per row), so ids are unique across instances and increase roughly with time;
 /// - `started_at timestamptz`, and the per-exchange tables partitioned by day on it (retention
