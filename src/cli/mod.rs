@@ -730,9 +730,11 @@ fn window(
     from: Option<SystemTime>,
     to: Option<SystemTime>,
 ) -> (SystemTime, SystemTime) {
+    // `SystemTime` can hold times before 1970, which the store's time format cannot write.
     let to = to.unwrap_or_else(SystemTime::now);
     let from = from.unwrap_or_else(|| {
         to.checked_sub(since.unwrap_or(DEFAULT_WINDOW))
+            .filter(|t| *t >= SystemTime::UNIX_EPOCH)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     });
     (from, to)
