@@ -575,3 +575,41 @@ fn check_refuses_what_a_read_route_cannot_be() {
         "{text}"
     );
 }
+
+/// An accounts file whose columns go into `[candidate] headers` holds the candidate's
+/// credentials: readable by other users, `check` warns (with the columns and `chmod 600`); at
+/// mode 0600 it does not.
+#[cfg(unix)]
+#[test]
+fn an_accounts_file_holding_candidate_tokens_readable_by_others_warns() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts.csv");
+    std::fs::write(&file, accounts_text(&["acme"])).unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n[candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [candidate.headers]\n\"x-account-token\" = \"{account.candidate_id}\"\n\
+         [accounts]\nkey = \"header:authorization\"\nfile = \"accounts.csv\"\n",
+    )
+    .unwrap();
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .args(["check", "--config", "a.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = check();
+    assert!(
+        err.contains("{account.candidate_id} in [candidate] headers")
+            && err.contains("mode 644")
+            && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!check().contains("chmod 600"));
+}

@@ -574,6 +574,44 @@ impl Route {
 }
 
 impl Config {
+    /// An accounts file whose columns go into `[candidate] headers` holds the candidate's
+    /// credentials (Merge's account tokens): readable by other users of the machine, it warns.
+    pub(crate) fn accounts_file_warnings(&self) -> Vec<String> {
+        let Some(accounts) = &self.accounts else {
+            return Vec::new();
+        };
+        let in_headers: Vec<String> = self
+            .candidate
+            .header_templates
+            .iter()
+            .flat_map(|(_, t)| t.vars())
+            .filter_map(|v| match v {
+                crate::translate::Var::Account(c) if c != "name" => {
+                    Some(format!("{{account.{c}}}"))
+                }
+                _ => None,
+            })
+            .collect();
+        if in_headers.is_empty() {
+            return Vec::new();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(meta) = std::fs::metadata(&accounts.file) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return vec![format!(
+                        "[accounts] file: {} holds the candidate's credentials ({} in [candidate] headers) and is readable by other users (mode {mode:o}): chmod 600 it",
+                        accounts.file.display(),
+                        in_headers.join(", ")
+                    )];
+                }
+            }
+        }
+        Vec::new()
+    }
+
     /// What serving the candidate will do that the operator may not expect: routes whose
     /// comparison ignores or normalizes fields a served caller receives (their answers fall
     /// back in phases without `verify`), and phases where some served requests call no legacy

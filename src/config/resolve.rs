@@ -711,6 +711,8 @@ impl Config {
         cfg.warnings.extend(serving);
         let plaintext = cfg.plaintext_warnings();
         cfg.warnings.extend(plaintext);
+        let secrets = cfg.accounts_file_warnings();
+        cfg.warnings.extend(secrets);
         Ok(cfg)
     }
 }
