@@ -613,3 +613,82 @@ fn an_accounts_file_holding_candidate_tokens_readable_by_others_warns() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(!check().contains("chmod 600"));
 }
+
+/// From the outside probe: a fan-out element's answer that is not JSON (an error page quoting
+/// the account's token) is stored as a size-and-hash marker, never its text; a fan-out call's
+/// failure reason names no URL (its query may hold a credential); an empty batch is not
+/// compared; a capture `..;` (a dot-segment to servlet containers) is never put in the
+/// candidate's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_secrets_stay_out_of_the_store_and_empty_batches_are_not_compared() {
+    let legacy = Upstream::json(json!({"responses": []})).await;
+    let candidate = Upstream::start(|s| {
+        if s.uri.contains("/html/") {
+            Reply::bytes(
+                404,
+                "<html>error: your token SECRET-TOKEN-123 is bad</html>",
+            )
+        } else {
+            Reply::json(json!({"ok": true}))
+        }
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = r#"
+[[routes]]
+name = "batch"
+method = "POST"
+path = "/batch"
+read = true
+[routes.candidate]
+method = "GET"
+path = "/html/{each.id}"
+request_expr = '{"each": body.ids.{"id": $}}'
+
+[[routes]]
+name = "one"
+method = "GET"
+path = "/one/{id}"
+[routes.candidate]
+path = "/c/{id}/tail"
+"#
+    .into();
+    let p = start(cfg, None).await;
+    assert_eq!(
+        post_json(&p.url("/batch"), r#"{"ids": ["a", "b"]}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post_json(&p.url("/batch"), r#"{"ids": []}"#).await.status,
+        200
+    );
+    assert_eq!(get(&p.url("/one/..;x")).await.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    let text = String::from_utf8_lossy(&db_bytes(&p.db())).into_owned();
+    assert!(
+        !text.contains("SECRET-TOKEN-123"),
+        "the token is in the store"
+    );
+    let reasons: Vec<String> = rows
+        .iter()
+        .map(|r| r[1].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("fan_out: the request mapping returned no element")),
+        "{rows:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("template: {id} has no value")),
+        "{rows:?}"
+    );
+    assert!(
+        candidate.seen().iter().all(|s| !s.uri.starts_with("/c/")),
+        "no ..; path sent"
+    );
+}

@@ -289,7 +289,11 @@ fn load_source(src: &Source, name: &str) -> Result<Level, String> {
 /// Compiles a route's request mapping (one level, named `request`: no environment or account
 /// override).
 pub fn load_request(src: &Source) -> Result<Arc<Chain>, String> {
-    Ok(Arc::new(Chain::new(vec![load_source(src, "request")?])))
+    let mut level = load_source(src, "request")?;
+    if matches!(src, Source::Expr(..)) {
+        level.origin = "request_expr".into();
+    }
+    Ok(Arc::new(Chain::new(vec![level])))
 }
 
 /// The override file of a route in a folder: `<dir>/<route>.jsonata` or `.jq` (both is an

@@ -33,7 +33,7 @@ pub(super) async fn mapped(
     client: &HttpClient<Full<Bytes>>,
     plan: &Plan,
     pending: Pending,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Answer, String> {
     let cfg = &plan.cfg;
@@ -45,6 +45,19 @@ pub(super) async fn mapped(
         .expect("planned with a request mapping");
     let not_called = |why| Ok(Answer::NotCalled(why));
 
+    let body = match crate::encoding::decode(
+        pending.content_encoding.as_deref(),
+        body,
+        cfg.shadow.max_body,
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            return not_called(NotCalled::Skip(
+                SkipReason::RequestBody,
+                format!("request_body: the request body cannot be decoded ({e})"),
+            ))
+        }
+    };
     let doc = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
@@ -65,9 +78,35 @@ pub(super) async fn mapped(
         .map_err(|e| format!("request mapping: {e}"))?;
     let built = match out.map_err(|e| e.to_string()).and_then(request::built) {
         Ok(b) => b,
-        Err(e) => return not_called(NotCalled::Mapping(format!("request mapping: {e}"))),
+        Err(e) => return not_called(NotCalled::Mapping(e)),
     };
 
+    // `[candidate] timeout` is the candidate's: it starts once the mapping has run (a slow
+    // mapping is the mapping's `[mappings] timeout`, never a candidate timeout).
+    let limit = cfg.candidate.timeout;
+    match tokio::time::timeout(limit, send(this, client, plan, &pending, headers, built)).await {
+        Ok(answer) => answer,
+        Err(_) => Ok(Answer::TimedOut),
+    }
+}
+
+/// The candidate call(s) a request mapping asked for.
+async fn send(
+    this: &Arc<Shadow>,
+    client: &HttpClient<Full<Bytes>>,
+    plan: &Plan,
+    pending: &Pending,
+    mut headers: HeaderMap,
+    built: request::Built,
+) -> Result<Answer, String> {
+    let cfg = &plan.cfg;
+    let route = &cfg.routes[plan.route.expect("a request mapping belongs to a route")];
+    let rm = route
+        .candidate
+        .request
+        .as_ref()
+        .expect("planned with a request mapping");
+    let not_called = |why| Ok(Answer::NotCalled(why));
     let body = match &built.body {
         Some(v) => {
             headers.insert(
@@ -93,6 +132,22 @@ pub(super) async fn mapped(
         )
     };
 
+    // A route whose templates name `{each.NAME}` fans out: no `each` (JSONata gives nothing for
+    // an empty sequence) is an empty batch.
+    let fans_out = route
+        .candidate
+        .path
+        .iter()
+        .chain(route.candidate.query.iter().flatten().map(|(_, t)| t))
+        .flat_map(|t| t.vars())
+        .any(|v| matches!(v, Var::Each(_)));
+    let built = match built.each {
+        None if fans_out => request::Built {
+            each: Some(Vec::new()),
+            ..built
+        },
+        _ => built,
+    };
     let Some(items) = built.each else {
         let target = match build(Each::None) {
             Ok(t) => t,
@@ -119,6 +174,12 @@ pub(super) async fn mapped(
                 items.len(),
                 rm.max_each
             ),
+        ));
+    }
+    if items.is_empty() {
+        return not_called(NotCalled::Skip(
+            SkipReason::FanOut,
+            "fan_out: the request mapping returned no element to call: nothing compared".into(),
         ));
     }
     let mut targets = Vec::with_capacity(items.len());
@@ -176,9 +237,10 @@ pub(super) async fn mapped(
                     body,
                 };
                 let r = this.call(&client, t, account.as_deref(), &cfg).await;
+                // Never the URL: its query may hold an account's credential.
                 (
                     i,
-                    r.map_err(|e| format!("{} {}: {e}", "fan-out call", target.path_and_query)),
+                    r.map_err(|e| format!("fan-out call {} of the batch: {e}", i + 1)),
                 )
             });
         }
@@ -244,12 +306,26 @@ fn assemble(shadow: &Shadow, items: &[Value], answers: Vec<Part>, max_body: usiz
             .headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let decoded = crate::encoding::decode(ce, bytes.clone(), max_body).unwrap_or(bytes);
+        let decoded = match crate::encoding::decode(ce, bytes, max_body) {
+            Ok(d) => d,
+            Err(crate::encoding::DecodeError::TooLarge { .. }) => {
+                return whole(parts, CandidateBody::TooLarge)
+            }
+            // Undecodable: as a body that is not JSON (a marker, never its bytes).
+            Err(e) => Bytes::from(format!("undecodable body: {e}")),
+        };
+        // A body that is not JSON is never stored (it can quote a credential): a marker of its
+        // size and hash stands for it, as for a single call's.
         let doc = if decoded.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            crate::diff::parse_json(&decoded)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&decoded).into_owned()))
+            crate::diff::parse_json(&decoded).unwrap_or_else(|_| {
+                Value::String(format!(
+                    "non-JSON body: {} bytes, xxh3 {:016x}",
+                    decoded.len(),
+                    xxhash_rust::xxh3::xxh3_64(&decoded)
+                ))
+            })
         };
         statuses.push(parts.status);
         docs.push(serde_json::json!({

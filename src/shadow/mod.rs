@@ -487,12 +487,18 @@ impl Shadow {
             Ok(target) => {
                 let account = meta.account.clone();
                 let request = mapped_request.then(|| {
-                    Box::new(translate::request::Pending::new(
+                    let mut p = translate::request::Pending::new(
                         &parts.method,
                         path,
                         parts.uri.query(),
                         &ctx,
-                    ))
+                    );
+                    p.content_encoding = parts
+                        .headers
+                        .get(http::header::CONTENT_ENCODING)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    Box::new(p)
                 });
                 (
                     meta,

@@ -152,6 +152,17 @@ impl Template {
     /// parent), and no server must be asked for that in the caller's name.
     pub fn render_path(&self, ctx: &Context<'_>) -> Result<String, Var> {
         for v in self.vars() {
+            // A capture is inserted as the caller wrote it: one whose segment is a dot-segment
+            // before a `;` parameter (`..;`, which servlet containers read as `..`) has none.
+            if let Var::Capture(_) = v {
+                if ctx.get(v).is_some_and(|x| {
+                    let decoded = percent_decode_str(&x).decode_utf8_lossy().into_owned();
+                    matches!(decoded.split(';').next(), Some("" | "." | ".."))
+                }) {
+                    return Err(v.clone());
+                }
+                continue;
+            }
             let trial = matches!((v, ctx.each), (Var::Each(_), Each::Trial));
             if !matches!(v, Var::Capture(_))
                 && !trial

@@ -54,7 +54,16 @@ pub struct Built {
 pub fn member_text<'v>(item: &'v Value, name: &str) -> Option<Cow<'v, str>> {
     match item.get(name)? {
         Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Number(n) => {
+            let text = n.to_string();
+            // A float at or past 2^53 is an integer id a JSONata mapping rounded (it computes in
+            // doubles): no value, rather than another resource's id.
+            let rounded = text.contains(['.', 'e', 'E'])
+                && text
+                    .parse::<f64>()
+                    .is_ok_and(|f| f.abs() >= 9_007_199_254_740_992.0);
+            (!rounded).then_some(Cow::Owned(text))
+        }
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
@@ -118,6 +127,8 @@ pub struct Pending {
     pub captures: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub account: Option<Account>,
+    /// The caller's `content-encoding`: the body is decoded before the mapping reads it.
+    pub content_encoding: Option<String>,
 }
 
 impl Pending {
@@ -128,6 +139,7 @@ impl Pending {
         ctx: &Context<'_>,
     ) -> Self {
         Self {
+            content_encoding: None,
             method: method.clone(),
             path: path.to_owned(),
             raw_query: raw_query.map(str::to_owned),
@@ -225,6 +237,10 @@ mod tests {
         assert_eq!(member_text(&item, "s").unwrap(), "a/b");
         assert_eq!(member_text(&item, "n").unwrap(), "12.50");
         assert_eq!(member_text(&item, "b").unwrap(), "true");
+        let big: Value =
+            serde_json::from_str(r#"{"f": 9007199254740992.0, "i": 9007199254740993}"#).unwrap();
+        assert_eq!(member_text(&big, "f"), None, "rounded by a JSONata mapping");
+        assert_eq!(member_text(&big, "i").unwrap(), "9007199254740993");
         for k in ["o", "z", "missing"] {
             assert_eq!(member_text(&item, k), None);
         }
