@@ -541,6 +541,10 @@ fn check_refuses_what_a_read_route_cannot_be() {
             "request mapping:",
         ),
         (
+            "method = \"POST\"\npath = \"/b\"\nmirror = true\n[routes.candidate]\nrequest_expr = '{\"each\": body.ids}'\n",
+            "a request mapping needs a read route",
+        ),
+        (
             "method = \"POST\"\npath = \"/b\"\nread = true\nserve = true\n[routes.candidate]\nrequest_expr = '{\"each\": body.ids}'\n",
             "serve = true on a route with a request mapping",
         ),

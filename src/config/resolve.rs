@@ -365,6 +365,19 @@ impl Config {
                     ));
                 }
                 let read = r.read.unwrap_or(false);
+                // A request mapping is for reads: on a mirrored write it could turn one caller
+                // write into N candidate writes.
+                if candidate.request.is_some()
+                    && !read
+                    && !r
+                        .method
+                        .as_ref()
+                        .is_some_and(|m| m.0 == http::Method::GET || m.0 == http::Method::HEAD)
+                {
+                    return Err(at(
+                        "a request mapping needs a read route: method = \"GET\", or read = true with its method (a mapped write could become many candidate writes)".into(),
+                    ));
+                }
                 if read {
                     match &r.method {
                         None => {
