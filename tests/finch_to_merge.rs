@@ -34,18 +34,7 @@ print(json.dumps(out))
 "#;
 
 fn finch_sdk(base: &str) -> Value {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py");
-    let out = std::process::Command::new("python3")
-        .args(["-c", SDK_SCRIPT, base, vendors::FINCH_TOKEN])
-        .env("PYTHONPATH", &py)
-        .output()
-        .expect("python3 is needed for this test");
-    assert!(
-        out.status.success(),
-        "the Finch SDK failed (bash scripts/test.sh installs it into target/py):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    vendors::finch_sdk(SDK_SCRIPT, &[base, vendors::FINCH_TOKEN])
 }
 
 /// The example's folder in a temp dir, with an accounts file for the fake company.
@@ -243,7 +232,6 @@ async fn the_examples_batch_mappings_give_finchs_shape_from_merges_answers() {
     let merge = vendors::merge().await;
     let dir = example_dir();
     let ps = people();
-    let client = client();
     for (route, finch_path, expand) in [
         ("individuals", "/employer/individual", ""),
         (
@@ -282,7 +270,6 @@ async fn the_examples_batch_mappings_give_finchs_shape_from_merges_answers() {
             .await;
             assembled.push(json!({"each": {"individual_id": p.finch_id}, "status": got.status, "body": got.json()}));
         }
-        let _ = &client;
         std::fs::write(dir.path().join("legacy.json"), legacy.to_string()).unwrap();
         std::fs::write(
             dir.path().join("candidate.json"),

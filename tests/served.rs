@@ -20,7 +20,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -413,24 +412,13 @@ ignore = ["/paging", "/individuals/*/id", "/individuals/*/manager/id"]
 /// Lists the directory through the proxy as the official Finch Python SDK does (auto-paging
 /// on `paging.count` and `offset`), 5 per page; returns the ids it got.
 fn finch_sdk_ids(base: &str) -> Vec<String> {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py");
     let script = r#"
 import json, sys
 import finch
 client = finch.Finch(access_token="acme-token", base_url=sys.argv[1], max_retries=0)
 print(json.dumps([i.id for i in client.hris.directory.list(limit=5)]))
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, base])
-        .env("PYTHONPATH", &py)
-        .output()
-        .expect("python3 is needed for this test");
-    assert!(
-        out.status.success(),
-        "the Finch SDK failed (bash scripts/test.sh installs it into target/py):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(support::vendors::finch_sdk(script, &[base])).unwrap()
 }
 
 async fn directory_ids(phase_name: &str) -> (Vec<String>, Vec<HashMap<String, Value>>) {

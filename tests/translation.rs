@@ -88,11 +88,7 @@ fn check_names_every_unknown_column_and_capture_at_once() {
          query = { account = \"{account.candidateid}\" }\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .args(["check", "--config", "a.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = check_in(dir.path());
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     for needle in [
@@ -265,6 +261,15 @@ fn read_only_commands_need_no_vendor_credential() {
         assert_eq!(code, Some(2), "{args:?}: {out}");
         assert!(out.contains("is not set"), "{out}");
     }
+}
+
+/// `shadowdiff check --config a.toml` in `dir`.
+fn check_in(dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["check", "--config", "a.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 /// A POST through the proxy with a JSON body.
@@ -554,11 +559,7 @@ fn check_refuses_what_a_read_route_cannot_be() {
             format!("{head}[[routes]]\nname = \"b\"\n{route}"),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args(["check", "--config", "a.toml"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = check_in(dir.path());
         let text = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{route}: {text}");
         assert!(text.contains(says) && text.contains("route \"b\""), "{says:?} not in:\n{text}");
@@ -568,11 +569,7 @@ fn check_refuses_what_a_read_route_cannot_be() {
         format!("{head}[candidate.headers]\nx-id = \"{{each.id}}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .args(["check", "--config", "a.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = check_in(dir.path());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("[candidate] headers apply to every request"),
@@ -598,11 +595,7 @@ fn an_accounts_file_holding_candidate_tokens_readable_by_others_warns() {
     )
     .unwrap();
     let check = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args(["check", "--config", "a.toml"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = check_in(dir.path());
         assert_eq!(out.status.code(), Some(0));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

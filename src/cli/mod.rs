@@ -761,7 +761,12 @@ fn probe(url: &str) -> anyhow::Result<ExitCode> {
         tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let res = client.get(uri).await?;
             let status = res.status();
-            let body = res.into_body().collect().await?.to_bytes();
+            // A probe reads at most 64 KiB of the answer (it prints the first 512 bytes).
+            let body = http_body_util::Limited::new(res.into_body(), 64 << 10)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .to_bytes();
             Ok::<_, anyhow::Error>((status, body))
         })
         .await

@@ -27,6 +27,17 @@ use crate::upstream::HttpClient;
 /// Fan-out calls in flight at once for one request.
 const AT_ONCE: usize = 4;
 
+/// The route a request-mapped plan was made for, and its request mapping.
+fn mapped_route(plan: &Plan) -> (&crate::config::Route, &request::RequestMapping) {
+    let route = &plan.cfg.routes[plan.route.expect("a request mapping belongs to a route")];
+    let rm = route
+        .candidate
+        .request
+        .as_ref()
+        .expect("planned with a request mapping");
+    (route, rm)
+}
+
 /// Runs the route's request mapping and the call(s) it asks for.
 pub(super) async fn mapped(
     this: &Arc<Shadow>,
@@ -37,12 +48,7 @@ pub(super) async fn mapped(
     body: Bytes,
 ) -> Result<Answer, String> {
     let cfg = &plan.cfg;
-    let route = &cfg.routes[plan.route.expect("a request mapping belongs to a route")];
-    let rm = route
-        .candidate
-        .request
-        .as_ref()
-        .expect("planned with a request mapping");
+    let (_, rm) = mapped_route(plan);
     let not_called = |why| Ok(Answer::NotCalled(why));
 
     let body = match crate::encoding::decode(
@@ -100,12 +106,7 @@ async fn send(
     built: request::Built,
 ) -> Result<Answer, String> {
     let cfg = &plan.cfg;
-    let route = &cfg.routes[plan.route.expect("a request mapping belongs to a route")];
-    let rm = route
-        .candidate
-        .request
-        .as_ref()
-        .expect("planned with a request mapping");
+    let (route, rm) = mapped_route(plan);
     let not_called = |why| Ok(Answer::NotCalled(why));
     let body = match &built.body {
         Some(v) => {

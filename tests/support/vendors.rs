@@ -543,3 +543,22 @@ pub async fn merge() -> Upstream {
     })
     .await
 }
+
+/// Runs `script` with the official Finch Python SDK (`finch-api`, installed into target/py by
+/// scripts/test.sh) and these arguments; returns its stdout as JSON.
+pub fn finch_sdk(script: &str, args: &[&str]) -> Value {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", &py)
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(
+        out.status.success(),
+        "the Finch SDK failed (bash scripts/test.sh installs it into target/py):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
