@@ -88,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            id_max_pairs: Vec::new(),
             webhooks: Vec::new(),
         },
     )?;
@@ -131,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             mapping_version: Some("bench0broken".into()),
             field_counts: None,
+            ids: None,
         });
         if i % 20_000 == 19_999 {
             handle.flush_blocking();

@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            id_max_pairs: Vec::new(),
             webhooks: Vec::new(),
         },
     )?;
@@ -140,6 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bodies: Vec::new(),
                 mapping_version: None,
                 field_counts: None,
+                ids: None,
             });
         }
         // At most three chunks queued: wait for the oldest one's flush.

@@ -216,6 +216,7 @@ mod tests {
                 examples_per_field: 3,
                 migrate: true,
                 reauth_after: 3,
+                id_max_pairs: Vec::new(),
                 webhooks: Vec::new(),
             },
         )
@@ -249,6 +250,7 @@ mod tests {
                 bodies: vec![],
                 mapping_version: None,
                 field_counts: None,
+                ids: None,
             });
         }
         for i in 0..5 {

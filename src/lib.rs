@@ -8,6 +8,8 @@
 //! - [`tls`]: TLS on the listeners (certificate files read again on SIGHUP, ALPN h2/http1.1).
 //! - [`proxy`]: the caller-facing listener; forwards to legacy and streams its answer back.
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
+//! - [`ids`]: the id crosswalk (legacy id ↔ candidate id per account and kind), learned from
+//!   paired traffic, used in comparisons, requests and served answers.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`breaker`]: the shadow leg's error-burst breaker per (vendor, account).
@@ -50,6 +52,7 @@ pub mod demo;
 pub mod diff;
 pub mod encoding;
 pub mod gate;
+pub mod ids;
 pub mod mapping;
 pub mod mask;
 pub mod proxy;

@@ -136,11 +136,15 @@ pub enum SkipReason {
     FanOut,
     /// The request's body could not be given to the request mapping (not JSON).
     RequestBody,
+    /// A legacy id the request carries has no candidate partner in the id crosswalk yet
+    /// (`{NAME|KIND}`): the candidate is never called with an id it does not know, or with
+    /// the wrong one.
+    UnpairedId,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Overload,
         Self::RateLimited,
         Self::MaxRps,
@@ -155,6 +159,7 @@ impl SkipReason {
         Self::Breaker,
         Self::FanOut,
         Self::RequestBody,
+        Self::UnpairedId,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,6 +178,7 @@ impl SkipReason {
             Self::Breaker => "breaker",
             Self::FanOut => "fan_out",
             Self::RequestBody => "request_body",
+            Self::UnpairedId => "unpaired_id",
         }
     }
 }
@@ -311,6 +317,12 @@ pub enum Fallback {
     /// A phase without `verify`, on a route whose comparison ignores or normalizes fields the
     /// caller would receive (rules not declared `serve_safe`): nothing vouches for those fields.
     UnverifiedRules,
+    /// The candidate's answer holds an id the id crosswalk cannot turn back into legacy's: a
+    /// candidate id never reaches the caller.
+    UnpairedId,
+    /// A fan-out's answer where a call did not succeed (a 404 for one id): the batch is served
+    /// whole from the candidate or not at all.
+    BatchElement,
 }
 
 impl Fallback {
@@ -338,6 +350,9 @@ impl Fallback {
         "empty_body",
         "unverified",
         "unverified_rules",
+        "not_called_unpaired_id",
+        "unpaired_id",
+        "batch_element",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -359,6 +374,7 @@ impl Fallback {
             Self::NotCalled(SkipReason::UnsafePath) => "not_called_unsafe_path",
             Self::NotCalled(SkipReason::UnknownAccount) => "not_called_unknown_account",
             Self::NotCalled(SkipReason::Overload) => "not_called_overload",
+            Self::NotCalled(SkipReason::UnpairedId) => "not_called_unpaired_id",
             Self::NotCalled(_) => "not_called",
             Self::LegacyStatus => "legacy_status",
             Self::LegacyFailed => "legacy_failed",
@@ -366,6 +382,8 @@ impl Fallback {
             Self::EmptyBody => "empty_body",
             Self::Unverified => "unverified",
             Self::UnverifiedRules => "unverified_rules",
+            Self::UnpairedId => "unpaired_id",
+            Self::BatchElement => "batch_element",
         }
     }
 
@@ -382,6 +400,7 @@ impl Fallback {
                 | Self::LegacyFailed
                 | Self::Unverified
                 | Self::UnverifiedRules
+                | Self::UnpairedId
         )
     }
 }
@@ -445,6 +464,41 @@ pub struct Record {
     /// The differences per (field pattern, kind) as `diff_fields` stores them ([`field_counts`]),
     /// once [`Record::bound`] has cut `diffs` to what is stored; `None`: computed from `diffs`.
     pub field_counts: Option<Vec<FieldCount>>,
+    /// What the id crosswalk learned and met in this exchange (`None`: a route without ids).
+    pub ids: Option<Arc<IdsSeen>>,
+}
+
+/// One pair of the id crosswalk (`crate::ids`): the same entity's id at each vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pair {
+    pub account: String,
+    pub kind: String,
+    pub legacy: String,
+    pub candidate: String,
+}
+
+/// An id seen without a partner (the store counts these for coverage).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unpaired {
+    pub account: String,
+    pub kind: String,
+    /// `legacy` or `candidate`.
+    pub side: &'static str,
+    pub id: String,
+}
+
+/// What one compared exchange taught and met, for the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdsSeen {
+    pub pairs: Vec<Pair>,
+    pub conflicts: Vec<(Pair, Pair)>,
+    pub unpaired: Vec<Unpaired>,
+}
+
+impl IdsSeen {
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty() && self.conflicts.is_empty() && self.unpaired.is_empty()
+    }
 }
 
 /// Differences of one field pattern and kind in an exchange.

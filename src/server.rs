@@ -65,6 +65,8 @@ pub struct Server {
         Option<Arc<crate::tls::Certs>>,
         Option<Arc<crate::tls::Certs>>,
     ),
+    /// Reads the fleet's id pairs into the crosswalk (with `[ids]`); stops when dropped.
+    _ids: Option<crate::ids::follow::Follower>,
 }
 
 /// Bounds on the callers' connections of one listener.
@@ -250,6 +252,7 @@ impl Server {
                 examples_per_field: cfg.store.examples_per_field,
                 migrate: cfg.store.migrate,
                 reauth_after: cfg.reauth_after,
+                id_max_pairs: cfg.ids.iter().map(|k| (k.name.clone(), k.max_pairs)).collect(),
                 webhooks: cfg
                     .webhooks
                     .iter()
@@ -318,6 +321,22 @@ impl Server {
             .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?
             .map_err(StartError::Runtime)?
         };
+        // The id crosswalk: every stored pair in memory before the first request.
+        let ids = if cfg.ids.is_empty() {
+            None
+        } else {
+            let (crosswalk, location) = (shadow.ids.clone(), cfg.store.location());
+            let max: Vec<(String, usize)> =
+                cfg.ids.iter().map(|k| (k.name.clone(), k.max_pairs)).collect();
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    crate::ids::follow::start(crosswalk, &location, max)
+                })
+                .await
+                .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?
+                .map_err(StartError::Runtime)?,
+            )
+        };
         let reloader = Arc::new(Reloader::new(
             shadow.clone(),
             opts.overrides,
@@ -359,6 +378,7 @@ impl Server {
             limits,
             webhooks: (cfg.store.location(), cfg.webhooks.clone()),
             tls,
+            _ids: ids,
         })
     }
 

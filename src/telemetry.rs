@@ -109,6 +109,14 @@ pub fn install_with(upstream_timeout: std::time::Duration) -> Option<&'static Pr
 
 fn describe() {
     metrics::describe_counter!(
+        "shadowdiff_id_conflicts_total",
+        "Observations that contradicted a pair of the id crosswalk (the pair held stays)"
+    );
+    metrics::describe_counter!(
+        "shadowdiff_id_pairs_total",
+        "Pairs the id crosswalk learned, by kind"
+    );
+    metrics::describe_counter!(
         "shadowdiff_requests_total",
         "Caller requests by route and outcome"
     );
@@ -284,6 +292,16 @@ pub const DETAILS_OVER_BUDGET: &str = "details_over_budget";
 pub fn breaker(vendor: &'static str, opened: bool) {
     metrics::counter!("shadowdiff_breaker_transitions_total", "vendor" => vendor, "to" => if opened { "open" } else { "closed" })
         .increment(1);
+}
+
+/// An observation contradicted a stored pair of the id crosswalk.
+pub fn id_conflict() {
+    metrics::counter!("shadowdiff_id_conflicts_total").increment(1);
+}
+
+/// The id crosswalk learned `n` pairs of a kind (kinds come from the config only).
+pub fn id_pairs(kind: &str, n: u64) {
+    metrics::counter!("shadowdiff_id_pairs_total", "kind" => kind.to_owned()).increment(n);
 }
 
 /// Counts one dropped exchange.

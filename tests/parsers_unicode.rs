@@ -128,6 +128,7 @@ proptest! {
                 query: parse_query(&q),
                 account: None,
                 each: translate::Each::None,
+                ids: Some(translate::IdLookup(&|k: &str, l: &str| k.len().is_multiple_of(2).then(|| l.to_owned()))),
             };
             let _ = t.render(&ctx, translate::encode_component);
             let ct = CandidateTemplate { method: None, path: Some(t), query: None, request: None };

@@ -132,6 +132,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            id_max_pairs: Vec::new(),
             webhooks: Vec::new(),
         },
     )
@@ -169,6 +170,7 @@ fn prune_removes_the_bodies_and_presence_of_what_it_deletes() {
             bodies: vec![body("legacy"), body("candidate")],
             mapping_version: None,
             field_counts: None,
+            ids: None,
         });
     }
     drop(h);

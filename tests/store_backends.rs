@@ -228,6 +228,7 @@ mod writes {
             examples_per_field: 3,
             migrate: true,
             reauth_after: 3,
+            id_max_pairs: Vec::new(),
             webhooks: Vec::new(),
         }
     }
@@ -277,6 +278,7 @@ mod writes {
             },
             mapping_version: None,
             field_counts: None,
+            ids: None,
         }
     }
 

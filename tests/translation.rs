@@ -551,7 +551,7 @@ fn check_refuses_what_a_read_route_cannot_be() {
         ),
         (
             "method = \"POST\"\npath = \"/b\"\nread = true\nserve = true\n[routes.candidate]\nrequest_expr = '{\"each\": body.ids}'\n",
-            "serve = true on a route with a request mapping",
+            "serve = true on a route with a request mapping needs a response mapping and [routes.ids]",
         ),
     ] {
         std::fs::write(

@@ -23,6 +23,7 @@ pub(super) fn diff_files(
     if let Some(r) = route.and_then(|name| cfg.routes.iter().find(|r| r.name == name)) {
         let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
         let maps = Maps {
+            ids: None,
             candidate: r.mappings.candidate_for(account).map(|c| &**c),
             request: r.candidate.request.as_ref().map(|q| &*q.chain),
             legacy: r.mappings.legacy.as_deref(),

@@ -283,6 +283,8 @@ pub struct Config {
     pub reauth_after: u64,
     /// `[[webhooks]]`: where events are delivered.
     pub webhooks: Vec<Webhook>,
+    /// `[ids.KIND]`: the id crosswalk's kinds.
+    pub ids: Vec<crate::ids::KindSpec>,
     /// What is valid but likely a mistake (a credential left at a `${VAR:-default}`
     /// placeholder): `check` prints them, `serve` logs them.
     pub warnings: Vec<String>,
@@ -553,6 +555,8 @@ pub struct Route {
     pub unverified: Vec<String>,
     /// Response mappings (compiled), with their override chains.
     pub mappings: crate::mapping::RouteMappings,
+    /// `[routes.ids]`: where its documents hold ids of the `[ids]` kinds.
+    pub ids: crate::ids::RouteIds,
 }
 
 impl Route {
@@ -564,10 +568,11 @@ impl Route {
     /// Whether a rollout phase may serve a request with this method from the candidate: the
     /// route mirrors it, and serves it (GET by default; writes only with `serve = true`).
     /// HEAD is never served (a mapped body has no HEAD form), nor a route with a request mapping
-    /// (its answer is assembled from calls the caller never made).
+    /// unless it says `serve = true` (its answer is assembled from calls the caller never made:
+    /// the config then requires a response mapping and `[routes.ids]`).
     pub fn serves(&self, method: &Method) -> bool {
         method != Method::HEAD
-            && self.candidate.request.is_none()
+            && (self.candidate.request.is_none() || self.serve == Some(true))
             && self.mirrors(method)
             && self.serve.unwrap_or(method == Method::GET)
     }

@@ -25,6 +25,32 @@ pub(super) struct RawConfig {
     pub(super) gate: BTreeMap<String, GateConfig>,
     pub(super) mappings: RawMappings,
     pub(super) webhooks: Vec<RawWebhook>,
+    /// `[ids.KIND]`: entity kinds whose ids differ between the vendors (the id crosswalk).
+    pub(super) ids: BTreeMap<String, RawIdKind>,
+}
+
+/// `[ids.KIND]`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIdKind {
+    /// Where a record's id sits inside the record (a JSON pointer; `/id` by default).
+    pub(super) id: Option<Str>,
+    /// Natural keys that pair two records whose ids differ, tried in order: each a list of
+    /// pointers inside the record (legacy's schema), e.g. `[["/first_name", "/last_name"]]`.
+    #[serde(rename = "match")]
+    pub(super) keys: Vec<Vec<Str>>,
+    /// Pairs kept per account (oldest learned forgotten first); 100000 by default.
+    pub(super) max_pairs: Option<usize>,
+}
+
+/// `[routes.ids]`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRouteIds {
+    /// Record patterns (`/individuals/*`) → kind: each match is one record of the kind.
+    pub(super) records: BTreeMap<String, Str>,
+    /// Other fields holding an id of a kind (`/individuals/*/manager/id`) → kind.
+    pub(super) refs: BTreeMap<String, Str>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -214,6 +240,8 @@ pub(super) struct RawRoute {
     pub(super) legacy: Option<RawRouteLegacy>,
     #[serde(default)]
     pub(super) diff: RawDiff,
+    /// Where the route's documents hold ids of the `[ids]` kinds.
+    pub(super) ids: Option<RawRouteIds>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -74,6 +74,10 @@ impl Config {
         if let Err(m) = check_array_keys(&raw.diff) {
             note(format!("[diff] array_keys: {m}"));
         }
+        let id_kinds = id_kinds(&raw.ids).unwrap_or_else(|m| {
+            note(m);
+            Vec::new()
+        });
         let global_rules = rules_of(&raw.diff);
         let global_safe = glob_set(raw.diff.serve_safe.clone());
         if let Some(g) = raw
@@ -359,9 +363,13 @@ impl Config {
                     candidate.request.is_some(),
                 )
                 .map_err(at)?;
-                if candidate.request.is_some() && r.serve == Some(true) {
+                if candidate.request.is_some()
+                    && r.serve == Some(true)
+                    && (r.ids.as_ref().is_none_or(|i| i.records.is_empty() && i.refs.is_empty())
+                        || mappings.is_empty())
+                {
                     return Err(at(
-                        "serve = true on a route with a request mapping: such a route is compared, never served (its answer is assembled from calls the caller never made, with the candidate's ids)".into(),
+                        "serve = true on a route with a request mapping needs a response mapping and [routes.ids]: its answer is assembled from calls the caller never made, with the candidate's ids, which must be turned back into legacy's".into(),
                     ));
                 }
                 let read = r.read.unwrap_or(false);
@@ -444,6 +452,26 @@ impl Config {
                     "serve = true needs the route mirrored (mirror = false here): the served answer is the candidate's".into(),
                 ));
                 }
+                if let Some((var, kind)) = candidate
+                    .path
+                    .iter()
+                    .chain(candidate.query.iter().flatten().map(|(_, t)| t))
+                    .flat_map(|t| t.vars())
+                    .find_map(|v| match v {
+                        crate::translate::Var::Id(_, k) if !raw.ids.contains_key(k) => {
+                            Some((v.to_string(), k.clone()))
+                        }
+                        _ => None,
+                    })
+                {
+                    return Err(at(format!(
+                        "[routes.candidate] {var}: kind {kind:?} is not declared in [ids] (an [ids.{kind}] table says how its ids are paired)"
+                    )));
+                }
+                let ids = match &r.ids {
+                    None => crate::ids::RouteIds::default(),
+                    Some(i) => route_ids(i, &raw.ids).map_err(|m| at(format!("[routes.ids] {m}")))?,
+                };
                 let reference = match &r.reference {
                     None => Vec::new(),
                     Some(f) => {
@@ -471,6 +499,7 @@ impl Config {
                     served_rules,
                     unverified,
                     mappings,
+                    ids,
                 })
             })();
             match route {
@@ -718,6 +747,7 @@ impl Config {
             reauth_after,
             webhooks,
             routes,
+            ids: id_kinds,
             mappings: mappings_cfg,
         };
         let serving = cfg.serving_warnings();
@@ -728,6 +758,85 @@ impl Config {
         cfg.warnings.extend(secrets);
         Ok(cfg)
     }
+}
+
+/// `[ids.KIND]`, each checked: a name, pointers, at least one natural key.
+fn id_kinds(raw: &BTreeMap<String, RawIdKind>) -> Result<Vec<crate::ids::KindSpec>, String> {
+    let pointer = |kind: &str, key: &str, p: &str| {
+        if p.starts_with('/') {
+            Ok(p.to_owned())
+        } else {
+            Err(format!(
+                "[ids.{kind}] {key}: {p:?} must be a JSON pointer inside the record (start with '/')"
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (name, k) in raw {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(format!("[ids.{name}]: a kind's name is letters, digits, '_' and '-'"));
+        }
+        let id = match &k.id {
+            Some(s) => pointer(name, "id", &s.0)?,
+            None => "/id".to_owned(),
+        };
+        if k.keys.is_empty() || k.keys.iter().any(Vec::is_empty) {
+            return Err(format!(
+                "[ids.{name}] match: at least one natural key, each a non-empty list of pointers (e.g. match = [[\"/first_name\", \"/last_name\"]])"
+            ));
+        }
+        let keys = k
+            .keys
+            .iter()
+            .map(|key| key.iter().map(|p| pointer(name, "match", &p.0)).collect())
+            .collect::<Result<Vec<Vec<String>>, String>>()?;
+        let max_pairs = k.max_pairs.unwrap_or(crate::ids::DEFAULT_MAX_PAIRS);
+        if max_pairs == 0 {
+            return Err(format!("[ids.{name}] max_pairs: must be at least 1"));
+        }
+        out.push(crate::ids::KindSpec {
+            name: name.clone(),
+            id,
+            keys,
+            max_pairs,
+        });
+    }
+    Ok(out)
+}
+
+/// `[routes.ids]`: every pattern a field glob without `**`, every kind declared in `[ids]`.
+fn route_ids(
+    raw: &RawRouteIds,
+    kinds: &BTreeMap<String, RawIdKind>,
+) -> Result<crate::ids::RouteIds, String> {
+    let one = |key: &str, (pattern, kind): (&String, &Str)| {
+        if !kinds.contains_key(&kind.0) {
+            let known: Vec<&str> = kinds.keys().map(String::as_str).collect();
+            return Err(format!(
+                "{key}: kind {:?} is not declared in [ids] (declared: {known:?})",
+                kind.0
+            ));
+        }
+        if !pattern.starts_with('/') || pattern.contains("**") {
+            return Err(format!(
+                "{key}: {pattern:?} must be a pointer from the root, '*' for any index (no '**')"
+            ));
+        }
+        let g = crate::diff::Glob::new(pattern).map_err(|e| format!("{key}: {e}"))?;
+        Ok((g, kind.0.clone()))
+    };
+    Ok(crate::ids::RouteIds {
+        records: raw
+            .records
+            .iter()
+            .map(|e| one("records", e))
+            .collect::<Result<_, _>>()?,
+        refs: raw
+            .refs
+            .iter()
+            .map(|e| one("refs", e))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// `[rollout]`: the built-in phases with the user's changes and additions, the promotion order,

@@ -43,6 +43,9 @@ pub enum Kind {
     Changed,
     /// Another JSON type.
     TypeChanged,
+    /// An id (or a record holding one) whose partner on the other side the id crosswalk does
+    /// not know (`[ids]`): a vendor id, not a wrong value.
+    UnpairedId,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             Self::Extra => "extra",
             Self::Changed => "changed",
             Self::TypeChanged => "type_changed",
+            Self::UnpairedId => "unpaired_id",
         }
     }
 }

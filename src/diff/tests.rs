@@ -339,7 +339,7 @@ proptest! {
                 Kind::Extra => {
                     prop_assert_eq!(resolve(&b, &d.pointer), d.candidate.as_ref());
                 }
-                Kind::Changed | Kind::TypeChanged => {
+                Kind::Changed | Kind::TypeChanged | Kind::UnpairedId => {
                     prop_assert_eq!(resolve(&a, &d.pointer), d.legacy.as_ref());
                     let cp = d.candidate_pointer.as_deref().unwrap_or(&d.pointer);
                     prop_assert_eq!(resolve(&b, cp), d.candidate.as_ref());

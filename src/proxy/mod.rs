@@ -300,6 +300,8 @@ impl Proxy {
             runner,
             timeout,
             max_body: self.max_body,
+            ids: mirror.served_ids(meta.account.as_deref()),
+            fan_out: mirror.fans_out(),
         };
         if !serve.call_legacy {
             // No legacy call: no fallback and no comparison (docs/rollout.md).

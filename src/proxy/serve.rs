@@ -33,6 +33,11 @@ pub struct Mapper {
     pub runner: Arc<Runner>,
     pub timeout: Duration,
     pub max_body: usize,
+    /// A route with `[routes.ids]`: the candidate's ids are turned back into legacy's.
+    pub ids: Option<crate::shadow::ServedIds>,
+    /// The answer was assembled from a fan-out (`[{"each", "status", "body"}]`): served only
+    /// when every call succeeded.
+    pub fan_out: bool,
 }
 
 /// A served answer: the response, the mapped document when a chain made one (the comparison
@@ -203,6 +208,10 @@ async fn body_of(
     if decoded.iter().all(u8::is_ascii_whitespace) {
         return Err(Fallback::EmptyBody);
     }
+    let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
+    if m.fan_out && !every_call_succeeded(&doc) {
+        return Err(Fallback::BatchElement);
+    }
     let Some(chain) = m.chain else {
         // No mapping: the candidate's JSON as it sent it, parsed by the comparison's own
         // parser (a cheaper syntax check let a lone surrogate escape through, which the
@@ -210,20 +219,36 @@ async fn body_of(
         // Served as that document, serialised again: the bytes are exactly what the comparison
         // (and, with `verify`, verification) judged, with no duplicate member a reader could
         // resolve another way.
-        let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
+        let mut doc = doc;
+        if let Some(ids) = &m.ids {
+            ids.apply(&mut doc).map_err(|_| Fallback::UnpairedId)?;
+        }
         let bytes = serde_json::to_vec(&doc).map_err(|_| Fallback::NotJson)?;
-        return Ok((Bytes::from(bytes), None));
+        return Ok((Bytes::from(bytes), m.ids.is_some().then_some(doc)));
     };
-    let doc = crate::diff::parse_json(&decoded).map_err(|_| Fallback::NotJson)?;
-    let mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
+    let mut mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
         .await
         .map_err(|_| Fallback::MappingError)?
         .map_err(|_| Fallback::MappingError)?;
+    if let Some(ids) = &m.ids {
+        ids.apply(&mut mapped).map_err(|_| Fallback::UnpairedId)?;
+    }
     let bytes = serde_json::to_vec(&mapped).map_err(|_| Fallback::MappingError)?;
     if bytes.len() > m.max_body {
         return Err(Fallback::TooLarge);
     }
     Ok((Bytes::from(bytes), Some(mapped)))
+}
+
+/// Whether every element of a fan-out's assembled answer has a 2xx status.
+fn every_call_succeeded(doc: &Value) -> bool {
+    doc.as_array().is_some_and(|a| {
+        a.iter().all(|e| {
+            e.get("status")
+                .and_then(Value::as_u64)
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+    })
 }
 
 fn response(status: StatusCode, from: &HeaderMap, body: Bytes) -> Response<ResBody> {

@@ -258,6 +258,7 @@ impl<'a> Rediff<'a> {
             .ok_or("body_missing")?;
         let chain = route.and_then(|r| self.proposed.chain(r, p.account.as_deref()));
         let maps = Maps {
+            ids: None,
             candidate: chain.as_deref(),
             legacy: route.and_then(|r| r.mappings.legacy.as_deref()),
             request: route

@@ -367,6 +367,7 @@ fn docs(
             let legacy = parse(p, ["legacy_raw", "legacy"])?;
             let raw = parse(p, ["candidate_raw", "candidate"])?;
             let maps = Maps {
+            ids: None,
                 candidate: route
                     .mappings
                     .candidate_for(p.account.as_deref())

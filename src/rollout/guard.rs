@@ -352,6 +352,7 @@ mod tests {
             bodies: Vec::new(),
             mapping_version: None,
             field_counts: None,
+            ids: None,
         }
     }
 

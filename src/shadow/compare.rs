@@ -126,6 +126,18 @@ pub struct Maps<'m> {
     /// The route's request mapping (it built the candidate's request): only its version, in
     /// `mapping_version`.
     pub request: Option<&'m Chain>,
+    /// The id crosswalk, for a route whose documents hold ids (`[routes.ids]`).
+    pub ids: Option<Ids<'m>>,
+}
+
+/// What the comparison of a route with ids needs: the crosswalk and where the ids sit.
+#[derive(Clone, Copy)]
+pub struct Ids<'m> {
+    pub crosswalk: &'m crate::ids::Crosswalk,
+    /// The exchange's account (`""` without `[accounts]`).
+    pub account: &'m str,
+    pub route: &'m crate::ids::RouteIds,
+    pub kinds: &'m [crate::ids::KindSpec],
 }
 
 impl Maps<'_> {
@@ -240,6 +252,7 @@ fn base(meta: Meta, outcome: Outcome) -> Record {
         bodies: Vec::new(),
         mapping_version: None,
         field_counts: None,
+        ids: None,
     }
 }
 
@@ -397,10 +410,20 @@ pub fn compare(
     // hit shares the result of an earlier exchange, not its decision).
     let (compared, keep) = match shared {
         Some(sh) => {
+            // With ids, the result depends on the account's pairs as they are now.
+            let tag = match maps.ids {
+                Some(i) => Some(format!(
+                    "{}\u{1f}ids:{}:{}",
+                    r.mapping_version.as_deref().unwrap_or(""),
+                    i.account,
+                    i.crosswalk.generation()
+                )),
+                None => r.mapping_version.clone(),
+            };
             let key = memo_key(
                 sh.route,
                 sh.strict,
-                r.mapping_version.as_deref(),
+                tag.as_deref(),
                 &legacy,
                 &candidate,
                 cfg,
@@ -453,6 +476,7 @@ pub fn compare(
     r.diff_count = compared.diffs.len();
     r.diffs = compared.diffs.clone();
     r.present = compared.present.clone();
+    r.ids.clone_from(&compared.ids);
     if let (true, Some(k)) = (keep, &compared.bodies) {
         r.bodies
             .push(stored("legacy", &legacy, k.legacy.clone(), cfg));
@@ -492,6 +516,8 @@ pub struct Compared {
     pub present: Arc<Vec<String>>,
     /// The decoded size of both bodies (what the body budget counts).
     pub size: usize,
+    /// What the id crosswalk learned and met (a route with ids).
+    pub ids: Option<Arc<crate::record::IdsSeen>>,
 }
 
 /// The redacted JSON texts kept of one exchange (`None`: a body that is not JSON).
@@ -655,6 +681,7 @@ fn compare_sides(
         bodies: None,
         present: Arc::default(),
         size: 0,
+        ids: None,
     };
     let decode = |s: &Side<'_>, side: &'static str| {
         let ce = s
@@ -712,6 +739,7 @@ fn compare_sides(
         maps.legacy.is_some(),
         maps.candidate.is_some() || maps.premapped.is_some(),
     );
+    let mapped_premapped = maps.premapped.is_some();
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
         Some(pre) => match parse_body(&l_raw) {
@@ -733,13 +761,29 @@ fn compare_sides(
         },
     };
     // Mappings reshape the parsed documents before anything is compared.
-    let (l_json, c_json) = match map_sides(l_json, c_json, &maps) {
+    let (l_json, mut c_json) = match map_sides(l_json, c_json, &maps) {
         Ok(v) => v,
         Err(e) => return done(Outcome::MappingError, e),
     };
+    // The id crosswalk: pairs learned, then the candidate's ids turned into legacy's (a served
+    // document carries legacy's already: nothing to learn or turn).
+    let applied = match (maps.ids, &l_json, &mut c_json) {
+        (Some(ids), Some(l), Some(c)) if !mapped_premapped => {
+            Some(ids.crosswalk.apply(ids.account, ids.route, ids.kinds, l, c))
+        }
+        _ => None,
+    };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            diffs.extend(diff::diff(l, c, rules));
+            let mut found = diff::diff(l, c, rules);
+            if let Some(a) = &applied {
+                for d in &mut found {
+                    if a.explains(&d.pointer, d.candidate_pointer.as_deref(), d.kind.as_str()) {
+                        d.kind = Kind::UnpairedId;
+                    }
+                }
+            }
+            diffs.extend(found);
             if record {
                 let mut p = diff::Patterns::default();
                 p.add(l, MAX_PRESENT);
@@ -803,6 +847,7 @@ fn compare_sides(
         bodies: keep.then(|| kept_texts(l_json, c_json, (&l_raw, &c_raw), mapped, cfg)),
         present: Arc::new(present),
         size,
+        ids: applied.map(|a| Arc::new(a.observed)),
     }
 }
 

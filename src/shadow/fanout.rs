@@ -21,7 +21,7 @@ use super::{Plan, Shadow};
 use crate::budget::Held;
 use crate::record::SkipReason;
 use crate::translate::request::{self, Pending};
-use crate::translate::{Each, Var};
+use crate::translate::{Each, IdLookup, Var};
 use crate::upstream::HttpClient;
 
 /// Fan-out calls in flight at once for one request.
@@ -122,8 +122,11 @@ async fn send(
         }
     };
     let base = cfg.candidate.base_url.clone().expect("checked at start-up");
+    let account_name = plan.account.clone().unwrap_or_default();
+    let lookup = |kind: &str, legacy: &str| this.ids.to_candidate(&account_name, kind, legacy);
     let build = |each| {
-        let ctx = pending.context(each);
+        let mut ctx = pending.context(each);
+        ctx.ids = Some(IdLookup(&lookup));
         route.candidate.build(
             &pending.method,
             &pending.path,
@@ -276,6 +279,10 @@ async fn send(
 fn missing(v: &Var, element: Option<usize>) -> NotCalled {
     let at = element.map_or(String::new(), |i| format!(" in \"each\"[{i}]"));
     match v {
+        Var::Id(inner, kind) => NotCalled::Skip(
+            SkipReason::UnpairedId,
+            format!("unpaired_id: the legacy id in {inner}{at} has no {kind} partner in the id crosswalk yet: the candidate is never called with an id it does not know"),
+        ),
         Var::Account(_) => NotCalled::Skip(
             SkipReason::UnknownAccount,
             format!("unknown_account: the request's account is not in the accounts file ({v} has no value)"),

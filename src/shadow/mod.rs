@@ -189,6 +189,9 @@ pub struct Shadow {
     record_limits: (usize, usize),
     /// The shadow leg's breakers per (vendor, account) (`[shadow.breaker]`).
     pub breakers: crate::breaker::Breakers,
+    /// The id crosswalk (`[ids]`): learned by the comparisons, read by requests and served
+    /// answers.
+    pub ids: Arc<crate::ids::Crosswalk>,
 }
 
 impl Shadow {
@@ -232,6 +235,7 @@ impl Shadow {
             budget,
             record_limits: (cfg_store.0, cfg_store.1),
             breakers: crate::breaker::Breakers::new(breaker),
+            ids: Arc::default(),
         }
     }
 
@@ -403,7 +407,10 @@ impl Shadow {
         };
         let forward_query = &cfg.candidate.forward_query;
         let mapped_request = route.is_some_and(|r| r.candidate.request.is_some());
+        let account_name = meta.account.clone().unwrap_or_default();
+        let lookup = |kind: &str, legacy: &str| self.ids.to_candidate(&account_name, kind, legacy);
         let ctx = Context {
+            ids: Some(translate::IdLookup(&lookup)),
             captures: route.and_then(|r| r.path.matches(path)).unwrap_or_default(),
             query,
             account,
@@ -513,6 +520,13 @@ impl Shadow {
                     }),
                 )
             }
+            Err(crate::translate::Var::Id(inner, kind)) => (
+                meta,
+                Decision::Skip(
+                    SkipReason::UnpairedId,
+                    format!("unpaired_id: the legacy id in {inner} has no {kind} partner in the id crosswalk yet: the candidate is never called with an id it does not know"),
+                ),
+            ),
             Err(var @ crate::translate::Var::Account(_)) => (
                 meta,
                 Decision::Skip(
@@ -674,6 +688,7 @@ impl Shadow {
                             m.legacy.as_deref().filter(|_| !served),
                         )
                     });
+                    let account = meta.account.clone().unwrap_or_default();
                     let maps = compare::Maps {
                         candidate: cand,
                         legacy: leg,
@@ -683,6 +698,15 @@ impl Shadow {
                         request: route
                             .and_then(|i| cfg.routes[i].candidate.request.as_ref())
                             .map(|r| &*r.chain),
+                        ids: route
+                            .map(|i| &cfg.routes[i].ids)
+                            .filter(|r| !r.is_empty())
+                            .map(|r| compare::Ids {
+                                crosswalk: &shadow.ids,
+                                account: &account,
+                                route: r,
+                                kinds: &cfg.ids,
+                            }),
                     };
                     compare::compare(
                         meta,
@@ -729,6 +753,25 @@ impl Shadow {
 pub enum CandidateSlot {
     Pending(tokio::task::JoinHandle<Candidate>),
     Ready(Candidate),
+}
+
+/// The id crosswalk of one served request.
+pub struct ServedIds {
+    pub crosswalk: Arc<crate::ids::Crosswalk>,
+    pub account: String,
+    pub cfg: Arc<Config>,
+    pub route: usize,
+}
+
+impl ServedIds {
+    /// The document with legacy's ids; `Err` with the pointer of the first id that has no
+    /// legacy partner.
+    pub fn apply(&self, doc: &mut serde_json::Value) -> Result<(), String> {
+        let r = &self.cfg.routes[self.route];
+        self.crosswalk
+            .serve(&self.account, &r.ids, &self.cfg.ids, doc)
+            .map(|_| ())
+    }
 }
 
 /// A mirrored exchange in flight: the candidate call started, legacy's answer awaited.
@@ -799,6 +842,24 @@ impl Mirror {
     pub fn candidate_chain(&self, account: Option<&str>) -> Option<Arc<crate::mapping::Chain>> {
         let r = &self.cfg.routes[self.route?];
         r.mappings.candidate_for(account).cloned()
+    }
+
+    /// What a served answer of this exchange needs from the id crosswalk (a route with
+    /// `[routes.ids]`), for the request's account.
+    pub fn served_ids(&self, account: Option<&str>) -> Option<ServedIds> {
+        let route = self.route?;
+        (!self.cfg.routes[route].ids.is_empty()).then(|| ServedIds {
+            crosswalk: self.shadow.ids.clone(),
+            account: account.unwrap_or_default().to_owned(),
+            cfg: self.cfg.clone(),
+            route,
+        })
+    }
+
+    /// Whether the candidate's answer is a fan-out's assembly (a route with a request mapping).
+    pub fn fans_out(&self) -> bool {
+        self.route
+            .is_some_and(|i| self.cfg.routes[i].candidate.request.is_some())
     }
 
     /// The candidate's document as it was mapped to be served: the comparison uses it instead

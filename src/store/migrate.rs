@@ -47,7 +47,78 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V5,
         postgres: POSTGRES_V5,
     },
+    Migration {
+        version: 6,
+        description: "id crosswalk: pairs, ids seen without a partner, conflicts",
+        sqlite: SQLITE_V6,
+        postgres: POSTGRES_V6,
+    },
 ];
+
+/// The id crosswalk (see `ids.rs`): ids only, never the natural keys' values.
+const SQLITE_V6: &str = "
+CREATE TABLE IF NOT EXISTS id_pairs(
+    seq INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    legacy_id TEXT NOT NULL,
+    candidate_id TEXT NOT NULL,
+    learned_at TEXT NOT NULL,
+    UNIQUE(account, kind, legacy_id),
+    UNIQUE(account, kind, candidate_id)
+);
+CREATE TABLE IF NOT EXISTS id_unpaired(
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    side TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY(account, kind, side, id)
+);
+CREATE TABLE IF NOT EXISTS id_conflicts(
+    seq INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    legacy_id TEXT NOT NULL,
+    candidate_id TEXT NOT NULL,
+    held_legacy_id TEXT NOT NULL,
+    held_candidate_id TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+";
+
+const POSTGRES_V6: &str = r#"
+CREATE TABLE id_pairs(
+    seq bigserial PRIMARY KEY,
+    account text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    legacy_id text COLLATE "C" NOT NULL,
+    candidate_id text COLLATE "C" NOT NULL,
+    learned_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE(account, kind, legacy_id),
+    UNIQUE(account, kind, candidate_id)
+);
+CREATE TABLE id_unpaired(
+    account text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    side text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    seen bigint NOT NULL,
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY(account, kind, side, id)
+);
+CREATE TABLE id_conflicts(
+    seq bigserial PRIMARY KEY,
+    account text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    legacy_id text COLLATE "C" NOT NULL,
+    candidate_id text COLLATE "C" NOT NULL,
+    held_legacy_id text COLLATE "C" NOT NULL,
+    held_candidate_id text COLLATE "C" NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+"#;
 
 /// The webhook outbox (see `outbox.rs`).
 const SQLITE_V5: &str = "

@@ -12,7 +12,9 @@
 //! `field_presence` (per route, field pattern and hour: compared exchanges where the field was
 //! present), `noise_samples` + `noise_fields` (noise learned from second legacy calls).
 
+mod conn;
 mod health;
+mod ids;
 mod location;
 mod migrate;
 mod outbox;
@@ -31,6 +33,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 pub use health::{AccountHealth, HealthChange, NEEDS_REAUTH};
+pub use ids::{IdCoverage, IdStore};
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use outbox::{enqueue as enqueue_event, Delivery, Outbox, OutboxCounts, Subscriptions};

@@ -278,6 +278,7 @@ impl PgSink {
                 tx.execute(&stmt, &[&pg_text(route), &pg_text(field), &hour, &n])?;
             }
         }
+        super::ids::pg_save(&mut tx, batch, &|k| opts.max_pairs(k))?;
         let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
         for c in &changes {
             super::outbox::pg_enqueue(

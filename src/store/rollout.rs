@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::location::{Location, PgUrl};
+use super::location::Location;
 use super::StoreError;
 use crate::record::rfc3339;
 use serde::Serialize;
@@ -42,42 +42,16 @@ const EVENT_COLUMNS: &str = "id, at, from_phase, to_phase, actor, reason, eviden
 
 /// The rollout's connection to the store.
 pub struct RolloutStore {
-    inner: Inner,
+    conn: super::conn::OwnConn,
     /// Endpoints subscribed to `rollout.changed` get each change in the same transaction.
     webhooks: super::Subscriptions,
-}
-
-enum Inner {
-    Sqlite(std::path::PathBuf, Option<Connection>),
-    Postgres(PgUrl, Option<Box<postgres::Client>>),
-}
-
-impl Drop for RolloutStore {
-    fn drop(&mut self) {
-        // A PostgreSQL client closes by blocking on a runtime of its own: never on a thread of
-        // an async runtime.
-        if let Inner::Postgres(_, client) = &mut self.inner {
-            if let Some(c) = client.take() {
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    let _ = std::thread::Builder::new()
-                        .name("rollout-store-close".into())
-                        .spawn(move || drop(c));
-                } else {
-                    drop(c);
-                }
-            }
-        }
-    }
 }
 
 impl RolloutStore {
     /// A store at `location`; nothing is opened until the first query.
     pub fn new(location: &Location) -> Self {
         Self {
-            inner: match location {
-                Location::Sqlite(p) => Inner::Sqlite(p.clone(), None),
-                Location::Postgres(u) => Inner::Postgres(u.clone(), None),
-            },
+            conn: super::conn::OwnConn::new(location, "rollout-store-close"),
             webhooks: Vec::new(),
         }
     }
@@ -89,54 +63,12 @@ impl RolloutStore {
         self
     }
 
-    /// Runs `f` on the connection (opened, and migrated, when needed); a failed connection is
-    /// dropped so the next call opens a new one.
     fn with<T>(
         &mut self,
         sqlite: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
         pg: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        match &mut self.inner {
-            Inner::Sqlite(path, conn) => {
-                if conn.is_none() {
-                    let c = super::schema::open(path)?;
-                    let _ = c.busy_timeout(std::time::Duration::from_secs(5));
-                    *conn = Some(c);
-                }
-                let c = conn.as_mut().expect("opened above");
-                sqlite(c).map_err(|error| {
-                    *conn = None;
-                    StoreError::Sqlite {
-                        path: path.display().to_string(),
-                        error,
-                    }
-                })
-            }
-            Inner::Postgres(url, client) => {
-                if client.is_none() {
-                    let mut c = super::pg_conn::connect(url)?;
-                    super::migrate::apply_postgres(&mut c).map_err(|error| {
-                        StoreError::Postgres {
-                            url: url.to_string(),
-                            error,
-                        }
-                    })?;
-                    *client = Some(Box::new(c));
-                }
-                let c = client.as_mut().expect("connected above");
-                pg(c).map_err(|error| {
-                    if let Some(c) = client.take() {
-                        let _ = std::thread::Builder::new()
-                            .name("rollout-store-close".into())
-                            .spawn(move || drop(c));
-                    }
-                    StoreError::Postgres {
-                        url: url.to_string(),
-                        error,
-                    }
-                })
-            }
-        }
+        self.conn.with(sqlite, pg)
     }
 
     /// The latest change of phase, if any.

@@ -194,6 +194,18 @@ pub struct WriterOptions {
     /// The webhook endpoints and the events each wants (`[[webhooks]]`): an account's change of
     /// health is queued for them in the same transaction.
     pub webhooks: super::Subscriptions,
+    /// `[ids.KIND] max_pairs` per kind: pairs (and unpaired ids) kept per account and kind.
+    pub id_max_pairs: Vec<(String, usize)>,
+}
+
+impl WriterOptions {
+    /// Pairs kept per account of a kind.
+    pub(super) fn max_pairs(&self, kind: &str) -> usize {
+        self.id_max_pairs
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(usize::MAX, |(_, n)| *n)
+    }
 }
 
 impl Store {
@@ -588,6 +600,7 @@ fn write_batch(
             pr.execute(params![route, field, hour, n])?;
         }
     }
+    super::ids::sqlite_save(&tx, batch, &|k| opts.max_pairs(k))?;
     let changes = super::health::sqlite_update(&tx, batch, opts.reauth_after)?;
     for c in &changes {
         super::outbox::sqlite_enqueue(&tx, &opts.webhooks, health_event(c), &health_data(c))?;
@@ -701,6 +714,7 @@ mod tests {
                 examples_per_field,
                 migrate: true,
                 reauth_after: 3,
+                id_max_pairs: Vec::new(),
                 webhooks: Vec::new(),
             },
         )
@@ -738,6 +752,7 @@ mod tests {
             bodies: vec![],
             mapping_version: None,
             field_counts: None,
+            ids: None,
         }
     }
 

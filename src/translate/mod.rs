@@ -32,7 +32,7 @@ pub enum TemplateError {
     #[error("empty placeholder '{{}}' in {0:?}")]
     Empty(String),
     #[error(
-        "unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}}, {{account.COLUMN}} or {{each.NAME}}"
+        "unknown placeholder {{{1}}} in {0:?}: use {{NAME}}, {{query.NAME}}, {{account.COLUMN}} or {{each.NAME}}, optionally followed by |KIND (an [ids] kind)"
     )]
     Unknown(String, String),
     #[error("path template {0:?} must start with '/'")]
@@ -49,6 +49,9 @@ pub enum Var {
     Account(String),
     /// A member of the element a fan-out call is made for (`{each.NAME}`).
     Each(String),
+    /// A legacy id (another placeholder's value) turned into the candidate's partner by the id
+    /// crosswalk (`{each.individual_id|individual}`: the kind after the `|`).
+    Id(Box<Var>, String),
 }
 
 impl fmt::Display for Var {
@@ -58,6 +61,10 @@ impl fmt::Display for Var {
             Self::Query(n) => write!(f, "{{query.{n}}}"),
             Self::Account(n) => write!(f, "{{account.{n}}}"),
             Self::Each(n) => write!(f, "{{each.{n}}}"),
+            Self::Id(v, kind) => {
+                let inner = v.to_string();
+                write!(f, "{{{}|{kind}}}", &inner[1..inner.len() - 1])
+            }
         }
     }
 }
@@ -87,6 +94,20 @@ impl Template {
                 .find('}')
                 .ok_or_else(|| TemplateError::Unclosed(s.to_owned()))?;
             let name = &rest[open + 1..open + close];
+            let (name, kind) = match name.split_once('|') {
+                Some((n, k)) => {
+                    let k = k.trim();
+                    if k.is_empty()
+                        || !k
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(TemplateError::Unknown(s.to_owned(), name.to_owned()));
+                    }
+                    (n.trim(), Some(k))
+                }
+                None => (name, None),
+            };
             let var = if name.is_empty() {
                 return Err(TemplateError::Empty(s.to_owned()));
             } else if let Some(q) = name.strip_prefix("query.") {
@@ -99,6 +120,10 @@ impl Template {
                 return Err(TemplateError::Unknown(s.to_owned(), name.to_owned()));
             } else {
                 Var::Capture(name.to_owned())
+            };
+            let var = match kind {
+                Some(k) => Var::Id(Box::new(var), k.to_owned()),
+                None => var,
             };
             pieces.push(Piece::Var(var));
             rest = &rest[open + close + 1..];
@@ -133,7 +158,11 @@ impl Template {
             match p {
                 Piece::Lit(s) => out.push_str(s),
                 Piece::Var(v) => {
-                    let value = ctx.get(v).ok_or_else(|| v.clone())?;
+                    let value = ctx.get(v).ok_or_else(|| match v {
+                        // The legacy id itself missing is that placeholder's miss.
+                        Var::Id(inner, _) if ctx.get(inner).is_none() => (**inner).clone(),
+                        _ => v.clone(),
+                    })?;
                     match v {
                         Var::Capture(_) => out.push_str(&value),
                         _ => out.push_str(&encode(&value)),
@@ -163,7 +192,12 @@ impl Template {
                 }
                 continue;
             }
-            let trial = matches!((v, ctx.each), (Var::Each(_), Each::Trial));
+            let trial = matches!(ctx.each, Each::Trial)
+                && match v {
+                    Var::Each(_) => true,
+                    Var::Id(inner, _) => matches!(**inner, Var::Each(_)),
+                    _ => false,
+                };
             if !matches!(v, Var::Capture(_))
                 && !trial
                 && ctx
@@ -193,6 +227,18 @@ pub struct Context<'a> {
     pub query: Vec<(String, String)>,
     pub account: Option<&'a Account>,
     pub each: Each<'a>,
+    /// The id crosswalk of the request's account (`{NAME|KIND}`): no partner without it.
+    pub ids: Option<IdLookup<'a>>,
+}
+
+/// The candidate's partner of a legacy id: `(kind, legacy id)` → candidate id.
+#[derive(Clone, Copy)]
+pub struct IdLookup<'a>(pub &'a (dyn Fn(&str, &str) -> Option<String> + Sync));
+
+impl fmt::Debug for IdLookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdLookup")
+    }
 }
 
 /// The fan-out element a template is rendered for.
@@ -227,6 +273,18 @@ impl Context<'_> {
                 Each::Trial => Some(Cow::Borrowed("")),
                 Each::Item(item) => request::member_text(item, n),
             },
+            Var::Id(inner, kind) => {
+                if matches!((&**inner, self.each), (Var::Each(_), Each::Trial)) {
+                    return Some(Cow::Borrowed(""));
+                }
+                let legacy = self.get(inner)?;
+                // A capture is still percent-encoded: the crosswalk holds ids as they are.
+                let legacy = match &**inner {
+                    Var::Capture(_) => percent_decode_str(&legacy).decode_utf8_lossy().into_owned(),
+                    _ => legacy.into_owned(),
+                };
+                (self.ids?.0)(kind, &legacy).map(Cow::Owned)
+            }
         }
     }
 }
@@ -737,6 +795,7 @@ mod tests {
             query: vec![("q".into(), "a/b".into())],
             account: Some(&acct),
             each: Each::None,
+            ids: None,
         };
         assert_eq!(
             t.render(&ctx, encode_component).unwrap(),

@@ -164,6 +164,7 @@ impl Pending {
             query: self.query.clone(),
             account: self.account.as_ref(),
             each,
+            ids: None,
         }
     }
 

@@ -1,0 +1,559 @@
+//! The id crosswalk: each vendor issues its own ids (Finch's `individual_id` is not Merge's
+//! employee `id`), so the pairs (account, kind, legacy id ↔ candidate id) are learned from paired
+//! traffic and then used everywhere an id crosses from one vendor to the other:
+//!
+//! - **learned** ([`learn`]): in a compared exchange, the records of a kind on both sides (after
+//!   the candidate's mapping, so both in legacy's schema) are paired by the kind's natural key
+//!   (`match`: e.g. first + last name), where that key is unique on both sides;
+//! - **in the comparison** ([`Crosswalk::to_legacy_ids`]): the candidate's ids at the route's id
+//!   fields are replaced by their legacy partners before the diff, so a paired id is equal, and
+//!   an id without a partner is a difference of its own kind, `unpaired_id`;
+//! - **in requests**: a `{NAME|KIND}` placeholder renders the candidate's partner of a legacy id
+//!   (`translate`); an id without one is never sent (`skipped`, `unpaired_id`);
+//! - **in served answers**: the candidate's ids are turned back into legacy's; one without a
+//!   partner makes the answer fall back to legacy's.
+//!
+//! A pair, once made, is never replaced: an observation that contradicts it (the legacy id seen
+//! with another candidate id, or the other way round) is a **conflict**, counted and kept for
+//! the operator, and the first pair stays. Each (account, kind) holds at most `max_pairs` pairs;
+//! past it the oldest learned pair is forgotten first (it is learned again when seen again). The
+//! store keeps ids only ([`store::ids`](crate::store)): never the natural key's values.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use serde_json::Value;
+
+use crate::diff::{Glob, Seg};
+
+/// Per (account, kind) pairs kept in memory by default.
+pub const DEFAULT_MAX_PAIRS: usize = 100_000;
+
+/// `[ids.KIND]`: an entity kind whose ids differ between the vendors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindSpec {
+    pub name: String,
+    /// Where a record's id sits inside the record (a pointer; `/id` by default).
+    pub id: String,
+    /// The natural keys that pair two records, tried in order: each a list of pointers inside
+    /// the record (legacy's schema), whose values together must be unique on both sides.
+    pub keys: Vec<Vec<String>>,
+    /// Pairs kept per account.
+    pub max_pairs: usize,
+}
+
+/// `[routes.ids]`: where a route's documents (legacy's schema) hold ids of a kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteIds {
+    /// Record patterns (`/individuals/*`) and their kind: each match is one record, its id at the
+    /// kind's `id`, its natural key inside it.
+    pub records: Vec<(Glob, String)>,
+    /// Other fields holding an id of a kind (`/individuals/*/manager/id`).
+    pub refs: Vec<(Glob, String)>,
+}
+
+impl RouteIds {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.refs.is_empty()
+    }
+
+    /// Every id field: the records' id fields (pattern + the kind's `id`) and the references.
+    pub fn id_fields(&self, kinds: &[KindSpec]) -> Vec<(Glob, String)> {
+        let mut out = Vec::new();
+        for (g, kind) in &self.records {
+            if let Some(k) = kinds.iter().find(|k| &k.name == kind) {
+                if let Ok(field) = Glob::new(&format!("{}{}", g.as_str(), k.id)) {
+                    out.push((field, kind.clone()));
+                }
+            }
+        }
+        out.extend(self.refs.iter().cloned());
+        out
+    }
+}
+
+pub mod follow;
+
+pub use crate::record::{IdsSeen as Observed, Pair, Unpaired};
+
+/// What learning one pair did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// A pair not known before.
+    New,
+    /// Known already.
+    Known,
+    /// Contradicts a pair already made (which stays): the partner already held.
+    Conflict { held: Pair },
+}
+
+#[derive(Default)]
+struct Table {
+    to_candidate: HashMap<String, String>,
+    to_legacy: HashMap<String, String>,
+    /// Legacy ids in the order they were learned (eviction: oldest first).
+    order: VecDeque<String>,
+}
+
+/// The pairs in memory, per (account, kind). Shared by the proxy (lookups on the caller's path:
+/// a read lock and two hash lookups) and the comparisons (learning).
+#[derive(Default)]
+pub struct Crosswalk {
+    tables: RwLock<HashMap<(String, String), Table>>,
+    /// Incremented by every new pair: comparisons memoised before it are stale.
+    generation: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl std::fmt::Debug for Crosswalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crosswalk")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crosswalk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes with every new pair.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Conflicts met since start.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Adds a pair unless it contradicts one already made; at `max` pairs for the (account,
+    /// kind), the oldest is forgotten first.
+    pub fn learn(&self, pair: &Pair, max: usize) -> Learned {
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t = tables
+            .entry((pair.account.clone(), pair.kind.clone()))
+            .or_default();
+        let held_c = t.to_candidate.get(&pair.legacy);
+        let held_l = t.to_legacy.get(&pair.candidate);
+        match (held_c, held_l) {
+            (Some(c), Some(l)) if c == &pair.candidate && l == &pair.legacy => {
+                return Learned::Known
+            }
+            (Some(c), _) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Learned::Conflict {
+                    held: Pair {
+                        candidate: c.clone(),
+                        ..pair.clone()
+                    },
+                };
+            }
+            (None, Some(l)) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Learned::Conflict {
+                    held: Pair {
+                        legacy: l.clone(),
+                        ..pair.clone()
+                    },
+                };
+            }
+            (None, None) => {}
+        }
+        while t.to_candidate.len() >= max.max(1) {
+            let Some(old) = t.order.pop_front() else {
+                break;
+            };
+            if let Some(c) = t.to_candidate.remove(&old) {
+                t.to_legacy.remove(&c);
+            }
+        }
+        t.to_candidate
+            .insert(pair.legacy.clone(), pair.candidate.clone());
+        t.to_legacy
+            .insert(pair.candidate.clone(), pair.legacy.clone());
+        t.order.push_back(pair.legacy.clone());
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        Learned::New
+    }
+
+    /// Takes a pair as the store holds it (the fleet's authority): any pair in memory that
+    /// contradicts it is dropped for it. Returns whether memory changed.
+    pub fn adopt(&self, pair: &Pair, max: usize) -> bool {
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t = tables
+            .entry((pair.account.clone(), pair.kind.clone()))
+            .or_default();
+        if t.to_candidate.get(&pair.legacy) == Some(&pair.candidate) {
+            return false;
+        }
+        if let Some(c) = t.to_candidate.remove(&pair.legacy) {
+            t.to_legacy.remove(&c);
+        }
+        if let Some(l) = t.to_legacy.remove(&pair.candidate) {
+            t.to_candidate.remove(&l);
+        }
+        drop(tables);
+        self.learn(pair, max);
+        true
+    }
+
+    /// The candidate's id paired with a legacy id.
+    pub fn to_candidate(&self, account: &str, kind: &str, legacy: &str) -> Option<String> {
+        self.lookup(account, kind, |t| t.to_candidate.get(legacy))
+    }
+
+    /// The legacy id paired with a candidate's id.
+    pub fn to_legacy(&self, account: &str, kind: &str, candidate: &str) -> Option<String> {
+        self.lookup(account, kind, |t| t.to_legacy.get(candidate))
+    }
+
+    fn lookup(
+        &self,
+        account: &str,
+        kind: &str,
+        f: impl FnOnce(&Table) -> Option<&String>,
+    ) -> Option<String> {
+        let tables = self
+            .tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keyed by owned strings: looked up without allocating through the pair of borrows.
+        tables
+            .iter()
+            .find(|((a, k), _)| a == account && k == kind)
+            .and_then(|(_, t)| f(t).cloned())
+    }
+
+    /// Pairs held per (account, kind).
+    pub fn counts(&self) -> Vec<(String, String, usize)> {
+        let tables = self
+            .tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<_> = tables
+            .iter()
+            .map(|((a, k), t)| (a.clone(), k.clone(), t.to_candidate.len()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Learns the pairs of one compared exchange from its two documents (legacy's schema) and
+    /// replaces the candidate's ids at the route's id fields by their legacy partners. Returns
+    /// what was learned and met, and the pointers (candidate's document, then legacy's) of ids
+    /// left without a partner.
+    pub fn apply(
+        &self,
+        account: &str,
+        route: &RouteIds,
+        kinds: &[KindSpec],
+        legacy: &Value,
+        candidate: &mut Value,
+    ) -> Applied {
+        let mut obs = Observed::default();
+        for p in learn(route, kinds, legacy, candidate) {
+            let max = kinds
+                .iter()
+                .find(|k| k.name == p.kind)
+                .map_or(DEFAULT_MAX_PAIRS, |k| k.max_pairs);
+            let pair = Pair {
+                account: account.to_owned(),
+                kind: p.kind,
+                legacy: p.legacy,
+                candidate: p.candidate,
+            };
+            match self.learn(&pair, max) {
+                Learned::New => obs.pairs.push(pair),
+                Learned::Known => {}
+                Learned::Conflict { held } => obs.conflicts.push((pair, held)),
+            }
+        }
+        let fields = route.id_fields(kinds);
+        let mut out = Applied::default();
+        for (glob, kind) in &fields {
+            each_mut(candidate, glob, &mut |ptr, v| {
+                let Some(id) = id_text(v) else { return };
+                match self.to_legacy(account, kind, &id) {
+                    Some(l) => *v = Value::String(l),
+                    None => {
+                        out.candidate_unpaired.push(ptr);
+                        obs.unpaired.push(Unpaired {
+                            account: account.to_owned(),
+                            kind: kind.clone(),
+                            side: "candidate",
+                            id,
+                        });
+                    }
+                }
+            });
+            for (ptr, v) in matches(legacy, glob) {
+                let Some(id) = id_text(v) else { continue };
+                if self.to_candidate(account, kind, &id).is_none() {
+                    out.legacy_unpaired.push(ptr);
+                    obs.unpaired.push(Unpaired {
+                        account: account.to_owned(),
+                        kind: kind.clone(),
+                        side: "legacy",
+                        id,
+                    });
+                }
+            }
+        }
+        out.observed = obs;
+        out
+    }
+
+    /// A served document: the candidate's ids at the route's id fields replaced by legacy's.
+    /// `Err` with the first id that has no legacy partner (nothing of it may reach the caller).
+    pub fn serve(
+        &self,
+        account: &str,
+        route: &RouteIds,
+        kinds: &[KindSpec],
+        doc: &mut Value,
+    ) -> Result<usize, String> {
+        let mut n = 0;
+        let mut failed = None;
+        for (glob, kind) in route.id_fields(kinds) {
+            each_mut(doc, &glob, &mut |ptr, v| {
+                if v.is_null() || failed.is_some() {
+                    return;
+                }
+                match id_text(v).and_then(|id| self.to_legacy(account, &kind, &id)) {
+                    Some(l) => {
+                        *v = Value::String(l);
+                        n += 1;
+                    }
+                    None => failed = Some(ptr),
+                }
+            });
+        }
+        failed.map_or(Ok(n), Err)
+    }
+}
+
+/// What [`Crosswalk::apply`] did to one exchange.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub observed: Observed,
+    /// Pointers into the candidate's document of ids without a legacy partner.
+    pub candidate_unpaired: Vec<String>,
+    /// Pointers into legacy's document of ids without a candidate partner.
+    pub legacy_unpaired: Vec<String>,
+}
+
+impl Applied {
+    /// Whether a difference at `pointer` (legacy's coordinates) or `candidate_pointer` is about
+    /// an unpaired id: the id itself, or a record holding one.
+    pub fn explains(&self, pointer: &str, candidate_pointer: Option<&str>, kind: &str) -> bool {
+        let under = |ids: &[String], at: &str| {
+            ids.iter().any(|p| {
+                p == at
+                    || (p.starts_with(at) && p.as_bytes().get(at.len()) == Some(&b'/'))
+                    || at.is_empty()
+            })
+        };
+        let cand = candidate_pointer.unwrap_or(pointer);
+        match kind {
+            "missing" => under(&self.legacy_unpaired, pointer),
+            "extra" => under(&self.candidate_unpaired, cand),
+            _ => {
+                self.candidate_unpaired.iter().any(|p| p == cand)
+                    || self.legacy_unpaired.iter().any(|p| p == pointer)
+            }
+        }
+    }
+}
+
+/// An id's text: a string as it is, an integer in decimal; anything else is not an id.
+pub fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A pair found in one exchange (account not yet attached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub kind: String,
+    pub legacy: String,
+    pub candidate: String,
+}
+
+/// The pairs two documents of one exchange show: per record pattern, the records of each side
+/// keyed by the kind's natural keys in order; a key pairs two records when its value is present
+/// and unique on both sides, and neither record is paired yet.
+pub fn learn(route: &RouteIds, kinds: &[KindSpec], legacy: &Value, candidate: &Value) -> Vec<Found> {
+    let mut out = Vec::new();
+    for (glob, kind) in &route.records {
+        let Some(spec) = kinds.iter().find(|k| &k.name == kind) else {
+            continue;
+        };
+        let (l, c) = (
+            records(legacy, glob, &spec.id),
+            records(candidate, glob, &spec.id),
+        );
+        let mut l_done = vec![false; l.len()];
+        let mut c_done = vec![false; c.len()];
+        for key in &spec.keys {
+            let keyed = |recs: &[(String, &Value)], done: &[bool]| {
+                let mut m: HashMap<String, Option<usize>> = HashMap::new();
+                for (i, (_, rec)) in recs.iter().enumerate() {
+                    let Some(k) = natural_key(rec, key) else {
+                        continue;
+                    };
+                    // Unique among every record of the side, paired or not.
+                    m.entry(k)
+                        .and_modify(|e| *e = None)
+                        .or_insert((!done[i]).then_some(i));
+                }
+                m
+            };
+            let lk = keyed(&l, &l_done);
+            let ck = keyed(&c, &c_done);
+            let mut hits: Vec<(usize, usize)> = lk
+                .iter()
+                .filter_map(|(k, li)| Some(((*li)?, ck.get(k).copied().flatten()?)))
+                .collect();
+            hits.sort_unstable();
+            for (li, ci) in hits {
+                if l_done[li] || c_done[ci] {
+                    continue;
+                }
+                l_done[li] = true;
+                c_done[ci] = true;
+                out.push(Found {
+                    kind: kind.clone(),
+                    legacy: l[li].0.clone(),
+                    candidate: c[ci].0.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The records at `glob` that carry an id at `id`, with it.
+fn records<'v>(doc: &'v Value, glob: &Glob, id: &str) -> Vec<(String, &'v Value)> {
+    matches(doc, glob)
+        .into_iter()
+        .filter_map(|(_, rec)| Some((rec.pointer(id).and_then(id_text)?, rec)))
+        .collect()
+}
+
+/// A record's natural key under `fields`: their values' canonical texts, or `None` when one is
+/// missing, null or empty. Strings compare without case and surrounding spaces.
+fn natural_key(rec: &Value, fields: &[String]) -> Option<String> {
+    let mut out = String::new();
+    for f in fields {
+        let v = rec.pointer(f)?;
+        let text = match v {
+            Value::Null => return None,
+            Value::String(s) => {
+                let t = s.trim().to_lowercase();
+                if t.is_empty() {
+                    return None;
+                }
+                serde_json::to_string(&t).ok()?
+            }
+            other => crate::diff::canonical(other),
+        };
+        out.push_str(&text);
+        out.push('\u{1f}');
+    }
+    Some(out)
+}
+
+/// The values of `doc` at the concrete pointers `glob` matches (`*` one member or index, `**`
+/// not used for ids), with the pointers.
+pub fn matches<'v>(doc: &'v Value, glob: &Glob) -> Vec<(String, &'v Value)> {
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    walk(doc, glob, &mut path, &mut |p, v| out.push((p, v)));
+    out
+}
+
+fn walk<'v>(
+    v: &'v Value,
+    glob: &Glob,
+    path: &mut Vec<Seg<'v>>,
+    f: &mut dyn FnMut(String, &'v Value),
+) {
+    if glob.matches(path) {
+        f(crate::diff::glob::pointer(path), v);
+        return;
+    }
+    if !glob.matches_prefix(path) || path.len() > 32 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                path.push(Seg::Key(k));
+                walk(child, glob, path, f);
+                path.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                walk(child, glob, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Calls `f` with each value of `doc` at a pointer `glob` matches, mutable, and its pointer.
+pub fn each_mut(doc: &mut Value, glob: &Glob, f: &mut dyn FnMut(String, &mut Value)) {
+    let mut path = Vec::new();
+    walk_mut(doc, glob, &mut path, f);
+}
+
+fn walk_mut(
+    v: &mut Value,
+    glob: &Glob,
+    path: &mut Vec<Seg<'_>>,
+    f: &mut dyn FnMut(String, &mut Value),
+) {
+    if glob.matches(path) {
+        f(crate::diff::glob::pointer(path), v);
+        return;
+    }
+    if !glob.matches_prefix(path) || path.len() > 32 {
+        return;
+    }
+    // The path borrows keys of the map being walked mutably: owned copies for the way down.
+    match v {
+        Value::Object(m) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in &keys {
+                if let Some(child) = m.get_mut(k.as_str()) {
+                    let mut p = path.clone();
+                    p.push(Seg::Key(k));
+                    walk_mut(child, glob, &mut p, f);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter_mut().enumerate() {
+                path.push(Seg::Index(i));
+                walk_mut(child, glob, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
