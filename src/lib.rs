@@ -10,6 +10,7 @@
 //! - [`translate`]: route matching, candidate request templates, the account crosswalk.
 //! - [`ids`]: the id crosswalk (legacy id ↔ candidate id per account and kind), learned from
 //!   paired traffic, used in comparisons, requests and served answers.
+//! - [`paging`]: legacy offset/limit pages answered from a cursor-paged candidate.
 //! - [`shadow`]: off the hot path: sampling, budgets, the candidate call, the comparison.
 //! - [`upstream`]: the pooled HTTP/1.1 + HTTP/2 client (rustls) for both vendors.
 //! - [`breaker`]: the shadow leg's error-burst breaker per (vendor, account).
@@ -55,6 +56,7 @@ pub mod gate;
 pub mod ids;
 pub mod mapping;
 pub mod mask;
+pub mod paging;
 pub mod proxy;
 pub mod quota;
 pub mod record;

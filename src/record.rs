@@ -140,11 +140,14 @@ pub enum SkipReason {
     /// (`{NAME|KIND}`): the candidate is never called with an id it does not know, or with
     /// the wrong one.
     UnpairedId,
+    /// A paged route's list could not be walked on the candidate's cursors (longer than
+    /// `max_pages` pages, a page that is not a list, an offset that is not a number).
+    Paging,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Overload,
         Self::RateLimited,
         Self::MaxRps,
@@ -160,6 +163,7 @@ impl SkipReason {
         Self::FanOut,
         Self::RequestBody,
         Self::UnpairedId,
+        Self::Paging,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -179,6 +183,7 @@ impl SkipReason {
             Self::FanOut => "fan_out",
             Self::RequestBody => "request_body",
             Self::UnpairedId => "unpaired_id",
+            Self::Paging => "paging",
         }
     }
 }
@@ -351,6 +356,7 @@ impl Fallback {
         "unverified",
         "unverified_rules",
         "not_called_unpaired_id",
+        "not_called_paging",
         "unpaired_id",
         "batch_element",
     ];
@@ -375,6 +381,7 @@ impl Fallback {
             Self::NotCalled(SkipReason::UnknownAccount) => "not_called_unknown_account",
             Self::NotCalled(SkipReason::Overload) => "not_called_overload",
             Self::NotCalled(SkipReason::UnpairedId) => "not_called_unpaired_id",
+            Self::NotCalled(SkipReason::Paging) => "not_called_paging",
             Self::NotCalled(_) => "not_called",
             Self::LegacyStatus => "legacy_status",
             Self::LegacyFailed => "legacy_failed",

@@ -252,7 +252,11 @@ impl Server {
                 examples_per_field: cfg.store.examples_per_field,
                 migrate: cfg.store.migrate,
                 reauth_after: cfg.reauth_after,
-                id_max_pairs: cfg.ids.iter().map(|k| (k.name.clone(), k.max_pairs)).collect(),
+                id_max_pairs: cfg
+                    .ids
+                    .iter()
+                    .map(|k| (k.name.clone(), k.max_pairs))
+                    .collect(),
                 webhooks: cfg
                     .webhooks
                     .iter()
@@ -326,8 +330,11 @@ impl Server {
             None
         } else {
             let (crosswalk, location) = (shadow.ids.clone(), cfg.store.location());
-            let max: Vec<(String, usize)> =
-                cfg.ids.iter().map(|k| (k.name.clone(), k.max_pairs)).collect();
+            let max: Vec<(String, usize)> = cfg
+                .ids
+                .iter()
+                .map(|k| (k.name.clone(), k.max_pairs))
+                .collect();
             Some(
                 tokio::task::spawn_blocking(move || {
                     crate::ids::follow::start(crosswalk, &location, max)

@@ -16,29 +16,44 @@ use support::*;
 
 const EXAMPLE: &str = "config/examples/finch-to-merge";
 
-/// What the app does through the SDK: the company, the whole directory (one page), the
-/// individuals and employments of the first three people (batch reads), then the directory again
-/// four per page (the SDK pages on `paging.count` and `offset`).
-const SDK_SCRIPT: &str = r#"
+/// The app's first steps through the SDK: the company and the whole directory.
+const SDK_LIST: &str = r#"
 import json, sys
 import finch
 c = finch.Finch(access_token=sys.argv[2], base_url=sys.argv[1], max_retries=0)
 out = {"company": c.hris.company.retrieve().legal_name}
-ids = [i.id for i in c.hris.directory.list()]
-out["directory"] = ids
-reqs = [{"individual_id": i} for i in ids[:3]]
-out["individuals"] = [[r.individual_id, r.code, r.body.last_name] for r in c.hris.individuals.retrieve_many(requests=reqs)]
-out["employments"] = [[r.individual_id, r.code, r.body.title] for r in c.hris.employments.retrieve_many(requests=reqs)]
-out["paged"] = [i.id for i in c.hris.directory.list(limit=4)]
+out["directory"] = [i.id for i in c.hris.directory.list()]
 print(json.dumps(out))
 "#;
 
-fn finch_sdk(base: &str) -> Value {
-    vendors::finch_sdk(SDK_SCRIPT, &[base, vendors::FINCH_TOKEN])
+/// Then: the individuals and employments of the people whose indices are given (batch reads by
+/// Finch ids), and the directory again, N per page (the SDK pages on `paging.count` and
+/// `offset`).
+const SDK_READS: &str = r#"
+import json, sys
+import finch
+c = finch.Finch(access_token=sys.argv[2], base_url=sys.argv[1], max_retries=0)
+ids = json.loads(sys.argv[3])
+per_page = int(sys.argv[4])
+reqs = [{"individual_id": i} for i in ids]
+out = {}
+if reqs:
+    out["individuals"] = [[r.individual_id, r.code, r.body.last_name] for r in c.hris.individuals.retrieve_many(requests=reqs)]
+    out["employments"] = [[r.individual_id, r.code, r.body.title, r.body.manager.id if r.body.manager else None] for r in c.hris.employments.retrieve_many(requests=reqs)]
+if per_page:
+    out["paged"] = [i.id for i in c.hris.directory.list(limit=per_page)]
+print(json.dumps(out))
+"#;
+
+fn sdk(script: &str, base: &str, args: &[&str]) -> Value {
+    let mut all = vec![base, vendors::FINCH_TOKEN];
+    all.extend_from_slice(args);
+    vendors::finch_sdk(script, &all)
 }
 
-/// The example's folder in a temp dir, with an accounts file for the fake company.
-fn example_dir() -> tempfile::TempDir {
+/// The example's folder in a temp dir, with an accounts file for the fake company; `extra` is
+/// appended to the config (a phase, a store URL).
+fn example_dir_with(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE),
@@ -55,41 +70,100 @@ fn example_dir() -> tempfile::TempDir {
         ),
     )
     .unwrap();
+    if !extra.is_empty() {
+        let path = dir.path().join("shadowdiff.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(path, format!("{extra}\n{text}")).unwrap();
+    }
     dir
 }
 
-/// Every Finch route the example covers is compared through the SDK, batch reads included, and
-/// what differs is only the fakes' planted gaps plus what vendor ids and paging explain.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_finch_to_merge_example_compares_every_route_the_sdk_calls() {
-    let finch = vendors::finch().await;
-    let merge = vendors::merge().await;
-    let (l, c) = (finch.url(), merge.url());
-    let p = tokio::task::block_in_place(|| {
+fn example_dir() -> tempfile::TempDir {
+    example_dir_with("")
+}
+
+/// The example started on the fakes, in `dir`.
+fn start_example(dir: tempfile::TempDir, legacy: &str, candidate: &str, db: &str) -> Proc {
+    tokio::task::block_in_place(|| {
         Proc::start_in(
-            example_dir(),
+            dir,
             "shadowdiff.toml",
             &[
-                ("LEGACY_URL", l.as_str()),
-                ("CANDIDATE_URL", c.as_str()),
+                ("LEGACY_URL", legacy),
+                ("CANDIDATE_URL", candidate),
                 ("MERGE_API_KEY", vendors::MERGE_KEY),
                 ("SHADOWDIFF_LISTEN", "127.0.0.1:0"),
                 ("SHADOWDIFF_ADMIN", "127.0.0.1:0"),
-                ("SHADOWDIFF_DB", "store/sd.db"),
+                ("SHADOWDIFF_DB", db),
             ],
             None,
         )
-    });
+    })
+}
+
+/// Polls until `n` exchanges are stored: (id, route, outcome, reason, served_by, fallback).
+fn stored(p: &Proc, n: usize) -> Vec<Vec<Value>> {
+    tokio::task::block_in_place(|| {
+        poll(std::time::Duration::from_secs(30), || {
+            let r = query(
+                &p.db(),
+                "SELECT id, route, outcome, reason, served_by, fallback FROM exchanges ORDER BY id",
+            );
+            (r.len() >= n).then_some(r)
+        })
+        .unwrap_or_else(|| panic!("{n} exchanges not stored:\n{}", p.log()))
+    })
+}
+
+/// (route, field pattern, kind) of every stored difference, with the exchange's id.
+fn differences(db: &Path) -> Vec<(String, String, String, i64)> {
+    query(
+        db,
+        "SELECT e.route, d.field, d.kind, e.id FROM diffs d JOIN exchanges e ON e.id = d.exchange_id ORDER BY e.id",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_str().unwrap_or("").to_owned(),
+            r[1].as_str().unwrap().to_owned(),
+            r[2].as_str().unwrap().to_owned(),
+            r[3].as_i64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Through the proxy in `shadow`, with the id crosswalk and paging across vendors: ids are
+/// paired from the directory (≥ 99 %: all seven), batch reads reach Merge with Merge's ids, a
+/// later page of Finch's offset paging is compared with the same window of Merge's list, and
+/// the only differences left are the fakes' planted gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shadow_the_only_differences_are_the_planted_gaps() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge().await;
+    let (l, c) = (finch.url(), merge.url());
+    let p = start_example(example_dir(), &l, &c, "store/sd.db");
     let base = p.url("");
-    let got = tokio::task::spawn_blocking(move || finch_sdk(&base))
+    let b = base.clone();
+    let listed = tokio::task::spawn_blocking(move || sdk(SDK_LIST, &b, &[]))
+        .await
+        .unwrap();
+    let ps = people();
+    let finch_ids: Vec<&str> = ps.iter().map(|p| p.finch_id.as_str()).collect();
+    assert_eq!(listed["company"], "Acme Robotics, Inc.");
+    assert_eq!(listed["directory"], json!(finch_ids));
+    // The directory compared (its pairs learned) before the app reads by id.
+    stored(&p, 2);
+    let ids = json!(finch_ids[..3]).to_string();
+    let got = tokio::task::spawn_blocking(move || sdk(SDK_READS, &base, &[&ids, "4"]))
         .await
         .unwrap();
 
     // The app got Finch's answers, unchanged: its own ids, every page, every batch entry.
-    let ps = people();
-    let finch_ids: Vec<&str> = ps.iter().map(|p| p.finch_id.as_str()).collect();
-    assert_eq!(got["company"], "Acme Robotics, Inc.");
-    assert_eq!(got["directory"], json!(finch_ids));
     assert_eq!(got["paged"], json!(finch_ids));
     assert_eq!(
         got["individuals"],
@@ -99,127 +173,263 @@ async fn the_finch_to_merge_example_compares_every_route_the_sdk_calls() {
     );
     assert_eq!(
         got["employments"][2],
-        json!([ps[2].finch_id, 200, ps[2].title])
+        json!([ps[2].finch_id, 200, ps[2].title, ps[1].finch_id])
     );
 
-    // Seven exchanges (company, directory, two batch reads, two pages), every one compared.
-    let rows = tokio::task::block_in_place(|| {
-        poll(std::time::Duration::from_secs(30), || {
-            let r = query(
-                &p.db(),
-                "SELECT id, route, outcome, reason, candidate_status FROM exchanges ORDER BY id",
-            );
-            (r.len() >= 6).then_some(r)
-        })
-        .unwrap_or_else(|| panic!("not stored:\n{}", p.log()))
-    });
-    let by_route: BTreeMap<String, Vec<&Vec<Value>>> =
-        rows.iter().fold(BTreeMap::new(), |mut m, r| {
-            m.entry(r[1].as_str().unwrap_or("").to_owned())
-                .or_default()
-                .push(r);
-            m
-        });
-    let counts: BTreeMap<&str, usize> = by_route
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.len()))
-        .collect();
+    // Six exchanges (company, directory, two batch reads, two pages), every one compared.
+    let rows = stored(&p, 6);
+    let mut routes: Vec<&str> = rows.iter().map(|r| r[1].as_str().unwrap()).collect();
+    routes.sort_unstable();
     assert_eq!(
-        counts,
-        BTreeMap::from([
-            ("company", 1),
-            ("directory", 3),
-            ("employments", 1),
-            ("individuals", 1)
-        ]),
+        routes,
+        [
+            "company",
+            "directory",
+            "directory",
+            "directory",
+            "employments",
+            "individuals"
+        ],
         "{rows:?}"
     );
     for r in &rows {
         assert_eq!(
             r[2],
             "diff",
-            "every route compared (no skip, no error): {rows:?}\n{}",
+            "compared, with a planted gap each: {rows:?}\n{}",
             p.log()
         );
     }
 
-    // Merge saw its own credentials, never the caller's Finch token; one read per batch id.
+    // Merge saw its own credentials, its own ids, its own paging.
     let seen = merge.seen();
     assert!(seen.iter().all(|s| s.headers["authorization"]
         == format!("Bearer {}", vendors::MERGE_KEY)
         && s.headers["x-account-token"] == vendors::MERGE_ACCOUNT_TOKEN));
-    let by_id: Vec<&str> = seen
+    let merge_ids: Vec<&str> = ps.iter().map(|p| p.merge_id.as_str()).collect();
+    let mut by_id: Vec<&str> = seen
         .iter()
         .filter_map(|s| s.uri.strip_prefix("/api/hris/v1/employees/"))
+        .map(|u| u.split('?').next().unwrap())
         .collect();
-    assert_eq!(by_id.len(), 6, "three ids, two batch reads: {by_id:?}");
+    by_id.sort_unstable();
+    let mut want = [&merge_ids[..3], &merge_ids[..3]].concat();
+    want.sort_unstable();
+    assert_eq!(
+        by_id, want,
+        "one read per batch id (4 at once), with Merge's ids"
+    );
+    let listing: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.uri.starts_with("/api/hris/v1/employees?"))
+        .map(|s| s.uri.as_str())
+        .collect();
     assert!(
-        by_id
+        listing
             .iter()
-            .all(|u| finch_ids.iter().any(|f| u.starts_with(f))),
-        "Finch's ids, untranslated: {by_id:?}"
+            .all(|u| u.contains("page_size=100") && !u.contains("offset") && !u.contains("limit")),
+        "Merge is paged by cursor: {listing:?}"
     );
 
-    // What differs, per route and field pattern.
-    let diffs = query(
-        &p.db(),
-        "SELECT e.route, d.field, e.id FROM diffs d JOIN exchanges e ON e.id = d.exchange_id",
-    );
-    // The second page of the paged listing (offset 4) is compared with Merge's first page: the
-    // exchange whose paging.offset differs.
-    let page2: BTreeSet<i64> = query(
-        &p.db(),
-        "SELECT exchange_id FROM diffs WHERE pointer = '/paging/offset'",
-    )
-    .iter()
-    .map(|r| r[0].as_i64().unwrap())
-    .collect();
-    assert_eq!(page2.len(), 1, "one later page: {diffs:?}");
+    // What differs: the planted gaps, nothing else (no id, no manager id, no paging field).
     let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for d in &diffs {
-        if page2.contains(&d[2].as_i64().unwrap()) {
-            continue;
-        }
-        fields
-            .entry(d[0].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(d[1].as_str().unwrap().to_owned());
+    for (route, field, kind, _) in differences(&p.db()) {
+        assert_eq!(kind, "changed", "{route} {field}");
+        fields.entry(route).or_default().insert(field);
     }
-    let set = |v: &[&str]| {
-        v.iter()
-            .map(|s| (*s).to_owned())
-            .collect::<BTreeSet<String>>()
-    };
-    // Company: the planted EIN, and Merge's company id.
-    assert_eq!(fields["company"], set(&["/ein", "/id"]));
-    // Directory: the planted last name and active flag; ids and manager ids (vendor ids); the
-    // first of the four-per-page listing's `paging.count` (Merge gives no total: paging).
+    assert_eq!(fields["company"], set(&["/ein"]));
     assert_eq!(
         fields["directory"],
-        set(&[
-            "/individuals/*/id",
-            "/individuals/*/is_active",
-            "/individuals/*/last_name",
-            "/individuals/*/manager/id",
-            "/paging/count",
+        set(&["/individuals/*/is_active", "/individuals/*/last_name"])
+    );
+    assert_eq!(fields["individuals"], set(&["/responses/*/body/last_name"]));
+    assert_eq!(fields["employments"], set(&["/responses/*/body/last_name"]));
+
+    // The crosswalk: each person's two ids, and the company's, paired; nothing unpaired.
+    let pairs: BTreeSet<(String, String, String)> = query(
+        &p.db(),
+        "SELECT kind, legacy_id, candidate_id FROM id_pairs",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_str().unwrap().to_owned(),
+            r[1].as_str().unwrap().to_owned(),
+            r[2].as_str().unwrap().to_owned(),
+        )
+    })
+    .collect();
+    let mut expected: BTreeSet<(String, String, String)> = ps
+        .iter()
+        .map(|p| ("individual".into(), p.finch_id.clone(), p.merge_id.clone()))
+        .collect();
+    expected.insert((
+        "company".into(),
+        vendors::FINCH_COMPANY_ID.into(),
+        vendors::MERGE_COMPANY_ID.into(),
+    ));
+    assert_eq!(pairs, expected);
+    assert_eq!(
+        query(&p.db(), "SELECT count(*) FROM id_unpaired"),
+        vec![vec![json!(0)]]
+    );
+    assert_eq!(
+        query(&p.db(), "SELECT count(*) FROM id_conflicts"),
+        vec![vec![json!(0)]]
+    );
+}
+
+/// An employee only Merge has is a difference of its own kind (`unpaired_id`), and no one is
+/// paired with them: the seven pairs are the right ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employee_on_one_side_only_is_unpaired_never_paired_wrongly() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge_with_newcomer().await;
+    let p = start_example(example_dir(), &finch.url(), &merge.url(), "store/sd.db");
+    let base = p.url("");
+    tokio::task::spawn_blocking(move || sdk(SDK_LIST, &base, &[]))
+        .await
+        .unwrap();
+    stored(&p, 2);
+    let got: BTreeSet<(String, String, String)> = differences(&p.db())
+        .into_iter()
+        .filter(|d| d.0 == "directory")
+        .map(|(_, f, k, _)| (f, k, String::new()))
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("/individuals/*/is_active", "changed"),
+        ("/individuals/*/last_name", "changed"),
+        // The newcomer, whom Finch does not list: an unpaired id, not a wrong value.
+        ("/individuals/*", "unpaired_id"),
+        // Finch's total against the total walked on Merge: the lists differ by one.
+        ("/paging/count", "changed"),
+    ]
+    .iter()
+    .map(|(f, k)| ((*f).to_owned(), (*k).to_owned(), String::new()))
+    .collect();
+    assert_eq!(got, want);
+    let ps = people();
+    let pairs = query(
+        &p.db(),
+        "SELECT legacy_id, candidate_id FROM id_pairs WHERE kind = 'individual' ORDER BY legacy_id",
+    );
+    let mut expected: Vec<Vec<Value>> = ps
+        .iter()
+        .map(|p| vec![json!(p.finch_id), json!(p.merge_id)])
+        .collect();
+    expected.sort_by(|a, b| a[0].as_str().cmp(&b[0].as_str()));
+    assert_eq!(pairs, expected);
+    assert_eq!(
+        query(&p.db(), "SELECT side, id FROM id_unpaired"),
+        vec![vec![
+            json!("candidate"),
+            json!(vendors::newcomer().merge_id)
+        ]]
+    );
+}
+
+/// In `canary`, for the pinned account: a paginating client (the Finch SDK, one per page) gets
+/// exactly legacy's items and ids on every page, the pages Merge answers exactly are served from
+/// Merge (with Finch's ids and Finch's paging), and batch reads by Finch ids are served from
+/// Merge with Finch's ids. The pairs were learned in `shadow`, by an earlier process on the same
+/// store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_canary_a_paginating_client_gets_legacys_items_and_ids_served_from_merge() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge().await;
+    let (l, c) = (finch.url(), merge.url());
+    let mut learn = start_example(example_dir(), &l, &c, "store/sd.db");
+    let base = learn.url("");
+    tokio::task::spawn_blocking(move || sdk(SDK_LIST, &base, &[]))
+        .await
+        .unwrap();
+    stored(&learn, 2);
+    assert_eq!(tokio::task::block_in_place(|| learn.stop()), 0);
+    let old = std::mem::replace(&mut learn.dir, tempfile::tempdir().unwrap());
+    drop(learn);
+
+    // The same store, now in canary with the company pinned to the candidate.
+    let dir = example_dir_with(
+        "[rollout]\nphase = \"canary\"\npin_candidate = [\"acme\"]\nfollow = \"100ms\"\n",
+    );
+    copy_tree(&old.path().join("store"), &dir.path().join("store"));
+    let p = start_example(dir, &l, &c, "store/sd.db");
+    let before = merge.count();
+    let ps = people();
+    let finch_ids: Vec<&str> = ps.iter().map(|p| p.finch_id.as_str()).collect();
+    let reads = json!([finch_ids[0], finch_ids[5]]).to_string();
+    let base = p.url("");
+    let got = tokio::task::spawn_blocking(move || sdk(SDK_READS, &base, &[&reads, "1"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got["paged"],
+        json!(finch_ids),
+        "every page, in legacy's order"
+    );
+    assert_eq!(
+        got["individuals"],
+        json!([
+            [ps[0].finch_id, 200, ps[0].last],
+            [ps[5].finch_id, 200, ps[5].last]
         ])
     );
-    // Batch reads: every Finch id is unknown to Merge (404) - vendor ids, nothing else.
-    for route in ["individuals", "employments"] {
-        assert!(
-            fields[route]
-                .iter()
-                .all(|f| f == "/responses/*/code" || f.starts_with("/responses/*/body")),
-            "{route}: {:?}",
-            fields[route]
-        );
-        assert!(fields[route].contains("/responses/*/code"));
-        let codes = query(
-            &p.db(),
-            &format!("SELECT d.candidate FROM diffs d JOIN exchanges e ON e.id = d.exchange_id WHERE e.route = '{route}' AND d.field = '/responses/*/code'"),
-        );
-        assert_eq!(codes, vec![vec![json!("404")]; 3], "{route}");
+    assert_eq!(
+        got["employments"],
+        json!([
+            [ps[0].finch_id, 200, ps[0].title, null],
+            [ps[5].finch_id, 200, ps[5].title, ps[4].finch_id]
+        ])
+    );
+    // After the two exchanges the learning process stored.
+    let rows = stored(&p, 11);
+    let served: Vec<(String, String, Value)> = rows[2..]
+        .iter()
+        .map(|r| {
+            (
+                r[1].as_str().unwrap().to_owned(),
+                r[4].as_str().unwrap_or("").to_owned(),
+                r[5].clone(),
+            )
+        })
+        .collect();
+    // Batch reads of people without a gap: served from Merge. Directory pages (one person
+    // each): served from Merge where Merge's answer equals Finch's (people 0 and 5); the rest
+    // fall back to Finch's answer (a middle name Merge lacks, the planted gaps), verified.
+    let expect_page = |i: usize| {
+        if [0, 5].contains(&i) {
+            "candidate"
+        } else {
+            "legacy"
+        }
+    };
+    let mut expected = vec![
+        (
+            "individuals".to_owned(),
+            "candidate".to_owned(),
+            Value::Null,
+        ),
+        (
+            "employments".to_owned(),
+            "candidate".to_owned(),
+            Value::Null,
+        ),
+    ];
+    for i in 0..7 {
+        let by = expect_page(i);
+        let fb = if by == "legacy" {
+            json!("unverified")
+        } else {
+            Value::Null
+        };
+        expected.push(("directory".to_owned(), by.to_owned(), fb));
     }
+    // (Stored in the order the comparisons finish.)
+    let (mut served, mut expected) = (served, expected);
+    served.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    expected.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(served, expected, "{}", p.log());
+    assert!(merge.count() > before, "Merge was called");
 }
 
 /// The batch mappings are right once ids are paired: the fan-out's answers as they will be

@@ -24,6 +24,7 @@ pub(super) fn diff_files(
         let runner = crate::mapping::runner::Runner::for_this_binary(1)?;
         let maps = Maps {
             ids: None,
+            paging: None,
             candidate: r.mappings.candidate_for(account).map(|c| &**c),
             request: r.candidate.request.as_ref().map(|q| &*q.chain),
             legacy: r.mappings.legacy.as_deref(),

@@ -557,6 +557,8 @@ pub struct Route {
     pub mappings: crate::mapping::RouteMappings,
     /// `[routes.ids]`: where its documents hold ids of the `[ids]` kinds.
     pub ids: crate::ids::RouteIds,
+    /// `[routes.paging]`: legacy's offset pages answered from the candidate's cursors.
+    pub paging: Option<crate::paging::Spec>,
 }
 
 impl Route {

@@ -242,6 +242,36 @@ pub(super) struct RawRoute {
     pub(super) diff: RawDiff,
     /// Where the route's documents hold ids of the `[ids]` kinds.
     pub(super) ids: Option<RawRouteIds>,
+    /// Legacy's offset paging answered from the candidate's cursors.
+    pub(super) paging: Option<RawPaging>,
+}
+
+/// `[routes.paging]`: legacy pages by offset and limit, the candidate by cursor.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPaging {
+    /// Legacy's offset query parameter (`offset`).
+    pub(super) offset: Option<Str>,
+    /// Legacy's page size query parameter (`limit`); without it, to the end of the list.
+    pub(super) limit: Option<Str>,
+    /// Where legacy's envelope holds the list's total (`/paging/count`): set to the total walked.
+    pub(super) count_field: Option<Str>,
+    /// Where legacy's envelope holds the page's offset (`/paging/offset`).
+    pub(super) offset_field: Option<Str>,
+    /// The candidate's cursor query parameter (`cursor`).
+    pub(super) cursor: Option<Str>,
+    /// The candidate's page size query parameter (`page_size`).
+    pub(super) page_size: Option<Str>,
+    /// The page size asked of the candidate (100).
+    pub(super) max_page_size: Option<usize>,
+    /// Where the candidate's page holds its next cursor (`/next`).
+    pub(super) next_field: Option<Str>,
+    /// Where the candidate's page holds its items (`/results`).
+    pub(super) results_field: Option<Str>,
+    /// Candidate pages walked for one request at most (50).
+    pub(super) max_pages: Option<usize>,
+    /// How long a learned cursor and a walked total are used (`60s`).
+    pub(super) cursor_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

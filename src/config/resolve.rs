@@ -365,7 +365,10 @@ impl Config {
                 .map_err(at)?;
                 if candidate.request.is_some()
                     && r.serve == Some(true)
-                    && (r.ids.as_ref().is_none_or(|i| i.records.is_empty() && i.refs.is_empty())
+                    && (r
+                        .ids
+                        .as_ref()
+                        .is_none_or(|i| i.records.is_empty() && i.refs.is_empty())
                         || mappings.is_empty())
                 {
                     return Err(at(
@@ -468,9 +471,25 @@ impl Config {
                         "[routes.candidate] {var}: kind {kind:?} is not declared in [ids] (an [ids.{kind}] table says how its ids are paired)"
                     )));
                 }
+                let paging = match &r.paging {
+                    None => None,
+                    Some(p) => {
+                        let spec =
+                            paging_spec(p).map_err(|m| at(format!("[routes.paging] {m}")))?;
+                        if candidate.request.is_some() {
+                            return Err(at("[routes.paging] on a route with a request mapping: a paged list is one candidate request per page, built from the route's templates".into()));
+                        }
+                        if mappings.candidate.is_none() && mappings.accounts.is_empty() {
+                            return Err(at("[routes.paging] needs a response mapping ([routes.candidate] mapping): the walked candidate page is reshaped into legacy's envelope".into()));
+                        }
+                        Some(spec)
+                    }
+                };
                 let ids = match &r.ids {
                     None => crate::ids::RouteIds::default(),
-                    Some(i) => route_ids(i, &raw.ids).map_err(|m| at(format!("[routes.ids] {m}")))?,
+                    Some(i) => {
+                        route_ids(i, &raw.ids).map_err(|m| at(format!("[routes.ids] {m}")))?
+                    }
                 };
                 let reference = match &r.reference {
                     None => Vec::new(),
@@ -500,6 +519,7 @@ impl Config {
                     unverified,
                     mappings,
                     ids,
+                    paging,
                 })
             })();
             match route {
@@ -760,6 +780,47 @@ impl Config {
     }
 }
 
+/// `[routes.paging]` with its defaults, each value checked.
+fn paging_spec(p: &RawPaging) -> Result<crate::paging::Spec, String> {
+    let name = |v: &Option<Str>, d: &str| v.as_ref().map_or_else(|| d.to_owned(), |s| s.0.clone());
+    let pointer = |key: &str, v: &Option<Str>, d: Option<&str>| -> Result<Option<String>, String> {
+        match v.as_ref().map(|s| s.0.as_str()).or(d) {
+            None => Ok(None),
+            Some(p) if p.starts_with('/') => Ok(Some(p.to_owned())),
+            Some(p) => Err(format!(
+                "{key}: {p:?} must be a JSON pointer (start with '/')"
+            )),
+        }
+    };
+    let max_page_size = p.max_page_size.unwrap_or(100);
+    let max_pages = p.max_pages.unwrap_or(50);
+    if !(1..=10_000).contains(&max_page_size) {
+        return Err(format!(
+            "max_page_size: {max_page_size} is not between 1 and 10000"
+        ));
+    }
+    if !(1..=1_000).contains(&max_pages) {
+        return Err(format!("max_pages: {max_pages} is not between 1 and 1000"));
+    }
+    Ok(crate::paging::Spec {
+        offset: name(&p.offset, "offset"),
+        limit: name(&p.limit, "limit"),
+        count_field: pointer("count_field", &p.count_field, None)?,
+        offset_field: pointer("offset_field", &p.offset_field, None)?,
+        cursor: name(&p.cursor, "cursor"),
+        page_size: name(&p.page_size, "page_size"),
+        max_page_size,
+        next_field: pointer("next_field", &p.next_field, Some("/next"))?.unwrap_or_default(),
+        results_field: pointer("results_field", &p.results_field, Some("/results"))?
+            .unwrap_or_default(),
+        max_pages,
+        cursor_ttl: p
+            .cursor_ttl
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(60), |d| d.0),
+    })
+}
+
 /// `[ids.KIND]`, each checked: a name, pointers, at least one natural key.
 fn id_kinds(raw: &BTreeMap<String, RawIdKind>) -> Result<Vec<crate::ids::KindSpec>, String> {
     let pointer = |kind: &str, key: &str, p: &str| {
@@ -773,8 +834,14 @@ fn id_kinds(raw: &BTreeMap<String, RawIdKind>) -> Result<Vec<crate::ids::KindSpe
     };
     let mut out = Vec::new();
     for (name, k) in raw {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(format!("[ids.{name}]: a kind's name is letters, digits, '_' and '-'"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "[ids.{name}]: a kind's name is letters, digits, '_' and '-'"
+            ));
         }
         let id = match &k.id {
             Some(s) => pointer(name, "id", &s.0)?,
@@ -817,9 +884,9 @@ fn route_ids(
                 kind.0
             ));
         }
-        if !pattern.starts_with('/') || pattern.contains("**") {
+        if !(pattern.is_empty() || pattern.starts_with('/')) || pattern.contains("**") {
             return Err(format!(
-                "{key}: {pattern:?} must be a pointer from the root, '*' for any index (no '**')"
+                "{key}: {pattern:?} must be a pointer from the root (\"\" for the whole document), '*' for any index (no '**')"
             ));
         }
         let g = crate::diff::Glob::new(pattern).map_err(|e| format!("{key}: {e}"))?;

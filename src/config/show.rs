@@ -323,6 +323,21 @@ impl Config {
         for r in &self.routes {
             self.route_toml(&mut o, r);
         }
+        for k in &self.ids {
+            let keys: Vec<String> = k
+                .keys
+                .iter()
+                .map(|key| list(key.iter().map(String::as_str)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "[ids.{}]\nid = {}\nmatch = [{}]\nmax_pairs = {}\n",
+                k.name,
+                q(&k.id),
+                keys.join(", "),
+                k.max_pairs
+            );
+        }
         for w in &self.webhooks {
             let _ = writeln!(
                 o,
@@ -443,7 +458,7 @@ impl Config {
         }
         if let Some(req) = &c.request {
             if let Some(l) = req.chain.levels.first() {
-                if l.origin == "mapping_expr" {
+                if l.origin == "mapping_expr" || l.origin == "request_expr" {
                     let _ = writeln!(
                         o,
                         "request_expr = {}\nrequest_lang = {}",
@@ -473,6 +488,47 @@ impl Config {
         }
         if !r.reference.is_empty() {
             let _ = writeln!(o, "# reference: {} field patterns", r.reference.len());
+        }
+        if !r.ids.is_empty() {
+            o.push_str("[routes.ids]\n");
+            for (key, list) in [("records", &r.ids.records), ("refs", &r.ids.refs)] {
+                if !list.is_empty() {
+                    let pairs: Vec<String> = list
+                        .iter()
+                        .map(|(g, k)| format!("{} = {}", q(g.as_str()), q(k)))
+                        .collect();
+                    let _ = writeln!(o, "{key} = {{ {} }}", pairs.join(", "));
+                }
+            }
+        }
+        if let Some(p) = &r.paging {
+            o.push_str("[routes.paging]\n");
+            let _ = writeln!(
+                o,
+                "# legacy's ?{}=&{}= pages answered by walking the candidate's ?{}=&{}= cursors",
+                p.offset, p.limit, p.cursor, p.page_size
+            );
+            for (k, v) in [
+                ("offset", Some(&p.offset)),
+                ("limit", Some(&p.limit)),
+                ("count_field", p.count_field.as_ref()),
+                ("offset_field", p.offset_field.as_ref()),
+                ("cursor", Some(&p.cursor)),
+                ("page_size", Some(&p.page_size)),
+                ("next_field", Some(&p.next_field)),
+                ("results_field", Some(&p.results_field)),
+            ] {
+                if let Some(v) = v {
+                    let _ = writeln!(o, "{k} = {}", q(v));
+                }
+            }
+            let _ = writeln!(
+                o,
+                "max_page_size = {}\nmax_pages = {}\ncursor_ttl = {}",
+                p.max_page_size,
+                p.max_pages,
+                dur(p.cursor_ttl)
+            );
         }
         o.push_str("[routes.diff]\n");
         rules(o, &r.rules, Some(&self.diff.rules));

@@ -97,10 +97,34 @@ impl Glob {
         match_parts(&self.parts, path)
     }
 
+    /// Whether the glob can match this path or a path below it (a walk looking for the nodes
+    /// it selects goes on down this path).
+    pub fn may_match_below(&self, path: &[Seg<'_>]) -> bool {
+        may_match_below(&self.parts, path)
+    }
+
     /// Whether the glob matches this path or one of its ancestors (a glob that selects a node
     /// selects its whole subtree).
     pub fn matches_prefix(&self, path: &[Seg<'_>]) -> bool {
         (0..=path.len()).any(|n| self.matches(&path[..n]))
+    }
+}
+
+/// Whether some path that starts with `path` can match `parts`.
+fn may_match_below(parts: &[Part], path: &[Seg<'_>]) -> bool {
+    match (parts.split_first(), path.split_first()) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some((Part::DoubleStar, _)), _) => true,
+        (Some((part, rest)), Some((seg, tail))) => {
+            let ok = match (part, seg) {
+                (Part::Star, _) => true,
+                (Part::Lit { text, .. }, Seg::Key(k)) => text == k,
+                (Part::Lit { index, .. }, Seg::Index(i)) => *index == Some(*i),
+                (Part::DoubleStar, _) => unreachable!("handled above"),
+            };
+            ok && may_match_below(rest, tail)
+        }
     }
 }
 

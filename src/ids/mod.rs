@@ -394,7 +394,12 @@ pub struct Found {
 /// The pairs two documents of one exchange show: per record pattern, the records of each side
 /// keyed by the kind's natural keys in order; a key pairs two records when its value is present
 /// and unique on both sides, and neither record is paired yet.
-pub fn learn(route: &RouteIds, kinds: &[KindSpec], legacy: &Value, candidate: &Value) -> Vec<Found> {
+pub fn learn(
+    route: &RouteIds,
+    kinds: &[KindSpec],
+    legacy: &Value,
+    candidate: &Value,
+) -> Vec<Found> {
     let mut out = Vec::new();
     for (glob, kind) in &route.records {
         let Some(spec) = kinds.iter().find(|k| &k.name == kind) else {
@@ -494,7 +499,7 @@ fn walk<'v>(
         f(crate::diff::glob::pointer(path), v);
         return;
     }
-    if !glob.matches_prefix(path) || path.len() > 32 {
+    if !glob.may_match_below(path) || path.len() > 32 {
         return;
     }
     match v {
@@ -532,7 +537,7 @@ fn walk_mut(
         f(crate::diff::glob::pointer(path), v);
         return;
     }
-    if !glob.matches_prefix(path) || path.len() > 32 {
+    if !glob.may_match_below(path) || path.len() > 32 {
         return;
     }
     // The path borrows keys of the map being walked mutably: owned copies for the way down.
@@ -555,5 +560,181 @@ fn walk_mut(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn kinds() -> Vec<KindSpec> {
+        vec![KindSpec {
+            name: "individual".into(),
+            id: "/id".into(),
+            keys: vec![
+                vec!["/first_name".into(), "/last_name".into()],
+                vec!["/email".into()],
+            ],
+            max_pairs: 1000,
+        }]
+    }
+
+    fn route() -> RouteIds {
+        RouteIds {
+            records: vec![(Glob::new("/people/*").unwrap(), "individual".into())],
+            refs: vec![(
+                Glob::new("/people/*/manager/id").unwrap(),
+                "individual".into(),
+            )],
+        }
+    }
+
+    fn pair(l: &str, c: &str) -> Pair {
+        Pair {
+            account: "a".into(),
+            kind: "individual".into(),
+            legacy: l.into(),
+            candidate: c.into(),
+        }
+    }
+
+    #[test]
+    fn records_pair_by_the_first_unique_natural_key_and_ids_turn_into_legacys() {
+        let legacy = json!({"people": [
+            {"id": "f1", "first_name": "Ann", "last_name": "Lee", "manager": null},
+            {"id": "f2", "first_name": "Bo", "last_name": "Chen", "manager": {"id": "f1"}},
+            // Two people of one name: that key pairs neither; the email does.
+            {"id": "f3", "first_name": "Cy", "last_name": "Ng", "email": "c1@x"},
+            {"id": "f4", "first_name": "Cy", "last_name": "Ng", "email": "c2@x"},
+            // Only on legacy's side.
+            {"id": "f5", "first_name": "Di", "last_name": "Ro"}
+        ]});
+        let mut candidate = json!({"people": [
+            {"id": "m2", "first_name": "BO", "last_name": " Chen", "manager": {"id": "m1"}},
+            {"id": "m1", "first_name": "Ann", "last_name": "Lee", "manager": null},
+            {"id": "m4", "first_name": "Cy", "last_name": "Ng", "email": "c2@x"},
+            {"id": "m3", "first_name": "Cy", "last_name": "Ng", "email": "c1@x"},
+            {"id": "m9", "first_name": "Ed", "last_name": "Po"}
+        ]});
+        let cw = Crosswalk::new();
+        let a = cw.apply("a", &route(), &kinds(), &legacy, &mut candidate);
+        let mut learned: Vec<(String, String)> = a
+            .observed
+            .pairs
+            .iter()
+            .map(|p| (p.legacy.clone(), p.candidate.clone()))
+            .collect();
+        learned.sort();
+        assert_eq!(
+            learned,
+            [("f1", "m1"), ("f2", "m2"), ("f3", "m3"), ("f4", "m4")]
+                .map(|(l, c)| (l.to_owned(), c.to_owned()))
+        );
+        assert_eq!(candidate["people"][0]["id"], "f2");
+        assert_eq!(candidate["people"][0]["manager"]["id"], "f1");
+        assert_eq!(
+            candidate["people"][4]["id"], "m9",
+            "unpaired: left as it is"
+        );
+        assert_eq!(a.candidate_unpaired, vec!["/people/4/id".to_owned()]);
+        assert_eq!(a.legacy_unpaired, vec!["/people/4/id".to_owned()]);
+        assert!(a.explains("/people/4", None, "missing"));
+        assert!(a.explains("/people/4/id", Some("/people/4/id"), "changed"));
+        assert!(!a.explains("/people/3/first_name", None, "changed"));
+        // Served: every id turned back, or the first one that cannot be.
+        let mut served = json!({"people": [{"id": "m1", "manager": {"id": "m2"}}]});
+        assert_eq!(cw.serve("a", &route(), &kinds(), &mut served), Ok(2));
+        assert_eq!(
+            served,
+            json!({"people": [{"id": "f1", "manager": {"id": "f2"}}]})
+        );
+        let mut served = json!({"people": [{"id": "m1"}, {"id": "m9"}]});
+        assert_eq!(
+            cw.serve("a", &route(), &kinds(), &mut served),
+            Err("/people/1/id".to_owned())
+        );
+        // Another account knows none of it.
+        assert_eq!(cw.to_candidate("b", "individual", "f1"), None);
+        assert_eq!(
+            cw.to_candidate("a", "individual", "f1").as_deref(),
+            Some("m1")
+        );
+    }
+
+    #[test]
+    fn a_contradicting_pair_is_a_conflict_and_the_first_stays() {
+        let cw = Crosswalk::new();
+        assert_eq!(cw.learn(&pair("f1", "m1"), 10), Learned::New);
+        assert_eq!(cw.learn(&pair("f1", "m1"), 10), Learned::Known);
+        assert_eq!(
+            cw.learn(&pair("f1", "m2"), 10),
+            Learned::Conflict {
+                held: pair("f1", "m1")
+            }
+        );
+        assert_eq!(
+            cw.learn(&pair("f2", "m1"), 10),
+            Learned::Conflict {
+                held: pair("f1", "m1")
+            }
+        );
+        assert_eq!(cw.conflicts(), 2);
+        // The store's pair wins over memory's.
+        assert!(cw.adopt(&pair("f1", "m2"), 10));
+        assert_eq!(
+            cw.to_candidate("a", "individual", "f1").as_deref(),
+            Some("m2")
+        );
+        assert_eq!(cw.to_legacy("a", "individual", "m1"), None);
+    }
+
+    #[test]
+    fn past_max_pairs_the_oldest_is_forgotten() {
+        let cw = Crosswalk::new();
+        for i in 0..5 {
+            cw.learn(&pair(&format!("f{i}"), &format!("m{i}")), 3);
+        }
+        assert_eq!(cw.counts(), vec![("a".into(), "individual".into(), 3)]);
+        assert_eq!(cw.to_candidate("a", "individual", "f1"), None);
+        assert_eq!(cw.to_legacy("a", "individual", "m4").as_deref(), Some("f4"));
+    }
+
+    proptest! {
+        /// Whatever the order of observations: each is new, known or a conflict naming the pair
+        /// held; a pair once made stays (under max_pairs) and is never replaced; the pairs are
+        /// one-to-one; conflicts are counted one per contradicting observation.
+        #[test]
+        fn conflicts_never_lose_a_pairing_silently(
+            ops in proptest::collection::vec((0u8..6, 0u8..6), 0..60)
+        ) {
+            let cw = Crosswalk::new();
+            let mut made: Vec<(String, String)> = Vec::new();
+            let mut conflicts = 0;
+            for (l, c) in ops {
+                let p = pair(&format!("f{l}"), &format!("m{c}"));
+                match cw.learn(&p, 1000) {
+                    Learned::New => {
+                        prop_assert!(made.iter().all(|(ml, mc)| ml != &p.legacy && mc != &p.candidate));
+                        made.push((p.legacy.clone(), p.candidate.clone()));
+                    }
+                    Learned::Known => {
+                        prop_assert!(made.contains(&(p.legacy.clone(), p.candidate.clone())));
+                    }
+                    Learned::Conflict { held } => {
+                        conflicts += 1;
+                        prop_assert!(made.contains(&(held.legacy.clone(), held.candidate.clone())));
+                        prop_assert!(held.legacy == p.legacy || held.candidate == p.candidate);
+                    }
+                }
+            }
+            for (l, c) in &made {
+                prop_assert_eq!(cw.to_candidate("a", "individual", l), Some(c.clone()));
+                prop_assert_eq!(cw.to_legacy("a", "individual", c), Some(l.clone()));
+            }
+            prop_assert_eq!(cw.conflicts(), conflicts);
+            prop_assert_eq!(cw.counts().first().map_or(0, |c| c.2), made.len());
+        }
     }
 }

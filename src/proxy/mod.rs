@@ -302,6 +302,7 @@ impl Proxy {
             max_body: self.max_body,
             ids: mirror.served_ids(meta.account.as_deref()),
             fan_out: mirror.fans_out(),
+            paging: mirror.paging(),
         };
         if !serve.call_legacy {
             // No legacy call: no fallback and no comparison (docs/rollout.md).

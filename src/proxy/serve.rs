@@ -38,6 +38,8 @@ pub struct Mapper {
     /// The answer was assembled from a fan-out (`[{"each", "status", "body"}]`): served only
     /// when every call succeeded.
     pub fan_out: bool,
+    /// A paged route: legacy's paging fields stamped with what was walked.
+    pub paging: Option<crate::paging::Spec>,
 }
 
 /// A served answer: the response, the mapped document when a chain made one (the comparison
@@ -212,6 +214,10 @@ async fn body_of(
     if m.fan_out && !every_call_succeeded(&doc) {
         return Err(Fallback::BatchElement);
     }
+    let walked = m
+        .paging
+        .as_ref()
+        .and_then(|spec| Some((spec.clone(), crate::paging::stamp_of(&doc)?)));
     let Some(chain) = m.chain else {
         // No mapping: the candidate's JSON as it sent it, parsed by the comparison's own
         // parser (a cheaper syntax check let a lone surrogate escape through, which the
@@ -220,6 +226,10 @@ async fn body_of(
         // (and, with `verify`, verification) judged, with no duplicate member a reader could
         // resolve another way.
         let mut doc = doc;
+        if walked.is_some() {
+            // Never without a mapping (the config refuses it): the walk's stamp is ours.
+            return Err(Fallback::MappingError);
+        }
         if let Some(ids) = &m.ids {
             ids.apply(&mut doc).map_err(|_| Fallback::UnpairedId)?;
         }
@@ -232,6 +242,9 @@ async fn body_of(
         .map_err(|_| Fallback::MappingError)?;
     if let Some(ids) = &m.ids {
         ids.apply(&mut mapped).map_err(|_| Fallback::UnpairedId)?;
+    }
+    if let Some((spec, st)) = &walked {
+        crate::paging::stamp(spec, &mut mapped, *st);
     }
     let bytes = serde_json::to_vec(&mapped).map_err(|_| Fallback::MappingError)?;
     if bytes.len() > m.max_body {

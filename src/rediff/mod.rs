@@ -259,6 +259,7 @@ impl<'a> Rediff<'a> {
         let chain = route.and_then(|r| self.proposed.chain(r, p.account.as_deref()));
         let maps = Maps {
             ids: None,
+            paging: None,
             candidate: chain.as_deref(),
             legacy: route.and_then(|r| r.mappings.legacy.as_deref()),
             request: route

@@ -367,7 +367,8 @@ fn docs(
             let legacy = parse(p, ["legacy_raw", "legacy"])?;
             let raw = parse(p, ["candidate_raw", "candidate"])?;
             let maps = Maps {
-            ids: None,
+                ids: None,
+                paging: None,
                 candidate: route
                     .mappings
                     .candidate_for(p.account.as_deref())

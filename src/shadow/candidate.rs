@@ -99,6 +99,9 @@ impl Shadow {
                             super::fanout::mapped(&this, &client, &plan, *pending, headers, body)
                                 .await
                         }
+                        None if plan.page.is_some() => {
+                            super::walk::walked(&this, &client, &plan, headers).await
+                        }
                         None => {
                             let target = Target {
                                 base: &base,

@@ -128,6 +128,8 @@ pub struct Maps<'m> {
     pub request: Option<&'m Chain>,
     /// The id crosswalk, for a route whose documents hold ids (`[routes.ids]`).
     pub ids: Option<Ids<'m>>,
+    /// A paged route (`[routes.paging]`): legacy's paging fields stamped after the mapping.
+    pub paging: Option<&'m crate::paging::Spec>,
 }
 
 /// What the comparison of a route with ids needs: the crosswalk and where the ids sit.
@@ -760,11 +762,18 @@ fn compare_sides(
             (l, c) => (l.json(), c.json(), maps),
         },
     };
+    // A walked page carries its offset and total: legacy's paging fields, after the mapping.
+    let walked = maps
+        .paging
+        .and_then(|spec| Some((spec, crate::paging::stamp_of(c_json.as_ref()?)?)));
     // Mappings reshape the parsed documents before anything is compared.
     let (l_json, mut c_json) = match map_sides(l_json, c_json, &maps) {
         Ok(v) => v,
         Err(e) => return done(Outcome::MappingError, e),
     };
+    if let (Some((spec, st)), Some(c)) = (walked, c_json.as_mut()) {
+        crate::paging::stamp(spec, c, st);
+    }
     // The id crosswalk: pairs learned, then the candidate's ids turned into legacy's (a served
     // document carries legacy's already: nothing to learn or turn).
     let applied = match (maps.ids, &l_json, &mut c_json) {

@@ -13,6 +13,7 @@ mod fanout;
 pub mod memo;
 mod noise;
 pub mod sample;
+mod walk;
 
 pub use candidate::retry_after;
 
@@ -70,6 +71,8 @@ pub struct Plan {
     /// A route with a request mapping: the request as the mapping and the templates need it
     /// (the candidate request is built once the body is in, [`fanout`]).
     pub request: Option<Box<translate::request::Pending>>,
+    /// A route with `[routes.paging]`: legacy's window, walked on the candidate's cursors.
+    pub page: Option<crate::paging::Want>,
 }
 
 /// How a request of the candidate cohort is served.
@@ -192,6 +195,8 @@ pub struct Shadow {
     /// The id crosswalk (`[ids]`): learned by the comparisons, read by requests and served
     /// answers.
     pub ids: Arc<crate::ids::Crosswalk>,
+    /// The candidate's cursors learned per (account, query), for paged routes.
+    pub cursors: crate::paging::Cursors,
 }
 
 impl Shadow {
@@ -236,6 +241,7 @@ impl Shadow {
             record_limits: (cfg_store.0, cfg_store.1),
             breakers: crate::breaker::Breakers::new(breaker),
             ids: Arc::default(),
+            cursors: crate::paging::Cursors::default(),
         }
     }
 
@@ -490,6 +496,26 @@ impl Shadow {
                 ),
             );
         }
+        // A paged route: legacy's offset and limit, read now (a value that is not a number is
+        // legacy's to refuse: nothing to walk).
+        let page = match route.and_then(|r| r.paging.as_ref()) {
+            None => None,
+            Some(spec) => match crate::paging::Want::from_query(spec, &ctx.query) {
+                Some(w) => Some(w),
+                None => {
+                    return (
+                        meta,
+                        Decision::Skip(
+                            SkipReason::Paging,
+                            format!(
+                                "paging: {} or {} is not a whole number",
+                                spec.offset, spec.limit
+                            ),
+                        ),
+                    )
+                }
+            },
+        };
         match target {
             Ok(target) => {
                 let account = meta.account.clone();
@@ -510,6 +536,7 @@ impl Shadow {
                 (
                     meta,
                     Decision::Mirror(Plan {
+                        page,
                         target,
                         route: route_idx,
                         serve,
@@ -698,6 +725,7 @@ impl Shadow {
                         request: route
                             .and_then(|i| cfg.routes[i].candidate.request.as_ref())
                             .map(|r| &*r.chain),
+                        paging: route.and_then(|i| cfg.routes[i].paging.as_ref()),
                         ids: route
                             .map(|i| &cfg.routes[i].ids)
                             .filter(|r| !r.is_empty())
@@ -854,6 +882,11 @@ impl Mirror {
             cfg: self.cfg.clone(),
             route,
         })
+    }
+
+    /// The route's `[routes.paging]`, when it is paged.
+    pub fn paging(&self) -> Option<crate::paging::Spec> {
+        self.route.and_then(|i| self.cfg.routes[i].paging.clone())
     }
 
     /// Whether the candidate's answer is a fan-out's assembly (a route with a request mapping).

@@ -205,8 +205,8 @@ pub fn people() -> Vec<Person> {
 }
 
 const COMPANY_NAME: &str = "Acme Robotics, Inc.";
-const FINCH_COMPANY_ID: &str = "514aa2b7-898f-4ce7-bc05-c2fe993713e8";
-const MERGE_COMPANY_ID: &str = "0f8f3c37-6f1e-4c9a-9e3d-22b1d2c6a7c1";
+pub const FINCH_COMPANY_ID: &str = "514aa2b7-898f-4ce7-bc05-c2fe993713e8";
+pub const MERGE_COMPANY_ID: &str = "0f8f3c37-6f1e-4c9a-9e3d-22b1d2c6a7c1";
 const TEAMS: [(&str, &str); 4] = [
     ("Leadership", "7c1e2b0a-3a51-4f57-9d0b-0e2f1a6b9c01"),
     ("Engineering", "7c1e2b0a-3a51-4f57-9d0b-0e2f1a6b9c02"),
@@ -487,9 +487,41 @@ fn merge_page(items: &[Value], q: &HashMap<String, String>) -> Reply {
     Reply::json(json!({"next": next, "previous": previous, "results": page}))
 }
 
+/// Someone hired in the HR system whom only Merge has synced yet (for [`merge_with_newcomer`]).
+pub fn newcomer() -> Person {
+    Person {
+        finch_id: "not-in-finch".into(),
+        merge_id: "9c4f0000-0d3e-47a1-b6c2-00003e6effff".into(),
+        remote_id: "10999".into(),
+        first: "Hiro",
+        middle: None,
+        last: "Tanaka",
+        work_email: "hiro@acme.example".into(),
+        personal_email: "hiro.tanaka@mail.example".into(),
+        phone: "+15555550199",
+        dob: "1996-06-06",
+        gender: "male",
+        title: "Data Engineer",
+        team: "Engineering",
+        manager: Some(1),
+        start: "2024-11-25",
+        active: true,
+        salary: 160_000,
+    }
+}
+
 /// The Merge HRIS fake (the candidate vendor).
 pub async fn merge() -> Upstream {
-    Upstream::start(|s| {
+    merge_of(false).await
+}
+
+/// The Merge fake with one more employee than Finch has ([`newcomer`], listed last).
+pub async fn merge_with_newcomer() -> Upstream {
+    merge_of(true).await
+}
+
+async fn merge_of(newcomer_too: bool) -> Upstream {
+    Upstream::start(move |s| {
         if header(s, "authorization") != Some(&format!("Bearer {MERGE_KEY}")) {
             return Reply::json(json!({"detail": "Invalid API key."})).status(401);
         }
@@ -503,7 +535,10 @@ pub async fn merge() -> Upstream {
         let expand: Vec<&str> = q
             .get("expand")
             .map_or(Vec::new(), |e| e.split(',').collect());
-        let ps = people();
+        let mut ps = people();
+        if newcomer_too {
+            ps.push(newcomer());
+        }
         let path = path_of(&s.uri);
         let Some(rest) = path.strip_prefix("/api/hris/v1/") else {
             return Reply::json(json!({"detail": "Not found."})).status(404);
