@@ -537,3 +537,118 @@ async fn the_examples_batch_mappings_give_finchs_shape_from_merges_answers() {
         assert_eq!(pointers, expected, "{route}: {doc}");
     }
 }
+
+/// A raw Finch call through an instance: (status, JSON body).
+async fn finch_call(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {}", vendors::FINCH_TOKEN))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.map_or_else(String::new, |b| b.to_string()),
+        )))
+        .unwrap();
+    let got = send(req).await;
+    (got.status, got.json())
+}
+
+/// A fleet on one PostgreSQL: each instance learns the pairs of the directory page it serves,
+/// and each sends batch reads of the other's people to Merge with Merge's ids (read from the
+/// store by its follower), never Finch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_shares_its_pairs_through_postgresql() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge().await;
+    let (l, c) = (finch.url(), merge.url());
+    let url = tokio::task::block_in_place(support::pg::database);
+    let fleet_dir = || {
+        let dir = example_dir();
+        let path = dir.path().join("shadowdiff.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old = "path = \"${SHADOWDIFF_DB:-data/finch-to-merge.db}\"";
+        assert!(text.contains(old));
+        std::fs::write(&path, text.replace(old, &format!("url = \"{url}\""))).unwrap();
+        dir
+    };
+    let a = start_example(fleet_dir(), &l, &c, "unused");
+    let b = start_example(fleet_dir(), &l, &c, "unused");
+    let pg = |sql: &str| -> i64 {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.query_one(sql, &[]).unwrap().get(0)
+    };
+    // A lists the first four people, B the last three: each learns its own.
+    let (ga, _) = finch_call(&a.url(""), "GET", "/employer/directory?offset=0&limit=4", None).await;
+    let (gb, _) = finch_call(&b.url(""), "GET", "/employer/directory?offset=4&limit=3", None).await;
+    assert_eq!((ga, gb), (200, 200));
+    tokio::task::block_in_place(|| {
+        poll(std::time::Duration::from_secs(30), || {
+            (pg("SELECT count(*) FROM id_pairs WHERE kind = 'individual'") == 7).then_some(())
+        })
+        .expect("seven pairs stored by the two instances")
+    });
+    let ps = people();
+    // Each reads the other's people; its follower reads the store every second, so the first
+    // read may be skipped as `unpaired_id` (never sent with a Finch id): read again until sent.
+    for (via, people_of_other) in [(&b, 0..4), (&a, 4..7)] {
+        let reqs: Vec<Value> = people_of_other
+            .clone()
+            .map(|i| json!({"individual_id": ps[i].finch_id}))
+            .collect();
+        let want: BTreeSet<String> = people_of_other
+            .clone()
+            .map(|i| format!("/api/hris/v1/employees/{}", ps[i].merge_id))
+            .collect();
+        let mut sent = false;
+        for _ in 0..50 {
+            let before = tokio::task::block_in_place(|| {
+                pg("SELECT count(*) FROM exchanges WHERE route = 'individuals'")
+            });
+            let (status, _) = finch_call(
+                &via.url(""),
+                "POST",
+                "/employer/individual",
+                Some(json!({ "requests": reqs })),
+            )
+            .await;
+            assert_eq!(status, 200);
+            let outcome = tokio::task::block_in_place(|| {
+                poll(std::time::Duration::from_secs(30), || {
+                    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    client
+                        .query_opt(
+                            "SELECT outcome, reason FROM exchanges WHERE route = 'individuals' ORDER BY id OFFSET $1 LIMIT 1",
+                            &[&before],
+                        )
+                        .unwrap()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+                })
+                .expect("the batch read stored")
+            });
+            if outcome.0 == "skipped" {
+                assert!(
+                    outcome.1.as_deref().unwrap_or("").starts_with("unpaired_id"),
+                    "{outcome:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            // Compared: people 0-3 hold the planted last name, 4-6 none.
+            assert!(["diff", "match"].contains(&outcome.0.as_str()), "{outcome:?}");
+            sent = true;
+            break;
+        }
+        assert!(sent, "the other instance's pairs were never used");
+        let seen: BTreeSet<String> = merge
+            .seen()
+            .iter()
+            .map(|s| s.uri.split('?').next().unwrap().to_owned())
+            .filter(|u| want.contains(u))
+            .collect();
+        assert_eq!(seen, want, "Merge's ids, learned by the other instance");
+    }
+    assert!(
+        !merge.seen().iter().any(|s| ps.iter().any(|p| s.uri.contains(&p.finch_id))),
+        "a Finch id never reaches Merge"
+    );
+}
