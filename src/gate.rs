@@ -81,6 +81,9 @@ pub fn evaluate_on(
                 .then(|| format!("needs re-auth: {}", report.needs_reauth.join(", "))),
         });
     }
+    if let Some(min) = gate.min_paired_ids {
+        checks.push(paired_ids(min, &report.ids));
+    }
     if let Some(n) = gate.min_field_samples {
         let routes: Vec<(RouteKey, u64)> = report
             .routes
@@ -121,6 +124,30 @@ pub fn evaluate_on(
         window: report.window.clone(),
         checks,
     })
+}
+
+/// `min_paired_ids`: the least paired (account, kind) of the crosswalk. Nothing seen fails (a
+/// gate that asks for pairs has none to show).
+fn paired_ids(min: f64, ids: &[crate::store::IdCoverage]) -> Check {
+    let worst = ids
+        .iter()
+        .min_by(|a, b| a.paired_rate.total_cmp(&b.paired_rate));
+    let measured = worst.map(|w| w.paired_rate);
+    Check {
+        criterion: "min_paired_ids".into(),
+        scope: "all".into(),
+        threshold: min,
+        measured,
+        interval: None,
+        pass: measured.is_some_and(|m| m >= min),
+        note: Some(match worst {
+            None => "no id pair learned yet ([ids])".into(),
+            Some(w) => format!(
+                "least paired: account {:?}, kind {}: {} pairs, {} legacy and {} candidate ids unpaired, {} conflicts",
+                w.account, w.kind, w.paired, w.unpaired_legacy, w.unpaired_candidate, w.conflicts
+            ),
+        }),
+    }
 }
 
 /// The verdicts of a config's gates on a report over `filter`: the rollout's phases in order,

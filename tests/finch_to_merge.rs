@@ -277,6 +277,43 @@ async fn in_shadow_the_only_differences_are_the_planted_gaps() {
         query(&p.db(), "SELECT count(*) FROM id_conflicts"),
         vec![vec![json!(0)]]
     );
+    // Said by /api/ids and the gate: every id paired.
+    let api = get(&p.admin_url("/api/ids")).await.json();
+    let rates: Vec<(Value, Value, Value)> = api["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].clone(), c["paired"].clone(), c["paired_rate"].clone()))
+        .collect();
+    assert_eq!(
+        rates,
+        vec![
+            (json!("company"), json!(1), json!(1.0)),
+            (json!("individual"), json!(7), json!(1.0))
+        ]
+    );
+    let check = paired_ids_check(&p);
+    assert_eq!((check["pass"].clone(), check["measured"].clone()), (json!(true), json!(1.0)));
+}
+
+/// The gate's `min_paired_ids` check over the instance's store (the example's `[gate.shadow]`).
+fn paired_ids_check(p: &Proc) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["gate", "--config", "shadowdiff.toml", "--phase", "shadow", "--format", "json"])
+        .env("MERGE_API_KEY", "unused")
+        .env("SHADOWDIFF_DB", "store/sd.db")
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "min_paired_ids")
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"))
 }
 
 /// An employee only Merge has is a difference of its own kind (`unpaired_id`), and no one is
@@ -326,6 +363,10 @@ async fn an_employee_on_one_side_only_is_unpaired_never_paired_wrongly() {
             json!(vendors::newcomer().merge_id)
         ]]
     );
+    // 14 of 15 ids paired: the gate holds the rollout.
+    let check = paired_ids_check(&p);
+    assert_eq!(check["pass"], json!(false), "{check}");
+    assert!((check["measured"].as_f64().unwrap() - 14.0 / 15.0).abs() < 1e-9, "{check}");
 }
 
 /// In `canary`, for the pinned account: a paginating client (the Finch SDK, one per page) gets

@@ -9,6 +9,7 @@
 //! | `/api/summary?since=1h` | the parity report (as `report --format json`) over the window |
 //! | `/api/webhooks` | per `[[webhooks]]` endpoint the deliveries pending, delivered and dead, and the last 50 dead ones with their last error |
 //! | `/api/accounts?since=24h` | every account: its health (`ok` / `needs_reauth`, since, last error) and its parity and outcomes over the window |
+//! | `/api/ids` | the id crosswalk per account and kind: pairs held, ids still unpaired per side, conflicts, the share of ids paired |
 //! | `/api/coverage?since=24h&route=R` | field coverage per route: each field pattern compared, in how many exchanges, its parity; the patterns never exercised |
 //! | `/api/exchanges?outcome=diff&limit=20` | the latest exchanges |
 //! | `/api/exchanges/{id}` | one exchange with its differences |
@@ -546,6 +547,13 @@ where
                     "needs_reauth": report.needs_reauth,
                     "accounts": accounts,
                 })))
+            })
+            .await
+        }
+        "/api/ids" => {
+            blocking(move || {
+                let ids = with_store(&state, |store| Ok(store.id_coverage()?))?;
+                Ok(json_value(&json!({ "ids": ids })))
             })
             .await
         }

@@ -221,6 +221,24 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
                 v.query()
             );
         }
+        if !r.ids.is_empty() {
+            let least = r
+                .ids
+                .iter()
+                .min_by(|a, b| a.paired_rate.total_cmp(&b.paired_rate))
+                .expect("not empty");
+            let conflicts: u64 = r.ids.iter().map(|c| c.conflicts).sum();
+            let _ = write!(
+                o,
+                "<p id=\"ids\">Ids paired (the crosswalk): least <b class=\"{}\">{}</b> ({}, {}) over {} account and kind pairs; {} conflicts · <a href=\"/api/ids\">/api/ids</a></p>",
+                if least.paired_rate >= 0.99 { "good" } else { "bad" },
+                esc(&crate::report::render::pct(least.paired_rate)),
+                esc(&least.account),
+                esc(&least.kind),
+                r.ids.len(),
+                conflicts
+            );
+        }
         if !gates.is_empty() {
             o.push_str("<h2>Gates</h2><table id=\"gates\"><tr><th>phase</th><th>verdict over the window</th><th>failing criteria</th></tr>");
             for g in &gates {

@@ -211,6 +211,10 @@ pub struct GateConfig {
     /// Every field pattern compared in the window was present in at least this many compared
     /// exchanges (field coverage): a rarely used field cannot slip through a canary.
     pub min_field_samples: Option<u64>,
+    /// Every (account, kind) of the id crosswalk has at least this share of its ids paired
+    /// (`[ids]`): a rollout does not start while most ids could not be translated.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_paired_ids: Option<f64>,
     /// Of the Wilson intervals `min_parity` and `max_candidate_error_rate` are judged on
     /// (default 0.95: parity passes when the interval's lower bound reaches the threshold, an
     /// error rate when its upper bound stays under it); `0` judges the measured ratio itself.

@@ -549,6 +549,7 @@ fn gate_toml(o: &mut String, g: &super::GateConfig) {
         }
     }
     let floats = [
+        ("min_paired_ids", g.min_paired_ids),
         ("min_parity", g.min_parity),
         ("max_candidate_error_rate", g.max_candidate_error_rate),
         ("max_latency_ratio", g.max_latency_ratio),

@@ -287,6 +287,9 @@ pub struct Report {
     pub auth_errors: Vec<String>,
     /// Every account's health (those that ever had a candidate auth error).
     pub account_health: Vec<crate::store::AccountHealth>,
+    /// The id crosswalk's coverage per account and kind (`[ids]`; not windowed: the pairs held
+    /// now, the ids still without a partner, the conflicts met).
+    pub ids: Vec<crate::store::IdCoverage>,
     /// The candidate's quota spent by shadow traffic in the window, and what was held back to
     /// spare it (legacy's second calls are counted by a metric, not in the store).
     pub shadow_spend: crate::store::Spend,
@@ -514,6 +517,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         needs_reauth,
         auth_errors,
         account_health,
+        ids: store.id_coverage()?,
         shadow_spend: store.shadow_spend(f)?,
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,

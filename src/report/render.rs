@@ -231,9 +231,56 @@ pub fn markdown(r: &Report) -> String {
         "\n**Candidate quota spent by shadow traffic**: {}",
         md_text(&spend_text(&r.shadow_spend))
     );
+    ids_markdown(&mut o, &r.ids);
     rollout_markdown(&mut o, &r.rollout);
     rediffs_markdown(&mut o, &r.rediffs);
     o
+}
+
+/// The id crosswalk's coverage (nothing without `[ids]` pairs or ids seen).
+fn ids_markdown(o: &mut String, ids: &[crate::store::IdCoverage]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Ids (the crosswalk between the vendors' ids)\n\n| account | kind | paired | unpaired (legacy / candidate) | conflicts | ids paired |\n|---|---|---|---|---|---|"
+    );
+    for c in ids {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} / {} | {} | {} |",
+            md_text(&c.account),
+            md_text(&c.kind),
+            c.paired,
+            c.unpaired_legacy,
+            c.unpaired_candidate,
+            c.conflicts,
+            pct(c.paired_rate)
+        );
+    }
+}
+
+/// The id crosswalk's coverage as an HTML table.
+fn ids_html(o: &mut String, ids: &[crate::store::IdCoverage]) {
+    if ids.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Ids</h2><p class=\"muted\">The crosswalk between the vendors' ids: pairs held, ids compared without a partner, observations that contradicted a pair.</p><table><tr><th>account</th><th>kind</th><th class=\"num\">paired</th><th class=\"num\">unpaired legacy</th><th class=\"num\">unpaired candidate</th><th class=\"num\">conflicts</th><th class=\"num\">ids paired</th></tr>");
+    for c in ids {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&c.account),
+            esc(&c.kind),
+            c.paired,
+            c.unpaired_legacy,
+            c.unpaired_candidate,
+            c.conflicts,
+            esc(&pct(c.paired_rate))
+        );
+    }
+    o.push_str("</table>");
 }
 
 /// `N calls (held back: M quota_reserve, K rate_limited)`.
@@ -586,6 +633,7 @@ pub fn html(r: &Report) -> String {
     }
     rollout_html(&mut o, &r.rollout);
     rediffs_html(&mut o, &r.rediffs);
+    ids_html(&mut o, &r.ids);
     o.push_str("<h2>Accounts</h2>");
     let _ = write!(
         o,

@@ -21,7 +21,7 @@ use super::StoreError;
 use crate::record::{rfc3339, Pair, Record};
 
 /// The crosswalk's coverage of one (account, kind).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IdCoverage {
     pub account: String,
     pub kind: String,
@@ -33,11 +33,18 @@ pub struct IdCoverage {
     pub unpaired_candidate: u64,
     /// Observations that contradicted a pair held.
     pub conflicts: u64,
+    /// [`IdCoverage::rate`]: paired ids over every id seen.
+    pub paired_rate: f64,
 }
 
 impl IdCoverage {
+    fn rated(mut self) -> Self {
+        self.paired_rate = self.rate();
+        self
+    }
+
     /// Paired ids over every id seen (a pair counts one per side): 1 when nothing was seen.
-    pub fn paired_rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         let all = 2 * self.paired + self.unpaired_legacy + self.unpaired_candidate;
         if all == 0 {
             1.0
@@ -284,7 +291,9 @@ pub(super) fn sqlite_coverage(c: &rusqlite::Connection) -> rusqlite::Result<Vec<
             unpaired_legacy: n(3)?,
             unpaired_candidate: n(4)?,
             conflicts: n(5)?,
-        })
+            paired_rate: 0.0,
+        }
+        .rated())
     })?;
     rows.collect()
 }
@@ -305,7 +314,9 @@ pub(super) fn pg_coverage(c: &mut postgres::Client) -> Result<Vec<IdCoverage>, p
                 unpaired_legacy: n(3),
                 unpaired_candidate: n(4),
                 conflicts: n(5),
+                paired_rate: 0.0,
             }
+            .rated()
         })
         .collect())
 }

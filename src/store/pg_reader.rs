@@ -164,6 +164,14 @@ impl Reader for PgReader {
         super::health::pg_all(&mut c).map_err(|e| self.err(e))
     }
 
+    fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::ids::pg_coverage(&mut c).map_err(|e| self.err(e))
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,

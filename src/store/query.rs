@@ -340,6 +340,9 @@ pub trait Reader {
     /// re-auth first.
     fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError>;
 
+    /// The id crosswalk's coverage per (account, kind): pairs, ids still unpaired, conflicts.
+    fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError>;
+
     /// The rediffs recorded (`rediff --record`) in `[from, to)`, oldest first.
     fn rediffs(
         &self,

@@ -201,6 +201,10 @@ impl Reader for Connection {
         Ok(super::health::sqlite_all(self)?)
     }
 
+    fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError> {
+        Ok(super::ids::sqlite_coverage(self)?)
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,
