@@ -283,7 +283,13 @@ async fn in_shadow_the_only_differences_are_the_planted_gaps() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["kind"].clone(), c["paired"].clone(), c["paired_rate"].clone()))
+        .map(|c| {
+            (
+                c["kind"].clone(),
+                c["paired"].clone(),
+                c["paired_rate"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         rates,
@@ -293,13 +299,24 @@ async fn in_shadow_the_only_differences_are_the_planted_gaps() {
         ]
     );
     let check = paired_ids_check(&p);
-    assert_eq!((check["pass"].clone(), check["measured"].clone()), (json!(true), json!(1.0)));
+    assert_eq!(
+        (check["pass"].clone(), check["measured"].clone()),
+        (json!(true), json!(1.0))
+    );
 }
 
 /// The gate's `min_paired_ids` check over the instance's store (the example's `[gate.shadow]`).
 fn paired_ids_check(p: &Proc) -> Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-        .args(["gate", "--config", "shadowdiff.toml", "--phase", "shadow", "--format", "json"])
+        .args([
+            "gate",
+            "--config",
+            "shadowdiff.toml",
+            "--phase",
+            "shadow",
+            "--format",
+            "json",
+        ])
         .env("MERGE_API_KEY", "unused")
         .env("SHADOWDIFF_DB", "store/sd.db")
         .current_dir(p.dir.path())
@@ -366,7 +383,10 @@ async fn an_employee_on_one_side_only_is_unpaired_never_paired_wrongly() {
     // 14 of 15 ids paired: the gate holds the rollout.
     let check = paired_ids_check(&p);
     assert_eq!(check["pass"], json!(false), "{check}");
-    assert!((check["measured"].as_f64().unwrap() - 14.0 / 15.0).abs() < 1e-9, "{check}");
+    assert!(
+        (check["measured"].as_f64().unwrap() - 14.0 / 15.0).abs() < 1e-9,
+        "{check}"
+    );
 }
 
 /// In `canary`, for the pinned account: a paginating client (the Finch SDK, one per page) gets
@@ -619,8 +639,20 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
         client.query_one(sql, &[]).unwrap().get(0)
     };
     // A lists the first four people, B the last three: each learns its own.
-    let (ga, _) = finch_call(&a.url(""), "GET", "/employer/directory?offset=0&limit=4", None).await;
-    let (gb, _) = finch_call(&b.url(""), "GET", "/employer/directory?offset=4&limit=3", None).await;
+    let (ga, _) = finch_call(
+        &a.url(""),
+        "GET",
+        "/employer/directory?offset=0&limit=4",
+        None,
+    )
+    .await;
+    let (gb, _) = finch_call(
+        &b.url(""),
+        "GET",
+        "/employer/directory?offset=4&limit=3",
+        None,
+    )
+    .await;
     assert_eq!((ga, gb), (200, 200));
     tokio::task::block_in_place(|| {
         poll(std::time::Duration::from_secs(30), || {
@@ -668,14 +700,21 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
             });
             if outcome.0 == "skipped" {
                 assert!(
-                    outcome.1.as_deref().unwrap_or("").starts_with("unpaired_id"),
+                    outcome
+                        .1
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("unpaired_id"),
                     "{outcome:?}"
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
             // Compared: people 0-3 hold the planted last name, 4-6 none.
-            assert!(["diff", "match"].contains(&outcome.0.as_str()), "{outcome:?}");
+            assert!(
+                ["diff", "match"].contains(&outcome.0.as_str()),
+                "{outcome:?}"
+            );
             sent = true;
             break;
         }
@@ -689,7 +728,74 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
         assert_eq!(seen, want, "Merge's ids, learned by the other instance");
     }
     assert!(
-        !merge.seen().iter().any(|s| ps.iter().any(|p| s.uri.contains(&p.finch_id))),
+        !merge
+            .seen()
+            .iter()
+            .any(|s| ps.iter().any(|p| s.uri.contains(&p.finch_id))),
         "a Finch id never reaches Merge"
     );
+}
+
+/// A batch read of Finch ids the crosswalk does not know yet is never sent to Merge (with
+/// Finch's ids or anyone's): skipped, `unpaired_id`; the app still gets Finch's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_read_of_unpaired_ids_never_reaches_the_candidate() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge().await;
+    let p = start_example(example_dir(), &finch.url(), &merge.url(), "store/sd.db");
+    let ps = people();
+    let (status, body) = finch_call(
+        &p.url(""),
+        "POST",
+        "/employer/individual",
+        Some(json!({"requests": [{"individual_id": ps[0].finch_id}]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["responses"][0]["body"]["id"], json!(ps[0].finch_id));
+    let rows = stored(&p, 1);
+    assert_eq!(rows[0][2], "skipped");
+    assert!(
+        rows[0][3]
+            .as_str()
+            .unwrap()
+            .starts_with("unpaired_id: the legacy id in {each.individual_id}"),
+        "{rows:?}"
+    );
+    assert_eq!(merge.count(), 0, "Merge never called");
+}
+
+/// In `canary`, a served page holding an id the crosswalk cannot turn back into Finch's (an
+/// employee only Merge has) falls back to Finch's answer (`unpaired_id`): a Merge id never
+/// reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_answer_with_an_untranslatable_id_falls_back() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge_with_newcomer().await;
+    let dir = example_dir_with(
+        "[rollout]\nphase = \"canary\"\npin_candidate = [\"acme\"]\nfollow = \"100ms\"\n",
+    );
+    let p = start_example(dir, &finch.url(), &merge.url(), "store/sd.db");
+    // Pairs learned from a page only Finch's seven are on (the newcomer is listed last).
+    let (s1, first) = finch_call(&p.url(""), "GET", "/employer/directory?limit=7", None).await;
+    assert_eq!(s1, 200);
+    stored(&p, 1);
+    // The whole directory, served: Merge's page holds the newcomer.
+    let (s2, all) = finch_call(&p.url(""), "GET", "/employer/directory", None).await;
+    assert_eq!(s2, 200);
+    let ps = people();
+    let finch_ids: Vec<&str> = ps.iter().map(|p| p.finch_id.as_str()).collect();
+    let ids = |v: &Value| -> Vec<String> {
+        v["individuals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first), finch_ids);
+    assert_eq!(ids(&all), finch_ids, "Finch's answer");
+    let rows = stored(&p, 2);
+    assert_eq!(rows[1][4], "legacy", "{rows:?}");
+    assert_eq!(rows[1][5], "unpaired_id", "{rows:?}");
 }

@@ -809,6 +809,32 @@ mod tests {
     }
 
     #[test]
+    fn an_id_placeholder_renders_the_candidates_partner_or_names_itself() {
+        let t = Template::parse("/employees/{id|individual}?m={query.m | individual}").unwrap();
+        let lookup = |kind: &str, legacy: &str| {
+            (kind == "individual" && legacy == "f 1").then(|| "m/1".to_owned())
+        };
+        let ctx = |id: &'static str, ids: bool| Context {
+            captures: vec![("id", id)],
+            query: vec![("m".into(), "f 1".into())],
+            ids: ids.then_some(IdLookup(&lookup)),
+            ..Context::default()
+        };
+        // The capture is decoded before the lookup; the partner is encoded in the path.
+        assert_eq!(
+            t.render_path(&ctx("f%201", true)).unwrap(),
+            "/employees/m%2F1?m=m%2F1"
+        );
+        let unpaired = Var::Id(Box::new(Var::Capture("id".into())), "individual".into());
+        assert_eq!(t.render_path(&ctx("f2", true)), Err(unpaired.clone()));
+        assert_eq!(unpaired.to_string(), "{id|individual}");
+        // Without a crosswalk, nothing is paired.
+        assert_eq!(t.render_path(&ctx("f%201", false)), Err(unpaired));
+        assert!(Template::parse("/e/{id|}").is_err());
+        assert!(Template::parse("/e/{id|a b}").is_err());
+    }
+
+    #[test]
     fn candidate_query_leaves_out_absent_parameters() {
         let ct = CandidateTemplate {
             method: None,
