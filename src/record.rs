@@ -475,7 +475,7 @@ pub struct Record {
     pub ids: Option<Arc<IdsSeen>>,
 }
 
-/// One pair of the id crosswalk (`crate::ids`): the same entity's id at each vendor.
+/// One pair of the id crosswalk (the `ids` module): the same entity's id at each vendor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pair {
     pub account: String,

@@ -658,7 +658,7 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
         poll(std::time::Duration::from_secs(30), || {
             (pg("SELECT count(*) FROM id_pairs WHERE kind = 'individual'") == 7).then_some(())
         })
-        .expect("seven pairs stored by the two instances")
+        .expect("seven pairs stored by the two instances");
     });
     let ps = people();
     // Each reads the other's people; its follower reads the store every second, so the first

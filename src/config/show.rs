@@ -501,6 +501,10 @@ impl Config {
                 }
             }
         }
+        if r.paging.is_none() && r.candidate.path.is_some() && r.serves(&http::Method::GET) {
+            // `check` says, per served route, that its paging is not translated.
+            o.push_str("# paging: not translated ([routes.paging]): the caller's paging parameters reach the candidate as forward_query passes them; a page the candidate answers differently is served only where verify finds it equal\n");
+        }
         if let Some(p) = &r.paging {
             o.push_str("[routes.paging]\n");
             let _ = writeln!(

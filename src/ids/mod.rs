@@ -100,7 +100,8 @@ struct Table {
 /// a read lock and two hash lookups) and the comparisons (learning).
 #[derive(Default)]
 pub struct Crosswalk {
-    tables: RwLock<HashMap<(String, String), Table>>,
+    /// Account → kind → its pairs (looked up by borrowed names, without allocating).
+    tables: RwLock<HashMap<String, HashMap<String, Table>>>,
     /// Incremented by every new pair: comparisons memoised before it are stale.
     generation: AtomicU64,
     conflicts: AtomicU64,
@@ -137,7 +138,9 @@ impl Crosswalk {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let t = tables
-            .entry((pair.account.clone(), pair.kind.clone()))
+            .entry(pair.account.clone())
+            .or_default()
+            .entry(pair.kind.clone())
             .or_default();
         let held_c = t.to_candidate.get(&pair.legacy);
         let held_l = t.to_legacy.get(&pair.candidate);
@@ -190,7 +193,9 @@ impl Crosswalk {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let t = tables
-            .entry((pair.account.clone(), pair.kind.clone()))
+            .entry(pair.account.clone())
+            .or_default()
+            .entry(pair.kind.clone())
             .or_default();
         if t.to_candidate.get(&pair.legacy) == Some(&pair.candidate) {
             return false;
@@ -226,11 +231,10 @@ impl Crosswalk {
             .tables
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Keyed by owned strings: looked up without allocating through the pair of borrows.
         tables
-            .iter()
-            .find(|((a, k), _)| a == account && k == kind)
-            .and_then(|(_, t)| f(t).cloned())
+            .get(account)
+            .and_then(|kinds| kinds.get(kind))
+            .and_then(|t| f(t).cloned())
     }
 
     /// Pairs held per (account, kind).
@@ -241,7 +245,11 @@ impl Crosswalk {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<_> = tables
             .iter()
-            .map(|((a, k), t)| (a.clone(), k.clone(), t.to_candidate.len()))
+            .flat_map(|(a, kinds)| {
+                kinds
+                    .iter()
+                    .map(move |(k, t)| (a.clone(), k.clone(), t.to_candidate.len()))
+            })
             .collect();
         out.sort();
         out

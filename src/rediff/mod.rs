@@ -156,6 +156,9 @@ pub struct Rediff<'a> {
     pub proposed: Proposed,
     /// Learned noise fields per route (left out of both verdicts, as reports do).
     noise: HashMap<Option<String>, HashSet<String>>,
+    /// The store's id crosswalk (`[ids]`), read once: kept exchanges are judged with the pairs
+    /// known now.
+    ids: Option<crate::ids::Crosswalk>,
     pub workers: usize,
 }
 
@@ -166,12 +169,27 @@ impl<'a> Rediff<'a> {
             runner,
             proposed,
             noise: HashMap::new(),
+            ids: None,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 
-    /// Reads the learned noise of the routes of `pairs` not read yet.
+    /// Reads the learned noise of the routes of `pairs` not read yet (and, once, the id
+    /// crosswalk's pairs).
     fn learn_noise(&mut self, reader: &dyn Reader, pairs: &[KeptPair]) -> Result<(), StoreError> {
+        if self.ids.is_none() && !self.cfg.ids.is_empty() {
+            let cw = crate::ids::Crosswalk::new();
+            for pair in reader.id_pairs(usize::MAX)? {
+                let max = self
+                    .cfg
+                    .ids
+                    .iter()
+                    .find(|k| k.name == pair.kind)
+                    .map_or(crate::ids::DEFAULT_MAX_PAIRS, |k| k.max_pairs);
+                cw.adopt(&pair, max);
+            }
+            self.ids = Some(cw);
+        }
         for p in pairs {
             if self.noise.contains_key(&p.route) {
                 continue;
@@ -257,9 +275,18 @@ impl<'a> Rediff<'a> {
             .or_else(|| p.side("candidate"))
             .ok_or("body_missing")?;
         let chain = route.and_then(|r| self.proposed.chain(r, p.account.as_deref()));
+        let account = p.account.clone().unwrap_or_default();
         let maps = Maps {
-            ids: None,
-            paging: None,
+            ids: match (&self.ids, route) {
+                (Some(cw), Some(r)) if !r.ids.is_empty() => Some(crate::shadow::compare::Ids {
+                    crosswalk: cw,
+                    account: &account,
+                    route: &r.ids,
+                    kinds: &self.cfg.ids,
+                }),
+                _ => None,
+            },
+            paging: route.and_then(|r| r.paging.as_ref()),
             candidate: chain.as_deref(),
             legacy: route.and_then(|r| r.mappings.legacy.as_deref()),
             request: route

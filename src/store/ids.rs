@@ -1,4 +1,4 @@
-//! The id crosswalk's rows (`crate::ids`), written by the writer in the same transaction as the
+//! The id crosswalk's rows (the `ids` module), written by the writer in the same transaction as the
 //! exchanges that taught them, read back by every instance of a fleet ([`IdStore`]):
 //!
 //! - `id_pairs(seq, account, kind, legacy_id, candidate_id, learned_at)`: one pair per legacy id
@@ -82,6 +82,7 @@ pub(super) fn sqlite_save(
                 }
                 continue;
             }
+            crate::telemetry::id_pairs(&p.kind, 1);
             for (side, id) in [("legacy", &p.legacy), ("candidate", &p.candidate)] {
                 tx.prepare_cached(
                     "DELETE FROM id_unpaired WHERE account = ?1 AND kind = ?2 AND side = ?3 AND id = ?4",
@@ -201,6 +202,7 @@ pub(super) fn pg_save(
                 }
                 continue;
             }
+            crate::telemetry::id_pairs(&p.kind, 1);
             tx.execute(
                 "DELETE FROM id_unpaired WHERE account = $1 AND kind = $2
                  AND ((side = 'legacy' AND id = $3) OR (side = 'candidate' AND id = $4))",
@@ -321,6 +323,65 @@ pub(super) fn pg_coverage(c: &mut postgres::Client) -> Result<Vec<IdCoverage>, p
         .collect())
 }
 
+const PAIRS_SQL: &str =
+    "SELECT seq, account, kind, legacy_id, candidate_id FROM id_pairs WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+fn sqlite_pairs(
+    c: &rusqlite::Connection,
+    seq: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<(i64, Pair)>> {
+    let mut stmt = c.prepare_cached(&PAIRS_SQL.replace('$', "?"))?;
+    let rows = stmt.query_map(params![seq, limit], |r| {
+        Ok((
+            r.get(0)?,
+            Pair {
+                account: r.get(1)?,
+                kind: r.get(2)?,
+                legacy: r.get(3)?,
+                candidate: r.get(4)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+fn pg_pairs(
+    c: &mut postgres::Client,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Pair)>, postgres::Error> {
+    Ok(c.query(PAIRS_SQL, &[&seq, &limit])?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Pair {
+                    account: r.get(1),
+                    kind: r.get(2),
+                    legacy: r.get(3),
+                    candidate: r.get(4),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Every pair (oldest first, at most `limit`): SQLite.
+pub(super) fn sqlite_all(c: &rusqlite::Connection, limit: usize) -> rusqlite::Result<Vec<Pair>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(sqlite_pairs(c, 0, limit)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// Every pair (oldest first, at most `limit`): PostgreSQL.
+pub(super) fn pg_all(c: &mut postgres::Client, limit: usize) -> Result<Vec<Pair>, postgres::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(pg_pairs(c, 0, limit)?.into_iter().map(|(_, p)| p).collect())
+}
+
 /// The crosswalk's own connection: every instance reads the pairs its fleet learned.
 pub struct IdStore {
     conn: super::conn::OwnConn,
@@ -336,46 +397,8 @@ impl IdStore {
     /// Pairs stored after `seq` (oldest first, at most `limit`), each with its `seq`.
     pub fn since(&mut self, seq: i64, limit: usize) -> Result<Vec<(i64, Pair)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.conn.with(
-            |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT seq, account, kind, legacy_id, candidate_id FROM id_pairs
-                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![seq, limit], |r| {
-                    Ok((
-                        r.get(0)?,
-                        Pair {
-                            account: r.get(1)?,
-                            kind: r.get(2)?,
-                            legacy: r.get(3)?,
-                            candidate: r.get(4)?,
-                        },
-                    ))
-                })?;
-                rows.collect()
-            },
-            |c| {
-                Ok(c.query(
-                    "SELECT seq, account, kind, legacy_id, candidate_id FROM id_pairs
-                     WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&seq, &limit],
-                )?
-                .iter()
-                .map(|r| {
-                    (
-                        r.get(0),
-                        Pair {
-                            account: r.get(1),
-                            kind: r.get(2),
-                            legacy: r.get(3),
-                            candidate: r.get(4),
-                        },
-                    )
-                })
-                .collect())
-            },
-        )
+        self.conn
+            .with(|c| sqlite_pairs(c, seq, limit), |c| pg_pairs(c, seq, limit))
     }
 
     /// Coverage per (account, kind).

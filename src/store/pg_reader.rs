@@ -172,6 +172,14 @@ impl Reader for PgReader {
         super::ids::pg_coverage(&mut c).map_err(|e| self.err(e))
     }
 
+    fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::ids::pg_all(&mut c, limit).map_err(|e| self.err(e))
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,

@@ -343,6 +343,9 @@ pub trait Reader {
     /// The id crosswalk's coverage per (account, kind): pairs, ids still unpaired, conflicts.
     fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError>;
 
+    /// The id crosswalk's pairs, oldest first (at most `limit`).
+    fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError>;
+
     /// The rediffs recorded (`rediff --record`) in `[from, to)`, oldest first.
     fn rediffs(
         &self,

@@ -205,6 +205,10 @@ impl Reader for Connection {
         Ok(super::ids::sqlite_coverage(self)?)
     }
 
+    fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError> {
+        Ok(super::ids::sqlite_all(self, limit)?)
+    }
+
     fn rediffs(
         &self,
         from: SystemTime,
