@@ -25,13 +25,14 @@ fn kinds() -> Vec<KindSpec> {
 }
 
 fn route() -> RouteIds {
-    RouteIds {
-        records: vec![(Glob::new("/individuals/*").unwrap(), "individual".into())],
-        refs: vec![(
+    RouteIds::new(
+        vec![(Glob::new("/individuals/*").unwrap(), "individual".into())],
+        vec![(
             Glob::new("/individuals/*/manager/id").unwrap(),
             "individual".into(),
         )],
-    }
+    )
+    .compile(&kinds())
 }
 
 /// Page `p` of a directory as each vendor gives it (legacy's schema; the candidate's ids its

@@ -487,9 +487,9 @@ impl Config {
                 };
                 let ids = match &r.ids {
                     None => crate::ids::RouteIds::default(),
-                    Some(i) => {
-                        route_ids(i, &raw.ids).map_err(|m| at(format!("[routes.ids] {m}")))?
-                    }
+                    Some(i) => route_ids(i, &raw.ids)
+                        .map_err(|m| at(format!("[routes.ids] {m}")))?
+                        .compile(&id_kinds),
                 };
                 let reference = match &r.reference {
                     None => Vec::new(),
@@ -892,18 +892,16 @@ fn route_ids(
         let g = crate::diff::Glob::new(pattern).map_err(|e| format!("{key}: {e}"))?;
         Ok((g, kind.0.clone()))
     };
-    Ok(crate::ids::RouteIds {
-        records: raw
-            .records
+    Ok(crate::ids::RouteIds::new(
+        raw.records
             .iter()
             .map(|e| one("records", e))
             .collect::<Result<_, _>>()?,
-        refs: raw
-            .refs
+        raw.refs
             .iter()
             .map(|e| one("refs", e))
             .collect::<Result<_, _>>()?,
-    })
+    ))
 }
 
 /// `[rollout]`: the built-in phases with the user's changes and additions, the promotion order,

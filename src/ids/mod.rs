@@ -51,11 +51,37 @@ pub struct RouteIds {
     pub records: Vec<(Glob, String)>,
     /// Other fields holding an id of a kind (`/individuals/*/manager/id`).
     pub refs: Vec<(Glob, String)>,
+    /// Every id field ([`RouteIds::id_fields`]), compiled once ([`RouteIds::compile`]).
+    fields: Vec<(Glob, String)>,
 }
 
 impl RouteIds {
+    pub fn new(records: Vec<(Glob, String)>, refs: Vec<(Glob, String)>) -> Self {
+        Self {
+            records,
+            refs,
+            fields: Vec::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.refs.is_empty()
+    }
+
+    /// The route's ids with their id fields compiled for `kinds`.
+    #[must_use]
+    pub fn compile(mut self, kinds: &[KindSpec]) -> Self {
+        self.fields = self.id_fields(kinds);
+        self
+    }
+
+    /// The id fields: compiled, or computed now.
+    fn fields(&self, kinds: &[KindSpec]) -> std::borrow::Cow<'_, [(Glob, String)]> {
+        if self.fields.is_empty() {
+            std::borrow::Cow::Owned(self.id_fields(kinds))
+        } else {
+            std::borrow::Cow::Borrowed(&self.fields)
+        }
     }
 
     /// Every id field: the records' id fields (pattern + the kind's `id`) and the references.
@@ -133,6 +159,13 @@ impl Crosswalk {
     /// Adds a pair unless it contradicts one already made; at `max` pairs for the (account,
     /// kind), the oldest is forgotten first.
     pub fn learn(&self, pair: &Pair, max: usize) -> Learned {
+        // Known pairs (most observations once warm) under the read lock.
+        if self
+            .to_candidate(&pair.account, &pair.kind, &pair.legacy)
+            .is_some_and(|c| c == pair.candidate)
+        {
+            return Learned::Known;
+        }
         let mut tables = self
             .tables
             .write()
@@ -285,9 +318,9 @@ impl Crosswalk {
                 Learned::Conflict { held } => obs.conflicts.push((pair, held)),
             }
         }
-        let fields = route.id_fields(kinds);
+        let fields = route.fields(kinds);
         let mut out = Applied::default();
-        for (glob, kind) in &fields {
+        for (glob, kind) in fields.iter() {
             each_mut(candidate, glob, &mut |ptr, v| {
                 let Some(id) = id_text(v) else { return };
                 match self.to_legacy(account, kind, &id) {
@@ -331,12 +364,12 @@ impl Crosswalk {
     ) -> Result<usize, String> {
         let mut n = 0;
         let mut failed = None;
-        for (glob, kind) in route.id_fields(kinds) {
-            each_mut(doc, &glob, &mut |ptr, v| {
+        for (glob, kind) in route.fields(kinds).iter() {
+            each_mut(doc, glob, &mut |ptr, v| {
                 if v.is_null() || failed.is_some() {
                     return;
                 }
-                match id_text(v).and_then(|id| self.to_legacy(account, &kind, &id)) {
+                match id_text(v).and_then(|id| self.to_legacy(account, kind, &id)) {
                     Some(l) => {
                         *v = Value::String(l);
                         n += 1;
@@ -529,45 +562,14 @@ fn walk<'v>(
     }
 }
 
-/// Calls `f` with each value of `doc` at a pointer `glob` matches, mutable, and its pointer.
+/// Calls `f` with each value of `doc` at a pointer `glob` matches, mutable, and its pointer
+/// (the pointers found by [`matches`], each then resolved: id fields never nest).
 pub fn each_mut(doc: &mut Value, glob: &Glob, f: &mut dyn FnMut(String, &mut Value)) {
-    let mut path = Vec::new();
-    walk_mut(doc, glob, &mut path, f);
-}
-
-fn walk_mut(
-    v: &mut Value,
-    glob: &Glob,
-    path: &mut Vec<Seg<'_>>,
-    f: &mut dyn FnMut(String, &mut Value),
-) {
-    if glob.matches(path) {
-        f(crate::diff::glob::pointer(path), v);
-        return;
-    }
-    if !glob.may_match_below(path) || path.len() > 32 {
-        return;
-    }
-    // The path borrows keys of the map being walked mutably: owned copies for the way down.
-    match v {
-        Value::Object(m) => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            for k in &keys {
-                if let Some(child) = m.get_mut(k.as_str()) {
-                    let mut p = path.clone();
-                    p.push(Seg::Key(k));
-                    walk_mut(child, glob, &mut p, f);
-                }
-            }
+    let pointers: Vec<String> = matches(doc, glob).into_iter().map(|(p, _)| p).collect();
+    for p in pointers {
+        if let Some(v) = doc.pointer_mut(&p) {
+            f(p, v);
         }
-        Value::Array(a) => {
-            for (i, child) in a.iter_mut().enumerate() {
-                path.push(Seg::Index(i));
-                walk_mut(child, glob, path, f);
-                path.pop();
-            }
-        }
-        _ => {}
     }
 }
 
@@ -590,13 +592,13 @@ mod tests {
     }
 
     fn route() -> RouteIds {
-        RouteIds {
-            records: vec![(Glob::new("/people/*").unwrap(), "individual".into())],
-            refs: vec![(
+        RouteIds::new(
+            vec![(Glob::new("/people/*").unwrap(), "individual".into())],
+            vec![(
                 Glob::new("/people/*/manager/id").unwrap(),
                 "individual".into(),
             )],
-        }
+        )
     }
 
     fn pair(l: &str, c: &str) -> Pair {
