@@ -137,6 +137,16 @@ fn bench(c: &mut Criterion) {
             (a.observed.pairs.len(), diff(l, &c, &rules).len())
         });
     });
+    // The caller's path of a served page: the candidate's ids turned back into legacy's.
+    g.bench_function("serve_page", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % PAGES;
+            let mut c = pages[i].1.clone();
+            walk.serve("acme", &route, &kinds, black_box(&mut c))
+                .unwrap()
+        });
+    });
     g.bench_function("clone_only", |b| {
         let mut i = 0;
         b.iter(|| {

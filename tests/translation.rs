@@ -4,7 +4,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::process::*;
 use support::*;
 
@@ -687,5 +687,89 @@ path = "/c/{id}/tail"
     assert!(
         candidate.seen().iter().all(|s| !s.uri.starts_with("/c/")),
         "no ..; path sent"
+    );
+}
+
+/// Legacy ids in the body a request mapping builds (`[routes.ids] request`) go to the candidate
+/// as its own ids, learned from a list both sides answered; a body with an id not yet paired is
+/// never sent (`unpaired_id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_ids_in_a_mapped_body_reach_the_candidate_as_its_own() {
+    let legacy = Upstream::start(|s| {
+        if s.uri.starts_with("/people") {
+            Reply::json(
+                json!({"people": [{"id": "L1", "name": "Ada"}, {"id": "L2", "name": "Grace"}]}),
+            )
+        } else {
+            Reply::json(json!({"found": 2}))
+        }
+    })
+    .await;
+    let candidate = Upstream::start(|s| {
+        if s.uri.starts_with("/c/people") {
+            Reply::json(
+                json!({"people": [{"id": "c-2", "name": "Grace"}, {"id": "c-1", "name": "Ada"}]}),
+            )
+        } else {
+            Reply::json(json!({"found": 2}))
+        }
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = r#"
+[ids.person]
+match = [["/name"]]
+
+[[routes]]
+name = "people"
+path = "/people"
+[routes.candidate]
+path = "/c/people"
+[routes.ids]
+records = { "/people/*" = "person" }
+
+[[routes]]
+name = "lookup"
+method = "POST"
+path = "/lookup"
+read = true
+[routes.candidate]
+path = "/c/lookup"
+request_expr = '{"body": {"ids": body.ids, "n": $count(body.ids)}}'
+[routes.ids]
+request = { "/ids/*" = "person" }
+"#
+    .into();
+    let p = start(cfg, None).await;
+    assert_eq!(get(&p.url("/people")).await.status, 200);
+    let rows = tokio::task::block_in_place(|| p.wait_rows(1));
+    assert_eq!(
+        rows[0][0], "match",
+        "paired by name, ids translated: {rows:?}"
+    );
+    for ids in [r#"["L2", "L1"]"#, r#"["L1", "L9"]"#] {
+        let got = post_json(&p.url("/lookup"), &format!(r#"{{"ids": {ids}}}"#)).await;
+        assert_eq!(got.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    let lookups: Vec<&Vec<Value>> = rows.iter().skip(1).collect();
+    assert!(
+        lookups.iter().any(|r| r[0] == "skipped"
+            && r[1]
+                .as_str()
+                .unwrap()
+                .starts_with("unpaired_id: the legacy id at /ids/1")),
+        "{rows:?}"
+    );
+    let sent: Vec<Value> = candidate
+        .seen()
+        .iter()
+        .filter(|s| s.uri == "/c/lookup")
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![json!({"ids": ["c-2", "c-1"], "n": 2})],
+        "one call, Merge's ids"
     );
 }

@@ -51,6 +51,9 @@ pub(super) struct RawRouteIds {
     pub(super) records: BTreeMap<String, Str>,
     /// Other fields holding an id of a kind (`/individuals/*/manager/id`) → kind.
     pub(super) refs: BTreeMap<String, Str>,
+    /// Fields of the candidate's request body (built by the request mapping) holding legacy ids
+    /// of a kind (`/ids/*`) → kind: sent as the candidate's partners.
+    pub(super) request: BTreeMap<String, Str>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

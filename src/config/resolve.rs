@@ -491,6 +491,9 @@ impl Config {
                         .map_err(|m| at(format!("[routes.ids] {m}")))?
                         .compile(&id_kinds),
                 };
+                if !ids.request.is_empty() && candidate.request.is_none() {
+                    return Err(at("[routes.ids] request: ids in the candidate's request body need a request mapping (the body it builds)".into()));
+                }
                 let reference = match &r.reference {
                     None => Vec::new(),
                     Some(f) => {
@@ -900,6 +903,12 @@ fn route_ids(
         raw.refs
             .iter()
             .map(|e| one("refs", e))
+            .collect::<Result<_, _>>()?,
+    )
+    .with_request(
+        raw.request
+            .iter()
+            .map(|e| one("request", e))
             .collect::<Result<_, _>>()?,
     ))
 }

@@ -489,9 +489,13 @@ impl Config {
         if !r.reference.is_empty() {
             let _ = writeln!(o, "# reference: {} field patterns", r.reference.len());
         }
-        if !r.ids.is_empty() {
+        if !r.ids.is_empty() || !r.ids.request.is_empty() {
             o.push_str("[routes.ids]\n");
-            for (key, list) in [("records", &r.ids.records), ("refs", &r.ids.refs)] {
+            for (key, list) in [
+                ("records", &r.ids.records),
+                ("refs", &r.ids.refs),
+                ("request", &r.ids.request),
+            ] {
                 if !list.is_empty() {
                     let pairs: Vec<String> = list
                         .iter()

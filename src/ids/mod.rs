@@ -51,6 +51,9 @@ pub struct RouteIds {
     pub records: Vec<(Glob, String)>,
     /// Other fields holding an id of a kind (`/individuals/*/manager/id`).
     pub refs: Vec<(Glob, String)>,
+    /// Fields of the candidate's request body (built by the request mapping) holding legacy
+    /// ids, sent as the candidate's partners (`/ids/*`).
+    pub request: Vec<(Glob, String)>,
     /// Every id field ([`RouteIds::id_fields`]), compiled once ([`RouteIds::compile`]).
     fields: Vec<(Glob, String)>,
 }
@@ -60,12 +63,20 @@ impl RouteIds {
         Self {
             records,
             refs,
+            request: Vec::new(),
             fields: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.refs.is_empty()
+    }
+
+    /// With the fields of the candidate's request body that hold legacy ids.
+    #[must_use]
+    pub fn with_request(mut self, request: Vec<(Glob, String)>) -> Self {
+        self.request = request;
+        self
     }
 
     /// The route's ids with their id fields compiled for `kinds`.
@@ -351,6 +362,33 @@ impl Crosswalk {
         }
         out.observed = obs;
         out
+    }
+
+    /// A request body: the legacy ids at `fields` replaced by the candidate's partners. `Err`
+    /// with the pointer of the first id that has none (the request must not be sent).
+    pub fn to_candidate_ids(
+        &self,
+        account: &str,
+        fields: &[(Glob, String)],
+        doc: &mut Value,
+    ) -> Result<usize, String> {
+        let mut n = 0;
+        let mut failed = None;
+        for (glob, kind) in fields {
+            each_mut(doc, glob, &mut |ptr, v| {
+                if v.is_null() || failed.is_some() {
+                    return;
+                }
+                match id_text(v).and_then(|id| self.to_candidate(account, kind, &id)) {
+                    Some(c) => {
+                        *v = Value::String(c);
+                        n += 1;
+                    }
+                    None => failed = Some(ptr),
+                }
+            });
+        }
+        failed.map_or(Ok(n), Err)
     }
 
     /// A served document: the candidate's ids at the route's id fields replaced by legacy's.

@@ -108,6 +108,18 @@ async fn send(
     let cfg = &plan.cfg;
     let (route, rm) = mapped_route(plan);
     let not_called = |why| Ok(Answer::NotCalled(why));
+    // Legacy ids in the body the request mapping built (`[routes.ids] request`): the
+    // candidate's partners, or no call at all.
+    let mut built = built;
+    if let Some(b) = built.body.as_mut() {
+        let account = plan.account.as_deref().unwrap_or_default();
+        if let Err(at) = this.ids.to_candidate_ids(account, &route.ids.request, b) {
+            return not_called(NotCalled::Skip(
+                SkipReason::UnpairedId,
+                format!("unpaired_id: the legacy id at {at} of the candidate's request body has no partner in the id crosswalk yet: the candidate is never called with an id it does not know"),
+            ));
+        }
+    }
     let body = match &built.body {
         Some(v) => {
             headers.insert(
