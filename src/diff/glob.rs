@@ -116,14 +116,18 @@ fn may_match_below(parts: &[Part], path: &[Seg<'_>]) -> bool {
         (_, None) => true,
         (None, Some(_)) => false,
         (Some((Part::DoubleStar, _)), _) => true,
-        (Some((part, rest)), Some((seg, tail))) => {
-            let ok = match (part, seg) {
-                (Part::Star, _) => true,
-                (Part::Lit { text, .. }, Seg::Key(k)) => text == k,
-                (Part::Lit { index, .. }, Seg::Index(i)) => *index == Some(*i),
-                (Part::DoubleStar, _) => unreachable!("handled above"),
-            };
-            ok && may_match_below(rest, tail)
+        (Some((part, rest)), Some((seg, tail))) => part.accepts(seg) && may_match_below(rest, tail),
+    }
+}
+
+impl Part {
+    /// Whether this part matches one segment (`**` is handled by the callers).
+    fn accepts(&self, seg: &Seg<'_>) -> bool {
+        match (self, seg) {
+            (Part::Star, _) => true,
+            (Part::Lit { text, .. }, Seg::Key(k)) => text == k,
+            (Part::Lit { index, .. }, Seg::Index(i)) => *index == Some(*i),
+            (Part::DoubleStar, _) => unreachable!("handled by the callers"),
         }
     }
 }
@@ -136,15 +140,7 @@ fn match_parts(parts: &[Part], path: &[Seg<'_>]) -> bool {
         }
         Some((part, rest)) => match path.split_first() {
             None => false,
-            Some((seg, tail)) => {
-                let ok = match (part, seg) {
-                    (Part::Star, _) => true,
-                    (Part::Lit { text, .. }, Seg::Key(k)) => text == k,
-                    (Part::Lit { index, .. }, Seg::Index(i)) => *index == Some(*i),
-                    (Part::DoubleStar, _) => unreachable!("handled above"),
-                };
-                ok && match_parts(rest, tail)
-            }
+            Some((seg, tail)) => part.accepts(seg) && match_parts(rest, tail),
         },
     }
 }

@@ -372,23 +372,7 @@ impl Crosswalk {
         fields: &[(Glob, String)],
         doc: &mut Value,
     ) -> Result<usize, String> {
-        let mut n = 0;
-        let mut failed = None;
-        for (glob, kind) in fields {
-            each_mut(doc, glob, &mut |ptr, v| {
-                if v.is_null() || failed.is_some() {
-                    return;
-                }
-                match id_text(v).and_then(|id| self.to_candidate(account, kind, &id)) {
-                    Some(c) => {
-                        *v = Value::String(c);
-                        n += 1;
-                    }
-                    None => failed = Some(ptr),
-                }
-            });
-        }
-        failed.map_or(Ok(n), Err)
+        replace_ids(fields, doc, |kind, id| self.to_candidate(account, kind, id))
     }
 
     /// A served document: the candidate's ids at the route's id fields replaced by legacy's.
@@ -400,24 +384,36 @@ impl Crosswalk {
         kinds: &[KindSpec],
         doc: &mut Value,
     ) -> Result<usize, String> {
-        let mut n = 0;
-        let mut failed = None;
-        for (glob, kind) in route.fields(kinds).iter() {
-            each_mut(doc, glob, &mut |ptr, v| {
-                if v.is_null() || failed.is_some() {
-                    return;
-                }
-                match id_text(v).and_then(|id| self.to_legacy(account, kind, &id)) {
-                    Some(l) => {
-                        *v = Value::String(l);
-                        n += 1;
-                    }
-                    None => failed = Some(ptr),
-                }
-            });
-        }
-        failed.map_or(Ok(n), Err)
+        replace_ids(&route.fields(kinds), doc, |kind, id| {
+            self.to_legacy(account, kind, id)
+        })
     }
+}
+
+/// Replaces every id at `fields` by `partner(kind, id)` (nulls left as they are); `Err` with the
+/// pointer of the first id without one, or that is not an id (the document is then unusable).
+fn replace_ids(
+    fields: &[(Glob, String)],
+    doc: &mut Value,
+    partner: impl Fn(&str, &str) -> Option<String>,
+) -> Result<usize, String> {
+    let mut n = 0;
+    let mut failed = None;
+    for (glob, kind) in fields {
+        each_mut(doc, glob, &mut |ptr, v| {
+            if v.is_null() || failed.is_some() {
+                return;
+            }
+            match id_text(v).and_then(|id| partner(kind, &id)) {
+                Some(p) => {
+                    *v = Value::String(p);
+                    n += 1;
+                }
+                None => failed = Some(ptr),
+            }
+        });
+    }
+    failed.map_or(Ok(n), Err)
 }
 
 /// What [`Crosswalk::apply`] did to one exchange.
