@@ -78,6 +78,7 @@ fn bench(c: &mut Criterion) {
                     kind: "individual".into(),
                     legacy: format!("f-{i}"),
                     candidate: format!("m-{i}"),
+                    numbers: 0,
                 },
                 1_000_000,
             );
@@ -90,6 +91,7 @@ fn bench(c: &mut Criterion) {
                 kind: "individual".into(),
                 legacy: format!("f-{i:07x}"),
                 candidate: format!("m-{i:07x}"),
+                numbers: 0,
             },
             1_000_000,
         );
@@ -115,7 +117,7 @@ fn bench(c: &mut Criterion) {
     let walk = Crosswalk::new();
     for (l, c) in &pages {
         let mut c = c.clone();
-        walk.apply("acme", &route, &kinds, l, &mut c);
+        walk.apply("acme", &route, &kinds, (l, true), &mut c);
     }
     let mut g = c.benchmark_group("crosswalk_compare_page_50");
     g.sample_size(30);
@@ -133,7 +135,7 @@ fn bench(c: &mut Criterion) {
             i = (i + 1) % PAGES;
             let (l, c) = &pages[i];
             let mut c = c.clone();
-            let a = walk.apply("acme", &route, &kinds, black_box(l), &mut c);
+            let a = walk.apply("acme", &route, &kinds, (black_box(l), true), &mut c);
             (a.observed.pairs.len(), diff(l, &c, &rules).len())
         });
     });

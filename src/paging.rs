@@ -55,6 +55,13 @@ pub struct Want {
 impl Want {
     /// From the caller's query: a value that is not a number is `None` (not paged here).
     pub fn from_query(spec: &Spec, query: &[(String, String)]) -> Option<Self> {
+        // A parameter given twice: vendors read the first or the last; not walked.
+        if [&spec.offset, &spec.limit]
+            .iter()
+            .any(|p| query.iter().filter(|(k, _)| k == *p).count() > 1)
+        {
+            return None;
+        }
         let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let offset = match get(&spec.offset) {
             None => 0,
@@ -78,6 +85,8 @@ pub struct Page {
     pub items: Vec<Value>,
     pub next: Option<String>,
     pub doc: Value,
+    /// The page's size as received (decoded): what keeping its items costs.
+    pub bytes: usize,
 }
 
 impl Page {
@@ -103,7 +112,12 @@ impl Page {
                 ))
             }
         };
-        Ok(Self { items, next, doc })
+        Ok(Self {
+            items,
+            next,
+            doc,
+            bytes: 0,
+        })
     }
 }
 
@@ -127,6 +141,8 @@ fn cursor_of(next: &str, param: &str) -> String {
 pub enum Stop<E> {
     /// The list is longer than `max_pages` pages.
     TooLong,
+    /// The pages holding the window's items are more than `keep` allows.
+    TooLarge,
     /// A page failed (the caller's error: a status, a body).
     Failed(E),
 }
@@ -147,16 +163,42 @@ struct Entry {
     total: Option<usize>,
 }
 
-/// Cursors learned per (account, query), each for `ttl`; at most `max` queries (the oldest
-/// forgotten first).
+/// Cursors learned per (account, query), each for `ttl`; at most `max` queries and 16 MiB of
+/// keys and cursors (the oldest forgotten first; a cursor over 2 KiB is used, never kept).
 pub struct Cursors {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Held>,
     max: usize,
 }
+
+/// The cache's entries and the bytes of their keys and cursors.
+#[derive(Default)]
+struct Held {
+    map: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl Held {
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.map.remove(key) {
+            self.bytes = self.bytes.saturating_sub(e.bytes(key));
+        }
+    }
+}
+
+/// The bytes of keys and cursors the cache holds at most; past it the oldest queries go.
+const MAX_BYTES: usize = 16 << 20;
+/// A cursor longer than this is used but not kept.
+const MAX_CURSOR: usize = 2048;
 
 impl Default for Cursors {
     fn default() -> Self {
         Self::new(10_000)
+    }
+}
+
+impl Entry {
+    fn bytes(&self, key: &str) -> usize {
+        key.len() + self.starts.values().map(|c| c.len() + 16).sum::<usize>()
     }
 }
 
@@ -168,7 +210,12 @@ impl Cursors {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    /// The bytes of keys and cursors held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,7 +229,7 @@ impl Cursors {
         ttl: Duration,
     ) -> (usize, Option<String>, Option<usize>) {
         let mut m = self.lock();
-        match m.get(key) {
+        match m.map.get(key) {
             Some(e) if e.at.elapsed() <= ttl => {
                 let (at, c) = e
                     .starts
@@ -200,19 +247,43 @@ impl Cursors {
     }
 
     fn learn(&self, key: &str, start: usize, cursor: Option<&str>, total: Option<usize>) {
-        let mut m = self.lock();
-        if !m.contains_key(key) && m.len() >= self.max {
-            if let Some(oldest) = m.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| k.clone()) {
-                m.remove(&oldest);
-            }
+        let cursor = cursor.filter(|c| c.len() <= MAX_CURSOR);
+        if key.len() > MAX_CURSOR * 4 {
+            return;
         }
-        let e = m.entry(key.to_owned()).or_insert_with(|| Entry {
+        let mut m = self.lock();
+        let adding = cursor.map_or(0, |c| c.len() + 16)
+            + if m.map.contains_key(key) {
+                0
+            } else {
+                key.len()
+            };
+        while (!m.map.contains_key(key) && m.map.len() >= self.max) || m.bytes + adding > MAX_BYTES
+        {
+            let Some(oldest) = m
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            m.remove(&oldest);
+        }
+        let m = &mut *m;
+        if !m.map.contains_key(key) {
+            m.bytes += key.len();
+        }
+        let e = m.map.entry(key.to_owned()).or_insert_with(|| Entry {
             at: Instant::now(),
             starts: BTreeMap::new(),
             total: None,
         });
         if let Some(c) = cursor {
-            e.starts.insert(start, c.to_owned());
+            if let Some(old) = e.starts.insert(start, c.to_owned()) {
+                m.bytes = m.bytes.saturating_sub(old.len() + 16);
+            }
+            m.bytes += c.len() + 16;
         }
         if total.is_some() {
             e.total = total;
@@ -222,7 +293,7 @@ impl Cursors {
 
     /// Queries held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -239,6 +310,7 @@ pub async fn window<E, F, Fut>(
     key: &str,
     want: Want,
     mut fetch: F,
+    mut keep: impl FnMut(usize) -> bool,
 ) -> Result<Walked, Stop<E>>
 where
     F: FnMut(Option<String>) -> Fut,
@@ -255,12 +327,17 @@ where
         let page = fetch(cursor.clone()).await.map_err(Stop::Failed)?;
         pages += 1;
         let start = pos;
+        let before = items.len();
         for item in &page.items {
             let in_window = pos >= want.offset && want.end().is_none_or(|end| pos < end);
             if in_window {
                 items.push(item.clone());
             }
             pos += 1;
+        }
+        // Items kept: their page's bytes are charged (a walk holds at most what `keep` allows).
+        if items.len() > before && !keep(page.bytes) {
+            return Err(Stop::TooLarge);
         }
         // A page that moved nowhere but names a next cursor would loop: the list ends here.
         let next = page.next.clone().filter(|_| pos > start);
@@ -328,6 +405,23 @@ pub fn stamp(spec: &Spec, mapped: &mut Value, (offset, count): (u64, u64)) {
             set(mapped, f, Value::from(v));
         }
     }
+}
+
+/// Whether a page in legacy's envelope (after the mapping and the stamp) is the whole list: its
+/// offset is 0 (or not given) and its `count_field` is the number of `records` it holds. Without
+/// `count_field` nothing says so: `false`.
+pub fn whole(spec: &Spec, doc: &Value, records: usize) -> bool {
+    let offset = spec
+        .offset_field
+        .as_ref()
+        .and_then(|f| doc.pointer(f))
+        .map_or(Some(0), Value::as_u64);
+    let count = spec
+        .count_field
+        .as_ref()
+        .and_then(|f| doc.pointer(f))
+        .and_then(Value::as_u64);
+    offset == Some(0) && count == Some(records as u64)
 }
 
 /// Sets the value at a pointer, creating the objects on the way.
@@ -408,10 +502,17 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(window(spec, cursors, "k", want, |c| {
-            calls.set(calls.get() + 1);
-            std::future::ready(fetch(c))
-        }))
+        rt.block_on(window(
+            spec,
+            cursors,
+            "k",
+            want,
+            |c| {
+                calls.set(calls.get() + 1);
+                std::future::ready(fetch(c))
+            },
+            |_| true,
+        ))
     }
 
     proptest! {
@@ -475,6 +576,42 @@ mod tests {
             (16..20).map(|i| json!({"i": i})).collect::<Vec<_>>()
         );
         assert_eq!(calls.get(), 2, "from the cursor at 15");
+        // Pages holding the window's items beyond what `keep` allows: refused.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut kept = 0;
+        let got = rt.block_on(window(
+            &s,
+            &Cursors::default(),
+            "k",
+            Want {
+                offset: 0,
+                limit: None,
+            },
+            |c| {
+                std::future::ready(fetch(c).map(|mut p| {
+                    p.bytes = 1000;
+                    p
+                }))
+            },
+            |b| {
+                kept += b;
+                kept <= 2500
+            },
+        ));
+        assert_eq!(got.unwrap_err(), Stop::TooLarge);
+        // A repeated offset or limit is not walked (vendors read the first or the last).
+        let q = |s: &str| crate::translate::parse_query(s);
+        assert_eq!(Want::from_query(&s, &q("offset=0&limit=2&offset=4")), None);
+        assert_eq!(Want::from_query(&s, &q("limit=2&limit=3")), None);
+        assert_eq!(
+            Want::from_query(&s, &q("offset=4&limit=2")),
+            Some(Want {
+                offset: 4,
+                limit: Some(2)
+            })
+        );
         // A list longer than max_pages pages is refused.
         let calls = std::cell::Cell::new(0);
         let short = spec(3);
@@ -524,5 +661,14 @@ mod tests {
             ),
             "ab="
         );
+        // The cache keeps no cursor over 2 KiB, and holds 16 MiB at most.
+        let c = Cursors::default();
+        c.learn("k", 0, Some(&"x".repeat(4096)), None);
+        assert_eq!(c.bytes(), 1);
+        for i in 0..8_500 {
+            c.learn(&format!("q{i}"), 10, Some(&"c".repeat(2000)), None);
+        }
+        assert!(c.bytes() <= 16 << 20, "{}", c.bytes());
+        assert!(c.len() < 8_500);
     }
 }

@@ -476,12 +476,20 @@ pub struct Record {
 }
 
 /// One pair of the id crosswalk (the `ids` module): the same entity's id at each vendor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Pair {
     pub account: String,
     pub kind: String,
     pub legacy: String,
     pub candidate: String,
+    /// Which ids are JSON numbers, not strings ([`Pair::LEGACY_NUMBER`],
+    /// [`Pair::CANDIDATE_NUMBER`]): an id written back keeps its vendor's type.
+    pub numbers: u8,
+}
+
+impl Pair {
+    pub const LEGACY_NUMBER: u8 = 1;
+    pub const CANDIDATE_NUMBER: u8 = 2;
 }
 
 /// An id seen without a partner (the store counts these for coverage).

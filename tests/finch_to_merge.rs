@@ -614,17 +614,19 @@ async fn finch_call(base: &str, method: &str, path: &str, body: Option<Value>) -
     (got.status, got.json())
 }
 
-/// A fleet on one PostgreSQL: each instance learns the pairs of the directory page it serves,
-/// and each sends batch reads of the other's people to Merge with Merge's ids (read from the
-/// store by its follower), never Finch's.
+/// A fleet on one PostgreSQL: each instance uses the pairs the other learned. A (in `canary`,
+/// the company pinned) lists the whole directory and learns the people; B (in `shadow`) reads the
+/// company and learns its pair. B's batch reads of Finch ids go to Merge with the Merge ids A
+/// learned; A's served company answer is translated with the pair B learned (it then falls back
+/// only because Merge's company lacks fields Finch's has: `unverified`, not `unpaired_id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_its_pairs_through_postgresql() {
     let finch = vendors::finch().await;
     let merge = vendors::merge().await;
     let (l, c) = (finch.url(), merge.url());
     let url = tokio::task::block_in_place(support::pg::database);
-    let fleet_dir = || {
-        let dir = example_dir();
+    let fleet_dir = |extra: &str| {
+        let dir = example_dir_with(extra);
         let path = dir.path().join("shadowdiff.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let old = "path = \"${SHADOWDIFF_DB:-data/finch-to-merge.db}\"";
@@ -632,101 +634,73 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
         std::fs::write(&path, text.replace(old, &format!("url = \"{url}\""))).unwrap();
         dir
     };
-    let a = start_example(fleet_dir(), &l, &c, "unused");
-    let b = start_example(fleet_dir(), &l, &c, "unused");
+    let a = start_example(
+        fleet_dir(
+            "[rollout]\nphase = \"canary\"\npin_candidate = [\"acme\"]\nfollow = \"100ms\"\n",
+        ),
+        &l,
+        &c,
+        "unused",
+    );
+    let b = start_example(fleet_dir(""), &l, &c, "unused");
     let pg = |sql: &str| -> i64 {
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         client.query_one(sql, &[]).unwrap().get(0)
     };
-    // A lists the first four people, B the last three: each learns its own.
-    let (ga, _) = finch_call(
-        &a.url(""),
-        "GET",
-        "/employer/directory?offset=0&limit=4",
-        None,
-    )
-    .await;
-    let (gb, _) = finch_call(
-        &b.url(""),
-        "GET",
-        "/employer/directory?offset=4&limit=3",
-        None,
-    )
-    .await;
+    let (ga, _) = finch_call(&a.url(""), "GET", "/employer/directory", None).await;
+    let (gb, _) = finch_call(&b.url(""), "GET", "/employer/company", None).await;
     assert_eq!((ga, gb), (200, 200));
     tokio::task::block_in_place(|| {
         poll(std::time::Duration::from_secs(30), || {
-            (pg("SELECT count(*) FROM id_pairs WHERE kind = 'individual'") == 7).then_some(())
+            (pg("SELECT count(*) FROM id_pairs WHERE kind = 'individual'") == 7
+                && pg("SELECT count(*) FROM id_pairs WHERE kind = 'company'") == 1)
+                .then_some(())
         })
-        .expect("seven pairs stored by the two instances");
+        .expect("A's seven pairs and B's company pair stored");
     });
     let ps = people();
-    // Each reads the other's people; its follower reads the store every second, so the first
-    // read may be skipped as `unpaired_id` (never sent with a Finch id): read again until sent.
-    for (via, people_of_other) in [(&b, 0..4), (&a, 4..7)] {
-        let reqs: Vec<Value> = people_of_other
-            .clone()
-            .map(|i| json!({"individual_id": ps[i].finch_id}))
-            .collect();
-        let want: BTreeSet<String> = people_of_other
-            .clone()
-            .map(|i| format!("/api/hris/v1/employees/{}", ps[i].merge_id))
-            .collect();
-        let mut sent = false;
-        for _ in 0..50 {
-            let before = tokio::task::block_in_place(|| {
-                pg("SELECT count(*) FROM exchanges WHERE route = 'individuals'")
-            });
-            let (status, _) = finch_call(
-                &via.url(""),
-                "POST",
-                "/employer/individual",
-                Some(json!({ "requests": reqs })),
-            )
-            .await;
-            assert_eq!(status, 200);
-            let outcome = tokio::task::block_in_place(|| {
-                poll(std::time::Duration::from_secs(30), || {
-                    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    client
-                        .query_opt(
-                            "SELECT outcome, reason FROM exchanges WHERE route = 'individuals' ORDER BY id OFFSET $1 LIMIT 1",
-                            &[&before],
-                        )
-                        .unwrap()
-                        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
-                })
-                .expect("the batch read stored")
-            });
-            if outcome.0 == "skipped" {
-                assert!(
-                    outcome
-                        .1
-                        .as_deref()
-                        .unwrap_or("")
-                        .starts_with("unpaired_id"),
-                    "{outcome:?}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-            // Compared: people 0-3 hold the planted last name, 4-6 none.
-            assert!(
-                ["diff", "match"].contains(&outcome.0.as_str()),
-                "{outcome:?}"
-            );
-            sent = true;
-            break;
+    // A's pairs used by B: its follower reads the store every second, so a first read may be
+    // skipped as `unpaired_id` (never sent with a Finch id): read again until sent.
+    let reqs: Vec<Value> = (0..4)
+        .map(|i| json!({"individual_id": ps[i].finch_id}))
+        .collect();
+    let want: BTreeSet<String> = (0..4)
+        .map(|i| format!("/api/hris/v1/employees/{}", ps[i].merge_id))
+        .collect();
+    let mut sent = false;
+    for _ in 0..50 {
+        let before = tokio::task::block_in_place(|| {
+            pg("SELECT count(*) FROM exchanges WHERE route = 'individuals'")
+        });
+        let (status, _) = finch_call(
+            &b.url(""),
+            "POST",
+            "/employer/individual",
+            Some(json!({ "requests": reqs })),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let outcome = fleet_row(&url, "individuals", before);
+        if outcome.0 == "skipped" {
+            assert!(outcome.1.starts_with("unpaired_id"), "{outcome:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
         }
-        assert!(sent, "the other instance's pairs were never used");
-        let seen: BTreeSet<String> = merge
-            .seen()
-            .iter()
-            .map(|s| s.uri.split('?').next().unwrap().to_owned())
-            .filter(|u| want.contains(u))
-            .collect();
-        assert_eq!(seen, want, "Merge's ids, learned by the other instance");
+        assert_eq!(
+            outcome.0, "diff",
+            "compared (a planted last name): {outcome:?}"
+        );
+        sent = true;
+        break;
     }
+    assert!(sent, "A's pairs were never used by B");
+    let seen: BTreeSet<String> = merge
+        .seen()
+        .iter()
+        .map(|s| s.uri.split('?').next().unwrap().to_owned())
+        .filter(|u| want.contains(u))
+        .collect();
+    assert_eq!(seen, want, "Merge's ids, learned by A");
     assert!(
         !merge
             .seen()
@@ -734,6 +708,72 @@ async fn a_fleet_shares_its_pairs_through_postgresql() {
             .any(|s| ps.iter().any(|p| s.uri.contains(&p.finch_id))),
         "a Finch id never reaches Merge"
     );
+    // B's company pair used by A's served answer.
+    let mut translated = false;
+    for _ in 0..50 {
+        let before = tokio::task::block_in_place(|| {
+            pg("SELECT count(*) FROM exchanges WHERE route = 'company'")
+        });
+        let (status, body) = finch_call(&a.url(""), "GET", "/employer/company", None).await;
+        assert_eq!(
+            (status, body["id"].clone()),
+            (200, json!(vendors::FINCH_COMPANY_ID))
+        );
+        let fallback = fleet_row(&url, "company", before).2;
+        if fallback == "unpaired_id" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(fallback, "unverified");
+        translated = true;
+        break;
+    }
+    assert!(translated, "B's company pair was never used by A");
+}
+
+/// The next exchange of `route` stored after the first `before`: (outcome, reason, fallback).
+fn fleet_row(url: &str, route: &str, before: i64) -> (String, String, String) {
+    tokio::task::block_in_place(|| {
+        poll(std::time::Duration::from_secs(30), || {
+            let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            client
+                .query_opt(
+                    "SELECT outcome, coalesce(reason, ''), coalesce(fallback, '') FROM exchanges WHERE route = $1 ORDER BY id OFFSET $2 LIMIT 1",
+                    &[&route, &before],
+                )
+                .unwrap()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+        })
+        .expect("the exchange stored")
+    })
+}
+
+/// A page that is not the whole list teaches no pair: a key unique on one page of each side can
+/// name two different people when the pages hold different records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_page_teaches_no_pair() {
+    let finch = vendors::finch().await;
+    let merge = vendors::merge().await;
+    let p = start_example(example_dir(), &finch.url(), &merge.url(), "store/sd.db");
+    let (status, _) = finch_call(
+        &p.url(""),
+        "GET",
+        "/employer/directory?offset=0&limit=4",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rows = stored(&p, 1);
+    assert_eq!(rows[0][2], "diff");
+    assert_eq!(
+        query(&p.db(), "SELECT count(*) FROM id_pairs"),
+        vec![vec![json!(0)]]
+    );
+    let kinds = query(
+        &p.db(),
+        "SELECT DISTINCT kind FROM diffs WHERE pointer LIKE '/individuals/%'",
+    );
+    assert!(kinds.contains(&vec![json!("unpaired_id")]), "{kinds:?}");
 }
 
 /// A batch read of Finch ids the crosswalk does not know yet is never sent to Merge (with
@@ -776,11 +816,18 @@ async fn a_served_answer_with_an_untranslatable_id_falls_back() {
         "[rollout]\nphase = \"canary\"\npin_candidate = [\"acme\"]\nfollow = \"100ms\"\n",
     );
     let p = start_example(dir, &finch.url(), &merge.url(), "store/sd.db");
-    // Pairs learned from a page only Finch's seven are on (the newcomer is listed last).
-    let (s1, first) = finch_call(&p.url(""), "GET", "/employer/directory?limit=7", None).await;
+    // The first listing falls back (nothing paired yet) and its comparison learns Finch's seven.
+    let (s1, first) = finch_call(&p.url(""), "GET", "/employer/directory", None).await;
     assert_eq!(s1, 200);
     stored(&p, 1);
-    // The whole directory, served: Merge's page holds the newcomer.
+    assert_eq!(
+        query(
+            &p.db(),
+            "SELECT count(*) FROM id_pairs WHERE kind = 'individual'"
+        ),
+        vec![vec![json!(7)]]
+    );
+    // Served again: Merge's page holds the newcomer, whom no Finch id stands for.
     let (s2, all) = finch_call(&p.url(""), "GET", "/employer/directory", None).await;
     assert_eq!(s2, 200);
     let ps = people();

@@ -587,6 +587,14 @@ impl Route {
 impl Config {
     /// An accounts file whose columns go into `[candidate] headers` holds the candidate's
     /// credentials (Merge's account tokens): readable by other users of the machine, it warns.
+    /// `[ids]` without `[accounts]`: one crosswalk for every caller.
+    pub(crate) fn ids_warnings(&self) -> Vec<String> {
+        if self.ids.is_empty() || self.accounts.is_some() {
+            return Vec::new();
+        }
+        vec!["[ids] without [accounts]: every caller shares one id crosswalk (pairs learned from one caller's traffic translate every other's ids); set [accounts] when callers are different customers".into()]
+    }
+
     pub(crate) fn accounts_file_warnings(&self) -> Vec<String> {
         let Some(accounts) = &self.accounts else {
             return Vec::new();

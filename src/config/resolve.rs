@@ -779,6 +779,8 @@ impl Config {
         cfg.warnings.extend(plaintext);
         let secrets = cfg.accounts_file_warnings();
         cfg.warnings.extend(secrets);
+        let ids = cfg.ids_warnings();
+        cfg.warnings.extend(ids);
         Ok(cfg)
     }
 }
@@ -795,6 +797,25 @@ fn paging_spec(p: &RawPaging) -> Result<crate::paging::Spec, String> {
             )),
         }
     };
+    let names = [
+        ("offset", name(&p.offset, "offset")),
+        ("limit", name(&p.limit, "limit")),
+        ("cursor", name(&p.cursor, "cursor")),
+        ("page_size", name(&p.page_size, "page_size")),
+    ];
+    for (i, (key, v)) in names.iter().enumerate() {
+        if v.is_empty() {
+            return Err(format!("{key}: a query parameter's name cannot be empty"));
+        }
+        if let Some((other, _)) = names[..i].iter().find(|(_, w)| w == v) {
+            return Err(format!(
+                "{key}: {v:?} is also {other}: legacy's offset and limit and the candidate's cursor and page size are four parameters"
+            ));
+        }
+    }
+    if p.cursor_ttl.as_ref().is_some_and(|d| d.0.is_zero()) {
+        return Err("cursor_ttl: must be longer than 0s".into());
+    }
     let max_page_size = p.max_page_size.unwrap_or(100);
     let max_pages = p.max_pages.unwrap_or(50);
     if !(1..=10_000).contains(&max_page_size) {

@@ -505,7 +505,9 @@ impl Config {
                 }
             }
         }
-        if r.paging.is_none() && r.candidate.path.is_some() && r.serves(&http::Method::GET) {
+        let lists = r.ids.records.iter().any(|(g, _)| g.as_str().contains('*'))
+            && r.method.as_ref().is_none_or(|m| m == http::Method::GET);
+        if r.paging.is_none() && lists && r.serves(&http::Method::GET) {
             // `check` says, per served route, that its paging is not translated.
             o.push_str("# paging: not translated ([routes.paging]): the caller's paging parameters reach the candidate as forward_query passes them; a page the candidate answers differently is served only where verify finds it equal\n");
         }

@@ -127,8 +127,10 @@ pub enum Learned {
 
 #[derive(Default)]
 struct Table {
-    to_candidate: HashMap<String, String>,
-    to_legacy: HashMap<String, String>,
+    /// Legacy id → the candidate's, and whether the candidate's is a JSON number.
+    to_candidate: HashMap<String, (String, bool)>,
+    /// Candidate id → legacy's, and whether legacy's is a JSON number.
+    to_legacy: HashMap<String, (String, bool)>,
     /// Legacy ids in the order they were learned (eviction: oldest first).
     order: VecDeque<String>,
 }
@@ -189,10 +191,10 @@ impl Crosswalk {
         let held_c = t.to_candidate.get(&pair.legacy);
         let held_l = t.to_legacy.get(&pair.candidate);
         match (held_c, held_l) {
-            (Some(c), Some(l)) if c == &pair.candidate && l == &pair.legacy => {
+            (Some((c, _)), Some((l, _))) if c == &pair.candidate && l == &pair.legacy => {
                 return Learned::Known
             }
-            (Some(c), _) => {
+            (Some((c, _)), _) => {
                 self.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Learned::Conflict {
                     held: Pair {
@@ -201,7 +203,7 @@ impl Crosswalk {
                     },
                 };
             }
-            (None, Some(l)) => {
+            (None, Some((l, _))) => {
                 self.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Learned::Conflict {
                     held: Pair {
@@ -216,14 +218,21 @@ impl Crosswalk {
             let Some(old) = t.order.pop_front() else {
                 break;
             };
-            if let Some(c) = t.to_candidate.remove(&old) {
+            if let Some((c, _)) = t.to_candidate.remove(&old) {
                 t.to_legacy.remove(&c);
             }
         }
-        t.to_candidate
-            .insert(pair.legacy.clone(), pair.candidate.clone());
-        t.to_legacy
-            .insert(pair.candidate.clone(), pair.legacy.clone());
+        t.to_candidate.insert(
+            pair.legacy.clone(),
+            (
+                pair.candidate.clone(),
+                pair.numbers & Pair::CANDIDATE_NUMBER != 0,
+            ),
+        );
+        t.to_legacy.insert(
+            pair.candidate.clone(),
+            (pair.legacy.clone(), pair.numbers & Pair::LEGACY_NUMBER != 0),
+        );
         t.order.push_back(pair.legacy.clone());
         self.generation.fetch_add(1, Ordering::Relaxed);
         Learned::New
@@ -241,13 +250,16 @@ impl Crosswalk {
             .or_default()
             .entry(pair.kind.clone())
             .or_default();
-        if t.to_candidate.get(&pair.legacy) == Some(&pair.candidate) {
+        if t.to_candidate
+            .get(&pair.legacy)
+            .is_some_and(|(c, _)| c == &pair.candidate)
+        {
             return false;
         }
-        if let Some(c) = t.to_candidate.remove(&pair.legacy) {
+        if let Some((c, _)) = t.to_candidate.remove(&pair.legacy) {
             t.to_legacy.remove(&c);
         }
-        if let Some(l) = t.to_legacy.remove(&pair.candidate) {
+        if let Some((l, _)) = t.to_legacy.remove(&pair.candidate) {
             t.to_candidate.remove(&l);
         }
         drop(tables);
@@ -258,19 +270,33 @@ impl Crosswalk {
     /// The candidate's id paired with a legacy id.
     pub fn to_candidate(&self, account: &str, kind: &str, legacy: &str) -> Option<String> {
         self.lookup(account, kind, |t| t.to_candidate.get(legacy))
+            .map(|(id, _)| id)
     }
 
     /// The legacy id paired with a candidate's id.
     pub fn to_legacy(&self, account: &str, kind: &str, candidate: &str) -> Option<String> {
         self.lookup(account, kind, |t| t.to_legacy.get(candidate))
+            .map(|(id, _)| id)
+    }
+
+    /// The candidate's id paired with a legacy id, as the JSON value the candidate writes.
+    fn candidate_value(&self, account: &str, kind: &str, legacy: &str) -> Option<Value> {
+        self.lookup(account, kind, |t| t.to_candidate.get(legacy))
+            .map(id_value)
+    }
+
+    /// The legacy id paired with a candidate's id, as the JSON value legacy writes.
+    fn legacy_value(&self, account: &str, kind: &str, candidate: &str) -> Option<Value> {
+        self.lookup(account, kind, |t| t.to_legacy.get(candidate))
+            .map(id_value)
     }
 
     fn lookup(
         &self,
         account: &str,
         kind: &str,
-        f: impl FnOnce(&Table) -> Option<&String>,
-    ) -> Option<String> {
+        f: impl FnOnce(&Table) -> Option<&(String, bool)>,
+    ) -> Option<(String, bool)> {
         let tables = self
             .tables
             .read()
@@ -303,16 +329,25 @@ impl Crosswalk {
     /// replaces the candidate's ids at the route's id fields by their legacy partners. Returns
     /// what was learned and met, and the pointers (candidate's document, then legacy's) of ids
     /// left without a partner.
+    ///
+    /// Pairs are learned only when `whole` (both documents hold every record of the list: a
+    /// natural key unique on one page of each side can still name two people when the pages
+    /// hold different records).
     pub fn apply(
         &self,
         account: &str,
         route: &RouteIds,
         kinds: &[KindSpec],
-        legacy: &Value,
+        (legacy, whole): (&Value, bool),
         candidate: &mut Value,
     ) -> Applied {
         let mut obs = Observed::default();
-        for p in learn(route, kinds, legacy, candidate) {
+        let found = if whole {
+            learn(route, kinds, legacy, candidate)
+        } else {
+            Vec::new()
+        };
+        for p in found {
             let max = kinds
                 .iter()
                 .find(|k| k.name == p.kind)
@@ -322,6 +357,7 @@ impl Crosswalk {
                 kind: p.kind,
                 legacy: p.legacy,
                 candidate: p.candidate,
+                numbers: p.numbers,
             };
             match self.learn(&pair, max) {
                 Learned::New => obs.pairs.push(pair),
@@ -334,8 +370,8 @@ impl Crosswalk {
         for (glob, kind) in fields.iter() {
             each_mut(candidate, glob, &mut |ptr, v| {
                 let Some(id) = id_text(v) else { return };
-                match self.to_legacy(account, kind, &id) {
-                    Some(l) => *v = Value::String(l),
+                match self.legacy_value(account, kind, &id) {
+                    Some(l) => *v = l,
                     None => {
                         out.candidate_unpaired.push(ptr);
                         obs.unpaired.push(Unpaired {
@@ -372,7 +408,9 @@ impl Crosswalk {
         fields: &[(Glob, String)],
         doc: &mut Value,
     ) -> Result<usize, String> {
-        replace_ids(fields, doc, |kind, id| self.to_candidate(account, kind, id))
+        replace_ids(fields, doc, |kind, id| {
+            self.candidate_value(account, kind, id)
+        })
     }
 
     /// A served document: the candidate's ids at the route's id fields replaced by legacy's.
@@ -385,7 +423,7 @@ impl Crosswalk {
         doc: &mut Value,
     ) -> Result<usize, String> {
         replace_ids(&route.fields(kinds), doc, |kind, id| {
-            self.to_legacy(account, kind, id)
+            self.legacy_value(account, kind, id)
         })
     }
 }
@@ -395,7 +433,7 @@ impl Crosswalk {
 fn replace_ids(
     fields: &[(Glob, String)],
     doc: &mut Value,
-    partner: impl Fn(&str, &str) -> Option<String>,
+    partner: impl Fn(&str, &str) -> Option<Value>,
 ) -> Result<usize, String> {
     let mut n = 0;
     let mut failed = None;
@@ -406,7 +444,7 @@ fn replace_ids(
             }
             match id_text(v).and_then(|id| partner(kind, &id)) {
                 Some(p) => {
-                    *v = Value::String(p);
+                    *v = p;
                     n += 1;
                 }
                 None => failed = Some(ptr),
@@ -458,12 +496,27 @@ pub fn id_text(v: &Value) -> Option<String> {
     }
 }
 
+/// An id as its vendor writes it: a number when it was one (and still reads as one).
+fn id_value((id, number): (String, bool)) -> Value {
+    if number {
+        if let Ok(n) = id.parse::<u64>() {
+            return Value::from(n);
+        }
+        if let Ok(n) = id.parse::<i64>() {
+            return Value::from(n);
+        }
+    }
+    Value::String(id)
+}
+
 /// A pair found in one exchange (account not yet attached).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub kind: String,
     pub legacy: String,
     pub candidate: String,
+    /// [`Pair::numbers`].
+    pub numbers: u8,
 }
 
 /// The pairs two documents of one exchange show: per record pattern, the records of each side
@@ -513,10 +566,13 @@ pub fn learn(
                 }
                 l_done[li] = true;
                 c_done[ci] = true;
+                let number = |rec: &Value| rec.pointer(&spec.id).is_some_and(Value::is_number);
                 out.push(Found {
                     kind: kind.clone(),
                     legacy: l[li].0.clone(),
                     candidate: c[ci].0.clone(),
+                    numbers: u8::from(number(l[li].1)) * Pair::LEGACY_NUMBER
+                        + u8::from(number(c[ci].1)) * Pair::CANDIDATE_NUMBER,
                 });
             }
         }
@@ -641,6 +697,7 @@ mod tests {
             kind: "individual".into(),
             legacy: l.into(),
             candidate: c.into(),
+            numbers: 0,
         }
     }
 
@@ -663,7 +720,7 @@ mod tests {
             {"id": "m9", "first_name": "Ed", "last_name": "Po"}
         ]});
         let cw = Crosswalk::new();
-        let a = cw.apply("a", &route(), &kinds(), &legacy, &mut candidate);
+        let a = cw.apply("a", &route(), &kinds(), (&legacy, true), &mut candidate);
         let mut learned: Vec<(String, String)> = a
             .observed
             .pairs
@@ -705,6 +762,42 @@ mod tests {
             cw.to_candidate("a", "individual", "f1").as_deref(),
             Some("m1")
         );
+    }
+
+    /// Numeric ids stay numbers: legacy's in the comparison and in served answers, the
+    /// candidate's in its requests; and a page that is not the whole list teaches nothing.
+    #[test]
+    fn ids_keep_their_vendors_json_type_and_partial_pages_teach_nothing() {
+        let legacy = json!({"people": [
+            {"id": 1001, "first_name": "Ann", "last_name": "Lee", "manager": {"id": 1002}},
+            {"id": 1002, "first_name": "Bo", "last_name": "Chen", "manager": null}
+        ]});
+        let candidate = json!({"people": [
+            {"id": "m-1", "first_name": "Ann", "last_name": "Lee", "manager": {"id": "m-2"}},
+            {"id": "m-2", "first_name": "Bo", "last_name": "Chen", "manager": null}
+        ]});
+        let cw = Crosswalk::new();
+        let a = cw.apply(
+            "a",
+            &route(),
+            &kinds(),
+            (&legacy, false),
+            &mut candidate.clone(),
+        );
+        assert!(
+            a.observed.pairs.is_empty(),
+            "a partial page teaches nothing"
+        );
+        let mut c = candidate.clone();
+        cw.apply("a", &route(), &kinds(), (&legacy, true), &mut c);
+        assert_eq!(c, legacy, "legacy's numbers, not their text");
+        let mut served = candidate;
+        assert_eq!(cw.serve("a", &route(), &kinds(), &mut served), Ok(3));
+        assert_eq!(served, legacy);
+        let mut body = json!({"ids": [1002, 1001]});
+        let fields = vec![(Glob::new("/ids/*").unwrap(), "individual".to_owned())];
+        assert_eq!(cw.to_candidate_ids("a", &fields, &mut body), Ok(2));
+        assert_eq!(body, json!({"ids": ["m-2", "m-1"]}));
     }
 
     #[test]

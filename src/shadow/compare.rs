@@ -778,7 +778,20 @@ fn compare_sides(
     // document carries legacy's already: nothing to learn or turn).
     let applied = match (maps.ids, &l_json, &mut c_json) {
         (Some(ids), Some(l), Some(c)) if !mapped_premapped => {
-            Some(ids.crosswalk.apply(ids.account, ids.route, ids.kinds, l, c))
+            // A paged route teaches pairs only from the whole list on both sides.
+            let whole = maps.paging.is_none_or(|spec| {
+                let n = |d: &serde_json::Value| {
+                    ids.route
+                        .records
+                        .first()
+                        .map_or(0, |(g, _)| crate::ids::matches(d, g).len())
+                };
+                crate::paging::whole(spec, l, n(l)) && crate::paging::whole(spec, c, n(c))
+            });
+            Some(
+                ids.crosswalk
+                    .apply(ids.account, ids.route, ids.kinds, (l, whole), c),
+            )
         }
         _ => None,
     };

@@ -42,7 +42,11 @@ fn page_target(path_and_query: &str, spec: &paging::Spec, cursor: Option<&str>) 
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let name = part.split('=').next().unwrap_or("");
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        if name == spec.cursor || name == spec.page_size {
+        // The candidate's own paging parameters are the walk's; legacy's never reach it.
+        if [&spec.cursor, &spec.page_size, &spec.offset, &spec.limit]
+            .iter()
+            .any(|p| name == p.as_str())
+        {
             continue;
         }
         out.push(sep);
@@ -79,77 +83,96 @@ pub(super) async fn walked(
     );
     let shadow_call = plan.serve.is_none();
     let mut calls = 0usize;
+    let mut kept_bytes = 0usize;
+    let max_body = cfg.shadow.max_body;
+    let mut held = this.budget.hold();
     let result = {
         let calls = &mut calls;
+        let kept = &mut kept_bytes;
+        let held = &mut held;
         let (spec_ref, cfg_ref) = (&spec, &cfg);
-        paging::window(&spec, &this.cursors, &key, want, move |cursor| {
-            *calls += 1;
-            let n = *calls;
-            let pq = page_target(&plan.target.path_and_query, spec_ref, cursor.as_deref());
-            let headers = headers.clone();
-            let account = plan.account.clone();
-            let method = plan.target.method.clone();
-            let base = base.clone();
-            let this = this.clone();
-            let cfg = cfg_ref.clone();
-            let spec = spec_ref.clone();
-            let client = client.clone();
-            async move {
-                if shadow_call && n > 1 {
-                    let acct = account.as_deref();
-                    if !this.take_rps(1) {
-                        return Err(Fail::Skip(SkipReason::MaxRps, "max_rps".into()));
+        paging::window(
+            &spec,
+            &this.cursors,
+            &key,
+            want,
+            move |cursor| {
+                *calls += 1;
+                let n = *calls;
+                let pq = page_target(&plan.target.path_and_query, spec_ref, cursor.as_deref());
+                let headers = headers.clone();
+                let account = plan.account.clone();
+                let method = plan.target.method.clone();
+                let base = base.clone();
+                let this = this.clone();
+                let cfg = cfg_ref.clone();
+                let spec = spec_ref.clone();
+                let client = client.clone();
+                async move {
+                    if shadow_call && n > 1 {
+                        let acct = account.as_deref();
+                        if !this.take_rps(1) {
+                            return Err(Fail::Skip(SkipReason::MaxRps, "max_rps".into()));
+                        }
+                        if this.quotas.paused(crate::quota::Vendor::Candidate, acct) {
+                            return Err(Fail::Skip(
+                                SkipReason::RateLimited,
+                                format!("rate_limited: the walk stopped after {} pages", n - 1),
+                            ));
+                        }
+                        if this.breakers.admit(crate::quota::Vendor::Candidate, acct)
+                            == crate::breaker::Admit::Skip
+                        {
+                            return Err(Fail::Skip(
+                                SkipReason::Breaker,
+                                format!("breaker: the walk stopped after {} pages", n - 1),
+                            ));
+                        }
                     }
-                    if this.quotas.paused(crate::quota::Vendor::Candidate, acct) {
-                        return Err(Fail::Skip(
-                            SkipReason::RateLimited,
-                            format!("rate_limited: the walk stopped after {} pages", n - 1),
-                        ));
-                    }
-                    if this.breakers.admit(crate::quota::Vendor::Candidate, acct)
-                        == crate::breaker::Admit::Skip
-                    {
-                        return Err(Fail::Skip(
-                            SkipReason::Breaker,
-                            format!("breaker: the walk stopped after {} pages", n - 1),
-                        ));
-                    }
-                }
-                let t = Target {
-                    base: &base,
-                    method,
-                    path_and_query: &pq,
-                    headers,
-                    body: Bytes::new(),
-                };
-                let (parts, (body, held)) =
-                    this.call(&client, t, account.as_deref(), &cfg)
+                    let t = Target {
+                        base: &base,
+                        method,
+                        path_and_query: &pq,
+                        headers,
+                        body: Bytes::new(),
+                    };
+                    let (parts, (body, held)) = this
+                        .call(&client, t, account.as_deref(), &cfg)
                         .await
                         .map_err(|e| Fail::Call(format!("page {n} of the walk: {e}")))?;
-                let bytes = match (&body, parts.status.is_success()) {
-                    (CandidateBody::Complete(b), true) => b.clone(),
-                    _ => return Err(Fail::Answer(parts, (body, held))),
-                };
-                let ce = parts
-                    .headers
-                    .get(http::header::CONTENT_ENCODING)
-                    .and_then(|v| v.to_str().ok());
-                let decoded =
-                    crate::encoding::decode(ce, bytes, cfg.shadow.max_body).map_err(|e| {
+                    let bytes = match (&body, parts.status.is_success()) {
+                        (CandidateBody::Complete(b), true) => b.clone(),
+                        _ => return Err(Fail::Answer(parts, (body, held))),
+                    };
+                    let ce = parts
+                        .headers
+                        .get(http::header::CONTENT_ENCODING)
+                        .and_then(|v| v.to_str().ok());
+                    let decoded =
+                        crate::encoding::decode(ce, bytes, cfg.shadow.max_body).map_err(|e| {
+                            Fail::Skip(SkipReason::Paging, format!("paging: page {n}: {e}"))
+                        })?;
+                    let doc = crate::diff::parse_json(&decoded).map_err(|e| {
+                        Fail::Skip(
+                            SkipReason::Paging,
+                            format!("paging: page {n} is not JSON: {e}"),
+                        )
+                    })?;
+                    let size = decoded.len();
+                    let mut page = Page::parse(doc, &spec).map_err(|e| {
                         Fail::Skip(SkipReason::Paging, format!("paging: page {n}: {e}"))
                     })?;
-                let doc = crate::diff::parse_json(&decoded).map_err(|e| {
-                    Fail::Skip(
-                        SkipReason::Paging,
-                        format!("paging: page {n} is not JSON: {e}"),
-                    )
-                })?;
-                let page = Page::parse(doc, &spec).map_err(|e| {
-                    Fail::Skip(SkipReason::Paging, format!("paging: page {n}: {e}"))
-                })?;
-                Ok(page)
-            }
-        })
+                    page.bytes = size;
+                    Ok(page)
+                }
+            },
+            |bytes| {
+                // The window's items are held in memory until assembled: the pages they came from
+                // count against `max_body` and the comparisons' memory budget.
+                *kept += bytes;
+                *kept <= max_body && held.grow(bytes)
+            },
+        )
         .await
     };
     let walked = match result {
@@ -163,6 +186,14 @@ pub(super) async fn walked(
                 ),
             )))
         }
+        Err(Stop::TooLarge) => {
+            return Ok(Answer::NotCalled(NotCalled::Skip(
+                SkipReason::Paging,
+                format!(
+                    "paging: the window's pages hold more than max_body ({max_body} bytes) or the memory budget allows: not walked"
+                ),
+            )))
+        }
         Err(Stop::Failed(Fail::Answer(parts, body))) => return Ok(Answer::Response(parts, body)),
         Err(Stop::Failed(Fail::Call(e))) => return Err(e),
         Err(Stop::Failed(Fail::Skip(r, text))) => {
@@ -171,6 +202,8 @@ pub(super) async fn walked(
     };
     let doc = paging::assemble(&spec, walked, want);
     let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?);
+    // The assembled page is held instead of the pages it came from.
+    drop(held);
     let mut held = this.budget.hold();
     let body = if bytes.len() > cfg.shadow.max_body {
         CandidateBody::TooLarge

@@ -6,10 +6,11 @@
 //!   stored one is not written over it: it goes to `id_conflicts`, with the pair held;
 //! - `id_unpaired(account, kind, side, id, seen, last_seen)`: ids compared without a partner,
 //!   removed when a pair for them is learned;
-//! - `id_conflicts`.
+//! - `id_conflicts`: one row per distinct contradiction (the observation and the pair held), with
+//!   how often it was seen.
 //!
 //! Ids only: never a natural key's values. Per (account, kind) at most the kind's `max_pairs`
-//! pairs and as many unpaired ids are kept: past it the oldest are deleted.
+//! pairs, and as many unpaired ids and conflicts, are kept: past it the oldest are deleted.
 
 use std::collections::BTreeMap;
 
@@ -72,10 +73,10 @@ pub(super) fn sqlite_save(
         for p in &seen.pairs {
             let n = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO id_pairs(account, kind, legacy_id, candidate_id, learned_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO id_pairs(account, kind, legacy_id, candidate_id, numbers, learned_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![p.account, p.kind, p.legacy, p.candidate, now])?;
+                .execute(params![p.account, p.kind, p.legacy, p.candidate, i64::from(p.numbers), now])?;
             if n == 0 {
                 if let Some(held) = sqlite_held(tx, p)? {
                     sqlite_conflict(tx, p, &held, &now)?;
@@ -93,6 +94,7 @@ pub(super) fn sqlite_save(
         }
         for (p, held) in &seen.conflicts {
             sqlite_conflict(tx, p, held, &now)?;
+            touched.insert((p.account.clone(), p.kind.clone()), ());
         }
         for u in &seen.unpaired {
             let column = if u.side == "legacy" {
@@ -123,6 +125,11 @@ pub(super) fn sqlite_save(
                ORDER BY last_seen DESC LIMIT -1 OFFSET ?3)",
         )?
         .execute(params![account, kind, keep])?;
+        tx.prepare_cached(
+            "DELETE FROM id_conflicts WHERE account = ?1 AND kind = ?2 AND seq <= (
+               SELECT seq FROM id_conflicts WHERE account = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+        )?
+        .execute(params![account, kind, keep])?;
     }
     Ok(())
 }
@@ -140,6 +147,7 @@ fn sqlite_held(tx: &rusqlite::Transaction<'_>, p: &Pair) -> rusqlite::Result<Opt
             kind: p.kind.clone(),
             legacy: r.get(0)?,
             candidate: r.get(1)?,
+            numbers: 0,
         })
     })
     .optional()
@@ -153,7 +161,9 @@ fn sqlite_conflict(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO id_conflicts(account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id)
+         DO UPDATE SET seen = seen + 1, at = excluded.at",
     )?
     .execute(params![
         p.account,
@@ -179,9 +189,15 @@ pub(super) fn pg_save(
     for seen in observed(batch) {
         for p in &seen.pairs {
             let n = tx.execute(
-                "INSERT INTO id_pairs(account, kind, legacy_id, candidate_id)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&p.account, &p.kind, &p.legacy, &p.candidate],
+                "INSERT INTO id_pairs(account, kind, legacy_id, candidate_id, numbers)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &p.account,
+                    &p.kind,
+                    &p.legacy,
+                    &p.candidate,
+                    &i32::from(p.numbers),
+                ],
             )?;
             if n == 0 {
                 let held = tx
@@ -196,6 +212,7 @@ pub(super) fn pg_save(
                         kind: p.kind.clone(),
                         legacy: r.get(0),
                         candidate: r.get(1),
+                        numbers: 0,
                     });
                 if let Some(held) = held {
                     pg_conflict(tx, p, &held)?;
@@ -212,6 +229,7 @@ pub(super) fn pg_save(
         }
         for (p, held) in &seen.conflicts {
             pg_conflict(tx, p, held)?;
+            touched.insert((p.account.clone(), p.kind.clone()), ());
         }
         for u in &seen.unpaired {
             let column = if u.side == "legacy" {
@@ -245,6 +263,11 @@ pub(super) fn pg_save(
                ORDER BY last_seen DESC OFFSET $3)",
             &[account, kind, &keep],
         )?;
+        tx.execute(
+            "DELETE FROM id_conflicts WHERE account = $1 AND kind = $2 AND seq <= (
+               SELECT seq FROM id_conflicts WHERE account = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+            &[account, kind, &keep],
+        )?;
     }
     Ok(())
 }
@@ -256,7 +279,9 @@ fn pg_conflict(
 ) -> Result<(), postgres::Error> {
     tx.execute(
         "INSERT INTO id_conflicts(account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id)
+         DO UPDATE SET seen = id_conflicts.seen + 1, at = now()",
         &[
             &p.account,
             &p.kind,
@@ -324,7 +349,7 @@ pub(super) fn pg_coverage(c: &mut postgres::Client) -> Result<Vec<IdCoverage>, p
 }
 
 const PAIRS_SQL: &str =
-    "SELECT seq, account, kind, legacy_id, candidate_id FROM id_pairs WHERE seq > $1 ORDER BY seq LIMIT $2";
+    "SELECT seq, account, kind, legacy_id, candidate_id, numbers FROM id_pairs WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 fn sqlite_pairs(
     c: &rusqlite::Connection,
@@ -340,6 +365,7 @@ fn sqlite_pairs(
                 kind: r.get(2)?,
                 legacy: r.get(3)?,
                 candidate: r.get(4)?,
+                numbers: u8::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
             },
         ))
     })?;
@@ -361,6 +387,7 @@ fn pg_pairs(
                     kind: r.get(2),
                     legacy: r.get(3),
                     candidate: r.get(4),
+                    numbers: u8::try_from(r.get::<_, i32>(5)).unwrap_or(0),
                 },
             )
         })

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS id_pairs(
     kind TEXT NOT NULL,
     legacy_id TEXT NOT NULL,
     candidate_id TEXT NOT NULL,
+    numbers INTEGER NOT NULL DEFAULT 0,
     learned_at TEXT NOT NULL,
     UNIQUE(account, kind, legacy_id),
     UNIQUE(account, kind, candidate_id)
@@ -84,7 +85,9 @@ CREATE TABLE IF NOT EXISTS id_conflicts(
     candidate_id TEXT NOT NULL,
     held_legacy_id TEXT NOT NULL,
     held_candidate_id TEXT NOT NULL,
-    at TEXT NOT NULL
+    seen INTEGER NOT NULL DEFAULT 1,
+    at TEXT NOT NULL,
+    UNIQUE(account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id)
 );
 ";
 
@@ -95,6 +98,7 @@ CREATE TABLE id_pairs(
     kind text COLLATE "C" NOT NULL,
     legacy_id text COLLATE "C" NOT NULL,
     candidate_id text COLLATE "C" NOT NULL,
+    numbers integer NOT NULL DEFAULT 0,
     learned_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE(account, kind, legacy_id),
     UNIQUE(account, kind, candidate_id)
@@ -116,7 +120,9 @@ CREATE TABLE id_conflicts(
     candidate_id text COLLATE "C" NOT NULL,
     held_legacy_id text COLLATE "C" NOT NULL,
     held_candidate_id text COLLATE "C" NOT NULL,
-    at timestamptz NOT NULL DEFAULT now()
+    seen bigint NOT NULL DEFAULT 1,
+    at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE(account, kind, legacy_id, candidate_id, held_legacy_id, held_candidate_id)
 );
 "#;
 

@@ -756,6 +756,95 @@ mod tests {
         }
     }
 
+    /// The crosswalk's rows: a pair stored once, a contradiction one row however often it is
+    /// seen, the rows of an (account, kind) bounded by its `max_pairs`, and a learned pair's ids
+    /// no longer counted unpaired.
+    #[test]
+    fn id_rows_are_deduplicated_and_bounded() {
+        use crate::record::{IdsSeen, Pair, Unpaired};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let store = Store::open(
+            &path,
+            WriterOptions {
+                queue: 64,
+                priority: crate::background::Priority::Normal,
+                retention: Duration::from_secs(3600),
+                max_value_len: 64,
+                examples_per_field: 3,
+                migrate: true,
+                reauth_after: 3,
+                id_max_pairs: vec![("p".into(), 3)],
+                webhooks: Vec::new(),
+            },
+        )
+        .unwrap();
+        let pair = |l: &str, c: &str| Pair {
+            account: "a".into(),
+            kind: "p".into(),
+            legacy: l.into(),
+            candidate: c.into(),
+            numbers: 0,
+        };
+        let h = store.handle();
+        let with = |seen: IdsSeen| {
+            let mut r = record(SystemTime::now());
+            r.ids = Some(Arc::new(seen));
+            r
+        };
+        h.record(with(IdsSeen {
+            unpaired: vec![Unpaired {
+                account: "a".into(),
+                kind: "p".into(),
+                side: "legacy",
+                id: "L0".into(),
+            }],
+            ..IdsSeen::default()
+        }));
+        for i in 0..5 {
+            h.record(with(IdsSeen {
+                pairs: vec![pair(&format!("L{i}"), &format!("C{i}"))],
+                ..IdsSeen::default()
+            }));
+        }
+        for _ in 0..50 {
+            h.record(with(IdsSeen {
+                conflicts: vec![(pair("L4", "C9"), pair("L4", "C4"))],
+                ..IdsSeen::default()
+            }));
+        }
+        // Another instance's contradicting pair: refused by the unique keys, a conflict.
+        h.record(with(IdsSeen {
+            pairs: vec![pair("L3", "C7")],
+            ..IdsSeen::default()
+        }));
+        h.flush_blocking();
+        let conn = open(&path).unwrap();
+        let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            q("SELECT count(*) FROM id_pairs"),
+            3,
+            "bounded at max_pairs"
+        );
+        assert_eq!(q("SELECT min(legacy_id = 'L2') FROM id_pairs WHERE seq = (SELECT min(seq) FROM id_pairs)"), 1);
+        assert_eq!(
+            q("SELECT count(*) FROM id_unpaired"),
+            0,
+            "L0 was paired since"
+        );
+        assert_eq!(q("SELECT count(*) FROM id_conflicts"), 2);
+        assert_eq!(
+            q("SELECT seen FROM id_conflicts WHERE candidate_id = 'C9'"),
+            50
+        );
+        assert_eq!(
+            q("SELECT count(*) FROM id_conflicts WHERE candidate_id = 'C7' AND held_candidate_id = 'C3'"),
+            1
+        );
+        drop(h);
+        store.close();
+    }
+
     #[test]
     fn writes_flushes_and_prunes() {
         let dir = tempfile::tempdir().unwrap();
