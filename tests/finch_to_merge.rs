@@ -303,6 +303,16 @@ async fn in_shadow_the_only_differences_are_the_planted_gaps() {
         (check["pass"].clone(), check["measured"].clone()),
         (json!(true), json!(1.0))
     );
+    // And by the dashboard's overview, per account and kind.
+    let page = get(&p.admin_url("/")).await.text();
+    let table = page
+        .split("<table id=\"ids\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(
+        table.contains("<td>acme</td><td>individual</td><td class=\"num good\">100"),
+        "{table}"
+    );
 }
 
 /// The gate's `min_paired_ids` check over the instance's store (the example's `[gate.shadow]`).

@@ -222,22 +222,32 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
             );
         }
         if !r.ids.is_empty() {
-            let least = r
-                .ids
-                .iter()
-                .min_by(|a, b| a.paired_rate.total_cmp(&b.paired_rate))
-                .expect("not empty");
-            let conflicts: u64 = r.ids.iter().map(|c| c.conflicts).sum();
-            let _ = write!(
-                o,
-                "<p id=\"ids\">Ids paired (the crosswalk): least <b class=\"{}\">{}</b> ({}, {}) over {} account and kind pairs; {} conflicts · <a href=\"/api/ids\">/api/ids</a></p>",
-                if least.paired_rate >= 0.99 { "good" } else { "bad" },
-                esc(&crate::report::render::pct(least.paired_rate)),
-                esc(&least.account),
-                esc(&least.kind),
-                r.ids.len(),
-                conflicts
-            );
+            // The crosswalk per account and kind: the least paired first.
+            let mut ids: Vec<&crate::store::IdCoverage> = r.ids.iter().collect();
+            ids.sort_by(|a, b| a.paired_rate.total_cmp(&b.paired_rate));
+            o.push_str("<h2>Ids</h2><table id=\"ids\"><tr><th>account</th><th>kind</th><th class=\"num\">ids paired</th><th class=\"num\">pairs</th><th class=\"num\">unpaired (legacy / candidate)</th><th class=\"num\">conflicts</th></tr>");
+            for c in ids.iter().take(20) {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td class=\"num {}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {}</td><td class=\"num\">{}</td></tr>",
+                    esc(&c.account),
+                    esc(&c.kind),
+                    if c.paired_rate >= 0.99 { "good" } else { "bad" },
+                    esc(&crate::report::render::pct(c.paired_rate)),
+                    c.paired,
+                    c.unpaired_legacy,
+                    c.unpaired_candidate,
+                    c.conflicts
+                );
+            }
+            o.push_str("</table>");
+            if ids.len() > 20 {
+                let _ = write!(
+                    o,
+                    "<p class=\"muted\">{} more in <a href=\"/api/ids\">/api/ids</a></p>",
+                    ids.len() - 20
+                );
+            }
         }
         if !gates.is_empty() {
             o.push_str("<h2>Gates</h2><table id=\"gates\"><tr><th>phase</th><th>verdict over the window</th><th>failing criteria</th></tr>");
