@@ -569,7 +569,15 @@ async fn the_guard_sees_candidate_failures_in_a_phase_without_legacy_calls() {
     );
     let st: Value = get(&p.admin_url("/api/rollout")).await.json();
     assert_eq!(st["phase"], "rollback", "{st}");
-    let ev = query(&p.db(), "SELECT actor, reason FROM rollout_events");
+    // The phase is in force at once, recorded just after: polled (a loaded machine lost that
+    // race).
+    let ev = tokio::task::block_in_place(|| {
+        poll(std::time::Duration::from_secs(20), || {
+            let ev = query(&p.db(), "SELECT actor, reason FROM rollout_events");
+            (!ev.is_empty()).then_some(ev)
+        })
+        .expect("the rollback recorded")
+    });
     assert_eq!(ev[0][0], "guard");
     assert!(
         ev[0][1]

@@ -773,3 +773,70 @@ request = { "/ids/*" = "person" }
         "one call, Merge's ids"
     );
 }
+
+/// A served answer's comparison learns like any other: a candidate that swaps two people's ids
+/// after they were paired is met as a conflict (recorded, the pairs held stay), also in a phase
+/// that serves without verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_exchanges_meet_conflicts_too() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let legacy = Upstream::json(
+        json!({"people": [{"id": "L1", "name": "Ada"}, {"id": "L2", "name": "Grace"}]}),
+    )
+    .await;
+    let swapped = std::sync::Arc::new(AtomicBool::new(false));
+    let s2 = swapped.clone();
+    let candidate = Upstream::start(move |_| {
+        let (a, g) = if s2.load(Ordering::SeqCst) {
+            ("c-2", "c-1")
+        } else {
+            ("c-1", "c-2")
+        };
+        Reply::json(json!({"people": [{"id": a, "name": "Ada"}, {"id": g, "name": "Grace"}]}))
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.rest = r#"
+[rollout]
+phase = "ga"
+
+[ids.person]
+match = [["/name"]]
+
+[[routes]]
+name = "people"
+path = "/people"
+unknown_account = "candidate"
+[routes.candidate]
+path = "/c/people"
+[routes.ids]
+records = { "/people/*" = "person" }
+"#
+    .into();
+    let p = start(cfg, None).await;
+    // Nothing paired yet: legacy's answer; its comparison pairs them.
+    assert_eq!(get(&p.url("/people")).await.json()["people"][0]["id"], "L1");
+    tokio::task::block_in_place(|| p.wait_rows(1));
+    // Served from the candidate, with legacy's ids.
+    let served = get(&p.url("/people")).await.json();
+    assert_eq!(served["people"][0]["id"], "L1");
+    tokio::task::block_in_place(|| p.wait_rows(2));
+    swapped.store(true, Ordering::SeqCst);
+    get(&p.url("/people")).await;
+    tokio::task::block_in_place(|| p.wait_rows(3));
+    let conflicts = query(
+        &p.db(),
+        "SELECT legacy_id, candidate_id, held_candidate_id FROM id_conflicts ORDER BY legacy_id",
+    );
+    assert_eq!(
+        conflicts,
+        vec![
+            vec![json!("L1"), json!("c-2"), json!("c-1")],
+            vec![json!("L2"), json!("c-1"), json!("c-2")]
+        ],
+        "{}",
+        p.log()
+    );
+    let served_by = query(&p.db(), "SELECT served_by FROM exchanges ORDER BY id");
+    assert_eq!(served_by[2], vec![json!("candidate")], "{served_by:?}");
+}

@@ -225,32 +225,46 @@ async fn body_of(
         // Served as that document, serialised again: the bytes are exactly what the comparison
         // (and, with `verify`, verification) judged, with no duplicate member a reader could
         // resolve another way.
-        let mut doc = doc;
         if walked.is_some() {
             // Never without a mapping (the config refuses it): the walk's stamp is ours.
             return Err(Fallback::MappingError);
         }
-        if let Some(ids) = &m.ids {
-            ids.apply(&mut doc).map_err(|_| Fallback::UnpairedId)?;
-        }
-        let bytes = serde_json::to_vec(&doc).map_err(|_| Fallback::NotJson)?;
-        return Ok((Bytes::from(bytes), m.ids.is_some().then_some(doc)));
+        return served_ids(doc, m.ids.as_ref(), Fallback::NotJson, usize::MAX)
+            .map(|(bytes, pre)| (bytes, m.ids.is_some().then_some(pre)));
     };
     let mut mapped = tokio::task::spawn_blocking(move || m.runner.run(&chain, &doc, m.timeout))
         .await
         .map_err(|_| Fallback::MappingError)?
         .map_err(|_| Fallback::MappingError)?;
-    if let Some(ids) = &m.ids {
-        ids.apply(&mut mapped).map_err(|_| Fallback::UnpairedId)?;
-    }
     if let Some((spec, st)) = &walked {
         crate::paging::stamp(spec, &mut mapped, *st);
     }
-    let bytes = serde_json::to_vec(&mapped).map_err(|_| Fallback::MappingError)?;
-    if bytes.len() > m.max_body {
+    served_ids(mapped, m.ids.as_ref(), Fallback::MappingError, m.max_body)
+        .map(|(bytes, pre)| (bytes, Some(pre)))
+}
+
+/// The bytes to serve (the candidate's ids turned into legacy's) and the document the
+/// comparison takes as the candidate's: still with the candidate's ids, so that it learns and
+/// meets conflicts as for any exchange, then turns them the same way.
+fn served_ids(
+    doc: Value,
+    ids: Option<&crate::shadow::ServedIds>,
+    unserializable: Fallback,
+    max: usize,
+) -> Result<(Bytes, Value), Fallback> {
+    let bytes = match ids {
+        None => serde_json::to_vec(&doc),
+        Some(ids) => {
+            let mut out = doc.clone();
+            ids.apply(&mut out).map_err(|_| Fallback::UnpairedId)?;
+            serde_json::to_vec(&out)
+        }
+    }
+    .map_err(|_| unserializable)?;
+    if bytes.len() > max {
         return Err(Fallback::TooLarge);
     }
-    Ok((Bytes::from(bytes), Some(mapped)))
+    Ok((Bytes::from(bytes), doc))
 }
 
 /// Whether every element of a fan-out's assembled answer has a 2xx status.

@@ -741,7 +741,6 @@ fn compare_sides(
         maps.legacy.is_some(),
         maps.candidate.is_some() || maps.premapped.is_some(),
     );
-    let mapped_premapped = maps.premapped.is_some();
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
         Some(pre) => match parse_body(&l_raw) {
@@ -775,9 +774,9 @@ fn compare_sides(
         crate::paging::stamp(spec, c, st);
     }
     // The id crosswalk: pairs learned, then the candidate's ids turned into legacy's (a served
-    // document carries legacy's already: nothing to learn or turn).
+    // document comes with the candidate's ids too: the caller got them turned the same way).
     let applied = match (maps.ids, &l_json, &mut c_json) {
-        (Some(ids), Some(l), Some(c)) if !mapped_premapped => {
+        (Some(ids), Some(l), Some(c)) => {
             // A paged route teaches pairs only from the whole list on both sides.
             let whole = maps.paging.is_none_or(|spec| {
                 let n = |d: &serde_json::Value| {
