@@ -33,6 +33,8 @@ fn legacy_employee(i: usize) -> Value {
         "department": DEPARTMENTS[i % 3],
         "manager_id": format!("emp-{:03}", 100 + i),
         "ssn": format!("123-45-{:04}", 6000 + i),
+        "start_date": format!("2015-{:02}-{:02}", 1 + i % 12, 1 + i),
+        "work_email": format!("first{i}@acme.example"),
     });
     if i.is_multiple_of(6) {
         v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
@@ -55,6 +57,11 @@ fn candidate_employee(i: usize) -> Value {
         "work_location": {"city": CITIES[i % 3]},
         "manager": {"remote_id": format!("emp-{:03}", 100 + i)},
         "national_id": format!("123-45-{:04}", 6000 + i),
+        "start_date": format!("2015-{:02}-{:02}T00:00:00Z", 1 + i % 12, 1 + i),
+        "emails": [
+            {"type": "work", "value": format!("first{i}@acme.example")},
+            {"type": "personal", "value": format!("first{i}@mail.example")}
+        ],
     });
     if i.is_multiple_of(6) {
         v["terminated_at"] = json!(format!("2026-0{}-01", 1 + i / 6));
@@ -74,7 +81,9 @@ const BROKEN: &str = r#"/* unified employee -> legacy employee */
   "salary": compensation.amount,
   "location": {"city": work_location.city},
   "ssn": national_id,
-  "terminated_at": terminated_at
+  "terminated_at": terminated_at,
+  "start_date": start_date,
+  "work_email": work_email
 }
 "#;
 
@@ -376,6 +385,10 @@ async fn suggest_finds_each_kind_of_gap_and_checks_it() {
         ("/employment_status", "lowercase", None),
         ("/employment_type", "lookup", None),
         ("/salary", "number", None),
+        // A date sent with a time: read the date, never a table of the recorded dates.
+        ("/start_date", "date", None),
+        // A value inside an array of the candidate's (the work email is its first).
+        ("/work_email", "path", Some("emails[0].value")),
     ];
     for (field, fix, expr) in expect {
         let g = by_field(field);

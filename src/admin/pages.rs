@@ -998,6 +998,7 @@ pub(super) fn suggest_page(s: &crate::rediff::suggest::Suggestions, v: &View) ->
             Fix::Uppercase => "the candidate's value in upper case".into(),
             Fix::Number => "a number the candidate sends as a string".into(),
             Fix::String => "a string the candidate sends as a number".into(),
+            Fix::Date => "a date the candidate sends with a time: its first ten characters".into(),
             Fix::Lookup { pairs } => format!("a translation of {} values", pairs.len()),
             Fix::NotInCandidate => "the candidate never returns it: no mapping can fill it (a gap to report to the vendor)".into(),
             Fix::None { why } => esc(why),

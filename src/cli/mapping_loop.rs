@@ -381,6 +381,7 @@ fn print_suggestions(
             Fix::Uppercase => "the candidate's value in upper case".to_owned(),
             Fix::Number => "a number the candidate sends as a string".to_owned(),
             Fix::String => "a string the candidate sends as a number".to_owned(),
+            Fix::Date => "a date the candidate sends with a time: its first ten characters".to_owned(),
             Fix::Lookup { pairs } => format!(
                 "a translation of {} value{}: {}",
                 pairs.len(),

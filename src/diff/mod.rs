@@ -31,6 +31,15 @@ use similar::{Algorithm, DiffOp};
 
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
+/// Whether `c` is the date `l` (`YYYY-MM-DD`) followed by a time (`T…` or ` …`): a date one
+/// vendor sends with a time (what `suggest` and the report's hints recognise).
+pub fn is_date_with_time(l: &str, c: &str) -> bool {
+    l.len() == 10
+        && l.parse::<jiff::civil::Date>().is_ok()
+        && c.strip_prefix(l)
+            .is_some_and(|rest| rest.starts_with('T') || rest.starts_with(' '))
+}
+
 /// What kind of difference a field shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

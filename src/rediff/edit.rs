@@ -341,6 +341,13 @@ pub fn insert_member(lang: Lang, src: &str, field: &str, expr: &str) -> Option<S
     Some(format!("{}{member}{}", &src[..o.open], rest))
 }
 
+/// An array position among the names (`[0]`), as `suggest` writes one.
+fn array_index(s: &str) -> bool {
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
     c.next()
@@ -352,21 +359,33 @@ fn is_ident(s: &str) -> bool {
 /// (`department.name`, `.department.name`; odd names quoted).
 pub fn path_expr(lang: Lang, names: &[String]) -> String {
     match lang {
-        Lang::Jsonata => names
-            .iter()
-            .map(|n| {
-                if is_ident(n) {
-                    n.clone()
-                } else {
-                    format!("`{}`", n.replace('`', ""))
+        Lang::Jsonata => {
+            let mut out = String::new();
+            for n in names {
+                if array_index(n) {
+                    out.push_str(n);
+                    continue;
                 }
-            })
-            .collect::<Vec<_>>()
-            .join("."),
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if is_ident(n) {
+                    out.push_str(n);
+                } else {
+                    out.push_str(&format!("`{}`", n.replace('`', "")));
+                }
+            }
+            out
+        }
         Lang::Jq => {
             let mut out = String::new();
             for n in names {
-                if is_ident(n) {
+                if array_index(n) {
+                    if out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(n);
+                } else if is_ident(n) {
                     out.push('.');
                     out.push_str(n);
                 } else {
@@ -461,5 +480,13 @@ mod tests {
         assert_eq!(path_expr(Lang::Jsonata, &n(&["a", "b c"])), "a.`b c`");
         assert_eq!(path_expr(Lang::Jq, &n(&["a", "b c"])), ".a[\"b c\"]");
         assert_eq!(path_expr(Lang::Jq, &n(&["b c"])), ".[\"b c\"]");
+        assert_eq!(
+            path_expr(Lang::Jsonata, &n(&["emails", "[0]", "value"])),
+            "emails[0].value"
+        );
+        assert_eq!(
+            path_expr(Lang::Jq, &n(&["emails", "[0]", "value"])),
+            ".emails[0].value"
+        );
     }
 }

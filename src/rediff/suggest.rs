@@ -51,6 +51,9 @@ pub enum Fix {
     Number,
     /// A string the candidate sends as a number.
     String,
+    /// A date the candidate sends with a time (`2015-01-10T00:00:00Z` for `2015-01-10`): its
+    /// first ten characters.
+    Date,
     /// A small translation table, candidate value → legacy value.
     Lookup {
         pairs: BTreeMap<String, Value>,
@@ -455,6 +458,22 @@ fn candidates(
         if strings_of_numbers {
             out.push((Fix::String, wrap("string", "tostring")));
         }
+        let dates = pairs.iter().all(|(l, c)| match (l, c) {
+            (Value::String(l), Value::String(c)) => diff::is_date_with_time(l, c),
+            _ => false,
+        });
+        if dates {
+            let field = field.to_owned();
+            out.push((
+                Fix::Date,
+                Box::new(move |src: &str| {
+                    edit::replace_value(lang, src, &field, |e| match lang {
+                        Lang::Jsonata => format!("$substring({e}, 0, 10)"),
+                        Lang::Jq => format!("({e} | .[0:10])"),
+                    })
+                }),
+            ));
+        }
         if let Some(table) = lookup(&pairs) {
             let field = field.to_owned();
             let obj = Value::Object(table.clone().into_iter().collect()).to_string();
@@ -492,7 +511,8 @@ fn candidates(
 }
 
 /// A translation table when the pairs are a function of a few string values that is not the
-/// identity.
+/// identity, each value seen at least twice on average: a table of values each seen once is
+/// the recorded traffic memorised (it passes the rediff and fails on the next record).
 fn lookup(pairs: &[(&Value, &Value)]) -> Option<BTreeMap<String, Value>> {
     let mut t: BTreeMap<String, Value> = BTreeMap::new();
     for (l, c) in pairs {
@@ -508,7 +528,7 @@ fn lookup(pairs: &[(&Value, &Value)]) -> Option<BTreeMap<String, Value>> {
             }
         }
     }
-    (!t.is_empty() && t.len() <= MAX_LOOKUP).then_some(t)
+    (!t.is_empty() && t.len() <= MAX_LOOKUP && pairs.len() >= 2 * t.len()).then_some(t)
 }
 
 /// The array positions of a pointer whose field pattern has `*` there.
@@ -537,26 +557,23 @@ fn found_paths(
         .filter(|t| *t == "*")
         .count();
     let mut score: BTreeMap<String, usize> = BTreeMap::new();
+    let mut reads: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     let mut telling = 0;
     for (i, d) in examples {
         let Some(v) = d.legacy.as_ref().filter(|v| is_telling(v)) else {
             continue;
         };
         telling += 1;
-        let want = indices(&d.pointer, field);
+        let want: Vec<usize> = indices(&d.pointer, field)
+            .iter()
+            .map(|w| w.parse().unwrap_or(usize::MAX))
+            .collect();
         let mut hits = HashSet::new();
         find(&docs[*i].raw, v, &mut Vec::new(), &mut |path: &[Seg<
             '_,
         >]| {
-            let pattern = diff::glob::field_pattern(path);
-            let ptr = diff::glob::pointer(path);
-            let got = indices(&ptr, &pattern);
-            let aligned = if got.len() >= depth {
-                got[..depth] == want[..]
-            } else {
-                got.is_empty()
-            };
-            if aligned {
+            if let Some((pattern, read)) = candidate_read(path, depth, &want) {
+                reads.entry(pattern.clone()).or_insert(read);
                 hits.insert(pattern);
             }
         });
@@ -575,34 +592,57 @@ fn found_paths(
     found
         .into_iter()
         .filter_map(|(pattern, _)| {
-            let toks = crate::redact::parse_pointer(&pattern);
-            let stars = toks.iter().filter(|t| *t == "*").count();
-            if stars >= depth {
-                // After the array the constructor maps over: no further arrays.
-                let mut seen = 0;
-                let rest: Vec<String> = toks
-                    .iter()
-                    .skip_while(|t| {
-                        if seen == depth {
-                            return false;
-                        }
-                        if *t == "*" {
-                            seen += 1;
-                        }
-                        true
-                    })
-                    .cloned()
-                    .collect();
-                (!rest.is_empty() && !rest.iter().any(|t| t == "*"))
-                    .then_some((pattern, rest, false))
-            } else if stars == 0 {
-                Some((pattern, toks, true))
-            } else {
-                None
-            }
+            let (names, root) = reads.remove(&pattern)?;
+            Some((pattern, names, root))
         })
         .take(4)
         .collect()
+}
+
+/// Where a candidate path holding the legacy value is read from, if it lines up with the
+/// legacy field's array positions (`want`, the first `depth` indices): its pattern (those
+/// positions `*`, any deeper array position kept: `emails/0/value`, the same in every example)
+/// and the names to read — after the element the constructor maps over (an index as `[N]`), or
+/// from the document's root when the path crosses no array at all.
+fn candidate_read(
+    path: &[Seg<'_>],
+    depth: usize,
+    want: &[usize],
+) -> Option<(String, (Vec<String>, bool))> {
+    let idx: Vec<usize> = path
+        .iter()
+        .filter_map(|s| match s {
+            Seg::Index(i) => Some(*i),
+            Seg::Key(_) => None,
+        })
+        .collect();
+    let relative = idx.len() >= depth && idx[..depth] == *want;
+    if !relative && !idx.is_empty() {
+        return None;
+    }
+    let mut pattern = String::new();
+    let mut names = Vec::new();
+    let mut n = 0;
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                diff::glob::push_token(&mut pattern, k);
+                if n >= depth || !relative {
+                    names.push((*k).to_owned());
+                }
+            }
+            Seg::Index(i) => {
+                if n < depth {
+                    pattern.push_str("/*");
+                } else {
+                    pattern.push_str(&format!("/{i}"));
+                    names.push(format!("[{i}]"));
+                }
+                n += 1;
+            }
+        }
+    }
+    (!names.is_empty() && !names[0].starts_with('[')).then_some((pattern, (names, !relative)))
 }
 
 fn is_telling(v: &Value) -> bool {

@@ -55,6 +55,9 @@ fn string_fix(l: &str, c: &str) -> Option<String> {
     if l.trim() == c.trim() {
         return Some("only surrounding whitespace differs: $trim(…) in the mapping, or a trim normalize rule".into());
     }
+    if crate::diff::is_date_with_time(l, c) {
+        return Some("the same date with a time: $substring(…, 0, 10) in the mapping (jq: .[0:10]), or a datetime normalize rule".into());
+    }
     if let (Ok(a), Ok(b)) = (l.parse::<jiff::Timestamp>(), c.parse::<jiff::Timestamp>()) {
         if a == b {
             return Some("the same instant written another way: a timestamp normalize rule".into());
@@ -78,6 +81,14 @@ mod tests {
         assert!(f("missing", json!("x"), Value::Null, 5, 5).contains("never returns"));
         assert!(f("missing", json!("x"), Value::Null, 3, 5).contains("leaves this field out"));
         assert!(f("changed", json!("full_time"), json!("FULL_TIME"), 5, 5).contains("$lowercase"));
+        assert!(f(
+            "changed",
+            json!("2015-01-10"),
+            json!("2015-01-10T00:00:00Z"),
+            5,
+            5
+        )
+        .contains("$substring"));
         assert!(f("changed", json!("A"), json!("a"), 5, 5).contains("$uppercase"));
         assert!(f("changed", json!("a "), json!("a"), 5, 5).contains("whitespace"));
         assert!(f(
