@@ -1116,3 +1116,59 @@ body_budget = "{}B"
     );
     sd.stop().await;
 }
+
+/// An upstream that sends its response head at once and its body `later`: a vendor whose
+/// answer takes time to stream (HTTP/1.1, one response per connection).
+async fn slow_body(body: &'static str, later: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut req = Vec::new();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.flush().await;
+                tokio::time::sleep(later).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Legacy's latency and the candidate's measure the same thing: the time to the whole answer.
+/// Two identical vendors that send the head at once and the body 60 ms later are both at 60 ms
+/// or more (legacy's stopped at its head: ~1 ms against the candidate's 60).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_and_candidate_latencies_both_run_to_the_last_byte() {
+    let later = Duration::from_millis(60);
+    let legacy = slow_body(r#"{"a": 1}"#, later).await;
+    let candidate = slow_body(r#"{"a": 1}"#, later).await;
+    let sd = Shadowdiff::start(&legacy, &candidate, "").await;
+    for _ in 0..3 {
+        assert_eq!(get(&sd.url("/x")).await.status, 200);
+    }
+    sd.quiesce().await;
+    let rows = sd.rows("SELECT legacy_ms, candidate_ms, outcome FROM exchanges");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r[2], "match", "{rows:?}");
+        let (l, c) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        assert!(l >= 60.0 && c >= 60.0, "legacy {l} ms, candidate {c} ms");
+    }
+}

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -127,7 +127,7 @@ struct Capture {
     /// The bytes of `chunks`, taken from the comparisons' memory budget.
     held: Held,
     over_budget: bool,
-    tx: Option<oneshot::Sender<(Captured, Held)>>,
+    tx: Option<oneshot::Sender<(Captured, Held, Instant)>>,
 }
 
 impl Capture {
@@ -135,7 +135,9 @@ impl Capture {
         if let Some(tx) = self.tx.take() {
             let v = c(self);
             let held = std::mem::take(&mut self.held);
-            let _ = tx.send((v, held));
+            // When legacy's last byte came: the comparison's legacy latency (to the whole
+            // answer, as the candidate's is).
+            let _ = tx.send((v, held, Instant::now()));
         }
     }
 
@@ -256,7 +258,7 @@ impl ResBody {
         limit: usize,
         stall: Duration,
         budget: &MemoryBudget,
-    ) -> (Self, oneshot::Receiver<(Captured, Held)>) {
+    ) -> (Self, oneshot::Receiver<(Captured, Held, Instant)>) {
         let (tx, rx) = oneshot::channel();
         let capture = Capture {
             chunks: Vec::new(),

@@ -420,6 +420,7 @@ impl Proxy {
         upstream::strip_hop_by_hop(&mut rparts.headers);
         let (mut tee, copy) =
             ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
+        let tee_at = Instant::now();
         if serve.verify {
             // Legacy's whole body, then the strict comparison, before anything is served.
             let (frames, complete) = read_frames(&mut tee, self.max_body).await;
@@ -440,6 +441,7 @@ impl Proxy {
                         status: rparts.status,
                         headers,
                         ms,
+                        at: tee_at,
                         body: copy,
                     },
                 );
@@ -462,6 +464,7 @@ impl Proxy {
                 status: rparts.status,
                 headers: rparts.headers,
                 ms,
+                at: tee_at,
                 body: copy,
             },
         );
@@ -584,6 +587,7 @@ impl Proxy {
                         status,
                         headers: rparts.headers.clone(),
                         ms,
+                        at: Instant::now(),
                         body: copy,
                     };
                     mirror.finish(meta, legacy);

@@ -636,6 +636,7 @@ impl Shadow {
                         status,
                         headers,
                         ms,
+                        at,
                         body,
                     } => {
                         this.quotas.observe(
@@ -652,7 +653,12 @@ impl Shadow {
                                 retry_after(&headers).unwrap_or(std::time::Duration::from_secs(1)),
                             );
                         }
-                        let (body, held) = body.await.unwrap_or_default();
+                        let (body, held, end) = body.await.unwrap_or_else(|_| {
+                            (Captured::default(), Held::default(), Instant::now())
+                        });
+                        // Compared with the candidate's time to its whole answer: legacy's to
+                        // its last byte (its head's time plus the body's).
+                        let ms = ms + end.saturating_duration_since(at).as_secs_f64() * 1000.0;
                         let legacy = Legacy::Response {
                             status,
                             headers,
@@ -1001,8 +1007,11 @@ pub enum LegacyPending {
     Response {
         status: StatusCode,
         headers: HeaderMap,
+        /// Time to legacy's response head (ms).
         ms: f64,
-        body: oneshot::Receiver<(Captured, Held)>,
+        /// When the head was handed over: with the tee's end, legacy's time to its last byte.
+        at: Instant,
+        body: oneshot::Receiver<(Captured, Held, Instant)>,
     },
     Failed {
         ms: f64,
