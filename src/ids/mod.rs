@@ -183,11 +183,7 @@ impl Crosswalk {
             .tables
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let t = tables
-            .entry(pair.account.clone())
-            .or_default()
-            .entry(pair.kind.clone())
-            .or_default();
+        let t = table_of(&mut tables, pair);
         let held_c = t.to_candidate.get(&pair.legacy);
         let held_l = t.to_legacy.get(&pair.candidate);
         match (held_c, held_l) {
@@ -245,11 +241,7 @@ impl Crosswalk {
             .tables
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let t = tables
-            .entry(pair.account.clone())
-            .or_default()
-            .entry(pair.kind.clone())
-            .or_default();
+        let t = table_of(&mut tables, pair);
         if t.to_candidate
             .get(&pair.legacy)
             .is_some_and(|(c, _)| c == &pair.candidate)
@@ -452,6 +444,18 @@ fn replace_ids(
         });
     }
     failed.map_or(Ok(n), Err)
+}
+
+/// The (account, kind) table a pair belongs to, made when missing.
+fn table_of<'t>(
+    tables: &'t mut HashMap<String, HashMap<String, Table>>,
+    pair: &Pair,
+) -> &'t mut Table {
+    tables
+        .entry(pair.account.clone())
+        .or_default()
+        .entry(pair.kind.clone())
+        .or_default()
 }
 
 /// What [`Crosswalk::apply`] did to one exchange.
