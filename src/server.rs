@@ -869,7 +869,7 @@ async fn accept_loop<F, S, B>(
         let id = conns.add(entry.clone());
         let conns = conns.clone();
         tokio::spawn(async move {
-            tokio::pin!(fut);
+            let mut fut = Box::pin(fut);
             loop {
                 let wake = state
                     .deadline(accepted, &limits)
@@ -898,6 +898,10 @@ async fn accept_loop<F, S, B>(
                 }
             }
             conns.remove(id);
+            // The connection (its requests, their slots among the requests in flight) goes
+            // before its slot among the connections: a caller accepted in its place must find
+            // a request slot free (it got a 503 under load, one time in fifteen).
+            drop(fut);
             drop(permit);
             crate::telemetry::connections(name, open(&slots));
         });
