@@ -584,3 +584,135 @@ async fn field_coverage_and_min_field_samples() {
     let (code, out, _) = run(d, "gate --phase canary --since 1h");
     assert_eq!(code, 0, "{out}");
 }
+
+/// #32 item 5: a change of the diff rules alone starts a new `mapping_version`, on a mapped
+/// route and on an unmapped one (`rules-…`), so the parity since a rules fix can be isolated;
+/// `check` prints the version the exchanges record; `rediff` still judges the unmapped
+/// route's exchanges (their stored documents are the ones that came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_the_rules_alone_starts_a_new_version() {
+    let legacy = Upstream::start(|s| {
+        Reply::json(match s.uri.as_str() {
+            "/m" => json!({"id": 1, "name": "Ann", "updated": "2026-01-01"}),
+            _ => json!({"x": 1, "updated": "2026-01-01"}),
+        })
+    })
+    .await;
+    let candidate = Upstream::start(|s| {
+        Reply::json(match s.uri.as_str() {
+            "/m" => json!({"id": 1, "full_name": "Ann", "updated": "2026-02-02"}),
+            _ => json!({"x": 1, "updated": "2026-02-02"}),
+        })
+    })
+    .await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("m.jsonata"),
+        r#"{"id": id, "name": full_name, "updated": updated}"#,
+    )
+    .unwrap();
+    let store = files.path().join("sd.db");
+    let routes = format!(
+        "[store]\npath = \"{}\"\n[[routes]]\nname = \"m\"\npath = \"/m\"\n[routes.candidate]\nmapping = \"m.jsonata\"\n[[routes]]\nname = \"u\"\npath = \"/u\"\n",
+        store.display()
+    );
+    let fixed = format!("[diff]\nignore = [\"/updated\"]\n{routes}");
+    let mut versions = Vec::new();
+    for toml in [&routes, &fixed] {
+        let sd =
+            Shadowdiff::start_with_files(&legacy.url(), &candidate.url(), toml, Some(files.path()))
+                .await;
+        for _ in 0..3 {
+            assert_eq!(get(&sd.url("/m")).await.status, 200);
+            assert_eq!(get(&sd.url("/u")).await.status, 200);
+        }
+        sd.quiesce().await;
+        let (_, dir) = sd.stop().await;
+        // What `check` says the exchanges record, with this config.
+        let (code, out, err) = run(dir.path(), "check");
+        assert_eq!(code, 0, "{err}");
+        let said: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("# mapping_version recorded: "))
+            .map(str::to_owned)
+            .collect();
+        versions.push((said, dir));
+    }
+    let rows = query(
+        &store,
+        "SELECT route, outcome, mapping_version FROM exchanges ORDER BY id",
+    );
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    let of = |route: &str, run: std::ops::Range<usize>| -> Vec<Value> {
+        let mut v: Vec<Value> = rows[run]
+            .iter()
+            .filter(|r| r[0] == json!(route))
+            .map(|r| r[2].clone())
+            .collect();
+        v.dedup();
+        v
+    };
+    // One version per route and run; the rules alone changed both.
+    let (m0, m1) = (of("m", 0..6), of("m", 6..12));
+    let (u0, u1) = (of("u", 0..6), of("u", 6..12));
+    assert_eq!(
+        (m0.len(), m1.len(), u0.len(), u1.len()),
+        (1, 1, 1, 1),
+        "{rows:?}"
+    );
+    assert_ne!(
+        m0, m1,
+        "the mapped route's version did not change: {rows:?}"
+    );
+    assert_eq!(u0, vec![Value::Null], "no rule, no mapping: no version");
+    let u1 = u1[0].as_str().expect("the rules' version").to_owned();
+    assert!(u1.starts_with("rules-"), "{u1}");
+    // `check` printed what was recorded: the mapped route's version, then (second config)
+    // both routes'.
+    assert_eq!(versions[0].0, vec![m0[0].as_str().unwrap().to_owned()]);
+    assert_eq!(
+        versions[1].0,
+        vec![m1[0].as_str().unwrap().to_owned(), u1.clone()]
+    );
+    // The parity since the rules fix: only the second run's exchanges, all matching.
+    let d = versions[1].1.path();
+    for (route, version) in [("m", m1[0].as_str().unwrap()), ("u", u1.as_str())] {
+        let (code, out, err) = run(
+            d,
+            &format!("report --since 1h --format json --mapping-version {version}"),
+        );
+        assert_eq!(code, 0, "{err}");
+        let report = json_of(&out);
+        let rt = report["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap_or_else(|| panic!("no route {route}: {out}"))
+            .clone();
+        assert_eq!(rt["compared"], json!(3), "{route}: {rt}");
+        assert_eq!(rt["parity"], json!(1.0), "{route}: {rt}");
+    }
+    // Rediff with today's rules judges the exchanges that kept their bodies (the first run's
+    // differing six), the unmapped route's as well: all fixed, under today's versions.
+    let (code, out, err) = run(d, "rediff --since 1h --format json");
+    assert_eq!(code, 0, "{err}");
+    let rediff = json_of(&out);
+    assert_eq!(rediff["summary"]["exchanges"], json!(6), "{out}");
+    for (route, now) in [("m", &m1[0]), ("u", &json!(u1))] {
+        let r = rediff["summary"]["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap_or_else(|| panic!("no route {route}: {out}"));
+        assert_eq!(r["fixed_count"], json!(3), "{route}: {out}");
+        assert_eq!(r["versions"], json!([now]), "{route}: {out}");
+    }
+    assert!(
+        rediff["summary"]["skipped"]
+            .as_object()
+            .is_none_or(|s| s.is_empty()),
+        "{out}"
+    );
+}

@@ -31,6 +31,7 @@ pub(super) fn diff_files(
             runner: Some(&runner),
             timeout: cfg.mappings.timeout,
             premapped: None,
+            rules: r.rules_version.as_deref(),
         };
         // Documents in, documents out: `None` never comes back for a side that had one.
         let (ml, mc) = maps

@@ -453,6 +453,8 @@ pub struct DiffConfig {
     pub rules: Rules,
     /// The global rules for answers served by the candidate ([`Rules::served`]).
     pub served_rules: Rules,
+    /// What the global rules add to `mapping_version` (`None` when there are none).
+    pub rules_version: Option<String>,
     /// Response headers compared besides the status code.
     pub headers: Vec<HeaderName>,
     /// A field pattern that differs in at least this share of the compared exchanges where it
@@ -554,6 +556,10 @@ pub struct Route {
     /// The rules an answer served by the candidate is judged by: exact, but for the rules
     /// declared `serve_safe` ([`Rules::served`]).
     pub served_rules: Rules,
+    /// What the route's rules (`rules`, `served_rules` and the compared headers) add to
+    /// `mapping_version`, so that a change of the rules alone starts a new version: `None`
+    /// when they are a config's without any rule (the versions recorded before stay).
+    pub rules_version: Option<String>,
     /// The ignore and normalize rules not declared `serve_safe` ([`Rules::unverified`]): in a
     /// phase without `verify`, the route's answers fall back to legacy while there are any.
     pub unverified: Vec<String>,

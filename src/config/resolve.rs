@@ -92,6 +92,9 @@ impl Config {
             ));
         }
         let global_served_rules = global_rules.served(&global_safe);
+        let headers_text = format!("{:?}", raw.diff.headers);
+        let global_rules_version =
+            rules_version(&global_rules, &global_served_rules, &headers_text);
         let max_body = raw.shadow.max_body.map_or(defaults::MAX_BODY, |s| s.0);
         let shadow = ShadowConfig {
             sample_rate: raw.shadow.sample_rate.unwrap_or(defaults::SAMPLE_RATE),
@@ -517,6 +520,7 @@ impl Config {
                     serve_deadline: r.serve_deadline.map_or(defaults::SERVE_DEADLINE, |d| d.0),
                     unknown_account: r.unknown_account.unwrap_or_default(),
                     candidate,
+                    rules_version: rules_version(&rules, &served_rules, &headers_text),
                     rules,
                     served_rules,
                     unverified,
@@ -729,6 +733,7 @@ impl Config {
             diff: DiffConfig {
                 rules: global_rules,
                 served_rules: global_served_rules,
+                rules_version: global_rules_version,
                 headers: names(raw.diff.headers, defaults::COMPARED_HEADERS),
                 systematic_rate,
                 noise,
@@ -1148,6 +1153,19 @@ fn glob_set(v: Vec<GlobStr>) -> GlobSet {
         set.push(g.0);
     }
     set
+}
+
+/// What a set of rules adds to `mapping_version`: a hash of their canonical text, or `None`
+/// for the rules of a config without any (versions recorded before this existed stay valid).
+fn rules_version(rules: &Rules, served: &Rules, headers: &str) -> Option<String> {
+    let text = |r: &Rules, s: &Rules, h: &str| {
+        format!("{} served:{} headers:{h}", r.describe(), s.describe())
+    };
+    let mine = text(rules, served, headers);
+    let empty = rules_of(&RawDiff::default());
+    let none = text(&empty, &empty.served(&GlobSet::default()), "None");
+    (mine != none)
+        .then(|| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(mine.as_bytes()))[..12].to_owned())
 }
 
 fn rules_of(d: &RawDiff) -> Rules {

@@ -482,6 +482,23 @@ impl Config {
         for (account, chain) in &r.mappings.accounts {
             let _ = writeln!(o, "# for account {account}: {}", chain.describe());
         }
+        // What its exchanges record (`report --mapping-version`): the mappings and the rules.
+        let recorded = |candidate: Option<&crate::mapping::Chain>| {
+            crate::mapping::recorded_version(
+                candidate,
+                r.mappings.legacy.as_deref(),
+                c.request.as_ref().map(|q| &*q.chain),
+                r.rules_version.as_deref(),
+            )
+        };
+        if let Some(v) = recorded(r.mappings.candidate.as_deref()) {
+            let _ = writeln!(o, "# mapping_version recorded: {v}");
+        }
+        for (account, chain) in &r.mappings.accounts {
+            if let Some(v) = recorded(Some(chain)) {
+                let _ = writeln!(o, "# mapping_version recorded for account {account}: {v}");
+            }
+        }
         let legacy = base(r.mappings.legacy.as_ref());
         if !legacy.is_empty() {
             let _ = writeln!(o, "[routes.legacy]\n{legacy}");

@@ -173,6 +173,40 @@ impl Rules {
         out
     }
 
+    /// The rules as one canonical line (ignore and unordered patterns sorted: their order means
+    /// nothing; array keys and normalize rules as configured): what `mapping_version` hashes, so
+    /// that a change of the rules alone starts a new version.
+    pub fn describe(&self) -> String {
+        let sorted = |set: &GlobSet| {
+            let mut v: Vec<&str> = set.iter().map(Glob::as_str).collect();
+            v.sort_unstable();
+            format!("{v:?}")
+        };
+        let keys: Vec<(&str, &str)> = self
+            .array_keys
+            .iter()
+            .map(|(g, k)| (g.as_str(), k.as_str()))
+            .collect();
+        let norms: Vec<(Vec<&str>, Vec<&str>)> = self
+            .normalize
+            .iter()
+            .map(|(set, n)| {
+                (
+                    set.iter().map(Glob::as_str).collect(),
+                    n.iter().map(|n| n.as_str()).collect(),
+                )
+            })
+            .collect();
+        format!(
+            "ignore={} keys={keys:?} unordered={} tolerance={} null_equals_missing={} auto_keys={} normalize={norms:?}",
+            sorted(&self.ignore),
+            sorted(&self.unordered),
+            self.number_tolerance,
+            self.null_equals_missing,
+            self.auto_keys,
+        )
+    }
+
     /// Whether `pattern` is the field pattern of one of these rules (ignore, normalize,
     /// unordered, array keys): what `serve_safe` may name.
     pub fn has_pattern(&self, pattern: &str) -> bool {

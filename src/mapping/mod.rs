@@ -206,6 +206,48 @@ impl Chain {
     }
 }
 
+/// The prefix of a `mapping_version` that versions the diff rules of an exchange no mapping
+/// applied to: its stored bodies are the documents as they came.
+pub const RULES_ONLY: &str = "rules-";
+
+/// The `mapping_version` an exchange records: what judged it. The candidate chain's version,
+/// the legacy mapping's, or a hash of every part that applied (both response mappings, the
+/// request mapping, the diff rules' version); `rules-` and the rules' version when only rules
+/// applied; `None` when nothing did. A change of any part starts a new version.
+pub fn recorded_version(
+    candidate: Option<&Chain>,
+    legacy: Option<&Chain>,
+    request: Option<&Chain>,
+    rules: Option<&str>,
+) -> Option<String> {
+    let hash =
+        |s: String| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(s.as_bytes()))[..12].to_owned();
+    let mut version = match (candidate, legacy) {
+        (None, None) => None,
+        (Some(c), None) => Some(c.version.clone()),
+        (None, Some(l)) => Some(l.version.clone()),
+        (Some(c), Some(l)) => Some(hash(format!("{}+{}", c.version, l.version))),
+    };
+    if let Some(req) = request {
+        version = Some(hash(format!(
+            "{}+request:{}",
+            version.unwrap_or_default(),
+            req.version
+        )));
+    }
+    match (rules, version) {
+        (Some(rules), Some(v)) => Some(hash(format!("{v}+rules:{rules}"))),
+        (Some(rules), None) => Some(format!("{RULES_ONLY}{rules}")),
+        (None, v) => v,
+    }
+}
+
+/// Whether an exchange recorded with this `mapping_version` went through a mapping (its stored
+/// documents are mapped ones; the raw ones are kept beside them since the raw sides exist).
+pub fn mapped(version: Option<&str>) -> bool {
+    version.is_some_and(|v| !v.starts_with(RULES_ONLY))
+}
+
 /// Names the level in an error message.
 pub fn at_level(l: &Level, e: MappingError) -> MappingError {
     let ctx = |m: String| format!("{} mapping {}: {m}", l.name, l.origin);

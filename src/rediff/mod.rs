@@ -267,7 +267,10 @@ impl<'a> Rediff<'a> {
         };
         let rules = route.map_or(&self.cfg.diff.rules, |r| &r.rules);
         let (l_raw, c_raw) = (p.side("legacy_raw"), p.side("candidate_raw"));
-        if p.mapping_version.is_some() && l_raw.is_none() && c_raw.is_none() {
+        if crate::mapping::mapped(p.mapping_version.as_deref())
+            && l_raw.is_none()
+            && c_raw.is_none()
+        {
             return Err("no_unmapped_body");
         }
         let legacy = l_raw.or_else(|| p.side("legacy")).ok_or("body_missing")?;
@@ -292,6 +295,9 @@ impl<'a> Rediff<'a> {
             request: route
                 .and_then(|r| r.candidate.request.as_ref())
                 .map(|r| &*r.chain),
+            rules: route
+                .map_or(&self.cfg.diff.rules_version, |r| &r.rules_version)
+                .as_deref(),
             runner: Some(self.runner),
             timeout: self.cfg.mappings.timeout,
             premapped: None,

@@ -364,7 +364,7 @@ fn docs(
         .filter(|p| {
             p.side("candidate_raw").is_some()
                 || p.side("legacy_raw").is_some()
-                || p.mapping_version.is_none()
+                || !crate::mapping::mapped(p.mapping_version.as_deref())
         })
         .filter_map(|p| {
             let legacy = parse(p, ["legacy_raw", "legacy"])?;
@@ -381,6 +381,7 @@ fn docs(
                 timeout: cfg.mappings.timeout,
                 premapped: None,
                 request: None,
+                rules: None,
             };
             let (l, c) = maps.apply_both(Some(legacy), Some(raw.clone())).ok()?;
             let (l, c) = (l?, c?);

@@ -130,6 +130,8 @@ pub struct Maps<'m> {
     pub ids: Option<Ids<'m>>,
     /// A paged route (`[routes.paging]`): legacy's paging fields stamped after the mapping.
     pub paging: Option<&'m crate::paging::Spec>,
+    /// What the diff rules add to the version (`RouteConfig::rules_version`).
+    pub rules: Option<&'m str>,
 }
 
 /// What the comparison of a route with ids needs: the crosswalk and where the ids sit.
@@ -147,28 +149,9 @@ impl Maps<'_> {
         self.candidate.is_none() && self.legacy.is_none()
     }
 
-    /// The `mapping_version` recorded: the candidate chain's version, the legacy mapping's, or
-    /// a hash of both.
+    /// The `mapping_version` recorded ([`crate::mapping::recorded_version`]).
     pub fn version(&self) -> Option<String> {
-        let responses = self.response_version();
-        let Some(req) = self.request else {
-            return responses;
-        };
-        let both = format!("{}+request:{}", responses.unwrap_or_default(), req.version);
-        Some(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(both.as_bytes()))[..12].to_owned())
-    }
-
-    fn response_version(&self) -> Option<String> {
-        match (self.candidate, self.legacy) {
-            (None, None) => None,
-            (Some(c), None) => Some(c.version.clone()),
-            (None, Some(l)) => Some(l.version.clone()),
-            (Some(c), Some(l)) => {
-                let h =
-                    xxhash_rust::xxh3::xxh3_64(format!("{}+{}", c.version, l.version).as_bytes());
-                Some(format!("{h:016x}")[..12].to_owned())
-            }
-        }
+        crate::mapping::recorded_version(self.candidate, self.legacy, self.request, self.rules)
     }
 
     /// Applies each side's chain to its document (a side without a document or a chain is left

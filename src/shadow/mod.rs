@@ -732,6 +732,9 @@ impl Shadow {
                             .and_then(|i| cfg.routes[i].candidate.request.as_ref())
                             .map(|r| &*r.chain),
                         paging: route.and_then(|i| cfg.routes[i].paging.as_ref()),
+                        rules: route
+                            .map_or(&cfg.diff.rules_version, |i| &cfg.routes[i].rules_version)
+                            .as_deref(),
                         ids: route
                             .map(|i| &cfg.routes[i].ids)
                             .filter(|r| !r.is_empty())
