@@ -372,6 +372,7 @@ impl Server {
             ),
             logins: crate::admin::session::Attempts::default(),
             secure: tls.1.is_some(),
+            routes: Arc::new(cfg.routes.iter().map(|r| r.name.clone()).collect()),
         });
         Ok(Self {
             proxy_listener,

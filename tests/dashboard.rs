@@ -342,3 +342,175 @@ async fn the_dashboard_is_a_workbench() {
     }
     sd.stop().await;
 }
+
+/// The lines of the `<pre class="doc SIDE">` of a page's DOM, tags removed.
+fn doc_lines(dom: &str, side: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("<pre class=\"doc {side}\">"))
+        .unwrap_or_else(|| panic!("no {side} document in {dom}"));
+    let body = &dom[start..];
+    let body = &body[body.find('>').unwrap() + 1..body.find("</pre>").unwrap()];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for ch in body.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.lines().map(str::to_owned).collect()
+}
+
+/// #32 item 4, each point in headless Chromium against the real binary: an unknown route's page
+/// is a 404 that says so (a quiet route's is not); the exchange page says why it shows fewer
+/// differences than it counts, marks the differences at fields learned as noise, aligns the two
+/// documents line by line, links the previous and next example, and shows who served the
+/// answer, in which phase, and why it fell back; a bad parameter is a page with the way back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exchange_and_route_pages_tell_the_truth() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::process::*;
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    // Legacy's `request_id` changes from one call to the next (noise); the candidate lacks
+    // `middle`, and spells every tag in upper case (six differences of one field and kind).
+    let legacy = Upstream::start(move |_| {
+        Reply::json(json!({
+            "id": 1,
+            "first": "Ada",
+            "middle": "Augusta",
+            "zip": "N1",
+            "tags": ["a", "b", "c", "d", "e", "f"],
+            "request_id": format!("l-{}", n.fetch_add(1, Ordering::Relaxed)),
+        }))
+    })
+    .await;
+    let candidate = Upstream::json(json!({
+        "id": 1,
+        "first": "Ada",
+        "zip": "N1",
+        "tags": ["A", "B", "C", "D", "E", "F"],
+        "request_id": "c-1",
+    }))
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "examples_per_field = 2\nbody_sample = 1.0\n".into();
+    cfg.rest = "[diff.noise]\nsecondary_sample_rate = 1.0\nmin_count = 1\n\
+                [rollout]\nphase = \"canary\"\nfollow = \"100ms\"\n\
+                [[routes]]\nname = \"p\"\npath = \"/p\"\nunknown_account = \"candidate\"\n\
+                [[routes]]\nname = \"quiet\"\npath = \"/quiet\"\n"
+        .into();
+    let p = start(cfg, None).await;
+    for _ in 0..4 {
+        assert_eq!(get(&p.url("/p")).await.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(4));
+    assert_eq!(rows.len(), 4);
+    let ids: Vec<i64> = query(
+        &p.db(),
+        "SELECT id FROM exchanges WHERE route = 'p' ORDER BY id",
+    )
+    .iter()
+    .map(|r| r[0].as_i64().unwrap())
+    .collect();
+    // The noise is learned from legacy's second answers (polled: learned after the record).
+    let learned = poll(std::time::Duration::from_secs(20), || {
+        let n = query(
+            &p.db(),
+            "SELECT count(*) FROM noise_fields WHERE route = 'p' AND field = '/request_id'",
+        );
+        (n[0][0].as_i64() > Some(0)).then_some(())
+    });
+    assert!(learned.is_some(), "no noise learned");
+    let admin = p.admin_url("");
+    let browse = |path: String, name: &'static str| {
+        let url = format!("{admin}{path}");
+        tokio::task::spawn_blocking(move || chromium(&url, name, "1400,1200", 500).0)
+    };
+
+    // An unknown route is a 404 page; a configured route without traffic is not.
+    let unknown = get(&p.admin_url("/route/nope?since=1h")).await;
+    assert_eq!(unknown.status, 404);
+    let quiet = get(&p.admin_url("/route/quiet?since=1h")).await;
+    assert_eq!(quiet.status, 200);
+    assert!(quiet.text().contains("No exchange of this route"));
+    let dom = browse("/route/nope?since=1h".into(), "route-unknown")
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("id=\"error\"") && dom.contains("no route named \"nope\""),
+        "{dom}"
+    );
+    assert!(dom.contains("back to the overview"), "{dom}");
+
+    // A bad parameter: a page with the way back, not raw JSON.
+    let bad = get(&p.admin_url("/route/p?since=soon")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().starts_with("<!doctype html>"), "{}", bad.text());
+    let dom = browse("/route/p?since=soon".into(), "bad-parameter")
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("id=\"error\"") && dom.contains("href=\"/\""),
+        "{dom}"
+    );
+
+    // The newest exchange, from the field's page.
+    let newest = *ids.last().unwrap();
+    let dom = browse(
+        format!("/exchange/{newest}?field=%2Ftags%2F*&since=1h"),
+        "exchange-truth",
+    )
+    .await
+    .unwrap();
+    // Who answered, in which phase, and why legacy did.
+    assert!(dom.contains("id=\"served-by\">legacy<"), "{dom}");
+    assert!(dom.contains("id=\"phase\">canary<"), "{dom}");
+    assert!(dom.contains("id=\"fallback\">unverified<"), "{dom}");
+    // 8 differences (6 tags, middle, request_id), 4 kept: the page says why.
+    let diff_count = query(
+        &p.db(),
+        &format!("SELECT diff_count FROM exchanges WHERE id = {newest}"),
+    )[0][0]
+        .as_i64()
+        .unwrap();
+    assert_eq!(diff_count, 8);
+    assert!(
+        dom.contains("id=\"differences-note\"") && dom.contains("4 of the 8 differences"),
+        "{dom}"
+    );
+    // The noise difference is marked as noise, the others are not.
+    let row = |pointer: &str| {
+        let at = dom
+            .find(&format!("<code>{pointer}</code>"))
+            .unwrap_or_else(|| panic!("no row {pointer}"));
+        let tr = dom[..at].rfind("<tr").unwrap();
+        let end = at + dom[at..].find("</tr>").unwrap();
+        dom[tr..end].to_owned()
+    };
+    assert!(
+        row("/request_id").contains("noise"),
+        "{}",
+        row("/request_id")
+    );
+    assert!(!row("/middle").contains("noise"), "{}", row("/middle"));
+    // The two documents line up: `zip` on the same line of both, though the candidate lacks
+    // `middle` before it.
+    let (l, c) = (doc_lines(&dom, "legacy"), doc_lines(&dom, "candidate"));
+    assert_eq!(l.len(), c.len(), "{l:?}\n{c:?}");
+    let at = |lines: &[String], key: &str| lines.iter().position(|x| x.contains(key));
+    assert_eq!(at(&l, "\"zip\""), at(&c, "\"zip\""), "{l:?}\n{c:?}");
+    assert!(at(&c, "\"middle\"").is_none());
+    // The previous (older) example of the same field; none newer.
+    let older = ids[ids.len() - 2];
+    assert!(
+        dom.contains(&format!(
+            "href=\"/exchange/{older}?field=%2Ftags%2F%2A&amp;"
+        )),
+        "{dom}"
+    );
+    assert!(dom.contains("example 1 of 4"), "{dom}");
+    assert!(dom.contains("newer →: none"), "{dom}");
+}

@@ -78,6 +78,9 @@ pub struct AdminState {
     pub logins: session::Attempts,
     /// The listener serves TLS: the session cookie is `Secure`.
     pub secure: bool,
+    /// The configured routes' names: a route page for another name that the store never
+    /// recorded is a 404, not a quiet route.
+    pub routes: Arc<Vec<String>>,
 }
 
 /// Longest `POST` body read.
@@ -474,27 +477,37 @@ where
             );
             res
         }
-        "/" => blocking(move || pages::overview(&state, &view).map(html)).await,
-        "/accounts" => blocking(move || pages::accounts_page(&state, &view).map(html)).await,
+        "/" => blocking_page("/".into(), move || pages::overview(&state, &view)).await,
+        "/accounts" => {
+            blocking_page("/accounts".into(), move || {
+                pages::accounts_page(&state, &view)
+            })
+            .await
+        }
         p if p.starts_with("/route/") => {
             let rest = &p["/route/".len()..];
             let (name, field_page) = match rest.strip_suffix("/field") {
                 Some(name) => (name, true),
                 None => (rest, false),
             };
+            let here = path.clone();
             let Some(route) = view::dec(name).filter(|r| !r.is_empty()) else {
-                return json_static(StatusCode::BAD_REQUEST, r#"{"error":"bad route name"}"#);
+                return error_page(StatusCode::BAD_REQUEST, &here, "bad route name");
             };
             if field_page {
                 let Some(field) = param("field") else {
-                    return json_static(
+                    return error_page(
                         StatusCode::BAD_REQUEST,
-                        r#"{"error":"field=PATTERN is needed"}"#,
+                        &format!("/route/{}", view::enc(&route)),
+                        "field=PATTERN is needed",
                     );
                 };
-                blocking(move || pages::field_page(&state, &view, &route, &field).map(html)).await
+                blocking_page(here, move || {
+                    pages::field_page(&state, &view, &route, &field)
+                })
+                .await
             } else {
-                blocking(move || pages::route_page(&state, &view, &route).map(html)).await
+                blocking_page(here, move || pages::route_page(&state, &view, &route)).await
             }
         }
         "/api/summary" => {
@@ -601,46 +614,44 @@ where
         }
         p if p.starts_with("/exchange/") => {
             let Ok(id) = p["/exchange/".len()..].parse::<i64>() else {
-                return json_static(
-                    StatusCode::BAD_REQUEST,
-                    r#"{"error":"exchange ids are integers"}"#,
-                );
+                return error_page(StatusCode::BAD_REQUEST, p, "exchange ids are integers");
             };
             let field = param("field");
-            blocking(move || {
-                Ok(
-                    match pages::exchange_page(&state, &view, id, field.as_deref())? {
-                        Some(page) => html(page),
-                        None => {
-                            json_static(StatusCode::NOT_FOUND, r#"{"error":"no such exchange"}"#)
-                        }
-                    },
-                )
+            blocking_page(p.to_owned(), move || {
+                pages::exchange_page(&state, &view, id, field.as_deref())?.ok_or_else(|| {
+                    AdminError::NotFound(format!(
+                        "no exchange #{id} in the store (pruned, or never recorded)"
+                    ))
+                })
             })
             .await
         }
         "/api/suggest" | "/suggest" => {
+            let as_html = path == "/suggest";
             let Some(route) = param("route") else {
+                if as_html {
+                    return error_page(StatusCode::BAD_REQUEST, "/", "route=NAME is needed");
+                }
                 return json_static(
                     StatusCode::BAD_REQUEST,
                     r#"{"error":"route=NAME is needed"}"#,
                 );
             };
             let since = param("since").unwrap_or_else(|| "24h".into());
-            let as_html = path == "/suggest";
             let view = View {
                 since: since.clone(),
                 ..view
             };
-            blocking(move || {
-                let s = suggestions(&state, &route, &since)?;
-                Ok(if as_html {
-                    html(pages::suggest_page(&s, &view))
-                } else {
-                    json_serialize(&s)
+            if as_html {
+                return blocking_page("/suggest".into(), move || {
+                    Ok(pages::suggest_page(
+                        &suggestions(&state, &route, &since)?,
+                        &view,
+                    ))
                 })
-            })
-            .await
+                .await;
+            }
+            blocking(move || Ok(json_serialize(&suggestions(&state, &route, &since)?))).await
         }
         p if p.starts_with("/api/exchanges/") => {
             let Ok(id) = p["/api/exchanges/".len()..].parse::<i64>() else {
@@ -677,6 +688,42 @@ pub enum AdminError {
     Report(#[from] report::ReportError),
     #[error("{0}")]
     BadParameter(String),
+    /// What the address names does not exist (a route never configured nor recorded).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl AdminError {
+    /// What the caller asked for is wrong (a window that is no duration): 400; names nothing
+    /// there is: 404; the store failing: 500.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadParameter(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Store(_) | Self::Report(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Builds a page on the blocking pool; an error becomes a page saying it, with its status and
+/// the way back (a person followed a link or typed an address: no raw JSON).
+async fn blocking_page(
+    path: String,
+    f: impl FnOnce() -> Result<String, AdminError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(page)) => html(page),
+        Ok(Err(e)) => error_page(e.status(), &path, &e.to_string()),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &path, &e.to_string()),
+    }
+}
+
+/// A page that says what went wrong, with links to the overview and to `path` with its
+/// default filters.
+fn error_page(status: StatusCode, path: &str, message: &str) -> Response<Full<Bytes>> {
+    let mut res = html(pages::error_page(status, path, message));
+    *res.status_mut() = status;
+    res
 }
 
 /// Runs a store query on the blocking pool; an error becomes a JSON error with its message.
@@ -688,11 +735,7 @@ async fn blocking(
         Ok(Err(e)) => json_value_status(
             // What the caller asked for is wrong (a window that is no duration, a route that
             // does not exist): 400; the store failing: 500.
-            if matches!(e, AdminError::BadParameter(_)) {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            },
+            e.status(),
             &json!({"error": e.to_string()}),
         ),
         Err(e) => json_value_status(
@@ -969,6 +1012,7 @@ mod tests {
             hosts: Vec::new(),
             logins: session::Attempts::default(),
             secure: false,
+            routes: Arc::default(),
         });
         assert_eq!(get(&s, "/healthz", None).await, StatusCode::OK);
         // Probes carry no token: readiness answers without it.

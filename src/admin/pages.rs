@@ -6,11 +6,12 @@
 //! | `/` | overview: parity, the rollout phase, each gate's verdict, routes, latest exchanges |
 //! | `/route/{name}` | a route: parity over time, outcomes, latency legacy vs candidate, mapping versions, its differing fields with class, rate, presence and likely fix |
 //! | `/route/{name}/field?field=F` | a field: its kinds, examples (exchange by exchange), which accounts, first and last seen |
-//! | `/exchange/{id}` | an exchange: both kept documents side by side with the differing values marked in place, headers, outcome, timings, mapping version, the candidate's raw document |
+//! | `/exchange/{id}` | an exchange: both kept documents aligned line by line with the differing values marked in place (noise apart), headers, outcome, timings, mapping version, who served it (phase, fallback), the previous and next example, the candidate's raw document |
 //! | `/accounts` | every account: health (who needs re-auth), parity, outcomes, differing fields |
 //!
 //! Every page takes the same filters (`since`, `route`, `account`, `outcome`, `class`,
-//! `version`, `noise=hide`; [`View`]) and carries them in its links.
+//! `version`, `noise=hide`; [`View`]) and carries them in its links. An error is a page too
+//! ([`error_page`]): the message and the way back.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -338,7 +339,7 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
                 esc(&exchange_href(e.id, None, v)),
                 id = e.id,
             );
-            diff_table(&mut o, &d.differences, None);
+            diff_table(&mut o, &d.differences, None, &HashSet::new());
             o.push_str("</details>");
         }
         o.push_str("</div><p class=\"muted\" id=\"updated\">rendered by the server</p>");
@@ -346,25 +347,90 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
     })
 }
 
-/// A table of stored differences (the rows at `field` marked).
-fn diff_table(o: &mut String, diffs: &[crate::store::DiffRow], field: Option<&str>) {
-    o.push_str("<table><tr><th>pointer</th><th>kind</th><th class=\"legacy\">legacy</th><th class=\"candidate\">candidate</th></tr>");
+/// A table of stored differences (the rows at `field` marked; those at a field learned as
+/// noise, `noise`, marked as such: legacy itself answers it differently from one call to the
+/// next).
+fn diff_table(
+    o: &mut String,
+    diffs: &[crate::store::DiffRow],
+    field: Option<&str>,
+    noise: &HashSet<&str>,
+) {
+    o.push_str("<table id=\"differences\"><tr><th>pointer</th><th>kind</th><th class=\"legacy\">legacy</th><th class=\"candidate\">candidate</th></tr>");
     for d in diffs {
         let show = |v: &Option<Value>| match v {
             None => "(absent)".to_owned(),
             Some(v) => esc(&v.to_string()),
         };
+        let is_noise = noise.contains(d.field.as_str());
+        let class = match (field.is_some_and(|f| d.field == f), is_noise) {
+            (true, true) => " class=\"hit noise\"",
+            (true, false) => " class=\"hit\"",
+            (false, true) => " class=\"noise\"",
+            (false, false) => "",
+        };
         let _ = write!(
             o,
-            "<tr{}><td><code>{}</code></td><td>{}</td><td><code class=\"legacy\">{}</code></td><td><code class=\"candidate\">{}</code></td></tr>",
-            if field.is_some_and(|f| d.field == f) { " class=\"hit\"" } else { "" },
+            "<tr{class}><td><code>{}</code></td><td>{}{}</td><td><code class=\"legacy\">{}</code></td><td><code class=\"candidate\">{}</code></td></tr>",
             esc(&d.pointer),
             esc(&d.kind),
+            if is_noise {
+                " <span class=\"tag-noise\" title=\"learned as noise: legacy answers this field differently from one call to the next\">noise</span>"
+            } else {
+                ""
+            },
             show(&d.legacy),
             show(&d.candidate)
         );
     }
     o.push_str("</table>");
+}
+
+/// A page saying what went wrong (a bad parameter, an unknown route or exchange), with the way
+/// back: the overview, and `path` with its default filters.
+pub(super) fn error_page(status: http::StatusCode, path: &str, message: &str) -> String {
+    page(
+        &status.as_u16().to_string(),
+        &format!(
+            "<nav><a href=\"/\">overview</a></nav><h1>{} <span class=\"muted\">{}</span></h1>\
+             <p class=\"bad\" id=\"error\">{}</p>\
+             <p><a href=\"/\">back to the overview</a> · <a href=\"{}\">this page with its default filters</a></p>",
+            status.as_u16(),
+            esc(status.canonical_reason().unwrap_or("")),
+            esc(message),
+            esc(path)
+        ),
+    )
+}
+
+/// Whether the store ever recorded an exchange of `route` (a route no longer configured still
+/// has its pages while its exchanges are kept).
+fn ever_recorded(store: &dyn Reader, route: &str) -> Result<bool, AdminError> {
+    let f = crate::store::Filter {
+        from: std::time::UNIX_EPOCH,
+        to: std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        route: Some(RouteKey::parse(route)),
+        account: None,
+        mapping_version: None,
+    };
+    let q = ExchangeQuery {
+        limit: 1,
+        ..ExchangeQuery::default()
+    };
+    Ok(!store.exchanges(&f, &q)?.is_empty())
+}
+
+/// A route page's name that is no route: not configured, not "unmatched", never recorded.
+fn unknown_route(state: &AdminState, store: &dyn Reader, route: &str) -> Result<(), AdminError> {
+    if route == crate::record::UNMATCHED
+        || state.routes.iter().any(|r| r == route)
+        || ever_recorded(store, route)?
+    {
+        return Ok(());
+    }
+    Err(AdminError::NotFound(format!(
+        "no route named {route:?}: the config has none, and the store never recorded one"
+    )))
 }
 
 /// `/route/{name}`.
@@ -384,6 +450,7 @@ pub(super) fn route_page(state: &AdminState, v: &View, route: &str) -> Result<St
             &r,
         );
         let Some(rt) = r.routes.iter().find(|x| x.route == route) else {
+            unknown_route(state, store, route)?;
             o.push_str("<p class=\"muted\">No exchange of this route in the window (with these filters).</p>");
             return Ok(page(route, &o));
         };
@@ -532,6 +599,9 @@ pub(super) fn field_page(
     let v = &v.with_route(Some(route));
     with_store(state, |store| {
         let r = report_of(state, store, v)?;
+        if !r.routes.iter().any(|x| x.route == route) {
+            unknown_route(state, store, route)?;
+        }
         let f = v.filter().map_err(AdminError::BadParameter)?;
         let mut o = header(
             state,
@@ -625,15 +695,25 @@ pub(super) fn exchange_page(
     id: i64,
     field: Option<&str>,
 ) -> Result<Option<String>, AdminError> {
-    let (detail, kept) = with_store(state, |store| {
-        Ok((
-            store.exchange(id, MAX_SHOWN_DIFFS)?,
-            store.kept_exchange(id)?,
-        ))
-    })?;
-    let Some(detail) = detail else {
+    let Some(found) = with_store(state, |store| {
+        let Some(detail) = store.exchange(id, MAX_SHOWN_DIFFS)? else {
+            return Ok(None);
+        };
+        let route = RouteKey::from_route(detail.exchange.route.as_deref());
+        let kept = store.kept_exchange(id)?;
+        let noise: HashSet<String> = store
+            .learned_noise(&route, state.classes.noise_min_count)?
+            .into_iter()
+            .map(|n| n.field)
+            .collect();
+        let around = neighbours(store, v, &detail.exchange, field)?;
+        Ok(Some((detail, kept, noise, around)))
+    })?
+    else {
         return Ok(None);
     };
+    let (detail, kept, noise, around) = found;
+    let noise: HashSet<&str> = noise.iter().map(String::as_str).collect();
     let e = &detail.exchange;
     let route = RouteKey::from_route(e.route.as_deref());
     let mut o = format!(
@@ -652,23 +732,29 @@ pub(super) fn exchange_page(
         esc(e.path.as_deref().unwrap_or("")),
         q = v.query(),
     );
+    o.push_str(&around.nav(field, v));
     let ms = |x: Option<f64>| x.map_or_else(|| "–".into(), |x| format!("{x:.1} ms"));
     let status = |x: Option<i64>| x.map_or_else(|| "–".into(), |x| x.to_string());
+    let text = |x: Option<&str>| esc(x.unwrap_or("–"));
     let _ = write!(
         o,
-        "<table class=\"facts\"><tr><th>outcome</th><td>{}</td><th>started</th><td>{}</td><th>account</th><td>{}</td></tr>\
+        "<table class=\"facts\" id=\"facts\"><tr><th>outcome</th><td>{}</td><th>started</th><td>{}</td><th>account</th><td>{}</td></tr>\
          <tr><th class=\"legacy\">legacy</th><td>{} · {}</td><th class=\"candidate\">candidate</th><td>{} · {}</td><th>mapping version</th><td><code>{}</code></td></tr>\
+         <tr><th>served by</th><td id=\"served-by\">{}</td><th>phase</th><td id=\"phase\">{}</td><th>fallback</th><td id=\"fallback\">{}</td></tr>\
          <tr><th>request id</th><td colspan=\"3\"><code>{}</code></td><th>reason</th><td>{}</td></tr></table>",
         esc(&e.outcome),
         esc(&e.started_at),
-        esc(e.account.as_deref().unwrap_or("–")),
+        text(e.account.as_deref()),
         status(e.legacy_status),
         ms(detail.legacy_ms),
         status(e.candidate_status),
         ms(detail.candidate_ms),
-        esc(e.mapping_version.as_deref().unwrap_or("–")),
-        esc(detail.request_id.as_deref().unwrap_or("–")),
-        esc(e.reason.as_deref().unwrap_or("–")),
+        text(e.mapping_version.as_deref()),
+        text(detail.served_by.as_deref()),
+        text(detail.phase.as_deref()),
+        text(detail.fallback.as_deref()),
+        text(detail.request_id.as_deref()),
+        text(e.reason.as_deref()),
     );
     let mut diffs = detail.differences.clone();
     diffs.sort_by_key(|d| field.is_none_or(|f| d.field != f));
@@ -677,21 +763,47 @@ pub(super) fn exchange_page(
         "<h2>Differences <span class=\"muted\">{}</span></h2>",
         e.diff_count
     );
-    diff_table(&mut o, &diffs, field);
+    let shown = diffs.len() as i64;
+    if shown < e.diff_count {
+        let _ = write!(
+            o,
+            "<p class=\"muted\" id=\"differences-note\">{shown} of the {} differences are shown: the store keeps at most <code>[store] examples_per_field</code> of an exchange's differences per field and kind (and 1,000 in all), and this page shows {MAX_SHOWN_DIFFS} at most; the others are counted, in the route's fields, not kept.</p>",
+            e.diff_count
+        );
+    }
+    if diffs.iter().any(|d| noise.contains(d.field.as_str())) {
+        o.push_str("<p class=\"muted\">Differences marked <span class=\"tag-noise\">noise</span> are at fields learned as noise on this route: legacy answers them differently from one call to the next, and the reports leave them out of the parity.</p>");
+    }
+    diff_table(&mut o, &diffs, field, &noise);
+    let marks = Marks {
+        hits: detail
+            .differences
+            .iter()
+            .map(|d| d.pointer.as_str())
+            .collect(),
+        focus: detail
+            .differences
+            .iter()
+            .filter(|d| field.is_some_and(|f| d.field == f))
+            .map(|d| d.pointer.as_str())
+            .collect(),
+        noise: detail
+            .differences
+            .iter()
+            .filter(|d| noise.contains(d.field.as_str()))
+            .map(|d| d.pointer.as_str())
+            .collect(),
+    };
     match &kept {
         Some(k) if k.legacy.is_some() || k.candidate.is_some() => {
-            let hits: HashSet<&str> = detail.differences.iter().map(|d| d.pointer.as_str()).collect();
-            let focus: HashSet<&str> = detail
-                .differences
-                .iter()
-                .filter(|d| field.is_some_and(|f| d.field == f))
-                .map(|d| d.pointer.as_str())
-                .collect();
+            let (l, c) = aligned(
+                parsed(k.legacy.as_ref()).as_ref(),
+                parsed(k.candidate.as_ref()).as_ref(),
+                &marks,
+            );
             let _ = write!(
                 o,
-                "<h2>Documents <span class=\"muted\">redacted; as compared; differing values marked</span></h2><div class=\"sides\"><div><h3 class=\"legacy\">legacy</h3>{}</div><div><h3 class=\"candidate\">candidate (mapped)</h3>{}</div></div>",
-                document(k.legacy.as_ref(), &hits, &focus, "legacy"),
-                document(k.candidate.as_ref(), &hits, &focus, "candidate")
+                "<h2>Documents <span class=\"muted\">redacted; as compared; aligned field by field (a member one side lacks leaves a blank line on the other); differing values marked</span></h2><div class=\"sides\"><div><h3 class=\"legacy\">legacy</h3>{l}</div><div><h3 class=\"candidate\">candidate (mapped)</h3>{c}</div></div>",
             );
             let _ = write!(
                 o,
@@ -700,16 +812,85 @@ pub(super) fn exchange_page(
                 esc(&headers(k.candidate.as_ref()))
             );
             if k.candidate_raw.is_some() {
+                let raw = parsed(k.candidate_raw.as_ref());
                 let _ = write!(
                     o,
                     "<details data-key=\"raw\"><summary>the candidate's document as it came (before the mapping)</summary>{}</details>",
-                    document(k.candidate_raw.as_ref(), &HashSet::new(), &HashSet::new(), "candidate")
+                    alone(raw.as_ref(), &Marks::default(), "candidate")
                 );
             }
         }
         _ => o.push_str("<p class=\"muted\">The bodies of this exchange were not kept (see <code>[store] bodies</code>): only its stored differences are shown.</p>"),
     }
     Ok(Some(page(&format!("exchange #{id}"), &o)))
+}
+
+/// Examples listed around an exchange, for the previous/next links.
+const NEIGHBOURS: usize = 500;
+
+/// The exchange's neighbours among the window's examples: those that differ at `field` on its
+/// route (from a field's page), else those of its route with its outcome; newest first, the
+/// latest [`NEIGHBOURS`] at most.
+struct Around {
+    /// The newer and the older example.
+    newer: Option<i64>,
+    older: Option<i64>,
+    /// The exchange's place among them (1 = newest) and how many there are; `None` when it is
+    /// not among them (outside the window, or older than the latest ones listed).
+    place: Option<(usize, usize)>,
+}
+
+fn neighbours(
+    store: &dyn Reader,
+    v: &View,
+    e: &crate::store::ExchangeRow,
+    field: Option<&str>,
+) -> Result<Around, AdminError> {
+    let mut f = v.filter().map_err(AdminError::BadParameter)?;
+    f.route = Some(RouteKey::from_route(e.route.as_deref()));
+    let q = ExchangeQuery {
+        outcome: field.is_none().then(|| e.outcome.clone()),
+        field: field.map(str::to_owned),
+        limit: NEIGHBOURS,
+    };
+    let ids: Vec<i64> = store.exchanges(&f, &q)?.iter().map(|x| x.id).collect();
+    Ok(match ids.iter().position(|&x| x == e.id) {
+        Some(i) => Around {
+            newer: i.checked_sub(1).map(|j| ids[j]),
+            older: ids.get(i + 1).copied(),
+            place: Some((i + 1, ids.len())),
+        },
+        None => Around {
+            newer: None,
+            older: None,
+            place: None,
+        },
+    })
+}
+
+impl Around {
+    fn nav(&self, field: Option<&str>, v: &View) -> String {
+        let Some((place, of)) = self.place else {
+            return String::new();
+        };
+        let what = match field {
+            Some(f) => format!("differing at <code>{}</code>", esc(f)),
+            None => "of this route and outcome".to_owned(),
+        };
+        let link = |id: Option<i64>, rel: &str, text: &str| match id {
+            Some(id) => format!(
+                "<a rel=\"{rel}\" id=\"{rel}\" href=\"{}\">{text} #{id}</a>",
+                esc(&exchange_href(id, field, v))
+            ),
+            None => format!("<span class=\"muted\">{text}: none</span>"),
+        };
+        format!(
+            "<nav id=\"examples\">{} · example {place} of {of} {what} in the last {} · {}</nav>",
+            link(self.older, "prev", "← older"),
+            esc(&v.since),
+            link(self.newer, "next", "newer →"),
+        )
+    }
 }
 
 fn headers(k: Option<&KeptSide>) -> String {
@@ -719,80 +900,213 @@ fn headers(k: Option<&KeptSide>) -> String {
         .unwrap_or_else(|| "(not kept)".into())
 }
 
-/// A kept document pretty-printed, the values at `hits` marked (`focus` more strongly).
-fn document(
-    k: Option<&KeptSide>,
-    hits: &HashSet<&str>,
-    focus: &HashSet<&str>,
-    side: &str,
-) -> String {
-    let Some(v) = k
-        .and_then(|k| k.body.as_deref())
+/// A kept side's document (`None`: not kept, or no JSON).
+fn parsed(k: Option<&KeptSide>) -> Option<Value> {
+    k.and_then(|k| k.body.as_deref())
         .and_then(|b| serde_json::from_str::<Value>(b).ok())
-    else {
-        return "<pre>(not kept)</pre>".into();
-    };
-    let mut o = format!("<pre class=\"doc {side}\">");
-    let mut ptr = String::new();
-    json_html(&mut o, &v, &mut ptr, 0, hits, focus);
-    o.push_str("</pre>");
-    o
+}
+
+/// Where the values of the differences are, by JSON pointer: `focus` (the field the reader
+/// came from) marked more strongly, `noise` (fields learned as noise) more faintly.
+#[derive(Default)]
+struct Marks<'a> {
+    hits: HashSet<&'a str>,
+    focus: HashSet<&'a str>,
+    noise: HashSet<&'a str>,
+}
+
+impl Marks<'_> {
+    /// The tags around the value at `ptr` (empty when it is not marked).
+    fn tags(&self, ptr: &str) -> (String, &'static str) {
+        let class = if self.focus.contains(ptr) {
+            "hit focus"
+        } else if self.noise.contains(ptr) {
+            "hit noise"
+        } else if self.hits.contains(ptr) {
+            "hit"
+        } else {
+            return (String::new(), "");
+        };
+        (
+            format!("<mark class=\"{class}\" title=\"{}\">", esc(ptr)),
+            "</mark>",
+        )
+    }
 }
 
 /// Values nested deeper are shown as `…` (a hostile document cannot make the page recurse).
 const MAX_DEPTH: usize = 64;
 
-fn json_html(
-    o: &mut String,
+/// A blank line standing for a member or element the other side has.
+const GAP: &str = "<span class=\"gap\"> </span>";
+
+/// One document pretty-printed, the marked values marked.
+fn alone(v: Option<&Value>, marks: &Marks, side: &str) -> String {
+    let Some(v) = v else {
+        return "<pre>(not kept)</pre>".into();
+    };
+    let mut lines = Vec::new();
+    one(&mut lines, v, &mut String::new(), 0, "", false, marks);
+    format!("<pre class=\"doc {side}\">{}</pre>", lines.join("\n"))
+}
+
+/// Both documents pretty-printed line for line: objects member by member (legacy's order, then
+/// the members only the candidate has), arrays element by element; where one side lacks a
+/// member, an element, or holds a value of another shape, the shorter side is padded with
+/// blank lines, so the same field sits on the same line of both.
+fn aligned(l: Option<&Value>, c: Option<&Value>, marks: &Marks) -> (String, String) {
+    match (l, c) {
+        (Some(lv), Some(cv)) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let key = Key {
+                prefix: "",
+                comma: (false, false),
+            };
+            both(
+                &mut a,
+                &mut b,
+                Some(lv),
+                Some(cv),
+                &mut String::new(),
+                0,
+                key,
+                marks,
+            );
+            (
+                format!("<pre class=\"doc legacy\">{}</pre>", a.join("\n")),
+                format!("<pre class=\"doc candidate\">{}</pre>", b.join("\n")),
+            )
+        }
+        _ => (alone(l, marks, "legacy"), alone(c, marks, "candidate")),
+    }
+}
+
+/// What precedes a value on its line and whether a comma follows it, on each side.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    prefix: &'a str,
+    comma: (bool, bool),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn both(
+    a: &mut Vec<String>,
+    b: &mut Vec<String>,
+    l: Option<&Value>,
+    c: Option<&Value>,
+    ptr: &mut String,
+    depth: usize,
+    key: Key,
+    marks: &Marks,
+) {
+    let pad = "  ".repeat(depth);
+    let (open, close) = marks.tags(ptr);
+    let tail = |comma: bool| if comma { "," } else { "" };
+    match (l, c) {
+        (Some(Value::Object(x)), Some(Value::Object(y)))
+            if depth < MAX_DEPTH && !x.is_empty() && !y.is_empty() =>
+        {
+            a.push(format!("{pad}{}{open}{{", key.prefix));
+            b.push(format!("{pad}{}{open}{{", key.prefix));
+            let names: Vec<&String> = x
+                .keys()
+                .chain(y.keys().filter(|k| !x.contains_key(*k)))
+                .collect();
+            let (mut seen_x, mut seen_y) = (0, 0);
+            for name in names {
+                let (lx, cy) = (x.get(name), y.get(name));
+                seen_x += usize::from(lx.is_some());
+                seen_y += usize::from(cy.is_some());
+                let prefix = format!("{}: ", esc(&Value::String(name.clone()).to_string()));
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                let k = Key {
+                    prefix: &prefix,
+                    comma: (seen_x < x.len(), seen_y < y.len()),
+                };
+                both(a, b, lx, cy, ptr, depth + 1, k, marks);
+                ptr.truncate(len);
+            }
+            a.push(format!("{pad}}}{close}{}", tail(key.comma.0)));
+            b.push(format!("{pad}}}{close}{}", tail(key.comma.1)));
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y)))
+            if depth < MAX_DEPTH && !x.is_empty() && !y.is_empty() =>
+        {
+            a.push(format!("{pad}{}{open}[", key.prefix));
+            b.push(format!("{pad}{}{open}[", key.prefix));
+            for i in 0..x.len().max(y.len()) {
+                let len = ptr.len();
+                let _ = write!(ptr, "/{i}");
+                let k = Key {
+                    prefix: "",
+                    comma: (i + 1 < x.len(), i + 1 < y.len()),
+                };
+                both(a, b, x.get(i), y.get(i), ptr, depth + 1, k, marks);
+                ptr.truncate(len);
+            }
+            a.push(format!("{pad}]{close}{}", tail(key.comma.0)));
+            b.push(format!("{pad}]{close}{}", tail(key.comma.1)));
+        }
+        _ => {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            if let Some(v) = l {
+                one(&mut x, v, ptr, depth, key.prefix, key.comma.0, marks);
+            }
+            if let Some(v) = c {
+                one(&mut y, v, ptr, depth, key.prefix, key.comma.1, marks);
+            }
+            let n = x.len().max(y.len());
+            x.resize_with(n, || GAP.to_owned());
+            y.resize_with(n, || GAP.to_owned());
+            a.append(&mut x);
+            b.append(&mut y);
+        }
+    }
+}
+
+/// One value's lines (`prefix`: its member name, if any).
+fn one(
+    out: &mut Vec<String>,
     v: &Value,
     ptr: &mut String,
     depth: usize,
-    hits: &HashSet<&str>,
-    focus: &HashSet<&str>,
+    prefix: &str,
+    comma: bool,
+    marks: &Marks,
 ) {
-    let mark = if focus.contains(ptr.as_str()) {
-        Some("hit focus")
-    } else if hits.contains(ptr.as_str()) {
-        Some("hit")
-    } else {
-        None
-    };
-    if let Some(m) = mark {
-        let _ = write!(o, "<mark class=\"{m}\" title=\"{}\">", esc(ptr));
-    }
-    let pad = "  ".repeat(depth + 1);
-    let end_pad = "  ".repeat(depth);
+    let pad = "  ".repeat(depth);
+    let (open, close) = marks.tags(ptr);
+    let tail = if comma { "," } else { "" };
     match v {
-        _ if depth >= MAX_DEPTH => o.push('…'),
-        Value::Array(a) if !a.is_empty() => {
-            o.push_str("[\n");
-            for (i, x) in a.iter().enumerate() {
+        _ if depth >= MAX_DEPTH => out.push(format!("{pad}{prefix}{open}…{close}{tail}")),
+        Value::Array(x) if !x.is_empty() => {
+            out.push(format!("{pad}{prefix}{open}["));
+            for (i, e) in x.iter().enumerate() {
                 let len = ptr.len();
                 let _ = write!(ptr, "/{i}");
-                o.push_str(&pad);
-                json_html(o, x, ptr, depth + 1, hits, focus);
+                one(out, e, ptr, depth + 1, "", i + 1 < x.len(), marks);
                 ptr.truncate(len);
-                o.push_str(if i + 1 < a.len() { ",\n" } else { "\n" });
             }
-            let _ = write!(o, "{end_pad}]");
+            out.push(format!("{pad}]{close}{tail}"));
         }
         Value::Object(m) if !m.is_empty() => {
-            o.push_str("{\n");
-            for (i, (k, x)) in m.iter().enumerate() {
+            out.push(format!("{pad}{prefix}{open}{{"));
+            for (i, (k, e)) in m.iter().enumerate() {
                 let len = ptr.len();
                 ptr.push('/');
                 ptr.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                let _ = write!(o, "{pad}{}: ", esc(&Value::String(k.clone()).to_string()));
-                json_html(o, x, ptr, depth + 1, hits, focus);
+                let name = format!("{}: ", esc(&Value::String(k.clone()).to_string()));
+                one(out, e, ptr, depth + 1, &name, i + 1 < m.len(), marks);
                 ptr.truncate(len);
-                o.push_str(if i + 1 < m.len() { ",\n" } else { "\n" });
             }
-            let _ = write!(o, "{end_pad}}}");
+            out.push(format!("{pad}}}{close}{tail}"));
         }
-        other => o.push_str(&esc(&other.to_string())),
-    }
-    if mark.is_some() {
-        o.push_str("</mark>");
+        other => out.push(format!(
+            "{pad}{prefix}{open}{}{close}{tail}",
+            esc(&other.to_string())
+        )),
     }
 }
 
@@ -905,6 +1219,8 @@ details{margin:6px 0;border:1px solid #d0d7de;border-radius:6px;padding:4px 10px
 .legacy{color:#0550ae}.candidate{color:#8250df}.bar{display:inline-block;vertical-align:middle}.bar rect.legacy{fill:#0550ae}.bar rect.candidate{fill:#8250df}\
 .class-systematic td.class-systematic,td.class-systematic{font-weight:600}.class-noise{color:#57606a}\
 tr.hit{background:#fff8c5}mark.hit{background:#ddf4ff;color:inherit;border-radius:3px}mark.focus{background:#fff8c5;outline:1px solid #d4a72c}\
+tr.noise td{color:#57606a}mark.noise{background:#eaeef2}.tag-noise{font-size:11px;border:1px solid #d0d7de;border-radius:8px;padding:0 6px;color:#57606a}\
+.gap{display:inline-block;width:100%;background:#eaeef2}#examples{margin:4px 0 8px}#error{font-size:16px}\
 .sides{display:flex;gap:12px}.sides>div{flex:1;min-width:0}pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;max-height:640px}\
 .fix{font-size:12px;color:#57606a}.login{margin:16px 0}.facts th{width:1%;white-space:nowrap}";
 

@@ -638,7 +638,7 @@ impl Reader for PgReader {
     fn exchange(&self, id: i64, max_diffs: usize) -> Result<Option<ExchangeDetail>, StoreError> {
         let rows = self.query(
             &format!(
-                "SELECT {}, legacy_ms, candidate_ms, request_id FROM exchanges WHERE id = $1",
+                "SELECT {}, legacy_ms, candidate_ms, request_id, served_by, phase, fallback FROM exchanges WHERE id = $1",
                 exchange_columns("")
             ),
             &vec![Box::new(id)],
@@ -651,6 +651,9 @@ impl Reader for PgReader {
             legacy_ms: r.get(12),
             candidate_ms: r.get(13),
             request_id: r.get(14),
+            served_by: r.get(15),
+            phase: r.get(16),
+            fallback: r.get(17),
             differences: Vec::new(),
         };
         let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());

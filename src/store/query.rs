@@ -162,6 +162,11 @@ pub struct ExchangeDetail {
     pub legacy_ms: Option<f64>,
     pub candidate_ms: Option<f64>,
     pub request_id: Option<String>,
+    /// Who answered the caller (`legacy`, `candidate`), the rollout phase then, and why a
+    /// request of the candidate's cohort was answered by legacy.
+    pub served_by: Option<String>,
+    pub phase: Option<String>,
+    pub fallback: Option<String>,
     pub differences: Vec<DiffRow>,
 }
 

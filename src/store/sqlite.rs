@@ -678,7 +678,7 @@ impl Reader for Connection {
         let row = self
             .query_row(
                 &format!(
-                    "SELECT {EXCHANGE_COLUMNS}, legacy_ms, candidate_ms, request_id FROM exchanges WHERE id = ?1"
+                    "SELECT {EXCHANGE_COLUMNS}, legacy_ms, candidate_ms, request_id, served_by, phase, fallback FROM exchanges WHERE id = ?1"
                 ),
                 [id],
                 |r| {
@@ -687,6 +687,9 @@ impl Reader for Connection {
                         legacy_ms: r.get(12)?,
                         candidate_ms: r.get(13)?,
                         request_id: r.get(14)?,
+                        served_by: r.get(15)?,
+                        phase: r.get(16)?,
+                        fallback: r.get(17)?,
                         differences: Vec::new(),
                     })
                 },
