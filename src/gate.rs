@@ -63,6 +63,7 @@ pub fn evaluate_on(
         name: "all".into(),
         counts: &routed,
         latency: report::latency(store, filter, report.totals.exchanges)?,
+        accepted: accepted_patterns(report, None),
     };
     check_scope(&mut checks, gate, &overall);
     if let Some(min) = gate.min_parity {
@@ -114,8 +115,14 @@ pub fn evaluate_on(
             name: format!("route:{route}"),
             counts,
             latency: report::latency(store, &rf, counts.exchanges)?,
+            accepted: accepted_patterns(report, Some(route)),
         };
-        check_scope(&mut checks, rg, &scope);
+        // A route's override inherits how accepted patterns count.
+        let rg = GateConfig {
+            accepted: rg.accepted.or(gate.accepted),
+            ..rg.clone()
+        };
+        check_scope(&mut checks, &rg, &scope);
     }
     Ok(Verdict {
         phase: phase.to_owned(),
@@ -231,6 +238,38 @@ struct Scope<'a> {
     name: String,
     counts: &'a Counts,
     latency: report::Latency,
+    /// The accepted patterns (not expired) of the scope, as the verdict names them.
+    accepted: Vec<String>,
+}
+
+/// The patterns triaged `accepted` and not expired, of `route` (every route: `None`), named
+/// for a verdict: `route /field kind (until …, ticket)`.
+fn accepted_patterns(report: &Report, route: Option<&str>) -> Vec<String> {
+    report
+        .triage
+        .iter()
+        .filter(|t| !t.expired && t.mark.status == crate::triage::Status::Accepted)
+        .filter(|t| route.is_none_or(|r| t.mark.pattern.route == r))
+        .map(|t| {
+            let m = &t.mark;
+            let mut s = format!("{} {}", m.pattern.route_label(), m.pattern.field);
+            if !m.pattern.kind.is_empty() {
+                s.push(' ');
+                s.push_str(&m.pattern.kind);
+            }
+            let mut extra = Vec::new();
+            if let Some(e) = &m.expires {
+                extra.push(format!("until {e}"));
+            }
+            if let Some(t) = &m.ticket {
+                extra.push(t.clone());
+            }
+            if !extra.is_empty() {
+                s.push_str(&format!(" ({})", extra.join(", ")));
+            }
+            s
+        })
+        .collect()
 }
 
 /// `min_parity` on the candidate cohort's own exchanges (scope `served`), when the window has
@@ -317,12 +356,21 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
         );
     }
     if let Some(p) = g.min_parity {
-        let measured = (c.compared > 0).then_some(c.parity);
+        let exclude = g.accepted == Some(crate::config::Accepted::Exclude);
+        let (measured, matching) = if exclude {
+            (
+                c.parity_excluding_accepted(),
+                c.matched + c.noise_only + c.accepted_only,
+            )
+        } else {
+            (c.parity, c.matched + c.noise_only)
+        };
+        let measured = (c.compared > 0).then_some(measured);
         push(
             "min_parity",
             p,
             measured,
-            share(c.matched + c.noise_only, c.compared, true),
+            share(matching, c.compared, true),
             |m, t| m >= t,
             "too few samples: nothing compared",
         );
@@ -352,6 +400,33 @@ fn check_scope(out: &mut Vec<Check>, g: &GateConfig, s: &Scope<'_>) {
             |m, t| m <= t,
             "too few samples: no latency measured",
         );
+    }
+    // What the triage did to min_parity, said in its verdict.
+    let exclude = g.accepted == Some(crate::config::Accepted::Exclude);
+    if g.min_parity.is_some() && (c.accepted_only > 0 || (exclude && !s.accepted.is_empty())) {
+        let said = if exclude {
+            format!(
+                "accepted = \"exclude\": {} exchanges differing only at accepted patterns counted as matching: {}",
+                c.accepted_only,
+                s.accepted.join("; ")
+            )
+        } else {
+            format!(
+                "{} exchanges differ only at accepted patterns ({}): counted as differing (accepted = \"count\"; \"exclude\" counts them as matching until the marks expire)",
+                c.accepted_only,
+                s.accepted.join("; ")
+            )
+        };
+        if let Some(check) = out
+            .iter_mut()
+            .rev()
+            .find(|x| x.criterion == "min_parity" && x.scope == s.name)
+        {
+            check.note = Some(match check.note.take() {
+                Some(n) => format!("{n}; {said}"),
+                None => said,
+            });
+        }
     }
 }
 

@@ -72,5 +72,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod translate;
+pub mod triage;
 pub mod upstream;
 pub mod webhook;

@@ -427,6 +427,54 @@ where
                 ),
             },
         },
+        "/api/triage" => {
+            if method == http::Method::POST {
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return json_value_status(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": format!("reading the body: {e}")}),
+                        )
+                    }
+                };
+                let change = serde_json::from_slice::<crate::triage::Request>(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.change(SystemTime::now()).map_err(|e| e.to_string()));
+                let change = match change {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return json_value_status(StatusCode::BAD_REQUEST, &json!({"error": e}))
+                    }
+                };
+                return blocking(move || {
+                    crate::store::record_triage(&state.db, &change)?;
+                    Ok(json_value(&json!({"ok": true})))
+                })
+                .await;
+            }
+            if method != http::Method::GET {
+                return json_static(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    r#"{"error":"GET or POST /api/triage"}"#,
+                );
+            }
+            blocking(move || {
+                let (marks, log) = with_store(&state, |store| {
+                    Ok((store.triage_marks()?, store.triage_log(100)?))
+                })?;
+                let now = crate::record::rfc3339(SystemTime::now());
+                let marks: Vec<_> = marks
+                    .into_iter()
+                    .map(|m| report::TriageMark {
+                        expired: !m.holds_at(&now),
+                        mark: m,
+                    })
+                    .collect();
+                Ok(json_value(&json!({"marks": marks, "log": log})))
+            })
+            .await
+        }
         "/api/rollout" => {
             let Some(h) = state.rollout.clone() else {
                 return json_static(

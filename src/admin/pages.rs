@@ -386,6 +386,77 @@ fn diff_table(
     o.push_str("</table>");
 }
 
+/// A field's triage: its marks (by kind) and their audit trail, with how to change them.
+fn triage_section(
+    o: &mut String,
+    store: &dyn Reader,
+    r: &Report,
+    route: &str,
+    field: &str,
+) -> Result<(), AdminError> {
+    let stored = if route == crate::record::UNMATCHED {
+        ""
+    } else {
+        route
+    };
+    let marks: Vec<_> = r
+        .triage
+        .iter()
+        .filter(|t| t.mark.pattern.route == stored && t.mark.pattern.field == field)
+        .collect();
+    let trail: Vec<_> = store
+        .triage_log(500)?
+        .into_iter()
+        .filter(|e| e.pattern.route == stored && e.pattern.field == field)
+        .take(20)
+        .collect();
+    o.push_str("<h2>Triage</h2>");
+    if marks.is_empty() {
+        o.push_str("<p class=\"muted\" id=\"triage\">Not triaged.</p>");
+    } else {
+        o.push_str("<table id=\"triage\"><tr><th>kind</th><th>mark</th></tr>");
+        for t in &marks {
+            let _ = write!(
+                o,
+                "<tr class=\"triage-{}\"><td>{}</td><td>{}</td></tr>",
+                t.mark.status.as_str(),
+                esc(if t.mark.pattern.kind.is_empty() {
+                    "every kind"
+                } else {
+                    &t.mark.pattern.kind
+                }),
+                esc(&crate::report::render::triage_text(t))
+            );
+        }
+        o.push_str("</table>");
+    }
+    if !trail.is_empty() {
+        o.push_str("<details data-key=\"triage-log\"><summary>audit trail</summary><table id=\"triage-log\"><tr><th>when</th><th>what</th><th>kind</th><th>status</th><th>who</th><th>reason</th><th>ticket</th><th>until</th></tr>");
+        for e in &trail {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&e.at),
+                esc(&e.action),
+                esc(if e.pattern.kind.is_empty() { "every kind" } else { &e.pattern.kind }),
+                esc(e.status.as_deref().unwrap_or("–")),
+                esc(&e.by),
+                esc(e.reason.as_deref().unwrap_or("–")),
+                esc(e.ticket.as_deref().unwrap_or("–")),
+                esc(e.expires.as_deref().unwrap_or("–")),
+            );
+        }
+        o.push_str("</table></details>");
+    }
+    let _ = write!(
+        o,
+        "<p class=\"muted\">Mark it with <code>shadowdiff triage mark --route {} --field {} --status accepted --reason … --ticket … --expires 30d</code> (or <code>POST /api/triage</code>).</p>",
+        esc(route),
+        esc(field)
+    );
+    Ok(())
+}
+
 /// A page saying what went wrong (a bad parameter, an unknown route or exchange), with the way
 /// back: the overview, and `path` with its default filters.
 pub(super) fn error_page(status: http::StatusCode, path: &str, message: &str) -> String {
@@ -542,7 +613,12 @@ fn route_body(o: &mut String, rt: &RouteReport, v: &View) {
             esc(&short(&f.example.candidate, f.kind == "missing")),
             esc(&exchange_href(f.example.exchange_id, Some(&f.field), v)),
             f.example.exchange_id,
-            f.likely_fix.as_ref().map_or_else(String::new, |x| format!("<div class=\"fix\">likely fix: {}</div>", esc(x))),
+            f.likely_fix.as_ref().map_or_else(String::new, |x| format!("<div class=\"fix\">likely fix: {}</div>", esc(x)))
+                + &f.triage.as_ref().map_or_else(String::new, |t| format!(
+                    "<div class=\"triage triage-{}\">triage: {}</div>",
+                    t.mark.status.as_str(),
+                    esc(&crate::report::render::triage_text(t))
+                )),
             c = f.class.as_str(),
         );
     }
@@ -640,6 +716,7 @@ pub(super) fn field_page(
             o.push_str("<tr><td colspan=\"6\" class=\"muted\">This field did not differ in the window (with these filters).</td></tr>");
         }
         o.push_str("</table>");
+        triage_section(&mut o, store, &r, route, field)?;
         let accounts = store.field_accounts(&f, Some(field), report::ACCOUNT_FIELDS_OVER)?;
         o.push_str("<h2>Accounts</h2><table id=\"accounts\"><tr><th>account</th><th>kind</th><th class=\"num\">exchanges</th><th>first seen</th><th>last seen</th></tr>");
         for a in &accounts {
@@ -1220,7 +1297,7 @@ details{margin:6px 0;border:1px solid #d0d7de;border-radius:6px;padding:4px 10px
 .class-systematic td.class-systematic,td.class-systematic{font-weight:600}.class-noise{color:#57606a}\
 tr.hit{background:#fff8c5}mark.hit{background:#ddf4ff;color:inherit;border-radius:3px}mark.focus{background:#fff8c5;outline:1px solid #d4a72c}\
 tr.noise td{color:#57606a}mark.noise{background:#eaeef2}.tag-noise{font-size:11px;border:1px solid #d0d7de;border-radius:8px;padding:0 6px;color:#57606a}\
-.gap{display:inline-block;width:100%;background:#eaeef2}#examples{margin:4px 0 8px}#error{font-size:16px}\
+.gap{display:inline-block;width:100%;background:#eaeef2}.triage{font-size:12px;color:#57606a}.triage-accepted{color:#1a7f37}.triage-vendor_bug{color:#cf222e}.triage-fix_in_progress{color:#9a6700}#examples{margin:4px 0 8px}#error{font-size:16px}\
 .sides{display:flex;gap:12px}.sides>div{flex:1;min-width:0}pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;max-height:640px}\
 .fix{font-size:12px;color:#57606a}.login{margin:16px 0}.facts th{width:1%;white-space:nowrap}";
 

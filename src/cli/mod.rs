@@ -98,6 +98,7 @@ mod offline;
 mod rollout_cmd;
 mod serve;
 mod store_cmds;
+mod triage_cmd;
 
 use check::check;
 use offline::{diff_exchange, diff_files, map_cmd};
@@ -303,6 +304,17 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Mark a difference pattern (accepted with a reason and a ticket, vendor_bug,
+    /// fix_in_progress), clear a mark, or list the marks and their audit trail. Reports and the
+    /// dashboard show the marks; a gate with `accepted = "exclude"` counts exchanges that differ
+    /// only at accepted patterns as matching until the mark expires.
+    Triage {
+        #[command(subcommand)]
+        action: TriageAction,
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+    },
     /// The rollout phase: status, set (a rollback: `rollout set rollback`), promote on the gate.
     /// Works on the store; every running instance follows it within [rollout] follow.
     Rollout {
@@ -438,6 +450,70 @@ pub enum RolloutAction {
         #[arg(long)]
         actor: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriageAction {
+    /// Mark a pattern (a mark on the same route, field and kind is replaced; both stay in the
+    /// audit trail).
+    Mark(TriageMark),
+    /// Remove a pattern's mark (recorded in the audit trail).
+    Clear {
+        /// The route (`(unmatched)` for requests that matched none).
+        #[arg(long)]
+        route: String,
+        /// The field pattern, as reports print it (`/individuals/*/status`).
+        #[arg(long)]
+        field: String,
+        /// The kind the mark was for [default: the mark for every kind].
+        #[arg(long)]
+        kind: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who, for the record [default: $USER].
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// The marks (expired ones said so) and the audit trail's latest lines.
+    List {
+        /// text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// Audit trail lines shown.
+        #[arg(long, default_value_t = 20)]
+        log: usize,
+    },
+}
+
+/// `triage mark`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct TriageMark {
+    /// The route (`(unmatched)` for requests that matched none).
+    #[arg(long)]
+    pub route: String,
+    /// The field pattern, as reports print it (`/individuals/*/status`).
+    #[arg(long)]
+    pub field: String,
+    /// One kind (changed, missing, extra, type_changed, unpaired_id) [default: every kind].
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// accepted (needs --reason), vendor_bug or fix_in_progress.
+    #[arg(long)]
+    pub status: String,
+    /// Why (needed for accepted).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The ticket that tracks it.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Until when: a duration from now (30d) or a time (2027-01-31, RFC 3339) [default: until
+    /// cleared].
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Who, for the record [default: $USER].
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -670,6 +746,19 @@ pub fn run(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Prune { older_than, db } => prune(&config, explicit, older_than, db),
         Command::Migrate { db } => migrate(&config, explicit, db.as_deref()),
+        Command::Triage { action, db } => match action {
+            TriageAction::Mark(what) => triage_cmd::mark(&config, explicit, db, what),
+            TriageAction::Clear {
+                route,
+                field,
+                kind,
+                reason,
+                by,
+            } => triage_cmd::clear(&config, explicit, db, (route, field, kind, reason, by)),
+            TriageAction::List { format, log } => {
+                triage_cmd::list(&config, explicit, db, (format, log))
+            }
+        },
         Command::Rollout { action, db } => match action {
             RolloutAction::Status { format } => rollout_cmd::status(&config, explicit, db, format),
             RolloutAction::Set {

@@ -220,7 +220,21 @@ pub struct GateConfig {
     /// error rate when its upper bound stays under it); `0` judges the measured ratio itself.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub confidence: Option<f64>,
+    /// How `min_parity` counts the exchanges whose every difference is at a pattern triaged
+    /// `accepted` and not expired (`shadowdiff triage`): `count` them as differing (the
+    /// default), or `exclude` them (counted as matching until the mark expires). The verdict
+    /// says which, and how many.
+    pub accepted: Option<Accepted>,
     pub routes: BTreeMap<String, GateConfig>,
+}
+
+/// [`GateConfig::accepted`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Accepted {
+    #[default]
+    Count,
+    Exclude,
 }
 
 impl GateConfig {

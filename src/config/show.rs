@@ -587,4 +587,14 @@ fn gate_toml(o: &mut String, g: &super::GateConfig) {
             let _ = writeln!(o, "{k} = {}", num(v));
         }
     }
+    if let Some(a) = g.accepted {
+        let _ = writeln!(
+            o,
+            "accepted = {}",
+            q(match a {
+                super::Accepted::Count => "count",
+                super::Accepted::Exclude => "exclude",
+            })
+        );
+    }
 }

@@ -46,6 +46,23 @@ pub struct Counts {
     pub noise_only: u64,
     pub parity: f64,
     pub outcomes: BTreeMap<String, u64>,
+    /// `diff` exchanges whose every difference is at a pattern triaged `accepted` (not expired)
+    /// or noise, one at least accepted ([`crate::triage`]): not in `parity`; a gate with
+    /// `accepted = "exclude"` counts them as matching.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub accepted_only: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A triage mark as a report shows it: with whether it has expired at the report's end.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageMark {
+    #[serde(flatten)]
+    pub mark: crate::triage::Mark,
+    pub expired: bool,
 }
 
 impl Default for Counts {
@@ -59,6 +76,7 @@ impl Default for Counts {
             noise_only: 0,
             parity: 1.0,
             outcomes: BTreeMap::new(),
+            accepted_only: 0,
         }
     }
 }
@@ -90,6 +108,15 @@ impl Counts {
         self.parity = parity(self.matched + self.noise_only, self.compared);
     }
 
+    /// The parity with the exchanges that differ only at accepted patterns counted as matching
+    /// (a gate's `accepted = "exclude"`).
+    pub fn parity_excluding_accepted(&self) -> f64 {
+        parity(
+            self.matched + self.noise_only + self.accepted_only,
+            self.compared,
+        )
+    }
+
     /// Exchanges for which the candidate was called (everything but `skipped`).
     pub fn mirrored(&self) -> u64 {
         self.exchanges - self.outcomes.get(Outcome::SKIPPED).copied().unwrap_or(0)
@@ -111,6 +138,7 @@ pub fn routed_totals(report: &Report) -> Counts {
             c.add(outcome, *n);
         }
         c.add_noise_only(r.counts.noise_only);
+        c.accepted_only += r.counts.accepted_only;
     }
     c
 }
@@ -160,6 +188,9 @@ pub struct FieldStat {
     /// What most likely closes a systematic difference ([`hint`]), read off the example.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub likely_fix: Option<String>,
+    /// The pattern's triage mark, if any ([`crate::triage::mark_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage: Option<TriageMark>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -307,6 +338,9 @@ pub struct Report {
     /// `[gate.PHASE]` tables), in the rollout's order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<Verdict>,
+    /// Every triage mark (not windowed: the marks as they are now), expired ones included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub triage: Vec<TriageMark>,
 }
 
 /// The rollout part of a report.
@@ -382,6 +416,31 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
             c.add_noise_only(x.n);
         }
     }
+    // Triage marks as they are at the window's end (now, for a window ending now).
+    let at = rfc3339(f.to.min(std::time::SystemTime::now()));
+    let marks: Vec<TriageMark> = store
+        .triage_marks()?
+        .into_iter()
+        .map(|mark| TriageMark {
+            expired: !mark.holds_at(&at),
+            mark,
+        })
+        .collect();
+    let accepted_only = if marks.iter().any(|m| m.mark.excludes_at(&at)) {
+        store.accepted_only(
+            f,
+            opts.classes.noise_min_count,
+            f.to.min(std::time::SystemTime::now()),
+        )?
+    } else {
+        Vec::new()
+    };
+    for x in &accepted_only {
+        totals.accepted_only += x.n;
+        if let Some(c) = routes.get_mut(&x.route) {
+            c.accepted_only += x.n;
+        }
+    }
 
     let mut route_reports = Vec::with_capacity(routes.len());
     for (key, counts) in routes {
@@ -416,7 +475,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
                 opts.classes,
             )?;
             (
-                fields(store, &rf, counts.compared, &classes)?,
+                fields(store, &rf, counts.compared, &classes, &marks)?,
                 classes.noise,
                 versions(store, &rf)?,
                 trend(store, &rf, bucket)?,
@@ -453,6 +512,11 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
     for x in noise_only {
         if let Some(c) = x.account.and_then(|a| accounts.get_mut(&a)) {
             c.add_noise_only(x.n);
+        }
+    }
+    for x in accepted_only {
+        if let Some(c) = x.account.and_then(|a| accounts.get_mut(&a)) {
+            c.accepted_only += x.n;
         }
     }
     let auth_errors = accounts
@@ -523,6 +587,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         rediffs: store.rediffs(f.from, f.to)?,
         account_fields_over,
         gates: Vec::new(),
+        triage: marks,
     })
 }
 
@@ -606,7 +671,10 @@ fn fields(
     f: &Filter,
     compared: u64,
     classes: &RouteClasses,
+    marks: &[TriageMark],
 ) -> Result<Vec<FieldStat>, ReportError> {
+    let route = f.route.as_ref().and_then(RouteKey::name).unwrap_or("");
+    let held: Vec<crate::triage::Mark> = marks.iter().map(|m| m.mark.clone()).collect();
     let mut rows = store.fields(f)?;
     // A field pattern is classified over all its kinds.
     let mut differing: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
@@ -640,7 +708,10 @@ fn fields(
         let likely_fix = (v.class == Class::Systematic)
             .then(|| hint::likely_fix(&row.kind, &legacy, &candidate, row.exchanges, v.present))
             .flatten();
+        let triage = crate::triage::mark_of(&held, route, &row.field, &row.kind)
+            .and_then(|m| marks.iter().find(|t| t.mark.pattern == m.pattern).cloned());
         out.push(FieldStat {
+            triage,
             rate: if compared == 0 {
                 0.0
             } else {

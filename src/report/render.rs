@@ -126,6 +126,9 @@ pub fn markdown(r: &Report) -> String {
                     md_code(&short(&f.example.candidate))
                 }
             );
+            if let Some(t) = &f.triage {
+                let _ = writeln!(o, "  - triage: {}", md_text(&triage_text(t)));
+            }
             if let Some(fix) = &f.likely_fix {
                 let _ = writeln!(
                     o,
@@ -234,7 +237,81 @@ pub fn markdown(r: &Report) -> String {
     ids_markdown(&mut o, &r.ids);
     rollout_markdown(&mut o, &r.rollout);
     rediffs_markdown(&mut o, &r.rediffs);
+    triage_markdown(&mut o, &r.triage);
     o
+}
+
+/// A triage mark in one line: `accepted: the reason [TICKET] by ana on …, until … (expired)`.
+pub fn triage_text(t: &crate::report::TriageMark) -> String {
+    let m = &t.mark;
+    let mut s = m.status.as_str().to_owned();
+    if !m.reason.is_empty() {
+        s.push_str(": ");
+        s.push_str(&m.reason);
+    }
+    if let Some(ticket) = &m.ticket {
+        let _ = write!(s, " [{ticket}]");
+    }
+    let _ = write!(s, " by {} on {}", m.by, m.at);
+    if let Some(e) = &m.expires {
+        let _ = write!(s, ", until {e}");
+    }
+    if t.expired {
+        s.push_str(" (expired)");
+    }
+    s
+}
+
+/// What a mark is about: `route /field kind` (`every kind` when it names none).
+pub fn triage_pattern(p: &crate::triage::Pattern) -> String {
+    format!(
+        "{} {} {}",
+        p.route_label(),
+        if p.field.is_empty() {
+            "(document)"
+        } else {
+            &p.field
+        },
+        if p.kind.is_empty() {
+            "every kind"
+        } else {
+            &p.kind
+        }
+    )
+}
+
+/// Every triage mark (nothing without marks).
+fn triage_markdown(o: &mut String, marks: &[crate::report::TriageMark]) {
+    if marks.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n**Triage** ({} marks)", marks.len());
+    for t in marks {
+        let _ = writeln!(
+            o,
+            "- {}: {}",
+            md_code(&triage_pattern(&t.mark.pattern)),
+            md_text(&triage_text(t))
+        );
+    }
+}
+
+/// [`triage_markdown`] in HTML.
+fn triage_html(o: &mut String, marks: &[crate::report::TriageMark]) {
+    if marks.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Triage</h2><table id=\"triage\"><tr><th>pattern</th><th>mark</th></tr>");
+    for t in marks {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td class=\"triage-{}\">{}</td></tr>",
+            esc(&triage_pattern(&t.mark.pattern)),
+            t.mark.status.as_str(),
+            esc(&triage_text(t))
+        );
+    }
+    o.push_str("</table>");
 }
 
 /// The id crosswalk's coverage (nothing without `[ids]` pairs or ids seen).
@@ -633,6 +710,7 @@ pub fn html(r: &Report) -> String {
     }
     rollout_html(&mut o, &r.rollout);
     rediffs_html(&mut o, &r.rediffs);
+    triage_html(&mut o, &r.triage);
     ids_html(&mut o, &r.ids);
     o.push_str("<h2>Accounts</h2>");
     let _ = write!(
@@ -812,13 +890,20 @@ fn route_section(o: &mut String, rt: &RouteReport) {
     }
     o.push_str("<h3>Differing fields</h3><table><tr><th>field</th><th>kind</th><th>class</th><th class=\"num\">exchanges</th><th class=\"num\">rate</th><th class=\"num\">present in</th><th class=\"num\">rows</th><th>example (legacy → candidate)</th></tr>");
     for f in &rt.fields {
-        let fix = f.likely_fix.as_ref().map_or_else(String::new, |fix| {
+        let mut fix = f.likely_fix.as_ref().map_or_else(String::new, |fix| {
             format!(
                 "<div class=\"fix\"><b>likely fix</b>: {} · checked proposals: <code>shadowdiff suggest --route {}</code></div>",
                 esc(fix),
                 esc(&rt.route)
             )
         });
+        if let Some(t) = &f.triage {
+            let _ = write!(
+                fix,
+                "<div class=\"triage\"><b>triage</b>: {}</div>",
+                esc(&triage_text(t))
+            );
+        }
         let _ = write!(
             o,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"class-{c}\">{c}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}<div class=\"muted\">exchange #{}</div>{fix}</td></tr>",

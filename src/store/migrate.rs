@@ -53,7 +53,71 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V6,
         postgres: POSTGRES_V6,
     },
+    Migration {
+        version: 7,
+        description: "triage: marks on difference patterns and their audit trail",
+        sqlite: SQLITE_V7,
+        postgres: POSTGRES_V7,
+    },
 ];
+
+/// Triage (see `triage.rs`): one mark per (route, field pattern, kind), `kind` '' for every
+/// kind; the audit trail is only appended to.
+const SQLITE_V7: &str = "
+CREATE TABLE IF NOT EXISTS triage(
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ticket TEXT,
+    marked_by TEXT NOT NULL,
+    at TEXT NOT NULL,
+    expires TEXT,
+    PRIMARY KEY(route, field, kind)
+);
+CREATE TABLE IF NOT EXISTS triage_log(
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    route TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT,
+    reason TEXT,
+    ticket TEXT,
+    marked_by TEXT NOT NULL,
+    expires TEXT
+);
+";
+
+const POSTGRES_V7: &str = r#"
+CREATE TABLE triage(
+    route text COLLATE "C" NOT NULL,
+    field text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    status text NOT NULL,
+    reason text NOT NULL,
+    ticket text,
+    marked_by text NOT NULL,
+    at timestamptz NOT NULL,
+    expires timestamptz,
+    PRIMARY KEY(route, field, kind)
+);
+CREATE TABLE triage_log(
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    action text NOT NULL,
+    route text COLLATE "C" NOT NULL,
+    field text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    status text,
+    reason text,
+    ticket text,
+    marked_by text NOT NULL,
+    expires timestamptz
+);
+"#;
 
 /// The id crosswalk (see `ids.rs`): ids only, never the natural keys' values.
 const SQLITE_V6: &str = "

@@ -27,6 +27,7 @@ mod rediffs;
 mod rollout;
 mod schema;
 mod sqlite;
+mod triage;
 mod writer;
 
 use std::path::Path;
@@ -45,6 +46,7 @@ pub use query::{
 pub use rediffs::{record_rediffs, RediffRow};
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
 pub use schema::{open, SCHEMA_VERSION};
+pub use triage::record_triage;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 
 /// A store error.

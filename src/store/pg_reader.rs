@@ -192,6 +192,59 @@ impl Reader for PgReader {
         super::rediffs::pg_rediffs(&mut c, from, to).map_err(|e| self.err(e))
     }
 
+    fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::triage::pg_marks(&mut c).map_err(|e| self.err(e))
+    }
+
+    fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::triage::pg_log(&mut c, limit).map_err(|e| self.err(e))
+    }
+
+    fn accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError> {
+        let (cond, mut params) = where_clause(f);
+        params.push(Box::new(min_count as i64));
+        let n = params.len();
+        params.push(Box::new(now));
+        let accepted = super::triage::accepted_row(&format!("${}", params.len()));
+        let noise = format!(
+            "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}"
+        );
+        let rows = self.query(
+            &format!(
+                "SELECT e.route, e.account, count(*) FROM exchanges e
+                 WHERE {cond} AND e.outcome = '{diff}'
+                   AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND {accepted} AND x.field NOT IN ({noise}))
+                   AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND x.field NOT IN ({noise}) AND NOT {accepted})
+                 GROUP BY e.route, e.account",
+                diff = Outcome::Diff.as_str()
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| NoiseOnly {
+                route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
+                account: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
     fn rollout_events(
         &self,
         from: SystemTime,

@@ -358,6 +358,22 @@ pub trait Reader {
         to: SystemTime,
     ) -> Result<Vec<super::RediffRow>, StoreError>;
 
+    /// The triage marks, by route, field and kind (expired ones included).
+    fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError>;
+
+    /// The triage audit trail, newest first (`limit` lines).
+    fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError>;
+
+    /// Per route and account, the `diff` exchanges whose every difference is at a pattern
+    /// accepted (and not expired at `now`) or at a field learned as noise, with at least one
+    /// accepted that is not noise (so none is also in [`Reader::noise_only`]).
+    fn accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError>;
+
     /// The changes of rollout phase in `[from, to)`, oldest first (the newest `limit`).
     fn rollout_events(
         &self,

@@ -226,6 +226,61 @@ impl Reader for Connection {
         Ok(super::rollout::sqlite_events(self, from, to, limit)?)
     }
 
+    fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
+        Ok(super::triage::sqlite_marks(self)?)
+    }
+
+    fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError> {
+        Ok(super::triage::sqlite_log(self, limit)?)
+    }
+
+    fn accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError> {
+        let now = rfc3339(now);
+        let any: bool = self.query_row(
+            &format!(
+                "SELECT EXISTS(SELECT 1 FROM triage WHERE status = '{}' AND (expires IS NULL OR expires > ?1))",
+                crate::triage::Status::Accepted.as_str()
+            ),
+            [&now],
+            |r| r.get(0),
+        )?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let (cond, mut params) = where_clause(f);
+        params.push((min_count as i64).into());
+        let n = params.len();
+        params.push(now.into());
+        let accepted = super::triage::accepted_row(&format!("?{}", params.len()));
+        let sql = format!(
+            "SELECT e.route, e.account, count(*) FROM exchanges e
+             WHERE {cond} AND e.outcome = '{diff}'
+               AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND {accepted}
+                   AND x.field NOT IN ({noise}))
+               AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                   AND x.field NOT IN ({noise}) AND NOT {accepted})
+             GROUP BY e.route, e.account",
+            diff = Outcome::Diff.as_str(),
+            noise = format_args!(
+                "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}"
+            ),
+        );
+        let mut q = self.prepare(&sql)?;
+        let rows = q.query_map(params_from_iter(params), |r| {
+            Ok(NoiseOnly {
+                route: RouteKey::from_route(r.get::<_, Option<String>>(0)?.as_deref()),
+                account: r.get(1)?,
+                n: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
         let column = match by {
             GroupBy::Route => "route",
