@@ -63,6 +63,7 @@ pub mod record;
 pub mod redact;
 pub mod rediff;
 pub mod reload;
+pub mod replay;
 pub mod report;
 pub mod rollout;
 pub mod rollout_control;

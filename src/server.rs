@@ -165,6 +165,62 @@ where
     })
 }
 
+/// The store writer's settings of a config.
+fn writer_options(cfg: &Config) -> WriterOptions {
+    WriterOptions {
+        queue: cfg.store.queue,
+        priority: cfg.shadow.priority,
+        retention: cfg.store.retention,
+        max_value_len: cfg.store.max_value_len,
+        examples_per_field: cfg.store.examples_per_field,
+        migrate: cfg.store.migrate,
+        reauth_after: cfg.reauth_after,
+        id_max_pairs: cfg
+            .ids
+            .iter()
+            .map(|k| (k.name.clone(), k.max_pairs))
+            .collect(),
+        webhooks: cfg
+            .webhooks
+            .iter()
+            .map(|w| (w.name.clone(), w.events.clone()))
+            .collect(),
+    }
+}
+
+/// A shadow that only calls the candidate, for `shadowdiff replay`: its client, its budgets
+/// (`max_rps`, `max_in_flight`, the quotas and breakers), the mapping workers of `worker_exe`;
+/// the store is opened for its handle and never written (a replay is not traffic). The
+/// runtime returned runs the calls; drop it off the async threads.
+pub fn replay_shadow(
+    cfg: &Arc<Config>,
+    worker_exe: std::path::PathBuf,
+) -> Result<(Arc<Shadow>, Store, tokio::runtime::Runtime), StartError> {
+    let store = Store::open_at(&cfg.store.location(), writer_options(cfg))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.shadow.threads)
+        .thread_name("replay")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let entered = runtime.enter();
+    let mapper = crate::mapping::runner::Runner::new(worker_exe, cfg.mappings.workers);
+    let shadow = Arc::new(Shadow::new(
+        cfg.clone(),
+        (
+            client("candidate", cfg.candidate.ca_file.as_deref())?,
+            client("candidate", cfg.candidate.ca_file.as_deref())?,
+        ),
+        client("legacy", cfg.legacy.ca_file.as_deref())?,
+        store.handle(),
+        runtime.handle().clone(),
+        mapper,
+        1,
+    ));
+    drop(entered);
+    Ok((shadow, store, runtime))
+}
+
 /// What tests (and the demo) need from a running server.
 #[derive(Clone)]
 pub struct Handle {
@@ -242,28 +298,7 @@ impl Server {
             Some(a) => Some(bind(a.clone()).await?),
             None => None,
         };
-        let (location, writer_opts) = (
-            cfg.store.location(),
-            WriterOptions {
-                queue: cfg.store.queue,
-                priority: cfg.shadow.priority,
-                retention: cfg.store.retention,
-                max_value_len: cfg.store.max_value_len,
-                examples_per_field: cfg.store.examples_per_field,
-                migrate: cfg.store.migrate,
-                reauth_after: cfg.reauth_after,
-                id_max_pairs: cfg
-                    .ids
-                    .iter()
-                    .map(|k| (k.name.clone(), k.max_pairs))
-                    .collect(),
-                webhooks: cfg
-                    .webhooks
-                    .iter()
-                    .map(|w| (w.name.clone(), w.events.clone()))
-                    .collect(),
-            },
-        );
+        let (location, writer_opts) = (cfg.store.location(), writer_options(&cfg));
         // Opening connects and migrates (PostgreSQL's client blocks): off the async threads.
         let store = tokio::task::spawn_blocking(move || Store::open_at(&location, writer_opts))
             .await

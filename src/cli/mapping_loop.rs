@@ -35,6 +35,41 @@ fn proposed(cfg: &Config, dir: Option<&Path>) -> anyhow::Result<Proposed> {
     Ok(p)
 }
 
+/// Keeps a rediff's (or a replay's) result in the store: one `rediffs` row per route.
+pub(super) fn record_summary(
+    location: &store::Location,
+    summary: &Summary,
+    source: &str,
+    (from, to): (SystemTime, SystemTime),
+) -> anyhow::Result<()> {
+    let at = rfc3339(SystemTime::now());
+    let rows: Vec<store::RediffRow> = summary
+        .routes
+        .iter()
+        .map(|r| store::RediffRow {
+            at: at.clone(),
+            route: r.route.clone(),
+            mapping_version: (!r.versions.is_empty()).then(|| r.versions.join(",")),
+            window_from: rfc3339(from),
+            window_to: rfc3339(to),
+            exchanges: r.exchanges,
+            recorded_matched: r.recorded_matched,
+            matched: r.matched,
+            fixed: r.fixed_count,
+            broken: r.broken_count,
+            source: source.to_owned(),
+            detail: json!({
+                "fields": r.fields,
+                "fixed": r.fixed,
+                "broken": r.broken,
+                "changed": r.changed,
+            }),
+        })
+        .collect();
+    store::record_rediffs(location, &rows)
+        .with_context(|| format!("recording the result in {location}"))
+}
+
 pub(super) fn rediff_cmd(config: &Path, explicit: bool, a: RediffArgs) -> anyhow::Result<ExitCode> {
     let cfg = config_or_defaults(config, explicit)?;
     if let Some(r) = &a.route {
@@ -62,32 +97,7 @@ pub(super) fn rediff_cmd(config: &Path, explicit: bool, a: RediffArgs) -> anyhow
         None => format!("config {}", config.display()),
     };
     if a.record && summary.exchanges > 0 {
-        let at = rfc3339(SystemTime::now());
-        let rows: Vec<store::RediffRow> = summary
-            .routes
-            .iter()
-            .map(|r| store::RediffRow {
-                at: at.clone(),
-                route: r.route.clone(),
-                mapping_version: (!r.versions.is_empty()).then(|| r.versions.join(",")),
-                window_from: rfc3339(from),
-                window_to: rfc3339(to),
-                exchanges: r.exchanges,
-                recorded_matched: r.recorded_matched,
-                matched: r.matched,
-                fixed: r.fixed_count,
-                broken: r.broken_count,
-                source: source.clone(),
-                detail: json!({
-                    "fields": r.fields,
-                    "fixed": r.fixed,
-                    "broken": r.broken,
-                    "changed": r.changed,
-                }),
-            })
-            .collect();
-        store::record_rediffs(&location, &rows)
-            .with_context(|| format!("recording the rediff in {location}"))?;
+        record_summary(&location, &summary, &source, (from, to))?;
     }
     let broken: u64 = summary.routes.iter().map(|r| r.broken_count).sum();
     match a.format {
@@ -101,7 +111,22 @@ pub(super) fn rediff_cmd(config: &Path, explicit: bool, a: RediffArgs) -> anyhow
                 "summary": summary,
             }))?
         ),
-        GateFormat::Text => print_summary(&summary, &source, a.since, took, a.record),
+        GateFormat::Text => {
+            let skipped: u64 = summary.skipped.values().sum();
+            outln!(
+                "rediff of the last {} with the mappings and rules of {source}: {} kept exchange{} judged again in {:.2} s{}",
+                humantime::format_duration(a.since.unwrap_or(DEFAULT_WINDOW)),
+                summary.exchanges,
+                if summary.exchanges == 1 { "" } else { "s" },
+                took.as_secs_f64(),
+                skipped_text(&summary, skipped)
+            );
+            if summary.exchanges == 0 {
+                outln!("nothing to re-diff: no compared exchange kept its bodies in the window (see [store] bodies)");
+            } else {
+                print_summary(&summary, a.record);
+            }
+        }
     }
     Ok(if broken > 0 {
         ExitCode::from(1)
@@ -114,37 +139,23 @@ fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
 }
 
-fn print_summary(
-    s: &Summary,
-    source: &str,
-    since: Option<std::time::Duration>,
-    took: std::time::Duration,
-    record: bool,
-) {
-    let skipped: u64 = s.skipped.values().sum();
-    outln!(
-        "rediff of the last {} with the mappings and rules of {source}: {} kept exchange{} judged again in {:.2} s{}",
-        humantime::format_duration(since.unwrap_or(DEFAULT_WINDOW)),
-        s.exchanges,
-        if s.exchanges == 1 { "" } else { "s" },
-        took.as_secs_f64(),
-        if skipped > 0 {
-            format!(
-                ", {skipped} skipped ({})",
-                s.skipped
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            String::new()
-        }
-    );
-    if s.exchanges == 0 {
-        outln!("nothing to re-diff: no compared exchange kept its bodies in the window (see [store] bodies)");
-        return;
+/// `, N skipped (reason n, ...)`, or nothing.
+pub(super) fn skipped_text(s: &Summary, skipped: u64) -> String {
+    if skipped == 0 {
+        return String::new();
     }
+    format!(
+        ", {skipped} skipped ({})",
+        s.skipped
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Every route of a rediff's (or a replay's) result.
+pub(super) fn print_summary(s: &Summary, record: bool) {
     for r in &s.routes {
         print_route(r);
     }

@@ -95,6 +95,7 @@ mod check;
 mod man;
 mod mapping_loop;
 mod offline;
+mod replay_cmd;
 mod rollout_cmd;
 mod serve;
 mod store_cmds;
@@ -350,6 +351,45 @@ pub enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Send the kept exchanges' requests again to a candidate (today's, or a build at
+    /// --candidate URL), translated as live ones are and under the same budgets; compare each
+    /// answer with the recorded legacy document under today's mappings and rules, and print
+    /// the parity per route next to what was recorded, with the exchanges that changed
+    /// verdict. Legacy is never called; writes are never sent. Exit 0, or 1 when an exchange
+    /// that matched does not any more.
+    Replay {
+        /// Window ending now [default: 24h].
+        #[arg(long, value_parser = config::parse_duration, conflicts_with = "set")]
+        since: Option<std::time::Duration>,
+        /// Only this route.
+        #[arg(long, conflicts_with = "set")]
+        route: Option<String>,
+        /// The candidate's base URL (a staging build) [default: [candidate] base_url].
+        #[arg(long)]
+        candidate: Option<String>,
+        /// Which exchanges: all (up to --limit), or per-pattern (per route, one exchange per
+        /// recorded difference pattern and one that matched).
+        #[arg(long, value_enum, default_value_t = PickArg::All, conflicts_with = "set")]
+        pick: PickArg,
+        /// Exchanges replayed at most.
+        #[arg(long, default_value_t = 1000, conflicts_with = "set")]
+        limit: usize,
+        /// Keep the chosen exchanges as a named set in the store (a regression suite).
+        #[arg(long)]
+        save: Option<String>,
+        /// Replay a saved set instead of a window.
+        #[arg(long)]
+        set: Option<String>,
+        /// text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+        /// Keep the result in the store (table rediffs, source "replay to URL"; reports list it).
+        #[arg(long)]
+        record: bool,
+        /// SQLite file, or a postgres:// URL (overrides [store] path).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Propose a mapping change for each systematic difference of a route, from its kept
     /// exchanges (renamed or moved fields, case, numbers as strings, value translations, fields
     /// the candidate never has); each change is checked by re-diffing with it.
@@ -514,6 +554,13 @@ pub struct TriageMark {
     /// Who, for the record [default: $USER].
     #[arg(long)]
     pub by: Option<String>,
+}
+
+/// `replay --pick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PickArg {
+    All,
+    PerPattern,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -699,6 +746,36 @@ pub fn run(cli: Cli) -> ExitCode {
                 since,
                 route,
                 mappings,
+                format,
+                record,
+                db,
+            },
+        ),
+        Command::Replay {
+            since,
+            route,
+            candidate,
+            pick,
+            limit,
+            save,
+            set,
+            format,
+            record,
+            db,
+        } => replay_cmd::replay_cmd(
+            &config,
+            explicit,
+            replay_cmd::ReplayArgs {
+                since,
+                route,
+                candidate,
+                pick: match pick {
+                    PickArg::All => crate::replay::Pick::All,
+                    PickArg::PerPattern => crate::replay::Pick::PerPattern,
+                },
+                limit,
+                save,
+                set,
                 format,
                 record,
                 db,

@@ -176,7 +176,11 @@ impl<'a> Rediff<'a> {
 
     /// Reads the learned noise of the routes of `pairs` not read yet (and, once, the id
     /// crosswalk's pairs).
-    fn learn_noise(&mut self, reader: &dyn Reader, pairs: &[KeptPair]) -> Result<(), StoreError> {
+    pub fn learn_noise(
+        &mut self,
+        reader: &dyn Reader,
+        pairs: &[KeptPair],
+    ) -> Result<(), StoreError> {
         if self.ids.is_none() && !self.cfg.ids.is_empty() {
             let cw = crate::ids::Crosswalk::new();
             for pair in reader.id_pairs(usize::MAX)? {
@@ -307,7 +311,11 @@ impl<'a> Rediff<'a> {
         let noise = self.noise.get(&p.route);
         let mut redacted = Vec::new();
         // Only a kept text that holds the placeholder at all is parsed again for it.
-        let texts = p.sides.iter().filter_map(|(_, s)| s.body.as_deref());
+        let texts = p
+            .sides
+            .iter()
+            .filter(|(n, _)| n != "request")
+            .filter_map(|(_, s)| s.body.as_deref());
         for text in texts.filter(|t| t.contains(REDACTED)) {
             if let Ok(doc) = crate::diff::parse_json(text.as_bytes()) {
                 redacted_patterns(&doc, &mut Vec::new(), &mut redacted);
@@ -357,6 +365,53 @@ impl<'a> Rediff<'a> {
             not_rejudged,
         })
     }
+}
+
+impl Rediff<'_> {
+    /// An exchange whose candidate could not answer now (`shadowdiff replay`): its recorded
+    /// differences (as [`Rediff::judge`] counts them), and `why` as the verdict now.
+    pub fn judge_failed(&self, p: &KeptPair, why: String) -> Judged {
+        let noise = self.noise.get(&p.route);
+        let mut redacted = Vec::new();
+        for text in p
+            .sides
+            .iter()
+            .filter(|(n, _)| n != "request")
+            .filter_map(|(_, s)| s.body.as_deref())
+        {
+            if text.contains(REDACTED) {
+                if let Ok(doc) = crate::diff::parse_json(text.as_bytes()) {
+                    redacted_patterns(&doc, &mut Vec::new(), &mut redacted);
+                }
+            }
+        }
+        let recorded = p
+            .fields
+            .iter()
+            .filter(|(f, _, _)| {
+                !noise.is_some_and(|n| n.contains(f)) && !redacted.iter().any(|r| under(f, r))
+            })
+            .map(|(f, k, _)| (f.clone(), k.clone()))
+            .collect();
+        Judged {
+            id: p.id,
+            route: p.route.clone(),
+            recorded_version: p.mapping_version.clone(),
+            version: None,
+            recorded,
+            now: Err(why),
+            not_rejudged: 0,
+        }
+    }
+}
+
+/// Adds judged exchanges (or why one could not be) up per route.
+pub fn summarize(judged: impl IntoIterator<Item = Result<Judged, &'static str>>) -> Summary {
+    let mut acc = Accumulator::default();
+    for j in judged {
+        acc.add(j);
+    }
+    acc.finish()
 }
 
 fn is_redacted(v: &Option<Value>) -> bool {

@@ -302,6 +302,17 @@ impl Shadow {
         request_id: String,
         escapes: bool,
     ) -> (Meta, Decision) {
+        self.decide_for(parts, request_id, escapes, Origin::Caller)
+    }
+
+    /// [`Shadow::decide`] for a caller or for a replayed exchange ([`Origin`]).
+    fn decide_for(
+        &self,
+        parts: &http::request::Parts,
+        request_id: String,
+        escapes: bool,
+        origin: Origin<'_>,
+    ) -> (Meta, Decision) {
         let cfg_arc = self.config();
         let cfg = &*cfg_arc;
         let path = parts.uri.path();
@@ -319,11 +330,19 @@ impl Shadow {
             }
             _ => Vec::new(),
         };
-        let account = cfg
-            .accounts
-            .as_ref()
-            .and_then(|a| a.lookup(&parts.headers, &query));
-        let rollout = self.rollout.plan(
+        let account = match origin {
+            Origin::Caller => cfg
+                .accounts
+                .as_ref()
+                .and_then(|a| a.lookup(&parts.headers, &query)),
+            Origin::Replay { account } => cfg
+                .accounts
+                .as_ref()
+                .zip(account)
+                .and_then(|(a, name)| a.named(name)),
+        };
+        let replay = matches!(origin, Origin::Replay { .. });
+        let mut rollout = self.rollout.plan(
             &cfg.rollout,
             route
                 .filter(|r| r.serves(&parts.method))
@@ -333,6 +352,10 @@ impl Shadow {
                 }),
             account.map(|a| a.name.as_str()),
         );
+        // A replay is shadow traffic whatever the phase: nobody waits for its answer.
+        if replay {
+            rollout.cohort = false;
+        }
         let mut meta = Meta {
             started_at: SystemTime::now(),
             request_id,
@@ -359,12 +382,14 @@ impl Shadow {
             meta.serving.fallback = Some(crate::record::Fallback::UnverifiedRules);
         }
         let eligible = match route {
+            // A write is never replayed, whatever the route's `mirror` says.
+            Some(r) if replay => r.read || config::is_safe(&parts.method),
             Some(r) => r.mirrors(&parts.method),
             None => cfg.shadow.unmatched == Unmatched::Mirror && config::is_safe(&parts.method),
         };
         // The served cohort is never sampled out: its answer is the candidate's (or, fallen
-        // back, its fallback is counted).
-        if !eligible || (!rollout.cohort && !sampled(cfg.shadow.sample_rate)) {
+        // back, its fallback is counted); a replay was chosen already.
+        if !eligible || (!rollout.cohort && !replay && !sampled(cfg.shadow.sample_rate)) {
             return (meta, Decision::Off);
         }
         if escapes {
@@ -591,6 +616,7 @@ impl Shadow {
             .quotas
             .paused(crate::quota::Vendor::Legacy, plan.account.as_deref());
         let secondary = Self::secondary(&cfg, parts).filter(|_| legacy_spare);
+        let request = KeptRequest::of(parts, &body);
         Mirror {
             shadow: self.clone(),
             started: Instant::now(),
@@ -599,10 +625,50 @@ impl Shadow {
             route,
             secondary,
             cfg,
+            request,
+        }
+    }
+
+    /// Calls the candidate for a recorded exchange (`shadowdiff replay`): the request as the
+    /// caller sent it (`method`, `target`, `body`), translated as a live one is, for the
+    /// account named; under the same budgets (`max_rps`, `max_in_flight`, the account's quota
+    /// and breaker). `Err`: not sent, and why (a skip reason's name, or `not_mirrored` for a
+    /// write or a route that is not mirrored).
+    pub async fn replay(
+        self: &Arc<Self>,
+        method: http::Method,
+        target: &str,
+        body: Bytes,
+        account: Option<&str>,
+    ) -> Result<Candidate, (&'static str, String)> {
+        let uri: http::Uri = target
+            .parse()
+            .map_err(|e| ("bad_request", format!("{target:?}: {e}")))?;
+        let mut req = Request::builder().method(method).uri(uri);
+        if !body.is_empty() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let (parts, ()) = req
+            .body(())
+            .map_err(|e| ("bad_request", e.to_string()))?
+            .into_parts();
+        let (_, decision) =
+            self.decide_for(&parts, "replay".into(), false, Origin::Replay { account });
+        match decision {
+            Decision::Mirror(plan) => self
+                .spawn_candidate(plan, &parts.headers, body)
+                .await
+                .map_err(|e| ("internal_error", e.to_string())),
+            Decision::Skip(reason, why) => Err((reason.as_str(), why)),
+            Decision::Off => Err((
+                "not_mirrored",
+                "a write, or a route that is not mirrored: never replayed".into(),
+            )),
         }
     }
 
     /// Waits for both sides, compares, and records. Runs on its own task.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_compare(
         self: &Arc<Self>,
         meta: Meta,
@@ -611,6 +677,7 @@ impl Shadow {
         (candidate, premapped): (CandidateSlot, Option<Arc<serde_json::Value>>),
         secondary: Option<Request<Full<Bytes>>>,
         cfg: Arc<Config>,
+        request: Option<KeptRequest>,
     ) {
         let this = self.clone();
         let guard = self.tracker.track();
@@ -698,6 +765,7 @@ impl Shadow {
                 let big = mapped || body_len(&legacy) >= BLOCKING_COMPARE_BYTES;
                 let shadow = this.clone();
                 let meta_copy = meta.clone();
+                let cfg_kept = cfg.clone();
                 let run = move || {
                     let cfg = &*cfg;
                     let rules = route.map_or(&cfg.diff.rules, |i| &cfg.routes[i].rules);
@@ -779,6 +847,14 @@ impl Shadow {
                     diff_count = record.diff_count,
                     "compared"
                 );
+                let mut record = record;
+                // An exchange that keeps its documents keeps its request too: what a replay
+                // sends again.
+                if !record.bodies.is_empty() {
+                    if let Some(kept) = request.and_then(|r| r.stored(&cfg_kept)) {
+                        record.bodies.push(kept);
+                    }
+                }
                 this.record(record);
             }
             .in_current_span(),
@@ -824,6 +900,62 @@ pub struct Mirror {
     secondary: Option<Request<Full<Bytes>>>,
     /// The configuration the exchange was decided with.
     cfg: Arc<Config>,
+    /// The caller's request as a replay would send it again.
+    request: Option<KeptRequest>,
+}
+
+/// Who a request is decided for.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// A caller: its headers say its account; the rollout may serve it; sampled.
+    Caller,
+    /// A recorded exchange sent again (`shadowdiff replay`): its account by name; never served,
+    /// never sampled out, never a write.
+    Replay { account: Option<&'a str> },
+}
+
+/// The caller's request as an exchange keeps it (side `request`): the method, the path with its
+/// query (the values of secret-looking parameters masked) and a JSON body, redacted as the
+/// responses are. Never the caller's headers (its credentials).
+#[derive(Debug, Clone)]
+pub struct KeptRequest {
+    method: String,
+    target: String,
+    body: Bytes,
+}
+
+impl KeptRequest {
+    fn of(parts: &http::request::Parts, body: &Bytes) -> Option<Self> {
+        let target = match parts.uri.query() {
+            Some(q) => {
+                let masked = crate::mask::url(&format!("x://h{}?{q}", parts.uri.path()));
+                masked.strip_prefix("x://h")?.to_owned()
+            }
+            None => parts.uri.path().to_owned(),
+        };
+        Some(Self {
+            method: parts.method.to_string(),
+            target,
+            body: body.clone(),
+        })
+    }
+
+    /// The stored side: `None` for a body that is not JSON (the exchange cannot be replayed).
+    fn stored(self, cfg: &Config) -> Option<crate::record::StoredBody> {
+        let body = if self.body.is_empty() {
+            None
+        } else {
+            let mut doc = crate::diff::parse_json(&self.body).ok()?;
+            crate::redact::redact_document(&mut doc, &cfg.store.redact_fields);
+            Some(crate::record::BodyText::new(doc.to_string()))
+        };
+        Some(crate::record::StoredBody {
+            side: "request",
+            status: None,
+            headers: serde_json::json!({"method": self.method, "target": self.target}),
+            body,
+        })
+    }
 }
 
 impl Mirror {
@@ -1001,6 +1133,7 @@ impl Mirror {
             (self.candidate, self.premapped),
             secondary,
             self.cfg,
+            self.request,
         );
     }
 }

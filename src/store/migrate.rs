@@ -59,7 +59,34 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SQLITE_V7,
         postgres: POSTGRES_V7,
     },
+    Migration {
+        version: 8,
+        description: "replay_sets: named sets of exchanges replayed as a regression suite",
+        sqlite: SQLITE_V8,
+        postgres: POSTGRES_V8,
+    },
 ];
+
+/// Saved replay sets (see `replay_sets.rs`).
+const SQLITE_V8: &str = "
+CREATE TABLE IF NOT EXISTS replay_sets(
+    name TEXT NOT NULL,
+    exchange_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    saved_at TEXT NOT NULL,
+    PRIMARY KEY(name, exchange_id)
+);
+";
+
+const POSTGRES_V8: &str = r#"
+CREATE TABLE replay_sets(
+    name text COLLATE "C" NOT NULL,
+    exchange_id bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    saved_at timestamptz NOT NULL,
+    PRIMARY KEY(name, exchange_id)
+);
+"#;
 
 /// Triage (see `triage.rs`): one mark per (route, field pattern, kind), `kind` '' for every
 /// kind; the audit trail is only appended to.

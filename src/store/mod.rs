@@ -24,6 +24,7 @@ mod pg_reader;
 mod prune;
 mod query;
 mod rediffs;
+mod replay_sets;
 mod rollout;
 mod schema;
 mod sqlite;
@@ -44,6 +45,7 @@ pub use query::{
     NoiseOnly, OutcomeCount, Reader, Side, Spend, VersionRow,
 };
 pub use rediffs::{record_rediffs, RediffRow};
+pub use replay_sets::save_replay_set;
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
 pub use schema::{open, SCHEMA_VERSION};
 pub use triage::record_triage;

@@ -192,6 +192,14 @@ impl Reader for PgReader {
         super::rediffs::pg_rediffs(&mut c, from, to).map_err(|e| self.err(e))
     }
 
+    fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::replay_sets::pg_set(&mut c, name).map_err(|e| self.err(e))
+    }
+
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
         let mut c = self
             .client

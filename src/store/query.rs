@@ -358,6 +358,9 @@ pub trait Reader {
         to: SystemTime,
     ) -> Result<Vec<super::RediffRow>, StoreError>;
 
+    /// A saved replay set's exchanges: (id, started_at), oldest first (empty: no such set).
+    fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError>;
+
     /// The triage marks, by route, field and kind (expired ones included).
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError>;
 

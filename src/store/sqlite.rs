@@ -226,6 +226,10 @@ impl Reader for Connection {
         Ok(super::rollout::sqlite_events(self, from, to, limit)?)
     }
 
+    fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(super::replay_sets::sqlite_set(self, name)?)
+    }
+
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
         Ok(super::triage::sqlite_marks(self)?)
     }

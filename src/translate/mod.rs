@@ -738,6 +738,11 @@ impl Accounts {
         self.by_hash.is_empty()
     }
 
+    /// The account of this name (a replayed exchange names its account).
+    pub fn named(&self, name: &str) -> Option<&Account> {
+        self.by_hash.values().find(|a| a.name == name)
+    }
+
     /// The account of a request, if its key is known.
     pub fn lookup(
         &self,

@@ -1,0 +1,188 @@
+//! `replay`: recorded requests sent again to a candidate, judged against what was recorded.
+
+use super::mapping_loop::{print_summary, record_summary, skipped_text};
+use super::*;
+use crate::rediff::{Proposed, Rediff};
+use crate::replay::Pick;
+
+/// Kept exchanges read at most (a window, or a saved set).
+const MAX_READ: usize = 100_000;
+
+pub(super) struct ReplayArgs {
+    pub since: Option<std::time::Duration>,
+    pub route: Option<String>,
+    pub candidate: Option<String>,
+    pub pick: Pick,
+    pub limit: usize,
+    pub save: Option<String>,
+    pub set: Option<String>,
+    pub format: GateFormat,
+    pub record: bool,
+    pub db: Option<PathBuf>,
+}
+
+pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = config_or_defaults(config, explicit)?;
+    if let Some(r) = &a.route {
+        if r != crate::record::UNMATCHED && !cfg.routes.iter().any(|x| &x.name == r) {
+            return Err(UsageError(format!("no route named {r:?} in {}", config.display())).into());
+        }
+    }
+    if let Some(url) = &a.candidate {
+        let uri: http::Uri = url
+            .parse()
+            .ok()
+            .filter(|u: &http::Uri| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            })
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--candidate {url:?}: an http:// or https:// base URL"
+                ))
+            })?;
+        cfg.candidate.base_url = Some(uri);
+    }
+    if cfg.candidate.base_url.is_none() {
+        return Err(UsageError(
+            "no candidate to replay to: set [candidate] base_url or pass --candidate URL".into(),
+        )
+        .into());
+    }
+    let location = super::store_location(a.db, &cfg);
+    let store = open_existing(&location)?;
+    // The exchanges: a saved set, or the window's kept ones.
+    let (from, to, route) = match &a.set {
+        Some(name) => {
+            let set = store.replay_set(name)?;
+            let (Some(first), Some(last)) = (
+                set.iter().map(|(_, at)| at.as_str()).min(),
+                set.iter().map(|(_, at)| at.as_str()).max(),
+            ) else {
+                return Err(
+                    UsageError(format!("no replay set named {name:?} in the store")).into(),
+                );
+            };
+            let t = |s: &str| parse_time(s).map_err(UsageError);
+            (
+                t(first)? - std::time::Duration::from_secs(1),
+                t(last)? + std::time::Duration::from_secs(1),
+                None,
+            )
+        }
+        None => {
+            let (from, to) = window(a.since, None, None);
+            (from, to, a.route.as_deref().map(RouteKey::parse))
+        }
+    };
+    let filter = store::Filter {
+        from,
+        to,
+        route,
+        account: None,
+        mapping_version: None,
+    };
+    let mut pairs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.kept_pairs(&filter, after, 256)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        pairs.extend(page);
+        if pairs.len() >= MAX_READ {
+            break;
+        }
+    }
+    let mut missing = 0;
+    if let Some(name) = &a.set {
+        let set = store.replay_set(name)?;
+        let ids: std::collections::HashSet<i64> = set.iter().map(|(id, _)| *id).collect();
+        pairs.retain(|p| ids.contains(&p.id));
+        missing = crate::replay::missing(&set, &pairs);
+    } else {
+        pairs = crate::replay::pick(pairs, a.pick);
+        pairs.truncate(a.limit);
+    }
+    if let Some(name) = &a.save {
+        let members: Vec<(i64, String)> =
+            pairs.iter().map(|p| (p.id, p.started_at.clone())).collect();
+        store::save_replay_set(&location, name, &members)?;
+    }
+    let runner = crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)?;
+    let mut rediff = Rediff::new(&cfg, &runner, Proposed::default());
+    rediff.learn_noise(&*store, &pairs)?;
+    let exe = std::env::current_exe().context("finding this binary (the mapping workers)")?;
+    let target = cfg
+        .candidate
+        .base_url
+        .as_ref()
+        .map(|u| crate::mask::url(&u.to_string()))
+        .unwrap_or_default();
+    let shared = std::sync::Arc::new(cfg.clone());
+    let (shadow, writer, runtime) = crate::server::replay_shadow(&shared, exe)?;
+    // The crosswalk as the store holds it: a request's legacy ids become the candidate's.
+    for pair in store.id_pairs(usize::MAX)? {
+        let max = cfg
+            .ids
+            .iter()
+            .find(|k| k.name == pair.kind)
+            .map_or(crate::ids::DEFAULT_MAX_PAIRS, |k| k.max_pairs);
+        shadow.ids.adopt(&pair, max);
+    }
+    let mut replayed = crate::replay::run(&shadow, &runtime, &rediff, pairs);
+    if missing > 0 {
+        *replayed.summary.skipped.entry("pruned".into()).or_default() += missing as u64;
+    }
+    drop(shadow);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    writer.close();
+    let summary = &replayed.summary;
+    let source = format!("replay to {target}");
+    if a.record && summary.exchanges > 0 {
+        record_summary(&location, summary, &source, (from, to))?;
+    }
+    let broken: u64 = summary.routes.iter().map(|r| r.broken_count).sum();
+    let secs = replayed.elapsed.as_secs_f64();
+    match a.format {
+        GateFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "window": {"from": rfc3339(from), "to": rfc3339(to)},
+                "set": a.set,
+                "saved": a.save,
+                "candidate": target,
+                "sent": replayed.sent,
+                "seconds": secs,
+                "per_second": if secs > 0.0 { replayed.sent as f64 / secs } else { 0.0 },
+                "recorded": a.record && summary.exchanges > 0,
+                "summary": summary,
+            }))?
+        ),
+        GateFormat::Text => {
+            let skipped: u64 = summary.skipped.values().sum();
+            outln!(
+                "replay to {target} of {}: {} request{} sent in {secs:.2} s, {} exchange{} judged{}",
+                match &a.set {
+                    Some(n) => format!("the set {n:?}"),
+                    None => format!(
+                        "the last {}",
+                        humantime::format_duration(a.since.unwrap_or(DEFAULT_WINDOW))
+                    ),
+                },
+                replayed.sent,
+                if replayed.sent == 1 { "" } else { "s" },
+                summary.exchanges,
+                if summary.exchanges == 1 { "" } else { "s" },
+                skipped_text(summary, skipped)
+            );
+            if let Some(n) = &a.save {
+                outln!("saved as the set {n:?} (replay it with --set {n})");
+            }
+            print_summary(summary, a.record);
+        }
+    }
+    Ok(if broken > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

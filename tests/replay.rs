@@ -1,0 +1,263 @@
+//! `shadowdiff replay` (#32) through the real binary: traffic recorded against a candidate with
+//! a bug, the candidate fixed, then the recorded requests replayed: the fixed field goes to 0
+//! and nothing else changes; a write is never replayed; a saved set runs as a regression suite
+//! with an exit code; a candidate 429 pauses the replay as it pauses live traffic.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{json, Value};
+use support::process::*;
+use support::*;
+
+/// What the candidate does: 0 its bug (`status` upper-cased), 1 fixed, 2 fixed but its
+/// company answer broken, 3 every answer a 429.
+const BUGGY: usize = 0;
+const FIXED: usize = 1;
+const COMPANY_BROKEN: usize = 2;
+const RATE_LIMITED: usize = 3;
+
+fn run(dir: &Path, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["--config", "sd.toml"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        format!("{stdout}{stderr}"),
+    )
+}
+
+fn route<'a>(out: &'a Value, name: &str) -> &'a Value {
+    out["summary"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == name)
+        .unwrap_or_else(|| panic!("no route {name} in {out}"))
+}
+
+/// (field, kind) → (recorded, now) of a route.
+fn fields(out: &Value, name: &str) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<(String, u64, u64)> = route(out, name)["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                format!(
+                    "{} {}",
+                    f["field"].as_str().unwrap(),
+                    f["kind"].as_str().unwrap()
+                ),
+                f["recorded"].as_u64().unwrap(),
+                f["now"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_candidate_is_checked_on_recorded_traffic() {
+    let legacy = Upstream::start(|s| {
+        if s.uri == "/company" {
+            return Reply::json(json!({"id": "co-1", "name": "Acme"}));
+        }
+        if s.method == "POST" {
+            return Reply::json(json!({"created": true}));
+        }
+        let id: u64 = s
+            .uri
+            .trim_start_matches("/people/")
+            .split('?')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Reply::json(json!({"id": id, "status": "active", "start_date": "2015-01-01"}))
+    })
+    .await;
+    let mode = Arc::new(AtomicUsize::new(BUGGY));
+    let m = mode.clone();
+    let candidate = Upstream::start(move |s| {
+        let mode = m.load(Ordering::SeqCst);
+        if mode == RATE_LIMITED {
+            return Reply::json(json!({"error": "slow down"}))
+                .status(429)
+                .header("retry-after", "60");
+        }
+        if s.uri == "/company" {
+            let name = if mode == COMPANY_BROKEN {
+                "ACME INC"
+            } else {
+                "Acme"
+            };
+            return Reply::json(json!({"id": "co-1", "name": name}));
+        }
+        if s.method == "POST" {
+            return Reply::json(json!({"created": true}));
+        }
+        let id: u64 = s
+            .uri
+            .trim_start_matches("/people/")
+            .split('?')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let status = if mode == BUGGY { "ACTIVE" } else { "active" };
+        // The start date stays wrong: only the status is fixed.
+        Reply::json(json!({"id": id, "status": status, "start_date": "2015-01-01T00:00:00Z"}))
+    })
+    .await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "bodies = \"sampled\"\nbody_sample = 1.0\nmatch_sample = 1.0\n".into();
+    cfg.rest = "[shadow]\nmax_in_flight = 1\n\
+                [[routes]]\nname = \"people\"\nmethod = \"GET\"\npath = \"/people/{id}\"\n\
+                [[routes]]\nname = \"company\"\nmethod = \"GET\"\npath = \"/company\"\n\
+                [[routes]]\nname = \"create\"\nmethod = \"POST\"\npath = \"/people\"\nmirror = true\n"
+        .into();
+    let p = start(cfg, None).await;
+    // One at a time (`max_in_flight = 1`): each exchange recorded before the next request.
+    for i in 1..=6 {
+        assert_eq!(
+            get(&p.url(&format!("/people/{i}?expand=manager")))
+                .await
+                .status,
+            200
+        );
+        tokio::task::block_in_place(|| p.wait_rows(i));
+    }
+    assert_eq!(get(&p.url("/company")).await.status, 200);
+    tokio::task::block_in_place(|| p.wait_rows(7));
+    for n in 8..=9 {
+        let req = Request::post(p.url("/people"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(r#"{"name": "Ada"}"#)))
+            .unwrap();
+        assert_eq!(send(req).await.status, 200);
+        tokio::task::block_in_place(|| p.wait_rows(n));
+    }
+    let dir = p.dir.path().to_owned();
+    let kept = query(
+        &p.db(),
+        "SELECT count(*) FROM bodies WHERE side = 'request'",
+    );
+    assert_eq!(
+        kept[0][0],
+        9,
+        "every exchange kept its request: {:?}",
+        query(&p.db(), "SELECT e.id, e.route, e.outcome, b.side FROM exchanges e LEFT JOIN bodies b ON b.exchange_id = e.id ORDER BY e.id")
+    );
+
+    // The candidate is fixed; the recorded requests go to it again.
+    mode.store(FIXED, Ordering::SeqCst);
+    let before = candidate.seen().len();
+    let (code, out, text) =
+        tokio::task::block_in_place(|| run(&dir, &["replay", "--since", "1h", "--format", "json"]));
+    assert_eq!(code, 0, "{text}");
+    let seen: Vec<_> = candidate.seen()[before..].to_vec();
+    // Six reads and the company, as the proxy sends them (the query kept); never the writes.
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert!(seen.iter().all(|s| s.method == "GET"), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.uri == "/people/3?expand=manager"),
+        "{seen:?}"
+    );
+    assert_eq!(out["sent"], 7, "{text}");
+    assert_eq!(out["summary"]["skipped"]["not_mirrored"], 2, "{text}");
+    // The fixed field goes to 0; the start date is as it was.
+    assert_eq!(
+        fields(&out, "people"),
+        vec![
+            ("/start_date changed".to_owned(), 6, 6),
+            ("/status changed".to_owned(), 6, 0),
+        ],
+        "{text}"
+    );
+    assert_eq!(route(&out, "people")["changed_count"], 6);
+    assert_eq!(route(&out, "people")["broken_count"], 0);
+    assert_eq!(route(&out, "company")["matched"], 1);
+
+    // A suite: one exchange per difference pattern and one that matched, per route.
+    let (code, out, text) = tokio::task::block_in_place(|| {
+        run(
+            &dir,
+            &[
+                "replay",
+                "--since",
+                "1h",
+                "--pick",
+                "per-pattern",
+                "--save",
+                "suite",
+                "--format",
+                "json",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(out["saved"], "suite");
+    let members = query(
+        &p.db(),
+        "SELECT count(*) FROM replay_sets WHERE name = 'suite'",
+    );
+    // people: the first exchange has both patterns; company: its match; create: its match.
+    assert_eq!(members[0][0], 3, "{text}");
+    // The suite from CI: passes while nothing that matched is broken, fails when one is, and
+    // records its result beside the rediffs.
+    let (code, _, text) = tokio::task::block_in_place(|| run(&dir, &["replay", "--set", "suite"]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("replay to http://127.0.0.1:"), "{text}");
+    mode.store(COMPANY_BROKEN, Ordering::SeqCst);
+    let (code, out, text) = tokio::task::block_in_place(|| {
+        run(
+            &dir,
+            &["replay", "--set", "suite", "--record", "--format", "json"],
+        )
+    });
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(route(&out, "company")["broken_count"], 1, "{text}");
+    let (_, report, text) =
+        tokio::task::block_in_place(|| run(&dir, &["report", "--since", "1h", "--format", "json"]));
+    let rediffs = report["rediffs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        rediffs.iter().any(|r| r["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("replay to http://127.0.0.1:")),
+        "{text}"
+    );
+    assert!(
+        tokio::task::block_in_place(|| { run(&dir, &["replay", "--set", "nope"]) })
+            .2
+            .contains("no replay set named \"nope\"")
+    );
+
+    // The candidate's quota: its 429 pauses the replay as it pauses live traffic (one call
+    // at a time here: `max_in_flight = 1`); the rest is skipped, never sent.
+    mode.store(RATE_LIMITED, Ordering::SeqCst);
+    let before = candidate.seen().len();
+    let (_, out, text) =
+        tokio::task::block_in_place(|| run(&dir, &["replay", "--since", "1h", "--format", "json"]));
+    assert_eq!(candidate.seen().len() - before, 1, "{text}");
+    assert_eq!(out["sent"], 1, "{text}");
+    assert_eq!(out["summary"]["skipped"]["rate_limited"], 6, "{text}");
+}
