@@ -16,7 +16,7 @@
 //!   `--set NAME` replays exactly those (a regression suite for CI: exit 1 when an exchange
 //!   that matched does not any more).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,27 +42,55 @@ pub enum Pick {
 /// is counted as skipped.
 const WAIT_FOR_BUDGET: Duration = Duration::from_secs(60);
 
-/// The exchanges chosen from `pairs` (in id order).
-pub fn pick(pairs: Vec<KeptPair>, how: Pick) -> Vec<KeptPair> {
-    match how {
-        Pick::All => pairs,
-        Pick::PerPattern => {
-            let mut covered: HashSet<(Option<String>, String, String)> = HashSet::new();
-            let mut matched: HashSet<Option<String>> = HashSet::new();
-            pairs
-                .into_iter()
-                .filter(|p| {
-                    if p.fields.is_empty() {
-                        return matched.insert(p.route.clone());
-                    }
+/// Chooses the exchanges to replay, page by page (in id order): [`Pick`], `limit` at most.
+pub struct Picker {
+    how: Pick,
+    limit: usize,
+    taken: usize,
+    covered: HashSet<(Option<String>, String, String)>,
+    matched: HashSet<Option<String>>,
+}
+
+impl Picker {
+    pub fn new(how: Pick, limit: usize) -> Self {
+        Self {
+            how,
+            limit,
+            taken: 0,
+            covered: HashSet::new(),
+            matched: HashSet::new(),
+        }
+    }
+
+    /// Whether no more can be taken.
+    pub fn full(&self) -> bool {
+        self.taken >= self.limit
+    }
+
+    /// The chosen exchanges of the next page.
+    pub fn take(&mut self, page: Vec<KeptPair>) -> Vec<KeptPair> {
+        let mut out = Vec::new();
+        for p in page {
+            if self.full() {
+                break;
+            }
+            let chosen = match self.how {
+                Pick::All => true,
+                Pick::PerPattern if p.fields.is_empty() => self.matched.insert(p.route.clone()),
+                Pick::PerPattern => {
                     let mut new = false;
                     for (f, k, _) in &p.fields {
-                        new |= covered.insert((p.route.clone(), f.clone(), k.clone()));
+                        new |= self.covered.insert((p.route.clone(), f.clone(), k.clone()));
                     }
                     new
-                })
-                .collect()
+                }
+            };
+            if chosen {
+                self.taken += 1;
+                out.push(p);
+            }
         }
+        out
     }
 }
 
@@ -197,65 +225,82 @@ pub struct Replayed {
     pub summary: Summary,
     /// Requests sent to the candidate.
     pub sent: u64,
+    /// Sending and judging.
     pub elapsed: Duration,
 }
 
-/// Replays `pairs` on `shadow`'s runtime, then judges each answer with `rediff` (today's
-/// mappings and rules, the noise and crosswalk it learned).
-pub fn run(
-    shadow: &Arc<Shadow>,
-    runtime: &tokio::runtime::Runtime,
-    rediff: &Rediff<'_>,
-    pairs: Vec<KeptPair>,
-) -> Replayed {
-    let started = Instant::now();
-    let answers: Vec<Sent> = runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, p) in pairs.iter().enumerate() {
-            let (shadow, p) = (shadow.clone(), p.clone());
-            tasks.spawn(async move { (i, send(&shadow, &p).await) });
-        }
-        let mut out: Vec<Option<Sent>> = (0..pairs.len()).map(|_| None).collect();
-        while let Some(done) = tasks.join_next().await {
-            if let Ok((i, sent)) = done {
-                out[i] = Some(sent);
-            }
-        }
-        out.into_iter()
-            .map(|s| s.unwrap_or(Sent::Skipped("internal_error")))
-            .collect()
-    });
-    let elapsed = started.elapsed();
-    let mut sent = 0;
-    let mut judged: Vec<Result<Judged, &'static str>> = Vec::with_capacity(pairs.len());
-    let mut fresh = Vec::new();
-    for (p, answer) in pairs.into_iter().zip(answers) {
-        match answer {
-            Sent::Skipped(why) => judged.push(Err(why)),
-            Sent::Answer(Err(why)) => {
-                sent += 1;
-                judged.push(Ok(rediff.judge_failed(&p, why)));
-            }
-            Sent::Answer(Ok(side)) => {
-                sent += 1;
-                let mut p = p;
-                p.sides
-                    .retain(|(n, _)| !matches!(n.as_str(), "candidate" | "candidate_raw"));
-                p.sides.push(("candidate_raw".into(), side));
-                fresh.push(p);
-            }
-        }
-    }
-    judged.extend(rediff.judge_all(&fresh));
-    Replayed {
-        summary: crate::rediff::summarize(judged),
-        sent,
-        elapsed,
-    }
+/// Replays batches of exchanges on a shadow's runtime and judges each answer with a rediff
+/// (today's mappings and rules, the noise and crosswalk it learned); only the verdicts are
+/// kept between batches, so memory stays bounded by a batch.
+pub struct Replayer<'a> {
+    shadow: &'a Arc<Shadow>,
+    runtime: &'a tokio::runtime::Runtime,
+    judged: Vec<Result<Judged, &'static str>>,
+    sent: u64,
+    started: Instant,
 }
 
-/// The ids a saved set holds that are not among `pairs` (pruned since, or their bodies gone).
-pub fn missing(set: &[(i64, String)], pairs: &[KeptPair]) -> usize {
-    let have: BTreeSet<i64> = pairs.iter().map(|p| p.id).collect();
-    set.iter().filter(|(id, _)| !have.contains(id)).count()
+impl<'a> Replayer<'a> {
+    pub fn new(shadow: &'a Arc<Shadow>, runtime: &'a tokio::runtime::Runtime) -> Self {
+        Self {
+            shadow,
+            runtime,
+            judged: Vec::new(),
+            sent: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sends a batch (concurrently, paced by the shadow's budgets) and judges it with `rediff`
+    /// (its noise learned for the batch's routes).
+    pub fn replay(&mut self, rediff: &Rediff<'_>, pairs: Vec<KeptPair>) {
+        let answers: Vec<Sent> = self.runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, p) in pairs.iter().enumerate() {
+                let (shadow, p) = (self.shadow.clone(), p.clone());
+                tasks.spawn(async move { (i, send(&shadow, &p).await) });
+            }
+            let mut out: Vec<Option<Sent>> = (0..pairs.len()).map(|_| None).collect();
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((i, sent)) = done {
+                    out[i] = Some(sent);
+                }
+            }
+            out.into_iter()
+                .map(|s| s.unwrap_or(Sent::Skipped("internal_error")))
+                .collect()
+        });
+        let mut fresh = Vec::new();
+        for (p, answer) in pairs.into_iter().zip(answers) {
+            match answer {
+                Sent::Skipped(why) => self.judged.push(Err(why)),
+                Sent::Answer(Err(why)) => {
+                    self.sent += 1;
+                    self.judged.push(Ok(rediff.judge_failed(&p, why)));
+                }
+                Sent::Answer(Ok(side)) => {
+                    self.sent += 1;
+                    let mut p = p;
+                    p.sides
+                        .retain(|(n, _)| !matches!(n.as_str(), "candidate" | "candidate_raw"));
+                    p.sides.push(("candidate_raw".into(), side));
+                    fresh.push(p);
+                }
+            }
+        }
+        self.judged.extend(rediff.judge_all(&fresh));
+    }
+
+    /// Counts exchanges that could not be replayed at all (a set's pruned members).
+    pub fn skip(&mut self, why: &'static str, n: usize) {
+        self.judged.extend((0..n).map(|_| Err(why)));
+    }
+
+    pub fn finish(self) -> Replayed {
+        Replayed {
+            summary: crate::rediff::summarize(self.judged),
+            sent: self.sent,
+            elapsed: self.started.elapsed(),
+        }
+    }
 }

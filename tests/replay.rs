@@ -261,3 +261,85 @@ async fn a_fixed_candidate_is_checked_on_recorded_traffic() {
     assert_eq!(out["sent"], 1, "{text}");
     assert_eq!(out["summary"]["skipped"]["rate_limited"], 6, "{text}");
 }
+
+/// A request whose query held a secret is kept masked (the secret never reaches the store) and
+/// never replayed with the mask; on PostgreSQL, a saved set is kept and replayed as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_and_sets_work_on_postgresql() {
+    let legacy = Upstream::json(json!({"id": 1, "status": "active"})).await;
+    let candidate = Upstream::json(json!({"id": 1, "status": "ACTIVE"})).await;
+    let url = tokio::task::block_in_place(support::pg::database);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [legacy]\nbase_url = \"{}\"\n[candidate]\nbase_url = \"{}\"\n\
+             [store]\nurl = \"{url}\"\nbodies = \"always\"\nbody_sample = 1.0\n\
+             [[routes]]\nname = \"people\"\npath = \"/people/{{id}}\"\n",
+            legacy.url(),
+            candidate.url()
+        ),
+    )
+    .unwrap();
+    let p = tokio::task::spawn_blocking(move || Proc::start_in(dir, "sd.toml", &[], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&p.url("/people/1?api_key=s3cret-value&x=1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(&p.url("/people/2?x=1")).await.status, 200);
+    let pg = |sql: &str| -> Vec<String> {
+        tokio::task::block_in_place(|| {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        })
+    };
+    let kept = poll(std::time::Duration::from_secs(20), || {
+        let v = pg("SELECT headers FROM bodies WHERE side = 'request' ORDER BY exchange_id");
+        (v.len() == 2).then_some(v)
+    })
+    .expect("both requests kept");
+    assert!(kept[0].contains("api_key=***&x=1"), "{kept:?}");
+    let everything = pg("SELECT string_agg(coalesce(headers, ''), ' ') FROM bodies");
+    assert!(!everything[0].contains("s3cret-value"), "{everything:?}");
+    let dir = p.dir.path().to_owned();
+    let before = candidate.seen().len();
+    let (code, out, text) = tokio::task::block_in_place(|| {
+        run(
+            &dir,
+            &["replay", "--since", "1h", "--save", "s", "--format", "json"],
+        )
+    });
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(out["summary"]["skipped"]["secret_in_query"], 1, "{text}");
+    assert_eq!(out["sent"], 1, "{text}");
+    let seen = candidate.seen();
+    assert_eq!(seen.len() - before, 1);
+    // As a live request is sent: `x` is not in `[candidate] forward_query`.
+    let live = candidate.seen()[..before]
+        .iter()
+        .find(|s| s.uri.starts_with("/people/2"))
+        .unwrap()
+        .uri
+        .clone();
+    assert_eq!(seen.last().unwrap().uri, live);
+    // The set, kept and replayed on PostgreSQL.
+    assert_eq!(
+        pg("SELECT count(*)::text FROM replay_sets WHERE name = 's'"),
+        vec!["2"]
+    );
+    let (code, out, text) =
+        tokio::task::block_in_place(|| run(&dir, &["replay", "--set", "s", "--format", "json"]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(out["sent"], 1, "{text}");
+    assert_eq!(route(&out, "people")["exchanges"], 1, "{text}");
+}

@@ -28,8 +28,11 @@ base_url = "http://127.0.0.1:18182"
 [store]
 path = "$work/replay.db"
 bodies = "always"
+body_sample = 1.0
+match_sample = 1.0
+body_budget = "4GiB"
 [shadow]
-max_in_flight = 64
+max_in_flight = 4096
 TOML
 for port in 18181 18182; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.05; done
@@ -46,11 +49,17 @@ for page in range(1, n + 1):
     c.getresponse().read()
 PY
 kill -TERM "$serve"; wait "$serve" || true
+sqlite3 "$work/replay.db" "select outcome, coalesce(reason, ''), count(*) from exchanges group by 1, 2"
 echo "recorded: $(sqlite3 "$work/replay.db" "select count(*) from exchanges") exchanges, $(sqlite3 "$work/replay.db" "select count(*) from bodies where side = 'request'") with their request"
+cat > "$work/show.py" <<'PY'
+import json, sys
+o = json.load(sys.stdin)
+s = o["summary"]
+print(f"replay: sent {o['sent']} in {o['seconds']:.2f} s = {o['per_second']:.0f}/s; judged {s['exchanges']}, skipped {s['skipped']}")
+PY
 for i in 1 2 3; do
   /usr/bin/time -f "  wall %e s, user %U s, sys %S s, max RSS %M KB" \
-    "$bin" --config "$work/sd.toml" replay --since 1h --limit "$n" --format json 2>"$work/time" \
-    | python3 -c 'import json,sys; o=json.load(sys.stdin); s=o["summary"]; print(f"replay: sent {o[\"sent\"]} in {o[\"seconds\"]:.2f} s = {o[\"per_second\"]:.0f}/s; judged {s[\"exchanges\"]}, skipped {s[\"skipped\"]}")' \
-    || true
-  cat "$work/time"
+    "$bin" --config "$work/sd.toml" replay --since 1h --limit "$n" --format json 2>"$work/time" >"$work/out.json" || true
+  python3 "$work/show.py" <"$work/out.json" || head -c 600 "$work/out.json"
+  tail -3 "$work/time"
 done

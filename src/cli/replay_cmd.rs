@@ -5,8 +5,8 @@ use super::*;
 use crate::rediff::{Proposed, Rediff};
 use crate::replay::Pick;
 
-/// Kept exchanges read at most (a window, or a saved set).
-const MAX_READ: usize = 100_000;
+/// Kept exchanges read, chosen, sent and judged at a time (the memory a replay holds).
+const PAGE: usize = 256;
 
 pub(super) struct ReplayArgs {
     pub since: Option<std::time::Duration>,
@@ -81,35 +81,18 @@ pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow
         account: None,
         mapping_version: None,
     };
-    let mut pairs = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.kept_pairs(&filter, after, 256)?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        pairs.extend(page);
-        if pairs.len() >= MAX_READ {
-            break;
-        }
-    }
-    let mut missing = 0;
-    if let Some(name) = &a.set {
-        let set = store.replay_set(name)?;
-        let ids: std::collections::HashSet<i64> = set.iter().map(|(id, _)| *id).collect();
-        pairs.retain(|p| ids.contains(&p.id));
-        missing = crate::replay::missing(&set, &pairs);
-    } else {
-        pairs = crate::replay::pick(pairs, a.pick);
-        pairs.truncate(a.limit);
-    }
-    if let Some(name) = &a.save {
-        let members: Vec<(i64, String)> =
-            pairs.iter().map(|p| (p.id, p.started_at.clone())).collect();
-        store::save_replay_set(&location, name, &members)?;
-    }
+    let set_ids: Option<std::collections::HashSet<i64>> = match &a.set {
+        Some(name) => Some(
+            store
+                .replay_set(name)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+        ),
+        None => None,
+    };
     let runner = crate::mapping::runner::Runner::for_this_binary(cfg.mappings.workers)?;
     let mut rediff = Rediff::new(&cfg, &runner, Proposed::default());
-    rediff.learn_noise(&*store, &pairs)?;
     let exe = std::env::current_exe().context("finding this binary (the mapping workers)")?;
     let target = cfg
         .candidate
@@ -128,9 +111,37 @@ pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow
             .map_or(crate::ids::DEFAULT_MAX_PAIRS, |k| k.max_pairs);
         shadow.ids.adopt(&pair, max);
     }
-    let mut replayed = crate::replay::run(&shadow, &runtime, &rediff, pairs);
-    if missing > 0 {
-        *replayed.summary.skipped.entry("pruned".into()).or_default() += missing as u64;
+    // Page by page: read, choose, send, judge; only the verdicts are kept.
+    let mut picker = match &set_ids {
+        Some(ids) => crate::replay::Picker::new(Pick::All, ids.len()),
+        None => crate::replay::Picker::new(a.pick, a.limit),
+    };
+    let mut chosen: Vec<(i64, String)> = Vec::new();
+    let mut found = 0;
+    let mut after = 0;
+    let mut replayer = crate::replay::Replayer::new(&shadow, &runtime);
+    loop {
+        let mut page = store.kept_pairs(&filter, after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        if let Some(ids) = &set_ids {
+            page.retain(|p| ids.contains(&p.id));
+        }
+        let page = picker.take(page);
+        found += page.len();
+        chosen.extend(page.iter().map(|p| (p.id, p.started_at.clone())));
+        rediff.learn_noise(&*store, &page)?;
+        replayer.replay(&rediff, page);
+        if picker.full() {
+            break;
+        }
+    }
+    if let Some(ids) = &set_ids {
+        replayer.skip("pruned", ids.len().saturating_sub(found));
+    }
+    let replayed = replayer.finish();
+    if let Some(name) = &a.save {
+        store::save_replay_set(&location, name, &chosen)?;
     }
     drop(shadow);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
