@@ -260,6 +260,49 @@ async fn a_fixed_candidate_is_checked_on_recorded_traffic() {
     assert_eq!(candidate.seen().len() - before, 1, "{text}");
     assert_eq!(out["sent"], 1, "{text}");
     assert_eq!(out["summary"]["skipped"]["rate_limited"], 6, "{text}");
+
+    // A store edited by hand: a request aimed at another host, one climbing above its root and
+    // a write on a read route are never sent; legacy is never called by a replay.
+    mode.store(FIXED, Ordering::SeqCst);
+    let legacy_calls = legacy.seen().len();
+    let db = p.db();
+    let set = |id: i64, head: &str| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute(
+            "UPDATE bodies SET headers = ?1 WHERE exchange_id = ?2 AND side = 'request'",
+            rusqlite::params![head, id],
+        )
+        .unwrap();
+    };
+    let elsewhere = format!(
+        r#"{{"method": "GET", "target": "{}/people/1"}}"#,
+        legacy.url()
+    );
+    set(1, &elsewhere);
+    set(
+        2,
+        r#"{"method": "GET", "target": "//127.0.0.1:1/people/2"}"#,
+    );
+    set(3, r#"{"method": "GET", "target": "/people/../../admin"}"#);
+    set(4, r#"{"method": "DELETE", "target": "/people/4"}"#);
+    let before = candidate.seen().len();
+    let (_, out, text) =
+        tokio::task::block_in_place(|| run(&dir, &["replay", "--since", "1h", "--format", "json"]));
+    let skipped = &out["summary"]["skipped"];
+    assert_eq!(skipped["bad_request"], 2, "{text}");
+    assert_eq!(skipped["unsafe_path"], 1, "{text}");
+    assert_eq!(skipped["not_mirrored"], 3, "{text}");
+    let seen: Vec<String> = candidate.seen()[before..]
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.starts_with("GET /people/") || s == "GET /company"),
+        "{seen:?}"
+    );
+    assert_eq!(legacy.seen().len(), legacy_calls, "a replay called legacy");
 }
 
 /// A request whose query held a secret is kept masked (the secret never reaches the store) and

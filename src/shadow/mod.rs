@@ -641,9 +641,31 @@ impl Shadow {
         body: Bytes,
         account: Option<&str>,
     ) -> Result<Candidate, (&'static str, String)> {
+        // As the proxy takes a caller's: the path only (origin form), dot-segments removed, a
+        // path that climbs above its root never sent.
+        let bad = |why: String| ("bad_request", why);
+        if !target.starts_with('/') || target.starts_with("//") {
+            return Err(bad(format!("{target:?}: not a path")));
+        }
         let uri: http::Uri = target
             .parse()
-            .map_err(|e| ("bad_request", format!("{target:?}: {e}")))?;
+            .map_err(|e| bad(format!("{target:?}: {e}")))?;
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(bad(format!("{target:?}: not a path")));
+        }
+        let normal = translate::normalize_path(uri.path());
+        if normal.escapes {
+            return Err((
+                SkipReason::UnsafePath.as_str(),
+                format!("{target:?} climbs above its root"),
+            ));
+        }
+        let uri: http::Uri = match uri.query() {
+            Some(q) => format!("{}?{q}", normal.path),
+            None => normal.path.clone(),
+        }
+        .parse()
+        .map_err(|e| bad(format!("{target:?}: {e}")))?;
         let mut req = Request::builder().method(method).uri(uri);
         if !body.is_empty() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
