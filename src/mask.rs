@@ -28,6 +28,10 @@ fn secret_param(name: &str) -> bool {
         "code",
         "assertion",
         "bearer",
+        "sid",
+        "ticket",
+        "hmac",
+        "pw",
     ]
     .iter()
     .any(|s| n.contains(s))
@@ -84,14 +88,30 @@ fn masked_query_in(s: &str) -> String {
 }
 
 fn query_masked(query: &str) -> String {
-    query
-        .split('&')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if secret_param(k) => format!("{k}={MASK}"),
-            _ => p.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    // `&` and `;` both separate parameters (some servers take either).
+    let mut out = String::with_capacity(query.len());
+    for p in query.split_inclusive(['&', ';']) {
+        let (p, sep) = match p.strip_suffix(['&', ';']) {
+            Some(rest) => (rest, &p[rest.len()..]),
+            None => (p, ""),
+        };
+        match p.split_once('=') {
+            Some((k, _)) if secret_param(k) => {
+                out.push_str(k);
+                out.push('=');
+                out.push_str(MASK);
+            }
+            _ => out.push_str(p),
+        }
+        out.push_str(sep);
+    }
+    out
+}
+
+/// Whether a member or parameter name says its value is a credential (`password`, `api_key`,
+/// `token`, ...): the same names [`url`] masks.
+pub fn secret_name(name: &str) -> bool {
+    secret_param(name)
 }
 
 /// Whether `c` may be part of a URL's scheme.
@@ -208,6 +228,14 @@ mod tests {
         for (given, shown) in cases {
             assert_eq!(url(given), shown, "{given}");
         }
+    }
+
+    #[test]
+    fn session_ids_tickets_and_semicolon_separated_parameters_are_masked() {
+        assert_eq!(
+            url("/people/q1?sid=S1&pw=S2&ticket=S3&a=1;api_key=S4&hmac=S5;b=2"),
+            "/people/q1?sid=***&pw=***&ticket=***&a=1;api_key=***&hmac=***;b=2"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ const WAIT_FOR_BUDGET: Duration = Duration::from_secs(60);
 /// Chooses the exchanges to replay, page by page (in id order): [`Pick`], `limit` at most.
 pub struct Picker {
     how: Pick,
+    max_body: usize,
     limit: usize,
     taken: usize,
     covered: HashSet<(Option<String>, String, String)>,
@@ -52,9 +53,11 @@ pub struct Picker {
 }
 
 impl Picker {
-    pub fn new(how: Pick, limit: usize) -> Self {
+    /// `max_body`: `[shadow] max_body` (a request larger is never sent, so never chosen).
+    pub fn new(how: Pick, limit: usize, max_body: usize) -> Self {
         Self {
             how,
+            max_body,
             limit,
             taken: 0,
             covered: HashSet::new(),
@@ -76,6 +79,8 @@ impl Picker {
             }
             let chosen = match self.how {
                 Pick::All => true,
+                // A suite is made of exchanges that can be sent again.
+                Pick::PerPattern if resend(&p, self.max_body).is_err() => false,
                 Pick::PerPattern if p.fields.is_empty() => self.matched.insert(p.route.clone()),
                 Pick::PerPattern => {
                     let mut new = false;
@@ -101,7 +106,7 @@ struct Resend {
     body: Bytes,
 }
 
-fn resend(p: &KeptPair) -> Result<Resend, &'static str> {
+fn resend(p: &KeptPair, max_body: usize) -> Result<Resend, &'static str> {
     let side = p.side("request").ok_or("no_request")?;
     let head: serde_json::Value = side
         .headers
@@ -117,6 +122,12 @@ fn resend(p: &KeptPair) -> Result<Resend, &'static str> {
         return Err("secret_in_query");
     }
     let body = side.body.clone().unwrap_or_default();
+    if body.len() > max_body {
+        return Err("too_large");
+    }
+    if !body.is_empty() && crate::diff::parse_json(body.as_bytes()).is_err() {
+        return Err("request_body");
+    }
     if body.contains(REDACTED) {
         return Err("request_redacted");
     }
@@ -191,11 +202,13 @@ enum Sent {
     Skipped(&'static str),
     /// Sent: the answer, or why there is none to compare.
     Answer(Result<KeptSide, String>),
+    /// Sent, and answered 429: the candidate's quota, nothing to judge (`rate_limited`).
+    Limited,
 }
 
 /// Sends one exchange again; waits (bounded) while the shadow's own budgets are full.
 async fn send(shadow: &Arc<Shadow>, p: &KeptPair) -> Sent {
-    let r = match resend(p) {
+    let r = match resend(p, shadow.config().shadow.max_body) {
         Ok(r) => r,
         Err(why) => return Sent::Skipped(why),
     };
@@ -206,10 +219,16 @@ async fn send(shadow: &Arc<Shadow>, p: &KeptPair) -> Sent {
                 r.method.clone(),
                 &r.target,
                 r.body.clone(),
-                p.account.as_deref(),
+                (p.account.as_deref(), p.route.as_deref()),
             )
             .await
         {
+            // The candidate's quota, not its answer: nothing to judge (the account is paused).
+            Ok(Candidate::Response { status, .. })
+                if status == http::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                return Sent::Limited
+            }
             Ok(c) => return Sent::Answer(kept_answer(c, &shadow.config())),
             // `max_rps` and `max_in_flight` pace a replay, as they pace live traffic.
             Err(("max_rps" | "overload", _)) if Instant::now() < deadline => {
@@ -274,6 +293,10 @@ impl<'a> Replayer<'a> {
         for (p, answer) in pairs.into_iter().zip(answers) {
             match answer {
                 Sent::Skipped(why) => self.judged.push(Err(why)),
+                Sent::Limited => {
+                    self.sent += 1;
+                    self.judged.push(Err("rate_limited"));
+                }
                 Sent::Answer(Err(why)) => {
                     self.sent += 1;
                     self.judged.push(Ok(rediff.judge_failed(&p, why)));

@@ -144,8 +144,16 @@ fn text(name: &str, v: &str, required: bool) -> Result<(), TriageError> {
             v.len()
         )));
     }
-    if v.chars().any(char::is_control) {
-        return Err(TriageError(format!("{name}: no control characters")));
+    // Control characters, and the invisible ones that reorder or hide text in a terminal or a
+    // page (bidirectional overrides, zero-width characters).
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if v.chars().any(hidden) {
+        return Err(TriageError(format!(
+            "{name}: no control or invisible formatting characters"
+        )));
     }
     Ok(())
 }
@@ -156,9 +164,9 @@ impl Pattern {
     pub fn new(route: &str, field: &str, kind: Option<&str>) -> Result<Self, TriageError> {
         text("route", route, true)?;
         text("field", field, false)?;
-        if !(field.is_empty() || field.starts_with('/')) {
+        if !(field.is_empty() || field.starts_with('/') || field.starts_with('@')) {
             return Err(TriageError(format!(
-                "field {field:?}: a field pattern as reports print it (\"/individuals/*/status\")"
+                "field {field:?}: a field pattern as reports print it (\"/individuals/*/status\", \"@status\")"
             )));
         }
         let kind = kind.unwrap_or("");
@@ -231,22 +239,38 @@ impl Mark {
 /// midnight UTC, RFC 3339).
 pub fn parse_expiry(s: &str, now: std::time::SystemTime) -> Result<String, TriageError> {
     let s = s.trim();
+    let too_far = || {
+        TriageError(format!(
+            "expires {s:?}: at most {} years from now",
+            MAX_YEARS
+        ))
+    };
+    let limit = now + std::time::Duration::from_secs(MAX_YEARS * 365 * 86_400);
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(crate::record::rfc3339(now + d));
+        let at = now
+            .checked_add(d)
+            .filter(|t| *t <= limit)
+            .ok_or_else(too_far)?;
+        return Ok(crate::record::rfc3339(at));
     }
     let full = if s.len() == 10 {
         format!("{s}T00:00:00Z")
     } else {
         s.to_owned()
     };
-    humantime::parse_rfc3339_weak(&full)
-        .map(crate::record::rfc3339)
-        .map_err(|_| {
-            TriageError(format!(
-                "expires {s:?}: a duration from now (30d) or a time (2027-01-31, RFC 3339)"
-            ))
-        })
+    let at = humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        TriageError(format!(
+            "expires {s:?}: a duration from now (30d) or a UTC time (2027-01-31, 2027-01-31T12:00:00Z)"
+        ))
+    })?;
+    if at > limit {
+        return Err(too_far());
+    }
+    Ok(crate::record::rfc3339(at))
 }
+
+/// How far an expiry may be.
+pub const MAX_YEARS: u64 = 100;
 
 /// A change as the API takes it (`POST /api/triage`): `{"action": "mark" | "clear", "route",
 /// "field", "kind", "status", "reason", "ticket", "expires", "by"}`; `by` is needed (a
@@ -375,6 +399,15 @@ mod tests {
         )
         .is_err());
         assert!(mark(Status::Accepted, "bell\u{7}", None).is_err());
+        assert!(mark(Status::Accepted, "abc\u{202E}txt.exe", None).is_err());
+        let now = std::time::SystemTime::now();
+        assert!(
+            parse_expiry("2922000d", now).is_err(),
+            "past year 9999: refused, no panic"
+        );
+        assert!(parse_expiry("18446744073709551615s", now).is_err());
+        assert!(parse_expiry("30d", now).is_ok());
+        assert!(Pattern::new("people", "@status", None).is_ok());
         assert!(mark(Status::Accepted, &"x".repeat(MAX_TEXT + 1), None).is_err());
         assert!(
             Pattern::new("people", "status", None).is_err(),

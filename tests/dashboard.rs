@@ -446,6 +446,12 @@ async fn the_exchange_and_route_pages_tell_the_truth() {
     assert!(dom.contains("back to the overview"), "{dom}");
 
     // A bad parameter: a page with the way back, not raw JSON.
+    assert_eq!(
+        get(&p.admin_url("/route/p?since=1h&outcome=junk"))
+            .await
+            .status,
+        400
+    );
     let bad = get(&p.admin_url("/route/p?since=soon")).await;
     assert_eq!(bad.status, 400);
     assert!(bad.text().starts_with("<!doctype html>"), "{}", bad.text());

@@ -143,7 +143,7 @@ async fn marks_are_kept_shown_audited_and_honoured_by_the_gate() {
                 "--reason",
                 "a\u{1b}[2J",
             ],
-            "control characters",
+            "no control",
         ),
     ] {
         let mut args = vec!["triage", "mark", "--route", "p"];
@@ -382,6 +382,64 @@ async fn marks_are_kept_shown_audited_and_honoured_by_the_gate() {
         .unwrap()
         .clone();
     assert_eq!(status["expired"], true, "{out}");
+
+    // A mark for the kind wins over the mark for every kind, in the gate as in the report:
+    // the expired `changed` mark still holds the every-kind `accepted` one back; a
+    // `vendor_bug` for the kind too; cleared, the every-kind mark excludes.
+    let (code, _, err) = cli(&[
+        "triage",
+        "mark",
+        "--route",
+        "p",
+        "--field",
+        "/status",
+        "--status",
+        "accepted",
+        "--reason",
+        "any kind",
+        "--expires",
+        "30d",
+        "--by",
+        "ana",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        gate(dir, "sd.toml", "canary", None).0,
+        1,
+        "the expired kind mark wins"
+    );
+    let (code, _, err) = cli(&[
+        "triage",
+        "mark",
+        "--route",
+        "p",
+        "--field",
+        "/status",
+        "--kind",
+        "changed",
+        "--status",
+        "vendor_bug",
+        "--reason",
+        "the candidate is wrong",
+        "--by",
+        "bo",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, check) = gate(dir, "sd.toml", "canary", None);
+    assert_eq!(
+        code, 1,
+        "a vendor_bug for the kind counted as accepted: {check}"
+    );
+    let (_, out, _) = cli(&["report", "--since", "1h", "--format", "json"]);
+    assert!(
+        json_of(&out)["totals"].get("accepted_only").is_none(),
+        "{out}"
+    );
+    let (code, _, err) = cli(&[
+        "triage", "clear", "--route", "p", "--field", "/status", "--kind", "changed", "--by", "bo",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(gate(dir, "sd.toml", "canary", None).0, 0);
 }
 
 /// On PostgreSQL: the same gate over a fleet's store, and two operators marking one pattern at

@@ -447,9 +447,25 @@ where
                         return json_value_status(StatusCode::BAD_REQUEST, &json!({"error": e}))
                     }
                 };
+                let route = change.pattern().route_label().to_owned();
+                if route != crate::record::UNMATCHED
+                    && !state.routes.is_empty()
+                    && !state.routes.contains(&route)
+                {
+                    return json_value_status(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("route {route:?}: no route of that name in the config")}),
+                    );
+                }
                 return blocking(move || {
-                    crate::store::record_triage(&state.db, &change)?;
-                    Ok(json_value(&json!({"ok": true})))
+                    Ok(if crate::store::record_triage(&state.db, &change)? {
+                        json_value(&json!({"ok": true}))
+                    } else {
+                        json_value_status(
+                            StatusCode::NOT_FOUND,
+                            &json!({"error": "no mark on this pattern to clear"}),
+                        )
+                    })
                 })
                 .await;
             }

@@ -451,10 +451,16 @@ fn triage_section(
     let _ = write!(
         o,
         "<p class=\"muted\">Mark it with <code>shadowdiff triage mark --route {} --field {} --status accepted --reason … --ticket … --expires 30d</code> (or <code>POST /api/triage</code>).</p>",
-        esc(route),
-        esc(field)
+        esc(&shell_quoted(route)),
+        esc(&shell_quoted(field))
     );
     Ok(())
+}
+
+/// `s` as one word for a POSIX shell (single-quoted): a field from an address pasted into a
+/// terminal runs nothing.
+fn shell_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// A page saying what went wrong (a bad parameter, an unknown route or exchange), with the way
@@ -871,7 +877,18 @@ pub(super) fn exchange_page(
             .map(|d| d.pointer.as_str())
             .collect(),
     };
+    let big = |k: Option<&KeptSide>| {
+        k.and_then(|k| k.body.as_ref())
+            .is_some_and(|b| b.len() > MAX_SHOWN_BYTES)
+    };
     match &kept {
+        Some(k) if big(k.legacy.as_ref()) || big(k.candidate.as_ref()) => {
+            let _ = write!(
+                o,
+                "<p class=\"muted\" id=\"documents-too-large\">The kept documents are too large to show here (more than {} KiB): <a href=\"/api/exchanges/{id}/bodies\">/api/exchanges/{id}/bodies</a> gives them whole.</p>",
+                MAX_SHOWN_BYTES >> 10
+            );
+        }
         Some(k) if k.legacy.is_some() || k.candidate.is_some() => {
             let (l, c) = aligned(
                 parsed(k.legacy.as_ref()).as_ref(),
@@ -1014,6 +1031,21 @@ impl Marks<'_> {
 /// Values nested deeper are shown as `…` (a hostile document cannot make the page recurse).
 const MAX_DEPTH: usize = 64;
 
+/// A kept document larger than this is not rendered on the page (linked instead): the page's
+/// size and the memory to build it stay bounded.
+const MAX_SHOWN_BYTES: usize = 1 << 20;
+
+/// Lines of a document shown at most; the rest is cut, and the cut said.
+const MAX_LINES: usize = 20_000;
+
+/// The line that says a document was cut.
+fn cut_note(lines: &mut Vec<String>) {
+    if lines.len() >= MAX_LINES {
+        lines.truncate(MAX_LINES);
+        lines.push(format!("… (cut at {MAX_LINES} lines)"));
+    }
+}
+
 /// A blank line standing for a member or element the other side has.
 const GAP: &str = "<span class=\"gap\"> </span>";
 
@@ -1024,6 +1056,7 @@ fn alone(v: Option<&Value>, marks: &Marks, side: &str) -> String {
     };
     let mut lines = Vec::new();
     one(&mut lines, v, &mut String::new(), 0, "", false, marks);
+    cut_note(&mut lines);
     format!("<pre class=\"doc {side}\">{}</pre>", lines.join("\n"))
 }
 
@@ -1049,6 +1082,8 @@ fn aligned(l: Option<&Value>, c: Option<&Value>, marks: &Marks) -> (String, Stri
                 key,
                 marks,
             );
+            cut_note(&mut a);
+            cut_note(&mut b);
             (
                 format!("<pre class=\"doc legacy\">{}</pre>", a.join("\n")),
                 format!("<pre class=\"doc candidate\">{}</pre>", b.join("\n")),
@@ -1076,6 +1111,9 @@ fn both(
     key: Key,
     marks: &Marks,
 ) {
+    if a.len() >= MAX_LINES || b.len() >= MAX_LINES {
+        return;
+    }
     let pad = "  ".repeat(depth);
     let (open, close) = marks.tags(ptr);
     let tail = |comma: bool| if comma { "," } else { "" };
@@ -1153,6 +1191,9 @@ fn one(
     comma: bool,
     marks: &Marks,
 ) {
+    if out.len() >= MAX_LINES {
+        return;
+    }
     let pad = "  ".repeat(depth);
     let (open, close) = marks.tags(ptr);
     let tail = if comma { "," } else { "" };
@@ -1413,4 +1454,31 @@ pub(super) fn suggest_page(s: &crate::rediff::suggest::Suggestions, v: &View) ->
         }
     }
     page(&format!("suggest {}", s.route), &o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_document_is_cut_and_says_so() {
+        let big = Value::Array((0..50_000).map(Value::from).collect());
+        let small = serde_json::json!([1]);
+        let (l, c) = aligned(Some(&big), Some(&small), &Marks::default());
+        assert_eq!(l.lines().count(), MAX_LINES + 1);
+        assert!(l.contains("(cut at 20000 lines)"));
+        assert_eq!(
+            c.lines().count(),
+            MAX_LINES + 1,
+            "the other side is padded as far"
+        );
+        let alone = alone(Some(&big), &Marks::default(), "legacy");
+        assert_eq!(alone.lines().count(), MAX_LINES + 1);
+    }
+
+    #[test]
+    fn a_field_is_one_word_for_a_shell() {
+        assert_eq!(shell_quoted("/a/*"), "'/a/*'");
+        assert_eq!(shell_quoted("x'; rm -rf ~; '"), r"'x'\''; rm -rf ~; '\'''");
+    }
 }

@@ -66,6 +66,12 @@ impl View {
     /// The store filter of the window ending now.
     pub fn filter(&self) -> Result<crate::store::Filter, String> {
         let d = crate::config::parse_duration(&self.since)?;
+        if let Some(o) = self.outcome.as_deref().filter(|o| !OUTCOMES.contains(o)) {
+            return Err(format!("outcome {o:?}: one of {}", OUTCOMES.join(", ")));
+        }
+        if let Some(c) = self.class.as_deref().filter(|c| !CLASSES.contains(c)) {
+            return Err(format!("class {c:?}: one of {}", CLASSES.join(", ")));
+        }
         Ok(crate::store::Filter {
             from: crate::record::ago(d),
             to: SystemTime::now(),

@@ -28,16 +28,22 @@ pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow
             return Err(UsageError(format!("no route named {r:?} in {}", config.display())).into());
         }
     }
+    if a.save.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(UsageError("--save: a set needs a name".into()).into());
+    }
     if let Some(url) = &a.candidate {
         let uri: http::Uri = url
             .parse()
             .ok()
             .filter(|u: &http::Uri| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                    && u.query().is_none()
             })
             .ok_or_else(|| {
                 UsageError(format!(
-                    "--candidate {url:?}: an http:// or https:// base URL"
+                    "--candidate {}: an http:// or https:// base URL, without user info or query (credentials go in [candidate] headers)",
+                    crate::mask::url(url)
                 ))
             })?;
         cfg.candidate.base_url = Some(uri);
@@ -113,8 +119,8 @@ pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow
     }
     // Page by page: read, choose, send, judge; only the verdicts are kept.
     let mut picker = match &set_ids {
-        Some(ids) => crate::replay::Picker::new(Pick::All, ids.len()),
-        None => crate::replay::Picker::new(a.pick, a.limit),
+        Some(ids) => crate::replay::Picker::new(Pick::All, ids.len(), cfg.shadow.max_body),
+        None => crate::replay::Picker::new(a.pick, a.limit, cfg.shadow.max_body),
     };
     let mut chosen: Vec<(i64, String)> = Vec::new();
     let mut found = 0;

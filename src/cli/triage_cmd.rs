@@ -15,6 +15,18 @@ fn who(given: Option<String>) -> String {
     }
 }
 
+/// A mark names a route of the config (or the unmatched requests): a misspelt one would mark
+/// nothing, silently.
+fn known_route(cfg: &Config, route: &str) -> anyhow::Result<()> {
+    if route == crate::record::UNMATCHED || cfg.routes.iter().any(|r| r.name == route) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--route {route:?}: no route of that name in the config"
+    ))
+    .into())
+}
+
 pub(super) fn mark(
     config: &Path,
     explicit: bool,
@@ -26,6 +38,7 @@ pub(super) fn mark(
     require_store(&location)?;
     let now = SystemTime::now();
     let status = Status::parse(&what.status).map_err(|e| UsageError(format!("--{e}")))?;
+    known_route(&cfg, &what.route)?;
     let pattern = Pattern::new(&what.route, &what.field, what.kind.as_deref())
         .map_err(|e| UsageError(e.to_string()))?;
     let expires = what
@@ -91,7 +104,14 @@ pub(super) fn clear(
         reason.as_deref(),
     )
     .map_err(|e| UsageError(e.to_string()))?;
-    store::record_triage(&location, &change)?;
+    if !store::record_triage(&location, &change)? {
+        return Err(UsageError(format!(
+            "no mark on {} {field}{} to clear",
+            change.pattern().route_label(),
+            kind.map(|k| format!(" {k}")).unwrap_or_default()
+        ))
+        .into());
+    }
     outln!("cleared {} {}", change.pattern().route_label(), field);
     Ok(ExitCode::SUCCESS)
 }

@@ -936,6 +936,29 @@ mod tests {
     }
 
     #[test]
+    fn the_rules_version_is_the_rules_not_their_spelling() {
+        let v = |diff: &str| {
+            Config::parse(&format!("[diff]\n{diff}"), None)
+                .unwrap()
+                .diff
+                .rules_version
+        };
+        assert_eq!(v(""), None, "no rule, no version");
+        assert_eq!(
+            v("headers = [\"Content-Type\"]\n"),
+            None,
+            "the default written out"
+        );
+        assert_eq!(
+            v("ignore = [\"/a\", \"/b\"]\n"),
+            v("ignore = [\"/b\", \"/a\"]\n"),
+            "the order of ignore patterns means nothing"
+        );
+        assert_ne!(v("ignore = [\"/a\"]\n"), v("ignore = [\"/b\"]\n"));
+        assert_ne!(v("headers = [\"etag\"]\n"), None);
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::defaults();
         assert_eq!(c.proxy.listen, "127.0.0.1:8080");

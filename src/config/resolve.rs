@@ -92,7 +92,28 @@ impl Config {
             ));
         }
         let global_served_rules = global_rules.served(&global_safe);
-        let headers_text = format!("{:?}", raw.diff.headers);
+        // The compared headers as a set: the default list written out is the default.
+        let headers_text = {
+            let mut given: Vec<String> = match &raw.diff.headers {
+                Some(v) => v.iter().map(|h| h.0.as_str().to_owned()).collect(),
+                None => defaults::COMPARED_HEADERS
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
+            };
+            given.sort();
+            given.dedup();
+            let mut default: Vec<String> = defaults::COMPARED_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect();
+            default.sort();
+            if given == default {
+                "None".to_owned()
+            } else {
+                given.join(",")
+            }
+        };
         let global_rules_version =
             rules_version(&global_rules, &global_served_rules, &headers_text);
         let max_body = raw.shadow.max_body.map_or(defaults::MAX_BODY, |s| s.0);

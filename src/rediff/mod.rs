@@ -485,10 +485,12 @@ impl Accumulator {
         r.s.not_rejudged += j.not_rejudged;
         r.recorded_versions.extend(j.recorded_version.clone());
         r.versions.extend(j.version.clone());
-        for fk in &j.recorded {
-            r.fields.entry(fk.clone()).or_default().0 += 1;
-        }
+        // An exchange that cannot be compared now counts in `errors`, not in the field table
+        // (its recorded differences did not go away).
         if let Ok(now) = &j.now {
+            for fk in &j.recorded {
+                r.fields.entry(fk.clone()).or_default().0 += 1;
+            }
             for fk in now {
                 r.fields.entry(fk.clone()).or_default().1 += 1;
             }

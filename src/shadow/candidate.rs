@@ -64,10 +64,11 @@ impl Shadow {
             headers.insert(k.clone(), v.clone());
         }
         let base = cfg.base_url.clone().expect("checked at start-up");
-        if let Some(host) = base
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        // The authority without any user info (`user:pw@host` must never go out as a Host).
+        if let Some(host) = base.authority().and_then(|a| {
+            let hostport = a.as_str().rsplit('@').next().unwrap_or_default();
+            HeaderValue::from_str(hostport).ok()
+        }) {
             headers.insert(http::header::HOST, host);
         }
         let this = self.clone();

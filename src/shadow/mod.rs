@@ -616,7 +616,9 @@ impl Shadow {
             .quotas
             .paused(crate::quota::Vendor::Legacy, plan.account.as_deref());
         let secondary = Self::secondary(&cfg, parts).filter(|_| legacy_spare);
-        let request = KeptRequest::of(parts, &body);
+        // A write is never replayed: its request is not kept.
+        let read = config::is_safe(&parts.method) || route.is_some_and(|i| cfg.routes[i].read);
+        let request = read.then(|| KeptRequest::of(parts, &body)).flatten();
         Mirror {
             shadow: self.clone(),
             started: Instant::now(),
@@ -639,7 +641,7 @@ impl Shadow {
         method: http::Method,
         target: &str,
         body: Bytes,
-        account: Option<&str>,
+        (account, route): (Option<&str>, Option<&str>),
     ) -> Result<Candidate, (&'static str, String)> {
         // As the proxy takes a caller's: the path only (origin form), dot-segments removed, a
         // path that climbs above its root never sent.
@@ -674,9 +676,18 @@ impl Shadow {
             .body(())
             .map_err(|e| ("bad_request", e.to_string()))?
             .into_parts();
-        let (_, decision) =
+        let (meta, decision) =
             self.decide_for(&parts, "replay".into(), false, Origin::Replay { account });
         match decision {
+            // Judged by the recorded route's rules: a request that routes elsewhere now (the
+            // config changed, or the store was edited) is not that exchange any more.
+            Decision::Mirror(_) if meta.route.as_deref() != route => Err((
+                "route_changed",
+                format!(
+                    "{target:?} is routed to {:?} now, recorded as {route:?}",
+                    meta.route
+                ),
+            )),
             Decision::Mirror(plan) => self
                 .spawn_candidate(plan, &parts.headers, body)
                 .await
@@ -946,6 +957,25 @@ pub struct KeptRequest {
     body: Bytes,
 }
 
+/// Replaces the values of members whose names say they are credentials (`password`,
+/// `api_key`, `token`, ... as [`crate::mask`] decides) by the redaction mark: a request body is
+/// the caller's, and may carry them even where `[store] redact_fields` names nothing.
+fn redact_secret_members(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if crate::mask::secret_name(k) {
+                    *x = serde_json::Value::String(crate::redact::REDACTED.into());
+                } else {
+                    redact_secret_members(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_secret_members),
+        _ => {}
+    }
+}
+
 impl KeptRequest {
     fn of(parts: &http::request::Parts, body: &Bytes) -> Option<Self> {
         let target = match parts.uri.query() {
@@ -969,6 +999,7 @@ impl KeptRequest {
         } else {
             let mut doc = crate::diff::parse_json(&self.body).ok()?;
             crate::redact::redact_document(&mut doc, &cfg.store.redact_fields);
+            redact_secret_members(&mut doc);
             Some(crate::record::BodyText::new(doc.to_string()))
         };
         Some(crate::record::StoredBody {

@@ -9,8 +9,9 @@ use super::location::Location;
 use super::StoreError;
 use crate::triage::{Change, LogEntry, Mark, Pattern, Status};
 
-/// Applies a change and appends it to the audit trail (one transaction).
-pub fn record_triage(location: &Location, change: &Change) -> Result<(), StoreError> {
+/// Applies a change and appends it to the audit trail (one transaction). `false`: a clear of a
+/// pattern that has no mark (nothing changed, nothing appended).
+pub fn record_triage(location: &Location, change: &Change) -> Result<bool, StoreError> {
     match location {
         Location::Sqlite(path) => {
             let err = |error| StoreError::Sqlite {
@@ -19,8 +20,9 @@ pub fn record_triage(location: &Location, change: &Change) -> Result<(), StoreEr
             };
             let mut conn = super::open(path)?;
             let tx = conn.transaction().map_err(err)?;
-            sqlite_apply(&tx, change).map_err(err)?;
-            tx.commit().map_err(err)
+            let changed = sqlite_apply(&tx, change).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(changed)
         }
         Location::Postgres(url) => {
             let err = |error| StoreError::Postgres {
@@ -30,13 +32,14 @@ pub fn record_triage(location: &Location, change: &Change) -> Result<(), StoreEr
             let mut client = super::pg::connect(url)?;
             super::migrate::apply_postgres(&mut client).map_err(err)?;
             let mut tx = client.transaction().map_err(err)?;
-            pg_apply(&mut tx, change).map_err(err)?;
-            tx.commit().map_err(err)
+            let changed = pg_apply(&mut tx, change).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(changed)
         }
     }
 }
 
-fn sqlite_apply(c: &Connection, change: &Change) -> rusqlite::Result<()> {
+fn sqlite_apply(c: &Connection, change: &Change) -> rusqlite::Result<bool> {
     let p = change.pattern();
     match change {
         Change::Mark(m) => {
@@ -75,10 +78,13 @@ fn sqlite_apply(c: &Connection, change: &Change) -> rusqlite::Result<()> {
             )?;
         }
         Change::Clear { by, at, reason, .. } => {
-            c.execute(
+            let gone = c.execute(
                 "DELETE FROM triage WHERE route = ?1 AND field = ?2 AND kind = ?3",
                 params![p.route, p.field, p.kind],
             )?;
+            if gone == 0 {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT INTO triage_log(at, action, route, field, kind, reason, marked_by)
                  VALUES (?1, 'clear', ?2, ?3, ?4, ?5, ?6)",
@@ -86,10 +92,10 @@ fn sqlite_apply(c: &Connection, change: &Change) -> rusqlite::Result<()> {
             )?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
-fn pg_apply(c: &mut postgres::Transaction<'_>, change: &Change) -> Result<(), postgres::Error> {
+fn pg_apply(c: &mut postgres::Transaction<'_>, change: &Change) -> Result<bool, postgres::Error> {
     let p = change.pattern();
     match change {
         Change::Mark(m) => {
@@ -128,10 +134,13 @@ fn pg_apply(c: &mut postgres::Transaction<'_>, change: &Change) -> Result<(), po
             )?;
         }
         Change::Clear { by, at, reason, .. } => {
-            c.execute(
+            let gone = c.execute(
                 "DELETE FROM triage WHERE route = $1 AND field = $2 AND kind = $3",
                 &[&p.route, &p.field, &p.kind],
             )?;
+            if gone == 0 {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT INTO triage_log(at, action, route, field, kind, reason, marked_by)
                  VALUES ($1::text::timestamptz, 'clear', $2, $3, $4, $5, $6)",
@@ -139,7 +148,7 @@ fn pg_apply(c: &mut postgres::Transaction<'_>, change: &Change) -> Result<(), po
             )?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The marks, ordered by route, field and kind.
@@ -277,13 +286,24 @@ pub(super) fn pg_log(
     .collect())
 }
 
-/// The condition "this `diff_fields` row `x` of exchange `e` is at a pattern accepted and not
-/// expired at the parameter `now`" (SQL shared by both engines but for the parameter's form).
+/// The condition "this `diff_fields` row `x` of exchange `e` is at a pattern whose mark is
+/// `accepted` and not expired at the parameter `now`" (SQL shared by both engines but for the
+/// parameter's form). The mark is [`crate::triage::mark_of`]'s: the row's kind's own mark when
+/// there is one (accepted or not, expired or not), else the mark for every kind.
 pub(super) fn accepted_row(now: &str) -> String {
+    let at = |kind: &str| {
+        format!(
+            "SELECT 1 FROM triage t WHERE t.route = coalesce(e.route, '') AND t.field = x.field
+                AND t.kind = {kind}"
+        )
+    };
+    let holds = format!(
+        "AND t.status = '{}' AND (t.expires IS NULL OR t.expires > {now})",
+        Status::Accepted.as_str()
+    );
     format!(
-        "EXISTS (SELECT 1 FROM triage t WHERE t.route = coalesce(e.route, '')
-            AND t.field = x.field AND (t.kind = '' OR t.kind = x.kind)
-            AND t.status = '{accepted}' AND (t.expires IS NULL OR t.expires > {now}))",
-        accepted = Status::Accepted.as_str()
+        "(EXISTS ({own} {holds}) OR (NOT EXISTS ({own}) AND EXISTS ({every} {holds})))",
+        own = at("x.kind"),
+        every = at("''"),
     )
 }
