@@ -239,12 +239,7 @@ impl Mark {
 /// midnight UTC, RFC 3339).
 pub fn parse_expiry(s: &str, now: std::time::SystemTime) -> Result<String, TriageError> {
     let s = s.trim();
-    let too_far = || {
-        TriageError(format!(
-            "expires {s:?}: at most {} years from now",
-            MAX_YEARS
-        ))
-    };
+    let too_far = || TriageError(format!("expires {s:?}: at most {MAX_YEARS} years from now"));
     let limit = now + std::time::Duration::from_secs(MAX_YEARS * 365 * 86_400);
     if let Ok(d) = humantime::parse_duration(s) {
         let at = now
