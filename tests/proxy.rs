@@ -335,9 +335,11 @@ redact_fields = ["**/ssn", "**/dob"]
     let kept: serde_json::Value = serde_json::from_str(bodies[1][1].as_str().unwrap()).unwrap();
     assert_eq!(kept["people"][0]["ssn"], "[redacted]");
     assert_eq!(kept["people"][0]["name"], "A");
+    // Two exchanges, each with its legacy and candidate documents and its request (a GET: no
+    // body, no blob).
     assert_eq!(
         sd.rows("SELECT (SELECT count(*) FROM bodies), (SELECT count(*) FROM blobs)"),
-        vec![vec![json!(4), json!(2)]]
+        vec![vec![json!(6), json!(2)]]
     );
     assert_eq!(
         diffs[0],
