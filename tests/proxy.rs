@@ -1174,3 +1174,20 @@ async fn legacy_and_candidate_latencies_both_run_to_the_last_byte() {
         assert!(l >= 60.0 && c >= 60.0, "legacy {l} ms, candidate {c} ms");
     }
 }
+
+/// A candidate base URL with user info (a careless config): the user info never goes out in the
+/// candidate's `Host` header (it did: `host: u:pw@127.0.0.1:PORT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_info_of_a_base_url_never_goes_out_as_the_host() {
+    let legacy = Upstream::json(json!({"ok": true})).await;
+    let candidate = Upstream::json(json!({"ok": true})).await;
+    let with_info = candidate.url().replace("http://", "http://u:pw@");
+    let toml = format!("[candidate]\nbase_url = \"{with_info}\"\ntimeout = \"5s\"\n");
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
+    assert_eq!(get(&sd.url("/x")).await.status, 200);
+    sd.quiesce().await;
+    let seen = candidate.seen();
+    assert_eq!(seen.len(), 1);
+    let host = seen[0].headers["host"].to_str().unwrap();
+    assert_eq!(host, candidate.url().trim_start_matches("http://"));
+}

@@ -572,3 +572,28 @@ impl Accumulator {
         }
     }
 }
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    /// An exchange that cannot be compared now (a replayed candidate that failed) counts in
+    /// `errors`; its recorded differences are not shown as gone from the field table.
+    #[test]
+    fn an_exchange_failing_now_does_not_fix_its_fields() {
+        let j = Judged {
+            id: 1,
+            route: Some("p".into()),
+            recorded_version: None,
+            version: None,
+            recorded: [("/status".to_owned(), "changed".to_owned())].into(),
+            now: Err("candidate_error: refused".into()),
+            not_rejudged: 0,
+        };
+        let s = summarize([Ok(j)]);
+        let r = s.route("p").unwrap();
+        assert!(r.fields.is_empty(), "{:?}", r.fields);
+        assert_eq!(r.errors.get("candidate_error"), Some(&1));
+        assert_eq!(r.changed_count, 1);
+    }
+}
