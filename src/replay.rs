@@ -162,27 +162,13 @@ fn kept_answer(c: Candidate, cfg: &crate::config::Config) -> Result<KeptSide, St
                 .map_err(|e| format!("candidate_error: {e}"))?;
             let text = String::from_utf8(decoded.to_vec())
                 .map_err(|_| "not_json: the candidate's body is not UTF-8".to_owned())?;
-            let mut hs = serde_json::Map::new();
-            for name in headers.keys() {
-                if name == http::header::CONTENT_ENCODING {
-                    continue;
-                }
-                let value = if crate::redact::is_redacted_header(
-                    name.as_str(),
-                    &cfg.store.redact_headers,
-                ) {
-                    serde_json::Value::String(REDACTED.into())
-                } else {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map_or(serde_json::Value::Null, |v| v.into())
-                };
-                hs.insert(name.as_str().to_owned(), value);
-            }
+            // As the store keeps them (the content encoding is undone already).
+            let mut headers = headers;
+            headers.remove(http::header::CONTENT_ENCODING);
+            let hs = crate::shadow::compare::kept_headers(&headers, cfg);
             Ok(KeptSide {
                 status: Some(status.as_u16()),
-                headers: Some(serde_json::Value::Object(hs).to_string()),
+                headers: Some(hs.to_string()),
                 body: Some(text),
             })
         }

@@ -998,21 +998,27 @@ fn redact_difference(d: &mut Difference, cfg: &Config) {
 
 /// A side's response as stored: its redacted headers (from this response) and body text.
 fn stored(side: &'static str, s: &Side<'_>, body: Option<BodyText>, cfg: &Config) -> StoredBody {
-    let mut hs = Map::new();
-    for name in s.headers.keys() {
-        let value = if redact::is_redacted_header(name.as_str(), &cfg.store.redact_headers) {
-            Value::String(redact::REDACTED.into())
-        } else {
-            header_value(s.headers, name).unwrap_or(Value::Null)
-        };
-        hs.insert(name.as_str().to_owned(), value);
-    }
     StoredBody {
         side,
         status: Some(s.status.as_u16()),
-        headers: Value::Object(hs),
+        headers: kept_headers(s.headers, cfg),
         body,
     }
+}
+
+/// Response headers as the store keeps them: each name's value (an array when repeated), those
+/// `[store] redact_headers` names redacted.
+pub fn kept_headers(headers: &HeaderMap, cfg: &Config) -> Value {
+    let mut hs = Map::new();
+    for name in headers.keys() {
+        let value = if redact::is_redacted_header(name.as_str(), &cfg.store.redact_headers) {
+            Value::String(redact::REDACTED.into())
+        } else {
+            header_value(headers, name).unwrap_or(Value::Null)
+        };
+        hs.insert(name.as_str().to_owned(), value);
+    }
+    Value::Object(hs)
 }
 
 /// The key of a pair of responses for a route: everything the comparison reads.

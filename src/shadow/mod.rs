@@ -618,7 +618,7 @@ impl Shadow {
         let secondary = Self::secondary(&cfg, parts).filter(|_| legacy_spare);
         // A write is never replayed: its request is not kept.
         let read = config::is_safe(&parts.method) || route.is_some_and(|i| cfg.routes[i].read);
-        let request = read.then(|| KeptRequest::of(parts, &body)).flatten();
+        let request = read.then(|| KeptRequest::of(parts, &body));
         Mirror {
             shadow: self.clone(),
             started: Instant::now(),
@@ -952,8 +952,10 @@ enum Origin<'a> {
 /// responses are. Never the caller's headers (its credentials).
 #[derive(Debug, Clone)]
 pub struct KeptRequest {
-    method: String,
-    target: String,
+    method: http::Method,
+    /// Cheap to hold (shared bytes): the masked text is built only for an exchange that keeps
+    /// its documents, off the caller's path.
+    uri: http::Uri,
     body: Bytes,
 }
 
@@ -977,19 +979,12 @@ fn redact_secret_members(v: &mut serde_json::Value) {
 }
 
 impl KeptRequest {
-    fn of(parts: &http::request::Parts, body: &Bytes) -> Option<Self> {
-        let target = match parts.uri.query() {
-            Some(q) => {
-                let masked = crate::mask::url(&format!("x://h{}?{q}", parts.uri.path()));
-                masked.strip_prefix("x://h")?.to_owned()
-            }
-            None => parts.uri.path().to_owned(),
-        };
-        Some(Self {
-            method: parts.method.to_string(),
-            target,
+    fn of(parts: &http::request::Parts, body: &Bytes) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
             body: body.clone(),
-        })
+        }
     }
 
     /// The stored side: `None` for a body that is not JSON (the exchange cannot be replayed).
@@ -1002,10 +997,17 @@ impl KeptRequest {
             redact_secret_members(&mut doc);
             Some(crate::record::BodyText::new(doc.to_string()))
         };
+        let target = match self.uri.query() {
+            Some(q) => {
+                let masked = crate::mask::url(&format!("x://h{}?{q}", self.uri.path()));
+                masked.strip_prefix("x://h")?.to_owned()
+            }
+            None => self.uri.path().to_owned(),
+        };
         Some(crate::record::StoredBody {
             side: "request",
             status: None,
-            headers: serde_json::json!({"method": self.method, "target": self.target}),
+            headers: serde_json::json!({"method": self.method.as_str(), "target": target}),
             body,
         })
     }

@@ -99,3 +99,28 @@ impl OwnConn {
         }
     }
 }
+
+/// Runs one transaction on a connection of its own (opened and migrated as [`OwnConn`] does; a
+/// PostgreSQL one closed off the async threads): the one-shot writes of commands and of the admin
+/// API (rediffs, triage marks, replay sets).
+pub(super) fn in_transaction<T>(
+    location: &Location,
+    closer: &'static str,
+    sqlite: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    pg: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<T, StoreError> {
+    OwnConn::new(location, closer).with(
+        |c| {
+            let tx = c.transaction()?;
+            let v = sqlite(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        },
+        |c| {
+            let mut tx = c.transaction()?;
+            let v = pg(&mut tx)?;
+            tx.commit()?;
+            Ok(v)
+        },
+    )
+}

@@ -52,6 +52,18 @@ impl PgReader {
         }
     }
 
+    /// Runs `f` on the reader's connection.
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut c).map_err(|e| self.err(e))
+    }
+
     fn query(&self, sql: &str, params: &Params) -> Result<Vec<postgres::Row>, StoreError> {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
         self.client
@@ -149,35 +161,19 @@ impl Reader for PgReader {
         &self,
         limit: usize,
     ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::outbox::pg_status(&mut c, limit).map_err(|e| self.err(e))
+        self.with_client(|c| super::outbox::pg_status(c, limit))
     }
 
     fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::health::pg_all(&mut c).map_err(|e| self.err(e))
+        self.with_client(super::health::pg_all)
     }
 
     fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::ids::pg_coverage(&mut c).map_err(|e| self.err(e))
+        self.with_client(super::ids::pg_coverage)
     }
 
     fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::ids::pg_all(&mut c, limit).map_err(|e| self.err(e))
+        self.with_client(|c| super::ids::pg_all(c, limit))
     }
 
     fn rediffs(
@@ -185,35 +181,19 @@ impl Reader for PgReader {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<super::RediffRow>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::rediffs::pg_rediffs(&mut c, from, to).map_err(|e| self.err(e))
+        self.with_client(|c| super::rediffs::pg_rediffs(c, from, to))
     }
 
     fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::replay_sets::pg_set(&mut c, name).map_err(|e| self.err(e))
+        self.with_client(|c| super::replay_sets::pg_set(c, name))
     }
 
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::triage::pg_marks(&mut c).map_err(|e| self.err(e))
+        self.with_client(super::triage::pg_marks)
     }
 
     fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::triage::pg_log(&mut c, limit).map_err(|e| self.err(e))
+        self.with_client(|c| super::triage::pg_log(c, limit))
     }
 
     fn accepted_only(
@@ -243,14 +223,7 @@ impl Reader for PgReader {
             ),
             &params,
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| NoiseOnly {
-                route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
-                account: r.get(1),
-                n: count(r, 2),
-            })
-            .collect())
+        Ok(rows.iter().map(noise_only_row).collect())
     }
 
     fn rollout_events(
@@ -259,11 +232,7 @@ impl Reader for PgReader {
         to: SystemTime,
         limit: usize,
     ) -> Result<Vec<super::RolloutEvent>, StoreError> {
-        let mut c = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::rollout::pg_events(&mut c, from, to, limit).map_err(|e| self.err(e))
+        self.with_client(|c| super::rollout::pg_events(c, from, to, limit))
     }
 
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
@@ -307,14 +276,7 @@ impl Reader for PgReader {
             ),
             &params,
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| NoiseOnly {
-                route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
-                account: r.get(1),
-                n: count(r, 2),
-            })
-            .collect())
+        Ok(rows.iter().map(noise_only_row).collect())
     }
 
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
@@ -733,5 +695,14 @@ impl Reader for PgReader {
             })
             .collect();
         Ok(Some(row))
+    }
+}
+
+/// A (route, account, count) row of [`Reader::noise_only`] and [`Reader::accepted_only`].
+fn noise_only_row(r: &postgres::Row) -> NoiseOnly {
+    NoiseOnly {
+        route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
+        account: r.get(1),
+        n: count(r, 2),
     }
 }

@@ -34,14 +34,10 @@ pub struct RediffRow {
 
 /// Appends rows (one transaction).
 pub fn record_rediffs(location: &Location, rows: &[RediffRow]) -> Result<(), StoreError> {
-    match location {
-        Location::Sqlite(path) => {
-            let err = |error| StoreError::Sqlite {
-                path: path.display().to_string(),
-                error,
-            };
-            let mut conn = super::open(path)?;
-            let tx = conn.transaction().map_err(err)?;
+    super::conn::in_transaction(
+        location,
+        "rediffs",
+        |tx| {
             for r in rows {
                 tx.execute(
                     "INSERT INTO rediffs(at, route, mapping_version, window_from, window_to,
@@ -61,21 +57,13 @@ pub fn record_rediffs(location: &Location, rows: &[RediffRow]) -> Result<(), Sto
                         r.source,
                         r.detail.to_string()
                     ],
-                )
-                .map_err(err)?;
+                )?;
             }
-            tx.commit().map_err(err)
-        }
-        Location::Postgres(url) => {
-            let err = |error| StoreError::Postgres {
-                url: url.to_string(),
-                error,
-            };
-            let mut client = super::pg::connect(url)?;
-            super::migrate::apply_postgres(&mut client).map_err(err)?;
-            let mut tx = client.transaction().map_err(err)?;
+            Ok(())
+        },
+        |tx| {
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             for r in rows {
-                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                 tx.execute(
                     "INSERT INTO rediffs(at, route, mapping_version, window_from, window_to,
                         exchanges, recorded_matched, matched, fixed, broken, source, detail)
@@ -95,12 +83,11 @@ pub fn record_rediffs(location: &Location, rows: &[RediffRow]) -> Result<(), Sto
                         &r.source,
                         &r.detail.to_string(),
                     ],
-                )
-                .map_err(err)?;
+                )?;
             }
-            tx.commit().map_err(err)
-        }
-    }
+            Ok(())
+        },
+    )
 }
 
 const COLUMNS: &str = "route, mapping_version, exchanges, recorded_matched, matched, fixed, \

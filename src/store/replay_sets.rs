@@ -13,46 +13,31 @@ pub fn save_replay_set(
     members: &[(i64, String)],
 ) -> Result<(), StoreError> {
     let now = crate::record::rfc3339(std::time::SystemTime::now());
-    match location {
-        Location::Sqlite(path) => {
-            let err = |error| StoreError::Sqlite {
-                path: path.display().to_string(),
-                error,
-            };
-            let mut conn = super::open(path)?;
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute("DELETE FROM replay_sets WHERE name = ?1", [name])
-                .map_err(err)?;
+    super::conn::in_transaction(
+        location,
+        "replay sets",
+        |tx| {
+            tx.execute("DELETE FROM replay_sets WHERE name = ?1", [name])?;
             for (id, at) in members {
                 tx.execute(
                     "INSERT INTO replay_sets(name, exchange_id, started_at, saved_at) VALUES (?1, ?2, ?3, ?4)",
                     params![name, id, at, now],
-                )
-                .map_err(err)?;
+                )?;
             }
-            tx.commit().map_err(err)
-        }
-        Location::Postgres(url) => {
-            let err = |error| StoreError::Postgres {
-                url: url.to_string(),
-                error,
-            };
-            let mut client = super::pg::connect(url)?;
-            super::migrate::apply_postgres(&mut client).map_err(err)?;
-            let mut tx = client.transaction().map_err(err)?;
-            tx.execute("DELETE FROM replay_sets WHERE name = $1", &[&name])
-                .map_err(err)?;
+            Ok(())
+        },
+        |tx| {
+            tx.execute("DELETE FROM replay_sets WHERE name = $1", &[&name])?;
             for (id, at) in members {
                 tx.execute(
                     "INSERT INTO replay_sets(name, exchange_id, started_at, saved_at)
                      VALUES ($1, $2, $3::text::timestamptz, $4::text::timestamptz)",
                     &[&name, id, at, &now],
-                )
-                .map_err(err)?;
+                )?;
             }
-            tx.commit().map_err(err)
-        }
-    }
+            Ok(())
+        },
+    )
 }
 
 /// A set's exchanges: (id, started_at), oldest first.

@@ -275,13 +275,7 @@ impl Reader for Connection {
             ),
         );
         let mut q = self.prepare(&sql)?;
-        let rows = q.query_map(params_from_iter(params), |r| {
-            Ok(NoiseOnly {
-                route: RouteKey::from_route(r.get::<_, Option<String>>(0)?.as_deref()),
-                account: r.get(1)?,
-                n: r.get::<_, i64>(2)? as u64,
-            })
-        })?;
+        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -340,13 +334,7 @@ impl Reader for Connection {
             diff = Outcome::Diff.as_str()
         );
         let mut q = self.prepare(&sql)?;
-        let rows = q.query_map(params_from_iter(params), |r| {
-            Ok(NoiseOnly {
-                route: RouteKey::from_route(r.get::<_, Option<String>>(0)?.as_deref()),
-                account: r.get(1)?,
-                n: r.get::<_, i64>(2)? as u64,
-            })
-        })?;
+        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -772,4 +760,13 @@ impl Reader for Connection {
             .collect::<Result<_, _>>()?;
         Ok(Some(row))
     }
+}
+
+/// A (route, account, count) row of [`Reader::noise_only`] and [`Reader::accepted_only`].
+fn noise_only_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NoiseOnly> {
+    Ok(NoiseOnly {
+        route: RouteKey::from_route(r.get::<_, Option<String>>(0)?.as_deref()),
+        account: r.get(1)?,
+        n: r.get::<_, i64>(2)? as u64,
+    })
 }

@@ -12,31 +12,12 @@ use crate::triage::{Change, LogEntry, Mark, Pattern, Status};
 /// Applies a change and appends it to the audit trail (one transaction). `false`: a clear of a
 /// pattern that has no mark (nothing changed, nothing appended).
 pub fn record_triage(location: &Location, change: &Change) -> Result<bool, StoreError> {
-    match location {
-        Location::Sqlite(path) => {
-            let err = |error| StoreError::Sqlite {
-                path: path.display().to_string(),
-                error,
-            };
-            let mut conn = super::open(path)?;
-            let tx = conn.transaction().map_err(err)?;
-            let changed = sqlite_apply(&tx, change).map_err(err)?;
-            tx.commit().map_err(err)?;
-            Ok(changed)
-        }
-        Location::Postgres(url) => {
-            let err = |error| StoreError::Postgres {
-                url: url.to_string(),
-                error,
-            };
-            let mut client = super::pg::connect(url)?;
-            super::migrate::apply_postgres(&mut client).map_err(err)?;
-            let mut tx = client.transaction().map_err(err)?;
-            let changed = pg_apply(&mut tx, change).map_err(err)?;
-            tx.commit().map_err(err)?;
-            Ok(changed)
-        }
-    }
+    super::conn::in_transaction(
+        location,
+        "triage",
+        |tx| sqlite_apply(tx, change),
+        |tx| pg_apply(tx, change),
+    )
 }
 
 fn sqlite_apply(c: &Connection, change: &Change) -> rusqlite::Result<bool> {
