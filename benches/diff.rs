@@ -149,5 +149,94 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The benchmark harness's page (bench/harness: `bench-upstream --dump legacy|candidate 3`, 24 KB
+/// each): what the proxy compares per exchange, parsed the way it parses bodies (the arena
+/// document, `diff::doc::parse`) against serde_json's `Value` (the path before it), and the
+/// whole comparison of two responses (decode, parse, diff, field patterns, redaction).
+fn harness(c: &mut Criterion) {
+    use shadowdiff::diff::{diff_docs, doc, Patterns};
+    let l = include_bytes!("data/harness-legacy.json");
+    let r = include_bytes!("data/harness-candidate.json");
+    let mut cfg = shadowdiff::config::Config::defaults();
+    // What every exchange costs: the few kept per hour serialise their documents on top.
+    cfg.store.bodies = shadowdiff::config::Bodies::Never;
+    let rules = cfg.diff.rules.clone();
+    let parse_value = |b: &[u8]| shadowdiff::diff::parse_json(b).unwrap();
+    let arena = bumpalo::Bump::new();
+    eprintln!(
+        "harness_page: {} + {} bytes, {} differences",
+        l.len(),
+        r.len(),
+        diff_docs(
+            &doc::parse(l, &arena).unwrap(),
+            &doc::parse(r, &arena).unwrap(),
+            &rules
+        )
+        .len()
+    );
+    let mut g = c.benchmark_group("harness_page");
+    g.sample_size(50);
+    g.measurement_time(std::time::Duration::from_secs(3));
+    g.bench_function("parse_both_value", |b| {
+        b.iter(|| (parse_value(black_box(l)), parse_value(black_box(r))));
+    });
+    // Each iteration parses into a fresh arena, as each exchange does.
+    g.bench_function("parse_both_doc", |b| {
+        b.iter(|| {
+            let arena = bumpalo::Bump::new();
+            let n = doc::parse(black_box(l), &arena).is_ok()
+                && doc::parse(black_box(r), &arena).is_ok();
+            (n, arena.allocated_bytes())
+        });
+    });
+    g.bench_function("parse_and_diff_value", |b| {
+        b.iter(|| {
+            diff(
+                &parse_value(black_box(l)),
+                &parse_value(black_box(r)),
+                &rules,
+            )
+            .len()
+        });
+    });
+    g.bench_function("parse_and_diff_doc", |b| {
+        b.iter(|| {
+            let arena = bumpalo::Bump::new();
+            let (a, z) = (
+                doc::parse(black_box(l), &arena).unwrap(),
+                doc::parse(black_box(r), &arena).unwrap(),
+            );
+            diff_docs(&a, &z, &rules).len()
+        });
+    });
+    g.bench_function("parse_diff_patterns_doc", |b| {
+        b.iter(|| {
+            let arena = bumpalo::Bump::new();
+            let (a, z) = (
+                doc::parse(black_box(l), &arena).unwrap(),
+                doc::parse(black_box(r), &arena).unwrap(),
+            );
+            let mut p = Patterns::default();
+            p.add_doc(&a, 1000);
+            p.add_doc(&z, 1000);
+            (diff_docs(&a, &z, &rules).len(), p.list.len())
+        });
+    });
+    let headers = http::HeaderMap::new();
+    let side = |body: &'static [u8]| shadowdiff::shadow::compare::Side {
+        status: http::StatusCode::OK,
+        headers: &headers,
+        body: bytes::Bytes::from_static(body),
+    };
+    g.bench_function("compare_bodies", |b| {
+        b.iter(|| {
+            shadowdiff::shadow::compare::compare_bodies(&side(l), &side(r), &rules, &cfg)
+                .diffs
+                .len()
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, harness);
 criterion_main!(benches);

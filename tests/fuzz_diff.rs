@@ -211,3 +211,294 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------- the parse floor: two paths, one answer
+//
+// The proxy parses a body that nothing rewrites into sonic-rs's arena document
+// (`diff::doc::parse`), anything else into serde_json's `Value`. Both must give the same
+// acceptance, the same differences and the same field patterns, under any rules.
+
+/// A JSON text's tree, rendered by hand: numbers as odd spellings, strings with escapes and
+/// unicode, objects that may name a member twice.
+#[derive(Debug, Clone)]
+enum J {
+    Lit(String),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+fn arb_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (-3i64..3).prop_map(|n| n.to_string()),
+        "-?[1-9][0-9]{18,40}",
+        "-?(0|[1-9][0-9]{0,3})\\.[0-9]{1,5}0{0,3}",
+        "-?[1-9](\\.[0-9]{1,3})?[eE][+-]?[0-9]{1,3}",
+        prop::sample::select(
+            &[
+                "1e400",
+                "-1e400",
+                "1e-400",
+                "-0",
+                "0.0e5",
+                "1E+2",
+                "100",
+                "1.0",
+                "10",
+                "1e1",
+                "9007199254740993",
+                "9007199254740992",
+                "0.1",
+                "0.10",
+                "-0.0",
+            ][..]
+        )
+        .prop_map(str::to_owned),
+    ]
+}
+
+fn arb_j() -> impl Strategy<Value = J> {
+    let leaf = prop_oneof![
+        prop::sample::select(&["null", "true", "false"][..]).prop_map(|s| J::Lit(s.to_owned())),
+        arb_number().prop_map(J::Lit),
+        "[a-c é😀\"\\\\/\u{0}-\u{1f}\u{7f}\u{2028}]{0,4}".prop_map(J::Str),
+        prop::sample::select(&["", "a", "A", " a ", "12", "2026-01-01T08:00:00Z"][..])
+            .prop_map(|s| J::Str(s.to_owned())),
+    ];
+    leaf.prop_recursive(6, 80, 8, |inner| {
+        let key = prop_oneof![
+            prop::sample::select(&["id", "key", "a", "b", "c", "é", "a\"b", "~/"][..])
+                .prop_map(str::to_owned),
+            "[a-d]{1,2}",
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(J::Arr),
+            prop::collection::vec((key, inner), 0..7).prop_map(J::Obj),
+        ]
+    })
+}
+
+/// A string literal: plain (serde_json's escaping) or with every non-ASCII character and `/`
+/// escaped as `\uXXXX` (surrogate pairs beyond the BMP).
+fn quote(s: &str, escaped: bool) -> String {
+    if !escaped {
+        return serde_json::to_string(s).unwrap();
+    }
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            ' '..='~' => out.push(ch),
+            _ => {
+                let mut buf = [0u16; 2];
+                for u in ch.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{u:04X}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn render(j: &J, style: u8, out: &mut String) {
+    let escaped = style & 1 == 1;
+    let gap = if style & 2 == 2 { " \n\t" } else { "" };
+    match j {
+        J::Lit(s) => out.push_str(s),
+        J::Str(s) => out.push_str(&quote(s, escaped)),
+        J::Arr(a) => {
+            out.push('[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(gap);
+                render(e, style, out);
+            }
+            out.push_str(gap);
+            out.push(']');
+        }
+        J::Obj(o) => {
+            out.push('{');
+            for (i, (k, e)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(gap);
+                out.push_str(&quote(k, escaped));
+                out.push_str(gap);
+                out.push(':');
+                render(e, style, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A variant of `j`: leaves changed, members dropped or swapped, elements inserted or removed,
+/// decided by `seed` (a document compared with an edited copy of itself, as vendors differ).
+fn edit(j: &J, seed: &mut u64) -> J {
+    let mut roll = |n: u64| {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed % n
+    };
+    match (j, roll(10)) {
+        (_, 0) => J::Lit(["1", "1.0", "null", "\"x\""][roll(4) as usize].to_owned()),
+        (J::Arr(a), r) => {
+            let mut a: Vec<J> = a.iter().map(|e| edit(e, seed)).collect();
+            match r {
+                1 if !a.is_empty() => {
+                    a.remove(0);
+                }
+                2 => a.insert(0, J::Obj(vec![("id".into(), J::Lit("7".into()))])),
+                3 => a.reverse(),
+                _ => {}
+            }
+            J::Arr(a)
+        }
+        (J::Obj(o), r) => {
+            let mut o: Vec<(String, J)> =
+                o.iter().map(|(k, e)| (k.clone(), edit(e, seed))).collect();
+            match r {
+                1 if !o.is_empty() => {
+                    o.pop();
+                }
+                2 if o.len() > 1 => o.swap(0, 1),
+                3 => o.push(("n".into(), J::Lit("null".into()))),
+                _ => {}
+            }
+            J::Obj(o)
+        }
+        (j, _) => j.clone(),
+    }
+}
+
+fn text(j: &J, style: u8) -> String {
+    let mut s = String::new();
+    render(j, style, &mut s);
+    s
+}
+
+/// Both paths over two texts: the serde_json documents' differences and patterns, and what the
+/// parsed documents (of whichever kind) give, alone and mixed with the other kind.
+fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
+    use diff::doc::{self, Doc};
+    let arena = bumpalo::Bump::new();
+    let (lv, cv) = (
+        diff::parse_json(l.as_bytes()),
+        diff::parse_json(c.as_bytes()),
+    );
+    let (ld, cd) = (
+        doc::parse(l.as_bytes(), &arena),
+        doc::parse(c.as_bytes(), &arena),
+    );
+    prop_assert_eq!(lv.is_ok(), ld.is_ok());
+    prop_assert_eq!(cv.is_ok(), cd.is_ok());
+    let (Ok(lv), Ok(cv), Ok(ld), Ok(cd)) = (lv, cv, ld, cd) else {
+        return Ok(());
+    };
+    let old = diff::diff(&lv, &cv, rules);
+    prop_assert_eq!(&diff::diff_docs(&ld, &cd, rules), &old);
+    prop_assert_eq!(&diff::diff_docs(&ld, &Doc::Tree(cv.clone()), rules), &old);
+    prop_assert_eq!(&diff::diff_docs(&Doc::Tree(lv.clone()), &cd, rules), &old);
+    let (mut p_old, mut p_new) = (diff::Patterns::default(), diff::Patterns::default());
+    p_old.add(&lv, 1000);
+    p_old.add(&cv, 1000);
+    p_new.add_doc(&ld, 1000);
+    p_new.add_doc(&cd, 1000);
+    prop_assert_eq!(p_old.list, p_new.list);
+    prop_assert_eq!(ld.into_value(), lv);
+    prop_assert_eq!(cd.into_value(), cv);
+    Ok(())
+}
+
+/// Whether an object in `j` names a member twice (serde_json keeps the last value, at the
+/// first one's place: the arena document keeps both, so such a body takes serde_json's path).
+fn repeats_a_member(j: &J) -> bool {
+    match j {
+        J::Obj(o) => {
+            let mut names: Vec<&String> = o.iter().map(|(k, _)| k).collect();
+            names.sort();
+            names.windows(2).any(|w| w[0] == w[1]) || o.iter().any(|(_, e)| repeats_a_member(e))
+        }
+        J::Arr(a) => a.iter().any(repeats_a_member),
+        _ => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Any two documents (one often an edited copy of the other), any rules (every normalize
+    /// rule among them): the same differences and field patterns from both paths.
+    #[test]
+    fn both_parse_paths_give_the_same_comparison(
+        l in arb_j(),
+        other in arb_j(),
+        seed in any::<u64>(),
+        styles in (0u8..4, 0u8..4),
+        edited in any::<bool>(),
+        rules in arb_rules(),
+    ) {
+        let c = if edited { edit(&l, &mut (seed | 1)) } else { other };
+        let (lt, ct) = (text(&l, styles.0), text(&c, styles.1));
+        both_paths(&lt, &ct, &rules)?;
+        // The arena document is what a body without a repeated member becomes.
+        if !repeats_a_member(&l) {
+            let arena = bumpalo::Bump::new();
+            prop_assert!(matches!(diff::doc::parse(lt.as_bytes(), &arena), Ok(diff::doc::Doc::Fast(_))), "{}", lt);
+        }
+    }
+
+    /// Bytes that are mostly JSON: accepted by one path exactly when by the other, refused for
+    /// the same reason, read as the same document.
+    #[test]
+    fn both_parse_paths_accept_the_same_bytes(
+        b in prop_oneof![
+            mutated(),
+            prop::collection::vec(any::<u8>(), 0..64),
+            (arb_j(), 0u8..4, prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..3))
+                .prop_map(|(j, style, edits)| {
+                    let mut b = text(&j, style).into_bytes();
+                    for (at, byte) in edits {
+                        let i = at.index(b.len() + 1);
+                        b.insert(i, byte);
+                    }
+                    b
+                }),
+        ],
+    ) {
+        let arena = bumpalo::Bump::new();
+        let (old, new) = (diff::parse_json(&b), diff::doc::parse(&b, &arena));
+        match (old, new) {
+            (Ok(v), Ok(d)) => prop_assert_eq!(d.into_value(), v),
+            (Err(diff::JsonError::TooDeep(_)), Err(diff::JsonError::TooDeep(_)))
+            | (Err(diff::JsonError::Invalid(_)), Err(diff::JsonError::Invalid(_))) => {}
+            (o, n) => prop_assert!(false, "{:?} vs {:?} for {:?}", o.map(|_| ()), n.map(|_| ()), String::from_utf8_lossy(&b)),
+        }
+    }
+
+    /// Nesting around serde_json's limit: the same verdict from both paths.
+    #[test]
+    fn both_parse_paths_refuse_the_same_depth(
+        depth in 120usize..300,
+        open in prop_oneof![Just("["), Just("{\"a\":"), Just("[{\"a\":1},")],
+        inner in prop_oneof![Just("1"), Just("[]"), Just("{}")],
+    ) {
+        let close = match open { "[" | "[{\"a\":1}," => "]", _ => "}" };
+        let text = open.repeat(depth) + inner + &close.repeat(depth);
+        let arena = bumpalo::Bump::new();
+        let (old, new) = (diff::parse_json(text.as_bytes()), diff::doc::parse(text.as_bytes(), &arena));
+        prop_assert_eq!(old.is_ok(), new.is_ok(), "depth {}", depth);
+        prop_assert_eq!(
+            matches!(old, Err(diff::JsonError::TooDeep(_))),
+            matches!(new, Err(diff::JsonError::TooDeep(_)))
+        );
+    }
+}

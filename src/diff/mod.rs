@@ -16,6 +16,7 @@
 //! the candidate's coordinates of a compared node differ (array realignment) the difference also
 //! carries `candidate_pointer`.
 
+pub mod doc;
 pub mod glob;
 pub mod headers;
 pub mod normalize;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::{Algorithm, DiffOp};
 
+use doc::{Members, Node, View};
 pub use glob::{Glob, GlobError, GlobSet, Seg};
 
 /// Whether `c` is the date `l` (`YYYY-MM-DD`) followed by a time (`T…` or ` …`): a date one
@@ -243,7 +245,32 @@ pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference>
     diff_exact(legacy, candidate, rules)
 }
 
-fn diff_exact(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+/// Compares two parsed documents of any kind ([`doc::Node`]). Normalize rules rewrite
+/// serde_json values: with some, both documents are converted first (callers that parse bodies
+/// parse them as serde_json values then).
+pub fn diff_nodes<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules) -> Vec<Difference> {
+    if !rules.normalize.is_empty() {
+        return diff(&legacy.to_value(), &candidate.to_value(), rules);
+    }
+    diff_exact(legacy, candidate, rules)
+}
+
+/// [`diff_nodes`] of two parsed bodies, whatever kind each is.
+pub fn diff_docs(
+    legacy: &doc::Doc<'_>,
+    candidate: &doc::Doc<'_>,
+    rules: &Rules,
+) -> Vec<Difference> {
+    use doc::Doc::{Fast, Tree};
+    match (legacy, candidate) {
+        (Fast(l), Fast(c)) => diff_nodes(l, c, rules),
+        (Fast(l), Tree(c)) => diff_nodes(l, c, rules),
+        (Tree(l), Fast(c)) => diff_nodes(l, c, rules),
+        (Tree(l), Tree(c)) => diff(l, c, rules),
+    }
+}
+
+fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules) -> Vec<Difference> {
     let mut w = Walker {
         rules,
         lpath: Vec::new(),
@@ -294,21 +321,21 @@ const FAST_EQ_NODES: u32 = 16;
 /// Exact equality (same members, same elements in the same order, same number spelling) within
 /// a budget of visited nodes: `None` when the budget ran out. Identical subtrees cannot differ
 /// under any rule, so `Some(true)` means nothing to report.
-fn equal_within(a: &Value, b: &Value, budget: &mut u32) -> Option<bool> {
+fn equal_within<L: Node, C: Node>(a: &L, b: &C, budget: &mut u32) -> Option<bool> {
     *budget = budget.checked_sub(1)?;
-    Some(match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
+    Some(match (a.view(), b.view()) {
+        (View::Object(x), View::Object(y)) => {
             if x.len() != y.len() {
                 return Some(false);
             }
-            for ((kx, vx), (ky, vy)) in x.iter().zip(y) {
+            for ((kx, vx), (ky, vy)) in x.iter().zip(y.iter()) {
                 if kx != ky || !equal_within(vx, vy, budget)? {
                     return Some(false);
                 }
             }
             true
         }
-        (Value::Array(x), Value::Array(y)) => {
+        (View::Array(x), View::Array(y)) => {
             if x.len() != y.len() {
                 return Some(false);
             }
@@ -319,7 +346,11 @@ fn equal_within(a: &Value, b: &Value, budget: &mut u32) -> Option<bool> {
             }
             true
         }
-        _ => a == b,
+        (View::Null, View::Null) => true,
+        (View::Bool(x), View::Bool(y)) => x == y,
+        (View::Number(x), View::Number(y)) => x == y,
+        (View::String(x), View::String(y)) => x == y,
+        _ => false,
     })
 }
 
@@ -330,42 +361,67 @@ struct Walker<'r, 'a> {
     out: Vec<Difference>,
 }
 
+/// Objects with more members than this are indexed before members are looked up by name
+/// (the compact tree's objects are lists: a lookup is a scan).
+const SCAN_MEMBERS: usize = 32;
+
+/// Finds an object's members by name: through the object itself (serde_json's maps are
+/// indexed; a small compact object is scanned), or through an index built once (a large compact
+/// object, where scans would make the walk quadratic).
+enum Lookup<'a, N: Node + 'a> {
+    Direct(&'a N::Object),
+    Index(HashMap<&'a str, &'a N>),
+}
+
+impl<'a, N: Node + 'a> Lookup<'a, N> {
+    fn new(o: &'a N::Object) -> Self {
+        if <N::Object as Members>::INDEXED || o.len() <= SCAN_MEMBERS {
+            return Self::Direct(o);
+        }
+        Self::Index(o.iter().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&'a N> {
+        match self {
+            Self::Direct(o) => o.get(key),
+            Self::Index(i) => i.get(key).copied(),
+        }
+    }
+}
+
 impl<'a> Walker<'_, 'a> {
-    fn value(&mut self, l: &'a Value, c: &'a Value) {
-        match (l, c) {
+    fn value<L: Node + 'a, C: Node + 'a>(&mut self, l: &'a L, c: &'a C) {
+        match (l.view(), c.view()) {
+            (View::Object(lo), View::Object(co)) => self.object::<L, C>(lo, co),
             // Small arrays (a list of phones, of tags) are usually equal: a tight equality check
             // over at most FAST_EQ_NODES nodes is cheaper than keying, hashing and aligning
             // them. The budget keeps it from going quadratic on deep documents.
-            (Value::Object(lo), Value::Object(co)) => self.object(lo, co),
-            (Value::Array(la), Value::Array(ca)) => {
+            (View::Array(la), View::Array(ca)) => {
                 if equal_within(l, c, &mut FAST_EQ_NODES.clone()) != Some(true) {
                     self.array(la, ca);
                 }
             }
-            (Value::Number(a), Value::Number(b)) => {
-                if !number::equal(a, b, self.rules.number_tolerance) {
+            (View::Number(a), View::Number(b)) => {
+                if !number::equal_text(a, b, self.rules.number_tolerance) {
                     self.emit(Kind::Changed, Some(l), Some(c));
                 }
             }
-            (Value::String(a), Value::String(b)) if a == b => {}
-            (Value::Bool(a), Value::Bool(b)) if a == b => {}
-            (Value::Null, Value::Null) => {}
-            (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_)) => {
+            (View::String(a), View::String(b)) if a == b => {}
+            (View::Bool(a), View::Bool(b)) if a == b => {}
+            (View::Null, View::Null) => {}
+            (View::String(_), View::String(_)) | (View::Bool(_), View::Bool(_)) => {
                 self.emit(Kind::Changed, Some(l), Some(c));
             }
             _ => self.emit(Kind::TypeChanged, Some(l), Some(c)),
         }
     }
 
-    fn object(
-        &mut self,
-        lo: &'a serde_json::Map<String, Value>,
-        co: &'a serde_json::Map<String, Value>,
-    ) {
-        // Maps keep their members in document order (serde_json's `preserve_order`, which the
-        // JSONata engine turns on). Members in the same order on both sides (the usual case)
-        // are walked in one pass; from the first difference in order on, legacy's remaining
-        // members are looked up in the candidate, then the candidate's own are listed.
+    fn object<L: Node + 'a, C: Node + 'a>(&mut self, lo: &'a L::Object, co: &'a C::Object) {
+        // Objects keep their members in document order (serde_json's `preserve_order`, which
+        // the JSONata engine turns on; sonic-rs's lists). Members in the same order on both
+        // sides (the usual case) are walked in one pass; from the first difference in order on,
+        // legacy's remaining members are looked up in the candidate, then the candidate's own
+        // are listed.
         let mut same = 0;
         for ((lk, lv), (ck, cv)) in lo.iter().zip(co.iter()) {
             if lk != ck {
@@ -378,27 +434,28 @@ impl<'a> Walker<'_, 'a> {
             return;
         }
         let nem = self.rules.null_equals_missing;
+        let (lfind, cfind) = (Lookup::<L>::new(lo), Lookup::<C>::new(co));
         for (k, lv) in lo.iter().skip(same) {
-            match co.get(k) {
+            match cfind.get(k) {
                 Some(cv) => self.member(k, lv, cv),
                 None if nem && lv.is_null() => {}
                 None => {
                     self.lpath.push(Seg::Key(k));
-                    self.emit(Kind::Missing, Some(lv), None);
+                    self.emit::<L, C>(Kind::Missing, Some(lv), None);
                     self.lpath.pop();
                 }
             }
         }
         for (k, cv) in co.iter().skip(same) {
-            if !(lo.contains_key(k) || nem && cv.is_null()) {
+            if !(lfind.get(k).is_some() || nem && cv.is_null()) {
                 self.cpath.push(Seg::Key(k));
-                self.emit(Kind::Extra, None, Some(cv));
+                self.emit::<L, C>(Kind::Extra, None, Some(cv));
                 self.cpath.pop();
             }
         }
     }
 
-    fn member(&mut self, k: &'a str, lv: &'a Value, cv: &'a Value) {
+    fn member<L: Node + 'a, C: Node + 'a>(&mut self, k: &'a str, lv: &'a L, cv: &'a C) {
         self.lpath.push(Seg::Key(k));
         self.cpath.push(Seg::Key(k));
         self.value(lv, cv);
@@ -406,7 +463,7 @@ impl<'a> Walker<'_, 'a> {
         self.cpath.pop();
     }
 
-    fn array(&mut self, la: &'a [Value], ca: &'a [Value]) {
+    fn array<L: Node + 'a, C: Node + 'a>(&mut self, la: &'a [L], ca: &'a [C]) {
         let unordered =
             !self.rules.unordered.is_empty() && self.rules.unordered.matches(&self.lpath);
         if let Some(key) = self.rules.array_key(&self.lpath) {
@@ -416,7 +473,8 @@ impl<'a> Walker<'_, 'a> {
         } else if self.rules.auto_keys
             && !unordered
             && (la.len() + ca.len() > 1)
-            && la.iter().chain(ca).all(Value::is_object)
+            && la.iter().all(is_object)
+            && ca.iter().all(is_object)
         {
             // Every element an object with a unique scalar `id` (or remote_id, uuid, key) on
             // both sides: match by it.
@@ -439,10 +497,10 @@ impl<'a> Walker<'_, 'a> {
                 DiffOp::Equal { .. } => {}
                 DiffOp::Delete {
                     old_index, old_len, ..
-                } => (old_index..old_index + old_len).for_each(|i| self.missing_at(la, i)),
+                } => (old_index..old_index + old_len).for_each(|i| self.missing_at::<L, C>(la, i)),
                 DiffOp::Insert {
                     new_index, new_len, ..
-                } => (new_index..new_index + new_len).for_each(|j| self.extra_at(ca, j)),
+                } => (new_index..new_index + new_len).for_each(|j| self.extra_at::<L, C>(ca, j)),
                 DiffOp::Replace {
                     old_index,
                     old_len,
@@ -453,8 +511,10 @@ impl<'a> Walker<'_, 'a> {
                     for k in 0..paired {
                         self.pair(la, old_index + k, ca, new_index + k);
                     }
-                    (old_index + paired..old_index + old_len).for_each(|i| self.missing_at(la, i));
-                    (new_index + paired..new_index + new_len).for_each(|j| self.extra_at(ca, j));
+                    (old_index + paired..old_index + old_len)
+                        .for_each(|i| self.missing_at::<L, C>(la, i));
+                    (new_index + paired..new_index + new_len)
+                        .for_each(|j| self.extra_at::<L, C>(ca, j));
                 }
             }
         }
@@ -462,7 +522,12 @@ impl<'a> Walker<'_, 'a> {
 
     /// Matches elements by a key member; `false` (nothing done) when an element lacks a scalar
     /// value for it or a key repeats on one side.
-    fn try_keyed(&mut self, la: &'a [Value], ca: &'a [Value], key: &str) -> bool {
+    fn try_keyed<L: Node + 'a, C: Node + 'a>(
+        &mut self,
+        la: &'a [L],
+        ca: &'a [C],
+        key: &str,
+    ) -> bool {
         // The usual case first: the same keys in the same order. Each pair is compared as soon
         // as its keys are read, while the elements are in cache; at the first pair that does
         // not qualify, what it reported is taken back and the general path below runs.
@@ -492,18 +557,24 @@ impl<'a> Walker<'_, 'a> {
         for (i, key) in lseq.iter().enumerate() {
             match ck.get(key) {
                 Some(&j) => self.pair(la, i, ca, j),
-                None => self.missing_at(la, i),
+                None => self.missing_at::<L, C>(la, i),
             }
         }
         for (j, key) in cseq.iter().enumerate() {
             if !lk.contains_key(key) {
-                self.extra_at(ca, j);
+                self.extra_at::<L, C>(ca, j);
             }
         }
         true
     }
 
-    fn unordered(&mut self, la: &'a [Value], ca: &'a [Value], lh: &[u64], ch: &[u64]) {
+    fn unordered<L: Node + 'a, C: Node + 'a>(
+        &mut self,
+        la: &'a [L],
+        ca: &'a [C],
+        lh: &[u64],
+        ch: &[u64],
+    ) {
         let mut pool: HashMap<u64, Vec<usize>> = HashMap::new();
         for (j, h) in ch.iter().enumerate().rev() {
             pool.entry(*h).or_default().push(j);
@@ -512,17 +583,17 @@ impl<'a> Walker<'_, 'a> {
         for (i, h) in lh.iter().enumerate() {
             match pool.get_mut(h).and_then(Vec::pop) {
                 Some(j) => used[j] = true,
-                None => self.missing_at(la, i),
+                None => self.missing_at::<L, C>(la, i),
             }
         }
         for (j, u) in used.iter().enumerate() {
             if !u {
-                self.extra_at(ca, j);
+                self.extra_at::<L, C>(ca, j);
             }
         }
     }
 
-    fn pair(&mut self, la: &'a [Value], i: usize, ca: &'a [Value], j: usize) {
+    fn pair<L: Node + 'a, C: Node + 'a>(&mut self, la: &'a [L], i: usize, ca: &'a [C], j: usize) {
         self.lpath.push(Seg::Index(i));
         self.cpath.push(Seg::Index(j));
         self.value(&la[i], &ca[j]);
@@ -530,19 +601,19 @@ impl<'a> Walker<'_, 'a> {
         self.cpath.pop();
     }
 
-    fn missing_at(&mut self, la: &'a [Value], i: usize) {
+    fn missing_at<L: Node + 'a, C: Node + 'a>(&mut self, la: &'a [L], i: usize) {
         self.lpath.push(Seg::Index(i));
-        self.emit(Kind::Missing, Some(&la[i]), None);
+        self.emit::<L, C>(Kind::Missing, Some(&la[i]), None);
         self.lpath.pop();
     }
 
-    fn extra_at(&mut self, ca: &'a [Value], j: usize) {
+    fn extra_at<L: Node + 'a, C: Node + 'a>(&mut self, ca: &'a [C], j: usize) {
         self.cpath.push(Seg::Index(j));
-        self.emit(Kind::Extra, None, Some(&ca[j]));
+        self.emit::<L, C>(Kind::Extra, None, Some(&ca[j]));
         self.cpath.pop();
     }
 
-    fn emit(&mut self, kind: Kind, l: Option<&Value>, c: Option<&Value>) {
+    fn emit<L: Node + 'a, C: Node + 'a>(&mut self, kind: Kind, l: Option<&L>, c: Option<&C>) {
         let path = if kind == Kind::Extra {
             &self.cpath
         } else {
@@ -562,8 +633,8 @@ impl<'a> Walker<'_, 'a> {
             pointer,
             field: glob::field_pattern(path),
             kind,
-            legacy: l.cloned(),
-            candidate: c.cloned(),
+            legacy: l.map(Node::to_value),
+            candidate: c.map(Node::to_value),
             candidate_pointer,
         });
     }
@@ -571,7 +642,7 @@ impl<'a> Walker<'_, 'a> {
     /// A structural hash of an array element under the rules that can be applied without a
     /// counterpart: ignored members are left out, object member order does not matter, numbers
     /// hash by value, and (with `null_equals_missing`) null members are left out.
-    fn element_hash(&mut self, v: &'a Value) -> u64 {
+    fn element_hash<N: Node + 'a>(&mut self, v: &'a N) -> u64 {
         let mut path = std::mem::take(&mut self.lpath);
         path.push(Seg::Index(0));
         let h = hash_value(v, self.rules, &mut path);
@@ -581,21 +652,25 @@ impl<'a> Walker<'_, 'a> {
     }
 }
 
+fn is_object<N: Node>(v: &N) -> bool {
+    matches!(v.view(), View::Object(_))
+}
+
 /// A structural hash, computed bottom up: arrays fold their elements in order, objects add up
 /// their members' hashes (so member order does not count, without sorting anything).
-fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>) -> u64 {
+fn hash_value<'a, N: Node>(v: &'a N, rules: &Rules, path: &mut Vec<Seg<'a>>) -> u64 {
     use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-    match v {
-        Value::Null => 0x6e75_6c6c,
-        Value::Bool(true) => 0x7472_7565,
-        Value::Bool(false) => 0x6661_6c73,
-        Value::Number(n) => {
+    match v.view() {
+        View::Null => 0x6e75_6c6c,
+        View::Bool(true) => 0x7472_7565,
+        View::Bool(false) => 0x6661_6c73,
+        View::Number(n) => {
             let mut f = Fold(2);
-            number::hash(n, &mut f);
+            number::hash_text(n, &mut f);
             f.finish()
         }
-        Value::String(s) => xxh3_64_with_seed(s.as_bytes(), 3),
-        Value::Array(a) => {
+        View::String(s) => xxh3_64_with_seed(s.as_bytes(), 3),
+        View::Array(a) => {
             let mut acc = mix(4 ^ a.len() as u64);
             for (i, e) in a.iter().enumerate() {
                 path.push(Seg::Index(i));
@@ -604,9 +679,9 @@ fn hash_value<'a>(v: &'a Value, rules: &Rules, path: &mut Vec<Seg<'a>>) -> u64 {
             }
             acc
         }
-        Value::Object(o) => {
+        View::Object(o) => {
             let (mut acc, mut n) = (0u64, 0u64);
-            for (k, e) in o {
+            for (k, e) in o.iter() {
                 if rules.null_equals_missing && e.is_null() {
                     continue;
                 }
@@ -650,28 +725,33 @@ enum KeyValue<'a> {
 
 /// The key values of an array's elements, in order; `None` when an element is not an object
 /// with a scalar value for the key (the array then falls back to sequence alignment).
-fn key_seq<'a>(a: &'a [Value], key: &str) -> Option<Vec<KeyValue<'a>>> {
+fn key_seq<'a, N: Node>(a: &'a [N], key: &str) -> Option<Vec<KeyValue<'a>>> {
     // Most arrays without the key fail on their first element: before allocating anything.
     if let Some(first) = a.first() {
-        first.as_object()?.get(key)?;
+        match first.view() {
+            View::Object(o) => o.get(key)?,
+            _ => return None,
+        };
     }
     a.iter().map(|e| key_of(e, key)).collect()
 }
 
 /// An element's key value; `None` when it is not an object with a scalar value for the key.
-fn key_of<'a>(e: &'a Value, key: &str) -> Option<KeyValue<'a>> {
-    let o = e.as_object()?;
-    // APIs mostly put the id first: looking at the first member spares a hash lookup.
-    let v = match o.iter().next() {
+fn key_of<'a, N: Node>(e: &'a N, key: &str) -> Option<KeyValue<'a>> {
+    let View::Object(o) = e.view() else {
+        return None;
+    };
+    // APIs mostly put the id first: looking at the first member spares a lookup.
+    let v = match o.first() {
         Some((k, v)) if k == key => v,
         _ => o.get(key)?,
     };
-    Some(match v {
-        Value::String(s) => KeyValue::Str(s),
-        Value::Number(n) => KeyValue::Num(
-            number::parse(n.as_str()).map_or_else(|| n.to_string(), |d| d.to_string()),
-        ),
-        Value::Bool(b) => KeyValue::Bool(*b),
+    Some(match v.view() {
+        View::String(s) => KeyValue::Str(s),
+        View::Number(text) => {
+            KeyValue::Num(number::parse(text).map_or_else(|| text.to_owned(), |d| d.to_string()))
+        }
+        View::Bool(b) => KeyValue::Bool(b),
         _ => return None,
     })
 }
@@ -706,18 +786,26 @@ pub struct Patterns {
 
 impl Patterns {
     /// Adds the patterns of `doc`.
-    pub fn add(&mut self, doc: &Value, limit: usize) {
+    pub fn add<N: Node>(&mut self, doc: &N, limit: usize) {
         let mut path = Vec::new();
         self.walk(doc, 0, &mut path, limit);
     }
 
-    fn walk<'a>(&mut self, v: &'a Value, h: u64, path: &mut Vec<Seg<'a>>, limit: usize) {
+    /// Adds the patterns of a parsed body, whatever kind it is.
+    pub fn add_doc(&mut self, doc: &doc::Doc<'_>, limit: usize) {
+        match doc {
+            doc::Doc::Fast(v) => self.add(v, limit),
+            doc::Doc::Tree(v) => self.add(v, limit),
+        }
+    }
+
+    fn walk<'a, N: Node>(&mut self, v: &'a N, h: u64, path: &mut Vec<Seg<'a>>, limit: usize) {
         if self.list.len() >= limit || path.len() >= PRESENCE_DEPTH {
             return;
         }
-        match v {
-            Value::Object(o) => {
-                for (k, child) in o {
+        match v.view() {
+            View::Object(o) => {
+                for (k, child) in o.iter() {
                     let hc = mix(h ^ xxhash_rust::xxh3::xxh3_64(k.as_bytes()));
                     path.push(Seg::Key(k));
                     self.visit(hc, path, limit);
@@ -725,7 +813,7 @@ impl Patterns {
                     path.pop();
                 }
             }
-            Value::Array(a) if !a.is_empty() => {
+            View::Array(a) if !a.is_empty() => {
                 let hc = mix(h ^ STAR);
                 path.push(Seg::Index(0));
                 self.visit(hc, path, limit);

@@ -121,7 +121,11 @@ impl std::fmt::Display for Decimal<'_> {
 
 /// Whether two JSON numbers are equal, exactly or within `tolerance` (absolute, when positive).
 pub fn equal(a: &serde_json::Number, b: &serde_json::Number, tolerance: f64) -> bool {
-    let (ta, tb) = (a.as_str(), b.as_str());
+    equal_text(a.as_str(), b.as_str(), tolerance)
+}
+
+/// [`equal`] on numbers' source texts.
+pub fn equal_text(ta: &str, tb: &str, tolerance: f64) -> bool {
     if ta == tb {
         return true;
     }
@@ -132,7 +136,9 @@ pub fn equal(a: &serde_json::Number, b: &serde_json::Number, tolerance: f64) -> 
     if exact || tolerance <= 0.0 {
         return exact;
     }
-    match (a.as_f64(), b.as_f64()) {
+    // serde_json's `as_f64` under `arbitrary_precision`: finite values only.
+    let float = |t: &str| t.parse::<f64>().ok().filter(|f| f.is_finite());
+    match (float(ta), float(tb)) {
         (Some(x), Some(y)) => (x - y).abs() <= tolerance,
         _ => false,
     }
@@ -140,9 +146,14 @@ pub fn equal(a: &serde_json::Number, b: &serde_json::Number, tolerance: f64) -> 
 
 /// Feeds the canonical form of a number to `state`, so that equal numbers hash alike.
 pub fn hash<H: Hasher>(n: &serde_json::Number, state: &mut H) {
-    match parse(n.as_str()) {
+    hash_text(n.as_str(), state);
+}
+
+/// [`hash`] of a number's source text.
+pub fn hash_text<H: Hasher>(text: &str, state: &mut H) {
+    match parse(text) {
         Some(d) => d.hash(state),
-        None => n.as_str().hash(state),
+        None => text.hash(state),
     }
 }
 

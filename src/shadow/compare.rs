@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::capture::{self, Captured};
 use crate::config::{Bodies, Config};
-use crate::diff::{self, Difference, Kind, Rules, Seg};
+use crate::diff::{self, doc::Doc, Difference, Kind, Rules, Seg};
 use crate::encoding;
 use crate::mapping::{runner::Runner, Chain};
 use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
@@ -724,13 +724,22 @@ fn compare_sides(
         maps.legacy.is_some(),
         maps.candidate.is_some() || maps.premapped.is_some(),
     );
+    // A side that a mapping, a normalize rule, the id crosswalk or paging rewrites is parsed
+    // into a serde_json value (what they take); any other into sonic-rs's arena document.
+    let normalize = !rules.normalize.is_empty();
+    let tree = (
+        maps.legacy.is_some() || maps.ids.is_some() || normalize,
+        maps.candidate.is_some() || maps.ids.is_some() || maps.paging.is_some() || normalize,
+    );
+    // The compact trees of both documents live here, for the comparison's length.
+    let arena = bumpalo::Bump::new();
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
-        Some(pre) => match parse_body(&l_raw) {
+        Some(pre) => match parse_body(&l_raw, tree.0, &arena) {
             Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
             l => (
                 l.json(),
-                Some(pre.clone()),
+                Some(Doc::Tree(pre.clone())),
                 Maps {
                     candidate: None,
                     premapped: None,
@@ -738,28 +747,34 @@ fn compare_sides(
                 },
             ),
         },
-        None => match (parse_body(&l_raw), parse_body(&c_raw)) {
+        None => match (
+            parse_body(&l_raw, tree.0, &arena),
+            parse_body(&c_raw, tree.1, &arena),
+        ) {
             (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
             (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
             (l, c) => (l.json(), c.json(), maps),
         },
     };
     // A walked page carries its offset and total: legacy's paging fields, after the mapping.
-    let walked = maps
-        .paging
-        .and_then(|spec| Some((spec, crate::paging::stamp_of(c_json.as_ref()?)?)));
+    let walked = maps.paging.and_then(|spec| {
+        Some((
+            spec,
+            crate::paging::stamp_of(c_json.as_ref().and_then(Doc::tree)?)?,
+        ))
+    });
     // Mappings reshape the parsed documents before anything is compared.
     let (l_json, mut c_json) = match map_sides(l_json, c_json, &maps) {
         Ok(v) => v,
         Err(e) => return done(Outcome::MappingError, e),
     };
-    if let (Some((spec, st)), Some(c)) = (walked, c_json.as_mut()) {
+    if let (Some((spec, st)), Some(Doc::Tree(c))) = (walked, c_json.as_mut()) {
         crate::paging::stamp(spec, c, st);
     }
     // The id crosswalk: pairs learned, then the candidate's ids turned into legacy's (a served
     // document comes with the candidate's ids too: the caller got them turned the same way).
     let applied = match (maps.ids, &l_json, &mut c_json) {
-        (Some(ids), Some(l), Some(c)) => {
+        (Some(ids), Some(Doc::Tree(l)), Some(Doc::Tree(c))) => {
             // A paged route teaches pairs only from the whole list on both sides.
             let whole = maps.paging.is_none_or(|spec| {
                 let n = |d: &serde_json::Value| {
@@ -779,7 +794,7 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let mut found = diff::diff(l, c, rules);
+            let mut found = diff::diff_docs(l, c, rules);
             if let Some(a) = &applied {
                 for d in &mut found {
                     if a.explains(&d.pointer, d.candidate_pointer.as_deref(), d.kind.as_str()) {
@@ -790,8 +805,8 @@ fn compare_sides(
             diffs.extend(found);
             if record {
                 let mut p = diff::Patterns::default();
-                p.add(l, MAX_PRESENT);
-                p.add(c, MAX_PRESENT);
+                p.add_doc(l, MAX_PRESENT);
+                p.add_doc(c, MAX_PRESENT);
                 present = p.list;
             }
         }
@@ -861,8 +876,8 @@ fn compare_sides(
 /// loses every value redacted in its mapped form, wherever it sits (its fields have the other
 /// vendor's names).
 fn kept_texts(
-    legacy: Option<Value>,
-    candidate: Option<Value>,
+    legacy: Option<Doc<'_>>,
+    candidate: Option<Doc<'_>>,
     raw: (&[u8], &[u8]),
     mapped: (bool, bool),
     cfg: &Config,
@@ -871,7 +886,7 @@ fn kept_texts(
     // The values redacted by glob on either side are looked for in both sides' documents, as
     // compared (a copy under another name) and as they came (another name, another format).
     let mut taken = std::collections::HashSet::new();
-    let mut docs = [legacy, candidate];
+    let mut docs = [legacy.map(Doc::into_value), candidate.map(Doc::into_value)];
     for d in docs.iter_mut().flatten() {
         taken.extend(redact::redact_collecting(d, fields));
     }
@@ -881,7 +896,7 @@ fn kept_texts(
             BodyText::new(b.to_string())
         });
         let raw = mapped
-            .then(|| parse_body(raw).json())
+            .then(|| diff::parse_json(raw).ok())
             .flatten()
             .map(|mut b| {
                 redact::redact_document(&mut b, fields);
@@ -901,21 +916,31 @@ fn kept_texts(
     }
 }
 
-/// Applies the legacy and candidate mappings to JSON bodies; the error names the side.
-fn map_sides(
-    l: Option<Value>,
-    c: Option<Value>,
+/// Applies the legacy and candidate mappings to JSON bodies; the error names the side. A side
+/// without a mapping keeps its document as parsed.
+fn map_sides<'b>(
+    l: Option<Doc<'b>>,
+    c: Option<Doc<'b>>,
     maps: &Maps<'_>,
-) -> Result<(Option<Value>, Option<Value>), String> {
+) -> Result<(Option<Doc<'b>>, Option<Doc<'b>>), String> {
+    let split = |d: Option<Doc<'b>>, chain: Option<&Chain>| match chain {
+        Some(_) => (d.map(Doc::into_value), None),
+        None => (None, d),
+    };
+    let ((l_map, l_kept), (c_map, c_kept)) = (split(l, maps.legacy), split(c, maps.candidate));
     // The engine's message may quote the document's values: scrubbed before it is stored as
     // the exchange's reason.
-    maps.apply_both(l, c).map_err(|e| {
+    let (l_map, c_map) = maps.apply_both(l_map, c_map).map_err(|e| {
         format!(
             "{}: {}",
             e.side,
             redact::scrub_message(&e.error.to_string())
         )
-    })
+    })?;
+    Ok((
+        l_kept.or(l_map.map(Doc::Tree)),
+        c_kept.or(c_map.map(Doc::Tree)),
+    ))
 }
 
 fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {
@@ -925,16 +950,16 @@ fn outcome(mut r: Record, o: Outcome, reason: String) -> Record {
 }
 
 /// A body as parsed for the comparison.
-enum Parsed {
-    Json(Value),
+enum Parsed<'b> {
+    Json(Doc<'b>),
     /// Not JSON (or empty): compared as bytes when the other side is not JSON either.
     NotJson,
     /// JSON nested deeper than the parser's limit: refused, never recursed into.
     TooDeep,
 }
 
-impl Parsed {
-    fn json(self) -> Option<Value> {
+impl<'b> Parsed<'b> {
+    fn json(self) -> Option<Doc<'b>> {
         match self {
             Self::Json(v) => Some(v),
             _ => None,
@@ -942,11 +967,18 @@ impl Parsed {
     }
 }
 
-fn parse_body(b: &[u8]) -> Parsed {
+/// Parses a body: into a serde_json value with `tree`, else into whichever document reads the
+/// same ([`diff::doc::parse`]).
+fn parse_body<'b>(b: &[u8], tree: bool, arena: &'b bumpalo::Bump) -> Parsed<'b> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Parsed::NotJson;
     }
-    match diff::parse_json(b) {
+    let parsed = if tree {
+        diff::parse_json(b).map(Doc::Tree)
+    } else {
+        diff::doc::parse(b, arena)
+    };
+    match parsed {
         Ok(v) => Parsed::Json(v),
         Err(diff::JsonError::TooDeep(_)) => Parsed::TooDeep,
         Err(diff::JsonError::Invalid(_)) => Parsed::NotJson,

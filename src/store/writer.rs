@@ -21,8 +21,9 @@ use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Recor
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
 const BATCH: usize = 1000;
-/// How long the writer waits for more records after the first of a batch: one commit per
-/// window instead of one per record. Records reach the database within about this delay.
+/// How long the writer waits for more records after the first of a batch: one commit (and one
+/// wake-up of the writer) per window instead of one per record. Records reach the database
+/// within about this delay; a flush or stop that comes in the window waits for its end.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// How often the writer prunes expired exchanges while serving.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -389,7 +390,7 @@ fn writer(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         // Gather a batch: up to BATCH records, or what arrives within BATCH_WINDOW of the first;
-        // a flush or stop request ends the wait at once.
+        // a flush or stop request ends the batch.
         let window_end = Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         let mut stop = false;
@@ -408,9 +409,19 @@ fn writer(
             }
             next = match rx.try_recv() {
                 Ok(m) => Some(m),
-                Err(_) => rx
-                    .recv_timeout(window_end.saturating_duration_since(Instant::now()))
-                    .ok(),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                // Nothing queued: the rest of the window is slept out once and what came in
+                // meanwhile taken then. Waiting on the channel instead would wake this thread
+                // (and make each sender's `try_send` a wake-up call) once per record.
+                Err(mpsc::TryRecvError::Empty) => {
+                    let left = window_end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        None
+                    } else {
+                        std::thread::sleep(left);
+                        rx.try_recv().ok()
+                    }
+                }
             };
         }
         if !batch.is_empty() {

@@ -1,0 +1,327 @@
+//! The documents the comparison walks, behind one read-only view ([`Node`]).
+//!
+//! Two kinds of tree implement it:
+//! - serde_json's [`Value`]: what the mapping engines and the normalize rules take and give;
+//! - [`Fast`]: what the proxy parses a body into when nothing rewrites it. sonic-rs parses the
+//!   body (SIMD, no heap node per value), and its document is copied at once into a compact tree
+//!   in the caller's arena ([`Bump`]): one allocation per arena chunk rather than one per value,
+//!   members as slices in document order, numbers as their source text. Walking it costs a
+//!   fraction of walking sonic-rs's own document, whose every step decodes a tagged node.
+//!
+//! [`parse`] gives the second kind exactly when [`super::parse_json`] would accept the body, and
+//! a document that reads the same through the view: the same members in the same order, the
+//! same numbers' texts, the same strings. Where sonic-rs and serde_json could disagree (an error,
+//! nesting deeper than [`super::MAX_DEPTH`], a repeated member, which serde_json resolves to the
+//! last value at the first position) the body takes serde_json's path instead, so every verdict
+//! and every document is serde_json's.
+//!
+//! SIMD: sonic-rs picks its instructions when it is compiled. The default build targets
+//! baseline x86-64 (SSE2), so the binary runs on any x86-64; a build with
+//! `RUSTFLAGS="-C target-cpu=native"` (or `-C target-feature=+avx2,+pclmulqdq`) uses AVX2 and
+//! needs a CPU that has it.
+
+use bumpalo::Bump;
+use serde_json::Value;
+use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait};
+
+use super::{JsonError, MAX_DEPTH};
+
+/// A JSON node as the comparison reads it.
+pub trait Node: Sized {
+    /// The object type whose members are `(&str, &Self)`.
+    type Object: Members<Node = Self> + ?Sized;
+
+    /// What this node is.
+    fn view(&self) -> View<'_, Self>;
+
+    /// This node (and everything below it) as a serde_json value: what a [`super::Difference`]
+    /// carries.
+    fn to_value(&self) -> Value;
+
+    fn is_null(&self) -> bool {
+        matches!(self.view(), View::Null)
+    }
+}
+
+/// An object's members, in document order, each name once.
+pub trait Members {
+    type Node: Node;
+    /// Whether [`Members::get`] is a hash lookup (else a scan).
+    const INDEXED: bool;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn iter(&self) -> impl Iterator<Item = (&str, &Self::Node)>;
+    fn get(&self, key: &str) -> Option<&Self::Node>;
+    fn first(&self) -> Option<(&str, &Self::Node)> {
+        self.iter().next()
+    }
+}
+
+/// One node's kind and contents.
+pub enum View<'a, N: Node> {
+    Null,
+    Bool(bool),
+    /// A number, as its source text.
+    Number(&'a str),
+    String(&'a str),
+    Array(&'a [N]),
+    Object(&'a N::Object),
+}
+
+impl Node for Value {
+    type Object = serde_json::Map<String, Value>;
+
+    #[inline]
+    fn view(&self) -> View<'_, Self> {
+        match self {
+            Value::Null => View::Null,
+            Value::Bool(b) => View::Bool(*b),
+            Value::Number(n) => View::Number(n.as_str()),
+            Value::String(s) => View::String(s),
+            Value::Array(a) => View::Array(a),
+            Value::Object(o) => View::Object(o),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+}
+
+impl Members for serde_json::Map<String, Value> {
+    type Node = Value;
+    const INDEXED: bool = true;
+
+    fn len(&self) -> usize {
+        serde_json::Map::len(self)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        serde_json::Map::iter(self).map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        serde_json::Map::get(self, key)
+    }
+}
+
+/// A node of the compact tree, everything in one arena.
+#[derive(Debug, Clone, Copy)]
+pub enum Fast<'b> {
+    Null,
+    Bool(bool),
+    /// Its source text.
+    Number(&'b str),
+    String(&'b str),
+    Array(&'b [Fast<'b>]),
+    /// Its members in document order.
+    Object(&'b [(&'b str, Fast<'b>)]),
+}
+
+impl<'b> Node for Fast<'b> {
+    type Object = [(&'b str, Fast<'b>)];
+
+    #[inline]
+    fn view(&self) -> View<'_, Self> {
+        match *self {
+            Fast::Null => View::Null,
+            Fast::Bool(b) => View::Bool(b),
+            Fast::Number(n) => View::Number(n),
+            Fast::String(s) => View::String(s),
+            Fast::Array(a) => View::Array(a),
+            Fast::Object(o) => View::Object(o),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match *self {
+            Fast::Null => Value::Null,
+            Fast::Bool(b) => Value::Bool(b),
+            // serde_json's own reading of the text: the number it would have parsed.
+            Fast::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+            Fast::String(s) => Value::String(s.to_owned()),
+            Fast::Array(a) => Value::Array(a.iter().map(Node::to_value).collect()),
+            Fast::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Fast::Null)
+    }
+}
+
+impl<'b> Members for [(&'b str, Fast<'b>)] {
+    type Node = Fast<'b>;
+    const INDEXED: bool = false;
+
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Fast<'b>)> {
+        <[_]>::iter(self).map(|(k, v)| (*k, v))
+    }
+
+    /// A scan: callers looking up many members of a large object index it first.
+    fn get(&self, key: &str) -> Option<&Fast<'b>> {
+        <[_]>::iter(self).find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    fn first(&self) -> Option<(&str, &Fast<'b>)> {
+        <[_]>::first(self).map(|(k, v)| (*k, v))
+    }
+}
+
+/// A body parsed for the comparison: the compact tree when it reads exactly as serde_json's
+/// would, else serde_json's value.
+pub enum Doc<'b> {
+    Fast(Fast<'b>),
+    Tree(Value),
+}
+
+impl Doc<'_> {
+    /// The serde_json value, when it is one.
+    pub fn tree(&self) -> Option<&Value> {
+        match self {
+            Self::Tree(v) => Some(v),
+            Self::Fast(_) => None,
+        }
+    }
+
+    /// The document as a serde_json value (converted when it is the compact tree).
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Fast(v) => v.to_value(),
+            Self::Tree(v) => v,
+        }
+    }
+}
+
+/// Parses a body as [`super::parse_json`] does (same acceptance, same errors, same document),
+/// into the compact tree in `arena` whenever that reads the same.
+pub fn parse<'b>(bytes: &[u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError> {
+    // sonic-rs refuses nesting beyond 255 levels only once it is there, one call per level:
+    // ~0.5 KiB each in a release build (a 254-deep body parses in 128 KiB), over 16 KiB in a
+    // debug one. It runs with that much stack left, on a stack of its own when the thread's
+    // is short (never on the proxy's threads in a release build: they have 2 MiB).
+    let parsed = stacker::maybe_grow(SONIC_STACK, 2 * SONIC_STACK, || {
+        sonic_rs::from_slice::<sonic_rs::Value>(bytes)
+    });
+    if let Ok(v) = parsed {
+        let mut copy = Copy { arena, plain: true };
+        let tree = copy.node(&v, 1);
+        if copy.plain {
+            return Ok(Doc::Fast(tree));
+        }
+    }
+    // An error, a repeated member or a nesting sonic-rs allows and serde_json does not (rare):
+    // serde_json decides, and builds the document.
+    super::parse_json(bytes).map(Doc::Tree)
+}
+
+/// The stack sonic-rs's deepest parse may need (twice what was measured).
+const SONIC_STACK: usize = if cfg!(debug_assertions) {
+    16 << 20
+} else {
+    256 << 10
+};
+
+/// Objects up to this many members are checked for a repeated name pair by pair; larger ones
+/// with a set.
+const PAIRWISE: usize = 16;
+
+/// Copies sonic-rs's document into the compact tree, noting whether it reads as serde_json's
+/// would: nesting within serde_json's limit, no object naming a member twice. (Past the first
+/// such finding the rest is not copied: the caller parses again with serde_json.)
+struct Copy<'b> {
+    arena: &'b Bump,
+    plain: bool,
+}
+
+impl<'b> Copy<'b> {
+    /// `depth` is the node's, the root's 1.
+    fn node(&mut self, v: &sonic_rs::Value, depth: usize) -> Fast<'b> {
+        if !self.plain {
+            return Fast::Null;
+        }
+        match v.get_type() {
+            JsonType::Null => Fast::Null,
+            JsonType::Boolean => Fast::Bool(v.is_true()),
+            JsonType::Number => Fast::Number(match v.as_raw_number() {
+                Some(raw) => self.arena.alloc_str(raw.as_str()),
+                // Not parsed with raw numbers (never here): its shortest spelling.
+                None => self
+                    .arena
+                    .alloc_str(&sonic_rs::to_string(v).unwrap_or_default()),
+            }),
+            JsonType::String => Fast::String(self.arena.alloc_str(v.as_str().unwrap_or_default())),
+            // serde_json refuses a container (even an empty one) at its limit's depth.
+            _ if depth >= MAX_DEPTH => {
+                self.plain = false;
+                Fast::Null
+            }
+            JsonType::Array => {
+                let items = v.as_array().map_or(&[][..], |a| a.as_slice());
+                let mut it = items.iter();
+                Fast::Array(self.arena.alloc_slice_fill_with(items.len(), |_| {
+                    it.next().map_or(Fast::Null, |e| self.node(e, depth + 1))
+                }))
+            }
+            JsonType::Object => {
+                let Some(o) = v.as_object() else {
+                    return Fast::Null;
+                };
+                let mut it = o.iter();
+                let members: &'b [(&'b str, Fast<'b>)] =
+                    self.arena
+                        .alloc_slice_fill_with(o.len(), |_| match it.next() {
+                            Some((k, e)) => (&*self.arena.alloc_str(k), self.node(e, depth + 1)),
+                            None => ("", Fast::Null),
+                        });
+                if repeats_a_name(members) {
+                    self.plain = false;
+                }
+                Fast::Object(members)
+            }
+        }
+    }
+}
+
+/// Whether an object names a member twice (by a fingerprint first: a name's length and first
+/// bytes, which mostly differ between two names).
+fn repeats_a_name(members: &[(&str, Fast<'_>)]) -> bool {
+    if members.len() <= PAIRWISE {
+        let mut seen = [("", 0u64); PAIRWISE];
+        for (i, (k, _)) in members.iter().enumerate() {
+            let print = fingerprint(k);
+            if seen[..i].iter().any(|&(n, p)| p == print && n == *k) {
+                return true;
+            }
+            seen[i] = (k, print);
+        }
+        false
+    } else {
+        // Randomly keyed (the names are the sender's to choose).
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        !members.iter().all(|(k, _)| seen.insert(*k))
+    }
+}
+
+/// A member name's length and first bytes.
+fn fingerprint(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let mut head = [0u8; 8];
+    let n = b.len().min(7);
+    head[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(head) ^ ((b.len() as u64) << 56)
+}
