@@ -394,9 +394,10 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
         diff::parse_json(l.as_bytes()),
         diff::parse_json(c.as_bytes()),
     );
+    let (mut ls, mut cs) = (doc::Source::default(), doc::Source::default());
     let (ld, cd) = (
-        doc::parse(l.as_bytes(), &arena),
-        doc::parse(c.as_bytes(), &arena),
+        doc::parse(l.as_bytes(), &arena, &mut ls),
+        doc::parse(c.as_bytes(), &arena, &mut cs),
     );
     prop_assert_eq!(lv.is_ok(), ld.is_ok());
     prop_assert_eq!(cv.is_ok(), cd.is_ok());
@@ -452,7 +453,7 @@ proptest! {
         // The arena document is what a body without a repeated member becomes.
         if !repeats_a_member(&l) {
             let arena = bumpalo::Bump::new();
-            prop_assert!(matches!(diff::doc::parse(lt.as_bytes(), &arena), Ok(diff::doc::Doc::Fast(_))), "{}", lt);
+            prop_assert!(matches!(diff::doc::parse(lt.as_bytes(), &arena, &mut Default::default()), Ok(diff::doc::Doc::Fast(_))), "{}", lt);
         }
     }
 
@@ -475,7 +476,8 @@ proptest! {
         ],
     ) {
         let arena = bumpalo::Bump::new();
-        let (old, new) = (diff::parse_json(&b), diff::doc::parse(&b, &arena));
+        let mut source = diff::doc::Source::default();
+        let (old, new) = (diff::parse_json(&b), diff::doc::parse(&b, &arena, &mut source));
         match (old, new) {
             (Ok(v), Ok(d)) => prop_assert_eq!(d.into_value(), v),
             (Err(diff::JsonError::TooDeep(_)), Err(diff::JsonError::TooDeep(_)))
@@ -494,7 +496,8 @@ proptest! {
         let close = match open { "[" | "[{\"a\":1}," => "]", _ => "}" };
         let text = open.repeat(depth) + inner + &close.repeat(depth);
         let arena = bumpalo::Bump::new();
-        let (old, new) = (diff::parse_json(text.as_bytes()), diff::doc::parse(text.as_bytes(), &arena));
+        let mut source = diff::doc::Source::default();
+        let (old, new) = (diff::parse_json(text.as_bytes()), diff::doc::parse(text.as_bytes(), &arena, &mut source));
         prop_assert_eq!(old.is_ok(), new.is_ok(), "depth {}", depth);
         prop_assert_eq!(
             matches!(old, Err(diff::JsonError::TooDeep(_))),

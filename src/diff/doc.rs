@@ -207,9 +207,19 @@ impl Doc<'_> {
     }
 }
 
+/// Where sonic-rs's document is kept while the compact tree borrows its strings (one per
+/// parsed body, beside the arena).
+#[derive(Default)]
+pub struct Source(Option<sonic_rs::Value>);
+
 /// Parses a body as [`super::parse_json`] does (same acceptance, same errors, same document),
-/// into the compact tree in `arena` whenever that reads the same.
-pub fn parse<'b>(bytes: &[u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError> {
+/// into the compact tree in `arena` whenever that reads the same. The tree's strings are
+/// sonic-rs's, kept in `source`.
+pub fn parse<'b>(
+    bytes: &[u8],
+    arena: &'b Bump,
+    source: &'b mut Source,
+) -> Result<Doc<'b>, JsonError> {
     // sonic-rs refuses nesting beyond 255 levels only once it is there, one call per level:
     // ~0.5 KiB each in a release build (a 254-deep body parses in 128 KiB), over 16 KiB in a
     // debug one. It runs with that much stack left, on a stack of its own when the thread's
@@ -218,8 +228,9 @@ pub fn parse<'b>(bytes: &[u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError> {
         sonic_rs::from_slice::<sonic_rs::Value>(bytes)
     });
     if let Ok(v) = parsed {
+        let v: &'b sonic_rs::Value = source.0.insert(v);
         let mut copy = Copy { arena, plain: true };
-        let tree = copy.node(&v, 1);
+        let tree = copy.node(v, 1);
         if copy.plain {
             return Ok(Doc::Fast(tree));
         }
@@ -240,7 +251,7 @@ const SONIC_STACK: usize = if cfg!(debug_assertions) {
 /// with a set.
 const PAIRWISE: usize = 16;
 
-/// Copies sonic-rs's document into the compact tree, noting whether it reads as serde_json's
+/// Builds the compact tree over sonic-rs's document, noting whether it reads as serde_json's
 /// would: nesting within serde_json's limit, no object naming a member twice. (Past the first
 /// such finding the rest is not copied: the caller parses again with serde_json.)
 struct Copy<'b> {
@@ -250,7 +261,7 @@ struct Copy<'b> {
 
 impl<'b> Copy<'b> {
     /// `depth` is the node's, the root's 1.
-    fn node(&mut self, v: &sonic_rs::Value, depth: usize) -> Fast<'b> {
+    fn node(&mut self, v: &'b sonic_rs::Value, depth: usize) -> Fast<'b> {
         if !self.plain {
             return Fast::Null;
         }
@@ -264,7 +275,7 @@ impl<'b> Copy<'b> {
                     .arena
                     .alloc_str(&sonic_rs::to_string(v).unwrap_or_default()),
             }),
-            JsonType::String => Fast::String(self.arena.alloc_str(v.as_str().unwrap_or_default())),
+            JsonType::String => Fast::String(v.as_str().unwrap_or_default()),
             // serde_json refuses a container (even an empty one) at its limit's depth.
             _ if depth >= MAX_DEPTH => {
                 self.plain = false;
@@ -285,7 +296,7 @@ impl<'b> Copy<'b> {
                 let members: &'b [(&'b str, Fast<'b>)] =
                     self.arena
                         .alloc_slice_fill_with(o.len(), |_| match it.next() {
-                            Some((k, e)) => (&*self.arena.alloc_str(k), self.node(e, depth + 1)),
+                            Some((k, e)) => (k, self.node(e, depth + 1)),
                             None => ("", Fast::Null),
                         });
                 if repeats_a_name(members) {
