@@ -169,6 +169,27 @@ fn the_storage_engine_is_known_only_to_the_store() {
     assert!(found.is_empty(), "{found:#?}");
 }
 
+/// The comparison's fast parser (sonic-rs, and the stack it may need) is known to one file:
+/// `diff/doc.rs` parses a body into a document of either kind (its compact tree in the caller's
+/// arena), and everything else reads it through `diff::doc::Node` or takes serde_json's `Value`. (The parse floor can then change
+/// parser without touching the diff, the proxy or the store.)
+#[test]
+fn the_fast_parser_is_known_only_to_the_documents() {
+    let mut files = Vec::new();
+    sources(&src(), &mut files);
+    let doc = src().join("diff").join("doc.rs");
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| **f != doc) {
+        let text = code(f);
+        for w in ["sonic_rs", "stacker::"] {
+            if text.contains(w) {
+                found.push(format!("{} names {w:?}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
 /// `reports/` is the documented home of generated reports: its README is committed, what lands
 /// there is ignored.
 #[test]
