@@ -3,10 +3,11 @@
 //! Two kinds of tree implement it:
 //! - serde_json's [`Value`]: what the mapping engines and the normalize rules take and give;
 //! - [`Fast`]: what the proxy parses a body into when nothing rewrites it. sonic-rs parses the
-//!   body (SIMD, no heap node per value), and its document is copied at once into a compact tree
+//!   body (SIMD, no heap node per value), and a compact tree is built over its document at once
 //!   in the caller's arena ([`Bump`]): one allocation per arena chunk rather than one per value,
-//!   members as slices in document order, numbers as their source text. Walking it costs a
-//!   fraction of walking sonic-rs's own document, whose every step decodes a tagged node.
+//!   members as slices in document order, strings borrowed from sonic-rs's document, numbers as
+//!   their source text. Walking it costs a fraction of walking sonic-rs's own document, whose
+//!   every step decodes a tagged node.
 //!
 //! [`parse`] gives the second kind exactly when [`super::parse_json`] would accept the body, and
 //! a document that reads the same through the view: the same members in the same order, the
@@ -234,10 +235,10 @@ pub fn parse<'b>(
     });
     if let Ok(v) = parsed {
         let v: &'b sonic_rs::Value = source.0.insert(v);
-        let mut copy = Copy { arena, plain: true };
+        let mut build = Builder { arena, plain: true };
         let mut tree = Fast::Null;
-        copy.fill(v, 1, &mut tree);
-        if copy.plain {
+        build.fill(v, 1, &mut tree);
+        if build.plain {
             return Ok(Doc::Fast(tree));
         }
     }
@@ -260,12 +261,12 @@ const PAIRWISE: usize = 16;
 /// Builds the compact tree over sonic-rs's document, noting whether it reads as serde_json's
 /// would: nesting within serde_json's limit, no object naming a member twice. (Past the first
 /// such finding the rest is not copied: the caller parses again with serde_json.)
-struct Copy<'b> {
+struct Builder<'b> {
     arena: &'b Bump,
     plain: bool,
 }
 
-impl<'b> Copy<'b> {
+impl<'b> Builder<'b> {
     /// Writes the tree of `v` into `out` (in place: a node returned by value is copied back
     /// through the stack in pieces the processor cannot forward, which measured as half the
     /// time of building the tree). `depth` is the node's, the root's 1.
