@@ -361,29 +361,37 @@ struct Walker<'r, 'a> {
     out: Vec<Difference>,
 }
 
-/// Objects with more members than this are indexed before members are looked up by name
+/// Object tails with more members than this are indexed before members are looked up by name
 /// (the compact tree's objects are lists: a lookup is a scan).
 const SCAN_MEMBERS: usize = 32;
 
-/// Finds an object's members by name: through the object itself (serde_json's maps are
-/// indexed; a small compact object is scanned), or through an index built once (a large compact
-/// object, where scans would make the walk quadratic).
+/// Finds the members of an object's tail (those after the members both sides have in the same
+/// order, which no other member can match: names are unique) by name: through the object
+/// itself when it is indexed (serde_json's maps), else through the tail as a list (a few
+/// members, scanned) or as an index built once (a long tail, where scans would make the walk
+/// quadratic).
 enum Lookup<'a, N: Node + 'a> {
     Direct(&'a N::Object),
+    List(Vec<(&'a str, &'a N)>),
     Index(HashMap<&'a str, &'a N>),
 }
 
 impl<'a, N: Node + 'a> Lookup<'a, N> {
-    fn new(o: &'a N::Object) -> Self {
-        if <N::Object as Members>::INDEXED || o.len() <= SCAN_MEMBERS {
+    fn new(o: &'a N::Object, same: usize) -> Self {
+        if <N::Object as Members>::INDEXED {
             return Self::Direct(o);
         }
-        Self::Index(o.iter().collect())
+        let tail = o.iter().skip(same);
+        if o.len() - same <= SCAN_MEMBERS {
+            return Self::List(tail.collect());
+        }
+        Self::Index(tail.collect())
     }
 
     fn get(&self, key: &str) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
+            Self::List(l) => l.iter().find(|(k, _)| *k == key).map(|(_, v)| *v),
             Self::Index(i) => i.get(key).copied(),
         }
     }
@@ -434,7 +442,7 @@ impl<'a> Walker<'_, 'a> {
             return;
         }
         let nem = self.rules.null_equals_missing;
-        let (lfind, cfind) = (Lookup::<L>::new(lo), Lookup::<C>::new(co));
+        let (lfind, cfind) = (Lookup::<L>::new(lo, same), Lookup::<C>::new(co, same));
         for (k, lv) in lo.iter().skip(same) {
             match cfind.get(k) {
                 Some(cv) => self.member(k, lv, cv),
