@@ -89,10 +89,6 @@ impl Node for Value {
     fn to_value(&self) -> Value {
         self.clone()
     }
-
-    fn is_null(&self) -> bool {
-        Value::is_null(self)
-    }
 }
 
 impl Members for serde_json::Map<String, Value> {
@@ -159,10 +155,6 @@ impl<'b> Node for Fast<'b> {
                     .collect(),
             ),
         }
-    }
-
-    fn is_null(&self) -> bool {
-        matches!(self, Fast::Null)
     }
 }
 

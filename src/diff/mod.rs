@@ -410,7 +410,7 @@ impl<'a> Walker<'_, 'a> {
                 }
             }
             (View::Number(a), View::Number(b)) => {
-                if !number::equal_text(a, b, self.rules.number_tolerance) {
+                if !number::equal(a, b, self.rules.number_tolerance) {
                     self.emit(Kind::Changed, Some(l), Some(c));
                 }
             }
@@ -674,7 +674,7 @@ fn hash_value<'a, N: Node>(v: &'a N, rules: &Rules, path: &mut Vec<Seg<'a>>) -> 
         View::Bool(false) => 0x6661_6c73,
         View::Number(n) => {
             let mut f = Fold(2);
-            number::hash_text(n, &mut f);
+            number::hash(n, &mut f);
             f.finish()
         }
         View::String(s) => xxh3_64_with_seed(s.as_bytes(), 3),

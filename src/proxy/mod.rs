@@ -509,13 +509,12 @@ impl Proxy {
                 headers: &headers,
                 body,
             };
-            let c = compare::compare_bodies(
+            Some(compare::verdict(
                 &side(l_status, decoded),
                 &side(c_status, candidate),
                 rules,
                 &cfg,
-            );
-            Some(c.outcome)
+            ))
         };
         let outcome = if served.body.len() >= VERIFY_INLINE_BYTES {
             tokio::task::spawn_blocking(run).await.ok().flatten()

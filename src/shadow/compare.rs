@@ -573,6 +573,20 @@ pub fn compare_bodies(
     )
 }
 
+/// Only the outcome of comparing two complete responses (a served answer's verification, on the
+/// caller's path): neither field presence nor kept texts are built.
+pub fn verdict(legacy: &Side<'_>, candidate: &Side<'_>, rules: &Rules, cfg: &Config) -> Outcome {
+    compare_sides(
+        legacy,
+        candidate,
+        rules,
+        cfg,
+        Keep::Nothing,
+        Maps::default(),
+    )
+    .outcome
+}
+
 /// Every difference of a recorded exchange, recomputed from what was kept of it (`diff
 /// --exchange`): the bodies as kept (decoded, mapped and redacted) and the headers as kept
 /// (redacted). Differences inside redacted values cannot be seen again. The outcome says when the
