@@ -7,12 +7,18 @@ use rusqlite::Connection;
 
 use super::schema::SCHEMA;
 
+/// What a step computes from a PostgreSQL store's rows.
+type PgFill = fn(&mut postgres::Transaction<'_>) -> Result<(), postgres::Error>;
+
 /// One step of the schema.
 pub struct Migration {
     pub version: i64,
     pub description: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// What the step computes from the rows it finds (in its transaction), after its SQL.
+    sqlite_fill: Option<fn(&Connection) -> rusqlite::Result<()>>,
+    postgres_fill: Option<PgFill>,
 }
 
 /// Every migration, oldest first. A released step is never edited: changes are new steps.
@@ -22,50 +28,178 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "exchanges, differences per field, examples, kept bodies, presence, noise",
         sqlite: SCHEMA,
         postgres: POSTGRES_V1,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 2,
         description: "rollout: who served each exchange, fallbacks, phases, rollout_events",
         sqlite: SQLITE_V2,
         postgres: POSTGRES_V2,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 3,
         description: "rediffs: recorded traffic judged again under a new mapping version",
         sqlite: SQLITE_V3,
         postgres: POSTGRES_V3,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 4,
         description: "account_health: ok / needs_reauth per account, kept by the writer",
         sqlite: SQLITE_V4,
         postgres: POSTGRES_V4,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 5,
         description: "webhook_outbox: events waiting for, or done with, their delivery",
         sqlite: SQLITE_V5,
         postgres: POSTGRES_V5,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 6,
         description: "id crosswalk: pairs, ids seen without a partner, conflicts",
         sqlite: SQLITE_V6,
         postgres: POSTGRES_V6,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 7,
         description: "triage: marks on difference patterns and their audit trail",
         sqlite: SQLITE_V7,
         postgres: POSTGRES_V7,
+        sqlite_fill: None,
+        postgres_fill: None,
     },
     Migration {
         version: 8,
         description: "replay_sets: named sets of exchanges replayed as a regression suite",
         sqlite: SQLITE_V8,
         postgres: POSTGRES_V8,
+        sqlite_fill: None,
+        postgres_fill: None,
+    },
+    Migration {
+        version: 9,
+        description: "roll-ups: hourly outcomes, accounts, fields and latency histograms",
+        sqlite: SQLITE_V9,
+        postgres: POSTGRES_V9,
+        sqlite_fill: Some(super::rollup::sqlite_fill),
+        postgres_fill: Some(super::rollup::pg_fill),
     },
 ];
+
+/// Hourly roll-ups kept by the writer (see `rollup.rs`); `''` stands for `NULL` in a key.
+/// Per-route reads go by the primary keys; `rollup_accounts` is read by hour.
+const SQLITE_V9: &str = "
+CREATE TABLE rollup_outcomes(
+    route TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    mapping_version TEXT NOT NULL,
+    served_by TEXT NOT NULL,
+    fallback TEXT NOT NULL,
+    skip_reason TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    shadow_calls INTEGER NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY(route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
+) WITHOUT ROWID;
+CREATE INDEX rollup_outcomes_hour ON rollup_outcomes(hour);
+CREATE TABLE rollup_accounts(
+    hour TEXT NOT NULL,
+    route TEXT NOT NULL,
+    account TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    mapping_version TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(hour, route, account, outcome, mapping_version)
+) WITHOUT ROWID;
+CREATE TABLE rollup_fields(
+    route TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    diffs INTEGER NOT NULL,
+    exchanges INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    PRIMARY KEY(route, hour, field, kind)
+) WITHOUT ROWID;
+CREATE INDEX rollup_fields_hour ON rollup_fields(hour);
+CREATE TABLE rollup_latency(
+    route TEXT NOT NULL,
+    side TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(route, side, hour, bucket)
+) WITHOUT ROWID;
+CREATE INDEX rollup_latency_hour ON rollup_latency(hour);
+CREATE TABLE rollup_state(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    covered INTEGER NOT NULL
+);
+";
+
+const POSTGRES_V9: &str = r#"
+CREATE TABLE rollup_outcomes(
+    route text COLLATE "C" NOT NULL,
+    hour timestamptz NOT NULL,
+    outcome text COLLATE "C" NOT NULL,
+    mapping_version text COLLATE "C" NOT NULL,
+    served_by text COLLATE "C" NOT NULL,
+    fallback text COLLATE "C" NOT NULL,
+    skip_reason text COLLATE "C" NOT NULL,
+    n bigint NOT NULL,
+    shadow_calls bigint NOT NULL,
+    first_at timestamptz NOT NULL,
+    last_at timestamptz NOT NULL,
+    PRIMARY KEY (route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
+);
+CREATE INDEX rollup_outcomes_hour ON rollup_outcomes(hour);
+CREATE TABLE rollup_accounts(
+    hour timestamptz NOT NULL,
+    route text COLLATE "C" NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    outcome text COLLATE "C" NOT NULL,
+    mapping_version text COLLATE "C" NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (hour, route, account, outcome, mapping_version)
+);
+CREATE TABLE rollup_fields(
+    route text COLLATE "C" NOT NULL,
+    hour timestamptz NOT NULL,
+    field text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    diffs bigint NOT NULL,
+    exchanges bigint NOT NULL,
+    first_id bigint NOT NULL,
+    PRIMARY KEY (route, hour, field, kind)
+);
+CREATE INDEX rollup_fields_hour ON rollup_fields(hour);
+CREATE TABLE rollup_latency(
+    route text COLLATE "C" NOT NULL,
+    side text COLLATE "C" NOT NULL,
+    hour timestamptz NOT NULL,
+    bucket integer NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (route, side, hour, bucket)
+);
+CREATE INDEX rollup_latency_hour ON rollup_latency(hour);
+CREATE TABLE rollup_state(
+    id integer PRIMARY KEY CHECK (id = 1),
+    covered bigint NOT NULL
+);
+"#;
 
 /// Saved replay sets (see `replay_sets.rs`).
 const SQLITE_V8: &str = "
@@ -484,6 +618,9 @@ pub(super) fn apply_sqlite(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
         let mut applied = Vec::new();
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
             conn.execute_batch(m.sqlite)?;
+            if let Some(fill) = m.sqlite_fill {
+                fill(conn)?;
+            }
             conn.execute(
                 "INSERT INTO schema_version(version, description, applied_at) VALUES (?1, ?2, ?3)",
                 rusqlite::params![
@@ -559,6 +696,9 @@ pub(super) fn apply_postgres(client: &mut postgres::Client) -> Result<Vec<i64>, 
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
             let mut tx = client.transaction()?;
             tx.batch_execute(m.postgres)?;
+            if let Some(fill) = m.postgres_fill {
+                fill(&mut tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_version(version, description) VALUES ($1, $2)",
                 &[&m.version, &m.description],

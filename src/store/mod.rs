@@ -26,6 +26,7 @@ mod query;
 mod rediffs;
 mod replay_sets;
 mod rollout;
+mod rollup;
 mod schema;
 mod sqlite;
 mod triage;
@@ -47,6 +48,7 @@ pub use query::{
 pub use rediffs::{record_rediffs, RediffRow};
 pub use replay_sets::save_replay_set;
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
+pub use rollup::{bucket as latency_bucket, bucket_value as latency_bucket_value, Histogram};
 pub use schema::{open, SCHEMA_VERSION};
 pub use triage::record_triage;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};

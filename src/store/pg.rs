@@ -164,9 +164,12 @@ impl PgSink {
         let mut diffs = Copy::default();
         let mut presence: std::collections::HashMap<(&str, &str, String), i64> =
             std::collections::HashMap::new();
+        let mut rolled = super::rollup::Deltas::new(pg_text);
         for (r, id) in batch.iter().zip(&ids) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);
+            let number = *id;
+            rolled.add(&super::rollup::Facts::of(r, number, &at));
             let id = id.to_string();
             ex.row(&[
                 Some(&id),
@@ -189,6 +192,7 @@ impl PgSink {
                 m.serving.phase.as_deref(),
             ]);
             for c in r.counts().iter() {
+                rolled.add_field(number, &at, m.route.as_deref(), &c.field, c.kind, c.n);
                 fields.row(&[
                     Some(&id),
                     Some(&at),
@@ -278,6 +282,7 @@ impl PgSink {
                 tx.execute(&stmt, &[&pg_text(route), &pg_text(field), &hour, &n])?;
             }
         }
+        super::rollup::pg_save(&mut tx, &rolled)?;
         super::ids::pg_save(&mut tx, batch, &|k| opts.max_pairs(k))?;
         let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
         for c in &changes {
@@ -405,6 +410,7 @@ pub(super) fn prune(client: &mut Client, cutoff: SystemTime) -> Result<usize, po
             "DELETE FROM field_presence WHERE hour < date_trunc('hour', $1::text::timestamptz)",
             &[&at],
         )?;
+        super::rollup::pg_prune(&mut tx, &at)?;
         tx.execute(
             "DELETE FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM bodies x WHERE x.blob_hash = b.hash)",
             &[],
@@ -419,7 +425,7 @@ pub(super) fn prune(client: &mut Client, cutoff: SystemTime) -> Result<usize, po
 }
 
 /// A text parameter PostgreSQL can store: NUL replaced by U+FFFD.
-fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}").into()
     } else {

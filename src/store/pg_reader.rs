@@ -16,9 +16,10 @@ use super::query::{
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
+use super::rollup::{self, route_key, unkey};
 use super::sqlite::{
     cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, push_differed_at,
-    spend_sql,
+    rolled_spend_sql, spend_sql,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
@@ -127,34 +128,11 @@ fn count(r: &postgres::Row, i: usize) -> u64 {
 
 impl Reader for PgReader {
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
-        let (cond, params) = where_clause(f);
-        let rows = self.query(&cohort_sql(&cond), &params)?;
-        Ok(rows
-            .iter()
-            .map(|r| CohortCount {
-                served_by: r.get::<_, Option<String>>(0).unwrap_or_default(),
-                fallback: r.get(1),
-                outcome: r.get(2),
-                n: count(r, 3),
-            })
-            .collect())
+        rollup::cohort_counts(self, f)
     }
 
     fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
-        let (cond, params) = where_clause(f);
-        let mut out = super::Spend::default();
-        for r in self.query(&spend_sql(&cond), &params)? {
-            let (kind, n): (Option<String>, i64) = (r.get(0), r.get(1));
-            let n = u64::try_from(n).unwrap_or(0);
-            match kind.as_deref() {
-                Some("candidate_calls") => out.candidate_calls = n,
-                Some(k) if n > 0 => {
-                    out.held_back.insert(k.to_owned(), n);
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
+        rollup::shadow_spend(self, f)
     }
 
     fn webhook_status(
@@ -236,26 +214,7 @@ impl Reader for PgReader {
     }
 
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
-        let column = match by {
-            GroupBy::Route => "route",
-            GroupBy::Account => "account",
-        };
-        let (cond, params) = where_clause(f);
-        let rows = self.query(
-            &format!(
-                "SELECT e.{column}, e.outcome, count(*) FROM exchanges e WHERE {cond}
-                 GROUP BY e.{column}, e.outcome ORDER BY e.{column} NULLS FIRST, e.outcome"
-            ),
-            &params,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| OutcomeCount {
-                key: r.get(0),
-                outcome: r.get(1),
-                n: count(r, 2),
-            })
-            .collect())
+        rollup::outcome_counts(self, by, f)
     }
 
     fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
@@ -280,53 +239,19 @@ impl Reader for PgReader {
     }
 
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
-        let column = match side {
-            Side::Legacy => "legacy_ms",
-            Side::Candidate => "candidate_ms",
-        };
-        let (cond, params) = where_clause(f);
-        let sampled = if step > 1 {
-            format!(" AND e.id % {step} = 0")
-        } else {
-            String::new()
-        };
-        let rows = self.query(
-            &format!(
-                "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
-            ),
-            &params,
-        )?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rollup::Engine::rows_latencies(self, f, side, step)
+    }
+
+    fn latency_histogram(
+        &self,
+        f: &Filter,
+        side: Side,
+    ) -> Result<Option<super::Histogram>, StoreError> {
+        rollup::latency_histogram(self, f, side)
     }
 
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
-        let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
-        let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
-        push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
-        let mut join = String::new();
-        if f.account.is_some() || f.mapping_version.is_some() {
-            join.push_str(
-                " JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at",
-            );
-            push_account_version(&mut join, &mut params, PG, "e", f);
-        }
-        let rows = self.query(
-            &format!(
-                "SELECT x.field, x.kind, sum(x.n)::bigint, count(*), min(x.exchange_id) FROM diff_fields x{join}
-                 WHERE {cond} GROUP BY x.field, x.kind ORDER BY x.field, x.kind"
-            ),
-            &params,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| FieldRow {
-                field: r.get(0),
-                kind: r.get(1),
-                count: count(r, 2),
-                exchanges: count(r, 3),
-                example_id: r.get(4),
-            })
-            .collect())
+        rollup::fields(self, f)
     }
 
     fn example(
@@ -347,68 +272,11 @@ impl Reader for PgReader {
     }
 
     fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
-        let (cond, params) = where_clause(f);
-        let rows = self.query(
-            &format!(
-                "SELECT e.mapping_version, {}, {}, count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {})
-                 FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
-                 GROUP BY e.mapping_version ORDER BY min(e.started_at)",
-                ts("min(e.started_at)"),
-                ts("max(e.started_at)"),
-                compared_sql("e.outcome"),
-                matched_sql("e.outcome")
-            ),
-            &params,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| VersionRow {
-                version: r.get(0),
-                first_seen: r.get(1),
-                last_seen: r.get(2),
-                compared: count(r, 3),
-                matched: count(r, 4),
-            })
-            .collect())
+        rollup::mapping_versions(self, f)
     }
 
     fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
-        let (cond, params) = where_clause(f);
-        // Grouped by a date or a bucket's epoch (cheap per row), formatted once per bucket.
-        let (group, label) = if bucket_secs >= 86_400 {
-            (
-                "(e.started_at AT TIME ZONE 'UTC')::date".to_owned(),
-                "to_char(d.day, 'YYYY-MM-DD')".to_owned(),
-            )
-        } else {
-            let w = bucket_secs.max(1);
-            (
-                format!("floor(extract(epoch FROM e.started_at) / {w})::bigint * {w}"),
-                "to_char(to_timestamp(d.day) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
-                    .to_owned(),
-            )
-        };
-        let rows = self.query(
-            &format!(
-                "SELECT {label}, d.compared, d.matched FROM (
-                     SELECT {group} AS day,
-                            count(*) FILTER (WHERE {}) AS compared,
-                            count(*) FILTER (WHERE {}) AS matched
-                     FROM exchanges e WHERE {cond} GROUP BY 1) d
-                 ORDER BY d.day",
-                compared_sql("e.outcome"),
-                matched_sql("e.outcome")
-            ),
-            &params,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| DayRow {
-                day: r.get(0),
-                compared: count(r, 1),
-                matched: count(r, 2),
-            })
-            .collect())
+        rollup::trend(self, f, bucket_secs)
     }
 
     fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError> {
@@ -704,5 +572,397 @@ fn noise_only_row(r: &postgres::Row) -> NoiseOnly {
         route: RouteKey::from_route(r.get::<_, Option<String>>(0).as_deref()),
         account: r.get(1),
         n: count(r, 2),
+    }
+}
+
+/// The conditions of whole hours `[from, to)` of a roll-up table aliased `r`, with the filter's
+/// route (`''` for unmatched requests), and their parameters.
+fn rolled_where(f: &Filter, hours: (SystemTime, SystemTime)) -> (String, Params) {
+    let mut sql = String::from("r.hour >= $1 AND r.hour < $2");
+    let mut params: Params = vec![Box::new(hours.0), Box::new(hours.1)];
+    if let Some(route) = &f.route {
+        params.push(Box::new(route_key(route)));
+        sql.push_str(&format!(" AND r.route = ${}", params.len()));
+    }
+    (sql, params)
+}
+
+/// Appends the filter's mapping version (and account, on `rollup_accounts`) to a roll-up's
+/// conditions.
+fn rolled_filter(sql: &mut String, params: &mut Params, f: &Filter, accounts: bool) {
+    if let Some(v) = &f.mapping_version {
+        params.push(Box::new(v.clone()));
+        sql.push_str(&format!(" AND r.mapping_version = ${}", params.len()));
+    }
+    if let (true, Some(a)) = (accounts, &f.account) {
+        params.push(Box::new(a.clone()));
+        sql.push_str(&format!(" AND r.account = ${}", params.len()));
+    }
+}
+
+impl rollup::Engine for PgReader {
+    fn rolled_up(&self) -> Result<bool, StoreError> {
+        let rows = self.query(
+            "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
+                    >= coalesce((SELECT max(id) FROM exchanges), 0)",
+            &Vec::new(),
+        )?;
+        Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
+
+    fn rolled_outcomes(
+        &self,
+        by: GroupBy,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<OutcomeCount>, StoreError> {
+        let (mut cond, mut params) = rolled_where(f, hours);
+        let (table, accounts) = match (by, &f.account) {
+            (GroupBy::Route, None) => ("rollup_outcomes", false),
+            _ => ("rollup_accounts", true),
+        };
+        rolled_filter(&mut cond, &mut params, f, accounts);
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let rows = self.query(
+            &format!(
+                "SELECT r.{column}, r.outcome, sum(r.n)::bigint FROM {table} r WHERE {cond}
+                 GROUP BY r.{column}, r.outcome"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| OutcomeCount {
+                key: unkey(r.get(0)),
+                outcome: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn rolled_fields(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<FieldRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let rows = self.query(
+            &format!(
+                "SELECT r.field, r.kind, sum(r.diffs)::bigint, sum(r.exchanges)::bigint, min(r.first_id)
+                 FROM rollup_fields r WHERE {cond} GROUP BY r.field, r.kind"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| FieldRow {
+                field: r.get(0),
+                kind: r.get(1),
+                count: count(r, 2),
+                exchanges: count(r, 3),
+                example_id: r.get(4),
+            })
+            .collect())
+    }
+
+    fn rolled_versions(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let rows = self.query(
+            &format!(
+                "SELECT r.mapping_version, {}, {},
+                        (sum(r.n) FILTER (WHERE {}))::bigint, (sum(r.n) FILTER (WHERE {}))::bigint
+                 FROM rollup_outcomes r WHERE {cond} AND r.mapping_version <> ''
+                 GROUP BY r.mapping_version",
+                ts("min(r.first_at)"),
+                ts("max(r.last_at)"),
+                compared_sql("r.outcome"),
+                matched_sql("r.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| VersionRow {
+                version: r.get(0),
+                first_seen: r.get(1),
+                last_seen: r.get(2),
+                compared: count(r, 3),
+                matched: count(r, 4),
+            })
+            .collect())
+    }
+
+    fn rolled_trend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+        bucket_secs: u64,
+    ) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let label = if bucket_secs >= 86_400 {
+            "to_char(r.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        } else {
+            "to_char(r.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
+        };
+        let rows = self.query(
+            &format!(
+                "SELECT {label}, (sum(r.n) FILTER (WHERE {}))::bigint, (sum(r.n) FILTER (WHERE {}))::bigint
+                 FROM rollup_outcomes r WHERE {cond} GROUP BY r.hour",
+                compared_sql("r.outcome"),
+                matched_sql("r.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| DayRow {
+                day: r.get(0),
+                compared: count(r, 1),
+                matched: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn rolled_cohort(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let rows = self.query(
+            &format!(
+                "SELECT r.served_by, r.fallback, r.outcome, sum(r.n)::bigint FROM rollup_outcomes r
+                 WHERE {cond} AND (r.served_by = 'candidate' OR r.fallback <> '')
+                 GROUP BY r.served_by, r.fallback, r.outcome"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| CohortCount {
+                served_by: r.get(0),
+                fallback: unkey(r.get(1)),
+                outcome: r.get(2),
+                n: count(r, 3),
+            })
+            .collect())
+    }
+
+    fn rolled_spend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<super::Spend, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let rows = self.query(&rolled_spend_sql(&cond), &params)?;
+        let mut out = super::Spend::default();
+        for r in &rows {
+            let kind: String = r.get(0);
+            let n = count(r, 1);
+            if kind == "candidate_calls" {
+                out.candidate_calls = n;
+            } else if n > 0 {
+                out.held_back.insert(kind, n);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rolled_latency(
+        &self,
+        f: &Filter,
+        side: Side,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let (cond, mut params) = rolled_where(f, hours);
+        params.push(Box::new(rollup::side_name(side).to_owned()));
+        let rows = self.query(
+            &format!(
+                "SELECT r.bucket, sum(r.n)::bigint FROM rollup_latency r WHERE {cond} AND r.side = ${}
+                 GROUP BY r.bucket",
+                params.len()
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (i64::from(r.get::<_, i32>(0)), count(r, 1)))
+            .collect())
+    }
+
+    fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT e.{column}, e.outcome, count(*) FROM exchanges e WHERE {cond}
+                 GROUP BY e.{column}, e.outcome ORDER BY e.{column} NULLS FIRST, e.outcome"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| OutcomeCount {
+                key: r.get(0),
+                outcome: r.get(1),
+                n: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn rows_fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
+        let mut params: Params = vec![Box::new(f.from), Box::new(f.to)];
+        let mut cond = String::from("x.started_at >= $1 AND x.started_at < $2");
+        push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
+        let mut join = String::new();
+        if f.account.is_some() || f.mapping_version.is_some() {
+            join.push_str(
+                " JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at",
+            );
+            push_account_version(&mut join, &mut params, PG, "e", f);
+        }
+        let rows = self.query(
+            &format!(
+                "SELECT x.field, x.kind, sum(x.n)::bigint, count(*), min(x.exchange_id) FROM diff_fields x{join}
+                 WHERE {cond} GROUP BY x.field, x.kind ORDER BY x.field, x.kind"
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| FieldRow {
+                field: r.get(0),
+                kind: r.get(1),
+                count: count(r, 2),
+                exchanges: count(r, 3),
+                example_id: r.get(4),
+            })
+            .collect())
+    }
+
+    fn rows_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let rows = self.query(
+            &format!(
+                "SELECT e.mapping_version, {}, {}, count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {})
+                 FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
+                 GROUP BY e.mapping_version ORDER BY min(e.started_at)",
+                ts("min(e.started_at)"),
+                ts("max(e.started_at)"),
+                compared_sql("e.outcome"),
+                matched_sql("e.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| VersionRow {
+                version: r.get(0),
+                first_seen: r.get(1),
+                last_seen: r.get(2),
+                compared: count(r, 3),
+                matched: count(r, 4),
+            })
+            .collect())
+    }
+
+    fn rows_trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        // Grouped by a date or a bucket's epoch (cheap per row), formatted once per bucket.
+        let (group, label) = if bucket_secs >= 86_400 {
+            (
+                "(e.started_at AT TIME ZONE 'UTC')::date".to_owned(),
+                "to_char(d.day, 'YYYY-MM-DD')".to_owned(),
+            )
+        } else {
+            let w = bucket_secs.max(1);
+            (
+                format!("floor(extract(epoch FROM e.started_at) / {w})::bigint * {w}"),
+                "to_char(to_timestamp(d.day) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
+                    .to_owned(),
+            )
+        };
+        let rows = self.query(
+            &format!(
+                "SELECT {label}, d.compared, d.matched FROM (
+                     SELECT {group} AS day,
+                            count(*) FILTER (WHERE {}) AS compared,
+                            count(*) FILTER (WHERE {}) AS matched
+                     FROM exchanges e WHERE {cond} GROUP BY 1) d
+                 ORDER BY d.day",
+                compared_sql("e.outcome"),
+                matched_sql("e.outcome")
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| DayRow {
+                day: r.get(0),
+                compared: count(r, 1),
+                matched: count(r, 2),
+            })
+            .collect())
+    }
+
+    fn rows_cohort(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let rows = self.query(&cohort_sql(&cond), &params)?;
+        Ok(rows
+            .iter()
+            .map(|r| CohortCount {
+                served_by: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                fallback: r.get(1),
+                outcome: r.get(2),
+                n: count(r, 3),
+            })
+            .collect())
+    }
+
+    fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut out = super::Spend::default();
+        for r in self.query(&spend_sql(&cond), &params)? {
+            let (kind, n): (Option<String>, i64) = (r.get(0), r.get(1));
+            let n = u64::try_from(n).unwrap_or(0);
+            match kind.as_deref() {
+                Some("candidate_calls") => out.candidate_calls = n,
+                Some(k) if n > 0 => {
+                    out.held_back.insert(k.to_owned(), n);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows_latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
+        let column = match side {
+            Side::Legacy => "legacy_ms",
+            Side::Candidate => "candidate_ms",
+        };
+        let (cond, params) = where_clause(f);
+        let sampled = if step > 1 {
+            format!(" AND e.id % {step} = 0")
+        } else {
+            String::new()
+        };
+        let rows = self.query(
+            &format!(
+                "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
+            ),
+            &params,
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -260,6 +260,15 @@ pub trait Reader {
     /// whose id is a multiple of `step` (an even, deterministic sample).
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError>;
 
+    /// One side's latency histogram (per [`super::latency_bucket`]) of the filtered exchanges,
+    /// from the hourly roll-ups; `None` when they cannot answer the filter (an account or a
+    /// mapping version named, a window without a whole hour, rows the roll-ups do not cover).
+    fn latency_histogram(
+        &self,
+        f: &Filter,
+        side: Side,
+    ) -> Result<Option<super::Histogram>, StoreError>;
+
     /// The differing (field pattern, kind) pairs of the filtered exchanges.
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError>;
 

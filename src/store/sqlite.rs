@@ -17,6 +17,7 @@ use super::query::{
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
+use super::rollup::{self, route_key, unkey};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
 
@@ -110,6 +111,9 @@ pub(super) fn push_differed_at<P>(
     ));
 }
 
+/// The reasons of a skip that held a request back to leave a quota alone (SQL list).
+pub(super) const HELD_BACK: &str = "'quota_reserve', 'rate_limited'";
+
 /// Candidate calls made by shadow traffic (a candidate time recorded, not served to the caller)
 /// and exchanges held back for a quota, under `cond` (standard SQL, both engines).
 pub(super) fn spend_sql(cond: &str) -> String {
@@ -118,9 +122,31 @@ pub(super) fn spend_sql(cond: &str) -> String {
          WHERE {cond} AND e.candidate_ms IS NOT NULL AND (e.served_by IS NULL OR e.served_by <> 'candidate')
          UNION ALL
          SELECT e.reason, count(*) FROM exchanges e
-         WHERE {cond} AND e.outcome = 'skipped' AND e.reason IN ('quota_reserve', 'rate_limited')
+         WHERE {cond} AND e.outcome = 'skipped' AND e.reason IN ({HELD_BACK})
          GROUP BY e.reason"
     )
+}
+
+/// The same over whole hours of `rollup_outcomes` aliased `r` (standard SQL, both engines).
+pub(super) fn rolled_spend_sql(cond: &str) -> String {
+    format!(
+        "SELECT 'candidate_calls', CAST(coalesce(sum(r.shadow_calls), 0) AS BIGINT)
+         FROM rollup_outcomes r WHERE {cond}
+         UNION ALL
+         SELECT r.skip_reason, CAST(sum(r.n) AS BIGINT) FROM rollup_outcomes r
+         WHERE {cond} AND r.outcome = 'skipped' AND r.skip_reason IN ({HELD_BACK})
+         GROUP BY r.skip_reason"
+    )
+}
+
+/// The label of a trend bucket of an hour or a UTC day, from a roll-up's hour text
+/// (`2026-11-29T13`): the rows' labels (`2026-11-29`, `2026-11-29T13:00Z`).
+pub(super) fn rolled_bucket_label(hour: &str, bucket_secs: u64) -> String {
+    if bucket_secs >= 86_400 {
+        hour.get(..10).unwrap_or(hour).to_owned()
+    } else {
+        format!("{hour}:00Z")
+    }
 }
 
 /// SQLite's placeholders and parameters for [`push_conditions`].
@@ -158,36 +184,11 @@ fn exchange_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExchangeRow> {
 
 impl Reader for Connection {
     fn cohort_counts(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
-        let (cond, params) = where_clause(f);
-        let mut q = self.prepare(&cohort_sql(&cond))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(CohortCount {
-                    served_by: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    fallback: r.get(1)?,
-                    outcome: r.get(2)?,
-                    n: r.get::<_, i64>(3)? as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rollup::cohort_counts(self, f)
     }
 
     fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
-        let (cond, params) = where_clause(f);
-        let mut q = self.prepare(&spend_sql(&cond))?;
-        let mut rows = q.query(params_from_iter(params))?;
-        let mut out = super::Spend::default();
-        while let Some(r) = rows.next()? {
-            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
-            let n = n.max(0) as u64;
-            if kind == "candidate_calls" {
-                out.candidate_calls = n;
-            } else if n > 0 {
-                out.held_back.insert(kind, n);
-            }
-        }
-        Ok(out)
+        rollup::shadow_spend(self, f)
     }
 
     fn webhook_status(
@@ -280,36 +281,7 @@ impl Reader for Connection {
     }
 
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
-        let column = match by {
-            GroupBy::Route => "route",
-            GroupBy::Account => "account",
-        };
-        let pairs: Vec<(Option<String>, String)> = self
-            .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        let (cond, params) = where_clause(f);
-        let sql = format!(
-            "SELECT count(*) FROM exchanges e WHERE e.{column} IS ?{} AND e.outcome = ?{} AND {cond}",
-            params.len() + 1,
-            params.len() + 2
-        );
-        let mut q = self.prepare(&sql)?;
-        let mut out = Vec::new();
-        for (key, outcome) in pairs {
-            let mut p = params.clone();
-            p.push(key.clone().map_or(Sql::Null, Into::into));
-            p.push(outcome.clone().into());
-            let n: i64 = q.query_row(params_from_iter(p), |r| r.get(0))?;
-            if n > 0 {
-                out.push(OutcomeCount {
-                    key,
-                    outcome,
-                    n: n as u64,
-                });
-            }
-        }
-        Ok(out)
+        rollup::outcome_counts(self, by, f)
     }
 
     fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
@@ -339,51 +311,19 @@ impl Reader for Connection {
     }
 
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
-        let column = match side {
-            Side::Legacy => "legacy_ms",
-            Side::Candidate => "candidate_ms",
-        };
-        let (cond, params) = where_clause(f);
-        let sampled = if step > 1 {
-            format!(" AND e.id % {step} = 0")
-        } else {
-            String::new()
-        };
-        let mut q = self.prepare(&format!(
-            "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
-        ))?;
-        let v = q
-            .query_map(params_from_iter(params), |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(v)
+        rollup::Engine::rows_latencies(self, f, side, step)
+    }
+
+    fn latency_histogram(
+        &self,
+        f: &Filter,
+        side: Side,
+    ) -> Result<Option<super::Histogram>, StoreError> {
+        rollup::latency_histogram(self, f, side)
     }
 
     fn fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
-        let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
-        let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-        push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
-        // Account and mapping version are on the exchange: joined only when asked for.
-        let mut join = String::new();
-        if f.account.is_some() || f.mapping_version.is_some() {
-            join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
-            push_account_version(&mut join, &mut params, SQLITE, "e", f);
-        }
-        let mut q = self.prepare(&format!(
-            "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
-             WHERE {cond} GROUP BY x.field, x.kind"
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(FieldRow {
-                    field: r.get(0)?,
-                    kind: r.get(1)?,
-                    count: r.get::<_, i64>(2)? as u64,
-                    exchanges: r.get::<_, i64>(3)? as u64,
-                    example_id: r.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rollup::fields(self, f)
     }
 
     fn example(
@@ -402,57 +342,11 @@ impl Reader for Connection {
     }
 
     fn mapping_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
-        let (cond, params) = where_clause(f);
-        let mut q = self.prepare(&format!(
-            "SELECT e.mapping_version, min(e.started_at), max(e.started_at), sum({}), sum({})
-             FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
-             GROUP BY e.mapping_version ORDER BY min(e.started_at)",
-            compared_sql("e.outcome"),
-            matched_sql("e.outcome")
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(VersionRow {
-                    version: r.get(0)?,
-                    first_seen: r.get(1)?,
-                    last_seen: r.get(2)?,
-                    compared: r.get::<_, i64>(3)? as u64,
-                    matched: r.get::<_, i64>(4)? as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rollup::mapping_versions(self, f)
     }
 
     fn trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
-        let (cond, params) = where_clause(f);
-        // A day or an hour is a prefix of the text (cheap per row); a shorter bucket is computed.
-        let bucket = if bucket_secs >= 86_400 {
-            "substr(e.started_at, 1, 10)".to_owned()
-        } else if bucket_secs == 3_600 {
-            "substr(e.started_at, 1, 13) || ':00Z'".to_owned()
-        } else {
-            let w = bucket_secs.max(1);
-            format!(
-                "strftime('%Y-%m-%dT%H:%MZ', (CAST(strftime('%s', e.started_at) AS INTEGER) / {w}) * {w}, 'unixepoch')"
-            )
-        };
-        let mut q = self.prepare(&format!(
-            "SELECT {bucket} AS day, sum({}), sum({})
-             FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
-            compared_sql("e.outcome"),
-            matched_sql("e.outcome")
-        ))?;
-        let days = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(DayRow {
-                    day: r.get(0)?,
-                    compared: r.get::<_, i64>(1)? as u64,
-                    matched: r.get::<_, i64>(2)? as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(days)
+        rollup::trend(self, f, bucket_secs)
     }
 
     fn exchanges(&self, f: &Filter, q: &ExchangeQuery) -> Result<Vec<ExchangeRow>, StoreError> {
@@ -769,4 +663,383 @@ fn noise_only_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NoiseOnly> {
         account: r.get(1)?,
         n: r.get::<_, i64>(2)? as u64,
     })
+}
+
+/// The conditions of whole hours `[from, to)` of a roll-up table aliased `r`, with the filter's
+/// route (`''` for unmatched requests), and their parameters.
+fn rolled_where(f: &Filter, hours: (SystemTime, SystemTime)) -> (String, Vec<Sql>) {
+    let mut sql = String::from("r.hour >= ?1 AND r.hour < ?2");
+    let mut params: Vec<Sql> = vec![hour(hours.0).into(), hour(hours.1).into()];
+    if let Some(route) = &f.route {
+        params.push(route_key(route).into());
+        sql.push_str(&format!(" AND r.route = ?{}", params.len()));
+    }
+    (sql, params)
+}
+
+/// Appends the filter's mapping version (and account, on `rollup_accounts`) to a roll-up's
+/// conditions.
+fn rolled_filter(sql: &mut String, params: &mut Vec<Sql>, f: &Filter, accounts: bool) {
+    if let Some(v) = &f.mapping_version {
+        params.push(v.clone().into());
+        sql.push_str(&format!(" AND r.mapping_version = ?{}", params.len()));
+    }
+    if let (true, Some(a)) = (accounts, &f.account) {
+        params.push(a.clone().into());
+        sql.push_str(&format!(" AND r.account = ?{}", params.len()));
+    }
+}
+
+impl rollup::Engine for Connection {
+    fn rolled_up(&self) -> Result<bool, StoreError> {
+        Ok(self.query_row(
+            "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
+                    >= coalesce((SELECT max(id) FROM exchanges), 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn rolled_outcomes(
+        &self,
+        by: GroupBy,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<OutcomeCount>, StoreError> {
+        let (mut cond, mut params) = rolled_where(f, hours);
+        // Per route without an account: the small table; otherwise the one with accounts.
+        let (table, accounts) = match (by, &f.account) {
+            (GroupBy::Route, None) => ("rollup_outcomes", false),
+            _ => ("rollup_accounts", true),
+        };
+        rolled_filter(&mut cond, &mut params, f, accounts);
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let mut q = self.prepare(&format!(
+            "SELECT r.{column}, r.outcome, sum(r.n) FROM {table} r WHERE {cond} GROUP BY r.{column}, r.outcome"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(OutcomeCount {
+                    key: unkey(r.get(0)?),
+                    outcome: r.get(1)?,
+                    n: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rolled_fields(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<FieldRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let mut q = self.prepare(&format!(
+            "SELECT r.field, r.kind, sum(r.diffs), sum(r.exchanges), min(r.first_id)
+             FROM rollup_fields r WHERE {cond} GROUP BY r.field, r.kind"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(FieldRow {
+                    field: r.get(0)?,
+                    kind: r.get(1)?,
+                    count: r.get::<_, i64>(2)?.max(0) as u64,
+                    exchanges: r.get::<_, i64>(3)?.max(0) as u64,
+                    example_id: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rolled_versions(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let mut q = self.prepare(&format!(
+            "SELECT r.mapping_version, min(r.first_at), max(r.last_at),
+                    sum(CASE WHEN {} THEN r.n ELSE 0 END), sum(CASE WHEN {} THEN r.n ELSE 0 END)
+             FROM rollup_outcomes r WHERE {cond} AND r.mapping_version <> ''
+             GROUP BY r.mapping_version",
+            compared_sql("r.outcome"),
+            matched_sql("r.outcome")
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(VersionRow {
+                    version: r.get(0)?,
+                    first_seen: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    compared: r.get::<_, i64>(3)?.max(0) as u64,
+                    matched: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rolled_trend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+        bucket_secs: u64,
+    ) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let mut q = self.prepare(&format!(
+            "SELECT r.hour, sum(CASE WHEN {} THEN r.n ELSE 0 END), sum(CASE WHEN {} THEN r.n ELSE 0 END)
+             FROM rollup_outcomes r WHERE {cond} GROUP BY r.hour",
+            compared_sql("r.outcome"),
+            matched_sql("r.outcome")
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(DayRow {
+                    day: rolled_bucket_label(&r.get::<_, String>(0)?, bucket_secs),
+                    compared: r.get::<_, i64>(1)?.max(0) as u64,
+                    matched: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rolled_cohort(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let mut q = self.prepare(&format!(
+            "SELECT r.served_by, r.fallback, r.outcome, sum(r.n) FROM rollup_outcomes r
+             WHERE {cond} AND (r.served_by = 'candidate' OR r.fallback <> '')
+             GROUP BY r.served_by, r.fallback, r.outcome"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(CohortCount {
+                    served_by: r.get(0)?,
+                    fallback: unkey(r.get(1)?),
+                    outcome: r.get(2)?,
+                    n: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rolled_spend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<super::Spend, StoreError> {
+        let (cond, params) = rolled_where(f, hours);
+        let mut q = self.prepare(&rolled_spend_sql(&cond))?;
+        let mut rows = q.query(params_from_iter(params))?;
+        let mut out = super::Spend::default();
+        while let Some(r) = rows.next()? {
+            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
+            let n = n.max(0) as u64;
+            if kind == "candidate_calls" {
+                out.candidate_calls = n;
+            } else if n > 0 {
+                out.held_back.insert(kind, n);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rolled_latency(
+        &self,
+        f: &Filter,
+        side: Side,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let (cond, mut params) = rolled_where(f, hours);
+        params.push(rollup::side_name(side).to_owned().into());
+        let mut q = self.prepare(&format!(
+            "SELECT r.bucket, sum(r.n) FROM rollup_latency r WHERE {cond} AND r.side = ?{}
+             GROUP BY r.bucket",
+            params.len()
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
+        let column = match by {
+            GroupBy::Route => "route",
+            GroupBy::Account => "account",
+        };
+        let pairs: Vec<(Option<String>, String)> = self
+            .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let (cond, params) = where_clause(f);
+        let sql = format!(
+            "SELECT count(*) FROM exchanges e WHERE e.{column} IS ?{} AND e.outcome = ?{} AND {cond}",
+            params.len() + 1,
+            params.len() + 2
+        );
+        let mut q = self.prepare(&sql)?;
+        let mut out = Vec::new();
+        for (key, outcome) in pairs {
+            let mut p = params.clone();
+            p.push(key.clone().map_or(Sql::Null, Into::into));
+            p.push(outcome.clone().into());
+            let n: i64 = q.query_row(params_from_iter(p), |r| r.get(0))?;
+            if n > 0 {
+                out.push(OutcomeCount {
+                    key,
+                    outcome,
+                    n: n as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows_fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
+        let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
+        let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
+        push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
+        // Account and mapping version are on the exchange: joined only when asked for.
+        let mut join = String::new();
+        if f.account.is_some() || f.mapping_version.is_some() {
+            join.push_str(" JOIN exchanges e ON e.id = x.exchange_id");
+            push_account_version(&mut join, &mut params, SQLITE, "e", f);
+        }
+        let mut q = self.prepare(&format!(
+            "SELECT x.field, x.kind, sum(x.n), count(*), min(x.exchange_id) FROM diff_fields x{join}
+             WHERE {cond} GROUP BY x.field, x.kind"
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(FieldRow {
+                    field: r.get(0)?,
+                    kind: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                    exchanges: r.get::<_, i64>(3)? as u64,
+                    example_id: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rows_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&format!(
+            "SELECT e.mapping_version, min(e.started_at), max(e.started_at), sum({}), sum({})
+             FROM exchanges e WHERE {cond} AND e.mapping_version IS NOT NULL
+             GROUP BY e.mapping_version ORDER BY min(e.started_at)",
+            compared_sql("e.outcome"),
+            matched_sql("e.outcome")
+        ))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(VersionRow {
+                    version: r.get(0)?,
+                    first_seen: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    compared: r.get::<_, i64>(3)? as u64,
+                    matched: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rows_trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError> {
+        let (cond, params) = where_clause(f);
+        // A day or an hour is a prefix of the text (cheap per row); a shorter bucket is computed.
+        let bucket = if bucket_secs >= 86_400 {
+            "substr(e.started_at, 1, 10)".to_owned()
+        } else if bucket_secs == 3_600 {
+            "substr(e.started_at, 1, 13) || ':00Z'".to_owned()
+        } else {
+            let w = bucket_secs.max(1);
+            format!(
+                "strftime('%Y-%m-%dT%H:%MZ', (CAST(strftime('%s', e.started_at) AS INTEGER) / {w}) * {w}, 'unixepoch')"
+            )
+        };
+        let mut q = self.prepare(&format!(
+            "SELECT {bucket} AS day, sum({}), sum({})
+             FROM exchanges e WHERE {cond} GROUP BY day ORDER BY day",
+            compared_sql("e.outcome"),
+            matched_sql("e.outcome")
+        ))?;
+        let days = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(DayRow {
+                    day: r.get(0)?,
+                    compared: r.get::<_, i64>(1)? as u64,
+                    matched: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(days)
+    }
+
+    fn rows_cohort(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&cohort_sql(&cond))?;
+        let rows = q
+            .query_map(params_from_iter(params), |r| {
+                Ok(CohortCount {
+                    served_by: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    fallback: r.get(1)?,
+                    outcome: r.get(2)?,
+                    n: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+        let (cond, params) = where_clause(f);
+        let mut q = self.prepare(&spend_sql(&cond))?;
+        let mut rows = q.query(params_from_iter(params))?;
+        let mut out = super::Spend::default();
+        while let Some(r) = rows.next()? {
+            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
+            let n = n.max(0) as u64;
+            if kind == "candidate_calls" {
+                out.candidate_calls = n;
+            } else if n > 0 {
+                out.held_back.insert(kind, n);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows_latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
+        let column = match side {
+            Side::Legacy => "legacy_ms",
+            Side::Candidate => "candidate_ms",
+        };
+        let (cond, params) = where_clause(f);
+        let sampled = if step > 1 {
+            format!(" AND e.id % {step} = 0")
+        } else {
+            String::new()
+        };
+        let mut q = self.prepare(&format!(
+            "SELECT e.{column} FROM exchanges e WHERE {cond} AND e.{column} IS NOT NULL{sampled} ORDER BY e.{column}"
+        ))?;
+        let v = q
+            .query_map(params_from_iter(params), |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
 }

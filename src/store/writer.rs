@@ -520,6 +520,7 @@ fn write_batch(
             std::collections::HashMap::new();
         let mut hours: Vec<String> = Vec::with_capacity(batch.len());
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
+        let mut rolled = super::rollup::Deltas::default();
         for r in batch {
             let m = &r.meta;
             let started_at = rfc3339(m.started_at);
@@ -544,8 +545,10 @@ fn write_batch(
             ])?;
             let id = tx.last_insert_rowid();
             hours.push(hour(m.started_at));
+            rolled.add(&super::rollup::Facts::of(r, id, &started_at));
             for c in r.counts().iter() {
                 df_sum.execute(params![id, &started_at, m.route, c.field, c.kind, c.n])?;
+                rolled.add_field(id, &started_at, m.route.as_deref(), &c.field, c.kind, c.n);
             }
             let rows = examples(&r.diffs, opts.examples_per_field);
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
@@ -610,6 +613,7 @@ fn write_batch(
         for ((route, field, hour), n) in presence {
             pr.execute(params![route, field, hour, n])?;
         }
+        super::rollup::sqlite_save(&tx, &rolled)?;
     }
     super::ids::sqlite_save(&tx, batch, &|k| opts.max_pairs(k))?;
     let changes = super::health::sqlite_update(&tx, batch, opts.reauth_after)?;

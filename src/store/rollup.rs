@@ -1,0 +1,952 @@
+//! Roll-ups: hourly aggregates of the exchange rows, kept by the writer in the transaction that
+//! writes the rows, so that a report's counts, field statistics, trend and latency percentiles
+//! cost the same over a day and over a month, over a thousand exchanges and ten million.
+//!
+//! Engine-neutral: the pure step from exchanges to [`Deltas`] (the writer's, and the migration's
+//! that builds the roll-ups of an existing store), the latency histogram, and the reads that
+//! answer a window from whole hours of roll-ups plus the rows of its two partial hours
+//! ([`Split`]). An engine implements [`Engine`]: its row queries (the answers are exact over any
+//! window) and the same queries over whole hours of roll-ups.
+//!
+//! The tables (both engines, one hour a row; `''` stands for SQL `NULL` in a key):
+//! - `rollup_outcomes` per (route, outcome, mapping version, served by, fallback, reason of a
+//!   skip): exchanges, shadow candidate calls, first and last start (counts, the trend, mapping
+//!   versions, the cohort and the quota spend);
+//! - `rollup_accounts` per (route, account, outcome, mapping version): exchanges (per-account
+//!   counts, and counts under an account filter);
+//! - `rollup_fields` per (route, field pattern, kind): differences, exchanges, the first
+//!   exchange's id;
+//! - `rollup_latency` per (route, side, bucket): exchanges ([`bucket`]);
+//! - `rollup_state`: the highest exchange id the roll-ups cover. Rows past it (written by
+//!   something other than this writer) make every read take the rows instead: exact, slower.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::query::{
+    CohortCount, DayRow, FieldRow, Filter, GroupBy, OutcomeCount, Side, Spend, VersionRow,
+};
+use super::StoreError;
+use crate::record::{Outcome, Record, RouteKey};
+
+/// Latency buckets per doubling: a bucket spans 2^(1/16) (4.4 %), and the value a percentile
+/// reports is the bucket's geometric middle, within 2.2 % of every latency in it.
+const PER_DOUBLING: f64 = 16.0;
+
+/// Latencies are bucketed within [1 µs, ~11.6 days]; beyond, the end buckets hold them.
+const MIN_MS: f64 = 0.001;
+const MAX_MS: f64 = 1.0e9;
+
+/// The histogram bucket of a latency in ms.
+pub fn bucket(ms: f64) -> i64 {
+    let ms = if ms.is_nan() {
+        MIN_MS
+    } else {
+        ms.clamp(MIN_MS, MAX_MS)
+    };
+    (ms.log2() * PER_DOUBLING).floor() as i64
+}
+
+/// The latency a bucket stands for: its geometric middle, to the µs.
+pub fn bucket_value(b: i64) -> f64 {
+    let v = 2f64.powf((b as f64 + 0.5) / PER_DOUBLING);
+    (v * 1000.0).round() / 1000.0
+}
+
+/// A latency histogram: exchanges per [`bucket`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram(pub BTreeMap<i64, u64>);
+
+impl Histogram {
+    pub(super) fn add(&mut self, bucket: i64, n: u64) {
+        *self.0.entry(bucket).or_default() += n;
+    }
+
+    /// The nearest-rank percentile (0 for an empty histogram), as its bucket's value.
+    pub fn percentile(&self, p: f64) -> f64 {
+        let total: u64 = self.0.values().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((p * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, n) in &self.0 {
+            seen += n;
+            if seen >= rank {
+                return bucket_value(*b);
+            }
+        }
+        0.0
+    }
+}
+
+/// One exchange as the roll-ups see it: what the writer has of a record, and what the
+/// migration reads back of a row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Facts<'a> {
+    pub id: i64,
+    /// RFC 3339 with milliseconds (`2026-11-29T13:05:00.000Z`), as the rows hold it.
+    pub started_at: &'a str,
+    pub route: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub outcome: &'a str,
+    pub mapping_version: Option<&'a str>,
+    pub served_by: Option<&'a str>,
+    pub fallback: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub legacy_ms: Option<f64>,
+    pub candidate_ms: Option<f64>,
+}
+
+impl<'a> Facts<'a> {
+    /// A record's facts; `started_at` is its start as the rows hold it.
+    pub(super) fn of(r: &'a Record, id: i64, started_at: &'a str) -> Self {
+        let m = &r.meta;
+        Self {
+            id,
+            started_at,
+            route: m.route.as_deref(),
+            account: m.account.as_deref(),
+            outcome: r.outcome.as_str(),
+            mapping_version: r.mapping_version.as_deref(),
+            served_by: Some(m.serving.served_by.as_str()),
+            fallback: m.serving.fallback.map(|f| f.as_str()),
+            reason: r.reason.as_deref(),
+            legacy_ms: r.legacy_ms,
+            candidate_ms: r.candidate_ms,
+        }
+    }
+}
+
+/// The key of `rollup_outcomes`: hour, route, outcome, mapping version, served by, fallback,
+/// reason of a skip.
+pub(super) type OutcomeKey = (String, String, String, String, String, String, String);
+
+/// The key of `rollup_fields`: hour, route, field pattern, kind.
+pub(super) type FieldKey = (String, String, String, String);
+
+/// What a key of `rollup_outcomes` adds: exchanges, shadow candidate calls, first and last start.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct OutcomeAgg {
+    pub n: i64,
+    pub shadow_calls: i64,
+    pub first_at: String,
+    pub last_at: String,
+}
+
+/// The longest reason of a skip kept as a key (reasons of skips are short words).
+const REASON_KEY: usize = 64;
+
+/// What a batch of exchanges adds to the roll-ups, in key order (an upsert in one order on
+/// every instance of a fleet cannot deadlock).
+#[derive(Debug)]
+pub(super) struct Deltas {
+    /// The engine's form of a text (PostgreSQL's has no NUL): applied to every key, so two
+    /// keys that the engine would store alike are one key here.
+    clean: fn(&str) -> std::borrow::Cow<'_, str>,
+    pub outcomes: BTreeMap<OutcomeKey, OutcomeAgg>,
+    /// (hour, route, account, outcome, mapping version) → exchanges.
+    pub accounts: BTreeMap<(String, String, String, String, String), i64>,
+    /// (hour, route, field, kind) → (differences, exchanges, first exchange id).
+    pub fields: BTreeMap<FieldKey, (i64, i64, i64)>,
+    /// (hour, route, side, bucket) → exchanges.
+    pub latency: BTreeMap<(String, String, &'static str, i64), i64>,
+    /// The highest exchange id added.
+    pub covered: i64,
+}
+
+/// The hour of a start as the rows hold it (`2026-11-29T13`).
+fn hour_of(started_at: &str) -> String {
+    started_at.get(..13).unwrap_or(started_at).to_owned()
+}
+
+impl Default for Deltas {
+    fn default() -> Self {
+        fn same(s: &str) -> std::borrow::Cow<'_, str> {
+            std::borrow::Cow::Borrowed(s)
+        }
+        Self::new(same)
+    }
+}
+
+impl Deltas {
+    /// Empty deltas whose keys are texts as `clean` makes them.
+    pub(super) fn new(clean: fn(&str) -> std::borrow::Cow<'_, str>) -> Self {
+        Self {
+            clean,
+            outcomes: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            fields: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            covered: 0,
+        }
+    }
+
+    fn key(&self, v: Option<&str>) -> String {
+        (self.clean)(v.unwrap_or("")).into_owned()
+    }
+
+    /// Adds one exchange.
+    pub(super) fn add(&mut self, x: &Facts<'_>) {
+        let hour = hour_of(x.started_at);
+        let route = self.key(x.route);
+        let version = self.key(x.mapping_version);
+        let skip = if x.outcome == Outcome::SKIPPED {
+            x.reason.map_or("", |r| crate::record::cut(r, REASON_KEY))
+        } else {
+            ""
+        };
+        let shadow_call = x.candidate_ms.is_some()
+            && x.served_by != Some(crate::record::ServedBy::Candidate.as_str());
+        let k = (
+            hour.clone(),
+            route.clone(),
+            self.key(Some(x.outcome)),
+            version.clone(),
+            self.key(x.served_by),
+            self.key(x.fallback),
+            self.key(Some(skip)),
+        );
+        match self.outcomes.get_mut(&k) {
+            Some(a) => {
+                a.n += 1;
+                a.shadow_calls += i64::from(shadow_call);
+                if x.started_at < a.first_at.as_str() {
+                    x.started_at.clone_into(&mut a.first_at);
+                }
+                if x.started_at > a.last_at.as_str() {
+                    x.started_at.clone_into(&mut a.last_at);
+                }
+            }
+            None => {
+                self.outcomes.insert(
+                    k,
+                    OutcomeAgg {
+                        n: 1,
+                        shadow_calls: i64::from(shadow_call),
+                        first_at: x.started_at.to_owned(),
+                        last_at: x.started_at.to_owned(),
+                    },
+                );
+            }
+        }
+        *self
+            .accounts
+            .entry((
+                hour.clone(),
+                route.clone(),
+                self.key(x.account),
+                self.key(Some(x.outcome)),
+                version,
+            ))
+            .or_default() += 1;
+        for (side, ms) in [("legacy", x.legacy_ms), ("candidate", x.candidate_ms)] {
+            if let Some(ms) = ms {
+                *self
+                    .latency
+                    .entry((hour.clone(), route.clone(), side, bucket(ms)))
+                    .or_default() += 1;
+            }
+        }
+        self.covered = self.covered.max(x.id);
+    }
+
+    /// Adds one exchange's differences at a (field pattern, kind): `n` of them.
+    pub(super) fn add_field(
+        &mut self,
+        id: i64,
+        started_at: &str,
+        route: Option<&str>,
+        field: &str,
+        kind: &str,
+        n: i64,
+    ) {
+        let e = self
+            .fields
+            .entry((
+                hour_of(started_at),
+                self.key(route),
+                self.key(Some(field)),
+                self.key(Some(kind)),
+            ))
+            .or_insert((0, 0, id));
+        e.0 += n;
+        e.1 += 1;
+        e.2 = e.2.min(id);
+    }
+}
+
+/// A window cut at whole hours: the rows of `head` and `tail` (either may be empty) and the
+/// roll-ups of `hours`.
+#[derive(Debug, Clone)]
+pub(super) struct Split {
+    pub head: Option<Filter>,
+    /// Whole hours, `[from, to)`.
+    pub hours: (SystemTime, SystemTime),
+    pub tail: Option<Filter>,
+}
+
+fn floor_hour(t: SystemTime) -> SystemTime {
+    let s = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    UNIX_EPOCH + Duration::from_secs(s - s % 3600)
+}
+
+impl Split {
+    /// The window's whole hours, when it has any.
+    pub(super) fn of(f: &Filter) -> Option<Self> {
+        let start = floor_hour(f.from);
+        let from = if start == f.from {
+            start
+        } else {
+            start + Duration::from_secs(3600)
+        };
+        let to = floor_hour(f.to);
+        if from >= to {
+            return None;
+        }
+        let part = |a: SystemTime, b: SystemTime| {
+            (a < b).then(|| Filter {
+                from: a,
+                to: b,
+                ..f.clone()
+            })
+        };
+        Some(Self {
+            head: part(f.from, from),
+            hours: (from, to),
+            tail: part(to, f.to),
+        })
+    }
+
+    fn edges(&self) -> impl Iterator<Item = &Filter> {
+        self.head.iter().chain(self.tail.iter())
+    }
+}
+
+/// What an engine answers, from its rows (any window) and from its roll-ups (whole hours; the
+/// filter's own window is ignored there).
+pub(super) trait Engine {
+    /// Whether the roll-ups cover every exchange row.
+    fn rolled_up(&self) -> Result<bool, StoreError>;
+
+    fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError>;
+    fn rolled_outcomes(
+        &self,
+        by: GroupBy,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<OutcomeCount>, StoreError>;
+
+    fn rows_fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError>;
+    fn rolled_fields(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<FieldRow>, StoreError>;
+
+    fn rows_versions(&self, f: &Filter) -> Result<Vec<VersionRow>, StoreError>;
+    fn rolled_versions(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<VersionRow>, StoreError>;
+
+    fn rows_trend(&self, f: &Filter, bucket_secs: u64) -> Result<Vec<DayRow>, StoreError>;
+    /// Buckets of an hour or of a UTC day only.
+    fn rolled_trend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+        bucket_secs: u64,
+    ) -> Result<Vec<DayRow>, StoreError>;
+
+    fn rows_cohort(&self, f: &Filter) -> Result<Vec<CohortCount>, StoreError>;
+    fn rolled_cohort(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<CohortCount>, StoreError>;
+
+    fn rows_spend(&self, f: &Filter) -> Result<Spend, StoreError>;
+    fn rolled_spend(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Spend, StoreError>;
+
+    fn rows_latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError>;
+    /// (bucket, exchanges) of one side over the filter's route.
+    fn rolled_latency(
+        &self,
+        f: &Filter,
+        side: Side,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+}
+
+/// The split of a window when the roll-ups can answer it: they cover every row, the window has
+/// whole hours, and (`by_route_only`) the filter names no account or mapping version.
+fn split<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    by_route_only: bool,
+) -> Result<Option<Split>, StoreError> {
+    if by_route_only && (f.account.is_some() || f.mapping_version.is_some()) {
+        return Ok(None);
+    }
+    let Some(s) = Split::of(f) else {
+        return Ok(None);
+    };
+    Ok(e.rolled_up()?.then_some(s))
+}
+
+/// Exchanges per (`by`, outcome), ordered by key (`None` first) and outcome.
+pub(super) fn outcome_counts<E: Engine + ?Sized>(
+    e: &E,
+    by: GroupBy,
+    f: &Filter,
+) -> Result<Vec<OutcomeCount>, StoreError> {
+    let Some(s) = split(e, f, false)? else {
+        return e.rows_outcomes(by, f);
+    };
+    let mut sum: BTreeMap<(Option<String>, String), u64> = BTreeMap::new();
+    let parts = e.rolled_outcomes(by, f, s.hours)?.into_iter();
+    let mut edges = Vec::new();
+    for edge in s.edges() {
+        edges.extend(e.rows_outcomes(by, edge)?);
+    }
+    for c in parts.chain(edges) {
+        *sum.entry((c.key, c.outcome)).or_default() += c.n;
+    }
+    Ok(sum
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((key, outcome), n)| OutcomeCount { key, outcome, n })
+        .collect())
+}
+
+/// The differing (field pattern, kind) pairs, ordered by field and kind.
+pub(super) fn fields<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
+    let Some(s) = split(e, f, true)? else {
+        return e.rows_fields(f);
+    };
+    let mut sum: BTreeMap<(String, String), FieldRow> = BTreeMap::new();
+    let mut rows = e.rolled_fields(f, s.hours)?;
+    for edge in s.edges() {
+        rows.extend(e.rows_fields(edge)?);
+    }
+    for r in rows {
+        match sum.get_mut(&(r.field.clone(), r.kind.clone())) {
+            Some(a) => {
+                a.count += r.count;
+                a.exchanges += r.exchanges;
+                a.example_id = a.example_id.min(r.example_id);
+            }
+            None => {
+                sum.insert((r.field.clone(), r.kind.clone()), r);
+            }
+        }
+    }
+    Ok(sum.into_values().collect())
+}
+
+/// The mapping versions, oldest first.
+pub(super) fn mapping_versions<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+) -> Result<Vec<VersionRow>, StoreError> {
+    let Some(s) = split(e, f, true)? else {
+        return e.rows_versions(f);
+    };
+    let mut sum: HashMap<String, VersionRow> = HashMap::new();
+    let mut rows = e.rolled_versions(f, s.hours)?;
+    for edge in s.edges() {
+        rows.extend(e.rows_versions(edge)?);
+    }
+    for r in rows {
+        match sum.get_mut(&r.version) {
+            Some(a) => {
+                a.compared += r.compared;
+                a.matched += r.matched;
+                if r.first_seen < a.first_seen {
+                    a.first_seen = r.first_seen;
+                }
+                if r.last_seen > a.last_seen {
+                    a.last_seen = r.last_seen;
+                }
+            }
+            None => {
+                sum.insert(r.version.clone(), r);
+            }
+        }
+    }
+    let mut out: Vec<VersionRow> = sum.into_values().collect();
+    out.sort_by(|a, b| {
+        a.first_seen
+            .cmp(&b.first_seen)
+            .then(a.version.cmp(&b.version))
+    });
+    Ok(out)
+}
+
+/// Compared and matched exchanges per bucket, in order. Buckets shorter than an hour come from
+/// the rows (such a window is at most six hours: [`crate::report::trend_bucket`]).
+pub(super) fn trend<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    bucket_secs: u64,
+) -> Result<Vec<DayRow>, StoreError> {
+    let fits = bucket_secs == 3_600 || bucket_secs >= 86_400;
+    let s = if fits { split(e, f, true)? } else { None };
+    let Some(s) = s else {
+        return e.rows_trend(f, bucket_secs);
+    };
+    let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut rows = e.rolled_trend(f, s.hours, bucket_secs)?;
+    for edge in s.edges() {
+        rows.extend(e.rows_trend(edge, bucket_secs)?);
+    }
+    for r in rows {
+        let a = sum.entry(r.day).or_default();
+        a.0 += r.compared;
+        a.1 += r.matched;
+    }
+    Ok(sum
+        .into_iter()
+        .map(|(day, (compared, matched))| DayRow {
+            day,
+            compared,
+            matched,
+        })
+        .collect())
+}
+
+/// The candidate cohort's requests per (served by, fallback, outcome), most first.
+pub(super) fn cohort_counts<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+) -> Result<Vec<CohortCount>, StoreError> {
+    let Some(s) = split(e, f, true)? else {
+        return e.rows_cohort(f);
+    };
+    let mut sum: BTreeMap<(String, Option<String>, String), u64> = BTreeMap::new();
+    let mut rows = e.rolled_cohort(f, s.hours)?;
+    for edge in s.edges() {
+        rows.extend(e.rows_cohort(edge)?);
+    }
+    for c in rows {
+        *sum.entry((c.served_by, c.fallback, c.outcome)).or_default() += c.n;
+    }
+    let mut out: Vec<CohortCount> = sum
+        .into_iter()
+        .map(|((served_by, fallback, outcome), n)| CohortCount {
+            served_by,
+            fallback,
+            outcome,
+            n,
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.n));
+    Ok(out)
+}
+
+/// What shadow traffic spent and held back.
+pub(super) fn shadow_spend<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<Spend, StoreError> {
+    let Some(s) = split(e, f, true)? else {
+        return e.rows_spend(f);
+    };
+    let mut out = e.rolled_spend(f, s.hours)?;
+    for edge in s.edges() {
+        let part = e.rows_spend(edge)?;
+        out.candidate_calls += part.candidate_calls;
+        for (k, n) in part.held_back {
+            *out.held_back.entry(k).or_default() += n;
+        }
+    }
+    out.held_back.retain(|_, n| *n > 0);
+    Ok(out)
+}
+
+/// One side's latency histogram over the window, when the roll-ups can answer it (`None`: read
+/// the rows).
+pub(super) fn latency_histogram<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    side: Side,
+) -> Result<Option<Histogram>, StoreError> {
+    let Some(s) = split(e, f, true)? else {
+        return Ok(None);
+    };
+    let mut h = Histogram::default();
+    for (b, n) in e.rolled_latency(f, side, s.hours)? {
+        h.add(b, n);
+    }
+    for edge in s.edges() {
+        for ms in e.rows_latencies(edge, side, 1)? {
+            h.add(bucket(ms), 1);
+        }
+    }
+    Ok(Some(h))
+}
+
+/// A side's name in `rollup_latency`.
+pub(super) fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Legacy => "legacy",
+        Side::Candidate => "candidate",
+    }
+}
+
+/// The route key of a roll-up table aliased `alias` (`''` for unmatched requests).
+pub(super) fn route_key(route: &RouteKey) -> String {
+    route.name().unwrap_or("").to_owned()
+}
+
+/// `''` back to `None`.
+pub(super) fn unkey(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Adds a batch's deltas to the SQLite roll-ups (in the writer's transaction).
+pub(super) fn sqlite_save(conn: &rusqlite::Connection, d: &Deltas) -> rusqlite::Result<()> {
+    use rusqlite::params;
+    let mut q = conn.prepare_cached(
+        "INSERT INTO rollup_outcomes(hour, route, outcome, mapping_version, served_by, fallback,
+             skip_reason, n, shadow_calls, first_at, last_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
+         DO UPDATE SET n = n + excluded.n, shadow_calls = shadow_calls + excluded.shadow_calls,
+             first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)",
+    )?;
+    for ((hour, route, outcome, version, served_by, fallback, skip), a) in &d.outcomes {
+        q.execute(params![
+            hour,
+            route,
+            outcome,
+            version,
+            served_by,
+            fallback,
+            skip,
+            a.n,
+            a.shadow_calls,
+            a.first_at,
+            a.last_at
+        ])?;
+    }
+    let mut q = conn.prepare_cached(
+        "INSERT INTO rollup_accounts(hour, route, account, outcome, mapping_version, n)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(hour, route, account, outcome, mapping_version) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((hour, route, account, outcome, version), n) in &d.accounts {
+        q.execute(params![hour, route, account, outcome, version, n])?;
+    }
+    let mut q = conn.prepare_cached(
+        "INSERT INTO rollup_fields(hour, route, field, kind, diffs, exchanges, first_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(route, hour, field, kind) DO UPDATE SET diffs = diffs + excluded.diffs,
+             exchanges = exchanges + excluded.exchanges, first_id = min(first_id, excluded.first_id)",
+    )?;
+    for ((hour, route, field, kind), (diffs, exchanges, first)) in &d.fields {
+        q.execute(params![hour, route, field, kind, diffs, exchanges, first])?;
+    }
+    let mut q = conn.prepare_cached(
+        "INSERT INTO rollup_latency(hour, route, side, bucket, n) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(route, side, hour, bucket) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((hour, route, side, b), n) in &d.latency {
+        q.execute(params![hour, route, side, b, n])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO rollup_state(id, covered) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET covered = max(covered, excluded.covered)",
+    )?
+    .execute([d.covered])?;
+    Ok(())
+}
+
+/// Builds the roll-ups of the rows a SQLite store already holds (the migration that adds them).
+pub(super) fn sqlite_fill(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let mut d = Deltas::default();
+    {
+        let mut q = conn.prepare(
+            "SELECT id, started_at, route, account, outcome, mapping_version, served_by, fallback,
+                    reason, legacy_ms, candidate_ms FROM exchanges",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| r.get::<_, Option<String>>(i);
+            let (at, route, account, outcome) = (text(1)?, text(2)?, text(3)?, text(4)?);
+            let (version, served_by, fallback, reason) = (text(5)?, text(6)?, text(7)?, text(8)?);
+            d.add(&Facts {
+                id: r.get(0)?,
+                started_at: at.as_deref().unwrap_or(""),
+                route: route.as_deref(),
+                account: account.as_deref(),
+                outcome: outcome.as_deref().unwrap_or(""),
+                mapping_version: version.as_deref(),
+                served_by: served_by.as_deref(),
+                fallback: fallback.as_deref(),
+                reason: reason.as_deref(),
+                legacy_ms: r.get(9)?,
+                candidate_ms: r.get(10)?,
+            });
+        }
+        let mut q =
+            conn.prepare("SELECT exchange_id, started_at, route, field, kind, n FROM diff_fields")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let (at, route): (String, Option<String>) = (r.get(1)?, r.get(2)?);
+            let (field, kind): (String, String) = (r.get(3)?, r.get(4)?);
+            d.add_field(r.get(0)?, &at, route.as_deref(), &field, &kind, r.get(5)?);
+        }
+    }
+    sqlite_save(conn, &d)
+}
+
+/// Adds a batch's deltas to the PostgreSQL roll-ups (in the writer's transaction): one
+/// statement per table, rows in key order, additive upserts (every instance of a fleet adds
+/// to the same rows).
+pub(super) fn pg_save(
+    tx: &mut postgres::Transaction<'_>,
+    d: &Deltas,
+) -> Result<(), postgres::Error> {
+    fn col<T, K, V>(m: &BTreeMap<K, V>, f: impl Fn(&K, &V) -> T) -> Vec<T> {
+        m.iter().map(|(k, v)| f(k, v)).collect()
+    }
+    let hour = |h: &String| format!("{h}:00:00Z");
+    if !d.outcomes.is_empty() {
+        let o = &d.outcomes;
+        tx.execute(
+            "INSERT INTO rollup_outcomes AS t (hour, route, outcome, mapping_version, served_by,
+                 fallback, skip_reason, n, shadow_calls, first_at, last_at)
+             SELECT u.hour::timestamptz, u.route, u.outcome, u.version, u.served_by, u.fallback,
+                    u.skip, u.n, u.calls, u.first_at::timestamptz, u.last_at::timestamptz
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[])
+                  AS u(hour, route, outcome, version, served_by, fallback, skip, n, calls, first_at, last_at)
+             ON CONFLICT (route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
+             DO UPDATE SET n = t.n + excluded.n, shadow_calls = t.shadow_calls + excluded.shadow_calls,
+                 first_at = least(t.first_at, excluded.first_at),
+                 last_at = greatest(t.last_at, excluded.last_at)",
+            &[
+                &col(o, |k, _| hour(&k.0)),
+                &col(o, |k, _| k.1.clone()),
+                &col(o, |k, _| k.2.clone()),
+                &col(o, |k, _| k.3.clone()),
+                &col(o, |k, _| k.4.clone()),
+                &col(o, |k, _| k.5.clone()),
+                &col(o, |k, _| k.6.clone()),
+                &col(o, |_, a| a.n),
+                &col(o, |_, a| a.shadow_calls),
+                &col(o, |_, a| a.first_at.clone()),
+                &col(o, |_, a| a.last_at.clone()),
+            ],
+        )?;
+    }
+    if !d.accounts.is_empty() {
+        let a = &d.accounts;
+        tx.execute(
+            "INSERT INTO rollup_accounts AS t (hour, route, account, outcome, mapping_version, n)
+             SELECT u.hour::timestamptz, u.route, u.account, u.outcome, u.version, u.n
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                  AS u(hour, route, account, outcome, version, n)
+             ON CONFLICT (hour, route, account, outcome, mapping_version)
+             DO UPDATE SET n = t.n + excluded.n",
+            &[
+                &col(a, |k, _| hour(&k.0)),
+                &col(a, |k, _| k.1.clone()),
+                &col(a, |k, _| k.2.clone()),
+                &col(a, |k, _| k.3.clone()),
+                &col(a, |k, _| k.4.clone()),
+                &col(a, |_, n| *n),
+            ],
+        )?;
+    }
+    if !d.fields.is_empty() {
+        let f = &d.fields;
+        tx.execute(
+            "INSERT INTO rollup_fields AS t (hour, route, field, kind, diffs, exchanges, first_id)
+             SELECT u.hour::timestamptz, u.route, u.field, u.kind, u.diffs, u.exchanges, u.first_id
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+                         $7::int8[]) AS u(hour, route, field, kind, diffs, exchanges, first_id)
+             ON CONFLICT (route, hour, field, kind)
+             DO UPDATE SET diffs = t.diffs + excluded.diffs, exchanges = t.exchanges + excluded.exchanges,
+                 first_id = least(t.first_id, excluded.first_id)",
+            &[
+                &col(f, |k, _| hour(&k.0)),
+                &col(f, |k, _| k.1.clone()),
+                &col(f, |k, _| k.2.clone()),
+                &col(f, |k, _| k.3.clone()),
+                &col(f, |_, v| v.0),
+                &col(f, |_, v| v.1),
+                &col(f, |_, v| v.2),
+            ],
+        )?;
+    }
+    if !d.latency.is_empty() {
+        let l = &d.latency;
+        tx.execute(
+            "INSERT INTO rollup_latency AS t (hour, route, side, bucket, n)
+             SELECT u.hour::timestamptz, u.route, u.side, u.bucket, u.n
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[])
+                  AS u(hour, route, side, bucket, n)
+             ON CONFLICT (route, side, hour, bucket) DO UPDATE SET n = t.n + excluded.n",
+            &[
+                &col(l, |k, _| hour(&k.0)),
+                &col(l, |k, _| k.1.clone()),
+                &col(l, |k, _| k.2.to_owned()),
+                &col(l, |k, _| k.3 as i32),
+                &col(l, |_, n| *n),
+            ],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO rollup_state AS t (id, covered) VALUES (1, $1)
+         ON CONFLICT (id) DO UPDATE SET covered = greatest(t.covered, excluded.covered)",
+        &[&d.covered],
+    )?;
+    Ok(())
+}
+
+/// Builds the roll-ups of the rows a PostgreSQL store already holds (the migration that adds
+/// them), reading the rows through a cursor.
+pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
+    let mut d = Deltas::new(super::pg::pg_text);
+    let portal = tx.bind(
+        &format!(
+            "SELECT id, {TS}, route, account, outcome, mapping_version, served_by, fallback, reason,
+                    legacy_ms, candidate_ms FROM exchanges"
+        ),
+        &[],
+    )?;
+    loop {
+        let rows = tx.query_portal(&portal, 50_000)?;
+        for r in &rows {
+            let at: String = r.get(1);
+            let text = |i: usize| r.get::<_, Option<String>>(i);
+            let (route, account, version) = (text(2), text(3), text(5));
+            let (served_by, fallback, reason) = (text(6), text(7), text(8));
+            let outcome: String = r.get(4);
+            d.add(&Facts {
+                id: r.get(0),
+                started_at: &at,
+                route: route.as_deref(),
+                account: account.as_deref(),
+                outcome: &outcome,
+                mapping_version: version.as_deref(),
+                served_by: served_by.as_deref(),
+                fallback: fallback.as_deref(),
+                reason: reason.as_deref(),
+                legacy_ms: r.get(9),
+                candidate_ms: r.get(10),
+            });
+        }
+        if rows.len() < 50_000 {
+            break;
+        }
+    }
+    let portal = tx.bind(
+        &format!("SELECT exchange_id, {TS}, route, field, kind, n FROM diff_fields"),
+        &[],
+    )?;
+    loop {
+        let rows = tx.query_portal(&portal, 50_000)?;
+        for r in &rows {
+            let (at, route): (String, Option<String>) = (r.get(1), r.get(2));
+            let (field, kind): (String, String) = (r.get(3), r.get(4));
+            let n: i32 = r.get(5);
+            d.add_field(r.get(0), &at, route.as_deref(), &field, &kind, i64::from(n));
+        }
+        if rows.len() < 50_000 {
+            break;
+        }
+    }
+    pg_save(tx, &d)
+}
+
+/// Deletes the roll-ups of the hours before the one `cutoff` falls in (that hour keeps its
+/// counts whole: the rows pruned in it stay counted there).
+pub(super) fn sqlite_prune(conn: &rusqlite::Connection, cutoff: &str) -> rusqlite::Result<()> {
+    for t in TABLES {
+        conn.execute(
+            &format!("DELETE FROM {t} WHERE hour < substr(?1, 1, 13)"),
+            [cutoff],
+        )?;
+    }
+    Ok(())
+}
+
+/// The same on PostgreSQL.
+pub(super) fn pg_prune(
+    tx: &mut postgres::Transaction<'_>,
+    cutoff: &str,
+) -> Result<(), postgres::Error> {
+    for t in TABLES {
+        tx.execute(
+            &format!("DELETE FROM {t} WHERE hour < date_trunc('hour', $1::text::timestamptz)"),
+            &[&cutoff],
+        )?;
+    }
+    Ok(())
+}
+
+/// The roll-up tables with an hour.
+const TABLES: [&str; 4] = [
+    "rollup_outcomes",
+    "rollup_accounts",
+    "rollup_fields",
+    "rollup_latency",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_holds_latencies_within_its_stated_error() {
+        for ms in [0.0011, 0.5, 1.0, 3.7, 42.0, 199.9, 1234.5, 86_400_000.0] {
+            let v = bucket_value(bucket(ms));
+            assert!(((v - ms) / ms).abs() <= 0.023, "{ms} ms reported as {v} ms");
+        }
+        assert_eq!(bucket(-5.0), bucket(0.0));
+        assert_eq!(bucket(f64::NAN), bucket(0.0));
+        assert_eq!(bucket(f64::INFINITY), bucket(MAX_MS));
+    }
+
+    #[test]
+    fn percentiles_are_the_nearest_rank_of_the_buckets() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.add(bucket(f64::from(ms)), 1);
+        }
+        let p50 = h.percentile(0.5);
+        let p99 = h.percentile(0.99);
+        assert!((p50 - 50.0).abs() / 50.0 <= 0.023, "{p50}");
+        assert!((p99 - 99.0).abs() / 99.0 <= 0.023, "{p99}");
+        assert_eq!(Histogram::default().percentile(0.5), 0.0);
+    }
+
+    #[test]
+    fn a_window_is_cut_at_whole_hours() {
+        let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        let f = |a: &str, b: &str| Filter {
+            from: at(a),
+            to: at(b),
+            route: None,
+            account: None,
+            mapping_version: None,
+        };
+        let s = Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T13:30:00Z")).unwrap();
+        assert_eq!(
+            s.hours,
+            (at("2026-11-29T11:00:00Z"), at("2026-11-29T13:00:00Z"))
+        );
+        assert_eq!(s.head.unwrap().to, at("2026-11-29T11:00:00Z"));
+        assert_eq!(s.tail.unwrap().from, at("2026-11-29T13:00:00Z"));
+        let s = Split::of(&f("2026-11-29T10:00:00Z", "2026-11-29T12:00:00Z")).unwrap();
+        assert!(s.head.is_none() && s.tail.is_none());
+        assert!(Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T11:30:00Z")).is_none());
+    }
+}
