@@ -1286,7 +1286,7 @@ async fn serve_starts_with_postgres_down_and_catches_up_when_it_is_back() {
 /// The hourly roll-ups answer every report query as the rows do, on both engines: the report
 /// from roll-ups (whole hours) plus rows (the window's partial hours) equals the report from
 /// rows alone, under each filter; the migration that adds them builds them for a store that had
-/// rows before; latency percentiles from their histograms are within the stated 2.2 %.
+/// rows before; latency percentiles from their histograms are within the stated 2.3 %.
 #[test]
 fn roll_ups_answer_every_report_query_as_the_rows_do_on_both_backends() {
     use shadowdiff::record::{Fallback, Outcome, ServedBy, SkipReason};

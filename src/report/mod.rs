@@ -637,7 +637,7 @@ fn account_fields(
 }
 
 /// Latency percentiles are exact over up to this many exchanges per scope. Beyond, they come
-/// from the hourly roll-ups' histograms (within 2.2 % of the exact value: `store::Histogram`),
+/// from the hourly roll-ups' histograms (within 2.3 % of the exact value: `store::Histogram`),
 /// or, where those cannot answer (an account or a mapping version named), from an evenly spread,
 /// deterministic sample (every k-th exchange by id) of about this size, so that a report never
 /// sorts millions of values.

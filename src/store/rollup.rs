@@ -30,7 +30,7 @@ use super::StoreError;
 use crate::record::{Outcome, Record, RouteKey};
 
 /// Latency buckets per doubling: a bucket spans 2^(1/16) (4.4 %), and the value a percentile
-/// reports is the bucket's geometric middle, within 2.2 % of every latency in it.
+/// reports is the bucket's geometric middle (to four digits), within 2.3 % of every latency in it.
 const PER_DOUBLING: f64 = 16.0;
 
 /// Latencies are bucketed within [1 µs, ~11.6 days]; beyond, the end buckets hold them.
@@ -47,10 +47,11 @@ pub fn bucket(ms: f64) -> i64 {
     (ms.log2() * PER_DOUBLING).floor() as i64
 }
 
-/// The latency a bucket stands for: its geometric middle, to the µs.
+/// The latency a bucket stands for: its geometric middle, to four significant digits.
 pub fn bucket_value(b: i64) -> f64 {
     let v = 2f64.powf((b as f64 + 0.5) / PER_DOUBLING);
-    (v * 1000.0).round() / 1000.0
+    let scale = 10f64.powi(3 - v.log10().floor() as i32);
+    (v * scale).round() / scale
 }
 
 /// A latency histogram: exchanges per [`bucket`].
