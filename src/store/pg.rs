@@ -21,6 +21,7 @@ const PARTITIONED: [&str; 4] = ["exchanges", "diff_fields", "diffs", "bodies"];
 const PG_PARTITION_LOCK: i64 = 0x7364_7061_7274_6974;
 
 pub(super) use super::pg_conn::connect;
+use super::pg_conn::pg_text;
 
 /// Readies the schema on a new connection: applies the migrations, or (`migrate = false`, when
 /// a deploy step runs `shadowdiff migrate`) checks that the newest one was applied.
@@ -422,15 +423,6 @@ pub(super) fn prune(client: &mut Client, cutoff: SystemTime) -> Result<usize, po
     let n = done?;
     unlocked?;
     Ok(n)
-}
-
-/// A text parameter PostgreSQL can store: NUL replaced by U+FFFD.
-pub(super) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}").into()
-    } else {
-        s.into()
-    }
 }
 
 /// Days since 1970-01-01 (UTC).

@@ -449,6 +449,15 @@ fn pgpass_fields(line: &str) -> Vec<String> {
     fields
 }
 
+/// A text parameter PostgreSQL can store: NUL replaced by U+FFFD.
+pub(super) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -491,7 +491,7 @@ pub(super) fn mapping_versions<E: Engine + ?Sized>(
 }
 
 /// Compared and matched exchanges per bucket, in order. Buckets shorter than an hour come from
-/// the rows (such a window is at most six hours: [`crate::report::trend_bucket`]).
+/// the rows (the report picks them for windows of at most six hours).
 pub(super) fn trend<E: Engine + ?Sized>(
     e: &E,
     f: &Filter,
@@ -814,7 +814,7 @@ pub(super) fn pg_save(
 /// them), reading the rows through a cursor.
 pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
     const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
-    let mut d = Deltas::new(super::pg::pg_text);
+    let mut d = Deltas::new(super::pg_conn::pg_text);
     let portal = tx.bind(
         &format!(
             "SELECT id, {TS}, route, account, outcome, mapping_version, served_by, fallback, reason,
