@@ -38,6 +38,9 @@ pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow
                 .join(", ")
         ),
     }
+    if done.rebuilt_rollups {
+        outln!("{location}: hourly roll-ups rebuilt from the rows (some rows were not rolled up)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -116,6 +116,9 @@ pub struct Migrated {
     pub applied: Vec<i64>,
     /// The store's version now.
     pub version: i64,
+    /// The hourly roll-ups did not cover every row (rows another program wrote) and were built
+    /// again from the rows.
+    pub rebuilt_rollups: bool,
 }
 
 /// Applies the pending migrations to the store at `location` (creating a SQLite file when
@@ -124,10 +127,12 @@ pub struct Migrated {
 pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
     match location {
         Location::Sqlite(path) => {
-            let (_, applied) = schema::open_migrated(path)?;
+            let (conn, applied) = schema::open_migrated(path)?;
+            let rebuilt_rollups = rollup::sqlite_rebuild(&conn)?;
             Ok(Migrated {
                 applied,
                 version: SCHEMA_VERSION,
+                rebuilt_rollups,
             })
         }
         Location::Postgres(url) => {
@@ -142,7 +147,12 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
                 .last()
                 .copied()
                 .unwrap_or(0);
-            Ok(Migrated { applied, version })
+            let rebuilt_rollups = rollup::pg_rebuild(&mut client).map_err(err)?;
+            Ok(Migrated {
+                applied,
+                version,
+                rebuilt_rollups,
+            })
         }
     }
 }

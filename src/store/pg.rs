@@ -166,6 +166,7 @@ impl PgSink {
         let mut presence: std::collections::HashMap<(&str, &str, String), i64> =
             std::collections::HashMap::new();
         let mut rolled = super::rollup::Deltas::new(pg_text);
+        rolled.before = Some(tx.query_one(super::rollup::MAX_ID_SQL, &[])?.get(0));
         for (r, id) in batch.iter().zip(&ids) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);

@@ -602,11 +602,7 @@ fn rolled_filter(sql: &mut String, params: &mut Params, f: &Filter, accounts: bo
 
 impl rollup::Engine for PgReader {
     fn rolled_up(&self) -> Result<bool, StoreError> {
-        let rows = self.query(
-            "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
-                    >= coalesce((SELECT max(id) FROM exchanges), 0)",
-            &Vec::new(),
-        )?;
+        let rows = self.query(rollup::ROLLED_UP_SQL, &Vec::new())?;
         Ok(rows.first().is_some_and(|r| r.get(0)))
     }
 

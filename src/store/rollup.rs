@@ -154,6 +154,11 @@ pub(super) struct Deltas {
     pub latency: BTreeMap<(String, String, &'static str, i64), i64>,
     /// The highest exchange id added.
     pub covered: i64,
+    /// The highest exchange id before the batch (the writer's): the roll-ups' coverage moves
+    /// up to [`Deltas::covered`] only if it reached this, so rows another program wrote in
+    /// between stay uncovered (read as rows) instead of being counted as rolled up. `None`:
+    /// the deltas are the whole store's (a fill), and the coverage is set to theirs.
+    pub before: Option<i64>,
 }
 
 /// The hour of a start as the rows hold it (`2026-11-29T13`).
@@ -180,6 +185,7 @@ impl Deltas {
             fields: BTreeMap::new(),
             latency: BTreeMap::new(),
             covered: 0,
+            before: None,
         }
     }
 
@@ -658,11 +664,19 @@ pub(super) fn sqlite_save(conn: &rusqlite::Connection, d: &Deltas) -> rusqlite::
     for ((hour, route, side, b), n) in &d.latency {
         q.execute(params![hour, route, side, b, n])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO rollup_state(id, covered) VALUES (1, ?1)
-         ON CONFLICT(id) DO UPDATE SET covered = max(covered, excluded.covered)",
-    )?
-    .execute([d.covered])?;
+    match d.before {
+        Some(before) => conn
+            .prepare_cached(
+                "UPDATE rollup_state SET covered = max(covered, ?1) WHERE id = 1 AND covered >= ?2",
+            )?
+            .execute([d.covered, before])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO rollup_state(id, covered) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET covered = excluded.covered",
+            )?
+            .execute([d.covered])?,
+    };
     Ok(())
 }
 
@@ -802,11 +816,17 @@ pub(super) fn pg_save(
             ],
         )?;
     }
-    tx.execute(
-        "INSERT INTO rollup_state AS t (id, covered) VALUES (1, $1)
-         ON CONFLICT (id) DO UPDATE SET covered = greatest(t.covered, excluded.covered)",
-        &[&d.covered],
-    )?;
+    match d.before {
+        Some(before) => tx.execute(
+            "UPDATE rollup_state SET covered = greatest(covered, $1) WHERE id = 1 AND covered >= $2",
+            &[&d.covered, &before],
+        )?,
+        None => tx.execute(
+            "INSERT INTO rollup_state AS t (id, covered) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET covered = excluded.covered",
+            &[&d.covered],
+        )?,
+    };
     Ok(())
 }
 
@@ -865,6 +885,46 @@ pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres
         }
     }
     pg_save(tx, &d)
+}
+
+/// The highest exchange id a store holds (0: none): what a batch's deltas are `before`.
+pub(super) const MAX_ID_SQL: &str = "SELECT coalesce(max(id), 0) FROM exchanges";
+
+/// Whether a store's roll-ups cover every exchange row (standard SQL, both engines).
+pub(super) const ROLLED_UP_SQL: &str =
+    "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
+            >= coalesce((SELECT max(id) FROM exchanges), 0)";
+
+/// The roll-ups built again from the rows, when they do not cover them all (rows another
+/// program wrote); `shadowdiff migrate` calls it. Returns whether it rebuilt.
+pub(super) fn sqlite_rebuild(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    let tx = conn.unchecked_transaction()?;
+    if tx.query_row(ROLLED_UP_SQL, [], |r| r.get(0))? {
+        return Ok(false);
+    }
+    for t in TABLES {
+        tx.execute(&format!("DELETE FROM {t}"), [])?;
+    }
+    sqlite_fill(&tx)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// The same on PostgreSQL. The tables are emptied first and the state set last, so that a
+/// writer of the fleet adding at the same time either waits for the rebuild (its rows are then
+/// read by the fill) or is waited for (its rows were not seen: its deltas add to the rebuilt
+/// ones).
+pub(super) fn pg_rebuild(client: &mut postgres::Client) -> Result<bool, postgres::Error> {
+    let mut tx = client.transaction()?;
+    if tx.query_one(ROLLED_UP_SQL, &[])?.get(0) {
+        return Ok(false);
+    }
+    for t in TABLES {
+        tx.execute(&format!("DELETE FROM {t}"), &[])?;
+    }
+    pg_fill(&mut tx)?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// Deletes the roll-ups of the hours before the one `cutoff` falls in (that hour keeps its

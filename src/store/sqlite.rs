@@ -692,12 +692,7 @@ fn rolled_filter(sql: &mut String, params: &mut Vec<Sql>, f: &Filter, accounts: 
 
 impl rollup::Engine for Connection {
     fn rolled_up(&self) -> Result<bool, StoreError> {
-        Ok(self.query_row(
-            "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
-                    >= coalesce((SELECT max(id) FROM exchanges), 0)",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self.query_row(rollup::ROLLED_UP_SQL, [], |r| r.get(0))?)
     }
 
     fn rolled_outcomes(

@@ -521,6 +521,7 @@ fn write_batch(
         let mut hours: Vec<String> = Vec::with_capacity(batch.len());
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         let mut rolled = super::rollup::Deltas::default();
+        rolled.before = Some(tx.query_row(super::rollup::MAX_ID_SQL, [], |r| r.get(0))?);
         for r in batch {
             let m = &r.meta;
             let started_at = rfc3339(m.started_at);
