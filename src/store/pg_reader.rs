@@ -16,10 +16,10 @@ use super::query::{
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::rollup::{self, route_key, unkey};
+use super::rollup::{self, unkey};
 use super::sqlite::{
     cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, push_differed_at,
-    rolled_spend_sql, spend_sql,
+    spend_sql,
 };
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, Outcome, RouteKey};
@@ -575,28 +575,21 @@ fn noise_only_row(r: &postgres::Row) -> NoiseOnly {
     }
 }
 
-/// The conditions of whole hours `[from, to)` of a roll-up table aliased `r`, with the filter's
-/// route (`''` for unmatched requests), and their parameters.
-fn rolled_where(f: &Filter, hours: (SystemTime, SystemTime)) -> (String, Params) {
-    let mut sql = String::from("r.hour >= $1 AND r.hour < $2");
-    let mut params: Params = vec![Box::new(hours.0), Box::new(hours.1)];
-    if let Some(route) = &f.route {
-        params.push(Box::new(route_key(route)));
-        sql.push_str(&format!(" AND r.route = ${}", params.len()));
-    }
-    (sql, params)
-}
+/// PostgreSQL's spelling of the roll-up queries.
+const ROLLED: rollup::Dialect<Param> = rollup::Dialect {
+    mark: '$',
+    text: boxed,
+    hour: |t| Box::new(t),
+    ts,
+};
 
-/// Appends the filter's mapping version (and account, on `rollup_accounts`) to a roll-up's
-/// conditions.
-fn rolled_filter(sql: &mut String, params: &mut Params, f: &Filter, accounts: bool) {
-    if let Some(v) = &f.mapping_version {
-        params.push(Box::new(v.clone()));
-        sql.push_str(&format!(" AND r.mapping_version = ${}", params.len()));
-    }
-    if let (true, Some(a)) = (accounts, &f.account) {
-        params.push(Box::new(a.clone()));
-        sql.push_str(&format!(" AND r.account = ${}", params.len()));
+impl PgReader {
+    /// Runs a roll-up query.
+    fn rolled(
+        &self,
+        (sql, params): rollup::Query<Param>,
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        self.query(&sql, &params)
     }
 }
 
@@ -612,23 +605,7 @@ impl rollup::Engine for PgReader {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<OutcomeCount>, StoreError> {
-        let (mut cond, mut params) = rolled_where(f, hours);
-        let (table, accounts) = match (by, &f.account) {
-            (GroupBy::Route, None) => ("rollup_outcomes", false),
-            _ => ("rollup_accounts", true),
-        };
-        rolled_filter(&mut cond, &mut params, f, accounts);
-        let column = match by {
-            GroupBy::Route => "route",
-            GroupBy::Account => "account",
-        };
-        let rows = self.query(
-            &format!(
-                "SELECT r.{column}, r.outcome, sum(r.n)::bigint FROM {table} r WHERE {cond}
-                 GROUP BY r.{column}, r.outcome"
-            ),
-            &params,
-        )?;
+        let rows = self.rolled(rollup::outcomes_sql(&ROLLED, by, f, hours))?;
         Ok(rows
             .iter()
             .map(|r| OutcomeCount {
@@ -644,14 +621,7 @@ impl rollup::Engine for PgReader {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<FieldRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let rows = self.query(
-            &format!(
-                "SELECT r.field, r.kind, sum(r.diffs)::bigint, sum(r.exchanges)::bigint, min(r.first_id)
-                 FROM rollup_fields r WHERE {cond} GROUP BY r.field, r.kind"
-            ),
-            &params,
-        )?;
+        let rows = self.rolled(rollup::fields_sql(&ROLLED, f, hours))?;
         Ok(rows
             .iter()
             .map(|r| FieldRow {
@@ -669,20 +639,7 @@ impl rollup::Engine for PgReader {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<VersionRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let rows = self.query(
-            &format!(
-                "SELECT r.mapping_version, {}, {},
-                        (sum(r.n) FILTER (WHERE {}))::bigint, (sum(r.n) FILTER (WHERE {}))::bigint
-                 FROM rollup_outcomes r WHERE {cond} AND r.mapping_version <> ''
-                 GROUP BY r.mapping_version",
-                ts("min(r.first_at)"),
-                ts("max(r.last_at)"),
-                compared_sql("r.outcome"),
-                matched_sql("r.outcome")
-            ),
-            &params,
-        )?;
+        let rows = self.rolled(rollup::versions_sql(&ROLLED, f, hours))?;
         Ok(rows
             .iter()
             .map(|r| VersionRow {
@@ -701,25 +658,11 @@ impl rollup::Engine for PgReader {
         hours: (SystemTime, SystemTime),
         bucket_secs: u64,
     ) -> Result<Vec<DayRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let label = if bucket_secs >= 86_400 {
-            "to_char(r.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-        } else {
-            "to_char(r.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')"
-        };
-        let rows = self.query(
-            &format!(
-                "SELECT {label}, (sum(r.n) FILTER (WHERE {}))::bigint, (sum(r.n) FILTER (WHERE {}))::bigint
-                 FROM rollup_outcomes r WHERE {cond} GROUP BY r.hour",
-                compared_sql("r.outcome"),
-                matched_sql("r.outcome")
-            ),
-            &params,
-        )?;
+        let rows = self.rolled(rollup::trend_sql(&ROLLED, f, hours))?;
         Ok(rows
             .iter()
             .map(|r| DayRow {
-                day: r.get(0),
+                day: rollup::bucket_label(r.get(0), bucket_secs),
                 compared: count(r, 1),
                 matched: count(r, 2),
             })
@@ -731,15 +674,7 @@ impl rollup::Engine for PgReader {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<CohortCount>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let rows = self.query(
-            &format!(
-                "SELECT r.served_by, r.fallback, r.outcome, sum(r.n)::bigint FROM rollup_outcomes r
-                 WHERE {cond} AND (r.served_by = 'candidate' OR r.fallback <> '')
-                 GROUP BY r.served_by, r.fallback, r.outcome"
-            ),
-            &params,
-        )?;
+        let rows = self.rolled(rollup::cohort_sql(&ROLLED, f, hours))?;
         Ok(rows
             .iter()
             .map(|r| CohortCount {
@@ -756,19 +691,10 @@ impl rollup::Engine for PgReader {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<super::Spend, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let rows = self.query(&rolled_spend_sql(&cond), &params)?;
-        let mut out = super::Spend::default();
-        for r in &rows {
-            let kind: String = r.get(0);
-            let n = count(r, 1);
-            if kind == "candidate_calls" {
-                out.candidate_calls = n;
-            } else if n > 0 {
-                out.held_back.insert(kind, n);
-            }
-        }
-        Ok(out)
+        let rows = self.rolled(rollup::spend_sql(&ROLLED, f, hours))?;
+        Ok(rollup::spend_of(
+            rows.iter().map(|r| (r.get(0), count(r, 1) as i64)),
+        ))
     }
 
     fn rolled_latency(
@@ -777,20 +703,8 @@ impl rollup::Engine for PgReader {
         side: Side,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<(i64, u64)>, StoreError> {
-        let (cond, mut params) = rolled_where(f, hours);
-        params.push(Box::new(rollup::side_name(side).to_owned()));
-        let rows = self.query(
-            &format!(
-                "SELECT r.bucket, sum(r.n)::bigint FROM rollup_latency r WHERE {cond} AND r.side = ${}
-                 GROUP BY r.bucket",
-                params.len()
-            ),
-            &params,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| (i64::from(r.get::<_, i32>(0)), count(r, 1)))
-            .collect())
+        let rows = self.rolled(rollup::latency_sql(&ROLLED, f, side, hours))?;
+        Ok(rows.iter().map(|r| (r.get(0), count(r, 1))).collect())
     }
 
     fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
@@ -927,19 +841,11 @@ impl rollup::Engine for PgReader {
 
     fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
         let (cond, params) = where_clause(f);
-        let mut out = super::Spend::default();
-        for r in self.query(&spend_sql(&cond), &params)? {
-            let (kind, n): (Option<String>, i64) = (r.get(0), r.get(1));
-            let n = u64::try_from(n).unwrap_or(0);
-            match kind.as_deref() {
-                Some("candidate_calls") => out.candidate_calls = n,
-                Some(k) if n > 0 => {
-                    out.held_back.insert(k.to_owned(), n);
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
+        let rows = self.query(&spend_sql(&cond), &params)?;
+        Ok(rollup::spend_of(rows.iter().filter_map(|r| {
+            let kind: Option<String> = r.get(0);
+            kind.map(|k| (k, r.get(1)))
+        })))
     }
 
     fn rows_latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {

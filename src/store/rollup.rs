@@ -328,6 +328,19 @@ impl Split {
     fn edges(&self) -> impl Iterator<Item = &Filter> {
         self.head.iter().chain(self.tail.iter())
     }
+
+    /// The roll-ups' rows of the whole hours, then the rows' of the partial ones.
+    fn gather<T>(
+        &self,
+        rolled: impl FnOnce((SystemTime, SystemTime)) -> Result<Vec<T>, StoreError>,
+        mut rows: impl FnMut(&Filter) -> Result<Vec<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = rolled(self.hours)?;
+        for edge in self.edges() {
+            out.extend(rows(edge)?);
+        }
+        Ok(out)
+    }
 }
 
 /// What an engine answers, from its rows (any window) and from its roll-ups (whole hours; the
@@ -417,12 +430,8 @@ pub(super) fn outcome_counts<E: Engine + ?Sized>(
         return e.rows_outcomes(by, f);
     };
     let mut sum: BTreeMap<(Option<String>, String), u64> = BTreeMap::new();
-    let parts = e.rolled_outcomes(by, f, s.hours)?.into_iter();
-    let mut edges = Vec::new();
-    for edge in s.edges() {
-        edges.extend(e.rows_outcomes(by, edge)?);
-    }
-    for c in parts.chain(edges) {
+    let rows = s.gather(|h| e.rolled_outcomes(by, f, h), |x| e.rows_outcomes(by, x))?;
+    for c in rows {
         *sum.entry((c.key, c.outcome)).or_default() += c.n;
     }
     Ok(sum
@@ -438,10 +447,7 @@ pub(super) fn fields<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<Vec<FieldR
         return e.rows_fields(f);
     };
     let mut sum: BTreeMap<(String, String), FieldRow> = BTreeMap::new();
-    let mut rows = e.rolled_fields(f, s.hours)?;
-    for edge in s.edges() {
-        rows.extend(e.rows_fields(edge)?);
-    }
+    let rows = s.gather(|h| e.rolled_fields(f, h), |x| e.rows_fields(x))?;
     for r in rows {
         match sum.get_mut(&(r.field.clone(), r.kind.clone())) {
             Some(a) => {
@@ -466,10 +472,7 @@ pub(super) fn mapping_versions<E: Engine + ?Sized>(
         return e.rows_versions(f);
     };
     let mut sum: HashMap<String, VersionRow> = HashMap::new();
-    let mut rows = e.rolled_versions(f, s.hours)?;
-    for edge in s.edges() {
-        rows.extend(e.rows_versions(edge)?);
-    }
+    let rows = s.gather(|h| e.rolled_versions(f, h), |x| e.rows_versions(x))?;
     for r in rows {
         match sum.get_mut(&r.version) {
             Some(a) => {
@@ -509,10 +512,10 @@ pub(super) fn trend<E: Engine + ?Sized>(
         return e.rows_trend(f, bucket_secs);
     };
     let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut rows = e.rolled_trend(f, s.hours, bucket_secs)?;
-    for edge in s.edges() {
-        rows.extend(e.rows_trend(edge, bucket_secs)?);
-    }
+    let rows = s.gather(
+        |h| e.rolled_trend(f, h, bucket_secs),
+        |x| e.rows_trend(x, bucket_secs),
+    )?;
     for r in rows {
         let a = sum.entry(r.day).or_default();
         a.0 += r.compared;
@@ -537,10 +540,7 @@ pub(super) fn cohort_counts<E: Engine + ?Sized>(
         return e.rows_cohort(f);
     };
     let mut sum: BTreeMap<(String, Option<String>, String), u64> = BTreeMap::new();
-    let mut rows = e.rolled_cohort(f, s.hours)?;
-    for edge in s.edges() {
-        rows.extend(e.rows_cohort(edge)?);
-    }
+    let rows = s.gather(|h| e.rolled_cohort(f, h), |x| e.rows_cohort(x))?;
     for c in rows {
         *sum.entry((c.served_by, c.fallback, c.outcome)).or_default() += c.n;
     }
@@ -602,6 +602,228 @@ pub(super) fn side_name(side: Side) -> &'static str {
         Side::Legacy => "legacy",
         Side::Candidate => "candidate",
     }
+}
+
+/// An engine's spelling of the roll-up queries: its numbered placeholder (`?` or `$`), its
+/// parameter for a text and for an hour's start, and a timestamp column as the rows' text
+/// (`2026-11-29T13:05:00.000Z`, a prefix of it for SQLite's hour keys).
+pub(super) struct Dialect<P> {
+    pub mark: char,
+    pub text: fn(String) -> P,
+    pub hour: fn(SystemTime) -> P,
+    pub ts: fn(&str) -> String,
+}
+
+/// A roll-up query's SQL (standard SQL: every number a `BIGINT`, both engines) and parameters.
+pub(super) type Query<P> = (String, Vec<P>);
+
+/// The conditions of whole hours `[from, to)` of a roll-up table aliased `r`, the filter's route
+/// (`''` for unmatched requests) and, with `names`, its mapping version (and account, with
+/// `accounts`).
+fn rolled_where<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+    names: bool,
+    accounts: bool,
+) -> Query<P> {
+    let m = d.mark;
+    let mut sql = format!("r.hour >= {m}1 AND r.hour < {m}2");
+    let mut params = vec![(d.hour)(hours.0), (d.hour)(hours.1)];
+    let mut equal = |sql: &mut String, column: &str, value: String| {
+        params.push((d.text)(value));
+        sql.push_str(&format!(" AND r.{column} = {m}{}", params.len()));
+    };
+    if let Some(route) = &f.route {
+        equal(&mut sql, "route", route_key(route));
+    }
+    if let (true, Some(v)) = (names, &f.mapping_version) {
+        equal(&mut sql, "mapping_version", v.clone());
+    }
+    if let (true, true, Some(a)) = (names, accounts, &f.account) {
+        equal(&mut sql, "account", a.clone());
+    }
+    (sql, params)
+}
+
+/// `CAST(sum(CASE WHEN <outcome is compared/matched> THEN r.n ELSE 0 END) AS BIGINT)`.
+fn sum_where(outcomes: &[Outcome]) -> String {
+    let names: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("'{}'", o.as_str()))
+        .collect();
+    format!(
+        "CAST(sum(CASE WHEN r.outcome IN ({}) THEN r.n ELSE 0 END) AS BIGINT)",
+        names.join(", ")
+    )
+}
+
+/// (key, outcome, exchanges) per (`by`, outcome): per route without an account from the small
+/// table, otherwise from the one with accounts.
+pub(super) fn outcomes_sql<P>(
+    d: &Dialect<P>,
+    by: GroupBy,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (table, accounts) = match (by, &f.account) {
+        (GroupBy::Route, None) => ("rollup_outcomes", false),
+        _ => ("rollup_accounts", true),
+    };
+    let column = match by {
+        GroupBy::Route => "route",
+        GroupBy::Account => "account",
+    };
+    let (cond, params) = rolled_where(d, f, hours, true, accounts);
+    (
+        format!(
+            "SELECT r.{column}, r.outcome, CAST(sum(r.n) AS BIGINT) FROM {table} r WHERE {cond}
+             GROUP BY r.{column}, r.outcome"
+        ),
+        params,
+    )
+}
+
+/// (field, kind, differences, exchanges, first exchange id).
+pub(super) fn fields_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, false, false);
+    (
+        format!(
+            "SELECT r.field, r.kind, CAST(sum(r.diffs) AS BIGINT), CAST(sum(r.exchanges) AS BIGINT),
+                    CAST(min(r.first_id) AS BIGINT)
+             FROM rollup_fields r WHERE {cond} GROUP BY r.field, r.kind"
+        ),
+        params,
+    )
+}
+
+/// (version, first start, last start, compared, matched).
+pub(super) fn versions_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, false, false);
+    (
+        format!(
+            "SELECT r.mapping_version, {}, {}, {}, {}
+             FROM rollup_outcomes r WHERE {cond} AND r.mapping_version <> ''
+             GROUP BY r.mapping_version",
+            (d.ts)("min(r.first_at)"),
+            (d.ts)("max(r.last_at)"),
+            sum_where(&Outcome::COMPARED),
+            sum_where(&[Outcome::Match]),
+        ),
+        params,
+    )
+}
+
+/// (hour as the rows' text, compared, matched); [`bucket_label`] makes the trend's label.
+pub(super) fn trend_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, false, false);
+    (
+        format!(
+            "SELECT {}, {}, {} FROM rollup_outcomes r WHERE {cond} GROUP BY r.hour",
+            (d.ts)("r.hour"),
+            sum_where(&Outcome::COMPARED),
+            sum_where(&[Outcome::Match]),
+        ),
+        params,
+    )
+}
+
+/// The label of a trend bucket of an hour or a UTC day, from a roll-up's hour as text
+/// (`2026-11-29T13…`): the rows' labels (`2026-11-29`, `2026-11-29T13:00Z`).
+pub(super) fn bucket_label(hour: &str, bucket_secs: u64) -> String {
+    let hour = hour.get(..13).unwrap_or(hour);
+    if bucket_secs >= 86_400 {
+        hour.get(..10).unwrap_or(hour).to_owned()
+    } else {
+        format!("{hour}:00Z")
+    }
+}
+
+/// (served by, fallback, outcome, requests) of the candidate cohort.
+pub(super) fn cohort_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, false, false);
+    (
+        format!(
+            "SELECT r.served_by, r.fallback, r.outcome, CAST(sum(r.n) AS BIGINT) FROM rollup_outcomes r
+             WHERE {cond} AND (r.served_by = '{}' OR r.fallback <> '')
+             GROUP BY r.served_by, r.fallback, r.outcome",
+            crate::record::ServedBy::Candidate.as_str()
+        ),
+        params,
+    )
+}
+
+/// ('candidate_calls', shadow calls), then (reason, exchanges) per reason that held a request
+/// back for a quota.
+pub(super) fn spend_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, false, false);
+    (
+        format!(
+            "SELECT 'candidate_calls', CAST(coalesce(sum(r.shadow_calls), 0) AS BIGINT)
+             FROM rollup_outcomes r WHERE {cond}
+             UNION ALL
+             SELECT r.skip_reason, CAST(sum(r.n) AS BIGINT) FROM rollup_outcomes r
+             WHERE {cond} AND r.outcome = '{}' AND r.skip_reason IN ({})
+             GROUP BY r.skip_reason",
+            Outcome::SKIPPED,
+            super::sqlite::HELD_BACK
+        ),
+        params,
+    )
+}
+
+/// (bucket, exchanges) of one side.
+pub(super) fn latency_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    side: Side,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, mut params) = rolled_where(d, f, hours, false, false);
+    params.push((d.text)(side_name(side).to_owned()));
+    (
+        format!(
+            "SELECT CAST(r.bucket AS BIGINT), CAST(sum(r.n) AS BIGINT) FROM rollup_latency r
+             WHERE {cond} AND r.side = {}{} GROUP BY r.bucket",
+            d.mark,
+            params.len()
+        ),
+        params,
+    )
+}
+
+/// What the rows of [`spend_sql`] say.
+pub(super) fn spend_of(rows: impl IntoIterator<Item = (String, i64)>) -> Spend {
+    let mut out = Spend::default();
+    for (kind, n) in rows {
+        let n = n.max(0) as u64;
+        if kind == "candidate_calls" {
+            out.candidate_calls = n;
+        } else if n > 0 {
+            out.held_back.insert(kind, n);
+        }
+    }
+    out
 }
 
 /// The route key of a roll-up table aliased `alias` (`''` for unmatched requests).

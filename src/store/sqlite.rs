@@ -17,7 +17,7 @@ use super::query::{
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::rollup::{self, route_key, unkey};
+use super::rollup::{self, unkey};
 use super::{aggregate_key, StoreError};
 use crate::record::{hour, rfc3339, Outcome, RouteKey};
 
@@ -125,28 +125,6 @@ pub(super) fn spend_sql(cond: &str) -> String {
          WHERE {cond} AND e.outcome = 'skipped' AND e.reason IN ({HELD_BACK})
          GROUP BY e.reason"
     )
-}
-
-/// The same over whole hours of `rollup_outcomes` aliased `r` (standard SQL, both engines).
-pub(super) fn rolled_spend_sql(cond: &str) -> String {
-    format!(
-        "SELECT 'candidate_calls', CAST(coalesce(sum(r.shadow_calls), 0) AS BIGINT)
-         FROM rollup_outcomes r WHERE {cond}
-         UNION ALL
-         SELECT r.skip_reason, CAST(sum(r.n) AS BIGINT) FROM rollup_outcomes r
-         WHERE {cond} AND r.outcome = 'skipped' AND r.skip_reason IN ({HELD_BACK})
-         GROUP BY r.skip_reason"
-    )
-}
-
-/// The label of a trend bucket of an hour or a UTC day, from a roll-up's hour text
-/// (`2026-11-29T13`): the rows' labels (`2026-11-29`, `2026-11-29T13:00Z`).
-pub(super) fn rolled_bucket_label(hour: &str, bucket_secs: u64) -> String {
-    if bucket_secs >= 86_400 {
-        hour.get(..10).unwrap_or(hour).to_owned()
-    } else {
-        format!("{hour}:00Z")
-    }
 }
 
 /// SQLite's placeholders and parameters for [`push_conditions`].
@@ -665,29 +643,30 @@ fn noise_only_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NoiseOnly> {
     })
 }
 
-/// The conditions of whole hours `[from, to)` of a roll-up table aliased `r`, with the filter's
-/// route (`''` for unmatched requests), and their parameters.
-fn rolled_where(f: &Filter, hours: (SystemTime, SystemTime)) -> (String, Vec<Sql>) {
-    let mut sql = String::from("r.hour >= ?1 AND r.hour < ?2");
-    let mut params: Vec<Sql> = vec![hour(hours.0).into(), hour(hours.1).into()];
-    if let Some(route) = &f.route {
-        params.push(route_key(route).into());
-        sql.push_str(&format!(" AND r.route = ?{}", params.len()));
-    }
-    (sql, params)
+/// SQLite's spelling of the roll-up queries (hours are text keys: `2026-11-29T13`).
+const ROLLED: rollup::Dialect<Sql> = rollup::Dialect {
+    mark: '?',
+    text: Sql::Text,
+    hour: |t| Sql::Text(hour(t)),
+    ts: str::to_owned,
+};
+
+/// Runs a query and maps its rows.
+fn rolled<T>(
+    conn: &Connection,
+    (sql, params): rollup::Query<Sql>,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut q = conn.prepare(&sql)?;
+    let rows = q
+        .query_map(params_from_iter(params), map)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
-/// Appends the filter's mapping version (and account, on `rollup_accounts`) to a roll-up's
-/// conditions.
-fn rolled_filter(sql: &mut String, params: &mut Vec<Sql>, f: &Filter, accounts: bool) {
-    if let Some(v) = &f.mapping_version {
-        params.push(v.clone().into());
-        sql.push_str(&format!(" AND r.mapping_version = ?{}", params.len()));
-    }
-    if let (true, Some(a)) = (accounts, &f.account) {
-        params.push(a.clone().into());
-        sql.push_str(&format!(" AND r.account = ?{}", params.len()));
-    }
+/// A count column (`BIGINT`), never negative.
+fn n(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, i64>(i)?.max(0) as u64)
 }
 
 impl rollup::Engine for Connection {
@@ -701,30 +680,13 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<OutcomeCount>, StoreError> {
-        let (mut cond, mut params) = rolled_where(f, hours);
-        // Per route without an account: the small table; otherwise the one with accounts.
-        let (table, accounts) = match (by, &f.account) {
-            (GroupBy::Route, None) => ("rollup_outcomes", false),
-            _ => ("rollup_accounts", true),
-        };
-        rolled_filter(&mut cond, &mut params, f, accounts);
-        let column = match by {
-            GroupBy::Route => "route",
-            GroupBy::Account => "account",
-        };
-        let mut q = self.prepare(&format!(
-            "SELECT r.{column}, r.outcome, sum(r.n) FROM {table} r WHERE {cond} GROUP BY r.{column}, r.outcome"
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(OutcomeCount {
-                    key: unkey(r.get(0)?),
-                    outcome: r.get(1)?,
-                    n: r.get::<_, i64>(2)?.max(0) as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::outcomes_sql(&ROLLED, by, f, hours), |r| {
+            Ok(OutcomeCount {
+                key: unkey(r.get(0)?),
+                outcome: r.get(1)?,
+                n: n(r, 2)?,
+            })
+        })
     }
 
     fn rolled_fields(
@@ -732,23 +694,15 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<FieldRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let mut q = self.prepare(&format!(
-            "SELECT r.field, r.kind, sum(r.diffs), sum(r.exchanges), min(r.first_id)
-             FROM rollup_fields r WHERE {cond} GROUP BY r.field, r.kind"
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(FieldRow {
-                    field: r.get(0)?,
-                    kind: r.get(1)?,
-                    count: r.get::<_, i64>(2)?.max(0) as u64,
-                    exchanges: r.get::<_, i64>(3)?.max(0) as u64,
-                    example_id: r.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::fields_sql(&ROLLED, f, hours), |r| {
+            Ok(FieldRow {
+                field: r.get(0)?,
+                kind: r.get(1)?,
+                count: n(r, 2)?,
+                exchanges: n(r, 3)?,
+                example_id: r.get(4)?,
+            })
+        })
     }
 
     fn rolled_versions(
@@ -756,27 +710,15 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<VersionRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let mut q = self.prepare(&format!(
-            "SELECT r.mapping_version, min(r.first_at), max(r.last_at),
-                    sum(CASE WHEN {} THEN r.n ELSE 0 END), sum(CASE WHEN {} THEN r.n ELSE 0 END)
-             FROM rollup_outcomes r WHERE {cond} AND r.mapping_version <> ''
-             GROUP BY r.mapping_version",
-            compared_sql("r.outcome"),
-            matched_sql("r.outcome")
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(VersionRow {
-                    version: r.get(0)?,
-                    first_seen: r.get(1)?,
-                    last_seen: r.get(2)?,
-                    compared: r.get::<_, i64>(3)?.max(0) as u64,
-                    matched: r.get::<_, i64>(4)?.max(0) as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::versions_sql(&ROLLED, f, hours), |r| {
+            Ok(VersionRow {
+                version: r.get(0)?,
+                first_seen: r.get(1)?,
+                last_seen: r.get(2)?,
+                compared: n(r, 3)?,
+                matched: n(r, 4)?,
+            })
+        })
     }
 
     fn rolled_trend(
@@ -785,23 +727,13 @@ impl rollup::Engine for Connection {
         hours: (SystemTime, SystemTime),
         bucket_secs: u64,
     ) -> Result<Vec<DayRow>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let mut q = self.prepare(&format!(
-            "SELECT r.hour, sum(CASE WHEN {} THEN r.n ELSE 0 END), sum(CASE WHEN {} THEN r.n ELSE 0 END)
-             FROM rollup_outcomes r WHERE {cond} GROUP BY r.hour",
-            compared_sql("r.outcome"),
-            matched_sql("r.outcome")
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(DayRow {
-                    day: rolled_bucket_label(&r.get::<_, String>(0)?, bucket_secs),
-                    compared: r.get::<_, i64>(1)?.max(0) as u64,
-                    matched: r.get::<_, i64>(2)?.max(0) as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::trend_sql(&ROLLED, f, hours), |r| {
+            Ok(DayRow {
+                day: rollup::bucket_label(&r.get::<_, String>(0)?, bucket_secs),
+                compared: n(r, 1)?,
+                matched: n(r, 2)?,
+            })
+        })
     }
 
     fn rolled_cohort(
@@ -809,23 +741,14 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<CohortCount>, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let mut q = self.prepare(&format!(
-            "SELECT r.served_by, r.fallback, r.outcome, sum(r.n) FROM rollup_outcomes r
-             WHERE {cond} AND (r.served_by = 'candidate' OR r.fallback <> '')
-             GROUP BY r.served_by, r.fallback, r.outcome"
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok(CohortCount {
-                    served_by: r.get(0)?,
-                    fallback: unkey(r.get(1)?),
-                    outcome: r.get(2)?,
-                    n: r.get::<_, i64>(3)?.max(0) as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::cohort_sql(&ROLLED, f, hours), |r| {
+            Ok(CohortCount {
+                served_by: r.get(0)?,
+                fallback: unkey(r.get(1)?),
+                outcome: r.get(2)?,
+                n: n(r, 3)?,
+            })
+        })
     }
 
     fn rolled_spend(
@@ -833,20 +756,10 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<super::Spend, StoreError> {
-        let (cond, params) = rolled_where(f, hours);
-        let mut q = self.prepare(&rolled_spend_sql(&cond))?;
-        let mut rows = q.query(params_from_iter(params))?;
-        let mut out = super::Spend::default();
-        while let Some(r) = rows.next()? {
-            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
-            let n = n.max(0) as u64;
-            if kind == "candidate_calls" {
-                out.candidate_calls = n;
-            } else if n > 0 {
-                out.held_back.insert(kind, n);
-            }
-        }
-        Ok(out)
+        let rows = rolled(self, rollup::spend_sql(&ROLLED, f, hours), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rollup::spend_of(rows))
     }
 
     fn rolled_latency(
@@ -855,19 +768,9 @@ impl rollup::Engine for Connection {
         side: Side,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<(i64, u64)>, StoreError> {
-        let (cond, mut params) = rolled_where(f, hours);
-        params.push(rollup::side_name(side).to_owned().into());
-        let mut q = self.prepare(&format!(
-            "SELECT r.bucket, sum(r.n) FROM rollup_latency r WHERE {cond} AND r.side = ?{}
-             GROUP BY r.bucket",
-            params.len()
-        ))?;
-        let rows = q
-            .query_map(params_from_iter(params), |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rolled(self, rollup::latency_sql(&ROLLED, f, side, hours), |r| {
+            Ok((r.get(0)?, n(r, 1)?))
+        })
     }
 
     fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
@@ -1003,19 +906,10 @@ impl rollup::Engine for Connection {
 
     fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
         let (cond, params) = where_clause(f);
-        let mut q = self.prepare(&spend_sql(&cond))?;
-        let mut rows = q.query(params_from_iter(params))?;
-        let mut out = super::Spend::default();
-        while let Some(r) = rows.next()? {
-            let (kind, n): (String, i64) = (r.get(0)?, r.get(1)?);
-            let n = n.max(0) as u64;
-            if kind == "candidate_calls" {
-                out.candidate_calls = n;
-            } else if n > 0 {
-                out.held_back.insert(kind, n);
-            }
-        }
-        Ok(out)
+        let rows = rolled(self, (spend_sql(&cond), params), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rollup::spend_of(rows))
     }
 
     fn rows_latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {

@@ -501,7 +501,9 @@ fn write_batch(
     opts: &WriterOptions,
 ) -> rusqlite::Result<()> {
     let max_len = opts.max_value_len;
-    let tx = conn.transaction()?;
+    // Immediate: the write lock first, so that reading the highest id (the roll-ups' `before`)
+    // does not leave a read lock to upgrade while another process writes (SQLITE_BUSY at once).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut ex = tx.prepare_cached(
             "INSERT INTO exchanges(started_at, route, method, path, account, legacy_status, candidate_status,
