@@ -652,7 +652,7 @@ const ROLLED: rollup::Dialect<Sql> = rollup::Dialect {
 };
 
 /// Runs a query and maps its rows.
-fn rolled<T>(
+fn all<T>(
     conn: &Connection,
     (sql, params): rollup::Query<Sql>,
     map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
@@ -662,6 +662,13 @@ fn rolled<T>(
         .query_map(params_from_iter(params), map)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// A window of at most an hour: the partial hours beside the roll-ups, read by the rows of that
+/// window rather than by indexes that hold every hour.
+fn short(f: &Filter) -> bool {
+    f.to.duration_since(f.from)
+        .is_ok_and(|d| d <= std::time::Duration::from_secs(3600))
 }
 
 /// A count column (`BIGINT`), never negative.
@@ -680,7 +687,7 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<OutcomeCount>, StoreError> {
-        rolled(self, rollup::outcomes_sql(&ROLLED, by, f, hours), |r| {
+        all(self, rollup::outcomes_sql(&ROLLED, by, f, hours), |r| {
             Ok(OutcomeCount {
                 key: unkey(r.get(0)?),
                 outcome: r.get(1)?,
@@ -694,7 +701,7 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<FieldRow>, StoreError> {
-        rolled(self, rollup::fields_sql(&ROLLED, f, hours), |r| {
+        all(self, rollup::fields_sql(&ROLLED, f, hours), |r| {
             Ok(FieldRow {
                 field: r.get(0)?,
                 kind: r.get(1)?,
@@ -710,7 +717,7 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<VersionRow>, StoreError> {
-        rolled(self, rollup::versions_sql(&ROLLED, f, hours), |r| {
+        all(self, rollup::versions_sql(&ROLLED, f, hours), |r| {
             Ok(VersionRow {
                 version: r.get(0)?,
                 first_seen: r.get(1)?,
@@ -727,7 +734,7 @@ impl rollup::Engine for Connection {
         hours: (SystemTime, SystemTime),
         bucket_secs: u64,
     ) -> Result<Vec<DayRow>, StoreError> {
-        rolled(self, rollup::trend_sql(&ROLLED, f, hours), |r| {
+        all(self, rollup::trend_sql(&ROLLED, f, hours), |r| {
             Ok(DayRow {
                 day: rollup::bucket_label(&r.get::<_, String>(0)?, bucket_secs),
                 compared: n(r, 1)?,
@@ -741,7 +748,7 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<CohortCount>, StoreError> {
-        rolled(self, rollup::cohort_sql(&ROLLED, f, hours), |r| {
+        all(self, rollup::cohort_sql(&ROLLED, f, hours), |r| {
             Ok(CohortCount {
                 served_by: r.get(0)?,
                 fallback: unkey(r.get(1)?),
@@ -756,7 +763,7 @@ impl rollup::Engine for Connection {
         f: &Filter,
         hours: (SystemTime, SystemTime),
     ) -> Result<super::Spend, StoreError> {
-        let rows = rolled(self, rollup::spend_sql(&ROLLED, f, hours), |r| {
+        let rows = all(self, rollup::spend_sql(&ROLLED, f, hours), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
         Ok(rollup::spend_of(rows))
@@ -768,7 +775,7 @@ impl rollup::Engine for Connection {
         side: Side,
         hours: (SystemTime, SystemTime),
     ) -> Result<Vec<(i64, u64)>, StoreError> {
-        rolled(self, rollup::latency_sql(&ROLLED, f, side, hours), |r| {
+        all(self, rollup::latency_sql(&ROLLED, f, side, hours), |r| {
             Ok((r.get(0)?, n(r, 1)?))
         })
     }
@@ -778,6 +785,29 @@ impl rollup::Engine for Connection {
             GroupBy::Route => "route",
             GroupBy::Account => "account",
         };
+        if short(f) {
+            // A window of at most an hour (the partial hours beside the roll-ups): its rows
+            // grouped. The pairs below are read off the whole table's indexes (~80 ms at 1 M
+            // exchanges), which only pays for a long window.
+            let (cond, params) = where_clause(f);
+            return all(
+                self,
+                (
+                    format!(
+                        "SELECT e.{column}, e.outcome, count(*) FROM exchanges e WHERE {cond}
+                         GROUP BY e.{column}, e.outcome"
+                    ),
+                    params,
+                ),
+                |r| {
+                    Ok(OutcomeCount {
+                        key: r.get(0)?,
+                        outcome: r.get(1)?,
+                        n: n(r, 2)?,
+                    })
+                },
+            );
+        }
         let pairs: Vec<(Option<String>, String)> = self
             .prepare(&format!("SELECT DISTINCT {column}, outcome FROM exchanges"))?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -809,7 +839,19 @@ impl rollup::Engine for Connection {
     fn rows_fields(&self, f: &Filter) -> Result<Vec<FieldRow>, StoreError> {
         let mut params: Vec<Sql> = vec![rfc3339(f.from).into(), rfc3339(f.to).into()];
         let mut cond = String::from("x.started_at >= ?1 AND x.started_at < ?2");
-        push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
+        if short(f) {
+            // A window of at most an hour (the partial hours beside the roll-ups): read by
+            // primary key, between the lowest and highest id of the window's exchanges, not by
+            // the route's index, which holds every hour (`+x.route` keeps the planner off it):
+            // 5 against 70 ms per route and hour at 1 M exchanges.
+            cond.push_str(
+                " AND x.exchange_id >= (SELECT min(id) FROM exchanges WHERE started_at >= ?1 AND started_at < ?2)
+                  AND x.exchange_id <= (SELECT max(id) FROM exchanges WHERE started_at >= ?1 AND started_at < ?2)",
+            );
+            push_conditions(&mut cond, &mut params, SQLITE, "+x", f.route.as_ref(), &[]);
+        } else {
+            push_conditions(&mut cond, &mut params, SQLITE, "x", f.route.as_ref(), &[]);
+        }
         // Account and mapping version are on the exchange: joined only when asked for.
         let mut join = String::new();
         if f.account.is_some() || f.mapping_version.is_some() {
@@ -906,7 +948,7 @@ impl rollup::Engine for Connection {
 
     fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
         let (cond, params) = where_clause(f);
-        let rows = rolled(self, (spend_sql(&cond), params), |r| {
+        let rows = all(self, (spend_sql(&cond), params), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
         Ok(rollup::spend_of(rows))
