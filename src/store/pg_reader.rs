@@ -218,6 +218,15 @@ impl Reader for PgReader {
     }
 
     fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
+        // Nothing learned as noise: nothing to scan (in the query, the same test did not keep
+        // PostgreSQL from reading every `diff` exchange of the window: 540 ms at 1 M).
+        let any = self.query(
+            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= $1)",
+            &vec![Box::new(min_count as i64)],
+        )?;
+        if !any.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(Vec::new());
+        }
         let (cond, mut params) = where_clause(f);
         params.push(Box::new(min_count as i64));
         let n = params.len();
@@ -322,8 +331,29 @@ impl Reader for PgReader {
                 ],
             )?;
             if let Some(r) = rows.first() {
-                params.push(Box::new(r.get::<_, i64>(0)));
+                let cutoff: i64 = r.get(0);
+                params.push(Box::new(cutoff));
                 cond.push_str(&format!(" AND x.exchange_id >= ${}", params.len()));
+                // The earliest start among those exchanges bounds the difference rows by their
+                // primary key's leading column (the id alone made PostgreSQL read the window's
+                // every row: 960 ms at 1 M).
+                let first = self.query(
+                    "SELECT min(started_at) FROM exchanges
+                     WHERE id >= $1 AND started_at >= $2 AND started_at < $3",
+                    &vec![Box::new(cutoff), Box::new(f.from), Box::new(f.to)],
+                )?;
+                if let Some(t) = first
+                    .first()
+                    .and_then(|r| r.get::<_, Option<SystemTime>>(0))
+                {
+                    params.push(Box::new(t));
+                    let n = params.len();
+                    // On both sides of the join: the planner does not carry it across.
+                    cond.push_str(&format!(
+                        " AND x.started_at >= ${n} AND e.started_at >= ${n} AND e.id >= ${}",
+                        n - 1
+                    ));
+                }
             }
         }
         push_conditions(&mut cond, &mut params, PG, "x", f.route.as_ref(), &[]);
