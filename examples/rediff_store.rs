@@ -86,6 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             retention: Duration::from_secs(86400 * 30),
             max_value_len: 1024,
             examples_per_field: 3,
+            exchanges: shadowdiff::store::Rows::All,
+            rows_per_hour: 100,
             migrate: true,
             reauth_after: 3,
             id_max_pairs: Vec::new(),

@@ -214,6 +214,8 @@ mod tests {
                 retention: Duration::from_secs(3600),
                 max_value_len: 64,
                 examples_per_field: 3,
+                exchanges: crate::store::Rows::All,
+                rows_per_hour: 100,
                 migrate: true,
                 reauth_after: 3,
                 id_max_pairs: Vec::new(),

@@ -173,6 +173,8 @@ fn writer_options(cfg: &Config) -> WriterOptions {
         retention: cfg.store.retention,
         max_value_len: cfg.store.max_value_len,
         examples_per_field: cfg.store.examples_per_field,
+        exchanges: cfg.store.exchanges,
+        rows_per_hour: cfg.store.rows_per_hour,
         migrate: cfg.store.migrate,
         reauth_after: cfg.reauth_after,
         id_max_pairs: cfg

@@ -105,8 +105,9 @@ async fn cohorts_are_sticky_and_raising_the_share_only_adds_accounts() {
     let legacy = Upstream::start_unlogged(|_| Reply::json(json!({"served": "legacy"}))).await;
     let candidate = Upstream::start_unlogged(|_| Reply::json(json!({"served": "candidate"}))).await;
     let dir = tempfile::tempdir().unwrap();
+    // Every exchange keeps its row: the counts per phase below are read from the rows.
     let toml = format!(
-        "{}[rollout]\nphase = \"canary\"\nsalt = \"test-salt\"\n[rollout.phases.canary]\nverify = false\n[[routes]]\nname = \"d\"\npath = \"/d\"\n",
+        "{}[store]\npath = \"store/shadowdiff.db\"\nexchanges = \"all\"\n[rollout]\nphase = \"canary\"\nsalt = \"test-salt\"\n[rollout.phases.canary]\nverify = false\n[[routes]]\nname = \"d\"\npath = \"/d\"\n",
         accounts(dir.path(), 1000)
     );
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;

@@ -226,6 +226,8 @@ mod writes {
             retention: Duration::from_secs(30 * 86_400),
             max_value_len: 1024,
             examples_per_field: 3,
+            exchanges: shadowdiff::store::Rows::All,
+            rows_per_hour: 100,
             migrate: true,
             reauth_after: 3,
             id_max_pairs: Vec::new(),
@@ -1483,8 +1485,8 @@ fn roll_ups_answer_every_report_query_as_the_rows_do_on_both_backends() {
         execute(
             &db,
             "DROP TABLE rollup_outcomes; DROP TABLE rollup_accounts; DROP TABLE rollup_fields;
-             DROP TABLE rollup_latency; DROP TABLE rollup_state;
-             DELETE FROM schema_version WHERE version = 9",
+             DROP TABLE rollup_latency; DROP TABLE rollup_state; DROP TABLE rollup_signatures;
+             DROP TABLE rollup_unkept; DELETE FROM schema_version WHERE version >= 9",
         );
         if !db.starts_with("postgres://") {
             execute(&db, "PRAGMA user_version = 8");
@@ -1493,6 +1495,291 @@ fn roll_ups_answer_every_report_query_as_the_rows_do_on_both_backends() {
             reread(true, "built by the migration"),
             rows,
             "{name}: roll-ups built by the migration"
+        );
+    }
+}
+
+/// `[store] exchanges = "sampled"`: the same exchanges written to a store keeping every row and
+/// to one keeping a few per hour and kind answer every count alike (outcomes, fields, cohort,
+/// spend, versions, noise-only and accepted-only), over whole hours and over windows that widen
+/// to them; the sampled store keeps the first exchanges of each kind (each difference pattern
+/// among them) and a few more, never one row per exchange.
+#[test]
+fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
+    use shadowdiff::diff::{Difference, Kind};
+    use shadowdiff::record::{NoiseSample, Outcome, RouteKey, SkipReason};
+    use shadowdiff::store::{Filter, GroupBy, Location, Reader, Rows, Store};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let t0 = UNIX_EPOCH
+        + Duration::from_secs(now.duration_since(UNIX_EPOCH).unwrap().as_secs() / 3600 * 3600);
+    let diff = |field: &str| Difference {
+        pointer: field.into(),
+        field: field.into(),
+        kind: Kind::Changed,
+        legacy: Some(serde_json::json!(1)),
+        candidate: Some(serde_json::json!(2)),
+        candidate_pointer: None,
+    };
+    // 600 exchanges over the three hours before this one: matches, shed requests, timeouts,
+    // differences at `/ts` (to be learned as noise), at `/ts` and `/b` (`/b` to be accepted),
+    // and at `/c` (neither).
+    let records = || {
+        (0..600usize).map(move |i| {
+            let at = t0 - hour * 3 + Duration::from_millis(i as u64 * 17_990);
+            let mut r = writes::record(i + 1, at);
+            r.meta.route = Some(["people", "teams"][i % 2].into());
+            r.meta.account = Some(["acme", "globex", "initech"][i % 3].into());
+            r.legacy_ms = Some(1.0 + (i * 7 % 300) as f64);
+            r.mapping_version = Some(["v1", "v2"][i / 300].into());
+            let diffs: Vec<Difference> = match i % 7 {
+                0 | 1 => vec![],
+                2 => vec![diff("/ts")],
+                3 => vec![diff("/ts"), diff("/b")],
+                4 => vec![diff("/c")],
+                5 => {
+                    r.outcome = Outcome::Skipped(SkipReason::Overload);
+                    r.reason = Some("overload".into());
+                    r.candidate_ms = None;
+                    vec![]
+                }
+                _ => {
+                    r.outcome = Outcome::CandidateTimeout;
+                    vec![]
+                }
+            };
+            if matches!(i % 7, 0..=4) {
+                r.outcome = if diffs.is_empty() {
+                    Outcome::Match
+                } else {
+                    Outcome::Diff
+                };
+            }
+            r.diff_count = diffs.len();
+            r.diffs = std::sync::Arc::new(diffs);
+            r
+        })
+    };
+    for (name, _, _keep) in backends() {
+        let stores: Vec<(Rows, String, Option<tempfile::TempDir>)> = [Rows::All, Rows::Sampled]
+            .into_iter()
+            .map(|rows| {
+                let (_, db, keep) = backends().into_iter().find(|(n, _, _)| *n == name).unwrap();
+                (rows, db, keep)
+            })
+            .collect();
+        let mut readers: Vec<Box<dyn Reader>> = Vec::new();
+        for (rows, db, _) in &stores {
+            let location = Location::parse(db);
+            let store = Store::open_at(
+                &location,
+                shadowdiff::store::WriterOptions {
+                    exchanges: *rows,
+                    rows_per_hour: 3,
+                    ..writes::opts()
+                },
+            )
+            .unwrap();
+            let h = store.handle();
+            for r in records() {
+                h.record(r);
+            }
+            for k in 0..3 {
+                for route in ["people", "teams"] {
+                    h.noise(NoiseSample {
+                        route: RouteKey::from_route(Some(route)),
+                        at: t0 - hour * 3 + Duration::from_secs(k),
+                        fields: vec!["/ts".into()],
+                    });
+                }
+            }
+            h.flush_blocking();
+            assert_eq!(store.close().written(), 600, "{name}");
+            let mark = shadowdiff::triage::Mark::new(
+                shadowdiff::triage::Pattern::new("people", "/b", None).unwrap(),
+                shadowdiff::triage::Status::Accepted,
+                "the candidate adds it",
+                None,
+                "test",
+                shadowdiff::record::rfc3339(now),
+                None,
+            )
+            .unwrap();
+            shadowdiff::store::record_triage(&location, &shadowdiff::triage::Change::Mark(mark))
+                .unwrap();
+            readers.push(shadowdiff::store::open_reader_at(&location).unwrap());
+        }
+        let (all, sampled) = (&*readers[0], &*readers[1]);
+
+        // Rows: every exchange in one store; in the other, per hour and kind the first 3 and the
+        // 4th, 8th, 16th, ... (each hour has ~100 exchanges of a route: at most 3 + 5 per kind).
+        let rows = |db: &str| -> i64 {
+            if db.starts_with("postgres://") {
+                let mut c = postgres::Client::connect(db, postgres::NoTls).unwrap();
+                c.query_one("SELECT count(*) FROM exchanges", &[])
+                    .unwrap()
+                    .get(0)
+            } else {
+                rusqlite::Connection::open(db)
+                    .unwrap()
+                    .query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0))
+                    .unwrap()
+            }
+        };
+        assert_eq!(rows(&stores[0].1), 600, "{name}");
+        let kept = rows(&stores[1].1);
+        // 3 hours x 2 routes x kinds (match, overload, timeout, /ts, /b, /c) x 8, with the
+        // one exchange whose bodies were kept.
+        assert!(kept <= 3 * 2 * 6 * 8 + 1, "{name}: {kept} rows kept");
+        assert!(kept >= 3 * 2 * 6 * 3, "{name}: {kept} rows kept");
+        // Every difference pattern has examples.
+        let f = Filter::since(Duration::from_secs(86_400));
+        let fields = |r: &dyn Reader| -> Vec<(String, String, u64, u64)> {
+            r.fields(&f)
+                .unwrap()
+                .into_iter()
+                .map(|x| (x.field, x.kind, x.count, x.exchanges))
+                .collect()
+        };
+        assert_eq!(fields(all), fields(sampled), "{name}");
+        for x in sampled.fields(&f).unwrap() {
+            assert!(
+                sampled
+                    .example(x.example_id, &x.field, &x.kind)
+                    .unwrap()
+                    .is_some(),
+                "{name}: {} has no example",
+                x.field
+            );
+        }
+
+        // The same answers over whole hours, a window widened at both edges, and one within an
+        // hour; the report says when it widened.
+        let window = |from: SystemTime, to: SystemTime| Filter {
+            from,
+            to,
+            ..f.clone()
+        };
+        let cases = [
+            (window(t0 - hour * 3, t0), window(t0 - hour * 3, t0)),
+            (
+                window(t0 - hour * 3 + hour / 4, t0 - hour + hour / 2),
+                window(t0 - hour * 3, t0),
+            ),
+            (
+                window(t0 - hour * 2 + hour / 6, t0 - hour * 2 + hour / 2),
+                window(t0 - hour * 2, t0 - hour),
+            ),
+        ];
+        for (i, (asked, covered)) in cases.iter().enumerate() {
+            let w = sampled.exact_window(asked).unwrap();
+            assert_eq!(
+                (w.from, w.to),
+                (covered.from, covered.to),
+                "{name}: case {i}"
+            );
+            let report = shadowdiff::report::build(sampled, asked).unwrap();
+            assert_eq!(report.window.widened, i > 0, "{name}: case {i}");
+            let answers = |r: &dyn Reader, f: &Filter| -> String {
+                let mut out = Vec::new();
+                for by in [GroupBy::Route, GroupBy::Account] {
+                    let mut c: Vec<_> = r
+                        .outcome_counts(by, f)
+                        .unwrap()
+                        .into_iter()
+                        .map(|c| (c.key, c.outcome, c.n))
+                        .collect();
+                    c.sort();
+                    out.push(format!("{c:?}"));
+                }
+                let mut noise: Vec<_> = r
+                    .noise_only(f, 2)
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| (x.route, x.account, x.n))
+                    .collect();
+                noise.sort();
+                let mut accepted: Vec<_> = r
+                    .accepted_only(f, 2, now)
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| (x.route, x.account, x.n))
+                    .collect();
+                accepted.sort();
+                let mut cohort: Vec<_> = r
+                    .cohort_counts(f)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect();
+                cohort.sort();
+                let versions: Vec<_> = r
+                    .mapping_versions(f)
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| (v.version, v.compared, v.matched))
+                    .collect();
+                format!(
+                    "{out:?}\n{noise:?}\n{accepted:?}\n{cohort:?}\n{:?}\n{versions:?}",
+                    r.shadow_spend(f).unwrap()
+                )
+            };
+            let want = answers(all, covered);
+            assert!(want.contains("acme"), "{name}: case {i}: {want}");
+            assert_eq!(answers(sampled, asked), want, "{name}: case {i}");
+            // Latency percentiles: from the histograms over the sampled rows (within their 2.3 %
+            // of the exact ones), never from the sample, whose rare kinds are over-represented.
+            let n = 600;
+            let exact = shadowdiff::report::latency(all, covered, n).unwrap();
+            let got = shadowdiff::report::latency(sampled, asked, n).unwrap();
+            for (e, g) in [
+                (exact.legacy_p50, got.legacy_p50),
+                (exact.legacy_p99, got.legacy_p99),
+            ] {
+                assert!((g - e).abs() / e <= 0.023, "{name}: case {i}: {e} vs {g}");
+            }
+            // Noise-only and accepted-only are not empty: the comparison above means something.
+            let noise = all.noise_only(covered, 2).unwrap();
+            let accepted = all.accepted_only(covered, 2, now).unwrap();
+            assert!(
+                !noise.is_empty() && !accepted.is_empty(),
+                "{name}: case {i}"
+            );
+            assert!(
+                accepted
+                    .iter()
+                    .all(|x| x.route == RouteKey::from_route(Some("people"))),
+                "{name}: case {i}"
+            );
+        }
+        // A window with no partial hour of unkept exchanges is not widened (this hour has none).
+        let recent = window(t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let w = sampled.exact_window(&recent).unwrap();
+        assert_eq!((w.from, w.to), (recent.from, recent.to), "{name}");
+        drop(readers);
+
+        // A row another program wrote: the sampled store's roll-ups cannot be rebuilt from its
+        // rows (they count exchanges without one), and `migrate` says so instead of losing them.
+        let db = &stores[1].1;
+        execute(
+            db,
+            if db.starts_with("postgres://") {
+                "INSERT INTO exchanges(id, started_at, route, outcome, legacy_ms)
+                 VALUES (nextval('exchange_ids'), now(), 'people', 'match', 5)"
+            } else {
+                "INSERT INTO exchanges(started_at, route, outcome, legacy_ms)
+                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'people', 'match', 5)"
+            },
+        );
+        let (code, out, err) = shadowdiff(&["migrate", "--db", db]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains("cannot be rebuilt"), "{name}: {out}");
+        let reader = shadowdiff::store::open_reader_at(&Location::parse(db)).unwrap();
+        let counts = reader.outcome_counts(GroupBy::Route, &window(t0 - hour * 3, t0));
+        assert!(
+            counts.unwrap().iter().map(|c| c.n).sum::<u64>() < 600,
+            "{name}: rows read"
         );
     }
 }

@@ -38,8 +38,16 @@ pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow
                 .join(", ")
         ),
     }
-    if done.rebuilt_rollups {
-        outln!("{location}: hourly roll-ups rebuilt from the rows (some rows were not rolled up)");
+    match done.rollups {
+        store::Rebuild::Current => {}
+        store::Rebuild::Rebuilt => outln!(
+            "{location}: hourly roll-ups rebuilt from the rows (some rows were not rolled up)"
+        ),
+        store::Rebuild::Refused => outln!(
+            "{location}: some rows (written by another program) are not in the hourly roll-ups, \
+             which cannot be rebuilt from the rows: they also count exchanges that kept no row \
+             ([store] exchanges). Reports read the rows: slower, and counting the kept rows only"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

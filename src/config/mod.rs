@@ -52,6 +52,8 @@ pub mod defaults {
     pub const STORE_QUEUE: usize = 10_000;
     pub const MAX_VALUE_LEN: usize = 1024;
     pub const EXAMPLES_PER_FIELD: usize = 3;
+    pub const EXCHANGES: crate::store::Rows = crate::store::Rows::Sampled;
+    pub const ROWS_PER_HOUR: u64 = 100;
     pub const BODY_EXAMPLES: usize = 3;
     pub const BODY_SAMPLE: f64 = 0.001;
     pub const MATCH_SAMPLE: f64 = 0.02;
@@ -531,6 +533,14 @@ pub struct StoreConfig {
     /// Differences stored per exchange, field pattern and kind (the first ones found); the
     /// counts of all of them are kept.
     pub examples_per_field: usize,
+    /// Which exchanges keep a row (the hourly roll-ups count every one): `all`, `differing`
+    /// (neither `match` nor `skipped`), or `sampled` (per hour, the first [`rows_per_hour`]
+    /// of each route and outcome, skip reason or difference pattern, then the 2^k-th).
+    ///
+    /// [`rows_per_hour`]: StoreConfig::rows_per_hour
+    pub exchanges: crate::store::Rows,
+    /// `exchanges = "sampled"`: rows kept per hour and kind before they thin out.
+    pub rows_per_hour: u64,
     /// Kept bodies: the first exchanges per hour, route, field pattern and kind of difference
     /// (`0`: none by example).
     pub body_examples: usize,

@@ -216,6 +216,8 @@ pub(super) struct RawStore {
     pub(super) queue: Option<usize>,
     pub(super) max_value_len: Option<Size>,
     pub(super) examples_per_field: Option<usize>,
+    pub(super) exchanges: Option<crate::store::Rows>,
+    pub(super) rows_per_hour: Option<u64>,
     pub(super) body_examples: Option<usize>,
     #[schemars(range(min = 0.0, max = 1.0))]
     pub(super) body_sample: Option<f64>,

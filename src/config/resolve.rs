@@ -786,6 +786,8 @@ impl Config {
                     .examples_per_field
                     .unwrap_or(defaults::EXAMPLES_PER_FIELD)
                     .max(1),
+                exchanges: raw.store.exchanges.unwrap_or(defaults::EXCHANGES),
+                rows_per_hour: raw.store.rows_per_hour.unwrap_or(defaults::ROWS_PER_HOUR),
                 body_examples: raw.store.body_examples.unwrap_or(defaults::BODY_EXAMPLES),
                 body_sample,
                 match_sample,

@@ -285,7 +285,7 @@ impl Config {
         }
         let _ = writeln!(
             o,
-            "migrate = {}\nretention = {}\nbodies = {}\nredact_headers = {}\nredact_fields = {}\nqueue = {}\nmax_value_len = {}\nexamples_per_field = {}\nbody_examples = {}\nbody_sample = {}\nmatch_sample = {}\nbody_budget = {}\n",
+            "migrate = {}\nretention = {}\nbodies = {}\nredact_headers = {}\nredact_fields = {}\nqueue = {}\nmax_value_len = {}\nexamples_per_field = {}\nexchanges = {}\nrows_per_hour = {}\nbody_examples = {}\nbody_sample = {}\nmatch_sample = {}\nbody_budget = {}\n",
             st.migrate,
             dur(st.retention),
             q(st.bodies.as_str()),
@@ -294,6 +294,8 @@ impl Config {
             st.queue,
             size(st.max_value_len),
             st.examples_per_field,
+            q(st.exchanges.as_str()),
+            st.rows_per_hour,
             st.body_examples,
             num(st.body_sample),
             num(st.match_sample),

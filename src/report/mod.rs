@@ -35,6 +35,10 @@ pub enum ReportError {
 pub struct Window {
     pub from: String,
     pub to: String,
+    /// The window asked for was widened to whole hours at an edge whose partial hour has
+    /// exchanges counted without a row (`[store] exchanges`): `from`/`to` are the hours'.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub widened: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -400,6 +404,9 @@ pub fn build(store: &dyn Reader, f: &Filter) -> Result<Report, ReportError> {
 
 /// Builds the report, computing what `opts` asks for.
 pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Report, ReportError> {
+    let exact = store.exact_window(f)?;
+    let widened = exact.from != f.from || exact.to != f.to;
+    let f = &exact;
     let mut totals = Counts::default();
     let mut routes: BTreeMap<RouteKey, Counts> = BTreeMap::new();
     for c in store.outcome_counts(GroupBy::Route, f)? {
@@ -574,6 +581,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         window: Window {
             from: rfc3339(f.from),
             to: rfc3339(f.to),
+            widened,
         },
         totals,
         routes: route_reports,
@@ -646,7 +654,9 @@ const LATENCY_SAMPLE: u64 = 20_000;
 /// Legacy and candidate latency percentiles of the filtered exchanges; `exchanges` is their
 /// number (it chooses between exact values, the histograms and a sample).
 pub fn latency(store: &dyn Reader, f: &Filter, exchanges: u64) -> Result<Latency, ReportError> {
-    if exchanges > LATENCY_SAMPLE {
+    // Over a sample of rows (`[store] exchanges`), percentiles from the rows would follow the
+    // sample (the first exchanges of each kind, rare kinds over-represented): the histograms.
+    if exchanges > LATENCY_SAMPLE || !store.every_row_kept(f)? {
         if let (Some(l), Some(c)) = (
             store.latency_histogram(f, Side::Legacy)?,
             store.latency_histogram(f, Side::Candidate)?,

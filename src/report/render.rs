@@ -13,6 +13,12 @@ const MD_FIELDS: usize = 5;
 /// A value shown inline when its JSON text is at most this long; longer ones as a unified diff.
 const INLINE_VALUE: usize = 60;
 
+/// What follows a window widened to whole hours (nothing after one that was not).
+const WIDENED: [&str; 2] = [
+    "",
+    " (widened to whole hours: exchanges there were counted without a row, [store] exchanges)",
+];
+
 pub fn json(r: &Report) -> String {
     serde_json::to_string_pretty(r).expect("a report serialises")
 }
@@ -62,9 +68,10 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "\n{} → {} · {} exchanges · {}\n",
+        "\n{} → {}{} · {} exchanges · {}\n",
         r.window.from,
         r.window.to,
+        WIDENED[usize::from(r.window.widened)],
         t.exchanges,
         outcomes_line(t)
     );
@@ -666,9 +673,10 @@ pub fn html(r: &Report) -> String {
     );
     let _ = write!(
         o,
-        "<h1>shadowdiff parity report</h1><div class=\"muted\">{} → {}</div>",
+        "<h1>shadowdiff parity report</h1><div class=\"muted\">{} → {}{}</div>",
         esc(&r.window.from),
-        esc(&r.window.to)
+        esc(&r.window.to),
+        WIDENED[usize::from(r.window.widened)]
     );
     let _ = write!(
         o,

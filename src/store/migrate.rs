@@ -95,7 +95,51 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite_fill: Some(super::rollup::sqlite_fill),
         postgres_fill: Some(super::rollup::pg_fill),
     },
+    Migration {
+        version: 10,
+        description: "roll-ups: difference signatures, exchanges counted without a row",
+        sqlite: SQLITE_V10,
+        postgres: POSTGRES_V10,
+        sqlite_fill: Some(super::rollup::sqlite_fill_signatures),
+        postgres_fill: Some(super::rollup::pg_fill_signatures),
+    },
 ];
+
+/// Per hour, route and account, the `diff` exchanges of each difference signature (keyed by
+/// its hash: a signature can be long), and per hour the exchanges that kept no row.
+const SQLITE_V10: &str = "
+CREATE TABLE rollup_signatures(
+    route TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    account TEXT NOT NULL,
+    hash INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY(route, hour, account, hash)
+) WITHOUT ROWID;
+CREATE INDEX rollup_signatures_hour ON rollup_signatures(hour);
+CREATE TABLE rollup_unkept(
+    hour TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+const POSTGRES_V10: &str = r#"
+CREATE TABLE rollup_signatures(
+    route text COLLATE "C" NOT NULL,
+    hour timestamptz NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    hash bigint NOT NULL,
+    signature text COLLATE "C" NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (route, hour, account, hash)
+);
+CREATE INDEX rollup_signatures_hour ON rollup_signatures(hour);
+CREATE TABLE rollup_unkept(
+    hour timestamptz PRIMARY KEY,
+    n bigint NOT NULL
+);
+"#;
 
 /// Hourly roll-ups kept by the writer (see `rollup.rs`); `''` stands for `NULL` in a key.
 /// Per-route reads go by the primary keys; `rollup_accounts` is read by hour.

@@ -15,6 +15,7 @@
 mod conn;
 mod health;
 mod ids;
+mod keep;
 mod location;
 mod migrate;
 mod outbox;
@@ -37,6 +38,7 @@ use std::time::SystemTime;
 
 pub use health::{AccountHealth, HealthChange, NEEDS_REAUTH};
 pub use ids::{IdCoverage, IdStore};
+pub use keep::Rows;
 pub use location::{Location, PgUrl};
 pub use migrate::{latest as latest_schema_version, Migration, MIGRATIONS};
 pub use outbox::{enqueue as enqueue_event, Delivery, Outbox, OutboxCounts, Subscriptions};
@@ -48,7 +50,9 @@ pub use query::{
 pub use rediffs::{record_rediffs, RediffRow};
 pub use replay_sets::save_replay_set;
 pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
-pub use rollup::{bucket as latency_bucket, bucket_value as latency_bucket_value, Histogram};
+pub use rollup::{
+    bucket as latency_bucket, bucket_value as latency_bucket_value, Histogram, Rebuild,
+};
 pub use schema::{open, SCHEMA_VERSION};
 pub use triage::record_triage;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
@@ -116,9 +120,9 @@ pub struct Migrated {
     pub applied: Vec<i64>,
     /// The store's version now.
     pub version: i64,
-    /// The hourly roll-ups did not cover every row (rows another program wrote) and were built
-    /// again from the rows.
-    pub rebuilt_rollups: bool,
+    /// What became of the hourly roll-ups: current, built again from the rows (they did not
+    /// cover rows another program wrote), or not rebuilt (they count exchanges without a row).
+    pub rollups: Rebuild,
 }
 
 /// Applies the pending migrations to the store at `location` (creating a SQLite file when
@@ -128,11 +132,11 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
     match location {
         Location::Sqlite(path) => {
             let (conn, applied) = schema::open_migrated(path)?;
-            let rebuilt_rollups = rollup::sqlite_rebuild(&conn)?;
+            let rollups = rollup::sqlite_rebuild(&conn)?;
             Ok(Migrated {
                 applied,
                 version: SCHEMA_VERSION,
-                rebuilt_rollups,
+                rollups,
             })
         }
         Location::Postgres(url) => {
@@ -147,11 +151,11 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
                 .last()
                 .copied()
                 .unwrap_or(0);
-            let rebuilt_rollups = rollup::pg_rebuild(&mut client).map_err(err)?;
+            let rollups = rollup::pg_rebuild(&mut client).map_err(err)?;
             Ok(Migrated {
                 applied,
                 version,
-                rebuilt_rollups,
+                rollups,
             })
         }
     }

@@ -146,6 +146,7 @@ impl PgSink {
     fn write(
         &mut self,
         batch: &[Box<Record>],
+        kept: &[bool],
         opts: &WriterOptions,
     ) -> Result<(), postgres::Error> {
         self.ensure_partitions(batch)?;
@@ -154,7 +155,7 @@ impl PgSink {
         let ids: Vec<i64> = tx
             .query(
                 "SELECT nextval('exchange_ids') FROM generate_series(1, $1::int)",
-                &[&(batch.len() as i32)],
+                &[&(kept.iter().filter(|k| **k).count() as i32)],
             )?
             .iter()
             .map(|r| r.get(0))
@@ -167,12 +168,45 @@ impl PgSink {
             std::collections::HashMap::new();
         let mut rolled = super::rollup::Deltas::new(pg_text);
         rolled.before = Some(tx.query_one(super::rollup::MAX_ID_SQL, &[])?.get(0));
-        for (r, id) in batch.iter().zip(&ids) {
+        let mut next_id = ids.iter();
+        // Each kept exchange's id (0: no row), in the batch's order.
+        let numbers: Vec<i64> = kept
+            .iter()
+            .map(|k| {
+                if *k {
+                    *next_id.next().expect("an id per kept exchange")
+                } else {
+                    0
+                }
+            })
+            .collect();
+        for (r, &number) in batch.iter().zip(&numbers) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);
-            let number = *id;
+            let counts = r.counts();
+            if r.outcome == crate::record::Outcome::Diff {
+                rolled.add_signature(
+                    &at,
+                    m.route.as_deref(),
+                    m.account.as_deref(),
+                    counts.iter().map(|c| (c.field.as_str(), c.kind)),
+                );
+            }
+            let route = aggregate_key(m.route.as_deref());
+            let hour = format!("{}:00:00Z", crate::record::hour(m.started_at));
+            for f in r.present.iter() {
+                *presence
+                    .entry((route, f.as_str(), hour.clone()))
+                    .or_default() += 1;
+            }
             rolled.add(&super::rollup::Facts::of(r, number, &at));
-            let id = id.to_string();
+            if number == 0 {
+                for c in counts.iter() {
+                    rolled.add_field(0, &at, m.route.as_deref(), &c.field, c.kind, c.n);
+                }
+                continue;
+            }
+            let id = number.to_string();
             ex.row(&[
                 Some(&id),
                 Some(&at),
@@ -193,7 +227,7 @@ impl PgSink {
                 m.serving.fallback.map(|f| f.as_str()),
                 m.serving.phase.as_deref(),
             ]);
-            for c in r.counts().iter() {
+            for c in counts.iter() {
                 rolled.add_field(number, &at, m.route.as_deref(), &c.field, c.kind, c.n);
                 fields.row(&[
                     Some(&id),
@@ -225,13 +259,6 @@ impl PgSink {
                         .as_deref(),
                 ]);
             }
-            let route = aggregate_key(m.route.as_deref());
-            let hour = format!("{}:00:00Z", crate::record::hour(m.started_at));
-            for f in r.present.iter() {
-                *presence
-                    .entry((route, f.as_str(), hour.clone()))
-                    .or_default() += 1;
-            }
         }
         ex.send(
             &mut tx,
@@ -247,8 +274,9 @@ impl PgSink {
             &mut tx,
             "COPY diffs(exchange_id, started_at, seq, pointer, field, kind, legacy, candidate) FROM STDIN",
         )?;
-        // Kept bodies are few (a sample): plain statements.
-        for (r, id) in batch.iter().zip(&ids) {
+        // Kept bodies are few (a sample): plain statements. (An exchange with kept bodies
+        // always keeps its row.)
+        for (r, id) in batch.iter().zip(&numbers).filter(|(_, n)| **n != 0) {
             for b in &r.bodies {
                 let hash: Option<Vec<u8>> = b.body.as_ref().map(|t| t.hash.to_le_bytes().to_vec());
                 if let (Some(body), Some(h)) = (&b.body, &hash) {
@@ -336,10 +364,11 @@ impl Sink for PgSink {
     fn write_batch(
         &mut self,
         batch: &[Box<Record>],
+        kept: &[bool],
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
         self.client()?;
-        self.write(batch, opts).map_err(|e| self.fail(&e))
+        self.write(batch, kept, opts).map_err(|e| self.fail(&e))
     }
 
     fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {

@@ -174,36 +174,6 @@ impl Reader for PgReader {
         self.with_client(|c| super::triage::pg_log(c, limit))
     }
 
-    fn accepted_only(
-        &self,
-        f: &Filter,
-        min_count: u64,
-        now: SystemTime,
-    ) -> Result<Vec<NoiseOnly>, StoreError> {
-        let (cond, mut params) = where_clause(f);
-        params.push(Box::new(min_count as i64));
-        let n = params.len();
-        params.push(Box::new(now));
-        let accepted = super::triage::accepted_row(&format!("${}", params.len()));
-        let noise = format!(
-            "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}"
-        );
-        let rows = self.query(
-            &format!(
-                "SELECT e.route, e.account, count(*) FROM exchanges e
-                 WHERE {cond} AND e.outcome = '{diff}'
-                   AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
-                       AND x.started_at = e.started_at AND {accepted} AND x.field NOT IN ({noise}))
-                   AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
-                       AND x.started_at = e.started_at AND x.field NOT IN ({noise}) AND NOT {accepted})
-                 GROUP BY e.route, e.account",
-                diff = Outcome::Diff.as_str()
-            ),
-            &params,
-        )?;
-        Ok(rows.iter().map(noise_only_row).collect())
-    }
-
     fn rollout_events(
         &self,
         from: SystemTime,
@@ -217,34 +187,25 @@ impl Reader for PgReader {
         rollup::outcome_counts(self, by, f)
     }
 
+    fn accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError> {
+        rollup::accepted_only(self, f, min_count, now)
+    }
+
+    fn exact_window(&self, f: &Filter) -> Result<Filter, StoreError> {
+        rollup::window(self, f)
+    }
+
+    fn every_row_kept(&self, f: &Filter) -> Result<bool, StoreError> {
+        rollup::every_row_kept(self, f)
+    }
+
     fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
-        // Nothing learned as noise: nothing to scan (in the query, the same test did not keep
-        // PostgreSQL from reading every `diff` exchange of the window: 540 ms at 1 M).
-        let any = self.query(
-            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= $1)",
-            &vec![Box::new(min_count as i64)],
-        )?;
-        if !any.first().is_some_and(|r| r.get::<_, bool>(0)) {
-            return Ok(Vec::new());
-        }
-        let (cond, mut params) = where_clause(f);
-        params.push(Box::new(min_count as i64));
-        let n = params.len();
-        let rows = self.query(
-            &format!(
-                "SELECT e.route, e.account, count(*) FROM exchanges e
-                 WHERE {cond} AND e.outcome = '{diff}' AND EXISTS (
-                     SELECT 1 FROM noise_fields f WHERE f.differed >= ${n}) AND NOT EXISTS (
-                     SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
-                       AND x.started_at = e.started_at AND x.field NOT IN (
-                         SELECT f.field FROM noise_fields f
-                         WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}))
-                 GROUP BY e.route, e.account",
-                diff = Outcome::Diff.as_str()
-            ),
-            &params,
-        )?;
-        Ok(rows.iter().map(noise_only_row).collect())
+        rollup::noise_only(self, f, min_count)
     }
 
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
@@ -619,6 +580,98 @@ impl rollup::Engine for PgReader {
     fn rolled_up(&self) -> Result<bool, StoreError> {
         let rows = self.query(rollup::ROLLED_UP_SQL, &Vec::new())?;
         Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
+
+    fn unkept(&self, from: SystemTime, to: SystemTime) -> Result<bool, StoreError> {
+        let rows = self.query(
+            &rollup::unkept_sql('$'),
+            &vec![Box::new(from), Box::new(to)],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
+
+    fn rows_accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError> {
+        let (cond, mut params) = where_clause(f);
+        params.push(Box::new(min_count as i64));
+        let n = params.len();
+        params.push(Box::new(now));
+        let accepted = super::triage::accepted_row(&format!("${}", params.len()));
+        let noise = format!(
+            "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}"
+        );
+        let rows = self.query(
+            &format!(
+                "SELECT e.route, e.account, count(*) FROM exchanges e
+                 WHERE {cond} AND e.outcome = '{diff}'
+                   AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND {accepted} AND x.field NOT IN ({noise}))
+                   AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND x.field NOT IN ({noise}) AND NOT {accepted})
+                 GROUP BY e.route, e.account",
+                diff = Outcome::Diff.as_str()
+            ),
+            &params,
+        )?;
+        Ok(rows.iter().map(noise_only_row).collect())
+    }
+
+    fn rows_noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
+        // Nothing learned as noise: nothing to scan (in the query, the same test did not keep
+        // PostgreSQL from reading every `diff` exchange of the window: 540 ms at 1 M).
+        let any = self.query(
+            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= $1)",
+            &vec![Box::new(min_count as i64)],
+        )?;
+        if !any.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(Vec::new());
+        }
+        let (cond, mut params) = where_clause(f);
+        params.push(Box::new(min_count as i64));
+        let n = params.len();
+        let rows = self.query(
+            &format!(
+                "SELECT e.route, e.account, count(*) FROM exchanges e
+                 WHERE {cond} AND e.outcome = '{diff}' AND EXISTS (
+                     SELECT 1 FROM noise_fields f WHERE f.differed >= ${n}) AND NOT EXISTS (
+                     SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                       AND x.started_at = e.started_at AND x.field NOT IN (
+                         SELECT f.field FROM noise_fields f
+                         WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}))
+                 GROUP BY e.route, e.account",
+                diff = Outcome::Diff.as_str()
+            ),
+            &params,
+        )?;
+        Ok(rows.iter().map(noise_only_row).collect())
+    }
+
+    fn rolled_signatures(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        let rows = self.rolled(rollup::signatures_sql(&ROLLED, f, hours))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), count(r, 3)))
+            .collect())
+    }
+
+    fn noise_fields(&self, min_count: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.query(
+            &rollup::noise_fields_sql('$'),
+            &vec![Box::new(min_count as i64)],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
+        Reader::triage_marks(self)
     }
 
     fn rolled_outcomes(

@@ -386,6 +386,14 @@ pub trait Reader {
         now: SystemTime,
     ) -> Result<Vec<NoiseOnly>, StoreError>;
 
+    /// The window a report over `f` covers: `f` itself, or `f` widened to whole hours at an
+    /// edge whose partial hour has exchanges counted without a row (`[store] exchanges`), so
+    /// that every count over it is exact.
+    fn exact_window(&self, f: &Filter) -> Result<Filter, StoreError>;
+
+    /// Whether every exchange of the window's hours kept its row (`[store] exchanges`).
+    fn every_row_kept(&self, f: &Filter) -> Result<bool, StoreError>;
+
     /// The changes of rollout phase in `[from, to)`, oldest first (the newest `limit`).
     fn rollout_events(
         &self,

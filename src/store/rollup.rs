@@ -17,6 +17,13 @@
 //! - `rollup_fields` per (route, field pattern, kind): differences, exchanges, the first
 //!   exchange's id;
 //! - `rollup_latency` per (route, side, bucket): exchanges ([`bucket`]);
+//! - `rollup_signatures` per (route, account, signature): `diff` exchanges, where the signature
+//!   is the exchange's set of differing (field pattern, kind) pairs (noise-only and
+//!   accepted-only counts, whichever patterns are learned as noise or accepted later);
+//! - `rollup_unkept` per hour: exchanges counted here but not kept as rows (`[store]
+//!   exchanges`); a window's partial hour that has any is answered from its whole hour's
+//!   roll-ups instead of its rows ([`window`]), so the counts stay exact over a window that
+//!   widens to whole hours at that edge;
 //! - `rollup_state`: the highest exchange id the roll-ups cover. Rows past it (written by
 //!   something other than this writer) make every read take the rows instead: exact, slower.
 
@@ -24,7 +31,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::query::{
-    CohortCount, DayRow, FieldRow, Filter, GroupBy, OutcomeCount, Side, Spend, VersionRow,
+    CohortCount, DayRow, FieldRow, Filter, GroupBy, NoiseOnly, OutcomeCount, Side, Spend,
+    VersionRow,
 };
 use super::StoreError;
 use crate::record::{Outcome, Record, RouteKey};
@@ -85,6 +93,7 @@ impl Histogram {
 /// migration reads back of a row.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Facts<'a> {
+    /// The row's id; `0`: the exchange keeps no row (`[store] exchanges`).
     pub id: i64,
     /// RFC 3339 with milliseconds (`2026-11-29T13:05:00.000Z`), as the rows hold it.
     pub started_at: &'a str,
@@ -135,6 +144,38 @@ pub(super) struct OutcomeAgg {
     pub last_at: String,
 }
 
+/// The first exchange id of a (field pattern, kind) whose exchanges in the hour kept no row.
+const NO_ROW: i64 = i64::MAX;
+
+/// The longest signature kept: an exchange differing at more patterns than fit is counted under
+/// [`MANY`], which is never noise-only nor accepted-only (a stricter parity, never a laxer one).
+const MAX_SIGNATURE: usize = 16 * 1024;
+/// The signature of an exchange whose patterns do not fit in [`MAX_SIGNATURE`].
+pub(super) const MANY: &str = "*";
+
+/// An exchange's signature: its (field pattern, kind) pairs, sorted, as a JSON array of pairs.
+pub(super) fn signature<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> String {
+    let mut v: Vec<(&str, &str)> = pairs.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    let text = serde_json::to_string(&v).unwrap_or_else(|_| MANY.to_owned());
+    if text.len() > MAX_SIGNATURE {
+        MANY.to_owned()
+    } else {
+        text
+    }
+}
+
+/// A signature's key in its table.
+fn signature_hash(s: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes()) as i64
+}
+
+/// A signature's pairs (`None`: [`MANY`], or not a signature).
+pub(super) fn signature_pairs(s: &str) -> Option<Vec<(String, String)>> {
+    serde_json::from_str(s).ok()
+}
+
 /// The longest reason of a skip kept as a key (reasons of skips are short words).
 const REASON_KEY: usize = 64;
 
@@ -152,6 +193,10 @@ pub(super) struct Deltas {
     pub fields: BTreeMap<FieldKey, (i64, i64, i64)>,
     /// (hour, route, side, bucket) → exchanges.
     pub latency: BTreeMap<(String, String, &'static str, i64), i64>,
+    /// (hour, route, account, signature) → `diff` exchanges.
+    pub signatures: BTreeMap<(String, String, String, String), i64>,
+    /// hour → exchanges without a row.
+    pub unkept: BTreeMap<String, i64>,
     /// The highest exchange id added.
     pub covered: i64,
     /// The highest exchange id before the batch (the writer's): the roll-ups' coverage moves
@@ -184,6 +229,8 @@ impl Deltas {
             accounts: BTreeMap::new(),
             fields: BTreeMap::new(),
             latency: BTreeMap::new(),
+            signatures: BTreeMap::new(),
+            unkept: BTreeMap::new(),
             covered: 0,
             before: None,
         }
@@ -255,10 +302,36 @@ impl Deltas {
                     .or_default() += 1;
             }
         }
+        if x.id == 0 {
+            *self.unkept.entry(hour).or_default() += 1;
+        }
         self.covered = self.covered.max(x.id);
     }
 
-    /// Adds one exchange's differences at a (field pattern, kind): `n` of them.
+    /// Adds a `diff` exchange's signature: its differing (field pattern, kind) pairs, each once.
+    pub(super) fn add_signature<'p>(
+        &mut self,
+        started_at: &str,
+        route: Option<&str>,
+        account: Option<&str>,
+        pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
+    ) {
+        let clean = self.clean;
+        let pairs: Vec<_> = pairs
+            .into_iter()
+            .map(|(f, k)| (clean(f), clean(k)))
+            .collect();
+        let key = (
+            hour_of(started_at),
+            self.key(route),
+            self.key(account),
+            signature(pairs.iter().map(|(f, k)| (f.as_ref(), k.as_ref()))),
+        );
+        *self.signatures.entry(key).or_default() += 1;
+    }
+
+    /// Adds one exchange's differences at a (field pattern, kind): `n` of them (`id` 0: the
+    /// exchange keeps no row).
     pub(super) fn add_field(
         &mut self,
         id: i64,
@@ -276,10 +349,12 @@ impl Deltas {
                 self.key(Some(field)),
                 self.key(Some(kind)),
             ))
-            .or_insert((0, 0, id));
+            .or_insert((0, 0, NO_ROW));
         e.0 += n;
         e.1 += 1;
-        e.2 = e.2.min(id);
+        if id != 0 {
+            e.2 = e.2.min(id);
+        }
     }
 }
 
@@ -292,6 +367,8 @@ pub(super) struct Split {
     pub hours: (SystemTime, SystemTime),
     pub tail: Option<Filter>,
 }
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn floor_hour(t: SystemTime) -> SystemTime {
     let s = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -325,6 +402,41 @@ impl Split {
         })
     }
 
+    /// A window within one hour, as its rows (`head`) beside no whole hour.
+    fn within(f: &Filter) -> Self {
+        let hour = floor_hour(f.from);
+        Self {
+            head: Some(f.clone()),
+            hours: (hour, hour),
+            tail: None,
+        }
+    }
+
+    /// The window widened to whole hours at each edge whose partial hour has exchanges without
+    /// a row (their counts are only in the hour's roll-ups).
+    fn widened<E: Engine + ?Sized>(mut self, e: &E) -> Result<Self, StoreError> {
+        if let Some(h) = &self.head {
+            let hour = floor_hour(h.from);
+            if e.unkept(hour, hour + HOUR)? {
+                self.head = None;
+                self.hours.0 = hour;
+                if self.hours.1 < hour + HOUR {
+                    // A window within one hour: that hour whole.
+                    self.hours.1 = hour + HOUR;
+                    self.tail = None;
+                }
+            }
+        }
+        if let Some(t) = &self.tail {
+            let hour = floor_hour(t.from);
+            if e.unkept(hour, hour + HOUR)? {
+                self.tail = None;
+                self.hours.1 = hour + HOUR;
+            }
+        }
+        Ok(self)
+    }
+
     fn edges(&self) -> impl Iterator<Item = &Filter> {
         self.head.iter().chain(self.tail.iter())
     }
@@ -348,6 +460,29 @@ impl Split {
 pub(super) trait Engine {
     /// Whether the roll-ups cover every exchange row.
     fn rolled_up(&self) -> Result<bool, StoreError>;
+
+    /// Whether the hours from the one `from` falls in to the one before `to` have exchanges
+    /// counted in their roll-ups without a row.
+    fn unkept(&self, from: SystemTime, to: SystemTime) -> Result<bool, StoreError>;
+
+    /// The noise-only and accepted-only queries over rows (any window).
+    fn rows_noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError>;
+    fn rows_accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError>;
+    /// (route key, account key, signature, `diff` exchanges) over whole hours.
+    fn rolled_signatures(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError>;
+    /// (route key, field) learned as noise: differed in `min_count` pairs of legacy answers.
+    fn noise_fields(&self, min_count: u64) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every triage mark.
+    fn marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError>;
 
     fn rows_outcomes(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError>;
     fn rolled_outcomes(
@@ -405,7 +540,8 @@ pub(super) trait Engine {
 }
 
 /// The split of a window when the roll-ups can answer it: they cover every row, the window has
-/// whole hours, and (`by_route_only`) the filter names no account or mapping version.
+/// whole hours (or widens to one: [`Split::widened`]), and (`by_route_only`) the filter names
+/// no account or mapping version.
 fn split<E: Engine + ?Sized>(
     e: &E,
     f: &Filter,
@@ -414,10 +550,147 @@ fn split<E: Engine + ?Sized>(
     if by_route_only && (f.account.is_some() || f.mapping_version.is_some()) {
         return Ok(None);
     }
-    let Some(s) = Split::of(f) else {
+    if f.from >= f.to || !e.rolled_up()? {
         return Ok(None);
+    }
+    let s = Split::of(f)
+        .unwrap_or_else(|| Split::within(f))
+        .widened(e)?;
+    Ok((s.hours.0 < s.hours.1).then_some(s))
+}
+
+/// The window a report over `f` covers: `f`, widened to whole hours at an edge whose partial
+/// hour has exchanges without a row (every count is then exact over the widened window).
+pub(super) fn window<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<Filter, StoreError> {
+    let Some(s) = split(e, f, false)? else {
+        return Ok(f.clone());
     };
-    Ok(e.rolled_up()?.then_some(s))
+    Ok(Filter {
+        from: s.head.as_ref().map_or(s.hours.0, |h| h.from),
+        to: s.tail.as_ref().map_or(s.hours.1, |t| t.to),
+        ..f.clone()
+    })
+}
+
+/// Whether every exchange of the window's hours kept its row (so the rows of the window are all
+/// of its exchanges: a latency percentile over them is exact).
+pub(super) fn every_row_kept<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<bool, StoreError> {
+    Ok(f.from >= f.to || !e.unkept(floor_hour(f.from), f.to)?)
+}
+
+/// Noise-only exchanges per (route, account): the rows of the partial hours, the signatures of
+/// the whole ones judged against the noise learned now.
+pub(super) fn noise_only<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    min_count: u64,
+) -> Result<Vec<NoiseOnly>, StoreError> {
+    let Some(s) = split_signatures(e, f)? else {
+        return e.rows_noise_only(f, min_count);
+    };
+    let noise = noise_set(e, min_count)?;
+    if noise.is_empty() {
+        return Ok(Vec::new());
+    }
+    let judge = |route: &str, pairs: &[(String, String)]| {
+        pairs
+            .iter()
+            .all(|(field, _)| noise.contains(&(route.to_owned(), field.clone())))
+    };
+    by_signature(e, f, &s, judge, |x| e.rows_noise_only(x, min_count))
+}
+
+/// Accepted-only exchanges per (route, account), as [`noise_only`] does.
+pub(super) fn accepted_only<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    min_count: u64,
+    now: SystemTime,
+) -> Result<Vec<NoiseOnly>, StoreError> {
+    let Some(s) = split_signatures(e, f)? else {
+        return e.rows_accepted_only(f, min_count, now);
+    };
+    let at = crate::record::rfc3339(now);
+    let marks: Vec<crate::triage::Mark> = e.marks()?;
+    let noise = noise_set(e, min_count)?;
+    // As the rows' query: a mark of the pair's own kind decides; else one for every kind.
+    let accepted = |route: &str, field: &str, kind: &str| {
+        let own = marks.iter().find(|m| {
+            m.pattern.route == route && m.pattern.field == field && m.pattern.kind == kind
+        });
+        let every = || {
+            marks.iter().find(|m| {
+                m.pattern.route == route && m.pattern.field == field && m.pattern.kind.is_empty()
+            })
+        };
+        own.or_else(every).is_some_and(|m| m.excludes_at(&at))
+    };
+    let judge = |route: &str, pairs: &[(String, String)]| {
+        let not_noise = pairs
+            .iter()
+            .filter(|(field, _)| !noise.contains(&(route.to_owned(), field.clone())));
+        let mut any = false;
+        for (field, kind) in not_noise {
+            if !accepted(route, field, kind) {
+                return false;
+            }
+            any = true;
+        }
+        any
+    };
+    by_signature(e, f, &s, judge, |x| e.rows_accepted_only(x, min_count, now))
+}
+
+/// The split for the signature counts: none under a mapping version (signatures are per route
+/// and account).
+fn split_signatures<E: Engine + ?Sized>(e: &E, f: &Filter) -> Result<Option<Split>, StoreError> {
+    if f.mapping_version.is_some() {
+        return Ok(None);
+    }
+    split(e, f, false)
+}
+
+fn noise_set<E: Engine + ?Sized>(
+    e: &E,
+    min_count: u64,
+) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+    Ok(e.noise_fields(min_count)?.into_iter().collect())
+}
+
+/// Sums the whole hours' signatures that `judge` (route key, pairs) keeps and the partial
+/// hours' `rows`, per (route, account).
+fn by_signature<E: Engine + ?Sized>(
+    e: &E,
+    f: &Filter,
+    s: &Split,
+    judge: impl Fn(&str, &[(String, String)]) -> bool,
+    rows: impl FnMut(&Filter) -> Result<Vec<NoiseOnly>, StoreError>,
+) -> Result<Vec<NoiseOnly>, StoreError> {
+    let rolled = |h| {
+        let mut out = Vec::new();
+        for (route, account, sig, n) in e.rolled_signatures(f, h)? {
+            let Some(pairs) = signature_pairs(&sig) else {
+                continue;
+            };
+            if judge(&route, &pairs) {
+                out.push(NoiseOnly {
+                    route: RouteKey::from_route(unkey(route).as_deref()),
+                    account: unkey(account),
+                    n,
+                });
+            }
+        }
+        Ok(out)
+    };
+    let mut sum: BTreeMap<(RouteKey, Option<String>), u64> = BTreeMap::new();
+    for x in s.gather(rolled, rows)? {
+        *sum.entry((x.route, x.account)).or_default() += x.n;
+    }
+    Ok(sum
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((route, account), n)| NoiseOnly { route, account, n })
+        .collect())
 }
 
 /// Exchanges per (`by`, outcome), ordered by key (`None` first) and outcome.
@@ -684,6 +957,38 @@ pub(super) fn outcomes_sql<P>(
     )
 }
 
+/// (route, account, signature, `diff` exchanges).
+pub(super) fn signatures_sql<P>(
+    d: &Dialect<P>,
+    f: &Filter,
+    hours: (SystemTime, SystemTime),
+) -> Query<P> {
+    let (cond, params) = rolled_where(d, f, hours, true, true);
+    (
+        format!(
+            "SELECT r.route, r.account, min(r.signature), CAST(sum(r.n) AS BIGINT)
+             FROM rollup_signatures r WHERE {cond} GROUP BY r.route, r.account, r.hash"
+        ),
+        params,
+    )
+}
+
+/// Whether hours `[{mark}1, {mark}2)` have exchanges without a row.
+pub(super) fn unkept_sql(mark: char) -> String {
+    format!(
+        "SELECT EXISTS(SELECT 1 FROM rollup_unkept WHERE hour >= {mark}1 AND hour < {mark}2 AND n > 0)"
+    )
+}
+
+/// Whether a store's roll-ups count exchanges that kept no row: then they cannot be built
+/// again from the rows.
+pub(super) const ANY_UNKEPT_SQL: &str = "SELECT EXISTS(SELECT 1 FROM rollup_unkept WHERE n > 0)";
+
+/// (route, field) learned as noise.
+pub(super) fn noise_fields_sql(mark: char) -> String {
+    format!("SELECT route, field FROM noise_fields WHERE differed >= {mark}1")
+}
+
 /// (field, kind, differences, exchanges, first exchange id).
 pub(super) fn fields_sql<P>(
     d: &Dialect<P>,
@@ -886,6 +1191,26 @@ pub(super) fn sqlite_save(conn: &rusqlite::Connection, d: &Deltas) -> rusqlite::
     for ((hour, route, side, b), n) in &d.latency {
         q.execute(params![hour, route, side, b, n])?;
     }
+    // (Prepared only when needed: migration 9's fill runs before their tables exist.)
+    if !d.signatures.is_empty() {
+        let mut q = conn.prepare_cached(
+            "INSERT INTO rollup_signatures(hour, route, account, hash, signature, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(route, hour, account, hash) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((hour, route, account, sig), n) in &d.signatures {
+            q.execute(params![hour, route, account, signature_hash(sig), sig, n])?;
+        }
+    }
+    if !d.unkept.is_empty() {
+        let mut q = conn.prepare_cached(
+            "INSERT INTO rollup_unkept(hour, n) VALUES (?1, ?2)
+             ON CONFLICT(hour) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (hour, n) in &d.unkept {
+            q.execute(params![hour, n])?;
+        }
+    }
     match d.before {
         Some(before) => conn
             .prepare_cached(
@@ -937,6 +1262,37 @@ pub(super) fn sqlite_fill(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             let (field, kind): (String, String) = (r.get(3)?, r.get(4)?);
             d.add_field(r.get(0)?, &at, route.as_deref(), &field, &kind, r.get(5)?);
         }
+    }
+    sqlite_save(conn, &d)
+}
+
+/// Builds the signatures of the `diff` exchanges a SQLite store holds (the migration that adds
+/// them; a rebuild after [`sqlite_fill`]). The coverage is left as it is.
+pub(super) fn sqlite_fill_signatures(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let mut d = Deltas {
+        before: Some(i64::MAX),
+        ..Deltas::default()
+    };
+    {
+        let mut q = conn.prepare(&format!(
+            "SELECT x.exchange_id, e.started_at, e.route, e.account, x.field, x.kind
+             FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id
+             WHERE e.outcome = '{}' ORDER BY x.exchange_id",
+            Outcome::Diff.as_str()
+        ))?;
+        let mut rows = q.query([])?;
+        let mut one = Signed::default();
+        while let Some(r) = rows.next()? {
+            one.row(
+                &mut d,
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                (r.get(4)?, r.get(5)?),
+            );
+        }
+        one.flush(&mut d);
     }
     sqlite_save(conn, &d)
 }
@@ -1038,6 +1394,33 @@ pub(super) fn pg_save(
             ],
         )?;
     }
+    if !d.signatures.is_empty() {
+        let g = &d.signatures;
+        tx.execute(
+            "INSERT INTO rollup_signatures AS t (hour, route, account, hash, signature, n)
+             SELECT u.hour::timestamptz, u.route, u.account, u.hash, u.signature, u.n
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
+                  AS u(hour, route, account, hash, signature, n)
+             ON CONFLICT (route, hour, account, hash) DO UPDATE SET n = t.n + excluded.n",
+            &[
+                &col(g, |k, _| hour(&k.0)),
+                &col(g, |k, _| k.1.clone()),
+                &col(g, |k, _| k.2.clone()),
+                &col(g, |k, _| signature_hash(&k.3)),
+                &col(g, |k, _| k.3.clone()),
+                &col(g, |_, n| *n),
+            ],
+        )?;
+    }
+    if !d.unkept.is_empty() {
+        let u = &d.unkept;
+        tx.execute(
+            "INSERT INTO rollup_unkept AS t (hour, n)
+             SELECT u.hour::timestamptz, u.n FROM unnest($1::text[], $2::int8[]) AS u(hour, n)
+             ON CONFLICT (hour) DO UPDATE SET n = t.n + excluded.n",
+            &[&col(u, |k, _| hour(k)), &col(u, |_, n| *n)],
+        )?;
+    }
     match d.before {
         Some(before) => tx.execute(
             "UPDATE rollup_state SET covered = greatest(covered, $1) WHERE id = 1 AND covered >= $2",
@@ -1052,10 +1435,12 @@ pub(super) fn pg_save(
     Ok(())
 }
 
+/// A PostgreSQL start as the rows' text (`2026-11-29T13:05:00.000Z`).
+const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
+
 /// Builds the roll-ups of the rows a PostgreSQL store already holds (the migration that adds
 /// them), reading the rows through a cursor.
 pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
-    const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
     let mut d = Deltas::new(super::pg_conn::pg_text);
     let portal = tx.bind(
         &format!(
@@ -1109,6 +1494,92 @@ pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres
     pg_save(tx, &d)
 }
 
+/// The same on PostgreSQL.
+pub(super) fn pg_fill_signatures(
+    tx: &mut postgres::Transaction<'_>,
+) -> Result<(), postgres::Error> {
+    let mut d = Deltas {
+        before: Some(i64::MAX),
+        ..Deltas::new(super::pg_conn::pg_text)
+    };
+    let portal = tx.bind(
+        &format!(
+            "SELECT x.exchange_id, {x_ts}, e.route, e.account, x.field, x.kind
+             FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at
+             WHERE e.outcome = '{diff}' ORDER BY x.exchange_id",
+            x_ts = TS.replace("started_at", "x.started_at"),
+            diff = Outcome::Diff.as_str()
+        ),
+        &[],
+    )?;
+    let mut one = Signed::default();
+    loop {
+        let rows = tx.query_portal(&portal, 50_000)?;
+        for r in &rows {
+            one.row(
+                &mut d,
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                (r.get(4), r.get(5)),
+            );
+        }
+        if rows.len() < 50_000 {
+            break;
+        }
+    }
+    one.flush(&mut d);
+    pg_save(tx, &d)
+}
+
+/// The fill's signatures: the `diff_fields` rows of one exchange at a time (read in exchange
+/// order), added as one signature when the next exchange starts.
+#[derive(Default)]
+struct Signed {
+    id: Option<i64>,
+    started_at: String,
+    route: Option<String>,
+    account: Option<String>,
+    pairs: Vec<(String, String)>,
+}
+
+impl Signed {
+    fn row(
+        &mut self,
+        d: &mut Deltas,
+        id: i64,
+        started_at: String,
+        route: Option<String>,
+        account: Option<String>,
+        pair: (String, String),
+    ) {
+        if self.id != Some(id) {
+            self.flush(d);
+            *self = Self {
+                id: Some(id),
+                started_at,
+                route,
+                account,
+                pairs: Vec::new(),
+            };
+        }
+        self.pairs.push(pair);
+    }
+
+    fn flush(&mut self, d: &mut Deltas) {
+        if self.id.take().is_some() {
+            let pairs = self.pairs.iter().map(|(f, k)| (f.as_str(), k.as_str()));
+            d.add_signature(
+                &self.started_at,
+                self.route.as_deref(),
+                self.account.as_deref(),
+                pairs,
+            );
+        }
+    }
+}
+
 /// The highest exchange id a store holds (0: none): what a batch's deltas are `before`.
 pub(super) const MAX_ID_SQL: &str = "SELECT coalesce(max(id), 0) FROM exchanges";
 
@@ -1119,34 +1590,54 @@ pub(super) const ROLLED_UP_SQL: &str =
 
 /// The roll-ups built again from the rows, when they do not cover them all (rows another
 /// program wrote); `shadowdiff migrate` calls it. Returns whether it rebuilt.
-pub(super) fn sqlite_rebuild(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+pub(super) fn sqlite_rebuild(conn: &rusqlite::Connection) -> rusqlite::Result<Rebuild> {
     let tx = conn.unchecked_transaction()?;
     if tx.query_row(ROLLED_UP_SQL, [], |r| r.get(0))? {
-        return Ok(false);
+        return Ok(Rebuild::Current);
+    }
+    if tx.query_row(ANY_UNKEPT_SQL, [], |r| r.get(0))? {
+        return Ok(Rebuild::Refused);
     }
     for t in TABLES {
         tx.execute(&format!("DELETE FROM {t}"), [])?;
     }
     sqlite_fill(&tx)?;
+    sqlite_fill_signatures(&tx)?;
     tx.commit()?;
-    Ok(true)
+    Ok(Rebuild::Rebuilt)
+}
+
+/// What `shadowdiff migrate` did to the roll-ups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// They covered every row: nothing to do.
+    Current,
+    /// They did not (rows another program wrote) and were built again from the rows.
+    Rebuilt,
+    /// They did not, and could not be built again: they count exchanges that kept no row
+    /// (`[store] exchanges`), which a rebuild from the rows would lose. Reports read the rows.
+    Refused,
 }
 
 /// The same on PostgreSQL. The tables are emptied first and the state set last, so that a
 /// writer of the fleet adding at the same time either waits for the rebuild (its rows are then
 /// read by the fill) or is waited for (its rows were not seen: its deltas add to the rebuilt
 /// ones).
-pub(super) fn pg_rebuild(client: &mut postgres::Client) -> Result<bool, postgres::Error> {
+pub(super) fn pg_rebuild(client: &mut postgres::Client) -> Result<Rebuild, postgres::Error> {
     let mut tx = client.transaction()?;
     if tx.query_one(ROLLED_UP_SQL, &[])?.get(0) {
-        return Ok(false);
+        return Ok(Rebuild::Current);
+    }
+    if tx.query_one(ANY_UNKEPT_SQL, &[])?.get(0) {
+        return Ok(Rebuild::Refused);
     }
     for t in TABLES {
         tx.execute(&format!("DELETE FROM {t}"), &[])?;
     }
     pg_fill(&mut tx)?;
+    pg_fill_signatures(&mut tx)?;
     tx.commit()?;
-    Ok(true)
+    Ok(Rebuild::Rebuilt)
 }
 
 /// Deletes the roll-ups of the hours before the one `cutoff` falls in (that hour keeps its
@@ -1176,11 +1667,13 @@ pub(super) fn pg_prune(
 }
 
 /// The roll-up tables with an hour.
-const TABLES: [&str; 4] = [
+const TABLES: [&str; 6] = [
     "rollup_outcomes",
     "rollup_accounts",
     "rollup_fields",
     "rollup_latency",
+    "rollup_signatures",
+    "rollup_unkept",
 ];
 
 #[cfg(test)]

@@ -223,39 +223,15 @@ impl Reader for Connection {
         min_count: u64,
         now: SystemTime,
     ) -> Result<Vec<NoiseOnly>, StoreError> {
-        let now = rfc3339(now);
-        let any: bool = self.query_row(
-            &format!(
-                "SELECT EXISTS(SELECT 1 FROM triage WHERE status = '{}' AND (expires IS NULL OR expires > ?1))",
-                crate::triage::Status::Accepted.as_str()
-            ),
-            [&now],
-            |r| r.get(0),
-        )?;
-        if !any {
-            return Ok(Vec::new());
-        }
-        let (cond, mut params) = where_clause(f);
-        params.push((min_count as i64).into());
-        let n = params.len();
-        params.push(now.into());
-        let accepted = super::triage::accepted_row(&format!("?{}", params.len()));
-        let sql = format!(
-            "SELECT e.route, e.account, count(*) FROM exchanges e
-             WHERE {cond} AND e.outcome = '{diff}'
-               AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND {accepted}
-                   AND x.field NOT IN ({noise}))
-               AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
-                   AND x.field NOT IN ({noise}) AND NOT {accepted})
-             GROUP BY e.route, e.account",
-            diff = Outcome::Diff.as_str(),
-            noise = format_args!(
-                "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}"
-            ),
-        );
-        let mut q = self.prepare(&sql)?;
-        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rollup::accepted_only(self, f, min_count, now)
+    }
+
+    fn exact_window(&self, f: &Filter) -> Result<Filter, StoreError> {
+        rollup::window(self, f)
+    }
+
+    fn every_row_kept(&self, f: &Filter) -> Result<bool, StoreError> {
+        rollup::every_row_kept(self, f)
     }
 
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
@@ -263,29 +239,7 @@ impl Reader for Connection {
     }
 
     fn noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
-        let any: bool = self.query_row(
-            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= ?1)",
-            [min_count as i64],
-            |r| r.get(0),
-        )?;
-        if !any {
-            return Ok(Vec::new());
-        }
-        let (cond, mut params) = where_clause(f);
-        params.push((min_count as i64).into());
-        let n = params.len();
-        let sql = format!(
-            "SELECT e.route, e.account, count(*) FROM exchanges e
-             WHERE {cond} AND e.outcome = '{diff}' AND NOT EXISTS (
-                 SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND x.field NOT IN (
-                     SELECT f.field FROM noise_fields f
-                     WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}))
-             GROUP BY e.route, e.account",
-            diff = Outcome::Diff.as_str()
-        );
-        let mut q = self.prepare(&sql)?;
-        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rollup::noise_only(self, f, min_count)
     }
 
     fn latencies(&self, f: &Filter, side: Side, step: u64) -> Result<Vec<f64>, StoreError> {
@@ -679,6 +633,106 @@ fn n(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 impl rollup::Engine for Connection {
     fn rolled_up(&self) -> Result<bool, StoreError> {
         Ok(self.query_row(rollup::ROLLED_UP_SQL, [], |r| r.get(0))?)
+    }
+
+    fn unkept(&self, from: SystemTime, to: SystemTime) -> Result<bool, StoreError> {
+        // The hours that start before `to`: those before the first that starts at or after it.
+        let d = to.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        let at_or_after =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.div_ceil(3600) * 3600);
+        let (from, to) = (hour(from), hour(at_or_after));
+        Ok(self.query_row(&rollup::unkept_sql('?'), [from, to], |r| r.get(0))?)
+    }
+
+    fn rows_accepted_only(
+        &self,
+        f: &Filter,
+        min_count: u64,
+        now: SystemTime,
+    ) -> Result<Vec<NoiseOnly>, StoreError> {
+        let now = rfc3339(now);
+        let any: bool = self.query_row(
+            &format!(
+                "SELECT EXISTS(SELECT 1 FROM triage WHERE status = '{}' AND (expires IS NULL OR expires > ?1))",
+                crate::triage::Status::Accepted.as_str()
+            ),
+            [&now],
+            |r| r.get(0),
+        )?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let (cond, mut params) = where_clause(f);
+        params.push((min_count as i64).into());
+        let n = params.len();
+        params.push(now.into());
+        let accepted = super::triage::accepted_row(&format!("?{}", params.len()));
+        let sql = format!(
+            "SELECT e.route, e.account, count(*) FROM exchanges e
+             WHERE {cond} AND e.outcome = '{diff}'
+               AND EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND {accepted}
+                   AND x.field NOT IN ({noise}))
+               AND NOT EXISTS (SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id
+                   AND x.field NOT IN ({noise}) AND NOT {accepted})
+             GROUP BY e.route, e.account",
+            diff = Outcome::Diff.as_str(),
+            noise = format_args!(
+                "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}"
+            ),
+        );
+        let mut q = self.prepare(&sql)?;
+        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rows_noise_only(&self, f: &Filter, min_count: u64) -> Result<Vec<NoiseOnly>, StoreError> {
+        let any: bool = self.query_row(
+            "SELECT EXISTS(SELECT 1 FROM noise_fields WHERE differed >= ?1)",
+            [min_count as i64],
+            |r| r.get(0),
+        )?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let (cond, mut params) = where_clause(f);
+        params.push((min_count as i64).into());
+        let n = params.len();
+        let sql = format!(
+            "SELECT e.route, e.account, count(*) FROM exchanges e
+             WHERE {cond} AND e.outcome = '{diff}' AND NOT EXISTS (
+                 SELECT 1 FROM diff_fields x WHERE x.exchange_id = e.id AND x.field NOT IN (
+                     SELECT f.field FROM noise_fields f
+                     WHERE f.route = coalesce(e.route, '') AND f.differed >= ?{n}))
+             GROUP BY e.route, e.account",
+            diff = Outcome::Diff.as_str()
+        );
+        let mut q = self.prepare(&sql)?;
+        let rows = q.query_map(params_from_iter(params), noise_only_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rolled_signatures(
+        &self,
+        f: &Filter,
+        hours: (SystemTime, SystemTime),
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        all(self, rollup::signatures_sql(&ROLLED, f, hours), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, n(r, 3)?))
+        })
+    }
+
+    fn noise_fields(&self, min_count: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = rollup::noise_fields_sql('?');
+        let mut q = self.prepare_cached(&sql)?;
+        let rows = q
+            .query_map([min_count as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
+        Reader::triage_marks(self)
     }
 
     fn rolled_outcomes(

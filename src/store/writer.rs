@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{prune::prune, schema::open_for_writing, StoreError};
 pub use crate::record::MAX_DIFF_ROWS;
-use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Record};
+use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Outcome, Record};
 
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
@@ -187,6 +187,10 @@ pub struct WriterOptions {
     pub max_value_len: usize,
     /// Differences stored per exchange, field pattern and kind.
     pub examples_per_field: usize,
+    /// Which exchanges keep a row (`[store] exchanges`; the roll-ups count every one).
+    pub exchanges: super::Rows,
+    /// `[store] rows_per_hour`: rows kept per hour and kind before they thin out (`sampled`).
+    pub rows_per_hour: u64,
     /// PostgreSQL: apply the migrations at start (`[store] migrate`), or only check them.
     pub migrate: bool,
     /// Candidate 401/403 in a row (legacy succeeding) that put an account in `needs_reauth`
@@ -316,10 +320,12 @@ pub(super) struct WriteError {
 
 /// What the writer thread writes to: one engine's connection.
 pub(super) trait Sink: Send {
-    /// Writes a batch of exchanges in one transaction.
+    /// Writes a batch of exchanges in one transaction: every one into the roll-ups, and a row
+    /// for those `kept` says (one flag per exchange).
     fn write_batch(
         &mut self,
         batch: &[Box<Record>],
+        kept: &[bool],
         opts: &WriterOptions,
     ) -> Result<(), WriteError>;
     /// Adds noise samples to their counters.
@@ -342,9 +348,10 @@ impl Sink for Connection {
     fn write_batch(
         &mut self,
         batch: &[Box<Record>],
+        kept: &[bool],
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
-        write_batch(self, batch, opts).map_err(|e| local(&e))
+        write_batch(self, batch, kept, opts).map_err(|e| local(&e))
     }
 
     fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {
@@ -371,6 +378,8 @@ fn writer(
     path: &str,
 ) {
     let mut last_prune = Instant::now() - PRUNE_EVERY;
+    let mut keeper = super::keep::Keeper::new(opts.exchanges, opts.rows_per_hour);
+    let mut kept: Vec<bool> = Vec::with_capacity(BATCH);
     let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
     let mut holds: Vec<crate::budget::Held> = Vec::new();
     let mut noise: Vec<NoiseSample> = Vec::new();
@@ -431,8 +440,14 @@ fn writer(
                 .fetch_sub(n, Ordering::Relaxed)
                 .saturating_sub(n);
             crate::telemetry::queue_depth(depth);
+            kept.clear();
+            kept.extend(
+                batch
+                    .iter()
+                    .map(|r| keeper.keep(r, &crate::record::hour(r.meta.started_at))),
+            );
             let t0 = Instant::now();
-            let res = write_retrying(&mut *sink, &batch, opts, stats, path);
+            let res = write_retrying(&mut *sink, &batch, &kept, opts, stats, path);
             crate::telemetry::store_write(t0.elapsed().as_secs_f64());
             match res {
                 Ok(()) => {
@@ -474,13 +489,14 @@ fn writer(
 fn write_retrying(
     sink: &mut dyn Sink,
     batch: &[Box<Record>],
+    kept: &[bool],
     opts: &WriterOptions,
     stats: &StoreStats,
     path: &str,
 ) -> Result<(), WriteError> {
     let mut pause = Duration::from_millis(100);
     loop {
-        match sink.write_batch(batch, opts) {
+        match sink.write_batch(batch, kept, opts) {
             Err(e) if e.unreachable && !stats.closing.load(Ordering::Relaxed) => {
                 stats.unreachable.store(true, Ordering::Relaxed);
                 if stats.set_failure(Some(e.message.clone())).is_none() {
@@ -498,6 +514,7 @@ fn write_retrying(
 fn write_batch(
     conn: &mut Connection,
     batch: &[Box<Record>],
+    kept: &[bool],
     opts: &WriterOptions,
 ) -> rusqlite::Result<()> {
     let max_len = opts.max_value_len;
@@ -524,9 +541,26 @@ fn write_batch(
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         let mut rolled = super::rollup::Deltas::default();
         rolled.before = Some(tx.query_row(super::rollup::MAX_ID_SQL, [], |r| r.get(0))?);
-        for r in batch {
+        for (r, &keep) in batch.iter().zip(kept) {
             let m = &r.meta;
             let started_at = rfc3339(m.started_at);
+            hours.push(hour(m.started_at));
+            let counts = r.counts();
+            if r.outcome == Outcome::Diff {
+                rolled.add_signature(
+                    &started_at,
+                    m.route.as_deref(),
+                    m.account.as_deref(),
+                    counts.iter().map(|c| (c.field.as_str(), c.kind)),
+                );
+            }
+            if !keep {
+                rolled.add(&super::rollup::Facts::of(r, 0, &started_at));
+                for c in counts.iter() {
+                    rolled.add_field(0, &started_at, m.route.as_deref(), &c.field, c.kind, c.n);
+                }
+                continue;
+            }
             ex.execute(params![
                 &started_at,
                 m.route,
@@ -547,9 +581,8 @@ fn write_batch(
                 m.serving.phase.as_deref(),
             ])?;
             let id = tx.last_insert_rowid();
-            hours.push(hour(m.started_at));
             rolled.add(&super::rollup::Facts::of(r, id, &started_at));
-            for c in r.counts().iter() {
+            for c in counts.iter() {
                 df_sum.execute(params![id, &started_at, m.route, c.field, c.kind, c.n])?;
                 rolled.add_field(id, &started_at, m.route.as_deref(), &c.field, c.kind, c.n);
             }
@@ -730,6 +763,8 @@ mod tests {
                 retention: Duration::from_secs(3600),
                 max_value_len,
                 examples_per_field,
+                exchanges: crate::store::Rows::All,
+                rows_per_hour: 100,
                 migrate: true,
                 reauth_after: 3,
                 id_max_pairs: Vec::new(),
@@ -790,6 +825,8 @@ mod tests {
                 retention: Duration::from_secs(3600),
                 max_value_len: 64,
                 examples_per_field: 3,
+                exchanges: crate::store::Rows::All,
+                rows_per_hour: 100,
                 migrate: true,
                 reauth_after: 3,
                 id_max_pairs: vec![("p".into(), 3)],

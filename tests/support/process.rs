@@ -131,6 +131,20 @@ impl Proc {
         self.wait_rows_within(n, Duration::from_secs(20))
     }
 
+    /// Polls until `n` exchanges are counted in the hourly roll-ups (bounded): the default
+    /// `[store] exchanges = "sampled"` keeps a row for some only.
+    pub fn wait_counted(&self, n: u64) -> u64 {
+        poll(Duration::from_secs(20), || {
+            let have = query(
+                &self.db(),
+                "SELECT coalesce(sum(n), 0) FROM rollup_outcomes",
+            )[0][0]
+                .as_u64()?;
+            (have >= n).then_some(have)
+        })
+        .unwrap_or_else(|| panic!("{n} exchanges were not counted\n{}", self.log()))
+    }
+
     pub fn wait_rows_within(&self, n: usize, limit: Duration) -> Vec<Vec<serde_json::Value>> {
         poll(limit, || {
             let rows = query(
