@@ -8,7 +8,10 @@
 //!   every 6th exchange a `diff` with 30 differences over 20 field patterns, the rest match or
 //!   fail in the usual proportions; spread over DAYS (7) days, ids growing with time;
 //! - `harness`: what the load harness makes a proxy write: every exchange a `diff` of 4 field
-//!   patterns (a mapping gap), 20 fields present, all within the last minute.
+//!   patterns (a mapping gap), 20 fields present, all within the last minute;
+//! - `shed`: as `harness`, but every exchange `skipped` (shed under overload).
+//!
+//! `ROWS=all|differing|sampled` (default `all`) sets `[store] exchanges`.
 //!
 //! Exchanges are queued as fast as the writer takes them (never dropped: at most three chunks
 //! are waiting). Prints exchanges/s and rows/s (exchanges + `diff_fields` + `diffs` rows).
@@ -33,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let days: u64 = args.next().map_or(Ok(7), |s| s.parse())?;
     let harness = match profile.as_str() {
         "report" => false,
-        "harness" => true,
+        "harness" | "shed" => true,
         other => return Err(format!("unknown profile {other}").into()),
     };
     let location = Location::parse(&db);
@@ -45,7 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             retention: Duration::from_secs(86400 * (days + 30)),
             max_value_len: 1024,
             examples_per_field: 3,
-            exchanges: shadowdiff::store::Rows::All,
+            exchanges: match std::env::var("ROWS").as_deref() {
+                Ok("sampled") => shadowdiff::store::Rows::Sampled,
+                Ok("differing") => shadowdiff::store::Rows::Differing,
+                _ => shadowdiff::store::Rows::All,
+            },
             rows_per_hour: 100,
             migrate: true,
             reauth_after: 3,
@@ -80,8 +87,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
             let at = now - Duration::from_millis(span_ms - span_ms * i / exchanges);
             let r = next();
-            let is_diff = harness || i.is_multiple_of(6);
-            let outcome = if is_diff {
+            let shed = profile == "shed";
+            let is_diff = (harness && !shed) || (!harness && i.is_multiple_of(6));
+            let outcome = if shed {
+                Outcome::Skipped(shadowdiff::record::SkipReason::Overload)
+            } else if is_diff {
                 Outcome::Diff
             } else {
                 match (r >> 16) % 100 {
