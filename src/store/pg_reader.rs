@@ -321,7 +321,7 @@ impl Reader for PgReader {
                  FROM diff_fields x
                  JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at
                  WHERE {cond} GROUP BY e.account, x.route, x.field, x.kind
-                 ORDER BY count(*) DESC, e.account, x.route, x.field, x.kind",
+                 ORDER BY count(*) DESC, e.account NULLS FIRST, x.route NULLS FIRST, x.field, x.kind",
                 ts("min(x.started_at)"),
                 ts("max(x.started_at)")
             ),
@@ -439,7 +439,7 @@ impl Reader for PgReader {
         let at: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         for r in self.query(
             "SELECT exchange_id, side, status, headers, body FROM exchange_bodies
-             WHERE exchange_id = ANY($1)",
+             WHERE exchange_id = ANY($1) ORDER BY exchange_id, side",
             &vec![Box::new(ids.clone())],
         )? {
             if let Some(&i) = at.get(&r.get::<_, i64>(0)) {
@@ -457,7 +457,8 @@ impl Reader for PgReader {
         }
         for r in self.query(
             "SELECT exchange_id, field, kind, n FROM diff_fields
-             WHERE exchange_id = ANY($1) AND started_at >= $2 AND started_at < $3",
+             WHERE exchange_id = ANY($1) AND started_at >= $2 AND started_at < $3
+             ORDER BY exchange_id, field, kind",
             &vec![Box::new(ids), Box::new(f.from), Box::new(f.to)],
         )? {
             if let Some(&i) = at.get(&r.get::<_, i64>(0)) {

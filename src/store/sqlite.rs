@@ -468,7 +468,7 @@ impl Reader for Connection {
         let at: HashMap<i64, usize> = out.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
         let mut q = self.prepare_cached(
             "SELECT exchange_id, side, status, headers, body FROM exchange_bodies
-             WHERE exchange_id BETWEEN ?1 AND ?2",
+             WHERE exchange_id BETWEEN ?1 AND ?2 ORDER BY exchange_id, side",
         )?;
         let mut rows = q.query([first, last])?;
         while let Some(r) = rows.next()? {
@@ -487,7 +487,7 @@ impl Reader for Connection {
         }
         let mut q = self.prepare_cached(
             "SELECT exchange_id, field, kind, n FROM diff_fields
-             WHERE exchange_id BETWEEN ?1 AND ?2",
+             WHERE exchange_id BETWEEN ?1 AND ?2 ORDER BY exchange_id, field, kind",
         )?;
         let mut rows = q.query([first, last])?;
         while let Some(r) = rows.next()? {
