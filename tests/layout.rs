@@ -148,6 +148,8 @@ fn the_storage_engine_is_known_only_to_the_store() {
     let store = src().join("store");
     let words = [
         "rusqlite",
+        "postgres::",
+        "use postgres",
         "SELECT ",
         "INSERT ",
         "DELETE FROM",
@@ -163,6 +165,24 @@ fn the_storage_engine_is_known_only_to_the_store() {
         for w in words {
             if text.contains(w) {
                 found.push(format!("{} contains {w:?}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+/// The store's seam is engine-neutral: its error, the query API (`Reader` and its rows), which
+/// exchanges keep a row and where a store is name no engine's crate, so no caller can come to
+/// depend on one (each engine converts its own errors into `StoreError`).
+#[test]
+fn the_store_seam_names_no_engine() {
+    let store = src().join("store");
+    let mut found = Vec::new();
+    for name in ["error.rs", "query.rs", "keep.rs", "location.rs"] {
+        let text = code(&store.join(name));
+        for w in ["rusqlite", "postgres::", "use postgres"] {
+            if text.contains(w) {
+                found.push(format!("store/{name} names {w:?}"));
             }
         }
     }

@@ -68,21 +68,14 @@ impl OwnConn {
                 let c = conn.as_mut().expect("opened above");
                 sqlite(c).map_err(|error| {
                     *conn = None;
-                    StoreError::Sqlite {
-                        path: path.display().to_string(),
-                        error,
-                    }
+                    StoreError::sqlite(path.display().to_string(), error)
                 })
             }
             Inner::Postgres(url, client) => {
                 if client.is_none() {
                     let mut c = super::pg_conn::connect(url)?;
-                    super::migrate::apply_postgres(&mut c).map_err(|error| {
-                        StoreError::Postgres {
-                            url: url.to_string(),
-                            error,
-                        }
-                    })?;
+                    super::migrate::apply_postgres(&mut c)
+                        .map_err(|error| StoreError::postgres(url.to_string(), error))?;
                     *client = Some(Box::new(c));
                 }
                 let c = client.as_mut().expect("connected above");
@@ -90,10 +83,7 @@ impl OwnConn {
                     if let Some(c) = client.take() {
                         close(c, self.closer);
                     }
-                    StoreError::Postgres {
-                        url: url.to_string(),
-                        error,
-                    }
+                    StoreError::postgres(url.to_string(), error)
                 })
             }
         }

@@ -13,6 +13,7 @@
 //! present), `noise_samples` + `noise_fields` (noise learned from second legacy calls).
 
 mod conn;
+mod error;
 mod health;
 mod ids;
 mod keep;
@@ -57,45 +58,7 @@ pub use schema::{open, SCHEMA_VERSION};
 pub use triage::record_triage;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 
-/// A store error.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// (The error is not a `source`: its text is shown once, in this message.)
-    #[error("store {path}: {error}")]
-    Sqlite {
-        path: String,
-        error: rusqlite::Error,
-    },
-    #[error("store {path}: the file cannot be written (read-only file, folder or file system)")]
-    ReadOnly { path: String },
-    #[error("store {path}: {error}")]
-    Io { path: String, error: std::io::Error },
-    /// A query failed.
-    #[error("{0}")]
-    Query(#[from] rusqlite::Error),
-    /// A PostgreSQL URL where this version only takes a SQLite file.
-    #[error("store {url}: {POSTGRES_NOT_A_FILE}")]
-    NotServed { url: String },
-    /// PostgreSQL (the URL is shown with its password masked).
-    /// (The error is not a `source`: its text is shown once, in this message.)
-    #[error("store {url}: {}", crate::upstream::error_chain(error))]
-    Postgres { url: String, error: postgres::Error },
-    /// A PostgreSQL setting that cannot work (bad `sslmode`, unreadable CA file, ...).
-    #[error("store {url}: {message}")]
-    PostgresSetup { url: String, message: String },
-}
-
-impl StoreError {
-    /// A database that could not be reached (refused, timed out, name not resolved, the
-    /// connection lost): worth retrying. A refused login, a TLS failure or a failed statement
-    /// is not.
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            Self::Postgres { error, .. } => pg_conn::unreachable(error),
-            _ => false,
-        }
-    }
-}
+pub use error::StoreError;
 
 /// Why a PostgreSQL URL is refused outside `migrate` (the fleet store is being built: its
 /// schema and migrations are in; its writer and readers are not yet).
@@ -140,10 +103,7 @@ pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
             })
         }
         Location::Postgres(url) => {
-            let err = |source| StoreError::Postgres {
-                url: url.to_string(),
-                error: source,
-            };
+            let err = |source| StoreError::postgres(url.to_string(), source);
             let mut client = pg_conn::connect(url)?;
             let applied = migrate::apply_postgres(&mut client).map_err(err)?;
             let version = migrate::postgres_versions(&mut client)
@@ -180,10 +140,8 @@ pub fn open_reader_at(location: &Location) -> Result<Box<dyn Reader>, StoreError
     match location {
         Location::Postgres(url) => {
             let mut client = pg::connect(url)?;
-            migrate::apply_postgres(&mut client).map_err(|source| StoreError::Postgres {
-                url: url.to_string(),
-                error: source,
-            })?;
+            migrate::apply_postgres(&mut client)
+                .map_err(|source| StoreError::postgres(url.to_string(), source))?;
             Ok(Box::new(pg_reader::PgReader::new(url.clone(), client)))
         }
         Location::Sqlite(path) => Ok(Box::new(open(path)?)),
@@ -212,10 +170,7 @@ pub fn open_read_only(
     busy: std::time::Duration,
 ) -> Result<Box<dyn Reader + Send>, StoreError> {
     sqlite_only(path)?;
-    let err = |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        error: source,
-    };
+    let err = |source| StoreError::sqlite(path.display().to_string(), source);
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -231,10 +186,7 @@ pub fn prune_at(location: &Location, cutoff: SystemTime) -> Result<usize, StoreE
     match location {
         Location::Sqlite(path) => prune_file(path, cutoff),
         Location::Postgres(url) => {
-            let err = |error| StoreError::Postgres {
-                url: url.to_string(),
-                error,
-            };
+            let err = |error| StoreError::postgres(url.to_string(), error);
             let mut client = pg::connect(url)?;
             migrate::apply_postgres(&mut client).map_err(err)?;
             pg::prune(&mut client, cutoff).map_err(err)
@@ -246,8 +198,6 @@ pub fn prune_at(location: &Location, cutoff: SystemTime) -> Result<usize, StoreE
 /// differences and bodies; returns how many.
 pub fn prune_file(path: &Path, cutoff: SystemTime) -> Result<usize, StoreError> {
     let conn = open(path)?;
-    prune::prune(&conn, cutoff).map_err(|source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        error: source,
-    })
+    prune::prune(&conn, cutoff)
+        .map_err(|source| StoreError::sqlite(path.display().to_string(), source))
 }

@@ -131,19 +131,14 @@ pub fn enqueue(
     match location {
         Location::Sqlite(path) => {
             let conn = super::open(path)?;
-            sqlite_enqueue(&conn, subs, event, data).map_err(|error| StoreError::Sqlite {
-                path: path.display().to_string(),
-                error,
-            })
+            sqlite_enqueue(&conn, subs, event, data)
+                .map_err(|error| StoreError::sqlite(path.display().to_string(), error))
         }
         Location::Postgres(url) => {
             let mut c = super::pg::connect(url)?;
             super::migrate::apply_postgres(&mut c)
                 .and_then(|_| pg_enqueue(&mut c, subs, event, data))
-                .map_err(|error| StoreError::Postgres {
-                    url: url.to_string(),
-                    error,
-                })
+                .map_err(|error| StoreError::postgres(url.to_string(), error))
         }
     }
 }
@@ -165,17 +160,11 @@ impl Outbox {
     }
 
     fn err_sqlite(&self, error: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.location.to_string(),
-            error,
-        }
+        StoreError::sqlite(self.location.to_string(), error)
     }
 
     fn err_pg(&self, error: postgres::Error) -> StoreError {
-        StoreError::Postgres {
-            url: self.location.to_string(),
-            error,
-        }
+        StoreError::postgres(self.location.to_string(), error)
     }
 
     /// Claims the oldest pending delivery of `endpoint` when it is due: it is leased for

@@ -26,10 +26,7 @@ use super::pg_conn::pg_text;
 /// Readies the schema on a new connection: applies the migrations, or (`migrate = false`, when
 /// a deploy step runs `shadowdiff migrate`) checks that the newest one was applied.
 pub(super) fn prepare(client: &mut Client, url: &PgUrl, migrate: bool) -> Result<(), StoreError> {
-    let err = |error| StoreError::Postgres {
-        url: url.to_string(),
-        error,
-    };
+    let err = |error| StoreError::postgres(url.to_string(), error);
     if migrate {
         super::migrate::apply_postgres(client).map_err(err)?;
         return Ok(());

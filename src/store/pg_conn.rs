@@ -47,10 +47,7 @@ pub(super) fn connect(url: &PgUrl) -> Result<Client, StoreError> {
             .config
             .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
     };
-    connected.map_err(|error| StoreError::Postgres {
-        url: url.to_string(),
-        error,
-    })
+    connected.map_err(|error| StoreError::postgres(url.to_string(), error))
 }
 
 /// Whether an error says the database could not be reached, for now: no connection (refused,
@@ -455,6 +452,19 @@ pub(super) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
         s.replace('\0', "\u{FFFD}").into()
     } else {
         s.into()
+    }
+}
+
+impl StoreError {
+    /// A PostgreSQL error of the store at `url` (shown with its password masked).
+    // By value: it is what `map_err` hands over.
+    #[allow(clippy::needless_pass_by_value)]
+    pub(super) fn postgres(url: impl std::fmt::Display, error: postgres::Error) -> Self {
+        Self::Engine {
+            store: url.to_string(),
+            message: crate::upstream::error_chain(&error),
+            unreachable: unreachable(&error),
+        }
     }
 }
 

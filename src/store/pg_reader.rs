@@ -47,10 +47,7 @@ impl PgReader {
     }
 
     fn err(&self, source: postgres::Error) -> StoreError {
-        StoreError::Postgres {
-            url: self.url.to_string(),
-            error: source,
-        }
+        StoreError::postgres(self.url.to_string(), source)
     }
 
     /// Runs `f` on the reader's connection.

@@ -106,10 +106,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 /// [`open`], with the migrations it applied now.
 pub(super) fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), StoreError> {
     super::sqlite_only(path)?;
-    let err = |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        error: source,
-    };
+    let err = |source| StoreError::sqlite(path.display().to_string(), source);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
             path: parent.display().to_string(),
@@ -164,10 +161,7 @@ fn connect_and_migrate(path: &Path) -> rusqlite::Result<(Connection, Vec<i64>)> 
 /// losing every exchange later.
 pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     let conn = open(path)?;
-    let err = |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        error: source,
-    };
+    let err = |source| StoreError::sqlite(path.display().to_string(), source);
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
         return Err(StoreError::ReadOnly {
             path: path.display().to_string(),
@@ -196,5 +190,25 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+impl StoreError {
+    /// A SQLite error of the store at `path`.
+    // By value: it is what `map_err` hands over.
+    #[allow(clippy::needless_pass_by_value)]
+    pub(super) fn sqlite(path: impl std::fmt::Display, error: rusqlite::Error) -> Self {
+        Self::Engine {
+            store: path.to_string(),
+            message: error.to_string(),
+            unreachable: false,
+        }
+    }
+}
+
+/// A failed SQLite query.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Query(error.to_string())
     }
 }
