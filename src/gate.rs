@@ -436,11 +436,12 @@ pub fn text(v: &Verdict) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "gate {}: {} ({} → {})",
+        "gate {}: {} ({} → {}{})",
         v.phase,
         if v.pass { "PASS" } else { "FAIL" },
         v.window.from,
-        v.window.to
+        v.window.to,
+        crate::report::widened_note(&v.window)
     );
     let _ = writeln!(
         o,

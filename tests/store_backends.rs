@@ -1671,6 +1671,17 @@ fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
                 window(t0 - hour * 2 + hour / 6, t0 - hour * 2 + hour / 2),
                 window(t0 - hour * 2, t0 - hour),
             ),
+            // Across an hour's start, without a whole hour: both edges widen.
+            (
+                window(t0 - hour * 2 - hour / 6, t0 - hour * 2 + hour / 6),
+                window(t0 - hour * 3, t0 - hour),
+            ),
+            // The same where the first hour has no exchange (nothing to widen there): only the
+            // end widens.
+            (
+                window(t0 - hour * 3 - hour / 6, t0 - hour * 3 + hour / 6),
+                window(t0 - hour * 3 - hour / 6, t0 - hour * 2),
+            ),
         ];
         for (i, (asked, covered)) in cases.iter().enumerate() {
             let w = sampled.exact_window(asked).unwrap();
@@ -1753,6 +1764,21 @@ fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
                 "{name}: case {i}"
             );
         }
+        // Under an account filter the sections read from rows say they come from a sample.
+        let acme = Filter {
+            account: Some("acme".into()),
+            ..window(t0 - hour * 3, t0)
+        };
+        for (r, sampled_rows) in [(all, false), (sampled, true)] {
+            let report = shadowdiff::report::build(r, &acme).unwrap();
+            assert_eq!(report.filtered_from_kept_rows, sampled_rows, "{name}");
+            let text = shadowdiff::report::render::markdown(&report);
+            assert_eq!(
+                text.contains("come from the kept rows"),
+                sampled_rows,
+                "{name}"
+            );
+        }
         // A window with no partial hour of unkept exchanges is not widened (this hour has none).
         let recent = window(t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
         let w = sampled.exact_window(&recent).unwrap();
@@ -1773,7 +1799,7 @@ fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
             },
         );
         let (code, out, err) = shadowdiff(&["migrate", "--db", db]);
-        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(code, 1, "{name}: {out} {err}");
         assert!(out.contains("cannot be rebuilt"), "{name}: {out}");
         let reader = shadowdiff::store::open_reader_at(&Location::parse(db)).unwrap();
         let counts = reader.outcome_counts(GroupBy::Route, &window(t0 - hour * 3, t0));

@@ -214,6 +214,15 @@ pub(super) fn overview(state: &AdminState, v: &View) -> Result<String, AdminErro
             t.compared,
             t.exchanges
         );
+        if r.window.widened {
+            let _ = write!(
+                o,
+                "<p class=\"muted\" id=\"widened\">{} → {}{}</p>",
+                esc(&r.window.from),
+                esc(&r.window.to),
+                esc(report::widened_note(&r.window))
+            );
+        }
         if !r.needs_reauth.is_empty() {
             let _ = write!(
                 o,

@@ -31,6 +31,21 @@ pub enum ReportError {
     Store(#[from] StoreError),
 }
 
+/// What follows a window widened to whole hours in text and HTML (nothing after one that was
+/// not).
+/// What a report says when [`Report::filtered_from_kept_rows`].
+pub const FROM_KEPT_ROWS: &str = "under this filter, field statistics and their classes, latency, \
+     trend, mapping versions, cohort and quota spend come from the kept rows, a sample ([store] \
+     exchanges); the counts and parity are exact";
+
+pub fn widened_note(w: &Window) -> &'static str {
+    if w.widened {
+        " (widened to whole hours: exchanges there were counted without a row, [store] exchanges)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
     pub from: String,
@@ -334,6 +349,13 @@ pub struct Report {
     /// Mapping versions judged on recorded traffic (`rediff --record`) in the window: not live
     /// traffic, listed apart from the routes' own versions.
     pub rediffs: Vec<crate::store::RediffRow>,
+    /// Under an account or mapping-version filter, over a window where some exchanges kept no
+    /// row (`[store] exchanges`): the field statistics and their classes, latency, trend,
+    /// mapping versions, cohort and quota spend are read from the kept rows (a sample); the
+    /// outcome counts and parity are exact (noise-only and accepted-only too under an account
+    /// filter).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub filtered_from_kept_rows: bool,
     /// The exchanges each account's `fields` were counted over: the window's latest ones when it
     /// has more than [`ACCOUNT_FIELDS_OVER`] (`None`: the whole window).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -407,6 +429,8 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
     let exact = store.exact_window(f)?;
     let widened = exact.from != f.from || exact.to != f.to;
     let f = &exact;
+    let filtered_from_kept_rows =
+        (f.account.is_some() || f.mapping_version.is_some()) && !store.every_row_kept(f)?;
     let mut totals = Counts::default();
     let mut routes: BTreeMap<RouteKey, Counts> = BTreeMap::new();
     for c in store.outcome_counts(GroupBy::Route, f)? {
@@ -594,6 +618,7 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         rollout,
         rediffs: store.rediffs(f.from, f.to)?,
         account_fields_over,
+        filtered_from_kept_rows,
         gates: Vec::new(),
         triage: marks,
     })

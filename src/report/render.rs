@@ -13,12 +13,6 @@ const MD_FIELDS: usize = 5;
 /// A value shown inline when its JSON text is at most this long; longer ones as a unified diff.
 const INLINE_VALUE: usize = 60;
 
-/// What follows a window widened to whole hours (nothing after one that was not).
-const WIDENED: [&str; 2] = [
-    "",
-    " (widened to whole hours: exchanges there were counted without a row, [store] exchanges)",
-];
-
 pub fn json(r: &Report) -> String {
     serde_json::to_string_pretty(r).expect("a report serialises")
 }
@@ -71,10 +65,13 @@ pub fn markdown(r: &Report) -> String {
         "\n{} → {}{} · {} exchanges · {}\n",
         r.window.from,
         r.window.to,
-        WIDENED[usize::from(r.window.widened)],
+        super::widened_note(&r.window),
         t.exchanges,
         outcomes_line(t)
     );
+    if r.filtered_from_kept_rows {
+        let _ = writeln!(o, "Note: {}.\n", super::FROM_KEPT_ROWS);
+    }
     for v in &r.gates {
         let failing = v.failing_names();
         let _ = writeln!(
@@ -676,8 +673,15 @@ pub fn html(r: &Report) -> String {
         "<h1>shadowdiff parity report</h1><div class=\"muted\">{} → {}{}</div>",
         esc(&r.window.from),
         esc(&r.window.to),
-        WIDENED[usize::from(r.window.widened)]
+        super::widened_note(&r.window)
     );
+    if r.filtered_from_kept_rows {
+        let _ = write!(
+            o,
+            "<p class=\"muted\">Note: {}.</p>",
+            esc(super::FROM_KEPT_ROWS)
+        );
+    }
     let _ = write!(
         o,
         "<div class=\"cards\"><div class=\"card\">parity<b class=\"{}\">{}</b></div><div class=\"card\">compared<b>{}</b></div><div class=\"card\">matched<b>{}</b></div><div class=\"card\">exchanges<b>{}</b></div></div>",

@@ -40,6 +40,11 @@ impl Rows {
 /// answering with ever new field names costs rows, never the writer's memory).
 const MAX_KINDS: usize = 65_536;
 
+/// A route keeps at most this many times `rows_per_hour` rows an hour, then only its 2^k-th
+/// exchanges: a candidate answering with a new field name every time makes every exchange a
+/// new pattern, which would otherwise keep every row.
+const ROUTE_ROWS_PER_KIND: u64 = 50;
+
 /// The writer's decision, with the counts of the hour it is in.
 #[derive(Debug)]
 pub(super) struct Keeper {
@@ -49,6 +54,8 @@ pub(super) struct Keeper {
     hour: String,
     /// (route, outcome or field pattern, skip reason or difference kind) → exchanges this hour.
     seen: HashMap<(String, String, String), u64>,
+    /// route → (exchanges, rows kept) this hour.
+    routes: HashMap<String, (u64, u64)>,
 }
 
 impl Keeper {
@@ -58,6 +65,7 @@ impl Keeper {
             per_hour,
             hour: String::new(),
             seen: HashMap::new(),
+            routes: HashMap::new(),
         }
     }
 
@@ -73,9 +81,10 @@ impl Keeper {
                 if hour > self.hour.as_str() {
                     hour.clone_into(&mut self.hour);
                     self.seen.clear();
+                    self.routes.clear();
                 }
                 let route = r.meta.route.as_deref().unwrap_or("");
-                if r.outcome == Outcome::Diff {
+                let keep = if r.outcome == Outcome::Diff {
                     let mut keep = false;
                     for c in r.counts().iter() {
                         keep |= self.count(route, &c.field, c.kind);
@@ -89,7 +98,16 @@ impl Keeper {
                         _ => "",
                     };
                     self.count(route, r.outcome.as_str(), reason)
-                }
+                };
+                let cap = self.per_hour.saturating_mul(ROUTE_ROWS_PER_KIND);
+                let t = match self.routes.get_mut(route) {
+                    Some(t) => t,
+                    None => self.routes.entry(route.to_owned()).or_default(),
+                };
+                t.0 += 1;
+                let keep = keep && (t.1 < cap || t.0.is_power_of_two());
+                t.1 += u64::from(keep);
+                keep
             }
         }
     }
@@ -190,6 +208,21 @@ mod tests {
             body: None,
         });
         assert!(k.keep(&with_body, h));
+    }
+
+    #[test]
+    fn a_route_of_ever_new_patterns_keeps_a_bounded_number_of_rows() {
+        let mut k = Keeper::new(Rows::Sampled, 2);
+        let h = "2026-11-29T13";
+        let fields: Vec<String> = (0..10_000).map(|i| format!("/f{i}")).collect();
+        let kept = fields
+            .iter()
+            .filter(|f| k.keep(&record("r", Outcome::Diff, &[f.as_str()]), h))
+            .count();
+        // 2 x 50 rows, then the 2^k-th of the route's 10,000 exchanges past them (128 ... 8192).
+        assert_eq!(kept, 100 + 7);
+        // Another route is not held back by this one.
+        assert!(k.keep(&record("s", Outcome::Diff, &["/new"]), h));
     }
 
     #[test]

@@ -376,17 +376,19 @@ fn floor_hour(t: SystemTime) -> SystemTime {
 }
 
 impl Split {
-    /// The window's whole hours, when it has any.
-    pub(super) fn of(f: &Filter) -> Option<Self> {
+    /// The window cut at the hours: its whole hours (`hours`, maybe none), the part before
+    /// them (`head`, in the hour the window starts in) and the part after (`tail`, in the hour
+    /// it ends in). A window within one hour is all `head`.
+    pub(super) fn of(f: &Filter) -> Self {
         let start = floor_hour(f.from);
-        let from = if start == f.from {
-            start
-        } else {
-            start + Duration::from_secs(3600)
-        };
+        let from = if start == f.from { start } else { start + HOUR };
         let to = floor_hour(f.to);
-        if from >= to {
-            return None;
+        if from > to {
+            return Self {
+                head: Some(f.clone()),
+                hours: (start, start),
+                tail: None,
+            };
         }
         let part = |a: SystemTime, b: SystemTime| {
             (a < b).then(|| Filter {
@@ -395,20 +397,10 @@ impl Split {
                 ..f.clone()
             })
         };
-        Some(Self {
+        Self {
             head: part(f.from, from),
             hours: (from, to),
             tail: part(to, f.to),
-        })
-    }
-
-    /// A window within one hour, as its rows (`head`) beside no whole hour.
-    fn within(f: &Filter) -> Self {
-        let hour = floor_hour(f.from);
-        Self {
-            head: Some(f.clone()),
-            hours: (hour, hour),
-            tail: None,
         }
     }
 
@@ -553,9 +545,9 @@ fn split<E: Engine + ?Sized>(
     if f.from >= f.to || !e.rolled_up()? {
         return Ok(None);
     }
-    let s = Split::of(f)
-        .unwrap_or_else(|| Split::within(f))
-        .widened(e)?;
+    // A window with no whole hour that widens to none either is read from its rows (every
+    // exchange of its hours kept one).
+    let s = Split::of(f).widened(e)?;
     Ok((s.hours.0 < s.hours.1).then_some(s))
 }
 
@@ -1714,15 +1706,23 @@ mod tests {
             account: None,
             mapping_version: None,
         };
-        let s = Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T13:30:00Z")).unwrap();
+        let s = Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T13:30:00Z"));
         assert_eq!(
             s.hours,
             (at("2026-11-29T11:00:00Z"), at("2026-11-29T13:00:00Z"))
         );
         assert_eq!(s.head.unwrap().to, at("2026-11-29T11:00:00Z"));
         assert_eq!(s.tail.unwrap().from, at("2026-11-29T13:00:00Z"));
-        let s = Split::of(&f("2026-11-29T10:00:00Z", "2026-11-29T12:00:00Z")).unwrap();
+        let s = Split::of(&f("2026-11-29T10:00:00Z", "2026-11-29T12:00:00Z"));
         assert!(s.head.is_none() && s.tail.is_none());
-        assert!(Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T11:30:00Z")).is_none());
+        // Across one hour's start without a whole hour: a head and a tail, no hours.
+        let s = Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T11:30:00Z"));
+        assert_eq!(s.hours.0, s.hours.1);
+        assert_eq!(s.head.unwrap().to, at("2026-11-29T11:00:00Z"));
+        assert_eq!(s.tail.unwrap().from, at("2026-11-29T11:00:00Z"));
+        // Within one hour: all head.
+        let s = Split::of(&f("2026-11-29T10:15:00Z", "2026-11-29T10:30:00Z"));
+        assert!(s.tail.is_none() && s.hours.0 == s.hours.1);
+        assert_eq!(s.head.unwrap().from, at("2026-11-29T10:15:00Z"));
     }
 }
