@@ -244,6 +244,8 @@ pub struct Summary {
     pub written: u64,
     /// Not stored: the queue was full.
     pub dropped: u64,
+    /// Of `dropped`, those counted in the hourly roll-ups all the same (without a row).
+    pub counted: u64,
     /// Not stored: the store failed to write them.
     pub lost: u64,
     /// Exchanges still running when the drain timeout expired.
@@ -571,6 +573,7 @@ impl Server {
         let summary = Summary {
             written: stats.written(),
             dropped: stats.dropped(),
+            counted: stats.counted(),
             lost: stats.lost(),
             abandoned,
         };
@@ -583,6 +586,7 @@ impl Server {
         tracing::info!(
             written = summary.written,
             dropped = summary.dropped,
+            counted = summary.counted,
             failed = summary.lost,
             abandoned,
             "stopped"

@@ -1810,6 +1810,79 @@ fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
     }
 }
 
+/// A writer that falls behind (a queue of one) drops rows, not counts: what did not fit in the
+/// queue is added to the roll-ups with the next batch, so the report counts every exchange
+/// (outcomes, fields, noise-only signatures) on both engines.
+#[test]
+fn a_full_queue_drops_rows_not_counts_on_both_backends() {
+    use shadowdiff::record::{Outcome, SkipReason};
+    use shadowdiff::store::{Filter, GroupBy, Location, Store, WriterOptions};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let t0 = UNIX_EPOCH + Duration::from_secs(secs / 3600 * 3600);
+    for (name, db, _keep) in backends() {
+        let location = Location::parse(&db);
+        let store = Store::open_at(
+            &location,
+            WriterOptions {
+                queue: 1,
+                ..writes::opts()
+            },
+        )
+        .unwrap();
+        let h = store.handle();
+        const N: usize = 3000;
+        for i in 0..N {
+            let mut r = writes::record(
+                i + 1,
+                t0 - Duration::from_secs(7200) + Duration::from_secs(i as u64),
+            );
+            if i % 3 == 0 {
+                r.outcome = Outcome::Skipped(SkipReason::Overload);
+                r.reason = Some("overload".into());
+                r.diffs = Default::default();
+                r.diff_count = 0;
+            }
+            h.record(r);
+        }
+        h.flush_blocking();
+        let stats = store.close();
+        assert!(stats.dropped() > 0, "{name}: the queue of one never filled");
+        assert_eq!(stats.counted(), stats.dropped(), "{name}");
+        assert_eq!(stats.written() + stats.dropped(), N as u64, "{name}");
+        let reader = shadowdiff::store::open_reader_at(&location).unwrap();
+        let f = Filter {
+            from: t0 - Duration::from_secs(7200),
+            to: t0,
+            route: None,
+            account: None,
+            mapping_version: None,
+        };
+        let mut by_outcome = std::collections::BTreeMap::new();
+        for c in reader.outcome_counts(GroupBy::Route, &f).unwrap() {
+            *by_outcome.entry(c.outcome).or_insert(0u64) += c.n;
+        }
+        assert_eq!(
+            by_outcome.get("skipped"),
+            Some(&1000),
+            "{name}: {by_outcome:?}"
+        );
+        assert_eq!(
+            by_outcome.get("diff"),
+            Some(&2000),
+            "{name}: {by_outcome:?}"
+        );
+        let fields = reader.fields(&f).unwrap();
+        assert_eq!(fields.len(), 1, "{name}");
+        assert_eq!(
+            (fields[0].count, fields[0].exchanges),
+            (10_000, 2000),
+            "{name}"
+        );
+    }
+}
+
 /// Runs statements on either engine's store.
 fn execute(db: &str, sql: &str) {
     if db.starts_with("postgres://") {

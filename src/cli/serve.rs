@@ -45,8 +45,8 @@ pub(super) fn serve(
         );
         let summary = server.run(shutdown).await;
         errln!(
-            "shadowdiff: stopped ({} exchanges written, {} dropped (queue full), {} lost (store write failed), {} abandoned)",
-            summary.written, summary.dropped, summary.lost, summary.abandoned
+            "shadowdiff: stopped ({} exchanges written, {} dropped (queue full; {} of them counted without a row), {} lost (store write failed), {} abandoned)",
+            summary.written, summary.dropped, summary.counted, summary.lost, summary.abandoned
         );
         Ok::<_, anyhow::Error>(summary.lost)
     })?;

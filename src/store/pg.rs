@@ -144,6 +144,7 @@ impl PgSink {
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
+        extra: &super::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), postgres::Error> {
         self.ensure_partitions(batch)?;
@@ -180,15 +181,6 @@ impl PgSink {
         for (r, &number) in batch.iter().zip(&numbers) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);
-            let counts = r.counts();
-            if r.outcome == crate::record::Outcome::Diff {
-                rolled.add_signature(
-                    &at,
-                    m.route.as_deref(),
-                    m.account.as_deref(),
-                    counts.iter().map(|c| (c.field.as_str(), c.kind)),
-                );
-            }
             let route = aggregate_key(m.route.as_deref());
             let hour = format!("{}:00:00Z", crate::record::hour(m.started_at));
             for f in r.present.iter() {
@@ -196,11 +188,8 @@ impl PgSink {
                     .entry((route, f.as_str(), hour.clone()))
                     .or_default() += 1;
             }
-            rolled.add(&super::rollup::Facts::of(r, number, &at));
+            rolled.add_record(r, number, &at);
             if number == 0 {
-                for c in counts.iter() {
-                    rolled.add_field(0, &at, m.route.as_deref(), &c.field, c.kind, c.n);
-                }
                 continue;
             }
             let id = number.to_string();
@@ -224,8 +213,7 @@ impl PgSink {
                 m.serving.fallback.map(|f| f.as_str()),
                 m.serving.phase.as_deref(),
             ]);
-            for c in counts.iter() {
-                rolled.add_field(number, &at, m.route.as_deref(), &c.field, c.kind, c.n);
+            for c in r.counts().iter() {
                 fields.row(&[
                     Some(&id),
                     Some(&at),
@@ -309,6 +297,7 @@ impl PgSink {
                 tx.execute(&stmt, &[&pg_text(route), &pg_text(field), &hour, &n])?;
             }
         }
+        rolled.merge(extra);
         super::rollup::pg_save(&mut tx, &rolled)?;
         super::ids::pg_save(&mut tx, batch, &|k| opts.max_pairs(k))?;
         let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
@@ -362,10 +351,12 @@ impl Sink for PgSink {
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
+        extra: &super::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
         self.client()?;
-        self.write(batch, kept, opts).map_err(|e| self.fail(&e))
+        self.write(batch, kept, extra, opts)
+            .map_err(|e| self.fail(&e))
     }
 
     fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {

@@ -308,6 +308,94 @@ impl Deltas {
         self.covered = self.covered.max(x.id);
     }
 
+    /// Adds a record: its facts, its differences per (field pattern, kind) and (a `diff`) its
+    /// signature. `id` 0: it keeps no row.
+    pub(super) fn add_record(&mut self, r: &Record, id: i64, started_at: &str) {
+        let m = &r.meta;
+        let counts = r.counts();
+        if r.outcome == Outcome::Diff {
+            self.add_signature(
+                started_at,
+                m.route.as_deref(),
+                m.account.as_deref(),
+                counts.iter().map(|c| (c.field.as_str(), c.kind)),
+            );
+        }
+        self.add(&Facts::of(r, id, started_at));
+        for c in counts.iter() {
+            self.add_field(id, started_at, m.route.as_deref(), &c.field, c.kind, c.n);
+        }
+    }
+
+    /// Adds deltas kept apart (exchanges counted without a row when the writer's queue was
+    /// full), their keys made this engine's.
+    pub(super) fn merge(&mut self, o: &Deltas) {
+        let k = |s: &String| (self.clean)(s).into_owned();
+        for ((h, route, outcome, v, by, fb, skip), a) in &o.outcomes {
+            let key = (h.clone(), k(route), k(outcome), k(v), k(by), k(fb), k(skip));
+            match self.outcomes.get_mut(&key) {
+                Some(x) => {
+                    x.n += a.n;
+                    x.shadow_calls += a.shadow_calls;
+                    if a.first_at < x.first_at {
+                        x.first_at.clone_from(&a.first_at);
+                    }
+                    if a.last_at > x.last_at {
+                        x.last_at.clone_from(&a.last_at);
+                    }
+                }
+                None => {
+                    self.outcomes.insert(key, a.clone());
+                }
+            }
+        }
+        for ((h, route, account, outcome, v), n) in &o.accounts {
+            let key = (h.clone(), k(route), k(account), k(outcome), k(v));
+            *self.accounts.entry(key).or_default() += n;
+        }
+        for ((h, route, field, kind), (diffs, exchanges, first)) in &o.fields {
+            let e = self
+                .fields
+                .entry((h.clone(), k(route), k(field), k(kind)))
+                .or_insert((0, 0, NO_ROW));
+            e.0 += diffs;
+            e.1 += exchanges;
+            e.2 = e.2.min(*first);
+        }
+        for ((h, route, side, b), n) in &o.latency {
+            *self
+                .latency
+                .entry((h.clone(), k(route), side, *b))
+                .or_default() += n;
+        }
+        for ((h, route, account, sig), n) in &o.signatures {
+            // The pairs made this engine's, then signed again (a NUL is escaped in the text).
+            let sig = match signature_pairs(sig) {
+                Some(pairs) => {
+                    let pairs: Vec<(String, String)> =
+                        pairs.iter().map(|(f, kind)| (k(f), k(kind))).collect();
+                    signature(pairs.iter().map(|(f, kind)| (f.as_str(), kind.as_str())))
+                }
+                None => sig.clone(),
+            };
+            let key = (h.clone(), k(route), k(account), sig);
+            *self.signatures.entry(key).or_default() += n;
+        }
+        for (h, n) in &o.unkept {
+            *self.unkept.entry(h.clone()).or_default() += n;
+        }
+    }
+
+    /// The keys held: what bounds the memory of deltas kept apart.
+    pub(super) fn keys(&self) -> usize {
+        self.outcomes.len()
+            + self.accounts.len()
+            + self.fields.len()
+            + self.latency.len()
+            + self.signatures.len()
+            + self.unkept.len()
+    }
+
     /// Adds a `diff` exchange's signature: its differing (field pattern, kind) pairs, each once.
     pub(super) fn add_signature<'p>(
         &mut self,

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{prune::prune, schema::open_for_writing, StoreError};
 pub use crate::record::MAX_DIFF_ROWS;
-use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Outcome, Record};
+use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Record};
 
 /// Exchanges written per transaction at most. Not configurable: it bounds how long one commit
 /// holds the write lock against readers such as `report`.
@@ -55,7 +55,16 @@ pub struct StoreStats {
     /// When (seconds since the epoch) a full queue was last logged: at most once per
     /// [`DROP_LOG_EVERY`], with the count so far.
     drop_logged_at: AtomicU64,
+    /// What the exchanges the full queue dropped add to the roll-ups, until the writer adds it
+    /// with its next batch: a dropped exchange loses its row, not its count.
+    tally: Mutex<super::rollup::Deltas>,
+    /// Dropped exchanges counted in the roll-ups all the same.
+    counted: AtomicU64,
 }
+
+/// The keys the dropped exchanges' roll-ups may hold while the writer is behind; past it a
+/// dropped exchange is not counted either (the memory stays bounded however long it lags).
+const TALLY_KEYS: usize = 100_000;
 
 /// How often a full queue is logged (every drop is counted in `/metrics`).
 const DROP_LOG_EVERY: u64 = 10;
@@ -69,6 +78,17 @@ impl StoreStats {
     /// Exchanges not stored because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Of [`dropped`](Self::dropped), those counted in the roll-ups all the same (no row).
+    pub fn counted(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, super::rollup::Deltas> {
+        self.tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Exchanges lost because the store failed to write them.
@@ -123,7 +143,14 @@ impl StoreHandle {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(e) => {
+                if let TrySendError::Full(Msg::Record(r, _)) = e {
+                    let mut tally = self.stats.tally();
+                    if tally.keys() < TALLY_KEYS {
+                        tally.add_record(&r, 0, &rfc3339(r.meta.started_at));
+                        self.stats.counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 crate::telemetry::dropped("store_queue_full");
                 let now = std::time::SystemTime::now()
@@ -321,11 +348,13 @@ pub(super) struct WriteError {
 /// What the writer thread writes to: one engine's connection.
 pub(super) trait Sink: Send {
     /// Writes a batch of exchanges in one transaction: every one into the roll-ups, and a row
-    /// for those `kept` says (one flag per exchange).
+    /// for those `kept` says (one flag per exchange); `extra` (the dropped exchanges' counts)
+    /// into the roll-ups too.
     fn write_batch(
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
+        extra: &super::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), WriteError>;
     /// Adds noise samples to their counters.
@@ -349,9 +378,10 @@ impl Sink for Connection {
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
+        extra: &super::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
-        write_batch(self, batch, kept, opts).map_err(|e| local(&e))
+        write_batch(self, batch, kept, extra, opts).map_err(|e| local(&e))
     }
 
     fn write_noise(&mut self, samples: &[NoiseSample]) -> Result<(), WriteError> {
@@ -433,7 +463,9 @@ fn writer(
                 }
             };
         }
-        if !batch.is_empty() {
+        // What the full queue dropped meanwhile goes into the roll-ups with this batch.
+        let extra = std::mem::take(&mut *stats.tally());
+        if !batch.is_empty() || extra.keys() > 0 {
             let n = batch.len() as u64;
             let depth = stats
                 .queued
@@ -447,7 +479,7 @@ fn writer(
                     .map(|r| keeper.keep(r, &crate::record::hour(r.meta.started_at))),
             );
             let t0 = Instant::now();
-            let res = write_retrying(&mut *sink, &batch, &kept, opts, stats, path);
+            let res = write_retrying(&mut *sink, &batch, &kept, &extra, opts, stats, path);
             crate::telemetry::store_write(t0.elapsed().as_secs_f64());
             match res {
                 Ok(()) => {
@@ -490,13 +522,14 @@ fn write_retrying(
     sink: &mut dyn Sink,
     batch: &[Box<Record>],
     kept: &[bool],
+    extra: &super::rollup::Deltas,
     opts: &WriterOptions,
     stats: &StoreStats,
     path: &str,
 ) -> Result<(), WriteError> {
     let mut pause = Duration::from_millis(100);
     loop {
-        match sink.write_batch(batch, kept, opts) {
+        match sink.write_batch(batch, kept, extra, opts) {
             Err(e) if e.unreachable && !stats.closing.load(Ordering::Relaxed) => {
                 stats.unreachable.store(true, Ordering::Relaxed);
                 if stats.set_failure(Some(e.message.clone())).is_none() {
@@ -515,6 +548,7 @@ fn write_batch(
     conn: &mut Connection,
     batch: &[Box<Record>],
     kept: &[bool],
+    extra: &super::rollup::Deltas,
     opts: &WriterOptions,
 ) -> rusqlite::Result<()> {
     let max_len = opts.max_value_len;
@@ -545,20 +579,8 @@ fn write_batch(
             let m = &r.meta;
             let started_at = rfc3339(m.started_at);
             hours.push(hour(m.started_at));
-            let counts = r.counts();
-            if r.outcome == Outcome::Diff {
-                rolled.add_signature(
-                    &started_at,
-                    m.route.as_deref(),
-                    m.account.as_deref(),
-                    counts.iter().map(|c| (c.field.as_str(), c.kind)),
-                );
-            }
             if !keep {
-                rolled.add(&super::rollup::Facts::of(r, 0, &started_at));
-                for c in counts.iter() {
-                    rolled.add_field(0, &started_at, m.route.as_deref(), &c.field, c.kind, c.n);
-                }
+                rolled.add_record(r, 0, &started_at);
                 continue;
             }
             ex.execute(params![
@@ -581,10 +603,9 @@ fn write_batch(
                 m.serving.phase.as_deref(),
             ])?;
             let id = tx.last_insert_rowid();
-            rolled.add(&super::rollup::Facts::of(r, id, &started_at));
-            for c in counts.iter() {
+            rolled.add_record(r, id, &started_at);
+            for c in r.counts().iter() {
                 df_sum.execute(params![id, &started_at, m.route, c.field, c.kind, c.n])?;
-                rolled.add_field(id, &started_at, m.route.as_deref(), &c.field, c.kind, c.n);
             }
             let rows = examples(&r.diffs, opts.examples_per_field);
             for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
@@ -649,6 +670,7 @@ fn write_batch(
         for ((route, field, hour), n) in presence {
             pr.execute(params![route, field, hour, n])?;
         }
+        rolled.merge(extra);
         super::rollup::sqlite_save(&tx, &rolled)?;
     }
     super::ids::sqlite_save(&tx, batch, &|k| opts.max_pairs(k))?;
