@@ -1349,6 +1349,20 @@ fn roll_ups_answer_every_report_query_as_the_rows_do_on_both_backends() {
             }
             h.record(r);
         }
+        // Noise learned at the records' field (both spellings of it): noise-only counts are then
+        // not empty, from the rows and from the signatures alike.
+        for route in [Some("people"), Some("teams"), None] {
+            for _ in 0..3 {
+                h.noise(shadowdiff::record::NoiseSample {
+                    route: shadowdiff::record::RouteKey::from_route(route),
+                    at: now - min * 600,
+                    fields: vec![
+                        "/people/*/na\tme\\\n\u{0}é".into(),
+                        "/people/*/na\tme\\\n\u{FFFD}é".into(),
+                    ],
+                });
+            }
+        }
         h.flush_blocking();
         assert_eq!(store.close().written(), 400, "{name}");
 
@@ -1401,6 +1415,11 @@ fn roll_ups_answer_every_report_query_as_the_rows_do_on_both_backends() {
                 .collect()
         };
         let rolled = answers(&*reader);
+        let noise_only = shadowdiff::report::build(&*reader, &window)
+            .unwrap()
+            .totals
+            .noise_only;
+        assert!(noise_only > 0, "{name}: no noise-only exchange to compare");
         // The histograms against the exact values of the whole window.
         for side in [Side::Legacy, Side::Candidate] {
             let hist = reader.latency_histogram(&window, side).unwrap().unwrap();
