@@ -47,8 +47,8 @@ pub(super) fn migrate(config: &Path, explicit: bool, db: Option<&str>) -> anyhow
             outln!(
                 "{location}: some rows (written by another program) are not in the hourly \
                  roll-ups, which cannot be rebuilt from the rows: they also count exchanges that \
-                 kept no row ([store] exchanges). Reports read the rows: slower, and counting the \
-                 kept rows only"
+                 kept no row ([store] exchanges). Reports count from the roll-ups, without those \
+                 rows"
             );
             // The schema is current, but the reports are not what they should be: a deploy
             // step must not pass over it.

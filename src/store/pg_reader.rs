@@ -576,7 +576,7 @@ impl PgReader {
 
 impl rollup::Engine for PgReader {
     fn rolled_up(&self) -> Result<bool, StoreError> {
-        let rows = self.query(rollup::ROLLED_UP_SQL, &Vec::new())?;
+        let rows = self.query(rollup::READ_ROLLUPS_SQL, &Vec::new())?;
         Ok(rows.first().is_some_and(|r| r.get(0)))
     }
 

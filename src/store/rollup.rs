@@ -538,7 +538,7 @@ impl Split {
 /// What an engine answers, from its rows (any window) and from its roll-ups (whole hours; the
 /// filter's own window is ignored there).
 pub(super) trait Engine {
-    /// Whether the roll-ups cover every exchange row.
+    /// Whether reads take the roll-ups ([`READ_ROLLUPS_SQL`]).
     fn rolled_up(&self) -> Result<bool, StoreError>;
 
     /// Whether the hours from the one `from` falls in to the one before `to` have exchanges
@@ -1668,6 +1668,14 @@ pub(super) const ROLLED_UP_SQL: &str =
     "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
             >= coalesce((SELECT max(id) FROM exchanges), 0)";
 
+/// Whether reads take the roll-ups: when they cover every row, and also when they count
+/// exchanges that kept no row (then the rows are a sample, and rows another program wrote,
+/// left out of the roll-ups, cost less than reading the sample as if it were everything).
+pub(super) const READ_ROLLUPS_SQL: &str =
+    "SELECT coalesce((SELECT covered FROM rollup_state WHERE id = 1), 0)
+            >= coalesce((SELECT max(id) FROM exchanges), 0)
+         OR EXISTS(SELECT 1 FROM rollup_unkept WHERE n > 0)";
+
 /// The roll-ups built again from the rows, when they do not cover them all (rows another
 /// program wrote); `shadowdiff migrate` calls it. Returns whether it rebuilt.
 pub(super) fn sqlite_rebuild(conn: &rusqlite::Connection) -> rusqlite::Result<Rebuild> {
@@ -1695,7 +1703,8 @@ pub enum Rebuild {
     /// They did not (rows another program wrote) and were built again from the rows.
     Rebuilt,
     /// They did not, and could not be built again: they count exchanges that kept no row
-    /// (`[store] exchanges`), which a rebuild from the rows would lose. Reports read the rows.
+    /// (`[store] exchanges`), which a rebuild from the rows would lose. Reports still read the
+    /// roll-ups, without the rows another program wrote.
     Refused,
 }
 

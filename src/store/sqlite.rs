@@ -632,7 +632,7 @@ fn n(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 
 impl rollup::Engine for Connection {
     fn rolled_up(&self) -> Result<bool, StoreError> {
-        Ok(self.query_row(rollup::ROLLED_UP_SQL, [], |r| r.get(0))?)
+        Ok(self.query_row(rollup::READ_ROLLUPS_SQL, [], |r| r.get(0))?)
     }
 
     fn unkept(&self, from: SystemTime, to: SystemTime) -> Result<bool, StoreError> {
