@@ -1711,6 +1711,11 @@ fn sampled_rows_keep_examples_and_every_count_on_both_backends() {
             );
             let report = shadowdiff::report::build(sampled, asked).unwrap();
             assert_eq!(report.window.widened, i > 0, "{name}: case {i}");
+            // The trend counts every compared exchange too (buckets of an hour at least).
+            for rt in &report.routes {
+                let trend: u64 = rt.trend.iter().map(|d| d.compared).sum();
+                assert_eq!(trend, rt.counts.compared, "{name}: case {i}: {}", rt.route);
+            }
             let answers = |r: &dyn Reader, f: &Filter| -> String {
                 let mut out = Vec::new();
                 for by in [GroupBy::Route, GroupBy::Account] {

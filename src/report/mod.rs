@@ -429,8 +429,9 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
     let exact = store.exact_window(f)?;
     let widened = exact.from != f.from || exact.to != f.to;
     let f = &exact;
+    let every_row_kept = store.every_row_kept(f)?;
     let filtered_from_kept_rows =
-        (f.account.is_some() || f.mapping_version.is_some()) && !store.every_row_kept(f)?;
+        (f.account.is_some() || f.mapping_version.is_some()) && !every_row_kept;
     let mut totals = Counts::default();
     let mut routes: BTreeMap<RouteKey, Counts> = BTreeMap::new();
     for c in store.outcome_counts(GroupBy::Route, f)? {
@@ -495,7 +496,13 @@ pub fn build_with(store: &dyn Reader, f: &Filter, opts: &Options) -> Result<Repo
         } else {
             None
         };
-        let bucket = trend_bucket(f);
+        // Buckets under an hour are counted from rows: over a sample of rows, hours (from the
+        // roll-ups) instead.
+        let bucket = if every_row_kept {
+            trend_bucket(f)
+        } else {
+            trend_bucket(f).max(3_600)
+        };
         let (fields, noise, mapping_versions, trend) = if opts.details {
             let classes = RouteClasses::load(
                 store,

@@ -9,8 +9,8 @@
 //!   and outcome (and a skip's reason); a `diff` exchange is kept while any of its (field
 //!   pattern, kind) is within its own first ones, so every difference pattern keeps examples.
 //!
-//! An exchange whose bodies were kept (the body sample) always keeps its row: its bodies hang
-//! off it.
+//! An exchange whose bodies were kept (the body sample) keeps its row (its bodies hang off it),
+//! within a route's hourly cap under `sampled`: past it, a row and its bodies are not written.
 
 use std::collections::HashMap;
 
@@ -71,12 +71,10 @@ impl Keeper {
 
     /// Whether `r`, started in `hour`, keeps its row.
     pub(super) fn keep(&mut self, r: &Record, hour: &str) -> bool {
-        if !r.bodies.is_empty() {
-            return true;
-        }
+        let bodies = !r.bodies.is_empty();
         match self.rows {
             Rows::All => true,
-            Rows::Differing => !matches!(r.outcome, Outcome::Match | Outcome::Skipped(_)),
+            Rows::Differing => bodies || !matches!(r.outcome, Outcome::Match | Outcome::Skipped(_)),
             Rows::Sampled => {
                 if hour > self.hour.as_str() {
                     hour.clone_into(&mut self.hour);
@@ -99,6 +97,9 @@ impl Keeper {
                     };
                     self.count(route, r.outcome.as_str(), reason)
                 };
+                // Kept bodies keep their row, within the route's cap too (each new pattern has
+                // bodies kept by example: they would otherwise make every exchange a row).
+                let keep = keep || bodies;
                 let cap = self.per_hour.saturating_mul(ROUTE_ROWS_PER_KIND);
                 let t = match self.routes.get_mut(route) {
                     Some(t) => t,
@@ -223,6 +224,16 @@ mod tests {
         assert_eq!(kept, 100 + 7);
         // Another route is not held back by this one.
         assert!(k.keep(&record("s", Outcome::Diff, &["/new"]), h));
+        // Past the cap, kept bodies do not keep a row either (each new pattern has bodies kept
+        // by example).
+        let mut with_body = record("r", Outcome::Diff, &["/again-new"]);
+        with_body.bodies.push(StoredBody {
+            side: "legacy",
+            status: Some(200),
+            headers: serde_json::json!({}),
+            body: None,
+        });
+        assert!(!k.keep(&with_body, h));
     }
 
     #[test]
