@@ -541,6 +541,21 @@ fn the_demo_runs_end_to_end_and_writes_its_reports() {
         let r: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(r["totals"]["exchanges"], 60, "{args:?}: {}", r["window"]);
     }
+    // A window that ends before it starts is a usage error, not an empty report.
+    let (code, text, err) = run(
+        &[
+            "report",
+            "--db",
+            "out/demo/demo.db",
+            "--from",
+            "2026-01-02",
+            "--to",
+            "2026-01-01",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(err.contains("--from must be before --to"), "{err}");
     // The rollout: a promotion refused, a canary drill, a rollback (by the guard, or by hand on
     // 60 requests: too few for the guard's minimum sample).
     assert!(

@@ -717,7 +717,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 account,
                 mapping_version,
             };
-            report_cmd(&config, explicit, &filter, format, out, db)
+            if window.0 > window.1 {
+                Err(UsageError(format!(
+                    "report: the window starts ({}) after it ends ({}): --from must be before --to",
+                    rfc3339(window.0),
+                    rfc3339(window.1)
+                ))
+                .into())
+            } else {
+                report_cmd(&config, explicit, &filter, format, out, db)
+            }
         }
         Command::Gate {
             phase,
