@@ -57,14 +57,16 @@ pub struct StoreStats {
     drop_logged_at: AtomicU64,
     /// What the exchanges the full queue dropped add to the roll-ups, until the writer adds it
     /// with its next batch: a dropped exchange loses its row, not its count.
-    tally: Mutex<super::rollup::Deltas>,
+    /// With what they may hold, in bytes (an estimate from above).
+    tally: Mutex<(super::rollup::Deltas, usize)>,
     /// Dropped exchanges counted in the roll-ups all the same.
     counted: AtomicU64,
 }
 
-/// The keys the dropped exchanges' roll-ups may hold while the writer is behind; past it a
-/// dropped exchange is not counted either (the memory stays bounded however long it lags).
-const TALLY_KEYS: usize = 100_000;
+/// The bytes the dropped exchanges' roll-ups may hold while the writer is behind (estimated per
+/// exchange from above: a hostile candidate's long field patterns weigh what they cost); past
+/// it a dropped exchange is not counted either, so memory stays bounded however long it lags.
+const TALLY_BYTES: usize = 64 << 20;
 
 /// How often a full queue is logged (every drop is counted in `/metrics`).
 const DROP_LOG_EVERY: u64 = 10;
@@ -83,12 +85,6 @@ impl StoreStats {
     /// Of [`dropped`](Self::dropped), those counted in the roll-ups all the same (no row).
     pub fn counted(&self) -> u64 {
         self.counted.load(Ordering::Relaxed)
-    }
-
-    fn tally(&self) -> std::sync::MutexGuard<'_, super::rollup::Deltas> {
-        self.tally
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Exchanges lost because the store failed to write them.
@@ -145,11 +141,7 @@ impl StoreHandle {
             }
             Err(e) => {
                 if let TrySendError::Full(Msg::Record(r, _)) = e {
-                    let mut tally = self.stats.tally();
-                    if tally.keys() < TALLY_KEYS {
-                        tally.add_record(&r, 0, &rfc3339(r.meta.started_at));
-                        self.stats.counted.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.tally(&r);
                 }
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 crate::telemetry::dropped("store_queue_full");
@@ -171,6 +163,29 @@ impl StoreHandle {
                 }
             }
         }
+    }
+
+    /// Adds a record the full queue dropped to the roll-ups kept aside, within
+    /// [`TALLY_BYTES`]. This may run on a caller's task: the lock is held for one record's
+    /// few map entries (or the writer's swap of the whole tally), never for I/O.
+    fn tally(&self, r: &Record) {
+        let mut tally = self
+            .stats
+            .tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What the record can add: fixed keys, and each pattern in a field key and a signature.
+        let cost = 512
+            + r.counts()
+                .iter()
+                .map(|c| 2 * c.field.len() + 64)
+                .sum::<usize>();
+        if tally.1 + cost > TALLY_BYTES {
+            return;
+        }
+        tally.1 += cost;
+        tally.0.add_record(r, 0, &rfc3339(r.meta.started_at));
+        self.stats.counted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a noise sample; dropped (and counted) when the queue is full.
@@ -464,7 +479,12 @@ fn writer(
             };
         }
         // What the full queue dropped meanwhile goes into the roll-ups with this batch.
-        let extra = std::mem::take(&mut *stats.tally());
+        let (extra, _) = std::mem::take(
+            &mut *stats
+                .tally
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         if !batch.is_empty() || extra.keys() > 0 {
             let n = batch.len() as u64;
             let depth = stats
