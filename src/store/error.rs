@@ -22,7 +22,7 @@ pub enum StoreError {
     #[error("{0}")]
     Query(String),
     /// A PostgreSQL URL where this version only takes a SQLite file.
-    #[error("store {url}: {}", super::POSTGRES_NOT_A_FILE)]
+    #[error("store {url}: {}", POSTGRES_NOT_A_FILE)]
     NotServed { url: String },
     /// A PostgreSQL setting that cannot work (bad `sslmode`, unreadable CA file, ...).
     #[error("store {url}: {message}")]
@@ -43,3 +43,7 @@ impl StoreError {
         )
     }
 }
+
+/// Why a PostgreSQL URL is refused where a SQLite file is expected.
+const POSTGRES_NOT_A_FILE: &str = "a PostgreSQL URL is not a file: set it as [store] url, \
+     or give it to --db";

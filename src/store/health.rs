@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::record::{rfc3339, Outcome, Record};
@@ -42,7 +41,7 @@ pub struct HealthChange {
 }
 
 /// What one exchange says about its account's credentials.
-enum Signal {
+pub(super) enum Signal {
     AuthError(Option<String>),
     Success,
 }
@@ -58,7 +57,7 @@ fn signal(r: &Record) -> Option<(&str, Signal)> {
 }
 
 /// The batch's signals per account, in order.
-fn signals(batch: &[Box<Record>]) -> BTreeMap<&str, Vec<(String, Signal)>> {
+pub(super) fn signals(batch: &[Box<Record>]) -> BTreeMap<&str, Vec<(String, Signal)>> {
     let mut out: BTreeMap<&str, Vec<(String, Signal)>> = BTreeMap::new();
     for r in batch {
         if let Some((account, s)) = signal(r) {
@@ -84,7 +83,7 @@ fn enter(r: &mut AccountHealth, to: &str, at: String, changes: &mut Vec<HealthCh
 
 /// Applies an account's signals to its row (`None`: no row yet); the row to write (`None`:
 /// nothing to write) and the changes of state.
-fn apply(
+pub(super) fn apply(
     account: &str,
     mut row: Option<AccountHealth>,
     signals: Vec<(String, Signal)>,
@@ -122,155 +121,6 @@ fn apply(
         }
     }
     (row.filter(|_| dirty), changes)
-}
-
-/// Updates the health of the batch's accounts (SQLite, inside the batch's transaction).
-pub(super) fn sqlite_update(
-    tx: &rusqlite::Transaction<'_>,
-    batch: &[Box<Record>],
-    reauth_after: u64,
-) -> rusqlite::Result<Vec<HealthChange>> {
-    let mut changes = Vec::new();
-    for (account, signals) in signals(batch) {
-        let row = tx
-            .prepare_cached(
-                "SELECT account, state, since, consecutive, last_error FROM account_health WHERE account = ?1",
-            )?
-            .query_row([account], sqlite_row)
-            .optional()?;
-        let (row, mut c) = apply(account, row, signals, reauth_after);
-        if let Some(r) = row {
-            tx.prepare_cached(
-                "INSERT INTO account_health(account, state, since, consecutive, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(account) DO UPDATE SET state = excluded.state, since = excluded.since,
-                   consecutive = excluded.consecutive, last_error = excluded.last_error,
-                   updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                r.account,
-                r.state,
-                r.since,
-                r.consecutive as i64,
-                r.last_error,
-                rfc3339(std::time::SystemTime::now())
-            ])?;
-        }
-        changes.append(&mut c);
-    }
-    Ok(changes)
-}
-
-fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountHealth> {
-    Ok(AccountHealth {
-        account: r.get(0)?,
-        state: r.get(1)?,
-        since: r.get(2)?,
-        consecutive: r.get::<_, i64>(3)?.max(0) as u64,
-        last_error: r.get(4)?,
-    })
-}
-
-/// [`sqlite_update`] for PostgreSQL: each account's row is locked while it is read and written
-/// (instances of a fleet update the same counts), accounts in one order (no deadlock).
-pub(super) fn pg_update(
-    tx: &mut postgres::Transaction<'_>,
-    batch: &[Box<Record>],
-    reauth_after: u64,
-) -> Result<Vec<HealthChange>, postgres::Error> {
-    let mut changes = Vec::new();
-    for (account, signals) in signals(batch) {
-        let row = tx
-            .query_opt(
-                &format!(
-                    "SELECT account, state, {}, consecutive, last_error FROM account_health
-                     WHERE account = $1 FOR UPDATE",
-                    ts("since")
-                ),
-                &[&account],
-            )?
-            .map(|r| AccountHealth {
-                account: r.get(0),
-                state: r.get(1),
-                since: r.get(2),
-                consecutive: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
-                last_error: r.get(4),
-            });
-        let (row, mut c) = apply(account, row, signals, reauth_after);
-        if let Some(r) = row {
-            tx.execute(
-                "INSERT INTO account_health(account, state, since, consecutive, last_error, updated_at)
-                 VALUES ($1, $2, $3::text::timestamptz, $4, $5, now())
-                 ON CONFLICT (account) DO UPDATE SET state = excluded.state, since = excluded.since,
-                   consecutive = excluded.consecutive, last_error = excluded.last_error,
-                   updated_at = excluded.updated_at",
-                &[
-                    &r.account,
-                    &r.state,
-                    &r.since,
-                    &i64::try_from(r.consecutive).unwrap_or(i64::MAX),
-                    &r.last_error,
-                ],
-            )?;
-        }
-        changes.append(&mut c);
-    }
-    Ok(changes)
-}
-
-fn ts(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
-}
-
-/// (ok, needs_reauth) accounts.
-pub(super) fn sqlite_counts(c: &rusqlite::Connection) -> rusqlite::Result<(u64, u64)> {
-    c.query_row(
-        "SELECT coalesce(sum(state = 'ok'), 0), coalesce(sum(state = 'needs_reauth'), 0) FROM account_health",
-        [],
-        |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
-    )
-}
-
-/// [`sqlite_counts`] for PostgreSQL.
-pub(super) fn pg_counts(c: &mut postgres::Client) -> Result<(u64, u64), postgres::Error> {
-    let r = c.query_one(
-        "SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state = 'needs_reauth')
-         FROM account_health",
-        &[],
-    )?;
-    let n = |i| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
-    Ok((n(0), n(1)))
-}
-
-/// Every account's row, accounts needing re-auth first.
-pub(super) fn sqlite_all(c: &rusqlite::Connection) -> rusqlite::Result<Vec<AccountHealth>> {
-    c.prepare_cached(
-        "SELECT account, state, since, consecutive, last_error FROM account_health
-         ORDER BY state = 'ok', account LIMIT 10000",
-    )?
-    .query_map([], sqlite_row)?
-    .collect()
-}
-
-/// [`sqlite_all`] for PostgreSQL.
-pub(super) fn pg_all(c: &mut postgres::Client) -> Result<Vec<AccountHealth>, postgres::Error> {
-    Ok(c.query(
-        &format!(
-            "SELECT account, state, {}, consecutive, last_error FROM account_health
-             ORDER BY state = 'ok', account LIMIT 10000",
-            ts("since")
-        ),
-        &[],
-    )?
-    .iter()
-    .map(|r| AccountHealth {
-        account: r.get(0),
-        state: r.get(1),
-        since: r.get(2),
-        consecutive: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
-        last_error: r.get(4),
-    })
-    .collect())
 }
 
 #[cfg(test)]

@@ -20,6 +20,17 @@ pub struct PgUrl {
     ca_file: Option<PathBuf>,
 }
 
+impl Location {
+    /// The PostgreSQL URL a path given for a SQLite file really is (it would otherwise become a
+    /// file named after the URL).
+    pub(super) fn url_in(path: &std::path::Path) -> Option<PgUrl> {
+        match Self::parse(&path.to_string_lossy()) {
+            Self::Postgres(url) => Some(url),
+            Self::Sqlite(_) => None,
+        }
+    }
+}
+
 impl PgUrl {
     /// The URL as given, password included: only for connecting.
     pub fn secret(&self) -> &str {

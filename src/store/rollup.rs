@@ -167,7 +167,7 @@ pub(super) fn signature<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>)
 }
 
 /// A signature's key in its table.
-fn signature_hash(s: &str) -> i64 {
+pub(super) fn signature_hash(s: &str) -> i64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes()) as i64
 }
 
@@ -185,7 +185,7 @@ const REASON_KEY: usize = 64;
 pub(super) struct Deltas {
     /// The engine's form of a text (PostgreSQL's has no NUL): applied to every key, so two
     /// keys that the engine would store alike are one key here.
-    clean: fn(&str) -> std::borrow::Cow<'_, str>,
+    pub(super) clean: fn(&str) -> std::borrow::Cow<'_, str>,
     pub outcomes: BTreeMap<OutcomeKey, OutcomeAgg>,
     /// (hour, route, account, outcome, mapping version) → exchanges.
     pub accounts: BTreeMap<(String, String, String, String, String), i64>,
@@ -1171,7 +1171,7 @@ pub(super) fn spend_sql<P>(
              WHERE {cond} AND r.outcome = '{}' AND r.skip_reason IN ({})
              GROUP BY r.skip_reason",
             Outcome::SKIPPED,
-            super::sqlite::HELD_BACK
+            super::sql::HELD_BACK
         ),
         params,
     )
@@ -1221,402 +1221,10 @@ pub(super) fn unkey(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// Adds a batch's deltas to the SQLite roll-ups (in the writer's transaction).
-pub(super) fn sqlite_save(conn: &rusqlite::Connection, d: &Deltas) -> rusqlite::Result<()> {
-    use rusqlite::params;
-    let mut q = conn.prepare_cached(
-        "INSERT INTO rollup_outcomes(hour, route, outcome, mapping_version, served_by, fallback,
-             skip_reason, n, shadow_calls, first_at, last_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT(route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
-         DO UPDATE SET n = n + excluded.n, shadow_calls = shadow_calls + excluded.shadow_calls,
-             first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)",
-    )?;
-    for ((hour, route, outcome, version, served_by, fallback, skip), a) in &d.outcomes {
-        q.execute(params![
-            hour,
-            route,
-            outcome,
-            version,
-            served_by,
-            fallback,
-            skip,
-            a.n,
-            a.shadow_calls,
-            a.first_at,
-            a.last_at
-        ])?;
-    }
-    let mut q = conn.prepare_cached(
-        "INSERT INTO rollup_accounts(hour, route, account, outcome, mapping_version, n)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(hour, route, account, outcome, mapping_version) DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((hour, route, account, outcome, version), n) in &d.accounts {
-        q.execute(params![hour, route, account, outcome, version, n])?;
-    }
-    let mut q = conn.prepare_cached(
-        "INSERT INTO rollup_fields(hour, route, field, kind, diffs, exchanges, first_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(route, hour, field, kind) DO UPDATE SET diffs = diffs + excluded.diffs,
-             exchanges = exchanges + excluded.exchanges, first_id = min(first_id, excluded.first_id)",
-    )?;
-    for ((hour, route, field, kind), (diffs, exchanges, first)) in &d.fields {
-        q.execute(params![hour, route, field, kind, diffs, exchanges, first])?;
-    }
-    let mut q = conn.prepare_cached(
-        "INSERT INTO rollup_latency(hour, route, side, bucket, n) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(route, side, hour, bucket) DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((hour, route, side, b), n) in &d.latency {
-        q.execute(params![hour, route, side, b, n])?;
-    }
-    // (Prepared only when needed: migration 9's fill runs before their tables exist.)
-    if !d.signatures.is_empty() {
-        let mut q = conn.prepare_cached(
-            "INSERT INTO rollup_signatures(hour, route, account, hash, signature, n)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(route, hour, account, hash) DO UPDATE SET n = n + excluded.n",
-        )?;
-        for ((hour, route, account, sig), n) in &d.signatures {
-            q.execute(params![hour, route, account, signature_hash(sig), sig, n])?;
-        }
-    }
-    if !d.unkept.is_empty() {
-        let mut q = conn.prepare_cached(
-            "INSERT INTO rollup_unkept(hour, n) VALUES (?1, ?2)
-             ON CONFLICT(hour) DO UPDATE SET n = n + excluded.n",
-        )?;
-        for (hour, n) in &d.unkept {
-            q.execute(params![hour, n])?;
-        }
-    }
-    match d.before {
-        Some(before) => conn
-            .prepare_cached(
-                "UPDATE rollup_state SET covered = max(covered, ?1) WHERE id = 1 AND covered >= ?2",
-            )?
-            .execute([d.covered, before])?,
-        None => conn
-            .prepare_cached(
-                "INSERT INTO rollup_state(id, covered) VALUES (1, ?1)
-                 ON CONFLICT(id) DO UPDATE SET covered = excluded.covered",
-            )?
-            .execute([d.covered])?,
-    };
-    Ok(())
-}
-
-/// Builds the roll-ups of the rows a SQLite store already holds (the migration that adds them).
-pub(super) fn sqlite_fill(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let mut d = Deltas::default();
-    {
-        let mut q = conn.prepare(
-            "SELECT id, started_at, route, account, outcome, mapping_version, served_by, fallback,
-                    reason, legacy_ms, candidate_ms FROM exchanges",
-        )?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
-            let text = |i: usize| r.get::<_, Option<String>>(i);
-            let (at, route, account, outcome) = (text(1)?, text(2)?, text(3)?, text(4)?);
-            let (version, served_by, fallback, reason) = (text(5)?, text(6)?, text(7)?, text(8)?);
-            d.add(&Facts {
-                id: r.get(0)?,
-                started_at: at.as_deref().unwrap_or(""),
-                route: route.as_deref(),
-                account: account.as_deref(),
-                outcome: outcome.as_deref().unwrap_or(""),
-                mapping_version: version.as_deref(),
-                served_by: served_by.as_deref(),
-                fallback: fallback.as_deref(),
-                reason: reason.as_deref(),
-                legacy_ms: r.get(9)?,
-                candidate_ms: r.get(10)?,
-            });
-        }
-        let mut q =
-            conn.prepare("SELECT exchange_id, started_at, route, field, kind, n FROM diff_fields")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
-            let (at, route): (String, Option<String>) = (r.get(1)?, r.get(2)?);
-            let (field, kind): (String, String) = (r.get(3)?, r.get(4)?);
-            d.add_field(r.get(0)?, &at, route.as_deref(), &field, &kind, r.get(5)?);
-        }
-    }
-    sqlite_save(conn, &d)
-}
-
-/// Builds the signatures of the `diff` exchanges a SQLite store holds (the migration that adds
-/// them; a rebuild after [`sqlite_fill`]). The coverage is left as it is.
-pub(super) fn sqlite_fill_signatures(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let mut d = Deltas {
-        before: Some(i64::MAX),
-        ..Deltas::default()
-    };
-    {
-        let mut q = conn.prepare(&format!(
-            "SELECT x.exchange_id, e.started_at, e.route, e.account, x.field, x.kind
-             FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id
-             WHERE e.outcome = '{}' ORDER BY x.exchange_id",
-            Outcome::Diff.as_str()
-        ))?;
-        let mut rows = q.query([])?;
-        let mut one = Signed::default();
-        while let Some(r) = rows.next()? {
-            one.row(
-                &mut d,
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                (r.get(4)?, r.get(5)?),
-            );
-        }
-        one.flush(&mut d);
-    }
-    sqlite_save(conn, &d)
-}
-
-/// Adds a batch's deltas to the PostgreSQL roll-ups (in the writer's transaction): one
-/// statement per table, rows in key order, additive upserts (every instance of a fleet adds
-/// to the same rows).
-pub(super) fn pg_save(
-    tx: &mut postgres::Transaction<'_>,
-    d: &Deltas,
-) -> Result<(), postgres::Error> {
-    fn col<T, K, V>(m: &BTreeMap<K, V>, f: impl Fn(&K, &V) -> T) -> Vec<T> {
-        m.iter().map(|(k, v)| f(k, v)).collect()
-    }
-    let hour = |h: &String| format!("{h}:00:00Z");
-    if !d.outcomes.is_empty() {
-        let o = &d.outcomes;
-        tx.execute(
-            "INSERT INTO rollup_outcomes AS t (hour, route, outcome, mapping_version, served_by,
-                 fallback, skip_reason, n, shadow_calls, first_at, last_at)
-             SELECT u.hour::timestamptz, u.route, u.outcome, u.version, u.served_by, u.fallback,
-                    u.skip, u.n, u.calls, u.first_at::timestamptz, u.last_at::timestamptz
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[])
-                  AS u(hour, route, outcome, version, served_by, fallback, skip, n, calls, first_at, last_at)
-             ON CONFLICT (route, hour, outcome, mapping_version, served_by, fallback, skip_reason)
-             DO UPDATE SET n = t.n + excluded.n, shadow_calls = t.shadow_calls + excluded.shadow_calls,
-                 first_at = least(t.first_at, excluded.first_at),
-                 last_at = greatest(t.last_at, excluded.last_at)",
-            &[
-                &col(o, |k, _| hour(&k.0)),
-                &col(o, |k, _| k.1.clone()),
-                &col(o, |k, _| k.2.clone()),
-                &col(o, |k, _| k.3.clone()),
-                &col(o, |k, _| k.4.clone()),
-                &col(o, |k, _| k.5.clone()),
-                &col(o, |k, _| k.6.clone()),
-                &col(o, |_, a| a.n),
-                &col(o, |_, a| a.shadow_calls),
-                &col(o, |_, a| a.first_at.clone()),
-                &col(o, |_, a| a.last_at.clone()),
-            ],
-        )?;
-    }
-    if !d.accounts.is_empty() {
-        let a = &d.accounts;
-        tx.execute(
-            "INSERT INTO rollup_accounts AS t (hour, route, account, outcome, mapping_version, n)
-             SELECT u.hour::timestamptz, u.route, u.account, u.outcome, u.version, u.n
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
-                  AS u(hour, route, account, outcome, version, n)
-             ON CONFLICT (hour, route, account, outcome, mapping_version)
-             DO UPDATE SET n = t.n + excluded.n",
-            &[
-                &col(a, |k, _| hour(&k.0)),
-                &col(a, |k, _| k.1.clone()),
-                &col(a, |k, _| k.2.clone()),
-                &col(a, |k, _| k.3.clone()),
-                &col(a, |k, _| k.4.clone()),
-                &col(a, |_, n| *n),
-            ],
-        )?;
-    }
-    if !d.fields.is_empty() {
-        let f = &d.fields;
-        tx.execute(
-            "INSERT INTO rollup_fields AS t (hour, route, field, kind, diffs, exchanges, first_id)
-             SELECT u.hour::timestamptz, u.route, u.field, u.kind, u.diffs, u.exchanges, u.first_id
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
-                         $7::int8[]) AS u(hour, route, field, kind, diffs, exchanges, first_id)
-             ON CONFLICT (route, hour, field, kind)
-             DO UPDATE SET diffs = t.diffs + excluded.diffs, exchanges = t.exchanges + excluded.exchanges,
-                 first_id = least(t.first_id, excluded.first_id)",
-            &[
-                &col(f, |k, _| hour(&k.0)),
-                &col(f, |k, _| k.1.clone()),
-                &col(f, |k, _| k.2.clone()),
-                &col(f, |k, _| k.3.clone()),
-                &col(f, |_, v| v.0),
-                &col(f, |_, v| v.1),
-                &col(f, |_, v| v.2),
-            ],
-        )?;
-    }
-    if !d.latency.is_empty() {
-        let l = &d.latency;
-        tx.execute(
-            "INSERT INTO rollup_latency AS t (hour, route, side, bucket, n)
-             SELECT u.hour::timestamptz, u.route, u.side, u.bucket, u.n
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[])
-                  AS u(hour, route, side, bucket, n)
-             ON CONFLICT (route, side, hour, bucket) DO UPDATE SET n = t.n + excluded.n",
-            &[
-                &col(l, |k, _| hour(&k.0)),
-                &col(l, |k, _| k.1.clone()),
-                &col(l, |k, _| k.2.to_owned()),
-                &col(l, |k, _| k.3 as i32),
-                &col(l, |_, n| *n),
-            ],
-        )?;
-    }
-    if !d.signatures.is_empty() {
-        let g = &d.signatures;
-        tx.execute(
-            "INSERT INTO rollup_signatures AS t (hour, route, account, hash, signature, n)
-             SELECT u.hour::timestamptz, u.route, u.account, u.hash, u.signature, u.n
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
-                  AS u(hour, route, account, hash, signature, n)
-             ON CONFLICT (route, hour, account, hash) DO UPDATE SET n = t.n + excluded.n",
-            &[
-                &col(g, |k, _| hour(&k.0)),
-                &col(g, |k, _| k.1.clone()),
-                &col(g, |k, _| k.2.clone()),
-                &col(g, |k, _| signature_hash(&k.3)),
-                &col(g, |k, _| k.3.clone()),
-                &col(g, |_, n| *n),
-            ],
-        )?;
-    }
-    if !d.unkept.is_empty() {
-        let u = &d.unkept;
-        tx.execute(
-            "INSERT INTO rollup_unkept AS t (hour, n)
-             SELECT u.hour::timestamptz, u.n FROM unnest($1::text[], $2::int8[]) AS u(hour, n)
-             ON CONFLICT (hour) DO UPDATE SET n = t.n + excluded.n",
-            &[&col(u, |k, _| hour(k)), &col(u, |_, n| *n)],
-        )?;
-    }
-    match d.before {
-        Some(before) => tx.execute(
-            "UPDATE rollup_state SET covered = greatest(covered, $1) WHERE id = 1 AND covered >= $2",
-            &[&d.covered, &before],
-        )?,
-        None => tx.execute(
-            "INSERT INTO rollup_state AS t (id, covered) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET covered = excluded.covered",
-            &[&d.covered],
-        )?,
-    };
-    Ok(())
-}
-
-/// A PostgreSQL start as the rows' text (`2026-11-29T13:05:00.000Z`).
-const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
-
-/// Builds the roll-ups of the rows a PostgreSQL store already holds (the migration that adds
-/// them), reading the rows through a cursor.
-pub(super) fn pg_fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
-    let mut d = Deltas::new(super::pg_conn::pg_text);
-    let portal = tx.bind(
-        &format!(
-            "SELECT id, {TS}, route, account, outcome, mapping_version, served_by, fallback, reason,
-                    legacy_ms, candidate_ms FROM exchanges"
-        ),
-        &[],
-    )?;
-    loop {
-        let rows = tx.query_portal(&portal, 50_000)?;
-        for r in &rows {
-            let at: String = r.get(1);
-            let text = |i: usize| r.get::<_, Option<String>>(i);
-            let (route, account, version) = (text(2), text(3), text(5));
-            let (served_by, fallback, reason) = (text(6), text(7), text(8));
-            let outcome: String = r.get(4);
-            d.add(&Facts {
-                id: r.get(0),
-                started_at: &at,
-                route: route.as_deref(),
-                account: account.as_deref(),
-                outcome: &outcome,
-                mapping_version: version.as_deref(),
-                served_by: served_by.as_deref(),
-                fallback: fallback.as_deref(),
-                reason: reason.as_deref(),
-                legacy_ms: r.get(9),
-                candidate_ms: r.get(10),
-            });
-        }
-        if rows.len() < 50_000 {
-            break;
-        }
-    }
-    let portal = tx.bind(
-        &format!("SELECT exchange_id, {TS}, route, field, kind, n FROM diff_fields"),
-        &[],
-    )?;
-    loop {
-        let rows = tx.query_portal(&portal, 50_000)?;
-        for r in &rows {
-            let (at, route): (String, Option<String>) = (r.get(1), r.get(2));
-            let (field, kind): (String, String) = (r.get(3), r.get(4));
-            let n: i32 = r.get(5);
-            d.add_field(r.get(0), &at, route.as_deref(), &field, &kind, i64::from(n));
-        }
-        if rows.len() < 50_000 {
-            break;
-        }
-    }
-    pg_save(tx, &d)
-}
-
-/// The same on PostgreSQL.
-pub(super) fn pg_fill_signatures(
-    tx: &mut postgres::Transaction<'_>,
-) -> Result<(), postgres::Error> {
-    let mut d = Deltas {
-        before: Some(i64::MAX),
-        ..Deltas::new(super::pg_conn::pg_text)
-    };
-    let portal = tx.bind(
-        &format!(
-            "SELECT x.exchange_id, {x_ts}, e.route, e.account, x.field, x.kind
-             FROM diff_fields x JOIN exchanges e ON e.id = x.exchange_id AND e.started_at = x.started_at
-             WHERE e.outcome = '{diff}' ORDER BY x.exchange_id",
-            x_ts = TS.replace("started_at", "x.started_at"),
-            diff = Outcome::Diff.as_str()
-        ),
-        &[],
-    )?;
-    let mut one = Signed::default();
-    loop {
-        let rows = tx.query_portal(&portal, 50_000)?;
-        for r in &rows {
-            one.row(
-                &mut d,
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get(3),
-                (r.get(4), r.get(5)),
-            );
-        }
-        if rows.len() < 50_000 {
-            break;
-        }
-    }
-    one.flush(&mut d);
-    pg_save(tx, &d)
-}
-
 /// The fill's signatures: the `diff_fields` rows of one exchange at a time (read in exchange
 /// order), added as one signature when the next exchange starts.
 #[derive(Default)]
-struct Signed {
+pub(super) struct Signed {
     id: Option<i64>,
     started_at: String,
     route: Option<String>,
@@ -1625,7 +1233,7 @@ struct Signed {
 }
 
 impl Signed {
-    fn row(
+    pub(super) fn row(
         &mut self,
         d: &mut Deltas,
         id: i64,
@@ -1647,7 +1255,7 @@ impl Signed {
         self.pairs.push(pair);
     }
 
-    fn flush(&mut self, d: &mut Deltas) {
+    pub(super) fn flush(&mut self, d: &mut Deltas) {
         if self.id.take().is_some() {
             let pairs = self.pairs.iter().map(|(f, k)| (f.as_str(), k.as_str()));
             d.add_signature(
@@ -1676,25 +1284,6 @@ pub(super) const READ_ROLLUPS_SQL: &str =
             >= coalesce((SELECT max(id) FROM exchanges), 0)
          OR EXISTS(SELECT 1 FROM rollup_unkept WHERE n > 0)";
 
-/// The roll-ups built again from the rows, when they do not cover them all (rows another
-/// program wrote); `shadowdiff migrate` calls it. Returns whether it rebuilt.
-pub(super) fn sqlite_rebuild(conn: &rusqlite::Connection) -> rusqlite::Result<Rebuild> {
-    let tx = conn.unchecked_transaction()?;
-    if tx.query_row(ROLLED_UP_SQL, [], |r| r.get(0))? {
-        return Ok(Rebuild::Current);
-    }
-    if tx.query_row(ANY_UNKEPT_SQL, [], |r| r.get(0))? {
-        return Ok(Rebuild::Refused);
-    }
-    for t in TABLES {
-        tx.execute(&format!("DELETE FROM {t}"), [])?;
-    }
-    sqlite_fill(&tx)?;
-    sqlite_fill_signatures(&tx)?;
-    tx.commit()?;
-    Ok(Rebuild::Rebuilt)
-}
-
 /// What `shadowdiff migrate` did to the roll-ups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rebuild {
@@ -1708,55 +1297,8 @@ pub enum Rebuild {
     Refused,
 }
 
-/// The same on PostgreSQL. The tables are emptied first and the state set last, so that a
-/// writer of the fleet adding at the same time either waits for the rebuild (its rows are then
-/// read by the fill) or is waited for (its rows were not seen: its deltas add to the rebuilt
-/// ones).
-pub(super) fn pg_rebuild(client: &mut postgres::Client) -> Result<Rebuild, postgres::Error> {
-    let mut tx = client.transaction()?;
-    if tx.query_one(ROLLED_UP_SQL, &[])?.get(0) {
-        return Ok(Rebuild::Current);
-    }
-    if tx.query_one(ANY_UNKEPT_SQL, &[])?.get(0) {
-        return Ok(Rebuild::Refused);
-    }
-    for t in TABLES {
-        tx.execute(&format!("DELETE FROM {t}"), &[])?;
-    }
-    pg_fill(&mut tx)?;
-    pg_fill_signatures(&mut tx)?;
-    tx.commit()?;
-    Ok(Rebuild::Rebuilt)
-}
-
-/// Deletes the roll-ups of the hours before the one `cutoff` falls in (that hour keeps its
-/// counts whole: the rows pruned in it stay counted there).
-pub(super) fn sqlite_prune(conn: &rusqlite::Connection, cutoff: &str) -> rusqlite::Result<()> {
-    for t in TABLES {
-        conn.execute(
-            &format!("DELETE FROM {t} WHERE hour < substr(?1, 1, 13)"),
-            [cutoff],
-        )?;
-    }
-    Ok(())
-}
-
-/// The same on PostgreSQL.
-pub(super) fn pg_prune(
-    tx: &mut postgres::Transaction<'_>,
-    cutoff: &str,
-) -> Result<(), postgres::Error> {
-    for t in TABLES {
-        tx.execute(
-            &format!("DELETE FROM {t} WHERE hour < date_trunc('hour', $1::text::timestamptz)"),
-            &[&cutoff],
-        )?;
-    }
-    Ok(())
-}
-
 /// The roll-up tables with an hour.
-const TABLES: [&str; 6] = [
+pub(super) const TABLES: [&str; 6] = [
     "rollup_outcomes",
     "rollup_accounts",
     "rollup_fields",

@@ -1,101 +1,41 @@
-//! The SQLite schema, its version, and opening a database with the store's settings.
+//! SQLite, the embedded store: every query and statement this engine runs, behind the
+//! store's engine-neutral seams (the writer's `Sink`, the `Reader`, each concept's connection
+//! trait). Chosen once, in `store/open.rs`.
+//!
+//! - this file: opening a database with the store's settings (WAL, private file mode, the
+//!   migrations applied), for writing, reading, or read-only;
+//! - `migrate.rs`: the schema's steps; `sink.rs`: the writer's batches; `prune.rs`: retention;
+//! - `reader.rs`: the reports' queries; `rollup.rs`: the hourly roll-ups;
+//! - one file per concept for its rows (`health`, `ids`, `outbox`, `rollout`, `rediffs`,
+//!   `replay_sets`, `triage`), and `conn.rs`, their connection of its own.
+
+mod conn;
+mod health;
+mod ids;
+mod migrate;
+mod outbox;
+mod prune;
+mod reader;
+mod rediffs;
+mod replay_sets;
+mod rollout;
+mod rollup;
+mod sink;
+mod triage;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
+use super::location::Location;
+use super::migrate::SCHEMA_VERSION;
+use super::query::Reader;
+use super::rollup::Rebuild;
+use super::writer::Sink;
 use super::StoreError;
 
-pub(super) const SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS exchanges(
-    id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    route TEXT,
-    method TEXT,
-    path TEXT,
-    account TEXT,
-    legacy_status INTEGER,
-    candidate_status INTEGER,
-    legacy_ms REAL,
-    candidate_ms REAL,
-    outcome TEXT NOT NULL,
-    diff_count INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    request_id TEXT,
-    mapping_version TEXT
-);
--- Windows (prune, overall latency), per-route windows (trend, latency), and counts per
--- (route, outcome) and (account, outcome) without sorting.
-CREATE INDEX IF NOT EXISTS exchanges_started_at ON exchanges(started_at);
-CREATE INDEX IF NOT EXISTS exchanges_route_started_at ON exchanges(route, started_at);
-CREATE INDEX IF NOT EXISTS exchanges_route_outcome ON exchanges(route, outcome, started_at);
-CREATE INDEX IF NOT EXISTS exchanges_account_outcome ON exchanges(account, outcome, started_at);
--- One row per (exchange, field pattern, kind) with the number of differences: what reports
--- aggregate, read in index order per route without touching the diffs themselves.
-CREATE TABLE IF NOT EXISTS diff_fields(
-    exchange_id INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    route TEXT,
-    field TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(exchange_id, field, kind)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS diff_fields_route ON diff_fields(route, field, kind, started_at, n);
--- Clustered by exchange: one b-tree insert per row, and an exchange's rows are adjacent.
-CREATE TABLE IF NOT EXISTS diffs(
-    exchange_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    pointer TEXT NOT NULL,
-    field TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    legacy TEXT,
-    candidate TEXT,
-    PRIMARY KEY(exchange_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bodies(
-    exchange_id INTEGER NOT NULL,
-    side TEXT NOT NULL,
-    status INTEGER,
-    headers TEXT,
-    blob_id INTEGER,
-    PRIMARY KEY(exchange_id, side)
-);
-CREATE INDEX IF NOT EXISTS bodies_blob_id ON bodies(blob_id);
-CREATE TABLE IF NOT EXISTS blobs(
-    id INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    body TEXT NOT NULL
-);
--- Per route, field pattern and hour (`2026-11-29T13`): compared exchanges where the field was
--- present in either body. The denominator of the classification (systematic / sporadic).
-CREATE TABLE IF NOT EXISTS field_presence(
-    route TEXT NOT NULL,
-    field TEXT NOT NULL,
-    hour TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(route, field, hour)
-) WITHOUT ROWID;
--- Noise learned from second legacy calls ([diff.noise]): per route, how many pairs of legacy
--- answers were compared, and per field pattern how many of them differed there.
-CREATE TABLE IF NOT EXISTS noise_samples(
-    route TEXT PRIMARY KEY,
-    samples INTEGER NOT NULL,
-    last_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS noise_fields(
-    route TEXT NOT NULL,
-    field TEXT NOT NULL,
-    differed INTEGER NOT NULL,
-    first_at TEXT NOT NULL,
-    last_at TEXT NOT NULL,
-    PRIMARY KEY(route, field)
-) WITHOUT ROWID;
-CREATE VIEW IF NOT EXISTS exchange_bodies AS
-    SELECT b.exchange_id, b.side, b.status, b.headers, blobs.body
-    FROM bodies b LEFT JOIN blobs ON blobs.id = b.blob_id;
-";
+pub(super) use conn::Own;
 
 /// Opens the database with the store's settings and schema (migrations applied).
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -104,8 +44,12 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// [`open`], with the migrations it applied now.
-pub(super) fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), StoreError> {
-    super::sqlite_only(path)?;
+fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), StoreError> {
+    if let Some(url) = Location::url_in(path) {
+        return Err(StoreError::NotServed {
+            url: url.to_string(),
+        });
+    }
     let err = |source| StoreError::sqlite(path.display().to_string(), source);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
@@ -144,12 +88,12 @@ fn connect_and_migrate(path: &Path) -> rusqlite::Result<(Connection, Vec<i64>)> 
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // One INSERT per diff-chunk size (1..=ROWS_PER_INSERT) plus a few others stay prepared.
-    conn.set_prepared_statement_cache_capacity(super::writer::ROWS_PER_INSERT + 16);
+    conn.set_prepared_statement_cache_capacity(sink::ROWS_PER_INSERT + 16);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Pruned rows hold personal data: their bytes are zeroed, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
-    let applied = super::migrate::apply_sqlite(&conn)?;
+    let applied = migrate::apply(&conn)?;
     if !applied.is_empty() {
         tracing::info!(store = %path.display(), ?applied, "store schema migrated");
     }
@@ -159,7 +103,7 @@ fn connect_and_migrate(path: &Path) -> rusqlite::Result<(Connection, Vec<i64>)> 
 /// Opens the store for writing and proves that it can be written: a store that only accepts
 /// reads (a read-only file or folder, a full disk) is refused here, at start-up, instead of
 /// losing every exchange later.
-pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     let conn = open(path)?;
     let err = |source| StoreError::sqlite(path.display().to_string(), source);
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
@@ -172,10 +116,6 @@ pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     Ok(conn)
 }
-
-/// The version of this schema (the newest migration), also kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 =
-    super::migrate::MIGRATIONS[super::migrate::MIGRATIONS.len() - 1].version;
 
 /// Creates the database file, when it does not exist yet, readable and writable by its owner
 /// only (0600): SQLite gives its `-wal` and `-shm` files the same permissions.
@@ -211,4 +151,58 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Query(error.to_string())
     }
+}
+
+/// `shadowdiff migrate`: the versions applied now, and what became of the roll-ups.
+pub(super) fn migrate(path: &Path) -> Result<(Vec<i64>, Rebuild), StoreError> {
+    let (conn, applied) = open_migrated(path)?;
+    let rollups = rollup::rebuild(&conn)
+        .map_err(|source| StoreError::sqlite(path.display().to_string(), source))?;
+    Ok((applied, rollups))
+}
+
+/// The writer's sink: the store opened for writing (proved writable), the accounts' health
+/// gauges set from what it holds.
+pub(super) fn sink(path: &Path) -> Result<Box<dyn Sink>, StoreError> {
+    let conn = open_for_writing(path)?;
+    // The accounts' health as the store holds it, from the start (not only after a change);
+    // a store without any is what the gauges registered at zero already say (and setting them
+    // again would overwrite another store's counts in a process running several, as tests do).
+    if let Ok((ok, needs)) = health::counts(&conn) {
+        if ok + needs > 0 {
+            crate::telemetry::account_states(ok, needs);
+        }
+    }
+    Ok(Box::new(conn))
+}
+
+/// A reader that may also write (the commands'): opened, and migrated, as [`open`].
+pub(super) fn reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
+    Ok(Box::new(open(path)?))
+}
+
+/// Opens an existing store read-only, for the admin API (a reader never takes the writer's
+/// lock); `busy` bounds how long a query waits on a checkpoint.
+pub(super) fn read_only(path: &Path, busy: Duration) -> Result<Box<dyn Reader + Send>, StoreError> {
+    if let Some(url) = Location::url_in(path) {
+        return Err(StoreError::NotServed {
+            url: url.to_string(),
+        });
+    }
+    let err = |source| StoreError::sqlite(path.display().to_string(), source);
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    let _ = conn.busy_timeout(busy);
+    Ok(Box::new(conn))
+}
+
+/// Deletes the exchanges of the store at `path` that started before `cutoff`, with their
+/// differences and bodies; returns how many.
+pub(super) fn prune(path: &Path, cutoff: SystemTime) -> Result<usize, StoreError> {
+    let conn = open(path)?;
+    prune::prune(&conn, cutoff)
+        .map_err(|source| StoreError::sqlite(path.display().to_string(), source))
 }

@@ -10,19 +10,19 @@ use postgres::types::ToSql;
 use postgres::Client;
 use serde_json::Value;
 
-use super::location::PgUrl;
-use super::query::{
+use crate::record::{hour, Outcome, RouteKey};
+use crate::store::location::PgUrl;
+use crate::store::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::rollup::{self, unkey};
-use super::sqlite::{
+use crate::store::rollup::{self, unkey};
+use crate::store::sql::{
     cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, push_differed_at,
     spend_sql,
 };
-use super::{aggregate_key, StoreError};
-use crate::record::{hour, Outcome, RouteKey};
+use crate::store::{sql::aggregate_key, StoreError};
 
 /// A timestamp column as the SQLite store writes it (`2026-11-30T02:14:00.123Z`).
 fn ts(column: &str) -> String {
@@ -33,13 +33,13 @@ type Param = Box<dyn ToSql + Sync>;
 type Params = Vec<Param>;
 
 /// A connection answering the store's queries.
-pub(super) struct PgReader {
+pub(in crate::store) struct PgReader {
     url: PgUrl,
     client: Mutex<Client>,
 }
 
 impl PgReader {
-    pub(super) fn new(url: PgUrl, client: Client) -> Self {
+    pub(in crate::store) fn new(url: PgUrl, client: Client) -> Self {
         Self {
             url,
             client: Mutex::new(client),
@@ -128,47 +128,47 @@ impl Reader for PgReader {
         rollup::cohort_counts(self, f)
     }
 
-    fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+    fn shadow_spend(&self, f: &Filter) -> Result<crate::store::Spend, StoreError> {
         rollup::shadow_spend(self, f)
     }
 
     fn webhook_status(
         &self,
         limit: usize,
-    ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError> {
-        self.with_client(|c| super::outbox::pg_status(c, limit))
+    ) -> Result<(Vec<crate::store::OutboxCounts>, Vec<crate::store::Delivery>), StoreError> {
+        self.with_client(|c| super::outbox::status(c, limit))
     }
 
-    fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
-        self.with_client(super::health::pg_all)
+    fn account_health(&self) -> Result<Vec<crate::store::AccountHealth>, StoreError> {
+        self.with_client(super::health::all)
     }
 
-    fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError> {
-        self.with_client(super::ids::pg_coverage)
+    fn id_coverage(&self) -> Result<Vec<crate::store::IdCoverage>, StoreError> {
+        self.with_client(super::ids::coverage)
     }
 
     fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError> {
-        self.with_client(|c| super::ids::pg_all(c, limit))
+        self.with_client(|c| super::ids::all(c, limit))
     }
 
     fn rediffs(
         &self,
         from: SystemTime,
         to: SystemTime,
-    ) -> Result<Vec<super::RediffRow>, StoreError> {
-        self.with_client(|c| super::rediffs::pg_rediffs(c, from, to))
+    ) -> Result<Vec<crate::store::RediffRow>, StoreError> {
+        self.with_client(|c| super::rediffs::rediffs(c, from, to))
     }
 
     fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError> {
-        self.with_client(|c| super::replay_sets::pg_set(c, name))
+        self.with_client(|c| super::replay_sets::set(c, name))
     }
 
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
-        self.with_client(super::triage::pg_marks)
+        self.with_client(super::triage::marks)
     }
 
     fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError> {
-        self.with_client(|c| super::triage::pg_log(c, limit))
+        self.with_client(|c| super::triage::log(c, limit))
     }
 
     fn rollout_events(
@@ -176,8 +176,8 @@ impl Reader for PgReader {
         from: SystemTime,
         to: SystemTime,
         limit: usize,
-    ) -> Result<Vec<super::RolloutEvent>, StoreError> {
-        self.with_client(|c| super::rollout::pg_events(c, from, to, limit))
+    ) -> Result<Vec<crate::store::RolloutEvent>, StoreError> {
+        self.with_client(|c| super::rollout::events(c, from, to, limit))
     }
 
     fn outcome_counts(&self, by: GroupBy, f: &Filter) -> Result<Vec<OutcomeCount>, StoreError> {
@@ -213,7 +213,7 @@ impl Reader for PgReader {
         &self,
         f: &Filter,
         side: Side,
-    ) -> Result<Option<super::Histogram>, StoreError> {
+    ) -> Result<Option<crate::store::Histogram>, StoreError> {
         rollup::latency_histogram(self, f, side)
     }
 
@@ -598,7 +598,7 @@ impl rollup::Engine for PgReader {
         params.push(Box::new(min_count as i64));
         let n = params.len();
         params.push(Box::new(now));
-        let accepted = super::triage::accepted_row(&format!("${}", params.len()));
+        let accepted = crate::store::triage::accepted_row(&format!("${}", params.len()));
         let noise = format!(
             "SELECT f.field FROM noise_fields f WHERE f.route = coalesce(e.route, '') AND f.differed >= ${n}"
         );
@@ -763,7 +763,7 @@ impl rollup::Engine for PgReader {
         &self,
         f: &Filter,
         hours: (SystemTime, SystemTime),
-    ) -> Result<super::Spend, StoreError> {
+    ) -> Result<crate::store::Spend, StoreError> {
         let rows = self.rolled(rollup::spend_sql(&ROLLED, f, hours))?;
         Ok(rollup::spend_of(
             rows.iter().map(|r| (r.get(0), count(r, 1) as i64)),
@@ -912,7 +912,7 @@ impl rollup::Engine for PgReader {
             .collect())
     }
 
-    fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+    fn rows_spend(&self, f: &Filter) -> Result<crate::store::Spend, StoreError> {
         let (cond, params) = where_clause(f);
         let rows = self.query(&spend_sql(&cond), &params)?;
         Ok(rollup::spend_of(rows.iter().filter_map(|r| {

@@ -27,7 +27,7 @@ pub(super) fn prune(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<u
                 "DELETE FROM field_presence WHERE hour < substr(?1, 1, 13)",
                 [&cutoff],
             )?;
-            super::rollup::sqlite_prune(&tx, &cutoff)?;
+            super::rollup::prune(&tx, &cutoff)?;
             tx.execute(
                 "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM bodies WHERE bodies.blob_id = blobs.id)",
                 [],

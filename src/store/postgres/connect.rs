@@ -26,8 +26,8 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::location::PgUrl;
-use super::StoreError;
+use crate::store::location::PgUrl;
+use crate::store::StoreError;
 
 /// Seconds a connection attempt may take when neither the URL nor `PGCONNECT_TIMEOUT` says: a
 /// server that black-holes packets must not hold the writer for the kernel's minutes.

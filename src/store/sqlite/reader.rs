@@ -12,120 +12,18 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::query::{
+use crate::record::{hour, rfc3339, Outcome, RouteKey};
+use crate::store::query::{
     CohortCount, DayRow, DiffRow, ExampleValues, ExchangeDetail, ExchangeQuery, ExchangeRow,
     FieldAccountRow, FieldRow, Filter, GroupBy, KeptExchange, KeptPair, KeptSide, NoiseField,
     NoiseOnly, OutcomeCount, Reader, Side, VersionRow,
 };
-use super::rollup::{self, unkey};
-use super::{aggregate_key, StoreError};
-use crate::record::{hour, rfc3339, Outcome, RouteKey};
-
-/// `outcome IN ('match', 'diff')` and `outcome = 'match'`, from the one spelling of outcomes
-/// (standard SQL: PostgreSQL's reader uses them too).
-pub(super) fn compared_sql(column: &str) -> String {
-    let [m, d] = Outcome::COMPARED.map(Outcome::as_str);
-    format!("{column} IN ('{m}', '{d}')")
-}
-
-pub(super) fn matched_sql(column: &str) -> String {
-    format!("{column} = '{}'", Outcome::Match.as_str())
-}
-
-/// The candidate cohort's requests per (served by, fallback, outcome) under `cond` (standard
-/// SQL, both engines; the condition matches the partial index `exchanges_cohort`).
-pub(super) fn cohort_sql(cond: &str) -> String {
-    format!(
-        "SELECT e.served_by, e.fallback, e.outcome, count(*) FROM exchanges e
-         WHERE (e.served_by = 'candidate' OR e.fallback IS NOT NULL) AND {cond}
-         GROUP BY e.served_by, e.fallback, e.outcome ORDER BY 4 DESC, 1, 2, 3"
-    )
-}
-
-/// Appends ` AND {alias}.{column} = ?n` (with its parameter) for each value given; a route
-/// key of the unmatched requests is `IS NULL`. `mark` is the engine's numbered placeholder (`?`
-/// here, `$` for PostgreSQL) and `param` makes the engine's parameter of a value.
-pub(super) fn push_conditions<P>(
-    sql: &mut String,
-    params: &mut Vec<P>,
-    (mark, param): (char, fn(String) -> P),
-    alias: &str,
-    route: Option<&RouteKey>,
-    equal: &[(&str, Option<&String>)],
-) {
-    if let Some(r) = route {
-        match r.name() {
-            None => sql.push_str(&format!(" AND {alias}.route IS NULL")),
-            Some(name) => {
-                params.push(param(name.to_owned()));
-                sql.push_str(&format!(" AND {alias}.route = {mark}{}", params.len()));
-            }
-        }
-    }
-    for (column, value) in equal {
-        if let Some(v) = value {
-            params.push(param((*v).clone()));
-            sql.push_str(&format!(" AND {alias}.{column} = {mark}{}", params.len()));
-        }
-    }
-}
-
-/// The filter's account and mapping version, on the exchanges table aliased `alias`.
-pub(super) fn push_account_version<P>(
-    sql: &mut String,
-    params: &mut Vec<P>,
-    dialect: (char, fn(String) -> P),
-    alias: &str,
-    f: &Filter,
-) {
-    push_conditions(
-        sql,
-        params,
-        dialect,
-        alias,
-        None,
-        &[
-            ("account", f.account.as_ref()),
-            ("mapping_version", f.mapping_version.as_ref()),
-        ],
-    );
-}
-
-/// Only exchanges that differed at `field` in the window (on the filter's route), through the
-/// per-field rows' index (route, field, kind, started_at); the window's bounds are parameters 1
-/// and 2.
-pub(super) fn push_differed_at<P>(
-    sql: &mut String,
-    params: &mut Vec<P>,
-    dialect: (char, fn(String) -> P),
-    f: &Filter,
-    field: &str,
-) {
-    let mark = dialect.0;
-    let mut sub = format!("x.started_at >= {mark}1 AND x.started_at < {mark}2");
-    push_conditions(&mut sub, params, dialect, "x", f.route.as_ref(), &[]);
-    params.push((dialect.1)(field.to_owned()));
-    sub.push_str(&format!(" AND x.field = {mark}{}", params.len()));
-    sql.push_str(&format!(
-        " AND e.id IN (SELECT x.exchange_id FROM diff_fields x WHERE {sub})"
-    ));
-}
-
-/// The reasons of a skip that held a request back to leave a quota alone (SQL list).
-pub(super) const HELD_BACK: &str = "'quota_reserve', 'rate_limited'";
-
-/// Candidate calls made by shadow traffic (a candidate time recorded, not served to the caller)
-/// and exchanges held back for a quota, under `cond` (standard SQL, both engines).
-pub(super) fn spend_sql(cond: &str) -> String {
-    format!(
-        "SELECT 'candidate_calls', count(*) FROM exchanges e
-         WHERE {cond} AND e.candidate_ms IS NOT NULL AND (e.served_by IS NULL OR e.served_by <> 'candidate')
-         UNION ALL
-         SELECT e.reason, count(*) FROM exchanges e
-         WHERE {cond} AND e.outcome = 'skipped' AND e.reason IN ({HELD_BACK})
-         GROUP BY e.reason"
-    )
-}
+use crate::store::rollup::{self, unkey};
+use crate::store::sql::{
+    cohort_sql, compared_sql, matched_sql, push_account_version, push_conditions, push_differed_at,
+    spend_sql,
+};
+use crate::store::{sql::aggregate_key, StoreError};
 
 /// SQLite's placeholders and parameters for [`push_conditions`].
 const SQLITE: (char, fn(String) -> Sql) = ('?', Sql::Text);
@@ -165,35 +63,35 @@ impl Reader for Connection {
         rollup::cohort_counts(self, f)
     }
 
-    fn shadow_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+    fn shadow_spend(&self, f: &Filter) -> Result<crate::store::Spend, StoreError> {
         rollup::shadow_spend(self, f)
     }
 
     fn webhook_status(
         &self,
         limit: usize,
-    ) -> Result<(Vec<super::OutboxCounts>, Vec<super::Delivery>), StoreError> {
-        Ok(super::outbox::sqlite_status(self, limit)?)
+    ) -> Result<(Vec<crate::store::OutboxCounts>, Vec<crate::store::Delivery>), StoreError> {
+        Ok(super::outbox::status(self, limit)?)
     }
 
-    fn account_health(&self) -> Result<Vec<super::AccountHealth>, StoreError> {
-        Ok(super::health::sqlite_all(self)?)
+    fn account_health(&self) -> Result<Vec<crate::store::AccountHealth>, StoreError> {
+        Ok(super::health::all(self)?)
     }
 
-    fn id_coverage(&self) -> Result<Vec<super::IdCoverage>, StoreError> {
-        Ok(super::ids::sqlite_coverage(self)?)
+    fn id_coverage(&self) -> Result<Vec<crate::store::IdCoverage>, StoreError> {
+        Ok(super::ids::coverage(self)?)
     }
 
     fn id_pairs(&self, limit: usize) -> Result<Vec<crate::record::Pair>, StoreError> {
-        Ok(super::ids::sqlite_all(self, limit)?)
+        Ok(super::ids::all(self, limit)?)
     }
 
     fn rediffs(
         &self,
         from: SystemTime,
         to: SystemTime,
-    ) -> Result<Vec<super::RediffRow>, StoreError> {
-        Ok(super::rediffs::sqlite_rediffs(self, from, to)?)
+    ) -> Result<Vec<crate::store::RediffRow>, StoreError> {
+        Ok(super::rediffs::rediffs(self, from, to)?)
     }
 
     fn rollout_events(
@@ -201,20 +99,20 @@ impl Reader for Connection {
         from: SystemTime,
         to: SystemTime,
         limit: usize,
-    ) -> Result<Vec<super::RolloutEvent>, StoreError> {
-        Ok(super::rollout::sqlite_events(self, from, to, limit)?)
+    ) -> Result<Vec<crate::store::RolloutEvent>, StoreError> {
+        Ok(super::rollout::events(self, from, to, limit)?)
     }
 
     fn replay_set(&self, name: &str) -> Result<Vec<(i64, String)>, StoreError> {
-        Ok(super::replay_sets::sqlite_set(self, name)?)
+        Ok(super::replay_sets::set(self, name)?)
     }
 
     fn triage_marks(&self) -> Result<Vec<crate::triage::Mark>, StoreError> {
-        Ok(super::triage::sqlite_marks(self)?)
+        Ok(super::triage::marks(self)?)
     }
 
     fn triage_log(&self, limit: usize) -> Result<Vec<crate::triage::LogEntry>, StoreError> {
-        Ok(super::triage::sqlite_log(self, limit)?)
+        Ok(super::triage::log(self, limit)?)
     }
 
     fn accepted_only(
@@ -250,7 +148,7 @@ impl Reader for Connection {
         &self,
         f: &Filter,
         side: Side,
-    ) -> Result<Option<super::Histogram>, StoreError> {
+    ) -> Result<Option<crate::store::Histogram>, StoreError> {
         rollup::latency_histogram(self, f, side)
     }
 
@@ -667,7 +565,7 @@ impl rollup::Engine for Connection {
         params.push((min_count as i64).into());
         let n = params.len();
         params.push(now.into());
-        let accepted = super::triage::accepted_row(&format!("?{}", params.len()));
+        let accepted = crate::store::triage::accepted_row(&format!("?{}", params.len()));
         let sql = format!(
             "SELECT e.route, e.account, count(*) FROM exchanges e
              WHERE {cond} AND e.outcome = '{diff}'
@@ -816,7 +714,7 @@ impl rollup::Engine for Connection {
         &self,
         f: &Filter,
         hours: (SystemTime, SystemTime),
-    ) -> Result<super::Spend, StoreError> {
+    ) -> Result<crate::store::Spend, StoreError> {
         let rows = all(self, rollup::spend_sql(&ROLLED, f, hours), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
@@ -1000,7 +898,7 @@ impl rollup::Engine for Connection {
         Ok(rows)
     }
 
-    fn rows_spend(&self, f: &Filter) -> Result<super::Spend, StoreError> {
+    fn rows_spend(&self, f: &Filter) -> Result<crate::store::Spend, StoreError> {
         let (cond, params) = where_clause(f);
         let rows = all(self, (spend_sql(&cond), params), |r| {
             Ok((r.get(0)?, r.get(1)?))

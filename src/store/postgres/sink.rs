@@ -10,47 +10,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
 
-use super::location::PgUrl;
-use super::writer::{Sink, WriteError, WriterOptions};
-use super::{aggregate_key, StoreError};
 use crate::record::{rfc3339, NoiseSample, Record};
+use crate::store::location::PgUrl;
+use crate::store::sql::aggregate_key;
+use crate::store::writer::{Sink, WriteError, WriterOptions};
 
 /// The tables partitioned by day.
 const PARTITIONED: [&str; 4] = ["exchanges", "diff_fields", "diffs", "bodies"];
 /// The advisory lock key under which partitions are created ("sdpartit").
 const PG_PARTITION_LOCK: i64 = 0x7364_7061_7274_6974;
 
-pub(super) use super::pg_conn::connect;
-use super::pg_conn::pg_text;
-
-/// Readies the schema on a new connection: applies the migrations, or (`migrate = false`, when
-/// a deploy step runs `shadowdiff migrate`) checks that the newest one was applied.
-pub(super) fn prepare(client: &mut Client, url: &PgUrl, migrate: bool) -> Result<(), StoreError> {
-    let err = |error| StoreError::postgres(url.to_string(), error);
-    if migrate {
-        super::migrate::apply_postgres(client).map_err(err)?;
-        return Ok(());
-    }
-    let have = super::migrate::postgres_versions(client)
-        .map_err(err)?
-        .last()
-        .copied()
-        .unwrap_or(0);
-    if have < super::migrate::latest() {
-        return Err(StoreError::PostgresSetup {
-            url: url.to_string(),
-            message: format!(
-                "the schema is at version {have} and this build needs {}: run `shadowdiff \
-                 migrate` (or set [store] migrate = true)",
-                super::migrate::latest()
-            ),
-        });
-    }
-    Ok(())
-}
+use super::connect::pg_text;
 
 /// The writer's connection; reconnects when the server went away.
-pub(super) struct PgSink {
+pub(in crate::store) struct PgSink {
     url: PgUrl,
     client: Option<Client>,
     /// Days (`2026-11-30`) whose partitions exist.
@@ -64,7 +37,7 @@ pub(super) struct PgSink {
 
 impl PgSink {
     /// A writer's sink; `client` is `None` when the database could not be reached at start.
-    pub(super) fn new(url: PgUrl, client: Option<Client>, migrate: bool) -> Self {
+    pub(in crate::store) fn new(url: PgUrl, client: Option<Client>, migrate: bool) -> Self {
         Self {
             url,
             prepared: client.is_some(),
@@ -78,12 +51,12 @@ impl PgSink {
     fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let mut c = connect(&self.url).map_err(|e| WriteError {
+            let mut c = super::connect(&self.url).map_err(|e| WriteError {
                 unreachable: e.is_unreachable(),
                 message: e.to_string(),
             })?;
             if !self.prepared {
-                prepare(&mut c, &self.url, self.migrate).map_err(|e| WriteError {
+                super::prepare(&mut c, &self.url, self.migrate).map_err(|e| WriteError {
                     unreachable: e.is_unreachable(),
                     message: e.to_string(),
                 })?;
@@ -99,7 +72,7 @@ impl PgSink {
     /// and the connection is dropped so the next attempt makes a new one.
     fn fail(&mut self, e: &postgres::Error) -> WriteError {
         let unreachable =
-            super::pg_conn::unreachable(e) || self.client.as_ref().is_some_and(Client::is_closed);
+            super::connect::unreachable(e) || self.client.as_ref().is_some_and(Client::is_closed);
         if unreachable {
             self.client = None;
         }
@@ -144,7 +117,7 @@ impl PgSink {
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
-        extra: &super::rollup::Deltas,
+        extra: &crate::store::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), postgres::Error> {
         self.ensure_partitions(batch)?;
@@ -164,8 +137,8 @@ impl PgSink {
         let mut diffs = Copy::default();
         let mut presence: std::collections::HashMap<(&str, &str, String), i64> =
             std::collections::HashMap::new();
-        let mut rolled = super::rollup::Deltas::new(pg_text);
-        rolled.before = Some(tx.query_one(super::rollup::MAX_ID_SQL, &[])?.get(0));
+        let mut rolled = crate::store::rollup::Deltas::new(pg_text);
+        rolled.before = Some(tx.query_one(crate::store::rollup::MAX_ID_SQL, &[])?.get(0));
         let mut next_id = ids.iter();
         // Each kept exchange's id (0: no row), in the batch's order.
         let numbers: Vec<i64> = kept
@@ -298,21 +271,21 @@ impl PgSink {
             }
         }
         rolled.merge(extra);
-        super::rollup::pg_save(&mut tx, &rolled)?;
-        super::ids::pg_save(&mut tx, batch, &|k| opts.max_pairs(k))?;
-        let changes = super::health::pg_update(&mut tx, batch, opts.reauth_after)?;
+        super::rollup::save(&mut tx, &rolled)?;
+        super::ids::save(&mut tx, batch, &|k| opts.max_pairs(k))?;
+        let changes = super::health::update(&mut tx, batch, opts.reauth_after)?;
         for c in &changes {
-            super::outbox::pg_enqueue(
+            super::outbox::enqueue(
                 &mut tx,
                 &opts.webhooks,
-                super::writer::health_event(c),
-                &super::writer::health_data(c),
+                crate::store::writer::health_event(c),
+                &crate::store::writer::health_data(c),
             )?;
         }
         tx.commit()?;
         if !changes.is_empty() {
-            super::writer::health_changed(&changes);
-            if let Ok((ok, needs)) = super::health::pg_counts(client) {
+            crate::store::writer::health_changed(&changes);
+            if let Ok((ok, needs)) = super::health::counts(client) {
                 crate::telemetry::account_states(ok, needs);
             }
         }
@@ -351,7 +324,7 @@ impl Sink for PgSink {
         &mut self,
         batch: &[Box<Record>],
         kept: &[bool],
-        extra: &super::rollup::Deltas,
+        extra: &crate::store::rollup::Deltas,
         opts: &WriterOptions,
     ) -> Result<(), WriteError> {
         self.client()?;
@@ -429,7 +402,7 @@ pub(super) fn prune(client: &mut Client, cutoff: SystemTime) -> Result<usize, po
             "DELETE FROM field_presence WHERE hour < date_trunc('hour', $1::text::timestamptz)",
             &[&at],
         )?;
-        super::rollup::pg_prune(&mut tx, &at)?;
+        super::rollup::prune(&mut tx, &at)?;
         tx.execute(
             "DELETE FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM bodies x WHERE x.blob_hash = b.hash)",
             &[],
