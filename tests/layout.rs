@@ -171,22 +171,218 @@ fn the_storage_engine_is_known_only_to_the_store() {
     assert!(found.is_empty(), "{found:#?}");
 }
 
-/// The store's seam is engine-neutral: its error, the query API (`Reader` and its rows), which
-/// exchanges keep a row and where a store is name no engine's crate, so no caller can come to
-/// depend on one (each engine converts its own errors into `StoreError`).
-#[test]
-fn the_store_seam_names_no_engine() {
+/// The store's files: (path under `src/store/` with `/` separators, full path).
+fn store_files() -> Vec<(String, PathBuf)> {
     let store = src().join("store");
+    let mut files = Vec::new();
+    sources(&store, &mut files);
+    let mut out: Vec<(String, PathBuf)> = files
+        .into_iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(&store)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            (rel, f)
+        })
+        .collect();
+    out.sort();
+    assert!(
+        out.len() > 30,
+        "the walk found too few store files: {out:?}"
+    );
+    out
+}
+
+/// Where `text` names the `postgres` crate (`postgres::…`, `use postgres`), not a module of the
+/// store called `postgres` (`super::postgres::…`, `store::postgres::…`).
+fn names_postgres_crate(text: &str) -> bool {
+    if text.contains("use postgres") {
+        return true;
+    }
+    text.match_indices("postgres::").any(|(i, _)| {
+        let before = &text[..i];
+        !(before.ends_with("::")
+            || before.ends_with('_')
+            || before
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric()))
+    })
+}
+
+/// Each engine's crate is named only in its folder of the store: `rusqlite` in `store/sqlite/`,
+/// `postgres` in `store/postgres/`. The rest of the store (the writer thread, the roll-ups'
+/// arithmetic, each concept's model, the query API, the error) is engine-neutral, so no caller
+/// can come to depend on an engine (each converts its own errors into `StoreError`); and the
+/// two engines never name each other.
+#[test]
+fn each_engine_is_named_only_in_its_own_folder() {
     let mut found = Vec::new();
-    for name in ["error.rs", "query.rs", "keep.rs", "location.rs"] {
-        let text = code(&store.join(name));
-        for w in ["rusqlite", "postgres::", "use postgres"] {
+    for (rel, path) in store_files() {
+        let text = code(&path);
+        let in_sqlite = rel.starts_with("sqlite/");
+        let in_postgres = rel.starts_with("postgres/");
+        if text.contains("rusqlite") && !in_sqlite {
+            found.push(format!("store/{rel} names rusqlite"));
+        }
+        if names_postgres_crate(&text) && !in_postgres {
+            found.push(format!("store/{rel} names the postgres crate"));
+        }
+        if in_sqlite && (text.contains("store::postgres") || text.contains("super::postgres")) {
+            found.push(format!("store/{rel} (SQLite) names the PostgreSQL folder"));
+        }
+        if in_postgres && (text.contains("store::sqlite") || text.contains("super::sqlite")) {
+            found.push(format!("store/{rel} (PostgreSQL) names the SQLite folder"));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+    // The check itself can fail: the PostgreSQL reader does name its crate.
+    let reader = code(&src().join("store/postgres/reader.rs"));
+    assert!(names_postgres_crate(&reader));
+    assert!(!names_postgres_crate("use super::postgres::open;"));
+}
+
+/// The engine is chosen in one place: of the store's files only `open.rs` matches on a
+/// `Location` (and `location.rs`, which defines it and tells a URL from a path).
+#[test]
+fn the_engine_is_chosen_in_one_place() {
+    let mut found = Vec::new();
+    for (rel, path) in store_files() {
+        if rel == "open.rs" || rel == "location.rs" {
+            continue;
+        }
+        let text = code(&path);
+        for w in ["Location::Sqlite", "Location::Postgres"] {
             if text.contains(w) {
-                found.push(format!("store/{name} names {w:?}"));
+                found.push(format!("store/{rel} matches on {w}"));
             }
         }
     }
     assert!(found.is_empty(), "{found:#?}");
+    let open = code(&src().join("store/open.rs"));
+    assert!(open.contains("Location::Sqlite") && open.contains("Location::Postgres"));
+}
+
+/// The store files a file names, by following each `super::…` and `crate::store::…` path from
+/// the folder it starts in: a segment that is a file is an edge to it; a folder is entered; any
+/// other name is an item of the folder's `mod.rs` (a re-export: no edge is followed through it).
+fn store_edges(rel: &str, text: &str, store: &Path) -> BTreeSet<String> {
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+    let parent = dir.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut out = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let resolve = |mut folder: String, path: &str, out: &mut BTreeSet<String>| {
+        let mut rest = path;
+        loop {
+            let seg = ident(rest);
+            if seg.is_empty() {
+                return;
+            }
+            let sub = if folder.is_empty() {
+                seg.clone()
+            } else {
+                format!("{folder}/{seg}")
+            };
+            if store.join(format!("{sub}.rs")).is_file() {
+                out.insert(format!("{sub}.rs"));
+                return;
+            }
+            if !store.join(&sub).is_dir() {
+                return;
+            }
+            folder = sub;
+            rest = &rest[seg.len()..];
+            match rest.strip_prefix("::") {
+                Some(r) => rest = r,
+                None => return,
+            }
+        }
+    };
+    let starts = [
+        ("crate::store::", String::new()),
+        ("super::super::", parent.to_owned()),
+        ("super::", dir.to_owned()),
+    ];
+    let mut i = 0;
+    while i < text.len() {
+        let here = &text[i..];
+        let at_word = i == 0 || {
+            let b = text.as_bytes()[i - 1];
+            !(b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        };
+        let found = starts.iter().find(|(p, _)| at_word && here.starts_with(p));
+        let Some((prefix, folder)) = found else {
+            i += here.chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let path = &here[prefix.len()..];
+        if let Some(group) = path.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for part in group.split(',') {
+                resolve(folder.clone(), part.trim(), &mut out);
+            }
+        } else {
+            resolve(folder.clone(), path, &mut out);
+        }
+        i += prefix.len();
+    }
+    out.remove(rel);
+    out
+}
+
+/// No circle inside the store: its files, followed through the paths they name, never lead
+/// back to themselves (a folder's `mod.rs` only declares and re-exports: it holds no function,
+/// and its re-exports are not followed). The model of each concept, the writer thread and the
+/// roll-ups' arithmetic are below the engines; `open.rs` is above them.
+#[test]
+fn no_circle_inside_the_store() {
+    let store = src().join("store");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut logic_in_roots = Vec::new();
+    for (rel, path) in store_files() {
+        let text = code(&path);
+        if rel == "mod.rs" || rel.ends_with("/mod.rs") {
+            if text
+                .lines()
+                .any(|l| l.trim_start().starts_with("fn ") || l.contains(" fn "))
+            {
+                logic_in_roots.push(rel);
+            }
+            continue;
+        }
+        graph.insert(rel.clone(), store_edges(&rel, &text, &store));
+    }
+    assert!(
+        logic_in_roots.is_empty(),
+        "functions in a mod.rs: {logic_in_roots:?}"
+    );
+    assert!(
+        graph["open.rs"].contains("sqlite/open.rs")
+            && graph["sqlite/conn.rs"].contains("sqlite/open.rs"),
+        "the walk misses edges: {graph:#?}"
+    );
+    for start in graph.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((m, path)) = stack.pop() {
+            for d in graph.get(&m).into_iter().flatten() {
+                if d == start {
+                    panic!("a circle in the store: {} -> {start}", path.join(" -> "));
+                }
+                if seen.insert(d.clone()) {
+                    let mut p = path.clone();
+                    p.push(d.clone());
+                    stack.push((d.clone(), p));
+                }
+            }
+        }
+    }
 }
 
 /// The comparison's fast parser (sonic-rs, and the stack it may need) is known to one file:

@@ -517,7 +517,7 @@ pub struct StoreConfig {
     /// A PostgreSQL store (`[store] url`, or a `postgres://` `--db`): the fleet's.
     pub url: Option<crate::store::PgUrl>,
     /// The CA (PEM) that PostgreSQL's certificate must lead to (`sslmode` decides whether it is
-    /// checked; see `store::pg_conn`).
+    /// checked; see `store/postgres/connect.rs`).
     pub ca_file: Option<PathBuf>,
     /// PostgreSQL: `serve` applies the migrations at start (default), or, when a deploy step
     /// runs `shadowdiff migrate`, only checks that they were applied.

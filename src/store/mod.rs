@@ -1,10 +1,16 @@
 //! The store: the only module that knows the storage engine and its tables.
 //!
-//! - writing: one writer thread fed by a bounded channel ([`Store`], [`StoreHandle`]); the proxy
-//!   never waits for the disk;
-//! - reading: the typed query API ([`Reader`]) that reports, the classification, the gate, the
-//!   admin API and the command line use; SQLite implements it today;
-//! - the schema and its version (`schema.rs`), and retention ([`prune_file`]).
+//! Engine-neutral, at the top: the writer thread fed by a bounded channel (`writer.rs`: [`Store`],
+//! [`StoreHandle`]; the proxy never waits for the disk), which exchanges keep a row (`keep.rs`),
+//! the hourly roll-ups' arithmetic (`rollup.rs`), each concept's model and the trait its rows
+//! are reached through (`health.rs`, `ids.rs`, `outbox.rs`, `rollout.rs`, `rediffs.rs`,
+//! `replay_sets.rs`, `triage.rs`), the query API (`query.rs`: [`Reader`]), the schema's list of
+//! migrations (`migrate.rs`), SQL both engines run (`sql.rs`), the error ([`StoreError`]) and
+//! where a store is ([`Location`]).
+//!
+//! One folder per engine (`sqlite/`, `postgres/`): each implements those seams with its own
+//! SQL, migrations, connections and errors, and neither names the other. The engine is chosen
+//! once, in `open.rs` (the only match on a [`Location`]). `tests/layout.rs` keeps this true.
 //!
 //! Tables (SQLite): `exchanges` (one row per exchange), `diff_fields` (per exchange, field
 //! pattern and kind: the number of differences), `diffs` (the differences themselves, up to
@@ -51,7 +57,7 @@ pub use rollout::{Change as RolloutChange, Event as RolloutEvent, RolloutStore};
 pub use rollup::{
     bucket as latency_bucket, bucket_value as latency_bucket_value, Histogram, Rebuild,
 };
-pub use sqlite::open;
+pub use sqlite::open::open;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 
 pub use error::StoreError;

@@ -15,7 +15,6 @@ use super::replay_sets::ReplaySetConn;
 use super::rollout::RolloutConn;
 use super::triage::TriageConn;
 use super::writer::{Store, WriterOptions};
-use super::{postgres, sqlite};
 use super::{IdStore, Migrated, Outbox, RolloutStore, StoreError, Subscriptions};
 
 /// A connection of its own, whichever the engine: every concept's trait.
@@ -26,8 +25,8 @@ impl<T: IdConn + OutboxConn + RediffConn + ReplaySetConn + RolloutConn + TriageC
 /// PostgreSQL one is closed on a thread named `closer` when dropped on an async runtime.
 fn own(location: &Location, closer: &'static str) -> Box<dyn Own> {
     match location {
-        Location::Sqlite(path) => Box::new(sqlite::Own::new(path)),
-        Location::Postgres(url) => Box::new(postgres::Own::new(url, closer)),
+        Location::Sqlite(path) => Box::new(super::sqlite::conn::Own::new(path)),
+        Location::Postgres(url) => Box::new(super::postgres::conn::Own::new(url, closer)),
     }
 }
 
@@ -37,10 +36,10 @@ fn own(location: &Location, closer: &'static str) -> Box<dyn Own> {
 pub fn migrate(location: &Location) -> Result<Migrated, StoreError> {
     let (applied, version, rollups) = match location {
         Location::Sqlite(path) => {
-            let (applied, rollups) = sqlite::migrate(path)?;
+            let (applied, rollups) = super::sqlite::open::migrate(path)?;
             (applied, super::SCHEMA_VERSION, rollups)
         }
-        Location::Postgres(url) => postgres::migrate(url)?,
+        Location::Postgres(url) => super::postgres::open::migrate(url)?,
     };
     Ok(Migrated {
         applied,
@@ -59,10 +58,10 @@ pub fn open_reader(path: &Path) -> Result<Box<dyn Reader>, StoreError> {
 /// [`open_reader`] for a location (a PostgreSQL URL keeps its `[store] ca_file`).
 pub fn open_reader_at(location: &Location) -> Result<Box<dyn Reader>, StoreError> {
     match location {
-        Location::Sqlite(path) => sqlite::reader(path),
-        Location::Postgres(url) => Ok(Box::new(postgres::PgReader::new(
+        Location::Sqlite(path) => super::sqlite::open::reader(path),
+        Location::Postgres(url) => Ok(Box::new(super::postgres::reader::PgReader::new(
             url.clone(),
-            postgres::open(url)?,
+            super::postgres::open::open(url)?,
         ))),
     }
 }
@@ -75,10 +74,10 @@ pub fn open_read_only_at(
     busy: Duration,
 ) -> Result<Box<dyn Reader + Send>, StoreError> {
     match location {
-        Location::Sqlite(path) => sqlite::read_only(path, busy),
-        Location::Postgres(url) => Ok(Box::new(postgres::PgReader::new(
+        Location::Sqlite(path) => super::sqlite::open::read_only(path, busy),
+        Location::Postgres(url) => Ok(Box::new(super::postgres::reader::PgReader::new(
             url.clone(),
-            postgres::connect(url)?,
+            super::postgres::open::connect(url)?,
         ))),
     }
 }
@@ -88,20 +87,24 @@ pub fn open_read_only_at(
 /// instance of a fleet at a time: the others find the lock taken and delete 0).
 pub fn prune_at(location: &Location, cutoff: SystemTime) -> Result<usize, StoreError> {
     match location {
-        Location::Sqlite(path) => sqlite::prune(path, cutoff),
-        Location::Postgres(url) => postgres::prune(url, cutoff),
+        Location::Sqlite(path) => super::sqlite::open::prune(path, cutoff),
+        Location::Postgres(url) => super::postgres::open::prune(url, cutoff),
     }
 }
 
 /// [`prune_at`] for a SQLite file.
 pub fn prune_file(path: &Path, cutoff: SystemTime) -> Result<usize, StoreError> {
-    sqlite::prune(path, cutoff)
+    super::sqlite::open::prune(path, cutoff)
 }
 
 impl Store {
     /// Opens (creating it and its folder if needed) the SQLite database and starts the writer.
     pub fn open(path: &Path, opts: WriterOptions) -> Result<Self, StoreError> {
-        Self::start(sqlite::sink(path)?, path.display().to_string(), opts)
+        Self::start(
+            super::sqlite::open::sink(path)?,
+            path.display().to_string(),
+            opts,
+        )
     }
 
     /// Opens the store at `location` and starts the writer: a SQLite file as [`Store::open`]; a
@@ -115,9 +118,9 @@ impl Store {
                 // writer starts without it (`/readyz` degraded) and migrates on the first
                 // connection that succeeds. Anything else (a refused login, bad TLS settings,
                 // an old schema) is an error now.
-                let (client, down) = match postgres::connect(url) {
+                let (client, down) = match super::postgres::open::connect(url) {
                     Ok(mut c) => {
-                        postgres::prepare(&mut c, url, opts.migrate)?;
+                        super::postgres::open::prepare(&mut c, url, opts.migrate)?;
                         (Some(c), None)
                     }
                     Err(e) if e.is_unreachable() => {
@@ -126,7 +129,7 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 };
-                let sink = postgres::PgSink::new(url.clone(), client, opts.migrate);
+                let sink = super::postgres::sink::PgSink::new(url.clone(), client, opts.migrate);
                 let store = Self::start(Box::new(sink), url.to_string(), opts)?;
                 if let Some(e) = down {
                     store.started_unreachable(e);

@@ -1,6 +1,6 @@
 //! The store's query API: what reports, the classification, the gate, the admin API and the
 //! command line read, as typed rows. [`Reader`] is the seam between them and a storage engine;
-//! the SQLite implementation is in `sqlite.rs`. The rows are raw: aggregation beyond SQL's
+//! each engine implements it in its folder (`sqlite/reader.rs`, `postgres/reader.rs`). The rows are raw: aggregation beyond SQL's
 //! (parity, classes, percentiles) belongs to the callers, so a second engine implements these
 //! queries once and every report follows.
 

@@ -18,7 +18,7 @@ pub(in crate::store) struct Own {
 impl Drop for Own {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            super::close(c, self.closer);
+            close(c, self.closer);
         }
     }
 }
@@ -40,12 +40,12 @@ impl Own {
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         if self.client.is_none() {
-            self.client = Some(Box::new(super::open(&self.url)?));
+            self.client = Some(Box::new(super::open::open(&self.url)?));
         }
         let c = self.client.as_mut().expect("connected above");
         f(c).map_err(|error| {
             if let Some(c) = self.client.take() {
-                super::close(c, self.closer);
+                close(c, self.closer);
             }
             StoreError::postgres(self.url.to_string(), error)
         })
@@ -62,5 +62,17 @@ impl Own {
             tx.commit()?;
             Ok(v)
         })
+    }
+}
+
+/// A client closes by blocking on a runtime of its own: never on a thread of an async runtime
+/// (it is dropped on a thread named `closer` there).
+fn close(c: Box<Client>, closer: &'static str) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name(closer.into())
+            .spawn(move || drop(c));
+    } else {
+        drop(c);
     }
 }

@@ -446,15 +446,6 @@ fn pgpass_fields(line: &str) -> Vec<String> {
     fields
 }
 
-/// A text parameter PostgreSQL can store: NUL replaced by U+FFFD.
-pub(super) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}").into()
-    } else {
-        s.into()
-    }
-}
-
 impl StoreError {
     /// A PostgreSQL error of the store at `url` (shown with its password masked).
     // By value: it is what `map_err` hands over.

@@ -1,6 +1,6 @@
 //! The accounts' health on PostgreSQL (the model: `store/health.rs`).
 
-use super::ts;
+use super::text::ts;
 use crate::record::Record;
 use crate::store::health::{apply, signals, AccountHealth, HealthChange};
 

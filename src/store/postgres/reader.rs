@@ -1,4 +1,4 @@
-//! The PostgreSQL implementation of the query API: the same questions as `sqlite.rs`, with the
+//! The PostgreSQL implementation of the query API: the same questions as `sqlite/reader.rs`, with the
 //! same answers (timestamps formatted as the SQLite store keeps them: RFC 3339 UTC with
 //! milliseconds), so reports and the gate read a fleet's store as they read a file.
 
@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use postgres::types::ToSql;
 use postgres::Client;
+
+use super::text::ts;
 use serde_json::Value;
 
 use crate::record::{hour, Outcome, RouteKey};
@@ -23,11 +25,6 @@ use crate::store::sql::{
     spend_sql,
 };
 use crate::store::{sql::aggregate_key, StoreError};
-
-/// A timestamp column as the SQLite store writes it (`2026-11-30T02:14:00.123Z`).
-fn ts(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
-}
 
 type Param = Box<dyn ToSql + Sync>;
 type Params = Vec<Param>;

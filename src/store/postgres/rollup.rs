@@ -151,7 +151,7 @@ const TS: &str = r#"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI
 /// Builds the roll-ups of the rows a PostgreSQL store already holds (the migration that adds
 /// them), reading the rows through a cursor.
 pub(in crate::store) fn fill(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
-    let mut d = Deltas::new(super::connect::pg_text);
+    let mut d = Deltas::new(super::text::pg_text);
     let portal = tx.bind(
         &format!(
             "SELECT id, {TS}, route, account, outcome, mapping_version, served_by, fallback, reason,
@@ -210,7 +210,7 @@ pub(in crate::store) fn fill_signatures(
 ) -> Result<(), postgres::Error> {
     let mut d = Deltas {
         before: Some(i64::MAX),
-        ..Deltas::new(super::connect::pg_text)
+        ..Deltas::new(super::text::pg_text)
     };
     let portal = tx.bind(
         &format!(

@@ -6,21 +6,21 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use postgres::Client;
+
+use super::partitions::{day_of, day_text, PARTITIONED};
 
 use crate::record::{rfc3339, NoiseSample, Record};
 use crate::store::location::PgUrl;
 use crate::store::sql::aggregate_key;
 use crate::store::writer::{Sink, WriteError, WriterOptions};
 
-/// The tables partitioned by day.
-const PARTITIONED: [&str; 4] = ["exchanges", "diff_fields", "diffs", "bodies"];
 /// The advisory lock key under which partitions are created ("sdpartit").
 const PG_PARTITION_LOCK: i64 = 0x7364_7061_7274_6974;
 
-use super::connect::pg_text;
+use super::text::pg_text;
 
 /// The writer's connection; reconnects when the server went away.
 pub(in crate::store) struct PgSink {
@@ -51,12 +51,12 @@ impl PgSink {
     fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let mut c = super::connect(&self.url).map_err(|e| WriteError {
+            let mut c = super::open::connect(&self.url).map_err(|e| WriteError {
                 unreachable: e.is_unreachable(),
                 message: e.to_string(),
             })?;
             if !self.prepared {
-                super::prepare(&mut c, &self.url, self.migrate).map_err(|e| WriteError {
+                super::open::prepare(&mut c, &self.url, self.migrate).map_err(|e| WriteError {
                     unreachable: e.is_unreachable(),
                     message: e.to_string(),
                 })?;
@@ -340,92 +340,8 @@ impl Sink for PgSink {
     fn prune(&mut self, cutoff: SystemTime) -> Result<usize, WriteError> {
         self.client()?;
         let client = self.client.as_mut().expect("connected");
-        prune(client, cutoff).map_err(|e| self.fail(&e))
+        super::partitions::prune(client, cutoff).map_err(|e| self.fail(&e))
     }
-}
-
-/// The advisory lock key of retention ("sdprune!"): one instance of a fleet prunes at a time.
-const PG_PRUNE_LOCK: i64 = 0x7364_7072_756e_6521;
-
-/// Deletes what started before `cutoff`: the day partitions wholly before it are dropped (no
-/// row-by-row delete, no bloat), the rest of the cutoff's day is deleted; then field presence
-/// before its hour and body texts no kept body points at. Only one instance prunes at a time:
-/// the others find the lock taken and return 0. Returns the exchanges removed.
-pub(super) fn prune(client: &mut Client, cutoff: SystemTime) -> Result<usize, postgres::Error> {
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&PG_PRUNE_LOCK])?
-        .get(0);
-    if !locked {
-        return Ok(0);
-    }
-    let done = (|| {
-        let at = rfc3339(cutoff);
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM exchanges WHERE started_at < $1::text::timestamptz",
-                &[&at],
-            )?
-            .get(0);
-        let first_kept = day_of(cutoff);
-        let days: Vec<String> = client
-            .query(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'exchanges'",
-                &[],
-            )?
-            .iter()
-            .filter_map(|r| {
-                r.get::<_, String>(0)
-                    .strip_prefix("exchanges_")
-                    .map(str::to_owned)
-            })
-            .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
-            .collect();
-        let mut tx = client.transaction()?;
-        for d in days {
-            // `20261130` against the cutoff's day: partitions wholly before it go.
-            if d < day_text(first_kept).replace('-', "") {
-                let drops: Vec<String> = PARTITIONED
-                    .iter()
-                    .map(|t| format!("DROP TABLE IF EXISTS {t}_{d};"))
-                    .collect();
-                tx.batch_execute(&drops.concat())?;
-            }
-        }
-        for t in PARTITIONED {
-            tx.execute(
-                &format!("DELETE FROM {t} WHERE started_at < $1::text::timestamptz"),
-                &[&at],
-            )?;
-        }
-        tx.execute(
-            "DELETE FROM field_presence WHERE hour < date_trunc('hour', $1::text::timestamptz)",
-            &[&at],
-        )?;
-        super::rollup::prune(&mut tx, &at)?;
-        tx.execute(
-            "DELETE FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM bodies x WHERE x.blob_hash = b.hash)",
-            &[],
-        )?;
-        tx.commit()?;
-        Ok(usize::try_from(n).unwrap_or(0))
-    })();
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PG_PRUNE_LOCK]);
-    let n = done?;
-    unlocked?;
-    Ok(n)
-}
-
-/// Days since 1970-01-01 (UTC).
-fn day_of(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400
-}
-
-/// `2026-11-30` for a day number.
-fn day_text(day: u64) -> String {
-    let mut s = rfc3339(UNIX_EPOCH + Duration::from_secs(day * 86_400));
-    s.truncate(10);
-    s
 }
 
 /// Rows of one `COPY … FROM STDIN` in PostgreSQL's text format.
@@ -484,13 +400,5 @@ mod tests {
         let mut c = Copy::default();
         c.row(&[Some("a\tb\nc\\d\re"), None, Some("é\u{0}")]);
         assert_eq!(c.buf, "a\\tb\\nc\\\\d\\re\t\\N\té\u{FFFD}\n".as_bytes());
-    }
-
-    #[test]
-    fn days_are_utc_dates() {
-        assert_eq!(day_text(0), "1970-01-01");
-        let t = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-        assert_eq!(day_text(day_of(t)), rfc3339(t)[..10]);
-        assert!(day_text(day_of(t) + 1) > day_text(day_of(t)));
     }
 }

@@ -1,6 +1,6 @@
 //! The triage marks and their audit trail on PostgreSQL (the model: `store/triage.rs`).
 
-use super::ts;
+use super::text::ts;
 use crate::store::triage::{mark, TriageConn};
 use crate::store::StoreError;
 use crate::triage::{Change, LogEntry, Mark, Pattern};

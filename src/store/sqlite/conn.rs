@@ -30,7 +30,7 @@ impl Own {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         if self.conn.is_none() {
-            let c = super::open(&self.path)?;
+            let c = super::open::open(&self.path)?;
             let _ = c.busy_timeout(std::time::Duration::from_secs(5));
             self.conn = Some(c);
         }

@@ -3,6 +3,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::open::ROWS_PER_INSERT;
+
 use crate::record::{cut, examples, hour, rfc3339, value_text, NoiseSample, Record};
 use crate::store::writer::{Sink, WriteError, WriterOptions};
 
@@ -211,9 +213,6 @@ fn write_noise(conn: &mut Connection, samples: &[NoiseSample]) -> rusqlite::Resu
     }
     tx.commit()
 }
-
-/// Diff rows per INSERT statement: one statement per row costs more than the row itself.
-pub(in crate::store) const ROWS_PER_INSERT: usize = 16;
 
 /// `INSERT INTO diffs ... VALUES (...), (...)` for `n` rows.
 fn diff_insert_sql(n: usize) -> String {
