@@ -168,8 +168,8 @@ fn harness(c: &mut Criterion) {
         l.len(),
         r.len(),
         diff_docs(
-            &doc::parse(l, &arena, &mut Default::default()).unwrap(),
-            &doc::parse(r, &arena, &mut Default::default()).unwrap(),
+            &doc::parse(l, &arena).unwrap(),
+            &doc::parse(r, &arena).unwrap(),
             &rules
         )
         .len()
@@ -180,20 +180,12 @@ fn harness(c: &mut Criterion) {
     g.bench_function("parse_both_value", |b| {
         b.iter(|| (parse_value(black_box(l)), parse_value(black_box(r))));
     });
-    // sonic-rs's own document alone (what the compact tree is built from).
-    g.bench_function("parse_both_sonic", |b| {
-        b.iter(|| {
-            let a: sonic_rs::Value = sonic_rs::from_slice(black_box(l)).unwrap();
-            let z: sonic_rs::Value = sonic_rs::from_slice(black_box(r)).unwrap();
-            (a, z)
-        });
-    });
     // Each iteration parses into a fresh arena, as each exchange does.
     g.bench_function("parse_both_doc", |b| {
         b.iter(|| {
             let arena = bumpalo::Bump::new();
-            let n = doc::parse(black_box(l), &arena, &mut Default::default()).is_ok()
-                && doc::parse(black_box(r), &arena, &mut Default::default()).is_ok();
+            let n = doc::parse(black_box(l), &arena).is_ok()
+                && doc::parse(black_box(r), &arena).is_ok();
             (n, arena.allocated_bytes())
         });
     });
@@ -210,10 +202,9 @@ fn harness(c: &mut Criterion) {
     g.bench_function("parse_and_diff_doc", |b| {
         b.iter(|| {
             let arena = bumpalo::Bump::new();
-            let (mut ls, mut rs) = (doc::Source::default(), doc::Source::default());
             let (a, z) = (
-                doc::parse(black_box(l), &arena, &mut ls).unwrap(),
-                doc::parse(black_box(r), &arena, &mut rs).unwrap(),
+                doc::parse(black_box(l), &arena).unwrap(),
+                doc::parse(black_box(r), &arena).unwrap(),
             );
             diff_docs(&a, &z, &rules).len()
         });
@@ -221,10 +212,9 @@ fn harness(c: &mut Criterion) {
     g.bench_function("parse_diff_patterns_doc", |b| {
         b.iter(|| {
             let arena = bumpalo::Bump::new();
-            let (mut ls, mut rs) = (doc::Source::default(), doc::Source::default());
             let (a, z) = (
-                doc::parse(black_box(l), &arena, &mut ls).unwrap(),
-                doc::parse(black_box(r), &arena, &mut rs).unwrap(),
+                doc::parse(black_box(l), &arena).unwrap(),
+                doc::parse(black_box(r), &arena).unwrap(),
             );
             let mut p = Patterns::default();
             p.add_doc(&a, 1000);

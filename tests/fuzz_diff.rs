@@ -214,7 +214,7 @@ proptest! {
 
 // ------------------------------------------------- the parse floor: two paths, one answer
 //
-// The proxy parses a body that nothing rewrites into sonic-rs's arena document
+// The proxy parses a body that nothing rewrites into the compact arena document
 // (`diff::doc::parse`), anything else into serde_json's `Value`. Both must give the same
 // acceptance, the same differences and the same field patterns, under any rules.
 
@@ -394,10 +394,9 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
         diff::parse_json(l.as_bytes()),
         diff::parse_json(c.as_bytes()),
     );
-    let (mut ls, mut cs) = (doc::Source::default(), doc::Source::default());
     let (ld, cd) = (
-        doc::parse(l.as_bytes(), &arena, &mut ls),
-        doc::parse(c.as_bytes(), &arena, &mut cs),
+        doc::parse(l.as_bytes(), &arena),
+        doc::parse(c.as_bytes(), &arena),
     );
     prop_assert_eq!(lv.is_ok(), ld.is_ok());
     prop_assert_eq!(cv.is_ok(), cd.is_ok());
@@ -453,7 +452,7 @@ proptest! {
         // The arena document is what a body without a repeated member becomes.
         if !repeats_a_member(&l) {
             let arena = bumpalo::Bump::new();
-            prop_assert!(matches!(diff::doc::parse(lt.as_bytes(), &arena, &mut Default::default()), Ok(diff::doc::Doc::Fast(_))), "{}", lt);
+            prop_assert!(matches!(diff::doc::parse(lt.as_bytes(), &arena), Ok(diff::doc::Doc::Fast(_))), "{}", lt);
         }
     }
 
@@ -476,8 +475,7 @@ proptest! {
         ],
     ) {
         let arena = bumpalo::Bump::new();
-        let mut source = diff::doc::Source::default();
-        let (old, new) = (diff::parse_json(&b), diff::doc::parse(&b, &arena, &mut source));
+        let (old, new) = (diff::parse_json(&b), diff::doc::parse(&b, &arena));
         match (old, new) {
             (Ok(v), Ok(d)) => prop_assert_eq!(d.into_value(), v),
             (Err(diff::JsonError::TooDeep(_)), Err(diff::JsonError::TooDeep(_)))
@@ -496,8 +494,7 @@ proptest! {
         let close = match open { "[" | "[{\"a\":1}," => "]", _ => "}" };
         let text = open.repeat(depth) + inner + &close.repeat(depth);
         let arena = bumpalo::Bump::new();
-        let mut source = diff::doc::Source::default();
-        let (old, new) = (diff::parse_json(text.as_bytes()), diff::doc::parse(text.as_bytes(), &arena, &mut source));
+        let (old, new) = (diff::parse_json(text.as_bytes()), diff::doc::parse(text.as_bytes(), &arena));
         prop_assert_eq!(old.is_ok(), new.is_ok(), "depth {}", depth);
         prop_assert_eq!(
             matches!(old, Err(diff::JsonError::TooDeep(_))),

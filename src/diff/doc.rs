@@ -2,30 +2,26 @@
 //!
 //! Two kinds of tree implement it:
 //! - serde_json's [`Value`]: what the mapping engines and the normalize rules take and give;
-//! - [`Fast`]: what the proxy parses a body into when nothing rewrites it. sonic-rs parses the
-//!   body (SIMD, no heap node per value), and a compact tree is built over its document at once
-//!   in the caller's arena ([`Bump`]): one allocation per arena chunk rather than one per value,
-//!   members as slices in document order, strings borrowed from sonic-rs's document, numbers as
-//!   their source text. Walking it costs a fraction of walking sonic-rs's own document, whose
-//!   every step decodes a tagged node.
+//! - [`Fast`]: what the proxy parses a body into when nothing rewrites it. The comparison's own
+//!   scanner (`scan.rs`) builds it in one pass over the body, in the caller's arena ([`Bump`]):
+//!   one allocation per arena chunk rather than one per value, members as slices in document
+//!   order, strings and numbers borrowed from the body's text (a string with an escape written
+//!   out once).
 //!
 //! [`parse`] gives the second kind exactly when [`super::parse_json`] would accept the body, and
 //! a document that reads the same through the view: the same members in the same order, the
-//! same numbers' texts, the same strings. Where sonic-rs and serde_json could disagree (an error,
-//! nesting deeper than [`super::MAX_DEPTH`], a repeated member, which serde_json resolves to the
-//! last value at the first position) the body takes serde_json's path instead, so every verdict
-//! and every document is serde_json's.
+//! same numbers' texts, the same strings. Where the scanner is not sure (an error, nesting at
+//! [`super::MAX_DEPTH`], a repeated member, which serde_json resolves to the last value at the
+//! first position, half a surrogate pair) the body takes serde_json's path instead, so every
+//! verdict and every document is serde_json's.
 //!
-//! SIMD: sonic-rs picks its instructions when it is compiled. The default build targets
-//! baseline x86-64 (SSE2), so the binary runs on any x86-64; a build with
-//! `RUSTFLAGS="-C target-cpu=native"` (or `-C target-feature=+avx2,+pclmulqdq`) uses AVX2 and
-//! needs a CPU that has it.
+//! No SIMD instructions and no CPU feature detection: the scanner reads strings eight bytes at a
+//! time in ordinary registers, so the binary runs on any x86-64 (and any other target).
 
 use bumpalo::Bump;
 use serde_json::Value;
-use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait};
 
-use super::{JsonError, MAX_DEPTH};
+use super::JsonError;
 
 /// A JSON node as the comparison reads it.
 pub trait Node: Sized {
@@ -205,120 +201,50 @@ impl Doc<'_> {
     }
 }
 
-/// Where sonic-rs's document is kept while the compact tree borrows its strings (one per
-/// parsed body, beside the arena).
-#[derive(Default)]
-pub struct Source(Option<sonic_rs::Value>);
-
 /// Parses a body as [`super::parse_json`] does (same acceptance, same errors, same document),
-/// into the compact tree in `arena` whenever that reads the same. The tree's strings are
-/// sonic-rs's, kept in `source`.
-pub fn parse<'b>(
-    bytes: &[u8],
-    arena: &'b Bump,
-    source: &'b mut Source,
-) -> Result<Doc<'b>, JsonError> {
-    // sonic-rs refuses nesting beyond 255 levels only once it is there, one call per level:
-    // ~0.5 KiB each in a release build (a 254-deep body parses in 128 KiB), over 16 KiB in a
-    // debug one. It runs with that much stack left, on a stack of its own when the thread's
-    // is short (never on the proxy's threads in a release build: they have 2 MiB).
-    let parsed = stacker::maybe_grow(SONIC_STACK, 2 * SONIC_STACK, || {
-        sonic_rs::from_slice::<sonic_rs::Value>(bytes)
-    });
-    if let Ok(v) = parsed {
-        let v: &'b sonic_rs::Value = source.0.insert(v);
-        let mut build = Builder { arena, plain: true };
-        let mut tree = Fast::Null;
-        build.fill(v, 1, &mut tree);
-        if build.plain {
+/// into the compact tree in `arena` whenever that reads the same ([`super::scan`]): its strings
+/// and numbers borrowed from `bytes`.
+pub fn parse<'b>(bytes: &'b [u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Some(tree) = super::scan::scan(text, arena) {
             return Ok(Doc::Fast(tree));
         }
     }
-    // An error, a repeated member or a nesting sonic-rs allows and serde_json does not (rare):
-    // serde_json decides, and builds the document.
+    // An error, a repeated member, nesting at serde_json's limit, half a surrogate pair
+    // (rare): serde_json decides, and builds the document.
     super::parse_json(bytes).map(Doc::Tree)
 }
-
-/// The stack sonic-rs's deepest parse may need (twice what was measured).
-const SONIC_STACK: usize = if cfg!(debug_assertions) {
-    16 << 20
-} else {
-    256 << 10
-};
 
 /// Objects up to this many members are checked for a repeated name pair by pair; larger ones
 /// with a set.
 const PAIRWISE: usize = 16;
 
-/// Builds the compact tree over sonic-rs's document, noting whether it reads as serde_json's
-/// would: nesting within serde_json's limit, no object naming a member twice. (Past the first
-/// such finding the rest is not copied: the caller parses again with serde_json.)
-struct Builder<'b> {
-    arena: &'b Bump,
-    plain: bool,
-}
-
-impl<'b> Builder<'b> {
-    /// Writes the tree of `v` into `out` (in place: a node returned by value is copied back
-    /// through the stack in pieces the processor cannot forward, which measured as half the
-    /// time of building the tree). `depth` is the node's, the root's 1.
-    fn fill(&mut self, v: &'b sonic_rs::Value, depth: usize, out: &mut Fast<'b>) {
-        if !self.plain {
-            return;
-        }
-        *out = match v.get_type() {
-            JsonType::Null => Fast::Null,
-            JsonType::Boolean => Fast::Bool(v.is_true()),
-            JsonType::Number => Fast::Number(match v.as_raw_number() {
-                Some(raw) => self.arena.alloc_str(raw.as_str()),
-                // Not parsed with raw numbers (never here): its shortest spelling.
-                None => self
-                    .arena
-                    .alloc_str(&sonic_rs::to_string(v).unwrap_or_default()),
-            }),
-            JsonType::String => Fast::String(v.as_str().unwrap_or_default()),
-            // serde_json refuses a container (even an empty one) at its limit's depth.
-            _ if depth >= MAX_DEPTH => {
-                self.plain = false;
-                return;
-            }
-            JsonType::Array => {
-                let items = v.as_array().map_or(&[][..], |a| a.as_slice());
-                let slots = self.arena.alloc_slice_fill_copy(items.len(), Fast::Null);
-                for (slot, e) in slots.iter_mut().zip(items) {
-                    self.fill(e, depth + 1, slot);
-                }
-                Fast::Array(slots)
-            }
-            JsonType::Object => {
-                let Some(o) = v.as_object() else {
-                    return;
-                };
-                let slots = self.arena.alloc_slice_fill_copy(o.len(), ("", Fast::Null));
-                for (slot, (k, e)) in slots.iter_mut().zip(o.iter()) {
-                    slot.0 = k;
-                    self.fill(e, depth + 1, &mut slot.1);
-                }
-                if repeats_a_name(slots) {
-                    self.plain = false;
-                }
-                Fast::Object(slots)
-            }
-        };
+/// Whether an object names a member twice. Each name marks a bit of a 1,024-bit set by a hash
+/// of its length and three of its bytes: names that mark distinct bits are distinct (most
+/// objects end there, in one pass); a bit marked twice is settled exactly, pair by pair or
+/// with a set.
+pub(super) fn repeats_a_name(members: &[(&str, Fast<'_>)]) -> bool {
+    if members.len() < 2 {
+        return false;
     }
-}
-
-/// Whether an object names a member twice (by a fingerprint first: a name's length and first
-/// bytes, which mostly differ between two names).
-fn repeats_a_name(members: &[(&str, Fast<'_>)]) -> bool {
     if members.len() <= PAIRWISE {
-        let mut seen = [("", 0u64); PAIRWISE];
+        let mut bits = [0u64; 16];
+        let clash = members.iter().any(|(k, _)| {
+            let h = quick_hash(k);
+            let (word, bit) = ((h >> 6) as usize & 15, 1u64 << (h & 63));
+            let seen = bits[word] & bit != 0;
+            bits[word] |= bit;
+            seen
+        });
+        if !clash {
+            return false;
+        }
+        let mut seen = [""; PAIRWISE];
         for (i, (k, _)) in members.iter().enumerate() {
-            let print = fingerprint(k);
-            if seen[..i].iter().any(|&(n, p)| p == print && n == *k) {
+            if seen[..i].contains(k) {
                 return true;
             }
-            seen[i] = (k, print);
+            seen[i] = k;
         }
         false
     } else {
@@ -328,11 +254,12 @@ fn repeats_a_name(members: &[(&str, Fast<'_>)]) -> bool {
     }
 }
 
-/// A member name's length and first bytes (read byte by byte: a copy into a buffer read back
-/// as one word stalls the processor).
-fn fingerprint(k: &str) -> u64 {
+/// Ten bits from a member name's length and its first, middle and last bytes.
+#[inline]
+fn quick_hash(k: &str) -> u64 {
     let b = k.as_bytes();
-    b.iter()
-        .take(7)
-        .fold(b.len() as u64, |h, &c| (h << 8) | u64::from(c))
+    let at = |i: usize| b.get(i).map_or(0, |&c| u64::from(c));
+    let x =
+        (b.len() as u64) | at(0) << 16 | at(b.len() / 2) << 24 | at(b.len().wrapping_sub(1)) << 32;
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54
 }

@@ -22,6 +22,7 @@ pub mod headers;
 pub mod normalize;
 pub mod number;
 pub mod patch;
+mod scan;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

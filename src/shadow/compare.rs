@@ -748,10 +748,9 @@ fn compare_sides(
     // The compact trees of both documents live here, for the comparison's length (their
     // strings in the parser's documents, kept beside them).
     let arena = bumpalo::Bump::new();
-    let (mut l_source, mut c_source) = (diff::doc::Source::default(), Default::default());
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
-        Some(pre) => match parse_body(&l_raw, tree.0, (&arena, &mut l_source)) {
+        Some(pre) => match parse_body(&l_raw, tree.0, &arena) {
             Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
             l => (
                 l.json(),
@@ -764,8 +763,8 @@ fn compare_sides(
             ),
         },
         None => match (
-            parse_body(&l_raw, tree.0, (&arena, &mut l_source)),
-            parse_body(&c_raw, tree.1, (&arena, &mut c_source)),
+            parse_body(&l_raw, tree.0, &arena),
+            parse_body(&c_raw, tree.1, &arena),
         ) {
             (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
             (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
@@ -985,18 +984,14 @@ impl<'b> Parsed<'b> {
 
 /// Parses a body: into a serde_json value with `tree`, else into whichever document reads the
 /// same ([`diff::doc::parse`]).
-fn parse_body<'b>(
-    b: &[u8],
-    tree: bool,
-    (arena, source): (&'b bumpalo::Bump, &'b mut diff::doc::Source),
-) -> Parsed<'b> {
+fn parse_body<'b>(b: &'b [u8], tree: bool, arena: &'b bumpalo::Bump) -> Parsed<'b> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Parsed::NotJson;
     }
     let parsed = if tree {
         diff::parse_json(b).map(Doc::Tree)
     } else {
-        diff::doc::parse(b, arena, source)
+        diff::doc::parse(b, arena)
     };
     match parsed {
         Ok(v) => Parsed::Json(v),

@@ -1,0 +1,406 @@
+//! The comparison's own JSON scanner: one pass over a body's text that builds the compact tree
+//! ([`Fast`]) in the caller's arena, its strings and numbers borrowed from the text (a string
+//! with an escape is written out once, into the arena).
+//!
+//! It is only ever *sure or silent*: it returns a tree exactly when serde_json (with
+//! `arbitrary_precision`, as [`super::parse_json`] runs it) accepts the text and reads it as the
+//! same document, and `None` for everything else: a syntax error, nesting at serde_json's limit,
+//! an object naming a member twice, a `\u` escape of half a surrogate pair. The caller then asks
+//! serde_json, which decides and gives the error. So the scanner needs no error messages, and
+//! every verdict is serde_json's.
+//!
+//! The text is valid UTF-8 (the caller checks the whole body once), so a string's bytes between
+//! its quotes are a `&str` as they are. Strings are scanned eight bytes at a time for the bytes
+//! that end or interrupt them (`"`, `\`, and the control characters serde_json refuses).
+
+use bumpalo::Bump;
+
+use super::doc::Fast;
+use super::MAX_DEPTH;
+
+/// Builds the tree of `text` in `arena`, or `None` (see the module's documentation).
+pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
+    let mut s = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        at: 0,
+        arena,
+        items: Vec::new(),
+        members: Vec::new(),
+        unescaped: String::new(),
+    };
+    let mut root = Fast::Null;
+    s.value(1, &mut root)?;
+    s.skip_ws();
+    (s.at == s.bytes.len()).then_some(root)
+}
+
+struct Scanner<'b> {
+    text: &'b str,
+    bytes: &'b [u8],
+    at: usize,
+    arena: &'b Bump,
+    /// The items of the arrays open, innermost last: a finished array's are copied into the
+    /// arena as one slice and taken off (one buffer for the whole document).
+    items: Vec<Fast<'b>>,
+    /// The same for objects' members.
+    members: Vec<(&'b str, Fast<'b>)>,
+    /// Where a string with escapes is written before it goes into the arena.
+    unescaped: String,
+}
+
+/// Eight copies of a byte.
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+const HIGH: u64 = splat(0x80);
+
+/// The high bit of each byte of `w` that is `"`, `\` or below 0x20. A flagged byte is exact
+/// for the lowest one (the borrow that can flag a byte wrongly only runs upwards from a byte
+/// truly flagged), which is the only one read.
+#[inline]
+fn specials(w: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(splat(1)) & !x & HIGH;
+    let below_space = w.wrapping_sub(splat(0x20)) & !w & HIGH;
+    zero(w ^ splat(b'"')) | zero(w ^ splat(b'\\')) | below_space
+}
+
+impl<'b> Scanner<'b> {
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Reads the value at the cursor (after whitespace) into `out`; `depth` is its nesting, the
+    /// root's 1.
+    fn value(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+        self.skip_ws();
+        *out = match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                Fast::String(self.string()?)
+            }
+            b'{' if depth < MAX_DEPTH => return self.object(depth, out),
+            b'[' if depth < MAX_DEPTH => return self.array(depth, out),
+            b't' => self.literal(b"true", Fast::Bool(true))?,
+            b'f' => self.literal(b"false", Fast::Bool(false))?,
+            b'n' => self.literal(b"null", Fast::Null)?,
+            b'-' | b'0'..=b'9' => Fast::Number(self.number()?),
+            // Anything else, or a container at serde_json's limit (it refuses even an empty
+            // one there): serde_json's to say.
+            _ => return None,
+        };
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8], v: Fast<'b>) -> Option<Fast<'b>> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| {
+            self.at = end;
+            v
+        })
+    }
+
+    /// A number as serde_json's grammar has it: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)?
+    /// ([eE] [+-]? [0-9]+)?, its text as written.
+    fn number(&mut self) -> Option<&'b str> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        self.text.get(start..self.at)
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+
+    /// The string whose opening quote is just before the cursor; the cursor ends after its
+    /// closing quote.
+    fn string(&mut self) -> Option<&'b str> {
+        let start = self.at;
+        let stop = self.special_from(start)?;
+        if self.bytes[stop] == b'"' {
+            self.at = stop + 1;
+            return self.text.get(start..stop);
+        }
+        self.escaped(start, stop)
+    }
+
+    /// The first byte from `from` that is `"`, `\` or a control character (`None` past the end).
+    #[inline]
+    fn special_from(&self, from: usize) -> Option<usize> {
+        let mut i = from;
+        while let Some(chunk) = self.bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let hit = specials(w);
+            if hit != 0 {
+                return Some(i + (hit.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        (i..self.bytes.len()).find(|&j| matches!(self.bytes[j], b'"' | b'\\' | 0..=0x1f))
+    }
+
+    /// A string with an escape: `start` is its first byte, `stop` its first special one (a
+    /// backslash or a control character).
+    fn escaped(&mut self, start: usize, mut stop: usize) -> Option<&'b str> {
+        let mut buf = std::mem::take(&mut self.unescaped);
+        buf.clear();
+        let mut from = start;
+        let done = loop {
+            buf.push_str(self.text.get(from..stop)?);
+            match self.bytes[stop] {
+                b'"' => {
+                    self.at = stop + 1;
+                    break true;
+                }
+                b'\\' => {}
+                // A raw control character: serde_json refuses it.
+                _ => break false,
+            }
+            let Some(esc) = self.bytes.get(stop + 1) else {
+                break false;
+            };
+            from = stop + 2;
+            match esc {
+                b'"' => buf.push('"'),
+                b'\\' => buf.push('\\'),
+                b'/' => buf.push('/'),
+                b'b' => buf.push('\u{8}'),
+                b'f' => buf.push('\u{c}'),
+                b'n' => buf.push('\n'),
+                b'r' => buf.push('\r'),
+                b't' => buf.push('\t'),
+                b'u' => match self.unicode(stop + 2) {
+                    Some((c, next)) => {
+                        buf.push(c);
+                        from = next;
+                    }
+                    None => break false,
+                },
+                _ => break false,
+            }
+            match self.special_from(from) {
+                Some(s) => stop = s,
+                None => break false,
+            }
+        };
+        let out = done.then(|| &*self.arena.alloc_str(&buf));
+        self.unescaped = buf;
+        out
+    }
+
+    /// The character of the `\u` escape whose four hex digits start at `at` (a surrogate pair
+    /// as two escapes), and where the text goes on; `None` for half a pair.
+    fn unicode(&self, at: usize) -> Option<(char, usize)> {
+        let first = self.hex4(at)?;
+        match first {
+            0xD800..=0xDBFF => {
+                if self.bytes.get(at + 4..at + 6)? != b"\\u" {
+                    return None;
+                }
+                let low = self.hex4(at + 6)?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return None;
+                }
+                let c = 0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00);
+                Some((char::from_u32(c)?, at + 10))
+            }
+            0xDC00..=0xDFFF => None,
+            c => Some((char::from_u32(c)?, at + 4)),
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let digits = self.bytes.get(at..at + 4)?;
+        digits
+            .iter()
+            .try_fold(0u32, |n, &d| Some(n * 16 + (d as char).to_digit(16)?))
+    }
+
+    fn array(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+        self.at += 1;
+        let base = self.items.len();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            *out = Fast::Array(&[]);
+            return Some(());
+        }
+        loop {
+            let mut item = Fast::Null;
+            self.value(depth + 1, &mut item)?;
+            self.items.push(item);
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        let slice = self.arena.alloc_slice_copy(&self.items[base..]);
+        self.items.truncate(base);
+        *out = Fast::Array(slice);
+        Some(())
+    }
+
+    fn object(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+        self.at += 1;
+        let base = self.members.len();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            *out = Fast::Object(&[]);
+            return Some(());
+        }
+        loop {
+            self.skip_ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            self.at += 1;
+            let name = self.string()?;
+            self.skip_ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.at += 1;
+            let mut v = Fast::Null;
+            self.value(depth + 1, &mut v)?;
+            self.members.push((name, v));
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        let slice = self.arena.alloc_slice_copy(&self.members[base..]);
+        self.members.truncate(base);
+        // serde_json keeps a repeated member's last value at its first place: its path.
+        if super::doc::repeats_a_name(slice) {
+            return None;
+        }
+        *out = Fast::Object(slice);
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned(text: &str) -> Option<serde_json::Value> {
+        let arena = Bump::new();
+        scan(text, &arena).map(|d| super::super::doc::Node::to_value(&d))
+    }
+
+    #[test]
+    fn specials_find_the_first_quote_backslash_or_control_byte() {
+        let at = |s: &[u8; 8]| {
+            let h = specials(u64::from_le_bytes(*s));
+            (h != 0).then(|| h.trailing_zeros() / 8)
+        };
+        assert_eq!(at(b"abcdefgh"), None);
+        assert_eq!(at(b"abc\"efgh"), Some(3));
+        assert_eq!(at(b"ab\\d\"fgh"), Some(2));
+        assert_eq!(at(b"\x1fbcdefgh"), Some(0));
+        assert_eq!(at(b"abcdefg\x00"), Some(7));
+        // UTF-8 bytes and DEL are ordinary; 0x20 is the first ordinary byte.
+        assert_eq!(at(&[0xc3, 0xa9, 0x7f, 0x20, b'a', 0xe2, 0x82, 0xac]), None);
+        // A byte just above a hit (the borrow) is never read first.
+        assert_eq!(at(b"a\x00\x01bcdef"), Some(1));
+    }
+
+    #[test]
+    fn what_serde_json_accepts_reads_the_same() {
+        for text in [
+            r#"{"a":[1,-0,0.5,1e400,-12.5E+3,1E-2],"b":"x\"y\\z\/\b\f\n\r\t","c":null}"#,
+            r#"  [ true , false , null , {} , [] , "" ]  "#,
+            r#"{"é":"\u00e9\ud83d\ude00€","k":"a\u0000b"}"#,
+            r#""only a string long enough for a word or two""#,
+            "123456789012345678901234567890",
+        ] {
+            let want: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(scanned(text), Some(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn anything_doubtful_is_left_to_serde_json() {
+        for text in [
+            "",
+            " ",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "1e",
+            "1e+",
+            "[1,]",
+            "{\"a\":1,}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{a:1}",
+            "nul",
+            "truth",
+            "\"a",
+            "\"a\tb\"",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\u12\"",
+            "[1]]",
+            "{\"a\":1,\"a\":2}",
+            "NaN",
+            "\u{feff}1",
+        ] {
+            assert_eq!(scanned(text), None, "{text:?}");
+        }
+        let deep = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+        assert!(scanned(&deep).is_some());
+        let deeper = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert_eq!(scanned(&deeper), None);
+    }
+}
