@@ -192,13 +192,15 @@ fn writer_options(cfg: &Config) -> WriterOptions {
 
 /// A shadow that only calls the candidate, for `shadowdiff replay`: its client, its budgets
 /// (`max_rps`, `max_in_flight`, the quotas and breakers), the mapping workers of `worker_exe`;
-/// the store is opened for its handle and never written (a replay is not traffic). The
+/// the store at `location` (the one replayed from) is opened for its handle and never written
+/// (a replay is not traffic; the config's own store is not opened at all). The
 /// runtime returned runs the calls; drop it off the async threads.
 pub fn replay_shadow(
     cfg: &Arc<Config>,
     worker_exe: std::path::PathBuf,
+    location: &crate::store::Location,
 ) -> Result<(Arc<Shadow>, Store, tokio::runtime::Runtime), StartError> {
-    let store = Store::open_at(&cfg.store.location(), writer_options(cfg))?;
+    let store = Store::open_at(location, writer_options(cfg))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.shadow.threads)
         .thread_name("replay")

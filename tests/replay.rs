@@ -405,3 +405,30 @@ async fn secrets_stay_out_and_sets_work_on_postgresql() {
     assert_eq!(out["sent"], 1, "{text}");
     assert_eq!(route(&out, "people")["exchanges"], 1, "{text}");
 }
+
+/// `replay --db X` reads, and opens for its writer's handle, the store at X only: the config's
+/// own store is neither created nor pruned (it was, before: opened by the replay's shadow).
+#[test]
+fn replay_from_another_store_leaves_the_configs_store_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sd.toml"),
+        "[legacy]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [candidate]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [store]\npath = \"own.db\"\n",
+    )
+    .unwrap();
+    let (code, _, out) = run(dir.path(), &["migrate", "--db", "other.db"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, out) = run(
+        dir.path(),
+        &[
+            "replay", "--db", "other.db", "--since", "1h", "--format", "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !dir.path().join("own.db").exists(),
+        "the config's store was opened: {out}"
+    );
+}

@@ -301,7 +301,7 @@ pub enum Command {
         /// Age limit (default: [store] retention), e.g. 30d.
         #[arg(long, value_parser = config::parse_duration)]
         older_than: Option<std::time::Duration>,
-        /// SQLite file (overrides [store] path).
+        /// SQLite file, or a postgres:// URL (overrides [store] path / url).
         #[arg(long)]
         db: Option<PathBuf>,
     },

@@ -107,7 +107,7 @@ pub(super) fn replay_cmd(config: &Path, explicit: bool, a: ReplayArgs) -> anyhow
         .map(|u| crate::mask::url(&u.to_string()))
         .unwrap_or_default();
     let shared = std::sync::Arc::new(cfg.clone());
-    let (shadow, writer, runtime) = crate::server::replay_shadow(&shared, exe)?;
+    let (shadow, writer, runtime) = crate::server::replay_shadow(&shared, exe, &location)?;
     // The crosswalk as the store holds it: a request's legacy ids become the candidate's.
     for pair in store.id_pairs(usize::MAX)? {
         let max = cfg

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A PostgreSQL URL where this version only takes a SQLite file.
     #[error("store {url}: {}", POSTGRES_NOT_A_FILE)]
     NotServed { url: String },
+    /// A URL of another kind where a store is expected (`mysql://…`, `sqlite://…`): it would
+    /// otherwise become folders named after it.
+    #[error("store {path}: a URL, not a file path; a store is a SQLite file or a postgres:// URL")]
+    NotAStore { path: String },
     /// A PostgreSQL setting that cannot work (bad `sslmode`, unreadable CA file, ...).
     #[error("store {url}: {message}")]
     PostgresSetup { url: String, message: String },

@@ -31,6 +31,18 @@ impl Location {
     }
 }
 
+/// Whether a path given for a SQLite file is a URL of some scheme (`scheme://…`, the scheme a
+/// letter then letters, digits, `+`, `-` or `.`).
+pub(super) fn is_url(path: &std::path::Path) -> bool {
+    let text = path.to_string_lossy();
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
 impl PgUrl {
     /// The URL as given, password included: only for connecting.
     pub fn secret(&self) -> &str {
@@ -105,6 +117,28 @@ fn mask(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_urls_are_told_from_paths_and_the_scheme_is_any_case() {
+        for url in [
+            "mysql://x@127.0.0.1/db",
+            "sqlite://foo.db",
+            "s3+https://b/k",
+            "file:///x",
+        ] {
+            assert!(is_url(std::path::Path::new(url)), "{url}");
+        }
+        for path in [
+            "store.db",
+            "./a://b.db",
+            "/srv/x.db",
+            "1ab://c",
+            "://x",
+            "data:x.db",
+        ] {
+            assert!(!is_url(std::path::Path::new(path)), "{path}");
+        }
+    }
 
     #[test]
     fn postgres_urls_are_recognised_and_shown_without_their_password() {

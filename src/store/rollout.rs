@@ -43,10 +43,11 @@ pub(super) const EVENT_COLUMNS: &str = "id, at, from_phase, to_phase, actor, rea
 pub(super) trait RolloutConn: Send {
     /// The latest change of phase, if any.
     fn latest(&mut self) -> Result<Option<Event>, StoreError>;
-    /// Appends `event` (its `id` is the store's to give: returned) and, in the same
-    /// transaction, queues `data` as `rollout.changed` for the endpoints of `subs`.
+    /// Appends `event`, which happened `at` (its `id` is the store's to give: returned) and,
+    /// in the same transaction, queues `data` as `rollout.changed` for the endpoints of `subs`.
     fn append(
         &mut self,
+        at: SystemTime,
         event: &Event,
         subs: &Subscriptions,
         data: &serde_json::Value,
@@ -84,7 +85,8 @@ impl RolloutStore {
 
     /// Appends a change of phase from `from`; returns it as stored.
     pub fn append(&mut self, from: Option<&str>, change: &Change) -> Result<Event, StoreError> {
-        let at = rfc3339(SystemTime::now());
+        let now = SystemTime::now();
+        let at = rfc3339(now);
         let data = serde_json::json!({
             "from": from, "to": change.to, "actor": change.actor, "reason": change.reason,
             "at": at,
@@ -98,7 +100,7 @@ impl RolloutStore {
             reason: change.reason.clone(),
             evidence: change.evidence.clone(),
         };
-        event.id = self.conn.append(&event, &self.webhooks, &data)?;
+        event.id = self.conn.append(now, &event, &self.webhooks, &data)?;
         Ok(event)
     }
 

@@ -88,7 +88,11 @@ impl Spec {
     /// Resolves the URL with `env` (the process environment, or a test's) for what it lacks.
     fn resolve(url: &PgUrl, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
-        let (mut rest, sslmode, rootcert) = split_ssl_params(url.secret())?;
+        // The scheme in the case the client library reads (`POSTGRES://` is the same URL).
+        let secret = url.secret();
+        let (scheme, after) = secret.split_once("://").unwrap_or((secret, ""));
+        let lowered = format!("{}://{after}", scheme.to_ascii_lowercase());
+        let (mut rest, sslmode, rootcert) = split_ssl_params(&lowered)?;
         // The client's parser gives a host without a port 5432: PGPORT goes in first.
         if let Some(p) = var("PGPORT") {
             if p.parse::<u16>().is_err() {
@@ -478,6 +482,13 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Spec::resolve(&url(u), &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn the_scheme_is_read_in_any_case() {
+        let s = resolve("POSTGRES://app@db.example:6543/shadow", &[]).unwrap();
+        assert_eq!(s.config.get_dbname(), Some("shadow"));
+        assert_eq!(s.config.get_user(), Some("app"));
     }
 
     #[test]

@@ -53,8 +53,10 @@ impl RolloutConn for super::conn::Own {
         })
     }
 
+    /// The full time, not its millisecond text: a window's edge compares with what happened.
     fn append(
         &mut self,
+        at: SystemTime,
         e: &Event,
         subs: &Subscriptions,
         data: &serde_json::Value,
@@ -64,8 +66,8 @@ impl RolloutConn for super::conn::Own {
             let id = tx
                 .query_one(
                     "INSERT INTO rollout_events(at, from_phase, to_phase, actor, reason, evidence)
-                     VALUES ($1::text::timestamptz, $2, $3, $4, $5, $6) RETURNING id",
-                    &[&e.at, &e.from, &e.to, &e.actor, &e.reason, &evidence],
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[&at, &e.from, &e.to, &e.actor, &e.reason, &evidence],
                 )?
                 .get(0);
             super::outbox::enqueue(tx, subs, "rollout.changed", data)?;

@@ -23,11 +23,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 
 /// [`open`], with the migrations it applied now.
 fn open_migrated(path: &Path) -> Result<(Connection, Vec<i64>), StoreError> {
-    if let Some(url) = Location::url_in(path) {
-        return Err(StoreError::NotServed {
-            url: url.to_string(),
-        });
-    }
+    refuse_urls(path)?;
     let err = |source| StoreError::sqlite(path.display().to_string(), source);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
@@ -165,11 +161,7 @@ pub(in crate::store) fn read_only(
     path: &Path,
     busy: Duration,
 ) -> Result<Box<dyn Reader + Send>, StoreError> {
-    if let Some(url) = Location::url_in(path) {
-        return Err(StoreError::NotServed {
-            url: url.to_string(),
-        });
-    }
+    refuse_urls(path)?;
     let err = |source| StoreError::sqlite(path.display().to_string(), source);
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -190,3 +182,19 @@ pub(in crate::store) fn prune(path: &Path, cutoff: SystemTime) -> Result<usize, 
 
 /// Diff rows per INSERT statement: one statement per row costs more than the row itself.
 pub(super) const ROWS_PER_INSERT: usize = 16;
+
+/// A URL given where a SQLite file is expected is refused (it would otherwise become a file,
+/// and folders, named after it): a PostgreSQL one is said to belong in `[store] url`.
+fn refuse_urls(path: &Path) -> Result<(), StoreError> {
+    if let Some(url) = Location::url_in(path) {
+        return Err(StoreError::NotServed {
+            url: url.to_string(),
+        });
+    }
+    if crate::store::location::is_url(path) {
+        return Err(StoreError::NotAStore {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}

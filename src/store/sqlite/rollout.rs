@@ -54,6 +54,7 @@ impl RolloutConn for super::conn::Own {
 
     fn append(
         &mut self,
+        _at: SystemTime,
         e: &Event,
         subs: &Subscriptions,
         data: &serde_json::Value,
