@@ -427,7 +427,7 @@ impl<'a> Walker<'_, 'a> {
 
     fn object<L: Node + 'a, C: Node + 'a>(&mut self, lo: &'a L::Object, co: &'a C::Object) {
         // Objects keep their members in document order (serde_json's `preserve_order`, which
-        // the JSONata engine turns on; sonic-rs's lists). Members in the same order on both
+        // the JSONata engine turns on; the arena document's slices). Members in the same order on both
         // sides (the usual case) are walked in one pass; from the first difference in order on,
         // legacy's remaining members are looked up in the candidate, then the candidate's own
         // are listed.

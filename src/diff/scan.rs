@@ -28,11 +28,24 @@ pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
         items: Vec::new(),
         members: Vec::new(),
         unescaped: String::new(),
+        root: Fast::Null,
+        shapes: [&[]; SHAPES],
     };
-    let mut root = Fast::Null;
-    s.value(1, &mut root)?;
+    s.value(1, Dest::Root)?;
     s.skip_ws();
-    (s.at == s.bytes.len()).then_some(root)
+    (s.at == s.bytes.len()).then_some(s.root)
+}
+
+/// Where a value read goes: written there in place (a node built in one place and copied to
+/// another is read back in pieces wider than the stores that wrote it, which the processor
+/// cannot forward: measured as a third of the scan).
+#[derive(Clone, Copy)]
+enum Dest {
+    Root,
+    /// `items[i]`
+    Item(usize),
+    /// `members[i].1`
+    Member(usize),
 }
 
 struct Scanner<'b> {
@@ -47,6 +60,19 @@ struct Scanner<'b> {
     members: Vec<(&'b str, Fast<'b>)>,
     /// Where a string with escapes is written before it goes into the arena.
     unescaped: String,
+    root: Fast<'b>,
+    /// Objects already found to name each member once, by their member count and first
+    /// name's length: an object whose names are a remembered one's, in order, needs no check
+    /// of its own (the records of a page mostly are).
+    shapes: [&'b [(&'b str, Fast<'b>)]; SHAPES],
+}
+
+/// How many shapes of objects are remembered.
+const SHAPES: usize = 32;
+
+/// The names of `a` and `b`, in order, are the same.
+fn same_names(a: &[(&str, Fast<'_>)], b: &[(&str, Fast<'_>)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((x, _), (y, _))| x == y)
 }
 
 /// Eight copies of a byte.
@@ -79,17 +105,26 @@ impl<'b> Scanner<'b> {
         self.bytes.get(self.at).copied()
     }
 
-    /// Reads the value at the cursor (after whitespace) into `out`; `depth` is its nesting, the
-    /// root's 1.
-    fn value(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+    #[inline]
+    fn put(&mut self, dest: Dest, v: Fast<'b>) {
+        match dest {
+            Dest::Root => self.root = v,
+            Dest::Item(i) => self.items[i] = v,
+            Dest::Member(i) => self.members[i].1 = v,
+        }
+    }
+
+    /// Reads the value at the cursor (after whitespace) into `dest`; `depth` is its nesting,
+    /// the root's 1.
+    fn value(&mut self, depth: usize, dest: Dest) -> Option<()> {
         self.skip_ws();
-        *out = match self.peek()? {
+        let v = match self.peek()? {
             b'"' => {
                 self.at += 1;
                 Fast::String(self.string()?)
             }
-            b'{' if depth < MAX_DEPTH => return self.object(depth, out),
-            b'[' if depth < MAX_DEPTH => return self.array(depth, out),
+            b'{' if depth < MAX_DEPTH => return self.object(depth, dest),
+            b'[' if depth < MAX_DEPTH => return self.array(depth, dest),
             b't' => self.literal(b"true", Fast::Bool(true))?,
             b'f' => self.literal(b"false", Fast::Bool(false))?,
             b'n' => self.literal(b"null", Fast::Null)?,
@@ -98,6 +133,7 @@ impl<'b> Scanner<'b> {
             // one there): serde_json's to say.
             _ => return None,
         };
+        self.put(dest, v);
         Some(())
     }
 
@@ -251,19 +287,18 @@ impl<'b> Scanner<'b> {
             .try_fold(0u32, |n, &d| Some(n * 16 + (d as char).to_digit(16)?))
     }
 
-    fn array(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+    fn array(&mut self, depth: usize, dest: Dest) -> Option<()> {
         self.at += 1;
         let base = self.items.len();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.at += 1;
-            *out = Fast::Array(&[]);
+            self.put(dest, Fast::Array(&[]));
             return Some(());
         }
         loop {
-            let mut item = Fast::Null;
-            self.value(depth + 1, &mut item)?;
-            self.items.push(item);
+            self.items.push(Fast::Null);
+            self.value(depth + 1, Dest::Item(self.items.len() - 1))?;
             self.skip_ws();
             match self.peek()? {
                 b',' => self.at += 1,
@@ -276,17 +311,17 @@ impl<'b> Scanner<'b> {
         }
         let slice = self.arena.alloc_slice_copy(&self.items[base..]);
         self.items.truncate(base);
-        *out = Fast::Array(slice);
+        self.put(dest, Fast::Array(slice));
         Some(())
     }
 
-    fn object(&mut self, depth: usize, out: &mut Fast<'b>) -> Option<()> {
+    fn object(&mut self, depth: usize, dest: Dest) -> Option<()> {
         self.at += 1;
         let base = self.members.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.at += 1;
-            *out = Fast::Object(&[]);
+            self.put(dest, Fast::Object(&[]));
             return Some(());
         }
         loop {
@@ -301,9 +336,8 @@ impl<'b> Scanner<'b> {
                 return None;
             }
             self.at += 1;
-            let mut v = Fast::Null;
-            self.value(depth + 1, &mut v)?;
-            self.members.push((name, v));
+            self.members.push((name, Fast::Null));
+            self.value(depth + 1, Dest::Member(self.members.len() - 1))?;
             self.skip_ws();
             match self.peek()? {
                 b',' => self.at += 1,
@@ -317,10 +351,14 @@ impl<'b> Scanner<'b> {
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
         // serde_json keeps a repeated member's last value at its first place: its path.
-        if super::doc::repeats_a_name(slice) {
-            return None;
+        let shape = (slice.len() * 31 + slice[0].0.len()) % SHAPES;
+        if !same_names(slice, self.shapes[shape]) {
+            if super::doc::repeats_a_name(slice) {
+                return None;
+            }
+            self.shapes[shape] = slice;
         }
-        *out = Fast::Object(slice);
+        self.put(dest, Fast::Object(slice));
         Some(())
     }
 }
@@ -395,6 +433,9 @@ mod tests {
             "{\"a\":1,\"a\":2}",
             "NaN",
             "\u{feff}1",
+            // A repeat in an object shaped like one seen before, and one nested deeper.
+            r#"[{"a":1,"b":2},{"a":1,"a":2}]"#,
+            r#"[{"ab":1},{"x":{"ab":1,"ab":1}}]"#,
         ] {
             assert_eq!(scanned(text), None, "{text:?}");
         }

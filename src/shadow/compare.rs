@@ -739,7 +739,7 @@ fn compare_sides(
         maps.candidate.is_some() || maps.premapped.is_some(),
     );
     // A side that a mapping, a normalize rule, the id crosswalk or paging rewrites is parsed
-    // into a serde_json value (what they take); any other into sonic-rs's arena document.
+    // into a serde_json value (what they take); any other into the scanner's arena document.
     let normalize = !rules.normalize.is_empty();
     let tree = (
         maps.legacy.is_some() || maps.ids.is_some() || normalize,
