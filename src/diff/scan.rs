@@ -67,6 +67,9 @@ struct Scanner<'b> {
     shapes: [&'b [(&'b str, Fast<'b>)]; SHAPES],
 }
 
+/// The member name by which serde_json's `arbitrary_precision` carries a number in an object.
+const SERDE_NUMBER: &str = "$serde_json::private::Number";
+
 /// How many shapes of objects are remembered.
 const SHAPES: usize = 32;
 
@@ -350,6 +353,11 @@ impl<'b> Scanner<'b> {
         }
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
+        // serde_json (`arbitrary_precision`) reads an object whose first member has this name
+        // as a number, or refuses it: its path.
+        if slice[0].0 == SERDE_NUMBER {
+            return None;
+        }
         // serde_json keeps a repeated member's last value at its first place: its path.
         let shape = (slice.len() * 31 + slice[0].0.len()) % SHAPES;
         if !same_names(slice, self.shapes[shape]) {
@@ -436,6 +444,9 @@ mod tests {
             // A repeat in an object shaped like one seen before, and one nested deeper.
             r#"[{"a":1,"b":2},{"a":1,"a":2}]"#,
             r#"[{"ab":1},{"x":{"ab":1,"ab":1}}]"#,
+            // serde_json's own name for a number in an object, however it is spelt.
+            r#"{"$serde_json::private::Number":"1.5"}"#,
+            r#"{"x":{"$serde_json::private::Numbe\u0072":"abc","b":2}}"#,
         ] {
             assert_eq!(scanned(text), None, "{text:?}");
         }
