@@ -66,6 +66,30 @@ fn imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
     out
 }
 
+/// A path in `graph` that leads from a node back to itself (depth-first from every node), as
+/// the nodes it passes, the first one again at its end.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    for start in graph.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((m, path)) = stack.pop() {
+            for d in graph.get(&m).into_iter().flatten() {
+                if d == start {
+                    let mut cycle = path;
+                    cycle.push(start.clone());
+                    return Some(cycle);
+                }
+                if seen.insert(d.clone()) {
+                    let mut p = path.clone();
+                    p.push(d.clone());
+                    stack.push((d.clone(), p));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[test]
 fn no_two_modules_import_each_other() {
     let mut files = Vec::new();
@@ -84,22 +108,8 @@ fn no_two_modules_import_each_other() {
         graph.len() > 10,
         "the walk found too few modules: {graph:?}"
     );
-    // Depth-first search for a path back to the start, from every module.
-    for start in graph.keys() {
-        let mut stack = vec![(start.clone(), vec![start.clone()])];
-        let mut seen = BTreeSet::new();
-        while let Some((m, path)) = stack.pop() {
-            for d in graph.get(&m).into_iter().flatten() {
-                if d == start {
-                    panic!("import cycle: {} -> {start}", path.join(" -> "));
-                }
-                if seen.insert(d.clone()) {
-                    let mut p = path.clone();
-                    p.push(d.clone());
-                    stack.push((d.clone(), p));
-                }
-            }
-        }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle: {}", cycle.join(" -> "));
     }
 }
 
@@ -367,21 +377,8 @@ fn no_circle_inside_the_store() {
             && graph["sqlite/conn.rs"].contains("sqlite/open.rs"),
         "the walk misses edges: {graph:#?}"
     );
-    for start in graph.keys() {
-        let mut stack = vec![(start.clone(), vec![start.clone()])];
-        let mut seen = BTreeSet::new();
-        while let Some((m, path)) = stack.pop() {
-            for d in graph.get(&m).into_iter().flatten() {
-                if d == start {
-                    panic!("a circle in the store: {} -> {start}", path.join(" -> "));
-                }
-                if seen.insert(d.clone()) {
-                    let mut p = path.clone();
-                    p.push(d.clone());
-                    stack.push((d.clone(), p));
-                }
-            }
-        }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("a circle in the store: {}", cycle.join(" -> "));
     }
 }
 

@@ -108,6 +108,29 @@ impl<'b> Scanner<'b> {
         self.bytes.get(self.at).copied()
     }
 
+    /// Skips whitespace, then takes `b` when it is next.
+    #[inline]
+    fn eat(&mut self, b: u8) -> bool {
+        self.skip_ws();
+        let next = self.peek() == Some(b);
+        self.at += usize::from(next);
+        next
+    }
+
+    /// After a container's item: `,` (another follows: `false`) or `close` (the container
+    /// ends: `true`); anything else is serde_json's to judge (`None`).
+    #[inline]
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        let b = self.peek()?;
+        self.at += 1;
+        match b {
+            b',' => Some(false),
+            _ if b == close => Some(true),
+            _ => None,
+        }
+    }
+
     #[inline]
     fn put(&mut self, dest: Dest, v: Fast<'b>) {
         match dest {
@@ -293,23 +316,15 @@ impl<'b> Scanner<'b> {
     fn array(&mut self, depth: usize, dest: Dest) -> Option<()> {
         self.at += 1;
         let base = self.items.len();
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.at += 1;
+        if self.eat(b']') {
             self.put(dest, Fast::Array(&[]));
             return Some(());
         }
         loop {
             self.items.push(Fast::Null);
             self.value(depth + 1, Dest::Item(self.items.len() - 1))?;
-            self.skip_ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return None,
+            if self.next_or_close(b']')? {
+                break;
             }
         }
         let slice = self.arena.alloc_slice_copy(&self.items[base..]);
@@ -321,34 +336,22 @@ impl<'b> Scanner<'b> {
     fn object(&mut self, depth: usize, dest: Dest) -> Option<()> {
         self.at += 1;
         let base = self.members.len();
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
+        if self.eat(b'}') {
             self.put(dest, Fast::Object(&[]));
             return Some(());
         }
         loop {
-            self.skip_ws();
-            if self.peek()? != b'"' {
+            if !self.eat(b'"') {
                 return None;
             }
-            self.at += 1;
             let name = self.string()?;
-            self.skip_ws();
-            if self.peek()? != b':' {
+            if !self.eat(b':') {
                 return None;
             }
-            self.at += 1;
             self.members.push((name, Fast::Null));
             self.value(depth + 1, Dest::Member(self.members.len() - 1))?;
-            self.skip_ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return None,
+            if self.next_or_close(b'}')? {
+                break;
             }
         }
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);

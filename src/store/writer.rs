@@ -520,38 +520,46 @@ pub(super) fn health_changed(changes: &[super::HealthChange]) {
     }
 }
 
+/// An exchange for the store's tests: a `diff` of one changed field, its legacy value long.
+#[cfg(test)]
+pub(super) fn test_record(at: std::time::SystemTime) -> Record {
+    Record {
+        meta: crate::record::Meta {
+            started_at: at,
+            request_id: "r1".into(),
+            route: Some("directory".into()),
+            method: "GET".into(),
+            path: "/d".into(),
+            account: None,
+            serving: Default::default(),
+        },
+        legacy_status: Some(200),
+        candidate_status: Some(200),
+        legacy_ms: Some(1.5),
+        candidate_ms: Some(2.5),
+        outcome: crate::record::Outcome::Diff,
+        reason: None,
+        diff_count: 1,
+        diffs: std::sync::Arc::new(vec![crate::diff::Difference {
+            pointer: "/a".into(),
+            field: "/a".into(),
+            kind: crate::diff::Kind::Changed,
+            legacy: Some(serde_json::json!("x".repeat(100))),
+            candidate: Some(serde_json::json!(2)),
+            candidate_pointer: None,
+        }]),
+        present: std::sync::Arc::default(),
+        bodies: vec![],
+        mapping_version: None,
+        field_counts: None,
+        ids: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Meta, Outcome};
     use std::time::SystemTime;
-
-    fn record(at: SystemTime) -> Record {
-        Record {
-            meta: Meta {
-                started_at: at,
-                request_id: "r1".into(),
-                route: Some("directory".into()),
-                method: "GET".into(),
-                path: "/d".into(),
-                account: None,
-                serving: Default::default(),
-            },
-            legacy_status: Some(200),
-            candidate_status: Some(200),
-            legacy_ms: Some(1.5),
-            candidate_ms: Some(2.5),
-            outcome: Outcome::Match,
-            reason: None,
-            diff_count: 0,
-            diffs: Arc::default(),
-            present: Arc::default(),
-            bodies: vec![],
-            mapping_version: None,
-            field_counts: None,
-            ids: None,
-        }
-    }
 
     #[test]
     fn a_full_queue_drops_instead_of_blocking() {
@@ -560,8 +568,8 @@ mod tests {
             tx,
             stats: Arc::default(),
         };
-        h.record(record(SystemTime::now()));
-        h.record(record(SystemTime::now()));
+        h.record(test_record(SystemTime::now()));
+        h.record(test_record(SystemTime::now()));
         assert_eq!(h.stats().dropped(), 1);
     }
 }

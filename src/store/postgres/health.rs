@@ -22,13 +22,7 @@ pub(in crate::store) fn update(
                 ),
                 &[&account],
             )?
-            .map(|r| AccountHealth {
-                account: r.get(0),
-                state: r.get(1),
-                since: r.get(2),
-                consecutive: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
-                last_error: r.get(4),
-            });
+            .map(|r| row(&r));
         let (row, mut c) = apply(account, row, signals, reauth_after);
         if let Some(r) = row {
             tx.execute(
@@ -75,12 +69,17 @@ pub(in crate::store) fn all(
         &[],
     )?
     .iter()
-    .map(|r| AccountHealth {
+    .map(row)
+    .collect())
+}
+
+/// An `account_health` row read as (account, state, since as text, consecutive, last_error).
+fn row(r: &postgres::Row) -> AccountHealth {
+    AccountHealth {
         account: r.get(0),
         state: r.get(1),
         since: r.get(2),
         consecutive: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
         last_error: r.get(4),
-    })
-    .collect())
+    }
 }

@@ -233,9 +233,8 @@ fn diff_insert_sql(n: usize) -> String {
 mod tests {
     use super::*;
     use crate::diff::{Difference, Kind};
-    use crate::record::{Meta, Outcome};
     use crate::store::open;
-    use crate::store::writer::{Store, MAX_DIFF_ROWS};
+    use crate::store::writer::{test_record as record, Store, MAX_DIFF_ROWS};
     use std::path::Path;
     use std::sync::Arc;
     use std::time::Duration;
@@ -264,41 +263,6 @@ mod tests {
             },
         )
         .unwrap()
-    }
-    use serde_json::json;
-
-    fn record(at: SystemTime) -> Record {
-        Record {
-            meta: Meta {
-                started_at: at,
-                request_id: "r1".into(),
-                route: Some("directory".into()),
-                method: "GET".into(),
-                path: "/d".into(),
-                account: None,
-                serving: Default::default(),
-            },
-            legacy_status: Some(200),
-            candidate_status: Some(200),
-            legacy_ms: Some(1.5),
-            candidate_ms: Some(2.5),
-            outcome: Outcome::Diff,
-            reason: None,
-            diff_count: 1,
-            diffs: Arc::new(vec![Difference {
-                pointer: "/a".into(),
-                field: "/a".into(),
-                kind: Kind::Changed,
-                legacy: Some(json!("x".repeat(100))),
-                candidate: Some(json!(2)),
-                candidate_pointer: None,
-            }]),
-            present: Arc::default(),
-            bodies: vec![],
-            mapping_version: None,
-            field_counts: None,
-            ids: None,
-        }
     }
 
     /// The crosswalk's rows: a pair stored once, a contradiction one row however often it is
