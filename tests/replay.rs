@@ -362,7 +362,9 @@ async fn secrets_stay_out_and_sets_work_on_postgresql() {
         })
     };
     let kept = poll(std::time::Duration::from_secs(20), || {
-        let v = pg("SELECT headers FROM bodies WHERE side = 'request' ORDER BY started_at, exchange_id");
+        let v = pg(
+            "SELECT headers FROM bodies WHERE side = 'request' ORDER BY started_at, exchange_id",
+        );
         (v.len() == 3).then_some(v)
     })
     .expect("the three requests kept");
