@@ -176,7 +176,7 @@ fn unescape(s: &str) -> Option<String> {
 /// Appends one RFC 6901 reference token to `out`.
 pub fn push_token(out: &mut String, token: &str) {
     out.push('/');
-    if token.contains(['~', '/']) {
+    if token.bytes().any(|b| b == b'~' || b == b'/') {
         for c in token.chars() {
             match c {
                 '~' => out.push_str("~0"),
@@ -191,22 +191,33 @@ pub fn push_token(out: &mut String, token: &str) {
 
 /// The JSON Pointer of `path`.
 pub fn pointer(path: &[Seg<'_>]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(text_len(path));
     for seg in path {
         match seg {
             Seg::Key(k) => push_token(&mut out, k),
             Seg::Index(i) => {
                 out.push('/');
-                out.push_str(&i.to_string());
+                out.push_str(itoa::Buffer::new().format(*i));
             }
         }
     }
     out
 }
 
+/// About the length of `path`'s pointer (exact but for escapes and indices past 99,999): the
+/// text is allocated once, not grown segment by segment.
+fn text_len(path: &[Seg<'_>]) -> usize {
+    path.iter()
+        .map(|s| match s {
+            Seg::Key(k) => 1 + k.len(),
+            Seg::Index(_) => 6,
+        })
+        .sum()
+}
+
 /// The field pattern of `path`: its pointer with every array index replaced by `*`.
 pub fn field_pattern(path: &[Seg<'_>]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(text_len(path));
     for seg in path {
         match seg {
             Seg::Key(k) => push_token(&mut out, k),

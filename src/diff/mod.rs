@@ -43,6 +43,26 @@ pub fn is_date_with_time(l: &str, c: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('T') || rest.starts_with(' '))
 }
 
+/// Whether two texts are the same, short ones (most names and values) compared in a word or
+/// two of loads rather than by a call to `memcmp`, which dominated the walk's string compares.
+#[inline(always)]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        // The first and the last eight (or four) bytes, overlapping in the middle.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => (0..n).all(|i| a[i] == b[i]),
+        _ => a == b,
+    }
+}
+
 /// What kind of difference a field shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -330,7 +350,7 @@ fn equal_within<L: Node, C: Node>(a: &L, b: &C, budget: &mut u32) -> Option<bool
                 return Some(false);
             }
             for ((kx, vx), (ky, vy)) in x.iter().zip(y.iter()) {
-                if kx != ky || !equal_within(vx, vy, budget)? {
+                if !same_text(kx, ky) || !equal_within(vx, vy, budget)? {
                     return Some(false);
                 }
             }
@@ -350,7 +370,7 @@ fn equal_within<L: Node, C: Node>(a: &L, b: &C, budget: &mut u32) -> Option<bool
         (View::Null, View::Null) => true,
         (View::Bool(x), View::Bool(y)) => x == y,
         (View::Number(x), View::Number(y)) => x == y,
-        (View::String(x), View::String(y)) => x == y,
+        (View::String(x), View::String(y)) => same_text(x, y),
         _ => false,
     })
 }
@@ -392,7 +412,7 @@ impl<'a, N: Node + 'a> Lookup<'a, N> {
     fn get(&self, key: &str) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
-            Self::List(l) => l.iter().find(|(k, _)| *k == key).map(|(_, v)| *v),
+            Self::List(l) => l.iter().find(|(k, _)| same_text(k, key)).map(|(_, v)| *v),
             Self::Index(i) => i.get(key).copied(),
         }
     }
@@ -415,7 +435,7 @@ impl<'a> Walker<'_, 'a> {
                     self.emit(Kind::Changed, Some(l), Some(c));
                 }
             }
-            (View::String(a), View::String(b)) if a == b => {}
+            (View::String(a), View::String(b)) if same_text(a, b) => {}
             (View::Bool(a), View::Bool(b)) if a == b => {}
             (View::Null, View::Null) => {}
             (View::String(_), View::String(_)) | (View::Bool(_), View::Bool(_)) => {
@@ -433,7 +453,7 @@ impl<'a> Walker<'_, 'a> {
         // are listed.
         let mut same = 0;
         for ((lk, lv), (ck, cv)) in lo.iter().zip(co.iter()) {
-            if lk != ck {
+            if !same_text(lk, ck) {
                 break;
             }
             self.member(lk, lv, cv);
@@ -752,7 +772,7 @@ fn key_of<'a, N: Node>(e: &'a N, key: &str) -> Option<KeyValue<'a>> {
     };
     // APIs mostly put the id first: looking at the first member spares a lookup.
     let v = match o.first() {
-        Some((k, v)) if k == key => v,
+        Some((k, v)) if same_text(k, key) => v,
         _ => o.get(key)?,
     };
     Some(match v.view() {
@@ -786,12 +806,28 @@ fn unique_index<'k, 'a>(seq: &'k [KeyValue<'a>]) -> Option<KeyMap<'k, 'a>> {
 /// Walked with a 64-bit hash of the pattern built segment by segment; a pattern's text is only
 /// built the first time its hash is seen, so a page of a thousand alike records costs one string
 /// per distinct pattern, not one per node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Patterns {
     seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
+    /// The hashes seen last, by their low bits: the records of a page repeat their patterns,
+    /// and most visits end here instead of in the set.
+    recent: Box<[u64; RECENT]>,
     /// The patterns, in first-seen order.
     pub list: Vec<String>,
 }
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Self {
+            seen: Default::default(),
+            recent: Box::new([0; RECENT]),
+            list: Vec::new(),
+        }
+    }
+}
+
+/// Slots of [`Patterns`]'s cache of recent hashes (a power of two).
+const RECENT: usize = 512;
 
 impl Patterns {
     /// Adds the patterns of `doc`.
@@ -836,6 +872,12 @@ impl Patterns {
     }
 
     fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
+        let slot = &mut self.recent[h as usize & (RECENT - 1)];
+        // (0 is the empty slot's value: a hash of 0 always goes to the set.)
+        if *slot == h && h != 0 {
+            return;
+        }
+        *slot = h;
         if self.list.len() < limit && self.seen.insert(h) {
             self.list.push(glob::field_pattern(path));
         }

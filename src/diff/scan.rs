@@ -25,8 +25,8 @@ pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
         bytes: text.as_bytes(),
         at: 0,
         arena,
-        items: Vec::new(),
-        members: Vec::new(),
+        items: Vec::with_capacity(64),
+        members: Vec::with_capacity(64),
         unescaped: String::new(),
         root: Fast::Null,
         shapes: [&[]; SHAPES],
@@ -75,7 +75,10 @@ const SHAPES: usize = 32;
 
 /// The names of `a` and `b`, in order, are the same.
 fn same_names(a: &[(&str, Fast<'_>)], b: &[(&str, Fast<'_>)]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((x, _), (y, _))| x == y)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((x, _), (y, _))| super::same_text(x, y))
 }
 
 /// Eight copies of a byte.

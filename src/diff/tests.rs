@@ -523,3 +523,43 @@ fn check_json_agrees_with_parse_json() {
         );
     }
 }
+
+#[test]
+fn same_text_agrees_with_equality_at_every_length_and_position() {
+    // Every length through the word-sized paths and past them, a difference at each byte
+    // (the overlapping loads must see the middle and both ends).
+    for n in 0..40 {
+        let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        assert!(same_text(&a, &a.clone()), "{n}");
+        for at in 0..n {
+            let mut b = a.clone().into_bytes();
+            b[at] = b'Z';
+            let b = String::from_utf8(b).unwrap();
+            assert!(!same_text(&a, &b), "{n} at {at}");
+        }
+        assert!(!same_text(&a, &format!("{a}x")), "{n} longer");
+    }
+    // Multi-byte characters compare by their bytes.
+    assert!(same_text("héllo wörld", "héllo wörld"));
+    assert!(!same_text("héllo wörld", "hèllo wörld"));
+}
+
+#[test]
+fn a_threads_arena_is_reused_emptied_and_a_large_one_is_freed() {
+    let first = doc::Arena::take();
+    first.alloc_slice_fill_copy(10_000, 7u8);
+    // While the first is out, another comparison on the thread gets an arena of its own.
+    let second = doc::Arena::take();
+    assert_eq!(second.allocated_bytes(), 0);
+    drop(second);
+    drop(first);
+    // The next one is the first, emptied, its memory kept.
+    let again = doc::Arena::take();
+    assert!(again.allocated_bytes() >= 10_000);
+    let fresh = again.alloc(1u64);
+    assert_eq!(*fresh, 1);
+    // One that grew past the bound is freed, not kept.
+    again.alloc_slice_fill_copy(doc::KEEP_ARENA_BYTES + 1, 0u8);
+    drop(again);
+    assert_eq!(doc::Arena::take().allocated_bytes(), 0);
+}

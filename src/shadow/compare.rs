@@ -747,7 +747,7 @@ fn compare_sides(
     );
     // The compact trees of both documents live here, for the comparison's length (their
     // strings in the parser's documents, kept beside them).
-    let arena = bumpalo::Bump::new();
+    let arena = diff::doc::Arena::take();
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
         Some(pre) => match parse_body(&l_raw, tree.0, &arena) {
