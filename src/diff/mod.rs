@@ -393,7 +393,8 @@ const SCAN_MEMBERS: usize = 32;
 /// quadratic).
 enum Lookup<'a, N: Node + 'a> {
     Direct(&'a N::Object),
-    List(Vec<(&'a str, &'a N)>),
+    /// The members from the `usize`th on, scanned where they are (nothing is allocated).
+    Tail(&'a N::Object, usize),
     Index(HashMap<&'a str, &'a N>),
 }
 
@@ -402,17 +403,20 @@ impl<'a, N: Node + 'a> Lookup<'a, N> {
         if <N::Object as Members>::INDEXED {
             return Self::Direct(o);
         }
-        let tail = o.iter().skip(same);
         if o.len() - same <= SCAN_MEMBERS {
-            return Self::List(tail.collect());
+            return Self::Tail(o, same);
         }
-        Self::Index(tail.collect())
+        Self::Index(o.iter().skip(same).collect())
     }
 
     fn get(&self, key: &str) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
-            Self::List(l) => l.iter().find(|(k, _)| same_text(k, key)).map(|(_, v)| *v),
+            Self::Tail(o, same) => o
+                .iter()
+                .skip(*same)
+                .find(|(k, _)| same_text(k, key))
+                .map(|(_, v)| v),
             Self::Index(i) => i.get(key).copied(),
         }
     }
@@ -832,8 +836,13 @@ const RECENT: usize = 512;
 impl Patterns {
     /// Adds the patterns of `doc`.
     pub fn add<N: Node>(&mut self, doc: &N, limit: usize) {
-        let mut path = Vec::new();
-        self.walk(doc, 0, &mut path, limit);
+        let mut w = PatternWalk {
+            patterns: self,
+            path: Vec::new(),
+            limit,
+            shapes: [(0, None); SHAPE_SLOTS],
+        };
+        w.walk(doc, 0);
     }
 
     /// Adds the patterns of a parsed body, whatever kind it is.
@@ -841,33 +850,6 @@ impl Patterns {
         match doc {
             doc::Doc::Fast(v) => self.add(v, limit),
             doc::Doc::Tree(v) => self.add(v, limit),
-        }
-    }
-
-    fn walk<'a, N: Node>(&mut self, v: &'a N, h: u64, path: &mut Vec<Seg<'a>>, limit: usize) {
-        if self.list.len() >= limit || path.len() >= PRESENCE_DEPTH {
-            return;
-        }
-        match v.view() {
-            View::Object(o) => {
-                for (k, child) in o.iter() {
-                    let hc = mix(h ^ xxhash_rust::xxh3::xxh3_64(k.as_bytes()));
-                    path.push(Seg::Key(k));
-                    self.visit(hc, path, limit);
-                    self.walk(child, hc, path, limit);
-                    path.pop();
-                }
-            }
-            View::Array(a) if !a.is_empty() => {
-                let hc = mix(h ^ STAR);
-                path.push(Seg::Index(0));
-                self.visit(hc, path, limit);
-                for child in a {
-                    self.walk(child, hc, path, limit);
-                }
-                path.pop();
-            }
-            _ => {}
         }
     }
 
@@ -882,6 +864,79 @@ impl Patterns {
             self.list.push(glob::field_pattern(path));
         }
     }
+}
+
+/// Objects remembered by [`PatternWalk`], by their path's hash (a power of two).
+const SHAPE_SLOTS: usize = 64;
+
+/// One document's walk for [`Patterns::add`].
+struct PatternWalk<'p, 'a, N: Node + 'a> {
+    patterns: &'p mut Patterns,
+    path: Vec<Seg<'a>>,
+    limit: usize,
+    /// The last object walked at a path, by the path's hash: an object at the same path with
+    /// the same names in the same order (the records of a page, and every object inside them)
+    /// has had each member's pattern visited already, so only the containers below it can add
+    /// one.
+    shapes: [(u64, Option<&'a N::Object>); SHAPE_SLOTS],
+}
+
+impl<'a, N: Node + 'a> PatternWalk<'_, 'a, N> {
+    fn full(&self) -> bool {
+        self.patterns.list.len() >= self.limit || self.path.len() >= PRESENCE_DEPTH
+    }
+
+    fn walk(&mut self, v: &'a N, h: u64) {
+        if self.full() {
+            return;
+        }
+        match v.view() {
+            View::Object(o) => {
+                let slot = &mut self.shapes[h as usize & (SHAPE_SLOTS - 1)];
+                let seen = slot.0 == h && slot.1.is_some_and(|p| same_member_names::<N>(o, p));
+                *slot = (h, Some(o));
+                for (k, child) in o.iter() {
+                    if seen && !is_container(child) {
+                        continue;
+                    }
+                    let hc = mix(h ^ xxhash_rust::xxh3::xxh3_64(k.as_bytes()));
+                    self.path.push(Seg::Key(k));
+                    if !seen {
+                        self.patterns.visit(hc, &self.path, self.limit);
+                    }
+                    self.walk(child, hc);
+                    self.path.pop();
+                }
+            }
+            View::Array(a) if !a.is_empty() => {
+                let hc = mix(h ^ STAR);
+                self.path.push(Seg::Index(0));
+                self.patterns.visit(hc, &self.path, self.limit);
+                for child in a {
+                    self.walk(child, hc);
+                }
+                self.path.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A non-empty object or array (a node whose walk can visit patterns).
+fn is_container<N: Node>(v: &N) -> bool {
+    match v.view() {
+        View::Object(o) => !o.is_empty(),
+        View::Array(a) => !a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether two objects name the same members in the same order.
+fn same_member_names<N: Node>(a: &N::Object, b: &N::Object) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((x, _), (y, _))| same_text(x, y))
 }
 
 /// Fields deeper than this many segments are not counted as present (their pattern texts grow

@@ -563,3 +563,77 @@ fn a_threads_arena_is_reused_emptied_and_a_large_one_is_freed() {
     drop(again);
     assert_eq!(doc::Arena::take().allocated_bytes(), 0);
 }
+
+/// The field patterns of `doc` by the plain definition: every member and element below the
+/// root, in first-seen order, each once, at most `limit`, nothing deeper than PRESENCE_DEPTH.
+fn patterns_by_definition(docs: &[&Value], limit: usize) -> Vec<String> {
+    fn walk<'a>(v: &'a Value, path: &mut Vec<Seg<'a>>, out: &mut Vec<String>, limit: usize) {
+        if out.len() >= limit || path.len() >= PRESENCE_DEPTH {
+            return;
+        }
+        let mut add = |path: &[Seg<'_>], out: &mut Vec<String>| {
+            let p = glob::field_pattern(path);
+            if out.len() < limit && !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        match v {
+            Value::Object(o) => {
+                for (k, c) in o {
+                    path.push(Seg::Key(k));
+                    add(path, out);
+                    walk(c, path, out, limit);
+                    path.pop();
+                }
+            }
+            Value::Array(a) if !a.is_empty() => {
+                path.push(Seg::Index(0));
+                add(path, out);
+                for c in a {
+                    walk(c, path, out, limit);
+                }
+                path.pop();
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for d in docs {
+        walk(d, &mut Vec::new(), &mut out, limit);
+    }
+    out
+}
+
+/// Pages of records: arrays of objects that often name the same members (the case the
+/// patterns' walk shortens), with nested containers that differ from record to record.
+fn arb_page() -> impl Strategy<Value = Value> {
+    let record = prop::collection::btree_map("[ab]", arb_json(), 0..3)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    (prop::collection::vec(record, 0..6), arb_json())
+        .prop_map(|(records, other)| json!({"results": records, "other": other}))
+}
+
+proptest! {
+    #[test]
+    fn field_patterns_are_those_of_the_definition(
+        a in prop_oneof![arb_json(), arb_page()],
+        b in prop_oneof![arb_json(), arb_page()],
+        limit in prop_oneof![Just(1000usize), 1usize..8],
+    ) {
+        let mut p = Patterns::default();
+        p.add(&a, limit);
+        p.add(&b, limit);
+        prop_assert_eq!(p.list, patterns_by_definition(&[&a, &b], limit));
+        // The same through the compact tree.
+        let arena = bumpalo::Bump::new();
+        let (ta, tb) = (a.to_string(), b.to_string());
+        let (da, db) = (
+            doc::parse(ta.as_bytes(), &arena).unwrap(),
+            doc::parse(tb.as_bytes(), &arena).unwrap(),
+        );
+        let mut q = Patterns::default();
+        q.add_doc(&da, limit);
+        q.add_doc(&db, limit);
+        prop_assert_eq!(q.list, patterns_by_definition(&[&a, &b], limit));
+    }
+}
