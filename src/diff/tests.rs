@@ -571,7 +571,7 @@ fn patterns_by_definition(docs: &[&Value], limit: usize) -> Vec<String> {
         if out.len() >= limit || path.len() >= PRESENCE_DEPTH {
             return;
         }
-        let mut add = |path: &[Seg<'_>], out: &mut Vec<String>| {
+        let add = |path: &[Seg<'_>], out: &mut Vec<String>| {
             let p = glob::field_pattern(path);
             if out.len() < limit && !out.contains(&p) {
                 out.push(p);
