@@ -1307,9 +1307,77 @@ pub(super) const TABLES: [&str; 6] = [
     "rollup_unkept",
 ];
 
+/// A batch's field-presence counts: (route's key, pattern, hour) to the exchanges where the
+/// pattern was present, `hours[i]` being `batch[i]`'s hour as the engine writes it. Records
+/// whose comparison came from the memo share one list of patterns: each list is counted once
+/// per route and hour, then spread, instead of one map entry per pattern per exchange.
+pub(super) fn presence<'a>(
+    batch: &'a [Box<Record>],
+    hours: &'a [String],
+) -> HashMap<(&'a str, &'a str, &'a str), i64, xxhash_rust::xxh3::Xxh3Builder> {
+    type Lists<'a> = HashMap<
+        (&'a str, *const Vec<String>, &'a str),
+        (&'a [String], i64),
+        xxhash_rust::xxh3::Xxh3Builder,
+    >;
+    let mut lists = Lists::default();
+    for (r, hour) in batch.iter().zip(hours) {
+        let route = super::sql::aggregate_key(r.meta.route.as_deref());
+        lists
+            .entry((route, std::sync::Arc::as_ptr(&r.present), hour.as_str()))
+            .or_insert((r.present.as_slice(), 0))
+            .1 += 1;
+    }
+    let mut out = HashMap::default();
+    for ((route, _, hour), (list, n)) in lists {
+        for f in list {
+            *out.entry((route, f.as_str(), hour)).or_default() += n;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_counts_a_shared_list_once_per_exchange_that_holds_it() {
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let shared = std::sync::Arc::new(vec!["/a".to_owned(), "/b".to_owned()]);
+        let record = |present: &std::sync::Arc<Vec<String>>, route: Option<&str>| {
+            let mut r = crate::store::writer::test_record(at);
+            r.meta.route = route.map(str::to_owned);
+            r.present = present.clone();
+            Box::new(r)
+        };
+        let own = std::sync::Arc::new(vec!["/b".to_owned(), "/c".to_owned()]);
+        let batch = vec![
+            record(&shared, Some("d")),
+            record(&shared, Some("d")),
+            record(&shared, Some("d")),
+            record(&own, Some("d")),
+            record(&shared, Some("e")),
+            record(&shared, Some("d")),
+        ];
+        let hours: Vec<String> = ["h1", "h1", "h1", "h1", "h1", "h2"]
+            .map(str::to_owned)
+            .to_vec();
+        let mut got: Vec<_> = presence(&batch, &hours).into_iter().collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                (("d", "/a", "h1"), 3),
+                (("d", "/a", "h2"), 1),
+                (("d", "/b", "h1"), 4),
+                (("d", "/b", "h2"), 1),
+                (("d", "/c", "h1"), 1),
+                (("e", "/a", "h1"), 1),
+                (("e", "/b", "h1"), 1),
+            ]
+        );
+    }
 
     #[test]
     fn a_bucket_holds_latencies_within_its_stated_error() {

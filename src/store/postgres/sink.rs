@@ -135,8 +135,6 @@ impl PgSink {
         let mut ex = Copy::default();
         let mut fields = Copy::default();
         let mut diffs = Copy::default();
-        let mut presence: std::collections::HashMap<(&str, &str, String), i64> =
-            std::collections::HashMap::new();
         let mut rolled = crate::store::rollup::Deltas::new(pg_text);
         rolled.before = Some(tx.query_one(crate::store::rollup::MAX_ID_SQL, &[])?.get(0));
         let mut next_id = ids.iter();
@@ -151,16 +149,14 @@ impl PgSink {
                 }
             })
             .collect();
+        let hours: Vec<String> = batch
+            .iter()
+            .map(|r| format!("{}:00:00Z", crate::record::hour(r.meta.started_at)))
+            .collect();
+        let presence = crate::store::rollup::presence(batch, &hours);
         for (r, &number) in batch.iter().zip(&numbers) {
             let m = &r.meta;
             let at = rfc3339(m.started_at);
-            let route = aggregate_key(m.route.as_deref());
-            let hour = format!("{}:00:00Z", crate::record::hour(m.started_at));
-            for f in r.present.iter() {
-                *presence
-                    .entry((route, f.as_str(), hour.clone()))
-                    .or_default() += 1;
-            }
             rolled.add_record(r, number, &at);
             if number == 0 {
                 continue;

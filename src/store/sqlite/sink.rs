@@ -65,8 +65,6 @@ fn write_batch(
             "INSERT INTO diff_fields(exchange_id, started_at, route, field, kind, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut blob_find = tx.prepare_cached("SELECT id FROM blobs WHERE hash = ?1")?;
-        let mut presence: std::collections::HashMap<(&str, &str, &str), i64> =
-            std::collections::HashMap::new();
         let mut hours: Vec<String> = Vec::with_capacity(batch.len());
         let mut blob_add = tx.prepare_cached("INSERT INTO blobs(hash, body) VALUES (?1, ?2)")?;
         let mut rolled = crate::store::rollup::Deltas {
@@ -153,14 +151,7 @@ fn write_batch(
                 ])?;
             }
         }
-        for (r, hour) in batch.iter().zip(&hours) {
-            let route = crate::store::sql::aggregate_key(r.meta.route.as_deref());
-            for f in r.present.iter() {
-                *presence
-                    .entry((route, f.as_str(), hour.as_str()))
-                    .or_default() += 1;
-            }
-        }
+        let presence = crate::store::rollup::presence(batch, &hours);
         let mut pr = tx.prepare_cached(
             "INSERT INTO field_presence(route, field, hour, n) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(route, field, hour) DO UPDATE SET n = n + excluded.n",
