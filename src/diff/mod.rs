@@ -810,28 +810,12 @@ fn unique_index<'k, 'a>(seq: &'k [KeyValue<'a>]) -> Option<KeyMap<'k, 'a>> {
 /// Walked with a 64-bit hash of the pattern built segment by segment; a pattern's text is only
 /// built the first time its hash is seen, so a page of a thousand alike records costs one string
 /// per distinct pattern, not one per node.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Patterns {
     seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
-    /// The hashes seen last, by their low bits: the records of a page repeat their patterns,
-    /// and most visits end here instead of in the set.
-    recent: Box<[u64; RECENT]>,
     /// The patterns, in first-seen order.
     pub list: Vec<String>,
 }
-
-impl Default for Patterns {
-    fn default() -> Self {
-        Self {
-            seen: Default::default(),
-            recent: Box::new([0; RECENT]),
-            list: Vec::new(),
-        }
-    }
-}
-
-/// Slots of [`Patterns`]'s cache of recent hashes (a power of two).
-const RECENT: usize = 512;
 
 impl Patterns {
     /// Adds the patterns of `doc`.
@@ -854,12 +838,6 @@ impl Patterns {
     }
 
     fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
-        let slot = &mut self.recent[h as usize & (RECENT - 1)];
-        // (0 is the empty slot's value: a hash of 0 always goes to the set.)
-        if *slot == h && h != 0 {
-            return;
-        }
-        *slot = h;
         if self.list.len() < limit && self.seen.insert(h) {
             self.list.push(glob::field_pattern(path));
         }

@@ -73,14 +73,6 @@ const SERDE_NUMBER: &str = "$serde_json::private::Number";
 /// How many shapes of objects are remembered.
 const SHAPES: usize = 32;
 
-/// The names of `a` and `b`, in order, are the same.
-fn same_names(a: &[(&str, Fast<'_>)], b: &[(&str, Fast<'_>)]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((x, _), (y, _))| super::same_text(x, y))
-}
-
 /// Eight copies of a byte.
 const fn splat(b: u8) -> u64 {
     0x0101_0101_0101_0101 * b as u64
@@ -366,7 +358,7 @@ impl<'b> Scanner<'b> {
         }
         // serde_json keeps a repeated member's last value at its first place: its path.
         let shape = (slice.len() * 31 + slice[0].0.len()) % SHAPES;
-        if !same_names(slice, self.shapes[shape]) {
+        if !super::same_member_names::<Fast<'b>>(slice, self.shapes[shape]) {
             if super::doc::repeats_a_name(slice) {
                 return None;
             }

@@ -129,46 +129,28 @@ impl Keeper {
 mod tests {
     use super::*;
     use crate::diff::{Difference, Kind};
-    use crate::record::{Meta, SkipReason, StoredBody};
+    use crate::record::{SkipReason, StoredBody};
     use std::sync::Arc;
 
     fn record(route: &str, outcome: Outcome, fields: &[&str]) -> Record {
-        Record {
-            meta: Meta {
-                started_at: std::time::UNIX_EPOCH,
-                request_id: "r1".into(),
-                route: Some(route.into()),
-                method: "GET".into(),
-                path: "/d".into(),
-                account: None,
-                serving: Default::default(),
-            },
-            legacy_status: Some(200),
-            candidate_status: Some(200),
-            legacy_ms: Some(1.5),
-            candidate_ms: Some(2.5),
-            outcome,
-            reason: None,
-            diff_count: fields.len(),
-            diffs: Arc::new(
-                fields
-                    .iter()
-                    .map(|f| Difference {
-                        pointer: (*f).into(),
-                        field: (*f).into(),
-                        kind: Kind::Changed,
-                        legacy: None,
-                        candidate: None,
-                        candidate_pointer: None,
-                    })
-                    .collect(),
-            ),
-            present: Arc::default(),
-            bodies: vec![],
-            mapping_version: None,
-            field_counts: None,
-            ids: None,
-        }
+        let mut r = crate::store::writer::test_record(std::time::UNIX_EPOCH);
+        r.meta.route = Some(route.into());
+        r.outcome = outcome;
+        r.diff_count = fields.len();
+        r.diffs = Arc::new(
+            fields
+                .iter()
+                .map(|f| Difference {
+                    pointer: (*f).into(),
+                    field: (*f).into(),
+                    kind: Kind::Changed,
+                    legacy: None,
+                    candidate: None,
+                    candidate_pointer: None,
+                })
+                .collect(),
+        );
+        r
     }
 
     #[test]
