@@ -178,9 +178,9 @@ impl AsyncWrite for Stream {
         }
     }
 
-    /// A response's head and body frames in one `writev`: without it hyper copies every body
-    /// frame into its own buffer first (its "flatten" strategy), a copy of the whole body per
-    /// response on the caller's path (~9 % of the caller's thread under the harness).
+    /// A response's head and body frames written with `writev` from where they are: without it
+    /// hyper copies every body frame into its own buffer first (its "flatten" strategy), a copy
+    /// of the whole body per response on the caller's path.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
