@@ -223,8 +223,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// hyper asks the stream once whether it takes vectored writes, and copies every body
-    /// frame into one buffer when it does not: a plain connection (and a TLS one, before and
-    /// after its handshake) says it does, and writes the slices in order.
+    /// frame into one buffer when it does not: a plain connection says it does and writes the
+    /// slices in order; a TLS one says so before its handshake (tests/tls.rs serves through it).
     #[tokio::test]
     async fn a_connection_takes_a_response_in_one_vectored_write() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
