@@ -19,6 +19,7 @@
 pub mod doc;
 pub mod glob;
 pub mod headers;
+mod index;
 pub mod normalize;
 pub mod number;
 pub mod patch;

@@ -10,17 +10,41 @@
 //! every verdict is serde_json's.
 //!
 //! The text is valid UTF-8 (the caller checks the whole body once), so a string's bytes between
-//! its quotes are a `&str` as they are. Strings are scanned eight bytes at a time for the bytes
-//! that end or interrupt them (`"`, `\`, and the control characters serde_json refuses).
+//! its quotes are a `&str` as they are. The bytes that end or interrupt a string (`"`, `\`, and
+//! the control characters serde_json refuses) are found from the text's string index
+//! ([`super::index`], built first, 64 bytes at a time).
 
 use bumpalo::Bump;
 
 use super::doc::Fast;
+use super::index::Index;
 use super::MAX_DEPTH;
+
+thread_local! {
+    /// This thread's index buffers, reused from body to body.
+    static INDEX: std::cell::Cell<Index> = std::cell::Cell::new(Index::default());
+}
+
+/// The most words a thread's index keeps between bodies (8 bytes each, one per 64 bytes of
+/// text: a 2 MiB body's).
+const KEEP_WORDS: usize = 1 << 15;
 
 /// Builds the tree of `text` in `arena`, or `None` (see the module's documentation).
 pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
+    INDEX.with(|cell| {
+        let mut ix = cell.take();
+        ix.build(text.as_bytes());
+        let tree = scan_indexed(text, &ix, arena);
+        if ix.capacity() <= KEEP_WORDS {
+            cell.set(ix);
+        }
+        tree
+    })
+}
+
+fn scan_indexed<'b>(text: &'b str, ix: &Index, arena: &'b Bump) -> Option<Fast<'b>> {
     let mut s = Scanner {
+        ix,
         text,
         bytes: text.as_bytes(),
         at: 0,
@@ -48,7 +72,9 @@ enum Dest {
     Member(usize),
 }
 
-struct Scanner<'b> {
+struct Scanner<'b, 'i> {
+    /// The text's string index.
+    ix: &'i Index,
     text: &'b str,
     bytes: &'b [u8],
     at: usize,
@@ -73,24 +99,7 @@ const SERDE_NUMBER: &str = "$serde_json::private::Number";
 /// How many shapes of objects are remembered.
 const SHAPES: usize = 32;
 
-/// Eight copies of a byte.
-const fn splat(b: u8) -> u64 {
-    0x0101_0101_0101_0101 * b as u64
-}
-
-const HIGH: u64 = splat(0x80);
-
-/// The high bit of each byte of `w` that is `"`, `\` or below 0x20. A flagged byte is exact
-/// for the lowest one (the borrow that can flag a byte wrongly only runs upwards from a byte
-/// truly flagged), which is the only one read.
-#[inline]
-fn specials(w: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(splat(1)) & !x & HIGH;
-    let below_space = w.wrapping_sub(splat(0x20)) & !w & HIGH;
-    zero(w ^ splat(b'"')) | zero(w ^ splat(b'\\')) | below_space
-}
-
-impl<'b> Scanner<'b> {
+impl<'b> Scanner<'b, '_> {
     #[inline]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
@@ -206,29 +215,15 @@ impl<'b> Scanner<'b> {
 
     /// The string whose opening quote is just before the cursor; the cursor ends after its
     /// closing quote.
+    #[inline]
     fn string(&mut self) -> Option<&'b str> {
         let start = self.at;
-        let stop = self.special_from(start)?;
+        let stop = self.ix.next_stop(start)?;
         if self.bytes[stop] == b'"' {
             self.at = stop + 1;
             return self.text.get(start..stop);
         }
         self.escaped(start, stop)
-    }
-
-    /// The first byte from `from` that is `"`, `\` or a control character (`None` past the end).
-    #[inline]
-    fn special_from(&self, from: usize) -> Option<usize> {
-        let mut i = from;
-        while let Some(chunk) = self.bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let hit = specials(w);
-            if hit != 0 {
-                return Some(i + (hit.trailing_zeros() / 8) as usize);
-            }
-            i += 8;
-        }
-        (i..self.bytes.len()).find(|&j| matches!(self.bytes[j], b'"' | b'\\' | 0..=0x1f))
     }
 
     /// A string with an escape: `start` is its first byte, `stop` its first special one (a
@@ -270,7 +265,7 @@ impl<'b> Scanner<'b> {
                 },
                 _ => break false,
             }
-            match self.special_from(from) {
+            match self.ix.next_stop(from) {
                 Some(s) => stop = s,
                 None => break false,
             }
@@ -379,29 +374,15 @@ mod tests {
     }
 
     #[test]
-    fn specials_find_the_first_quote_backslash_or_control_byte() {
-        let at = |s: &[u8; 8]| {
-            let h = specials(u64::from_le_bytes(*s));
-            (h != 0).then(|| h.trailing_zeros() / 8)
-        };
-        assert_eq!(at(b"abcdefgh"), None);
-        assert_eq!(at(b"abc\"efgh"), Some(3));
-        assert_eq!(at(b"ab\\d\"fgh"), Some(2));
-        assert_eq!(at(b"\x1fbcdefgh"), Some(0));
-        assert_eq!(at(b"abcdefg\x00"), Some(7));
-        // UTF-8 bytes and DEL are ordinary; 0x20 is the first ordinary byte.
-        assert_eq!(at(&[0xc3, 0xa9, 0x7f, 0x20, b'a', 0xe2, 0x82, 0xac]), None);
-        // A byte just above a hit (the borrow) is never read first.
-        assert_eq!(at(b"a\x00\x01bcdef"), Some(1));
-    }
-
-    #[test]
     fn what_serde_json_accepts_reads_the_same() {
         for text in [
             r#"{"a":[1,-0,0.5,1e400,-12.5E+3,1E-2],"b":"x\"y\\z\/\b\f\n\r\t","c":null}"#,
             r#"  [ true , false , null , {} , [] , "" ]  "#,
             r#"{"é":"\u00e9\ud83d\ude00€","k":"a\u0000b"}"#,
             r#""only a string long enough for a word or two""#,
+            // Strings across the index's 64-byte blocks, an escape at a block's edge.
+            r#"["abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghij\\","x\"y"]"#,
+            r#"{"k":"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\n"}"#,
             "123456789012345678901234567890",
         ] {
             let want: serde_json::Value = serde_json::from_str(text).unwrap();
