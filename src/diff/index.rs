@@ -20,7 +20,8 @@ impl Index {
     /// Indexes `bytes`.
     pub(super) fn build(&mut self, bytes: &[u8]) {
         self.stops.clear();
-        self.stops.reserve(bytes.len().div_ceil(64));
+        // Exact, so that what a thread keeps follows the longest body it kept (see `scan`).
+        self.stops.reserve_exact(bytes.len().div_ceil(64));
         let mut chunks = bytes.chunks_exact(64);
         for block in chunks.by_ref() {
             self.stops.push(stops(block.try_into().expect("64 bytes")));

@@ -21,7 +21,7 @@ use super::index::Index;
 use super::MAX_DEPTH;
 
 thread_local! {
-    /// This thread's index buffers, reused from body to body.
+    /// This thread's index, its buffer reused from body to body.
     static INDEX: std::cell::Cell<Index> = std::cell::Cell::new(Index::default());
 }
 
@@ -371,6 +371,31 @@ mod tests {
     fn scanned(text: &str) -> Option<serde_json::Value> {
         let arena = Bump::new();
         scan(text, &arena).map(|d| super::super::doc::Node::to_value(&d))
+    }
+
+    /// The words this thread's index holds now.
+    fn kept() -> usize {
+        INDEX.with(|cell| {
+            let ix = cell.take();
+            let n = ix.capacity();
+            cell.set(ix);
+            n
+        })
+    }
+
+    #[test]
+    fn a_thread_keeps_the_index_of_bodies_up_to_two_mib_only() {
+        let body = |bytes: usize| format!("\"{}\"", "x".repeat(bytes - 2));
+        let arena = Bump::new();
+        // A longer body after a shorter one, both under the bound: kept, at the longer's size.
+        assert!(scan(&body(1_500_000), &arena).is_some());
+        assert!(scan(&body(1_600_000), &arena).is_some());
+        assert_eq!(kept(), 1_600_000usize.div_ceil(64));
+        // Past it: freed.
+        assert!(scan(&body(3 << 20), &arena).is_some());
+        assert_eq!(kept(), 0);
+        assert!(scan(&body(100), &arena).is_some());
+        assert_eq!(kept(), 2);
     }
 
     #[test]
