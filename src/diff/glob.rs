@@ -227,6 +227,28 @@ pub fn field_pattern(path: &[Seg<'_>]) -> String {
     out
 }
 
+/// [`pointer`] and [`field_pattern`] of `path` at once: each member's name is escaped once,
+/// and each text allocated once (what a difference carries).
+pub fn pointer_and_field(path: &[Seg<'_>]) -> (String, String) {
+    let len = text_len(path);
+    let (mut p, mut f) = (String::with_capacity(len), String::with_capacity(len));
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                let from = p.len();
+                push_token(&mut p, k);
+                f.push_str(&p[from..]);
+            }
+            Seg::Index(i) => {
+                p.push('/');
+                p.push_str(itoa::Buffer::new().format(*i));
+                f.push_str("/*");
+            }
+        }
+    }
+    (p, f)
+}
+
 /// A set of globs, matched as one.
 #[derive(Debug, Clone, Default)]
 pub struct GlobSet {
@@ -324,5 +346,18 @@ mod tests {
         assert_eq!(pointer(&p), "/a~1b/2/c~0");
         assert_eq!(field_pattern(&p), "/a~1b/*/c~0");
         assert_eq!(pointer(&[]), "");
+        // Both at once: the same texts.
+        for path in [
+            &p[..],
+            &[],
+            &[I(0)],
+            &[K(""), K("~/é"), I(123_456_789), K("x")],
+        ] {
+            assert_eq!(
+                pointer_and_field(path),
+                (pointer(path), field_pattern(path)),
+                "{path:?}"
+            );
+        }
     }
 }

@@ -656,7 +656,7 @@ impl<'a> Walker<'_, 'a> {
         if self.rules.is_ignored(path) {
             return;
         }
-        let pointer = glob::pointer(path);
+        let (pointer, field) = glob::pointer_and_field(path);
         let candidate_pointer = match kind {
             Kind::Changed | Kind::TypeChanged if self.cpath != self.lpath => {
                 Some(glob::pointer(&self.cpath))
@@ -665,7 +665,7 @@ impl<'a> Walker<'_, 'a> {
         };
         self.out.push(Difference {
             pointer,
-            field: glob::field_pattern(path),
+            field,
             kind,
             legacy: l.map(Node::to_value),
             candidate: c.map(Node::to_value),

@@ -533,6 +533,38 @@ enum Keep<'a> {
 /// Field patterns counted as present per exchange at most.
 const MAX_PRESENT: usize = 1000;
 
+/// Lists of present patterns a thread remembers (see [`shared_presence`]).
+const RECENT_PRESENCE: usize = 4;
+
+thread_local! {
+    /// The last lists of present patterns this thread built, newest last.
+    static RECENT: std::cell::RefCell<Vec<Arc<Vec<String>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `list` as one of the lists this thread built last when it equals one (the pages of a route
+/// mostly name the same fields in the same order), else as a new list it remembers. The
+/// store's writer counts a shared list once per route and hour, then spreads the count (see
+/// `store::rollup::presence`), and nothing of it is freed per exchange on the writer's thread.
+fn shared_presence(list: Vec<String>) -> Arc<Vec<String>> {
+    if list.is_empty() {
+        return Arc::default();
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some(i) = recent.iter().position(|r| **r == list) {
+            let hit = recent.remove(i);
+            recent.push(hit.clone());
+            return hit;
+        }
+        let new = Arc::new(list);
+        if recent.len() == RECENT_PRESENCE {
+            recent.remove(0);
+        }
+        recent.push(new.clone());
+        new
+    })
+}
+
 /// The field patterns that differ between two answers of legacy to the same request (noise
 /// learning): `None` when the pair cannot tell (another status, a body that is not JSON).
 pub fn noise_sample(
@@ -879,7 +911,7 @@ fn compare_sides(
         reason,
         diffs: Arc::new(diffs),
         bodies: keep.then(|| kept_texts(l_json, c_json, (&l_raw, &c_raw), mapped, cfg)),
-        present: Arc::new(present),
+        present: shared_presence(present),
         size,
         ids: applied.map(|a| Arc::new(a.observed)),
     }
@@ -1201,5 +1233,44 @@ mod memo_tests {
         );
         assert_eq!(other.diff_count, 0);
         assert_eq!(other.outcome, crate::record::Outcome::Match);
+    }
+}
+
+#[cfg(test)]
+mod presence_tests {
+    use super::*;
+
+    fn present(legacy: &'static str, candidate: &'static str) -> Arc<Vec<String>> {
+        let cfg = Config::defaults();
+        let headers = HeaderMap::new();
+        let side = |body: &'static str| Side {
+            status: StatusCode::OK,
+            headers: &headers,
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        compare_bodies(&side(legacy), &side(candidate), &cfg.diff.rules, &cfg).present
+    }
+
+    #[test]
+    fn pages_naming_the_same_fields_share_one_list_of_them() {
+        let first = present(r#"{"a":1,"b":[{"c":2}]}"#, r#"{"a":1,"b":[{"c":3}]}"#);
+        let second = present(r#"{"a":5,"b":[{"c":6}]}"#, r#"{"a":7,"b":[]}"#);
+        assert_eq!(*first, ["/a", "/b", "/b/*", "/b/*/c"]);
+        assert!(Arc::ptr_eq(&first, &second), "{first:?} / {second:?}");
+        // Other fields, or the same in another order: a list of their own.
+        let other = present(r#"{"b":[{"c":2}],"a":1}"#, r#"{"b":[],"a":1}"#);
+        assert_eq!(*other, ["/b", "/b/*", "/b/*/c", "/a"]);
+        assert!(!Arc::ptr_eq(&first, &other));
+        // A thread remembers a few lists: the oldest is forgotten first, and an equal list
+        // built after that is a new one with the same patterns.
+        for name in ["d", "e", "f", "g"] {
+            let body = format!(r#"{{"{name}":1}}"#).leak();
+            assert_eq!(*present(body, body), [format!("/{name}")]);
+        }
+        let again = present(r#"{"a":1,"b":[{"c":2}]}"#, r#"{"a":1,"b":[{"c":2}]}"#);
+        assert_eq!(again, first);
+        assert!(!Arc::ptr_eq(&first, &again));
+        // Nothing present: nothing remembered.
+        assert!(present("1", "2").is_empty());
     }
 }
