@@ -596,6 +596,28 @@ fn name_cut(name: &str, max: usize) -> String {
     }
 }
 
+/// Counts with their patterns cut to `max` bytes, those cut alike merged into the first (a
+/// pattern and kind is one row of an exchange's counts: two long patterns that share a prefix
+/// would otherwise be two rows with one key, and the store would refuse the exchange).
+fn merge_cut(counts: Vec<FieldCount>, max: usize) -> Vec<FieldCount> {
+    let mut at: std::collections::HashMap<(String, &'static str), usize> =
+        std::collections::HashMap::new();
+    let mut out: Vec<FieldCount> = Vec::with_capacity(counts.len());
+    for mut c in counts {
+        if c.field.len() > max {
+            c.field = name_cut(&c.field, max);
+        }
+        match at.entry((c.field.clone(), c.kind)) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].n += c.n,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// Bytes a JSON value holds in memory, about.
 fn value_bytes(v: &Value) -> usize {
     32 + match v {
@@ -615,11 +637,14 @@ impl Record {
     /// is left as is when nothing needs cutting.
     pub fn bound(&mut self, per_field: usize, max_value_len: usize) {
         // Field patterns and pointers come from the vendors' member names: as long as a body.
+        // Patterns cut alike are one pattern (it is present once per exchange).
         if self.present.iter().any(|p| p.len() > max_value_len) {
+            let mut seen = std::collections::HashSet::new();
             self.present = Arc::new(
                 self.present
                     .iter()
                     .map(|p| name_cut(p, max_value_len))
+                    .filter(|p| seen.insert(p.clone()))
                     .collect(),
             );
         }
@@ -628,10 +653,8 @@ impl Record {
         }
         if self.field_counts.is_none() {
             let mut counts = field_counts(&self.diffs);
-            for c in &mut counts {
-                if c.field.len() > max_value_len {
-                    c.field = name_cut(&c.field, max_value_len);
-                }
+            if counts.iter().any(|c| c.field.len() > max_value_len) {
+                counts = merge_cut(counts, max_value_len);
             }
             self.field_counts = Some(counts);
         }

@@ -596,6 +596,44 @@ async fn a_hostile_candidate_cannot_bloat_the_store_or_the_memory() {
     assert!(!metrics.contains("p0m1"), "a vendor's name in /metrics");
 }
 
+/// Member names longer than `[store] max_value_len` (1 KiB by default) are stored cut, and
+/// patterns below one name are then cut alike: a candidate differing at 50 members under a
+/// 2,000-byte name. Every exchange is stored, its 50 differences counted in one `diff_fields`
+/// row, the cut patterns present once per exchange. Old binary: the store refused each
+/// exchange (two `diff_fields` rows with one key: "UNIQUE constraint failed"), all 3 lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_cut_alike_lose_no_exchange() {
+    let name = "n".repeat(2000);
+    let page = |v: i64| {
+        let members: serde_json::Map<String, serde_json::Value> =
+            (0..50).map(|i| (format!("m{i}"), json!(v))).collect();
+        json!({ name.clone(): members })
+    };
+    let legacy = Upstream::json(page(1)).await;
+    let candidate = Upstream::json(page(2)).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "exchanges = \"all\"\n".into();
+    let p = start(cfg, None).await;
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/long")).await.status, 200);
+    }
+    let rows = tokio::task::block_in_place(|| p.wait_rows(3));
+    assert!(rows.iter().all(|r| r[0] == json!("diff")), "{rows:?}");
+    let fields = query(
+        &p.db(),
+        "SELECT exchange_id, field, kind, n FROM diff_fields ORDER BY 1",
+    );
+    assert_eq!(fields.len(), 3, "{fields:?}");
+    for f in &fields {
+        let field = f[1].as_str().unwrap();
+        assert!(field.ends_with("…[cut]") && field.len() < 1100, "{field}");
+        assert_eq!((&f[2], &f[3]), (&json!("changed"), &json!(50)));
+    }
+    let presence = query(&p.db(), "SELECT field, n FROM field_presence ORDER BY 1");
+    assert_eq!(presence.len(), 1, "{presence:?}");
+    assert_eq!(presence[0][1], json!(3), "{presence:?}");
+}
+
 // ------------------------------------------- 9. the shadow leg and the vendor's IP blocking
 
 /// A misconfigured candidate route answering 404 to every shadow call: after the default burst
