@@ -618,6 +618,20 @@ fn merge_cut(counts: Vec<FieldCount>, max: usize) -> Vec<FieldCount> {
     out
 }
 
+/// Bytes differences hold in memory, about: their texts and values.
+pub(crate) fn diffs_bytes(diffs: &[Difference]) -> usize {
+    diffs
+        .iter()
+        .map(|d| {
+            96 + d.pointer.len()
+                + d.field.len()
+                + d.candidate_pointer.as_ref().map_or(0, String::len)
+                + d.legacy.as_ref().map_or(0, value_bytes)
+                + d.candidate.as_ref().map_or(0, value_bytes)
+        })
+        .sum()
+}
+
 /// Bytes a JSON value holds in memory, about.
 fn value_bytes(v: &Value) -> usize {
     32 + match v {
@@ -702,16 +716,7 @@ impl Record {
 
     /// Bytes the record holds in memory, about (what waits in the store's queue).
     pub fn approx_bytes(&self) -> usize {
-        let diffs: usize = self
-            .diffs
-            .iter()
-            .map(|d| {
-                96 + d.pointer.len()
-                    + d.field.len()
-                    + d.legacy.as_ref().map_or(0, value_bytes)
-                    + d.candidate.as_ref().map_or(0, value_bytes)
-            })
-            .sum();
+        let diffs = diffs_bytes(&self.diffs);
         let counts: usize = self
             .field_counts
             .iter()

@@ -416,9 +416,11 @@ pub fn compare(
             let fresh = |keep| {
                 let size = legacy.body.len() + candidate.body.len();
                 let fresh = Arc::new(compare_sides(&legacy, &candidate, rules, cfg, keep, maps));
-                // A mapping that timed out or crashed may pass next time: not kept.
+                // A mapping that timed out or crashed may pass next time: not kept. The memo
+                // charges the bodies and what their comparison holds.
                 if fresh.outcome != Outcome::MappingError {
-                    sh.memo.insert(key, size, fresh.clone());
+                    sh.memo
+                        .insert(key, size + fresh.approx_bytes(), fresh.clone());
                 }
                 fresh
             };
@@ -505,6 +507,24 @@ pub struct Compared {
     pub ids: Option<Arc<crate::record::IdsSeen>>,
 }
 
+impl Compared {
+    /// Bytes the result holds, about: its differences' texts and values, its present patterns
+    /// and its kept texts. Paths are texts of member names, so a body of a few kilobytes with a
+    /// long name above many members makes a result of many megabytes: what the memo charges.
+    pub fn approx_bytes(&self) -> usize {
+        let diffs = crate::record::diffs_bytes(&self.diffs);
+        let present: usize = self.present.iter().map(|p| 24 + p.len()).sum();
+        let texts: usize = self.bodies.as_ref().map_or(0, |b| {
+            [&b.legacy, &b.candidate, &b.legacy_raw, &b.candidate_raw]
+                .into_iter()
+                .flatten()
+                .map(|t| t.text.len())
+                .sum()
+        });
+        diffs + present + texts
+    }
+}
+
 /// The redacted JSON texts kept of one exchange (`None`: a body that is not JSON).
 #[derive(Debug, Clone, Default)]
 pub struct KeptTexts {
@@ -535,6 +555,9 @@ const MAX_PRESENT: usize = 1000;
 
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
 const RECENT_PRESENCE: usize = 4;
+/// The longest list a thread remembers, in bytes of its patterns (a page's is a few hundred:
+/// patterns are texts of member names, and a hostile vendor's names can be megabytes long).
+const RECENT_PRESENCE_BYTES: usize = 64 << 10;
 
 thread_local! {
     /// The last lists of present patterns this thread built, newest last.
@@ -549,6 +572,9 @@ thread_local! {
 fn shared_presence(list: Vec<String>) -> Arc<Vec<String>> {
     if list.is_empty() {
         return Arc::default();
+    }
+    if list.iter().map(String::len).sum::<usize>() > RECENT_PRESENCE_BYTES {
+        return Arc::new(list);
     }
     RECENT.with_borrow_mut(|recent| {
         if let Some(i) = recent.iter().position(|r| **r == list) {
@@ -1152,6 +1178,16 @@ mod memo_tests {
         candidate_body: &'static str,
         date: &str,
     ) -> crate::record::Record {
+        exchange_of(cfg, memo, [b"{\"a\":1,", b"\"b\":2}"], candidate_body, date)
+    }
+
+    fn exchange_of(
+        cfg: &Config,
+        memo: &Memo<Compared>,
+        legacy_body: [&'static [u8]; 2],
+        candidate_body: &'static str,
+        date: &str,
+    ) -> crate::record::Record {
         let meta = Meta {
             started_at: SystemTime::now(),
             request_id: "r".into(),
@@ -1167,10 +1203,7 @@ mod memo_tests {
             status: StatusCode::OK,
             headers: headers.clone(),
             ms: 1.0,
-            body: Captured::Complete(vec![
-                Bytes::from_static(b"{\"a\":1,"),
-                Bytes::from_static(b"\"b\":2}"),
-            ]),
+            body: Captured::Complete(legacy_body.map(Bytes::from_static).to_vec()),
         };
         let candidate = Candidate::Response {
             status: StatusCode::OK,
@@ -1193,6 +1226,41 @@ mod memo_tests {
             }),
             Maps::default(),
         )
+    }
+
+    /// A pair of 40 KB whose result holds ~4 MB (a long member name above 50 differing
+    /// members: each difference's pointer and pattern repeat the name) is not kept: the memo
+    /// charges the result too. Before, only the bodies counted, and a hostile vendor's distinct
+    /// pairs held ~340 MB each until the table was emptied.
+    #[test]
+    fn a_result_that_holds_too_much_is_not_kept() {
+        // No bodies kept: a hit is reused as it is.
+        let cfg = Config::parse("[store]\nbodies = \"never\"\n", None).unwrap();
+        let memo = Memo::default();
+        let page = |v: u8| {
+            let members: Vec<String> = (0..50).map(|i| format!("\"m{i}\":{v}")).collect();
+            format!("{{\"{}\":{{{}}}}}", "n".repeat(20_000), members.join(","))
+        };
+        let (l, c): (&'static str, &'static str) = (page(1).leak(), page(2).leak());
+        let first = exchange_of(
+            &cfg,
+            &memo,
+            [l.as_bytes(), b""],
+            c,
+            "Mon, 01 Jan 2029 00:00:00 GMT",
+        );
+        let second = exchange_of(
+            &cfg,
+            &memo,
+            [l.as_bytes(), b""],
+            c,
+            "Mon, 01 Jan 2029 00:00:00 GMT",
+        );
+        assert_eq!(first.diff_count, 50);
+        assert!(
+            !Arc::ptr_eq(&first.diffs, &second.diffs),
+            "a 4 MB result was kept"
+        );
     }
 
     #[test]
@@ -1272,5 +1340,11 @@ mod presence_tests {
         assert!(!Arc::ptr_eq(&first, &again));
         // Nothing present: nothing remembered.
         assert!(present("1", "2").is_empty());
+        // A list longer than a thread keeps is its own every time.
+        let long = format!(r#"{{"{}":{{"a":1,"b":2}}}}"#, "n".repeat(30_000)).leak();
+        let (a, b) = (present(long, long), present(long, long));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 3);
+        assert!(!Arc::ptr_eq(&a, &b), "a list of 90 KB was remembered");
     }
 }

@@ -3,16 +3,17 @@
 //! parses and a walk. The same route, statuses, compared headers and body bytes always give
 //! the same result, so a small table keyed by a 128-bit hash of all of them reuses it.
 //!
-//! Bounded both ways: pairs larger than [`MAX_PAIR_BYTES`] are not cached, and the table is
-//! emptied when it holds [`MAX_ENTRIES`] results.
+//! Bounded both ways: a result is not cached when its pair's bodies and what the result holds
+//! (differences, present patterns, kept texts) come to more than [`MAX_PAIR_BYTES`], and the
+//! table is emptied when it holds [`MAX_ENTRIES`] results.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Results kept at most. Not configurable yet: with [`MAX_PAIR_BYTES`] it bounds the memory
-/// held by cached body texts to about 64 MiB.
+/// held by cached results to about 64 MiB.
 const MAX_ENTRIES: usize = 256;
-/// Larger pairs are rarely repeated and would hold too much memory.
+/// Larger pairs (bodies and result) are rarely repeated and would hold too much memory.
 const MAX_PAIR_BYTES: usize = 256 << 10;
 
 /// The table of recent results, by a 128-bit key of everything that produced them.
@@ -46,9 +47,9 @@ impl<V> Memo<V> {
             .clear();
     }
 
-    /// Keeps a result, unless the pair it came from was too large.
-    pub fn insert(&self, key: u128, pair_bytes: usize, v: Arc<V>) {
-        if pair_bytes > MAX_PAIR_BYTES {
+    /// Keeps a result, unless it and the pair it came from hold too much (`bytes`).
+    pub fn insert(&self, key: u128, bytes: usize, v: Arc<V>) {
+        if bytes > MAX_PAIR_BYTES {
             return;
         }
         let mut map = self
