@@ -167,6 +167,9 @@ fn harness(c: &mut Criterion) {
     let rules = cfg.diff.rules.clone();
     let parse_value = |b: &[u8]| shadowdiff::diff::parse_json(b).unwrap();
     let arena = bumpalo::Bump::new();
+    // The room the proxy gives the comparison of these two pages.
+    use shadowdiff::shadow::compare::{LIST_ROOM, LIST_ROOM_PER_BYTE};
+    let room = LIST_ROOM + LIST_ROOM_PER_BYTE * (l.len() + r.len());
     eprintln!(
         "harness_page: {} + {} bytes, {} differences",
         l.len(),
@@ -174,8 +177,10 @@ fn harness(c: &mut Criterion) {
         diff_docs(
             &doc::parse(l, &arena).unwrap(),
             &doc::parse(r, &arena).unwrap(),
-            &rules
+            &rules,
+            room
         )
+        .diffs
         .len()
     );
     let mut g = c.benchmark_group("harness_page");
@@ -210,7 +215,7 @@ fn harness(c: &mut Criterion) {
                 doc::parse(black_box(l), &arena).unwrap(),
                 doc::parse(black_box(r), &arena).unwrap(),
             );
-            diff_docs(&a, &z, &rules).len()
+            diff_docs(&a, &z, &rules, room).diffs.len()
         });
     });
     g.bench_function("parse_diff_patterns_doc", |b| {
@@ -223,7 +228,7 @@ fn harness(c: &mut Criterion) {
             let mut p = Patterns::default();
             p.add_doc(&a, 1000);
             p.add_doc(&z, 1000);
-            (diff_docs(&a, &z, &rules).len(), p.list.len())
+            (diff_docs(&a, &z, &rules, room).diffs.len(), p.list.len())
         });
     });
     let headers = http::HeaderMap::new();

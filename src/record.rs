@@ -537,8 +537,9 @@ pub const OVERFLOW_FIELD: &str = "(other fields)";
 pub const OVERFLOW_KIND: &str = "overflow";
 
 /// The number of differences per (field pattern, kind), in pattern order, [`MAX_FIELD_ROWS`]
-/// rows at most (the last one counting the rest).
-pub fn field_counts(diffs: &[Difference]) -> Vec<FieldCount> {
+/// rows at most (the last one counting the rest, and the `unlisted` differences a comparison
+/// counted without listing them).
+pub fn field_counts(diffs: &[Difference], unlisted: usize) -> Vec<FieldCount> {
     let mut per_field: std::collections::BTreeMap<(&str, &'static str), i64> =
         std::collections::BTreeMap::new();
     for d in diffs {
@@ -546,9 +547,9 @@ pub fn field_counts(diffs: &[Difference]) -> Vec<FieldCount> {
             .entry((d.field.as_str(), d.kind.as_str()))
             .or_default() += 1;
     }
-    let over = per_field.len() > MAX_FIELD_ROWS;
+    let over = per_field.len() + usize::from(unlisted > 0) > MAX_FIELD_ROWS;
     let mut out: Vec<FieldCount> = Vec::with_capacity(per_field.len().min(MAX_FIELD_ROWS));
-    let mut rest = 0;
+    let mut rest = unlisted as i64;
     for (i, ((field, kind), n)) in per_field.into_iter().enumerate() {
         if over && i >= MAX_FIELD_ROWS - 1 {
             rest += n;
@@ -560,7 +561,7 @@ pub fn field_counts(diffs: &[Difference]) -> Vec<FieldCount> {
             });
         }
     }
-    if over {
+    if over || unlisted > 0 {
         out.push(FieldCount {
             field: OVERFLOW_FIELD.to_owned(),
             kind: OVERFLOW_KIND,
@@ -666,7 +667,7 @@ impl Record {
             return;
         }
         if self.field_counts.is_none() {
-            let mut counts = field_counts(&self.diffs);
+            let mut counts = field_counts(&self.diffs, self.unlisted());
             if counts.iter().any(|c| c.field.len() > max_value_len) {
                 counts = merge_cut(counts, max_value_len);
             }
@@ -755,11 +756,17 @@ impl Record {
         self.bodies.clear();
     }
 
+    /// Differences counted and not listed (a comparison's room was full: `diff_count` counts
+    /// them, `diffs` does not hold them).
+    fn unlisted(&self) -> usize {
+        self.diff_count.saturating_sub(self.diffs.len())
+    }
+
     /// [`field_counts`] of the record: as bounded, or computed from `diffs`.
     pub fn counts(&self) -> std::borrow::Cow<'_, [FieldCount]> {
         match &self.field_counts {
             Some(c) => std::borrow::Cow::Borrowed(c),
-            None => std::borrow::Cow::Owned(field_counts(&self.diffs)),
+            None => std::borrow::Cow::Owned(field_counts(&self.diffs, self.unlisted())),
         }
     }
 }
@@ -840,6 +847,50 @@ pub(crate) fn cut(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differences_counted_and_not_listed_are_in_the_overflow_row() {
+        let d = |f: &str| Difference {
+            pointer: f.into(),
+            field: f.into(),
+            kind: crate::diff::Kind::Changed,
+            legacy: None,
+            candidate: None,
+            candidate_pointer: None,
+        };
+        let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
+        r.diffs = Arc::new(vec![d("/a"), d("/a"), d("/b")]);
+        r.diff_count = 10;
+        let n = |r: &Record| -> Vec<(String, &str, i64)> {
+            r.counts()
+                .iter()
+                .map(|c| (c.field.clone(), c.kind, c.n))
+                .collect()
+        };
+        let want = vec![
+            ("/a".to_owned(), "changed", 2),
+            ("/b".to_owned(), "changed", 1),
+            (OVERFLOW_FIELD.to_owned(), OVERFLOW_KIND, 7),
+        ];
+        assert_eq!(n(&r), want);
+        r.bound(1, 1024);
+        assert_eq!(n(&r), want);
+        assert_eq!(r.diffs.len(), 2);
+        // A full set of rows: the last one joins the overflow row, which stays the 1,000th.
+        let many: Vec<Difference> = (0..MAX_FIELD_ROWS)
+            .map(|i| d(&format!("/f{i:04}")))
+            .collect();
+        let counts = field_counts(&many, 5);
+        assert_eq!(counts.len(), MAX_FIELD_ROWS);
+        assert_eq!(
+            counts.last().map(|c| (c.field.as_str(), c.n)),
+            Some((OVERFLOW_FIELD, 6))
+        );
+        assert_eq!(
+            counts.iter().map(|c| c.n).sum::<i64>(),
+            MAX_FIELD_ROWS as i64 + 5
+        );
+    }
 
     #[test]
     fn the_name_lists_hold_every_name() {

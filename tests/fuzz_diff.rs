@@ -404,9 +404,28 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
         return Ok(());
     };
     let old = diff::diff(&lv, &cv, rules);
-    prop_assert_eq!(&diff::diff_docs(&ld, &cd, rules), &old);
-    prop_assert_eq!(&diff::diff_docs(&ld, &Doc::Tree(cv.clone()), rules), &old);
-    prop_assert_eq!(&diff::diff_docs(&Doc::Tree(lv.clone()), &cd, rules), &old);
+    let all = usize::MAX;
+    prop_assert_eq!(&diff::diff_docs(&ld, &cd, rules, all).diffs, &old);
+    prop_assert_eq!(
+        &diff::diff_docs(&ld, &Doc::Tree(cv.clone()), rules, all).diffs,
+        &old
+    );
+    prop_assert_eq!(
+        &diff::diff_docs(&Doc::Tree(lv.clone()), &cd, rules, all).diffs,
+        &old
+    );
+    // With less room, some are listed (in the order found) and every other one is counted.
+    for room in [0, 150, 600, 4096] {
+        let found = diff::diff_docs(&ld, &cd, rules, room);
+        prop_assert_eq!(found.diffs.len() + found.unlisted, old.len());
+        let mut rest = old.iter();
+        for d in &found.diffs {
+            prop_assert!(
+                rest.any(|o| o == d),
+                "{d:?} listed out of order or not found"
+            );
+        }
+    }
     let (mut p_old, mut p_new) = (diff::Patterns::default(), diff::Patterns::default());
     p_old.add(&lv, 1000);
     p_old.add(&cv, 1000);

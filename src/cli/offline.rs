@@ -87,7 +87,7 @@ pub(super) fn diff_files(
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
-        DiffFormat::Text => print_text(&diffs),
+        DiffFormat::Text => print_text(&diffs, 0),
     }
     Ok(if diffs.is_empty() {
         ExitCode::SUCCESS
@@ -137,7 +137,7 @@ pub(super) fn map_cmd(
 }
 
 /// One line per difference, then the count.
-fn print_text(diffs: &[diff::Difference]) {
+fn print_text(diffs: &[diff::Difference], unlisted: usize) {
     for d in diffs {
         let show = |v: &Option<serde_json::Value>| {
             v.as_ref()
@@ -155,11 +155,11 @@ fn print_text(diffs: &[diff::Difference]) {
             show(&d.candidate)
         );
     }
-    outln!(
-        "{} difference{}",
-        diffs.len(),
-        if diffs.len() == 1 { "" } else { "s" }
-    );
+    let n = diffs.len() + unlisted;
+    outln!("{n} difference{}", if n == 1 { "" } else { "s" });
+    if unlisted > 0 {
+        outln!("({unlisted} of them past the room for listing differences: counted, not listed)");
+    }
 }
 
 /// `diff --exchange ID`: every difference of a recorded exchange, recomputed from its kept
@@ -206,12 +206,13 @@ pub(super) fn diff_exchange(
                 "exchange": id,
                 "route": kept.route,
                 "recorded_diff_count": kept.diff_count,
-                "equal": diffs.is_empty(),
+                "equal": diffs.is_empty() && compared.unlisted == 0,
                 "differences": diffs,
+                "unlisted": compared.unlisted,
             });
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        DiffFormat::Text => print_text(diffs),
+        DiffFormat::Text => print_text(diffs, compared.unlisted),
     }
     Ok(if diffs.is_empty() {
         ExitCode::SUCCESS

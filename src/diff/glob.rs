@@ -206,7 +206,7 @@ pub fn pointer(path: &[Seg<'_>]) -> String {
 
 /// About the length of `path`'s pointer (exact but for escapes and indices past 99,999): the
 /// text is allocated once, not grown segment by segment.
-fn text_len(path: &[Seg<'_>]) -> usize {
+pub fn text_len(path: &[Seg<'_>]) -> usize {
     path.iter()
         .map(|s| match s {
             Seg::Key(k) => 1 + k.len(),

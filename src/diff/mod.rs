@@ -258,49 +258,83 @@ impl Rules {
 
 /// Compares two JSON documents. With `normalize` rules, both are rewritten first (on copies).
 pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+    diff_within(legacy, candidate, rules, usize::MAX).diffs
+}
+
+fn diff_within(legacy: &Value, candidate: &Value, rules: &Rules, room: usize) -> Found {
     if !rules.normalize.is_empty() {
         let (mut l, mut c) = (legacy.clone(), candidate.clone());
         normalize::apply(&mut l, &rules.normalize);
         normalize::apply(&mut c, &rules.normalize);
-        return diff_exact(&l, &c, rules);
+        return diff_exact(&l, &c, rules, room);
     }
-    diff_exact(legacy, candidate, rules)
+    diff_exact(legacy, candidate, rules, room)
 }
 
 /// Compares two parsed documents of any kind ([`doc::Node`]). Normalize rules rewrite
 /// serde_json values: with some, both documents are converted first (callers that parse bodies
 /// parse them as serde_json values then).
 pub fn diff_nodes<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules) -> Vec<Difference> {
-    if !rules.normalize.is_empty() {
-        return diff(&legacy.to_value(), &candidate.to_value(), rules);
-    }
-    diff_exact(legacy, candidate, rules)
+    nodes_within(legacy, candidate, rules, usize::MAX).diffs
 }
 
-/// [`diff_nodes`] of two parsed bodies, whatever kind each is.
+fn nodes_within<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, room: usize) -> Found {
+    if !rules.normalize.is_empty() {
+        return diff_within(&legacy.to_value(), &candidate.to_value(), rules, room);
+    }
+    diff_exact(legacy, candidate, rules, room)
+}
+
+/// What a comparison found: the differences it lists, and how many more it found once the
+/// listed ones filled its room (see [`diff_docs`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub diffs: Vec<Difference>,
+    pub unlisted: usize,
+}
+
+/// Bytes a listed difference is charged for, about: its path texts (pointer, field pattern and
+/// candidate pointer). Only they can grow past the documents' size: a difference's values are
+/// parts of the documents, each node in one difference at most, and there is at most one
+/// difference per node.
+fn listed_cost(path_text: usize, candidate_text: usize) -> usize {
+    2 * path_text + candidate_text
+}
+
+/// [`diff_nodes`] of two parsed bodies, whatever kind each is, listing differences while their
+/// path texts take at most `room` bytes; those found past it are only counted
+/// ([`Found::unlisted`]). A path is the text of every member name above a node, so without a
+/// bound a body of a long name above many differing members makes a list many times its size
+/// (a 110 KB body, one 100,000-byte name above 1,000 members: ~200 MB of pointers and patterns).
 pub fn diff_docs(
     legacy: &doc::Doc<'_>,
     candidate: &doc::Doc<'_>,
     rules: &Rules,
-) -> Vec<Difference> {
+    room: usize,
+) -> Found {
     use doc::Doc::{Fast, Tree};
     match (legacy, candidate) {
-        (Fast(l), Fast(c)) => diff_nodes(l, c, rules),
-        (Fast(l), Tree(c)) => diff_nodes(l, c, rules),
-        (Tree(l), Fast(c)) => diff_nodes(l, c, rules),
-        (Tree(l), Tree(c)) => diff(l, c, rules),
+        (Fast(l), Fast(c)) => nodes_within(l, c, rules, room),
+        (Fast(l), Tree(c)) => nodes_within(l, c, rules, room),
+        (Tree(l), Fast(c)) => nodes_within(l, c, rules, room),
+        (Tree(l), Tree(c)) => diff_within(l, c, rules, room),
     }
 }
 
-fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules) -> Vec<Difference> {
+fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, room: usize) -> Found {
     let mut w = Walker {
         rules,
         lpath: Vec::new(),
         cpath: Vec::new(),
         out: Vec::new(),
+        room,
+        unlisted: 0,
     };
     w.value(legacy, candidate);
-    w.out
+    Found {
+        diffs: w.out,
+        unlisted: w.unlisted,
+    }
 }
 
 /// Compares one pseudo-field of the response head (`@status`, `@header/NAME`), applying the
@@ -381,6 +415,10 @@ struct Walker<'r, 'a> {
     lpath: Vec<Seg<'a>>,
     cpath: Vec<Seg<'a>>,
     out: Vec<Difference>,
+    /// Bytes left for listing differences ([`listed_cost`]).
+    room: usize,
+    /// Differences found once the room was full.
+    unlisted: usize,
 }
 
 /// Object tails with more members than this are indexed before members are looked up by name
@@ -567,7 +605,7 @@ impl<'a> Walker<'_, 'a> {
         // not qualify, what it reported is taken back and the general path below runs.
         // (Repeated keys pair up by position, as the alignment would pair them.)
         if la.len() == ca.len() {
-            let (mark, mut same) = (self.out.len(), true);
+            let (mark, mut same) = ((self.out.len(), self.room, self.unlisted), true);
             for i in 0..la.len() {
                 match (key_of(&la[i], key), key_of(&ca[i], key)) {
                     (Some(a), Some(b)) if a == b => self.pair(la, i, ca, i),
@@ -580,7 +618,8 @@ impl<'a> Walker<'_, 'a> {
             if same {
                 return true;
             }
-            self.out.truncate(mark);
+            self.out.truncate(mark.0);
+            (self.room, self.unlisted) = (mark.1, mark.2);
         }
         let Some((lseq, cseq)) = key_seq(la, key).zip_lazy(|| key_seq(ca, key)) else {
             return false;
@@ -656,13 +695,22 @@ impl<'a> Walker<'_, 'a> {
         if self.rules.is_ignored(path) {
             return;
         }
-        let (pointer, field) = glob::pointer_and_field(path);
-        let candidate_pointer = match kind {
-            Kind::Changed | Kind::TypeChanged if self.cpath != self.lpath => {
-                Some(glob::pointer(&self.cpath))
-            }
-            _ => None,
+        let moved = matches!(kind, Kind::Changed | Kind::TypeChanged) && self.cpath != self.lpath;
+        let cost = listed_cost(
+            glob::text_len(path),
+            if moved {
+                glob::text_len(&self.cpath)
+            } else {
+                0
+            },
+        );
+        let Some(room) = self.room.checked_sub(cost) else {
+            self.unlisted += 1;
+            return;
         };
+        self.room = room;
+        let (pointer, field) = glob::pointer_and_field(path);
+        let candidate_pointer = moved.then(|| glob::pointer(&self.cpath));
         self.out.push(Difference {
             pointer,
             field,
@@ -816,7 +864,14 @@ pub struct Patterns {
     seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
     /// The patterns, in first-seen order.
     pub list: Vec<String>,
+    /// Their texts' bytes, about ([`glob::text_len`]), at most [`PATTERN_BYTES`].
+    bytes: usize,
 }
+
+/// Bytes of pattern text one [`Patterns`] lists at most: a pattern is the text of every member
+/// name above a node, so a body of a long name above many members would make a list many times
+/// its size. A page's patterns take a few hundred bytes; past this, no more are listed.
+pub const PATTERN_BYTES: usize = 1 << 20;
 
 impl Patterns {
     /// Adds the patterns of `doc`.
@@ -840,7 +895,11 @@ impl Patterns {
 
     fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
         if self.list.len() < limit && self.seen.insert(h) {
-            self.list.push(glob::field_pattern(path));
+            let len = glob::text_len(path);
+            if self.bytes + len <= PATTERN_BYTES {
+                self.bytes += len;
+                self.list.push(glob::field_pattern(path));
+            }
         }
     }
 }

@@ -637,3 +637,76 @@ proptest! {
         prop_assert_eq!(q.list, patterns_by_definition(&[&a, &b], limit));
     }
 }
+
+/// Two documents of one long member name above `n` members, each member differing.
+fn long_name_pair(name_len: usize, n: usize) -> (String, String) {
+    let page = |v: u8| {
+        let members: Vec<String> = (0..n).map(|i| format!("\"m{i}\":{v}")).collect();
+        format!("{{\"{}\":{{{}}}}}", "n".repeat(name_len), members.join(","))
+    };
+    (page(1), page(2))
+}
+
+#[test]
+fn differences_past_the_room_are_counted_not_listed() {
+    let (l, c) = long_name_pair(10_000, 100);
+    let arena = bumpalo::Bump::new();
+    let (l, c) = (
+        doc::parse(l.as_bytes(), &arena).unwrap(),
+        doc::parse(c.as_bytes(), &arena).unwrap(),
+    );
+    let all = diff_docs(&l, &c, &rules(), usize::MAX);
+    assert_eq!((all.diffs.len(), all.unlisted), (100, 0));
+    // Each difference takes ~20 KB: its pointer and its pattern repeat the name.
+    let room = 100_000;
+    let found = diff_docs(&l, &c, &rules(), room);
+    let listed: usize = found
+        .diffs
+        .iter()
+        .map(|d| d.pointer.len() + d.field.len())
+        .sum();
+    assert!(listed <= room, "{listed} bytes listed in a room of {room}");
+    assert!(!found.diffs.is_empty());
+    assert_eq!(found.diffs.len() + found.unlisted, 100);
+    assert_eq!(found.diffs, all.diffs[..found.diffs.len()]);
+    // No room: every difference counted, none listed.
+    let none = diff_docs(&l, &c, &rules(), 0);
+    assert_eq!((none.diffs.len(), none.unlisted), (0, 100));
+}
+
+#[test]
+fn a_keyed_array_walked_again_counts_each_difference_once() {
+    // The same keys in another order: the fast path compares the first pair, then gives up
+    // and the keyed path walks the arrays again; what the first walk charged is taken back.
+    let l = json!([{"id": 1, "v": 1}, {"id": 2, "v": 1}, {"id": 3, "v": 1}]);
+    let c = json!([{"id": 1, "v": 2}, {"id": 3, "v": 2}, {"id": 2, "v": 2}]);
+    let r = Rules {
+        auto_keys: true,
+        ..rules()
+    };
+    let all = diff(&l, &c, &r);
+    assert_eq!(all.len(), 3);
+    // Each is charged 16 bytes: "/0/v" and "/*/v", an index as 6.
+    let room = 40;
+    let one = diff_docs(&doc::Doc::Tree(l), &doc::Doc::Tree(c), &r, room);
+    // Room for two: both listed though the first walk had charged one before giving up.
+    assert_eq!((one.diffs.len(), one.unlisted), (2, 1), "{one:?}");
+    assert_eq!(one.diffs, all[..2]);
+}
+
+#[test]
+fn patterns_stop_listing_at_their_bytes() {
+    // 100 members whose patterns take 20 KB each: 2 MB of text from a 2 MB body, but a list
+    // of 1 MiB at most.
+    let body: serde_json::Map<String, Value> = (0..100)
+        .map(|i| (format!("{i:03}{}", "n".repeat(20_000)), json!(1)))
+        .collect();
+    let mut p = Patterns::default();
+    p.add(&Value::Object(body), 1000);
+    let bytes: usize = p.list.iter().map(String::len).sum();
+    assert!(bytes <= PATTERN_BYTES, "{bytes}");
+    assert!((40..100).contains(&p.list.len()), "{}", p.list.len());
+    // A short pattern still fits after the long ones.
+    p.add(&json!({"a": 1}), 1000);
+    assert_eq!(p.list.last().map(String::as_str), Some("/a"));
+}

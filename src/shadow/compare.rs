@@ -460,7 +460,7 @@ pub fn compare(
     };
     r.outcome = compared.outcome;
     r.reason.clone_from(&compared.reason);
-    r.diff_count = compared.diffs.len();
+    r.diff_count = compared.diffs.len() + compared.unlisted;
     r.diffs = compared.diffs.clone();
     r.present = compared.present.clone();
     r.ids.clone_from(&compared.ids);
@@ -505,6 +505,8 @@ pub struct Compared {
     pub size: usize,
     /// What the id crosswalk learned and met (a route with ids).
     pub ids: Option<Arc<crate::record::IdsSeen>>,
+    /// Differences found past the room for listing them ([`LIST_ROOM`]): counted, not listed.
+    pub unlisted: usize,
 }
 
 impl Compared {
@@ -552,6 +554,16 @@ enum Keep<'a> {
 
 /// Field patterns counted as present per exchange at most.
 const MAX_PRESENT: usize = 1000;
+
+/// Bytes of path text (pointers and field patterns) the differences a comparison lists take at
+/// most, with [`LIST_ROOM_PER_BYTE`] more per byte of the two bodies ([`diff::diff_docs`]). A
+/// page's hundred differences take ~5 KB; a page whose every value differs, about 2 to 4 times
+/// its size. Past the room, differences are counted (the exchange's `diff_count` and its
+/// `(other fields)` row), not listed: a hostile body of one long member name above many
+/// members cannot make paths many times its size.
+pub const LIST_ROOM: usize = 1 << 20;
+/// See [`LIST_ROOM`].
+pub const LIST_ROOM_PER_BYTE: usize = 8;
 
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
 const RECENT_PRESENCE: usize = 4;
@@ -739,6 +751,7 @@ fn compare_sides(
         present: Arc::default(),
         size: 0,
         ids: None,
+        unlisted: 0,
     };
     let decode = |s: &Side<'_>, side: &'static str| {
         let ce = s
@@ -792,6 +805,7 @@ fn compare_sides(
     let mut outcome = Outcome::Match;
     let mut reason = None;
     let mut present = Vec::new();
+    let mut unlisted = 0;
     let mapped = (
         maps.legacy.is_some(),
         maps.candidate.is_some() || maps.premapped.is_some(),
@@ -867,7 +881,10 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let mut found = diff::diff_docs(l, c, rules);
+            let room = LIST_ROOM + LIST_ROOM_PER_BYTE * (l_raw.len() + c_raw.len());
+            let found = diff::diff_docs(l, c, rules, room);
+            unlisted = found.unlisted;
+            let mut found = found.diffs;
             if let Some(a) = &applied {
                 for d in &mut found {
                     if a.explains(&d.pointer, d.candidate_pointer.as_deref(), d.kind.as_str()) {
@@ -904,7 +921,7 @@ fn compare_sides(
             reason = Some("legacy body is not JSON".into());
         }
     }
-    if outcome == Outcome::Match && !diffs.is_empty() {
+    if outcome == Outcome::Match && (!diffs.is_empty() || unlisted > 0) {
         outcome = Outcome::Diff;
     }
     for d in &mut diffs {
@@ -940,6 +957,7 @@ fn compare_sides(
         present: shared_presence(present),
         size,
         ids: applied.map(|a| Arc::new(a.observed)),
+        unlisted,
     }
 }
 
@@ -1346,5 +1364,54 @@ mod presence_tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
         assert!(!Arc::ptr_eq(&a, &b), "a list of 90 KB was remembered");
+    }
+}
+
+#[cfg(test)]
+mod room_tests {
+    use super::*;
+
+    /// A hostile vendor's pair: one 100,000-byte member name above 1,000 differing members
+    /// (110 KB each). Every difference's pointer and pattern repeat the name: listed whole,
+    /// ~200 MB from 220 KB of bodies. The comparison lists what its room holds and counts the
+    /// rest; the record counts them in its `(other fields)` row.
+    #[test]
+    fn a_long_name_above_many_members_makes_a_bounded_result() {
+        let cfg = Config::defaults();
+        let headers = HeaderMap::new();
+        let page = |v: u8| {
+            let members: Vec<String> = (0..1000).map(|i| format!("\"m{i}\":{v}")).collect();
+            let text = format!("{{\"{}\":{{{}}}}}", "n".repeat(100_000), members.join(","));
+            Side {
+                status: StatusCode::OK,
+                headers: &headers,
+                body: Bytes::from(text),
+            }
+        };
+        let (l, c) = (page(1), page(2));
+        let got = compare_bodies(&l, &c, &cfg.diff.rules, &cfg);
+        assert_eq!(got.outcome, Outcome::Diff);
+        assert_eq!(got.diffs.len() + got.unlisted, 1000);
+        let room = LIST_ROOM + LIST_ROOM_PER_BYTE * got.size;
+        let paths: usize = got
+            .diffs
+            .iter()
+            .map(|d| d.pointer.len() + d.field.len())
+            .sum();
+        assert!(paths <= room, "{paths} bytes of paths, room {room}");
+        assert!(got.unlisted > 900, "{} unlisted", got.unlisted);
+        let present: usize = got.present.iter().map(String::len).sum();
+        assert!(present <= diff::PATTERN_BYTES, "{present} bytes present");
+        // The record: every difference counted, those not listed in the overflow row.
+        let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
+        r.diff_count = got.diffs.len() + got.unlisted;
+        r.diffs = got.diffs.clone();
+        r.bound(3, 1024);
+        let counts = r.counts();
+        assert_eq!(counts.iter().map(|c| c.n).sum::<i64>(), 1000);
+        let over = counts
+            .iter()
+            .find(|c| c.field == crate::record::OVERFLOW_FIELD);
+        assert_eq!(over.map(|c| c.n), Some(got.unlisted as i64));
     }
 }

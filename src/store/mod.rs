@@ -58,6 +58,8 @@ pub use rollup::{
     bucket as latency_bucket, bucket_value as latency_bucket_value, Histogram, Rebuild,
 };
 pub use sqlite::open::open;
+#[cfg(test)]
+pub(crate) use writer::test_record;
 pub use writer::{Store, StoreHandle, StoreStats, WriterOptions, MAX_DIFF_ROWS};
 
 pub use error::StoreError;

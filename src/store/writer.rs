@@ -522,7 +522,7 @@ pub(super) fn health_changed(changes: &[super::HealthChange]) {
 
 /// An exchange for the store's tests: a `diff` of one changed field, its legacy value long.
 #[cfg(test)]
-pub(super) fn test_record(at: std::time::SystemTime) -> Record {
+pub(crate) fn test_record(at: std::time::SystemTime) -> Record {
     Record {
         meta: crate::record::Meta {
             started_at: at,
