@@ -575,11 +575,19 @@ pub fn field_counts(diffs: &[Difference], unlisted: usize) -> Vec<FieldCount> {
 /// in the order they were found, at most [`MAX_DIFF_ROWS`]. Their counts are all in
 /// `diff_fields`; what is not stored can be recomputed from kept bodies.
 pub fn examples(diffs: &[Difference], per_field: usize) -> Vec<&Difference> {
-    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    examples_cut(diffs, per_field, usize::MAX)
+}
+
+/// [`examples`] of the field patterns as stored, cut to `max` bytes ([`name_cut`]): patterns cut
+/// alike are one field of the store, which keeps `per_field` examples of it.
+fn examples_cut(diffs: &[Difference], per_field: usize, max: usize) -> Vec<&Difference> {
+    let mut seen: std::collections::HashMap<(&str, bool, &str), usize> =
+        std::collections::HashMap::new();
     diffs
         .iter()
         .filter(|d| {
-            let n = seen.entry((d.field.as_str(), d.kind.as_str())).or_default();
+            let key = (cut(&d.field, max), d.field.len() > max, d.kind.as_str());
+            let n = seen.entry(key).or_default();
             *n += 1;
             *n <= per_field
         })
@@ -673,7 +681,7 @@ impl Record {
             }
             self.field_counts = Some(counts);
         }
-        let kept = examples(&self.diffs, per_field);
+        let kept = examples_cut(&self.diffs, per_field, max_value_len);
         let long = |v: &Option<Value>| v.as_ref().is_some_and(|v| value_bytes(v) > max_value_len);
         let long_name = |d: &Difference| {
             d.field.len() > max_value_len
@@ -847,6 +855,43 @@ pub(crate) fn cut(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fields whose patterns are cut alike keep `per_field` examples in all: before, each long
+    /// pattern kept its own before they were cut, and 50 example rows shared one stored field.
+    #[test]
+    fn patterns_cut_alike_keep_per_field_examples_in_all() {
+        let long = "n".repeat(2_000);
+        let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
+        r.diffs = Arc::new(
+            (0..50)
+                .map(|i| Difference {
+                    pointer: format!("/{long}/m{i}"),
+                    field: format!("/{long}/m{i}"),
+                    kind: crate::diff::Kind::Changed,
+                    legacy: None,
+                    candidate: None,
+                    candidate_pointer: None,
+                })
+                .collect(),
+        );
+        r.diff_count = 50;
+        r.bound(3, 1024);
+        assert_eq!(r.diffs.len(), 3);
+        assert_eq!(r.counts().iter().map(|c| c.n).sum::<i64>(), 50);
+        // Short patterns are unchanged: three of each.
+        let short: Vec<Difference> = ["/a", "/a", "/a", "/a", "/b"]
+            .iter()
+            .map(|f| Difference {
+                pointer: (*f).into(),
+                field: (*f).into(),
+                kind: crate::diff::Kind::Changed,
+                legacy: None,
+                candidate: None,
+                candidate_pointer: None,
+            })
+            .collect();
+        assert_eq!(examples(&short, 3).len(), 4);
+    }
 
     #[test]
     fn differences_counted_and_not_listed_are_in_the_overflow_row() {

@@ -294,7 +294,9 @@ pub struct Found {
 }
 
 /// Bytes a listed difference is charged for, about: its path texts (pointer, field pattern and
-/// candidate pointer). Only they can grow past the documents' size: a difference's values are
+/// candidate pointer) as [`glob::text_len`] counts them, before escapes (a name of `~` and `/`
+/// is written twice as long: charging it exactly would read every name above each difference,
+/// those not listed too). Only they can grow past the documents' size: a difference's values are
 /// parts of the documents, each node in one difference at most, and there is at most one
 /// difference per node.
 fn listed_cost(path_text: usize, candidate_text: usize) -> usize {
