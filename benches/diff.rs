@@ -168,8 +168,7 @@ fn harness(c: &mut Criterion) {
     let parse_value = |b: &[u8]| shadowdiff::diff::parse_json(b).unwrap();
     let arena = bumpalo::Bump::new();
     // The room the proxy gives the comparison of these two pages.
-    use shadowdiff::shadow::compare::{LIST_ROOM, LIST_ROOM_PER_BYTE};
-    let room = LIST_ROOM + LIST_ROOM_PER_BYTE * (l.len() + r.len());
+    let room = shadowdiff::shadow::compare::list_room(l.len() + r.len());
     eprintln!(
         "harness_page: {} + {} bytes, {} differences",
         l.len(),

@@ -261,7 +261,9 @@ pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference>
     diff_within(legacy, candidate, rules, usize::MAX).diffs
 }
 
-fn diff_within(legacy: &Value, candidate: &Value, rules: &Rules, room: usize) -> Found {
+/// [`diff`], listing differences while their path texts take at most `room` bytes (see
+/// [`diff_docs`]).
+pub fn diff_within(legacy: &Value, candidate: &Value, rules: &Rules, room: usize) -> Found {
     if !rules.normalize.is_empty() {
         let (mut l, mut c) = (legacy.clone(), candidate.clone());
         normalize::apply(&mut l, &rules.normalize);

@@ -565,6 +565,11 @@ pub const LIST_ROOM: usize = 1 << 20;
 /// See [`LIST_ROOM`].
 pub const LIST_ROOM_PER_BYTE: usize = 8;
 
+/// The room for listing the differences of two bodies of `bytes` in all ([`LIST_ROOM`]).
+pub fn list_room(bytes: usize) -> usize {
+    LIST_ROOM.saturating_add(LIST_ROOM_PER_BYTE.saturating_mul(bytes))
+}
+
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
 const RECENT_PRESENCE: usize = 4;
 /// The longest list a thread remembers, in bytes of its patterns (a page's is a few hundred:
@@ -881,8 +886,7 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let room = LIST_ROOM + LIST_ROOM_PER_BYTE * (l_raw.len() + c_raw.len());
-            let found = diff::diff_docs(l, c, rules, room);
+            let found = diff::diff_docs(l, c, rules, list_room(l_raw.len() + c_raw.len()));
             unlisted = found.unlisted;
             let mut found = found.diffs;
             if let Some(a) = &applied {
@@ -1392,7 +1396,7 @@ mod room_tests {
         let got = compare_bodies(&l, &c, &cfg.diff.rules, &cfg);
         assert_eq!(got.outcome, Outcome::Diff);
         assert_eq!(got.diffs.len() + got.unlisted, 1000);
-        let room = LIST_ROOM + LIST_ROOM_PER_BYTE * got.size;
+        let room = list_room(got.size);
         let paths: usize = got
             .diffs
             .iter()
