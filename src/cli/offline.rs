@@ -55,10 +55,16 @@ pub(super) fn diff_files(
             ExitCode::from(1)
         });
     }
-    let diffs = diff::diff(&l, &c, rules);
+    // Files are a vendor's answers: their differences are listed within the proxy's room.
+    let diff::Found { diffs, unlisted } =
+        diff::diff_within(&l, &c, rules, crate::shadow::compare::LIST_ROOM);
     match format {
         DiffFormat::Json => {
-            let mut out = json!({ "equal": diffs.is_empty(), "differences": diffs });
+            let mut out = json!({
+                "equal": diffs.is_empty() && unlisted == 0,
+                "differences": diffs,
+                "unlisted": unlisted,
+            });
             // With a route and a store: each difference's class over the window.
             let location = super::store_location(db, &cfg);
             let exists = match &location {
@@ -87,9 +93,9 @@ pub(super) fn diff_files(
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
-        DiffFormat::Text => print_text(&diffs, 0),
+        DiffFormat::Text => print_text(&diffs, unlisted),
     }
-    Ok(if diffs.is_empty() {
+    Ok(if diffs.is_empty() && unlisted == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -196,7 +202,7 @@ pub(super) fn diff_exchange(
             compared.reason.as_deref().unwrap_or("")
         );
     }
-    let diffs: &[diff::Difference] = &compared.diffs;
+    let (diffs, unlisted): (&[diff::Difference], usize) = (&compared.diffs, compared.unlisted);
     match format {
         DiffFormat::Patch => {
             return Err(UsageError("--exchange gives text or json, not a patch".into()).into())
@@ -206,15 +212,15 @@ pub(super) fn diff_exchange(
                 "exchange": id,
                 "route": kept.route,
                 "recorded_diff_count": kept.diff_count,
-                "equal": diffs.is_empty() && compared.unlisted == 0,
+                "equal": diffs.is_empty() && unlisted == 0,
                 "differences": diffs,
-                "unlisted": compared.unlisted,
+                "unlisted": unlisted,
             });
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        DiffFormat::Text => print_text(diffs, compared.unlisted),
+        DiffFormat::Text => print_text(diffs, unlisted),
     }
-    Ok(if diffs.is_empty() {
+    Ok(if diffs.is_empty() && unlisted == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

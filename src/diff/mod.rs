@@ -298,12 +298,18 @@ pub struct Found {
 /// Bytes a listed difference is charged for, about: its path texts (pointer, field pattern and
 /// candidate pointer) as [`glob::text_len`] counts them, before escapes (a name of `~` and `/`
 /// is written twice as long: charging it exactly would read every name above each difference,
-/// those not listed too). Only they can grow past the documents' size: a difference's values are
-/// parts of the documents, each node in one difference at most, and there is at most one
-/// difference per node.
+/// those not listed too), past the first [`FREE_PATH_TEXT`]. Only path texts can grow past the
+/// documents' size: a difference's values are parts of the documents, each node in one
+/// difference at most, and there is at most one difference per node. A difference already
+/// holds a few hundred bytes of record and values, so paths of ordinary length are not charged:
+/// a page of ordinary names is always listed whole, however many of its values differ.
 fn listed_cost(path_text: usize, candidate_text: usize) -> usize {
-    2 * path_text + candidate_text
+    (2 * path_text + candidate_text).saturating_sub(FREE_PATH_TEXT)
 }
+
+/// Path text a listed difference holds without being charged for it ([`diff_docs`]): a
+/// pointer and a pattern of 256 bytes each (the deepest paths of real APIs are under 100).
+pub const FREE_PATH_TEXT: usize = 512;
 
 /// [`diff_nodes`] of two parsed bodies, whatever kind each is, listing differences while their
 /// path texts take at most `room` bytes; those found past it are only counted
@@ -699,9 +705,15 @@ impl<'a> Walker<'_, 'a> {
         if self.rules.is_ignored(path) {
             return;
         }
-        let moved = matches!(kind, Kind::Changed | Kind::TypeChanged) && self.cpath != self.lpath;
+        // Whether the difference fits is known from the lengths of its path's names first:
+        // one that does not is counted without reading them (comparing the two paths reads
+        // every name above it: a long name above many members made that quadratic).
+        let path_text = glob::text_len(path);
+        let moved = listed_cost(path_text, 0) <= self.room
+            && matches!(kind, Kind::Changed | Kind::TypeChanged)
+            && self.cpath != self.lpath;
         let cost = listed_cost(
-            glob::text_len(path),
+            path_text,
             if moved {
                 glob::text_len(&self.cpath)
             } else {

@@ -355,11 +355,10 @@ fn docs(
     pairs: &[KeptPair],
     noise: &HashSet<String>,
 ) -> Vec<Doc> {
-    fn text<'p>(p: &'p KeptPair, names: [&str; 2]) -> Option<&'p str> {
+    let parse = |p: &KeptPair, names: [&str; 2]| {
         let side = p.side(names[0]).or_else(|| p.side(names[1]))?;
-        side.body.as_deref()
-    }
-    let parse = |p: &KeptPair, names: [&str; 2]| diff::parse_json(text(p, names)?.as_bytes()).ok();
+        diff::parse_json(side.body.as_deref()?.as_bytes()).ok()
+    };
     pairs
         .iter()
         .filter(|p| {
@@ -387,9 +386,7 @@ fn docs(
             let (l, c) = maps.apply_both(Some(legacy), Some(raw.clone())).ok()?;
             let (l, c) = (l?, c?);
             // Listed within the proxy's room: the kept texts are a vendor's, long names and all.
-            let bytes = [["legacy_raw", "legacy"], ["candidate_raw", "candidate"]]
-                .map(|names| text(p, names).map_or(0, str::len));
-            let room = crate::shadow::compare::list_room(bytes[0] + bytes[1]);
+            let room = crate::shadow::compare::LIST_ROOM;
             let diffs = diff::diff_within(&l, &c, &route.rules, room)
                 .diffs
                 .into_iter()

@@ -555,20 +555,14 @@ enum Keep<'a> {
 /// Field patterns counted as present per exchange at most.
 const MAX_PRESENT: usize = 1000;
 
-/// Bytes of path text (pointers and field patterns) the differences a comparison lists take at
-/// most, with [`LIST_ROOM_PER_BYTE`] more per byte of the two bodies ([`diff::diff_docs`]). A
-/// page's hundred differences take ~5 KB; a page whose every value differs, about 2 to 4 times
-/// its size. Past the room, differences are counted (the exchange's `diff_count` and its
-/// `(other fields)` row), not listed: a hostile body of one long member name above many
-/// members cannot make paths many times its size.
-pub const LIST_ROOM: usize = 1 << 20;
-/// See [`LIST_ROOM`].
-pub const LIST_ROOM_PER_BYTE: usize = 8;
-
-/// The room for listing the differences of two bodies of `bytes` in all ([`LIST_ROOM`]).
-pub fn list_room(bytes: usize) -> usize {
-    LIST_ROOM.saturating_add(LIST_ROOM_PER_BYTE.saturating_mul(bytes))
-}
+/// Bytes of path text (pointers and field patterns) past [`diff::FREE_PATH_TEXT`] per
+/// difference that the differences a comparison lists take at most ([`diff::diff_docs`]).
+/// Paths of ordinary names are never charged; past the room, differences are counted (the
+/// exchange's `diff_count` and its `(other fields)` row), not listed: a hostile body of one
+/// long member name above many members cannot make paths many times its size. A fixed room,
+/// not one per byte of body: the same documents list the same differences whether their
+/// bodies came indented or as re-serialised by the store (rediff, `diff --exchange`).
+pub const LIST_ROOM: usize = 4 << 20;
 
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
 const RECENT_PRESENCE: usize = 4;
@@ -886,7 +880,7 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let found = diff::diff_docs(l, c, rules, list_room(l_raw.len() + c_raw.len()));
+            let found = diff::diff_docs(l, c, rules, LIST_ROOM);
             unlisted = found.unlisted;
             let mut found = found.diffs;
             if let Some(a) = &applied {
@@ -1396,7 +1390,7 @@ mod room_tests {
         let got = compare_bodies(&l, &c, &cfg.diff.rules, &cfg);
         assert_eq!(got.outcome, Outcome::Diff);
         assert_eq!(got.diffs.len() + got.unlisted, 1000);
-        let room = list_room(got.size);
+        let room = LIST_ROOM + diff::FREE_PATH_TEXT * got.diffs.len();
         let paths: usize = got
             .diffs
             .iter()
@@ -1417,5 +1411,60 @@ mod room_tests {
             .iter()
             .find(|c| c.field == crate::record::OVERFLOW_FIELD);
         assert_eq!(over.map(|c| c.n), Some(got.unlisted as i64));
+    }
+
+    fn compared(legacy: String, candidate: String) -> Compared {
+        let cfg = Config::defaults();
+        let headers = HeaderMap::new();
+        let side = |text: String| Side {
+            status: StatusCode::OK,
+            headers: &headers,
+            body: Bytes::from(text),
+        };
+        compare_bodies(&side(legacy), &side(candidate), &cfg.diff.rules, &cfg)
+    }
+
+    /// Ordinary names, every value differing: all listed, however many (an outside review
+    /// found 130,387 of 200,000 differences of one array in `(other fields)` when the room was
+    /// a multiple of the bodies' bytes and charged every path).
+    #[test]
+    fn a_page_of_ordinary_names_is_listed_whole() {
+        let page = |v: u8| {
+            let items: Vec<String> = (0..50_000).map(|_| v.to_string()).collect();
+            format!(
+                r#"{{"organization_account":{{"usage_statistics":{{"daily_request_counts":[{}]}}}}}}"#,
+                items.join(",")
+            )
+        };
+        let got = compared(page(1), page(2));
+        assert_eq!((got.diffs.len(), got.unlisted), (50_000, 0));
+    }
+
+    /// The same documents list the same differences, whatever their whitespace: the store
+    /// keeps bodies re-serialised, and rediff and `diff --exchange` compare those (the review
+    /// found a pretty-printed pair recorded with 1,000 listed and recomputed with 401 unlisted).
+    #[test]
+    fn the_room_does_not_depend_on_whitespace() {
+        let page = |v: u8, pretty: bool| {
+            let members: Vec<String> = (0..1000).map(|i| format!("\"m{i}\":{v}")).collect();
+            let text = format!("{{\"{}\":{{{}}}}}", "n".repeat(3_000), members.join(","));
+            let body: Value = serde_json::from_str(&text).unwrap();
+            if pretty {
+                let mut out = Vec::new();
+                let fmt = serde_json::ser::PrettyFormatter::with_indent(&[b' '; 40]);
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+                serde::Serialize::serialize(&body, &mut ser).unwrap();
+                String::from_utf8(out).unwrap()
+            } else {
+                text
+            }
+        };
+        let compact = compared(page(1, false), page(2, false));
+        let pretty = compared(page(1, true), page(2, true));
+        assert!(compact.unlisted > 0 && !compact.diffs.is_empty());
+        assert_eq!(
+            (pretty.diffs.len(), pretty.unlisted),
+            (compact.diffs.len(), compact.unlisted)
+        );
     }
 }
