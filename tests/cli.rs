@@ -232,6 +232,31 @@ fn diff_exit_codes_and_json_shape() {
         out.contains("extra") && out.contains("/a/0") && out.contains("1 difference"),
         "{out}"
     );
+    // A long member name above many differing members: what fits the proxy's room is listed,
+    // the rest counted (and the exit code says they differ).
+    let long = |v: u8| {
+        let members: serde_json::Map<String, serde_json::Value> =
+            (0..1000).map(|i| (format!("m{i}"), json!(v))).collect();
+        json!({ "n".repeat(10_000): members })
+    };
+    let (long1, long2) = (p("long1.json", long(1)), p("long2.json", long(2)));
+    let (code, out, _) = run(&["diff", &long1, &long2, "--format", "json"], dir.path());
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed = v["differences"].as_array().unwrap().len() as u64;
+    let unlisted = v["unlisted"].as_u64().unwrap_or(0);
+    assert!(
+        listed > 0 && unlisted > 0,
+        "{listed} listed, {unlisted} not"
+    );
+    assert_eq!((listed + unlisted, &v["equal"]), (1000, &json!(false)));
+    let (code, out, _) = run(&["diff", &long1, &long2], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("1000 differences") && out.contains(&format!("({unlisted} of them past")),
+        "{}",
+        &out[out.len().saturating_sub(300)..]
+    );
     // An RFC 6902 patch from legacy to candidate: the one insertion, and 10 -> 10.0 kept exact.
     let (code, out, _) = run(&["diff", &a, &b, "--format", "patch"], dir.path());
     assert_eq!(code, 1);

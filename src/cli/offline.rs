@@ -63,8 +63,10 @@ pub(super) fn diff_files(
             let mut out = json!({
                 "equal": diffs.is_empty() && unlisted == 0,
                 "differences": diffs,
-                "unlisted": unlisted,
             });
+            if unlisted > 0 {
+                out["unlisted"] = json!(unlisted);
+            }
             // With a route and a store: each difference's class over the window.
             let location = super::store_location(db, &cfg);
             let exists = match &location {
@@ -208,14 +210,16 @@ pub(super) fn diff_exchange(
             return Err(UsageError("--exchange gives text or json, not a patch".into()).into())
         }
         DiffFormat::Json => {
-            let out = json!({
+            let mut out = json!({
                 "exchange": id,
                 "route": kept.route,
                 "recorded_diff_count": kept.diff_count,
                 "equal": diffs.is_empty() && unlisted == 0,
                 "differences": diffs,
-                "unlisted": unlisted,
             });
+            if unlisted > 0 {
+                out["unlisted"] = json!(unlisted);
+            }
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Text => print_text(diffs, unlisted),
