@@ -228,9 +228,9 @@ pub fn field_pattern(path: &[Seg<'_>]) -> String {
 }
 
 /// [`pointer`] and [`field_pattern`] of `path` at once: each member's name is escaped once,
-/// and each text allocated once (what a difference carries).
-pub fn pointer_and_field(path: &[Seg<'_>]) -> (String, String) {
-    let len = text_len(path);
+/// and each text allocated once (what a difference carries), `len` bytes to start with (the
+/// path's [`text_len`], which the caller has weighed already).
+pub fn pointer_and_field(path: &[Seg<'_>], len: usize) -> (String, String) {
     let (mut p, mut f) = (String::with_capacity(len), String::with_capacity(len));
     for seg in path {
         match seg {
@@ -354,7 +354,7 @@ mod tests {
             &[K(""), K("~/é"), I(123_456_789), K("x")],
         ] {
             assert_eq!(
-                pointer_and_field(path),
+                pointer_and_field(path, text_len(path)),
                 (pointer(path), field_pattern(path)),
                 "{path:?}"
             );

@@ -725,7 +725,7 @@ impl<'a> Walker<'_, 'a> {
             return;
         };
         self.room = room;
-        let (pointer, field) = glob::pointer_and_field(path);
+        let (pointer, field) = glob::pointer_and_field(path, path_text);
         let candidate_pointer = moved.then(|| glob::pointer(&self.cpath));
         self.out.push(Difference {
             pointer,

@@ -1178,6 +1178,14 @@ pub(super) fn memo_key(
     h.digest128()
 }
 
+/// A hostile vendor's page: one member name of `name_len` bytes above `members` members, each
+/// worth `v` (two pages of different `v` differ at every member).
+#[cfg(test)]
+fn long_name_page(name_len: usize, members: usize, v: u8) -> String {
+    let members: Vec<String> = (0..members).map(|i| format!("\"m{i}\":{v}")).collect();
+    format!("{{\"{}\":{{{}}}}}", "n".repeat(name_len), members.join(","))
+}
+
 #[cfg(test)]
 mod memo_tests {
     use std::time::SystemTime;
@@ -1253,11 +1261,8 @@ mod memo_tests {
         // No bodies kept: a hit is reused as it is.
         let cfg = Config::parse("[store]\nbodies = \"never\"\n", None).unwrap();
         let memo = Memo::default();
-        let page = |v: u8| {
-            let members: Vec<String> = (0..50).map(|i| format!("\"m{i}\":{v}")).collect();
-            format!("{{\"{}\":{{{}}}}}", "n".repeat(20_000), members.join(","))
-        };
-        let (l, c): (&'static str, &'static str) = (page(1).leak(), page(2).leak());
+        let page = |v| super::long_name_page(20_000, 50, v).leak();
+        let (l, c): (&'static str, &'static str) = (page(1), page(2));
         let first = exchange_of(
             &cfg,
             &memo,
@@ -1375,19 +1380,8 @@ mod room_tests {
     /// rest; the record counts them in its `(other fields)` row.
     #[test]
     fn a_long_name_above_many_members_makes_a_bounded_result() {
-        let cfg = Config::defaults();
-        let headers = HeaderMap::new();
-        let page = |v: u8| {
-            let members: Vec<String> = (0..1000).map(|i| format!("\"m{i}\":{v}")).collect();
-            let text = format!("{{\"{}\":{{{}}}}}", "n".repeat(100_000), members.join(","));
-            Side {
-                status: StatusCode::OK,
-                headers: &headers,
-                body: Bytes::from(text),
-            }
-        };
-        let (l, c) = (page(1), page(2));
-        let got = compare_bodies(&l, &c, &cfg.diff.rules, &cfg);
+        let page = |v| long_name_page(100_000, 1000, v);
+        let got = compared(page(1), page(2));
         assert_eq!(got.outcome, Outcome::Diff);
         assert_eq!(got.diffs.len() + got.unlisted, 1000);
         let room = LIST_ROOM + diff::FREE_PATH_TEXT * got.diffs.len();
@@ -1446,8 +1440,7 @@ mod room_tests {
     #[test]
     fn the_room_does_not_depend_on_whitespace() {
         let page = |v: u8, pretty: bool| {
-            let members: Vec<String> = (0..1000).map(|i| format!("\"m{i}\":{v}")).collect();
-            let text = format!("{{\"{}\":{{{}}}}}", "n".repeat(3_000), members.join(","));
+            let text = long_name_page(3_000, 1000, v);
             let body: Value = serde_json::from_str(&text).unwrap();
             if pretty {
                 let mut out = Vec::new();
