@@ -167,8 +167,8 @@ fn harness(c: &mut Criterion) {
     let rules = cfg.diff.rules.clone();
     let parse_value = |b: &[u8]| shadowdiff::diff::parse_json(b).unwrap();
     let arena = bumpalo::Bump::new();
-    // The room the proxy gives the comparison of these two pages.
-    let room = shadowdiff::shadow::compare::LIST_ROOM;
+    // The bound the proxy gives the comparison of these two pages.
+    let room = shadowdiff::shadow::compare::LISTING;
     eprintln!(
         "harness_page: {} + {} bytes, {} differences",
         l.len(),

@@ -12,8 +12,9 @@ use tokio::sync::Semaphore;
 
 /// Memory a comparison is assumed to hold per byte of body (the copy, its decoded bytes, the
 /// parsed document, the differences): an estimate for pages that differ in a few fields. Pairs with a difference
-/// per element cost more (a 9.9 MB page against an empty list peaks at ~220 MiB alone:
-/// BENCHMARKS.md §8), so the budget bounds the common case, not the worst one.
+/// per element cost more (a 9.9 MB page against an empty list peaked at ~220 MiB alone, BENCHMARKS.md §8,
+/// before a comparison listed 10,000 differences at most; dense pages of small members still parse into
+/// about 10 × their bytes), so the budget bounds the common case, not the worst one.
 pub const COMPARE_COST: usize = 8;
 
 /// The shared budget, in bytes.

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::diff::Difference;
+use crate::diff::{Counted, Difference};
 
 /// How an exchange ended. [`Outcome::as_str`] is the one spelling of each outcome: the store's
 /// `outcome` column, the report's keys and the metrics' labels all use it.
@@ -469,7 +469,8 @@ pub struct Record {
     /// The version of the mappings applied (`None` without mappings).
     pub mapping_version: Option<String>,
     /// The differences per (field pattern, kind) as `diff_fields` stores them ([`field_counts`]),
-    /// once [`Record::bound`] has cut `diffs` to what is stored; `None`: computed from `diffs`.
+    /// once [`Record::bound`] has cut `diffs` to what is stored, or when the comparison counted
+    /// differences per pattern without listing them; `None`: computed from `diffs`.
     pub field_counts: Option<Vec<FieldCount>>,
     /// What the id crosswalk learned and met in this exchange (`None`: a route without ids).
     pub ids: Option<Arc<IdsSeen>>,
@@ -538,14 +539,19 @@ pub const OVERFLOW_KIND: &str = "overflow";
 
 /// The number of differences per (field pattern, kind), in pattern order, [`MAX_FIELD_ROWS`]
 /// rows at most (the last one counting the rest, and the `unlisted` differences a comparison
-/// counted without listing them).
-pub fn field_counts(diffs: &[Difference], unlisted: usize) -> Vec<FieldCount> {
+/// counted without listing them): those listed in `diffs` and those `counted` per pattern.
+pub fn field_counts(diffs: &[Difference], counted: &[Counted], unlisted: usize) -> Vec<FieldCount> {
     let mut per_field: std::collections::BTreeMap<(&str, &'static str), i64> =
         std::collections::BTreeMap::new();
     for d in diffs {
         *per_field
             .entry((d.field.as_str(), d.kind.as_str()))
             .or_default() += 1;
+    }
+    for c in counted {
+        *per_field
+            .entry((c.field.as_str(), c.kind.as_str()))
+            .or_default() += c.n as i64;
     }
     let over = per_field.len() + usize::from(unlisted > 0) > MAX_FIELD_ROWS;
     let mut out: Vec<FieldCount> = Vec::with_capacity(per_field.len().min(MAX_FIELD_ROWS));
@@ -674,13 +680,14 @@ impl Record {
         if self.diffs.is_empty() {
             return;
         }
-        if self.field_counts.is_none() {
-            let mut counts = field_counts(&self.diffs, self.unlisted());
-            if counts.iter().any(|c| c.field.len() > max_value_len) {
-                counts = merge_cut(counts, max_value_len);
-            }
-            self.field_counts = Some(counts);
+        let mut counts = match self.field_counts.take() {
+            Some(counts) => counts,
+            None => field_counts(&self.diffs, &[], self.unlisted()),
+        };
+        if counts.iter().any(|c| c.field.len() > max_value_len) {
+            counts = merge_cut(counts, max_value_len);
         }
+        self.field_counts = Some(counts);
         let kept = examples_cut(&self.diffs, per_field, max_value_len);
         let long = |v: &Option<Value>| v.as_ref().is_some_and(|v| value_bytes(v) > max_value_len);
         let long_name = |d: &Difference| {
@@ -774,7 +781,7 @@ impl Record {
     pub fn counts(&self) -> std::borrow::Cow<'_, [FieldCount]> {
         match &self.field_counts {
             Some(c) => std::borrow::Cow::Borrowed(c),
-            None => std::borrow::Cow::Owned(field_counts(&self.diffs, self.unlisted())),
+            None => std::borrow::Cow::Owned(field_counts(&self.diffs, &[], self.unlisted())),
         }
     }
 }
@@ -925,7 +932,7 @@ mod tests {
         let many: Vec<Difference> = (0..MAX_FIELD_ROWS)
             .map(|i| d(&format!("/f{i:04}")))
             .collect();
-        let counts = field_counts(&many, 5);
+        let counts = field_counts(&many, &[], 5);
         assert_eq!(counts.len(), MAX_FIELD_ROWS);
         assert_eq!(
             counts.last().map(|c| (c.field.as_str(), c.n)),

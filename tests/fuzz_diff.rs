@@ -404,7 +404,7 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
         return Ok(());
     };
     let old = diff::diff(&lv, &cv, rules);
-    let all = usize::MAX;
+    let all = diff::Bound::NONE;
     prop_assert_eq!(&diff::diff_docs(&ld, &cd, rules, all).diffs, &old);
     prop_assert_eq!(
         &diff::diff_docs(&ld, &Doc::Tree(cv.clone()), rules, all).diffs,
@@ -414,16 +414,48 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
         &diff::diff_docs(&Doc::Tree(lv.clone()), &cd, rules, all).diffs,
         &old
     );
-    // With less room, some are listed (in the order found) and every other one is counted.
-    for room in [0, 150, 600, 4096] {
-        let found = diff::diff_docs(&ld, &cd, rules, room);
-        prop_assert_eq!(found.diffs.len() + found.unlisted, old.len());
-        let mut rest = old.iter();
-        for d in &found.diffs {
-            prop_assert!(
-                rest.any(|o| o == d),
-                "{d:?} listed out of order or not found"
-            );
+    // With less room, or fewer to list, some are listed (in the order found) and every other
+    // one is counted: under its pattern (past `listed`, a path of ordinary length), or alone.
+    let per_pattern = |diffs: &[diff::Difference], counted: &[diff::Counted]| {
+        let mut out = std::collections::BTreeMap::<(String, diff::Kind), usize>::new();
+        for d in diffs {
+            *out.entry((d.field.clone(), d.kind)).or_default() += 1;
+        }
+        for c in counted {
+            *out.entry((c.field.clone(), c.kind)).or_default() += c.n;
+        }
+        out
+    };
+    let every = per_pattern(&old, &[]);
+    for room in [0, 150, 600, 4096, usize::MAX] {
+        for listed in [0, 1, 3, usize::MAX] {
+            let found = diff::diff_docs(&ld, &cd, rules, diff::Bound { room, listed });
+            prop_assert_eq!(found.total(), old.len());
+            let mut rest = old.iter();
+            for d in &found.diffs {
+                prop_assert!(
+                    rest.any(|o| o == d),
+                    "{d:?} listed out of order or not found"
+                );
+            }
+            let got = per_pattern(&found.diffs, &found.counted);
+            for (key, n) in &got {
+                prop_assert!(
+                    every.get(key).is_some_and(|m| n <= m),
+                    "{key:?} counted {n}"
+                );
+            }
+            if room == usize::MAX && old.iter().all(|d| d.pointer.len() < 200) {
+                // Nothing is only counted, and every pattern keeps an example.
+                prop_assert_eq!(found.unlisted, 0);
+                prop_assert_eq!(&got, &every);
+                for key in every.keys() {
+                    prop_assert!(found
+                        .diffs
+                        .iter()
+                        .any(|d| (&d.field, &d.kind) == (&key.0, &key.1)));
+                }
+            }
         }
     }
     let (mut p_old, mut p_new) = (diff::Patterns::default(), diff::Patterns::default());

@@ -2,7 +2,8 @@
 # Peak memory of one proxy comparing hostile pages (BENCHMARKS.md §20.9):
 #   bench/long-names/run.sh BINARY NAME_LEN MEMBERS [REQUESTS]
 # Two loopback upstreams answer a page of one NAME_LEN-byte member name above MEMBERS members
-# (differing at every member); REQUESTS requests go one at a time through a fresh proxy with
+# (differing at every member; SHAPE=records: a list of MEMBERS records differing in two members
+# each, see up.py); REQUESTS requests go one at a time through a fresh proxy with
 # [store] exchanges = "all". Prints the proxy's peak RSS (VmHWM), its CPU seconds in all, and
 # what the store holds.
 set -euo pipefail

@@ -56,17 +56,15 @@ pub(super) fn diff_files(
         });
     }
     // Files are a vendor's answers: their differences are listed within the proxy's room.
-    let diff::Found { diffs, unlisted } =
-        diff::diff_within(&l, &c, rules, crate::shadow::compare::LIST_ROOM);
+    let found = diff::diff_within(&l, &c, rules, crate::shadow::compare::LISTING);
+    let diffs = &found.diffs;
     match format {
         DiffFormat::Json => {
             let mut out = json!({
-                "equal": diffs.is_empty() && unlisted == 0,
+                "equal": found.total() == 0,
                 "differences": diffs,
             });
-            if unlisted > 0 {
-                out["unlisted"] = json!(unlisted);
-            }
+            add_counted(&mut out, &found.counted, found.unlisted);
             // With a route and a store: each difference's class over the window.
             let location = super::store_location(db, &cfg);
             let exists = match &location {
@@ -95,9 +93,9 @@ pub(super) fn diff_files(
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         DiffFormat::Patch => unreachable!("handled above"),
-        DiffFormat::Text => print_text(&diffs, unlisted),
+        DiffFormat::Text => print_text(diffs, &found.counted, found.unlisted),
     }
-    Ok(if diffs.is_empty() && unlisted == 0 {
+    Ok(if found.total() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -144,8 +142,21 @@ pub(super) fn map_cmd(
     }
 }
 
-/// One line per difference, then the count.
-fn print_text(diffs: &[diff::Difference], unlisted: usize) {
+/// The differences a comparison counted without listing them, in a JSON answer: `counted` per
+/// (field pattern, kind) and `unlisted`, each only when there are some (the shape of every
+/// ordinary diff is unchanged).
+fn add_counted(out: &mut serde_json::Value, counted: &[diff::Counted], unlisted: usize) {
+    if !counted.is_empty() {
+        out["counted"] = json!(counted);
+    }
+    if unlisted > 0 {
+        out["unlisted"] = json!(unlisted);
+    }
+}
+
+/// One line per difference, one per (field pattern, kind) counted and not listed, then the
+/// count.
+fn print_text(diffs: &[diff::Difference], counted: &[diff::Counted], unlisted: usize) {
     for d in diffs {
         let show = |v: &Option<serde_json::Value>| {
             v.as_ref()
@@ -163,7 +174,15 @@ fn print_text(diffs: &[diff::Difference], unlisted: usize) {
             show(&d.candidate)
         );
     }
-    let n = diffs.len() + unlisted;
+    for c in counted {
+        outln!(
+            "{:<12} {}  ({} more: counted, not listed)",
+            c.kind.as_str(),
+            c.field,
+            c.n
+        );
+    }
+    let n = diffs.len() + counted.iter().map(|c| c.n).sum::<usize>() + unlisted;
     outln!("{n} difference{}", if n == 1 { "" } else { "s" });
     if unlisted > 0 {
         outln!("({unlisted} of them past the room for listing differences: counted, not listed)");
@@ -205,6 +224,7 @@ pub(super) fn diff_exchange(
         );
     }
     let (diffs, unlisted): (&[diff::Difference], usize) = (&compared.diffs, compared.unlisted);
+    let total = compared.diff_count();
     match format {
         DiffFormat::Patch => {
             return Err(UsageError("--exchange gives text or json, not a patch".into()).into())
@@ -214,17 +234,15 @@ pub(super) fn diff_exchange(
                 "exchange": id,
                 "route": kept.route,
                 "recorded_diff_count": kept.diff_count,
-                "equal": diffs.is_empty() && unlisted == 0,
+                "equal": total == 0,
                 "differences": diffs,
             });
-            if unlisted > 0 {
-                out["unlisted"] = json!(unlisted);
-            }
+            add_counted(&mut out, &compared.counted, unlisted);
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        DiffFormat::Text => print_text(diffs, unlisted),
+        DiffFormat::Text => print_text(diffs, &compared.counted, unlisted),
     }
-    Ok(if diffs.is_empty() && unlisted == 0 {
+    Ok(if total == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -218,13 +218,18 @@ pub fn text_len(path: &[Seg<'_>]) -> usize {
 /// The field pattern of `path`: its pointer with every array index replaced by `*`.
 pub fn field_pattern(path: &[Seg<'_>]) -> String {
     let mut out = String::with_capacity(text_len(path));
+    push_field_pattern(&mut out, path);
+    out
+}
+
+/// Appends [`field_pattern`] of `path` to `out`.
+pub fn push_field_pattern(out: &mut String, path: &[Seg<'_>]) {
     for seg in path {
         match seg {
-            Seg::Key(k) => push_token(&mut out, k),
+            Seg::Key(k) => push_token(out, k),
             Seg::Index(_) => out.push_str("/*"),
         }
     }
-    out
 }
 
 /// [`pointer`] and [`field_pattern`] of `path` at once: each member's name is escaped once,

@@ -20,6 +20,7 @@ pub mod doc;
 pub mod glob;
 pub mod headers;
 mod index;
+pub mod listing;
 pub mod normalize;
 pub mod number;
 pub mod patch;
@@ -34,6 +35,8 @@ use similar::{Algorithm, DiffOp};
 
 use doc::{Members, Node, View};
 pub use glob::{Glob, GlobError, GlobSet, Seg};
+use listing::{listed_cost, Tally, Verdict};
+pub use listing::{Bound, Counted, Found, FREE_PATH_TEXT};
 
 /// Whether `c` is the date `l` (`YYYY-MM-DD`) followed by a time (`T…` or ` …`): a date one
 /// vendor sends with a time (what `suggest` and the report's hints recognise).
@@ -258,91 +261,69 @@ impl Rules {
 
 /// Compares two JSON documents. With `normalize` rules, both are rewritten first (on copies).
 pub fn diff(legacy: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
-    diff_within(legacy, candidate, rules, usize::MAX).diffs
+    diff_within(legacy, candidate, rules, Bound::NONE).diffs
 }
 
-/// [`diff`], listing differences while their path texts take at most `room` bytes (see
-/// [`diff_docs`]).
-pub fn diff_within(legacy: &Value, candidate: &Value, rules: &Rules, room: usize) -> Found {
+/// [`diff`], listing what `bound` allows (see [`diff_docs`]).
+pub fn diff_within(legacy: &Value, candidate: &Value, rules: &Rules, bound: Bound) -> Found {
     if !rules.normalize.is_empty() {
         let (mut l, mut c) = (legacy.clone(), candidate.clone());
         normalize::apply(&mut l, &rules.normalize);
         normalize::apply(&mut c, &rules.normalize);
-        return diff_exact(&l, &c, rules, room);
+        return diff_exact(&l, &c, rules, bound);
     }
-    diff_exact(legacy, candidate, rules, room)
+    diff_exact(legacy, candidate, rules, bound)
 }
 
 /// Compares two parsed documents of any kind ([`doc::Node`]). Normalize rules rewrite
 /// serde_json values: with some, both documents are converted first (callers that parse bodies
 /// parse them as serde_json values then).
 pub fn diff_nodes<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules) -> Vec<Difference> {
-    nodes_within(legacy, candidate, rules, usize::MAX).diffs
+    nodes_within(legacy, candidate, rules, Bound::NONE).diffs
 }
 
-fn nodes_within<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, room: usize) -> Found {
+fn nodes_within<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, bound: Bound) -> Found {
     if !rules.normalize.is_empty() {
-        return diff_within(&legacy.to_value(), &candidate.to_value(), rules, room);
+        return diff_within(&legacy.to_value(), &candidate.to_value(), rules, bound);
     }
-    diff_exact(legacy, candidate, rules, room)
+    diff_exact(legacy, candidate, rules, bound)
 }
 
-/// What a comparison found: the differences it lists, and how many more it found once the
-/// listed ones filled its room (see [`diff_docs`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
-    pub diffs: Vec<Difference>,
-    pub unlisted: usize,
-}
-
-/// Bytes a listed difference is charged for, about: its path texts (pointer, field pattern and
-/// candidate pointer) as [`glob::text_len`] counts them, before escapes (a name of `~` and `/`
-/// is written twice as long: charging it exactly would read every name above each difference,
-/// those not listed too), past the first [`FREE_PATH_TEXT`]. Only path texts can grow past the
-/// documents' size: a difference's values are parts of the documents, each node in one
-/// difference at most, and there is at most one difference per node. A difference already
-/// holds a few hundred bytes of record and values, so paths of ordinary length are not charged:
-/// a page of ordinary names is always listed whole, however many of its values differ.
-fn listed_cost(path_text: usize, candidate_text: usize) -> usize {
-    (2 * path_text + candidate_text).saturating_sub(FREE_PATH_TEXT)
-}
-
-/// Path text a listed difference holds without being charged for it ([`diff_docs`]): a
-/// pointer and a pattern of 256 bytes each (the deepest paths of real APIs are under 100).
-pub const FREE_PATH_TEXT: usize = 512;
-
-/// [`diff_nodes`] of two parsed bodies, whatever kind each is, listing differences while their
-/// path texts take at most `room` bytes; those found past it are only counted
-/// ([`Found::unlisted`]). A path is the text of every member name above a node, so without a
-/// bound a body of a long name above many differing members makes a list many times its size
-/// (a 110 KB body, one 100,000-byte name above 1,000 members: ~200 MB of pointers and patterns).
+/// [`diff_nodes`] of two parsed bodies, whatever kind each is, listing what `bound` allows and
+/// counting the rest ([`listing`]). A path is the text of every member name above a node, so
+/// without a bound a body of a long name above many differing members makes a list many times
+/// its size (a 110 KB body, one 100,000-byte name above 1,000 members: ~200 MB of pointers and
+/// patterns), and so does a long page whose every value differs (a few hundred bytes each).
 pub fn diff_docs(
     legacy: &doc::Doc<'_>,
     candidate: &doc::Doc<'_>,
     rules: &Rules,
-    room: usize,
+    bound: Bound,
 ) -> Found {
     use doc::Doc::{Fast, Tree};
     match (legacy, candidate) {
-        (Fast(l), Fast(c)) => nodes_within(l, c, rules, room),
-        (Fast(l), Tree(c)) => nodes_within(l, c, rules, room),
-        (Tree(l), Fast(c)) => nodes_within(l, c, rules, room),
-        (Tree(l), Tree(c)) => diff_within(l, c, rules, room),
+        (Fast(l), Fast(c)) => nodes_within(l, c, rules, bound),
+        (Fast(l), Tree(c)) => nodes_within(l, c, rules, bound),
+        (Tree(l), Fast(c)) => nodes_within(l, c, rules, bound),
+        (Tree(l), Tree(c)) => diff_within(l, c, rules, bound),
     }
 }
 
-fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, room: usize) -> Found {
+fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, bound: Bound) -> Found {
     let mut w = Walker {
         rules,
         lpath: Vec::new(),
         cpath: Vec::new(),
         out: Vec::new(),
-        room,
+        room: bound.room,
+        listed: bound.listed,
         unlisted: 0,
+        tally: Tally::default(),
     };
     w.value(legacy, candidate);
     Found {
         diffs: w.out,
+        counted: w.tally.finish(),
         unlisted: w.unlisted,
     }
 }
@@ -427,8 +408,12 @@ struct Walker<'r, 'a> {
     out: Vec<Difference>,
     /// Bytes left for listing differences ([`listed_cost`]).
     room: usize,
-    /// Differences found once the room was full.
+    /// Differences listed before the rest are counted per pattern ([`Bound::listed`]).
+    listed: usize,
+    /// Differences found once the room was full (or with no row in the tally).
     unlisted: usize,
+    /// Differences past the `listed` first, per (field pattern, kind).
+    tally: Tally,
 }
 
 /// Object tails with more members than this are indexed before members are looked up by name
@@ -615,7 +600,8 @@ impl<'a> Walker<'_, 'a> {
         // not qualify, what it reported is taken back and the general path below runs.
         // (Repeated keys pair up by position, as the alignment would pair them.)
         if la.len() == ca.len() {
-            let (mark, mut same) = ((self.out.len(), self.room, self.unlisted), true);
+            let mark = (self.out.len(), self.room, self.unlisted, self.tally.mark());
+            let mut same = true;
             for i in 0..la.len() {
                 match (key_of(&la[i], key), key_of(&ca[i], key)) {
                     (Some(a), Some(b)) if a == b => self.pair(la, i, ca, i),
@@ -626,10 +612,12 @@ impl<'a> Walker<'_, 'a> {
                 }
             }
             if same {
+                self.tally.keep();
                 return true;
             }
             self.out.truncate(mark.0);
             (self.room, self.unlisted) = (mark.1, mark.2);
+            self.tally.undo(mark.3);
         }
         let Some((lseq, cseq)) = key_seq(la, key).zip_lazy(|| key_seq(ca, key)) else {
             return false;
@@ -709,6 +697,34 @@ impl<'a> Walker<'_, 'a> {
         // one that does not is counted without reading them (comparing the two paths reads
         // every name above it: a long name above many members made that quadratic).
         let path_text = glob::text_len(path);
+        if self.out.len() >= self.listed {
+            match self.tally.count(kind, path, path_text) {
+                Verdict::Counted => {}
+                Verdict::Unlisted => self.unlisted += 1,
+                Verdict::Example(row) => {
+                    let listed = self.list(kind, path_text, l, c);
+                    self.tally.example(row, listed);
+                }
+            }
+        } else if !self.list(kind, path_text, l, c) {
+            self.unlisted += 1;
+        }
+    }
+
+    /// Lists a difference at the current path of its kind (`path_text` long) when it fits in
+    /// the room; `false` when it does not.
+    fn list<L: Node + 'a, C: Node + 'a>(
+        &mut self,
+        kind: Kind,
+        path_text: usize,
+        l: Option<&L>,
+        c: Option<&C>,
+    ) -> bool {
+        let path = if kind == Kind::Extra {
+            &self.cpath
+        } else {
+            &self.lpath
+        };
         let moved = listed_cost(path_text, 0) <= self.room
             && matches!(kind, Kind::Changed | Kind::TypeChanged)
             && self.cpath != self.lpath;
@@ -721,8 +737,7 @@ impl<'a> Walker<'_, 'a> {
             },
         );
         let Some(room) = self.room.checked_sub(cost) else {
-            self.unlisted += 1;
-            return;
+            return false;
         };
         self.room = room;
         let (pointer, field) = glob::pointer_and_field(path, path_text);
@@ -735,6 +750,7 @@ impl<'a> Walker<'_, 'a> {
             candidate: c.map(Node::to_value),
             candidate_pointer,
         });
+        true
     }
 
     /// A structural hash of an array element under the rules that can be applied without a

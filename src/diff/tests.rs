@@ -647,6 +647,14 @@ fn long_name_pair(name_len: usize, n: usize) -> (String, String) {
     (page(1), page(2))
 }
 
+/// A bound of `room` bytes and no limit on the number listed.
+fn within(room: usize) -> Bound {
+    Bound {
+        room,
+        listed: usize::MAX,
+    }
+}
+
 #[test]
 fn differences_past_the_room_are_counted_not_listed() {
     let (l, c) = long_name_pair(10_000, 100);
@@ -655,11 +663,11 @@ fn differences_past_the_room_are_counted_not_listed() {
         doc::parse(l.as_bytes(), &arena).unwrap(),
         doc::parse(c.as_bytes(), &arena).unwrap(),
     );
-    let all = diff_docs(&l, &c, &rules(), usize::MAX);
+    let all = diff_docs(&l, &c, &rules(), Bound::NONE);
     assert_eq!((all.diffs.len(), all.unlisted), (100, 0));
     // Each difference takes ~20 KB: its pointer and its pattern repeat the name.
     let room = 100_000;
-    let found = diff_docs(&l, &c, &rules(), room);
+    let found = diff_docs(&l, &c, &rules(), within(room));
     let listed: usize = found
         .diffs
         .iter()
@@ -674,7 +682,7 @@ fn differences_past_the_room_are_counted_not_listed() {
     assert_eq!(found.diffs.len() + found.unlisted, 100);
     assert_eq!(found.diffs, all.diffs[..found.diffs.len()]);
     // No room: every difference counted, none listed.
-    let none = diff_docs(&l, &c, &rules(), 0);
+    let none = diff_docs(&l, &c, &rules(), within(0));
     assert_eq!((none.diffs.len(), none.unlisted), (0, 100));
 }
 
@@ -694,7 +702,7 @@ fn a_keyed_array_walked_again_counts_each_difference_once() {
     // The first is charged 2 x (6 + 301) - 512 = 102 bytes (a pointer and a pattern, an index
     // counted as 6), the others 409 (their candidate pointers too: they moved).
     let room = 600;
-    let one = diff_docs(&doc::Doc::Tree(l), &doc::Doc::Tree(c), &r, room);
+    let one = diff_docs(&doc::Doc::Tree(l), &doc::Doc::Tree(c), &r, within(room));
     // Room for two: both listed though the first walk had charged one before giving up.
     assert_eq!((one.diffs.len(), one.unlisted), (2, 1), "{one:?}");
     assert_eq!(one.diffs, all[..2]);
@@ -715,4 +723,134 @@ fn patterns_stop_listing_at_their_bytes() {
     // A short pattern still fits after the long ones.
     p.add(&json!({"a": 1}), 1000);
     assert_eq!(p.list.last().map(String::as_str), Some("/a"));
+}
+
+/// The (field pattern, kind) counts of what a comparison found: listed and counted.
+fn counts_of(found: &Found) -> std::collections::BTreeMap<(String, Kind), usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for d in &found.diffs {
+        *out.entry((d.field.clone(), d.kind)).or_default() += 1;
+    }
+    for c in &found.counted {
+        *out.entry((c.field.clone(), c.kind)).or_default() += c.n;
+    }
+    out
+}
+
+#[test]
+fn differences_past_the_listed_bound_are_counted_per_pattern_with_an_example_each() {
+    // 1,000 records whose `a` differs, then one whose `b` differs, then a `tail` that differs.
+    let mut l: Vec<Value> = (0..1000).map(|i| json!({"a": i})).collect();
+    let mut c: Vec<Value> = (0..1000).map(|i| json!({"a": -i - 1})).collect();
+    l.push(json!({"b": true}));
+    c.push(json!({"b": false}));
+    let (l, c) = (
+        json!({"list": l, "tail": "x"}),
+        json!({"list": c, "tail": 1}),
+    );
+    let all = diff_within(&l, &c, &rules(), Bound::NONE);
+    assert_eq!(
+        (all.diffs.len(), all.counted.len(), all.unlisted),
+        (1002, 0, 0)
+    );
+    let bound = Bound {
+        room: usize::MAX,
+        listed: 10,
+    };
+    let found = diff_within(&l, &c, &rules(), bound);
+    // The first ten listed, then one example of each pattern met past them.
+    assert_eq!(found.diffs[..10], all.diffs[..10]);
+    let examples: Vec<&str> = found.diffs[10..]
+        .iter()
+        .map(|d| d.pointer.as_str())
+        .collect();
+    assert_eq!(examples, ["/list/10/a", "/list/1000/b", "/tail"]);
+    assert_eq!(
+        found.counted,
+        [Counted {
+            field: "/list/*/a".into(),
+            kind: Kind::Changed,
+            n: 989,
+        }]
+    );
+    assert_eq!(found.unlisted, 0);
+    // Every count as the full list's.
+    assert_eq!(counts_of(&found), counts_of(&all));
+    assert_eq!(found.total(), 1002);
+}
+
+#[test]
+fn past_the_listed_bound_long_paths_and_new_patterns_past_the_rows_are_only_counted() {
+    // A path longer than one FREE_PATH_TEXT is not counted under its pattern.
+    let long = "n".repeat(FREE_PATH_TEXT);
+    let l = json!({"a": 1, "b": 1, &long: [1, 2, 3]});
+    let c = json!({"a": 2, "b": 2, &long: [4, 5, 6]});
+    let bound = Bound {
+        room: usize::MAX,
+        listed: 1,
+    };
+    let found = diff_within(&l, &c, &rules(), bound);
+    assert_eq!(found.diffs.len(), 2, "{found:?}");
+    assert!(found.counted.is_empty());
+    assert_eq!(found.unlisted, 3);
+    // Past COUNTED_ROWS patterns, the rest are unlisted.
+    let n = listing::COUNTED_ROWS + 50;
+    let l: serde_json::Map<String, Value> =
+        (0..n).map(|i| (format!("k{i}"), json!([1, 1]))).collect();
+    let c: serde_json::Map<String, Value> =
+        (0..n).map(|i| (format!("k{i}"), json!([2, 2]))).collect();
+    let found = diff_within(
+        &Value::Object(l),
+        &Value::Object(c),
+        &rules(),
+        Bound {
+            room: usize::MAX,
+            listed: 0,
+        },
+    );
+    // One example and one count per row.
+    assert_eq!(found.diffs.len(), listing::COUNTED_ROWS);
+    assert_eq!(found.counted.len(), listing::COUNTED_ROWS);
+    assert_eq!(found.unlisted, 2 * 50);
+    assert_eq!(found.total(), 2 * n);
+}
+
+#[test]
+fn a_keyed_array_walked_again_counts_each_pattern_once() {
+    // Past the listed bound, the fast path of a keyed array counts under patterns, then gives up
+    // (the keys are in another order) and the keyed path walks again: what the first walk
+    // counted and listed is taken back, so each difference is counted once and each pattern
+    // keeps its example.
+    let l =
+        json!([{"id": 1, "v": 1, "w": 1}, {"id": 2, "v": 1, "w": 1}, {"id": 3, "v": 1, "w": 1}]);
+    let c =
+        json!([{"id": 1, "v": 2, "w": 2}, {"id": 3, "v": 2, "w": 2}, {"id": 2, "v": 2, "w": 2}]);
+    let r = Rules {
+        auto_keys: true,
+        ..rules()
+    };
+    let all = diff_within(&l, &c, &r, Bound::NONE);
+    assert_eq!(all.diffs.len(), 6);
+    for listed in 0..6 {
+        let found = diff_within(
+            &l,
+            &c,
+            &r,
+            Bound {
+                room: usize::MAX,
+                listed,
+            },
+        );
+        assert_eq!(found.total(), 6, "listed {listed}: {found:?}");
+        assert_eq!(found.unlisted, 0);
+        assert_eq!(counts_of(&found), counts_of(&all), "listed {listed}");
+        assert_eq!(found.diffs[..listed], all.diffs[..listed]);
+        // Each pattern listed at least once.
+        for d in &all.diffs {
+            assert!(found
+                .diffs
+                .iter()
+                .any(|f| f.field == d.field && f.kind == d.kind));
+        }
+    }
 }

@@ -339,17 +339,7 @@ impl<'a> Rediff<'a> {
             .map(|(f, k, _)| (f.clone(), k.clone()))
             .collect();
         let now = match compared.outcome {
-            Outcome::Match | Outcome::Diff => Ok(compared
-                .diffs
-                .iter()
-                .filter(|d| {
-                    keep(
-                        &d.field,
-                        is_redacted(&d.legacy) || is_redacted(&d.candidate),
-                    )
-                })
-                .map(|d| (d.field.clone(), d.kind.as_str().to_owned()))
-                .collect()),
+            Outcome::Match | Outcome::Diff => Ok(fields_now(&compared, &mut keep)),
             o => Err(match &compared.reason {
                 Some(r) => format!("{}: {r}", o.as_str()),
                 None => o.as_str().to_owned(),
@@ -573,6 +563,51 @@ impl Accumulator {
     }
 }
 
+/// The (field pattern, kind) pairs of a comparison as the store records them: each listed
+/// difference that `keep` keeps (given its field and whether a value of it was redacted), each
+/// pattern counted past the listed bound without an example (judged by name), and the
+/// `(other fields)` row when some were only counted.
+fn fields_now(
+    compared: &crate::shadow::compare::Compared,
+    keep: &mut impl FnMut(&str, bool) -> bool,
+) -> BTreeSet<FieldKind> {
+    let listed = compared.diffs.iter().filter(|d| {
+        keep(
+            &d.field,
+            is_redacted(&d.legacy) || is_redacted(&d.candidate),
+        )
+    });
+    let mut now: BTreeSet<FieldKind> = listed
+        .map(|d| (d.field.clone(), d.kind.as_str().to_owned()))
+        .collect();
+    // Counted past the listed bound: a pattern usually has a listed example too (whose values
+    // said whether it was redacted).
+    let examples: std::collections::HashSet<(&str, crate::diff::Kind)> =
+        if compared.counted.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            compared
+                .diffs
+                .iter()
+                .map(|d| (d.field.as_str(), d.kind))
+                .collect()
+        };
+    for c in &compared.counted {
+        let example = examples.contains(&(c.field.as_str(), c.kind));
+        if !example && keep(&c.field, false) {
+            now.insert((c.field.clone(), c.kind.as_str().to_owned()));
+        }
+    }
+    // Only counted (past the room): the store's overflow row, as recorded.
+    if compared.unlisted > 0 {
+        now.insert((
+            crate::record::OVERFLOW_FIELD.to_owned(),
+            crate::record::OVERFLOW_KIND.to_owned(),
+        ));
+    }
+    now
+}
+
 #[cfg(test)]
 mod summary_tests {
     use super::*;
@@ -595,5 +630,45 @@ mod summary_tests {
         assert!(r.fields.is_empty(), "{:?}", r.fields);
         assert_eq!(r.errors.get("candidate_error"), Some(&1));
         assert_eq!(r.changed_count, 1);
+    }
+
+    /// What rediff sees now of a comparison that counted differences without listing them:
+    /// the patterns counted past the listed bound, and the `(other fields)` row for those only
+    /// counted, as the store recorded them.
+    #[test]
+    fn fields_counted_and_not_listed_are_seen_now() {
+        let cfg = crate::config::Config::defaults();
+        let headers = http::HeaderMap::new();
+        let side = |v: serde_json::Value| crate::shadow::compare::Side {
+            status: http::StatusCode::OK,
+            headers: &headers,
+            body: bytes::Bytes::from(v.to_string()),
+        };
+        let long = "n".repeat(100_000);
+        let page = |v: u8| {
+            let members: serde_json::Map<String, serde_json::Value> =
+                (0..100).map(|i| (format!("m{i}"), v.into())).collect();
+            serde_json::json!({"days": vec![v; 12_000], &long: members})
+        };
+        let c = crate::shadow::compare::compare_bodies(
+            &side(page(1)),
+            &side(page(2)),
+            &cfg.diff.rules,
+            &cfg,
+        );
+        assert!(!c.counted.is_empty() && c.unlisted > 0, "{:?}", c.counted);
+        let now = fields_now(&c, &mut |_, _| true);
+        assert!(now.contains(&("/days/*".to_owned(), "changed".to_owned())));
+        assert!(now.contains(&(
+            crate::record::OVERFLOW_FIELD.to_owned(),
+            crate::record::OVERFLOW_KIND.to_owned()
+        )));
+        // What `keep` drops is not seen, but for the row of those only counted.
+        let none = fields_now(&c, &mut |_, _| false);
+        let over = (
+            crate::record::OVERFLOW_FIELD.to_owned(),
+            crate::record::OVERFLOW_KIND.to_owned(),
+        );
+        assert_eq!(none, [over].into());
     }
 }

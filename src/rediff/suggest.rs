@@ -386,8 +386,8 @@ fn docs(
             let (l, c) = maps.apply_both(Some(legacy), Some(raw.clone())).ok()?;
             let (l, c) = (l?, c?);
             // Listed within the proxy's room: the kept texts are a vendor's, long names and all.
-            let room = crate::shadow::compare::LIST_ROOM;
-            let diffs = diff::diff_within(&l, &c, &route.rules, room)
+            let bound = crate::shadow::compare::LISTING;
+            let diffs = diff::diff_within(&l, &c, &route.rules, bound)
                 .diffs
                 .into_iter()
                 .filter(|d| !noise.contains(&d.field) && !redacted(d))

@@ -76,7 +76,7 @@ impl Window {
                     .route
                     .as_ref()
                     .and_then(|route| noise.get(route))
-                    .is_some_and(|fields| r.diffs.iter().all(|d| fields.contains(&d.field)))
+                    .is_some_and(|fields| r.counts().iter().all(|c| fields.contains(&c.field)))
             }
             _ => false,
         };
@@ -386,5 +386,44 @@ mod tests {
         );
         w.clear();
         assert_eq!(w.tally(Duration::from_secs(60)), Tally::default());
+    }
+
+    /// A difference at a learned noise field is a match; one the comparison counted and did not
+    /// list (past its room: its field unknown) is not, nor one counted under another pattern.
+    #[test]
+    fn differences_counted_and_not_listed_are_not_noise() {
+        let w = Window::default();
+        w.set_noise(HashMap::from([(
+            "d".to_owned(),
+            HashSet::from(["/updated_at".to_owned()]),
+        )]));
+        let noisy = |extra: usize, counted: Option<&str>| {
+            let mut r = record(true, Outcome::Diff, None);
+            let d = crate::diff::Difference {
+                pointer: "/updated_at".into(),
+                field: "/updated_at".into(),
+                kind: crate::diff::Kind::Changed,
+                legacy: None,
+                candidate: None,
+                candidate_pointer: None,
+            };
+            r.diffs = Arc::new(vec![d]);
+            r.diff_count = 1 + extra;
+            if let Some(field) = counted {
+                let c = crate::diff::Counted {
+                    field: field.into(),
+                    kind: crate::diff::Kind::Changed,
+                    n: extra,
+                };
+                r.field_counts = Some(crate::record::field_counts(&r.diffs, &[c], 0));
+            }
+            r
+        };
+        w.add(&noisy(0, None));
+        w.add(&noisy(3, None));
+        w.add(&noisy(3, Some("/updated_at")));
+        w.add(&noisy(3, Some("/salary")));
+        let t = w.tally(Duration::from_secs(60));
+        assert_eq!((t.compared, t.matched), (4, 2), "{t:?}");
     }
 }

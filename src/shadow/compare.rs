@@ -458,12 +458,7 @@ pub fn compare(
             true,
         ),
     };
-    r.outcome = compared.outcome;
-    r.reason.clone_from(&compared.reason);
-    r.diff_count = compared.diffs.len() + compared.unlisted;
-    r.diffs = compared.diffs.clone();
-    r.present = compared.present.clone();
-    r.ids.clone_from(&compared.ids);
+    compared.fill(&mut r);
     if let (true, Some(k)) = (keep, &compared.bodies) {
         r.bodies
             .push(stored("legacy", &legacy, k.legacy.clone(), cfg));
@@ -505,8 +500,36 @@ pub struct Compared {
     pub size: usize,
     /// What the id crosswalk learned and met (a route with ids).
     pub ids: Option<Arc<crate::record::IdsSeen>>,
-    /// Differences found past the room for listing them ([`LIST_ROOM`]): counted, not listed.
+    /// Differences found past [`LISTING`]'s first 10,000, counted per (field pattern, kind).
+    pub counted: Vec<diff::Counted>,
+    /// Differences found past the room for listing them ([`LISTING`]) or with no row in
+    /// `counted`: counted, not listed.
     pub unlisted: usize,
+}
+
+impl Compared {
+    /// Every difference found: listed, counted per pattern, or only counted.
+    pub fn diff_count(&self) -> usize {
+        self.diffs.len() + self.counted.iter().map(|c| c.n).sum::<usize>() + self.unlisted
+    }
+
+    /// Gives the exchange's record the result (all but the bodies).
+    fn fill(&self, r: &mut Record) {
+        r.outcome = self.outcome;
+        r.reason.clone_from(&self.reason);
+        r.diff_count = self.diff_count();
+        r.diffs = self.diffs.clone();
+        // Counted per pattern: the record's counts are theirs and the listed ones'.
+        if !self.counted.is_empty() {
+            r.field_counts = Some(crate::record::field_counts(
+                &self.diffs,
+                &self.counted,
+                self.unlisted,
+            ));
+        }
+        r.present = self.present.clone();
+        r.ids.clone_from(&self.ids);
+    }
 }
 
 impl Compared {
@@ -523,7 +546,8 @@ impl Compared {
                 .map(|t| t.text.len())
                 .sum()
         });
-        diffs + present + texts
+        let counted: usize = self.counted.iter().map(|c| 48 + c.field.len()).sum();
+        diffs + counted + present + texts
     }
 }
 
@@ -555,14 +579,20 @@ enum Keep<'a> {
 /// Field patterns counted as present per exchange at most.
 const MAX_PRESENT: usize = 1000;
 
-/// Bytes of path text (pointers and field patterns) past [`diff::FREE_PATH_TEXT`] per
-/// difference that the differences a comparison lists take at most ([`diff::diff_docs`]).
-/// Paths of ordinary names are never charged; past the room, differences are counted (the
-/// exchange's `diff_count` and its `(other fields)` row), not listed: a hostile body of one
-/// long member name above many members cannot make paths many times its size. A fixed room,
-/// not one per byte of body: the same documents list the same differences whether their
-/// bodies came indented or as re-serialised by the store (rediff, `diff --exchange`).
-pub const LIST_ROOM: usize = 4 << 20;
+/// What a comparison lists of the differences it finds ([`diff::listing`]):
+/// - 4 MiB of path text (pointers and field patterns) past [`diff::FREE_PATH_TEXT`] per
+///   difference. Paths of ordinary names are never charged; past the room, differences are
+///   counted (the exchange's `diff_count` and its `(other fields)` row), not listed: a hostile
+///   body of one long member name above many members cannot make paths many times its size. A
+///   fixed room, not one per byte of body: the same documents list the same differences whether
+///   their bodies came indented or as re-serialised by the store (rediff, `diff --exchange`).
+/// - 10,000 differences; past them, those of ordinary paths are counted per (field pattern,
+///   kind), which is what the store keeps (with an example of each pattern, still listed): a
+///   10 MB page whose every value differs does not hold a few hundred bytes per value.
+pub const LISTING: diff::Bound = diff::Bound {
+    room: 4 << 20,
+    listed: 10_000,
+};
 
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
 const RECENT_PRESENCE: usize = 4;
@@ -616,7 +646,10 @@ pub fn noise_sample(
     let c = compare_sides(first, second, rules, cfg, Keep::Nothing, Maps::default());
     match c.outcome {
         Outcome::Match | Outcome::Diff => {
-            let mut fields: Vec<String> = c.diffs.iter().map(|d| d.field.clone()).collect();
+            let listed = c.diffs.iter().map(|d| d.field.clone());
+            let mut fields: Vec<String> = listed
+                .chain(c.counted.iter().map(|d| d.field.clone()))
+                .collect();
             fields.sort_unstable();
             fields.dedup();
             Some(fields)
@@ -750,6 +783,7 @@ fn compare_sides(
         present: Arc::default(),
         size: 0,
         ids: None,
+        counted: Vec::new(),
         unlisted: 0,
     };
     let decode = |s: &Side<'_>, side: &'static str| {
@@ -805,6 +839,7 @@ fn compare_sides(
     let mut reason = None;
     let mut present = Vec::new();
     let mut unlisted = 0;
+    let mut counted = Vec::new();
     let mapped = (
         maps.legacy.is_some(),
         maps.candidate.is_some() || maps.premapped.is_some(),
@@ -880,8 +915,8 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let found = diff::diff_docs(l, c, rules, LIST_ROOM);
-            unlisted = found.unlisted;
+            let found = diff::diff_docs(l, c, rules, LISTING);
+            (unlisted, counted) = (found.unlisted, found.counted);
             let mut found = found.diffs;
             if let Some(a) = &applied {
                 for d in &mut found {
@@ -919,7 +954,7 @@ fn compare_sides(
             reason = Some("legacy body is not JSON".into());
         }
     }
-    if outcome == Outcome::Match && (!diffs.is_empty() || unlisted > 0) {
+    if outcome == Outcome::Match && (!diffs.is_empty() || !counted.is_empty() || unlisted > 0) {
         outcome = Outcome::Diff;
     }
     for d in &mut diffs {
@@ -955,6 +990,7 @@ fn compare_sides(
         present: shared_presence(present),
         size,
         ids: applied.map(|a| Arc::new(a.observed)),
+        counted,
         unlisted,
     }
 }
@@ -1384,7 +1420,7 @@ mod room_tests {
         let got = compared(page(1), page(2));
         assert_eq!(got.outcome, Outcome::Diff);
         assert_eq!(got.diffs.len() + got.unlisted, 1000);
-        let room = LIST_ROOM + diff::FREE_PATH_TEXT * got.diffs.len();
+        let room = LISTING.room + diff::FREE_PATH_TEXT * got.diffs.len();
         let paths: usize = got
             .diffs
             .iter()
@@ -1396,8 +1432,7 @@ mod room_tests {
         assert!(present <= diff::PATTERN_BYTES, "{present} bytes present");
         // The record: every difference counted, those not listed in the overflow row.
         let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
-        r.diff_count = got.diffs.len() + got.unlisted;
-        r.diffs = got.diffs.clone();
+        got.fill(&mut r);
         r.bound(3, 1024);
         let counts = r.counts();
         assert_eq!(counts.iter().map(|c| c.n).sum::<i64>(), 1000);
@@ -1418,20 +1453,51 @@ mod room_tests {
         compare_bodies(&side(legacy), &side(candidate), &cfg.diff.rules, &cfg)
     }
 
-    /// Ordinary names, every value differing: all listed, however many (an outside review
-    /// found 130,387 of 200,000 differences of one array in `(other fields)` when the room was
-    /// a multiple of the bodies' bytes and charged every path).
+    /// Ordinary names, every value differing: none past the overflow row, however many (an
+    /// outside review found 130,387 of 200,000 differences of one array in `(other fields)`
+    /// when the room was a multiple of the bodies' bytes and charged every path). Past the
+    /// first 10,000 they are counted under their pattern, not listed: the 10 MB page of a
+    /// wrong mapping does not hold a few hundred bytes per value.
     #[test]
-    fn a_page_of_ordinary_names_is_listed_whole() {
-        let page = |v: u8| {
+    fn a_page_of_ordinary_names_is_counted_whole_and_listed_in_part() {
+        let page = |v: u8, tail: u8| {
             let items: Vec<String> = (0..50_000).map(|_| v.to_string()).collect();
             format!(
-                r#"{{"organization_account":{{"usage_statistics":{{"daily_request_counts":[{}]}}}}}}"#,
+                r#"{{"organization_account":{{"usage_statistics":{{"daily_request_counts":[{}]}}}},"tail":{tail}}}"#,
                 items.join(",")
             )
         };
-        let got = compared(page(1), page(2));
-        assert_eq!((got.diffs.len(), got.unlisted), (50_000, 0));
+        let got = compared(page(1, 1), page(2, 2));
+        assert_eq!(got.outcome, Outcome::Diff);
+        assert_eq!(got.diff_count(), 50_001);
+        assert_eq!(got.unlisted, 0);
+        // The first 10,000, then one example of each pattern met past them.
+        assert_eq!(got.diffs.len(), LISTING.listed + 2);
+        assert_eq!(got.diffs.last().map(|d| d.pointer.as_str()), Some("/tail"));
+        let pattern = "/organization_account/usage_statistics/daily_request_counts/*";
+        assert_eq!(
+            got.counted
+                .iter()
+                .map(|c| (c.field.as_str(), c.n))
+                .collect::<Vec<_>>(),
+            [(pattern, 50_000 - LISTING.listed - 1)]
+        );
+        // The record counts every difference under its pattern, none in the overflow row.
+        let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
+        got.fill(&mut r);
+        r.bound(3, 1024);
+        let counts: Vec<(String, i64)> =
+            r.counts().iter().map(|c| (c.field.clone(), c.n)).collect();
+        assert_eq!(
+            counts,
+            [(pattern.to_owned(), 50_000), ("/tail".to_owned(), 1)]
+        );
+        assert_eq!(r.diff_count, 50_001);
+        assert_eq!(
+            r.diffs.len(),
+            4,
+            "three examples of the array, one of the tail"
+        );
     }
 
     /// The same documents list the same differences, whatever their whitespace: the store
