@@ -258,23 +258,24 @@ fn diff_exit_codes_and_json_shape() {
         &out[out.len().saturating_sub(300)..]
     );
     // A long list whose every value differs: the first 10,000 listed, the rest counted under
-    // their pattern (with its example listed), every one in the count.
+    // their pattern (the tail's, first met past them, with its example listed), every one in
+    // the count.
     let list = |v: u8| json!({"days": vec![v; 12_000], "tail": v});
     let (list1, list2) = (p("list1.json", list(1)), p("list2.json", list(2)));
     let (code, out, _) = run(&["diff", &list1, &list2, "--format", "json"], dir.path());
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["differences"].as_array().unwrap().len(), 10_002);
+    assert_eq!(v["differences"].as_array().unwrap().len(), 10_001);
     assert_eq!(
         v["counted"],
-        json!([{"field": "/days/*", "kind": "changed", "n": 1_999}])
+        json!([{"field": "/days/*", "kind": "changed", "n": 2_000}])
     );
     assert_eq!(v.get("unlisted"), None);
     let (code, out, _) = run(&["diff", &list1, &list2], dir.path());
     assert_eq!(code, 1);
     let tail = &out[out.len().saturating_sub(300)..];
     assert!(
-        tail.contains("changed      /days/*  (1999 more: counted, not listed)")
+        tail.contains("changed      /days/*  (2000 more: counted, not listed)")
             && tail.contains("12001 differences"),
         "{tail}"
     );

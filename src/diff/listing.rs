@@ -8,9 +8,12 @@
 //!   [`Bound::room`]; past it, they are only counted ([`Found::unlisted`]).
 //! - **many differences**: a page whose every value differs (a wrong mapping over a long list)
 //!   holds one listed difference per value. Past [`Bound::listed`] differences, those of ordinary
-//!   paths are counted per (field pattern, kind) ([`Found::counted`]), which is all the store
-//!   keeps of them besides a few examples: the first difference of each pattern met past the
-//!   bound is still listed, so that every pattern has an example.
+//!   paths (up to [`COUNTED_PATH`] bytes) are counted per (field pattern, kind)
+//!   ([`Found::counted`]), which is all the store keeps of them besides a few examples: the
+//!   patterns of the listed ones are counted whole, and the first difference of each pattern
+//!   first met past them is still listed (its example; [`COUNTED_ROWS`] such patterns at most).
+//!   Those of longer paths are listed while the room holds them (charged
+//!   [`PAST_LISTED_COST`] more each), then counted in [`Found::unlisted`].
 //!
 //! Every difference is in one of the three: `diffs`, `counted` or `unlisted`.
 
@@ -78,15 +81,22 @@ pub(super) fn listed_cost(path_text: usize, candidate_text: usize) -> usize {
     (2 * path_text + candidate_text).saturating_sub(FREE_PATH_TEXT)
 }
 
-/// (Field pattern, kind) pairs counted per comparison at most (the store keeps 1,000 rows of
-/// them per exchange); differences of others are [`Found::unlisted`].
+/// (Field pattern, kind) pairs first met past [`Bound::listed`] that are counted per comparison
+/// at most (the store keeps 1,000 rows of them per exchange); differences of others are
+/// [`Found::unlisted`]. The patterns of the listed differences are always counted.
 pub const COUNTED_ROWS: usize = 1000;
 
 /// The longest path (as [`glob::text_len`] counts it) whose differences past [`Bound::listed`]
-/// are counted under their pattern: one [`FREE_PATH_TEXT`] (ordinary paths), so that building
-/// a pattern costs at most that much per difference and the patterns held at most
-/// [`COUNTED_ROWS`] times it. Longer ones are [`Found::unlisted`].
-const COUNTED_PATH: usize = FREE_PATH_TEXT;
+/// are counted under their pattern: half a [`FREE_PATH_TEXT`] (a listed difference's pointer
+/// and pattern are then free: ordinary paths), so that building a pattern costs at most that
+/// much per difference (twice with escapes) and the patterns held at most [`COUNTED_ROWS`]
+/// times it. Longer ones are listed while the room holds them with [`PAST_LISTED_COST`] more
+/// each, then counted in [`Found::unlisted`] from their length alone.
+pub(super) const COUNTED_PATH: usize = FREE_PATH_TEXT / 2;
+
+/// What a difference of a long path listed past [`Bound::listed`] is charged besides its path
+/// text (its record and values): those listed so are at most the room over this many.
+pub(super) const PAST_LISTED_COST: usize = 512;
 
 /// The counts of differences past [`Bound::listed`], per (field pattern, kind), with what lets
 /// a fast path of the walk take back what it counted.
@@ -95,6 +105,10 @@ pub(super) struct Tally {
     rows: Vec<Row>,
     /// Row per pattern, per kind ([`NO_ROW`]: none yet).
     at: HashMap<String, [u32; KINDS]>,
+    /// Whether the listed differences' patterns are rows ([`Tally::seed`]).
+    seeded: bool,
+    /// Rows of patterns first met past the listed ones (at most [`COUNTED_ROWS`]).
+    fresh: usize,
     /// The pattern of the difference being counted (built here, allocated once).
     pattern: String,
     /// Changes made while a mark is held, so that [`Tally::undo`] can take them back.
@@ -111,6 +125,8 @@ struct Row {
     n: usize,
     /// Whether the row's example was met (listed, or counted when it did not fit).
     listed: bool,
+    /// A row of a listed difference's pattern ([`Tally::seed`]).
+    seeded: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -118,6 +134,7 @@ enum Change {
     Created(u32),
     Counted(u32),
     Listed(u32),
+    Seeded,
 }
 
 /// What [`Tally::count`] decided for a difference.
@@ -126,7 +143,7 @@ pub(super) enum Verdict {
     Counted,
     /// The first of its row: to be listed as its example (then [`Tally::example`]).
     Example(u32),
-    /// No row for it (a long path, or every row taken).
+    /// No row for it (every row taken).
     Unlisted,
 }
 
@@ -141,36 +158,69 @@ fn kind_index(kind: Kind) -> usize {
 }
 
 impl Tally {
-    /// Counts a difference of `kind` at `path` (whose [`glob::text_len`] is `path_text`).
-    pub(super) fn count(&mut self, kind: Kind, path: &[Seg<'_>], path_text: usize) -> Verdict {
-        if path_text > COUNTED_PATH {
-            return Verdict::Unlisted;
-        }
-        self.pattern.clear();
-        glob::push_field_pattern(&mut self.pattern, path);
-        let k = kind_index(kind);
-        let row = match self.at.get(self.pattern.as_str()).map(|rows| rows[k]) {
-            Some(row) if row != NO_ROW => row,
-            _ if self.rows.len() >= COUNTED_ROWS => return Verdict::Unlisted,
-            found => {
-                let row = self.rows.len() as u32;
-                match found {
-                    Some(_) => self.at.get_mut(self.pattern.as_str()).expect("found")[k] = row,
-                    None => {
-                        let mut rows = [NO_ROW; KINDS];
-                        rows[k] = row;
-                        self.at.insert(self.pattern.clone(), rows);
-                    }
+    /// Whether [`Tally::seed`] has run (since the last take-back past it).
+    pub(super) fn seeded(&self) -> bool {
+        self.seeded
+    }
+
+    /// Makes a row, its example met, of each pattern of the `listed` differences (once, when
+    /// the first difference past them is counted): each pattern listed before is counted
+    /// whole, past [`COUNTED_ROWS`] too, and gets no second example.
+    pub(super) fn seed(&mut self, listed: &[Difference]) {
+        self.seeded = true;
+        self.note(Change::Seeded);
+        for d in listed {
+            // Only patterns of paths counted under them (longer ones are never looked up).
+            if d.field.len() <= 2 * COUNTED_PATH {
+                if let Some(row) = self.row(&d.field, d.kind, true) {
+                    self.rows[row as usize].listed = true;
                 }
-                self.rows.push(Row {
-                    field: self.pattern.clone(),
-                    kind,
-                    n: 0,
-                    listed: false,
-                });
-                self.note(Change::Created(row));
-                row
             }
+        }
+    }
+
+    /// The row of (`field`, `kind`), created when there is none (`None`: a fresh one that
+    /// would be past [`COUNTED_ROWS`]).
+    fn row(&mut self, field: &str, kind: Kind, seeded: bool) -> Option<u32> {
+        let k = kind_index(kind);
+        let found = self.at.get(field).map(|rows| rows[k]);
+        if let Some(row) = found.filter(|&r| r != NO_ROW) {
+            return Some(row);
+        }
+        if !seeded && self.fresh >= COUNTED_ROWS {
+            return None;
+        }
+        let row = self.rows.len() as u32;
+        match found {
+            Some(_) => self.at.get_mut(field).expect("found")[k] = row,
+            None => {
+                let mut rows = [NO_ROW; KINDS];
+                rows[k] = row;
+                self.at.insert(field.to_owned(), rows);
+            }
+        }
+        self.rows.push(Row {
+            field: field.to_owned(),
+            kind,
+            n: 0,
+            listed: false,
+            seeded,
+        });
+        self.fresh += usize::from(!seeded);
+        self.note(Change::Created(row));
+        Some(row)
+    }
+
+    /// Counts a difference of `kind` at `path` (whose [`glob::text_len`] is at most
+    /// [`COUNTED_PATH`]).
+    pub(super) fn count(&mut self, kind: Kind, path: &[Seg<'_>]) -> Verdict {
+        let mut pattern = std::mem::take(&mut self.pattern);
+        pattern.clear();
+        glob::push_field_pattern(&mut pattern, path);
+        let row = self.row(&pattern, kind, false);
+        self.pattern = pattern;
+        let Some(row) = row else {
+            return Verdict::Unlisted;
         };
         let r = &mut self.rows[row as usize];
         if !r.listed {
@@ -219,10 +269,12 @@ impl Tally {
             match self.log.pop().expect("longer than to") {
                 Change::Counted(row) => self.rows[row as usize].n -= 1,
                 Change::Listed(row) => self.rows[row as usize].listed = false,
+                Change::Seeded => self.seeded = false,
                 // Rows are created in order: a row taken back is the last one.
                 Change::Created(row) => {
                     let r = self.rows.pop().expect("created");
                     debug_assert_eq!(row as usize, self.rows.len());
+                    self.fresh -= usize::from(!r.seeded);
                     let rows = self.at.get_mut(r.field.as_str()).expect("indexed");
                     rows[kind_index(r.kind)] = NO_ROW;
                     if rows.iter().all(|&x| x == NO_ROW) {

@@ -697,26 +697,39 @@ impl<'a> Walker<'_, 'a> {
         // one that does not is counted without reading them (comparing the two paths reads
         // every name above it: a long name above many members made that quadratic).
         let path_text = glob::text_len(path);
-        if self.out.len() >= self.listed {
-            match self.tally.count(kind, path, path_text) {
-                Verdict::Counted => {}
-                Verdict::Unlisted => self.unlisted += 1,
+        let listed = if self.out.len() < self.listed {
+            self.list(kind, path_text, 0, l, c)
+        } else if path_text > listing::COUNTED_PATH {
+            // Past the listed ones, a long path's difference is listed while the room holds it
+            // and its record, then counted from its length alone (building its pattern for
+            // each would read every name above it).
+            self.list(kind, path_text, listing::PAST_LISTED_COST, l, c)
+        } else {
+            if !self.tally.seeded() {
+                self.tally.seed(&self.out);
+            }
+            match self.tally.count(kind, path) {
+                Verdict::Counted => true,
+                Verdict::Unlisted => false,
                 Verdict::Example(row) => {
-                    let listed = self.list(kind, path_text, l, c);
+                    let listed = self.list(kind, path_text, 0, l, c);
                     self.tally.example(row, listed);
+                    true
                 }
             }
-        } else if !self.list(kind, path_text, l, c) {
+        };
+        if !listed {
             self.unlisted += 1;
         }
     }
 
     /// Lists a difference at the current path of its kind (`path_text` long) when it fits in
-    /// the room; `false` when it does not.
+    /// the room with `surcharge` bytes more; `false` when it does not.
     fn list<L: Node + 'a, C: Node + 'a>(
         &mut self,
         kind: Kind,
         path_text: usize,
+        surcharge: usize,
         l: Option<&L>,
         c: Option<&C>,
     ) -> bool {
@@ -725,17 +738,18 @@ impl<'a> Walker<'_, 'a> {
         } else {
             &self.lpath
         };
-        let moved = listed_cost(path_text, 0) <= self.room
+        let moved = listed_cost(path_text, 0) + surcharge <= self.room
             && matches!(kind, Kind::Changed | Kind::TypeChanged)
             && self.cpath != self.lpath;
-        let cost = listed_cost(
-            path_text,
-            if moved {
-                glob::text_len(&self.cpath)
-            } else {
-                0
-            },
-        );
+        let cost = surcharge
+            + listed_cost(
+                path_text,
+                if moved {
+                    glob::text_len(&self.cpath)
+                } else {
+                    0
+                },
+            );
         let Some(room) = self.room.checked_sub(cost) else {
             return false;
         };

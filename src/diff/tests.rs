@@ -758,19 +758,19 @@ fn differences_past_the_listed_bound_are_counted_per_pattern_with_an_example_eac
         listed: 10,
     };
     let found = diff_within(&l, &c, &rules(), bound);
-    // The first ten listed, then one example of each pattern met past them.
+    // The first ten listed, then one example of each pattern first met past them.
     assert_eq!(found.diffs[..10], all.diffs[..10]);
     let examples: Vec<&str> = found.diffs[10..]
         .iter()
         .map(|d| d.pointer.as_str())
         .collect();
-    assert_eq!(examples, ["/list/10/a", "/list/1000/b", "/tail"]);
+    assert_eq!(examples, ["/list/1000/b", "/tail"]);
     assert_eq!(
         found.counted,
         [Counted {
             field: "/list/*/a".into(),
             kind: Kind::Changed,
-            n: 989,
+            n: 990,
         }]
     );
     assert_eq!(found.unlisted, 0);
@@ -780,20 +780,24 @@ fn differences_past_the_listed_bound_are_counted_per_pattern_with_an_example_eac
 }
 
 #[test]
-fn past_the_listed_bound_long_paths_and_new_patterns_past_the_rows_are_only_counted() {
-    // A path longer than one FREE_PATH_TEXT is not counted under its pattern.
-    let long = "n".repeat(FREE_PATH_TEXT);
+fn past_the_listed_bound_long_paths_are_listed_within_the_room() {
+    // A path longer than COUNTED_PATH is not counted under its pattern: listed while the room
+    // holds it and its record, then only counted.
+    let long = "n".repeat(listing::COUNTED_PATH);
     let l = json!({"a": 1, "b": 1, &long: [1, 2, 3]});
     let c = json!({"a": 2, "b": 2, &long: [4, 5, 6]});
-    let bound = Bound {
-        room: usize::MAX,
-        listed: 1,
-    };
-    let found = diff_within(&l, &c, &rules(), bound);
-    assert_eq!(found.diffs.len(), 2, "{found:?}");
+    let bound = |room| Bound { room, listed: 1 };
+    let found = diff_within(&l, &c, &rules(), bound(usize::MAX));
+    assert_eq!((found.diffs.len(), found.unlisted), (5, 0), "{found:?}");
     assert!(found.counted.is_empty());
-    assert_eq!(found.unlisted, 3);
-    // Past COUNTED_ROWS patterns, the rest are unlisted.
+    // Each charged its record and its path past the free text: 512 + 2 x (257 + 6) - 512.
+    let each = listing::PAST_LISTED_COST + 14;
+    let found = diff_within(&l, &c, &rules(), bound(2 * each));
+    assert_eq!((found.diffs.len(), found.unlisted), (4, 1), "{found:?}");
+}
+
+#[test]
+fn past_the_listed_bound_new_patterns_past_the_rows_are_only_counted() {
     let n = listing::COUNTED_ROWS + 50;
     let l: serde_json::Map<String, Value> =
         (0..n).map(|i| (format!("k{i}"), json!([1, 1]))).collect();
@@ -813,6 +817,33 @@ fn past_the_listed_bound_long_paths_and_new_patterns_past_the_rows_are_only_coun
     assert_eq!(found.counted.len(), listing::COUNTED_ROWS);
     assert_eq!(found.unlisted, 2 * 50);
     assert_eq!(found.total(), 2 * n);
+}
+
+#[test]
+fn past_the_rows_a_listed_pattern_is_still_counted_under_it() {
+    // A record whose `a` differs first, then records of a new member each (more than the rows),
+    // then `a` again: its pattern was listed, so it is counted whole (the store's row of it
+    // is not short of the differences past the rows).
+    let record = |i: usize, name: &str, v: u8| json!({"id": i, name: v});
+    let side = |v: u8| {
+        let mut list = vec![record(0, "a", v)];
+        list.extend((1..=listing::COUNTED_ROWS + 100).map(|i| record(i, &format!("k{i}"), v)));
+        list.push(record(listing::COUNTED_ROWS + 101, "a", v));
+        Value::Array(list)
+    };
+    let r = Rules {
+        auto_keys: true,
+        ..rules()
+    };
+    let bound = Bound {
+        room: usize::MAX,
+        listed: 1,
+    };
+    let found = diff_within(&side(1), &side(2), &r, bound);
+    assert_eq!(found.diffs[0].field, "/*/a");
+    assert!(found.counted.iter().any(|c| c.field == "/*/a" && c.n == 1));
+    assert_eq!(found.unlisted, 100);
+    assert_eq!(found.total(), listing::COUNTED_ROWS + 102);
 }
 
 #[test]

@@ -563,49 +563,34 @@ impl Accumulator {
     }
 }
 
-/// The (field pattern, kind) pairs of a comparison as the store records them: each listed
-/// difference that `keep` keeps (given its field and whether a value of it was redacted), each
-/// pattern counted past the listed bound without an example (judged by name), and the
-/// `(other fields)` row when some were only counted.
+/// The (field pattern, kind) pairs of a comparison as the store records them (its
+/// [`crate::record::field_counts`] rows: 1,000 at most, the `(other fields)` row counting the
+/// rest and those only counted), those `keep` keeps: given the field and whether a value of it
+/// was redacted, called for each listed difference (a row is kept when one of its differences
+/// is), and for a row without one by its field alone.
 fn fields_now(
     compared: &crate::shadow::compare::Compared,
     keep: &mut impl FnMut(&str, bool) -> bool,
 ) -> BTreeSet<FieldKind> {
-    let listed = compared.diffs.iter().filter(|d| {
-        keep(
+    let mut judged: std::collections::HashMap<(&str, &'static str), bool> =
+        std::collections::HashMap::new();
+    for d in compared.diffs.iter() {
+        let kept = keep(
             &d.field,
             is_redacted(&d.legacy) || is_redacted(&d.candidate),
-        )
-    });
-    let mut now: BTreeSet<FieldKind> = listed
-        .map(|d| (d.field.clone(), d.kind.as_str().to_owned()))
-        .collect();
-    // Counted past the listed bound: a pattern usually has a listed example too (whose values
-    // said whether it was redacted).
-    let examples: std::collections::HashSet<(&str, crate::diff::Kind)> =
-        if compared.counted.is_empty() {
-            std::collections::HashSet::new()
-        } else {
-            compared
-                .diffs
-                .iter()
-                .map(|d| (d.field.as_str(), d.kind))
-                .collect()
-        };
-    for c in &compared.counted {
-        let example = examples.contains(&(c.field.as_str(), c.kind));
-        if !example && keep(&c.field, false) {
-            now.insert((c.field.clone(), c.kind.as_str().to_owned()));
-        }
+        );
+        *judged
+            .entry((d.field.as_str(), d.kind.as_str()))
+            .or_default() |= kept;
     }
-    // Only counted (past the room): the store's overflow row, as recorded.
-    if compared.unlisted > 0 {
-        now.insert((
-            crate::record::OVERFLOW_FIELD.to_owned(),
-            crate::record::OVERFLOW_KIND.to_owned(),
-        ));
-    }
-    now
+    let rows = crate::record::field_counts(&compared.diffs, &compared.counted, compared.unlisted);
+    rows.into_iter()
+        .filter(|r| match judged.get(&(r.field.as_str(), r.kind)) {
+            Some(&kept) => kept,
+            None => keep(&r.field, false),
+        })
+        .map(|r| (r.field, r.kind.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -663,12 +648,29 @@ mod summary_tests {
             crate::record::OVERFLOW_FIELD.to_owned(),
             crate::record::OVERFLOW_KIND.to_owned()
         )));
-        // What `keep` drops is not seen, but for the row of those only counted.
-        let none = fields_now(&c, &mut |_, _| false);
-        let over = (
-            crate::record::OVERFLOW_FIELD.to_owned(),
-            crate::record::OVERFLOW_KIND.to_owned(),
+        // What `keep` drops is not seen.
+        assert!(fields_now(&c, &mut |_, _| false).is_empty());
+        // More patterns than the store keeps rows: its 999 and the overflow row, as recorded
+        // (an unchanged config's rediff found exchanges "changed", or "fixed" when they were
+        // noise).
+        let wide = |v: u8| {
+            let members: serde_json::Map<String, serde_json::Value> =
+                (0..1500).map(|i| (format!("m{i:04}"), v.into())).collect();
+            serde_json::Value::Object(members)
+        };
+        let c = crate::shadow::compare::compare_bodies(
+            &side(wide(1)),
+            &side(wide(2)),
+            &cfg.diff.rules,
+            &cfg,
         );
-        assert_eq!(none, [over].into());
+        let now = fields_now(&c, &mut |_, _| true);
+        assert_eq!(now.len(), crate::record::MAX_FIELD_ROWS);
+        assert!(now.contains(&(
+            crate::record::OVERFLOW_FIELD.to_owned(),
+            crate::record::OVERFLOW_KIND.to_owned()
+        )));
+        let noise = fields_now(&c, &mut |f, _| !f.starts_with("/m"));
+        assert_eq!(noise.len(), 1, "{noise:?}");
     }
 }
