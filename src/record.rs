@@ -611,10 +611,14 @@ fn name_cut(name: &str, max: usize) -> String {
     }
 }
 
-/// Counts with their patterns cut to `max` bytes, those cut alike merged into the first (a
-/// pattern and kind is one row of an exchange's counts: two long patterns that share a prefix
-/// would otherwise be two rows with one key, and the store would refuse the exchange).
-fn merge_cut(counts: Vec<FieldCount>, max: usize) -> Vec<FieldCount> {
+/// Counts with their patterns cut to `max` bytes as the store keeps them (`max_value_len`),
+/// those cut alike merged into the first (a pattern and kind is one row of an exchange's counts:
+/// two long patterns that share a prefix would otherwise be two rows with one key, and the store
+/// would refuse the exchange); as they are when none is longer.
+pub fn cut_counts(counts: Vec<FieldCount>, max: usize) -> Vec<FieldCount> {
+    if counts.iter().all(|c| c.field.len() <= max) {
+        return counts;
+    }
     let mut at: std::collections::HashMap<(String, &'static str), usize> =
         std::collections::HashMap::new();
     let mut out: Vec<FieldCount> = Vec::with_capacity(counts.len());
@@ -680,14 +684,11 @@ impl Record {
         if self.diffs.is_empty() {
             return;
         }
-        let mut counts = match self.field_counts.take() {
+        let counts = match self.field_counts.take() {
             Some(counts) => counts,
             None => field_counts(&self.diffs, &[], self.unlisted()),
         };
-        if counts.iter().any(|c| c.field.len() > max_value_len) {
-            counts = merge_cut(counts, max_value_len);
-        }
-        self.field_counts = Some(counts);
+        self.field_counts = Some(cut_counts(counts, max_value_len));
         let kept = examples_cut(&self.diffs, per_field, max_value_len);
         let long = |v: &Option<Value>| v.as_ref().is_some_and(|v| value_bytes(v) > max_value_len);
         let long_name = |d: &Difference| {

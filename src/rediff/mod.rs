@@ -339,7 +339,11 @@ impl<'a> Rediff<'a> {
             .map(|(f, k, _)| (f.clone(), k.clone()))
             .collect();
         let now = match compared.outcome {
-            Outcome::Match | Outcome::Diff => Ok(fields_now(&compared, &mut keep)),
+            Outcome::Match | Outcome::Diff => Ok(fields_now(
+                &compared,
+                self.cfg.store.max_value_len,
+                &mut keep,
+            )),
             o => Err(match &compared.reason {
                 Some(r) => format!("{}: {r}", o.as_str()),
                 None => o.as_str().to_owned(),
@@ -565,11 +569,12 @@ impl Accumulator {
 
 /// The (field pattern, kind) pairs of a comparison as the store records them (its
 /// [`crate::record::field_counts`] rows: 1,000 at most, the `(other fields)` row counting the
-/// rest and those only counted), those `keep` keeps: given the field and whether a value of it
-/// was redacted, called for each listed difference (a row is kept when one of its differences
-/// is), and for a row without one by its field alone.
+/// rest and those only counted; patterns cut to `max_value_len` bytes), those `keep` keeps:
+/// given the field and whether a value of it was redacted, called for each listed difference (a
+/// row is kept when one of its differences is), and for a row without one by its field alone.
 fn fields_now(
     compared: &crate::shadow::compare::Compared,
+    max_value_len: usize,
     keep: &mut impl FnMut(&str, bool) -> bool,
 ) -> BTreeSet<FieldKind> {
     let mut judged: std::collections::HashMap<(&str, &'static str), bool> =
@@ -584,11 +589,15 @@ fn fields_now(
             .or_default() |= kept;
     }
     let rows = crate::record::field_counts(&compared.diffs, &compared.counted, compared.unlisted);
-    rows.into_iter()
+    let kept = rows
+        .into_iter()
         .filter(|r| match judged.get(&(r.field.as_str(), r.kind)) {
             Some(&kept) => kept,
             None => keep(&r.field, false),
         })
+        .collect();
+    crate::record::cut_counts(kept, max_value_len)
+        .into_iter()
         .map(|r| (r.field, r.kind.to_owned()))
         .collect()
 }
@@ -642,14 +651,14 @@ mod summary_tests {
             &cfg,
         );
         assert!(!c.counted.is_empty() && c.unlisted > 0, "{:?}", c.counted);
-        let now = fields_now(&c, &mut |_, _| true);
+        let now = fields_now(&c, usize::MAX, &mut |_, _| true);
         assert!(now.contains(&("/days/*".to_owned(), "changed".to_owned())));
         assert!(now.contains(&(
             crate::record::OVERFLOW_FIELD.to_owned(),
             crate::record::OVERFLOW_KIND.to_owned()
         )));
         // What `keep` drops is not seen.
-        assert!(fields_now(&c, &mut |_, _| false).is_empty());
+        assert!(fields_now(&c, usize::MAX, &mut |_, _| false).is_empty());
         // More patterns than the store keeps rows: its 999 and the overflow row, as recorded
         // (an unchanged config's rediff found exchanges "changed", or "fixed" when they were
         // noise).
@@ -664,13 +673,21 @@ mod summary_tests {
             &cfg.diff.rules,
             &cfg,
         );
-        let now = fields_now(&c, &mut |_, _| true);
+        let now = fields_now(&c, usize::MAX, &mut |_, _| true);
         assert_eq!(now.len(), crate::record::MAX_FIELD_ROWS);
         assert!(now.contains(&(
             crate::record::OVERFLOW_FIELD.to_owned(),
             crate::record::OVERFLOW_KIND.to_owned()
         )));
-        let noise = fields_now(&c, &mut |f, _| !f.starts_with("/m"));
+        let noise = fields_now(&c, usize::MAX, &mut |f, _| !f.starts_with("/m"));
         assert_eq!(noise.len(), 1, "{noise:?}");
+        // Patterns longer than `max_value_len` as the store keeps them: cut, those cut alike
+        // one row (an unchanged config's rediff found such exchanges "changed").
+        let cut = fields_now(&c, 3, &mut |_, _| true);
+        assert!(
+            cut.contains(&("/m0…[cut]".to_owned(), "changed".to_owned())),
+            "{cut:?}"
+        );
+        assert_eq!(cut.len(), 2, "{cut:?}");
     }
 }
