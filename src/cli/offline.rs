@@ -182,7 +182,7 @@ fn print_text(diffs: &[diff::Difference], counted: &[diff::Counted], unlisted: u
             c.n
         );
     }
-    let n = diffs.len() + counted.iter().map(|c| c.n).sum::<usize>() + unlisted;
+    let n = diff::listing::total(diffs, counted, unlisted);
     outln!("{n} difference{}", if n == 1 { "" } else { "s" });
     if unlisted > 0 {
         outln!("({unlisted} of them past the room for listing differences: counted, not listed)");

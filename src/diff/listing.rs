@@ -54,8 +54,13 @@ pub struct Found {
 impl Found {
     /// Every difference found.
     pub fn total(&self) -> usize {
-        self.diffs.len() + self.counted.iter().map(|c| c.n).sum::<usize>() + self.unlisted
+        total(&self.diffs, &self.counted, self.unlisted)
     }
+}
+
+/// Every difference of a comparison: listed, counted per pattern, or only counted.
+pub fn total(diffs: &[Difference], counted: &[Counted], unlisted: usize) -> usize {
+    diffs.len() + counted.iter().map(|c| c.n).sum::<usize>() + unlisted
 }
 
 /// Differences of one (field pattern, kind) counted and not listed.
@@ -158,15 +163,10 @@ fn kind_index(kind: Kind) -> usize {
 }
 
 impl Tally {
-    /// Whether [`Tally::seed`] has run (since the last take-back past it).
-    pub(super) fn seeded(&self) -> bool {
-        self.seeded
-    }
-
     /// Makes a row, its example met, of each pattern of the `listed` differences (once, when
     /// the first difference past them is counted): each pattern listed before is counted
     /// whole, past [`COUNTED_ROWS`] too, and gets no second example.
-    pub(super) fn seed(&mut self, listed: &[Difference]) {
+    fn seed(&mut self, listed: &[Difference]) {
         self.seeded = true;
         self.note(Change::Seeded);
         for d in listed {
@@ -212,8 +212,11 @@ impl Tally {
     }
 
     /// Counts a difference of `kind` at `path` (whose [`glob::text_len`] is at most
-    /// [`COUNTED_PATH`]).
-    pub(super) fn count(&mut self, kind: Kind, path: &[Seg<'_>]) -> Verdict {
+    /// [`COUNTED_PATH`]), found past the `listed` ones.
+    pub(super) fn count(&mut self, kind: Kind, path: &[Seg<'_>], listed: &[Difference]) -> Verdict {
+        if !self.seeded {
+            self.seed(listed);
+        }
         let mut pattern = std::mem::take(&mut self.pattern);
         pattern.clear();
         glob::push_field_pattern(&mut pattern, path);

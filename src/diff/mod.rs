@@ -693,9 +693,6 @@ impl<'a> Walker<'_, 'a> {
         if self.rules.is_ignored(path) {
             return;
         }
-        // Whether the difference fits is known from the lengths of its path's names first:
-        // one that does not is counted without reading them (comparing the two paths reads
-        // every name above it: a long name above many members made that quadratic).
         let path_text = glob::text_len(path);
         let listed = if self.out.len() < self.listed {
             self.list(kind, path_text, 0, l, c)
@@ -705,10 +702,7 @@ impl<'a> Walker<'_, 'a> {
             // each would read every name above it).
             self.list(kind, path_text, listing::PAST_LISTED_COST, l, c)
         } else {
-            if !self.tally.seeded() {
-                self.tally.seed(&self.out);
-            }
-            match self.tally.count(kind, path) {
+            match self.tally.count(kind, path, &self.out) {
                 Verdict::Counted => true,
                 Verdict::Unlisted => false,
                 Verdict::Example(row) => {
@@ -738,6 +732,9 @@ impl<'a> Walker<'_, 'a> {
         } else {
             &self.lpath
         };
+        // Whether the difference fits is known from the lengths of its path's names first:
+        // one that does not is counted without reading them (comparing the two paths reads
+        // every name above it: a long name above many members made that quadratic).
         let moved = listed_cost(path_text, 0) + surcharge <= self.room
             && matches!(kind, Kind::Changed | Kind::TypeChanged)
             && self.cpath != self.lpath;

@@ -510,7 +510,7 @@ pub struct Compared {
 impl Compared {
     /// Every difference found: listed, counted per pattern, or only counted.
     pub fn diff_count(&self) -> usize {
-        self.diffs.len() + self.counted.iter().map(|c| c.n).sum::<usize>() + self.unlisted
+        diff::listing::total(&self.diffs, &self.counted, self.unlisted)
     }
 
     /// Gives the exchange's record the result (all but the bodies).
