@@ -95,6 +95,10 @@ pub trait Members {
     fn first(&self) -> Option<(&str, &Self::Node)> {
         self.iter().next()
     }
+    /// The `i`th member.
+    fn nth(&self, i: usize) -> Option<(&str, &Self::Node)> {
+        self.iter().nth(i)
+    }
 }
 
 /// One node's kind and contents.
@@ -216,6 +220,10 @@ impl<'b> Members for [(&'b str, Fast<'b>)] {
 
     fn first(&self) -> Option<(&str, &Fast<'b>)> {
         <[_]>::first(self).map(|(k, v)| (*k, v))
+    }
+
+    fn nth(&self, i: usize) -> Option<(&str, &Fast<'b>)> {
+        <[_]>::get(self, i).map(|(k, v)| (*k, v))
     }
 }
 

@@ -443,14 +443,19 @@ impl<'a, N: Node + 'a> Lookup<'a, N> {
         Self::Index(o.iter().skip(same).collect())
     }
 
-    fn get(&self, key: &str) -> Option<&'a N> {
+    /// The member named `key`, which the other side has at position `at`: looked for at the
+    /// same position first (a member renamed or added in place leaves the rest in line).
+    fn get(&self, key: &str, at: usize) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
-            Self::Tail(o, same) => o
-                .iter()
-                .skip(*same)
-                .find(|(k, _)| same_text(k, key))
-                .map(|(_, v)| v),
+            Self::Tail(o, same) => match o.nth(at) {
+                Some((k, v)) if at >= *same && same_text(k, key) => Some(v),
+                _ => o
+                    .iter()
+                    .skip(*same)
+                    .find(|(k, _)| same_text(k, key))
+                    .map(|(_, v)| v),
+            },
             Self::Index(i) => i.get(key).copied(),
         }
     }
@@ -502,8 +507,8 @@ impl<'a> Walker<'_, 'a> {
         }
         let nem = self.rules.null_equals_missing;
         let (lfind, cfind) = (Lookup::<L>::new(lo, same), Lookup::<C>::new(co, same));
-        for (k, lv) in lo.iter().skip(same) {
-            match cfind.get(k) {
+        for (i, (k, lv)) in lo.iter().enumerate().skip(same) {
+            match cfind.get(k, i) {
                 Some(cv) => self.member(k, lv, cv),
                 None if nem && lv.is_null() => {}
                 None => {
@@ -513,8 +518,8 @@ impl<'a> Walker<'_, 'a> {
                 }
             }
         }
-        for (k, cv) in co.iter().skip(same) {
-            if !(lfind.get(k).is_some() || nem && cv.is_null()) {
+        for (j, (k, cv)) in co.iter().enumerate().skip(same) {
+            if !(lfind.get(k, j).is_some() || nem && cv.is_null()) {
                 self.cpath.push(Seg::Key(k));
                 self.emit::<L, C>(Kind::Extra, None, Some(cv));
                 self.cpath.pop();
@@ -523,6 +528,9 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn member<L: Node + 'a, C: Node + 'a>(&mut self, k: &'a str, lv: &'a L, cv: &'a C) {
+        if same_scalar(lv, cv) {
+            return;
+        }
         self.lpath.push(Seg::Key(k));
         self.cpath.push(Seg::Key(k));
         self.value(lv, cv);
@@ -665,6 +673,9 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn pair<L: Node + 'a, C: Node + 'a>(&mut self, la: &'a [L], i: usize, ca: &'a [C], j: usize) {
+        if same_scalar(&la[i], &ca[j]) {
+            return;
+        }
         self.lpath.push(Seg::Index(i));
         self.cpath.push(Seg::Index(j));
         self.value(&la[i], &ca[j]);
@@ -774,6 +785,20 @@ impl<'a> Walker<'_, 'a> {
         path.pop();
         self.lpath = path;
         h
+    }
+}
+
+/// Whether two values are the same scalar, written the same way: nothing to report under any
+/// rule (as with [`equal_within`]), so the walk need not descend to them (most members of a
+/// page's records).
+#[inline(always)]
+fn same_scalar<L: Node, C: Node>(l: &L, c: &C) -> bool {
+    match (l.view(), c.view()) {
+        (View::String(a), View::String(b)) => same_text(a, b),
+        (View::Number(a), View::Number(b)) => same_text(a, b),
+        (View::Bool(a), View::Bool(b)) => a == b,
+        (View::Null, View::Null) => true,
+        _ => false,
     }
 }
 

@@ -112,9 +112,14 @@ impl<'b> Scanner<'b, '_> {
         self.bytes.get(self.at).copied()
     }
 
-    /// Skips whitespace, then takes `b` when it is next.
-    #[inline]
+    /// Takes `b` when it is next, after any whitespace (looked for only when `b` is not at the
+    /// cursor: a compact body has none).
+    #[inline(always)]
     fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.at += 1;
+            return true;
+        }
         self.skip_ws();
         let next = self.peek() == Some(b);
         self.at += usize::from(next);
@@ -135,7 +140,7 @@ impl<'b> Scanner<'b, '_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, dest: Dest, v: Fast<'b>) {
         match dest {
             Dest::Root => self.root = v,
@@ -215,7 +220,7 @@ impl<'b> Scanner<'b, '_> {
 
     /// The string whose opening quote is just before the cursor; the cursor ends after its
     /// closing quote.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'b str> {
         let start = self.at;
         let stop = self.ix.next_stop(start)?;
@@ -228,6 +233,8 @@ impl<'b> Scanner<'b, '_> {
 
     /// A string with an escape: `start` is its first byte, `stop` its first special one (a
     /// backslash or a control character).
+    #[cold]
+    #[inline(never)]
     fn escaped(&mut self, start: usize, mut stop: usize) -> Option<&'b str> {
         let mut buf = std::mem::take(&mut self.unescaped);
         buf.clear();
@@ -311,8 +318,14 @@ impl<'b> Scanner<'b, '_> {
             return Some(());
         }
         loop {
-            self.items.push(Fast::Null);
-            self.value(depth + 1, Dest::Item(self.items.len() - 1))?;
+            // A string (most values) is read here; anything else by `value`, in place.
+            if self.eat(b'"') {
+                let v = Fast::String(self.string()?);
+                self.items.push(v);
+            } else {
+                self.items.push(Fast::Null);
+                self.value(depth + 1, Dest::Item(self.items.len() - 1))?;
+            }
             if self.next_or_close(b']')? {
                 break;
             }
@@ -338,8 +351,13 @@ impl<'b> Scanner<'b, '_> {
             if !self.eat(b':') {
                 return None;
             }
-            self.members.push((name, Fast::Null));
-            self.value(depth + 1, Dest::Member(self.members.len() - 1))?;
+            if self.eat(b'"') {
+                let v = Fast::String(self.string()?);
+                self.members.push((name, v));
+            } else {
+                self.members.push((name, Fast::Null));
+                self.value(depth + 1, Dest::Member(self.members.len() - 1))?;
+            }
             if self.next_or_close(b'}')? {
                 break;
             }

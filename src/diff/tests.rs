@@ -477,6 +477,65 @@ fn member_order_never_matters() {
 }
 
 #[test]
+fn members_out_of_line_are_found_in_place_first_and_anywhere_after() {
+    let l = r#"{"id":1,"manager_id":"m","city":"A","zip":"1","tags":[1]}"#;
+    for (c, want) in [
+        // Renamed in place: the members after it stay in line.
+        (
+            r#"{"id":1,"manager":"m","city":"B","zip":"1","tags":[1]}"#,
+            vec![
+                ("/manager_id", "missing"),
+                ("/city", "changed"),
+                ("/manager", "extra"),
+            ],
+        ),
+        // Reordered: each found where it is.
+        (
+            r#"{"id":1,"zip":"1","city":"B","tags":[1],"manager":"m"}"#,
+            vec![
+                ("/manager_id", "missing"),
+                ("/city", "changed"),
+                ("/manager", "extra"),
+            ],
+        ),
+        // One inserted: the rest one place on.
+        (
+            r#"{"id":1,"x":0,"manager_id":"m","city":"B","zip":"1","tags":[1]}"#,
+            vec![("/city", "changed"), ("/x", "extra")],
+        ),
+        // Fewer members: positions past the candidate's last.
+        (
+            r#"{"id":1,"zip":"2"}"#,
+            vec![
+                ("/manager_id", "missing"),
+                ("/city", "missing"),
+                ("/zip", "changed"),
+                ("/tags", "missing"),
+            ],
+        ),
+        // A member of the other's name at the same position, after the first out of line.
+        (
+            r#"{"id":1,"city":"A","manager_id":"n","zip":"1","tags":[2]}"#,
+            vec![("/manager_id", "changed"), ("/tags/0", "changed")],
+        ),
+    ] {
+        let (lv, cv): (Value, Value) = (
+            serde_json::from_str(l).unwrap(),
+            serde_json::from_str(c).unwrap(),
+        );
+        assert_eq!(kinds(&diff(&lv, &cv, &rules())), want, "{c}");
+        let arena = bumpalo::Bump::new();
+        let (ld, cd) = (
+            doc::parse(l.as_bytes(), &arena).unwrap(),
+            doc::parse(c.as_bytes(), &arena).unwrap(),
+        );
+        assert!(matches!((&ld, &cd), (doc::Doc::Fast(_), doc::Doc::Fast(_))));
+        let found = diff_docs(&ld, &cd, &rules(), Bound::NONE);
+        assert_eq!(kinds(&found.diffs), want, "{c}");
+    }
+}
+
+#[test]
 fn keyed_pairing_takes_back_what_a_failed_same_order_pass_reported() {
     let auto = Rules {
         auto_keys: true,
