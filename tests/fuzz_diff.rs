@@ -306,7 +306,8 @@ fn quote(s: &str, escaped: bool) -> String {
 
 fn render(j: &J, style: u8, out: &mut String) {
     let escaped = style & 1 == 1;
-    let gap = if style & 2 == 2 { " \n\t" } else { "" };
+    // Whitespace at every place JSON allows it (before and after each token), or none.
+    let gap = if style & 2 == 2 { " \n\t\r" } else { "" };
     match j {
         J::Lit(s) => out.push_str(s),
         J::Str(s) => out.push_str(&quote(s, escaped)),
@@ -314,6 +315,7 @@ fn render(j: &J, style: u8, out: &mut String) {
             out.push('[');
             for (i, e) in a.iter().enumerate() {
                 if i > 0 {
+                    out.push_str(gap);
                     out.push(',');
                 }
                 out.push_str(gap);
@@ -326,14 +328,17 @@ fn render(j: &J, style: u8, out: &mut String) {
             out.push('{');
             for (i, (k, e)) in o.iter().enumerate() {
                 if i > 0 {
+                    out.push_str(gap);
                     out.push(',');
                 }
                 out.push_str(gap);
                 out.push_str(&quote(k, escaped));
                 out.push_str(gap);
                 out.push(':');
+                out.push_str(gap);
                 render(e, style, out);
             }
+            out.push_str(gap);
             out.push('}');
         }
     }

@@ -427,6 +427,8 @@ mod tests {
             r#"["abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghij\\","x\"y"]"#,
             r#"{"k":"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\n"}"#,
             "123456789012345678901234567890",
+            // Whitespace at every place it may be, around strings read in the loops.
+            " {\t\"a\" :\n\"x\" , \"b\"\r: [ \"y\" ,\t1 , { } , \"\" ] ,\"c\":{ \"d\" : \"z\" }\n} ",
         ] {
             let want: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(scanned(text), Some(want), "{text}");
