@@ -393,11 +393,7 @@ fn equal_within<L: Node, C: Node>(a: &L, b: &C, budget: &mut u32) -> Option<bool
             }
             true
         }
-        (View::Null, View::Null) => true,
-        (View::Bool(x), View::Bool(y)) => x == y,
-        (View::Number(x), View::Number(y)) => x == y,
-        (View::String(x), View::String(y)) => same_text(x, y),
-        _ => false,
+        _ => same_scalar(a, b),
     })
 }
 
@@ -443,13 +439,14 @@ impl<'a, N: Node + 'a> Lookup<'a, N> {
         Self::Index(o.iter().skip(same).collect())
     }
 
-    /// The member named `key`, which the other side has at position `at`: looked for at the
-    /// same position first (a member renamed or added in place leaves the rest in line).
+    /// The member named `key`, which the other side has at position `at` (in its tail, past
+    /// the members in line): looked for at the same position first (a member renamed or added
+    /// in place leaves the rest in line).
     fn get(&self, key: &str, at: usize) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
             Self::Tail(o, same) => match o.nth(at) {
-                Some((k, v)) if at >= *same && same_text(k, key) => Some(v),
+                Some((k, v)) if same_text(k, key) => Some(v),
                 _ => o
                     .iter()
                     .skip(*same)
@@ -789,8 +786,8 @@ impl<'a> Walker<'_, 'a> {
 }
 
 /// Whether two values are the same scalar, written the same way: nothing to report under any
-/// rule (as with [`equal_within`]), so the walk need not descend to them (most members of a
-/// page's records).
+/// rule, so the walk need not descend to them (most members of a page's records); the leaves of
+/// [`equal_within`].
 #[inline(always)]
 fn same_scalar<L: Node, C: Node>(l: &L, c: &C) -> bool {
     match (l.view(), c.view()) {
