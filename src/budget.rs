@@ -2,9 +2,10 @@
 //! kept for a comparison (legacy's copy from the tee, the candidate's body) takes its bytes from
 //! one budget as they arrive, and once complete [`COMPARE_COST`] times its size in all: what its
 //! comparison will hold (the copy, the decoded bytes, the parsed document, the differences).
-//! It is given back when the exchange is recorded. Taking never waits: an exchange that does
-//! not fit is not compared (`skipped`, reason `memory`), and the caller's response is never held
-//! back for it.
+//! It is given back when the exchange is recorded. A parsed document that needs more than its
+//! share ([`TREE_SHARE`]) takes the rest through the candidate's holding as it is built
+//! (`diff::doc::parse_within`). Taking never waits: an exchange that does not fit is not compared
+//! (`skipped`, reason `memory`), and the caller's response is never held back for it.
 
 use std::sync::Arc;
 
@@ -13,9 +14,14 @@ use tokio::sync::Semaphore;
 /// Memory a comparison is assumed to hold per byte of body (the copy, its decoded bytes, the
 /// parsed document, the differences): an estimate for pages that differ in a few fields. Pairs with a difference
 /// per element cost more (a 9.9 MB page against an empty list peaked at ~220 MiB alone, BENCHMARKS.md §8,
-/// before a comparison listed 10,000 differences at most; dense pages of small members still parse into
-/// about 10 × their bytes), so the budget bounds the common case, not the worst one.
+/// before a comparison listed 10,000 differences at most). Dense pages of small members parse into
+/// 10-30 × their bytes: their documents take what they need past [`TREE_SHARE`] as they grow.
 pub const COMPARE_COST: usize = 8;
+
+/// Of [`COMPARE_COST`], the bytes per byte of body set aside for the parsed documents (a page of
+/// records asks for ~3 ×). A comparison whose documents need more takes it from the budget as
+/// they are built, or is not compared.
+pub const TREE_SHARE: usize = 5;
 
 /// The shared budget, in bytes.
 #[derive(Debug, Clone)]

@@ -627,6 +627,57 @@ async fn candidate_bodies_are_bounded_by_the_memory_budget() {
     println!("64 x 9.9 MB candidate bodies: peak RSS {peak_mib} MiB, {after_mib} MiB after, {compared} compared, {over_budget} skipped (memory)");
 }
 
+/// Pages of small members parse into many times their bytes (`[1,1,…]`: a 24-byte node per two
+/// bytes of text, and the scratch stack that collects them), more than the 8 × per body the
+/// budget charges up front. The documents ask the budget for the rest as they are built, so a
+/// comparison the budget cannot hold is not built (it was: both trees, ~30 × each body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dense_documents_take_what_they_build_from_the_memory_budget() {
+    const CALLS: usize = 3;
+    let dense: bytes::Bytes = format!("[{}]", vec!["1"; 1_500_000].join(",")).into();
+    let len = dense.len();
+    let serve = |d: bytes::Bytes| {
+        move |_: &Seen| Reply::bytes(200, d.clone()).header("content-type", "application/json")
+    };
+    let legacy = Upstream::start(serve(dense.clone())).await;
+    let candidate = Upstream::start(serve(dense.clone())).await;
+    let mut peaks = Vec::new();
+    for (budget, want) in [("64MiB", "memory"), ("1GiB", "match")] {
+        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+        cfg.candidate_timeout = "60s".into();
+        // 8 × both bodies (24 MB) fit in 64 MiB: the trees (~2 × 30 × 3 MB) do not.
+        cfg.store = "exchanges = \"all\"\n".into();
+        cfg.rest = format!("[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n");
+        let p = start(cfg, None).await;
+        for i in 0..CALLS {
+            let got = get(&p.url(&format!("/dense/{i}"))).await;
+            assert_eq!((got.status, got.body.len()), (200, len));
+            tokio::task::block_in_place(|| p.wait_rows_within(i + 1, Duration::from_secs(120)));
+        }
+        let rows =
+            tokio::task::block_in_place(|| p.wait_rows_within(CALLS, Duration::from_secs(120)));
+        for r in &rows {
+            match want {
+                "memory" => {
+                    assert_eq!(r[0], json!("skipped"), "{budget}: {rows:?}");
+                    let reason = r[1].as_str().unwrap_or_default();
+                    assert!(reason.contains("max_bytes_in_flight"), "{reason}");
+                }
+                _ => assert_eq!(r[0], json!(want), "{budget}: {rows:?}"),
+            }
+        }
+        peaks.push(p.status_kib("VmHWM") / 1024);
+    }
+    println!(
+        "{CALLS} dense pages of {len} bytes: peak RSS {} MiB within 64 MiB, {} MiB within 1 GiB",
+        peaks[0], peaks[1]
+    );
+    // Within 64 MiB the trees are never built whole: the peak stays well under what they take
+    // when the budget holds them (before, the 64 MiB budget let them be built: 275 MiB against
+    // 145 MiB once bounded, in a debug build).
+    assert!(3 * peaks[0] < 2 * peaks[1], "peak RSS {peaks:?} MiB");
+}
+
 // --------------------------------------------------------------------- 9. smaller ones
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

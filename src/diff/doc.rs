@@ -22,6 +22,7 @@
 use bumpalo::Bump;
 use serde_json::Value;
 
+use super::scan::Stop;
 use super::JsonError;
 
 /// An arena for one comparison's documents, taken from this thread's spare one and given back,
@@ -252,14 +253,75 @@ impl Doc<'_> {
     }
 }
 
+/// The memory a parse may hold for its document, asked for as the document grows (before each
+/// step that holds more), so that a document too large for it is never built.
+pub trait Room {
+    /// Gives `bytes` more; `false` (and nothing given) when it cannot.
+    fn take(&mut self, bytes: usize) -> bool;
+}
+
+/// A room that gives whatever is asked (offline commands, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unbounded;
+
+impl Room for Unbounded {
+    fn take(&mut self, _: usize) -> bool {
+        true
+    }
+}
+
+/// serde_json's document against the compact tree's, per byte of the same text, at most: a
+/// value is 32 bytes to the compact tree's 24, and every string, number and name an allocation
+/// of its own (measured 1.6-2.8 × what the scan asks for, from a page of records to `[1,1,…]`).
+const TREE_COST: u128 = 4;
+
+/// The most serde_json's document holds per byte of text (`[1,1,…]`: 91 ×, measured; a page of
+/// records ~9 ×).
+const TREE_COST_MAX: u128 = 96;
+
 /// Parses a body as [`super::parse_json`] does (same acceptance, same errors, same document),
 /// into the compact tree in `arena` whenever that reads the same ([`super::scan`]): its strings
 /// and numbers borrowed from `bytes`.
 pub fn parse<'b>(bytes: &'b [u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError> {
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        if let Some(tree) = super::scan::scan(text, arena) {
-            return Ok(Doc::Fast(tree));
-        }
+    parse_within(bytes, arena, &mut Unbounded)
+}
+
+/// [`parse`], holding only what `room` gives: [`JsonError::OverBudget`] when the document would
+/// need more. The compact tree asks for its bytes as it is built. serde_json's (where the
+/// scanner doubts) is asked for at once, before it is built: [`TREE_COST`] times what the scan
+/// asked for when serde_json stops where the scan did (an error), and that much per byte read,
+/// extrapolated to the whole text, when it reads it all (a repeated member name).
+pub fn parse_within<'b>(
+    bytes: &'b [u8],
+    arena: &'b Bump,
+    room: &mut dyn Room,
+) -> Result<Doc<'b>, JsonError> {
+    // serde_json reads invalid UTF-8 up to its first bad byte (its document that far is built).
+    let (text, whole_text) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text, true),
+        Err(e) => (
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+            false,
+        ),
+    };
+    // A thread's spare arena holds part of a tree without asking: counted in the estimate.
+    let spare = arena.allocated_bytes() as u128;
+    let scanned = super::scan::scan(text, arena, room);
+    let whole = match scanned.tree {
+        Ok(tree) if whole_text => return Ok(Doc::Fast(tree)),
+        Err(Stop::Refused) => return Err(JsonError::OverBudget),
+        Ok(_) => false,
+        Err(Stop::Doubt { whole }) => whole,
+    };
+    let (read, len) = (scanned.read as u128, text.len() as u128);
+    let prefix = TREE_COST * (scanned.spent as u128 + spare);
+    let estimate = if whole {
+        (prefix * len / read.max(1)).min(TREE_COST_MAX * len)
+    } else {
+        prefix.min(TREE_COST_MAX * (read + 64))
+    };
+    if !room.take(usize::try_from(estimate).unwrap_or(usize::MAX)) {
+        return Err(JsonError::OverBudget);
     }
     // An error, a repeated member, nesting at serde_json's limit, half a surrogate pair
     // (rare): serde_json decides, and builds the document.
@@ -269,6 +331,15 @@ pub fn parse<'b>(bytes: &'b [u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError>
 /// Objects up to this many members are checked for a repeated name pair by pair; larger ones
 /// with a set.
 const PAIRWISE: usize = 16;
+
+/// The most [`repeats_a_name`] holds for an object of `members` members: a set of their names
+/// past [`PAIRWISE`] (up to twice 8/7 buckets per name, each a name and a control byte).
+pub(super) fn name_set_bytes(members: usize) -> usize {
+    if members <= PAIRWISE {
+        return 0;
+    }
+    members * 40
+}
 
 /// Whether an object names a member twice. Each name marks a bit of a 1,024-bit set by a hash
 /// of its length and three of its bytes: names that mark distinct bits are distinct (most

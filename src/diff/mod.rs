@@ -1141,6 +1141,10 @@ pub enum JsonError {
     TooDeep(serde_json::Error),
     #[error("{0}")]
     Invalid(serde_json::Error),
+    /// Its document would need more memory than the parse was given
+    /// ([`doc::parse_within`]): not parsed.
+    #[error("its document would need more memory than the comparisons' budget holds")]
+    OverBudget,
 }
 
 /// Parses a body as JSON with serde_json's nesting limit (128 levels): deeper documents are

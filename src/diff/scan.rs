@@ -16,7 +16,7 @@
 
 use bumpalo::Bump;
 
-use super::doc::Fast;
+use super::doc::{Fast, Room};
 use super::index::Index;
 use super::MAX_DEPTH;
 
@@ -29,12 +29,68 @@ thread_local! {
 /// text: a 2 MiB body's).
 const KEEP_WORDS: usize = 1 << 15;
 
-/// Builds the tree of `text` in `arena`, or `None` (see the module's documentation).
-pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
+/// What a scan gave: the tree or why not, and how far it got.
+pub(super) struct Scanned<'b> {
+    pub tree: Result<Fast<'b>, Stop>,
+    /// Bytes of the text read.
+    pub read: usize,
+    /// Bytes it asked for to build its tree that far (the arena's new chunks, the scratch
+    /// stacks' new buffers).
+    pub spent: usize,
+}
+
+/// Why a scan gave no tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Not sure (see the module's documentation): serde_json's to say. Its document is the
+    /// whole text's when `whole` (a repeated member name, serde_json's own name for a number),
+    /// else it stops where the scan did, on an error of its own.
+    Doubt { whole: bool },
+    /// The tree would not fit in the memory its [`Room`] could give: stopped there.
+    Refused,
+}
+
+/// Bytes of tree a scan asks its room for at a time, at least.
+const ASK_BYTES: usize = 64 << 10;
+
+/// What an arena's chunk size may be rounded up by.
+const PAGE: usize = 4096;
+
+/// An arena's smallest chunk (bumpalo's is smaller).
+const MIN_CHUNK: usize = 1024;
+
+/// Items and members the scratch stacks start with.
+const SCRATCH: usize = 64;
+
+/// Builds the tree of `text` in `arena` (see the module's documentation), within what `room`
+/// gives: everything the scan holds (the string index, the scratch stacks, the tree) is asked
+/// of it before it is held.
+pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump, room: &mut dyn Room) -> Scanned<'b> {
+    // Text that cannot be JSON (an HTML page) is not indexed first.
+    let first = text
+        .bytes()
+        .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+    if let Some(at) = first.filter(|&at| !may_start_a_value(text.as_bytes()[at])) {
+        return Scanned {
+            tree: Err(Stop::Doubt { whole: false }),
+            read: at,
+            spent: 0,
+        };
+    }
+    // The index (a bit per byte) and the scratch stacks' start.
+    let start = text.len().div_ceil(64) * 8
+        + SCRATCH * (size_of::<Fast<'b>>() + size_of::<(&'b str, Fast<'b>)>());
+    if !room.take(start) {
+        return Scanned {
+            tree: Err(Stop::Refused),
+            read: 0,
+            spent: 0,
+        };
+    }
     INDEX.with(|cell| {
         let mut ix = cell.take();
         ix.build(text.as_bytes());
-        let tree = scan_indexed(text, &ix, arena);
+        let tree = scan_indexed(text, &ix, arena, room);
         if ix.capacity() <= KEEP_WORDS {
             cell.set(ix);
         }
@@ -42,22 +98,54 @@ pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump) -> Option<Fast<'b>> {
     })
 }
 
-fn scan_indexed<'b>(text: &'b str, ix: &Index, arena: &'b Bump) -> Option<Fast<'b>> {
+fn may_start_a_value(b: u8) -> bool {
+    matches!(
+        b,
+        b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+    )
+}
+
+fn scan_indexed<'b>(
+    text: &'b str,
+    ix: &Index,
+    arena: &'b Bump,
+    room: &mut dyn Room,
+) -> Scanned<'b> {
     let mut s = Scanner {
         ix,
         text,
         bytes: text.as_bytes(),
         at: 0,
         arena,
-        items: Vec::with_capacity(64),
-        members: Vec::with_capacity(64),
+        items: Vec::with_capacity(SCRATCH),
+        members: Vec::with_capacity(SCRATCH),
         unescaped: String::new(),
         root: Fast::Null,
         shapes: [&[]; SHAPES],
+        room,
+        spent: 0,
+        items_peak: SCRATCH * size_of::<Fast<'b>>(),
+        members_peak: SCRATCH * size_of::<(&'b str, Fast<'b>)>(),
+        set_peak: 0,
+        seen: arena.allocated_bytes(),
+        chunk: arena.allocated_bytes(),
+        granted: 0,
+        refused: false,
+        whole: false,
     };
-    s.value(1, Dest::Root)?;
-    s.skip_ws();
-    (s.at == s.bytes.len()).then_some(s.root)
+    let done = s.value(1, Dest::Root).is_some() && {
+        s.skip_ws();
+        s.at == s.bytes.len()
+    };
+    Scanned {
+        tree: match (done, s.refused) {
+            (true, _) => Ok(s.root),
+            (false, true) => Err(Stop::Refused),
+            (false, false) => Err(Stop::Doubt { whole: s.whole }),
+        },
+        read: s.at,
+        spent: s.spent,
+    }
 }
 
 /// Where a value read goes: written there in place (a node built in one place and copied to
@@ -73,6 +161,25 @@ enum Dest {
 }
 
 struct Scanner<'b, 'i> {
+    /// What the tree may hold: asked before the scratch stacks grow and as the arena fills.
+    room: &'i mut dyn Room,
+    /// Bytes asked for: the scratch stacks' new buffers, the arena's new chunks.
+    spent: usize,
+    /// The arena's size when last looked at, and its last chunk's (at first its whole size:
+    /// a reset arena keeps one chunk).
+    seen: usize,
+    chunk: usize,
+    /// The most each scratch stack has held at once, in bytes.
+    items_peak: usize,
+    members_peak: usize,
+    /// The largest set of names a repeated-name check has built.
+    set_peak: usize,
+    /// Bytes the room gave.
+    granted: usize,
+    /// The room refused: the scan stopped for that, not for a doubt.
+    refused: bool,
+    /// The scan stopped on a document serde_json reads whole (see [`Stop::Doubt`]).
+    whole: bool,
     /// The text's string index.
     ix: &'i Index,
     text: &'b str,
@@ -100,6 +207,91 @@ const SERDE_NUMBER: &str = "$serde_json::private::Number";
 const SHAPES: usize = 32;
 
 impl<'b> Scanner<'b, '_> {
+    /// Counts `n` more bytes held; `None` (and `refused`) when the room cannot give them.
+    #[inline]
+    fn spend(&mut self, n: usize) -> Option<()> {
+        self.spent += n;
+        if self.spent <= self.granted {
+            return Some(());
+        }
+        self.ask()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ask(&mut self) -> Option<()> {
+        let want = (self.spent - self.granted).max(ASK_BYTES);
+        if self.room.take(want) {
+            self.granted += want;
+            Some(())
+        } else {
+            self.refused = true;
+            None
+        }
+    }
+
+    /// Before `bytes` go into the arena: when they may need a new chunk of it, the chunk is
+    /// asked for first. Chunks the arena has already (a thread's spare one) are not.
+    #[inline]
+    fn arena_room(&mut self, bytes: usize) -> Option<()> {
+        // (`+ 7`: a slice's alignment may take up to 7 bytes of the chunk.)
+        if bytes + 7 <= self.arena.chunk_capacity() {
+            return Some(());
+        }
+        self.new_chunk(bytes + 7)
+    }
+
+    /// A new chunk is twice the arena's last one, or what it must hold (`bumpalo`'s rule),
+    /// rounded up to a page at most. (Asked for again if it did not come: an allocation that
+    /// fit after all.)
+    #[cold]
+    #[inline(never)]
+    fn new_chunk(&mut self, bytes: usize) -> Option<()> {
+        let total = self.arena.allocated_bytes();
+        if total > self.seen {
+            self.chunk = total - self.seen;
+            self.seen = total;
+        }
+        self.spend((2 * self.chunk).max(bytes).max(MIN_CHUNK) + PAGE)
+    }
+
+    /// A scratch stack's growth from `cap` to `want` slots of `size` bytes: its new buffer and
+    /// the old one are held at once while the slots move, so that moment is asked for, less
+    /// the stack's largest moment before (`peak`). (The two stacks are counted as if they
+    /// peaked together.)
+    fn grow_scratch(&mut self, cap: usize, want: usize, size: usize, peak: usize) -> Option<usize> {
+        let now = (want + cap) * size;
+        self.spend(now.saturating_sub(peak))?;
+        Some(now.max(peak))
+    }
+
+    /// Room for `more` items on the scratch stack, its new buffer asked for first.
+    #[cold]
+    #[inline(never)]
+    fn reserve_items(&mut self, more: usize) -> Option<()> {
+        let cap = self.items.capacity();
+        let want = (self.items.len() + more).max(cap * 2);
+        self.items_peak = self.grow_scratch(cap, want, size_of::<Fast<'b>>(), self.items_peak)?;
+        self.items.reserve_exact(want - self.items.len());
+        Some(())
+    }
+
+    /// [`Self::reserve_items`] for the members' stack.
+    #[cold]
+    #[inline(never)]
+    fn reserve_members(&mut self, more: usize) -> Option<()> {
+        let cap = self.members.capacity();
+        let want = (self.members.len() + more).max(cap * 2);
+        self.members_peak = self.grow_scratch(
+            cap,
+            want,
+            size_of::<(&'b str, Fast<'b>)>(),
+            self.members_peak,
+        )?;
+        self.members.reserve_exact(want - self.members.len());
+        Some(())
+    }
+
     #[inline]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
@@ -277,7 +469,10 @@ impl<'b> Scanner<'b, '_> {
                 None => break false,
             }
         };
-        let out = done.then(|| &*self.arena.alloc_str(&buf));
+        let out = done.then_some(()).and_then(|()| {
+            self.arena_room(buf.len())?;
+            Some(&*self.arena.alloc_str(&buf))
+        });
         self.unescaped = buf;
         out
     }
@@ -318,6 +513,9 @@ impl<'b> Scanner<'b, '_> {
             return Some(());
         }
         loop {
+            if self.items.len() == self.items.capacity() {
+                self.reserve_items(1)?;
+            }
             // A string (most values) is read here; anything else by `value`, in place.
             if self.eat(b'"') {
                 let v = Fast::String(self.string()?);
@@ -330,6 +528,7 @@ impl<'b> Scanner<'b, '_> {
                 break;
             }
         }
+        self.arena_room((self.items.len() - base) * size_of::<Fast<'b>>())?;
         let slice = self.arena.alloc_slice_copy(&self.items[base..]);
         self.items.truncate(base);
         self.put(dest, Fast::Array(slice));
@@ -351,6 +550,9 @@ impl<'b> Scanner<'b, '_> {
             if !self.eat(b':') {
                 return None;
             }
+            if self.members.len() == self.members.capacity() {
+                self.reserve_members(1)?;
+            }
             if self.eat(b'"') {
                 let v = Fast::String(self.string()?);
                 self.members.push((name, v));
@@ -362,17 +564,27 @@ impl<'b> Scanner<'b, '_> {
                 break;
             }
         }
+        self.arena_room((self.members.len() - base) * size_of::<(&'b str, Fast<'b>)>())?;
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
         // serde_json (`arbitrary_precision`) reads an object whose first member has this name
         // as a number, or refuses it: its path.
         if slice[0].0 == SERDE_NUMBER {
+            self.whole = true;
             return None;
         }
         // serde_json keeps a repeated member's last value at its first place: its path.
         let shape = (slice.len() * 31 + slice[0].0.len()) % SHAPES;
         if !super::same_member_names::<Fast<'b>>(slice, self.shapes[shape]) {
+            // A large object's names go into a set for the check, held for its length: the
+            // largest such set is asked for.
+            let set = super::doc::name_set_bytes(slice.len());
+            if set > self.set_peak {
+                self.spend(set - self.set_peak)?;
+                self.set_peak = set;
+            }
             if super::doc::repeats_a_name(slice) {
+                self.whole = true;
                 return None;
             }
             self.shapes[shape] = slice;
@@ -384,11 +596,15 @@ impl<'b> Scanner<'b, '_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::doc::Unbounded;
     use super::*;
 
     fn scanned(text: &str) -> Option<serde_json::Value> {
         let arena = Bump::new();
-        scan(text, &arena).map(|d| super::super::doc::Node::to_value(&d))
+        scan(text, &arena, &mut Unbounded)
+            .tree
+            .ok()
+            .map(|d| super::super::doc::Node::to_value(&d))
     }
 
     /// The words this thread's index holds now.
@@ -406,13 +622,13 @@ mod tests {
         let body = |bytes: usize| format!("\"{}\"", "x".repeat(bytes - 2));
         let arena = Bump::new();
         // A longer body after a shorter one, both under the bound: kept, at the longer's size.
-        assert!(scan(&body(1_500_000), &arena).is_some());
-        assert!(scan(&body(1_600_000), &arena).is_some());
+        assert!(scan(&body(1_500_000), &arena, &mut Unbounded).tree.is_ok());
+        assert!(scan(&body(1_600_000), &arena, &mut Unbounded).tree.is_ok());
         assert_eq!(kept(), 1_600_000usize.div_ceil(64));
         // Past it: freed.
-        assert!(scan(&body(3 << 20), &arena).is_some());
+        assert!(scan(&body(3 << 20), &arena, &mut Unbounded).tree.is_ok());
         assert_eq!(kept(), 0);
-        assert!(scan(&body(100), &arena).is_some());
+        assert!(scan(&body(100), &arena, &mut Unbounded).tree.is_ok());
         assert_eq!(kept(), 2);
     }
 

@@ -944,3 +944,148 @@ fn a_keyed_array_walked_again_counts_each_pattern_once() {
         }
     }
 }
+
+/// A room that gives up to `limit` bytes, and remembers what it was asked for.
+struct Given {
+    given: usize,
+    limit: usize,
+}
+
+impl doc::Room for Given {
+    fn take(&mut self, bytes: usize) -> bool {
+        if self.given + bytes > self.limit {
+            return false;
+        }
+        self.given += bytes;
+        true
+    }
+}
+
+fn room(limit: usize) -> Given {
+    Given { given: 0, limit }
+}
+
+/// Documents whose trees are many times their text: a long flat array, records of one member,
+/// an object of many members, long escaped strings.
+fn dense_documents() -> Vec<(&'static str, String)> {
+    let flat = format!("[{}]", vec!["1"; 200_000].join(","));
+    let records = format!("[{}]", vec![r#"{"a":1}"#; 60_000].join(","));
+    let wide = format!(
+        "{{{}}}",
+        (0..40_000)
+            .map(|i| format!("\"k{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let escaped = format!("[{}]", vec![r#""\u00e9\n""#; 30_000].join(","));
+    vec![
+        ("flat", flat),
+        ("records", records),
+        ("wide", wide),
+        ("escaped", escaped),
+    ]
+}
+
+#[test]
+fn a_parse_asks_for_its_documents_memory_before_it_holds_it() {
+    for (name, text) in dense_documents() {
+        // Unbounded: what the parse asks for covers the arena it built (and more: the
+        // scratch stacks, the name sets).
+        let arena = bumpalo::Bump::new();
+        let mut all = room(usize::MAX);
+        assert!(matches!(
+            doc::parse_within(text.as_bytes(), &arena, &mut all),
+            Ok(doc::Doc::Fast(_))
+        ));
+        assert!(
+            all.given >= arena.allocated_bytes(),
+            "{name}: asked {} for an arena of {}",
+            all.given,
+            arena.allocated_bytes()
+        );
+        // Given less than that: refused, and the arena never grew past what was given.
+        for share in [2, 4] {
+            let arena = bumpalo::Bump::new();
+            let mut part = room(all.given / share);
+            assert!(
+                matches!(
+                    doc::parse_within(text.as_bytes(), &arena, &mut part),
+                    Err(JsonError::OverBudget)
+                ),
+                "{name}: 1/{share}"
+            );
+            assert!(
+                arena.allocated_bytes() <= part.given,
+                "{name}: an arena of {} on {} given",
+                arena.allocated_bytes(),
+                part.given
+            );
+        }
+    }
+}
+
+#[test]
+fn an_ordinary_page_asks_for_no_more_than_its_bodies_share() {
+    let page = include_str!("../../benches/data/harness-legacy.json");
+    let arena = doc::Arena::take();
+    let mut first = room(usize::MAX);
+    assert!(doc::parse_within(page.as_bytes(), &arena, &mut first).is_ok());
+    drop(arena);
+    // A thread's spare arena holds the next page's tree without asking for it.
+    let arena = doc::Arena::take();
+    let mut again = room(usize::MAX);
+    assert!(doc::parse_within(page.as_bytes(), &arena, &mut again).is_ok());
+    // (A thread's first page, in a new arena, may ask for a little more: its chunks.)
+    assert!(
+        again.given <= page.len() * crate::budget::TREE_SHARE,
+        "{} then {} for {} bytes",
+        first.given,
+        again.given,
+        page.len()
+    );
+    assert!(first.given <= 2 * page.len() * crate::budget::TREE_SHARE);
+}
+
+#[test]
+fn serde_jsons_document_is_asked_for_before_it_is_built() {
+    let records = |n: usize| vec![r#"{"a":1,"b":"x"}"#; n].join(",");
+    // A repeated name at the end: serde_json builds the whole document, and the parse asks
+    // for it first (more than the scan's own tree).
+    let repeated = format!("[{},{{\"a\":1,\"a\":2}}]", records(20_000));
+    let arena = bumpalo::Bump::new();
+    let mut all = room(usize::MAX);
+    let parsed = doc::parse_within(repeated.as_bytes(), &arena, &mut all);
+    assert!(matches!(parsed, Ok(doc::Doc::Tree(_))));
+    let arena = bumpalo::Bump::new();
+    let mut scan_only = room(usize::MAX);
+    let clean = format!("[{}]", records(20_001));
+    assert!(doc::parse_within(clean.as_bytes(), &arena, &mut scan_only).is_ok());
+    assert!(
+        all.given > 3 * scan_only.given,
+        "{} against {}",
+        all.given,
+        scan_only.given
+    );
+    let arena = bumpalo::Bump::new();
+    assert!(matches!(
+        doc::parse_within(repeated.as_bytes(), &arena, &mut room(all.given - 1)),
+        Err(JsonError::OverBudget)
+    ));
+    // An error: serde_json stops where the scan did. A page cut short asks for what was read;
+    // a body that is not JSON at all for next to nothing, and keeps its verdict.
+    let cut = &clean[..clean.len() / 2];
+    let arena = bumpalo::Bump::new();
+    let mut r = room(usize::MAX);
+    assert!(matches!(
+        doc::parse_within(cut.as_bytes(), &arena, &mut r),
+        Err(JsonError::Invalid(_))
+    ));
+    assert!(r.given < all.given, "{} against {}", r.given, all.given);
+    let html = format!("<html>{}</html>", "x".repeat(1 << 20));
+    let arena = bumpalo::Bump::new();
+    let mut r = room(64 << 10);
+    assert!(matches!(
+        doc::parse_within(html.as_bytes(), &arena, &mut r),
+        Err(JsonError::Invalid(_))
+    ));
+}

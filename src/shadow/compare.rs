@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 
 use super::capture::{self, Captured};
 use crate::config::{Bodies, Config};
-use crate::diff::{self, doc::Doc, Difference, Kind, Rules, Seg};
+use crate::diff::doc::{Doc, Room, Unbounded};
+use crate::diff::{self, Difference, Kind, Rules, Seg};
 use crate::encoding;
 use crate::mapping::{runner::Runner, Chain};
 use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
@@ -305,7 +306,7 @@ pub fn compare(
         Captured::Aborted => return skipped(r, SkipReason::CallerAborted),
         Captured::OverBudget => return skipped(r, SkipReason::Memory),
     };
-    let (c_status, c_headers, c_body) = match candidate {
+    let (c_status, c_headers, c_body, mut held) = match candidate {
         Candidate::Timeout { limit, .. } => {
             let why = if limit == cfg.candidate.timeout {
                 String::new()
@@ -336,8 +337,9 @@ pub fn compare(
             status,
             headers,
             body,
+            held,
             ..
-        } => (status, headers, body),
+        } => (status, headers, body, held),
     };
     if c_status == StatusCode::TOO_MANY_REQUESTS {
         return outcome(
@@ -391,6 +393,12 @@ pub fn compare(
         headers: &c_headers,
         body: c_bytes,
     };
+    // The documents' memory: what the bodies' charge set aside for them, then more from the
+    // budget, through the candidate's holding (given back when the exchange is recorded).
+    let mut room = Charge {
+        free: (legacy.body.len() + candidate.body.len()).saturating_mul(crate::budget::TREE_SHARE),
+        held: &mut held,
+    };
     // The result, and whether this exchange keeps its bodies (decided by the sampler: a memo
     // hit shares the result of an earlier exchange, not its decision).
     let (compared, keep) = match shared {
@@ -413,12 +421,17 @@ pub fn compare(
                 &candidate,
                 cfg,
             );
-            let fresh = |keep| {
+            let mut fresh = |keep| {
                 let size = legacy.body.len() + candidate.body.len();
-                let fresh = Arc::new(compare_sides(&legacy, &candidate, rules, cfg, keep, maps));
-                // A mapping that timed out or crashed may pass next time: not kept. The memo
-                // charges the bodies and what their comparison holds.
-                if fresh.outcome != Outcome::MappingError {
+                let fresh = Arc::new(compare_sides(
+                    &legacy, &candidate, rules, cfg, keep, maps, &mut room,
+                ));
+                // A mapping that timed out or crashed may pass next time, and a comparison the
+                // budget could not hold may fit next time: not kept. The memo charges the
+                // bodies and what their comparison holds.
+                if fresh.outcome != Outcome::MappingError
+                    && fresh.outcome != Outcome::Skipped(SkipReason::Memory)
+                {
                     sh.memo
                         .insert(key, size + fresh.approx_bytes(), fresh.clone());
                 }
@@ -454,6 +467,7 @@ pub fn compare(
                 cfg,
                 Keep::Eligible,
                 maps,
+                &mut room,
             )),
             true,
         ),
@@ -643,7 +657,15 @@ pub fn noise_sample(
     if first.status != second.status {
         return None;
     }
-    let c = compare_sides(first, second, rules, cfg, Keep::Nothing, Maps::default());
+    let c = compare_sides(
+        first,
+        second,
+        rules,
+        cfg,
+        Keep::Nothing,
+        Maps::default(),
+        &mut Unbounded,
+    );
     match c.outcome {
         Outcome::Match | Outcome::Diff => {
             let listed = c.diffs.iter().map(|d| d.field.clone());
@@ -672,6 +694,7 @@ pub fn compare_bodies(
         cfg,
         Keep::Eligible,
         Maps::default(),
+        &mut Unbounded,
     )
 }
 
@@ -685,6 +708,7 @@ pub fn verdict(legacy: &Side<'_>, candidate: &Side<'_>, rules: &Rules, cfg: &Con
         cfg,
         Keep::Nothing,
         Maps::default(),
+        &mut Unbounded,
     )
     .outcome
 }
@@ -760,11 +784,13 @@ pub fn recompute_mapped(
         cfg,
         Keep::Nothing,
         maps,
+        &mut Unbounded,
     )
 }
 
 /// [`compare_bodies`], keeping what `keep` says. Bodies are serialised (after redaction) only
-/// once they are to be kept.
+/// once they are to be kept. The documents hold what `room` gives them (else the exchange is
+/// `skipped`, reason `memory`).
 fn compare_sides(
     legacy: &Side<'_>,
     candidate: &Side<'_>,
@@ -772,6 +798,7 @@ fn compare_sides(
     cfg: &Config,
     keep: Keep<'_>,
     maps: Maps<'_>,
+    room: &mut dyn Room,
 ) -> Compared {
     let max = cfg.shadow.max_body;
     let record = !matches!(keep, Keep::Nothing);
@@ -856,8 +883,11 @@ fn compare_sides(
     let arena = diff::doc::Arena::take();
     let (l_json, c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
-        Some(pre) => match parse_body(&l_raw, tree.0, &arena) {
+        Some(pre) => match parse_body(&l_raw, tree.0, &arena, room) {
             Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
+            Parsed::OverBudget => {
+                return done(Outcome::Skipped(SkipReason::Memory), over_budget("legacy"))
+            }
             l => (
                 l.json(),
                 Some(Doc::Tree(pre.clone())),
@@ -868,13 +898,21 @@ fn compare_sides(
                 },
             ),
         },
-        None => match (
-            parse_body(&l_raw, tree.0, &arena),
-            parse_body(&c_raw, tree.1, &arena),
-        ) {
-            (Parsed::TooDeep, _) => return done(Outcome::NotJson, too_deep("legacy")),
-            (_, Parsed::TooDeep) => return done(Outcome::NotJson, too_deep("candidate")),
-            (l, c) => (l.json(), c.json(), maps),
+        None => match parse_body(&l_raw, tree.0, &arena, room) {
+            Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
+            Parsed::OverBudget => {
+                return done(Outcome::Skipped(SkipReason::Memory), over_budget("legacy"))
+            }
+            l => match parse_body(&c_raw, tree.1, &arena, room) {
+                Parsed::TooDeep => return done(Outcome::NotJson, too_deep("candidate")),
+                Parsed::OverBudget => {
+                    return done(
+                        Outcome::Skipped(SkipReason::Memory),
+                        over_budget("candidate"),
+                    )
+                }
+                c => (l.json(), c.json(), maps),
+            },
         },
     };
     // A walked page carries its offset and total: legacy's paging fields, after the mapping.
@@ -1081,6 +1119,8 @@ enum Parsed<'b> {
     NotJson,
     /// JSON nested deeper than the parser's limit: refused, never recursed into.
     TooDeep,
+    /// Its document would not fit in the comparison's memory: not built.
+    OverBudget,
 }
 
 impl<'b> Parsed<'b> {
@@ -1093,20 +1133,52 @@ impl<'b> Parsed<'b> {
 }
 
 /// Parses a body: into a serde_json value with `tree`, else into whichever document reads the
-/// same ([`diff::doc::parse`]).
-fn parse_body<'b>(b: &'b [u8], tree: bool, arena: &'b bumpalo::Bump) -> Parsed<'b> {
+/// same ([`diff::doc::parse_within`], within `room`).
+fn parse_body<'b>(
+    b: &'b [u8],
+    tree: bool,
+    arena: &'b bumpalo::Bump,
+    room: &mut dyn Room,
+) -> Parsed<'b> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Parsed::NotJson;
     }
     let parsed = if tree {
         diff::parse_json(b).map(Doc::Tree)
     } else {
-        diff::doc::parse(b, arena)
+        diff::doc::parse_within(b, arena, room)
     };
     match parsed {
         Ok(v) => Parsed::Json(v),
         Err(diff::JsonError::TooDeep(_)) => Parsed::TooDeep,
         Err(diff::JsonError::Invalid(_)) => Parsed::NotJson,
+        Err(diff::JsonError::OverBudget) => Parsed::OverBudget,
+    }
+}
+
+fn over_budget(side: &str) -> String {
+    format!("{side} body: its document would need more memory than [shadow] max_bytes_in_flight has left")
+}
+
+/// The candidate's holding in the comparisons' memory budget, as the room of the comparison's
+/// documents: first what the bodies' charge set aside for them ([`crate::budget::TREE_SHARE`]),
+/// then more from the budget, given back with the holding when the exchange is recorded.
+struct Charge<'h> {
+    free: usize,
+    held: &'h mut crate::budget::Held,
+}
+
+impl Room for Charge<'_> {
+    fn take(&mut self, bytes: usize) -> bool {
+        if let Some(left) = self.free.checked_sub(bytes) {
+            self.free = left;
+            return true;
+        }
+        let granted = self.held.grow(bytes - self.free);
+        if granted {
+            self.free = 0;
+        }
+        granted
     }
 }
 
