@@ -16,7 +16,13 @@ pub enum DecodeError {
     Corrupt { encoding: String, message: String },
     #[error("decoded body exceeds {limit} bytes")]
     TooLarge { limit: usize },
+    /// The memory the decoded bytes would take was refused ([`decode_within`]).
+    #[error("decoded body: more memory than the budget has left")]
+    OverBudget,
 }
+
+/// Bytes a decoder reads out at a time, and asks for first.
+const STEP: usize = 64 << 10;
 
 /// Decodes `body` by the comma-separated `content_encoding` (applied in order, so decoded in reverse).
 /// A body without an encoding is passed through (no copy); any body over `limit` is refused.
@@ -24,6 +30,18 @@ pub fn decode(
     content_encoding: Option<&str>,
     body: Bytes,
     limit: usize,
+) -> Result<Bytes, DecodeError> {
+    decode_within(content_encoding, body, limit, &mut |_| true)
+}
+
+/// [`decode`], the memory the decoded bytes grow into asked of `room` before it is taken (each
+/// larger buffer, with the old one while the bytes move, less what was asked for already):
+/// [`DecodeError::OverBudget`] when it says no.
+pub fn decode_within(
+    content_encoding: Option<&str>,
+    body: Bytes,
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Bytes, DecodeError> {
     let Some(ce) = content_encoding else {
         if body.len() > limit {
@@ -35,23 +53,34 @@ pub fn decode(
     for enc in ce.rsplit(',').map(|e| e.trim().to_ascii_lowercase()) {
         body = match enc.as_str() {
             "" | "identity" => body,
-            "gzip" | "x-gzip" => {
-                read_decoded(flate2::read::MultiGzDecoder::new(&body[..]), &enc, limit)?
-            }
+            "gzip" | "x-gzip" => read_decoded(
+                flate2::read::MultiGzDecoder::new(&body[..]),
+                &enc,
+                limit,
+                room,
+            )?,
             // "deflate" is zlib-wrapped by the RFC, but some servers send raw deflate.
-            "deflate" => read_decoded(flate2::read::ZlibDecoder::new(&body[..]), &enc, limit)
-                .or_else(|_| {
-                    read_decoded(flate2::read::DeflateDecoder::new(&body[..]), &enc, limit)
-                })?,
+            "deflate" => {
+                match read_decoded(flate2::read::ZlibDecoder::new(&body[..]), &enc, limit, room) {
+                    Err(DecodeError::Corrupt { .. }) => read_decoded(
+                        flate2::read::DeflateDecoder::new(&body[..]),
+                        &enc,
+                        limit,
+                        room,
+                    )?,
+                    other => other?,
+                }
+            }
             "br" => read_decoded(
                 brotli_decompressor::Decompressor::new(&body[..], 8192),
                 &enc,
                 limit,
+                room,
             )?,
             "zstd" => {
                 let dec =
                     zstd::stream::read::Decoder::new(&body[..]).map_err(|e| corrupt(&enc, &e))?;
-                read_decoded(dec, &enc, limit)?
+                read_decoded(dec, &enc, limit, room)?
             }
             other => return Err(DecodeError::Unsupported(other.to_owned())),
         };
@@ -66,16 +95,39 @@ fn corrupt(enc: &str, e: &dyn std::fmt::Display) -> DecodeError {
     }
 }
 
-fn read_decoded(r: impl Read, enc: &str, limit: usize) -> Result<Bytes, DecodeError> {
-    let mut out = Vec::new();
-    let n = r
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(enc, &e))?;
-    if n > limit {
-        return Err(DecodeError::TooLarge { limit });
+fn read_decoded(
+    r: impl Read,
+    enc: &str,
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<Bytes, DecodeError> {
+    let mut r = r.take(limit as u64 + 1);
+    let mut out: Vec<u8> = Vec::new();
+    // The most held at once so far: a new buffer and the old one while the bytes move.
+    let mut peak = 0;
+    loop {
+        if out.capacity() - out.len() < STEP {
+            let cap = out.capacity();
+            let want = (out.len() + STEP).max(2 * cap);
+            if want + cap > peak {
+                if !room(want + cap - peak) {
+                    return Err(DecodeError::OverBudget);
+                }
+                peak = want + cap;
+            }
+            out.reserve_exact(want - out.len());
+        }
+        let n = (&mut r)
+            .take(STEP as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(enc, &e))?;
+        if out.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        if n == 0 {
+            return Ok(Bytes::from(out));
+        }
     }
-    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -155,5 +207,34 @@ mod tests {
             dec(Some("compress"), vec![], 100),
             Err(DecodeError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn decoded_bytes_are_asked_for_before_they_are_held() {
+        let text = vec![b'1'; 4 << 20];
+        let body = gzip(&text);
+        // Unbounded: the same bytes, and what was asked covers the buffer they are in.
+        let mut asked = 0;
+        let out = decode_within(Some("gzip"), Bytes::from(body.clone()), 8 << 20, &mut |n| {
+            asked += n;
+            true
+        })
+        .unwrap();
+        assert_eq!(out, text);
+        assert!(asked >= text.len(), "{asked}");
+        // Refused past 1 MiB: stopped there, before the rest is decoded.
+        let mut given = 0;
+        let refused = decode_within(Some("gzip"), Bytes::from(body), 8 << 20, &mut |n| {
+            if given + n > 1 << 20 {
+                return false;
+            }
+            given += n;
+            true
+        });
+        assert_eq!(refused, Err(DecodeError::OverBudget));
+        assert!(given <= 1 << 20);
+        // A body without an encoding asks for nothing (it is not copied).
+        let plain = decode_within(None, Bytes::from(text.clone()), 8 << 20, &mut |_| false);
+        assert_eq!(plain.unwrap().len(), text.len());
     }
 }

@@ -270,14 +270,20 @@ impl Room for Unbounded {
     }
 }
 
-/// serde_json's document against the compact tree's, per byte of the same text, at most: a
-/// value is 32 bytes to the compact tree's 24, and every string, number and name an allocation
-/// of its own (measured 1.6-2.8 × what the scan asks for, from a page of records to `[1,1,…]`).
-const TREE_COST: u128 = 4;
-
-/// The most serde_json's document holds per byte of text (`[1,1,…]`: 91 ×, measured; a page of
-/// records ~9 ×).
-const TREE_COST_MAX: u128 = 96;
+/// What serde_json's document of `text` may hold, at most: every string, number and name an
+/// allocation of its own (twice the text, for the allocator's rounding), and per `,` `:` `[` `{`
+/// a 32-byte value with its share of a list or map that doubles as it grows (measured: `[1,1,…]`
+/// 91 ×, a page of records 9 ×; this gives 98 × and ~15 ×). Counted from the text, not from what a
+/// scan built of it, so no prefix (whitespace, one long string) can make it small.
+pub fn tree_bytes(text: &[u8]) -> usize {
+    let structural = text
+        .iter()
+        .filter(|b| matches!(b, b',' | b':' | b'[' | b'{'))
+        .count();
+    text.len()
+        .saturating_mul(2)
+        .saturating_add(structural.saturating_mul(192))
+}
 
 /// Parses a body as [`super::parse_json`] does (same acceptance, same errors, same document),
 /// into the compact tree in `arena` whenever that reads the same ([`super::scan`]): its strings
@@ -286,11 +292,19 @@ pub fn parse<'b>(bytes: &'b [u8], arena: &'b Bump) -> Result<Doc<'b>, JsonError>
     parse_within(bytes, arena, &mut Unbounded)
 }
 
+/// [`super::parse_json`], its document ([`tree_bytes`]) asked of `room` before it is built.
+pub fn parse_json_within(bytes: &[u8], room: &mut dyn Room) -> Result<Value, JsonError> {
+    if !room.take(tree_bytes(bytes)) {
+        return Err(JsonError::OverBudget);
+    }
+    super::parse_json(bytes)
+}
+
 /// [`parse`], holding only what `room` gives: [`JsonError::OverBudget`] when the document would
 /// need more. The compact tree asks for its bytes as it is built. serde_json's (where the
-/// scanner doubts) is asked for at once, before it is built: [`TREE_COST`] times what the scan
-/// asked for when serde_json stops where the scan did (an error), and that much per byte read,
-/// extrapolated to the whole text, when it reads it all (a repeated member name).
+/// scanner doubts) is asked for at once, before it is built ([`tree_bytes`]): of the whole text
+/// when serde_json reads it all (a repeated member name, its own name for a number), else of the
+/// text up to where the scan stopped (an error, where serde_json stops too).
 pub fn parse_within<'b>(
     bytes: &'b [u8],
     arena: &'b Bump,
@@ -304,8 +318,6 @@ pub fn parse_within<'b>(
             false,
         ),
     };
-    // A thread's spare arena holds part of a tree without asking: counted in the estimate.
-    let spare = arena.allocated_bytes() as u128;
     let scanned = super::scan::scan(text, arena, room);
     let whole = match scanned.tree {
         Ok(tree) if whole_text => return Ok(Doc::Fast(tree)),
@@ -313,14 +325,12 @@ pub fn parse_within<'b>(
         Ok(_) => false,
         Err(Stop::Doubt { whole }) => whole,
     };
-    let (read, len) = (scanned.read as u128, text.len() as u128);
-    let prefix = TREE_COST * (scanned.spent as u128 + spare);
-    let estimate = if whole {
-        (prefix * len / read.max(1)).min(TREE_COST_MAX * len)
+    let read = if whole {
+        bytes.len()
     } else {
-        prefix.min(TREE_COST_MAX * (read + 64))
+        bytes.len().min(scanned.read + 64)
     };
-    if !room.take(usize::try_from(estimate).unwrap_or(usize::MAX)) {
+    if !room.take(tree_bytes(&bytes[..read])) {
         return Err(JsonError::OverBudget);
     }
     // An error, a repeated member, nesting at serde_json's limit, half a surrogate pair

@@ -34,9 +34,6 @@ pub(super) struct Scanned<'b> {
     pub tree: Result<Fast<'b>, Stop>,
     /// Bytes of the text read.
     pub read: usize,
-    /// Bytes it asked for to build its tree that far (the arena's new chunks, the scratch
-    /// stacks' new buffers).
-    pub spent: usize,
 }
 
 /// Why a scan gave no tree.
@@ -74,7 +71,6 @@ pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump, room: &mut dyn Room) -> S
         return Scanned {
             tree: Err(Stop::Doubt { whole: false }),
             read: at,
-            spent: 0,
         };
     }
     // The index (a bit per byte) and the scratch stacks' start.
@@ -84,7 +80,6 @@ pub(super) fn scan<'b>(text: &'b str, arena: &'b Bump, room: &mut dyn Room) -> S
         return Scanned {
             tree: Err(Stop::Refused),
             read: 0,
-            spent: 0,
         };
     }
     INDEX.with(|cell| {
@@ -144,7 +139,6 @@ fn scan_indexed<'b>(
             (false, false) => Err(Stop::Doubt { whole: s.whole }),
         },
         read: s.at,
-        spent: s.spent,
     }
 }
 

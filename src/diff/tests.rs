@@ -1071,6 +1071,28 @@ fn serde_jsons_document_is_asked_for_before_it_is_built() {
         doc::parse_within(repeated.as_bytes(), &arena, &mut room(all.given - 1)),
         Err(JsonError::OverBudget)
     ));
+    // A prefix the scan builds nothing of (whitespace, one long string) does not make the
+    // estimate small: serde_json still builds all that follows.
+    let first = format!("{{\"a\":1,\"a\":2}},{}", records(20_000));
+    for dodge in [
+        format!("{}[{first}]", " ".repeat(1 << 20)),
+        format!("[\"{}\",{first}]", "x".repeat(1 << 20)),
+    ] {
+        let arena = bumpalo::Bump::new();
+        let mut r = room(usize::MAX);
+        assert!(matches!(
+            doc::parse_within(dodge.as_bytes(), &arena, &mut r),
+            Ok(doc::Doc::Tree(_))
+        ));
+        let rest = doc::tree_bytes(first.as_bytes());
+        assert!(r.given >= rest, "{} against {rest}", r.given);
+    }
+    // And serde_json's document where a rule needs it (a mapping, a normalize rule) is asked
+    // for too.
+    assert!(matches!(
+        doc::parse_json_within(clean.as_bytes(), &mut room(clean.len())),
+        Err(JsonError::OverBudget)
+    ));
     // An error: serde_json stops where the scan did. A page cut short asks for what was read;
     // a body that is not JSON at all for next to nothing, and keeps its verdict.
     let cut = &clean[..clean.len() / 2];

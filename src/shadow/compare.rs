@@ -813,12 +813,26 @@ fn compare_sides(
         counted: Vec::new(),
         unlisted: 0,
     };
-    let decode = |s: &Side<'_>, side: &'static str| {
+    // A decoded body's bytes up to the received ones' are in the charge already (it counts
+    // them 8 times); past them they are asked of the room.
+    let mut decode = |s: &Side<'_>, side: &'static str| {
         let ce = s
             .headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        encoding::decode(ce, s.body.clone(), max).map_err(|e| (side, e))
+        let mut free = s.body.len();
+        let mut ask = |n: usize| match free.checked_sub(n) {
+            Some(left) => {
+                free = left;
+                true
+            }
+            None => {
+                let more = n - free;
+                free = 0;
+                room.take(more)
+            }
+        };
+        encoding::decode_within(ce, s.body.clone(), max, &mut ask).map_err(|e| (side, e))
     };
     let decoded = decode(legacy, "legacy").and_then(|l| Ok((l, decode(candidate, "candidate")?)));
     let (l_raw, c_raw) = match decoded {
@@ -827,6 +841,12 @@ fn compare_sides(
             return done(
                 Outcome::TooLarge,
                 format!("{side} body over {max} bytes once decoded"),
+            )
+        }
+        Err((side, encoding::DecodeError::OverBudget)) => {
+            return done(
+                Outcome::Skipped(SkipReason::Memory),
+                over_budget(side, "decoded bytes"),
             )
         }
         Err((side, e)) => return done(Outcome::NotJson, format!("{side} body: {e}")),
@@ -886,7 +906,10 @@ fn compare_sides(
         Some(pre) => match parse_body(&l_raw, tree.0, &arena, room) {
             Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
             Parsed::OverBudget => {
-                return done(Outcome::Skipped(SkipReason::Memory), over_budget("legacy"))
+                return done(
+                    Outcome::Skipped(SkipReason::Memory),
+                    over_budget("legacy", "document"),
+                )
             }
             l => (
                 l.json(),
@@ -901,14 +924,17 @@ fn compare_sides(
         None => match parse_body(&l_raw, tree.0, &arena, room) {
             Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
             Parsed::OverBudget => {
-                return done(Outcome::Skipped(SkipReason::Memory), over_budget("legacy"))
+                return done(
+                    Outcome::Skipped(SkipReason::Memory),
+                    over_budget("legacy", "document"),
+                )
             }
             l => match parse_body(&c_raw, tree.1, &arena, room) {
                 Parsed::TooDeep => return done(Outcome::NotJson, too_deep("candidate")),
                 Parsed::OverBudget => {
                     return done(
                         Outcome::Skipped(SkipReason::Memory),
-                        over_budget("candidate"),
+                        over_budget("candidate", "document"),
                     )
                 }
                 c => (l.json(), c.json(), maps),
@@ -1144,7 +1170,7 @@ fn parse_body<'b>(
         return Parsed::NotJson;
     }
     let parsed = if tree {
-        diff::parse_json(b).map(Doc::Tree)
+        diff::doc::parse_json_within(b, room).map(Doc::Tree)
     } else {
         diff::doc::parse_within(b, arena, room)
     };
@@ -1156,8 +1182,10 @@ fn parse_body<'b>(
     }
 }
 
-fn over_budget(side: &str) -> String {
-    format!("{side} body: its document would need more memory than [shadow] max_bytes_in_flight has left")
+fn over_budget(side: &str, what: &str) -> String {
+    format!(
+        "{side} body: its {what} would need more memory than [shadow] max_bytes_in_flight has left"
+    )
 }
 
 /// The candidate's holding in the comparisons' memory budget, as the room of the comparison's
