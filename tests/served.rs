@@ -728,3 +728,45 @@ async fn the_served_bytes_are_the_verified_document() {
     let got = get(&p.url("/r")).await;
     assert_eq!(got.body, Bytes::from_static(br#"{"role":"admin"}"#));
 }
+
+/// Verifying a served answer builds both documents on the caller's path: their memory comes from
+/// the comparisons' budget as they grow, and an answer the budget cannot verify is legacy's
+/// (before, a dense page was verified whatever it took: ~30 × each body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_to_verify_within_the_budget_is_legacys() {
+    let ones = vec!["1"; 1_500_000].join(",");
+    let legacy_body = bytes::Bytes::from(format!("[{ones}]"));
+    // The same document, written another way.
+    let candidate_body = bytes::Bytes::from(format!("[ {ones} ]"));
+    let l = legacy_body.clone();
+    let legacy = Upstream::start(move |_| {
+        Reply::bytes(200, l.clone()).header("content-type", "application/json")
+    })
+    .await;
+    let candidate = Upstream::start(move |_| {
+        Reply::bytes(200, candidate_body.clone()).header("content-type", "application/json")
+    })
+    .await;
+    for (budget, served_by) in [("32MiB", "legacy"), ("1GiB", "candidate")] {
+        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+        cfg.candidate_timeout = "60s".into();
+        cfg.store = "exchanges = \"all\"\n".into();
+        cfg.rest = format!(
+            "[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n{}{}",
+            phase("canary"),
+            route("r", "/r", "")
+        );
+        let p = start(cfg, None).await;
+        let got = get(&p.url("/r")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.body, legacy_body,
+            "{budget}: the caller got legacy's document"
+        );
+        let rows = wait_exchanges(&p, 1, "served_by, fallback");
+        assert_eq!(rows[0]["served_by"], served_by, "{budget}: {rows:?}");
+        if served_by == "legacy" {
+            assert_eq!(rows[0]["fallback"], "unverified", "{rows:?}");
+        }
+    }
+}

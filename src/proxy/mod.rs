@@ -501,6 +501,9 @@ impl Proxy {
         let mut headers = legacy.headers.clone();
         headers.remove(header::CONTENT_ENCODING);
         let max = self.max_body;
+        // The documents' memory comes from the comparisons' budget, given back when verified;
+        // what it cannot hold is not verified (legacy's answer is served).
+        let mut held = mirror.hold();
         let run = move || {
             let decoded = crate::encoding::decode(ce.as_deref(), body, max).ok()?;
             let rules = route.map_or(&cfg.diff.served_rules, |i| &cfg.routes[i].served_rules);
@@ -514,6 +517,7 @@ impl Proxy {
                 &side(c_status, candidate),
                 rules,
                 &cfg,
+                &mut held,
             ))
         };
         let outcome = if served.body.len() >= VERIFY_INLINE_BYTES {

@@ -699,8 +699,17 @@ pub fn compare_bodies(
 }
 
 /// Only the outcome of comparing two complete responses (a served answer's verification, on the
-/// caller's path): neither field presence nor kept texts are built.
-pub fn verdict(legacy: &Side<'_>, candidate: &Side<'_>, rules: &Rules, cfg: &Config) -> Outcome {
+/// caller's path): neither field presence nor kept texts are built. The documents' memory, and
+/// decoded bytes past the received ones, are taken from `held`'s budget as they grow (nothing
+/// set aside: the served answer is not charged up front); when it cannot give them the outcome
+/// is `skipped` (`memory`), which no served answer passes.
+pub fn verdict(
+    legacy: &Side<'_>,
+    candidate: &Side<'_>,
+    rules: &Rules,
+    cfg: &Config,
+    held: &mut crate::budget::Held,
+) -> Outcome {
     compare_sides(
         legacy,
         candidate,
@@ -708,7 +717,7 @@ pub fn verdict(legacy: &Side<'_>, candidate: &Side<'_>, rules: &Rules, cfg: &Con
         cfg,
         Keep::Nothing,
         Maps::default(),
-        &mut Unbounded,
+        &mut Charge { free: 0, held },
     )
     .outcome
 }

@@ -1112,6 +1112,12 @@ impl Mirror {
         self.cfg.clone()
     }
 
+    /// An empty holding in the comparisons' memory budget (a served answer's verification
+    /// takes its documents' memory from it).
+    pub fn hold(&self) -> Held {
+        self.shadow.budget.hold()
+    }
+
     /// The exchange's route (its index in the config).
     pub fn route(&self) -> Option<usize> {
         self.route
