@@ -23,6 +23,22 @@ pub const COMPARE_COST: usize = 8;
 /// they are built, or is not compared.
 pub const TREE_SHARE: usize = 5;
 
+/// Asks `take` for bytes past the first `free` ones asked for (those are charged already, as
+/// the bytes a body arrived in: what its decoded bytes take up to that size).
+pub fn past(mut free: usize, mut take: impl FnMut(usize) -> bool) -> impl FnMut(usize) -> bool {
+    move |n| match free.checked_sub(n) {
+        Some(left) => {
+            free = left;
+            true
+        }
+        None => {
+            let more = n - free;
+            free = 0;
+            take(more)
+        }
+    }
+}
+
 /// The shared budget, in bytes.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
@@ -132,5 +148,20 @@ mod tests {
         assert_eq!(b.available(), 100 - 10 * COMPARE_COST);
         assert!(!body.complete(100));
         assert_eq!(body.bytes(), 10 * COMPARE_COST);
+    }
+
+    #[test]
+    fn past_gives_what_is_charged_already_and_asks_for_the_rest() {
+        let mut taken = Vec::new();
+        let mut ask = past(10, |n| {
+            taken.push(n);
+            n <= 5
+        });
+        assert!(ask(4));
+        assert!(ask(6));
+        assert!(ask(5));
+        assert!(!ask(7));
+        drop(ask);
+        assert_eq!(taken, [5, 7]);
     }
 }

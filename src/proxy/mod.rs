@@ -505,7 +505,11 @@ impl Proxy {
         // what it cannot hold is not verified (legacy's answer is served).
         let mut held = mirror.hold();
         let run = move || {
-            let decoded = crate::encoding::decode(ce.as_deref(), body, max).ok()?;
+            // Decoded bytes past the received ones are asked of the budget too.
+            let decoded = {
+                let mut ask = crate::budget::past(body.len(), |n| held.grow(n));
+                crate::encoding::decode_within(ce.as_deref(), body, max, &mut ask).ok()?
+            };
             let rules = route.map_or(&cfg.diff.served_rules, |i| &cfg.routes[i].served_rules);
             let side = |status, body| compare::Side {
                 status,

@@ -829,18 +829,7 @@ fn compare_sides(
             .headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let mut free = s.body.len();
-        let mut ask = |n: usize| match free.checked_sub(n) {
-            Some(left) => {
-                free = left;
-                true
-            }
-            None => {
-                let more = n - free;
-                free = 0;
-                room.take(more)
-            }
-        };
+        let mut ask = crate::budget::past(s.body.len(), |n| room.take(n));
         encoding::decode_within(ce, s.body.clone(), max, &mut ask).map_err(|e| (side, e))
     };
     let decoded = decode(legacy, "legacy").and_then(|l| Ok((l, decode(candidate, "candidate")?)));
