@@ -117,15 +117,17 @@ fn scan_indexed<'b>(
         unescaped: String::new(),
         root: Fast::Null,
         shapes: [&[]; SHAPES],
-        room,
-        spent: 0,
+        spending: Spending {
+            room,
+            spent: 0,
+            granted: 0,
+            refused: false,
+            seen: arena.allocated_bytes(),
+            chunk: arena.allocated_bytes(),
+        },
         items_peak: SCRATCH * size_of::<Fast<'b>>(),
         members_peak: SCRATCH * size_of::<(&'b str, Fast<'b>)>(),
         set_peak: 0,
-        seen: arena.allocated_bytes(),
-        chunk: arena.allocated_bytes(),
-        granted: 0,
-        refused: false,
         whole: false,
     };
     let done = s.value(1, Dest::Root).is_some() && {
@@ -133,7 +135,7 @@ fn scan_indexed<'b>(
         s.at == s.bytes.len()
     };
     Scanned {
-        tree: match (done, s.refused) {
+        tree: match (done, s.spending.refused) {
             (true, _) => Ok(s.root),
             (false, true) => Err(Stop::Refused),
             (false, false) => Err(Stop::Doubt { whole: s.whole }),
@@ -154,24 +156,102 @@ enum Dest {
     Member(usize),
 }
 
-struct Scanner<'b, 'i> {
-    /// What the tree may hold: asked before the scratch stacks grow and as the arena fills.
+/// What a scan has asked its room for, asked before the scratch stacks grow and as the arena
+/// fills.
+struct Spending<'i> {
     room: &'i mut dyn Room,
-    /// Bytes asked for: the scratch stacks' new buffers, the arena's new chunks.
+    /// Bytes asked for: the scratch stacks' new buffers, the arena's new chunks, name sets.
     spent: usize,
+    /// Bytes the room gave.
+    granted: usize,
+    /// The room refused: the scan stopped for that, not for a doubt.
+    refused: bool,
     /// The arena's size when last looked at, and its last chunk's (at first its whole size:
     /// a reset arena keeps one chunk).
     seen: usize,
     chunk: usize,
+}
+
+impl Spending<'_> {
+    /// Counts `n` more bytes held; `None` (and `refused`) when the room cannot give them.
+    #[inline]
+    fn spend(&mut self, n: usize) -> Option<()> {
+        self.spent += n;
+        if self.spent <= self.granted {
+            return Some(());
+        }
+        self.ask()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ask(&mut self) -> Option<()> {
+        let want = (self.spent - self.granted).max(ASK_BYTES);
+        if self.room.take(want) {
+            self.granted += want;
+            Some(())
+        } else {
+            self.refused = true;
+            None
+        }
+    }
+
+    /// A holding that comes and goes (a scratch stack's move, a set of names) is `now` bytes
+    /// at this moment; what passes its largest moment so far (`peak`) is asked for.
+    fn reach_peak(&mut self, peak: &mut usize, now: usize) -> Option<()> {
+        if now > *peak {
+            self.spend(now - *peak)?;
+            *peak = now;
+        }
+        Some(())
+    }
+
+    /// Before `bytes` go into `arena`: when they may need a new chunk of it, the chunk is
+    /// asked for first. Chunks the arena has already (a thread's spare one) are not.
+    #[inline]
+    fn arena(&mut self, arena: &Bump, bytes: usize) -> Option<()> {
+        // (`+ 7`: a slice's alignment may take up to 7 bytes of the chunk.)
+        if bytes + 7 <= arena.chunk_capacity() {
+            return Some(());
+        }
+        self.new_chunk(arena, bytes + 7)
+    }
+
+    /// A new chunk is twice the arena's last one, or what it must hold (`bumpalo`'s rule),
+    /// rounded up to a page at most. (Asked for again if it did not come: an allocation that
+    /// fit after all.)
+    #[cold]
+    #[inline(never)]
+    fn new_chunk(&mut self, arena: &Bump, bytes: usize) -> Option<()> {
+        let total = arena.allocated_bytes();
+        if total > self.seen {
+            self.chunk = total - self.seen;
+            self.seen = total;
+        }
+        self.spend((2 * self.chunk).max(bytes).max(MIN_CHUNK) + PAGE)
+    }
+}
+
+/// Room for one more slot on a full scratch stack: it doubles, and its new buffer and the old
+/// one, held at once while the slots move, are asked for first (each stack's `peak`; the two
+/// stacks are counted as if they peaked together).
+#[cold]
+#[inline(never)]
+fn grow<T>(stack: &mut Vec<T>, peak: &mut usize, spending: &mut Spending<'_>) -> Option<()> {
+    let cap = stack.capacity();
+    let want = (cap * 2).max(1);
+    spending.reach_peak(peak, (want + cap) * size_of::<T>())?;
+    stack.reserve_exact(want - stack.len());
+    Some(())
+}
+
+struct Scanner<'b, 'i> {
+    spending: Spending<'i>,
     /// The most each scratch stack has held at once, in bytes.
     items_peak: usize,
     members_peak: usize,
     /// The largest set of names a repeated-name check has built.
     set_peak: usize,
-    /// Bytes the room gave.
-    granted: usize,
-    /// The room refused: the scan stopped for that, not for a doubt.
-    refused: bool,
     /// The scan stopped on a document serde_json reads whole (see [`Stop::Doubt`]).
     whole: bool,
     /// The text's string index.
@@ -201,91 +281,6 @@ const SERDE_NUMBER: &str = "$serde_json::private::Number";
 const SHAPES: usize = 32;
 
 impl<'b> Scanner<'b, '_> {
-    /// Counts `n` more bytes held; `None` (and `refused`) when the room cannot give them.
-    #[inline]
-    fn spend(&mut self, n: usize) -> Option<()> {
-        self.spent += n;
-        if self.spent <= self.granted {
-            return Some(());
-        }
-        self.ask()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn ask(&mut self) -> Option<()> {
-        let want = (self.spent - self.granted).max(ASK_BYTES);
-        if self.room.take(want) {
-            self.granted += want;
-            Some(())
-        } else {
-            self.refused = true;
-            None
-        }
-    }
-
-    /// Before `bytes` go into the arena: when they may need a new chunk of it, the chunk is
-    /// asked for first. Chunks the arena has already (a thread's spare one) are not.
-    #[inline]
-    fn arena_room(&mut self, bytes: usize) -> Option<()> {
-        // (`+ 7`: a slice's alignment may take up to 7 bytes of the chunk.)
-        if bytes + 7 <= self.arena.chunk_capacity() {
-            return Some(());
-        }
-        self.new_chunk(bytes + 7)
-    }
-
-    /// A new chunk is twice the arena's last one, or what it must hold (`bumpalo`'s rule),
-    /// rounded up to a page at most. (Asked for again if it did not come: an allocation that
-    /// fit after all.)
-    #[cold]
-    #[inline(never)]
-    fn new_chunk(&mut self, bytes: usize) -> Option<()> {
-        let total = self.arena.allocated_bytes();
-        if total > self.seen {
-            self.chunk = total - self.seen;
-            self.seen = total;
-        }
-        self.spend((2 * self.chunk).max(bytes).max(MIN_CHUNK) + PAGE)
-    }
-
-    /// A scratch stack's growth from `cap` to `want` slots of `size` bytes: its new buffer and
-    /// the old one are held at once while the slots move, so that moment is asked for, less
-    /// the stack's largest moment before (`peak`). (The two stacks are counted as if they
-    /// peaked together.)
-    fn grow_scratch(&mut self, cap: usize, want: usize, size: usize, peak: usize) -> Option<usize> {
-        let now = (want + cap) * size;
-        self.spend(now.saturating_sub(peak))?;
-        Some(now.max(peak))
-    }
-
-    /// Room for `more` items on the scratch stack, its new buffer asked for first.
-    #[cold]
-    #[inline(never)]
-    fn reserve_items(&mut self, more: usize) -> Option<()> {
-        let cap = self.items.capacity();
-        let want = (self.items.len() + more).max(cap * 2);
-        self.items_peak = self.grow_scratch(cap, want, size_of::<Fast<'b>>(), self.items_peak)?;
-        self.items.reserve_exact(want - self.items.len());
-        Some(())
-    }
-
-    /// [`Self::reserve_items`] for the members' stack.
-    #[cold]
-    #[inline(never)]
-    fn reserve_members(&mut self, more: usize) -> Option<()> {
-        let cap = self.members.capacity();
-        let want = (self.members.len() + more).max(cap * 2);
-        self.members_peak = self.grow_scratch(
-            cap,
-            want,
-            size_of::<(&'b str, Fast<'b>)>(),
-            self.members_peak,
-        )?;
-        self.members.reserve_exact(want - self.members.len());
-        Some(())
-    }
-
     #[inline]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
@@ -464,7 +459,7 @@ impl<'b> Scanner<'b, '_> {
             }
         };
         let out = done.then_some(()).and_then(|()| {
-            self.arena_room(buf.len())?;
+            self.spending.arena(self.arena, buf.len())?;
             Some(&*self.arena.alloc_str(&buf))
         });
         self.unescaped = buf;
@@ -508,7 +503,7 @@ impl<'b> Scanner<'b, '_> {
         }
         loop {
             if self.items.len() == self.items.capacity() {
-                self.reserve_items(1)?;
+                grow(&mut self.items, &mut self.items_peak, &mut self.spending)?;
             }
             // A string (most values) is read here; anything else by `value`, in place.
             if self.eat(b'"') {
@@ -522,7 +517,8 @@ impl<'b> Scanner<'b, '_> {
                 break;
             }
         }
-        self.arena_room((self.items.len() - base) * size_of::<Fast<'b>>())?;
+        let bytes = (self.items.len() - base) * size_of::<Fast<'b>>();
+        self.spending.arena(self.arena, bytes)?;
         let slice = self.arena.alloc_slice_copy(&self.items[base..]);
         self.items.truncate(base);
         self.put(dest, Fast::Array(slice));
@@ -545,7 +541,11 @@ impl<'b> Scanner<'b, '_> {
                 return None;
             }
             if self.members.len() == self.members.capacity() {
-                self.reserve_members(1)?;
+                grow(
+                    &mut self.members,
+                    &mut self.members_peak,
+                    &mut self.spending,
+                )?;
             }
             if self.eat(b'"') {
                 let v = Fast::String(self.string()?);
@@ -558,7 +558,8 @@ impl<'b> Scanner<'b, '_> {
                 break;
             }
         }
-        self.arena_room((self.members.len() - base) * size_of::<(&'b str, Fast<'b>)>())?;
+        let bytes = (self.members.len() - base) * size_of::<(&'b str, Fast<'b>)>();
+        self.spending.arena(self.arena, bytes)?;
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
         // serde_json (`arbitrary_precision`) reads an object whose first member has this name
@@ -573,10 +574,7 @@ impl<'b> Scanner<'b, '_> {
             // A large object's names go into a set for the check, held for its length: the
             // largest such set is asked for.
             let set = super::doc::name_set_bytes(slice.len());
-            if set > self.set_peak {
-                self.spend(set - self.set_peak)?;
-                self.set_peak = set;
-            }
+            self.spending.reach_peak(&mut self.set_peak, set)?;
             if super::doc::repeats_a_name(slice) {
                 self.whole = true;
                 return None;

@@ -899,46 +899,29 @@ fn compare_sides(
     // The compact trees of both documents live here, for the comparison's length (their
     // strings in the parser's documents, kept beside them).
     let arena = diff::doc::Arena::take();
-    let (l_json, c_json, maps) = match maps.premapped {
+    let l = parse_body(&l_raw, tree.0, &arena, room);
+    if let Some((outcome, reason)) = l.unusable("legacy") {
+        return done(outcome, reason);
+    }
+    let (c_json, maps) = match maps.premapped {
         // Served from the candidate: its document was mapped for the caller already.
-        Some(pre) => match parse_body(&l_raw, tree.0, &arena, room) {
-            Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
-            Parsed::OverBudget => {
-                return done(
-                    Outcome::Skipped(SkipReason::Memory),
-                    over_budget("legacy", "document"),
-                )
-            }
-            l => (
-                l.json(),
-                Some(Doc::Tree(pre.clone())),
-                Maps {
-                    candidate: None,
-                    premapped: None,
-                    ..maps
-                },
-            ),
-        },
-        None => match parse_body(&l_raw, tree.0, &arena, room) {
-            Parsed::TooDeep => return done(Outcome::NotJson, too_deep("legacy")),
-            Parsed::OverBudget => {
-                return done(
-                    Outcome::Skipped(SkipReason::Memory),
-                    over_budget("legacy", "document"),
-                )
-            }
-            l => match parse_body(&c_raw, tree.1, &arena, room) {
-                Parsed::TooDeep => return done(Outcome::NotJson, too_deep("candidate")),
-                Parsed::OverBudget => {
-                    return done(
-                        Outcome::Skipped(SkipReason::Memory),
-                        over_budget("candidate", "document"),
-                    )
-                }
-                c => (l.json(), c.json(), maps),
+        Some(pre) => (
+            Some(Doc::Tree(pre.clone())),
+            Maps {
+                candidate: None,
+                premapped: None,
+                ..maps
             },
-        },
+        ),
+        None => {
+            let c = parse_body(&c_raw, tree.1, &arena, room);
+            if let Some((outcome, reason)) = c.unusable("candidate") {
+                return done(outcome, reason);
+            }
+            (c.json(), maps)
+        }
     };
+    let l_json = l.json();
     // A walked page carries its offset and total: legacy's paging fields, after the mapping.
     let walked = maps.paging.and_then(|spec| {
         Some((
@@ -1148,6 +1131,18 @@ enum Parsed<'b> {
 }
 
 impl<'b> Parsed<'b> {
+    /// What the comparison ends with when this body (of `side`) cannot be compared at all.
+    fn unusable(&self, side: &str) -> Option<(Outcome, String)> {
+        match self {
+            Self::TooDeep => Some((Outcome::NotJson, too_deep(side))),
+            Self::OverBudget => Some((
+                Outcome::Skipped(SkipReason::Memory),
+                over_budget(side, "document"),
+            )),
+            Self::Json(_) | Self::NotJson => None,
+        }
+    }
+
     fn json(self) -> Option<Doc<'b>> {
         match self {
             Self::Json(v) => Some(v),
