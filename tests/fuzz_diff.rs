@@ -434,7 +434,40 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
     let every = per_pattern(&old, &[]);
     for room in [0, 150, 600, 4096, usize::MAX] {
         for listed in [0, 1, 3, usize::MAX] {
-            let found = diff::diff_docs(&ld, &cd, rules, diff::Bound { room, listed });
+            let bound = diff::Bound {
+                room,
+                listed,
+                examples: usize::MAX,
+            };
+            let found = diff::diff_docs(&ld, &cd, rules, bound);
+            // Listing only what the store keeps of each pattern (its first examples) changes
+            // nothing the store is given: the same differences in all, counted under the same
+            // patterns, the same first examples of each, in the order found.
+            for examples in [1, 2] {
+                let fewer = diff::diff_docs(&ld, &cd, rules, bound.with_examples(examples));
+                prop_assert_eq!(fewer.total(), found.total());
+                prop_assert_eq!(fewer.unlisted, found.unlisted);
+                prop_assert_eq!(
+                    per_pattern(&fewer.diffs, &fewer.counted),
+                    per_pattern(&found.diffs, &found.counted)
+                );
+                prop_assert_eq!(
+                    firsts(&fewer.diffs, examples),
+                    firsts(&found.diffs, examples)
+                );
+                // No more than those, but on paths too long to build a pattern for each.
+                let listed = per_pattern(&fewer.diffs, &[]);
+                for ((field, kind), n) in &listed {
+                    prop_assert!(
+                        *n <= examples || field.len() > 256,
+                        "{n} listed of {field} {kind:?}"
+                    );
+                }
+                let mut rest = found.diffs.iter();
+                for d in &fewer.diffs {
+                    prop_assert!(rest.any(|o| o == d), "{d:?} not listed in order");
+                }
+            }
             prop_assert_eq!(found.total(), old.len());
             let mut rest = old.iter();
             for d in &found.diffs {
@@ -472,6 +505,19 @@ fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
     prop_assert_eq!(ld.into_value(), lv);
     prop_assert_eq!(cd.into_value(), cv);
     Ok(())
+}
+
+/// The first `n` differences of each (field pattern, kind), in order: what the store keeps.
+fn firsts(diffs: &[diff::Difference], n: usize) -> Vec<&diff::Difference> {
+    let mut seen = std::collections::HashMap::<(&str, diff::Kind), usize>::new();
+    diffs
+        .iter()
+        .filter(|d| {
+            let k = seen.entry((d.field.as_str(), d.kind)).or_default();
+            *k += 1;
+            *k <= n
+        })
+        .collect()
 }
 
 /// Whether an object in `j` names a member twice (serde_json keeps the last value, at the

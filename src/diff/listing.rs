@@ -15,6 +15,14 @@
 //!   Those of longer paths are listed while the room holds them (charged
 //!   [`PAST_LISTED_COST`] more each), then counted in [`Found::unlisted`].
 //!
+//! - **what the store keeps**: it keeps a few examples of each (field pattern, kind) per exchange
+//!   (`[store] examples_per_field`) and counts the rest. With [`Bound::examples`], a difference
+//!   of an ordinary path among the first [`Bound::listed`] is listed only while its (field
+//!   pattern, kind) has fewer listed; past them it is counted under the pattern. The list then
+//!   holds what the store's examples are (the first of each pattern, in the order found) and the
+//!   counts are the same: a page of 50 records differing in two members lists 6, not 100
+//!   differences, each a pointer, a pattern and values built for nothing.
+//!
 //! Every difference is in one of the three: `diffs`, `counted` or `unlisted`.
 
 use std::collections::HashMap;
@@ -31,6 +39,9 @@ pub struct Bound {
     /// Differences listed before those of ordinary paths are only counted per (field pattern,
     /// kind) ([`Found::counted`]).
     pub listed: usize,
+    /// Differences of ordinary paths listed per (field pattern, kind) among the first
+    /// [`Bound::listed`]; the others are counted under it. `usize::MAX`: all listed.
+    pub examples: usize,
 }
 
 impl Bound {
@@ -38,7 +49,16 @@ impl Bound {
     pub const NONE: Self = Self {
         room: usize::MAX,
         listed: usize::MAX,
+        examples: usize::MAX,
     };
+
+    /// This bound, listing `n` differences per (field pattern, kind) (at least one).
+    pub const fn with_examples(self, n: usize) -> Self {
+        Self {
+            examples: if n == 0 { 1 } else { n },
+            ..self
+        }
+    }
 }
 
 /// What a comparison found: the differences it lists, those it counted per (field pattern,
@@ -121,15 +141,16 @@ pub(super) struct Tally {
     marks: usize,
 }
 
-const KINDS: usize = 5;
+pub(super) const KINDS: usize = 5;
 const NO_ROW: u32 = u32::MAX;
 
 struct Row {
     field: String,
     kind: Kind,
     n: usize,
-    /// Whether the row's example was met (listed, or counted when it did not fit).
-    listed: bool,
+    /// Differences of the row listed (its examples; one counted when it did not fit counts
+    /// as met).
+    listed: usize,
     /// A row of a listed difference's pattern ([`Tally::seed`]).
     seeded: bool,
 }
@@ -152,7 +173,7 @@ pub(super) enum Verdict {
     Unlisted,
 }
 
-fn kind_index(kind: Kind) -> usize {
+pub(super) fn kind_index(kind: Kind) -> usize {
     match kind {
         Kind::Missing => 0,
         Kind::Extra => 1,
@@ -173,7 +194,11 @@ impl Tally {
             // Only patterns of paths counted under them (longer ones are never looked up).
             if d.field.len() <= 2 * COUNTED_PATH {
                 if let Some(row) = self.row(&d.field, d.kind, true) {
-                    self.rows[row as usize].listed = true;
+                    // Rows met among the listed ones (with `examples`) have theirs already.
+                    if self.rows[row as usize].listed == 0 {
+                        self.rows[row as usize].listed = 1;
+                        self.note(Change::Listed(row));
+                    }
                 }
             }
         }
@@ -203,7 +228,7 @@ impl Tally {
             field: field.to_owned(),
             kind,
             n: 0,
-            listed: false,
+            listed: 0,
             seeded,
         });
         self.fresh += usize::from(!seeded);
@@ -217,16 +242,34 @@ impl Tally {
         if !self.seeded {
             self.seed(listed);
         }
+        let Some(row) = self.row_at(kind, path, false) else {
+            return Verdict::Unlisted;
+        };
+        self.count_past(row, 1)
+    }
+
+    /// The row of a difference of `kind` at `path` (whose [`glob::text_len`] is at most
+    /// [`COUNTED_PATH`]) among the `listed` first: these have as many rows as differences at
+    /// most, none refused.
+    pub(super) fn early_row(&mut self, kind: Kind, path: &[Seg<'_>]) -> u32 {
+        self.row_at(kind, path, true)
+            .expect("a seeded row is always made")
+    }
+
+    /// The row of the pattern of `path` (built in one reused buffer) and `kind`.
+    fn row_at(&mut self, kind: Kind, path: &[Seg<'_>], seeded: bool) -> Option<u32> {
         let mut pattern = std::mem::take(&mut self.pattern);
         pattern.clear();
         glob::push_field_pattern(&mut pattern, path);
-        let row = self.row(&pattern, kind, false);
+        let row = self.row(&pattern, kind, seeded);
         self.pattern = pattern;
-        let Some(row) = row else {
-            return Verdict::Unlisted;
-        };
+        row
+    }
+
+    /// Counts a difference under `row` once it lists `examples`; else it is to be listed.
+    pub(super) fn count_past(&mut self, row: u32, examples: usize) -> Verdict {
         let r = &mut self.rows[row as usize];
-        if !r.listed {
+        if r.listed < examples {
             return Verdict::Example(row);
         }
         r.n += 1;
@@ -238,7 +281,7 @@ impl Tally {
     /// the room (it is not offered again).
     pub(super) fn example(&mut self, row: u32, listed: bool) {
         let r = &mut self.rows[row as usize];
-        r.listed = true;
+        r.listed += 1;
         self.note(Change::Listed(row));
         if !listed {
             self.rows[row as usize].n += 1;
@@ -271,7 +314,7 @@ impl Tally {
         while self.log.len() > to {
             match self.log.pop().expect("longer than to") {
                 Change::Counted(row) => self.rows[row as usize].n -= 1,
-                Change::Listed(row) => self.rows[row as usize].listed = false,
+                Change::Listed(row) => self.rows[row as usize].listed -= 1,
                 Change::Seeded => self.seeded = false,
                 // Rows are created in order: a row taken back is the last one.
                 Change::Created(row) => {

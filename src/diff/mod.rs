@@ -317,6 +317,9 @@ fn diff_exact<L: Node, C: Node>(legacy: &L, candidate: &C, rules: &Rules, bound:
         out: Vec::new(),
         room: bound.room,
         listed: bound.listed,
+        examples: bound.examples,
+        early: 0,
+        last_rows: no_rows(),
         unlisted: 0,
         tally: Tally::default(),
     };
@@ -406,6 +409,14 @@ struct Walker<'r, 'a> {
     room: usize,
     /// Differences listed before the rest are counted per pattern ([`Bound::listed`]).
     listed: usize,
+    /// Differences of one (field pattern, kind) listed among those ([`Bound::examples`]).
+    examples: usize,
+    /// Differences found among the `listed` first: listed, or counted past their pattern's
+    /// `examples`.
+    early: usize,
+    /// The path of the last difference of each kind counted among those, and its row in the
+    /// tally (`u32::MAX`: none; see [`Walker::early_row`]).
+    last_rows: [(Vec<Seg<'a>>, u32); listing::KINDS],
     /// Differences found once the room was full (or with no row in the tally).
     unlisted: usize,
     /// Differences past the `listed` first, per (field pattern, kind).
@@ -605,7 +616,12 @@ impl<'a> Walker<'_, 'a> {
         // not qualify, what it reported is taken back and the general path below runs.
         // (Repeated keys pair up by position, as the alignment would pair them.)
         if la.len() == ca.len() {
-            let mark = (self.out.len(), self.room, self.unlisted, self.tally.mark());
+            let mark = (
+                (self.out.len(), self.early),
+                self.room,
+                self.unlisted,
+                self.tally.mark(),
+            );
             let mut same = true;
             for i in 0..la.len() {
                 match (key_of(&la[i], key), key_of(&ca[i], key)) {
@@ -620,7 +636,10 @@ impl<'a> Walker<'_, 'a> {
                 self.tally.keep();
                 return true;
             }
-            self.out.truncate(mark.0);
+            self.out.truncate(mark.0 .0);
+            self.early = mark.0 .1;
+            // Rows made since the mark are taken back.
+            self.last_rows = no_rows();
             (self.room, self.unlisted) = (mark.1, mark.2);
             self.tally.undo(mark.3);
         }
@@ -702,8 +721,28 @@ impl<'a> Walker<'_, 'a> {
             return;
         }
         let path_text = glob::text_len(path);
-        let listed = if self.out.len() < self.listed {
-            self.list(kind, path_text, 0, l, c)
+        let listed = if self.early < self.listed {
+            if self.examples == usize::MAX || path_text > listing::COUNTED_PATH {
+                self.list(kind, path_text, 0, l, c)
+            } else {
+                // Charged as if listed, so that the same differences are among the first
+                // `listed` whether or not their pattern has its examples already.
+                match self.admit(kind, path_text, 0) {
+                    None => false,
+                    Some(moved) => {
+                        let row = self.early_row(kind);
+                        match self.tally.count_past(row, self.examples) {
+                            Verdict::Example(row) => {
+                                self.push(kind, path_text, moved, l, c);
+                                self.tally.example(row, true);
+                            }
+                            Verdict::Counted => {}
+                            Verdict::Unlisted => unreachable!("early rows are never refused"),
+                        }
+                        true
+                    }
+                }
+            }
         } else if path_text > listing::COUNTED_PATH {
             // Past the listed ones, a long path's difference is listed while the room holds it
             // and its record, then counted from its length alone (building its pattern for
@@ -735,11 +774,37 @@ impl<'a> Walker<'_, 'a> {
         l: Option<&L>,
         c: Option<&C>,
     ) -> bool {
+        match self.admit(kind, path_text, surcharge) {
+            Some(moved) => {
+                self.push(kind, path_text, moved, l, c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tally's row of the difference of `kind` at the current path, among the `listed`
+    /// first. A page's differences repeat a few patterns (the same member of each record): a
+    /// path of the same names as the last one of its kind, its indices aside, has the same
+    /// pattern, so its row is known without building the pattern and looking it up.
+    fn early_row(&mut self, kind: Kind) -> u32 {
         let path = if kind == Kind::Extra {
             &self.cpath
         } else {
             &self.lpath
         };
+        let (last, row) = &mut self.last_rows[listing::kind_index(kind)];
+        if *row != u32::MAX && same_pattern(last, path) {
+            return *row;
+        }
+        *row = self.tally.early_row(kind, path);
+        last.clone_from(path);
+        *row
+    }
+
+    /// Takes a difference's cost from the room (`None`: it does not fit); `Some(moved)`:
+    /// whether its candidate pointer differs from its pointer (and was charged).
+    fn admit(&mut self, kind: Kind, path_text: usize, surcharge: usize) -> Option<bool> {
         // Whether the difference fits is known from the lengths of its path's names first:
         // one that does not is counted without reading them (comparing the two paths reads
         // every name above it: a long name above many members made that quadratic).
@@ -755,10 +820,27 @@ impl<'a> Walker<'_, 'a> {
                     0
                 },
             );
-        let Some(room) = self.room.checked_sub(cost) else {
-            return false;
+        self.room = self.room.checked_sub(cost)?;
+        if self.early < self.listed {
+            self.early += 1;
+        }
+        Some(moved)
+    }
+
+    /// Lists the difference at the current path of its kind, admitted.
+    fn push<L: Node + 'a, C: Node + 'a>(
+        &mut self,
+        kind: Kind,
+        path_text: usize,
+        moved: bool,
+        l: Option<&L>,
+        c: Option<&C>,
+    ) {
+        let path = if kind == Kind::Extra {
+            &self.cpath
+        } else {
+            &self.lpath
         };
-        self.room = room;
         let (pointer, field) = glob::pointer_and_field(path, path_text);
         let candidate_pointer = moved.then(|| glob::pointer(&self.cpath));
         self.out.push(Difference {
@@ -769,7 +851,6 @@ impl<'a> Walker<'_, 'a> {
             candidate: c.map(Node::to_value),
             candidate_pointer,
         });
-        true
     }
 
     /// A structural hash of an array element under the rules that can be applied without a
@@ -783,6 +864,22 @@ impl<'a> Walker<'_, 'a> {
         self.lpath = path;
         h
     }
+}
+
+/// No last row of any kind (see [`Walker::early_row`]).
+fn no_rows<'a>() -> [(Vec<Seg<'a>>, u32); listing::KINDS] {
+    std::array::from_fn(|_| (Vec::new(), u32::MAX))
+}
+
+/// Whether two paths have the same field pattern: the same names, and indices at the same
+/// places (any index is `*`).
+fn same_pattern(a: &[Seg<'_>], b: &[Seg<'_>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Seg::Key(x), Seg::Key(y)) => same_text(x, y),
+            (Seg::Index(_), Seg::Index(_)) => true,
+            _ => false,
+        })
 }
 
 /// Whether two values are the same scalar, written the same way: nothing to report under any

@@ -711,6 +711,7 @@ fn within(room: usize) -> Bound {
     Bound {
         room,
         listed: usize::MAX,
+        ..Bound::NONE
     }
 }
 
@@ -815,6 +816,7 @@ fn differences_past_the_listed_bound_are_counted_per_pattern_with_an_example_eac
     let bound = Bound {
         room: usize::MAX,
         listed: 10,
+        ..Bound::NONE
     };
     let found = diff_within(&l, &c, &rules(), bound);
     // The first ten listed, then one example of each pattern first met past them.
@@ -839,13 +841,60 @@ fn differences_past_the_listed_bound_are_counted_per_pattern_with_an_example_eac
 }
 
 #[test]
+fn a_pattern_lists_its_examples_and_counts_the_rest() {
+    // A page of records differing in two members each (one renamed: missing and extra), and
+    // a member with a long path: the store keeps `examples` of each (field pattern, kind).
+    let long = "n".repeat(listing::COUNTED_PATH);
+    let side = |v: i64, renamed: &str| {
+        let list: Vec<Value> = (0..50)
+            .map(|i| json!({"id": i, "status": v, renamed: i}))
+            .collect();
+        json!({"results": list, &long: [v, v, v, v]})
+    };
+    let (l, c) = (side(1, "manager_id"), side(2, "manager_employee_id"));
+    let all = diff_within(&l, &c, &rules(), Bound::NONE);
+    assert_eq!(all.diffs.len(), 154);
+    for examples in [1, 3] {
+        let found = diff_within(&l, &c, &rules(), Bound::NONE.with_examples(examples));
+        // Three patterns of ordinary paths: `examples` each, in the order found. The long
+        // path's four are listed (its pattern is not built for each).
+        assert_eq!(found.diffs.len(), 3 * examples + 4, "{examples}");
+        let mut seen = std::collections::HashMap::<(&str, Kind), usize>::new();
+        let firsts: Vec<&Difference> = all
+            .diffs
+            .iter()
+            .filter(|d| {
+                let n = seen.entry((d.field.as_str(), d.kind)).or_default();
+                *n += 1;
+                *n <= examples || d.field.len() > listing::COUNTED_PATH
+            })
+            .collect();
+        assert_eq!(found.diffs.iter().collect::<Vec<_>>(), firsts);
+        assert_eq!(counts_of(&found), counts_of(&all));
+        assert_eq!((found.total(), found.unlisted), (154, 0));
+    }
+    // With a listed bound too: those past it are counted as before, under the same rows.
+    let bound = Bound {
+        listed: 20,
+        ..Bound::NONE.with_examples(2)
+    };
+    let found = diff_within(&l, &c, &rules(), bound);
+    assert_eq!(found.diffs.len(), 6 + 4);
+    assert_eq!(counts_of(&found), counts_of(&all));
+}
+
+#[test]
 fn past_the_listed_bound_long_paths_are_listed_within_the_room() {
     // A path longer than COUNTED_PATH is not counted under its pattern: listed while the room
     // holds it and its record, then only counted.
     let long = "n".repeat(listing::COUNTED_PATH);
     let l = json!({"a": 1, "b": 1, &long: [1, 2, 3]});
     let c = json!({"a": 2, "b": 2, &long: [4, 5, 6]});
-    let bound = |room| Bound { room, listed: 1 };
+    let bound = |room| Bound {
+        room,
+        listed: 1,
+        ..Bound::NONE
+    };
     let found = diff_within(&l, &c, &rules(), bound(usize::MAX));
     assert_eq!((found.diffs.len(), found.unlisted), (5, 0), "{found:?}");
     assert!(found.counted.is_empty());
@@ -869,6 +918,7 @@ fn past_the_listed_bound_new_patterns_past_the_rows_are_only_counted() {
         Bound {
             room: usize::MAX,
             listed: 0,
+            ..Bound::NONE
         },
     );
     // One example and one count per row.
@@ -897,6 +947,7 @@ fn past_the_rows_a_listed_pattern_is_still_counted_under_it() {
     let bound = Bound {
         room: usize::MAX,
         listed: 1,
+        ..Bound::NONE
     };
     let found = diff_within(&side(1), &side(2), &r, bound);
     assert_eq!(found.diffs[0].field, "/*/a");
@@ -929,6 +980,7 @@ fn a_keyed_array_walked_again_counts_each_pattern_once() {
             Bound {
                 room: usize::MAX,
                 listed,
+                ..Bound::NONE
             },
         );
         assert_eq!(found.total(), 6, "listed {listed}: {found:?}");
@@ -941,6 +993,51 @@ fn a_keyed_array_walked_again_counts_each_pattern_once() {
                 .diffs
                 .iter()
                 .any(|f| f.field == d.field && f.kind == d.kind));
+        }
+    }
+}
+
+#[test]
+fn a_keyed_array_walked_again_lists_each_patterns_examples_once() {
+    // As above, listing examples per pattern: the rows the fast path made are taken back, and
+    // so is what the walk remembers of the last row of each kind.
+    for members in [&["v"][..], &["v", "w"]] {
+        let side = |ids: [u8; 3], v: u8| {
+            let list: Vec<Value> = ids
+                .iter()
+                .map(|&id| {
+                    let mut o = serde_json::Map::new();
+                    o.insert("id".into(), json!(id));
+                    for m in members {
+                        o.insert((*m).into(), json!(v));
+                    }
+                    Value::Object(o)
+                })
+                .collect();
+            Value::Array(list)
+        };
+        let (l, c) = (side([1, 2, 3], 1), side([1, 3, 2], 2));
+        let r = Rules {
+            auto_keys: true,
+            ..rules()
+        };
+        let all = diff_within(&l, &c, &r, Bound::NONE);
+        assert_eq!(all.diffs.len(), 3 * members.len());
+        for examples in 1..=3 {
+            for listed in [0, 1, 2, usize::MAX] {
+                let bound = Bound {
+                    room: usize::MAX,
+                    listed,
+                    examples,
+                };
+                let found = diff_within(&l, &c, &r, bound);
+                assert_eq!(counts_of(&found), counts_of(&all), "{bound:?}");
+                assert_eq!((found.total(), found.unlisted), (all.diffs.len(), 0));
+                for m in members {
+                    let n = found.diffs.iter().filter(|d| d.field == format!("/*/{m}"));
+                    assert!((1..=examples).contains(&n.count()), "{bound:?}");
+                }
+            }
         }
     }
 }

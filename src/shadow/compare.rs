@@ -514,7 +514,9 @@ pub struct Compared {
     pub size: usize,
     /// What the id crosswalk learned and met (a route with ids).
     pub ids: Option<Arc<crate::record::IdsSeen>>,
-    /// Differences found past [`LISTING`]'s first 10,000, counted per (field pattern, kind).
+    /// Differences counted per (field pattern, kind), not listed: past the examples of their
+    /// pattern a recorded comparison lists (`[store] examples_per_field`), or past
+    /// [`LISTING`]'s first 10,000.
     pub counted: Vec<diff::Counted>,
     /// Differences found past the room for listing them ([`LISTING`]) or with no row in
     /// `counted`: counted, not listed.
@@ -582,8 +584,12 @@ pub struct KeptTexts {
 /// What a comparison keeps for the store.
 #[derive(Clone, Copy)]
 enum Keep<'a> {
-    /// Nothing (noise learning): no body texts, no field presence.
+    /// Nothing (noise learning, recomputing a recorded exchange): no body texts, no field
+    /// presence.
     Nothing,
+    /// Only the outcome (a served answer's verification): as [`Keep::Nothing`], with one
+    /// difference listed per (field pattern, kind).
+    Verdict,
     /// Field presence, and the bodies `[store] bodies` makes eligible.
     Eligible,
     /// Field presence, and the bodies the sampler admits (for the route).
@@ -603,9 +609,14 @@ const MAX_PRESENT: usize = 1000;
 /// - 10,000 differences; past them, those of ordinary paths are counted per (field pattern,
 ///   kind), which is what the store keeps (with an example of each pattern, still listed): a
 ///   10 MB page whose every value differs does not hold a few hundred bytes per value.
+///
+/// A recorded comparison lists fewer: [`diff::Bound::with_examples`] the store's examples per
+/// pattern (`[store] examples_per_field`); a served answer's verification one per pattern. A
+/// comparison whose differences the id crosswalk reads one by one lists them all.
 pub const LISTING: diff::Bound = diff::Bound {
     room: 4 << 20,
     listed: 10_000,
+    examples: usize::MAX,
 };
 
 /// Lists of present patterns a thread remembers (see [`shared_presence`]).
@@ -715,7 +726,7 @@ pub fn verdict(
         candidate,
         rules,
         cfg,
-        Keep::Nothing,
+        Keep::Verdict,
         Maps::default(),
         &mut Charge { free: 0, held },
     )
@@ -810,7 +821,7 @@ fn compare_sides(
     room: &mut dyn Room,
 ) -> Compared {
     let max = cfg.shadow.max_body;
-    let record = !matches!(keep, Keep::Nothing);
+    let record = !matches!(keep, Keep::Nothing | Keep::Verdict);
     let done = |outcome, reason: String| Compared {
         outcome,
         reason: Some(reason),
@@ -960,7 +971,16 @@ fn compare_sides(
     };
     match (&l_json, &c_json) {
         (Some(l), Some(c)) => {
-            let found = diff::diff_docs(l, c, rules, LISTING);
+            // A recorded exchange lists what the store keeps of each pattern (its examples);
+            // the crosswalk below reads every difference's pointer, so it gets them all.
+            let bound = match (&keep, &applied) {
+                (Keep::Eligible | Keep::Sampled(..), None) => {
+                    LISTING.with_examples(cfg.store.examples_per_field)
+                }
+                (Keep::Verdict, None) => LISTING.with_examples(1),
+                _ => LISTING,
+            };
+            let found = diff::diff_docs(l, c, rules, bound);
             (unlisted, counted) = (found.unlisted, found.counted);
             let mut found = found.diffs;
             if let Some(a) = &applied {
@@ -1007,7 +1027,7 @@ fn compare_sides(
     }
     let size = l_raw.len() + c_raw.len();
     let keep = match keep {
-        Keep::Nothing => false,
+        Keep::Nothing | Keep::Verdict => false,
         Keep::Eligible => match cfg.store.bodies {
             Bodies::Never => false,
             Bodies::OnDiff => outcome != Outcome::Match,
@@ -1535,6 +1555,51 @@ mod room_tests {
         assert_eq!(over.map(|c| c.n), Some(got.unlisted as i64));
     }
 
+    /// A recorded comparison lists what the store keeps of each (field pattern, kind): its
+    /// first `[store] examples_per_field` differences; it counts the others under the pattern.
+    /// The store gets the same rows as from the whole list (the benchmark harness's page: 103
+    /// differences of 3 patterns).
+    #[test]
+    fn a_recorded_comparison_lists_what_the_store_keeps() {
+        let headers = HeaderMap::new();
+        let side = |body: &'static [u8]| Side {
+            status: StatusCode::OK,
+            headers: &headers,
+            body: Bytes::from_static(body),
+        };
+        let (l, c) = (
+            side(include_bytes!("../../benches/data/harness-legacy.json")),
+            side(include_bytes!("../../benches/data/harness-candidate.json")),
+        );
+        for examples in [1, 3, 200] {
+            let cfg = Config::parse(&format!("[store]\nexamples_per_field = {examples}\n"), None)
+                .unwrap();
+            let rules = &cfg.diff.rules;
+            let some = compare_bodies(&l, &c, rules, &cfg);
+            let every = compare_sides(
+                &l,
+                &c,
+                rules,
+                &cfg,
+                Keep::Nothing,
+                Maps::default(),
+                &mut Unbounded,
+            );
+            assert_eq!(every.diffs.len(), 103);
+            // 50 `manager_id` missing, 50 `manager_employee_id` extra, 3 `status` changed.
+            let listed = 2 * examples.min(50) + examples.min(3);
+            assert_eq!(some.diffs.len(), listed);
+            assert_eq!(some.diff_count(), 103);
+            let record = |c: &Compared| {
+                let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
+                c.fill(&mut r);
+                r.bound(examples, 1024);
+                (r.counts().into_owned(), r.diffs)
+            };
+            assert_eq!(record(&some), record(&every), "{examples} per field");
+        }
+    }
+
     fn compared(legacy: String, candidate: String) -> Compared {
         let cfg = Config::defaults();
         let headers = HeaderMap::new();
@@ -1549,7 +1614,7 @@ mod room_tests {
     /// Ordinary names, every value differing: none past the overflow row, however many (an
     /// outside review found 130,387 of 200,000 differences of one array in `(other fields)`
     /// when the room was a multiple of the bodies' bytes and charged every path). Past the
-    /// first 10,000 they are counted under their pattern, not listed: the 10 MB page of a
+    /// store's examples they are counted under their pattern, not listed: the 10 MB page of a
     /// wrong mapping does not hold a few hundred bytes per value.
     #[test]
     fn a_page_of_ordinary_names_is_counted_whole_and_listed_in_part() {
@@ -1564,16 +1629,18 @@ mod room_tests {
         assert_eq!(got.outcome, Outcome::Diff);
         assert_eq!(got.diff_count(), 50_001);
         assert_eq!(got.unlisted, 0);
-        // The first 10,000, then one example of each pattern first met past them.
-        assert_eq!(got.diffs.len(), LISTING.listed + 1);
-        assert_eq!(got.diffs.last().map(|d| d.pointer.as_str()), Some("/tail"));
+        // What the store keeps of each pattern (`examples_per_field`, 3): the array's first
+        // three, the tail's one.
+        let pointers: Vec<&str> = got.diffs.iter().map(|d| d.pointer.as_str()).collect();
         let pattern = "/organization_account/usage_statistics/daily_request_counts/*";
+        let at = |i: usize| format!("{}/{i}", pattern.trim_end_matches("/*"));
+        assert_eq!(pointers, [&at(0), &at(1), &at(2), "/tail"]);
         assert_eq!(
             got.counted
                 .iter()
                 .map(|c| (c.field.as_str(), c.n))
                 .collect::<Vec<_>>(),
-            [(pattern, 50_000 - LISTING.listed)]
+            [(pattern, 50_000 - 3)]
         );
         // The record counts every difference under its pattern, none in the overflow row.
         let mut r = crate::store::test_record(std::time::UNIX_EPOCH);
