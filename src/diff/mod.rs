@@ -617,7 +617,8 @@ impl<'a> Walker<'_, 'a> {
         // (Repeated keys pair up by position, as the alignment would pair them.)
         if la.len() == ca.len() {
             let mark = (
-                (self.out.len(), self.early),
+                self.out.len(),
+                self.early,
                 self.room,
                 self.unlisted,
                 self.tally.mark(),
@@ -636,12 +637,11 @@ impl<'a> Walker<'_, 'a> {
                 self.tally.keep();
                 return true;
             }
-            self.out.truncate(mark.0 .0);
-            self.early = mark.0 .1;
+            self.out.truncate(mark.0);
+            (self.early, self.room, self.unlisted) = (mark.1, mark.2, mark.3);
             // Rows made since the mark are taken back.
             self.last_rows = no_rows();
-            (self.room, self.unlisted) = (mark.1, mark.2);
-            self.tally.undo(mark.3);
+            self.tally.undo(mark.4);
         }
         let Some((lseq, cseq)) = key_seq(la, key).zip_lazy(|| key_seq(ca, key)) else {
             return false;
@@ -712,11 +712,7 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn emit<L: Node + 'a, C: Node + 'a>(&mut self, kind: Kind, l: Option<&L>, c: Option<&C>) {
-        let path = if kind == Kind::Extra {
-            &self.cpath
-        } else {
-            &self.lpath
-        };
+        let path = path_of(kind, &self.lpath, &self.cpath);
         if self.rules.is_ignored(path) {
             return;
         }
@@ -725,23 +721,7 @@ impl<'a> Walker<'_, 'a> {
             if self.examples == usize::MAX || path_text > listing::COUNTED_PATH {
                 self.list(kind, path_text, 0, l, c)
             } else {
-                // Charged as if listed, so that the same differences are among the first
-                // `listed` whether or not their pattern has its examples already.
-                match self.admit(kind, path_text, 0) {
-                    None => false,
-                    Some(moved) => {
-                        let row = self.early_row(kind);
-                        match self.tally.count_past(row, self.examples) {
-                            Verdict::Example(row) => {
-                                self.push(kind, path_text, moved, l, c);
-                                self.tally.example(row, true);
-                            }
-                            Verdict::Counted => {}
-                            Verdict::Unlisted => unreachable!("early rows are never refused"),
-                        }
-                        true
-                    }
-                }
+                self.list_example(kind, path_text, l, c)
             }
         } else if path_text > listing::COUNTED_PATH {
             // Past the listed ones, a long path's difference is listed while the room holds it
@@ -783,22 +763,41 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
+    /// Among the `listed` first, a difference of an ordinary path: charged to the room as if
+    /// listed (so that the same differences are among the first `listed` whether or not their
+    /// pattern has its examples already), then listed while its (field pattern, kind) has fewer
+    /// than `examples` listed, else counted under it; `false` when it does not fit.
+    fn list_example<L: Node + 'a, C: Node + 'a>(
+        &mut self,
+        kind: Kind,
+        path_text: usize,
+        l: Option<&L>,
+        c: Option<&C>,
+    ) -> bool {
+        let Some(moved) = self.admit(kind, path_text, 0) else {
+            return false;
+        };
+        let row = self.early_row(kind);
+        if let Verdict::Example(row) = self.tally.count_past(row, self.examples) {
+            self.push(kind, path_text, moved, l, c);
+            self.tally.example(row, true);
+        }
+        true
+    }
+
     /// The tally's row of the difference of `kind` at the current path, among the `listed`
     /// first. A page's differences repeat a few patterns (the same member of each record): a
     /// path of the same names as the last one of its kind, its indices aside, has the same
     /// pattern, so its row is known without building the pattern and looking it up.
     fn early_row(&mut self, kind: Kind) -> u32 {
-        let path = if kind == Kind::Extra {
-            &self.cpath
-        } else {
-            &self.lpath
-        };
+        let path = path_of(kind, &self.lpath, &self.cpath);
         let (last, row) = &mut self.last_rows[listing::kind_index(kind)];
         if *row != u32::MAX && same_pattern(last, path) {
             return *row;
         }
         *row = self.tally.early_row(kind, path);
-        last.clone_from(path);
+        last.clear();
+        last.extend_from_slice(path);
         *row
     }
 
@@ -836,11 +835,7 @@ impl<'a> Walker<'_, 'a> {
         l: Option<&L>,
         c: Option<&C>,
     ) {
-        let path = if kind == Kind::Extra {
-            &self.cpath
-        } else {
-            &self.lpath
-        };
+        let path = path_of(kind, &self.lpath, &self.cpath);
         let (pointer, field) = glob::pointer_and_field(path, path_text);
         let candidate_pointer = moved.then(|| glob::pointer(&self.cpath));
         self.out.push(Difference {
@@ -863,6 +858,16 @@ impl<'a> Walker<'_, 'a> {
         path.pop();
         self.lpath = path;
         h
+    }
+}
+
+/// The path a difference of `kind` is at: the candidate's for an extra member or element,
+/// legacy's otherwise.
+fn path_of<'p, 'a>(kind: Kind, lpath: &'p [Seg<'a>], cpath: &'p [Seg<'a>]) -> &'p [Seg<'a>] {
+    if kind == Kind::Extra {
+        cpath
+    } else {
+        lpath
     }
 }
 
