@@ -28,7 +28,7 @@ impl Proc {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         std::fs::write(dir.path().join("sd.toml"), cfg.text()).unwrap();
-        Self::start_in(dir, "sd.toml", &[], ulimit_nofile)
+        Self::start_in(dir, "sd.toml", &cfg.env, ulimit_nofile)
     }
 
     /// Starts the binary on a config already in `dir` (`config` relative to it), with these
@@ -250,6 +250,8 @@ pub struct Conf {
     pub store: String,
     pub rest: String,
     pub files: Vec<(&'static str, String)>,
+    /// Environment variables of the binary's process.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Conf {
