@@ -649,8 +649,14 @@ async fn the_guard_rolls_back_when_the_candidate_starts_failing() {
     let (candidate, failing) = switchable().await;
     // The shadow leg's breaker off: the exchange after the rollback is shadow traffic the
     // test wants compared (with it on, the failing candidate's calls are skipped: `breaker`).
-    let toml = format!("{GUARDED}\n[shadow.breaker]\nburst = 0\n")
-        .replace("window = \"1m\"", "window = \"1m\"\nmin_sample = 30");
+    // Every exchange keeps its row: with the default (`sampled`, 100 rows per hour and kind),
+    // a slow guard lets more than 100 failures through before the rollback, and the row of the
+    // exchange after it is not kept (CI saw that).
+    let toml = format!(
+        "{GUARDED}\n[shadow.breaker]\nburst = 0\n\
+         [store]\npath = \"store/shadowdiff.db\"\nexchanges = \"all\"\n"
+    )
+    .replace("window = \"1m\"", "window = \"1m\"\nmin_sample = 30");
     let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), &toml).await;
     for _ in 0..20 {
         assert_eq!(get(&sd.url("/d")).await.json()["served"], "candidate");
