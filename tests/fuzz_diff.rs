@@ -390,6 +390,29 @@ fn text(j: &J, style: u8) -> String {
     s
 }
 
+/// A page of records: edited copies of one record, each written in a style of its own (names
+/// escaped in some, plain in others), so that most records name what the record before named,
+/// and some do not, or spell it otherwise (what the scan expects from the record before).
+fn arb_records() -> impl Strategy<Value = String> {
+    (arb_j(), prop::collection::vec((any::<u64>(), 0u8..4), 1..8)).prop_map(|(record, edits)| {
+        let mut page = String::from("[");
+        for (i, (seed, style)) in edits.into_iter().enumerate() {
+            if i > 0 {
+                page.push(',');
+            }
+            // Half of them the record as it is.
+            let r = if seed % 2 == 0 {
+                record.clone()
+            } else {
+                edit(&record, &mut (seed | 1))
+            };
+            render(&r, style, &mut page);
+        }
+        page.push(']');
+        page
+    })
+}
+
 /// Both paths over two texts: the serde_json documents' differences and patterns, and what the
 /// parsed documents (of whichever kind) give, alone and mixed with the other kind.
 fn both_paths(l: &str, c: &str, rules: &Rules) -> Result<(), TestCaseError> {
@@ -558,6 +581,17 @@ proptest! {
         }
     }
 
+    /// Pages of records alike: the same comparison from both paths.
+    #[test]
+    fn pages_of_records_alike_give_the_same_comparison(
+        l in arb_records(),
+        c in arb_records(),
+        rules in arb_rules(),
+    ) {
+        both_paths(&l, &c, &rules)?;
+        both_paths(&l, &l, &rules)?;
+    }
+
     /// Bytes that are mostly JSON: accepted by one path exactly when by the other, refused for
     /// the same reason, read as the same document.
     #[test]
@@ -565,6 +599,22 @@ proptest! {
         b in prop_oneof![
             mutated(),
             prop::collection::vec(any::<u8>(), 0..64),
+            // A byte inserted, or one taken out (a backslash of an escaped quote in a name
+            // the next record expects, say).
+            (arb_records(), prop::collection::vec((any::<prop::sample::Index>(), any::<Option<u8>>()), 0..3))
+                .prop_map(|(page, edits)| {
+                    let mut b = page.into_bytes();
+                    for (at, byte) in edits {
+                        match byte {
+                            Some(byte) => b.insert(at.index(b.len() + 1), byte),
+                            None if !b.is_empty() => {
+                                b.remove(at.index(b.len()));
+                            }
+                            None => {}
+                        }
+                    }
+                    b
+                }),
             (arb_j(), 0u8..4, prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..3))
                 .prop_map(|(j, style, edits)| {
                     let mut b = text(&j, style).into_bytes();

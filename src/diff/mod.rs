@@ -51,7 +51,12 @@ pub fn is_date_with_time(l: &str, c: &str) -> bool {
 /// two of loads rather than by a call to `memcmp`, which dominated the walk's string compares.
 #[inline(always)]
 fn same_text(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same_text`] of bytes.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -1136,12 +1141,13 @@ fn is_container<N: Node>(v: &N) -> bool {
     }
 }
 
-/// Whether two objects name the same members in the same order.
+/// Whether two objects name the same members in the same order. (The scan shares a record's
+/// names with the record before where they are the same: those are the same text.)
 fn same_member_names<N: Node>(a: &N::Object, b: &N::Object) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b.iter())
-            .all(|((x, _), (y, _))| same_text(x, y))
+            .all(|((x, _), (y, _))| std::ptr::eq(x, y) || same_text(x, y))
 }
 
 /// Fields deeper than this many segments are not counted as present (their pattern texts grow

@@ -13,6 +13,11 @@
 //! its quotes are a `&str` as they are. The bytes that end or interrupt a string (`"`, `\`, and
 //! the control characters serde_json refuses) are found from the text's string index
 //! ([`super::index`], built first, 64 bytes at a time).
+//!
+//! The records of a page mostly name the same members in the same order: an object's names are
+//! expected from the object at the same place in the element before (the previous record's),
+//! compared with the text where they are instead of searched for, and an object named as that
+//! one was needs no check for a repeated name ([`Scanner::object`]).
 
 use bumpalo::Bump;
 
@@ -130,7 +135,7 @@ fn scan_indexed<'b>(
         set_peak: 0,
         whole: false,
     };
-    let done = s.value(1, Dest::Root).is_some() && {
+    let done = s.value(1, Dest::Root, Fast::Null).is_some() && {
         s.skip_ws();
         s.at == s.bytes.len()
     };
@@ -331,16 +336,17 @@ impl<'b> Scanner<'b, '_> {
     }
 
     /// Reads the value at the cursor (after whitespace) into `dest`; `depth` is its nesting,
-    /// the root's 1.
-    fn value(&mut self, depth: usize, dest: Dest) -> Option<()> {
+    /// the root's 1. `like` is the value the document had at the same place in the element
+    /// before (the same member of the previous record), or `Null` (see [`Scanner::object`]).
+    fn value(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
         self.skip_ws();
         let v = match self.peek()? {
             b'"' => {
                 self.at += 1;
                 Fast::String(self.string()?)
             }
-            b'{' if depth < MAX_DEPTH => return self.object(depth, dest),
-            b'[' if depth < MAX_DEPTH => return self.array(depth, dest),
+            b'{' if depth < MAX_DEPTH => return self.object(depth, dest, like),
+            b'[' if depth < MAX_DEPTH => return self.array(depth, dest, like),
             b't' => self.literal(b"true", Fast::Bool(true))?,
             b'f' => self.literal(b"false", Fast::Bool(false))?,
             b'n' => self.literal(b"null", Fast::Null)?,
@@ -410,6 +416,28 @@ impl<'b> Scanner<'b, '_> {
             return self.text.get(start..stop);
         }
         self.escaped(start, stop)
+    }
+
+    /// Whether the string whose opening quote is just before the cursor is `name`, a name
+    /// the scan read from this text as it is (no escape: see below); if so, the cursor goes
+    /// past its closing quote.
+    ///
+    /// Only a name that lies in the text is expected: its bytes were a whole string there, so
+    /// none of them ends or interrupts a string, and the same bytes followed by a quote are the
+    /// same whole string here. (A name written with escapes lies in the arena: its bytes may
+    /// hold a quote, and equal bytes here would be a shorter string and more text.)
+    #[inline(always)]
+    fn expected_name(&mut self, name: &str) -> bool {
+        let text = self.text.as_ptr() as usize..self.text.as_ptr() as usize + self.text.len();
+        let at = name.as_ptr() as usize;
+        let end = self.at + name.len();
+        let same = text.contains(&at)
+            && self.bytes.get(end) == Some(&b'"')
+            && super::same_bytes(&self.bytes[self.at..end], name.as_bytes());
+        if same {
+            self.at = end + 1;
+        }
+        same
     }
 
     /// A string with an escape: `start` is its first byte, `stop` its first special one (a
@@ -494,13 +522,19 @@ impl<'b> Scanner<'b, '_> {
             .try_fold(0u32, |n, &d| Some(n * 16 + (d as char).to_digit(16)?))
     }
 
-    fn array(&mut self, depth: usize, dest: Dest) -> Option<()> {
+    fn array(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
         self.at += 1;
         let base = self.items.len();
         if self.eat(b']') {
             self.put(dest, Fast::Array(&[]));
             return Some(());
         }
+        // The first element is like the first of the array at the same place before; each
+        // next one like the one before it.
+        let mut like = match like {
+            Fast::Array([first, ..]) => *first,
+            _ => Fast::Null,
+        };
         loop {
             if self.items.len() == self.items.capacity() {
                 grow(&mut self.items, &mut self.items_peak, &mut self.spending)?;
@@ -511,7 +545,9 @@ impl<'b> Scanner<'b, '_> {
                 self.items.push(v);
             } else {
                 self.items.push(Fast::Null);
-                self.value(depth + 1, Dest::Item(self.items.len() - 1))?;
+                let i = self.items.len() - 1;
+                self.value(depth + 1, Dest::Item(i), like)?;
+                like = self.items[i];
             }
             if self.next_or_close(b']')? {
                 break;
@@ -525,18 +561,31 @@ impl<'b> Scanner<'b, '_> {
         Some(())
     }
 
-    fn object(&mut self, depth: usize, dest: Dest) -> Option<()> {
+    /// An object. When `like` is an object (the one at the same place in the element before:
+    /// the previous record's), its names are expected, in order: a name read as expected is
+    /// compared with the text where it is, and shared with it (not searched for in the index);
+    /// its member's value is like `like`'s. An object whose names are all `like`'s, in order,
+    /// names each member once (as `like` does) and needs no check of its own.
+    fn object(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
         self.at += 1;
         let base = self.members.len();
         if self.eat(b'}') {
             self.put(dest, Fast::Object(&[]));
             return Some(());
         }
+        let like = match like {
+            Fast::Object(members) => members,
+            _ => &[],
+        };
+        // The members read so far are `like`'s first ones.
+        let mut in_line = true;
         loop {
             if !self.eat(b'"') {
                 return None;
             }
-            let name = self.string()?;
+            let i = self.members.len() - base;
+            in_line = in_line && i < like.len() && self.expected_name(like[i].0);
+            let name = if in_line { like[i].0 } else { self.string()? };
             if !self.eat(b':') {
                 return None;
             }
@@ -552,7 +601,8 @@ impl<'b> Scanner<'b, '_> {
                 self.members.push((name, v));
             } else {
                 self.members.push((name, Fast::Null));
-                self.value(depth + 1, Dest::Member(self.members.len() - 1))?;
+                let child = if in_line { like[i].1 } else { Fast::Null };
+                self.value(depth + 1, Dest::Member(base + i), child)?;
             }
             if self.next_or_close(b'}')? {
                 break;
@@ -562,6 +612,10 @@ impl<'b> Scanner<'b, '_> {
         self.spending.arena(self.arena, bytes)?;
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
+        if in_line && slice.len() == like.len() {
+            self.put(dest, Fast::Object(slice));
+            return Some(());
+        }
         // serde_json (`arbitrary_precision`) reads an object whose first member has this name
         // as a number, or refuses it: its path.
         if slice[0].0 == SERDE_NUMBER {
@@ -640,6 +694,44 @@ mod tests {
         ] {
             let want: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(scanned(text), Some(want), "{text}");
+        }
+    }
+
+    /// Records whose names the scan expects from the record before: read the same as
+    /// serde_json reads them, whatever the next record does with them.
+    #[test]
+    fn names_expected_from_the_record_before_read_as_written() {
+        for text in [
+            // The same names, then one renamed, one longer, one shorter, one more, one fewer.
+            r#"[{"id":1,"ab":{"c":[{"d":1}]}},{"id":2,"ab":{"c":[{"d":2},{"d":3}]}}]"#,
+            r#"[{"id":1,"ab":2},{"id":1,"ax":2},{"id":1,"abc":2},{"id":1,"a":2}]"#,
+            r#"[{"id":1,"ab":2},{"id":1,"ab":2,"x":3},{"id":1},{"ab":2,"id":1}]"#,
+            // A name written with an escape, then the same name without one, and the reverse.
+            r#"[{"a\u0062":1,"c":2},{"ab":1,"c":2},{"a\u0062":1,"c":2}]"#,
+            // A name holding a quote or a backslash (escaped), then texts that hold those bytes.
+            r#"[{"a\"b":1},{"a\"b":1},{"a\\b":1},{"a\\b":1}]"#,
+            // Values of another kind where the record before had an object or an array.
+            r#"[{"a":{"b":1},"c":[1]},{"a":[{"b":1}],"c":{"d":[]}},{"a":"x","c":null}]"#,
+            // Whitespace around the expected names.
+            "[{\"a\":1,\"b\":2},{ \"a\" :1 ,\n\"b\":2 }]",
+            r#"[[{"a":1}],[{"a":1},{"a":2}],[]]"#,
+        ] {
+            let want: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(scanned(text), Some(want), "{text}");
+        }
+        for text in [
+            // A repeat in a record whose first names are the record before's.
+            r#"[{"a":1,"b":2},{"a":1,"b":2,"a":3}]"#,
+            r#"[{"a":1,"b":2},{"a":1,"a":2}]"#,
+            r#"[{"x":{"a":1,"b":2}},{"x":{"a":1,"b":2,"b":3}}]"#,
+            // The bytes of an escaped name with a quote in it: a shorter name and more text.
+            r#"[{"a\"b":1},{"a"b":1}]"#,
+            r#"[{"a\"":1},{"a"":1}]"#,
+            // An expected name at the very end of the text.
+            r#"[{"ab":1},{"ab"#,
+            r#"[{"ab":1},{"a"#,
+        ] {
+            assert_eq!(scanned(text), None, "{text:?}");
         }
     }
 
