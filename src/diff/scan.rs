@@ -428,10 +428,8 @@ impl<'b> Scanner<'b, '_> {
     /// hold a quote, and equal bytes here would be a shorter string and more text.)
     #[inline(always)]
     fn expected_name(&mut self, name: &str) -> bool {
-        let text = self.text.as_ptr() as usize..self.text.as_ptr() as usize + self.text.len();
-        let at = name.as_ptr() as usize;
         let end = self.at + name.len();
-        let same = text.contains(&at)
+        let same = self.bytes.as_ptr_range().contains(&name.as_ptr())
             && self.bytes.get(end) == Some(&b'"')
             && super::same_bytes(&self.bytes[self.at..end], name.as_bytes());
         if same {
@@ -546,8 +544,13 @@ impl<'b> Scanner<'b, '_> {
             } else {
                 self.items.push(Fast::Null);
                 let i = self.items.len() - 1;
+                // (`eat` has passed any whitespace.) Only a container is read back as the next
+                // one's `like`: a scalar's hint is never used.
+                let container = matches!(self.peek(), Some(b'{' | b'['));
                 self.value(depth + 1, Dest::Item(i), like)?;
-                like = self.items[i];
+                if container {
+                    like = self.items[i];
+                }
             }
             if self.next_or_close(b']')? {
                 break;
@@ -715,6 +718,8 @@ mod tests {
             // Whitespace around the expected names.
             "[{\"a\":1,\"b\":2},{ \"a\" :1 ,\n\"b\":2 }]",
             r#"[[{"a":1}],[{"a":1},{"a":2}],[]]"#,
+            // A scalar between records: the record after it is expected from the one before.
+            r#"[{"a":1,"b":2},3,"x",{"a":1,"b":2}]"#,
         ] {
             let want: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(scanned(text), Some(want), "{text}");
@@ -724,6 +729,7 @@ mod tests {
             r#"[{"a":1,"b":2},{"a":1,"b":2,"a":3}]"#,
             r#"[{"a":1,"b":2},{"a":1,"a":2}]"#,
             r#"[{"x":{"a":1,"b":2}},{"x":{"a":1,"b":2,"b":3}}]"#,
+            r#"[{"a":1},2,{"a":1,"a":2}]"#,
             // The bytes of an escaped name with a quote in it: a shorter name and more text.
             r#"[{"a\"b":1},{"a"b":1}]"#,
             r#"[{"a\"":1},{"a"":1}]"#,
