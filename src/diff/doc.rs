@@ -80,6 +80,13 @@ pub trait Node: Sized {
     fn is_null(&self) -> bool {
         matches!(self.view(), View::Null)
     }
+
+    /// Whether every field pattern below this node is among those below an earlier node at
+    /// the same place (the same member of the record before): a walk listing the patterns
+    /// in first-seen order has nothing to add from it. `false` when not known.
+    fn patterns_seen_before(&self) -> bool {
+        false
+    }
 }
 
 /// An object's members, in document order, each name once.
@@ -166,6 +173,11 @@ pub enum Fast<'b> {
     Array(&'b [Fast<'b>]),
     /// Its members in document order.
     Object(&'b [(&'b str, Fast<'b>)]),
+    /// An array or object (not empty) the scan found shaped like the one at the same place in
+    /// the element before (see [`Node::patterns_seen_before`]): names in the same order, as
+    /// many or fewer, and everything below alike.
+    ArrayLike(&'b [Fast<'b>]),
+    ObjectLike(&'b [(&'b str, Fast<'b>)]),
 }
 
 impl<'b> Node for Fast<'b> {
@@ -178,9 +190,14 @@ impl<'b> Node for Fast<'b> {
             Fast::Bool(b) => View::Bool(b),
             Fast::Number(n) => View::Number(n),
             Fast::String(s) => View::String(s),
-            Fast::Array(a) => View::Array(a),
-            Fast::Object(o) => View::Object(o),
+            Fast::Array(a) | Fast::ArrayLike(a) => View::Array(a),
+            Fast::Object(o) | Fast::ObjectLike(o) => View::Object(o),
         }
+    }
+
+    #[inline]
+    fn patterns_seen_before(&self) -> bool {
+        matches!(self, Fast::ArrayLike(_) | Fast::ObjectLike(_))
     }
 
     fn to_value(&self) -> Value {
@@ -190,8 +207,10 @@ impl<'b> Node for Fast<'b> {
             // serde_json's own reading of the text: the number it would have parsed.
             Fast::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
             Fast::String(s) => Value::String(s.to_owned()),
-            Fast::Array(a) => Value::Array(a.iter().map(Node::to_value).collect()),
-            Fast::Object(o) => Value::Object(
+            Fast::Array(a) | Fast::ArrayLike(a) => {
+                Value::Array(a.iter().map(Node::to_value).collect())
+            }
+            Fast::Object(o) | Fast::ObjectLike(o) => Value::Object(
                 o.iter()
                     .map(|(k, v)| ((*k).to_owned(), v.to_value()))
                     .collect(),

@@ -1097,7 +1097,9 @@ impl<'a, N: Node + 'a> PatternWalk<'_, 'a, N> {
     }
 
     fn walk(&mut self, v: &'a N, h: u64) {
-        if self.full() {
+        // A node whose patterns were all seen below an earlier one at the same path (the same
+        // member of the record before) has none to add.
+        if self.full() || v.patterns_seen_before() {
             return;
         }
         match v.view() {

@@ -338,7 +338,9 @@ impl<'b> Scanner<'b, '_> {
     /// Reads the value at the cursor (after whitespace) into `dest`; `depth` is its nesting,
     /// the root's 1. `like` is the value the document had at the same place in the element
     /// before (the same member of the previous record), or `Null` (see [`Scanner::object`]).
-    fn value(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
+    /// Says whether the value is alike `like` as [`Fast::ObjectLike`] says (a scalar always
+    /// is: it has no field pattern below it).
+    fn value(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<bool> {
         self.skip_ws();
         let v = match self.peek()? {
             b'"' => {
@@ -356,7 +358,7 @@ impl<'b> Scanner<'b, '_> {
             _ => return None,
         };
         self.put(dest, v);
-        Some(())
+        Some(true)
     }
 
     fn literal(&mut self, word: &[u8], v: Fast<'b>) -> Option<Fast<'b>> {
@@ -520,18 +522,19 @@ impl<'b> Scanner<'b, '_> {
             .try_fold(0u32, |n, &d| Some(n * 16 + (d as char).to_digit(16)?))
     }
 
-    fn array(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
+    /// An array. Its first element is like the first of `like` (the array at the same place
+    /// before), each next one like the container before it. It is alike `like` when `like` has
+    /// an element (its pattern `*` was seen) and every element is alike its own.
+    fn array(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<bool> {
         self.at += 1;
         let base = self.items.len();
         if self.eat(b']') {
             self.put(dest, Fast::Array(&[]));
-            return Some(());
+            return Some(true);
         }
-        // The first element is like the first of the array at the same place before; each
-        // next one like the one before it.
-        let mut like = match like {
-            Fast::Array([first, ..]) => *first,
-            _ => Fast::Null,
+        let (mut like, mut alike) = match like {
+            Fast::Array([first, ..]) | Fast::ArrayLike([first, ..]) => (*first, true),
+            _ => (Fast::Null, false),
         };
         loop {
             if self.items.len() == self.items.capacity() {
@@ -547,7 +550,7 @@ impl<'b> Scanner<'b, '_> {
                 // (`eat` has passed any whitespace.) Only a container is read back as the next
                 // one's `like`: a scalar's hint is never used.
                 let container = matches!(self.peek(), Some(b'{' | b'['));
-                self.value(depth + 1, Dest::Item(i), like)?;
+                alike &= self.value(depth + 1, Dest::Item(i), like)?;
                 if container {
                     like = self.items[i];
                 }
@@ -560,28 +563,37 @@ impl<'b> Scanner<'b, '_> {
         self.spending.arena(self.arena, bytes)?;
         let slice = self.arena.alloc_slice_copy(&self.items[base..]);
         self.items.truncate(base);
-        self.put(dest, Fast::Array(slice));
-        Some(())
+        self.put(
+            dest,
+            if alike {
+                Fast::ArrayLike(slice)
+            } else {
+                Fast::Array(slice)
+            },
+        );
+        Some(alike)
     }
 
     /// An object. When `like` is an object (the one at the same place in the element before:
     /// the previous record's), its names are expected, in order: a name read as expected is
     /// compared with the text where it is, and shared with it (not searched for in the index);
     /// its member's value is like `like`'s. An object whose names are all `like`'s, in order,
-    /// names each member once (as `like` does) and needs no check of its own.
-    fn object(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<()> {
+    /// names each member once (as `like` does) and needs no check of its own. One whose names
+    /// are `like`'s first ones, with every value alike `like`'s, is alike `like`.
+    fn object(&mut self, depth: usize, dest: Dest, like: Fast<'b>) -> Option<bool> {
         self.at += 1;
         let base = self.members.len();
         if self.eat(b'}') {
             self.put(dest, Fast::Object(&[]));
-            return Some(());
+            return Some(true);
         }
         let like = match like {
-            Fast::Object(members) => members,
+            Fast::Object(members) | Fast::ObjectLike(members) => members,
             _ => &[],
         };
-        // The members read so far are `like`'s first ones.
+        // The members read so far are `like`'s first ones, and their values alike.
         let mut in_line = true;
+        let mut alike = true;
         loop {
             if !self.eat(b'"') {
                 return None;
@@ -605,7 +617,7 @@ impl<'b> Scanner<'b, '_> {
             } else {
                 self.members.push((name, Fast::Null));
                 let child = if in_line { like[i].1 } else { Fast::Null };
-                self.value(depth + 1, Dest::Member(base + i), child)?;
+                alike &= self.value(depth + 1, Dest::Member(base + i), child)?;
             }
             if self.next_or_close(b'}')? {
                 break;
@@ -615,9 +627,17 @@ impl<'b> Scanner<'b, '_> {
         self.spending.arena(self.arena, bytes)?;
         let slice = self.arena.alloc_slice_copy(&self.members[base..]);
         self.members.truncate(base);
+        // (An object with fewer names than `like`, all of them its first, is still alike it:
+        // its patterns are among `like`'s.)
+        let alike = in_line && alike;
+        let node = if alike {
+            Fast::ObjectLike(slice)
+        } else {
+            Fast::Object(slice)
+        };
         if in_line && slice.len() == like.len() {
-            self.put(dest, Fast::Object(slice));
-            return Some(());
+            self.put(dest, node);
+            return Some(alike);
         }
         // serde_json (`arbitrary_precision`) reads an object whose first member has this name
         // as a number, or refuses it: its path.
@@ -638,14 +658,14 @@ impl<'b> Scanner<'b, '_> {
             }
             self.shapes[shape] = slice;
         }
-        self.put(dest, Fast::Object(slice));
-        Some(())
+        self.put(dest, node);
+        Some(alike)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::doc::Unbounded;
+    use super::super::doc::{Node, Unbounded};
     use super::*;
 
     fn scanned(text: &str) -> Option<serde_json::Value> {
@@ -739,6 +759,46 @@ mod tests {
         ] {
             assert_eq!(scanned(text), None, "{text:?}");
         }
+    }
+
+    /// Which elements of a page the scan marks as shaped like the one before (their field
+    /// patterns all seen already): only those whose names are the earlier one's first ones, in
+    /// order, with everything below alike too.
+    #[test]
+    fn records_shaped_like_the_one_before_are_marked() {
+        let marks = |text: &str| -> Vec<bool> {
+            let arena = Bump::new();
+            let Ok(Fast::Array(a)) = scan(text, &arena, &mut Unbounded).tree else {
+                panic!("{text}: not read as an array");
+            };
+            a.iter().map(Node::patterns_seen_before).collect()
+        };
+        let page = concat!(
+            r#"[{"a":1,"b":{"c":[1]}},"#,
+            // Other values, a longer array of scalars: alike.
+            r#"{"a":"x","b":{"c":[2,3]}},"#,
+            // Fewer names: alike. Then a name the one before did not have: not.
+            r#"{"a":3},{"a":1,"b":{"c":[{"d":1}]}},"#,
+            // Another first name; an array where there was none below; an empty one.
+            r#"{"b":1},{"b":{"c":[]}},{"b":{"c":[{"d":2}]}},"#,
+            // A scalar, then an object like the first element of the array before: alike.
+            // Then an array whose like begins with a scalar: not.
+            r#"{"b":{"c":[1,{"d":2}]}},{"b":{"c":[{"d":2},{"d":3,"e":4}]}}]"#,
+        );
+        assert_eq!(
+            marks(page),
+            [false, true, true, false, false, false, false, true, false]
+        );
+        // An object below a record's array element, alike the element before.
+        assert_eq!(
+            marks(r#"[{"p":[{"t":1}]},{"p":[{"t":2},{"t":3}]},{"p":[{"u":1}]}]"#),
+            [false, true, false]
+        );
+        // Arrays as elements: their first element is like the first of the one before.
+        assert_eq!(
+            marks(r#"[[{"a":1}],[{"a":2},{"a":3}],[{"b":1}],[]]"#),
+            [false, true, false, false]
+        );
     }
 
     #[test]
