@@ -1034,8 +1034,13 @@ fn unique_index<'k, 'a>(seq: &'k [KeyValue<'a>]) -> Option<KeyMap<'k, 'a>> {
 #[derive(Debug, Default)]
 pub struct Patterns {
     seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
-    /// The patterns, in first-seen order.
+    /// The patterns, in first-seen order (none when only their hashes are listed).
     pub list: Vec<String>,
+    /// Only the patterns' hashes are listed, in [`Patterns::hashes`]: no text is built.
+    hashes_only: bool,
+    /// The hashes of the patterns listed, in first-seen order, when [`Patterns::hashes_only`]
+    /// made this list: one per pattern the same documents list as texts.
+    pub hashes: Vec<u64>,
     /// Their texts' bytes, about ([`glob::text_len`]), at most [`PATTERN_BYTES`].
     bytes: usize,
 }
@@ -1046,6 +1051,16 @@ pub struct Patterns {
 pub const PATTERN_BYTES: usize = 1 << 20;
 
 impl Patterns {
+    /// A list of the patterns' hashes only: the same documents give the same hashes, one per
+    /// pattern, in the same order, under the same limits, and no text is built (a caller that
+    /// keeps lists it built before looks them up by their hashes).
+    pub fn hashes_only() -> Self {
+        Self {
+            hashes_only: true,
+            ..Self::default()
+        }
+    }
+
     /// Adds the patterns of `doc`.
     pub fn add<N: Node>(&mut self, doc: &N, limit: usize) {
         let mut w = PatternWalk {
@@ -1066,13 +1081,26 @@ impl Patterns {
     }
 
     fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
-        if self.list.len() < limit && self.seen.insert(h) {
+        if self.len() < limit && self.seen.insert(h) {
             let len = glob::text_len(path);
             if self.bytes + len <= PATTERN_BYTES {
                 self.bytes += len;
-                self.list.push(glob::field_pattern(path));
+                if self.hashes_only {
+                    self.hashes.push(h);
+                } else {
+                    self.list.push(glob::field_pattern(path));
+                }
             }
         }
+    }
+
+    /// The patterns listed.
+    pub fn len(&self) -> usize {
+        self.list.len() + self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -1093,7 +1121,7 @@ struct PatternWalk<'p, 'a, N: Node + 'a> {
 
 impl<'a, N: Node + 'a> PatternWalk<'_, 'a, N> {
     fn full(&self) -> bool {
-        self.patterns.list.len() >= self.limit || self.path.len() >= PRESENCE_DEPTH
+        self.patterns.len() >= self.limit || self.path.len() >= PRESENCE_DEPTH
     }
 
     fn walk(&mut self, v: &'a N, h: u64) {

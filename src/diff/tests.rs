@@ -460,6 +460,39 @@ fn field_patterns_lists_every_node_once_with_indices_as_stars() {
     assert_eq!(few.list.len(), 2);
 }
 
+/// The hashes-only list (what the proxy looks its remembered lists up by) lists one hash per
+/// pattern the texts list, in the same order, under the same limits, and builds no text.
+#[test]
+fn hashes_only_list_one_hash_per_pattern_listed() {
+    let both = |docs: &[Value], limit: usize| {
+        let (mut texts, mut hashes) = (Patterns::default(), Patterns::hashes_only());
+        for d in docs {
+            texts.add(d, limit);
+            hashes.add(d, limit);
+        }
+        assert!(hashes.list.is_empty() && texts.hashes.is_empty());
+        assert_eq!(texts.list.len(), hashes.hashes.len(), "{docs:?}");
+        hashes.hashes
+    };
+    let page = json!({"a": [{"b": 1, "c/d": 2}, {"b": 3, "e": 4}], "e": {"f": null}, "g": []});
+    let first = both(std::slice::from_ref(&page), 100);
+    assert_eq!(first.len(), 8);
+    // The same fields give the same hashes; another order or another field, others.
+    let again = json!({"a": [{"b": 9, "c/d": 8}, {"b": 7, "e": 6}], "e": {"f": 1}, "g": [1]});
+    assert_eq!(both(&[again], 100)[..8], first[..]);
+    let other = json!({"e": {"f": null}, "a": [{"b": 1, "c/d": 2}, {"b": 3, "e": 4}], "g": []});
+    assert_ne!(both(&[other], 100), first);
+    // The limit, and the cap on the patterns' text.
+    assert_eq!(both(std::slice::from_ref(&page), 3), first[..3]);
+    let long = |c: char| c.to_string().repeat(PATTERN_BYTES / 3);
+    let mut big = serde_json::Map::new();
+    for c in ['x', 'y', 'z', 'w'] {
+        big.insert(long(c), json!(1));
+    }
+    let capped = both(&[Value::Object(big), page], 100);
+    assert_eq!(capped.len(), 2 + 8);
+}
+
 #[test]
 fn member_order_never_matters() {
     let l: Value =

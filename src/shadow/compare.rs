@@ -625,35 +625,41 @@ const RECENT_PRESENCE: usize = 4;
 /// patterns are texts of member names, and a hostile vendor's names can be megabytes long).
 const RECENT_PRESENCE_BYTES: usize = 64 << 10;
 
+/// A list of present patterns a thread built, by its patterns' hashes.
+type Recent = (Vec<u64>, Arc<Vec<String>>);
+
 thread_local! {
     /// The last lists of present patterns this thread built, newest last.
-    static RECENT: std::cell::RefCell<Vec<Arc<Vec<String>>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static RECENT: std::cell::RefCell<Vec<Recent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `list` as one of the lists this thread built last when it equals one (the pages of a route
-/// mostly name the same fields in the same order), else as a new list it remembers. The
-/// store's writer counts a shared list once per route and hour, then spreads the count (see
-/// `store::rollup::presence`), and nothing of it is freed per exchange on the writer's thread.
-fn shared_presence(list: Vec<String>) -> Arc<Vec<String>> {
-    if list.is_empty() {
+/// The list of present patterns whose hashes are `hashes` ([`diff::Patterns::hashes_only`]):
+/// one of the lists this thread built last when it has the same hashes (the pages of a route
+/// mostly name the same fields in the same order), else `build`'s, remembered. The store's
+/// writer counts a shared list once per route and hour, then spreads the count (see
+/// `store::rollup::presence`), and nothing of it is built or freed per exchange. (Two lists
+/// with the same 64-bit hashes, in order, are taken for the same: the walk already takes a
+/// pattern's hash for the pattern.)
+fn shared_presence(hashes: &[u64], build: impl FnOnce() -> Vec<String>) -> Arc<Vec<String>> {
+    if hashes.is_empty() {
         return Arc::default();
     }
-    if list.iter().map(String::len).sum::<usize>() > RECENT_PRESENCE_BYTES {
-        return Arc::new(list);
-    }
     RECENT.with_borrow_mut(|recent| {
-        if let Some(i) = recent.iter().position(|r| **r == list) {
+        if let Some(i) = recent.iter().position(|(h, _)| h == hashes) {
             let hit = recent.remove(i);
-            recent.push(hit.clone());
-            return hit;
+            let list = hit.1.clone();
+            recent.push(hit);
+            return list;
         }
-        let new = Arc::new(list);
+        let list = Arc::new(build());
+        if list.iter().map(String::len).sum::<usize>() > RECENT_PRESENCE_BYTES {
+            return list;
+        }
         if recent.len() == RECENT_PRESENCE {
             recent.remove(0);
         }
-        recent.push(new.clone());
-        new
+        recent.push((hashes.to_vec(), list.clone()));
+        list
     })
 }
 
@@ -893,7 +899,7 @@ fn compare_sides(
 
     let mut outcome = Outcome::Match;
     let mut reason = None;
-    let mut present = Vec::new();
+    let mut present = Arc::default();
     let mut unlisted = 0;
     let mut counted = Vec::new();
     let mapped = (
@@ -992,10 +998,16 @@ fn compare_sides(
             }
             diffs.extend(found);
             if record {
-                let mut p = diff::Patterns::default();
-                p.add_doc(l, MAX_PRESENT);
-                p.add_doc(c, MAX_PRESENT);
-                present = p.list;
+                // Their hashes first: a list this thread built before is not built again.
+                let mut seen = diff::Patterns::hashes_only();
+                seen.add_doc(l, MAX_PRESENT);
+                seen.add_doc(c, MAX_PRESENT);
+                present = shared_presence(&seen.hashes, || {
+                    let mut p = diff::Patterns::default();
+                    p.add_doc(l, MAX_PRESENT);
+                    p.add_doc(c, MAX_PRESENT);
+                    p.list
+                });
             }
         }
         (None, None) => {
@@ -1052,7 +1064,7 @@ fn compare_sides(
         reason,
         diffs: Arc::new(diffs),
         bodies: keep.then(|| kept_texts(l_json, c_json, (&l_raw, &c_raw), mapped, cfg)),
-        present: shared_presence(present),
+        present,
         size,
         ids: applied.map(|a| Arc::new(a.observed)),
         counted,
