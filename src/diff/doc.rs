@@ -174,8 +174,9 @@ pub enum Fast<'b> {
     /// Its members in document order.
     Object(&'b [(&'b str, Fast<'b>)]),
     /// An array or object (not empty) the scan found shaped like the one at the same place in
-    /// the element before (see [`Node::patterns_seen_before`]): names in the same order, as
-    /// many or fewer, and everything below alike.
+    /// the element before (see [`Node::patterns_seen_before`]): an object naming the earlier
+    /// one's first members, in order; an array whose earlier one had an element; and
+    /// everything below them alike.
     ArrayLike(&'b [Fast<'b>]),
     ObjectLike(&'b [(&'b str, Fast<'b>)]),
 }

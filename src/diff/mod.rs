@@ -1081,7 +1081,7 @@ impl Patterns {
     }
 
     fn visit(&mut self, h: u64, path: &[Seg<'_>], limit: usize) {
-        if self.len() < limit && self.seen.insert(h) {
+        if self.listed() < limit && self.seen.insert(h) {
             let len = glob::text_len(path);
             if self.bytes + len <= PATTERN_BYTES {
                 self.bytes += len;
@@ -1094,13 +1094,9 @@ impl Patterns {
         }
     }
 
-    /// The patterns listed.
-    pub fn len(&self) -> usize {
+    /// The patterns listed, as texts or as hashes.
+    fn listed(&self) -> usize {
         self.list.len() + self.hashes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -1121,7 +1117,7 @@ struct PatternWalk<'p, 'a, N: Node + 'a> {
 
 impl<'a, N: Node + 'a> PatternWalk<'_, 'a, N> {
     fn full(&self) -> bool {
-        self.patterns.len() >= self.limit || self.path.len() >= PRESENCE_DEPTH
+        self.patterns.listed() >= self.limit || self.path.len() >= PRESENCE_DEPTH
     }
 
     fn walk(&mut self, v: &'a N, h: u64) {
