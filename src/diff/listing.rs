@@ -236,16 +236,25 @@ impl Tally {
         Some(row)
     }
 
-    /// Counts a difference of `kind` at `path` (whose [`glob::text_len`] is at most
-    /// [`COUNTED_PATH`]), found past the `listed` ones.
-    pub(super) fn count(&mut self, kind: Kind, path: &[Seg<'_>], listed: &[Difference]) -> Verdict {
+    /// The row of a difference of `kind` at `path` (whose [`glob::text_len`] is at most
+    /// [`COUNTED_PATH`]) found past the `listed` ones, which seed the rows first; `None` when
+    /// every row is taken. Counted with [`Tally::count_past`] (`examples` 1).
+    pub(super) fn past_row(
+        &mut self,
+        kind: Kind,
+        path: &[Seg<'_>],
+        listed: &[Difference],
+    ) -> Option<u32> {
+        self.seed_once(listed);
+        self.row_at(kind, path, false)
+    }
+
+    /// Seeds the rows from the `listed` differences, once (see [`Tally::seed`]): before a
+    /// difference past them is counted under a row found earlier.
+    pub(super) fn seed_once(&mut self, listed: &[Difference]) {
         if !self.seeded {
             self.seed(listed);
         }
-        let Some(row) = self.row_at(kind, path, false) else {
-            return Verdict::Unlisted;
-        };
-        self.count_past(row, 1)
     }
 
     /// The row of a difference of `kind` at `path` (whose [`glob::text_len`] is at most

@@ -455,20 +455,17 @@ impl<'a, N: Node + 'a> Lookup<'a, N> {
         Self::Index(o.iter().skip(same).collect())
     }
 
-    /// The member named `key`, which the other side has at position `at` (in its tail, past
-    /// the members in line): looked for at the same position first (a member renamed or added
-    /// in place leaves the rest in line).
-    fn get(&self, key: &str, at: usize) -> Option<&'a N> {
+    /// The member named `key`. (Members at the same position on both sides are paired by
+    /// [`Walker::object`] before any lookup: a tail scanned here is at most [`SCAN_MEMBERS`]
+    /// long, all of it within [`place_bit`]'s 64 positions.)
+    fn get(&self, key: &str) -> Option<&'a N> {
         match self {
             Self::Direct(o) => o.get(key),
-            Self::Tail(o, same) => match o.nth(at) {
-                Some((k, v)) if same_text(k, key) => Some(v),
-                _ => o
-                    .iter()
-                    .skip(*same)
-                    .find(|(k, _)| same_text(k, key))
-                    .map(|(_, v)| v),
-            },
+            Self::Tail(o, same) => o
+                .iter()
+                .skip(*same)
+                .find(|(k, _)| same_text(k, key))
+                .map(|(_, v)| v),
             Self::Index(i) => i.get(key).copied(),
         }
     }
@@ -520,8 +517,18 @@ impl<'a> Walker<'_, 'a> {
         }
         let nem = self.rules.null_equals_missing;
         let (lfind, cfind) = (Lookup::<L>::new(lo, same), Lookup::<C>::new(co, same));
+        // Tail positions whose names are the same on both sides (a member renamed in place
+        // leaves the rest in line): the candidate's member there is known to be legacy's.
+        let mut in_place = 0u64;
         for (i, (k, lv)) in lo.iter().enumerate().skip(same) {
-            match cfind.get(k, i) {
+            let found = match co.nth(i) {
+                Some((ck, cv)) if same_text(ck, k) => {
+                    in_place |= place_bit(i - same);
+                    Some(cv)
+                }
+                _ => cfind.get(k),
+            };
+            match found {
                 Some(cv) => self.member(k, lv, cv),
                 None if nem && lv.is_null() => {}
                 None => {
@@ -532,7 +539,10 @@ impl<'a> Walker<'_, 'a> {
             }
         }
         for (j, (k, cv)) in co.iter().enumerate().skip(same) {
-            if !(lfind.get(k, j).is_some() || nem && cv.is_null()) {
+            if in_place & place_bit(j - same) != 0 {
+                continue;
+            }
+            if !(lfind.get(k).is_some() || nem && cv.is_null()) {
                 self.cpath.push(Seg::Key(k));
                 self.emit::<L, C>(Kind::Extra, None, Some(cv));
                 self.cpath.pop();
@@ -734,7 +744,11 @@ impl<'a> Walker<'_, 'a> {
             // each would read every name above it).
             self.list(kind, path_text, listing::PAST_LISTED_COST, l, c)
         } else {
-            match self.tally.count(kind, path, &self.out) {
+            let verdict = match self.past_row(kind) {
+                Some(row) => self.tally.count_past(row, 1),
+                None => Verdict::Unlisted,
+            };
+            match verdict {
                 Verdict::Counted => true,
                 Verdict::Unlisted => false,
                 Verdict::Example(row) => {
@@ -806,6 +820,24 @@ impl<'a> Walker<'_, 'a> {
         *row
     }
 
+    /// The tally's row of the difference of `kind` at the current path, past the `listed`
+    /// first (`None`: every row taken). As in [`Walker::early_row`], a path of the same names
+    /// as the last one of its kind has its row: rows are never renumbered (only taken back
+    /// with the last rows themselves, which [`Walker::try_keyed`] forgets then).
+    fn past_row(&mut self, kind: Kind) -> Option<u32> {
+        self.tally.seed_once(&self.out);
+        let path = path_of(kind, &self.lpath, &self.cpath);
+        let (last, row) = &mut self.last_rows[listing::kind_index(kind)];
+        if *row != u32::MAX && same_pattern(last, path) {
+            return Some(*row);
+        }
+        let found = self.tally.past_row(kind, path, &self.out)?;
+        *row = found;
+        last.clear();
+        last.extend_from_slice(path);
+        Some(found)
+    }
+
     /// Takes a difference's cost from the room (`None`: it does not fit); `Some(moved)`:
     /// whether its candidate pointer differs from its pointer (and was charged).
     fn admit(&mut self, kind: Kind, path_text: usize, surcharge: usize) -> Option<bool> {
@@ -863,6 +895,15 @@ impl<'a> Walker<'_, 'a> {
         path.pop();
         self.lpath = path;
         h
+    }
+}
+
+/// The bit of a tail position among the first 64 (none past them: those are looked up).
+fn place_bit(at: usize) -> u64 {
+    if at < 64 {
+        1 << at
+    } else {
+        0
     }
 }
 
