@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Which vendor a quota is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,9 +56,38 @@ impl Quota {
     }
 }
 
-/// The quota a response's headers state, if any.
+/// `RateLimit` and `RateLimit-Policy` (the current draft's Structured Fields).
+static STRUCTURED: [HeaderName; 2] = [
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("ratelimit-policy"),
+];
+/// The older plain fields, `RateLimit-*` then `X-RateLimit-*`: remaining, limit, reset.
+static PLAIN: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("ratelimit-reset"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-reset"),
+    ],
+];
+
+/// The quota a response's headers state, if any. (Read for every response: the names are
+/// built once, not per call.)
 pub fn parse(h: &HeaderMap) -> Option<Quota> {
-    let get = |n: &str| {
+    // Most responses state none: one pass over their names says so, where looking each
+    // field up would hash eight names.
+    let stated = h.keys().any(|k| {
+        let k = k.as_str();
+        k.starts_with("ratelimit") || k.starts_with("x-ratelimit-")
+    });
+    if !stated {
+        return None;
+    }
+    let get = |n: &HeaderName| {
         let v: Vec<&str> = h
             .get_all(n)
             .iter()
@@ -66,19 +95,17 @@ pub fn parse(h: &HeaderMap) -> Option<Quota> {
             .collect();
         (!v.is_empty()).then(|| v.join(", "))
     };
-    if let Some(q) =
-        get("ratelimit").and_then(|v| structured(&v, get("ratelimit-policy").as_deref()))
-    {
+    let [ratelimit, policy] = &STRUCTURED;
+    if let Some(q) = get(ratelimit).and_then(|v| structured(&v, get(policy).as_deref())) {
         return Some(q);
     }
-    for prefix in ["ratelimit-", "x-ratelimit-"] {
-        let number =
-            |n: &str| get(&format!("{prefix}{n}")).and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(remaining) = number("remaining") {
+    for [remaining, limit, reset] in &PLAIN {
+        let number = |n: &HeaderName| get(n).and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(remaining) = number(remaining) {
             return Some(Quota {
-                limit: number("limit"),
+                limit: number(limit),
                 remaining,
-                reset: number("reset").map(reset_of),
+                reset: number(reset).map(reset_of),
                 policy: None,
             });
         }

@@ -114,6 +114,11 @@ pub fn request<B>(
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus
 /// those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (HTTP/1.1 keeps connections alive without `Connection`): one
+    // pass over their names says so, where removing each would look up eight.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -124,18 +129,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for h in listed {
         headers.remove(h);
     }
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for h in &HOP_BY_HOP {
         headers.remove(h);
     }
 }
+
+/// The hop-by-hop fields (RFC 9110 7.6.1, and the old `Keep-Alive`, `Proxy-Connection`), built
+/// once: removing one by its text parses the name on every call.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
 
 /// The error and its causes on one line ("connection reset by peer" hides two levels deep).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -174,5 +183,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    /// Each hop-by-hop field goes when it is the only one (the pass that finds none must know
+    /// them all), and a message without any is left as it is.
+    #[test]
+    fn each_hop_by_hop_header_alone_goes() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "x".parse().unwrap());
+            h.insert("accept", "*/*".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("accept", "*/*".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }

@@ -28,9 +28,8 @@ use crate::mapping::{runner::Runner, Chain};
 use crate::record::{BodyText, Outcome, Record, SkipReason, StoredBody};
 use crate::redact;
 
-use super::memo::Memo;
+use super::memo::{Glance, Memo};
 use super::sample::{BodySampler, Offer};
-use xxhash_rust::xxh3::Xxh3;
 
 pub use crate::record::Meta;
 
@@ -413,7 +412,7 @@ pub fn compare(
                 )),
                 None => r.mapping_version.clone(),
             };
-            let key = memo_key(
+            let glance = memo_glance(
                 sh.route,
                 sh.strict,
                 tag.as_deref(),
@@ -433,11 +432,11 @@ pub fn compare(
                     && fresh.outcome != Outcome::Skipped(SkipReason::Memory)
                 {
                     sh.memo
-                        .insert(key, size + fresh.approx_bytes(), fresh.clone());
+                        .insert(&glance, size + fresh.approx_bytes(), fresh.clone());
                 }
                 fresh
             };
-            match sh.memo.get(key) {
+            match sh.memo.get(&glance) {
                 None => (fresh(Keep::Sampled(sh.sampler, sh.route)), true),
                 Some(hit) => {
                     let decision = sh.sampler.decide(
@@ -1260,6 +1259,19 @@ pub fn header_value(h: &HeaderMap, name: &http::HeaderName) -> Option<Value> {
     (!vals.is_empty()).then(|| Value::String(vals.join(", ")))
 }
 
+/// [`header_value`]'s text, appended to `out` without building it; `false` when absent.
+fn header_text(h: &HeaderMap, name: &http::HeaderName, out: &mut Vec<u8>) -> bool {
+    let mut values = 0;
+    for v in h.get_all(name).iter().filter(|v| v.to_str().is_ok()) {
+        if values > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v.as_bytes());
+        values += 1;
+    }
+    values > 0
+}
+
 fn redact_difference(d: &mut Difference, cfg: &Config) {
     if let Some(name) = d.pointer.strip_prefix("@header/") {
         if redact::is_redacted_header(name, &cfg.store.redact_headers) {
@@ -1303,40 +1315,39 @@ pub fn kept_headers(headers: &HeaderMap, cfg: &Config) -> Value {
     Value::Object(hs)
 }
 
-/// The key of a pair of responses for a route: everything the comparison reads.
+/// What a pair of responses for a route is found by in the memo: everything the comparison
+/// reads (the bodies by their glance, then byte for byte: see [`Memo`]).
 /// `mapping` is the version of the mappings applied (they depend on the account).
-pub(super) fn memo_key(
+pub(super) fn memo_glance<'s>(
     route: Option<usize>,
     strict: bool,
     mapping: Option<&str>,
-    legacy: &Side<'_>,
-    candidate: &Side<'_>,
+    legacy: &'s Side<'_>,
+    candidate: &'s Side<'_>,
     cfg: &Config,
-) -> u128 {
-    let mut h = Xxh3::new();
-    h.update(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
-    h.update(&[u8::from(strict)]);
-    let m = mapping.unwrap_or("");
-    h.update(&(m.len() as u64).to_le_bytes());
-    h.update(m.as_bytes());
+) -> Glance<'s> {
+    // Each field length-prefixed, so that adjacent fields cannot run into each other.
+    let mut head = Vec::with_capacity(64);
+    let mut field = |v: &[u8]| {
+        head.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        head.extend_from_slice(v);
+    };
+    field(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
+    field(&[u8::from(strict)]);
+    field(mapping.unwrap_or("").as_bytes());
     for side in [legacy, candidate] {
-        h.update(&side.status.as_u16().to_le_bytes());
+        field(&side.status.as_u16().to_le_bytes());
         let ce = side.headers.get(http::header::CONTENT_ENCODING);
-        for value in std::iter::once(ce.map(|v| v.as_bytes().to_vec())).chain(
-            cfg.diff
-                .headers
-                .iter()
-                .map(|n| header_value(side.headers, n).map(|v| v.to_string().into_bytes())),
-        ) {
-            // Length-prefixed, so that adjacent fields cannot run into each other.
-            let v = value.unwrap_or_default();
-            h.update(&(v.len() as u64).to_le_bytes());
-            h.update(&v);
+        field(ce.map_or(&[][..], |v| v.as_bytes()));
+        for n in &cfg.diff.headers {
+            // As [`header_value`] reads it (its values joined by ", "), without building it;
+            // absent (0xff: never in a header's text) and empty differ, as they compare.
+            let mut text = Vec::new();
+            let present = header_text(side.headers, n, &mut text);
+            field(if present { &text } else { &[0xff] });
         }
-        h.update(&(side.body.len() as u64).to_le_bytes());
-        h.update(&side.body);
     }
-    h.digest128()
+    Glance::new(head, &legacy.body, &candidate.body)
 }
 
 /// A hostile vendor's page: one member name of `name_len` bytes above `members` members, each
@@ -1424,20 +1435,18 @@ mod memo_tests {
         let memo = Memo::default();
         let page = |v| super::long_name_page(20_000, 50, v).leak();
         let (l, c): (&'static str, &'static str) = (page(1), page(2));
-        let first = exchange_of(
-            &cfg,
-            &memo,
-            [l.as_bytes(), b""],
-            c,
-            "Mon, 01 Jan 2029 00:00:00 GMT",
-        );
-        let second = exchange_of(
-            &cfg,
-            &memo,
-            [l.as_bytes(), b""],
-            c,
-            "Mon, 01 Jan 2029 00:00:00 GMT",
-        );
+        let seen = || {
+            exchange_of(
+                &cfg,
+                &memo,
+                [l.as_bytes(), b""],
+                c,
+                "Mon, 01 Jan 2029 00:00:00 GMT",
+            )
+        };
+        // Seen once (only its glance is remembered), then kept if ever (second), then reused.
+        seen();
+        let (first, second) = (seen(), seen());
         assert_eq!(first.diff_count, 50);
         assert!(
             !Arc::ptr_eq(&first.diffs, &second.diffs),
@@ -1445,26 +1454,51 @@ mod memo_tests {
         );
     }
 
+    /// The memo tells pairs apart by a compared header's text as the comparison reads it.
+    #[test]
+    fn a_headers_text_for_the_memo_is_the_compared_value() {
+        let name = http::header::CONTENT_TYPE;
+        let cases: [&[&[u8]]; 6] = [
+            &[],
+            &[b""],
+            &[b"", b"b"],
+            &[b"b"],
+            &[b"a", b"b"],
+            &[b"a", b"\xff", b"b"],
+        ];
+        for values in cases {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(&name, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            let mut text = Vec::new();
+            let present = header_text(&h, &name, &mut text);
+            let want = header_value(&h, &name);
+            assert_eq!(present, want.is_some(), "{values:?}");
+            if let Some(Value::String(want)) = want {
+                assert_eq!(text, want.as_bytes(), "{values:?}");
+            }
+        }
+    }
+
+    /// A pair is kept on its second sighting (the first only remembers its glance: distinct
+    /// pages are not copied) and reused from its third.
     #[test]
     fn the_same_pair_reuses_the_result_and_another_pair_does_not() {
         let cfg = Config::parse("[store]\nbodies = \"always\"\n", None).unwrap();
         let memo = Memo::default();
-        let first = exchange(
-            &cfg,
-            &memo,
-            r#"{"a":1,"b":3}"#,
-            "Mon, 01 Jan 2029 00:00:00 GMT",
+        let seen = |date| exchange(&cfg, &memo, r#"{"a":1,"b":3}"#, date);
+        let once = seen("Mon, 01 Jan 2029 00:00:00 GMT");
+        let first = seen("Mon, 01 Jan 2029 00:00:00 GMT");
+        assert!(
+            !Arc::ptr_eq(&once.diffs, &first.diffs),
+            "a pair seen once was kept"
         );
-        let second = exchange(
-            &cfg,
-            &memo,
-            r#"{"a":1,"b":3}"#,
-            "Tue, 02 Jan 2029 00:00:00 GMT",
-        );
+        let second = seen("Tue, 02 Jan 2029 00:00:00 GMT");
         assert_eq!(first.diff_count, 1);
         assert!(
             Arc::ptr_eq(&first.diffs, &second.diffs),
-            "the second comparison was not reused"
+            "the third comparison was not reused"
         );
         // Headers stored are each response's own, bodies the shared text.
         assert_eq!(
