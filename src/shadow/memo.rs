@@ -14,9 +14,9 @@
 //! neither read whole nor copied: hashing both bodies whole for a key cost 3.5 % of the shadow
 //! thread on distinct pages, and copying them for every pair more.
 //!
-//! Bounded both ways: a result is not cached when its pair's bodies and what the result holds
-//! (differences, present patterns, kept texts) come to more than [`MAX_PAIR_BYTES`], and the
-//! table is emptied when it holds [`MAX_ENTRIES`] results.
+//! Bounded both ways: a result is not cached when its pair's bodies, its head and what the
+//! result holds (differences, present patterns, kept texts) come to more than
+//! [`MAX_PAIR_BYTES`], and the table is emptied when it holds [`MAX_ENTRIES`] results.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,9 +115,12 @@ impl<V> Memo<V> {
 
     /// Keeps a result with a copy of its pair, when its glance was seen recently (else the
     /// glance is remembered) and they do not hold too much (`bytes`: the bodies and what the
-    /// result holds). A pair of the same glance kept before is replaced.
+    /// result holds; the head kept with them counts too: compared headers can be long). A pair
+    /// of the same glance kept before is replaced.
     pub fn insert(&self, glance: &Glance<'_>, bytes: usize, v: Arc<V>) {
-        if bytes > MAX_PAIR_BYTES || !self.seen_before(glance.hash) {
+        if bytes.saturating_add(glance.head.len()) > MAX_PAIR_BYTES
+            || !self.seen_before(glance.hash)
+        {
             return;
         }
         let entry = Entry {
@@ -176,6 +179,24 @@ mod tests {
         assert_eq!(memo.get(&glance(b"i", &l, &c1)), None);
         // The legacy and candidate bodies are not interchangeable.
         assert_eq!(memo.get(&glance(b"h", &c1, &l)), None);
+    }
+
+    /// The head (compared headers' text) is held with the entry and counts against the bound:
+    /// long headers on small bodies cannot make the table hold more than it says.
+    #[test]
+    fn the_head_counts_against_the_bound() {
+        let memo = Memo::default();
+        let (a, b) = (Bytes::from_static(b"1"), Bytes::from_static(b"2"));
+        let head = vec![b'h'; MAX_PAIR_BYTES - 99];
+        let g = Glance::new(head, &a, &b);
+        for _ in 0..2 {
+            memo.insert(&g, 100, Arc::new(1));
+        }
+        assert_eq!(memo.get(&g), None, "the head was not counted");
+        for _ in 0..2 {
+            memo.insert(&g, 99, Arc::new(1));
+        }
+        assert_eq!(memo.get(&g).as_deref(), Some(&1));
     }
 
     #[test]
