@@ -716,3 +716,37 @@ async fn a_change_of_the_rules_alone_starts_a_new_version() {
         "{out}"
     );
 }
+
+/// A compared header whose values the store redacts (`set-cookie`) reads `[redacted]` on both
+/// sides when judged again: its recorded difference is not re-judged, and never "fixed" (an
+/// unchanged config's rediff called every such exchange fixed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_difference_at_a_redacted_header_is_never_fixed() {
+    let legacy =
+        Upstream::start(|_| Reply::json(json!({"a": 1})).header("set-cookie", "s=L")).await;
+    let candidate =
+        Upstream::start(|_| Reply::json(json!({"a": 1})).header("set-cookie", "s=C")).await;
+    let toml = r#"
+[diff]
+headers = ["content-type", "set-cookie"]
+
+[store]
+path = "store/shadowdiff.db"
+bodies = "always"
+exchanges = "all"
+"#;
+    let sd = Shadowdiff::start(&legacy.url(), &candidate.url(), toml).await;
+    for i in 0..3 {
+        get(&sd.url(&format!("/p/{i}"))).await;
+    }
+    sd.quiesce().await;
+    let (_, dir) = sd.stop().await;
+    let d = dir.path();
+    std::fs::write(d.join("shadowdiff.toml"), toml).unwrap();
+    let (code, out, err) = run(d, "rediff --since 1h --format json");
+    assert_eq!(code, 0, "{out}{err}");
+    let rediff = json_of(&out);
+    let route = &rediff["summary"]["routes"][0];
+    assert_eq!(route["fixed_count"], 0, "{rediff}");
+    assert_eq!(route["not_rejudged"], 3, "{rediff}");
+}

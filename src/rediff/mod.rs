@@ -9,8 +9,8 @@
 //!   kept since this version; older ones are counted as `no_unmapped_body`);
 //! - an exchange's verdict is its set of differing (field pattern, kind), leaving out fields
 //!   learned as noise (as reports do) and fields whose values were redacted before they were
-//!   kept (a redacted value equals any other: those differences are counted as not re-judged on
-//!   both sides, never as fixed);
+//!   kept (body fields, and compared headers the store redacts): a redacted value equals any
+//!   other, so those differences are counted as not re-judged on both sides, never as fixed;
 //! - recorded and re-diffed verdicts are compared on the same exchanges: `fixed` (differed,
 //!   matches now), `broken` (matched, differs now or cannot be compared), `changed` (differs
 //!   both times, at other fields).
@@ -322,11 +322,15 @@ impl<'a> Rediff<'a> {
             }
         }
         let mut not_rejudged = 0;
+        let redact_headers = &self.cfg.store.redact_headers;
         let mut keep = |field: &str, redacted_value: bool| {
             if noise.is_some_and(|n| n.contains(field)) {
                 return false;
             }
-            if redacted_value || redacted.iter().any(|r| under(field, r)) {
+            if redacted_value
+                || redacted.iter().any(|r| under(field, r))
+                || redacted_header(field, redact_headers)
+            {
                 not_rejudged += 1;
                 return false;
             }
@@ -383,7 +387,9 @@ impl Rediff<'_> {
             .fields
             .iter()
             .filter(|(f, _, _)| {
-                !noise.is_some_and(|n| n.contains(f)) && !redacted.iter().any(|r| under(f, r))
+                !noise.is_some_and(|n| n.contains(f))
+                    && !redacted.iter().any(|r| under(f, r))
+                    && !redacted_header(f, &self.cfg.store.redact_headers)
             })
             .map(|(f, k, _)| (f.clone(), k.clone()))
             .collect();
@@ -444,6 +450,15 @@ fn redacted_patterns<'a>(v: &'a Value, path: &mut Vec<Seg<'a>>, out: &mut Vec<St
         }
         _ => {}
     }
+}
+
+/// Whether `field` is a compared header whose values the store keeps redacted (`@header/NAME`,
+/// `[store] redact_headers`): both sides read `[redacted]` when judged again, so its difference
+/// cannot be judged again, as a redacted value in a body cannot.
+fn redacted_header(field: &str, redact: &[http::HeaderName]) -> bool {
+    field
+        .strip_prefix("@header/")
+        .is_some_and(|name| crate::redact::is_redacted_header(name, redact))
 }
 
 /// Adds judged exchanges up per route.
