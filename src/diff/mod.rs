@@ -420,7 +420,7 @@ struct Walker<'r, 'a> {
     /// `examples`.
     early: usize,
     /// The path of the last difference of each kind counted among those, and its row in the
-    /// tally (`u32::MAX`: none; see [`Walker::early_row`]).
+    /// tally (`u32::MAX`: none; see [`Walker::row`]).
     last_rows: [(Vec<Seg<'a>>, u32); listing::KINDS],
     /// Differences found once the room was full (or with no row in the tally).
     unlisted: usize,
@@ -744,7 +744,7 @@ impl<'a> Walker<'_, 'a> {
             // each would read every name above it).
             self.list(kind, path_text, listing::PAST_LISTED_COST, l, c)
         } else {
-            let verdict = match self.past_row(kind) {
+            let verdict = match self.row(kind, false) {
                 Some(row) => self.tally.count_past(row, 1),
                 None => Verdict::Unlisted,
             };
@@ -796,7 +796,7 @@ impl<'a> Walker<'_, 'a> {
         let Some(moved) = self.admit(kind, path_text, 0) else {
             return false;
         };
-        let row = self.early_row(kind);
+        let row = self.row(kind, true).expect("an early row is always made");
         if let Verdict::Example(row) = self.tally.count_past(row, self.examples) {
             self.push(kind, path_text, moved, l, c);
             self.tally.example(row, true);
@@ -804,34 +804,27 @@ impl<'a> Walker<'_, 'a> {
         true
     }
 
-    /// The tally's row of the difference of `kind` at the current path, among the `listed`
-    /// first. A page's differences repeat a few patterns (the same member of each record): a
+    /// The tally's row of the difference of `kind` at the current path: among the `listed`
+    /// first (`early`: always made), or past them (rows seeded first; `None`: every row
+    /// taken). A page's differences repeat a few patterns (the same member of each record): a
     /// path of the same names as the last one of its kind, its indices aside, has the same
-    /// pattern, so its row is known without building the pattern and looking it up.
-    fn early_row(&mut self, kind: Kind) -> u32 {
-        let path = path_of(kind, &self.lpath, &self.cpath);
-        let (last, row) = &mut self.last_rows[listing::kind_index(kind)];
-        if *row != u32::MAX && same_pattern(last, path) {
-            return *row;
+    /// pattern, so its row is known without building the pattern and looking it up. Rows are
+    /// never renumbered (only taken back with the last rows themselves, which
+    /// [`Walker::try_keyed`] forgets then).
+    fn row(&mut self, kind: Kind, early: bool) -> Option<u32> {
+        if !early {
+            self.tally.seed_once(&self.out);
         }
-        *row = self.tally.early_row(kind, path);
-        last.clear();
-        last.extend_from_slice(path);
-        *row
-    }
-
-    /// The tally's row of the difference of `kind` at the current path, past the `listed`
-    /// first (`None`: every row taken). As in [`Walker::early_row`], a path of the same names
-    /// as the last one of its kind has its row: rows are never renumbered (only taken back
-    /// with the last rows themselves, which [`Walker::try_keyed`] forgets then).
-    fn past_row(&mut self, kind: Kind) -> Option<u32> {
-        self.tally.seed_once(&self.out);
         let path = path_of(kind, &self.lpath, &self.cpath);
         let (last, row) = &mut self.last_rows[listing::kind_index(kind)];
         if *row != u32::MAX && same_pattern(last, path) {
             return Some(*row);
         }
-        let found = self.tally.past_row(kind, path, &self.out)?;
+        let found = if early {
+            self.tally.early_row(kind, path)
+        } else {
+            self.tally.past_row(kind, path, &self.out)?
+        };
         *row = found;
         last.clear();
         last.extend_from_slice(path);
@@ -917,7 +910,7 @@ fn path_of<'p, 'a>(kind: Kind, lpath: &'p [Seg<'a>], cpath: &'p [Seg<'a>]) -> &'
     }
 }
 
-/// No last row of any kind (see [`Walker::early_row`]).
+/// No last row of any kind (see [`Walker::row`]).
 fn no_rows<'a>() -> [(Vec<Seg<'a>>, u32); listing::KINDS] {
     std::array::from_fn(|_| (Vec::new(), u32::MAX))
 }

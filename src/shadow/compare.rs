@@ -1335,6 +1335,7 @@ pub(super) fn memo_glance<'s>(
     field(&route.map_or(u64::MAX, |r| r as u64).to_le_bytes());
     field(&[u8::from(strict)]);
     field(mapping.unwrap_or("").as_bytes());
+    let mut text = Vec::new();
     for side in [legacy, candidate] {
         field(&side.status.as_u16().to_le_bytes());
         let ce = side.headers.get(http::header::CONTENT_ENCODING);
@@ -1342,7 +1343,7 @@ pub(super) fn memo_glance<'s>(
         for n in &cfg.diff.headers {
             // As [`header_value`] reads it (its values joined by ", "), without building it;
             // absent (0xff: never in a header's text) and empty differ, as they compare.
-            let mut text = Vec::new();
+            text.clear();
             let present = header_text(side.headers, n, &mut text);
             field(if present { &text } else { &[0xff] });
         }

@@ -137,9 +137,7 @@ impl<V> Memo<V> {
         }
         map.insert(glance.hash, entry);
     }
-}
 
-impl<V> Memo<V> {
     /// Whether `hash` was among the glances seen recently; remembers it. (Threads racing on a
     /// slot only make a pair wait for one more sighting.)
     fn seen_before(&self, hash: u64) -> bool {
@@ -155,6 +153,12 @@ mod tests {
 
     fn glance<'a>(head: &[u8], l: &'a Bytes, c: &'a Bytes) -> Glance<'a> {
         Glance::new(head.to_vec(), l, c)
+    }
+
+    /// Offers a result twice: a pair is kept from its second sighting.
+    fn seen_twice(memo: &Memo<usize>, g: &Glance<'_>, bytes: usize, v: usize) {
+        memo.insert(g, bytes, Arc::new(v));
+        memo.insert(g, bytes, Arc::new(v));
     }
 
     /// Pairs alike at both ends and of one length (same glance) differ in the middle: each is
@@ -189,13 +193,9 @@ mod tests {
         let (a, b) = (Bytes::from_static(b"1"), Bytes::from_static(b"2"));
         let head = vec![b'h'; MAX_PAIR_BYTES - 99];
         let g = Glance::new(head, &a, &b);
-        for _ in 0..2 {
-            memo.insert(&g, 100, Arc::new(1));
-        }
+        seen_twice(&memo, &g, 100, 1);
         assert_eq!(memo.get(&g), None, "the head was not counted");
-        for _ in 0..2 {
-            memo.insert(&g, 99, Arc::new(1));
-        }
+        seen_twice(&memo, &g, 99, 1);
         assert_eq!(memo.get(&g).as_deref(), Some(&1));
     }
 
@@ -207,9 +207,7 @@ mod tests {
             Bytes::from_static(b"{\"a\":2}"),
             Bytes::new(),
         );
-        let g = glance(b"", &a, &e);
-        memo.insert(&g, 10, Arc::new(1));
-        memo.insert(&g, 10, Arc::new(1));
+        seen_twice(&memo, &glance(b"", &a, &e), 10, 1);
         assert_eq!(memo.get(&glance(b"", &a, &e)).as_deref(), Some(&1));
         assert_eq!(memo.get(&glance(b"", &b, &e)), None);
         assert_eq!(memo.get(&glance(b"", &e, &a)), None);
@@ -219,20 +217,16 @@ mod tests {
     fn a_pair_too_large_is_not_kept_and_a_full_table_is_emptied() {
         let memo = Memo::default();
         let (a, b) = (Bytes::from_static(b"1"), Bytes::from_static(b"2"));
-        let twice = |g: &Glance<'_>, bytes, v| {
-            memo.insert(g, bytes, Arc::new(v));
-            memo.insert(g, bytes, Arc::new(v));
-        };
-        twice(&glance(b"big", &a, &b), MAX_PAIR_BYTES + 1, 0);
+        seen_twice(&memo, &glance(b"big", &a, &b), MAX_PAIR_BYTES + 1, 0);
         assert_eq!(memo.get(&glance(b"big", &a, &b)), None);
         for i in 0..MAX_ENTRIES {
-            twice(&glance(&i.to_le_bytes(), &a, &b), 1, i);
+            seen_twice(&memo, &glance(&i.to_le_bytes(), &a, &b), 1, i);
         }
         assert_eq!(
             memo.get(&glance(&0usize.to_le_bytes(), &a, &b)).as_deref(),
             Some(&0)
         );
-        twice(&glance(b"one more", &a, &b), 1, 7);
+        seen_twice(&memo, &glance(b"one more", &a, &b), 1, 7);
         assert_eq!(memo.get(&glance(&0usize.to_le_bytes(), &a, &b)), None);
         assert_eq!(memo.get(&glance(b"one more", &a, &b)).as_deref(), Some(&7));
     }
