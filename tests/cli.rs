@@ -451,42 +451,34 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
     assert_eq!(rows, vec![vec![json!("match")]; 3]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_runs_without_a_config_file() {
-    let legacy = Upstream::json(json!({"a": 1})).await;
-    let candidate = Upstream::json(json!({"a": 2})).await;
+/// `serve` from flags alone (no config file), logging JSON lines (`verbose`: `-vv`), in front of
+/// `legacy` and `candidate`: one request sent through it, then SIGINT. The answer, the log's JSON
+/// lines, its whole text, and the directory it ran in (its store is `x.db` there).
+async fn one_request_logged(
+    verbose: bool,
+    legacy: String,
+    candidate: String,
+    req: http::request::Builder,
+) -> (Got, Vec<serde_json::Value>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().to_path_buf();
-    let (l, c) = (legacy.url(), candidate.url());
     let (mut child, addr, stderr) = tokio::task::spawn_blocking(move || {
-        spawn_serve(
-            &[
-                "serve",
-                "-vv",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--legacy",
-                &l,
-                "--candidate",
-                &c,
-                "--db",
-                "x.db",
-            ],
-            &cwd,
-        )
+        let mut args = vec!["serve", "--log-format", "json", "--listen", "127.0.0.1:0"];
+        if verbose {
+            args.push("-vv");
+        }
+        args.extend(["--admin", "127.0.0.1:0", "--legacy", &legacy]);
+        args.extend(["--candidate", &candidate, "--db", "x.db"]);
+        spawn_serve(&args, &cwd)
     })
     .await
     .unwrap();
-    let req = http::Request::get(format!("http://{addr}/a?api_key=QUERY-SECRET"))
-        .header("authorization", "Bearer LOG-SECRET-TOKEN")
+    let uri = req.uri_ref().unwrap().to_string();
+    let req = req
+        .uri(format!("http://{addr}{uri}"))
         .body(http_body_util::Full::default())
         .unwrap();
     let got = send(req).await;
-    assert_eq!(got.json(), json!({"a": 1}));
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -496,12 +488,23 @@ async fn serve_runs_without_a_config_file() {
         .unwrap();
     let log = stderr.join().unwrap();
     assert_eq!(code, 0, "{log}");
-    // JSON lines at the most verbose level, with the exchange span's request id and route...
-    let lines: Vec<serde_json::Value> = log
+    let lines = log
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    (got, lines, log, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_a_config_file() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 2})).await;
+    let req = http::Request::get("/a?api_key=QUERY-SECRET")
+        .header("authorization", "Bearer LOG-SECRET-TOKEN");
+    let (got, lines, log, dir) = one_request_logged(true, legacy.url(), candidate.url(), req).await;
+    assert_eq!(got.json(), json!({"a": 1}));
+    // JSON lines at the most verbose level, with the exchange span's request id and route...
     assert!(
         lines
             .iter()
@@ -518,6 +521,28 @@ async fn serve_runs_without_a_config_file() {
         "SELECT outcome, diff_count FROM exchanges",
     );
     assert_eq!(rows, vec![vec![json!("diff"), json!(1)]]);
+}
+
+/// At the default level the exchange span is not built (it cost ~8 % of the caller's path), so a
+/// warning about one exchange names the exchange itself: its request id, route and account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_about_an_exchange_names_it_at_the_default_level() {
+    // Legacy refuses connections: a port that was free a moment ago.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let legacy = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let req = http::Request::get("/workers/7").header("x-request-id", "rid-warn-1");
+    let (got, lines, log, _dir) = one_request_logged(false, legacy, candidate.url(), req).await;
+    assert_eq!(got.status, 502);
+    let warned = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "legacy failed")
+        .unwrap_or_else(|| panic!("no 'legacy failed' warning: {log}"));
+    assert_eq!(warned["level"], "WARN", "{log}");
+    assert_eq!(warned["fields"]["request_id"], "rid-warn-1", "{log}");
+    // No line carries the span: it was never built.
+    assert!(lines.iter().all(|l| l.get("span").is_none()), "{log}");
 }
 
 #[test]

@@ -103,7 +103,10 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(crate::record::request_id, str::to_owned);
-        let span = tracing::info_span!(
+        // A debug span: at the default level it is never built (formatting its fields and the
+        // registry's slot were ~8 % of the caller's runtime, BENCHMARKS.md §20.17); the few
+        // warnings about one exchange name its request id, route and account themselves.
+        let span = tracing::debug_span!(
             "exchange",
             request_id = %request_id,
             method = %req.method(),
@@ -563,7 +566,13 @@ impl Proxy {
         crate::telemetry::legacy_latency(meta.route.as_deref(), ms);
         match res {
             Err(e) => {
-                tracing::warn!(error = %e, "legacy failed");
+                tracing::warn!(
+                    error = %e,
+                    request_id = %meta.request_id,
+                    route = meta.route.as_deref(),
+                    account = meta.account.as_deref(),
+                    "legacy failed"
+                );
                 if let Some(mirror) = mirror {
                     let legacy = LegacyPending::Failed {
                         ms,

@@ -26,6 +26,7 @@ impl Shadow {
             .pause(crate::quota::Vendor::Candidate, account, d);
         tracing::warn!(
             pause_ms = d.as_millis() as u64,
+            account,
             scope = if account.is_some() {
                 "account"
             } else {

@@ -776,7 +776,13 @@ impl Shadow {
                     Ok(c) => c,
                     Err(e) if e.is_panic() => {
                         let msg = panic_message(&*e.into_panic());
-                        tracing::error!(panic = %msg, "candidate call panicked: recorded as internal_error");
+                        tracing::error!(
+                            panic = %msg,
+                            request_id = %meta.request_id,
+                            route = meta.route.as_deref(),
+                            account = meta.account.as_deref(),
+                            "candidate call panicked: recorded as internal_error"
+                        );
                         crate::telemetry::panic_caught("candidate");
                         this.record(compare::internal_error(
                             meta,
@@ -864,11 +870,12 @@ impl Shadow {
                 // A panic in the comparison (a bug reached by hostile bytes) must not lose the
                 // exchange silently: it is caught and recorded as `internal_error`.
                 let record = if big {
+                    let request_id = meta_copy.request_id.clone();
                     match tokio::task::spawn_blocking(move || caught(meta_copy, run)).await {
                         Ok(r) => r,
                         Err(e) => {
                             // Cancelled: the runtime is shutting down.
-                            tracing::warn!(error = %e, "comparison cancelled");
+                            tracing::warn!(error = %e, request_id, "comparison cancelled");
                             return;
                         }
                     }
@@ -1233,7 +1240,13 @@ fn caught(meta: Meta, run: impl FnOnce() -> crate::record::Record) -> crate::rec
         Ok(r) => r,
         Err(panic) => {
             let msg = panic_message(&*panic);
-            tracing::error!(panic = %msg, "comparison panicked: recorded as internal_error");
+            tracing::error!(
+                panic = %msg,
+                request_id = %meta.request_id,
+                route = meta.route.as_deref(),
+                account = meta.account.as_deref(),
+                "comparison panicked: recorded as internal_error"
+            );
             crate::telemetry::panic_caught("compare");
             compare::internal_error(meta, format!("comparison panicked: {msg}"))
         }
