@@ -451,11 +451,12 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_the_store() {
     assert_eq!(rows, vec![vec![json!("match")]; 3]);
 }
 
-/// `serve` from flags alone (no config file), logging JSON lines (`verbose`: `-vv`), in front of
-/// `legacy` and `candidate`: one request sent through it, then SIGINT. The answer, the log's JSON
-/// lines, its whole text, and the directory it ran in (its store is `x.db` there).
+/// `serve` from flags alone (no config file) and `flags` (the log's format and level), in
+/// front of `legacy` and `candidate`: one request sent through it, then SIGINT. The answer, the
+/// log's JSON lines (if any), its whole text, and the directory it ran in (its store is `x.db`
+/// there).
 async fn one_request_logged(
-    verbose: bool,
+    flags: &'static [&'static str],
     legacy: String,
     candidate: String,
     req: http::request::Builder,
@@ -463,10 +464,8 @@ async fn one_request_logged(
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().to_path_buf();
     let (mut child, addr, stderr) = tokio::task::spawn_blocking(move || {
-        let mut args = vec!["serve", "--log-format", "json", "--listen", "127.0.0.1:0"];
-        if verbose {
-            args.push("-vv");
-        }
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(flags);
         args.extend(["--admin", "127.0.0.1:0", "--legacy", &legacy]);
         args.extend(["--candidate", &candidate, "--db", "x.db"]);
         spawn_serve(&args, &cwd)
@@ -502,7 +501,13 @@ async fn serve_runs_without_a_config_file() {
     let candidate = Upstream::json(json!({"a": 2})).await;
     let req = http::Request::get("/a?api_key=QUERY-SECRET")
         .header("authorization", "Bearer LOG-SECRET-TOKEN");
-    let (got, lines, log, dir) = one_request_logged(true, legacy.url(), candidate.url(), req).await;
+    let (got, lines, log, dir) = one_request_logged(
+        &["--log-format", "json", "-vv"],
+        legacy.url(),
+        candidate.url(),
+        req,
+    )
+    .await;
     assert_eq!(got.json(), json!({"a": 1}));
     // JSON lines at the most verbose level, with the exchange span's request id and route...
     assert!(
@@ -527,22 +532,80 @@ async fn serve_runs_without_a_config_file() {
 /// warning about one exchange names the exchange itself: its request id, route and account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warning_about_an_exchange_names_it_at_the_default_level() {
-    // Legacy refuses connections: a port that was free a moment ago.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let legacy = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let candidate = Upstream::json(json!({"a": 1})).await;
     let req = http::Request::get("/workers/7").header("x-request-id", "rid-warn-1");
-    let (got, lines, log, _dir) = one_request_logged(false, legacy, candidate.url(), req).await;
+    let (got, lines, log, _dir) = one_request_logged(
+        &["--log-format", "json"],
+        closed_port(),
+        candidate.url(),
+        req,
+    )
+    .await;
     assert_eq!(got.status, 502);
-    let warned = lines
-        .iter()
-        .find(|l| l["fields"]["message"] == "legacy failed")
-        .unwrap_or_else(|| panic!("no 'legacy failed' warning: {log}"));
-    assert_eq!(warned["level"], "WARN", "{log}");
+    let warned = warning(&lines, "legacy failed", &log);
     assert_eq!(warned["fields"]["request_id"], "rid-warn-1", "{log}");
+    assert_eq!(warned["fields"]["method"], "GET", "{log}");
+    assert_eq!(warned["fields"]["path"], "/workers/7", "{log}");
     // No line carries the span: it was never built.
     assert!(lines.iter().all(|l| l.get("span").is_none()), "{log}");
+
+    // The candidate's 429 pauses mirroring: the warning says for which exchange.
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::start(|_| {
+        Reply::json(json!({}))
+            .status(429)
+            .header("retry-after", "2")
+    })
+    .await;
+    let req = http::Request::get("/workers/8").header("x-request-id", "rid-429");
+    let (got, lines, log, _dir) = one_request_logged(
+        &["--log-format", "json"],
+        legacy.url(),
+        candidate.url(),
+        req,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let warned = warning(&lines, "candidate answered 429: mirroring paused", &log);
+    assert_eq!(warned["fields"]["request_id"], "rid-429", "{log}");
+}
+
+/// The request id is the caller's: in a pretty log it is quoted text, so an id that looks like
+/// more fields cannot forge them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_cannot_forge_fields_in_a_pretty_log() {
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let req = http::Request::get("/workers/7")
+        .header("x-request-id", r#"inj1 route="payroll" account="victim""#);
+    let (got, _, log, _dir) = one_request_logged(
+        &["--log-format", "pretty"],
+        closed_port(),
+        candidate.url(),
+        req,
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert!(
+        log.contains(r#"request_id="inj1 route=\"payroll\" account=\"victim\"""#),
+        "{log}"
+    );
+    assert!(!log.contains(r#" route="payroll""#), "{log}");
+}
+
+/// A port nothing listens on (free a moment ago): a legacy that refuses connections.
+fn closed_port() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}
+
+/// The WARN line whose message is `message`.
+fn warning<'a>(lines: &'a [serde_json::Value], message: &str, log: &str) -> &'a serde_json::Value {
+    let found = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == message)
+        .unwrap_or_else(|| panic!("no '{message}' line: {log}"));
+    assert_eq!(found["level"], "WARN", "{log}");
+    found
 }
 
 #[test]

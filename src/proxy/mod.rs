@@ -108,7 +108,9 @@ impl Proxy {
         // warnings about one exchange name its request id, route and account themselves.
         let span = tracing::debug_span!(
             "exchange",
-            request_id = %request_id,
+            // As text, not `%`: the caller chose it, and a pretty log quotes and escapes text
+            // (`X-Request-Id: a route="x"` must not read as two fields).
+            request_id = request_id.as_str(),
             method = %req.method(),
             path = req.uri().path(),
             route = tracing::field::Empty,
@@ -568,7 +570,9 @@ impl Proxy {
             Err(e) => {
                 tracing::warn!(
                     error = %e,
-                    request_id = %meta.request_id,
+                    request_id = meta.request_id.as_str(),
+                    method = meta.method.as_str(),
+                    path = meta.path.as_str(),
                     route = meta.route.as_deref(),
                     account = meta.account.as_deref(),
                     "legacy failed"

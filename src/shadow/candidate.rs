@@ -19,19 +19,23 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 impl Shadow {
     /// Pauses mirroring after a candidate 429 for `d` (capped): for the request's account, or
     /// for every account when none is known or `[shadow] rate_limit_scope = "global"`.
-    fn pause_for(&self, account: Option<&str>, d: Duration, scope: crate::config::RateLimitScope) {
+    fn pause_for(&self, whose: Whose<'_>, d: Duration, scope: crate::config::RateLimitScope) {
         let d = d.min(MAX_BACKOFF);
-        let account = account.filter(|_| scope == crate::config::RateLimitScope::Account);
+        let paused = whose
+            .account
+            .filter(|_| scope == crate::config::RateLimitScope::Account);
         self.quotas
-            .pause(crate::quota::Vendor::Candidate, account, d);
+            .pause(crate::quota::Vendor::Candidate, paused, d);
         tracing::warn!(
             pause_ms = d.as_millis() as u64,
-            account,
-            scope = if account.is_some() {
+            scope = if paused.is_some() {
                 "account"
             } else {
                 "global"
             },
+            request_id = whose.request_id,
+            route = whose.route,
+            account = whose.account,
             "candidate answered 429: mirroring paused"
         );
     }
@@ -113,7 +117,7 @@ impl Shadow {
                                 body,
                             };
                             Ok(this
-                                .call(&client, target, plan.account.as_deref(), &cfg_arc)
+                                .call(&client, target, plan.whose(), &cfg_arc)
                                 .await?
                                 .into())
                         }
@@ -152,9 +156,10 @@ impl Shadow {
         &self,
         client: &HttpClient<Full<Bytes>>,
         t: Target<'_>,
-        account: Option<&str>,
+        whose: Whose<'_>,
         cfg: &Config,
     ) -> Result<(http::response::Parts, (CandidateBody, Held)), String> {
+        let account = whose.account;
         let uri = upstream::join(t.base, t.path_and_query)
             .map_err(|e| format!("invalid candidate request: {e}"))?;
         let mut req = Request::builder()
@@ -178,7 +183,7 @@ impl Shadow {
         );
         if parts.status == StatusCode::TOO_MANY_REQUESTS && cfg.shadow.backoff_on_429 {
             self.pause_for(
-                account,
+                whose,
                 retry_after(&parts.headers).unwrap_or(DEFAULT_BACKOFF),
                 cfg.shadow.rate_limit_scope,
             );
@@ -187,6 +192,25 @@ impl Shadow {
             .await
             .map_err(|e| format!("candidate body: {e}"))?;
         Ok((parts, body))
+    }
+}
+
+/// Whose request a candidate call serves: its account (its quota, its breaker, a 429's pause)
+/// and, for the log, the exchange's request id and route.
+#[derive(Clone, Copy)]
+pub(super) struct Whose<'a> {
+    pub account: Option<&'a str>,
+    pub request_id: &'a str,
+    pub route: Option<&'a str>,
+}
+
+impl Plan {
+    pub(super) fn whose(&self) -> Whose<'_> {
+        Whose {
+            account: self.account.as_deref(),
+            request_id: &self.request_id,
+            route: self.route.map(|i| self.cfg.routes[i].name.as_str()),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::candidate::{Answer, Target};
+use super::candidate::{Answer, Target, Whose};
 use super::compare::{CandidateBody, NotCalled};
 use super::{Plan, Shadow};
 use crate::budget::Held;
@@ -176,10 +176,7 @@ async fn send(
             headers,
             body,
         };
-        return Ok(this
-            .call(client, t, plan.account.as_deref(), cfg)
-            .await?
-            .into());
+        return Ok(this.call(client, t, plan.whose(), cfg).await?.into());
     };
 
     if items.len() > rm.max_each {
@@ -212,6 +209,7 @@ async fn send(
     }
 
     let account = plan.account.clone();
+    let (request_id, route) = (plan.request_id.clone(), plan.route);
     let mut slots: Vec<Option<Result<_, String>>> = (0..targets.len()).map(|_| None).collect();
     let mut running = tokio::task::JoinSet::new();
     let mut stopped = None;
@@ -244,6 +242,7 @@ async fn send(
                 body.clone(),
                 account.clone(),
             );
+            let request_id = request_id.clone();
             running.spawn(async move {
                 let t = Target {
                     base: &base,
@@ -252,7 +251,12 @@ async fn send(
                     headers,
                     body,
                 };
-                let r = this.call(&client, t, account.as_deref(), &cfg).await;
+                let whose = Whose {
+                    account: account.as_deref(),
+                    request_id: &request_id,
+                    route: route.map(|i| cfg.routes[i].name.as_str()),
+                };
+                let r = this.call(&client, t, whose, &cfg).await;
                 // Never the URL: its query may hold an account's credential.
                 (
                     i,

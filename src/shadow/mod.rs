@@ -68,6 +68,8 @@ pub struct Plan {
     permit: Option<OwnedSemaphorePermit>,
     /// The request's account (its quota, its 429 pause).
     pub account: Option<String>,
+    /// The exchange's request id: what the candidate call's warnings name it by.
+    pub request_id: Arc<str>,
     /// A route with a request mapping: the request as the mapping and the templates need it
     /// (the candidate request is built once the body is in, [`fanout`]).
     pub request: Option<Box<translate::request::Pending>>,
@@ -544,6 +546,7 @@ impl Shadow {
         match target {
             Ok(target) => {
                 let account = meta.account.clone();
+                let request_id = Arc::from(meta.request_id.as_str());
                 let request = mapped_request.then(|| {
                     let mut p = translate::request::Pending::new(
                         &parts.method,
@@ -568,6 +571,7 @@ impl Shadow {
                         cfg: cfg_arc.clone(),
                         permit,
                         account,
+                        request_id,
                         request,
                     }),
                 )
@@ -778,7 +782,7 @@ impl Shadow {
                         let msg = panic_message(&*e.into_panic());
                         tracing::error!(
                             panic = %msg,
-                            request_id = %meta.request_id,
+                            request_id = meta.request_id.as_str(),
                             route = meta.route.as_deref(),
                             account = meta.account.as_deref(),
                             "candidate call panicked: recorded as internal_error"
@@ -875,7 +879,7 @@ impl Shadow {
                         Ok(r) => r,
                         Err(e) => {
                             // Cancelled: the runtime is shutting down.
-                            tracing::warn!(error = %e, request_id, "comparison cancelled");
+                            tracing::warn!(error = %e, request_id = request_id.as_str(), "comparison cancelled");
                             return;
                         }
                     }
@@ -1242,7 +1246,7 @@ fn caught(meta: Meta, run: impl FnOnce() -> crate::record::Record) -> crate::rec
             let msg = panic_message(&*panic);
             tracing::error!(
                 panic = %msg,
-                request_id = %meta.request_id,
+                request_id = meta.request_id.as_str(),
                 route = meta.route.as_deref(),
                 account = meta.account.as_deref(),
                 "comparison panicked: recorded as internal_error"
