@@ -21,7 +21,12 @@ fn main() -> ExitCode {
         1 => "info,shadowdiff=debug",
         _ => "info,shadowdiff=trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // RUST_LOG overrides -v, but not -q: "nothing on stderr but errors" is what was asked for
+    // on this command line, whatever the environment says.
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) if !cli.quiet => f,
+        _ => EnvFilter::new(default),
+    };
     // Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org): a log
     // written to a file or a journal carries no escape codes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())

@@ -608,6 +608,28 @@ fn warning<'a>(lines: &'a [serde_json::Value], message: &str, log: &str) -> &'a 
     found
 }
 
+/// `-q` asks for nothing on stderr but errors: RUST_LOG in the environment (which overrides
+/// `-v`) does not undo it.
+#[test]
+fn quiet_wins_over_rust_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // (A store of its own each time: a migrated one would have nothing left to log.)
+    let migrate = |quiet: bool, db: &str| {
+        let mut cmd = bin();
+        cmd.args(["migrate", "--db", db]).current_dir(dir.path());
+        if quiet {
+            cmd.arg("-q");
+        }
+        let out = cmd.env("RUST_LOG", "shadowdiff=debug").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Without -q, RUST_LOG is followed: the migration is logged at info.
+    assert!(migrate(false, "x.db").contains("INFO"));
+    let err = migrate(true, "y.db");
+    assert!(!err.contains("INFO") && !err.contains("DEBUG"), "{err}");
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -122,8 +122,8 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
-    /// Nothing on stderr but errors (no progress, notes, warnings or info logs); stdout and the
-    /// exit code are the same.
+    /// Nothing on stderr but errors (no progress, notes, warnings or info logs), whatever
+    /// RUST_LOG says; stdout and the exit code are the same.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
