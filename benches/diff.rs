@@ -244,6 +244,65 @@ fn harness(c: &mut Criterion) {
                 .len()
         });
     });
+    // The same, each comparison after other work has filled the core's caches (in the proxy the
+    // caller's thread, both upstreams and the kernel run on the core between two comparisons):
+    // the untimed setup writes 2 MiB elsewhere, twice this core's L2, less than the L3, so the
+    // pages, the arena and the index are read from L3 as in the proxy (BENCHMARKS.md §20.17).
+    let mut elsewhere = vec![0u8; 2 << 20];
+    let mut round = 0u8;
+    g.bench_function("compare_bodies_cold", |b| {
+        b.iter_batched(
+            || {
+                round = round.wrapping_add(1);
+                elsewhere.fill(round);
+                black_box(&elsewhere);
+            },
+            |()| {
+                shadowdiff::shadow::compare::compare_bodies(&side(l), &side(r), &rules, &cfg)
+                    .diffs
+                    .len()
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    // Distinct pages, as the harness's `RANDOM_PAGES=1` sends them: each comparison a pair the
+    // processor has not just seen (the two pages above, compared again and again, train its
+    // branch predictors on one document). The pairs are read from a directory of
+    // `NAME.legacy.json` and `NAME.candidate.json` when SHADOWDIFF_BENCH_PAGES names one (a
+    // recipe that dumps the harness upstream's pages is in BENCHMARKS.md §20.17).
+    if let Some(dir) = std::env::var_os("SHADOWDIFF_BENCH_PAGES") {
+        let mut pairs = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("SHADOWDIFF_BENCH_PAGES is a directory") {
+            let path = entry.expect("a directory entry").path();
+            let name = path.to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".legacy.json") {
+                let l = std::fs::read(&path).expect("a legacy page");
+                let c =
+                    std::fs::read(format!("{stem}.candidate.json")).expect("its candidate page");
+                pairs.push((bytes::Bytes::from(l), bytes::Bytes::from(c)));
+            }
+        }
+        assert!(!pairs.is_empty(), "no NAME.legacy.json in {dir:?}");
+        eprintln!(
+            "harness_page/compare_bodies_distinct: {} pairs",
+            pairs.len()
+        );
+        let owned = |body: &bytes::Bytes| shadowdiff::shadow::compare::Side {
+            status: http::StatusCode::OK,
+            headers: &headers,
+            body: body.clone(),
+        };
+        let mut next = 0;
+        g.bench_function("compare_bodies_distinct", |b| {
+            b.iter(|| {
+                let (l, c) = &pairs[next % pairs.len()];
+                next += 1;
+                shadowdiff::shadow::compare::compare_bodies(&owned(l), &owned(c), &rules, &cfg)
+                    .diffs
+                    .len()
+            });
+        });
+    }
     g.finish();
 }
 
