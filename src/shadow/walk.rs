@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::Full;
 
-use super::candidate::{Answer, Target, Whose};
+use super::candidate::{Answer, Target};
 use super::compare::{CandidateBody, NotCalled};
 use super::{Plan, Shadow};
 use crate::budget::Held;
@@ -70,8 +70,7 @@ pub(super) async fn walked(
     headers: HeaderMap,
 ) -> Result<Answer, String> {
     let cfg = plan.cfg.clone();
-    let route_idx = plan.route.expect("a paged plan belongs to a route");
-    let route = &cfg.routes[route_idx];
+    let route = &cfg.routes[plan.route.expect("a paged plan belongs to a route")];
     let spec = route.paging.clone().expect("planned with paging");
     let want = plan.page.expect("planned with a window");
     let base = cfg.candidate.base_url.clone().expect("checked at start-up");
@@ -103,7 +102,6 @@ pub(super) async fn walked(
                 let pq = page_target(&plan.target.path_and_query, spec_ref, cursor.as_deref());
                 let headers = headers.clone();
                 let account = plan.account.clone();
-                let request_id = plan.request_id.clone();
                 let method = plan.target.method.clone();
                 let base = base.clone();
                 let this = this.clone();
@@ -139,16 +137,7 @@ pub(super) async fn walked(
                         body: Bytes::new(),
                     };
                     let (parts, (body, held)) = this
-                        .call(
-                            &client,
-                            t,
-                            Whose {
-                                account: account.as_deref(),
-                                request_id: &request_id,
-                                route: Some(&cfg.routes[route_idx].name),
-                            },
-                            &cfg,
-                        )
+                        .call(&client, t, plan.whose(), &cfg)
                         .await
                         .map_err(|e| Fail::Call(format!("page {n} of the walk: {e}")))?;
                     let bytes = match (&body, parts.status.is_success()) {
