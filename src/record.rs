@@ -300,7 +300,8 @@ pub enum Fallback {
     MappingError,
     /// The candidate's body (or the request's) is over `[shadow] max_body`.
     TooLarge,
-    /// `[shadow] max_bytes_in_flight` could not hold the candidate's body.
+    /// `[shadow] max_bytes_in_flight` could not hold the candidate's body, or (a phase with
+    /// `verify`) the documents of its verification: nothing was learned about the candidate.
     Memory,
     /// The candidate was not called (the skip reason: a 429 pause, a template value missing,
     /// an unsafe path, the served calls' budget full).

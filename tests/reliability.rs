@@ -449,7 +449,7 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
     let p = start(cfg, None).await;
     let (bytes, closed) = raw(
         p.proxy,
-        b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-stall-1\r\n\r\n",
         Duration::from_secs(20),
     )
     .await;
@@ -463,6 +463,19 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
     let rows = tokio::task::block_in_place(|| p.wait_rows(1));
     assert_eq!(rows[0][0], json!("legacy_error"));
     assert!(rows[0][1].as_str().unwrap().contains("stalled"), "{rows:?}");
+    // The warning names the exchange (it is logged while the server streams the body, outside
+    // the exchange: before, it named none).
+    let line = tokio::task::block_in_place(|| {
+        poll(Duration::from_secs(20), || {
+            p.log()
+                .lines()
+                .find(|l| l.contains("legacy body stalled"))
+                .map(str::to_owned)
+        })
+    })
+    .unwrap_or_else(|| panic!("no stall warning: {}", p.log()));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(r#"request_id="rid-stall-1""#), "{line}");
 }
 
 // ------------------------------------------------ 6. non-JSON bodies skip redaction

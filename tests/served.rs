@@ -731,7 +731,9 @@ async fn the_served_bytes_are_the_verified_document() {
 
 /// Verifying a served answer builds both documents on the caller's path: their memory comes from
 /// the comparisons' budget as they grow, and an answer the budget cannot verify is legacy's
-/// (before, a dense page was verified whatever it took: ~30 × each body).
+/// (before, a dense page was verified whatever it took: ~30 × each body). The fallback says
+/// `memory`, not `unverified`: nothing was learned about the candidate (before, it said
+/// `unverified`, the reason for an answer that differs from legacy's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_too_large_to_verify_within_the_budget_is_legacys() {
     let ones = vec!["1"; 1_500_000].join(",");
@@ -769,7 +771,72 @@ async fn an_answer_too_large_to_verify_within_the_budget_is_legacys() {
         let rows = exchanges(&p, "served_by, fallback");
         assert_eq!(rows[0]["served_by"], served_by, "{budget}: {rows:?}");
         if served_by == "legacy" {
-            assert_eq!(rows[0]["fallback"], "unverified", "{rows:?}");
+            assert_eq!(rows[0]["fallback"], "memory", "{rows:?}");
         }
+    }
+}
+
+/// Under shadow load: an exchange whose candidate has not answered yet holds its legacy copy's
+/// share of the budget, and a served answer whose verification then cannot decode legacy's
+/// compressed body within what is left is legacy's, with `memory` (before: `unverified`, the
+/// reason for an answer that differs from legacy's). With room, the same answer is compared and
+/// found different (`unverified`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_the_shadow_load_leaves_no_memory_for_is_legacys_for_memory() {
+    use std::io::Write;
+    // 3.9 MB, under max_body: its copy is charged 8 x, nearly the whole 32 MiB budget.
+    let held = Bytes::from(format!("[{}]", vec!["1"; 1_950_000].join(",")));
+    // 1.5 MB once decoded, a few KB as sent.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(format!("[{}]", vec!["1"; 750_000].join(",")).as_bytes())
+        .unwrap();
+    let compressed = Bytes::from(gz.finish().unwrap());
+    let (h, c) = (held.clone(), compressed.clone());
+    let legacy = Upstream::start(move |r| {
+        if r.uri.starts_with("/hold") {
+            Reply::bytes(200, h.clone()).header("content-type", "application/json")
+        } else {
+            Reply::bytes(200, c.clone())
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+        }
+    })
+    .await;
+    let candidate = Upstream::start(|r| {
+        if r.uri.starts_with("/hold") {
+            // Not within the test: the exchange holds its share meanwhile.
+            Reply::json(json!([])).delay(Duration::from_secs(60))
+        } else {
+            Reply::json(json!([]))
+        }
+    })
+    .await;
+    for (budget, fallback) in [("32MiB", "memory"), ("1GiB", "unverified")] {
+        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+        cfg.candidate_timeout = "120s".into();
+        cfg.store = "exchanges = \"all\"\n".into();
+        cfg.rest = format!(
+            "[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n{}{}[[routes]]\nname = \"hold\"\npath = \"/hold\"\n",
+            phase("canary"),
+            route("r", "/r", "")
+        );
+        let p = start(cfg, None).await;
+        // Shadow only (the route serves nobody): answered whole, its copy then charged while the
+        // candidate keeps the exchange open.
+        let got = get(&p.url("/hold")).await;
+        assert_eq!(got.body, held);
+        let got = get(&p.url("/r")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, compressed, "{budget}: legacy's bytes as sent");
+        let row = tokio::task::block_in_place(|| {
+            poll(Duration::from_secs(120), || {
+                exchanges(&p, "path, served_by, fallback")
+                    .into_iter()
+                    .find(|r| r["path"] == "/r")
+            })
+        })
+        .unwrap_or_else(|| panic!("{budget}: no row for /r"));
+        assert_eq!(row["served_by"], "legacy", "{budget}: {row:?}");
+        assert_eq!(row["fallback"], fallback, "{budget}: {row:?}");
     }
 }

@@ -193,6 +193,26 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("legacy body stalled: no data for {0:?}")]
 pub struct Stalled(pub Duration);
 
+/// Whose response a body is: what the warning names when legacy's body stalls (it is logged
+/// while the server streams the body, outside the exchange's own code and span).
+#[derive(Debug)]
+pub struct Owner {
+    request_id: String,
+    route: Option<String>,
+    account: Option<String>,
+}
+
+impl Owner {
+    /// The exchange of `meta`.
+    pub fn of(meta: &crate::record::Meta) -> Box<Self> {
+        Box::new(Self {
+            request_id: meta.request_id.clone(),
+            route: meta.route.clone(),
+            account: meta.account.clone(),
+        })
+    }
+}
+
 /// The longest pause allowed between two frames of legacy's body. The timer costs nothing
 /// until the body first makes the caller wait (most bodies arrive with their head) and is then
 /// armed once: a frame only notes the time, and the deadline is moved when it comes.
@@ -200,14 +220,16 @@ struct Stall {
     limit: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     last: tokio::time::Instant,
+    owner: Box<Owner>,
 }
 
 impl Stall {
-    fn new(limit: Duration) -> Self {
+    fn new(limit: Duration, owner: Box<Owner>) -> Self {
         Self {
             limit,
             timer: None,
             last: tokio::time::Instant::now(),
+            owner,
         }
     }
 
@@ -238,12 +260,12 @@ impl Stall {
 impl ResBody {
     /// Passes `inner` through without keeping a copy; a pause longer than `stall` between two
     /// frames ends the body with an error.
-    pub fn plain(inner: Incoming, stall: Duration) -> Self {
+    pub fn plain(inner: Incoming, stall: Duration, owner: Box<Owner>) -> Self {
         Self {
             kind: ResKind::Tee {
                 inner,
                 capture: None,
-                stall: Stall::new(stall),
+                stall: Stall::new(stall, owner),
                 failed: None,
             },
         }
@@ -258,6 +280,7 @@ impl ResBody {
         limit: usize,
         stall: Duration,
         budget: &MemoryBudget,
+        owner: Box<Owner>,
     ) -> (Self, oneshot::Receiver<(Captured, Held, Instant)>) {
         let (tx, rx) = oneshot::channel();
         let capture = Capture {
@@ -272,7 +295,7 @@ impl ResBody {
             kind: ResKind::Tee {
                 inner,
                 capture: Some(capture),
-                stall: Stall::new(stall),
+                stall: Stall::new(stall, owner),
                 failed: None,
             },
         };
@@ -358,7 +381,14 @@ impl Body for ResBody {
                         // Headers were sent long ago: the only way left to tell the caller
                         // is to end the body with an error (the connection is closed).
                         let err = Stalled(stall.limit);
-                        tracing::warn!(error = %err, "legacy body stalled: closing the caller's response");
+                        let o = &stall.owner;
+                        tracing::warn!(
+                            error = %err,
+                            request_id = o.request_id.as_str(),
+                            route = o.route.as_deref(),
+                            account = o.account.as_deref(),
+                            "legacy body stalled: closing the caller's response"
+                        );
                         if let Some(c) = capture.as_mut() {
                             let msg = err.to_string();
                             c.finish(|_| Captured::Error(msg));

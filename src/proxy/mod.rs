@@ -24,11 +24,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::record::{Fallback, Meta, Outcome, ServedBy};
+use crate::record::{Fallback, Meta, Outcome, ServedBy, SkipReason};
 use crate::shadow::{compare, Decision, LegacyPending, Mirror, Shadow};
 use crate::translate;
 use crate::upstream::{self, HttpClient};
-use body::{ReqBody, ResBody};
+use body::{Owner, ReqBody, ResBody};
 
 /// The proxy's shared state.
 pub struct Proxy {
@@ -423,8 +423,13 @@ impl Proxy {
         };
         let (mut rparts, body) = res.into_parts();
         upstream::strip_hop_by_hop(&mut rparts.headers);
-        let (mut tee, copy) =
-            ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
+        let (mut tee, copy) = ResBody::tee(
+            body,
+            self.max_body,
+            self.body_timeout,
+            &self.shadow.budget,
+            Owner::of(&meta),
+        );
         let tee_at = Instant::now();
         if serve.verify {
             // Legacy's whole body, then the strict comparison, before anything is served.
@@ -513,7 +518,14 @@ impl Proxy {
             // Decoded bytes past the received ones are asked of the budget too.
             let decoded = {
                 let mut ask = crate::budget::past(body.len(), |n| held.grow(n));
-                crate::encoding::decode_within(ce.as_deref(), body, max, &mut ask).ok()?
+                match crate::encoding::decode_within(ce.as_deref(), body, max, &mut ask) {
+                    Ok(d) => d,
+                    Err(crate::encoding::DecodeError::OverBudget) => {
+                        return Outcome::Skipped(SkipReason::Memory)
+                    }
+                    // Legacy's own body cannot be read: nothing vouches for the candidate's.
+                    Err(_) => return Outcome::NotJson,
+                }
             };
             let rules = route.map_or(&cfg.diff.served_rules, |i| &cfg.routes[i].served_rules);
             let side = |status, body| compare::Side {
@@ -521,21 +533,23 @@ impl Proxy {
                 headers: &headers,
                 body,
             };
-            Some(compare::verdict(
+            compare::verdict(
                 &side(l_status, decoded),
                 &side(c_status, candidate),
                 rules,
                 &cfg,
                 &mut held,
-            ))
+            )
         };
         let outcome = if served.body.len() >= VERIFY_INLINE_BYTES {
-            tokio::task::spawn_blocking(run).await.ok().flatten()
+            tokio::task::spawn_blocking(run).await.ok()
         } else {
-            run()
+            Some(run())
         };
         match outcome {
             Some(Outcome::Match) => Ok(()),
+            // Not evidence about the candidate: the budget could not hold the comparison.
+            Some(Outcome::Skipped(SkipReason::Memory)) => Err(Fallback::Memory),
             _ => Err(Fallback::Unverified),
         }
     }
@@ -600,9 +614,15 @@ impl Proxy {
                 let (mut rparts, body) = res.into_parts();
                 upstream::strip_hop_by_hop(&mut rparts.headers);
                 let status = rparts.status;
+                let owner = Owner::of(&meta);
                 let body = if let Some(mirror) = mirror {
-                    let (tee, copy) =
-                        ResBody::tee(body, self.max_body, self.body_timeout, &self.shadow.budget);
+                    let (tee, copy) = ResBody::tee(
+                        body,
+                        self.max_body,
+                        self.body_timeout,
+                        &self.shadow.budget,
+                        owner,
+                    );
                     let legacy = LegacyPending::Response {
                         status,
                         headers: rparts.headers.clone(),
@@ -623,7 +643,7 @@ impl Proxy {
                         );
                         self.shadow.record(r);
                     }
-                    ResBody::plain(body, self.body_timeout)
+                    ResBody::plain(body, self.body_timeout, owner)
                 };
                 Response::from_parts(rparts, body)
             }
