@@ -197,6 +197,53 @@ fn invalid_config_exits_2_naming_file_key_and_line() {
     assert!(err.contains("missing.toml"), "{err}");
 }
 
+/// A deployment that gives the base URLs on `serve`'s command line can check its file as it will
+/// run: `check` takes the same `--legacy` and `--candidate` (before, it had neither, while its
+/// error said "or pass --legacy").
+#[test]
+fn check_takes_the_base_urls_serve_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("no-urls.toml");
+    std::fs::write(&cfg, "[shadow]\nsample_rate = 0.5\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("[legacy] base_url: required (or pass --legacy)"),
+        "{err}"
+    );
+    let (code, out, err) = run(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--legacy",
+            "http://127.0.0.1:9001",
+            "--candidate",
+            "http://127.0.0.1:9002/v2",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("http://127.0.0.1:9002/v2"), "{out}");
+    assert!(out.contains("sample_rate = 0.5"), "{out}");
+    // A bad URL is named by its flag.
+    let (code, _, err) = run(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--legacy",
+            "ftp://x",
+            "--candidate",
+            "http://y",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--legacy"), "{err}");
+}
+
 #[test]
 fn diff_exit_codes_and_json_shape() {
     let dir = tempfile::tempdir().unwrap();

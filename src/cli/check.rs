@@ -3,8 +3,11 @@
 
 use super::*;
 
-pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(path)?;
+/// `ov`: the base URLs a deployment passes to `serve` on its command line instead of in the
+/// file, so that the file can be checked as it will run.
+pub(super) fn check(path: &Path, ov: &crate::config::Overrides) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(path)?;
+    cfg.apply(ov)?;
     cfg.upstreams()?;
     for w in &cfg.warnings {
         errln!("warning: {}: {}", path.display(), crate::mask::text(w));

@@ -201,7 +201,14 @@ pub enum Command {
         candidate_url: String,
     },
     /// Validate the config, compile every rule and mapping, print the resolved routes.
-    Check,
+    Check {
+        /// Legacy base URL (overrides [legacy] base_url), as `serve --legacy` gives it.
+        #[arg(long)]
+        legacy: Option<String>,
+        /// Candidate base URL (overrides [candidate] base_url), as `serve --candidate` gives it.
+        #[arg(long)]
+        candidate: Option<String>,
+    },
     /// Apply a route's candidate mapping chain to a file and print the result.
     Map {
         /// The candidate's JSON document, as it came (the chain is applied to it).
@@ -632,7 +639,14 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             serve(&config, explicit, &ov, admin)
         }
-        Command::Check => check(&config),
+        Command::Check { legacy, candidate } => check(
+            &config,
+            &crate::config::Overrides {
+                legacy,
+                candidate,
+                ..Default::default()
+            },
+        ),
         Command::Map {
             input,
             route,
