@@ -301,7 +301,8 @@ pub enum Fallback {
     /// The candidate's body (or the request's) is over `[shadow] max_body`.
     TooLarge,
     /// `[shadow] max_bytes_in_flight` could not hold the candidate's body, or (a phase with
-    /// `verify`) the documents of its verification: nothing was learned about the candidate.
+    /// `verify`) the documents of its verification: the answer was not checked (shadow load, or a
+    /// document too big for what the budget had left).
     Memory,
     /// The candidate was not called (the skip reason: a 429 pause, a template value missing,
     /// an unsafe path, the served calls' budget full).

@@ -478,6 +478,76 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
     assert!(line.contains(r#"request_id="rid-stall-1""#), "{line}");
 }
 
+/// A verified served exchange reads legacy's body before answering, then gives what it read and
+/// the rest to the server: a stall is warned about once, and the caller gets legacy's head and
+/// bytes so far before the connection closes, as on the plain path (before: a second warning,
+/// and the error came back before the head was flushed: the caller got no bytes at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
+    let legacy = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
+        true,
+    )
+    .await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let mut cfg = Conf::new(&format!("http://{legacy}"), &candidate.url());
+    cfg.legacy_extra = "body_timeout = \"1s\"\n".into();
+    cfg.rest = "[rollout]\nphase = \"canary\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
+    let mut p = start(cfg, None).await;
+    let (bytes, closed) = raw(
+        p.proxy,
+        b"GET /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-stall-2\r\n\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(closed, "the caller is released");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("{\"a\":"), "legacy's bytes so far: {text}");
+    tokio::task::block_in_place(|| {
+        p.wait_rows(1);
+        assert_eq!(p.stop(), 0);
+        // Everything the process wrote has been read once its last line is.
+        poll(Duration::from_secs(20), || {
+            p.log().contains("stopped").then_some(())
+        })
+        .unwrap_or_else(|| panic!("{}", p.log()));
+    });
+    let log = p.log();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("legacy body stalled"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains(r#"request_id="rid-stall-2""#), "{log}");
+}
+
+/// A caller's `X-Request-Id` is kept only as printable ASCII: a tab (which HTTP allows in a
+/// header value) gets a generated id instead (before, it was kept and stored as sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_with_a_tab_is_replaced() {
+    let legacy = Upstream::json(json!({"a": 1})).await;
+    let candidate = Upstream::json(json!({"a": 1})).await;
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.store = "exchanges = \"all\"\n".into();
+    let p = start(cfg, None).await;
+    for request in [
+        &b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: kept one\r\n\r\n"[..],
+        b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: tab\there\r\n\r\n",
+    ] {
+        let (bytes, _) = raw(p.proxy, request, Duration::from_secs(20)).await;
+        assert!(bytes.starts_with(b"HTTP/1.1 200"), "{bytes:?}");
+    }
+    tokio::task::block_in_place(|| p.wait_rows(2));
+    let ids = query(
+        &p.db(),
+        "SELECT path, request_id FROM exchanges ORDER BY path",
+    );
+    assert_eq!(ids[0], vec![json!("/a"), json!("kept one")], "{ids:?}");
+    let b = ids[1][1].as_str().unwrap();
+    assert!(!b.contains('\t') && !b.is_empty(), "{ids:?}");
+}
+
 // ------------------------------------------------ 6. non-JSON bodies skip redaction
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,10 @@ struct Stall {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     last: tokio::time::Instant,
     owner: Box<Owner>,
+    /// It expired (and said so): the next poll fails, without a second warning, after what came
+    /// before is flushed (a verified served exchange reads the body, then gives it to the server,
+    /// whose first poll of it is that next one).
+    fired: bool,
 }
 
 impl Stall {
@@ -230,6 +234,7 @@ impl Stall {
             timer: None,
             last: tokio::time::Instant::now(),
             owner,
+            fired: false,
         }
     }
 
@@ -374,6 +379,14 @@ impl Body for ResBody {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
                 }
+                if stall.fired {
+                    // As for a failure (below): what came before, the head included, is
+                    // flushed first.
+                    stall.fired = false;
+                    *failed = Some(Box::new(Stalled(stall.limit)));
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(_))) => stall.progress(),
@@ -381,6 +394,7 @@ impl Body for ResBody {
                         // Headers were sent long ago: the only way left to tell the caller
                         // is to end the body with an error (the connection is closed).
                         let err = Stalled(stall.limit);
+                        stall.fired = true;
                         let o = &stall.owner;
                         tracing::warn!(
                             error = %err,

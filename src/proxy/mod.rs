@@ -101,7 +101,8 @@ impl Proxy {
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
+            // Printable ASCII only (`to_str` also lets a tab through).
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b != b'\t'))
             .map_or_else(crate::record::request_id, str::to_owned);
         // A debug span: at the default level it is never built (formatting its fields and the
         // registry's slot were ~8 % of the caller's runtime, BENCHMARKS.md §20.17); the few
@@ -548,7 +549,9 @@ impl Proxy {
         };
         match outcome {
             Some(Outcome::Match) => Ok(()),
-            // Not evidence about the candidate: the budget could not hold the comparison.
+            // Not checked: the budget could not hold the comparison (shadow load, or a document,
+            // either side's, too big for what it had left). Not `unverified`, the reason for an
+            // answer found different.
             Some(Outcome::Skipped(SkipReason::Memory)) => Err(Fallback::Memory),
             _ => Err(Fallback::Unverified),
         }
