@@ -436,8 +436,9 @@ async fn idle_connections_past_the_file_limit_do_not_take_the_admin_listener_dow
 
 // ---------------------------------------------------- 5. legacy stalls mid-body
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
+/// A legacy that sends its head and 5 of 100 bytes, then nothing, behind a 1 s body timeout; the
+/// candidate (kept alive by the caller) answers at once.
+async fn stalling_legacy() -> (Conf, Upstream) {
     let legacy = raw_upstream(
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
         true,
@@ -446,6 +447,12 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
     let candidate = Upstream::json(json!({"a": 1})).await;
     let mut cfg = Conf::new(&format!("http://{legacy}"), &candidate.url());
     cfg.legacy_extra = "body_timeout = \"1s\"\n".into();
+    (cfg, candidate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
+    let (cfg, _candidate) = stalling_legacy().await;
     let p = start(cfg, None).await;
     let (bytes, closed) = raw(
         p.proxy,
@@ -484,14 +491,7 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
 /// and the error came back before the head was flushed: the caller got no bytes at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
-    let legacy = raw_upstream(
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
-        true,
-    )
-    .await;
-    let candidate = Upstream::json(json!({"a": 1})).await;
-    let mut cfg = Conf::new(&format!("http://{legacy}"), &candidate.url());
-    cfg.legacy_extra = "body_timeout = \"1s\"\n".into();
+    let (mut cfg, _candidate) = stalling_legacy().await;
     cfg.rest = "[rollout]\nphase = \"canary\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
     let mut p = start(cfg, None).await;
     let (bytes, closed) = raw(
