@@ -193,7 +193,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("legacy body stalled: no data for {0:?}")]
 pub struct Stalled(pub Duration);
 
-/// Whose response a body is: what the warning names when legacy's body stalls (it is logged
+/// Whose response a body is: what the warning names when legacy's body stalls (mostly logged
 /// while the server streams the body, outside the exchange's own code and span).
 #[derive(Debug)]
 pub struct Owner {
