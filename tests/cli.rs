@@ -212,34 +212,19 @@ fn check_takes_the_base_urls_serve_takes() {
         err.contains("[legacy] base_url: required (or pass --legacy)"),
         "{err}"
     );
-    let (code, out, err) = run(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--legacy",
-            "http://127.0.0.1:9001",
-            "--candidate",
-            "http://127.0.0.1:9002/v2",
-        ],
-        dir.path(),
-    );
+    let check = |legacy: &str, candidate: &str| {
+        let args = ["check", "--config", cfg, "--legacy", legacy];
+        run(
+            &[&args[..], &["--candidate", candidate]].concat(),
+            dir.path(),
+        )
+    };
+    let (code, out, err) = check("http://127.0.0.1:9001", "http://127.0.0.1:9002/v2");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("http://127.0.0.1:9002/v2"), "{out}");
     assert!(out.contains("sample_rate = 0.5"), "{out}");
     // A bad URL is named by its flag.
-    let (code, _, err) = run(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--legacy",
-            "ftp://x",
-            "--candidate",
-            "http://y",
-        ],
-        dir.path(),
-    );
+    let (code, _, err) = check("ftp://x", "http://y");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--legacy"), "{err}");
 }

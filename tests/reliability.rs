@@ -450,16 +450,10 @@ async fn stalling_legacy() -> (Conf, Upstream) {
     (cfg, candidate)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
-    let (cfg, _candidate) = stalling_legacy().await;
-    let p = start(cfg, None).await;
-    let (bytes, closed) = raw(
-        p.proxy,
-        b"GET /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-stall-1\r\n\r\n",
-        Duration::from_secs(20),
-    )
-    .await;
+/// Sends `request` to the proxy and checks what the caller of a stalled body gets: legacy's head
+/// and its bytes so far, then the connection closed.
+async fn call_cut(p: &Proc, request: &'static [u8]) {
+    let (bytes, closed) = raw(p.proxy, request, Duration::from_secs(20)).await;
     assert!(closed, "the caller is released");
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -467,6 +461,17 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
         text.ends_with("{\"a\":"),
         "legacy's bytes so far, unchanged: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
+    let (cfg, _candidate) = stalling_legacy().await;
+    let p = start(cfg, None).await;
+    call_cut(
+        &p,
+        b"GET /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-stall-1\r\n\r\n",
+    )
+    .await;
     let rows = tokio::task::block_in_place(|| p.wait_rows(1));
     assert_eq!(rows[0][0], json!("legacy_error"));
     assert!(rows[0][1].as_str().unwrap().contains("stalled"), "{rows:?}");
@@ -494,16 +499,11 @@ async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
     let (mut cfg, _candidate) = stalling_legacy().await;
     cfg.rest = "[rollout]\nphase = \"canary\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
     let mut p = start(cfg, None).await;
-    let (bytes, closed) = raw(
-        p.proxy,
+    call_cut(
+        &p,
         b"GET /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: rid-stall-2\r\n\r\n",
-        Duration::from_secs(20),
     )
     .await;
-    assert!(closed, "the caller is released");
-    let text = String::from_utf8_lossy(&bytes);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("{\"a\":"), "legacy's bytes so far: {text}");
     tokio::task::block_in_place(|| {
         p.wait_rows(1);
         assert_eq!(p.stop(), 0);

@@ -729,6 +729,21 @@ async fn the_served_bytes_are_the_verified_document() {
     assert_eq!(got.body, Bytes::from_static(br#"{"role":"admin"}"#));
 }
 
+/// `canary` (verified) on route `r` (`/r`), every exchange kept, within a comparisons' budget of
+/// `budget` (`max_body` 4 MiB) and a candidate timeout of 120 s (big documents in a debug build);
+/// `routes`: more of them.
+fn canary_within(legacy: &Upstream, candidate: &Upstream, budget: &str, routes: &str) -> Conf {
+    let mut cfg = Conf::new(&legacy.url(), &candidate.url());
+    cfg.candidate_timeout = "120s".into();
+    cfg.store = "exchanges = \"all\"\n".into();
+    cfg.rest = format!(
+        "[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n{}{}{routes}",
+        phase("canary"),
+        route("r", "/r", "")
+    );
+    cfg
+}
+
 /// Verifying a served answer builds both documents on the caller's path: their memory comes from
 /// the comparisons' budget as they grow, and an answer the budget cannot verify is legacy's
 /// (before, a dense page was verified whatever it took: ~30 × each body). The fallback says
@@ -750,15 +765,7 @@ async fn an_answer_too_large_to_verify_within_the_budget_is_legacys() {
     })
     .await;
     for (budget, served_by) in [("32MiB", "legacy"), ("1GiB", "candidate")] {
-        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-        cfg.candidate_timeout = "60s".into();
-        cfg.store = "exchanges = \"all\"\n".into();
-        cfg.rest = format!(
-            "[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n{}{}",
-            phase("canary"),
-            route("r", "/r", "")
-        );
-        let p = start(cfg, None).await;
+        let p = start(canary_within(&legacy, &candidate, budget, ""), None).await;
         let got = get(&p.url("/r")).await;
         assert_eq!(got.status, 200);
         assert_eq!(
@@ -812,15 +819,8 @@ async fn a_verification_the_shadow_load_leaves_no_memory_for_is_legacys_for_memo
     })
     .await;
     for (budget, fallback) in [("32MiB", "memory"), ("1GiB", "unverified")] {
-        let mut cfg = Conf::new(&legacy.url(), &candidate.url());
-        cfg.candidate_timeout = "120s".into();
-        cfg.store = "exchanges = \"all\"\n".into();
-        cfg.rest = format!(
-            "[shadow]\nmax_body = \"4MiB\"\nmax_bytes_in_flight = \"{budget}\"\n{}{}[[routes]]\nname = \"hold\"\npath = \"/hold\"\n",
-            phase("canary"),
-            route("r", "/r", "")
-        );
-        let p = start(cfg, None).await;
+        let hold = "[[routes]]\nname = \"hold\"\npath = \"/hold\"\n";
+        let p = start(canary_within(&legacy, &candidate, budget, hold), None).await;
         // Shadow only (the route serves nobody): answered whole, its copy then charged while the
         // candidate keeps the exchange open.
         let got = get(&p.url("/hold")).await;
