@@ -522,6 +522,40 @@ async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
     assert!(warned[0].contains(r#"request_id="rid-stall-2""#), "{log}");
 }
 
+/// In `ga` the candidate answers the caller and legacy's body is read only for the comparison: a
+/// stall there is warned about as such, not as closing the caller's response (which got the
+/// candidate's whole answer; before, the warning said it was being closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_in_a_body_only_the_comparison_reads_says_so() {
+    let (mut cfg, _candidate) = stalling_legacy().await;
+    cfg.rest = "[rollout]\nphase = \"ga\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
+    let p = start(cfg, None).await;
+    let (bytes, _) = raw(
+        p.proxy,
+        b"GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: rid-stall-3\r\n\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("{\"a\":1}"),
+        "the candidate's answer: {text}"
+    );
+    let line = tokio::task::block_in_place(|| {
+        poll(Duration::from_secs(20), || {
+            p.log()
+                .lines()
+                .find(|l| l.contains("legacy body stalled"))
+                .map(str::to_owned)
+        })
+    })
+    .unwrap_or_else(|| panic!("no stall warning: {}", p.log()));
+    assert!(line.contains(r#"request_id="rid-stall-3""#), "{line}");
+    assert!(line.contains("no caller reads this body"), "{line}");
+    assert!(!line.contains("closing the caller's response"), "{line}");
+}
+
 /// A caller's `X-Request-Id` is kept only as printable ASCII: a tab (which HTTP allows in a
 /// header value) gets a generated id instead (before, it was kept and stored as sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

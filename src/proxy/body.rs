@@ -200,6 +200,9 @@ pub struct Owner {
     request_id: String,
     route: Option<String>,
     account: Option<String>,
+    /// Nobody reads the body but the comparison (the candidate answered the caller, or the
+    /// caller left): a stall then closes no caller's response ([`ResBody::unheard`]).
+    unheard: bool,
 }
 
 impl Owner {
@@ -209,6 +212,7 @@ impl Owner {
             request_id: meta.request_id.clone(),
             route: meta.route.clone(),
             account: meta.account.clone(),
+            unheard: false,
         })
     }
 }
@@ -263,6 +267,16 @@ impl Stall {
 }
 
 impl ResBody {
+    /// Marks a body that only the comparison reads (the caller was answered by the candidate,
+    /// or left): a stall's warning then says so, not that it closes the caller's response.
+    pub fn unheard(&mut self) {
+        match &mut self.kind {
+            ResKind::Tee { stall, .. } => stall.owner.unheard = true,
+            ResKind::Prefixed { rest, .. } => rest.unheard(),
+            ResKind::Full(_) => {}
+        }
+    }
+
     /// Passes `inner` through without keeping a copy; a pause longer than `stall` between two
     /// frames ends the body with an error.
     pub fn plain(inner: Incoming, stall: Duration, owner: Box<Owner>) -> Self {
@@ -401,7 +415,12 @@ impl Body for ResBody {
                             request_id = o.request_id.as_str(),
                             route = o.route.as_deref(),
                             account = o.account.as_deref(),
-                            "legacy body stalled: closing the caller's response"
+                            "legacy body stalled: {}",
+                            if o.unheard {
+                                "its comparison gets the error (no caller reads this body)"
+                            } else {
+                                "closing the caller's response"
+                            }
                         );
                         if let Some(c) = capture.as_mut() {
                             let msg = err.to_string();

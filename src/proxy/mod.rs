@@ -729,9 +729,10 @@ impl Caller {
     }
 }
 
-/// Reads a response body to its end (or its first error), keeping nothing: a tee in it hands
-/// its copy to the comparison.
+/// Reads a response body that no caller reads to its end (or its first error), keeping
+/// nothing: a tee in it hands its copy to the comparison.
 async fn drain(body: &mut ResBody) {
+    body.unheard();
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
             break;
