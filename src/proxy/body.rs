@@ -200,8 +200,8 @@ pub struct Owner {
     request_id: String,
     route: Option<String>,
     account: Option<String>,
-    /// Nobody reads the body but the comparison (the candidate answered the caller, or the
-    /// caller left): a stall then closes no caller's response ([`ResBody::unheard`]).
+    /// No caller reads the body (the candidate answered the caller, or the caller left): a
+    /// stall then closes no caller's response ([`ResBody::unheard`]).
     unheard: bool,
 }
 
@@ -267,8 +267,9 @@ impl Stall {
 }
 
 impl ResBody {
-    /// Marks a body that only the comparison reads (the caller was answered by the candidate,
-    /// or left): a stall's warning then says so, not that it closes the caller's response.
+    /// Marks a body that no caller reads (the candidate answered the caller, or the caller left;
+    /// the comparison may still read it): a stall's warning then says so, not that it closes the
+    /// caller's response.
     pub fn unheard(&mut self) {
         match &mut self.kind {
             ResKind::Tee { stall, .. } => stall.owner.unheard = true,
@@ -417,7 +418,7 @@ impl Body for ResBody {
                             account = o.account.as_deref(),
                             "legacy body stalled: {}",
                             if o.unheard {
-                                "its comparison gets the error (no caller reads this body)"
+                                "no caller reads this body"
                             } else {
                                 "closing the caller's response"
                             }
