@@ -450,6 +450,24 @@ async fn stalling_legacy() -> (Conf, Upstream) {
     (cfg, candidate)
 }
 
+/// The first "legacy body stalled" warning the proxy logs (waited for).
+fn stall_warning(p: &Proc) -> String {
+    tokio::task::block_in_place(|| {
+        poll(Duration::from_secs(20), || {
+            p.log()
+                .lines()
+                .find(|l| l.contains("legacy body stalled"))
+                .map(str::to_owned)
+        })
+    })
+    .unwrap_or_else(|| panic!("no stall warning: {}", p.log()))
+}
+
+/// A rollout in `phase` whose route `s` (`/s`) serves callers of no known account.
+fn serving_s_in(phase: &str) -> String {
+    format!("[rollout]\nphase = \"{phase}\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n")
+}
+
 /// Sends `request` to the proxy and checks what the caller of a stalled body gets: legacy's head
 /// and its bytes so far, then the connection closed.
 async fn call_cut(p: &Proc, request: &'static [u8]) {
@@ -477,15 +495,7 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
     assert!(rows[0][1].as_str().unwrap().contains("stalled"), "{rows:?}");
     // The warning names the exchange (it is logged while the server streams the body, outside
     // the exchange: before, it named none).
-    let line = tokio::task::block_in_place(|| {
-        poll(Duration::from_secs(20), || {
-            p.log()
-                .lines()
-                .find(|l| l.contains("legacy body stalled"))
-                .map(str::to_owned)
-        })
-    })
-    .unwrap_or_else(|| panic!("no stall warning: {}", p.log()));
+    let line = stall_warning(&p);
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(r#"request_id="rid-stall-1""#), "{line}");
 }
@@ -497,7 +507,7 @@ async fn a_legacy_body_that_stalls_is_cut_after_the_body_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
     let (mut cfg, _candidate) = stalling_legacy().await;
-    cfg.rest = "[rollout]\nphase = \"canary\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
+    cfg.rest = serving_s_in("canary");
     let mut p = start(cfg, None).await;
     call_cut(
         &p,
@@ -528,7 +538,7 @@ async fn a_stall_in_a_verified_served_exchange_is_warned_about_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_in_a_body_only_the_comparison_reads_says_so() {
     let (mut cfg, _candidate) = stalling_legacy().await;
-    cfg.rest = "[rollout]\nphase = \"ga\"\n\n[[routes]]\nname = \"s\"\npath = \"/s\"\nunknown_account = \"candidate\"\n".into();
+    cfg.rest = serving_s_in("ga");
     let p = start(cfg, None).await;
     let (bytes, _) = raw(
         p.proxy,
@@ -542,15 +552,7 @@ async fn a_stall_in_a_body_only_the_comparison_reads_says_so() {
         text.ends_with("{\"a\":1}"),
         "the candidate's answer: {text}"
     );
-    let line = tokio::task::block_in_place(|| {
-        poll(Duration::from_secs(20), || {
-            p.log()
-                .lines()
-                .find(|l| l.contains("legacy body stalled"))
-                .map(str::to_owned)
-        })
-    })
-    .unwrap_or_else(|| panic!("no stall warning: {}", p.log()));
+    let line = stall_warning(&p);
     assert!(line.contains(r#"request_id="rid-stall-3""#), "{line}");
     assert!(line.contains("no caller reads this body"), "{line}");
     assert!(!line.contains("closing the caller's response"), "{line}");

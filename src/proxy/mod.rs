@@ -102,7 +102,7 @@ impl Proxy {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             // Printable ASCII only (`to_str` also lets a tab through).
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b != b'\t'))
+            .filter(|v| !v.is_empty() && v.len() <= 128 && !v.contains('\t'))
             .map_or_else(crate::record::request_id, str::to_owned);
         // A debug span: at the default level it is never built (formatting its fields and the
         // registry's slot were ~8 % of the caller's runtime, BENCHMARKS.md §20.17); the few
